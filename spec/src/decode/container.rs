@@ -1,0 +1,759 @@
+//! `[containers.NAME]`: the richest kind.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use super::resources::Draft;
+use super::{Decoder, check_name, join};
+use crate::model::{
+    ContainerSpec, DependCondition, HealthTest, Healthcheck, NetworkAttachment, NetworkMode, Origin,
+    Resources, RestartPolicy, UpdateOrder,
+};
+use crate::mounts::{Mount, MountSource};
+use crate::node::{Node, Pos, Value};
+use crate::reference::ImageRef;
+
+const FIELDS: &[&str] = &[
+    "image",
+    "entrypoint",
+    "command",
+    "env",
+    "env_file",
+    "working_dir",
+    "user",
+    "hostname",
+    "labels",
+    "network_mode",
+    "networks",
+    "ports",
+    "mounts",
+    "restart",
+    "init",
+    "resources",
+    "healthcheck",
+    "depends_on",
+    "stop_signal",
+    "stop_grace_period",
+    "read_only",
+    "cap_add",
+    "cap_drop",
+    "extra_hosts",
+    "replicas",
+    "update_order",
+];
+
+/// Compose spellings users carry over, and what moor calls them.
+const COMPOSE_ALIASES: &[(&str, &str)] = &[
+    ("environment", "env"),
+    ("volumes", "mounts"),
+    ("tmpfs", "mounts"),
+    ("workdir", "working_dir"),
+    ("mem_limit", "resources"),
+    ("cpus", "resources"),
+    ("pids_limit", "resources"),
+    ("deploy", "replicas"),
+    ("links", "networks"),
+    ("expose", "ports"),
+    ("read_only_rootfs", "read_only"),
+];
+
+/// Docker's defaults.
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_HEALTH_RETRIES: u32 = 3;
+/// Docker refuses memory limits below 6 MiB; so do we, before anything runs.
+const MIN_MEMORY: u64 = 6 << 20;
+/// An upper bound on `replicas` that catches typos.
+const MAX_REPLICAS: i64 = 1000;
+
+/// A decoded container before cross-checks, with the places of the fields
+/// those checks report on.
+#[derive(Debug)]
+pub(crate) struct ContainerDraft {
+    pub(crate) d: Draft<ContainerSpec>,
+    /// The `image` text as written (a name under `[images]` or a reference).
+    pub(crate) image_raw: Option<(String, Pos)>,
+    /// One (field, position) per entry of `spec.ports`.
+    pub(crate) port_locs: Vec<(String, Pos)>,
+    /// One (field, position) per entry of `spec.mounts`.
+    pub(crate) mount_locs: Vec<(String, Pos)>,
+    /// One (field, position) per entry of `spec.networks`.
+    pub(crate) network_locs: Vec<(String, Pos)>,
+    /// (field, position) of each `depends_on` entry.
+    pub(crate) depends_locs: BTreeMap<String, (String, Pos)>,
+}
+
+impl Decoder<'_> {
+    pub(crate) fn container(&mut self, node: &Node, field: &str, name: &str, origin: Origin) -> Option<ContainerDraft> {
+        let f = self.fields(node, field, FIELDS, COMPOSE_ALIASES)?;
+        let fld = |k: &str| join(field, k);
+        let placeholder = ImageRef {
+            registry: String::new(),
+            repository: String::new(),
+            tag: None,
+            digest: None,
+        };
+        let mut spec = ContainerSpec {
+            image: placeholder,
+            image_entry: None,
+            entrypoint: None,
+            command: None,
+            env: BTreeMap::new(),
+            working_dir: None,
+            user: None,
+            hostname: None,
+            labels: BTreeMap::new(),
+            network_mode: NetworkMode::Bridge,
+            networks: Vec::new(),
+            ports: Vec::new(),
+            mounts: Vec::new(),
+            restart: RestartPolicy::No,
+            init: false,
+            resources: Resources::default(),
+            healthcheck: None,
+            depends_on: BTreeMap::new(),
+            stop_signal: "SIGTERM".to_string(),
+            stop_grace_period: DEFAULT_STOP_GRACE,
+            read_only: false,
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            extra_hosts: Vec::new(),
+            replicas: 1,
+            update_order: UpdateOrder::StopFirst,
+        };
+        let mut draft = ContainerDraft {
+            d: Draft::new(name, field, origin, spec.clone()),
+            image_raw: None,
+            port_locs: Vec::new(),
+            mount_locs: Vec::new(),
+            network_locs: Vec::new(),
+            depends_locs: BTreeMap::new(),
+        };
+
+        match f.get("image") {
+            Some(n) => {
+                if let Some(s) = self.string(n, &fld("image")) {
+                    if let Ok(r) = crate::reference::parse(&s) {
+                        spec.image = r;
+                    }
+                    draft.image_raw = Some((s, n.pos));
+                    draft.d.locs.push(("image".into(), n.pos));
+                }
+            }
+            None => self.error(f.pos, field, "missing required field \"image\""),
+        }
+        if let Some(n) = f.get("entrypoint") {
+            spec.entrypoint = self.command(n, &fld("entrypoint"));
+        }
+        if let Some(n) = f.get("command") {
+            spec.command = self.command(n, &fld("command"));
+        }
+        if let Some(n) = f.get("env_file") {
+            for (path, pos, ef) in self.strings(n, &fld("env_file")) {
+                let r = crate::envfile::read(&self.dir.join(&path), &path);
+                if let Some(vars) = self.check(pos, &ef, r) {
+                    spec.env.extend(vars);
+                }
+            }
+        }
+        if let Some(n) = f.get("env") {
+            for (k, v, pos) in self.string_map(n, &fld("env"), "an environment variable") {
+                if let Err(e) = crate::envfile::check_key(&k) {
+                    self.error(pos, &join(&fld("env"), &k), e);
+                    continue;
+                }
+                spec.env.insert(k, v);
+            }
+        }
+        if let Some(n) = f.get("working_dir") {
+            let wf = fld("working_dir");
+            spec.working_dir = self.string(n, &wf).and_then(|s| {
+                let r = if s.starts_with('/') {
+                    Ok(s)
+                } else {
+                    Err(format!("working_dir \"{s}\" must be an absolute path"))
+                };
+                self.check(n.pos, &wf, r)
+            });
+        }
+        if let Some(n) = f.get("user") {
+            let uf = fld("user");
+            spec.user = self.scalar_string(n, &uf).and_then(|s| self.check(n.pos, &uf, check_user(&s).map(|_| s)));
+        }
+        if let Some(n) = f.get("hostname") {
+            let hf = fld("hostname");
+            spec.hostname = self.string(n, &hf).and_then(|s| self.check(n.pos, &hf, check_hostname(&s).map(|_| s)));
+        }
+        if let Some(n) = f.get("labels") {
+            spec.labels = self.labels(n, &fld("labels"));
+        }
+        if let Some(n) = f.get("network_mode") {
+            let nf = fld("network_mode");
+            draft.d.locs.push(("network_mode".into(), n.pos));
+            if let Some(s) = self.string(n, &nf) {
+                let mode = match s.as_str() {
+                    "bridge" | "default" => Ok(NetworkMode::Bridge),
+                    "host" => Ok(NetworkMode::Host),
+                    "none" => Ok(NetworkMode::None),
+                    other => match other.strip_prefix("container:").or_else(|| other.strip_prefix("service:")) {
+                        Some(target) => check_name(target).map(|_| NetworkMode::Container(target.to_string())),
+                        None => Err(format!("\"{other}\" is not one of bridge, host, none, container:NAME")),
+                    },
+                };
+                if let Some(m) = self.check(n.pos, &nf, mode) {
+                    spec.network_mode = m;
+                }
+            }
+        }
+        if let Some(n) = f.get("networks") {
+            self.networks(n, &fld("networks"), &mut spec, &mut draft);
+        }
+        if let Some(n) = f.get("ports") {
+            for (s, pos, pf) in self.strings(n, &fld("ports")) {
+                if let Some(mappings) = self.check(pos, &pf, crate::ports::parse(&s)) {
+                    for m in mappings {
+                        draft.port_locs.push((pf.clone(), pos));
+                        spec.ports.push(m);
+                    }
+                }
+            }
+        }
+        if let Some(n) = f.get("mounts") {
+            self.mounts(n, &fld("mounts"), &mut spec, &mut draft);
+        }
+        if let Some(n) = f.get("restart") {
+            let rf = fld("restart");
+            if let Some(s) = self.string(n, &rf) {
+                if let Some(p) = self.check(n.pos, &rf, parse_restart(&s)) {
+                    spec.restart = p;
+                }
+            }
+        }
+        if let Some(n) = f.get("init") {
+            spec.init = self.boolean(n, &fld("init")).unwrap_or(false);
+        }
+        if let Some(n) = f.get("resources") {
+            spec.resources = self.resources(n, &fld("resources"));
+        }
+        if let Some(n) = f.get("healthcheck") {
+            spec.healthcheck = self.healthcheck(n, &fld("healthcheck"));
+        }
+        if let Some(n) = f.get("depends_on") {
+            self.depends_on(n, &fld("depends_on"), &mut spec, &mut draft);
+        }
+        if let Some(n) = f.get("stop_signal") {
+            let sf = fld("stop_signal");
+            if let Some(s) = self.scalar_string(n, &sf) {
+                if let Some(sig) = self.check(n.pos, &sf, crate::linux::normalize_signal(&s)) {
+                    spec.stop_signal = sig;
+                }
+            }
+        }
+        if let Some(n) = f.get("stop_grace_period") {
+            if let Some(d) = self.duration(n, &fld("stop_grace_period")) {
+                spec.stop_grace_period = d;
+            }
+        }
+        if let Some(n) = f.get("read_only") {
+            spec.read_only = self.boolean(n, &fld("read_only")).unwrap_or(false);
+        }
+        for (key, out) in [("cap_add", &mut spec.cap_add), ("cap_drop", &mut spec.cap_drop)] {
+            if let Some(n) = f.get(key) {
+                let set: BTreeSet<String> = self
+                    .strings(n, &fld(key))
+                    .into_iter()
+                    .filter_map(|(s, pos, cf)| self.check(pos, &cf, crate::linux::normalize_capability(&s)))
+                    .collect();
+                *out = set.into_iter().collect();
+            }
+        }
+        if let Some(n) = f.get("extra_hosts") {
+            spec.extra_hosts = self.extra_hosts(n, &fld("extra_hosts"));
+        }
+        if let Some(n) = f.get("replicas") {
+            if let Some(r) = self.integer(n, &fld("replicas"), 0, MAX_REPLICAS) {
+                spec.replicas = r as u32;
+            }
+        }
+        if let Some(n) = f.get("update_order") {
+            let of = fld("update_order");
+            match self.string(n, &of).as_deref() {
+                Some("stop-first") => spec.update_order = UpdateOrder::StopFirst,
+                Some("start-first") => spec.update_order = UpdateOrder::StartFirst,
+                Some(other) => self.error(n.pos, &of, format!("\"{other}\" is not one of stop-first, start-first")),
+                None => {}
+            }
+        }
+        draft.d.spec = spec;
+        Some(draft)
+    }
+
+    fn networks(&mut self, node: &Node, field: &str, spec: &mut ContainerSpec, draft: &mut ContainerDraft) {
+        let mut add = |this: &mut Self, name: &str, pos: Pos, f: String, attachment: NetworkAttachment| {
+            if this.check(pos, &f, check_name(name)).is_none() {
+                return;
+            }
+            if spec.networks.iter().any(|a| a.network == name) {
+                this.error(pos, &f, format!("network \"{name}\" is listed twice"));
+                return;
+            }
+            spec.networks.push(attachment);
+            draft.network_locs.push((f, pos));
+        };
+        match &node.value {
+            Value::Seq(_) | Value::Str(_) => {
+                for (name, pos, f) in self.strings(node, field) {
+                    let a = NetworkAttachment {
+                        network: name.clone(),
+                        aliases: Vec::new(),
+                        ipv4_address: None,
+                    };
+                    add(self, &name, pos, f, a);
+                }
+            }
+            Value::Map(_) => {
+                for (k, v) in self.entries(node, field).unwrap_or_default() {
+                    let nf = join(field, &k.name);
+                    let Some(opts) = self.fields(v, &nf, &["aliases", "ipv4_address"], &[("ip", "ipv4_address")]) else {
+                        continue;
+                    };
+                    let mut a = NetworkAttachment {
+                        network: k.name.clone(),
+                        aliases: Vec::new(),
+                        ipv4_address: None,
+                    };
+                    if let Some(n) = opts.get("aliases") {
+                        let mut aliases = BTreeSet::new();
+                        for (alias, pos, af) in self.strings(n, &join(&nf, "aliases")) {
+                            if self.check(pos, &af, check_hostname(&alias)).is_some() {
+                                aliases.insert(alias);
+                            }
+                        }
+                        a.aliases = aliases.into_iter().collect();
+                    }
+                    if let Some(n) = opts.get("ipv4_address") {
+                        let af = join(&nf, "ipv4_address");
+                        a.ipv4_address = self.string(n, &af).and_then(|s| {
+                            let r = s.parse::<Ipv4Addr>().map_err(|_| format!("\"{s}\" is not an IPv4 address"));
+                            self.check(n.pos, &af, r)
+                        });
+                        draft.d.locs.push((format!("networks.{}.ipv4_address", k.name), n.pos));
+                    }
+                    add(self, &k.name, k.pos, nf, a);
+                }
+            }
+            _ => {
+                let m = format!("expected a list of network names or a table, found {}", node.value.kind());
+                self.error(node.pos, field, m);
+            }
+        }
+    }
+
+    fn mounts(&mut self, node: &Node, field: &str, spec: &mut ContainerSpec, draft: &mut ContainerDraft) {
+        let items: Vec<(usize, &Node)> = match &node.value {
+            Value::Seq(items) => items.iter().enumerate().collect(),
+            _ => {
+                self.error(node.pos, field, format!("expected a list of mounts, found {}", node.value.kind()));
+                return;
+            }
+        };
+        for (i, item) in items {
+            let mf = format!("{field}[{i}]");
+            let mount = match &item.value {
+                Value::Str(s) => self.check(item.pos, &mf, crate::mounts::parse(s)),
+                Value::Map(_) => self.long_mount(item, &mf),
+                _ => {
+                    self.error(item.pos, &mf, format!("expected a mount string or table, found {}", item.value.kind()));
+                    None
+                }
+            };
+            let Some(mut mount) = mount else { continue };
+            match &mut mount.source {
+                MountSource::Volume { name } => {
+                    if let Err(e) = check_name(name) {
+                        self.error(item.pos, &mf, format!("volume {e}"));
+                        continue;
+                    }
+                }
+                MountSource::Bind { source, content_digest } => {
+                    if source.is_relative() {
+                        let resolved = crate::bind::resolve(self.dir, source);
+                        match crate::bind::content_digest(&resolved) {
+                            Ok(d) => *content_digest = Some(d),
+                            Err(e) => {
+                                self.error(item.pos, &mf, e);
+                                continue;
+                            }
+                        }
+                        *source = resolved;
+                    }
+                }
+                MountSource::Tmpfs { .. } => {}
+            }
+            if spec.mounts.iter().any(|m| m.target == mount.target) {
+                self.error(item.pos, &mf, format!("two mounts target \"{}\"", mount.target));
+                continue;
+            }
+            spec.mounts.push(mount);
+            draft.mount_locs.push((mf, item.pos));
+        }
+    }
+
+    /// `{ type = "volume", source = "site", target = "/www", read_only = true }`
+    fn long_mount(&mut self, node: &Node, field: &str) -> Option<Mount> {
+        let f = self.fields(node, field, &["type", "source", "target", "read_only", "size"], &[("destination", "target"), ("src", "source"), ("dst", "target")])?;
+        let get_str = |this: &mut Self, key: &str| -> Option<String> {
+            let n = f.get(key)?;
+            this.string(n, &join(field, key))
+        };
+        let kind = get_str(self, "type");
+        let target = get_str(self, "target");
+        let source = get_str(self, "source");
+        let read_only = match f.get("read_only") {
+            Some(n) => self.boolean(n, &join(field, "read_only"))?,
+            None => false,
+        };
+        let Some(target) = target else {
+            self.error(f.pos, field, "missing required field \"target\"");
+            return None;
+        };
+        self.check(f.pos, &join(field, "target"), crate::mounts::check_target(&target))?;
+        let size = match f.get("size") {
+            Some(n) => Some(self.size(n, &join(field, "size"))?),
+            None => None,
+        };
+        let source = match (kind.as_deref(), source) {
+            (Some("tmpfs"), None) => MountSource::Tmpfs { size },
+            (Some("volume"), Some(name)) => MountSource::Volume { name },
+            (Some("bind"), Some(path)) => MountSource::Bind {
+                source: path.into(),
+                content_digest: None,
+            },
+            (Some("tmpfs"), Some(_)) => {
+                self.error(f.pos, &join(field, "source"), "a tmpfs mount has no source");
+                return None;
+            }
+            (Some(k @ ("volume" | "bind")), None) => {
+                self.error(f.pos, field, format!("a {k} mount needs a \"source\""));
+                return None;
+            }
+            (Some(other), _) => {
+                let pos = f.get("type").map_or(f.pos, |n| n.pos);
+                self.error(pos, &join(field, "type"), format!("\"{other}\" is not one of volume, bind, tmpfs"));
+                return None;
+            }
+            (None, _) => {
+                self.error(f.pos, field, "missing required field \"type\"");
+                return None;
+            }
+        };
+        if size.is_some() && !matches!(source, MountSource::Tmpfs { .. }) {
+            self.error(f.pos, &join(field, "size"), "only tmpfs mounts have a size");
+            return None;
+        }
+        Some(Mount {
+            target,
+            source,
+            read_only,
+        })
+    }
+
+    fn resources(&mut self, node: &Node, field: &str) -> Resources {
+        let mut r = Resources::default();
+        let Some(f) = self.fields(node, field, &["memory", "cpus", "pids"], &[("mem", "memory"), ("cpu", "cpus"), ("pids_limit", "pids")]) else {
+            return r;
+        };
+        if let Some(n) = f.get("memory") {
+            let mf = join(field, "memory");
+            r.memory = self.size(n, &mf).and_then(|m| {
+                let check = if m < MIN_MEMORY {
+                    Err(format!("memory limit {m} bytes is below the minimum of 6m"))
+                } else {
+                    Ok(m)
+                };
+                self.check(n.pos, &mf, check)
+            });
+        }
+        if let Some(n) = f.get("cpus") {
+            let cf = join(field, "cpus");
+            r.cpus = self.number(n, &cf).and_then(|c| {
+                let check = if c.is_finite() && c >= 0.01 && c <= 1024.0 {
+                    Ok(c)
+                } else {
+                    Err(format!("cpus {c} must be between 0.01 and 1024"))
+                };
+                self.check(n.pos, &cf, check)
+            });
+        }
+        if let Some(n) = f.get("pids") {
+            r.pids = self.integer(n, &join(field, "pids"), 1, i64::MAX).map(|p| p as u64);
+        }
+        r
+    }
+
+    fn healthcheck(&mut self, node: &Node, field: &str) -> Option<Healthcheck> {
+        let f = self.fields(
+            node,
+            field,
+            &["cmd", "http", "tcp", "interval", "timeout", "retries", "start_period"],
+            &[("test", "cmd"), ("command", "cmd"), ("url", "http")],
+        )?;
+        let mut tests = Vec::new();
+        if let Some(n) = f.get("cmd") {
+            if let Some(cmd) = self.command(n, &join(field, "cmd")) {
+                if cmd.is_empty() {
+                    self.error(n.pos, &join(field, "cmd"), "command is empty");
+                } else {
+                    tests.push(HealthTest::Cmd(cmd));
+                }
+            }
+        }
+        if let Some(n) = f.get("http") {
+            let hf = join(field, "http");
+            if let Some(url) = self.string(n, &hf) {
+                let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                    && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+                if ok {
+                    tests.push(HealthTest::Http(url));
+                } else {
+                    self.error(n.pos, &hf, format!("\"{url}\" is not an http:// or https:// URL"));
+                }
+            }
+        }
+        if let Some(n) = f.get("tcp") {
+            let tf = join(field, "tcp");
+            let target = match &n.value {
+                Value::Int(p) if (1..=65535).contains(p) => Some(format!("localhost:{p}")),
+                Value::Str(s) => match s.rsplit_once(':') {
+                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Some(s.clone()),
+                    None if s.parse::<u16>().is_ok_and(|p| p > 0) => Some(format!("localhost:{s}")),
+                    _ => {
+                        self.error(n.pos, &tf, format!("\"{s}\" must be host:port or a port"));
+                        None
+                    }
+                },
+                _ => {
+                    self.type_error(n, &tf, "host:port or a port number");
+                    None
+                }
+            };
+            tests.extend(target.map(HealthTest::Tcp));
+        }
+        let interval = match f.get("interval") {
+            Some(n) => self.duration(n, &join(field, "interval")),
+            None => Some(DEFAULT_HEALTH_INTERVAL),
+        };
+        let timeout = match f.get("timeout") {
+            Some(n) => self.duration(n, &join(field, "timeout")),
+            None => Some(DEFAULT_HEALTH_TIMEOUT),
+        };
+        let start_period = match f.get("start_period") {
+            Some(n) => self.duration(n, &join(field, "start_period")),
+            None => Some(Duration::ZERO),
+        };
+        let retries = match f.get("retries") {
+            Some(n) => self.integer(n, &join(field, "retries"), 1, 1000).map(|r| r as u32),
+            None => Some(DEFAULT_HEALTH_RETRIES),
+        };
+        if let Some(i) = interval {
+            if i < Duration::from_millis(100) {
+                let pos = f.get("interval").map_or(f.pos, |n| n.pos);
+                self.error(pos, &join(field, "interval"), "interval must be at least 100ms");
+            }
+        }
+        let test = match tests.len() {
+            1 => tests.pop(),
+            0 => {
+                self.error(f.pos, field, "needs one of cmd, http or tcp");
+                None
+            }
+            _ => {
+                self.error(f.pos, field, "give only one of cmd, http or tcp");
+                None
+            }
+        };
+        Some(Healthcheck {
+            test: test?,
+            interval: interval?,
+            timeout: timeout?,
+            retries: retries?,
+            start_period: start_period?,
+        })
+    }
+
+    fn depends_on(&mut self, node: &Node, field: &str, spec: &mut ContainerSpec, draft: &mut ContainerDraft) {
+        let mut entries: Vec<(String, Pos, String, DependCondition)> = Vec::new();
+        match &node.value {
+            Value::Seq(_) | Value::Str(_) => {
+                for (name, pos, f) in self.strings(node, field) {
+                    entries.push((name, pos, f, DependCondition::Started));
+                }
+            }
+            Value::Map(_) => {
+                for (k, v) in self.entries(node, field).unwrap_or_default() {
+                    let df = join(field, &k.name);
+                    let cond_node = match &v.value {
+                        Value::Map(_) => {
+                            let Some(opts) = self.fields(v, &df, &["condition"], &[]) else { continue };
+                            opts.get("condition")
+                        }
+                        _ => Some(v),
+                    };
+                    let condition = match cond_node {
+                        None => Some(DependCondition::Started),
+                        Some(c) => match self.string(c, &df).as_deref() {
+                            Some("started" | "service_started") => Some(DependCondition::Started),
+                            Some("healthy" | "service_healthy") => Some(DependCondition::Healthy),
+                            Some(other) => {
+                                self.error(c.pos, &df, format!("condition \"{other}\" is not one of started, healthy"));
+                                None
+                            }
+                            None => None,
+                        },
+                    };
+                    if let Some(c) = condition {
+                        entries.push((k.name.clone(), k.pos, df, c));
+                    }
+                }
+            }
+            _ => {
+                let m = format!("expected a list of container names or a table, found {}", node.value.kind());
+                self.error(node.pos, field, m);
+            }
+        }
+        for (name, pos, f, condition) in entries {
+            if self.check(pos, &f, check_name(&name)).is_none() {
+                continue;
+            }
+            if spec.depends_on.insert(name.clone(), condition).is_some() {
+                self.error(pos, &f, format!("\"{name}\" is listed twice"));
+                continue;
+            }
+            draft.depends_locs.insert(name, (f, pos));
+        }
+    }
+
+    fn extra_hosts(&mut self, node: &Node, field: &str) -> Vec<(String, IpAddr)> {
+        let pairs: Vec<(String, String, Pos, String)> = match &node.value {
+            Value::Map(_) => self
+                .entries(node, field)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let f = join(field, &k.name);
+                    self.string(v, &f).map(|ip| (k.name.clone(), ip, v.pos, f))
+                })
+                .collect(),
+            _ => self
+                .strings(node, field)
+                .into_iter()
+                .filter_map(|(s, pos, f)| {
+                    // host:ip, or host=ip (IPv6 addresses contain ':').
+                    let split = s.split_once('=').or_else(|| s.split_once(':'));
+                    match split {
+                        Some((h, ip)) => Some((h.to_string(), ip.trim_matches(['[', ']']).to_string(), pos, f)),
+                        None => {
+                            self.error(pos, &f, format!("\"{s}\" must look like host:ip"));
+                            None
+                        }
+                    }
+                })
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for (host, ip, pos, f) in pairs {
+            let checked = check_hostname(&host).and_then(|_| {
+                ip.parse::<IpAddr>().map_err(|_| format!("\"{ip}\" is not an IP address"))
+            });
+            if let Some(ip) = self.check(pos, &f, checked) {
+                out.push((host, ip));
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
+    match s {
+        "no" | "never" => Ok(RestartPolicy::No),
+        "always" => Ok(RestartPolicy::Always),
+        "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+        "on-failure" => Ok(RestartPolicy::OnFailure { max_retries: None }),
+        other => match other.strip_prefix("on-failure:") {
+            Some(n) => n
+                .parse::<u32>()
+                .map(|n| RestartPolicy::OnFailure { max_retries: Some(n) })
+                .map_err(|_| format!("retry count \"{n}\" in \"{s}\" is not a number")),
+            None => Err(format!("\"{s}\" is not one of no, on-failure[:N], always, unless-stopped")),
+        },
+    }
+}
+
+/// `user`, `user:group`, `uid`, `uid:gid`.
+fn check_user(s: &str) -> Result<(), String> {
+    let ok_part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 32
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    };
+    let (user, group) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    if ok_part(user) && group.is_none_or(ok_part) {
+        Ok(())
+    } else {
+        Err(format!("user \"{s}\" must look like name, uid, name:group or uid:gid"))
+    }
+}
+
+/// RFC 1123 host names: dot-separated labels of letters, digits and '-'.
+fn check_hostname(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("\"{s}\" is not a valid host name"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies() {
+        assert_eq!(parse_restart("no"), Ok(RestartPolicy::No));
+        assert_eq!(parse_restart("always"), Ok(RestartPolicy::Always));
+        assert_eq!(parse_restart("unless-stopped"), Ok(RestartPolicy::UnlessStopped));
+        assert_eq!(parse_restart("on-failure"), Ok(RestartPolicy::OnFailure { max_retries: None }));
+        assert_eq!(parse_restart("on-failure:3"), Ok(RestartPolicy::OnFailure { max_retries: Some(3) }));
+        assert!(parse_restart("on-failure:x").is_err());
+        assert!(parse_restart("sometimes").is_err());
+    }
+
+    #[test]
+    fn users_and_hosts() {
+        for good in ["root", "1000", "1000:1000", "www-data:www-data", "nobody:65534"] {
+            assert!(check_user(good).is_ok(), "{good}");
+        }
+        for bad in ["", ":", "a:", "a b", "a:b:c"] {
+            assert!(check_user(bad).is_err(), "{bad}");
+        }
+        assert!(check_hostname("web.internal").is_ok());
+        assert!(check_hostname("-web").is_err());
+        assert!(check_hostname("we_b").is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! The top level of a document, and the three simple kinds: images, networks, volumes.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use super::{ContainerDraft, Decoder, check_name, join};
+use crate::model::{ImageSpec, Kind, NetworkSpec, Origin, PullPolicy, VolumeSpec};
+use crate::node::{Node, Pos, Value};
+
+/// A decoded resource that has not been cross-checked yet.
+#[derive(Debug)]
+pub(crate) struct Draft<T> {
+    pub(crate) name: String,
+    /// The resource's field path, e.g. `networks.front`.
+    pub(crate) path: String,
+    pub(crate) origin: Origin,
+    pub(crate) spec: T,
+    /// Positions of fields that later checks report on, by field suffix.
+    pub(crate) locs: Vec<(String, Pos)>,
+}
+
+impl<T> Draft<T> {
+    pub(crate) fn new(name: &str, path: &str, origin: Origin, spec: T) -> Self {
+        Self {
+            name: name.to_string(),
+            path: path.to_string(),
+            origin,
+            spec,
+            locs: Vec::new(),
+        }
+    }
+
+    /// The full path of one of the resource's fields.
+    pub(crate) fn field(&self, suffix: &str) -> String {
+        join(&self.path, suffix)
+    }
+
+    /// Where a field was written (the resource's name when not recorded).
+    pub(crate) fn loc(&self, suffix: &str) -> Pos {
+        self.locs
+            .iter()
+            .find(|(f, _)| f == suffix)
+            .map_or(self.origin.pos, |(_, p)| *p)
+    }
+}
+
+/// Every declaration of one load, including ones whose spec had errors
+/// (so duplicate names are still caught), and the drafts that decoded.
+#[derive(Debug, Default)]
+pub(crate) struct Drafts {
+    pub(crate) declared: Vec<(Kind, String, Origin)>,
+    pub(crate) images: Vec<Draft<ImageSpec>>,
+    pub(crate) networks: Vec<Draft<NetworkSpec>>,
+    pub(crate) volumes: Vec<Draft<VolumeSpec>>,
+    pub(crate) containers: Vec<ContainerDraft>,
+}
+
+const TOP_LEVEL: &[&str] = &["images", "networks", "volumes", "containers"];
+const TOP_LEVEL_ALIASES: &[(&str, &str)] = &[("services", "containers"), ("service", "containers")];
+
+impl Decoder<'_> {
+    /// Decodes one document's root into `out`.
+    pub(crate) fn document(&mut self, root: &Node, out: &mut Drafts) {
+        if root.value == Value::Null {
+            return;
+        }
+        let Some(entries) = self.entries(root, "") else {
+            return;
+        };
+        for (key, node) in entries {
+            // Compose-style extension fields hold YAML anchors for reuse.
+            if key.name.starts_with("x-") {
+                continue;
+            }
+            let kind = match key.name.as_str() {
+                "images" => Kind::Image,
+                "networks" => Kind::Network,
+                "volumes" => Kind::Volume,
+                "containers" => Kind::Container,
+                other => {
+                    let hint = TOP_LEVEL_ALIASES
+                        .iter()
+                        .find(|(a, _)| *a == other)
+                        .map(|(_, ours)| *ours)
+                        .or_else(|| super::did_you_mean(other, TOP_LEVEL.iter().copied()));
+                    let message = match hint {
+                        Some(h) => format!("unknown top-level table; did you mean \"{h}\"?"),
+                        None => "unknown top-level table (expected images, networks, volumes or containers; x-* keys are ignored)".to_string(),
+                    };
+                    self.error(key.pos, other, message);
+                    continue;
+                }
+            };
+            if node.value == Value::Null {
+                continue;
+            }
+            let Some(resources) = self.entries(node, kind.table()) else {
+                continue;
+            };
+            for (name_key, spec) in resources {
+                let field = join(kind.table(), &name_key.name);
+                self.check(name_key.pos, &field, check_name(&name_key.name));
+                let origin = Origin {
+                    file: self.file.to_path_buf(),
+                    pos: name_key.pos,
+                };
+                out.declared.push((kind, name_key.name.clone(), origin.clone()));
+                let name = &name_key.name;
+                match kind {
+                    Kind::Image => {
+                        if let Some(s) = self.image(spec, &field) {
+                            out.images.push(Draft::new(name, &field, origin, s));
+                        }
+                    }
+                    Kind::Network => {
+                        if let Some((s, subnet_pos)) = self.network(spec, &field) {
+                            let mut d = Draft::new(name, &field, origin, s);
+                            d.locs.push(("subnet".into(), subnet_pos));
+                            out.networks.push(d);
+                        }
+                    }
+                    Kind::Volume => {
+                        if let Some(s) = self.volume(spec, &field) {
+                            out.volumes.push(Draft::new(name, &field, origin, s));
+                        }
+                    }
+                    Kind::Container => {
+                        if let Some(c) = self.container(spec, &field, name, origin) {
+                            out.containers.push(c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn image(&mut self, node: &Node, field: &str) -> Option<ImageSpec> {
+        let f = self.fields(node, field, &["ref", "pull"], &[("image", "ref"), ("reference", "ref")])?;
+        let reference = match f.get("ref") {
+            Some(n) => {
+                let rf = join(field, "ref");
+                let s = self.string(n, &rf)?;
+                self.check(n.pos, &rf, crate::reference::parse(&s))
+            }
+            None => {
+                self.error(f.pos, field, "missing required field \"ref\"");
+                None
+            }
+        };
+        let pull = match f.get("pull") {
+            Some(n) => {
+                let pf = join(field, "pull");
+                match self.string(n, &pf).as_deref() {
+                    Some("always") => Some(PullPolicy::Always),
+                    Some("if-not-present" | "missing") => Some(PullPolicy::IfNotPresent),
+                    Some("never") => Some(PullPolicy::Never),
+                    Some(other) => {
+                        self.error(n.pos, &pf, format!("\"{other}\" is not one of always, if-not-present, never"));
+                        None
+                    }
+                    None => None,
+                }
+            }
+            None => Some(PullPolicy::default()),
+        };
+        Some(ImageSpec {
+            reference: reference?,
+            pull: pull?,
+        })
+    }
+
+    fn network(&mut self, node: &Node, field: &str) -> Option<(NetworkSpec, Pos)> {
+        let f = self.fields(node, field, &["subnet", "gateway", "internal", "labels"], &[("ipam", "subnet")])?;
+        let mut spec = NetworkSpec::default();
+        let mut ok = true;
+        let mut subnet_pos = f.pos;
+        if let Some(n) = f.get("subnet") {
+            let sf = join(field, "subnet");
+            subnet_pos = n.pos;
+            spec.subnet = self.string(n, &sf).and_then(|s| {
+                let r = s
+                    .parse::<Ipv4Net>()
+                    .map_err(|_| format!("\"{s}\" is not an IPv4 subnet such as 10.89.1.0/24"))
+                    .and_then(|net| {
+                        if net.prefix_len() > 30 {
+                            Err(format!("subnet \"{s}\" is too small: use a prefix of /30 or shorter"))
+                        } else if net.trunc() != net {
+                            Err(format!("subnet \"{s}\" has host bits set; did you mean \"{}\"?", net.trunc()))
+                        } else {
+                            Ok(net)
+                        }
+                    });
+                self.check(n.pos, &sf, r)
+            });
+            ok &= spec.subnet.is_some();
+        }
+        if let Some(n) = f.get("gateway") {
+            let gf = join(field, "gateway");
+            let gw = self.string(n, &gf).and_then(|s| {
+                let r = s
+                    .parse::<Ipv4Addr>()
+                    .map_err(|_| format!("\"{s}\" is not an IPv4 address"))
+                    .and_then(|gw| match spec.subnet {
+                        Some(net) if !net.contains(&gw) || gw == net.network() || gw == net.broadcast() => {
+                            Err(format!("gateway {gw} is not a host address of subnet {net}"))
+                        }
+                        None => Err("a gateway needs a subnet".to_string()),
+                        _ => Ok(gw),
+                    });
+                self.check(n.pos, &gf, r)
+            });
+            ok &= gw.is_some();
+            spec.gateway = gw;
+        }
+        if let Some(n) = f.get("internal") {
+            spec.internal = self.boolean(n, &join(field, "internal")).unwrap_or_else(|| {
+                ok = false;
+                false
+            });
+        }
+        if let Some(n) = f.get("labels") {
+            spec.labels = self.labels(n, &join(field, "labels"));
+        }
+        ok.then_some((spec, subnet_pos))
+    }
+
+    fn volume(&mut self, node: &Node, field: &str) -> Option<VolumeSpec> {
+        let f = self.fields(node, field, &["prune", "labels"], &[])?;
+        let mut spec = VolumeSpec::default();
+        if let Some(n) = f.get("prune") {
+            spec.prune = self.boolean(n, &join(field, "prune"))?;
+        }
+        if let Some(n) = f.get("labels") {
+            spec.labels = self.labels(n, &join(field, "labels"));
+        }
+        Some(spec)
+    }
+}

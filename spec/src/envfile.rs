@@ -1,0 +1,62 @@
+//! `env_file`: `KEY=VALUE` lines, as Docker and Compose read them.
+
+use std::path::Path;
+
+/// Checks an environment variable name: not empty, no `=`, no white space, no NUL.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.contains(['=', '\0']) || key.chars().any(char::is_whitespace) {
+        Err(format!("\"{key}\" is not a valid environment variable name"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses env-file text: blank lines and `#` comments are skipped, an
+/// `export ` prefix is allowed, and a value wholly in single or double quotes
+/// loses them. `shown` names the file in messages.
+pub fn parse(text: &str, shown: &str) -> Result<Vec<(String, String)>, String> {
+    let mut vars = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("{shown} line {}: \"{line}\" must look like KEY=VALUE", i + 1));
+        };
+        let key = key.trim_end();
+        check_key(key).map_err(|e| format!("{shown} line {}: {e}", i + 1))?;
+        let value = value.trim_end_matches('\r');
+        let unquoted = ['"', '\'']
+            .iter()
+            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+            .unwrap_or(value);
+        vars.push((key.to_string(), unquoted.to_string()));
+    }
+    Ok(vars)
+}
+
+/// Reads and parses an env file.
+pub fn read(path: &Path, shown: &str) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read env_file \"{shown}\": {e}"))?;
+    parse(&text, shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_env_files() {
+        let text = "# comment\n\nA=1\nexport B = two\nC=\"quoted value\"\nD='x'\nE=\nF=a=b\n";
+        let vars = parse(text, "app.env").unwrap();
+        let want = [("A", "1"), ("B", " two"), ("C", "quoted value"), ("D", "x"), ("E", ""), ("F", "a=b")];
+        assert_eq!(vars.len(), want.len());
+        for ((k, v), (wk, wv)) in vars.iter().zip(want) {
+            assert_eq!((k.as_str(), v.as_str()), (wk, wv));
+        }
+        let err = parse("A=1\nnot a pair\n", "app.env").unwrap_err();
+        assert!(err.contains("app.env line 2"), "{err}");
+    }
+}

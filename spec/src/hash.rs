@@ -1,0 +1,130 @@
+//! Canonical spec hashes.
+//!
+//! A hash is sha256 over a canonical JSON encoding of the *normalised* spec:
+//! struct fields in a fixed order, maps sorted by key, lists that are sets
+//! sorted, every value already normalised. So the same resource written in
+//! TOML or YAML, or with its keys in another order, hashes the same, and any
+//! change to a field that matters changes the hash.
+//!
+//! For containers, "matters" means "the running process would differ": the
+//! image, command, environment, mounts (with the content of bind sources kept
+//! next to the manifests), ports, networks, limits and security settings.
+//! Fields the reconciler applies without recreating the container — `replicas`,
+//! `restart`, `healthcheck`, `depends_on`, `stop_signal`, `stop_grace_period`,
+//! `update_order` — are left out, so changing them never restarts anything.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::{
+    ContainerSpec, ImageSpec, Kind, NetworkAttachment, NetworkMode, NetworkSpec, Resources, VolumeSpec,
+};
+use crate::mounts::Mount;
+use crate::ports::PortMapping;
+use crate::reference::ImageRef;
+
+/// `sha256:<64 hex>` over a resource's canonical encoding.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SpecHash(String);
+
+impl SpecHash {
+    /// The hash as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 hex digits, for tables.
+    pub fn short(&self) -> &str {
+        let hex = self.0.strip_prefix("sha256:").unwrap_or(&self.0);
+        &hex[..12.min(hex.len())]
+    }
+}
+
+impl fmt::Display for SpecHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn digest(kind: Kind, value: &impl Serialize) -> SpecHash {
+    #[derive(Serialize)]
+    struct Tagged<'a, T> {
+        v: u32,
+        kind: Kind,
+        spec: &'a T,
+    }
+    let bytes = serde_json::to_vec(&Tagged { v: 1, kind, spec: value })
+        .expect("serialising plain data to JSON cannot fail");
+    SpecHash(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+}
+
+/// The hash of an image entry.
+pub fn image(spec: &ImageSpec) -> SpecHash {
+    digest(Kind::Image, spec)
+}
+
+/// The hash of a network.
+pub fn network(spec: &NetworkSpec) -> SpecHash {
+    digest(Kind::Network, spec)
+}
+
+/// The hash of a volume (`prune` is a policy, not part of the volume).
+pub fn volume(spec: &VolumeSpec) -> SpecHash {
+    digest(Kind::Volume, &spec.labels)
+}
+
+/// The fields of a container that decide whether it must be replaced.
+#[derive(Serialize)]
+struct ContainerView<'a> {
+    image: &'a ImageRef,
+    entrypoint: &'a Option<Vec<String>>,
+    command: &'a Option<Vec<String>>,
+    env: &'a BTreeMap<String, String>,
+    working_dir: &'a Option<String>,
+    user: &'a Option<String>,
+    hostname: &'a Option<String>,
+    labels: &'a BTreeMap<String, String>,
+    network_mode: &'a NetworkMode,
+    networks: &'a [NetworkAttachment],
+    ports: &'a [PortMapping],
+    mounts: &'a [Mount],
+    init: bool,
+    resources: &'a Resources,
+    read_only: bool,
+    cap_add: &'a [String],
+    cap_drop: &'a [String],
+    extra_hosts: &'a [(String, IpAddr)],
+}
+
+/// The hash of a container. Expects the canonical order the loader gives
+/// (ports and mounts sorted, capability lists sorted).
+pub fn container(spec: &ContainerSpec) -> SpecHash {
+    digest(
+        Kind::Container,
+        &ContainerView {
+            image: &spec.image,
+            entrypoint: &spec.entrypoint,
+            command: &spec.command,
+            env: &spec.env,
+            working_dir: &spec.working_dir,
+            user: &spec.user,
+            hostname: &spec.hostname,
+            labels: &spec.labels,
+            network_mode: &spec.network_mode,
+            networks: &spec.networks,
+            ports: &spec.ports,
+            mounts: &spec.mounts,
+            init: spec.init,
+            resources: &spec.resources,
+            read_only: spec.read_only,
+            cap_add: &spec.cap_add,
+            cap_drop: &spec.cap_drop,
+            extra_hosts: &spec.extra_hosts,
+        },
+    )
+}

@@ -1,0 +1,36 @@
+//! moor's manifest model.
+//!
+//! Start at [`load`]: it reads TOML and YAML manifests from files and
+//! directory trees, lowers both spellings into one position-keeping tree
+//! ([`node`]), decodes and normalises it (`decode`), checks it across files
+//! (`validate`) and returns a [`DesiredState`] whose resources carry canonical
+//! [`SpecHash`]es — or every [`Diagnostic`] found, each as
+//! `path:line:column: error: field: message`.
+//!
+//! This crate knows nothing of Linux: it describes what is wanted, never how.
+
+pub mod bind;
+mod decode;
+pub mod diag;
+pub mod envfile;
+pub mod hash;
+pub mod linux;
+mod load;
+pub mod model;
+pub mod mounts;
+pub mod node;
+pub mod parse;
+pub mod ports;
+pub mod reference;
+pub mod units;
+mod validate;
+pub mod words;
+
+pub use decode::{MAX_NAME_LEN, check_name, did_you_mean};
+pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use hash::SpecHash;
+pub use load::{load, load_texts};
+pub use model::*;
+pub use mounts::{Mount, MountSource};
+pub use ports::{PortMapping, Protocol};
+pub use reference::ImageRef;

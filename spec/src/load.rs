@@ -1,0 +1,102 @@
+//! Loading manifests from files and directory trees.
+
+use std::path::{Path, PathBuf};
+
+use crate::decode::{Decoder, Drafts};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::model::DesiredState;
+use crate::node::Pos;
+use crate::parse::{Format, parse};
+
+/// Loads, normalises and validates every manifest under `paths` (files, or
+/// directories searched recursively; dot-files and dot-directories skipped;
+/// files read in sorted path order). Returns the desired state, or every
+/// diagnostic found.
+pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<DesiredState, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let mut files = Vec::new();
+    for p in paths {
+        collect(p.as_ref(), true, &mut files, &mut diags);
+    }
+    files.sort();
+    files.dedup();
+    let mut sources = Vec::with_capacity(files.len());
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => sources.push((file, text)),
+            Err(e) => diags.push(Diagnostic::error(&file, Pos::new(1, 1), "", format!("cannot read file: {e}"))),
+        }
+    }
+    load_sources(&sources, diags)
+}
+
+/// Loads manifests from text already in memory: `(path, text)` pairs. The
+/// path's extension picks the format and its directory anchors relative paths.
+pub fn load_texts(sources: &[(PathBuf, String)]) -> Result<DesiredState, Diagnostics> {
+    load_sources(sources, Diagnostics::default())
+}
+
+fn load_sources(sources: &[(PathBuf, String)], mut diags: Diagnostics) -> Result<DesiredState, Diagnostics> {
+    let mut drafts = Drafts::default();
+    for (file, text) in sources {
+        let Some(format) = Format::from_path(file) else {
+            diags.push(Diagnostic::error(file, Pos::new(1, 1), "", "not a manifest: the name must end in .toml, .yaml or .yml"));
+            continue;
+        };
+        let docs = match parse(format, text) {
+            Ok(docs) => docs,
+            Err(e) => {
+                diags.push(Diagnostic::error(file, e.pos, "", e.message));
+                continue;
+            }
+        };
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let mut decoder = Decoder::new(file, dir);
+        for doc in &docs {
+            decoder.document(doc, &mut drafts);
+        }
+        diags.extend(decoder.diags);
+    }
+    crate::validate::finish(drafts, diags)
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.') && n != "." && n != "..")
+}
+
+fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>, diags: &mut Diagnostics) {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            diags.push(Diagnostic::error(path, Pos::new(1, 1), "", format!("cannot read: {e}")));
+            return;
+        }
+    };
+    if meta.is_dir() {
+        if !explicit && is_hidden(path) {
+            return;
+        }
+        let entries = match std::fs::read_dir(path) {
+            Ok(it) => it,
+            Err(e) => {
+                diags.push(Diagnostic::error(path, Pos::new(1, 1), "", format!("cannot read directory: {e}")));
+                return;
+            }
+        };
+        let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        children.sort();
+        for child in children {
+            if is_hidden(&child) {
+                continue;
+            }
+            let is_dir = std::fs::metadata(&child).is_ok_and(|m| m.is_dir());
+            if is_dir || Format::from_path(&child).is_some() {
+                collect(&child, false, out, diags);
+            }
+        }
+    } else {
+        out.push(path.to_path_buf());
+    }
+}

@@ -1,0 +1,316 @@
+//! YAML through `saphyr-parser`'s event stream (a maintained, safe-Rust YAML
+//! 1.2 parser that reports the position of every event).
+//!
+//! The tree is built here rather than deserialised with serde so that every
+//! node keeps its position and decoding can report all errors, not the first.
+//! Anchors and aliases are expanded, and `<<` merge keys (which Compose users
+//! rely on for shared defaults) are honoured: explicit keys win over merged ones.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle};
+
+use super::{SyntaxError, tidy};
+use crate::node::{Key, Node, Pos, Value};
+
+/// Mappings and sequences nested deeper than this are refused, so a hostile
+/// file cannot exhaust the stack of code that walks the tree.
+const MAX_DEPTH: usize = 64;
+/// Alias expansion is bounded so that a "billion laughs" file cannot exhaust memory.
+const MAX_ALIAS_NODES: usize = 100_000;
+
+enum Frame {
+    Seq {
+        pos: Pos,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        pos: Pos,
+        anchor: usize,
+        entries: Vec<(Key, Node)>,
+        merges: Vec<Node>,
+        key: Option<PendingKey>,
+    },
+}
+
+enum PendingKey {
+    Key(Key),
+    Merge,
+}
+
+fn pos(m: &Marker) -> Pos {
+    Pos::new(m.line() as u32, m.col() as u32 + 1)
+}
+
+fn error(pos: Pos, message: impl Into<String>) -> SyntaxError {
+    SyntaxError {
+        pos,
+        message: message.into(),
+    }
+}
+
+fn count_nodes(n: &Node) -> usize {
+    1 + match &n.value {
+        Value::Seq(items) => items.iter().map(count_nodes).sum(),
+        Value::Map(entries) => entries.iter().map(|(_, v)| count_nodes(v)).sum(),
+        _ => 0,
+    }
+}
+
+pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    let mut docs = Vec::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut expanded = 0usize;
+
+    for event in Parser::new_from_str(text) {
+        let (event, span) = event.map_err(|e| error(pos(e.marker()), tidy(e.info())))?;
+        let at = pos(&span.start);
+        let done = match event {
+            Event::Scalar(text, style, anchor, tag) => {
+                let value = if style == ScalarStyle::Plain && tag.is_none() {
+                    resolve_plain(&text)
+                } else if tag.as_ref().is_some_and(|t| t.suffix != "str") && style == ScalarStyle::Plain {
+                    resolve_plain(&text)
+                } else {
+                    Value::Str(text.into_owned())
+                };
+                Some((Node::new(at, value), anchor, style == ScalarStyle::Plain))
+            }
+            Event::Alias(id) => {
+                let node = anchors
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| error(at, "alias refers to an unknown anchor"))?;
+                expanded += count_nodes(&node);
+                if expanded > MAX_ALIAS_NODES {
+                    return Err(error(at, "aliases expand to too many nodes"));
+                }
+                Some((Node { pos: at, ..node }, 0, false))
+            }
+            Event::SequenceStart(anchor, _) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(error(at, "nesting is too deep"));
+                }
+                stack.push(Frame::Seq {
+                    pos: at,
+                    anchor,
+                    items: Vec::new(),
+                });
+                None
+            }
+            Event::MappingStart(anchor, _) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(error(at, "nesting is too deep"));
+                }
+                stack.push(Frame::Map {
+                    pos: at,
+                    anchor,
+                    entries: Vec::new(),
+                    merges: Vec::new(),
+                    key: None,
+                });
+                None
+            }
+            Event::SequenceEnd => match stack.pop() {
+                Some(Frame::Seq { pos, anchor, items }) => {
+                    Some((Node::new(pos, Value::Seq(items)), anchor, false))
+                }
+                _ => return Err(error(at, "unbalanced sequence end")),
+            },
+            Event::MappingEnd => match stack.pop() {
+                Some(Frame::Map {
+                    pos,
+                    anchor,
+                    mut entries,
+                    merges,
+                    ..
+                }) => {
+                    merge_into(&mut entries, merges)?;
+                    Some((Node::new(pos, Value::Map(entries)), anchor, false))
+                }
+                _ => return Err(error(at, "unbalanced mapping end")),
+            },
+            Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart(_)
+            | Event::DocumentEnd
+            | Event::Nothing => None,
+        };
+        let Some((node, anchor, plain)) = done else {
+            continue;
+        };
+        if anchor != 0 {
+            anchors.insert(anchor, node.clone());
+        }
+        match stack.last_mut() {
+            None => docs.push(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries, merges, key, ..
+            }) => match key.take() {
+                None => {
+                    let name = node
+                        .scalar_text()
+                        .or_else(|| matches!(node.value, Value::Null).then(String::new))
+                        .ok_or_else(|| error(node.pos, "mapping keys must be plain values"))?;
+                    *key = Some(if plain && name == "<<" {
+                        PendingKey::Merge
+                    } else {
+                        PendingKey::Key(Key { name, pos: node.pos })
+                    });
+                }
+                Some(PendingKey::Key(k)) => entries.push((k, node)),
+                Some(PendingKey::Merge) => merges.push(node),
+            },
+        }
+    }
+    Ok(docs)
+}
+
+/// Applies `<<: *base` (or `<<: [*a, *b]`): merged keys never override keys
+/// written in the mapping itself, and earlier merge sources win over later ones.
+fn merge_into(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) -> Result<(), SyntaxError> {
+    for merge in merges {
+        let sources = match merge.value {
+            Value::Seq(items) => items,
+            Value::Map(_) => vec![merge],
+            _ => return Err(error(merge.pos, "a merge key (<<) needs a mapping or a list of mappings")),
+        };
+        for source in sources {
+            let Value::Map(source_entries) = source.value else {
+                return Err(error(source.pos, "a merge key (<<) needs a mapping or a list of mappings"));
+            };
+            for (k, v) in source_entries {
+                if !entries.iter().any(|(e, _)| e.name == k.name) {
+                    entries.push((k, v));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves a plain scalar by the YAML 1.2 core schema. Unlike YAML 1.1,
+/// `no`, `on` and `8080:80` stay strings.
+fn resolve_plain(s: &str) -> Value {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
+        _ => {}
+    }
+    if let Some(hex) = s.strip_prefix("0x") {
+        if let Ok(i) = i64::from_str_radix(hex, 16) {
+            return Value::Int(i);
+        }
+    }
+    if let Some(oct) = s.strip_prefix("0o") {
+        if let Ok(i) = i64::from_str_radix(oct, 8) {
+            return Value::Int(i);
+        }
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(i) = s.parse::<i64>() {
+            return Value::Int(i);
+        }
+    }
+    if is_float(digits) {
+        if let Ok(f) = s.parse::<f64>() {
+            return Value::Float(f);
+        }
+    }
+    Value::Str(s.to_string())
+}
+
+/// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`, the core schema's float form.
+fn is_float(s: &str) -> bool {
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((int, frac)) => {
+            (int.bytes().all(|b| b.is_ascii_digit()) && frac.bytes().all(|b| b.is_ascii_digit()))
+                && !(int.is_empty() && frac.is_empty())
+        }
+        None => !mantissa.is_empty() && mantissa.bytes().all(|b| b.is_ascii_digit()),
+    };
+    let exponent_ok = exponent.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
+    });
+    mantissa_ok && exponent_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(n: &'a Node, key: &str) -> &'a Node {
+        match &n.value {
+            Value::Map(m) => &m.iter().find(|(k, _)| k.name == key).unwrap().1,
+            other => panic!("expected a map, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn core_schema_scalars() {
+        assert_eq!(resolve_plain("no"), Value::Str("no".into()));
+        assert_eq!(resolve_plain("8080:80"), Value::Str("8080:80".into()));
+        assert_eq!(resolve_plain("0.5"), Value::Float(0.5));
+        assert_eq!(resolve_plain("-3"), Value::Int(-3));
+        assert_eq!(resolve_plain("1e3"), Value::Float(1000.0));
+        assert_eq!(resolve_plain("64m"), Value::Str("64m".into()));
+        assert_eq!(resolve_plain("~"), Value::Null);
+        assert_eq!(resolve_plain("True"), Value::Bool(true));
+        assert_eq!(resolve_plain("1.2.3"), Value::Str("1.2.3".into()));
+    }
+
+    #[test]
+    fn positions_and_quoting() {
+        let docs = parse("containers:\n  web:\n    image: busybox\n    init: \"true\"\n").unwrap();
+        let web = get(get(&docs[0], "containers"), "web");
+        assert_eq!(get(web, "image").pos, Pos::new(3, 12));
+        assert_eq!(get(web, "init").value, Value::Str("true".into()));
+    }
+
+    #[test]
+    fn anchors_and_merge_keys() {
+        let text = "x-base: &base\n  init: true\n  restart: always\ncontainers:\n  a:\n    <<: *base\n    restart: \"no\"\n";
+        let docs = parse(text).unwrap();
+        let a = get(get(&docs[0], "containers"), "a");
+        assert_eq!(get(a, "restart").value, Value::Str("no".into()));
+        assert_eq!(get(a, "init").value, Value::Bool(true));
+    }
+
+    #[test]
+    fn billion_laughs_is_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("too many"), "{err:?}");
+    }
+
+    #[test]
+    fn multiple_documents() {
+        assert_eq!(parse("a: 1\n---\nb: 2\n").unwrap().len(), 2);
+        assert_eq!(parse("# only a comment\n").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let err = parse("containers:\n  web: [a, b\n").unwrap_err();
+        assert!(err.pos.line >= 2, "{err:?}");
+    }
+}
