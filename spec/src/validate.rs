@@ -54,16 +54,23 @@ pub(crate) fn finish(drafts: Drafts, diags: Diagnostics) -> Result<DesiredState,
         });
     }
 
-    let mut containers: BTreeMap<String, ContainerDraft> = BTreeMap::new();
-    for d in drafts.containers {
-        containers.entry(d.d.name.clone()).or_insert(d);
-    }
-    for d in containers.values_mut() {
+    // Every declaration is checked, duplicates too, so that one run reports everything.
+    let mut drafts_c = drafts.containers;
+    for d in &mut drafts_c {
         resolve_image(&mut c, d, &state);
         references(&mut c, d, &state);
     }
+    let mut containers: BTreeMap<String, ContainerDraft> = BTreeMap::new();
+    let mut repeated = Vec::new();
+    for d in drafts_c {
+        if containers.contains_key(&d.d.name) {
+            repeated.push(d);
+        } else {
+            containers.insert(d.d.name.clone(), d);
+        }
+    }
     let names: Vec<String> = containers.keys().cloned().collect();
-    for d in containers.values() {
+    for d in containers.values().chain(&repeated) {
         container_references(&mut c, d, &names, &containers);
     }
     port_conflicts(&mut c, &containers);

@@ -44,6 +44,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.len() > MAX_NAME_LEN {
         return Err(format!("name \"{name}\" is longer than {MAX_NAME_LEN} characters"));
     }
+    if name.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!("name \"{name}\" must be lower-case"));
+    }
     let bytes = name.as_bytes();
     if !bytes[0].is_ascii_lowercase() && !bytes[0].is_ascii_digit() {
         return Err(format!("name \"{name}\" must start with a lower-case letter or a digit"));
@@ -52,10 +55,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         .chars()
         .find(|&c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'))
     {
-        let hint = if bad.is_ascii_uppercase() { " (names are lower-case)" } else { "" };
-        return Err(format!(
-            "name \"{name}\" contains {bad:?}; use lower-case letters, digits, '-' and '_'{hint}"
-        ));
+        return Err(format!("name \"{name}\" contains {bad:?}; use lower-case letters, digits, '-' and '_'"));
     }
     Ok(())
 }
