@@ -1,0 +1,85 @@
+//! Helpers shared by the test modules.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `moor` binary built for this test run.
+pub fn moor_bin() -> PathBuf {
+    // Integration tests of the root package cannot use CARGO_BIN_EXE_ of
+    // another package, so find the binary next to the test executable.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("moor");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "moor"])
+            .status()
+            .expect("run cargo build -p moor");
+        assert!(status.success(), "cargo build -p moor failed");
+    }
+    bin
+}
+
+/// Runs `moor ARGS...` with a private state dir and returns its output.
+pub fn moor(args: &[&str]) -> Output {
+    Command::new(moor_bin())
+        .args(args)
+        .env_remove("MOOR_STATE_DIR")
+        .output()
+        .expect("run moor")
+}
+
+/// The repository root (where Cargo.toml of the workspace is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// True when running on CI, where a missing prerequisite is a failure.
+pub fn on_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// Checks that every tool is on PATH (and that we are root when `root` is
+/// set). On CI a missing prerequisite panics; elsewhere it prints why the
+/// test did not run and returns false.
+pub fn require(tools: &[&str], root: bool) -> bool {
+    let mut missing: Vec<String> = tools
+        .iter()
+        .filter(|t| which(t).is_none())
+        .map(|t| format!("`{t}` not on PATH"))
+        .collect();
+    if root && !nix_is_root() {
+        missing.push("not running as root".into());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("prerequisites missing: {}", missing.join(", "));
+    if on_ci() {
+        panic!("{msg} (CI must install them: see .ci/run)");
+    }
+    eprintln!("SKIPPED (not on CI): {msg}");
+    false
+}
+
+/// The full path of a tool on PATH (or in /usr/sbin and /sbin).
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into(), "/usr/bin".into()])
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,1 @@
+//! Corpus of manifests and `moor validate` behaviour.
