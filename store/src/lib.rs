@@ -1,1 +1,159 @@
-//! placeholder
+//! moor's embedded state, under one state directory (DESIGN.md §3 Store).
+//!
+//! Start at [`Store`]: it opens the three parts together.
+//!
+//! - [`BlobStore`]: content-addressed blobs (`blobs/sha256/<hex>`), written
+//!   through an [`Ingest`] file that is checked against the expected digest
+//!   and declared size before an atomic rename.
+//! - [`Db`]: the metadata database (images, references, layer snapshot
+//!   records and who holds them).
+//! - [`Snapshots`]: unpacked layers keyed by chain ID, made in a temporary
+//!   directory and renamed into place.
+//!
+//! Everything is created mode 0700 (directories) or 0600 (files): state is
+//! not world-readable (§7).
+
+mod blobs;
+mod db;
+mod digest;
+mod fsutil;
+mod lock;
+mod snapshots;
+
+pub use blobs::{BlobError, BlobStore, Ingest};
+pub use db::{Db, DbError, ImageRecord, LayerRecord, SnapshotRecord};
+pub use digest::{Digest, DigestError, sha256_hex};
+pub use lock::{GcLock, LockError};
+pub use snapshots::{SnapshotError, Snapshots};
+
+use std::path::{Path, PathBuf};
+
+/// The state directory opened as a whole.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    /// Content-addressed blobs.
+    pub blobs: BlobStore,
+    /// The metadata database.
+    pub db: Db,
+    /// Unpacked layer snapshots.
+    pub snapshots: Snapshots,
+}
+
+/// Errors opening the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory could not be created.
+    #[error("create state directory {path}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The blob store could not be opened.
+    #[error(transparent)]
+    Blobs(#[from] BlobError),
+    /// The database could not be opened.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The snapshot directory could not be opened.
+    #[error(transparent)]
+    Snapshots(#[from] SnapshotError),
+}
+
+impl Store {
+    /// Opens (creating as needed) the store under `root`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        fsutil::create_private_dir_all(root).map_err(|source| StoreError::CreateDir {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            blobs: BlobStore::open(root)?,
+            db: Db::open(&root.join("moor.db"))?,
+            snapshots: Snapshots::open(root)?,
+        })
+    }
+
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes the garbage-collection lock shared: held by anything that adds
+    /// blobs or snapshots before it records them, so that a concurrent
+    /// collection cannot take them away in between.
+    pub fn lock_shared(&self) -> Result<GcLock, LockError> {
+        GcLock::shared(&self.root.join("gc.lock"))
+    }
+
+    /// Takes the garbage-collection lock exclusively (for [`Store::gc`]).
+    pub fn lock_exclusive(&self) -> Result<GcLock, LockError> {
+        GcLock::exclusive(&self.root.join("gc.lock"))
+    }
+
+    /// Removes every blob and snapshot that nothing references, and stale
+    /// ingest files and temporary snapshot directories left by a crash.
+    /// Takes the exclusive lock itself.
+    pub fn gc(&self) -> Result<GcReport, GcError> {
+        let _lock = self.lock_exclusive()?;
+        let mut report = GcReport::default();
+        // Snapshots first: their records go before their directories, so a
+        // crash in between leaves an unrecorded directory, which the next
+        // collection removes.
+        for chain in self.db.unreferenced_snapshots()? {
+            self.db.delete_snapshot(&chain)?;
+            self.snapshots.remove(&chain)?;
+            report.snapshots += 1;
+        }
+        let recorded = self.db.snapshot_ids()?;
+        for chain in self.snapshots.list()? {
+            if !recorded.contains(&chain) {
+                self.snapshots.remove(&chain)?;
+                report.snapshots += 1;
+            }
+        }
+        report.temporaries += self.snapshots.remove_temporaries()?;
+        let referenced = self.db.referenced_blobs()?;
+        for digest in self.blobs.list()? {
+            if !referenced.contains(&digest) {
+                report.bytes += self.blobs.remove(&digest)?;
+                report.blobs += 1;
+            }
+        }
+        report.temporaries += self.blobs.remove_ingests()?;
+        Ok(report)
+    }
+}
+
+/// What a garbage collection removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    /// Blobs removed.
+    pub blobs: usize,
+    /// Bytes of blobs removed.
+    pub bytes: u64,
+    /// Snapshots removed.
+    pub snapshots: usize,
+    /// Stale ingest files and temporary directories removed.
+    pub temporaries: usize,
+}
+
+/// Errors of a garbage collection.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// The lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A blob could not be removed.
+    #[error(transparent)]
+    Blobs(#[from] BlobError),
+    /// A snapshot could not be removed.
+    #[error(transparent)]
+    Snapshots(#[from] SnapshotError),
+}

@@ -1,0 +1,535 @@
+//! The metadata database: images, their references (tags and digests),
+//! layer snapshot records, and who holds each snapshot.
+//!
+//! SQLite (bundled, so every host runs the same version) in WAL mode rather
+//! than `redb` or `sled`: `redb` takes an exclusive file lock, so `moor
+//! images` could not read while the agent has the database open, while
+//! SQLite's WAL lets any number of processes read during a write. Each change
+//! is one transaction with `synchronous = FULL`, so a crash at any instruction
+//! leaves the last committed state, and concurrent writers wait on
+//! `busy_timeout` instead of failing.
+
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// Errors of the metadata database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database file could not be created.
+    #[error("create database {path}")]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// SQLite failed.
+    #[error("metadata database {path}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+}
+
+/// An image: a manifest, its config and its layers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageRecord {
+    /// The manifest's digest, the image's identity.
+    pub digest: String,
+    /// The manifest's media type.
+    pub media_type: String,
+    /// The config blob's digest.
+    pub config: String,
+    /// The digest of the index the manifest was chosen from, if any.
+    pub index: Option<String>,
+    /// The platform, `os/architecture[/variant]`.
+    pub platform: String,
+    /// Bytes of manifest, config and (compressed) layers.
+    pub size: u64,
+    /// When it was stored, seconds since the epoch.
+    pub created: i64,
+    /// Layers, base first.
+    pub layers: Vec<LayerRecord>,
+    /// References that name it (`registry/repo:tag`, `registry/repo@digest`).
+    pub refs: Vec<String>,
+}
+
+/// One layer of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayerRecord {
+    /// The (compressed) blob's digest.
+    pub blob: String,
+    /// The blob's media type.
+    pub media_type: String,
+    /// The blob's size.
+    pub size: u64,
+    /// The digest of the uncompressed tar.
+    pub diff_id: String,
+    /// The chain ID of the image's layers up to and including this one: the
+    /// key of its snapshot.
+    pub chain_id: String,
+}
+
+/// An unpacked layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotRecord {
+    /// The chain ID, its key.
+    pub chain_id: String,
+    /// The chain ID of the layer below, if any.
+    pub parent: Option<String>,
+    /// The digest of the uncompressed layer tar.
+    pub diff_id: String,
+    /// Bytes of file content unpacked.
+    pub size: u64,
+}
+
+/// The metadata database.
+#[derive(Debug)]
+pub struct Db {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+    digest     TEXT PRIMARY KEY,
+    media_type TEXT NOT NULL,
+    config     TEXT NOT NULL,
+    idx        TEXT,
+    platform   TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    created    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_layers (
+    image      TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE,
+    position   INTEGER NOT NULL,
+    blob       TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    diff_id    TEXT NOT NULL,
+    chain_id   TEXT NOT NULL,
+    PRIMARY KEY (image, position)
+);
+CREATE TABLE IF NOT EXISTS image_refs (
+    name  TEXT PRIMARY KEY,
+    image TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    chain_id TEXT PRIMARY KEY,
+    parent   TEXT,
+    diff_id  TEXT NOT NULL,
+    size     INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot_holders (
+    chain_id TEXT NOT NULL,
+    holder   TEXT NOT NULL,
+    PRIMARY KEY (chain_id, holder)
+);
+";
+
+impl Db {
+    /// Opens (creating mode 0600 as needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| DbError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let err = |source| DbError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> DbError {
+        DbError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, DbError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|e| self.err(e))
+    }
+
+    /// Records an image (replacing any record of the same digest), makes it
+    /// a holder of its layers' snapshots, and points `refs` at it.
+    pub fn put_image(&self, image: &ImageRecord, refs: &[String]) -> Result<(), DbError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO images (digest, media_type, config, idx, platform, size, created)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(digest) DO UPDATE SET idx = COALESCE(excluded.idx, idx)",
+                params![
+                    image.digest,
+                    image.media_type,
+                    image.config,
+                    image.index,
+                    image.platform,
+                    image.size as i64,
+                    image.created
+                ],
+            )?;
+            tx.execute("DELETE FROM image_layers WHERE image = ?1", [&image.digest])?;
+            for (i, l) in image.layers.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO image_layers VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        image.digest,
+                        i as i64,
+                        l.blob,
+                        l.media_type,
+                        l.size as i64,
+                        l.diff_id,
+                        l.chain_id
+                    ],
+                )?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO snapshot_holders VALUES (?1, ?2)",
+                    params![l.chain_id, format!("image:{}", image.digest)],
+                )?;
+            }
+            for r in refs {
+                tx.execute(
+                    "INSERT INTO image_refs VALUES (?1, ?2)
+                     ON CONFLICT(name) DO UPDATE SET image = excluded.image",
+                    params![r, image.digest],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// The image a reference or an image digest names.
+    pub fn resolve(&self, name: &str) -> Result<Option<ImageRecord>, DbError> {
+        let digest: Option<String> = self.with(|c| {
+            c.query_row(
+                "SELECT image FROM image_refs WHERE name = ?1
+                 UNION ALL SELECT digest FROM images WHERE digest = ?1 LIMIT 1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        match digest {
+            Some(d) => self.image(&d),
+            None => Ok(None),
+        }
+    }
+
+    /// The image with manifest digest `digest`.
+    pub fn image(&self, digest: &str) -> Result<Option<ImageRecord>, DbError> {
+        self.with(|c| {
+            let Some(mut image) = c
+                .query_row(
+                    "SELECT digest, media_type, config, idx, platform, size, created
+                     FROM images WHERE digest = ?1",
+                    [digest],
+                    |r| {
+                        Ok(ImageRecord {
+                            digest: r.get(0)?,
+                            media_type: r.get(1)?,
+                            config: r.get(2)?,
+                            index: r.get(3)?,
+                            platform: r.get(4)?,
+                            size: r.get::<_, i64>(5)? as u64,
+                            created: r.get(6)?,
+                            layers: Vec::new(),
+                            refs: Vec::new(),
+                        })
+                    },
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut st = c.prepare(
+                "SELECT blob, media_type, size, diff_id, chain_id FROM image_layers
+                 WHERE image = ?1 ORDER BY position",
+            )?;
+            image.layers = st
+                .query_map([digest], |r| {
+                    Ok(LayerRecord {
+                        blob: r.get(0)?,
+                        media_type: r.get(1)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                        diff_id: r.get(3)?,
+                        chain_id: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut st = c.prepare("SELECT name FROM image_refs WHERE image = ?1 ORDER BY name")?;
+            image.refs = st
+                .query_map([digest], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Some(image))
+        })
+    }
+
+    /// Every image, newest first.
+    pub fn images(&self) -> Result<Vec<ImageRecord>, DbError> {
+        let digests: Vec<String> = self.with(|c| {
+            let mut st = c.prepare("SELECT digest FROM images ORDER BY created DESC, digest")?;
+            st.query_map([], |r| r.get(0))?.collect()
+        })?;
+        let mut out = Vec::new();
+        for d in digests {
+            if let Some(i) = self.image(&d)? {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a reference; returns the image it named.
+    pub fn remove_ref(&self, name: &str) -> Result<Option<String>, DbError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let image: Option<String> = tx
+                .query_row(
+                    "SELECT image FROM image_refs WHERE name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.execute("DELETE FROM image_refs WHERE name = ?1", [name])?;
+            tx.commit()?;
+            Ok(image)
+        })
+    }
+
+    /// Removes an image record, its references and its holds on snapshots.
+    pub fn remove_image(&self, digest: &str) -> Result<bool, DbError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM snapshot_holders WHERE holder = ?1",
+                [format!("image:{digest}")],
+            )?;
+            tx.execute("DELETE FROM image_refs WHERE image = ?1", [digest])?;
+            tx.execute("DELETE FROM image_layers WHERE image = ?1", [digest])?;
+            let n = tx.execute("DELETE FROM images WHERE digest = ?1", [digest])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Images that no reference names.
+    pub fn unreferenced_images(&self) -> Result<Vec<String>, DbError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT digest FROM images WHERE digest NOT IN (SELECT image FROM image_refs)",
+            )?;
+            st.query_map([], |r| r.get(0))?.collect()
+        })
+    }
+
+    /// Every blob an image refers to: manifests, configs, indexes, layers.
+    pub fn referenced_blobs(&self) -> Result<HashSet<crate::Digest>, DbError> {
+        let all: Vec<String> = self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT digest FROM images UNION SELECT config FROM images
+                 UNION SELECT idx FROM images WHERE idx IS NOT NULL
+                 UNION SELECT blob FROM image_layers",
+            )?;
+            st.query_map([], |r| r.get(0))?.collect()
+        })?;
+        Ok(all.into_iter().filter_map(|d| d.parse().ok()).collect())
+    }
+
+    /// The record of an unpacked layer.
+    pub fn snapshot(&self, chain_id: &str) -> Result<Option<SnapshotRecord>, DbError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT chain_id, parent, diff_id, size FROM snapshots WHERE chain_id = ?1",
+                [chain_id],
+                |r| {
+                    Ok(SnapshotRecord {
+                        chain_id: r.get(0)?,
+                        parent: r.get(1)?,
+                        diff_id: r.get(2)?,
+                        size: r.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Records an unpacked layer (after its directory is in place).
+    pub fn put_snapshot(&self, s: &SnapshotRecord) -> Result<(), DbError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO snapshots VALUES (?1, ?2, ?3, ?4)",
+                params![s.chain_id, s.parent, s.diff_id, s.size as i64],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Every recorded snapshot's chain ID.
+    pub fn snapshot_ids(&self) -> Result<HashSet<String>, DbError> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT chain_id FROM snapshots")?;
+            st.query_map([], |r| r.get(0))?.collect()
+        })
+    }
+
+    /// Adds a holder (`image:<digest>`, `container:<id>`) to a snapshot.
+    pub fn hold_snapshot(&self, chain_id: &str, holder: &str) -> Result<(), DbError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO snapshot_holders VALUES (?1, ?2)",
+                params![chain_id, holder],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Drops every hold of `holder`.
+    pub fn release_holder(&self, holder: &str) -> Result<(), DbError> {
+        self.with(|c| {
+            c.execute("DELETE FROM snapshot_holders WHERE holder = ?1", [holder])
+                .map(drop)
+        })
+    }
+
+    /// How many holders a snapshot has: its reference count.
+    pub fn snapshot_refcount(&self, chain_id: &str) -> Result<u64, DbError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM snapshot_holders WHERE chain_id = ?1",
+                [chain_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+        })
+    }
+
+    /// Snapshots nobody holds.
+    pub fn unreferenced_snapshots(&self) -> Result<Vec<String>, DbError> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT chain_id FROM snapshots
+                 WHERE chain_id NOT IN (SELECT chain_id FROM snapshot_holders)",
+            )?;
+            st.query_map([], |r| r.get(0))?.collect()
+        })
+    }
+
+    /// Deletes a snapshot record.
+    pub fn delete_snapshot(&self, chain_id: &str) -> Result<(), DbError> {
+        self.with(|c| {
+            c.execute("DELETE FROM snapshots WHERE chain_id = ?1", [chain_id])
+                .map(drop)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(digest: &str, chains: &[&str]) -> ImageRecord {
+        ImageRecord {
+            digest: digest.into(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            config: format!("{digest}-config"),
+            index: None,
+            platform: "linux/amd64".into(),
+            size: 10,
+            created: 1,
+            layers: chains
+                .iter()
+                .map(|c| LayerRecord {
+                    blob: format!("{c}-blob"),
+                    media_type: "tar".into(),
+                    size: 1,
+                    diff_id: (*c).into(),
+                    chain_id: (*c).into(),
+                })
+                .collect(),
+            refs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn refcounts_follow_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db")).unwrap();
+        for c in ["base", "a", "b"] {
+            db.put_snapshot(&SnapshotRecord {
+                chain_id: c.into(),
+                parent: None,
+                diff_id: c.into(),
+                size: 0,
+            })
+            .unwrap();
+        }
+        db.put_image(&image("one", &["base", "a"]), &["r/one:1".into()])
+            .unwrap();
+        db.put_image(&image("two", &["base", "b"]), &["r/two:1".into()])
+            .unwrap();
+        assert_eq!(db.snapshot_refcount("base").unwrap(), 2);
+        assert_eq!(
+            db.resolve("r/one:1").unwrap().unwrap().refs,
+            vec!["r/one:1".to_string()]
+        );
+        assert_eq!(db.resolve("one").unwrap().unwrap().layers.len(), 2);
+        assert!(db.unreferenced_snapshots().unwrap().is_empty());
+        assert_eq!(db.remove_ref("r/one:1").unwrap().as_deref(), Some("one"));
+        assert_eq!(db.unreferenced_images().unwrap(), vec!["one".to_string()]);
+        db.remove_image("one").unwrap();
+        assert_eq!(db.snapshot_refcount("base").unwrap(), 1);
+        assert_eq!(db.unreferenced_snapshots().unwrap(), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn a_second_connection_reads_while_the_first_is_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let first = Db::open(&path).unwrap();
+        first
+            .put_image(&image("one", &[]), &["r/one:1".into()])
+            .unwrap();
+        let second = Db::open(&path).unwrap();
+        assert_eq!(second.images().unwrap().len(), 1);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
