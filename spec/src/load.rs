@@ -24,7 +24,7 @@ pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<DesiredState, Diagnostics> {
     for file in files {
         match std::fs::read_to_string(&file) {
             Ok(text) => sources.push((file, text)),
-            Err(e) => diags.push(Diagnostic::error(&file, Pos::new(1, 1), "", format!("cannot read file: {e}"))),
+            Err(e) => diags.push(Diagnostic::error(&file, Pos::new(1, 1), "", format!("cannot read file: {}", crate::diag::io_reason(&e)))),
         }
     }
     load_sources(&sources, diags)
@@ -37,7 +37,38 @@ pub fn load_texts(sources: &[(PathBuf, String)]) -> Result<DesiredState, Diagnos
 }
 
 fn load_sources(sources: &[(PathBuf, String)], mut diags: Diagnostics) -> Result<DesiredState, Diagnostics> {
+    // Files parse and decode independently: spread them over the cores in
+    // contiguous chunks, then merge in file order so results are deterministic.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(sources.len().div_ceil(8))
+        .max(1);
+    let chunk = sources.len().div_ceil(workers).max(1);
+    let parts: Vec<(Drafts, Diagnostics)> = if workers == 1 {
+        vec![decode_files(sources)]
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = sources
+                .chunks(chunk)
+                .map(|files| s.spawn(move || decode_files(files)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("manifest decoding panicked"))
+                .collect()
+        })
+    };
     let mut drafts = Drafts::default();
+    for (d, e) in parts {
+        drafts.extend(d);
+        diags.extend(e);
+    }
+    crate::validate::finish(drafts, diags)
+}
+
+fn decode_files(sources: &[(PathBuf, String)]) -> (Drafts, Diagnostics) {
+    let mut drafts = Drafts::default();
+    let mut diags = Diagnostics::default();
     for (file, text) in sources {
         let Some(format) = Format::from_path(file) else {
             diags.push(Diagnostic::error(file, Pos::new(1, 1), "", "not a manifest: the name must end in .toml, .yaml or .yml"));
@@ -57,7 +88,7 @@ fn load_sources(sources: &[(PathBuf, String)], mut diags: Diagnostics) -> Result
         }
         diags.extend(decoder.diags);
     }
-    crate::validate::finish(drafts, diags)
+    (drafts, diags)
 }
 
 fn is_hidden(path: &Path) -> bool {
@@ -70,7 +101,7 @@ fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>, diags: &mut Diag
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
-            diags.push(Diagnostic::error(path, Pos::new(1, 1), "", format!("cannot read: {e}")));
+            diags.push(Diagnostic::error(path, Pos::new(1, 1), "", format!("cannot read: {}", crate::diag::io_reason(&e))));
             return;
         }
     };
@@ -81,7 +112,7 @@ fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>, diags: &mut Diag
         let entries = match std::fs::read_dir(path) {
             Ok(it) => it,
             Err(e) => {
-                diags.push(Diagnostic::error(path, Pos::new(1, 1), "", format!("cannot read directory: {e}")));
+                diags.push(Diagnostic::error(path, Pos::new(1, 1), "", format!("cannot read directory: {}", crate::diag::io_reason(&e))));
                 return;
             }
         };

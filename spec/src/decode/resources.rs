@@ -31,9 +31,10 @@ impl<T> Draft<T> {
         }
     }
 
-    /// The full path of one of the resource's fields.
+    /// The full path of one of the resource's fields; `suffix` is itself a
+    /// path of plain names (`networks.front.ipv4_address`), never quoted.
     pub(crate) fn field(&self, suffix: &str) -> String {
-        join(&self.path, suffix)
+        format!("{}.{suffix}", self.path)
     }
 
     /// Where a field was written (the resource's name when not recorded).
@@ -56,6 +57,17 @@ pub(crate) struct Drafts {
     pub(crate) containers: Vec<ContainerDraft>,
 }
 
+impl Drafts {
+    /// Appends another load's drafts after these.
+    pub(crate) fn extend(&mut self, other: Drafts) {
+        self.declared.extend(other.declared);
+        self.images.extend(other.images);
+        self.networks.extend(other.networks);
+        self.volumes.extend(other.volumes);
+        self.containers.extend(other.containers);
+    }
+}
+
 const TOP_LEVEL: &[&str] = &["images", "networks", "volumes", "containers"];
 const TOP_LEVEL_ALIASES: &[(&str, &str)] = &[("services", "containers"), ("service", "containers")];
 
@@ -63,6 +75,11 @@ impl Decoder<'_> {
     /// Decodes one document's root into `out`.
     pub(crate) fn document(&mut self, root: &Node, out: &mut Drafts) {
         if root.value == Value::Null {
+            return;
+        }
+        if !matches!(root.value, Value::Map(_)) {
+            let found = root.value.kind();
+            self.error(root.pos, "", format!("a manifest must be a table of images, networks, volumes and containers, found {found}"));
             return;
         }
         let Some(entries) = self.entries(root, "") else {
@@ -79,11 +96,7 @@ impl Decoder<'_> {
                 "volumes" => Kind::Volume,
                 "containers" => Kind::Container,
                 other => {
-                    let hint = TOP_LEVEL_ALIASES
-                        .iter()
-                        .find(|(a, _)| *a == other)
-                        .map(|(_, ours)| *ours)
-                        .or_else(|| super::did_you_mean(other, TOP_LEVEL.iter().copied()));
+                    let hint = super::hint(other, TOP_LEVEL, TOP_LEVEL_ALIASES);
                     let message = match hint {
                         Some(h) => format!("unknown top-level table; did you mean \"{h}\"?"),
                         None => "unknown top-level table (expected images, networks, volumes or containers; x-* keys are ignored)".to_string(),

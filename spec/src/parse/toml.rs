@@ -1,71 +1,78 @@
-//! TOML through `toml_edit`, which keeps the byte span of every key and value.
+//! TOML through the `toml` crate's spanned, borrowed document tree
+//! (`DeTable`): it keeps the byte span of every key and value, and is about
+//! twice as fast as `toml_edit`, which also keeps formatting we never need.
 
-use toml_edit::{Document, Item, Table, Value as TValue};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use super::{SyntaxError, tidy};
 use crate::node::{Key, LineIndex, Node, Pos, Value};
 
 pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
     let lines = LineIndex::new(text);
-    let doc = Document::parse(text).map_err(|e| SyntaxError {
-        pos: lines.pos(e.span().map_or(0, |s| s.start)),
-        message: tidy(e.message()),
+    let doc = DeTable::parse(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        SyntaxError {
+            pos: lines.pos(span.start),
+            message: explain(text, span, e.message()),
+        }
     })?;
-    Ok(table(&lines, doc.as_table(), Pos::new(1, 1)))
+    Ok(table(&lines, doc.get_ref(), Pos::new(1, 1)))
 }
 
-fn span_pos(lines: &LineIndex<'_>, span: Option<std::ops::Range<usize>>, fallback: Pos) -> Pos {
-    span.map_or(fallback, |s| lines.pos(s.start))
+/// The parser's message, made specific where it is vague: a repeated key is
+/// named, and `key =` with nothing after it says so.
+fn explain(text: &str, span: std::ops::Range<usize>, message: &str) -> String {
+    if message == "duplicate key" {
+        if let Some(key) = text.get(span.clone()).map(str::trim).filter(|k| !k.is_empty()) {
+            return format!("duplicate key {key}: it is already defined in this table");
+        }
+    }
+    if let (Some(before), Some(after)) = (text.get(..span.start), text.get(span.start..)) {
+        let line_before = before.rsplit('\n').next().unwrap_or("");
+        let line_after = after.split('\n').next().unwrap_or("").trim();
+        let rest_blank = line_after.is_empty() || line_after.starts_with('#');
+        if let Some(key) = line_before.trim_end().strip_suffix('=').filter(|_| rest_blank) {
+            return format!("missing value for key {}", key.trim());
+        }
+    }
+    tidy(message)
 }
 
-fn table(lines: &LineIndex<'_>, t: &Table, at: Pos) -> Node {
+fn table(lines: &LineIndex<'_>, t: &DeTable<'_>, at: Pos) -> Node {
     let entries = t
         .iter()
-        .map(|(k, item)| {
-            let key_pos = span_pos(lines, t.key(k).and_then(|k| k.span()), at);
-            let key = Key { name: k.to_string(), pos: key_pos };
-            (key, self::item(lines, item, key_pos))
+        .map(|(k, v)| {
+            let key_pos = lines.pos(k.span().start);
+            let key = Key {
+                name: k.get_ref().to_string(),
+                pos: key_pos,
+            };
+            (key, value(lines, v, key_pos))
         })
         .collect();
     Node::new(at, Value::Map(entries))
 }
 
-fn item(lines: &LineIndex<'_>, item: &Item, at: Pos) -> Node {
-    match item {
-        Item::None => Node::new(at, Value::Null),
-        Item::Value(v) => value(lines, v, at),
-        // A `[header]` table is reported at its key, which names the field.
-        Item::Table(t) => table(lines, t, at),
-        Item::ArrayOfTables(a) => {
-            let items = a
-                .iter()
-                .map(|t| {
-                    let pos = span_pos(lines, t.span(), at);
-                    table(lines, t, pos)
-                })
-                .collect();
-            Node::new(at, Value::Seq(items))
-        }
-    }
-}
-
-fn value(lines: &LineIndex<'_>, v: &TValue, fallback: Pos) -> Node {
-    let pos = span_pos(lines, v.span(), fallback);
-    let value = match v {
-        TValue::String(s) => Value::Str(s.value().clone()),
-        TValue::Integer(i) => Value::Int(*i.value()),
-        TValue::Float(f) => Value::Float(*f.value()),
-        TValue::Boolean(b) => Value::Bool(*b.value()),
-        TValue::Datetime(d) => Value::DateTime(d.value().to_string()),
-        TValue::Array(a) => Value::Seq(a.iter().map(|v| value(lines, v, pos)).collect()),
-        TValue::InlineTable(t) => Value::Map(
-            t.iter()
-                .map(|(k, v)| {
-                    let key_pos = span_pos(lines, t.key(k).and_then(|k| k.span()), pos);
-                    (Key { name: k.to_string(), pos: key_pos }, value(lines, v, key_pos))
-                })
+fn value(lines: &LineIndex<'_>, v: &Spanned<DeValue<'_>>, key_pos: Pos) -> Node {
+    let span = v.span();
+    let pos = if span.is_empty() { key_pos } else { lines.pos(span.start) };
+    let value = match v.get_ref() {
+        DeValue::String(s) => Value::Str(s.to_string()),
+        DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::Str(i.as_str().to_string()),
+        },
+        DeValue::Float(f) => Value::Float(f.as_str().parse().unwrap_or(f64::NAN)),
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Datetime(d) => Value::DateTime(d.to_string()),
+        DeValue::Array(a) => Value::Seq(
+            a.iter()
+                .map(|v| value(lines, v, lines.pos(v.span().start)))
                 .collect(),
         ),
+        // A `[header]` table is reported at its key, which names the field.
+        DeValue::Table(t) => return Node::new(key_pos, table(lines, t, key_pos).value),
     };
     Node::new(pos, value)
 }
