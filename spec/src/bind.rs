@@ -33,8 +33,13 @@ pub fn resolve(dir: &Path, relative: &Path) -> PathBuf {
 /// sha256 over a file's content, or over a directory tree's names, kinds,
 /// modes and contents (sorted, symlinks by target, not followed).
 pub fn content_digest(path: &Path) -> Result<String, String> {
-    let meta = fs::symlink_metadata(path)
-        .map_err(|e| format!("bind source \"{}\" cannot be read: {e}", path.display()))?;
+    let meta = fs::symlink_metadata(path).map_err(|e| {
+        format!(
+            "bind source \"{}\" cannot be read: {}",
+            path.display(),
+            crate::diag::io_reason(&e)
+        )
+    })?;
     let mut hasher = Sha256::new();
     let mut budget = Budget {
         bytes: MAX_CONTENT_BYTES,
@@ -56,13 +61,28 @@ struct Budget {
 fn hash_dir(root: &Path, rel: &Path, h: &mut Sha256, budget: &mut Budget) -> Result<(), String> {
     let dir = root.join(rel);
     let mut names: Vec<_> = fs::read_dir(&dir)
-        .and_then(|it| it.map(|e| e.map(|e| e.file_name())).collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("bind source \"{}\" cannot be read: {e}", dir.display()))?;
+        .and_then(|it| {
+            it.map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|e| {
+            format!(
+                "bind source \"{}\" cannot be read: {}",
+                dir.display(),
+                crate::diag::io_reason(&e)
+            )
+        })?;
     names.sort();
     for name in names {
         let rel = rel.join(&name);
         let path = root.join(&rel);
-        let meta = fs::symlink_metadata(&path).map_err(|e| format!("cannot read \"{}\": {e}", path.display()))?;
+        let meta = fs::symlink_metadata(&path).map_err(|e| {
+            format!(
+                "cannot read \"{}\": {}",
+                path.display(),
+                crate::diag::io_reason(&e)
+            )
+        })?;
         hash_entry(&path, &rel, &meta, h, budget)?;
         if meta.is_dir() {
             hash_dir(root, &rel, h, budget)?;
@@ -71,10 +91,18 @@ fn hash_dir(root: &Path, rel: &Path, h: &mut Sha256, budget: &mut Budget) -> Res
     Ok(())
 }
 
-fn hash_entry(path: &Path, rel: &Path, meta: &fs::Metadata, h: &mut Sha256, budget: &mut Budget) -> Result<(), String> {
+fn hash_entry(
+    path: &Path,
+    rel: &Path,
+    meta: &fs::Metadata,
+    h: &mut Sha256,
+    budget: &mut Budget,
+) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     budget.entries = budget.entries.checked_sub(1).ok_or_else(|| {
-        format!("bind source holds more than {MAX_ENTRIES} entries; use an absolute host path for data")
+        format!(
+            "bind source holds more than {MAX_ENTRIES} entries; use an absolute host path for data"
+        )
     })?;
     let name = rel.as_os_str().as_encoded_bytes();
     h.update((name.len() as u64).to_le_bytes());
@@ -83,21 +111,42 @@ fn hash_entry(path: &Path, rel: &Path, meta: &fs::Metadata, h: &mut Sha256, budg
     let ft = meta.file_type();
     if ft.is_file() {
         budget.bytes = budget.bytes.checked_sub(meta.len()).ok_or_else(|| {
-            format!("bind source is larger than {} MiB; use an absolute host path for data", MAX_CONTENT_BYTES >> 20)
+            format!(
+                "bind source is larger than {} MiB; use an absolute host path for data",
+                MAX_CONTENT_BYTES >> 20
+            )
         })?;
         h.update(b"f");
         h.update(meta.len().to_le_bytes());
-        let mut f = fs::File::open(path).map_err(|e| format!("cannot read \"{}\": {e}", path.display()))?;
+        let mut f = fs::File::open(path).map_err(|e| {
+            format!(
+                "cannot read \"{}\": {}",
+                path.display(),
+                crate::diag::io_reason(&e)
+            )
+        })?;
         let mut buf = [0u8; 64 * 1024];
         loop {
-            let n = f.read(&mut buf).map_err(|e| format!("cannot read \"{}\": {e}", path.display()))?;
+            let n = f.read(&mut buf).map_err(|e| {
+                format!(
+                    "cannot read \"{}\": {}",
+                    path.display(),
+                    crate::diag::io_reason(&e)
+                )
+            })?;
             if n == 0 {
                 break;
             }
             h.update(&buf[..n]);
         }
     } else if ft.is_symlink() {
-        let target = fs::read_link(path).map_err(|e| format!("cannot read \"{}\": {e}", path.display()))?;
+        let target = fs::read_link(path).map_err(|e| {
+            format!(
+                "cannot read \"{}\": {}",
+                path.display(),
+                crate::diag::io_reason(&e)
+            )
+        })?;
         h.update(b"l");
         h.update(target.as_os_str().as_encoded_bytes());
     } else if ft.is_dir() {
@@ -114,8 +163,14 @@ mod tests {
 
     #[test]
     fn resolves_lexically() {
-        assert_eq!(resolve(Path::new("/repo/app"), Path::new("./conf/x")), PathBuf::from("/repo/app/conf/x"));
-        assert_eq!(resolve(Path::new("/repo/app"), Path::new("../shared/y")), PathBuf::from("/repo/shared/y"));
+        assert_eq!(
+            resolve(Path::new("/repo/app"), Path::new("./conf/x")),
+            PathBuf::from("/repo/app/conf/x")
+        );
+        assert_eq!(
+            resolve(Path::new("/repo/app"), Path::new("../shared/y")),
+            PathBuf::from("/repo/shared/y")
+        );
     }
 
     #[test]

@@ -7,6 +7,21 @@ use serde::Serialize;
 
 use crate::node::Pos;
 
+/// An I/O error as a message fragment: lower-case, without the OS error number
+/// (`no such file or directory`).
+pub fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_lowercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 /// How bad a diagnostic is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -35,7 +50,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// An error at `pos` of `file` about `field`.
-    pub fn error(file: &Path, pos: Pos, field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn error(
+        file: &Path,
+        pos: Pos,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             file: file.to_path_buf(),
             line: pos.line,
@@ -47,7 +67,13 @@ impl Diagnostic {
     }
 
     fn sort_key(&self) -> (&Path, u32, u32, &str, &str) {
-        (&self.file, self.line, self.column, &self.field, &self.message)
+        (
+            &self.file,
+            self.line,
+            self.column,
+            &self.field,
+            &self.message,
+        )
     }
 }
 
@@ -56,7 +82,13 @@ impl fmt::Display for Diagnostic {
         let severity = match self.severity {
             Severity::Error => "error",
         };
-        write!(f, "{}:{}:{}: {severity}: ", self.file.display(), self.line, self.column)?;
+        write!(
+            f,
+            "{}:{}:{}: {severity}: ",
+            self.file.display(),
+            self.line,
+            self.column
+        )?;
         if self.field.is_empty() {
             write!(f, "{}", self.message)
         } else {

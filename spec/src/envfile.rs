@@ -5,7 +5,9 @@ use std::path::Path;
 /// Checks an environment variable name: not empty, no `=`, no white space, no NUL.
 pub fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.contains(['=', '\0']) || key.chars().any(char::is_whitespace) {
-        Err(format!("\"{key}\" is not a valid environment variable name"))
+        Err(format!(
+            "\"{key}\" is not a valid environment variable name"
+        ))
     } else {
         Ok(())
     }
@@ -23,7 +25,10 @@ pub fn parse(text: &str, shown: &str) -> Result<Vec<(String, String)>, String> {
         }
         let line = line.strip_prefix("export ").unwrap_or(line);
         let Some((key, value)) = line.split_once('=') else {
-            return Err(format!("{shown} line {}: \"{line}\" must look like KEY=VALUE", i + 1));
+            return Err(format!(
+                "{shown} line {}: \"{line}\" must look like KEY=VALUE",
+                i + 1
+            ));
         };
         let key = key.trim_end();
         check_key(key).map_err(|e| format!("{shown} line {}: {e}", i + 1))?;
@@ -39,7 +44,20 @@ pub fn parse(text: &str, shown: &str) -> Result<Vec<(String, String)>, String> {
 
 /// Reads and parses an env file.
 pub fn read(path: &Path, shown: &str) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read env_file \"{shown}\": {e}"))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "env_file \"{shown}\" does not exist (looked for {})",
+                path.display()
+            )
+        } else {
+            format!(
+                "cannot read env_file \"{shown}\" ({}): {}",
+                path.display(),
+                crate::diag::io_reason(&e)
+            )
+        }
+    })?;
     parse(&text, shown)
 }
 
@@ -51,7 +69,14 @@ mod tests {
     fn parses_env_files() {
         let text = "# comment\n\nA=1\nexport B = two\nC=\"quoted value\"\nD='x'\nE=\nF=a=b\n";
         let vars = parse(text, "app.env").unwrap();
-        let want = [("A", "1"), ("B", " two"), ("C", "quoted value"), ("D", "x"), ("E", ""), ("F", "a=b")];
+        let want = [
+            ("A", "1"),
+            ("B", " two"),
+            ("C", "quoted value"),
+            ("D", "x"),
+            ("E", ""),
+            ("F", "a=b"),
+        ];
         assert_eq!(vars.len(), want.len());
         for ((k, v), (wk, wv)) in vars.iter().zip(want) {
             assert_eq!((k.as_str(), v.as_str()), (wk, wv));

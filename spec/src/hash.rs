@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::{
-    ContainerSpec, ImageSpec, Kind, NetworkAttachment, NetworkMode, NetworkSpec, Resources, VolumeSpec,
+    ContainerSpec, ImageSpec, Kind, NetworkAttachment, NetworkMode, NetworkSpec, Resources,
+    VolumeSpec,
 };
 use crate::mounts::Mount;
 use crate::ports::PortMapping;
@@ -36,6 +37,16 @@ impl SpecHash {
     /// The hash as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The hash of a container instance: this spec hash combined with the
+    /// digest of the image it runs, so that a new image replaces the container.
+    pub fn with_image_digest(&self, image_digest: &str) -> SpecHash {
+        let mut h = Sha256::new();
+        h.update(self.0.as_bytes());
+        h.update(b"\0");
+        h.update(image_digest.as_bytes());
+        SpecHash(format!("sha256:{}", hex::encode(h.finalize())))
     }
 
     /// The first 12 hex digits, for tables.
@@ -58,8 +69,12 @@ fn digest(kind: Kind, value: &impl Serialize) -> SpecHash {
         kind: Kind,
         spec: &'a T,
     }
-    let bytes = serde_json::to_vec(&Tagged { v: 1, kind, spec: value })
-        .expect("serialising plain data to JSON cannot fail");
+    let bytes = serde_json::to_vec(&Tagged {
+        v: 1,
+        kind,
+        spec: value,
+    })
+    .expect("serialising plain data to JSON cannot fail");
     SpecHash(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
 }
 

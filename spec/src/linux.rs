@@ -63,10 +63,12 @@ pub fn normalize_signal(s: &str) -> Result<String, String> {
     if SIGNALS.iter().any(|(name, _)| *name == bare) {
         return Ok(format!("SIG{bare}"));
     }
-    if let Some(off) = bare.strip_prefix("RTMIN+").and_then(|n| n.parse::<u8>().ok()) {
-        if off <= 30 {
-            return Ok(format!("SIGRTMIN+{off}"));
-        }
+    if let Some(off) = bare
+        .strip_prefix("RTMIN+")
+        .and_then(|n| n.parse::<u8>().ok())
+        && off <= 30
+    {
+        return Ok(format!("SIGRTMIN+{off}"));
     }
     Err(format!("unknown signal \"{s}\""))
 }
@@ -79,7 +81,10 @@ mod tests {
     fn capabilities() {
         assert_eq!(DEFAULT_CAPABILITIES.len(), 14);
         assert_eq!(normalize_capability("net_admin").unwrap(), "CAP_NET_ADMIN");
-        assert_eq!(normalize_capability("CAP_SYS_TIME").unwrap(), "CAP_SYS_TIME");
+        assert_eq!(
+            normalize_capability("CAP_SYS_TIME").unwrap(),
+            "CAP_SYS_TIME"
+        );
         assert_eq!(normalize_capability("all").unwrap(), "ALL");
         let err = normalize_capability("NET_ADMN").unwrap_err();
         assert!(err.contains("NET_ADMIN"), "{err}");

@@ -24,7 +24,12 @@ pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<DesiredState, Diagnostics> {
     for file in files {
         match std::fs::read_to_string(&file) {
             Ok(text) => sources.push((file, text)),
-            Err(e) => diags.push(Diagnostic::error(&file, Pos::new(1, 1), "", format!("cannot read file: {}", crate::diag::io_reason(&e)))),
+            Err(e) => diags.push(Diagnostic::error(
+                &file,
+                Pos::new(1, 1),
+                "",
+                format!("cannot read file: {}", crate::diag::io_reason(&e)),
+            )),
         }
     }
     load_sources(&sources, diags)
@@ -36,7 +41,10 @@ pub fn load_texts(sources: &[(PathBuf, String)]) -> Result<DesiredState, Diagnos
     load_sources(sources, Diagnostics::default())
 }
 
-fn load_sources(sources: &[(PathBuf, String)], mut diags: Diagnostics) -> Result<DesiredState, Diagnostics> {
+fn load_sources(
+    sources: &[(PathBuf, String)],
+    mut diags: Diagnostics,
+) -> Result<DesiredState, Diagnostics> {
     // Files parse and decode independently: spread them over the cores in
     // contiguous chunks, then merge in file order so results are deterministic.
     let workers = std::thread::available_parallelism()
@@ -71,7 +79,12 @@ fn decode_files(sources: &[(PathBuf, String)]) -> (Drafts, Diagnostics) {
     let mut diags = Diagnostics::default();
     for (file, text) in sources {
         let Some(format) = Format::from_path(file) else {
-            diags.push(Diagnostic::error(file, Pos::new(1, 1), "", "not a manifest: the name must end in .toml, .yaml or .yml"));
+            diags.push(Diagnostic::error(
+                file,
+                Pos::new(1, 1),
+                "",
+                "not a manifest: the name must end in .toml, .yaml or .yml",
+            ));
             continue;
         };
         let docs = match parse(format, text) {
@@ -101,7 +114,12 @@ fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>, diags: &mut Diag
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
-            diags.push(Diagnostic::error(path, Pos::new(1, 1), "", format!("cannot read: {}", crate::diag::io_reason(&e))));
+            diags.push(Diagnostic::error(
+                path,
+                Pos::new(1, 1),
+                "",
+                format!("cannot read: {}", crate::diag::io_reason(&e)),
+            ));
             return;
         }
     };
@@ -112,7 +130,12 @@ fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>, diags: &mut Diag
         let entries = match std::fs::read_dir(path) {
             Ok(it) => it,
             Err(e) => {
-                diags.push(Diagnostic::error(path, Pos::new(1, 1), "", format!("cannot read directory: {}", crate::diag::io_reason(&e))));
+                diags.push(Diagnostic::error(
+                    path,
+                    Pos::new(1, 1),
+                    "",
+                    format!("cannot read directory: {}", crate::diag::io_reason(&e)),
+                ));
                 return;
             }
         };

@@ -61,14 +61,20 @@ impl fmt::Display for Mount {
 
 /// True when a mount source names a host path rather than a volume.
 pub fn is_host_path(source: &str) -> bool {
-    source.starts_with('/') || source.starts_with("./") || source.starts_with("../") || source == "." || source == ".."
+    source.starts_with('/')
+        || source.starts_with("./")
+        || source.starts_with("../")
+        || source == "."
+        || source == ".."
 }
 
 /// Checks that a mount target is an absolute, normal path other than `/`.
 pub fn check_target(target: &str) -> Result<(), String> {
     let path = Path::new(target);
     if !path.is_absolute() {
-        return Err(format!("mount target \"{target}\" must be an absolute path"));
+        return Err(format!(
+            "mount target \"{target}\" must be an absolute path"
+        ));
     }
     if path.components().any(|c| matches!(c, Component::ParentDir)) {
         return Err(format!("mount target \"{target}\" must not contain \"..\""));
@@ -102,8 +108,14 @@ pub fn parse(s: &str) -> Result<Mount, String> {
                 size = Some(crate::units::parse_size(&o[5..])?);
             }
             o => {
-                let allowed = if source == "tmpfs" { "ro, rw or size=N" } else { "ro or rw" };
-                return Err(format!("mount option \"{o}\" in \"{s}\" is not one of {allowed}"));
+                let allowed = if source == "tmpfs" {
+                    "ro, rw or size=N"
+                } else {
+                    "ro or rw"
+                };
+                return Err(format!(
+                    "mount option \"{o}\" in \"{s}\" is not one of {allowed}"
+                ));
             }
         }
     }
@@ -135,16 +147,31 @@ mod tests {
     #[test]
     fn forms() {
         let m = parse("site:/www:ro").unwrap();
-        assert_eq!(m.source, MountSource::Volume { name: "site".into() });
+        assert_eq!(
+            m.source,
+            MountSource::Volume {
+                name: "site".into()
+            }
+        );
         assert!(m.read_only);
         let m = parse("/etc/hosts:/etc/hosts").unwrap();
         assert!(matches!(m.source, MountSource::Bind { .. }));
         assert!(!m.read_only);
         let m = parse("./conf/nginx.conf:/etc/nginx/nginx.conf:ro").unwrap();
-        assert!(matches!(m.source, MountSource::Bind { ref source, .. } if source == Path::new("./conf/nginx.conf")));
+        assert!(
+            matches!(m.source, MountSource::Bind { ref source, .. } if source == Path::new("./conf/nginx.conf"))
+        );
         let m = parse("tmpfs:/run:size=64m").unwrap();
-        assert_eq!(m.source, MountSource::Tmpfs { size: Some(64 << 20) });
-        assert_eq!(parse("data:/var/lib/x:rw").unwrap().to_string(), "data:/var/lib/x");
+        assert_eq!(
+            m.source,
+            MountSource::Tmpfs {
+                size: Some(64 << 20)
+            }
+        );
+        assert_eq!(
+            parse("data:/var/lib/x:rw").unwrap().to_string(),
+            "data:/var/lib/x"
+        );
     }
 
     #[test]

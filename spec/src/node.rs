@@ -8,7 +8,19 @@
 use std::fmt;
 
 /// A 1-based line and column (in characters) inside a manifest file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Pos {
     /// Line, starting at 1.
     pub line: u32,
@@ -138,7 +150,11 @@ mod tests {
         assert_eq!(idx.pos(0), Pos::new(1, 1));
         assert_eq!(idx.pos(1), Pos::new(1, 2));
         assert_eq!(idx.pos(3), Pos::new(2, 1));
-        assert_eq!(idx.pos(5), Pos::new(2, 2), "ç is one character of two bytes");
+        assert_eq!(
+            idx.pos(5),
+            Pos::new(2, 2),
+            "ç is one character of two bytes"
+        );
         assert_eq!(idx.pos(7), Pos::new(3, 1));
         assert_eq!(idx.pos(8), Pos::new(4, 1));
         assert_eq!(idx.pos(100), Pos::new(4, 2));

@@ -70,14 +70,18 @@ fn port_range(s: &str, what: &str, whole: &str) -> Result<(u16, u16), String> {
     let one = |p: &str| -> Result<u16, String> {
         match p.parse::<u32>() {
             Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
-            _ => Err(format!("{what} port \"{p}\" in \"{whole}\" must be a number from 1 to 65535")),
+            _ => Err(format!(
+                "{what} port \"{p}\" in \"{whole}\" must be a number from 1 to 65535"
+            )),
         }
     };
     match s.split_once('-') {
         Some((a, b)) => {
             let (a, b) = (one(a)?, one(b)?);
             if a > b {
-                return Err(format!("{what} port range \"{s}\" in \"{whole}\" is backwards"));
+                return Err(format!(
+                    "{what} port range \"{s}\" in \"{whole}\" is backwards"
+                ));
             }
             Ok((a, b))
         }
@@ -91,7 +95,9 @@ pub fn parse(s: &str) -> Result<Vec<PortMapping>, String> {
         Some((spec, "tcp")) => (spec, Protocol::Tcp),
         Some((spec, "udp")) => (spec, Protocol::Udp),
         Some((_, other)) => {
-            return Err(format!("protocol \"{other}\" in \"{s}\" must be tcp or udp"));
+            return Err(format!(
+                "protocol \"{other}\" in \"{s}\" must be tcp or udp"
+            ));
         }
         None => (s, Protocol::Tcp),
     };
@@ -109,28 +115,41 @@ pub fn parse(s: &str) -> Result<Vec<PortMapping>, String> {
         match parts.len() {
             1 | 2 => (None, spec),
             3 => {
-                let ip: IpAddr = parts[0]
-                    .parse()
-                    .map_err(|_| format!("host address \"{}\" in \"{s}\" is not an IP address", parts[0]))?;
+                let ip: IpAddr = parts[0].parse().map_err(|_| {
+                    format!(
+                        "host address \"{}\" in \"{s}\" is not an IP address",
+                        parts[0]
+                    )
+                })?;
                 (Some(ip), &spec[parts[0].len() + 1..])
             }
-            _ => return Err(format!("port \"{s}\" must look like [ip:]host:container[/tcp|/udp]")),
+            _ => {
+                return Err(format!(
+                    "port \"{s}\" must look like [ip:]host:container[/tcp|/udp]"
+                ));
+            }
         }
     };
     let (host, container) = match rest.split_once(':') {
         Some((h, c)) => (Some(h), c),
         None if host_ip.is_none() => (None, rest),
-        None => return Err(format!("port \"{s}\" must look like [ip:]host:container[/tcp|/udp]")),
+        None => {
+            return Err(format!(
+                "port \"{s}\" must look like [ip:]host:container[/tcp|/udp]"
+            ));
+        }
     };
     let (c_lo, c_hi) = port_range(container, "container", s)?;
     let host = match host {
         Some("") | None => None,
         Some(h) => Some(port_range(h, "host", s)?),
     };
-    if let Some((h_lo, h_hi)) = host {
-        if h_hi - h_lo != c_hi - c_lo {
-            return Err(format!("host and container port ranges in \"{s}\" have different lengths"));
-        }
+    if let Some((h_lo, h_hi)) = host
+        && h_hi - h_lo != c_hi - c_lo
+    {
+        return Err(format!(
+            "host and container port ranges in \"{s}\" have different lengths"
+        ));
     }
     Ok((c_lo..=c_hi)
         .enumerate()
@@ -175,8 +194,17 @@ mod tests {
     #[test]
     fn rejects_bad_ports() {
         for bad in [
-            "", "0:80", "80:0", "65536:80", "a:80", "80:80/sctp", "1.2.3:80:80", "8000-8001:80",
-            "90-80:90-80", "1:2:3:4", "[::1:80:80",
+            "",
+            "0:80",
+            "80:0",
+            "65536:80",
+            "a:80",
+            "80:80/sctp",
+            "1.2.3:80:80",
+            "8000-8001:80",
+            "90-80:90-80",
+            "1:2:3:4",
+            "[::1:80:80",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -87,10 +87,20 @@ pub fn check_digest(d: &str) -> Result<(), String> {
     let len = match algorithm {
         "sha256" => 64,
         "sha512" => 128,
-        other => return Err(format!("digest algorithm \"{other}\" is not supported (use sha256)")),
+        other => {
+            return Err(format!(
+                "digest algorithm \"{other}\" is not supported (use sha256)"
+            ));
+        }
     };
-    if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(format!("digest \"{d}\" must be {algorithm}: and {len} lower-case hex digits"));
+    if hex.len() != len
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(format!(
+            "digest \"{d}\" must be \"{algorithm}:\" followed by {len} lower-case hex digits"
+        ));
     }
     Ok(())
 }
@@ -135,7 +145,9 @@ pub fn parse(s: &str) -> Result<ImageRef, String> {
     };
     check_repository(&repository, s)?;
     if registry.len() + 1 + repository.len() > MAX_NAME_LEN {
-        return Err(format!("image name in \"{s}\" is longer than {MAX_NAME_LEN} characters"));
+        return Err(format!(
+            "image name in \"{s}\" is longer than {MAX_NAME_LEN} characters"
+        ));
     }
     let tag = match (tag, &digest) {
         (Some(t), _) => Some(t.to_string()),
@@ -157,7 +169,10 @@ fn looks_like_registry(first: &str) -> bool {
 fn check_tag(tag: &str) -> Result<(), String> {
     let ok = !tag.is_empty()
         && tag.len() <= 128
-        && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && tag
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
         && tag
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
@@ -176,7 +191,9 @@ fn check_registry(registry: &str) -> Result<(), String> {
             .split_once(']')
             .ok_or_else(|| format!("registry \"{registry}\" has an unclosed '['"))?;
         if ip.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("registry \"{registry}\" is not a valid IPv6 address"));
+            return Err(format!(
+                "registry \"{registry}\" is not a valid IPv6 address"
+            ));
         }
         (None, after.strip_prefix(':'))
     } else {
@@ -189,7 +206,9 @@ fn check_registry(registry: &str) -> Result<(), String> {
         let ok = !host.is_empty()
             && host.split('.').all(|label| {
                 !label.is_empty()
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             });
@@ -197,10 +216,10 @@ fn check_registry(registry: &str) -> Result<(), String> {
             return Err(format!("registry host \"{host}\" is not a valid host name"));
         }
     }
-    if let Some(port) = port {
-        if port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("registry port \"{port}\" is not a valid port"));
-        }
+    if let Some(port) = port
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(format!("registry port \"{port}\" is not a valid port"));
     }
     Ok(())
 }
@@ -213,9 +232,9 @@ fn check_repository(repo: &str, whole: &str) -> Result<(), String> {
         let ok = !bytes.is_empty()
             && bytes[0].is_ascii_alphanumeric()
             && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-            && bytes
-                .iter()
-                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-')
+            && bytes.iter().all(|&b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-'
+            })
             && !component.contains("..")
             && !component.contains("___")
             && !component.contains("._")
@@ -226,7 +245,9 @@ fn check_repository(repo: &str, whole: &str) -> Result<(), String> {
             } else {
                 ""
             };
-            return Err(format!("image reference \"{whole}\" has an invalid repository component \"{component}\"{hint}"));
+            return Err(format!(
+                "image reference \"{whole}\" has an invalid repository component \"{component}\"{hint}"
+            ));
         }
     }
     Ok(())
@@ -251,15 +272,24 @@ mod tests {
             ("index.docker.io/user/app", "docker.io/user/app:latest"),
             ("localhost:5000/x:1", "localhost:5000/x:1"),
             ("localhost/x", "localhost/x:latest"),
-            ("ghcr.io/org/team/app:1.0-rc.1", "ghcr.io/org/team/app:1.0-rc.1"),
+            (
+                "ghcr.io/org/team/app:1.0-rc.1",
+                "ghcr.io/org/team/app:1.0-rc.1",
+            ),
             ("[::1]:5000/app", "[::1]:5000/app:latest"),
             ("127.0.0.1:5000/a_b/c-d.e:1", "127.0.0.1:5000/a_b/c-d.e:1"),
         ];
         for (input, want) in table {
             assert_eq!(norm(input), want, "{input}");
         }
-        assert_eq!(norm(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
-        assert_eq!(norm(&format!("busybox:1@{d}")), format!("docker.io/library/busybox:1@{d}"));
+        assert_eq!(
+            norm(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
+        assert_eq!(
+            norm(&format!("busybox:1@{d}")),
+            format!("docker.io/library/busybox:1@{d}")
+        );
     }
 
     #[test]

@@ -6,8 +6,15 @@ use std::time::Duration;
 /// (`b`, `k`, `m`, `g`, `t`; `kb`/`kib`/`mb`/`mib`… too, all powers of 1024 as in Docker).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
+    if num.is_empty() {
+        return Err(format!(
+            "size \"{s}\" must be a number with an optional unit, such as 64m"
+        ));
+    }
     let shift = match unit.trim() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
@@ -22,7 +29,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     let value: f64 = num
         .parse()
-        .map_err(|_| format!("size \"{s}\" is not a number with an optional unit such as 64m"))?;
+        .map_err(|_| format!("size \"{s}\" must be a number with an optional unit, such as 64m"))?;
     let bytes = value * (1u64 << shift) as f64;
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
         return Err(format!("size \"{s}\" is too large"));
@@ -33,7 +40,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Parses a duration written with units, Go style as Compose does:
 /// `500ms`, `2s`, `5m`, `1h`, `1m30s`, `1.5s`; `us` and `ns` too.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("duration \"{s}\" must be a number with a unit, such as 500ms, 2s, 5m or 1h");
+    let bad =
+        || format!("duration \"{s}\" must be a number with a unit, such as 500ms, 2s, 5m or 1h");
     let t = s.trim();
     if t.is_empty() {
         return Err(bad());
@@ -44,13 +52,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = t;
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
+        let n = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
         if n == 0 {
             return Err(bad());
         }
         let value: f64 = rest[..n].parse().map_err(|_| bad())?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let seconds = match &rest[..u] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::decode::{ContainerDraft, Drafts};
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::model::{ContainerSpec, DependCondition, DesiredState, Kind, NetworkMode, Origin, Resource};
+use crate::model::{
+    ContainerSpec, DependCondition, DesiredState, Kind, NetworkMode, Origin, Resource,
+};
 use crate::mounts::MountSource;
 use crate::node::Pos;
 
@@ -13,8 +15,15 @@ struct Checker {
 }
 
 impl Checker {
-    fn error(&mut self, origin_file: &std::path::Path, pos: Pos, field: &str, message: impl Into<String>) {
-        self.diags.push(Diagnostic::error(origin_file, pos, field, message));
+    fn error(
+        &mut self,
+        origin_file: &std::path::Path,
+        pos: Pos,
+        field: &str,
+        message: impl Into<String>,
+    ) {
+        self.diags
+            .push(Diagnostic::error(origin_file, pos, field, message));
     }
 }
 
@@ -121,22 +130,35 @@ fn overlapping_subnets(c: &mut Checker, drafts: &Drafts) {
         .iter()
         .filter_map(|d| d.spec.subnet.map(|s| (s, d)))
         .collect();
-    nets.sort_by_key(|(s, d)| (s.network(), s.prefix_len(), d.origin.file.clone(), d.origin.pos));
+    nets.sort_by_key(|(s, d)| {
+        (
+            s.network(),
+            s.prefix_len(),
+            d.origin.file.clone(),
+            d.origin.pos,
+        )
+    });
     // CIDR blocks are either nested or disjoint: sweeping in address order,
     // a block overlaps an earlier one exactly when it starts before the
     // furthest end seen so far.
-    let mut widest: Option<(ipnet::Ipv4Net, &crate::decode::Draft<crate::model::NetworkSpec>)> = None;
+    let mut widest: Option<(
+        ipnet::Ipv4Net,
+        &crate::decode::Draft<crate::model::NetworkSpec>,
+    )> = None;
     for (net, d) in nets {
-        if let Some((prev, pd)) = widest {
-            if prev.contains(&net.network()) {
-                c.error(
-                    &d.origin.file,
-                    d.loc("subnet"),
-                    &d.field("subnet"),
-                    format!("subnet {net} overlaps subnet {prev} of network \"{}\" ({})", pd.name, pd.origin),
-                );
-                continue;
-            }
+        if let Some((prev, pd)) = widest
+            && prev.contains(&net.network())
+        {
+            c.error(
+                &d.origin.file,
+                d.loc("subnet"),
+                &d.field("subnet"),
+                format!(
+                    "subnet {net} overlaps subnet {prev} of network \"{}\" ({})",
+                    pd.name, pd.origin
+                ),
+            );
+            continue;
         }
         if widest.is_none_or(|(prev, _)| net.broadcast() > prev.broadcast()) {
             widest = Some((net, d));
@@ -163,10 +185,16 @@ fn resolve_image(c: &mut Checker, d: &mut ContainerDraft, state: &DesiredState) 
             d.d.spec.image = r;
         }
         Err(e) => {
-            let message = if state.images.is_empty() {
+            // Only a bare word could have been meant as an [images] entry.
+            let entry_like = !raw.is_empty() && !raw.contains(['/', ':', '@']);
+            let message = if state.images.is_empty() || !entry_like {
                 e
             } else {
-                format!("{e}; it is not the name of an [images] entry either")
+                let hint =
+                    crate::decode::did_you_mean(&raw, state.images.keys().map(String::as_str))
+                        .map(|h| format!("; did you mean \"{h}\"?"))
+                        .unwrap_or_default();
+                format!("{e}, and it is not the name of an [images] entry{hint}")
             };
             c.error(&d.d.origin.file, pos, &d.d.field("image"), message);
         }
@@ -179,48 +207,85 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
     for (a, (field, pos)) in spec.networks.iter().zip(&d.network_locs) {
         match state.networks.get(&a.network) {
             None => {
-                let hint = crate::decode::did_you_mean(&a.network, state.networks.keys().map(String::as_str))
-                    .map(|h| format!("; did you mean \"{h}\"?"))
-                    .unwrap_or_default();
-                c.error(file, *pos, field, format!("network \"{}\" is not defined under [networks]{hint}", a.network));
+                let hint = crate::decode::did_you_mean(
+                    &a.network,
+                    state.networks.keys().map(String::as_str),
+                )
+                .map(|h| format!("; did you mean \"{h}\"?"))
+                .unwrap_or_default();
+                c.error(
+                    file,
+                    *pos,
+                    field,
+                    format!(
+                        "network \"{}\" is not defined under [networks]{hint}",
+                        a.network
+                    ),
+                );
             }
             Some(net) => {
                 if let (Some(ip), Some(subnet)) = (a.ipv4_address, net.spec.subnet) {
                     let key = format!("networks.{}.ipv4_address", a.network);
                     let gateway = net.spec.gateway.or_else(|| subnet.hosts().next());
                     if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
-                        c.error(file, d.d.loc(&key), &d.d.field(&key), format!("address {ip} is not a host address of network \"{}\" ({subnet})", a.network));
+                        c.error(
+                            file,
+                            d.d.loc(&key),
+                            &d.d.field(&key),
+                            format!(
+                                "address {ip} is not a host address of network \"{}\" ({subnet})",
+                                a.network
+                            ),
+                        );
                     } else if Some(ip) == gateway {
-                        c.error(file, d.d.loc(&key), &d.d.field(&key), format!("address {ip} is the gateway of network \"{}\"", a.network));
+                        c.error(
+                            file,
+                            d.d.loc(&key),
+                            &d.d.field(&key),
+                            format!("address {ip} is the gateway of network \"{}\"", a.network),
+                        );
                     }
                 }
             }
         }
     }
     for (m, (field, pos)) in spec.mounts.iter().zip(&d.mount_locs) {
-        if let MountSource::Volume { name } = &m.source {
-            if !state.volumes.contains_key(name) {
-                let hint = crate::decode::did_you_mean(name, state.volumes.keys().map(String::as_str))
-                    .map(|h| format!("; did you mean \"{h}\"?"))
-                    .unwrap_or_default();
-                c.error(file, *pos, field, format!("volume \"{name}\" is not defined under [volumes]{hint}"));
-            }
+        if let MountSource::Volume { name } = &m.source
+            && !state.volumes.contains_key(name)
+        {
+            let hint = crate::decode::did_you_mean(name, state.volumes.keys().map(String::as_str))
+                .map(|h| format!("; did you mean \"{h}\"?"))
+                .unwrap_or_default();
+            c.error(
+                file,
+                *pos,
+                field,
+                format!("volume \"{name}\" is not defined under [volumes]{hint}"),
+            );
         }
     }
-    let mode_field = d.d.field("network_mode");
-    let mode_pos = d.d.loc("network_mode");
-    let mode = match &spec.network_mode {
-        NetworkMode::Bridge => None,
-        NetworkMode::Host => Some("host"),
-        NetworkMode::None => Some("none"),
-        NetworkMode::Container(_) => Some("container:…"),
+    // Ports and networks belong to a network namespace of the container's
+    // own; reported at the field that has to go.
+    let (mode, ports_hint) = match &spec.network_mode {
+        NetworkMode::Bridge => (None, String::new()),
+        NetworkMode::Host => (
+            Some("host".to_string()),
+            "; the container already listens on the host's ports".to_string(),
+        ),
+        NetworkMode::None => (Some("none".to_string()), String::new()),
+        NetworkMode::Container(t) => (
+            Some(format!("container:{t}")),
+            format!("; publish them on \"{t}\""),
+        ),
     };
     if let Some(mode) = mode {
         if !spec.networks.is_empty() {
-            c.error(file, mode_pos, &mode_field, format!("network_mode \"{mode}\" cannot be combined with networks"));
+            let m = format!("cannot be combined with network_mode \"{mode}\"");
+            c.error(file, d.d.loc("networks"), &d.d.field("networks"), m);
         }
         if !spec.ports.is_empty() {
-            c.error(file, mode_pos, &mode_field, format!("network_mode \"{mode}\" cannot be combined with ports"));
+            let m = format!("cannot be combined with network_mode \"{mode}\"{ports_hint}");
+            c.error(file, d.d.loc("ports"), &d.d.field("ports"), m);
         }
     }
     if spec.replicas > 1 {
@@ -231,18 +296,39 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
             .find(|(p, _)| p.host_port.is_some())
             .map(|(_, l)| l)
         {
-            c.error(file, *pos, field, format!("a fixed host port cannot be published by {} replicas; leave the host port out", spec.replicas));
+            c.error(
+                file,
+                *pos,
+                field,
+                format!(
+                    "a fixed host port cannot be published by {} replicas; leave the host port out",
+                    spec.replicas
+                ),
+            );
         }
         for a in &spec.networks {
             if a.ipv4_address.is_some() {
                 let key = format!("networks.{}.ipv4_address", a.network);
-                c.error(file, d.d.loc(&key), &d.d.field(&key), format!("a fixed address cannot be given to {} replicas", spec.replicas));
+                c.error(
+                    file,
+                    d.d.loc(&key),
+                    &d.d.field(&key),
+                    format!(
+                        "a fixed address cannot be given to {} replicas",
+                        spec.replicas
+                    ),
+                );
             }
         }
     }
 }
 
-fn container_references(c: &mut Checker, d: &ContainerDraft, names: &[String], all: &BTreeMap<String, ContainerDraft>) {
+fn container_references(
+    c: &mut Checker,
+    d: &ContainerDraft,
+    names: &[String],
+    all: &BTreeMap<String, ContainerDraft>,
+) {
     let spec: &ContainerSpec = &d.d.spec;
     let file = &d.d.origin.file;
     let unknown = |name: &str| {
@@ -261,7 +347,14 @@ fn container_references(c: &mut Checker, d: &ContainerDraft, names: &[String], a
             None => c.error(file, *pos, field, unknown(dep)),
             Some(target) => {
                 if *cond == DependCondition::Healthy && target.d.spec.healthcheck.is_none() {
-                    c.error(file, *pos, field, format!("waits for \"{dep}\" to be healthy, but \"{dep}\" has no healthcheck"));
+                    c.error(
+                        file,
+                        *pos,
+                        field,
+                        format!(
+                            "waits for \"{dep}\" to be healthy, but \"{dep}\" has no healthcheck"
+                        ),
+                    );
                 }
             }
         }
@@ -270,7 +363,12 @@ fn container_references(c: &mut Checker, d: &ContainerDraft, names: &[String], a
         let pos = d.d.loc("network_mode");
         let field = d.d.field("network_mode");
         if target == &d.d.name {
-            c.error(file, pos, &field, "a container cannot share its own network namespace");
+            c.error(
+                file,
+                pos,
+                &field,
+                "a container cannot share its own network namespace",
+            );
         } else if !all.contains_key(target) {
             c.error(file, pos, &field, unknown(target));
         }
@@ -278,8 +376,14 @@ fn container_references(c: &mut Checker, d: &ContainerDraft, names: &[String], a
 }
 
 fn port_conflicts(c: &mut Checker, all: &BTreeMap<String, ContainerDraft>) {
-    let mut by_port: HashMap<(u16, crate::ports::Protocol), Vec<(&ContainerDraft, usize)>> = HashMap::new();
-    for d in all.values() {
+    let mut by_port: HashMap<(u16, crate::ports::Protocol), Vec<(&ContainerDraft, usize)>> =
+        HashMap::new();
+    // Ports of a container without a network namespace of its own are
+    // reported as such; they publish nothing.
+    for d in all
+        .values()
+        .filter(|d| d.d.spec.network_mode == NetworkMode::Bridge)
+    {
         for (i, p) in d.d.spec.ports.iter().enumerate() {
             if let Some(hp) = p.host_port {
                 by_port.entry((hp, p.protocol)).or_default().push((d, i));
@@ -291,20 +395,31 @@ fn port_conflicts(c: &mut Checker, all: &BTreeMap<String, ContainerDraft>) {
     for group in groups {
         for (j, (d, i)) in group.iter().enumerate() {
             let p = &d.d.spec.ports[*i];
-            let earlier = group[..j].iter().find(|(e, k)| e.d.spec.ports[*k].conflicts_with(p));
+            let earlier = group[..j]
+                .iter()
+                .find(|(e, k)| e.d.spec.ports[*k].conflicts_with(p));
             if let Some((e, k)) = earlier {
                 let (field, pos) = &d.port_locs[*i];
                 let other = if e.d.name == d.d.name {
                     "another entry of this container".to_string()
                 } else {
-                    format!("container \"{}\" ({})", e.d.name, e.port_locs[*k].1)
+                    format!(
+                        "container \"{}\" ({}:{})",
+                        e.d.name,
+                        e.d.origin.file.display(),
+                        e.port_locs[*k].1
+                    )
                 };
                 let host_ip = p.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string());
                 c.error(
                     &d.d.origin.file,
                     *pos,
                     field,
-                    format!("host port {host_ip}:{}/{} is already published by {other}", p.host_port.unwrap_or(0), p.protocol),
+                    format!(
+                        "host port {host_ip}:{}/{} is already published by {other}",
+                        p.host_port.unwrap_or(0),
+                        p.protocol
+                    ),
                 );
             }
         }
@@ -357,12 +472,16 @@ fn cycles(c: &mut Checker, all: &BTreeMap<String, ContainerDraft>) {
                     let from = stack.iter().position(|(n, _)| *n == target).unwrap_or(0);
                     let mut path: Vec<&str> = stack[from..].iter().map(|(n, _)| *n).collect();
                     path.push(target);
-                    let (field, pos) = d
-                        .depends_locs
-                        .get(target)
-                        .cloned()
-                        .unwrap_or_else(|| (d.d.field("network_mode"), d.d.loc("network_mode")));
-                    c.error(&d.d.origin.file, pos, &field, format!("dependency cycle: {}", path.join(" -> ")));
+                    let (field, pos) =
+                        d.depends_locs.get(target).cloned().unwrap_or_else(|| {
+                            (d.d.field("network_mode"), d.d.loc("network_mode"))
+                        });
+                    c.error(
+                        &d.d.origin.file,
+                        pos,
+                        &field,
+                        format!("dependency cycle: {}", path.join(" -> ")),
+                    );
                 }
                 Mark::Done => {}
             }

@@ -73,7 +73,10 @@ mod tests {
     fn splits_like_a_shell() {
         let table: [(&str, &[&str]); 6] = [
             ("httpd -f -p 80", &["httpd", "-f", "-p", "80"]),
-            ("sh -c 'echo hello; sleep 1'", &["sh", "-c", "echo hello; sleep 1"]),
+            (
+                "sh -c 'echo hello; sleep 1'",
+                &["sh", "-c", "echo hello; sleep 1"],
+            ),
             (r#"echo "a \"b\" c""#, &["echo", "a \"b\" c"]),
             (r"a\ b c", &["a b", "c"]),
             ("  ", &[]),

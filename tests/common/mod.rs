@@ -6,20 +6,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The `moor` binary built for this test run.
+///
+/// Integration tests of the root package cannot use `CARGO_BIN_EXE_` of
+/// another package, so the binary is found next to the test executable, and
+/// brought up to date once per test process (`cargo test --test tests` alone
+/// would not rebuild it, and a stale binary would test old code).
 pub fn moor_bin() -> PathBuf {
-    // Integration tests of the root package cannot use CARGO_BIN_EXE_ of
-    // another package, so find the binary next to the test executable.
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("moor");
-    if !bin.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "moor"])
-            .status()
-            .expect("run cargo build -p moor");
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-q", "-p", "moor"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build -p moor");
         assert!(status.success(), "cargo build -p moor failed");
-    }
-    bin
+        dir.join("moor")
+    })
+    .clone()
 }
 
 /// Runs `moor ARGS...` with a private state dir and returns its output.
@@ -29,6 +35,33 @@ pub fn moor(args: &[&str]) -> Output {
         .env_remove("MOOR_STATE_DIR")
         .output()
         .expect("run moor")
+}
+
+/// Runs `moor ARGS...` in `dir`, so that relative paths in its arguments and
+/// its diagnostics are relative to `dir`.
+pub fn moor_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(moor_bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MOOR_STATE_DIR")
+        .output()
+        .expect("run moor")
+}
+
+/// Copies the directory tree `from` into `to` (created if missing).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
+    let entries =
+        std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()));
+    for entry in entries {
+        let entry = entry.expect("directory entry");
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+        }
+    }
 }
 
 /// The repository root (where Cargo.toml of the workspace is).

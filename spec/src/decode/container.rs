@@ -2,13 +2,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::time::Duration;
 
 use super::resources::Draft;
 use super::{Decoder, check_name, join};
 use crate::model::{
-    ContainerSpec, DependCondition, HealthTest, Healthcheck, NetworkAttachment, NetworkMode, Origin,
-    Resources, RestartPolicy, UpdateOrder,
+    ContainerSpec, DependCondition, HealthTest, Healthcheck, NetworkAttachment, NetworkMode,
+    Origin, Resources, RestartPolicy, UpdateOrder,
 };
 use crate::mounts::{Mount, MountSource};
 use crate::node::{Node, Pos, Value};
@@ -50,6 +51,8 @@ const COMPOSE_ALIASES: &[(&str, &str)] = &[
     ("tmpfs", "mounts"),
     ("workdir", "working_dir"),
     ("mem_limit", "resources"),
+    ("memory", "resources"),
+    ("pids", "resources"),
     ("cpus", "resources"),
     ("pids_limit", "resources"),
     ("deploy", "replicas"),
@@ -86,7 +89,13 @@ pub(crate) struct ContainerDraft {
 }
 
 impl Decoder<'_> {
-    pub(crate) fn container(&mut self, node: &Node, field: &str, name: &str, origin: Origin) -> Option<ContainerDraft> {
+    pub(crate) fn container(
+        &mut self,
+        node: &Node,
+        field: &str,
+        name: &str,
+        origin: Origin,
+    ) -> Option<ContainerDraft> {
         let f = self.fields(node, field, FIELDS, COMPOSE_ALIASES)?;
         let fld = |k: &str| join(field, k);
         let placeholder = ImageRef {
@@ -152,7 +161,8 @@ impl Decoder<'_> {
         }
         if let Some(n) = f.get("env_file") {
             for (path, pos, ef) in self.strings(n, &fld("env_file")) {
-                let r = crate::envfile::read(&self.dir.join(&path), &path);
+                let r =
+                    crate::envfile::read(&crate::bind::resolve(self.dir, Path::new(&path)), &path);
                 if let Some(vars) = self.check(pos, &ef, r) {
                     spec.env.extend(vars);
                 }
@@ -180,11 +190,15 @@ impl Decoder<'_> {
         }
         if let Some(n) = f.get("user") {
             let uf = fld("user");
-            spec.user = self.scalar_string(n, &uf).and_then(|s| self.check(n.pos, &uf, check_user(&s).map(|_| s)));
+            spec.user = self
+                .scalar_string(n, &uf)
+                .and_then(|s| self.check(n.pos, &uf, check_user(&s).map(|_| s)));
         }
         if let Some(n) = f.get("hostname") {
             let hf = fld("hostname");
-            spec.hostname = self.string(n, &hf).and_then(|s| self.check(n.pos, &hf, check_hostname(&s).map(|_| s)));
+            spec.hostname = self
+                .string(n, &hf)
+                .and_then(|s| self.check(n.pos, &hf, check_hostname(&s).map(|_| s)));
         }
         if let Some(n) = f.get("labels") {
             spec.labels = self.labels(n, &fld("labels"));
@@ -197,9 +211,16 @@ impl Decoder<'_> {
                     "bridge" | "default" => Ok(NetworkMode::Bridge),
                     "host" => Ok(NetworkMode::Host),
                     "none" => Ok(NetworkMode::None),
-                    other => match other.strip_prefix("container:").or_else(|| other.strip_prefix("service:")) {
-                        Some(target) => check_name(target).map(|_| NetworkMode::Container(target.to_string())),
-                        None => Err(format!("\"{other}\" is not one of bridge, host, none, container:NAME")),
+                    other => match other
+                        .strip_prefix("container:")
+                        .or_else(|| other.strip_prefix("service:"))
+                    {
+                        Some(target) => {
+                            check_name(target).map(|_| NetworkMode::Container(target.to_string()))
+                        }
+                        None => Err(format!(
+                            "\"{other}\" is not one of bridge, host, none, container:NAME"
+                        )),
                     },
                 };
                 if let Some(m) = self.check(n.pos, &nf, mode) {
@@ -208,9 +229,11 @@ impl Decoder<'_> {
             }
         }
         if let Some(n) = f.get("networks") {
+            draft.d.locs.push(("networks".into(), n.pos));
             self.networks(n, &fld("networks"), &mut spec, &mut draft);
         }
         if let Some(n) = f.get("ports") {
+            draft.d.locs.push(("ports".into(), n.pos));
             for (s, pos, pf) in self.strings(n, &fld("ports")) {
                 if let Some(mappings) = self.check(pos, &pf, crate::ports::parse(&s)) {
                     for m in mappings {
@@ -225,10 +248,10 @@ impl Decoder<'_> {
         }
         if let Some(n) = f.get("restart") {
             let rf = fld("restart");
-            if let Some(s) = self.string(n, &rf) {
-                if let Some(p) = self.check(n.pos, &rf, parse_restart(&s)) {
-                    spec.restart = p;
-                }
+            if let Some(s) = self.string(n, &rf)
+                && let Some(p) = self.check(n.pos, &rf, parse_restart(&s))
+            {
+                spec.restart = p;
             }
         }
         if let Some(n) = f.get("init") {
@@ -245,26 +268,31 @@ impl Decoder<'_> {
         }
         if let Some(n) = f.get("stop_signal") {
             let sf = fld("stop_signal");
-            if let Some(s) = self.scalar_string(n, &sf) {
-                if let Some(sig) = self.check(n.pos, &sf, crate::linux::normalize_signal(&s)) {
-                    spec.stop_signal = sig;
-                }
+            if let Some(s) = self.scalar_string(n, &sf)
+                && let Some(sig) = self.check(n.pos, &sf, crate::linux::normalize_signal(&s))
+            {
+                spec.stop_signal = sig;
             }
         }
-        if let Some(n) = f.get("stop_grace_period") {
-            if let Some(d) = self.duration(n, &fld("stop_grace_period")) {
-                spec.stop_grace_period = d;
-            }
+        if let Some(n) = f.get("stop_grace_period")
+            && let Some(d) = self.duration(n, &fld("stop_grace_period"))
+        {
+            spec.stop_grace_period = d;
         }
         if let Some(n) = f.get("read_only") {
             spec.read_only = self.boolean(n, &fld("read_only")).unwrap_or(false);
         }
-        for (key, out) in [("cap_add", &mut spec.cap_add), ("cap_drop", &mut spec.cap_drop)] {
+        for (key, out) in [
+            ("cap_add", &mut spec.cap_add),
+            ("cap_drop", &mut spec.cap_drop),
+        ] {
             if let Some(n) = f.get(key) {
                 let set: BTreeSet<String> = self
                     .strings(n, &fld(key))
                     .into_iter()
-                    .filter_map(|(s, pos, cf)| self.check(pos, &cf, crate::linux::normalize_capability(&s)))
+                    .filter_map(|(s, pos, cf)| {
+                        self.check(pos, &cf, crate::linux::normalize_capability(&s))
+                    })
                     .collect();
                 *out = set.into_iter().collect();
             }
@@ -272,17 +300,21 @@ impl Decoder<'_> {
         if let Some(n) = f.get("extra_hosts") {
             spec.extra_hosts = self.extra_hosts(n, &fld("extra_hosts"));
         }
-        if let Some(n) = f.get("replicas") {
-            if let Some(r) = self.integer(n, &fld("replicas"), 0, MAX_REPLICAS) {
-                spec.replicas = r as u32;
-            }
+        if let Some(n) = f.get("replicas")
+            && let Some(r) = self.integer(n, &fld("replicas"), 0, MAX_REPLICAS)
+        {
+            spec.replicas = r as u32;
         }
         if let Some(n) = f.get("update_order") {
             let of = fld("update_order");
             match self.string(n, &of).as_deref() {
                 Some("stop-first") => spec.update_order = UpdateOrder::StopFirst,
                 Some("start-first") => spec.update_order = UpdateOrder::StartFirst,
-                Some(other) => self.error(n.pos, &of, format!("\"{other}\" is not one of stop-first, start-first")),
+                Some(other) => self.error(
+                    n.pos,
+                    &of,
+                    format!("\"{other}\" is not one of stop-first, start-first"),
+                ),
                 None => {}
             }
         }
@@ -290,18 +322,25 @@ impl Decoder<'_> {
         Some(draft)
     }
 
-    fn networks(&mut self, node: &Node, field: &str, spec: &mut ContainerSpec, draft: &mut ContainerDraft) {
-        let mut add = |this: &mut Self, name: &str, pos: Pos, f: String, attachment: NetworkAttachment| {
-            if this.check(pos, &f, check_name(name)).is_none() {
-                return;
-            }
-            if spec.networks.iter().any(|a| a.network == name) {
-                this.error(pos, &f, format!("network \"{name}\" is listed twice"));
-                return;
-            }
-            spec.networks.push(attachment);
-            draft.network_locs.push((f, pos));
-        };
+    fn networks(
+        &mut self,
+        node: &Node,
+        field: &str,
+        spec: &mut ContainerSpec,
+        draft: &mut ContainerDraft,
+    ) {
+        let mut add =
+            |this: &mut Self, name: &str, pos: Pos, f: String, attachment: NetworkAttachment| {
+                if this.check(pos, &f, check_name(name)).is_none() {
+                    return;
+                }
+                if spec.networks.iter().any(|a| a.network == name) {
+                    this.error(pos, &f, format!("network \"{name}\" is listed twice"));
+                    return;
+                }
+                spec.networks.push(attachment);
+                draft.network_locs.push((f, pos));
+            };
         match &node.value {
             Value::Seq(_) | Value::Str(_) => {
                 for (name, pos, f) in self.strings(node, field) {
@@ -316,7 +355,12 @@ impl Decoder<'_> {
             Value::Map(_) => {
                 for (k, v) in self.entries(node, field).unwrap_or_default() {
                     let nf = join(field, &k.name);
-                    let Some(opts) = self.fields(v, &nf, &["aliases", "ipv4_address"], &[("ip", "ipv4_address")]) else {
+                    let Some(opts) = self.fields(
+                        v,
+                        &nf,
+                        &["aliases", "ipv4_address"],
+                        &[("ip", "ipv4_address")],
+                    ) else {
                         continue;
                     };
                     let mut a = NetworkAttachment {
@@ -336,26 +380,44 @@ impl Decoder<'_> {
                     if let Some(n) = opts.get("ipv4_address") {
                         let af = join(&nf, "ipv4_address");
                         a.ipv4_address = self.string(n, &af).and_then(|s| {
-                            let r = s.parse::<Ipv4Addr>().map_err(|_| format!("\"{s}\" is not an IPv4 address"));
+                            let r = s
+                                .parse::<Ipv4Addr>()
+                                .map_err(|_| format!("\"{s}\" is not an IPv4 address"));
                             self.check(n.pos, &af, r)
                         });
-                        draft.d.locs.push((format!("networks.{}.ipv4_address", k.name), n.pos));
+                        draft
+                            .d
+                            .locs
+                            .push((format!("networks.{}.ipv4_address", k.name), n.pos));
                     }
                     add(self, &k.name, k.pos, nf, a);
                 }
             }
             _ => {
-                let m = format!("expected a list of network names or a table, found {}", node.value.kind());
+                let m = format!(
+                    "expected a list of network names or a table, found {}",
+                    node.value.kind()
+                );
                 self.error(node.pos, field, m);
             }
         }
     }
 
-    fn mounts(&mut self, node: &Node, field: &str, spec: &mut ContainerSpec, draft: &mut ContainerDraft) {
+    fn mounts(
+        &mut self,
+        node: &Node,
+        field: &str,
+        spec: &mut ContainerSpec,
+        draft: &mut ContainerDraft,
+    ) {
         let items: Vec<(usize, &Node)> = match &node.value {
             Value::Seq(items) => items.iter().enumerate().collect(),
             _ => {
-                self.error(node.pos, field, format!("expected a list of mounts, found {}", node.value.kind()));
+                self.error(
+                    node.pos,
+                    field,
+                    format!("expected a list of mounts, found {}", node.value.kind()),
+                );
                 return;
             }
         };
@@ -365,7 +427,14 @@ impl Decoder<'_> {
                 Value::Str(s) => self.check(item.pos, &mf, crate::mounts::parse(s)),
                 Value::Map(_) => self.long_mount(item, &mf),
                 _ => {
-                    self.error(item.pos, &mf, format!("expected a mount string or table, found {}", item.value.kind()));
+                    self.error(
+                        item.pos,
+                        &mf,
+                        format!(
+                            "expected a mount string or table, found {}",
+                            item.value.kind()
+                        ),
+                    );
                     None
                 }
             };
@@ -373,13 +442,32 @@ impl Decoder<'_> {
             match &mut mount.source {
                 MountSource::Volume { name } => {
                     if let Err(e) = check_name(name) {
-                        self.error(item.pos, &mf, format!("volume {e}"));
+                        let hint = if name.contains('/') {
+                            format!("; write \"./{name}\" for a path next to the manifest")
+                        } else {
+                            String::new()
+                        };
+                        self.error(item.pos, &mf, format!("volume {e}{hint}"));
                         continue;
                     }
                 }
-                MountSource::Bind { source, content_digest } => {
+                MountSource::Bind {
+                    source,
+                    content_digest,
+                } => {
                     if source.is_relative() {
                         let resolved = crate::bind::resolve(self.dir, source);
+                        if std::fs::symlink_metadata(&resolved)
+                            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+                        {
+                            let m = format!(
+                                "bind source \"{}\" does not exist (looked for {}; relative sources are read from the manifest's directory)",
+                                source.display(),
+                                resolved.display()
+                            );
+                            self.error(item.pos, &mf, m);
+                            continue;
+                        }
                         match crate::bind::content_digest(&resolved) {
                             Ok(d) => *content_digest = Some(d),
                             Err(e) => {
@@ -387,13 +475,20 @@ impl Decoder<'_> {
                                 continue;
                             }
                         }
-                        *source = resolved;
+                        // Absolute, so that the spec (and its hash) does not
+                        // depend on the directory moor was started in.
+                        *source = std::path::absolute(&resolved).unwrap_or(resolved);
                     }
                 }
                 MountSource::Tmpfs { .. } => {}
             }
-            if spec.mounts.iter().any(|m| m.target == mount.target) {
-                self.error(item.pos, &mf, format!("two mounts target \"{}\"", mount.target));
+            if let Some(i) = spec.mounts.iter().position(|m| m.target == mount.target) {
+                let first = &draft.mount_locs[i].0;
+                self.error(
+                    item.pos,
+                    &mf,
+                    format!("target \"{}\" is already mounted by {first}", mount.target),
+                );
                 continue;
             }
             spec.mounts.push(mount);
@@ -403,7 +498,16 @@ impl Decoder<'_> {
 
     /// `{ type = "volume", source = "site", target = "/www", read_only = true }`
     fn long_mount(&mut self, node: &Node, field: &str) -> Option<Mount> {
-        let f = self.fields(node, field, &["type", "source", "target", "read_only", "size"], &[("destination", "target"), ("src", "source"), ("dst", "target")])?;
+        let f = self.fields(
+            node,
+            field,
+            &["type", "source", "target", "read_only", "size"],
+            &[
+                ("destination", "target"),
+                ("src", "source"),
+                ("dst", "target"),
+            ],
+        )?;
         let get_str = |this: &mut Self, key: &str| -> Option<String> {
             let n = f.get(key)?;
             this.string(n, &join(field, key))
@@ -419,7 +523,11 @@ impl Decoder<'_> {
             self.error(f.pos, field, "missing required field \"target\"");
             return None;
         };
-        self.check(f.pos, &join(field, "target"), crate::mounts::check_target(&target))?;
+        self.check(
+            f.pos,
+            &join(field, "target"),
+            crate::mounts::check_target(&target),
+        )?;
         let size = match f.get("size") {
             Some(n) => Some(self.size(n, &join(field, "size"))?),
             None => None,
@@ -441,7 +549,11 @@ impl Decoder<'_> {
             }
             (Some(other), _) => {
                 let pos = f.get("type").map_or(f.pos, |n| n.pos);
-                self.error(pos, &join(field, "type"), format!("\"{other}\" is not one of volume, bind, tmpfs"));
+                self.error(
+                    pos,
+                    &join(field, "type"),
+                    format!("\"{other}\" is not one of volume, bind, tmpfs"),
+                );
                 return None;
             }
             (None, _) => {
@@ -450,7 +562,8 @@ impl Decoder<'_> {
             }
         };
         if size.is_some() && !matches!(source, MountSource::Tmpfs { .. }) {
-            self.error(f.pos, &join(field, "size"), "only tmpfs mounts have a size");
+            let pos = f.get("size").map_or(f.pos, |n| n.pos);
+            self.error(pos, &join(field, "size"), "only tmpfs mounts have a size");
             return None;
         }
         Some(Mount {
@@ -462,7 +575,12 @@ impl Decoder<'_> {
 
     fn resources(&mut self, node: &Node, field: &str) -> Resources {
         let mut r = Resources::default();
-        let Some(f) = self.fields(node, field, &["memory", "cpus", "pids"], &[("mem", "memory"), ("cpu", "cpus"), ("pids_limit", "pids")]) else {
+        let Some(f) = self.fields(
+            node,
+            field,
+            &["memory", "cpus", "pids"],
+            &[("mem", "memory"), ("cpu", "cpus"), ("pids_limit", "pids")],
+        ) else {
             return r;
         };
         if let Some(n) = f.get("memory") {
@@ -479,7 +597,7 @@ impl Decoder<'_> {
         if let Some(n) = f.get("cpus") {
             let cf = join(field, "cpus");
             r.cpus = self.number(n, &cf).and_then(|c| {
-                let check = if c.is_finite() && c >= 0.01 && c <= 1024.0 {
+                let check = if c.is_finite() && (0.01..=1024.0).contains(&c) {
                     Ok(c)
                 } else {
                     Err(format!("cpus {c} must be between 0.01 and 1024"))
@@ -488,7 +606,9 @@ impl Decoder<'_> {
             });
         }
         if let Some(n) = f.get("pids") {
-            r.pids = self.integer(n, &join(field, "pids"), 1, i64::MAX).map(|p| p as u64);
+            r.pids = self
+                .integer(n, &join(field, "pids"), 1, i64::MAX)
+                .map(|p| p as u64);
         }
         r
     }
@@ -497,17 +617,29 @@ impl Decoder<'_> {
         let f = self.fields(
             node,
             field,
-            &["cmd", "http", "tcp", "interval", "timeout", "retries", "start_period"],
+            &[
+                "cmd",
+                "http",
+                "tcp",
+                "interval",
+                "timeout",
+                "retries",
+                "start_period",
+            ],
             &[("test", "cmd"), ("command", "cmd"), ("url", "http")],
         )?;
         let mut tests = Vec::new();
-        if let Some(n) = f.get("cmd") {
-            if let Some(cmd) = self.command(n, &join(field, "cmd")) {
-                if cmd.is_empty() {
-                    self.error(n.pos, &join(field, "cmd"), "command is empty");
-                } else {
-                    tests.push(HealthTest::Cmd(cmd));
-                }
+        let given: Vec<&str> = ["cmd", "http", "tcp"]
+            .into_iter()
+            .filter(|k| f.get(k).is_some())
+            .collect();
+        if let Some(n) = f.get("cmd")
+            && let Some(cmd) = self.command(n, &join(field, "cmd"))
+        {
+            if cmd.is_empty() {
+                self.error(n.pos, &join(field, "cmd"), "command is empty");
+            } else {
+                tests.push(HealthTest::Cmd(cmd));
             }
         }
         if let Some(n) = f.get("http") {
@@ -518,7 +650,11 @@ impl Decoder<'_> {
                 if ok {
                     tests.push(HealthTest::Http(url));
                 } else {
-                    self.error(n.pos, &hf, format!("\"{url}\" is not an http:// or https:// URL"));
+                    self.error(
+                        n.pos,
+                        &hf,
+                        format!("\"{url}\" is not an http:// or https:// URL"),
+                    );
                 }
             }
         }
@@ -527,7 +663,11 @@ impl Decoder<'_> {
             let target = match &n.value {
                 Value::Int(p) if (1..=65535).contains(p) => Some(format!("localhost:{p}")),
                 Value::Str(s) => match s.rsplit_once(':') {
-                    Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Some(s.clone()),
+                    Some((host, port))
+                        if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) =>
+                    {
+                        Some(s.clone())
+                    }
                     None if s.parse::<u16>().is_ok_and(|p| p > 0) => Some(format!("localhost:{s}")),
                     _ => {
                         self.error(n.pos, &tf, format!("\"{s}\" must be host:port or a port"));
@@ -554,23 +694,39 @@ impl Decoder<'_> {
             None => Some(Duration::ZERO),
         };
         let retries = match f.get("retries") {
-            Some(n) => self.integer(n, &join(field, "retries"), 1, 1000).map(|r| r as u32),
+            Some(n) => self
+                .integer(n, &join(field, "retries"), 1, 1000)
+                .map(|r| r as u32),
             None => Some(DEFAULT_HEALTH_RETRIES),
         };
-        if let Some(i) = interval {
-            if i < Duration::from_millis(100) {
-                let pos = f.get("interval").map_or(f.pos, |n| n.pos);
-                self.error(pos, &join(field, "interval"), "interval must be at least 100ms");
-            }
+        if let Some(i) = interval
+            && i < Duration::from_millis(100)
+        {
+            let pos = f.get("interval").map_or(f.pos, |n| n.pos);
+            self.error(
+                pos,
+                &join(field, "interval"),
+                "interval must be at least 100ms",
+            );
         }
         let test = match tests.len() {
             1 => tests.pop(),
             0 => {
-                self.error(f.pos, field, "needs one of cmd, http or tcp");
+                // A test that was given but is wrong has been reported already.
+                if given.is_empty() {
+                    self.error(f.pos, field, "needs one of cmd, http or tcp");
+                }
                 None
             }
             _ => {
-                self.error(f.pos, field, "give only one of cmd, http or tcp");
+                self.error(
+                    f.pos,
+                    field,
+                    format!(
+                        "give only one of cmd, http or tcp, not {}",
+                        given.join(" and ")
+                    ),
+                );
                 None
             }
         };
@@ -583,7 +739,13 @@ impl Decoder<'_> {
         })
     }
 
-    fn depends_on(&mut self, node: &Node, field: &str, spec: &mut ContainerSpec, draft: &mut ContainerDraft) {
+    fn depends_on(
+        &mut self,
+        node: &Node,
+        field: &str,
+        spec: &mut ContainerSpec,
+        draft: &mut ContainerDraft,
+    ) {
         let mut entries: Vec<(String, Pos, String, DependCondition)> = Vec::new();
         match &node.value {
             Value::Seq(_) | Value::Str(_) => {
@@ -596,7 +758,9 @@ impl Decoder<'_> {
                     let df = join(field, &k.name);
                     let cond_node = match &v.value {
                         Value::Map(_) => {
-                            let Some(opts) = self.fields(v, &df, &["condition"], &[]) else { continue };
+                            let Some(opts) = self.fields(v, &df, &["condition"], &[]) else {
+                                continue;
+                            };
                             opts.get("condition")
                         }
                         _ => Some(v),
@@ -607,7 +771,11 @@ impl Decoder<'_> {
                             Some("started" | "service_started") => Some(DependCondition::Started),
                             Some("healthy" | "service_healthy") => Some(DependCondition::Healthy),
                             Some(other) => {
-                                self.error(c.pos, &df, format!("condition \"{other}\" is not one of started, healthy"));
+                                self.error(
+                                    c.pos,
+                                    &df,
+                                    format!("condition \"{other}\" is not one of started, healthy"),
+                                );
                                 None
                             }
                             None => None,
@@ -619,7 +787,10 @@ impl Decoder<'_> {
                 }
             }
             _ => {
-                let m = format!("expected a list of container names or a table, found {}", node.value.kind());
+                let m = format!(
+                    "expected a list of container names or a table, found {}",
+                    node.value.kind()
+                );
                 self.error(node.pos, field, m);
             }
         }
@@ -653,7 +824,12 @@ impl Decoder<'_> {
                     // host:ip, or host=ip (IPv6 addresses contain ':').
                     let split = s.split_once('=').or_else(|| s.split_once(':'));
                     match split {
-                        Some((h, ip)) => Some((h.to_string(), ip.trim_matches(['[', ']']).to_string(), pos, f)),
+                        Some((h, ip)) => Some((
+                            h.to_string(),
+                            ip.trim_matches(['[', ']']).to_string(),
+                            pos,
+                            f,
+                        )),
                         None => {
                             self.error(pos, &f, format!("\"{s}\" must look like host:ip"));
                             None
@@ -665,7 +841,8 @@ impl Decoder<'_> {
         let mut out = Vec::new();
         for (host, ip, pos, f) in pairs {
             let checked = check_hostname(&host).and_then(|_| {
-                ip.parse::<IpAddr>().map_err(|_| format!("\"{ip}\" is not an IP address"))
+                ip.parse::<IpAddr>()
+                    .map_err(|_| format!("\"{ip}\" is not an IP address"))
             });
             if let Some(ip) = self.check(pos, &f, checked) {
                 out.push((host, ip));
@@ -686,9 +863,15 @@ fn parse_restart(s: &str) -> Result<RestartPolicy, String> {
         other => match other.strip_prefix("on-failure:") {
             Some(n) => n
                 .parse::<u32>()
-                .map(|n| RestartPolicy::OnFailure { max_retries: Some(n) })
-                .map_err(|_| format!("retry count \"{n}\" in \"{s}\" is not a number")),
-            None => Err(format!("\"{s}\" is not one of no, on-failure[:N], always, unless-stopped")),
+                .map(|n| RestartPolicy::OnFailure {
+                    max_retries: Some(n),
+                })
+                .map_err(|_| {
+                    format!("retry count \"{n}\" in \"{s}\" must be a whole number, 0 or more")
+                }),
+            None => Err(format!(
+                "\"{s}\" is not one of no, on-failure[:N], always, unless-stopped"
+            )),
         },
     }
 }
@@ -698,7 +881,8 @@ fn check_user(s: &str) -> Result<(), String> {
     let ok_part = |p: &str| {
         !p.is_empty()
             && p.len() <= 32
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
     };
     let (user, group) = match s.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -707,7 +891,9 @@ fn check_user(s: &str) -> Result<(), String> {
     if ok_part(user) && group.is_none_or(ok_part) {
         Ok(())
     } else {
-        Err(format!("user \"{s}\" must look like name, uid, name:group or uid:gid"))
+        Err(format!(
+            "user \"{s}\" must look like name, uid, name:group or uid:gid"
+        ))
     }
 }
 
@@ -737,16 +923,33 @@ mod tests {
     fn restart_policies() {
         assert_eq!(parse_restart("no"), Ok(RestartPolicy::No));
         assert_eq!(parse_restart("always"), Ok(RestartPolicy::Always));
-        assert_eq!(parse_restart("unless-stopped"), Ok(RestartPolicy::UnlessStopped));
-        assert_eq!(parse_restart("on-failure"), Ok(RestartPolicy::OnFailure { max_retries: None }));
-        assert_eq!(parse_restart("on-failure:3"), Ok(RestartPolicy::OnFailure { max_retries: Some(3) }));
+        assert_eq!(
+            parse_restart("unless-stopped"),
+            Ok(RestartPolicy::UnlessStopped)
+        );
+        assert_eq!(
+            parse_restart("on-failure"),
+            Ok(RestartPolicy::OnFailure { max_retries: None })
+        );
+        assert_eq!(
+            parse_restart("on-failure:3"),
+            Ok(RestartPolicy::OnFailure {
+                max_retries: Some(3)
+            })
+        );
         assert!(parse_restart("on-failure:x").is_err());
         assert!(parse_restart("sometimes").is_err());
     }
 
     #[test]
     fn users_and_hosts() {
-        for good in ["root", "1000", "1000:1000", "www-data:www-data", "nobody:65534"] {
+        for good in [
+            "root",
+            "1000",
+            "1000:1000",
+            "www-data:www-data",
+            "nobody:65534",
+        ] {
             assert!(check_user(good).is_ok(), "{good}");
         }
         for bad in ["", ":", "a:", "a b", "a:b:c"] {

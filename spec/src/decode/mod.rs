@@ -21,14 +21,45 @@ pub(crate) use resources::{Draft, Drafts};
 pub const MAX_NAME_LEN: usize = 63;
 
 /// Suggests the candidate closest to `input`, if one is close enough to be a typo.
-pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    input: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let input = input.to_ascii_lowercase();
     candidates
         .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(&input, &c.to_ascii_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(&input, &c.to_ascii_lowercase()),
+                c,
+            )
+        })
         .filter(|&(d, c)| d <= 2.max(c.len() / 3) && d < c.len())
         .min_by_key(|&(d, _)| d)
         .map(|(_, c)| c)
+}
+
+/// The hint for an unknown key: the field a known alias stands for, or the
+/// closest allowed field or alias (a typo of `environment` suggests `env`).
+pub(crate) fn hint<'a>(
+    key: &str,
+    allowed: &[&'a str],
+    aliases: &[(&'a str, &'a str)],
+) -> Option<&'a str> {
+    if let Some((_, ours)) = aliases.iter().find(|(alias, _)| *alias == key) {
+        return Some(ours);
+    }
+    let candidates = allowed
+        .iter()
+        .copied()
+        .chain(aliases.iter().map(|(alias, _)| *alias));
+    let best = did_you_mean(key, candidates)?;
+    Some(
+        aliases
+            .iter()
+            .find(|(alias, _)| *alias == best)
+            .map_or(best, |(_, ours)| *ours),
+    )
 }
 
 /// Checks a resource name: lower-case letters, digits, `-` and `_`, starting
@@ -42,20 +73,26 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err(format!("name \"{name}\" must not contain '/' or '..'"));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(format!("name \"{name}\" is longer than {MAX_NAME_LEN} characters"));
+        return Err(format!(
+            "name \"{name}\" is longer than {MAX_NAME_LEN} characters"
+        ));
     }
     if name.chars().any(|c| c.is_ascii_uppercase()) {
         return Err(format!("name \"{name}\" must be lower-case"));
     }
     let bytes = name.as_bytes();
     if !bytes[0].is_ascii_lowercase() && !bytes[0].is_ascii_digit() {
-        return Err(format!("name \"{name}\" must start with a lower-case letter or a digit"));
+        return Err(format!(
+            "name \"{name}\" must start with a lower-case letter or a digit"
+        ));
     }
     if let Some(bad) = name
         .chars()
         .find(|&c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'))
     {
-        return Err(format!("name \"{name}\" contains {bad:?}; use lower-case letters, digits, '-' and '_'"));
+        return Err(format!(
+            "name \"{name}\" contains {bad:?}; use lower-case letters, digits, '-' and '_'"
+        ));
     }
     Ok(())
 }
@@ -64,7 +101,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
 pub(crate) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_string()
-    } else if key.is_empty() || key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    } else if key.is_empty()
+        || key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         format!("{parent}.{key}")
     } else {
         format!("{parent}.\"{key}\"")
@@ -79,7 +120,10 @@ pub(crate) struct Fields<'n> {
 
 impl<'n> Fields<'n> {
     pub(crate) fn get(&self, name: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _)| k.name == name).map(|(_, v)| *v)
+        self.entries
+            .iter()
+            .find(|(k, _)| k.name == name)
+            .map(|(_, v)| *v)
     }
 }
 
@@ -101,7 +145,8 @@ impl<'a> Decoder<'a> {
     }
 
     pub(crate) fn error(&mut self, pos: Pos, field: &str, message: impl Into<String>) {
-        self.diags.push(Diagnostic::error(self.file, pos, field, message));
+        self.diags
+            .push(Diagnostic::error(self.file, pos, field, message));
     }
 
     fn type_error(&mut self, node: &Node, field: &str, expected: &str) {
@@ -110,7 +155,11 @@ impl<'a> Decoder<'a> {
     }
 
     /// The entries of a mapping, in order, with repeated keys reported.
-    pub(crate) fn entries<'n>(&mut self, node: &'n Node, field: &str) -> Option<Vec<(&'n Key, &'n Node)>> {
+    pub(crate) fn entries<'n>(
+        &mut self,
+        node: &'n Node,
+        field: &str,
+    ) -> Option<Vec<(&'n Key, &'n Node)>> {
         let Value::Map(entries) = &node.value else {
             self.type_error(node, field, "a table");
             return None;
@@ -119,7 +168,11 @@ impl<'a> Decoder<'a> {
         let mut out = Vec::with_capacity(entries.len());
         for (k, v) in entries {
             if let Some(first) = seen.insert(&k.name, k.pos) {
-                self.error(k.pos, &join(field, &k.name), format!("defined twice in one table (first at line {})", first.line));
+                self.error(
+                    k.pos,
+                    &join(field, &k.name),
+                    format!("defined twice in one table (first at line {})", first.line),
+                );
                 continue;
             }
             out.push((k, v));
@@ -129,7 +182,13 @@ impl<'a> Decoder<'a> {
 
     /// A table whose keys must be among `allowed`; unknown keys are reported
     /// with the closest allowed one or a known alias as a hint.
-    pub(crate) fn fields<'n>(&mut self, node: &'n Node, field: &str, allowed: &[&str], aliases: &[(&str, &str)]) -> Option<Fields<'n>> {
+    pub(crate) fn fields<'n>(
+        &mut self,
+        node: &'n Node,
+        field: &str,
+        allowed: &[&str],
+        aliases: &[(&str, &str)],
+    ) -> Option<Fields<'n>> {
         // YAML `web:` with nothing under it is an empty table.
         if node.value == Value::Null {
             return Some(Fields {
@@ -144,11 +203,7 @@ impl<'a> Decoder<'a> {
                 known.push((k, v));
                 continue;
             }
-            let hint = aliases
-                .iter()
-                .find(|(alias, _)| *alias == k.name)
-                .map(|(_, ours)| *ours)
-                .or_else(|| did_you_mean(&k.name, allowed.iter().copied()));
+            let hint = hint(&k.name, allowed, aliases);
             let message = match hint {
                 Some(h) => format!("unknown field; did you mean \"{h}\"?"),
                 None => format!("unknown field (expected one of: {})", allowed.join(", ")),
@@ -181,8 +236,16 @@ impl<'a> Decoder<'a> {
     }
 
     pub(crate) fn boolean(&mut self, node: &Node, field: &str) -> Option<bool> {
-        match node.value {
-            Value::Bool(b) => Some(b),
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            Value::Str(s) => {
+                self.error(
+                    node.pos,
+                    field,
+                    format!("expected true or false, found the string \"{s}\""),
+                );
+                None
+            }
             _ => {
                 self.type_error(node, field, "true or false");
                 None
@@ -194,7 +257,11 @@ impl<'a> Decoder<'a> {
         match node.value {
             Value::Int(i) if (min..=max).contains(&i) => Some(i),
             Value::Int(i) => {
-                self.error(node.pos, field, format!("{i} is out of range {min} to {max}"));
+                self.error(
+                    node.pos,
+                    field,
+                    format!("{i} is out of range {min} to {max}"),
+                );
                 None
             }
             _ => {
@@ -227,7 +294,11 @@ impl<'a> Decoder<'a> {
             Value::Str(s) => self.check(node.pos, field, crate::units::parse_duration(s)),
             Value::Int(0) => Some(Duration::ZERO),
             Value::Int(i) => {
-                self.error(node.pos, field, format!("a duration needs a unit: write \"{i}s\" or \"{i}ms\""));
+                self.error(
+                    node.pos,
+                    field,
+                    format!("a duration needs a unit: write \"{i}s\" or \"{i}ms\""),
+                );
                 None
             }
             _ => {
@@ -276,7 +347,12 @@ impl<'a> Decoder<'a> {
     pub(crate) fn command(&mut self, node: &Node, field: &str) -> Option<Vec<String>> {
         match &node.value {
             Value::Str(s) => self.check(node.pos, field, crate::words::split(s)),
-            Value::Seq(_) => Some(self.strings(node, field).into_iter().map(|(s, ..)| s).collect()),
+            Value::Seq(_) => Some(
+                self.strings(node, field)
+                    .into_iter()
+                    .map(|(s, ..)| s)
+                    .collect(),
+            ),
             _ => {
                 self.type_error(node, field, "a string or a list of strings");
                 None
@@ -285,7 +361,12 @@ impl<'a> Decoder<'a> {
     }
 
     /// A string map written as a table, or as a list of `KEY=VALUE`.
-    pub(crate) fn string_map(&mut self, node: &Node, field: &str, what: &str) -> Vec<(String, String, Pos)> {
+    pub(crate) fn string_map(
+        &mut self,
+        node: &Node,
+        field: &str,
+        what: &str,
+    ) -> Vec<(String, String, Pos)> {
         match &node.value {
             Value::Map(_) => {
                 let entries = self.entries(node, field).unwrap_or_default();
@@ -294,10 +375,15 @@ impl<'a> Decoder<'a> {
                     .filter_map(|(k, v)| {
                         let f = join(field, &k.name);
                         if v.value == Value::Null {
-                            self.error(v.pos, &f, format!("{what} needs a value"));
+                            self.error(
+                                k.pos,
+                                &f,
+                                format!("{what} needs a value (write \"\" for an empty one)"),
+                            );
                             return None;
                         }
-                        self.scalar_string(v, &f).map(|s| (k.name.clone(), s, k.pos))
+                        self.scalar_string(v, &f)
+                            .map(|s| (k.name.clone(), s, k.pos))
                     })
                     .collect()
             }
@@ -307,7 +393,11 @@ impl<'a> Decoder<'a> {
                 .filter_map(|(s, pos, f)| match s.split_once('=') {
                     Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string(), pos)),
                     _ => {
-                        self.error(pos, &f, format!("\"{s}\" must look like KEY=VALUE ({what} needs a value)"));
+                        self.error(
+                            pos,
+                            &f,
+                            format!("\"{s}\" must look like KEY=VALUE ({what} needs a value)"),
+                        );
                         None
                     }
                 })
@@ -320,11 +410,19 @@ impl<'a> Decoder<'a> {
     }
 
     /// Labels: keys without white space or `=`.
-    pub(crate) fn labels(&mut self, node: &Node, field: &str) -> std::collections::BTreeMap<String, String> {
+    pub(crate) fn labels(
+        &mut self,
+        node: &Node,
+        field: &str,
+    ) -> std::collections::BTreeMap<String, String> {
         let mut out = std::collections::BTreeMap::new();
         for (k, v, pos) in self.string_map(node, field, "a label") {
             if k.is_empty() || k.chars().any(|c| c.is_whitespace() || c == '=') {
-                self.error(pos, &join(field, &k), "label keys must not be empty or contain white space or '='");
+                self.error(
+                    pos,
+                    &join(field, &k),
+                    "label keys must not be empty or contain white space or '='",
+                );
                 continue;
             }
             if out.insert(k.clone(), v).is_some() {
@@ -355,7 +453,19 @@ mod tests {
         for good in ["web", "db-1", "a", "x_y", "0abc", &"a".repeat(63)] {
             assert!(check_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "Web", "a/b", "..", "a..b", "-x", "_x", "a b", "a.b", "ü", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "Web",
+            "a/b",
+            "..",
+            "a..b",
+            "-x",
+            "_x",
+            "a b",
+            "a.b",
+            "ü",
+            &"a".repeat(64),
+        ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }

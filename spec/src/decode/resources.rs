@@ -118,7 +118,8 @@ impl Decoder<'_> {
                     file: self.file.to_path_buf(),
                     pos: name_key.pos,
                 };
-                out.declared.push((kind, name_key.name.clone(), origin.clone()));
+                out.declared
+                    .push((kind, name_key.name.clone(), origin.clone()));
                 let name = &name_key.name;
                 match kind {
                     Kind::Image => {
@@ -149,7 +150,12 @@ impl Decoder<'_> {
     }
 
     fn image(&mut self, node: &Node, field: &str) -> Option<ImageSpec> {
-        let f = self.fields(node, field, &["ref", "pull"], &[("image", "ref"), ("reference", "ref")])?;
+        let f = self.fields(
+            node,
+            field,
+            &["ref", "pull"],
+            &[("image", "ref"), ("reference", "ref")],
+        )?;
         let reference = match f.get("ref") {
             Some(n) => {
                 let rf = join(field, "ref");
@@ -169,7 +175,11 @@ impl Decoder<'_> {
                     Some("if-not-present" | "missing") => Some(PullPolicy::IfNotPresent),
                     Some("never") => Some(PullPolicy::Never),
                     Some(other) => {
-                        self.error(n.pos, &pf, format!("\"{other}\" is not one of always, if-not-present, never"));
+                        self.error(
+                            n.pos,
+                            &pf,
+                            format!("\"{other}\" is not one of always, if-not-present, never"),
+                        );
                         None
                     }
                     None => None,
@@ -184,7 +194,12 @@ impl Decoder<'_> {
     }
 
     fn network(&mut self, node: &Node, field: &str) -> Option<(NetworkSpec, Pos)> {
-        let f = self.fields(node, field, &["subnet", "gateway", "internal", "labels"], &[("ipam", "subnet")])?;
+        let f = self.fields(
+            node,
+            field,
+            &["subnet", "gateway", "internal", "labels"],
+            &[("ipam", "subnet")],
+        )?;
         let mut spec = NetworkSpec::default();
         let mut ok = true;
         let mut subnet_pos = f.pos;
@@ -197,9 +212,14 @@ impl Decoder<'_> {
                     .map_err(|_| format!("\"{s}\" is not an IPv4 subnet such as 10.89.1.0/24"))
                     .and_then(|net| {
                         if net.prefix_len() > 30 {
-                            Err(format!("subnet \"{s}\" is too small: use a prefix of /30 or shorter"))
+                            Err(format!(
+                                "subnet \"{s}\" is too small: use a prefix of /30 or shorter"
+                            ))
                         } else if net.trunc() != net {
-                            Err(format!("subnet \"{s}\" has host bits set; did you mean \"{}\"?", net.trunc()))
+                            Err(format!(
+                                "subnet \"{s}\" has host bits set; did you mean \"{}\"?",
+                                net.trunc()
+                            ))
                         } else {
                             Ok(net)
                         }
@@ -215,8 +235,14 @@ impl Decoder<'_> {
                     .parse::<Ipv4Addr>()
                     .map_err(|_| format!("\"{s}\" is not an IPv4 address"))
                     .and_then(|gw| match spec.subnet {
-                        Some(net) if !net.contains(&gw) || gw == net.network() || gw == net.broadcast() => {
-                            Err(format!("gateway {gw} is not a host address of subnet {net}"))
+                        Some(net)
+                            if !net.contains(&gw)
+                                || gw == net.network()
+                                || gw == net.broadcast() =>
+                        {
+                            Err(format!(
+                                "gateway {gw} is not a host address of subnet {net}"
+                            ))
                         }
                         None => Err("a gateway needs a subnet".to_string()),
                         _ => Ok(gw),
@@ -227,10 +253,12 @@ impl Decoder<'_> {
             spec.gateway = gw;
         }
         if let Some(n) = f.get("internal") {
-            spec.internal = self.boolean(n, &join(field, "internal")).unwrap_or_else(|| {
-                ok = false;
-                false
-            });
+            spec.internal = self
+                .boolean(n, &join(field, "internal"))
+                .unwrap_or_else(|| {
+                    ok = false;
+                    false
+                });
         }
         if let Some(n) = f.get("labels") {
             spec.labels = self.labels(n, &join(field, "labels"));

@@ -46,7 +46,12 @@ pub fn parse(format: Format, text: &str) -> Result<Vec<Node>, SyntaxError> {
 /// Makes a parser's message read like ours: lower-case first letter, no
 /// trailing period, one line.
 fn tidy(message: &str) -> String {
-    let line = message.trim().lines().next().unwrap_or("").trim_end_matches('.');
+    let line = message
+        .trim()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches('.');
     let mut chars = line.chars();
     match chars.next() {
         Some(c) => c.to_lowercase().chain(chars).collect(),

@@ -23,16 +23,23 @@ pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
 /// The parser's message, made specific where it is vague: a repeated key is
 /// named, and `key =` with nothing after it says so.
 fn explain(text: &str, span: std::ops::Range<usize>, message: &str) -> String {
-    if message == "duplicate key" {
-        if let Some(key) = text.get(span.clone()).map(str::trim).filter(|k| !k.is_empty()) {
-            return format!("duplicate key {key}: it is already defined in this table");
-        }
+    if message == "duplicate key"
+        && let Some(key) = text
+            .get(span.clone())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+    {
+        return format!("duplicate key {key}: it is already defined in this table");
     }
     if let (Some(before), Some(after)) = (text.get(..span.start), text.get(span.start..)) {
         let line_before = before.rsplit('\n').next().unwrap_or("");
         let line_after = after.split('\n').next().unwrap_or("").trim();
         let rest_blank = line_after.is_empty() || line_after.starts_with('#');
-        if let Some(key) = line_before.trim_end().strip_suffix('=').filter(|_| rest_blank) {
+        if let Some(key) = line_before
+            .trim_end()
+            .strip_suffix('=')
+            .filter(|_| rest_blank)
+        {
             return format!("missing value for key {}", key.trim());
         }
     }
@@ -56,7 +63,11 @@ fn table(lines: &LineIndex<'_>, t: &DeTable<'_>, at: Pos) -> Node {
 
 fn value(lines: &LineIndex<'_>, v: &Spanned<DeValue<'_>>, key_pos: Pos) -> Node {
     let span = v.span();
-    let pos = if span.is_empty() { key_pos } else { lines.pos(span.start) };
+    let pos = if span.is_empty() {
+        key_pos
+    } else {
+        lines.pos(span.start)
+    };
     let value = match v.get_ref() {
         DeValue::String(s) => Value::Str(s.to_string()),
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
@@ -101,7 +112,9 @@ mod tests {
         assert_eq!(fields[0].0.pos, Pos::new(2, 1));
         assert_eq!(fields[0].1.pos, Pos::new(2, 9));
         assert_eq!(fields[0].1.value, Value::Str("busybox".into()));
-        let Value::Seq(ports) = &fields[1].1.value else { panic!() };
+        let Value::Seq(ports) = &fields[1].1.value else {
+            panic!()
+        };
         assert_eq!(ports[1].pos, Pos::new(3, 19));
         assert_eq!(map(&fields[2].1)[0].1.value, Value::Int(1));
     }

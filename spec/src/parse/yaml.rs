@@ -65,13 +65,17 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut expanded = 0usize;
 
     for event in Parser::new_from_str(text) {
-        let (event, span) = event.map_err(|e| error(pos(e.marker()), tidy(e.info())))?;
+        let (event, span) = event.map_err(|e| {
+            let at = pos(e.marker());
+            error(at, explain(text, &stack, at, e.info()))
+        })?;
         let at = pos(&span.start);
         let done = match event {
             Event::Scalar(text, style, anchor, tag) => {
-                let value = if style == ScalarStyle::Plain && tag.is_none() {
-                    resolve_plain(&text)
-                } else if tag.as_ref().is_some_and(|t| t.suffix != "str") && style == ScalarStyle::Plain {
+                // A plain scalar is resolved by the core schema unless tagged `!!str`.
+                let value = if style == ScalarStyle::Plain
+                    && tag.as_ref().is_none_or(|t| t.suffix != "str")
+                {
                     resolve_plain(&text)
                 } else {
                     Value::Str(text.into_owned())
@@ -148,7 +152,10 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
             None => docs.push(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map {
-                entries, merges, key, ..
+                entries,
+                merges,
+                key,
+                ..
             }) => match key.take() {
                 None => {
                     let name = node
@@ -158,7 +165,10 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                     *key = Some(if plain && name == "<<" {
                         PendingKey::Merge
                     } else {
-                        PendingKey::Key(Key { name, pos: node.pos })
+                        PendingKey::Key(Key {
+                            name,
+                            pos: node.pos,
+                        })
                     });
                 }
                 Some(PendingKey::Key(k)) => entries.push((k, node)),
@@ -169,6 +179,57 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     Ok(docs)
 }
 
+/// The text of `text` from 1-based `pos` to the end of its line.
+fn rest_of_line(text: &str, pos: Pos) -> &str {
+    let line = text
+        .lines()
+        .nth(pos.line.saturating_sub(1) as usize)
+        .unwrap_or("");
+    match line
+        .char_indices()
+        .nth(pos.column.saturating_sub(1) as usize)
+    {
+        Some((i, _)) => &line[i..],
+        None => "",
+    }
+}
+
+/// The parser's message, made specific where it is vague: an unknown alias is
+/// named, and an error inside an unclosed `[` or `{` points at it.
+fn explain(text: &str, stack: &[Frame], at: Pos, info: &str) -> String {
+    if info.contains("unknown anchor") {
+        let alias: String = rest_of_line(text, at)
+            .chars()
+            .skip(1)
+            .take_while(|c| !c.is_whitespace() && !",[]{}".contains(*c))
+            .collect();
+        if !alias.is_empty() {
+            return format!(
+                "alias *{alias} refers to an anchor that is not defined (write &{alias} on a value above it first)"
+            );
+        }
+    }
+    let message = tidy(info);
+    let open_flow = stack.iter().rev().find_map(|f| {
+        let p = match f {
+            Frame::Seq { pos, .. } | Frame::Map { pos, .. } => *pos,
+        };
+        match rest_of_line(text, p).chars().next() {
+            Some('[') => Some(("list", p, ']')),
+            Some('{') => Some(("table", p, '}')),
+            _ => None,
+        }
+    });
+    match open_flow {
+        Some((what, p, close)) if p.line < at.line => {
+            format!(
+                "{message} (inside the {what} opened at {p}: is its closing '{close}' missing?)"
+            )
+        }
+        _ => message,
+    }
+}
+
 /// Applies `<<: *base` (or `<<: [*a, *b]`): merged keys never override keys
 /// written in the mapping itself, and earlier merge sources win over later ones.
 fn merge_into(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) -> Result<(), SyntaxError> {
@@ -176,11 +237,19 @@ fn merge_into(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) -> Result<(), S
         let sources = match merge.value {
             Value::Seq(items) => items,
             Value::Map(_) => vec![merge],
-            _ => return Err(error(merge.pos, "a merge key (<<) needs a mapping or a list of mappings")),
+            _ => {
+                return Err(error(
+                    merge.pos,
+                    "a merge key (<<) needs a mapping or a list of mappings",
+                ));
+            }
         };
         for source in sources {
             let Value::Map(source_entries) = source.value else {
-                return Err(error(source.pos, "a merge key (<<) needs a mapping or a list of mappings"));
+                return Err(error(
+                    source.pos,
+                    "a merge key (<<) needs a mapping or a list of mappings",
+                ));
             };
             for (k, v) in source_entries {
                 if !entries.iter().any(|(e, _)| e.name == k.name) {
@@ -199,31 +268,34 @@ fn resolve_plain(s: &str) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY);
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
     }
-    if let Some(hex) = s.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(hex, 16) {
-            return Value::Int(i);
-        }
+    if let Some(hex) = s.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Int(i);
     }
-    if let Some(oct) = s.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(oct, 8) {
-            return Value::Int(i);
-        }
+    if let Some(oct) = s.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(oct, 8)
+    {
+        return Value::Int(i);
     }
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = s.parse::<i64>() {
-            return Value::Int(i);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = s.parse::<i64>()
+    {
+        return Value::Int(i);
     }
-    if is_float(digits) {
-        if let Ok(f) = s.parse::<f64>() {
-            return Value::Float(f);
-        }
+    if is_float(digits)
+        && let Ok(f) = s.parse::<f64>()
+    {
+        return Value::Float(f);
     }
     Value::Str(s.to_string())
 }
