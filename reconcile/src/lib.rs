@@ -1,1 +1,31 @@
-//! placeholder
+//! moor's reconciler.
+//!
+//! Start at [`diff()`]: it compares a [`moor_spec::DesiredState`] with an
+//! [`Observed`] host and returns a [`Plan`] — pure data, each [`Action`] with
+//! its reason. [`apply()`] carries a plan out through the [`Runtime`] trait, the
+//! only way this crate reaches the host, in dependency order and concurrently.
+//! Unit tests run both against [`fake::FakeRuntime`]; the real engine is
+//! tested end to end.
+
+mod apply;
+mod diff;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+mod observed;
+mod plan;
+mod runtime;
+
+pub use apply::{ApplyOptions, Outcome, apply};
+pub use diff::{
+    DiffError, DiffOptions, RESTART_BACKOFF_BASE, RESTART_BACKOFF_MAX, RESTART_BACKOFF_RESET,
+    changed_fields, diff, instance_name, restart_delay,
+};
+pub use observed::{
+    ContainerState, Health, Observed, ObservedContainer, ObservedImage, ObservedNetwork,
+    ObservedVolume,
+};
+pub use plan::{Action, Blocked, Plan, Verb};
+pub use runtime::{Instance, Runtime, RuntimeError};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,443 @@
+//! Apply: carry out a plan in dependency order, independent actions
+//! concurrently (bounded), each failure confined to its resource and what
+//! depends on it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use moor_spec::{ContainerSpec, DependCondition, DesiredState, Kind, MountSource, NetworkMode};
+
+use crate::diff::instance_name;
+use crate::observed::{Health, Observed};
+use crate::plan::{Action, Plan, Verb};
+use crate::runtime::{Instance, Runtime, RuntimeError};
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// The project that owns what is created.
+    pub project: String,
+    /// How many actions may run at once.
+    pub concurrency: usize,
+    /// How long to wait for a `depends_on = "healthy"` dependency.
+    pub health_timeout: Duration,
+    /// How often to look at a dependency's health while waiting.
+    pub health_poll: Duration,
+}
+
+impl ApplyOptions {
+    /// Defaults for `project`: 8 actions at once, 2 minutes for health.
+    pub fn new(project: impl Into<String>) -> Self {
+        Self {
+            project: project.into(),
+            concurrency: 8,
+            health_timeout: Duration::from_secs(120),
+            health_poll: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What happened to one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The action.
+    pub action: Action,
+    /// `Ok`, or why it failed (or was skipped because a dependency failed).
+    pub result: Result<(), String>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Default stop settings for containers whose spec the store no longer has.
+const DEFAULT_STOP_SIGNAL: &str = "SIGTERM";
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `plan` against `rt`. Returns one outcome per action, in completion order.
+pub async fn apply<R: Runtime>(
+    rt: &R,
+    plan: &Plan,
+    desired: &DesiredState,
+    observed: &Observed,
+    opts: &ApplyOptions,
+) -> Vec<Outcome> {
+    let actions = &plan.actions;
+    let graph = Graph::build(actions, desired, observed);
+    let digests: Mutex<HashMap<String, String>> = Mutex::new(
+        observed
+            .images
+            .iter()
+            .map(|(r, i)| (r.clone(), i.digest.clone()))
+            .collect(),
+    );
+    let ctx = Ctx {
+        rt,
+        desired,
+        observed,
+        opts,
+        digests: &digests,
+        instances: instances(desired),
+    };
+
+    let mut indegree: Vec<usize> = graph.deps.iter().map(Vec::len).collect();
+    let mut failed_dep: Vec<Option<String>> = vec![None; actions.len()];
+    let mut ready: VecDeque<usize> = (0..actions.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut outcomes = Vec::with_capacity(actions.len());
+    let mut running = FuturesUnordered::new();
+    let mut done = vec![false; actions.len()];
+
+    loop {
+        while running.len() < opts.concurrency.max(1) {
+            let Some(i) = ready.pop_front() else { break };
+            if let Some(why) = failed_dep[i].take() {
+                // Skipped: complete it at once so its dependents learn.
+                done[i] = true;
+                outcomes.push(Outcome {
+                    action: actions[i].clone(),
+                    result: Err(why.clone()),
+                    elapsed: Duration::ZERO,
+                });
+                release(
+                    i,
+                    &Err(why),
+                    &graph,
+                    &mut indegree,
+                    &mut failed_dep,
+                    &mut ready,
+                    actions,
+                );
+                continue;
+            }
+            let ctx = &ctx;
+            running.push(async move {
+                let start = Instant::now();
+                let result = ctx.run(&actions[i]).await.map_err(|e| e.to_string());
+                (i, result, start.elapsed())
+            });
+        }
+        let Some((i, result, elapsed)) = running.next().await else {
+            break;
+        };
+        done[i] = true;
+        release(
+            i,
+            &result,
+            &graph,
+            &mut indegree,
+            &mut failed_dep,
+            &mut ready,
+            actions,
+        );
+        outcomes.push(Outcome {
+            action: actions[i].clone(),
+            result,
+            elapsed,
+        });
+    }
+    // Anything left waits on a cycle among removals (manifests cannot have one).
+    for (i, a) in actions.iter().enumerate() {
+        if !done[i] {
+            outcomes.push(Outcome {
+                action: a.clone(),
+                result: Err("not applied: its dependencies form a cycle".to_string()),
+                elapsed: Duration::ZERO,
+            });
+        }
+    }
+    outcomes
+}
+
+fn release(
+    i: usize,
+    result: &Result<(), String>,
+    graph: &Graph,
+    indegree: &mut [usize],
+    failed_dep: &mut [Option<String>],
+    ready: &mut VecDeque<usize>,
+    actions: &[Action],
+) {
+    for &d in &graph.dependents[i] {
+        if result.is_err() && failed_dep[d].is_none() {
+            let a = &actions[i];
+            failed_dep[d] = Some(format!(
+                "skipped: {} of {} {} failed",
+                a.verb, a.kind, a.name
+            ));
+        }
+        indegree[d] -= 1;
+        if indegree[d] == 0 {
+            ready.push_back(d);
+        }
+    }
+}
+
+/// Which action must finish before which.
+struct Graph {
+    deps: Vec<Vec<usize>>,
+    dependents: Vec<Vec<usize>>,
+}
+
+impl Graph {
+    fn build(actions: &[Action], desired: &DesiredState, observed: &Observed) -> Self {
+        let index: HashMap<(Kind, &str), usize> = actions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ((a.kind, a.name.as_str()), i))
+            .collect();
+        let find = |kind: Kind, name: &str| index.get(&(kind, name)).copied();
+        let instances = instances(desired);
+        let mut deps: Vec<Vec<usize>> = vec![Vec::new(); actions.len()];
+        for (i, a) in actions.iter().enumerate() {
+            let mut add = |j: Option<usize>| {
+                if let Some(j) = j.filter(|&j| j != i) {
+                    deps[i].push(j);
+                }
+            };
+            match (a.kind, a.verb) {
+                (Kind::Container, Verb::Remove) => {
+                    // Remove dependents before what they depend on.
+                    if let Some(o) = observed.containers.get(&a.name) {
+                        for (other, oc) in &observed.containers {
+                            let depends = oc.spec.as_ref().is_some_and(|s| {
+                                s.depends_on.contains_key(&o.resource)
+                                    || s.network_mode == NetworkMode::Container(o.resource.clone())
+                            });
+                            if depends
+                                && let Some(j) = find(Kind::Container, other)
+                                    .filter(|&j| actions[j].verb == Verb::Remove)
+                            {
+                                add(Some(j));
+                            }
+                        }
+                    }
+                }
+                (Kind::Container, _) => {
+                    let Some((resource, _)) = instances.get(a.name.as_str()) else {
+                        continue;
+                    };
+                    let spec = &desired.containers[*resource].spec;
+                    add(find(Kind::Image, &spec.image.to_string()));
+                    for n in &spec.networks {
+                        add(find(Kind::Network, &n.network));
+                    }
+                    for m in &spec.mounts {
+                        if let MountSource::Volume { name } = &m.source {
+                            add(find(Kind::Volume, name));
+                        }
+                    }
+                    for target in dependencies(spec).into_iter().map(|(t, _)| t) {
+                        if let Some(c) = desired.containers.get(target) {
+                            for r in 1..=c.spec.replicas {
+                                add(find(Kind::Container, &instance_name(target, r)));
+                            }
+                        }
+                    }
+                }
+                (Kind::Network | Kind::Volume, Verb::Remove) => {
+                    // After every container that uses it is gone.
+                    for (name, oc) in &observed.containers {
+                        let uses = match a.kind {
+                            Kind::Network => oc.networks.contains(&a.name),
+                            _ => oc.volumes.contains(&a.name),
+                        };
+                        if uses {
+                            add(find(Kind::Container, name).filter(|&j| {
+                                matches!(actions[j].verb, Verb::Remove | Verb::Replace)
+                            }));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut dependents = vec![Vec::new(); actions.len()];
+        for (i, ds) in deps.iter_mut().enumerate() {
+            ds.sort_unstable();
+            ds.dedup();
+            for &d in ds.iter() {
+                dependents[d].push(i);
+            }
+        }
+        Graph { deps, dependents }
+    }
+}
+
+/// Instance name → (resource, replica) for every desired container instance.
+fn instances(desired: &DesiredState) -> BTreeMap<String, (&String, u32)> {
+    let mut out = BTreeMap::new();
+    for (name, c) in &desired.containers {
+        for r in 1..=c.spec.replicas {
+            out.insert(instance_name(name, r), (name, r));
+        }
+    }
+    out
+}
+
+/// The containers `spec` waits for, and for what.
+fn dependencies(spec: &ContainerSpec) -> Vec<(&str, DependCondition)> {
+    let mut out: Vec<(&str, DependCondition)> = spec
+        .depends_on
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    if let NetworkMode::Container(t) = &spec.network_mode
+        && !spec.depends_on.contains_key(t)
+    {
+        out.push((t, DependCondition::Started));
+    }
+    out
+}
+
+struct Ctx<'a, R> {
+    rt: &'a R,
+    desired: &'a DesiredState,
+    observed: &'a Observed,
+    opts: &'a ApplyOptions,
+    digests: &'a Mutex<HashMap<String, String>>,
+    instances: BTreeMap<String, (&'a String, u32)>,
+}
+
+impl<R: Runtime> Ctx<'_, R> {
+    async fn run(&self, a: &Action) -> Result<(), RuntimeError> {
+        let project = self.opts.project.as_str();
+        match (a.kind, a.verb) {
+            (Kind::Image, Verb::Pull) => {
+                let reference =
+                    moor_spec::reference::parse(&a.name).map_err(RuntimeError::failed)?;
+                let digest = self.rt.pull(&reference).await?;
+                self.digests
+                    .lock()
+                    .expect("digest map poisoned")
+                    .insert(a.name.clone(), digest);
+                Ok(())
+            }
+            (Kind::Network, Verb::Create | Verb::Replace) => {
+                let net = self
+                    .desired
+                    .networks
+                    .get(&a.name)
+                    .ok_or_else(|| missing(a))?;
+                if a.verb == Verb::Replace {
+                    self.rt.remove_network(&a.name).await?;
+                }
+                self.rt.create_network(project, net).await
+            }
+            (Kind::Network, Verb::Remove) => self.rt.remove_network(&a.name).await,
+            (Kind::Volume, Verb::Create) => {
+                let vol = self
+                    .desired
+                    .volumes
+                    .get(&a.name)
+                    .ok_or_else(|| missing(a))?;
+                self.rt.create_volume(project, vol).await
+            }
+            (Kind::Volume, Verb::Remove) => self.rt.remove_volume(&a.name).await,
+            (Kind::Container, Verb::Create | Verb::Replace | Verb::Start) => {
+                let (resource, replica) = *self.instances.get(&a.name).ok_or_else(|| missing(a))?;
+                let c = &self.desired.containers[resource];
+                self.wait_for_dependencies(&c.spec).await?;
+                if a.verb == Verb::Start {
+                    return self.rt.start_container(&a.name).await;
+                }
+                if a.verb == Verb::Replace {
+                    let (signal, grace) = self.stop_settings(&a.name);
+                    self.rt.remove_container(&a.name, signal, grace).await?;
+                }
+                let image = c.spec.image.to_string();
+                let digest = self
+                    .digests
+                    .lock()
+                    .expect("digest map poisoned")
+                    .get(&image)
+                    .cloned()
+                    .ok_or_else(|| {
+                        RuntimeError::failed(format!("image {image} is not in the image store"))
+                    })?;
+                let instance = Instance {
+                    name: a.name.clone(),
+                    resource,
+                    replica,
+                    spec: &c.spec,
+                    hash: c.hash.with_image_digest(&digest),
+                    image_digest: digest,
+                };
+                self.rt.create_container(project, &instance).await
+            }
+            (Kind::Container, Verb::Stop) => {
+                let (signal, grace) = self.stop_settings(&a.name);
+                self.rt.stop_container(&a.name, signal, grace).await
+            }
+            (Kind::Container, Verb::Remove) => {
+                let (signal, grace) = self.stop_settings(&a.name);
+                self.rt.remove_container(&a.name, signal, grace).await
+            }
+            (kind, verb) => Err(RuntimeError::failed(format!("cannot {verb} a {kind}"))),
+        }
+    }
+
+    /// The stop signal and grace period of the running instance: its own
+    /// spec's if the store has it, else the desired spec's, else Docker's defaults.
+    fn stop_settings(&self, name: &str) -> (&str, Duration) {
+        let observed = self
+            .observed
+            .containers
+            .get(name)
+            .and_then(|o| o.spec.as_ref());
+        let desired = self
+            .instances
+            .get(name)
+            .map(|(r, _)| &self.desired.containers[*r].spec);
+        match observed.or(desired) {
+            Some(s) => (s.stop_signal.as_str(), s.stop_grace_period),
+            None => (DEFAULT_STOP_SIGNAL, DEFAULT_STOP_GRACE),
+        }
+    }
+
+    async fn wait_for_dependencies(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        for (target, condition) in dependencies(spec) {
+            if condition != DependCondition::Healthy {
+                continue;
+            }
+            let replicas = self
+                .desired
+                .containers
+                .get(target)
+                .map_or(1, |c| c.spec.replicas);
+            for r in 1..=replicas {
+                self.wait_healthy(&instance_name(target, r)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait_healthy(&self, name: &str) -> Result<(), RuntimeError> {
+        let deadline = tokio::time::Instant::now() + self.opts.health_timeout;
+        let mut last = Health::None;
+        loop {
+            last = match self.rt.health(name).await {
+                Ok(Health::Healthy) => return Ok(()),
+                Ok(h) => h,
+                Err(RuntimeError::NotFound { .. }) => last,
+                Err(e) => return Err(e),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                let state = match last {
+                    Health::Unhealthy => "unhealthy",
+                    Health::None => "without a health status",
+                    _ => "still starting",
+                };
+                return Err(RuntimeError::failed(format!(
+                    "dependency {name} did not become healthy within {:?} (it is {state})",
+                    self.opts.health_timeout
+                )));
+            }
+            tokio::time::sleep(self.opts.health_poll).await;
+        }
+    }
+}
+
+fn missing(a: &Action) -> RuntimeError {
+    RuntimeError::failed(format!("{} {} is not in the desired state", a.kind, a.name))
+}

@@ -1,0 +1,436 @@
+//! Diff: desired state against observed state, into a [`Plan`]. Pure: no I/O,
+//! the clock is an argument.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use moor_spec::{ContainerSpec, DesiredState, Kind, PullPolicy, RestartPolicy, SpecHash};
+
+use crate::observed::{ContainerState, Observed, ObservedContainer};
+use crate::plan::{Plan, Verb};
+
+/// First delay of the crash-loop backoff.
+pub const RESTART_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest delay of the crash-loop backoff.
+pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
+/// A container that ran this long before exiting starts its backoff afresh.
+pub const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(10 * 60);
+
+/// What a diff needs besides the two states.
+#[derive(Debug, Clone)]
+pub struct DiffOptions<'a> {
+    /// The project whose resources this diff may change.
+    pub project: &'a str,
+    /// Allow a desired state with no resources at all to remove everything
+    /// the project owns (otherwise that is refused as a likely accident).
+    pub allow_empty: bool,
+    /// Remove the project's volumes that are not desired, even without `prune = true` (`down --volumes`).
+    pub remove_volumes: bool,
+    /// The current time, for restart backoff.
+    pub now: SystemTime,
+}
+
+/// Why no plan could be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiffError {
+    /// The manifests declare nothing, while the project owns resources.
+    #[error(
+        "the manifests declare no resources but project \"{project}\" owns {owned} on this host; refusing to remove them all (use --allow-empty if that is what you want)"
+    )]
+    EmptySource {
+        /// The project.
+        project: String,
+        /// How many resources it owns.
+        owned: usize,
+    },
+}
+
+/// The host name of replica `replica` (from 1) of container `resource`:
+/// `web`, `web-2`, `web-3`… so scaling up never renames the first one.
+pub fn instance_name(resource: &str, replica: u32) -> String {
+    if replica <= 1 {
+        resource.to_string()
+    } else {
+        format!("{resource}-{replica}")
+    }
+}
+
+/// The crash-loop backoff before restart number `restarts + 1`.
+pub fn restart_delay(restarts: u32) -> Duration {
+    RESTART_BACKOFF_BASE
+        .checked_mul(1u32.checked_shl(restarts).unwrap_or(u32::MAX))
+        .unwrap_or(RESTART_BACKOFF_MAX)
+        .min(RESTART_BACKOFF_MAX)
+}
+
+/// Compares what the manifests want with what the host has.
+pub fn diff(
+    desired: &DesiredState,
+    observed: &Observed,
+    opts: &DiffOptions<'_>,
+) -> Result<Plan, DiffError> {
+    let project = opts.project;
+    let mine = |p: &Option<String>| p.as_deref() == Some(project);
+    if desired.is_empty() && !opts.allow_empty && observed.owns_anything(project) {
+        let owned = observed
+            .networks
+            .values()
+            .filter(|n| mine(&n.project))
+            .count()
+            + observed
+                .volumes
+                .values()
+                .filter(|v| mine(&v.project))
+                .count()
+            + observed
+                .containers
+                .values()
+                .filter(|c| mine(&c.project))
+                .count();
+        return Err(DiffError::EmptySource {
+            project: project.to_string(),
+            owned,
+        });
+    }
+
+    let mut plan = Plan::default();
+    let mut blocked_deps: BTreeSet<(Kind, String)> = BTreeSet::new();
+    let mut replaced_networks: BTreeSet<String> = BTreeSet::new();
+
+    // Images: every declared image and every image a container runs.
+    let mut images: BTreeMap<String, PullPolicy> = BTreeMap::new();
+    for i in desired.images.values() {
+        images.insert(i.spec.reference.to_string(), i.spec.pull);
+    }
+    for c in desired.containers.values() {
+        let policy = c
+            .spec
+            .image_entry
+            .as_ref()
+            .and_then(|e| desired.images.get(e))
+            .map_or(PullPolicy::IfNotPresent, |i| i.spec.pull);
+        images.entry(c.spec.image.to_string()).or_insert(policy);
+    }
+    for (reference, policy) in &images {
+        match (observed.images.get(reference), policy) {
+            (None, PullPolicy::Never) => {
+                plan.block(
+                    Kind::Image,
+                    reference,
+                    "not in the image store and pull = \"never\"",
+                );
+                blocked_deps.insert((Kind::Image, reference.clone()));
+            }
+            (None, _) => plan.push(Kind::Image, reference, Verb::Pull, "not in the image store"),
+            (Some(img), PullPolicy::Always) => {
+                if let Some(remote) = img.remote_digest.as_ref().filter(|r| **r != img.digest) {
+                    plan.push(
+                        Kind::Image,
+                        reference,
+                        Verb::Pull,
+                        format!("tag moved to {}", short(remote)),
+                    );
+                }
+            }
+            (Some(_), _) => {}
+        }
+    }
+
+    // Networks.
+    for (name, net) in &desired.networks {
+        match observed.networks.get(name) {
+            None => plan.push(Kind::Network, name, Verb::Create, "not on the host"),
+            Some(o) if !mine(&o.project) => {
+                plan.block(Kind::Network, name, foreign(&o.project));
+                blocked_deps.insert((Kind::Network, name.clone()));
+            }
+            Some(o) => {
+                let reason = if o.spec_hash.as_ref() != Some(&net.hash) {
+                    Some("spec changed".to_string())
+                } else {
+                    o.fault.clone()
+                };
+                if let Some(reason) = reason {
+                    plan.push(Kind::Network, name, Verb::Replace, reason);
+                    replaced_networks.insert(name.clone());
+                }
+            }
+        }
+    }
+
+    // Volumes.
+    for name in desired.volumes.keys() {
+        match observed.volumes.get(name) {
+            None => plan.push(Kind::Volume, name, Verb::Create, "not on the host"),
+            Some(o) if !mine(&o.project) => {
+                plan.block(Kind::Volume, name, foreign(&o.project));
+                blocked_deps.insert((Kind::Volume, name.clone()));
+            }
+            Some(o) => {
+                // A volume's data is never thrown away because a label changed:
+                // only a missing directory is repaired.
+                if let Some(fault) = &o.fault {
+                    plan.push(Kind::Volume, name, Verb::Create, fault.clone());
+                }
+            }
+        }
+    }
+
+    // Containers, one instance per replica.
+    let mut desired_instances: BTreeSet<String> = BTreeSet::new();
+    for (resource, c) in &desired.containers {
+        let spec = &c.spec;
+        let image = spec.image.to_string();
+        let digest = observed.images.get(&image).map(|i| i.digest.as_str());
+        let blocked_by = blocked_dependency(spec, &image, &blocked_deps);
+        for replica in 1..=spec.replicas {
+            let name = instance_name(resource, replica);
+            desired_instances.insert(name.clone());
+            if let Some(reason) = &blocked_by {
+                plan.block(Kind::Container, &name, reason.clone());
+                continue;
+            }
+            let Some(o) = observed.containers.get(&name) else {
+                plan.push(Kind::Container, &name, Verb::Create, "not on the host");
+                continue;
+            };
+            if !mine(&o.project) {
+                plan.block(Kind::Container, &name, foreign(&o.project));
+                continue;
+            }
+            if let Some(reason) = replace_reason(spec, &c.hash, digest, o, &replaced_networks) {
+                plan.push(Kind::Container, &name, Verb::Replace, reason);
+                continue;
+            }
+            restart(&mut plan, &name, spec, o, opts.now);
+        }
+    }
+
+    // Removals: only what this project created.
+    for (name, o) in &observed.containers {
+        if mine(&o.project) && !desired_instances.contains(name) {
+            let reason = match desired.containers.get(&o.resource) {
+                Some(c) => format!(
+                    "replica {} of {} is beyond replicas = {}",
+                    o.replica, o.resource, c.spec.replicas
+                ),
+                None => "not in manifests".to_string(),
+            };
+            plan.push(Kind::Container, name, Verb::Remove, reason);
+        }
+    }
+    for (name, o) in &observed.networks {
+        if mine(&o.project) && !desired.networks.contains_key(name) {
+            plan.push(Kind::Network, name, Verb::Remove, "not in manifests");
+        }
+    }
+    for (name, o) in &observed.volumes {
+        if mine(&o.project) && !desired.volumes.contains_key(name) {
+            if opts.remove_volumes {
+                plan.push(
+                    Kind::Volume,
+                    name,
+                    Verb::Remove,
+                    "not in manifests, and volumes are removed",
+                );
+            } else if o.prune {
+                plan.push(
+                    Kind::Volume,
+                    name,
+                    Verb::Remove,
+                    "not in manifests, and it says prune = true",
+                );
+            }
+        }
+    }
+
+    plan.sort();
+    Ok(plan)
+}
+
+fn foreign(project: &Option<String>) -> String {
+    match project {
+        Some(p) => format!("the name is taken by project \"{p}\""),
+        None => "the name is taken by something moor did not create".to_string(),
+    }
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..12.min(hex.len())]
+}
+
+fn blocked_dependency(
+    spec: &ContainerSpec,
+    image: &str,
+    blocked: &BTreeSet<(Kind, String)>,
+) -> Option<String> {
+    if blocked.contains(&(Kind::Image, image.to_string())) {
+        return Some(format!("image {image} is blocked"));
+    }
+    for a in &spec.networks {
+        if blocked.contains(&(Kind::Network, a.network.clone())) {
+            return Some(format!("network {} is blocked", a.network));
+        }
+    }
+    for m in &spec.mounts {
+        if let moor_spec::MountSource::Volume { name } = &m.source
+            && blocked.contains(&(Kind::Volume, name.clone()))
+        {
+            return Some(format!("volume {name} is blocked"));
+        }
+    }
+    None
+}
+
+/// Why an existing instance must be replaced, if it must.
+fn replace_reason(
+    spec: &ContainerSpec,
+    hash: &SpecHash,
+    digest: Option<&str>,
+    o: &ObservedContainer,
+    replaced_networks: &BTreeSet<String>,
+) -> Option<String> {
+    if o.state == ContainerState::Dead {
+        return Some("its supervisor is gone; state unknown".to_string());
+    }
+    // Before the image is pulled its digest is unknown: the pull is planned,
+    // and the spec alone decides (the next pass compares digests).
+    let Some(digest) = digest else {
+        return match &o.spec {
+            Some(old) if moor_spec::hash::container(old) != *hash => Some(spec_changed(old, spec)),
+            _ => None,
+        };
+    };
+    if hash.with_image_digest(digest) != o.hash {
+        return Some(match &o.spec {
+            Some(old) if old.image == spec.image && *hash == moor_spec::hash::container(old) => {
+                format!("image changed to {}", short(digest))
+            }
+            Some(old) if changed_fields(old, spec).is_empty() => {
+                format!("image changed to {}", short(digest))
+            }
+            Some(old) => spec_changed(old, spec),
+            None => "spec changed".to_string(),
+        });
+    }
+    let on_replaced: Vec<&str> = o
+        .networks
+        .iter()
+        .filter(|n| replaced_networks.contains(*n))
+        .map(String::as_str)
+        .collect();
+    if !on_replaced.is_empty() {
+        return Some(format!(
+            "network {} is being recreated",
+            on_replaced.join(", ")
+        ));
+    }
+    None
+}
+
+fn spec_changed(old: &ContainerSpec, new: &ContainerSpec) -> String {
+    let fields = changed_fields(old, new);
+    if fields.is_empty() {
+        "spec changed".to_string()
+    } else {
+        format!("spec changed: {}", fields.join(", "))
+    }
+}
+
+/// The fields that differ between two specs, as paths: `env.GREETING`, `ports`.
+pub fn changed_fields(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for k in keys {
+        let (x, y) = (a.get(k), b.get(k));
+        if x == y {
+            continue;
+        }
+        match (x, y) {
+            (Some(serde_json::Value::Object(x)), Some(serde_json::Value::Object(y)))
+                if k == "env" || k == "labels" =>
+            {
+                let sub: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                out.extend(
+                    sub.into_iter()
+                        .filter(|s| x.get(*s) != y.get(*s))
+                        .map(|s| format!("{k}.{s}")),
+                );
+            }
+            _ => out.push(k.clone()),
+        }
+    }
+    out
+}
+
+/// Restart policies with crash-loop backoff.
+fn restart(
+    plan: &mut Plan,
+    name: &str,
+    spec: &ContainerSpec,
+    o: &ObservedContainer,
+    now: SystemTime,
+) {
+    let code = match o.state {
+        ContainerState::Running | ContainerState::Dead => return,
+        ContainerState::Created => {
+            plan.push(
+                Kind::Container,
+                name,
+                Verb::Start,
+                "created but not running",
+            );
+            return;
+        }
+        ContainerState::Exited { code, .. } => code,
+    };
+    let why = match spec.restart {
+        RestartPolicy::No => return,
+        RestartPolicy::OnFailure { max_retries } => {
+            if code == 0 {
+                return;
+            }
+            if let Some(max) = max_retries
+                && o.restart_count >= max
+            {
+                plan.block(
+                    Kind::Container,
+                    name,
+                    format!(
+                        "exited {code}; gave up after {max} restarts (restart = on-failure:{max})"
+                    ),
+                );
+                return;
+            }
+            "on-failure"
+        }
+        RestartPolicy::Always => "always",
+        RestartPolicy::UnlessStopped => "unless-stopped",
+    };
+    // A container that ran long enough before exiting is not crash-looping.
+    let ran = match (o.started_at, o.finished_at) {
+        (Some(s), Some(f)) => f.duration_since(s).unwrap_or_default(),
+        _ => Duration::ZERO,
+    };
+    let restarts = if ran >= RESTART_BACKOFF_RESET {
+        0
+    } else {
+        o.restart_count
+    };
+    let due = o.finished_at.map(|f| f + restart_delay(restarts));
+    match due.and_then(|d| d.duration_since(now).ok()) {
+        Some(wait) if !wait.is_zero() => plan.requeue(wait),
+        _ => plan.push(
+            Kind::Container,
+            name,
+            Verb::Start,
+            format!("exited {code}, restart = {why}"),
+        ),
+    }
+}

@@ -1,0 +1,281 @@
+//! An in-memory [`Runtime`] for tests: it keeps an [`Observed`] host, records
+//! every call, and can be told to fail a call or to report a health sequence.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use moor_spec::{ImageRef, MountSource, NetworkSpec, Resource, VolumeSpec};
+use sha2::{Digest, Sha256};
+
+use crate::observed::{
+    ContainerState, Health, Observed, ObservedContainer, ObservedImage, ObservedNetwork,
+    ObservedVolume,
+};
+use crate::runtime::{Instance, Runtime, RuntimeError};
+
+/// The fake host.
+#[derive(Debug, Default)]
+pub struct FakeRuntime {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    host: Observed,
+    calls: Vec<String>,
+    failures: HashMap<String, VecDeque<RuntimeError>>,
+    health: HashMap<String, VecDeque<Health>>,
+    registry: HashMap<String, String>,
+}
+
+/// The digest the fake registry serves for `reference` unless told otherwise.
+pub fn default_digest(reference: &str) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(reference.as_bytes()))
+    )
+}
+
+impl FakeRuntime {
+    /// An empty host.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("fake runtime poisoned")
+    }
+
+    /// Every call so far, as `verb name` strings, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    /// Forgets the recorded calls.
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// Makes the next call `call` (e.g. `"create_container web"`) fail with `message`.
+    pub fn fail_next(&self, call: &str, message: &str) {
+        self.lock()
+            .failures
+            .entry(call.to_string())
+            .or_default()
+            .push_back(RuntimeError::failed(message));
+    }
+
+    /// Scripts the health reports of container `name` (the last one repeats).
+    pub fn script_health(&self, name: &str, reports: &[Health]) {
+        self.lock()
+            .health
+            .insert(name.to_string(), reports.iter().copied().collect());
+    }
+
+    /// Makes the fake registry serve `digest` for `reference`.
+    pub fn set_registry_digest(&self, reference: &str, digest: &str) {
+        self.lock()
+            .registry
+            .insert(reference.to_string(), digest.to_string());
+    }
+
+    /// Changes the host directly, as a person or a crash would.
+    pub fn with_host<T>(&self, f: impl FnOnce(&mut Observed) -> T) -> T {
+        f(&mut self.lock().host)
+    }
+
+    /// The container's process exits with `code` at `when`.
+    pub fn exit(&self, name: &str, code: i32, when: SystemTime) {
+        self.with_host(|h| {
+            if let Some(c) = h.containers.get_mut(name) {
+                c.state = ContainerState::Exited { code, oom: false };
+                c.finished_at = Some(when);
+            }
+        });
+    }
+
+    fn record(&self, call: String) -> Result<(), RuntimeError> {
+        let mut s = self.lock();
+        s.calls.push(call.clone());
+        match s.failures.get_mut(&call).and_then(VecDeque::pop_front) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Runtime for FakeRuntime {
+    async fn observe(&self) -> Result<Observed, RuntimeError> {
+        Ok(self.lock().host.clone())
+    }
+
+    async fn pull(&self, reference: &ImageRef) -> Result<String, RuntimeError> {
+        let r = reference.to_string();
+        self.record(format!("pull {r}"))?;
+        let mut s = self.lock();
+        let digest = s
+            .registry
+            .get(&r)
+            .cloned()
+            .unwrap_or_else(|| default_digest(&r));
+        s.host.images.insert(
+            r,
+            ObservedImage {
+                digest: digest.clone(),
+                remote_digest: None,
+            },
+        );
+        Ok(digest)
+    }
+
+    async fn create_network(
+        &self,
+        project: &str,
+        network: &Resource<NetworkSpec>,
+    ) -> Result<(), RuntimeError> {
+        self.record(format!("create_network {}", network.name))?;
+        self.lock().host.networks.insert(
+            network.name.clone(),
+            ObservedNetwork {
+                project: Some(project.to_string()),
+                spec_hash: Some(network.hash.clone()),
+                fault: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        self.record(format!("remove_network {name}"))?;
+        self.lock().host.networks.remove(name);
+        Ok(())
+    }
+
+    async fn create_volume(
+        &self,
+        project: &str,
+        volume: &Resource<VolumeSpec>,
+    ) -> Result<(), RuntimeError> {
+        self.record(format!("create_volume {}", volume.name))?;
+        self.lock().host.volumes.insert(
+            volume.name.clone(),
+            ObservedVolume {
+                project: Some(project.to_string()),
+                spec_hash: Some(volume.hash.clone()),
+                fault: None,
+                prune: volume.spec.prune,
+            },
+        );
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.record(format!("remove_volume {name}"))?;
+        self.lock().host.volumes.remove(name);
+        Ok(())
+    }
+
+    async fn create_container(&self, project: &str, i: &Instance<'_>) -> Result<(), RuntimeError> {
+        self.record(format!("create_container {}", i.name))?;
+        let volumes = i
+            .spec
+            .mounts
+            .iter()
+            .filter_map(|m| match &m.source {
+                MountSource::Volume { name } => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        let c = ObservedContainer {
+            project: Some(project.to_string()),
+            resource: i.resource.to_string(),
+            replica: i.replica,
+            hash: i.hash.clone(),
+            spec: Some(i.spec.clone()),
+            networks: i.spec.networks.iter().map(|n| n.network.clone()).collect(),
+            volumes,
+            state: ContainerState::Running,
+            health: if i.spec.healthcheck.is_some() {
+                Health::Starting
+            } else {
+                Health::None
+            },
+            restart_count: 0,
+            started_at: Some(SystemTime::now()),
+            finished_at: None,
+        };
+        self.lock().host.containers.insert(i.name.clone(), c);
+        Ok(())
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), RuntimeError> {
+        self.record(format!("start_container {name}"))?;
+        let mut s = self.lock();
+        let c = s
+            .host
+            .containers
+            .get_mut(name)
+            .ok_or_else(|| RuntimeError::NotFound {
+                what: format!("container {name}"),
+            })?;
+        if matches!(c.state, ContainerState::Exited { .. }) {
+            c.restart_count += 1;
+        }
+        c.state = ContainerState::Running;
+        c.started_at = Some(SystemTime::now());
+        Ok(())
+    }
+
+    async fn stop_container(
+        &self,
+        name: &str,
+        signal: &str,
+        _grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        self.record(format!("stop_container {name} {signal}"))?;
+        let mut s = self.lock();
+        if let Some(c) = s.host.containers.get_mut(name) {
+            c.state = ContainerState::Exited {
+                code: 143,
+                oom: false,
+            };
+            c.finished_at = Some(SystemTime::now());
+        }
+        Ok(())
+    }
+
+    async fn remove_container(
+        &self,
+        name: &str,
+        signal: &str,
+        _grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        self.record(format!("remove_container {name} {signal}"))?;
+        self.lock().host.containers.remove(name);
+        Ok(())
+    }
+
+    async fn health(&self, name: &str) -> Result<Health, RuntimeError> {
+        let mut s = self.lock();
+        if let Some(q) = s.health.get_mut(name) {
+            let h = if q.len() > 1 {
+                q.pop_front()
+            } else {
+                q.front().copied()
+            };
+            if let Some(h) = h {
+                return Ok(h);
+            }
+        }
+        match s.host.containers.get(name) {
+            Some(c) if c.spec.as_ref().is_some_and(|s| s.healthcheck.is_some()) => {
+                Ok(Health::Healthy)
+            }
+            Some(_) => Ok(Health::None),
+            None => Err(RuntimeError::NotFound {
+                what: format!("container {name}"),
+            }),
+        }
+    }
+}

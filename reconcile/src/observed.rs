@@ -1,0 +1,143 @@
+//! What the runtime reports is really on the host.
+//!
+//! The runtime builds this from the kernel (processes, bridges, directories)
+//! checked against its store, so a dead process, a deleted bridge or a missing
+//! volume directory shows up here as drift, not as what the store remembers.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use moor_spec::{ContainerSpec, SpecHash};
+use serde::{Deserialize, Serialize};
+
+/// Everything the runtime sees, by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observed {
+    /// Images in the store, by normalised reference.
+    pub images: BTreeMap<String, ObservedImage>,
+    /// Networks, by name.
+    pub networks: BTreeMap<String, ObservedNetwork>,
+    /// Volumes, by name.
+    pub volumes: BTreeMap<String, ObservedVolume>,
+    /// Containers, by instance name (`web`, `web-2`).
+    pub containers: BTreeMap<String, ObservedContainer>,
+}
+
+impl Observed {
+    /// True when anything here belongs to `project`.
+    pub fn owns_anything(&self, project: &str) -> bool {
+        let mine = |p: &Option<String>| p.as_deref() == Some(project);
+        self.networks.values().any(|n| mine(&n.project))
+            || self.volumes.values().any(|v| mine(&v.project))
+            || self.containers.values().any(|c| mine(&c.project))
+    }
+}
+
+/// An image in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedImage {
+    /// The manifest digest the local tag points at.
+    pub digest: String,
+    /// The digest the registry's tag points at now, when the runtime checked
+    /// (pull policy `always`); `None` when it did not.
+    pub remote_digest: Option<String>,
+}
+
+/// A network on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedNetwork {
+    /// The project that created it; `None` when moor did not.
+    pub project: Option<String>,
+    /// The spec hash it was created from.
+    pub spec_hash: Option<SpecHash>,
+    /// What is wrong with it on the host (bridge missing, address wrong), if anything.
+    pub fault: Option<String>,
+}
+
+/// A volume on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedVolume {
+    /// The project that created it; `None` when moor did not.
+    pub project: Option<String>,
+    /// The spec hash it was created from.
+    pub spec_hash: Option<SpecHash>,
+    /// What is wrong with it on the host (directory missing), if anything.
+    pub fault: Option<String>,
+    /// It said `prune = true` when it was created: remove it with its manifest.
+    pub prune: bool,
+}
+
+/// The lifecycle state of a container, as the kernel and its shim report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "state")]
+pub enum ContainerState {
+    /// Created, never started.
+    Created,
+    /// Its process runs.
+    Running,
+    /// Its process exited.
+    Exited {
+        /// Exit code, or 128 + signal.
+        code: i32,
+        /// Killed by the out-of-memory killer.
+        oom: bool,
+    },
+    /// Its supervisor is gone and its state cannot be trusted.
+    Dead,
+}
+
+impl ContainerState {
+    /// A short word for tables and metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Exited { .. } => "exited",
+            ContainerState::Dead => "dead",
+        }
+    }
+}
+
+/// Health-check status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// No health check.
+    #[default]
+    None,
+    /// Checks have not passed yet (start period, or too few results).
+    Starting,
+    /// The last check passed.
+    Healthy,
+    /// `retries` consecutive checks failed.
+    Unhealthy,
+}
+
+/// A container on the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedContainer {
+    /// The project that created it; `None` when moor did not.
+    pub project: Option<String>,
+    /// The `[containers]` resource it is an instance of.
+    pub resource: String,
+    /// Its replica number, from 1.
+    pub replica: u32,
+    /// The instance hash it was created from (see [`crate::instance_hash`]).
+    pub hash: SpecHash,
+    /// The spec it was created from, when the store has it (used to say what changed).
+    pub spec: Option<ContainerSpec>,
+    /// Networks it is attached to.
+    pub networks: Vec<String>,
+    /// Named volumes it mounts.
+    pub volumes: Vec<String>,
+    /// Lifecycle state.
+    pub state: ContainerState,
+    /// Health.
+    pub health: Health,
+    /// Restarts done by moor since it was created.
+    pub restart_count: u32,
+    /// When its process last started.
+    pub started_at: Option<SystemTime>,
+    /// When its process last exited.
+    pub finished_at: Option<SystemTime>,
+}

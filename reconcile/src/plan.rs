@@ -1,0 +1,185 @@
+//! A plan: what must change on the host, as plain data, each action with its reason.
+
+use std::fmt;
+use std::time::Duration;
+
+use moor_spec::Kind;
+use serde::{Deserialize, Serialize};
+
+/// What an action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    /// Fetch an image.
+    Pull,
+    /// Create (and, for a container, start) something that is missing.
+    Create,
+    /// Remove and create again, because its spec changed or it is broken.
+    Replace,
+    /// Start a stopped container.
+    Start,
+    /// Stop a running container.
+    Stop,
+    /// Remove something the manifests no longer declare.
+    Remove,
+}
+
+impl Verb {
+    /// The verb as a word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Pull => "pull",
+            Verb::Create => "create",
+            Verb::Replace => "replace",
+            Verb::Start => "start",
+            Verb::Stop => "stop",
+            Verb::Remove => "remove",
+        }
+    }
+
+    fn symbol(self) -> &'static str {
+        match self {
+            Verb::Pull => "↓",
+            Verb::Create => "+",
+            Verb::Replace => "-/+",
+            Verb::Start => "▶",
+            Verb::Stop => "■",
+            Verb::Remove => "-",
+        }
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One change to one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    /// The kind of resource.
+    pub kind: Kind,
+    /// The resource's name on the host: an image reference, a network or
+    /// volume name, or a container instance name (`web`, `web-2`).
+    pub name: String,
+    /// What to do.
+    pub verb: Verb,
+    /// Why, for people: "spec changed: env.GREETING", "not in manifests".
+    pub reason: String,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:>3} {} {} ({})",
+            self.verb.symbol(),
+            self.kind,
+            self.name,
+            self.reason
+        )
+    }
+}
+
+/// A resource the plan cannot change, and why (the resource's condition is `Failed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocked {
+    /// The kind of resource.
+    pub kind: Kind,
+    /// Its name.
+    pub name: String,
+    /// Why nothing can be done.
+    pub reason: String,
+}
+
+/// The result of a diff: the actions to take, in no particular order (apply
+/// orders them by dependency), what is blocked, and when to look again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The changes.
+    pub actions: Vec<Action>,
+    /// Resources that cannot be reconciled as things stand.
+    pub blocked: Vec<Blocked>,
+    /// A change that is due later (a restart waiting out its crash-loop backoff).
+    pub requeue_after: Option<Duration>,
+}
+
+impl Plan {
+    /// True when nothing needs to change.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// Actions of one verb.
+    pub fn count(&self, verb: Verb) -> usize {
+        self.actions.iter().filter(|a| a.verb == verb).count()
+    }
+
+    /// Finds the action on one resource.
+    pub fn find(&self, kind: Kind, name: &str) -> Option<&Action> {
+        self.actions
+            .iter()
+            .find(|a| a.kind == kind && a.name == name)
+    }
+
+    pub(crate) fn push(
+        &mut self,
+        kind: Kind,
+        name: impl Into<String>,
+        verb: Verb,
+        reason: impl Into<String>,
+    ) {
+        self.actions.push(Action {
+            kind,
+            name: name.into(),
+            verb,
+            reason: reason.into(),
+        });
+    }
+
+    pub(crate) fn block(&mut self, kind: Kind, name: impl Into<String>, reason: impl Into<String>) {
+        self.blocked.push(Blocked {
+            kind,
+            name: name.into(),
+            reason: reason.into(),
+        });
+    }
+
+    pub(crate) fn requeue(&mut self, after: Duration) {
+        self.requeue_after = Some(self.requeue_after.map_or(after, |d| d.min(after)));
+    }
+
+    /// Sorts actions for display: by kind in creation order, then name.
+    pub(crate) fn sort(&mut self) {
+        self.actions
+            .sort_by(|a, b| (a.kind, &a.name, a.verb).cmp(&(b.kind, &b.name, b.verb)));
+        self.blocked
+            .sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.actions.is_empty() && self.blocked.is_empty() {
+            return writeln!(f, "No changes. The host matches the manifests.");
+        }
+        for a in &self.actions {
+            writeln!(f, "{a}")?;
+        }
+        for b in &self.blocked {
+            writeln!(f, "  ! {} {} (blocked: {})", b.kind, b.name, b.reason)?;
+        }
+        let n = |v| self.count(v);
+        writeln!(
+            f,
+            "\nPlan: {} to pull, {} to create, {} to replace, {} to start, {} to stop, {} to remove.",
+            n(Verb::Pull),
+            n(Verb::Create),
+            n(Verb::Replace),
+            n(Verb::Start),
+            n(Verb::Stop),
+            n(Verb::Remove)
+        )
+    }
+}

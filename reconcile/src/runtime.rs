@@ -1,0 +1,107 @@
+//! The narrow interface through which the reconciler reaches the host.
+//!
+//! The real engine (the `runtime` crate) implements it against the kernel;
+//! [`crate::fake::FakeRuntime`] implements it in memory for tests. The
+//! runtime never decides *whether* to do something, only *how*.
+
+use std::future::Future;
+use std::time::Duration;
+
+use moor_spec::{ContainerSpec, ImageRef, NetworkSpec, Resource, SpecHash, VolumeSpec};
+
+use crate::observed::{Health, Observed};
+
+/// A failed runtime operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The thing operated on does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// The operation failed.
+    #[error("{message}")]
+    Failed {
+        /// What went wrong, lower-case, saying what was being done.
+        message: String,
+    },
+}
+
+impl RuntimeError {
+    /// A failure with a message.
+    pub fn failed(message: impl Into<String>) -> Self {
+        RuntimeError::Failed {
+            message: message.into(),
+        }
+    }
+}
+
+/// One container instance to create: a replica of a `[containers]` resource.
+#[derive(Debug, Clone)]
+pub struct Instance<'a> {
+    /// The instance's name on the host (`web`, `web-2`).
+    pub name: String,
+    /// The resource it is a replica of.
+    pub resource: &'a str,
+    /// Its replica number, from 1.
+    pub replica: u32,
+    /// The normalised spec.
+    pub spec: &'a ContainerSpec,
+    /// The instance hash (spec hash combined with the image digest) to record.
+    pub hash: SpecHash,
+    /// The digest of the image it runs.
+    pub image_digest: String,
+}
+
+/// The host, as the reconciler sees it. Every operation is idempotent:
+/// creating what exists as asked, or removing what is gone, succeeds.
+pub trait Runtime: Send + Sync {
+    /// Reports what is really on the host (checked against the kernel).
+    fn observe(&self) -> impl Future<Output = Result<Observed, RuntimeError>> + Send;
+    /// Pulls an image; returns its manifest digest.
+    fn pull(
+        &self,
+        reference: &ImageRef,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Creates a network owned by `project` (replacing a broken one of the same name).
+    fn create_network(
+        &self,
+        project: &str,
+        network: &Resource<NetworkSpec>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Removes a network.
+    fn remove_network(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Creates a volume owned by `project` (its directory, if missing).
+    fn create_volume(
+        &self,
+        project: &str,
+        volume: &Resource<VolumeSpec>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Removes a volume and its data.
+    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Creates and starts a container owned by `project`.
+    fn create_container(
+        &self,
+        project: &str,
+        instance: &Instance<'_>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Starts an existing, stopped container.
+    fn start_container(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Stops a container: `signal`, then SIGKILL after `grace`.
+    fn stop_container(
+        &self,
+        name: &str,
+        signal: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Stops (as [`Runtime::stop_container`]) and removes a container; its volumes stay.
+    fn remove_container(
+        &self,
+        name: &str,
+        signal: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The container's current health.
+    fn health(&self, name: &str) -> impl Future<Output = Result<Health, RuntimeError>> + Send;
+}
