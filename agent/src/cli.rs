@@ -10,7 +10,13 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "moor", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// Where moor keeps its state (images, containers, leases).
-    #[arg(long, global = true, env = "MOOR_STATE_DIR", default_value = "/var/lib/moor", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "MOOR_STATE_DIR",
+        default_value = "/var/lib/moor",
+        value_name = "DIR"
+    )]
     pub state_dir: PathBuf,
 
     #[command(subcommand)]
@@ -29,18 +35,26 @@ pub enum Command {
     Down(Unbuilt),
     /// Run the agent: watch sources and reconcile forever (not built yet).
     Agent(Unbuilt),
-    /// List containers (not built yet).
-    Ps(Unbuilt),
-    /// Show a container's logs (not built yet).
-    Logs(Unbuilt),
+    /// List containers: running ones, or all with `--all`.
+    Ps(PsArgs),
+    /// Show a container's logs.
+    Logs(LogsArgs),
     /// List images (not built yet).
     Images(Unbuilt),
     /// List networks (not built yet).
     Networks(Unbuilt),
     /// List volumes (not built yet).
     Volumes(Unbuilt),
-    /// Show one resource in detail (not built yet).
-    Inspect(Unbuilt),
+    /// Show a container in detail, as JSON.
+    Inspect(InspectArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// The per-container supervisor (started by moor itself).
+    #[command(hide = true)]
+    Shim(ShimArgs),
+    /// Developer commands that drive the container engine directly.
+    #[command(hide = true, subcommand)]
+    Dev(DevCommand),
     /// Manage images: pull, import, rm, prune (not built yet).
     Image(Unbuilt),
 }
@@ -61,4 +75,128 @@ pub struct ValidateArgs {
 pub struct Unbuilt {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
     pub rest: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show every container, not only running ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The container.
+    pub name: String,
+    /// Keep printing new lines until the container exits.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Print only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Print each line as stored: timestamp, stream, text (all on stdout).
+    #[arg(short, long)]
+    pub timestamps: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The container.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open (it always is; accepted for `docker exec -it` habits).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// The container.
+    pub name: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShimArgs {
+    /// The container's directory.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevCommand {
+    /// Create and start a container from a root filesystem directory.
+    Run(DevRunArgs),
+    /// Start a created or exited container again.
+    Start(DevNameArgs),
+    /// Stop a container: its stop signal, the grace period, then SIGKILL.
+    Stop(DevStopArgs),
+    /// Remove a container (`--force` kills a running one).
+    Rm(DevRmArgs),
+    /// Wait for a container to exit; print its exit record, exit with its code.
+    Wait(DevWaitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevRunArgs {
+    /// The container's name.
+    #[arg(long)]
+    pub name: String,
+    /// A root filesystem layer (repeat for more, bottom first).
+    #[arg(long, required = true, value_name = "DIR")]
+    pub rootfs: Vec<PathBuf>,
+    /// Take the container's spec from `[containers.NAME]` in these manifests.
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Vec<PathBuf>,
+    /// The OCI runtime binary.
+    #[arg(long, env = "MOOR_RUNTIME", value_name = "PATH")]
+    pub runtime: Option<PathBuf>,
+    /// The cgroup the container's cgroup is created under.
+    #[arg(long, env = "MOOR_CGROUP_PARENT", default_value = "moor")]
+    pub cgroup_parent: String,
+    /// Log size at which the log is rotated, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub log_max_bytes: Option<u64>,
+    /// The command (overrides the manifest's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevNameArgs {
+    /// The container.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DevStopArgs {
+    /// The container.
+    pub name: String,
+    /// Grace period in seconds (the spec's `stop_grace_period` by default).
+    #[arg(short, long, value_name = "SECONDS")]
+    pub time: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevRmArgs {
+    /// The container.
+    pub name: String,
+    /// Kill it first if it runs.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DevWaitArgs {
+    /// The container.
+    pub name: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub timeout: f64,
 }

@@ -1,1 +1,4 @@
-//! placeholder
+//! moor's engine on the live host: images (pull, import, unpack into
+//! snapshots) and containers. It decides only *how*, never *whether*.
+
+pub mod container;

@@ -1,5 +1,11 @@
 //! One module per subcommand.
 
+mod dev;
+mod exec;
+mod inspect;
+mod logs;
+mod ps;
+mod shim;
 mod validate;
 
 use std::process::ExitCode;
@@ -16,12 +22,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(_) => "apply",
         Command::Down(_) => "down",
         Command::Agent(_) => "agent",
-        Command::Ps(_) => "ps",
-        Command::Logs(_) => "logs",
+        Command::Ps(args) => return ps::run(&cli.state_dir, args),
+        Command::Logs(args) => return logs::run(&cli.state_dir, args),
+        Command::Exec(args) => return exec::run(&cli.state_dir, args),
+        Command::Shim(args) => return shim::run(args),
+        Command::Dev(cmd) => return dev::run(&cli.state_dir, cmd),
         Command::Images(_) => "images",
         Command::Networks(_) => "networks",
         Command::Volumes(_) => "volumes",
-        Command::Inspect(_) => "inspect",
+        Command::Inspect(args) => return inspect::run(&cli.state_dir, args),
         Command::Image(_) => "image",
     };
     bail!("`moor {name}` is not built yet; only `moor validate` works in this version")

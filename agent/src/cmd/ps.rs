@@ -1,0 +1,108 @@
+//! `moor ps`: containers and their true state.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use moor_runtime::container::logs::rfc3339;
+use moor_runtime::container::{ContainerInfo, Status};
+use serde_json::{Value, json};
+
+use crate::cli::PsArgs;
+
+/// Lists containers.
+pub fn run(state_dir: &Path, args: &PsArgs) -> anyhow::Result<ExitCode> {
+    let engine = super::dev::engine(state_dir)?;
+    let containers: Vec<ContainerInfo> = engine
+        .list()?
+        .into_iter()
+        .filter(|c| args.all || c.status.is_active())
+        .collect();
+    if args.json {
+        let rows: Vec<Value> = containers.iter().map(summary).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<20} {:<40} {:<8} {:>6} {:>8}  STATUS",
+        "NAME", "IMAGE", "STATE", "EXIT", "PID"
+    );
+    for c in &containers {
+        let s = summary(c);
+        let show = |v: &Value| match v {
+            Value::Null => "-".to_string(),
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        println!(
+            "{:<20} {:<40} {:<8} {:>6} {:>8}  {}",
+            c.record.name,
+            c.record.spec.image.to_string(),
+            c.status.name(),
+            show(&s["exit_code"]),
+            show(&s["pid"]),
+            describe(&c.status),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The fields `ps --json` prints for one container.
+pub fn summary(c: &ContainerInfo) -> Value {
+    let time = |ms: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
+    let (pid, started, finished, exit_code, oom, reason) = match &c.status {
+        Status::Created => (None, None, None, None, false, None),
+        Status::Running { pid, started_ms } => {
+            (Some(*pid), Some(*started_ms), None, None, false, None)
+        }
+        Status::Exited(e) => (
+            None,
+            e.started_ms,
+            Some(e.finished_ms),
+            Some(e.exit_code),
+            e.oom_killed,
+            e.reason.clone(),
+        ),
+        Status::Lost { pid, started_ms } => (
+            *pid,
+            Some(*started_ms),
+            None,
+            None,
+            false,
+            Some("supervisor lost".into()),
+        ),
+    };
+    json!({
+        "name": c.record.name,
+        "id": c.record.id,
+        "image": c.record.spec.image.to_string(),
+        "state": c.status.name(),
+        "exit_code": exit_code,
+        "oom_killed": oom,
+        "reason": reason,
+        "pid": pid,
+        "created": time(c.record.created_ms),
+        "started": started.map(time),
+        "finished": finished.map(time),
+        "health": Value::Null,
+    })
+}
+
+fn describe(status: &Status) -> String {
+    let ago = |ms: u64| {
+        let secs = moor_runtime::container::state::now_ms().saturating_sub(ms) / 1000;
+        match secs {
+            0..=59 => format!("{secs} s"),
+            60..=3599 => format!("{} min", secs / 60),
+            _ => format!("{} h", secs / 3600),
+        }
+    };
+    match status {
+        Status::Created => "created".into(),
+        Status::Running { started_ms, .. } => format!("up {}", ago(*started_ms)),
+        Status::Exited(e) => {
+            let oom = if e.oom_killed { ", out of memory" } else { "" };
+            format!("exited ({}{oom}) {} ago", e.exit_code, ago(e.finished_ms))
+        }
+        Status::Lost { .. } => "supervisor lost: stop or remove it".into(),
+    }
+}

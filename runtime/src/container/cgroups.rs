@@ -1,0 +1,248 @@
+//! cgroups on v2, v1 and hybrid hosts.
+//!
+//! The OCI runtime creates a container's cgroups from `linux.cgroupsPath`
+//! (`/PARENT/ID`, relative to each hierarchy's root, never to the caller's
+//! own cgroup). This module finds the hierarchies from `/proc/self/mountinfo`
+//! — on v1 each controller may be its own mount (`cpu` and `cpuacct`
+//! separately) or joined (`cpu,cpuacct`) — reads what the kernel recorded
+//! (the OOM kill counter), and removes whatever a lost runtime left behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The cgroup hierarchies of this host.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hierarchies {
+    /// v1 hierarchies: (controllers or `name=…`, mount point).
+    pub v1: Vec<(Vec<String>, PathBuf)>,
+    /// The cgroup2 mount, if any (`/sys/fs/cgroup` on v2 hosts,
+    /// `/sys/fs/cgroup/unified` on hybrid ones).
+    pub v2: Option<PathBuf>,
+}
+
+impl Hierarchies {
+    /// Reads this process's mount table.
+    pub fn detect() -> Self {
+        Self::parse(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+    }
+
+    /// Parses a mountinfo text.
+    pub fn parse(mountinfo: &str) -> Self {
+        let mut h = Hierarchies::default();
+        for line in mountinfo.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mount_point = left.split(' ').nth(4).unwrap_or_default();
+            let mut r = right.split(' ');
+            let fstype = r.next().unwrap_or_default();
+            let super_opts = r.nth(1).unwrap_or_default();
+            match fstype {
+                "cgroup2" if h.v2.is_none() => h.v2 = Some(PathBuf::from(mount_point)),
+                "cgroup" => {
+                    let controllers: Vec<String> = super_opts
+                        .split(',')
+                        .filter(|o| {
+                            !matches!(
+                                *o,
+                                "rw" | "ro"
+                                    | "relatime"
+                                    | "noatime"
+                                    | "nosuid"
+                                    | "nodev"
+                                    | "noexec"
+                            ) && !o.starts_with("release_agent")
+                                && *o != "clone_children"
+                                && *o != "noprefix"
+                                && *o != "xattr"
+                        })
+                        .map(str::to_string)
+                        .collect();
+                    if !h.v1.iter().any(|(_, p)| p == Path::new(mount_point)) {
+                        h.v1.push((controllers, PathBuf::from(mount_point)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        h
+    }
+
+    /// True when controllers live in v1 hierarchies (v1 or hybrid hosts).
+    pub fn is_v1(&self) -> bool {
+        !self.v1.is_empty()
+    }
+
+    /// The mount point of v1 controller `name`.
+    pub fn v1_controller(&self, name: &str) -> Option<&Path> {
+        self.v1
+            .iter()
+            .find(|(c, _)| c.iter().any(|x| x == name))
+            .map(|(_, p)| p.as_path())
+    }
+
+    /// Every directory that holds cgroup `path` (`/PARENT/ID`) in some hierarchy.
+    pub fn dirs(&self, path: &str) -> Vec<PathBuf> {
+        let rel = path.trim_start_matches('/');
+        self.v1
+            .iter()
+            .map(|(_, p)| p.join(rel))
+            .chain(self.v2.iter().map(|p| p.join(rel)))
+            .collect()
+    }
+
+    /// True when memory+swap can be limited (v1 `memory.memsw.*`, needs
+    /// swap accounting) or swap limited (v2).
+    pub fn swap_limit_supported(&self) -> bool {
+        if self.is_v1() {
+            self.v1_controller("memory")
+                .is_some_and(|m| m.join("memory.memsw.limit_in_bytes").exists())
+        } else {
+            self.v2.as_ref().is_some_and(|p| {
+                fs::read_to_string(p.join("cgroup.controllers"))
+                    .is_ok_and(|c| c.split_whitespace().any(|x| x == "memory"))
+            })
+        }
+    }
+
+    /// How many times the kernel's OOM killer killed a process in cgroup `path`.
+    pub fn oom_kills(&self, path: &str) -> u64 {
+        let rel = path.trim_start_matches('/');
+        let (file, key) = if self.is_v1() {
+            match self.v1_controller("memory") {
+                Some(m) => (m.join(rel).join("memory.oom_control"), "oom_kill"),
+                None => return 0,
+            }
+        } else {
+            match &self.v2 {
+                Some(p) => (p.join(rel).join("memory.events"), "oom_kill"),
+                None => return 0,
+            }
+        };
+        fs::read_to_string(file)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+
+    /// PIDs in cgroup `path`, from every hierarchy that has it.
+    pub fn pids(&self, path: &str) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .dirs(path)
+            .iter()
+            .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|t| {
+                t.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Kills every process in cgroup `path` and removes its directories in
+    /// every hierarchy (children first). Gives up after `timeout` and says
+    /// which directories are left.
+    pub fn remove(&self, path: &str, timeout: Duration) -> Result<(), Vec<PathBuf>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for pid in self.pids(path) {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let mut left = Vec::new();
+            for dir in self.dirs(path) {
+                if dir.exists() && remove_tree(&dir).is_err() {
+                    left.push(dir);
+                }
+            }
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(left);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Removes a cgroup directory and its child cgroups (rmdir only: a cgroup
+/// dir's files are not removable and vanish with it).
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path())?;
+            }
+        }
+    }
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 1 0:23 / /sys rw - sysfs sysfs rw
+30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+32 30 0:28 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+33 30 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
+34 30 0:30 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct
+35 30 0:31 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+";
+
+    const JOINED: &str =
+        "33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+    const V2: &str = "31 30 0:27 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+
+    #[test]
+    fn hybrid_with_separate_cpu_and_cpuacct() {
+        let h = Hierarchies::parse(HYBRID);
+        assert!(h.is_v1());
+        assert_eq!(h.v2.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            h.v1_controller("cpu"),
+            Some(Path::new("/sys/fs/cgroup/cpu"))
+        );
+        assert_eq!(
+            h.v1_controller("cpuacct"),
+            Some(Path::new("/sys/fs/cgroup/cpuacct"))
+        );
+        assert_eq!(
+            h.v1_controller("memory"),
+            Some(Path::new("/sys/fs/cgroup/memory"))
+        );
+        assert_eq!(h.dirs("/moor/c1").len(), 5);
+        assert!(
+            h.dirs("/moor/c1")
+                .contains(&PathBuf::from("/sys/fs/cgroup/cpu/moor/c1"))
+        );
+    }
+
+    #[test]
+    fn joined_cpu_cpuacct_and_pure_v2() {
+        let h = Hierarchies::parse(JOINED);
+        assert_eq!(
+            h.v1_controller("cpuacct"),
+            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct"))
+        );
+        let h = Hierarchies::parse(V2);
+        assert!(!h.is_v1());
+        assert_eq!(
+            h.dirs("/moor/c1"),
+            vec![PathBuf::from("/sys/fs/cgroup/moor/c1")]
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! Containers: OCI runtime bundles over overlayfs, the per-container shim,
+//! logs, exec, limits and volumes (DESIGN.md §3).
+//!
+//! Start at [`Engine`]: one `impl Engine` block per verb ([`create`],
+//! [`start`], [`stop`], [`remove`], [`exec`], [`list`](observe)). A
+//! container lives in its own directory under `<state>/containers/NAME`
+//! ([`paths::ContainerPaths`]): the record written at creation
+//! (`container.json`), the bundle (`config.json`, `rootfs/`), the overlay's
+//! upper and work dirs, the log files, and the files the shim writes
+//! ([`state`]). Everything a new `moor` process needs to find a running
+//! container and report its true state is on disk; nothing lives only in a
+//! process's memory.
+//!
+//! The container itself is created by the shim ([`shim`]), the `moor` binary
+//! re-executed in a hidden mode: single-threaded, its own session, a child
+//! subreaper, holding the container's stdio and recording its exit.
+
+pub mod bundle;
+pub mod cgroups;
+mod create;
+mod engine;
+mod error;
+mod exec;
+pub mod logs;
+mod observe;
+pub mod paths;
+mod remove;
+pub mod rootfs;
+mod runc;
+pub mod shim;
+mod start;
+pub mod state;
+mod stop;
+pub mod users;
+pub mod volumes;
+
+pub use engine::{Engine, EngineConfig};
+pub use error::ContainerError;
+pub use observe::{ContainerInfo, Status};
+pub use state::{ContainerRecord, ExitRecord, ShimState};

@@ -1,0 +1,46 @@
+//! `remove`: unmount, delete the cgroups, the runtime state and the
+//! container's directory (its upper dir with it). Volumes stay.
+
+use std::fs;
+use std::time::Duration;
+
+use super::cgroups::Hierarchies;
+use super::engine::Engine;
+use super::error::{ContainerError, Result};
+use super::rootfs;
+use super::start::runc_of;
+
+impl Engine {
+    /// Removes container `name`. A running container is refused unless
+    /// `force`, which kills it first.
+    pub fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let info = self.inspect(name)?;
+        if info.status.is_active() {
+            if !force {
+                return Err(ContainerError::Running(name.to_string()));
+            }
+            self.stop(name, Some(Duration::ZERO))?;
+        } else if matches!(info.status, super::Status::Lost { .. }) {
+            self.stop(name, Some(Duration::ZERO))?;
+        }
+        let record = info.record;
+        runc_of(&record).delete_force();
+        Hierarchies::detect()
+            .remove(&record.cgroup_path(), Duration::from_secs(5))
+            .map_err(|left| {
+                ContainerError::Invalid(format!("cgroups of {name} could not be removed: {left:?}"))
+            })?;
+        let paths = self.paths(name);
+        let rootfs = paths.rootfs();
+        rootfs::unmount_all(&rootfs)?;
+        if rootfs::is_mount_point(&rootfs) {
+            // Never recurse into a mounted root filesystem: that would
+            // delete the image's layers.
+            return Err(ContainerError::Invalid(format!(
+                "{} is still mounted",
+                rootfs.display()
+            )));
+        }
+        fs::remove_dir_all(&paths.dir).map_err(ContainerError::io("remove", &paths.dir))
+    }
+}
