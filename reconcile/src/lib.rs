@@ -8,6 +8,8 @@
 //! tested end to end.
 
 mod apply;
+mod backoff;
+mod controller;
 mod diff;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -16,6 +18,11 @@ mod plan;
 mod runtime;
 
 pub use apply::{ApplyOptions, Outcome, apply};
+pub use backoff::{BACKOFF_BASE, BACKOFF_MAX, Backoff};
+pub use controller::{
+    Condition, ConditionStatus, Controller, ControllerOptions, NoRecorder, Recorder, Status,
+    Trigger,
+};
 pub use diff::{
     DiffError, DiffOptions, RESTART_BACKOFF_BASE, RESTART_BACKOFF_MAX, RESTART_BACKOFF_RESET,
     changed_fields, diff, instance_name, restart_delay,
@@ -29,3 +36,6 @@ pub use runtime::{Instance, Runtime, RuntimeError};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod controller_tests;

@@ -105,3 +105,66 @@ pub trait Runtime: Send + Sync {
     /// The container's current health.
     fn health(&self, name: &str) -> impl Future<Output = Result<Health, RuntimeError>> + Send;
 }
+
+/// A shared runtime is a runtime (the agent shares one between the controller
+/// and its HTTP endpoint).
+impl<T: Runtime> Runtime for std::sync::Arc<T> {
+    fn observe(&self) -> impl Future<Output = Result<Observed, RuntimeError>> + Send {
+        (**self).observe()
+    }
+    fn pull(
+        &self,
+        reference: &ImageRef,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send {
+        (**self).pull(reference)
+    }
+    fn create_network(
+        &self,
+        project: &str,
+        network: &Resource<NetworkSpec>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).create_network(project, network)
+    }
+    fn remove_network(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).remove_network(name)
+    }
+    fn create_volume(
+        &self,
+        project: &str,
+        volume: &Resource<VolumeSpec>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).create_volume(project, volume)
+    }
+    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).remove_volume(name)
+    }
+    fn create_container(
+        &self,
+        project: &str,
+        instance: &Instance<'_>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).create_container(project, instance)
+    }
+    fn start_container(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).start_container(name)
+    }
+    fn stop_container(
+        &self,
+        name: &str,
+        signal: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).stop_container(name, signal, grace)
+    }
+    fn remove_container(
+        &self,
+        name: &str,
+        signal: &str,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        (**self).remove_container(name, signal, grace)
+    }
+    fn health(&self, name: &str) -> impl Future<Output = Result<Health, RuntimeError>> + Send {
+        (**self).health(name)
+    }
+}

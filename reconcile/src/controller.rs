@@ -1,0 +1,436 @@
+//! The controller loop, in the style of kube-runtime's `Controller`.
+//!
+//! Triggers — a new desired state from a source, a change on the host (a
+//! container exited), an explicit request, a periodic resync — all land in one
+//! channel. Triggers that arrive while a pass is pending collapse into that
+//! one pass (the de-duplicating queue: every pass diffs the whole desired state,
+//! which costs milliseconds even for 10,000 resources). A failed action puts
+//! its resource into exponential backoff: later passes leave it alone until its
+//! retry is due, and only that retry failing again lengthens the wait. A pass
+//! runs to completion; shutdown is seen between passes, so in-flight actions
+//! finish and containers keep running.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use moor_spec::{DesiredState, Kind};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::apply::{ApplyOptions, apply};
+use crate::backoff::Backoff;
+use crate::diff::{DiffOptions, diff, instance_name};
+use crate::plan::Verb;
+use crate::runtime::Runtime;
+
+/// Something that asks for a reconcile.
+#[derive(Debug)]
+pub enum Trigger {
+    /// A source produced a new desired state, or failed to (the message
+    /// holds its diagnostics); a failure keeps the last good state in force.
+    Source {
+        /// The source's revision (a git commit, a directory's content hash).
+        revision: Option<String>,
+        /// The new desired state, or why there is none.
+        result: Result<DesiredState, String>,
+    },
+    /// Something changed on the host (a container exited).
+    HostChanged,
+    /// Reconcile now.
+    Now,
+    /// Finish the pass under way, if any, and stop.
+    Shutdown,
+}
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// How to apply (project, concurrency, health waits).
+    pub apply: ApplyOptions,
+    /// Time between passes when nothing triggers one.
+    pub resync: Duration,
+    /// Let an empty desired state remove everything the project owns.
+    pub allow_empty: bool,
+}
+
+impl ControllerOptions {
+    /// Defaults: a 30 s resync.
+    pub fn new(project: impl Into<String>) -> Self {
+        Self {
+            apply: ApplyOptions::new(project),
+            resync: Duration::from_secs(30),
+            allow_empty: false,
+        }
+    }
+}
+
+/// The state of one resource, as `moor ps`, `/status` and metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ConditionStatus {
+    /// It matches the manifests.
+    Ready,
+    /// A change is under way or due (a restart waiting out its backoff).
+    Progressing,
+    /// It cannot be reconciled now; `reason` says why.
+    Failed,
+}
+
+/// One resource's condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    /// The kind of resource.
+    pub kind: Kind,
+    /// Its name (a container instance name for containers).
+    pub name: String,
+    /// Ready, progressing or failed.
+    pub status: ConditionStatus,
+    /// A short word: `UpToDate`, `Applied`, `ActionFailed`, `Blocked`, `BackingOff`.
+    pub reason: &'static str,
+    /// For people.
+    pub message: String,
+}
+
+/// What the controller reports after each pass.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// The revision of the desired state in force.
+    pub revision: Option<String>,
+    /// Why the latest source update was refused, if it was.
+    pub source_error: Option<String>,
+    /// When the last pass finished.
+    pub last_reconcile: Option<SystemTime>,
+    /// The last pass's error, if it failed as a whole.
+    pub last_error: Option<String>,
+    /// Passes so far.
+    pub reconciles: u64,
+    /// True once a desired state arrived and a pass over it finished.
+    pub ready: bool,
+    /// Per resource, keyed `kind/name`.
+    pub conditions: BTreeMap<String, Condition>,
+}
+
+/// Hooks for metrics; every method has a no-op default.
+pub trait Recorder: Send + Sync {
+    /// A pass finished.
+    fn reconcile(&self, _ok: bool, _duration: Duration) {}
+    /// An action finished.
+    fn action(&self, _kind: Kind, _verb: Verb, _ok: bool) {}
+    /// A resource that was ready drifted from its spec on the host.
+    fn drift(&self, _kind: Kind) {}
+    /// Resources waiting for a retry.
+    fn queue(&self, _depth: usize, _retries: u64) {}
+}
+
+/// A recorder that records nothing.
+#[derive(Debug, Default)]
+pub struct NoRecorder;
+impl Recorder for NoRecorder {}
+
+/// The loop. Create with [`Controller::new`], then [`Controller::run`].
+#[derive(Debug)]
+pub struct Controller<R> {
+    runtime: R,
+    opts: ControllerOptions,
+    desired: Option<DesiredState>,
+    backoff: Backoff<(Kind, String)>,
+    /// Backoff for passes that failed as a whole (the host could not be observed).
+    pass_backoff: Backoff<()>,
+    status: Status,
+    retries: u64,
+    /// Wall-clock time at `epoch`: restart backoff compares wall-clock exit
+    /// times, and deriving "now" from tokio's clock keeps a paused test clock
+    /// in charge of both.
+    wall_epoch: (SystemTime, Instant),
+}
+
+impl<R: Runtime> Controller<R> {
+    /// A controller over `runtime`.
+    pub fn new(runtime: R, opts: ControllerOptions) -> Self {
+        Self {
+            runtime,
+            opts,
+            desired: None,
+            backoff: Backoff::default(),
+            pass_backoff: Backoff::default(),
+            status: Status::default(),
+            retries: 0,
+            wall_epoch: (SystemTime::now(), Instant::now()),
+        }
+    }
+
+    /// The runtime, for callers that share it.
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
+    /// Runs until [`Trigger::Shutdown`] or until every sender is dropped.
+    /// Publishes a [`Status`] after every pass.
+    pub async fn run(
+        mut self,
+        mut triggers: mpsc::Receiver<Trigger>,
+        status: watch::Sender<Status>,
+        recorder: &dyn Recorder,
+    ) {
+        let mut next: Option<Instant> = None;
+        loop {
+            let wake = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                t = triggers.recv() => {
+                    match t {
+                        None | Some(Trigger::Shutdown) => return,
+                        Some(t) => {
+                            if self.handle(t) {
+                                next = Some(Instant::now());
+                            }
+                            status.send_replace(self.status.clone());
+                        }
+                    }
+                }
+                () = wake => {
+                    // Collapse a burst of triggers into this one pass.
+                    while let Ok(t) = triggers.try_recv() {
+                        if matches!(t, Trigger::Shutdown) {
+                            return;
+                        }
+                        self.handle(t);
+                    }
+                    next = self.pass(recorder).await;
+                    status.send_replace(self.status.clone());
+                }
+            }
+        }
+    }
+
+    fn wall_now(&self) -> SystemTime {
+        let (wall, instant) = self.wall_epoch;
+        wall + instant.elapsed()
+    }
+
+    /// Takes a trigger in; returns whether a pass is wanted now.
+    fn handle(&mut self, t: Trigger) -> bool {
+        match t {
+            Trigger::Source { revision, result } => match result {
+                Ok(desired) => {
+                    self.desired = Some(desired);
+                    self.status.revision = revision;
+                    self.status.source_error = None;
+                    // A new desired state may well fix what failed: retry everything now.
+                    self.backoff.reset();
+                    true
+                }
+                Err(message) => {
+                    // The last good desired state stays in force.
+                    self.status.source_error = Some(message);
+                    false
+                }
+            },
+            Trigger::HostChanged | Trigger::Now => self.desired.is_some(),
+            Trigger::Shutdown => false,
+        }
+    }
+
+    /// One reconcile pass; returns when the next one is due.
+    async fn pass(&mut self, recorder: &dyn Recorder) -> Option<Instant> {
+        let desired = self.desired.as_ref()?;
+        let started = Instant::now();
+        let resync = started + self.opts.resync;
+        let result = self.pass_inner(desired.clone(), recorder).await;
+        let ok = result.is_ok();
+        recorder.reconcile(ok, started.elapsed());
+        self.status.reconciles += 1;
+        self.status.last_reconcile = Some(self.wall_now());
+        let now = Instant::now();
+        let mut next = resync;
+        match result {
+            Ok(requeue) => {
+                self.pass_backoff.succeeded(&());
+                self.status.last_error = None;
+                self.status.ready = true;
+                if let Some(r) = requeue {
+                    next = next.min(now + r);
+                }
+            }
+            Err(e) => {
+                self.status.last_error = Some(e);
+                next = next.min(self.pass_backoff.failed(&(), now));
+            }
+        }
+        if let Some(due) = self.backoff.next_due(now) {
+            next = next.min(due);
+        }
+        Some(next)
+    }
+
+    async fn pass_inner(
+        &mut self,
+        desired: DesiredState,
+        recorder: &dyn Recorder,
+    ) -> Result<Option<Duration>, String> {
+        let observed = self
+            .runtime
+            .observe()
+            .await
+            .map_err(|e| format!("observing the host: {e}"))?;
+        let opts = DiffOptions {
+            project: &self.opts.apply.project,
+            allow_empty: self.opts.allow_empty,
+            remove_volumes: false,
+            now: self.wall_now(),
+        };
+        let mut plan = diff(&desired, &observed, &opts).map_err(|e| e.to_string())?;
+        let now = Instant::now();
+
+        // Resources in backoff sit this pass out.
+        let (runnable, waiting): (Vec<_>, Vec<_>) = plan
+            .actions
+            .drain(..)
+            .partition(|a| !self.backoff.waiting(&(a.kind, a.name.clone()), now));
+        plan.actions = runnable;
+
+        // Drift: a resource that was ready needs an action without its spec having changed.
+        for a in &plan.actions {
+            let key = format!("{}/{}", a.kind, a.name);
+            let was_ready = self
+                .status
+                .conditions
+                .get(&key)
+                .is_some_and(|c| c.status == ConditionStatus::Ready);
+            if was_ready && !a.reason.starts_with("spec changed") && a.verb != Verb::Remove {
+                recorder.drift(a.kind);
+            }
+        }
+
+        let outcomes = apply(&self.runtime, &plan, &desired, &observed, &self.opts.apply).await;
+
+        let mut conditions = ready_conditions(&desired);
+        for o in &outcomes {
+            let key = (o.action.kind, o.action.name.clone());
+            recorder.action(o.action.kind, o.action.verb, o.result.is_ok());
+            let cond_key = format!("{}/{}", o.action.kind, o.action.name);
+            match &o.result {
+                Ok(()) => {
+                    self.backoff.succeeded(&key);
+                    if let Some(c) = conditions.get_mut(&cond_key) {
+                        c.reason = "Applied";
+                        c.message = format!("{}: {}", o.action.verb, o.action.reason);
+                    }
+                }
+                Err(e) => {
+                    if self.backoff.waiting(&key, now) || self.backoff.failures(&key) > 0 {
+                        self.retries += 1;
+                    }
+                    let due = self.backoff.failed(&key, Instant::now());
+                    let wait = due.saturating_duration_since(Instant::now());
+                    conditions.insert(
+                        cond_key,
+                        Condition {
+                            kind: o.action.kind,
+                            name: o.action.name.clone(),
+                            status: ConditionStatus::Failed,
+                            reason: "ActionFailed",
+                            message: format!(
+                                "{} failed: {e}; retrying in {:.1}s",
+                                o.action.verb,
+                                wait.as_secs_f64()
+                            ),
+                        },
+                    );
+                }
+            }
+        }
+        for a in &waiting {
+            let key = format!("{}/{}", a.kind, a.name);
+            let previous = self
+                .status
+                .conditions
+                .get(&key)
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
+            conditions.insert(
+                key,
+                Condition {
+                    kind: a.kind,
+                    name: a.name.clone(),
+                    status: ConditionStatus::Failed,
+                    reason: "BackingOff",
+                    message: previous,
+                },
+            );
+        }
+        for b in &plan.blocked {
+            conditions.insert(
+                format!("{}/{}", b.kind, b.name),
+                Condition {
+                    kind: b.kind,
+                    name: b.name.clone(),
+                    status: ConditionStatus::Failed,
+                    reason: "Blocked",
+                    message: b.reason.clone(),
+                },
+            );
+        }
+        if plan.requeue_after.is_some() {
+            // A restart waits out its crash-loop backoff: those containers are progressing.
+            for (key, c) in conditions.iter_mut() {
+                if c.kind == Kind::Container && c.reason == "UpToDate" {
+                    let running = observed
+                        .containers
+                        .get(&c.name)
+                        .is_some_and(|o| o.state == crate::ContainerState::Running);
+                    if !running && observed.containers.contains_key(&c.name) {
+                        c.status = ConditionStatus::Progressing;
+                        c.reason = "BackingOff";
+                        c.message =
+                            format!("{key} exited; restart is due after its crash-loop backoff");
+                    }
+                }
+            }
+        }
+        recorder.queue(
+            waiting.len() + outcomes.iter().filter(|o| o.result.is_err()).count(),
+            self.retries,
+        );
+        self.status.conditions = conditions;
+        Ok(plan.requeue_after)
+    }
+}
+
+fn ready_conditions(desired: &DesiredState) -> BTreeMap<String, Condition> {
+    let mut out = BTreeMap::new();
+    let mut put = |kind: Kind, name: String| {
+        out.insert(
+            format!("{kind}/{name}"),
+            Condition {
+                kind,
+                name,
+                status: ConditionStatus::Ready,
+                reason: "UpToDate",
+                message: String::new(),
+            },
+        );
+    };
+    for i in desired.images.values() {
+        put(Kind::Image, i.spec.reference.to_string());
+    }
+    for c in desired.containers.values() {
+        put(Kind::Image, c.spec.image.to_string());
+    }
+    for n in desired.networks.keys() {
+        put(Kind::Network, n.clone());
+    }
+    for v in desired.volumes.keys() {
+        put(Kind::Volume, v.clone());
+    }
+    for (name, c) in &desired.containers {
+        for r in 1..=c.spec.replicas {
+            put(Kind::Container, instance_name(name, r));
+        }
+    }
+    out
+}
