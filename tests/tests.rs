@@ -5,4 +5,5 @@
 //! says loudly that it did not run.
 
 mod common;
+mod image;
 mod validate;

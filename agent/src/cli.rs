@@ -39,8 +39,8 @@ pub enum Command {
     Ps(PsArgs),
     /// Show a container's logs.
     Logs(LogsArgs),
-    /// List images (not built yet).
-    Images(Unbuilt),
+    /// List images.
+    Images(crate::cmd::image::ImagesArgs),
     /// List networks (not built yet).
     Networks(Unbuilt),
     /// List volumes (not built yet).
@@ -55,8 +55,8 @@ pub enum Command {
     /// Developer commands that drive the container engine directly.
     #[command(hide = true, subcommand)]
     Dev(DevCommand),
-    /// Manage images: pull, import, rm, prune (not built yet).
-    Image(Unbuilt),
+    /// Manage images: pull, import, rm, prune.
+    Image(crate::cmd::image::ImageArgs),
 }
 
 #[derive(Debug, Args)]

@@ -2,3 +2,4 @@
 //! snapshots) and containers. It decides only *how*, never *whether*.
 
 pub mod container;
+pub mod image;

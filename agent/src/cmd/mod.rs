@@ -2,6 +2,7 @@
 
 mod dev;
 mod exec;
+pub(crate) mod image;
 mod inspect;
 mod logs;
 mod ps;
@@ -27,11 +28,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => return exec::run(&cli.state_dir, args),
         Command::Shim(args) => return shim::run(args),
         Command::Dev(cmd) => return dev::run(&cli.state_dir, cmd),
-        Command::Images(_) => "images",
+        Command::Images(args) => return image::list(&cli.state_dir, args),
         Command::Networks(_) => "networks",
         Command::Volumes(_) => "volumes",
         Command::Inspect(args) => return inspect::run(&cli.state_dir, args),
-        Command::Image(_) => "image",
+        Command::Image(args) => return image::run(&cli.state_dir, args),
     };
     bail!("`moor {name}` is not built yet; only `moor validate` works in this version")
 }

@@ -1,0 +1,415 @@
+//! Import from files: a `docker save` tarball, an OCI image archive
+//! (`oci-layout` + `index.json` + `blobs/`), or a plain root-filesystem tar
+//! (plain, gzip or zstd), which becomes a one-layer image as `docker import`
+//! makes it.
+//!
+//! Archives are first unpacked with the layer extractor into a temporary
+//! directory (so a hostile archive is held to the same rules as a layer),
+//! and their files read back with `openat2(RESOLVE_BENEATH)`, so a symlink
+//! in the archive cannot make the import read a host file.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::time::Instant;
+
+use moor_store::Digest;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use super::events::{Event, Observer};
+use super::oci::{
+    self, Descriptor, ImageConfig, Manifest, Parsed, Platform, RootFs, RunConfig, media,
+};
+use super::unpack::{Compression, unpack};
+use super::{ImageError, Images};
+
+/// What kind of file is being imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveKind {
+    /// `docker save` output (`manifest.json`).
+    DockerSave,
+    /// An OCI image layout (`oci-layout`, `index.json`).
+    Oci,
+    /// A root filesystem.
+    RootFs,
+}
+
+/// What an import made.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// The kind of file it was.
+    pub kind: ArchiveKind,
+    /// Images recorded, with their references.
+    pub images: Vec<moor_store::ImageRecord>,
+}
+
+fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+    move |e| ImageError::Invalid(format!("read {}: {e}", path.display()))
+}
+
+fn decompressed(file: File) -> Result<Box<dyn Read>, std::io::Error> {
+    let mut r = BufReader::with_capacity(256 * 1024, file);
+    let head = r.fill_buf()?;
+    Ok(match Compression::sniff(head) {
+        Compression::None => Box::new(r),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+    })
+}
+
+/// Tells an archive from a root filesystem by its top-level names.
+pub fn detect(path: &Path) -> Result<ArchiveKind, ImageError> {
+    let file = File::open(path).map_err(read_err(path))?;
+    let mut archive = tar::Archive::new(decompressed(file).map_err(read_err(path))?);
+    let mut kind = ArchiveKind::RootFs;
+    for entry in archive.entries().map_err(read_err(path))? {
+        let entry = entry.map_err(read_err(path))?;
+        let name = String::from_utf8_lossy(&entry.path_bytes())
+            .trim_start_matches("./")
+            .to_string();
+        match name.as_str() {
+            "oci-layout" | "index.json" => kind = ArchiveKind::Oci,
+            "manifest.json" if kind == ArchiveKind::RootFs => kind = ArchiveKind::DockerSave,
+            _ => {}
+        }
+    }
+    Ok(kind)
+}
+
+/// Imports `path`. `tag` (a reference) names the image in addition to any
+/// names the archive carries; a root filesystem has only `tag`.
+pub fn import(
+    images: &Images,
+    path: &Path,
+    tag: Option<&str>,
+    observer: &dyn Observer,
+) -> Result<Imported, ImageError> {
+    let started = Instant::now();
+    let tag = tag
+        .map(|t| {
+            moor_spec::reference::parse(t)
+                .map(|r| r.to_string())
+                .map_err(ImageError::Invalid)
+        })
+        .transpose()?;
+    let result = import_inner(images, path, tag.as_deref());
+    observer.event(Event::Finished {
+        reference: tag.clone().unwrap_or_else(|| path.display().to_string()),
+        digest: result
+            .as_ref()
+            .ok()
+            .and_then(|i| i.images.first())
+            .map(|i| i.digest.clone()),
+        bytes: 0,
+        duration: started.elapsed(),
+        result: result.as_ref().map(drop).map_err(|e| error_chain(e)),
+    });
+    result
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn import_inner(images: &Images, path: &Path, tag: Option<&str>) -> Result<Imported, ImageError> {
+    let kind = detect(path)?;
+    let _lock = images.store.lock_shared()?;
+    let records = match kind {
+        ArchiveKind::RootFs => vec![import_rootfs(images, path, tag)?],
+        ArchiveKind::DockerSave | ArchiveKind::Oci => {
+            let temp = images.store.snapshots.temp_dir()?;
+            let result = (|| {
+                let file = File::open(path).map_err(read_err(path))?;
+                unpack(file, &temp, images.limits).map_err(|source| ImageError::Unpack {
+                    layer: path.display().to_string(),
+                    source,
+                })?;
+                let root = rustix::fs::open(
+                    &temp,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| ImageError::Invalid(format!("open {}: {e}", temp.display())))?;
+                let dir = Dir { root };
+                if kind == ArchiveKind::Oci {
+                    import_oci(images, &dir, tag)
+                } else {
+                    import_docker(images, &dir, tag)
+                }
+            })();
+            let _ = images.store.snapshots.discard(&temp);
+            result?
+        }
+    };
+    Ok(Imported {
+        kind,
+        images: records,
+    })
+}
+
+/// An unpacked archive, read without leaving it.
+struct Dir {
+    root: std::os::fd::OwnedFd,
+}
+
+impl Dir {
+    fn open(&self, rel: &str) -> Result<File, ImageError> {
+        let rel = rel.trim_start_matches("./");
+        rustix::fs::openat2(
+            &self.root,
+            rel,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map(File::from)
+        .map_err(|e| ImageError::Invalid(format!("archive member \"{rel}\": {e}")))
+    }
+
+    fn read(&self, rel: &str) -> Result<Vec<u8>, ImageError> {
+        let mut buf = Vec::new();
+        self.open(rel)?
+            .read_to_end(&mut buf)
+            .map_err(|e| ImageError::Invalid(format!("archive member \"{rel}\": {e}")))?;
+        Ok(buf)
+    }
+
+    fn put_blob(
+        &self,
+        images: &Images,
+        rel: &str,
+        expected: Option<&Digest>,
+        size: Option<u64>,
+    ) -> Result<Digest, ImageError> {
+        let mut f = self.open(rel)?;
+        Ok(images.store.blobs.put_reader(&mut f, expected, size)?)
+    }
+}
+
+fn import_rootfs(
+    images: &Images,
+    path: &Path,
+    tag: Option<&str>,
+) -> Result<moor_store::ImageRecord, ImageError> {
+    let mut head = [0u8; 4];
+    let n = File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(read_err(path))?;
+    let layer_media = match Compression::sniff(&head[..n]) {
+        Compression::None => media::OCI_LAYER,
+        Compression::Gzip => media::OCI_LAYER_GZIP,
+        Compression::Zstd => media::OCI_LAYER_ZSTD,
+    };
+    let mut file = File::open(path).map_err(read_err(path))?;
+    let layer = images.store.blobs.put_reader(&mut file, None, None)?;
+    let layer_size = images.store.blobs.size(&layer).unwrap_or(0);
+    let mut hasher = Sha256::new();
+    let mut reader = decompressed(images.store.blobs.open_blob(&layer)?).map_err(read_err(path))?;
+    std::io::copy(&mut reader, &mut HashWriter(&mut hasher)).map_err(read_err(path))?;
+    let diff_id = Digest::from_hasher(hasher);
+    let host = Platform::host();
+    let config = ImageConfig {
+        architecture: host.architecture.clone(),
+        os: host.os.clone(),
+        variant: host.variant.clone(),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![diff_id.to_string()],
+        },
+        config: Some(RunConfig {
+            env: Some(vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ]),
+            ..RunConfig::default()
+        }),
+        created: None,
+    };
+    let config_raw = serde_json::to_vec(&config).map_err(|e| ImageError::Invalid(e.to_string()))?;
+    let config_digest = images.store.blobs.put(&config_raw, None)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        config: descriptor(media::OCI_CONFIG, &config_digest, config_raw.len() as u64),
+        layers: vec![descriptor(layer_media, &layer, layer_size)],
+    };
+    let raw = serde_json::to_vec(&manifest).map_err(|e| ImageError::Invalid(e.to_string()))?;
+    let digest = images.store.blobs.put(&raw, None)?;
+    let refs: Vec<String> = tag.map(String::from).into_iter().collect();
+    images.commit(&digest, None, &refs)
+}
+
+fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
+    Descriptor {
+        media_type: media_type.into(),
+        digest: digest.to_string(),
+        size,
+        platform: None,
+        annotations: BTreeMap::new(),
+    }
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn import_docker(
+    images: &Images,
+    dir: &Dir,
+    tag: Option<&str>,
+) -> Result<Vec<moor_store::ImageRecord>, ImageError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Entry {
+        config: String,
+        #[serde(default)]
+        repo_tags: Option<Vec<String>>,
+        layers: Vec<String>,
+    }
+    let entries: Vec<Entry> = serde_json::from_slice(&dir.read("manifest.json")?)
+        .map_err(|e| ImageError::Invalid(format!("docker save manifest.json: {e}")))?;
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let config = dir.put_blob(images, &e.config, None, None)?;
+        let config_size = images.store.blobs.size(&config).unwrap_or(0);
+        let mut layers = Vec::new();
+        for l in &e.layers {
+            let digest = dir.put_blob(images, l, None, None)?;
+            let mut head = [0u8; 4];
+            let n = images
+                .store
+                .blobs
+                .open_blob(&digest)?
+                .read(&mut head)
+                .unwrap_or(0);
+            let media_type = match Compression::sniff(&head[..n]) {
+                Compression::None => media::DOCKER_LAYER_TAR,
+                Compression::Gzip => media::DOCKER_LAYER,
+                Compression::Zstd => media::OCI_LAYER_ZSTD,
+            };
+            layers.push(descriptor(
+                media_type,
+                &digest,
+                images.store.blobs.size(&digest).unwrap_or(0),
+            ));
+        }
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(media::DOCKER_MANIFEST.into()),
+            config: descriptor(media::DOCKER_CONFIG, &config, config_size),
+            layers,
+        };
+        let raw = serde_json::to_vec(&manifest).map_err(|e| ImageError::Invalid(e.to_string()))?;
+        let digest = images.store.blobs.put(&raw, None)?;
+        let mut refs = normalise(e.repo_tags.iter().flatten());
+        if i == 0
+            && let Some(t) = tag
+        {
+            refs.push(t.to_string());
+        }
+        out.push(images.commit(&digest, None, &refs)?);
+    }
+    Ok(out)
+}
+
+fn normalise<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
+    names
+        .filter_map(|n| moor_spec::reference::parse(n).ok())
+        .map(|r| r.to_string())
+        .collect()
+}
+
+fn import_oci(
+    images: &Images,
+    dir: &Dir,
+    tag: Option<&str>,
+) -> Result<Vec<moor_store::ImageRecord>, ImageError> {
+    let index_raw = dir.read("index.json")?;
+    let Parsed::Index(index, _) =
+        oci::parse_manifest(&index_raw, Some(media::OCI_INDEX)).map_err(ImageError::Invalid)?
+    else {
+        return Err(ImageError::Invalid(
+            "index.json is not an image index".into(),
+        ));
+    };
+    let host = Platform::host();
+    let mut out = Vec::new();
+    for (i, desc) in index.manifests.iter().enumerate() {
+        let mut names: Vec<String> = Vec::new();
+        for key in [
+            "io.containerd.image.name",
+            "org.opencontainers.image.ref.name",
+        ] {
+            if let Some(n) = desc.annotations.get(key)
+                && n.contains(['/', ':'])
+            {
+                names.push(n.clone());
+            }
+        }
+        let mut refs = normalise(names.iter());
+        refs.dedup();
+        if i == 0
+            && let Some(t) = tag
+        {
+            refs.push(t.to_string());
+        }
+        let (manifest, parent) = oci_manifest(images, dir, desc, &host)?;
+        out.push(images.commit(&manifest, parent.as_ref(), &refs)?);
+    }
+    Ok(out)
+}
+
+/// Stores the blobs of one index entry (verifying each against its
+/// descriptor) and returns the manifest's digest and the index it came from.
+fn oci_manifest(
+    images: &Images,
+    dir: &Dir,
+    desc: &Descriptor,
+    host: &Platform,
+) -> Result<(Digest, Option<Digest>), ImageError> {
+    let blob = |d: &Descriptor| -> Result<Digest, ImageError> {
+        let digest: Digest = d.digest.parse()?;
+        dir.put_blob(
+            images,
+            &format!("blobs/sha256/{}", digest.hex()),
+            Some(&digest),
+            Some(d.size),
+        )
+    };
+    let digest = blob(desc)?;
+    match oci::parse_manifest(&images.store.blobs.read(&digest)?, Some(&desc.media_type))
+        .map_err(ImageError::Invalid)?
+    {
+        Parsed::Manifest(m, _) => {
+            blob(&m.config)?;
+            for l in &m.layers {
+                blob(l)?;
+            }
+            Ok((digest, None))
+        }
+        Parsed::Index(index, _) => {
+            let chosen = oci::select_platform(&index, host).ok_or_else(|| {
+                ImageError::Invalid(format!("index {digest} has no image for {host}"))
+            })?;
+            let (m, _) = oci_manifest(images, dir, chosen, host)?;
+            Ok((m, Some(digest)))
+        }
+    }
+}

@@ -1,0 +1,700 @@
+//! Pull from an OCI distribution registry.
+//!
+//! A small client on `ureq` rather than `oci-client`: moor needs to hash and
+//! size-check every byte as it streams into an ingest file (rejecting a blob
+//! the moment it runs past its declared size), to skip blobs and snapshots it
+//! already has before asking, and to unpack each layer on the download
+//! thread as soon as it lands; `oci-client` buffers whole blobs in memory
+//! or hands back unverified streams, and brings an async runtime that the
+//! runtime crate's synchronous callers do not want. Layers are fetched by a
+//! bounded pool of threads.
+//!
+//! Transport: plain HTTP only for registries on loopback addresses (as
+//! Docker allows) and for registries listed in
+//! [`PullOptions::insecure`]; TLS (rustls, webpki roots) everywhere else.
+//! Auth: anonymous, then on `401` bearer tokens (with basic credentials at
+//! the token endpoint when there are any) or basic auth, as the registry's
+//! `WWW-Authenticate` asks.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use moor_spec::reference::ImageRef;
+use moor_store::{BlobError, Digest, ImageRecord};
+
+use super::auth::{Credentials, credentials_for};
+use super::events::{Event, Observer};
+use super::oci::{self, Descriptor, ImageConfig, Parsed, Platform, media};
+use super::{ImageError, Images};
+
+/// Largest manifest or index accepted.
+const MAX_MANIFEST: u64 = 4 << 20;
+/// Largest config blob accepted.
+const MAX_CONFIG: u64 = 8 << 20;
+
+/// How to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Registries (`host[:port]`) that may be reached over plain HTTP.
+    pub insecure: Vec<String>,
+    /// Layers downloaded at once.
+    pub concurrency: usize,
+    /// Credentials to use instead of looking them up.
+    pub credentials: Option<Credentials>,
+    /// The platform to pick from an index.
+    pub platform: Platform,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self {
+            insecure: Vec::new(),
+            concurrency: 4,
+            credentials: None,
+            platform: Platform::host(),
+        }
+    }
+}
+
+/// Why a pull failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The reference does not parse.
+    #[error("{0}")]
+    Reference(String),
+    /// The registry could not be reached or the connection broke.
+    #[error("request {url}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// The cause.
+        source: ureq::Error,
+    },
+    /// Reading a response body failed (the connection dropped).
+    #[error("read {url}")]
+    Read {
+        /// The URL.
+        url: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The registry answered with an error status.
+    #[error("{url}: registry answered {status}{detail}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body, if any.
+        detail: String,
+    },
+    /// Authentication failed or is of an unknown kind.
+    #[error("authenticate to {registry}: {reason}")]
+    Auth {
+        /// The registry.
+        registry: String,
+        /// Why.
+        reason: String,
+    },
+    /// A manifest fetched by digest hashes to something else.
+    #[error("manifest {reference} hashes to {actual}, not the digest {expected} it was fetched by")]
+    ManifestDigest {
+        /// What was asked for.
+        reference: String,
+        /// The digest asked for (or announced).
+        expected: String,
+        /// What the body hashes to.
+        actual: String,
+    },
+    /// A manifest is larger than allowed.
+    #[error("manifest {reference} is larger than {MAX_MANIFEST} bytes")]
+    ManifestTooLarge {
+        /// What was asked for.
+        reference: String,
+    },
+    /// A blob failed verification or could not be stored.
+    #[error("blob {digest}")]
+    Blob {
+        /// The blob.
+        digest: String,
+        /// Why.
+        source: BlobError,
+    },
+    /// The image store failed (including unpacking).
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+impl From<moor_store::LockError> for PullError {
+    fn from(e: moor_store::LockError) -> Self {
+        Self::Image(e.into())
+    }
+}
+
+/// Pulls `reference` into `images` and records it under that reference.
+pub fn pull(
+    images: &Images,
+    reference: &str,
+    opts: &PullOptions,
+    observer: &dyn Observer,
+) -> Result<ImageRecord, PullError> {
+    let started = Instant::now();
+    let bytes = AtomicU64::new(0);
+    let result = moor_spec::reference::parse(reference)
+        .map_err(PullError::Reference)
+        .and_then(|r| pull_ref(images, &r, opts, observer, &bytes));
+    observer.event(Event::Finished {
+        reference: reference.to_string(),
+        digest: result.as_ref().ok().map(|i| i.digest.clone()),
+        bytes: bytes.load(Ordering::Relaxed),
+        duration: started.elapsed(),
+        result: result
+            .as_ref()
+            .map(drop)
+            .map_err(|e| super::import::error_chain(e)),
+    });
+    result
+}
+
+fn pull_ref(
+    images: &Images,
+    r: &ImageRef,
+    opts: &PullOptions,
+    observer: &dyn Observer,
+    bytes: &AtomicU64,
+) -> Result<ImageRecord, PullError> {
+    let client = Client::new(r, opts);
+    let wanted = r
+        .digest
+        .clone()
+        .or_else(|| r.tag.clone())
+        .unwrap_or_else(|| "latest".into());
+    let (body, announced_media) = client.manifest(&wanted, r.digest.as_deref())?;
+    let top = Digest::of(&body);
+    observer.event(Event::Resolved {
+        reference: r.to_string(),
+        digest: top.to_string(),
+    });
+    let _lock = images.store().lock_shared()?;
+    let blobs = &images.store().blobs;
+    let put = |data: &[u8], d: &Digest| {
+        blobs.put(data, Some(d)).map_err(|source| PullError::Blob {
+            digest: d.to_string(),
+            source,
+        })
+    };
+    put(&body, &top)?;
+    let parsed = oci::parse_manifest(&body, announced_media.as_deref())
+        .map_err(|e| PullError::Image(ImageError::Invalid(e)))?;
+    let (manifest, manifest_digest, index) = match parsed {
+        Parsed::Manifest(m, _) => (m, top, None),
+        Parsed::Index(i, _) => {
+            let chosen = oci::select_platform(&i, &opts.platform).ok_or_else(|| {
+                PullError::Image(ImageError::Invalid(format!(
+                    "{r} has no image for platform {}",
+                    opts.platform
+                )))
+            })?;
+            let (child, child_media) = client.manifest(&chosen.digest, Some(&chosen.digest))?;
+            let d = Digest::of(&child);
+            put(&child, &d)?;
+            match oci::parse_manifest(&child, child_media.as_deref())
+                .map_err(|e| PullError::Image(ImageError::Invalid(e)))?
+            {
+                Parsed::Manifest(m, _) => (m, d, Some(top)),
+                Parsed::Index(..) => {
+                    return Err(PullError::Image(ImageError::Invalid(format!(
+                        "{} is a nested index",
+                        chosen.digest
+                    ))));
+                }
+            }
+        }
+    };
+    let config_digest: Digest = manifest
+        .config
+        .digest
+        .parse()
+        .map_err(|e| PullError::Image(ImageError::Digest(e)))?;
+    if manifest.config.size > MAX_CONFIG {
+        return Err(PullError::Image(ImageError::Invalid(format!(
+            "config {config_digest} is larger than {MAX_CONFIG} bytes"
+        ))));
+    }
+    if !blobs.contains(&config_digest) {
+        client.blob(images, &manifest.config, None, bytes)?;
+    }
+    let config: ImageConfig = serde_json::from_slice(
+        &blobs.read(&config_digest).map_err(ImageError::from)?,
+    )
+    .map_err(|e| PullError::Image(ImageError::Invalid(format!("config {config_digest}: {e}"))))?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(PullError::Image(ImageError::Invalid(format!(
+            "manifest {manifest_digest} has {} layers but its config lists {} diff IDs",
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        ))));
+    }
+    let chains = oci::chain_ids(&config.rootfs.diff_ids);
+    for l in &manifest.layers {
+        if ![
+            media::OCI_LAYER,
+            media::OCI_LAYER_GZIP,
+            media::OCI_LAYER_ZSTD,
+            media::DOCKER_LAYER,
+            media::DOCKER_LAYER_TAR,
+        ]
+        .contains(&l.media_type.as_str())
+        {
+            return Err(PullError::Image(ImageError::Invalid(format!(
+                "layer {} has unsupported media type \"{}\"",
+                l.digest, l.media_type
+            ))));
+        }
+    }
+
+    // Download and unpack layers on a bounded pool; after the first failure
+    // no new layer starts, but those in flight finish, so a retry reuses them.
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<PullError>> = Mutex::new(None);
+    let workers = opts
+        .concurrency
+        .clamp(1, 16)
+        .min(manifest.layers.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= manifest.layers.len() || failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let parent = i.checked_sub(1).map(|p| chains[p].as_str());
+                    let layer = &manifest.layers[i];
+                    let result = layer_job(
+                        images,
+                        &client,
+                        layer,
+                        &config.rootfs.diff_ids[i],
+                        &chains[i],
+                        parent,
+                        observer,
+                        bytes,
+                    );
+                    if let Err(e) = result {
+                        failed.store(true, Ordering::Relaxed);
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(images.commit(&manifest_digest, index.as_ref(), &[r.to_string()])?)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn layer_job(
+    images: &Images,
+    client: &Client,
+    layer: &Descriptor,
+    diff_id: &str,
+    chain_id: &str,
+    parent: Option<&str>,
+    observer: &dyn Observer,
+    bytes: &AtomicU64,
+) -> Result<(), PullError> {
+    let started = Instant::now();
+    let digest: Digest = layer
+        .digest
+        .parse()
+        .map_err(|e| PullError::Image(ImageError::Digest(e)))?;
+    let store = images.store();
+    let have_snapshot = store
+        .db
+        .snapshot(chain_id)
+        .map_err(ImageError::from)?
+        .is_some()
+        && store.snapshots.exists(chain_id);
+    let mut downloaded = 0;
+    if !store.blobs.contains(&digest) {
+        observer.event(Event::LayerStarted {
+            digest: layer.digest.clone(),
+            size: layer.size,
+        });
+        downloaded = client.blob(images, layer, Some(observer), bytes)?;
+    }
+    if !have_snapshot {
+        images.ensure_snapshot(&digest, diff_id, chain_id, parent)?;
+    }
+    observer.event(Event::LayerDone {
+        digest: layer.digest.clone(),
+        bytes: downloaded,
+        cached: downloaded == 0,
+        duration: started.elapsed(),
+    });
+    Ok(())
+}
+
+/// A registry connection for one repository.
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+    registry: String,
+    repository: String,
+    credentials: Option<Credentials>,
+    authorization: Mutex<Option<String>>,
+}
+
+impl Client {
+    fn new(r: &ImageRef, opts: &PullOptions) -> Self {
+        let plain = r.registry_is_loopback() || opts.insecure.contains(&r.registry);
+        let host = if r.registry == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            r.registry.as_str()
+        };
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .user_agent(concat!("moor/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Self {
+            agent: config.into(),
+            base: format!("{}://{host}", if plain { "http" } else { "https" }),
+            registry: r.registry.clone(),
+            repository: r.repository.clone(),
+            credentials: opts
+                .credentials
+                .clone()
+                .or_else(|| credentials_for(&r.registry)),
+            authorization: Mutex::new(None),
+        }
+    }
+
+    /// GETs a registry path, authenticating once on `401`.
+    fn get(
+        &self,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Result<ureq::http::Response<ureq::Body>, PullError> {
+        let url = format!("{}{path}", self.base);
+        for attempt in 0..2 {
+            let mut req = self.agent.get(&url);
+            if let Some(a) = accept {
+                req = req.header("Accept", a);
+            }
+            if let Some(auth) = self
+                .authorization
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                req = req.header("Authorization", auth);
+            }
+            let mut resp = req.call().map_err(|source| PullError::Http {
+                url: url.clone(),
+                source,
+            })?;
+            let status = resp.status().as_u16();
+            if status == 401 && attempt == 0 {
+                let challenge = resp
+                    .headers()
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let auth = self.authenticate(&challenge)?;
+                *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(auth);
+                continue;
+            }
+            if !(200..300).contains(&status) {
+                let detail = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(512)
+                    .read_to_string()
+                    .ok()
+                    .map(|b| format!(": {}", b.trim()))
+                    .filter(|b| b.len() > 2)
+                    .unwrap_or_default();
+                if status == 401 {
+                    return Err(PullError::Auth {
+                        registry: self.registry.clone(),
+                        reason: format!("credentials refused{detail}"),
+                    });
+                }
+                return Err(PullError::Status {
+                    url,
+                    status,
+                    detail,
+                });
+            }
+            return Ok(resp);
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Answers a `WWW-Authenticate` challenge with an `Authorization` value.
+    fn authenticate(&self, challenge: &str) -> Result<String, PullError> {
+        let err = |reason: String| PullError::Auth {
+            registry: self.registry.clone(),
+            reason,
+        };
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        let params = parse_challenge(params);
+        match scheme.to_ascii_lowercase().as_str() {
+            "basic" => {
+                let c = self.credentials.as_ref().ok_or_else(|| {
+                    err("registry wants basic auth and no credentials are configured".into())
+                })?;
+                Ok(format!("Basic {}", c.basic()))
+            }
+            "bearer" => {
+                let realm = params
+                    .iter()
+                    .find(|(k, _)| k == "realm")
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| err("bearer challenge without realm".into()))?;
+                let mut url = realm;
+                let mut sep = if url.contains('?') { '&' } else { '?' };
+                for key in ["service", "scope"] {
+                    let value = params
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| {
+                            (key == "scope").then(|| format!("repository:{}:pull", self.repository))
+                        });
+                    if let Some(v) = value {
+                        url.push(sep);
+                        url.push_str(key);
+                        url.push('=');
+                        url.push_str(&percent_encode(&v));
+                        sep = '&';
+                    }
+                }
+                let mut req = self.agent.get(&url);
+                if let Some(c) = &self.credentials {
+                    req = req.header("Authorization", format!("Basic {}", c.basic()));
+                }
+                let mut resp = req.call().map_err(|source| PullError::Http {
+                    url: url.clone(),
+                    source,
+                })?;
+                if !resp.status().is_success() {
+                    return Err(err(format!(
+                        "token endpoint answered {}",
+                        resp.status().as_u16()
+                    )));
+                }
+                #[derive(serde::Deserialize)]
+                struct Token {
+                    token: Option<String>,
+                    access_token: Option<String>,
+                }
+                let t: Token = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(1 << 20)
+                    .read_json()
+                    .map_err(|e| err(format!("bad token response: {e}")))?;
+                let token = t
+                    .token
+                    .or(t.access_token)
+                    .ok_or_else(|| err("token response has no token".into()))?;
+                Ok(format!("Bearer {token}"))
+            }
+            other => Err(err(format!("unsupported auth scheme \"{other}\""))),
+        }
+    }
+
+    /// Fetches a manifest by tag or digest; checks it against `digest` when
+    /// given (and against the registry's `Docker-Content-Digest` always).
+    fn manifest(
+        &self,
+        reference: &str,
+        digest: Option<&str>,
+    ) -> Result<(Vec<u8>, Option<String>), PullError> {
+        let path = format!("/v2/{}/manifests/{reference}", self.repository);
+        let mut resp = self.get(&path, Some(media::ACCEPT))?;
+        let announced = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_MANIFEST)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => PullError::ManifestTooLarge {
+                    reference: reference.into(),
+                },
+                source => PullError::Http {
+                    url: format!("{}{path}", self.base),
+                    source,
+                },
+            })?;
+        let actual = Digest::of(&body).to_string();
+        for expected in [
+            digest.map(String::from),
+            header_digest.filter(|h| h.starts_with("sha256:")),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if expected != actual {
+                return Err(PullError::ManifestDigest {
+                    reference: format!("{}:{reference}", self.repository),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        Ok((body, announced))
+    }
+
+    /// Streams a blob into the store, checking size as it comes and digest
+    /// at the end. Returns the bytes downloaded.
+    fn blob(
+        &self,
+        images: &Images,
+        desc: &Descriptor,
+        observer: Option<&dyn Observer>,
+        total: &AtomicU64,
+    ) -> Result<u64, PullError> {
+        let digest: Digest = desc
+            .digest
+            .parse()
+            .map_err(|e| PullError::Image(ImageError::Digest(e)))?;
+        let blob_err = |source| PullError::Blob {
+            digest: desc.digest.clone(),
+            source,
+        };
+        let path = format!("/v2/{}/blobs/{}", self.repository, desc.digest);
+        let resp = self.get(&path, None)?;
+        let mut ingest = images
+            .store()
+            .blobs
+            .ingest(Some(&digest), Some(desc.size))
+            .map_err(blob_err)?;
+        let mut reader = resp.into_body().into_reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut last_report = 0;
+        loop {
+            let n =
+                std::io::Read::read(&mut reader, &mut buf).map_err(|source| PullError::Read {
+                    url: format!("{}{path}", self.base),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            ingest.write_chunk(&buf[..n]).map_err(blob_err)?;
+            total.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(o) = observer
+                && ingest.written() - last_report >= 1 << 20
+            {
+                last_report = ingest.written();
+                o.event(Event::LayerProgress {
+                    digest: desc.digest.clone(),
+                    bytes: last_report,
+                    size: desc.size,
+                });
+            }
+        }
+        let n = ingest.written();
+        ingest.commit().map_err(blob_err)?;
+        Ok(n)
+    }
+}
+
+/// `key="value", key2=value2` pairs of a challenge.
+fn parse_challenge(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, tail) = if let Some(q) = after.strip_prefix('"') {
+            match q.find('"') {
+                Some(end) => (q[..end].to_string(), &q[end + 1..]),
+                None => (q.to_string(), ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (after[..end].trim().to_string(), &after[end..]),
+                None => (after.trim().to_string(), ""),
+            }
+        };
+        out.push((key, value));
+        rest = tail.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Credentials {
+    fn basic(&self) -> String {
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.username, self.password))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let p = parse_challenge(
+            r#"realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        );
+        assert_eq!(
+            p[0],
+            ("realm".into(), "https://auth.docker.io/token".into())
+        );
+        assert_eq!(
+            p[2],
+            ("scope".into(), "repository:library/busybox:pull".into())
+        );
+        assert_eq!(
+            percent_encode("repository:a/b:pull"),
+            "repository%3Aa%2Fb%3Apull"
+        );
+    }
+}

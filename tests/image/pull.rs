@@ -1,0 +1,220 @@
+//! Pulls from a real registry.
+
+use std::os::unix::fs::FileTypeExt;
+
+use super::layers::{self, Layer, file, tar_of};
+use super::registry::Registry;
+use super::{leftovers, moor_in, ok, stderr};
+
+fn snapshot_of(state: &std::path::Path, chain_id: &str) -> std::path::PathBuf {
+    state
+        .join("snapshots")
+        .join(chain_id.trim_start_matches("sha256:"))
+}
+
+#[test]
+fn pull_multi_layer_image_then_again_downloads_nothing_then_rm_prune_leave_nothing() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let image = layers::standard_image();
+    registry.push("test/busybox", "1.36", &image);
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let reference = format!("{}/test/busybox:1.36", registry.addr);
+
+    let first = moor_in(&state, &["image", "pull", &reference]);
+    let out = ok(&first);
+    assert!(out.contains(&image.manifest_digest), "{out}");
+    assert!(
+        !stderr(&first).contains("finished: 0 B"),
+        "{}",
+        stderr(&first)
+    );
+
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&moor_in(&state, &["images", "--json"]))).unwrap();
+    let rec = &v[0];
+    assert_eq!(rec["digest"], image.manifest_digest.as_str());
+    assert_eq!(rec["refs"][0], reference.as_str());
+    let expected_size: usize = image.manifest.len()
+        + image.config.len()
+        + image.layers.iter().map(|l| l.blob.len()).sum::<usize>();
+    assert_eq!(rec["size"], expected_size as u64);
+    let table = ok(&moor_in(&state, &["images"]));
+    assert!(
+        table.contains(&reference) && table.contains(&image.manifest_digest[..19]),
+        "{table}"
+    );
+
+    // Layers unpacked in overlay form: whiteout and opaque directory.
+    let chains: Vec<String> = rec["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["chain_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        snapshot_of(&state, &chains[0])
+            .join("bin/busybox")
+            .is_file()
+    );
+    let wh =
+        std::fs::symlink_metadata(snapshot_of(&state, &chains[1]).join("etc/hostname")).unwrap();
+    assert!(
+        wh.file_type().is_char_device(),
+        "whiteout became a 0/0 character device"
+    );
+    assert_eq!(
+        std::fs::read(snapshot_of(&state, &chains[1]).join("data/blob.bin"))
+            .unwrap()
+            .len(),
+        300_000
+    );
+    let www = snapshot_of(&state, &chains[2]).join("www");
+    assert_eq!(
+        xattr(&www, "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+
+    let before = leftovers(&state);
+    let second = moor_in(&state, &["image", "pull", &reference]);
+    ok(&second);
+    let err = stderr(&second);
+    assert!(
+        err.contains("finished: 0 B downloaded"),
+        "second pull downloads nothing: {err}"
+    );
+    assert_eq!(err.matches("already present").count(), 3, "{err}");
+    assert_eq!(leftovers(&state), before);
+
+    // By digest too, from the store without downloading.
+    let by_digest = format!("{}/test/busybox@{}", registry.addr, image.manifest_digest);
+    let third = moor_in(&state, &["image", "pull", &by_digest]);
+    ok(&third);
+    assert!(
+        stderr(&third).contains("finished: 0 B downloaded"),
+        "{}",
+        stderr(&third)
+    );
+
+    ok(&moor_in(&state, &["image", "rm", &reference]));
+    let table = ok(&moor_in(&state, &["images"]));
+    assert!(
+        table.contains("@sha256:"),
+        "the digest reference still names the image: {table}"
+    );
+    ok(&moor_in(&state, &["image", "rm", &by_digest]));
+    let out = ok(&moor_in(&state, &["image", "prune"]));
+    assert!(out.contains("3 snapshots"), "{out}");
+    assert_eq!(leftovers(&state), Vec::<String>::new());
+}
+
+#[test]
+fn two_images_sharing_a_base_layer_store_it_once() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let base = layers::base_layer();
+    let a = layers::image(vec![
+        base.clone(),
+        Layer::gzip(&tar_of(|b| file(b, "a.txt", b"a"))),
+    ]);
+    let b = layers::image(vec![
+        base.clone(),
+        Layer::gzip(&tar_of(|b| file(b, "b.txt", b"b"))),
+    ]);
+    registry.push("test/a", "1", &a);
+    registry.push("test/b", "1", &b);
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    ok(&moor_in(
+        &state,
+        &["image", "pull", &format!("{}/test/a:1", registry.addr)],
+    ));
+    let second = moor_in(
+        &state,
+        &["image", "pull", &format!("{}/test/b:1", registry.addr)],
+    );
+    ok(&second);
+    assert_eq!(
+        stderr(&second).matches("already present").count(),
+        1,
+        "base reused: {}",
+        stderr(&second)
+    );
+    let left = leftovers(&state);
+    assert_eq!(
+        left.iter().filter(|l| l.starts_with("snapshots/")).count(),
+        3,
+        "{left:?}"
+    );
+    // 2 manifests + 2 configs + base + 2 tops.
+    assert_eq!(
+        left.iter().filter(|l| l.starts_with("blobs/")).count(),
+        7,
+        "{left:?}"
+    );
+    // Removing one image keeps the shared base for the other.
+    ok(&moor_in(
+        &state,
+        &["image", "rm", &format!("{}/test/a:1", registry.addr)],
+    ));
+    ok(&moor_in(&state, &["image", "prune"]));
+    let left = leftovers(&state);
+    assert_eq!(
+        left.iter().filter(|l| l.starts_with("snapshots/")).count(),
+        2,
+        "{left:?}"
+    );
+    assert!(left.contains(&format!(
+        "blobs/sha256/{}",
+        layers::digest(&base.blob).trim_start_matches("sha256:")
+    )));
+}
+
+#[test]
+fn pull_resolves_an_index_to_the_host_platform() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let host = layers::image(vec![Layer::gzip(&tar_of(|b| {
+        file(b, "arch", layers::host_arch().as_bytes())
+    }))]);
+    let other_arch = if layers::host_arch() == "s390x" {
+        "ppc64le"
+    } else {
+        "s390x"
+    };
+    let other = layers::image_for(
+        vec![Layer::gzip(&tar_of(|b| {
+            file(b, "arch", other_arch.as_bytes())
+        }))],
+        other_arch,
+    );
+    registry.push("test/multi", "other", &other);
+    registry.push("test/multi", "host", &host);
+    let index = layers::index(&[(&other, other_arch), (&host, layers::host_arch())]);
+    registry.push_manifest("test/multi", "1", layers::OCI_INDEX, &index);
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let out = ok(&moor_in(
+        &state,
+        &["image", "pull", &format!("{}/test/multi:1", registry.addr)],
+    ));
+    assert!(out.contains(&host.manifest_digest), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&moor_in(&state, &["images", "--json"]))).unwrap();
+    assert_eq!(v[0]["index"], layers::digest(&index).as_str());
+    assert_eq!(
+        v[0]["platform"],
+        format!("linux/{}", layers::host_arch()).as_str()
+    );
+}
+
+fn xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 64];
+    let n = rustix::fs::getxattr(path, name, &mut buf[..]).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
