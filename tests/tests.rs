@@ -5,5 +5,6 @@
 //! says loudly that it did not run.
 
 mod common;
+mod metrics;
 mod image;
 mod validate;

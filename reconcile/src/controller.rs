@@ -118,8 +118,23 @@ pub trait Recorder: Send + Sync {
     fn action(&self, _kind: Kind, _verb: Verb, _ok: bool) {}
     /// A resource that was ready drifted from its spec on the host.
     fn drift(&self, _kind: Kind) {}
-    /// Resources waiting for a retry.
+    /// Resources waiting for a retry, and retries so far.
     fn queue(&self, _depth: usize, _retries: u64) {}
+    /// What a pass saw: desired and observed state, and drifted resources by kind.
+    fn pass_view(&self, _view: &PassView<'_>) {}
+}
+
+/// What one pass saw, for [`Recorder::pass_view`].
+#[derive(Debug)]
+pub struct PassView<'a> {
+    /// The desired state in force.
+    pub desired: &'a DesiredState,
+    /// The host as observed at the start of the pass.
+    pub observed: &'a crate::Observed,
+    /// The project.
+    pub project: &'a str,
+    /// Resources that had drifted from their spec, by kind.
+    pub drifted: BTreeMap<Kind, i64>,
 }
 
 /// A recorder that records nothing.
@@ -294,6 +309,7 @@ impl<R: Runtime> Controller<R> {
         plan.actions = runnable;
 
         // Drift: a resource that was ready needs an action without its spec having changed.
+        let mut drifted: BTreeMap<Kind, i64> = BTreeMap::new();
         for a in &plan.actions {
             let key = format!("{}/{}", a.kind, a.name);
             let was_ready = self
@@ -303,8 +319,15 @@ impl<R: Runtime> Controller<R> {
                 .is_some_and(|c| c.status == ConditionStatus::Ready);
             if was_ready && !a.reason.starts_with("spec changed") && a.verb != Verb::Remove {
                 recorder.drift(a.kind);
+                *drifted.entry(a.kind).or_default() += 1;
             }
         }
+        recorder.pass_view(&PassView {
+            desired: &desired,
+            observed: &observed,
+            project: &self.opts.apply.project,
+            drifted,
+        });
 
         let outcomes = apply(&self.runtime, &plan, &desired, &observed, &self.opts.apply).await;
 

@@ -20,8 +20,8 @@ mod runtime;
 pub use apply::{ApplyOptions, Outcome, apply};
 pub use backoff::{BACKOFF_BASE, BACKOFF_MAX, Backoff};
 pub use controller::{
-    Condition, ConditionStatus, Controller, ControllerOptions, NoRecorder, Recorder, Status,
-    Trigger,
+    Condition, ConditionStatus, Controller, ControllerOptions, NoRecorder, PassView, Recorder,
+    Status, Trigger,
 };
 pub use diff::{
     DiffError, DiffOptions, RESTART_BACKOFF_BASE, RESTART_BACKOFF_MAX, RESTART_BACKOFF_RESET,
