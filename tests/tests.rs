@@ -7,4 +7,5 @@
 mod common;
 mod metrics;
 mod image;
+mod spec_props;
 mod validate;
