@@ -5,6 +5,7 @@
 //! says loudly that it did not run.
 
 mod common;
+mod containers;
 mod metrics;
 mod image;
 mod spec_props;

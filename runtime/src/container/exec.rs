@@ -26,8 +26,8 @@ impl Engine {
             cmd.arg("--tty");
         }
         let status = cmd
+            // runc takes everything after the id as the command: no `--`.
             .arg(&info.record.id)
-            .arg("--")
             .args(args)
             .stdin(Stdio::inherit())
             .status()

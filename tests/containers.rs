@@ -1,0 +1,813 @@
+//! Containers end to end: the real `moor` binary, the real kernel, `runc`,
+//! and a busybox root filesystem (Debian's busybox-static), as root.
+//!
+//! Each test owns a state dir and a cgroup parent; its [`Ctx`] guard
+//! removes every container, cgroup, mount and process it made, even when
+//! the test fails.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{moor_bin, require};
+
+/// The commands the busybox root filesystem links to busybox.
+const APPLETS: &[&str] = &[
+    "sh", "sleep", "cat", "ps", "hostname", "mount", "wget", "httpd", "true", "echo", "ls", "grep",
+    "head", "tr", "seq", "wc", "test", "touch", "kill", "id", "stat",
+];
+
+/// One test's engine: a private state dir, a private cgroup parent, a
+/// busybox layer. Dropping it cleans up everything.
+struct Ctx {
+    dir: tempfile::TempDir,
+    cgroup_parent: String,
+}
+
+impl Ctx {
+    /// `None` (after saying why) when the prerequisites are missing off CI.
+    fn new(test: &str) -> Option<Self> {
+        if !require(&["runc", "busybox"], true) {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("moor-ctr-")
+            .tempdir()
+            .expect("temp dir");
+        let ctx = Ctx {
+            cgroup_parent: format!("moor-test-{}-{test}", std::process::id()),
+            dir,
+        };
+        let layer = ctx.layer("busybox");
+        fs::create_dir_all(layer.join("bin")).unwrap();
+        for d in ["etc", "tmp", "proc", "sys", "dev", "root", "mnt"] {
+            fs::create_dir_all(layer.join(d)).unwrap();
+        }
+        let busybox = crate::common::which("busybox").expect("busybox");
+        fs::copy(&busybox, layer.join("bin/busybox")).unwrap();
+        for a in APPLETS {
+            symlink("busybox", layer.join("bin").join(a)).unwrap();
+        }
+        fs::write(
+            layer.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+        )
+        .unwrap();
+        fs::write(layer.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+        Some(ctx)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// A directory for a root filesystem layer.
+    fn layer(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join("layers").join(name);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// `moor --state-dir STATE ARGS…`.
+    fn moor(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run moor")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(moor_bin());
+        c.arg("--state-dir")
+            .arg(self.state())
+            .args(args)
+            .env("MOOR_CGROUP_PARENT", &self.cgroup_parent)
+            .env_remove("MOOR_STATE_DIR")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `moor dev run` of container `name` over the given layers, with an
+    /// optional manifest (TOML declaring `[containers.NAME]`) and command.
+    fn run_with(
+        &self,
+        name: &str,
+        layers: &[&Path],
+        manifest: Option<&str>,
+        cmd: &[&str],
+    ) -> Output {
+        let mut args: Vec<String> = vec!["dev".into(), "run".into(), "--name".into(), name.into()];
+        for l in layers {
+            args.push("--rootfs".into());
+            args.push(l.to_string_lossy().into_owned());
+        }
+        if let Some(text) = manifest {
+            let path = self.dir.path().join(format!("{name}.toml"));
+            fs::write(&path, text).unwrap();
+            args.push("--manifest".into());
+            args.push(path.to_string_lossy().into_owned());
+        }
+        if !cmd.is_empty() {
+            args.push("--".into());
+            args.extend(cmd.iter().map(|s| s.to_string()));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.moor(&args)
+    }
+
+    /// Runs a container over the busybox layer; panics unless it started.
+    /// Returns its host PID.
+    fn run(&self, name: &str, manifest: Option<&str>, cmd: &[&str]) -> i32 {
+        let out = self.run_with(name, &[&self.layer("busybox")], manifest, cmd);
+        assert!(
+            out.status.success(),
+            "dev run {name} failed: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .expect("pid in dev run output")
+    }
+
+    /// Waits for `name` to exit; returns its exit record.
+    fn wait(&self, name: &str) -> Value {
+        let out = self.moor(&["dev", "wait", "--timeout", "30", name]);
+        assert!(
+            out.stdout.starts_with(b"{"),
+            "dev wait {name} failed: {}",
+            text(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("exit record JSON")
+    }
+
+    /// The container's log as `STREAM TEXT` lines.
+    fn logs(&self, name: &str) -> Vec<String> {
+        let out = self.moor(&["logs", "--timestamps", name]);
+        assert!(out.status.success(), "logs {name}: {}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).to_string())
+            .collect()
+    }
+
+    /// The stdout lines of the container's log.
+    fn stdout(&self, name: &str) -> Vec<String> {
+        self.logs(name)
+            .iter()
+            .filter_map(|l| l.strip_prefix("stdout ").map(str::to_string))
+            .collect()
+    }
+
+    fn inspect(&self, name: &str) -> Value {
+        let out = self.moor(&["inspect", name]);
+        assert!(
+            out.status.success(),
+            "inspect {name}: {}",
+            text(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("inspect JSON")
+    }
+
+    fn ps_all(&self) -> Vec<Value> {
+        let out = self.moor(&["ps", "--all", "--json"]);
+        assert!(out.status.success(), "ps: {}", text(&out.stderr));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("ps JSON")
+    }
+
+    fn rm(&self, name: &str) {
+        let out = self.moor(&["dev", "rm", "--force", name]);
+        assert!(out.status.success(), "rm {name}: {}", text(&out.stderr));
+    }
+
+    /// Every cgroup directory under this test's parent, in every hierarchy.
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        cgroup_mounts()
+            .iter()
+            .map(|m| m.join(&self.cgroup_parent))
+            .filter(|p| p.is_dir())
+            .flat_map(|p| {
+                fs::read_dir(p)
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path())
+            })
+            .collect()
+    }
+
+    /// Mounts under this test's directory.
+    fn mounts(&self) -> Vec<String> {
+        let root = self.dir.path().to_string_lossy().into_owned();
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&root))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Asserts that nothing of the container engine is left: no container
+    /// cgroups, no mounts.
+    fn assert_no_leaks(&self) {
+        assert_eq!(
+            self.cgroup_dirs(),
+            Vec::<PathBuf>::new(),
+            "cgroups left behind"
+        );
+        assert_eq!(self.mounts(), Vec::<String>::new(), "mounts left behind");
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        if self.state().join("containers").is_dir() {
+            for entry in fs::read_dir(self.state().join("containers"))
+                .unwrap()
+                .flatten()
+            {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let _ = self.moor(&["dev", "rm", "--force", &name]);
+            }
+        }
+        // Belt and braces, for a test that failed half-way: kill what is
+        // left in the cgroups, remove them, unmount.
+        for mount in cgroup_mounts() {
+            let parent = mount.join(&self.cgroup_parent);
+            kill_and_remove(&parent);
+        }
+        for m in self.mounts().iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
+fn cgroup_mounts() -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" - cgroup ") || l.contains(" - cgroup2 "))
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .collect()
+}
+
+fn kill_and_remove(dir: &Path) {
+    if !dir.is_dir() {
+        return;
+    }
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            kill_and_remove(&e.path());
+        }
+    }
+    for _ in 0..100 {
+        for pid in fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+        {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+        if fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn process_exists(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn container_sees_only_itself() {
+    let Some(ctx) = Ctx::new("isolation") else {
+        return;
+    };
+    let host_marker = ctx.dir.path().join("host-only-file");
+    fs::write(&host_marker, "secret").unwrap();
+    let script = format!(
+        "echo pid=$$; ps -o pid,args | wc -l; hostname; \
+         test -e {} && echo host-visible || echo host-hidden; \
+         test -e /etc/hostname && cat /etc/hostname",
+        host_marker.display()
+    );
+    ctx.run("iso", None, &["sh", "-c", &script]);
+    assert_eq!(ctx.wait("iso")["exit_code"], 0);
+    let out = ctx.stdout("iso");
+    assert_eq!(out[0], "pid=1", "the command is PID 1: {out:?}");
+    // Header, sh (PID 1), ps and wc: nothing of the host.
+    assert_eq!(
+        out[1].trim(),
+        "4",
+        "ps shows only the container's processes: {out:?}"
+    );
+    assert_eq!(out[2], "iso", "the hostname is the container's");
+    assert_eq!(out[3], "host-hidden");
+    assert_eq!(out[4], "iso");
+    ctx.rm("iso");
+    ctx.assert_no_leaks();
+}
+
+#[test]
+fn security_defaults_follow_docker() {
+    let Some(ctx) = Ctx::new("security") else {
+        return;
+    };
+    let script = "grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; \
+                  echo kcore=$(wc -c < /proc/kcore 2>/dev/null) keys=$(wc -c < /proc/keys) timer_list=$(wc -c < /proc/timer_list); \
+                  (echo 1 > /proc/sys/kernel/sysrq) 2>/dev/null && echo sysctl-written || echo sysctl-denied; \
+                  mount -t tmpfs none /mnt 2>/dev/null && echo mounted || echo mount-denied; \
+                  ls /dev | tr '\\n' ' '";
+    ctx.run("sec", None, &["sh", "-c", script]);
+    assert_eq!(ctx.wait("sec")["exit_code"], 0);
+    let out = ctx.stdout("sec");
+    // Docker's 14 default capabilities.
+    assert!(
+        out.contains(&"CapBnd:\t00000000a80425fb".to_string()),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&"CapEff:\t00000000a80425fb".to_string()),
+        "{out:?}"
+    );
+    assert!(out.contains(&"NoNewPrivs:\t1".to_string()), "{out:?}");
+    // Masked files read as empty; a kernel without /proc/kcore has none to mask.
+    let kcore = if Path::new("/proc/kcore").exists() {
+        "0"
+    } else {
+        ""
+    };
+    let want = format!("kcore={kcore} keys=0 timer_list=0");
+    assert!(
+        out.contains(&want),
+        "masked paths: want {want:?} in {out:?}"
+    );
+    assert!(out.contains(&"sysctl-denied".to_string()), "{out:?}");
+    assert!(out.contains(&"mount-denied".to_string()), "{out:?}");
+    let devs: Vec<&str> = out.last().unwrap().split_whitespace().collect();
+    for d in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue",
+    ] {
+        assert!(devs.contains(&d), "/dev/{d} missing: {devs:?}");
+    }
+    assert!(
+        !devs
+            .iter()
+            .any(|d| d.starts_with("sd") || d.starts_with("nvme") || *d == "mem"),
+        "host devices in /dev: {devs:?}"
+    );
+}
+
+#[test]
+fn exit_codes_and_signals_are_recorded() {
+    let Some(ctx) = Ctx::new("exits") else { return };
+    ctx.run("ok", None, &["true"]);
+    ctx.run("three", None, &["sh", "-c", "exit 3"]);
+    let pid = ctx.run("killed", None, &["sleep", "1000"]);
+    let out = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ok = ctx.wait("ok");
+    assert_eq!(
+        (ok["exit_code"].as_i64(), ok["oom_killed"].as_bool()),
+        (Some(0), Some(false))
+    );
+    assert_eq!(ctx.wait("three")["exit_code"], 3);
+    let killed = ctx.wait("killed");
+    assert_eq!(
+        (killed["exit_code"].as_i64(), killed["signal"].as_i64()),
+        (Some(137), Some(9))
+    );
+    let ps = ctx.ps_all();
+    let states: Vec<(&str, &str, i64)> = ps
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap(),
+                c["state"].as_str().unwrap(),
+                c["exit_code"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("killed", "exited", 137),
+            ("ok", "exited", 0),
+            ("three", "exited", 3)
+        ]
+    );
+    // An exited container holds no cgroups and no mounts.
+    ctx.assert_no_leaks();
+}
+
+#[test]
+fn memory_limit_kills_with_137_and_the_oom_flag() {
+    let Some(ctx) = Ctx::new("oom") else { return };
+    let manifest = "[containers.hog]\nimage = \"busybox\"\nresources = { memory = \"16m\" }\n";
+    ctx.run(
+        "hog",
+        Some(manifest),
+        &["sh", "-c", "a=x; while :; do a=$a$a; done"],
+    );
+    let exit = ctx.wait("hog");
+    assert_eq!(exit["exit_code"], 137, "{exit}");
+    assert_eq!(exit["oom_killed"], true, "{exit}");
+    let ps = ctx.ps_all();
+    assert_eq!(ps[0]["oom_killed"], true);
+    ctx.assert_no_leaks();
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    let Some(ctx) = Ctx::new("pids") else { return };
+    let manifest = "[containers.bomb]\nimage = \"busybox\"\nresources = { pids = 20 }\n";
+    // The inner shell forks until the limit stops it (busybox sh gives up
+    // on the first failed fork); PID 1 survives and reports.
+    ctx.run(
+        "bomb",
+        Some(manifest),
+        &[
+            "sh",
+            "-c",
+            "sh -c 'for i in $(seq 100); do sleep 1000 & done'; echo survived; exec sleep 1000",
+        ],
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the fork bomb to be stopped",
+        || ctx.stdout("bomb").contains(&"survived".to_string()),
+    );
+    let logs = ctx.logs("bomb").join("\n");
+    assert!(
+        logs.contains("can't fork") || logs.contains("Resource temporarily unavailable"),
+        "{logs}"
+    );
+    let cgroup = ctx.inspect("bomb")["cgroup"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    let current = cgroup_mounts()
+        .iter()
+        .map(|m| m.join(&cgroup).join("pids.current"))
+        .find(|p| p.exists())
+        .map(|p| {
+            fs::read_to_string(p)
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .expect("pids.current of the container's cgroup");
+    assert!(current <= 20, "pids.current = {current}");
+    ctx.rm("bomb");
+    ctx.assert_no_leaks();
+}
+
+#[test]
+fn logs_hold_both_streams_in_order_and_follow() {
+    let Some(ctx) = Ctx::new("logs") else { return };
+    ctx.run(
+        "talk",
+        None,
+        &[
+            "sh",
+            "-c",
+            "echo one; sleep 0.1; echo two >&2; sleep 0.1; echo three; printf partial",
+        ],
+    );
+    ctx.wait("talk");
+    assert_eq!(
+        ctx.logs("talk"),
+        vec!["stdout one", "stderr two", "stdout three", "stdout partial"]
+    );
+    let plain = ctx.moor(&["logs", "--tail", "2", "talk"]);
+    assert_eq!(text(&plain.stdout), "three\npartial");
+
+    ctx.run(
+        "slow",
+        None,
+        &["sh", "-c", "echo first; sleep 1; echo second"],
+    );
+    let follow = ctx.command(&["logs", "-f", "slow"]).output().unwrap();
+    assert!(follow.status.success());
+    assert_eq!(
+        text(&follow.stdout),
+        "first\nsecond\n",
+        "logs -f follows until the container exits"
+    );
+}
+
+#[test]
+fn containers_outlive_moor_and_a_new_process_sees_their_true_state() {
+    let Some(ctx) = Ctx::new("survive") else {
+        return;
+    };
+    let long = ctx.run("long", None, &["sleep", "1000"]);
+    ctx.run("short", None, &["sh", "-c", "sleep 1; exit 7"]);
+    // A long-lived moor process (not a shim), killed with SIGKILL.
+    let mut follower = ctx
+        .command(&["logs", "-f", "long"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    // The short one exits while no moor process but the shims runs.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(process_exists(long), "the container survived");
+    let ps = ctx.ps_all();
+    let by_name = |n: &str| ps.iter().find(|c| c["name"] == n).unwrap().clone();
+    assert_eq!(by_name("long")["state"], "running");
+    assert_eq!(by_name("long")["pid"], long);
+    assert_eq!(by_name("short")["state"], "exited");
+    assert_eq!(by_name("short")["exit_code"], 7);
+    let running = ctx.moor(&["ps", "--json"]);
+    let running: Vec<Value> = serde_json::from_slice(&running.stdout).unwrap();
+    assert_eq!(
+        running.len(),
+        1,
+        "ps without --all lists running containers only"
+    );
+    // The shim is in its own session, not the caller's.
+    let shim = ctx.inspect("long")["shim"]["shim_pid"].as_i64().unwrap();
+    let sid = |pid: i64| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .rsplit(") ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(3)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        sid(shim),
+        shim.to_string(),
+        "the shim leads its own session"
+    );
+    ctx.rm("long");
+    ctx.rm("short");
+    assert!(!process_exists(long));
+    ctx.assert_no_leaks();
+}
+
+#[test]
+fn a_killed_shim_is_detected_and_cleaned_up() {
+    let Some(ctx) = Ctx::new("lostshim") else {
+        return;
+    };
+    let pid = ctx.run("orphan", None, &["sleep", "1000"]);
+    let shim = ctx.inspect("orphan")["shim"]["shim_pid"].as_i64().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &shim.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    eventually(Duration::from_secs(5), "the shim to die", || {
+        !process_exists(shim as i32)
+    });
+    let info = ctx.inspect("orphan");
+    assert_eq!(info["state"], "lost", "{info}");
+    let stop = ctx.moor(&["dev", "stop", "orphan"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    let info = ctx.inspect("orphan");
+    assert_eq!(info["state"], "exited");
+    assert_eq!(info["exit_code"], 137);
+    assert_eq!(info["reason"], "supervisor lost; killed");
+    eventually(
+        Duration::from_secs(5),
+        "the container's process to die",
+        || !process_exists(pid),
+    );
+    ctx.assert_no_leaks();
+    ctx.rm("orphan");
+}
+
+#[test]
+fn stop_signal_grace_period_then_sigkill() {
+    let Some(ctx) = Ctx::new("stop") else { return };
+    let polite = "[containers.polite]\nimage = \"busybox\"\nstop_grace_period = \"10s\"\n";
+    ctx.run(
+        "polite",
+        Some(polite),
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+        ],
+    );
+    // A plain `sleep` as PID 1 ignores SIGTERM: only SIGKILL ends it.
+    let stubborn = "[containers.stubborn]\nimage = \"busybox\"\nstop_grace_period = \"1s\"\n";
+    ctx.run("stubborn", Some(stubborn), &["sleep", "1000"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let out = ctx.moor(&["dev", "stop", "polite"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stopped by its signal, not the grace period"
+    );
+    assert_eq!(ctx.inspect("polite")["exit_code"], 0);
+    let t = Instant::now();
+    let out = ctx.moor(&["dev", "stop", "stubborn"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "the grace period was given"
+    );
+    assert_eq!(ctx.inspect("stubborn")["exit_code"], 137);
+    ctx.assert_no_leaks();
+}
+
+#[test]
+fn init_forwards_signals_and_reaps() {
+    let Some(ctx) = Ctx::new("init") else { return };
+    if !require(&["tini-static"], false) {
+        return;
+    }
+    let manifest = "[containers.sleeper]\nimage = \"busybox\"\ninit = true\n";
+    ctx.run("sleeper", Some(manifest), &["sleep", "1000"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let out = ctx.moor(&["dev", "stop", "sleeper"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the init forwarded SIGTERM: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(ctx.inspect("sleeper")["exit_code"], 143);
+    ctx.assert_no_leaks();
+}
+
+#[test]
+fn exec_joins_the_container() {
+    let Some(ctx) = Ctx::new("exec") else { return };
+    let manifest = "[containers.box]\nimage = \"busybox\"\nenv = { GREETING = \"hello\" }\n";
+    ctx.run("box", Some(manifest), &["sleep", "1000"]);
+    let out = ctx.moor(&[
+        "exec",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "hostname; echo $GREETING; ps -o comm | grep -c '^sleep'",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "box\nhello\n1\n");
+    let out = ctx.moor(&["exec", "box", "--", "sh", "-c", "exit 5"]);
+    assert_eq!(out.status.code(), Some(5));
+    ctx.rm("box");
+    let out = ctx.moor(&["exec", "box", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no container named \"box\""),
+        "{}",
+        text(&out.stderr)
+    );
+    ctx.assert_no_leaks();
+}
+
+#[test]
+fn named_volume_survives_recreation() {
+    let Some(ctx) = Ctx::new("volume") else {
+        return;
+    };
+    let manifest =
+        "[volumes.data]\n[containers.db]\nimage = \"busybox\"\nmounts = [\"data:/var/data\"]\n";
+    ctx.run(
+        "db",
+        Some(manifest),
+        &["sh", "-c", "echo persisted > /var/data/f"],
+    );
+    assert_eq!(ctx.wait("db")["exit_code"], 0);
+    ctx.rm("db");
+    ctx.run("db", Some(manifest), &["cat", "/var/data/f"]);
+    assert_eq!(ctx.wait("db")["exit_code"], 0);
+    assert_eq!(ctx.stdout("db"), vec!["persisted"]);
+    ctx.rm("db");
+    assert!(
+        ctx.state().join("volumes/data/data/f").exists(),
+        "the volume stays after removal"
+    );
+    ctx.assert_no_leaks();
+}
+
+#[test]
+fn read_only_mounts_and_root_are_enforced() {
+    let Some(ctx) = Ctx::new("readonly") else {
+        return;
+    };
+    let host = ctx.dir.path().join("shared");
+    fs::create_dir_all(&host).unwrap();
+    fs::write(host.join("in"), "from host").unwrap();
+    let manifest = format!(
+        "[containers.ro]\nimage = \"busybox\"\nread_only = true\nmounts = [\"{}:/shared:ro\", \"tmpfs:/scratch\"]\n",
+        host.display()
+    );
+    let script = "cat /shared/in; echo; \
+                  (echo x > /shared/new) 2>/dev/null && echo bind-written || echo bind-denied; \
+                  touch /rootfile 2>/dev/null && echo root-written || echo root-denied; \
+                  echo ok > /scratch/f && cat /scratch/f";
+    ctx.run("ro", Some(&manifest), &["sh", "-c", script]);
+    ctx.wait("ro");
+    assert_eq!(
+        ctx.stdout("ro"),
+        vec!["from host", "bind-denied", "root-denied", "ok"]
+    );
+    assert!(!host.join("new").exists());
+    ctx.rm("ro");
+    ctx.assert_no_leaks();
+}
+
+#[test]
+fn symlinked_mount_destination_stays_inside_the_container() {
+    let Some(ctx) = Ctx::new("symlink") else {
+        return;
+    };
+    // A layer on top of busybox with symlinks that point at / and above it.
+    let evil = ctx.layer("evil");
+    symlink("/", evil.join("escape")).unwrap();
+    symlink("../../../../../..", evil.join("up")).unwrap();
+    let unique = format!("moor-escape-{}", std::process::id());
+    let manifest = format!(
+        "[volumes.v]\n[containers.sneaky]\nimage = \"busybox\"\nmounts = [\"v:/escape/tmp/{unique}\", \"tmpfs:/up/{unique}\"]\n"
+    );
+    let script = format!(
+        "echo in > /tmp/{unique}/f && cat /tmp/{unique}/f; test -d /{unique} && echo tmpfs-inside"
+    );
+    let out = ctx.run_with(
+        "sneaky",
+        &[&ctx.layer("busybox"), &evil],
+        Some(&manifest),
+        &["sh", "-c", &script],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    ctx.wait("sneaky");
+    assert_eq!(ctx.stdout("sneaky"), vec!["in", "tmpfs-inside"]);
+    assert!(
+        !Path::new("/tmp").join(&unique).exists(),
+        "a mount escaped to the host's /tmp"
+    );
+    assert!(
+        !Path::new("/").join(&unique).exists(),
+        "a mount escaped to the host's /"
+    );
+    assert_eq!(
+        fs::read_to_string(ctx.state().join("volumes/v/data/f")).unwrap(),
+        "in\n"
+    );
+    ctx.rm("sneaky");
+    ctx.assert_no_leaks();
+}
+
+#[test]
+fn missing_bind_source_fails_clearly() {
+    let Some(ctx) = Ctx::new("bindmissing") else {
+        return;
+    };
+    let missing = ctx.dir.path().join("does-not-exist");
+    let manifest = format!(
+        "[containers.b]\nimage = \"busybox\"\nmounts = [\"{}:/data\"]\n",
+        missing.display()
+    );
+    let out = ctx.run_with("b", &[&ctx.layer("busybox")], Some(&manifest), &["true"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "bind mount source {} does not exist",
+            missing.display()
+        )),
+        "unclear error: {err}"
+    );
+    assert!(
+        ctx.ps_all().is_empty(),
+        "the failed container was not left behind"
+    );
+    ctx.assert_no_leaks();
+}
