@@ -918,14 +918,49 @@ proptest! {
 /// Loads mutated text: it must not panic, and an invalid result must say
 /// where, inside the file.
 fn check_mutated(path: &str, text: String) -> Result<(), TestCaseError> {
-    let lines = text.lines().count().max(1) as u32;
+    // Line breaks as YAML counts them: "\n", "\r\n" and a lone "\r".
+    let lines =
+        (text.matches('\n').count() + text.replace("\r\n", "\n").matches('\r').count()) as u32 + 1;
     if let Err(diags) = moor_spec::load_texts(&[(PathBuf::from(path), text)]) {
         prop_assert!(!diags.is_empty());
         for d in &diags {
-            prop_assert!(d.line >= 1 && d.line <= lines + 1, "{d}");
+            prop_assert!(d.line >= 1 && d.line <= lines, "{d}");
             prop_assert!(d.column >= 1, "{d}");
             prop_assert!(!d.message.is_empty() && !d.message.ends_with('.'), "{d}");
         }
     }
     Ok(())
+}
+
+/// Regression: a number in an environment value or label was turned into
+/// Rust's rendering of it, so `VERSION: 1.10` reached the container as `1.1`.
+#[test]
+fn numbers_in_env_and_labels_keep_their_text() {
+    let yaml = load(&[(
+        "/m/app.yaml",
+        "containers:\n  app:\n    image: app\n    env: {VERSION: 1.10, PIN: 0123, BIG: 1e3, HEX: 0x1F}\n    labels: {release: 2.0}\n",
+    )]);
+    let spec = &yaml.containers["app"].spec;
+    let env: Vec<(&str, &str)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("BIG", "1e3"),
+            ("HEX", "0x1F"),
+            ("PIN", "0123"),
+            ("VERSION", "1.10")
+        ]
+    );
+    assert_eq!(spec.labels["release"], "2.0");
+
+    let toml = load(&[(
+        "/m/app.toml",
+        "[containers.app]\nimage = \"app\"\nenv = { VERSION = 1.10, BIG = 1e3, HEX = 0x1F, PIN = \"0123\" }\nlabels = { release = 2.0 }\n",
+    )]);
+    assert_eq!(toml.containers["app"].spec.env, spec.env);
+    assert_eq!(toml.containers["app"].hash, yaml.containers["app"].hash);
 }

@@ -48,6 +48,10 @@ pub struct Node {
     pub pos: Pos,
     /// The value itself.
     pub value: Value,
+    /// A number exactly as it was written (`1.10`, `0123`, `1e3`): text
+    /// fields such as environment values and labels keep it, so `1.10` does
+    /// not become `1.1`.
+    pub raw: Option<String>,
 }
 
 /// A key of a mapping and where it was written.
@@ -99,13 +103,24 @@ impl Value {
 impl Node {
     /// A node at `pos` holding `value`.
     pub fn new(pos: Pos, value: Value) -> Self {
-        Self { pos, value }
+        Self {
+            pos,
+            value,
+            raw: None,
+        }
+    }
+
+    /// The same node, remembering how a number was written.
+    pub fn with_raw(mut self, raw: impl Into<String>) -> Self {
+        self.raw = Some(raw.into());
+        self
     }
 
     /// The text of a scalar (string, number or boolean), as a user wrote it.
     pub fn scalar_text(&self) -> Option<String> {
         match &self.value {
             Value::Str(s) => Some(s.clone()),
+            Value::Int(_) | Value::Float(_) if self.raw.is_some() => self.raw.clone(),
             Value::Int(i) => Some(i.to_string()),
             Value::Float(f) => Some(f.to_string()),
             Value::Bool(b) => Some(b.to_string()),
@@ -122,6 +137,11 @@ pub(crate) struct LineIndex<'a> {
 }
 
 impl<'a> LineIndex<'a> {
+    /// The text this index is over.
+    pub(crate) fn text(&self) -> &'a str {
+        self.text
+    }
+
     pub(crate) fn new(text: &'a str) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));

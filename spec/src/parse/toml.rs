@@ -74,6 +74,7 @@ fn value(lines: &LineIndex<'_>, v: &Spanned<DeValue<'_>>, key_pos: Pos) -> Node 
             Ok(i) => Value::Int(i),
             Err(_) => Value::Str(i.as_str().to_string()),
         },
+        // `as_str` is already without `_` and in Rust's float syntax.
         DeValue::Float(f) => Value::Float(f.as_str().parse().unwrap_or(f64::NAN)),
         DeValue::Boolean(b) => Value::Bool(*b),
         DeValue::Datetime(d) => Value::DateTime(d.to_string()),
@@ -85,7 +86,10 @@ fn value(lines: &LineIndex<'_>, v: &Spanned<DeValue<'_>>, key_pos: Pos) -> Node 
         // A `[header]` table is reported at its key, which names the field.
         DeValue::Table(t) => return Node::new(key_pos, table(lines, t, key_pos).value),
     };
-    Node::new(pos, value)
+    match (&value, lines.text().get(span)) {
+        (Value::Int(_) | Value::Float(_), Some(raw)) => Node::new(pos, value).with_raw(raw),
+        _ => Node::new(pos, value),
+    }
 }
 
 #[cfg(test)]
@@ -117,6 +121,24 @@ mod tests {
         };
         assert_eq!(ports[1].pos, Pos::new(3, 19));
         assert_eq!(map(&fields[2].1)[0].1.value, Value::Int(1));
+    }
+
+    #[test]
+    fn numbers_keep_their_text() {
+        let root = parse("a = 1.10\nb = 1_000\nc = 0x1F\nd = [2.50]\n").unwrap();
+        let fields = map(&root);
+        let texts: Vec<_> = fields
+            .iter()
+            .take(3)
+            .map(|(_, v)| v.scalar_text().unwrap())
+            .collect();
+        assert_eq!(texts, ["1.10", "1_000", "0x1F"]);
+        assert_eq!(fields[1].1.value, Value::Int(1000));
+        assert_eq!(fields[2].1.value, Value::Int(31));
+        let Value::Seq(items) = &fields[3].1.value else {
+            panic!()
+        };
+        assert_eq!(items[0].scalar_text().as_deref(), Some("2.50"));
     }
 
     #[test]

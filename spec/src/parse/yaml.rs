@@ -78,9 +78,15 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                 {
                     resolve_plain(&text)
                 } else {
-                    Value::Str(text.into_owned())
+                    Value::Str(text.to_string())
                 };
-                Some((Node::new(at, value), anchor, style == ScalarStyle::Plain))
+                let node = match value {
+                    Value::Int(_) | Value::Float(_) => {
+                        Node::new(at, value).with_raw(text.into_owned())
+                    }
+                    _ => Node::new(at, value),
+                };
+                Some((node, anchor, style == ScalarStyle::Plain))
             }
             Event::Alias(id) => {
                 let node = anchors
@@ -342,6 +348,20 @@ mod tests {
         assert_eq!(resolve_plain("~"), Value::Null);
         assert_eq!(resolve_plain("True"), Value::Bool(true));
         assert_eq!(resolve_plain("1.2.3"), Value::Str("1.2.3".into()));
+    }
+
+    #[test]
+    fn numbers_keep_their_text() {
+        let docs = parse("a: 1.10\nb: 0123\nc: 1e3\nd: 0x1F\n1.50: x\n").unwrap();
+        for (key, text) in [("a", "1.10"), ("b", "0123"), ("c", "1e3"), ("d", "0x1F")] {
+            assert_eq!(
+                get(&docs[0], key).scalar_text().as_deref(),
+                Some(text),
+                "{key}"
+            );
+        }
+        assert_eq!(get(&docs[0], "a").value, Value::Float(1.1));
+        assert_eq!(get(&docs[0], "1.50").value, Value::Str("x".into()));
     }
 
     #[test]
