@@ -1,5 +1,7 @@
 //! Loading manifests from files and directory trees.
 
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::decode::{Decoder, Drafts};
@@ -15,8 +17,11 @@ use crate::parse::{Format, parse};
 pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<DesiredState, Diagnostics> {
     let mut diags = Diagnostics::default();
     let mut files = Vec::new();
+    // Directories already walked, by device and inode: a symlink loop (or a
+    // directory given twice) is read once.
+    let mut seen_dirs = HashSet::new();
     for p in paths {
-        collect(p.as_ref(), true, &mut files, &mut diags);
+        collect(p.as_ref(), true, &mut seen_dirs, &mut files, &mut diags);
     }
     files.sort();
     files.dedup();
@@ -110,7 +115,13 @@ fn is_hidden(path: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.') && n != "." && n != "..")
 }
 
-fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>, diags: &mut Diagnostics) {
+fn collect(
+    path: &Path,
+    explicit: bool,
+    seen_dirs: &mut HashSet<(u64, u64)>,
+    out: &mut Vec<PathBuf>,
+    diags: &mut Diagnostics,
+) {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
@@ -124,7 +135,7 @@ fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>, diags: &mut Diag
         }
     };
     if meta.is_dir() {
-        if !explicit && is_hidden(path) {
+        if (!explicit && is_hidden(path)) || !seen_dirs.insert((meta.dev(), meta.ino())) {
             return;
         }
         let entries = match std::fs::read_dir(path) {
@@ -147,10 +158,41 @@ fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>, diags: &mut Diag
             }
             let is_dir = std::fs::metadata(&child).is_ok_and(|m| m.is_dir());
             if is_dir || Format::from_path(&child).is_some() {
-                collect(&child, false, out, diags);
+                collect(&child, false, seen_dirs, out, diags);
             }
         }
     } else {
         out.push(path.to_path_buf());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlink_loop_is_walked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "containers:\n  a:\n    image: busybox\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("self")).unwrap();
+        let state = load(&[dir.path()]).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(state.containers.len(), 1);
+        let twice = load(&[dir.path(), &dir.path().join("self")]).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(twice.containers.len(), 1);
+    }
+
+    #[test]
+    fn an_empty_name_is_quoted_in_the_field_path() {
+        let err = load_texts(&[(
+            PathBuf::from("x.yaml"),
+            "containers:\n  \"\":\n    image: a\n".into(),
+        )])
+        .unwrap_err();
+        let first = err.iter().next().unwrap();
+        assert_eq!(first.field, "containers.\"\"");
     }
 }

@@ -101,8 +101,8 @@ pub fn check_name(name: &str) -> Result<(), String> {
 pub(crate) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_string()
-    } else if key.is_empty()
-        || key
+    } else if !key.is_empty()
+        && key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
