@@ -6,7 +6,8 @@
 
 mod common;
 mod containers;
-mod metrics;
 mod image;
+mod metrics;
+mod networks;
 mod spec_props;
 mod validate;

@@ -1,0 +1,28 @@
+//! Container networking: a Linux bridge per network, a veth pair per
+//! attachment, persistent IPAM, an embedded DNS server per network, and
+//! published ports, masquerade and isolation in one nftables table.
+//!
+//! Start at [`Networks`]: it owns the persisted [`State`] and drives the
+//! pieces, each in its own file — [`names`] (interface names), `bridge`,
+//! `veth`, [`ipam`], [`dns`], [`ports`] (nftables) and `cleanup` (what a
+//! crash left behind). Every operation persists its intent before touching
+//! the host and rolls back on failure, so a bad input leaves nothing
+//! half-created and a crash leaves nothing that [`Networks::cleanup`] cannot
+//! find.
+
+mod bridge;
+mod cleanup;
+pub mod dns;
+mod error;
+pub mod ipam;
+pub mod names;
+mod netlink;
+mod networks;
+pub mod ports;
+mod state;
+mod veth;
+
+pub use cleanup::CleanupReport;
+pub use error::{NetError, Result};
+pub use networks::{Interface, NetConfig, NetworkInfo, Networks};
+pub use state::{ContainerRecord, Lease, NetworkRecord, Published, State};

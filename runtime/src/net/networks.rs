@@ -1,0 +1,603 @@
+//! [`Networks`]: the network engine's front door.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ipnet::Ipv4Net;
+use moor_spec::{NetworkAttachment, NetworkSpec, PortMapping};
+use serde::Serialize;
+
+use super::dns::{self, DnsServer};
+use super::error::{NetError, Result};
+use super::state::{ContainerRecord, Lease, NetworkRecord, Published, State, StateFile};
+use super::{bridge, ipam, names, netlink, ports, veth};
+
+/// How the network engine runs.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// moor's state directory; the engine keeps `net/` under it.
+    pub state_dir: PathBuf,
+    /// Where subnets come from when a network names none.
+    pub pool: Ipv4Net,
+    /// MTU of bridges and veths; `None` takes the MTU of the interface of
+    /// the host's default route (1500 without one).
+    pub mtu: Option<u32>,
+    /// The `nft` binary.
+    pub nft: String,
+    /// The nftables table (family `ip`) moor owns.
+    pub table: String,
+    /// The host's resolver configuration.
+    pub resolv_conf: PathBuf,
+    /// Upstream resolvers; `None` reads them from `resolv_conf`.
+    pub upstreams: Option<Vec<SocketAddr>>,
+    /// Serve DNS on each network's gateway from this process.
+    pub dns: bool,
+    /// The DNS port on the gateway.
+    pub dns_port: u16,
+}
+
+impl NetConfig {
+    /// The defaults under `state_dir`: pool 10.89.0.0/16, table `ip moor`,
+    /// DNS on port 53 of each gateway, resolvers from `/etc/resolv.conf`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        NetConfig {
+            state_dir: state_dir.into(),
+            pool: "10.89.0.0/16".parse().expect("valid pool"),
+            mtu: None,
+            nft: "nft".into(),
+            table: ports::TABLE.into(),
+            resolv_conf: "/etc/resolv.conf".into(),
+            upstreams: None,
+            dns: true,
+            dns_port: 53,
+        }
+    }
+}
+
+/// A network as `moor networks` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkInfo {
+    /// Its name.
+    pub name: String,
+    /// Its bridge.
+    pub bridge: String,
+    /// Its subnet.
+    pub subnet: Ipv4Net,
+    /// Its gateway.
+    pub gateway: Ipv4Addr,
+    /// No outbound traffic.
+    pub internal: bool,
+    /// Containers holding an address on it.
+    pub containers: Vec<String>,
+}
+
+/// One interface plugged into a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Interface {
+    /// The network.
+    pub network: String,
+    /// Its name inside the container.
+    pub ifname: String,
+    /// Its address.
+    pub address: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix: u8,
+    /// The network's gateway.
+    pub gateway: Ipv4Addr,
+    /// The host end of the veth pair.
+    pub host_veth: String,
+}
+
+/// The network engine. Safe to share between threads; operations are
+/// serialised by a lock on the state file, which also keeps a second moor
+/// process (a CLI next to the agent) from interleaving.
+#[derive(Debug)]
+pub struct Networks {
+    cfg: NetConfig,
+    file: StateFile,
+    mtu: u32,
+    upstreams: Vec<SocketAddr>,
+    /// The last saved state, read by the DNS servers.
+    shared: Arc<RwLock<State>>,
+    dns: Mutex<BTreeMap<String, DnsServer>>,
+}
+
+impl Networks {
+    /// Opens the engine's state under `cfg.state_dir`. Call
+    /// [`Networks::cleanup`] once at start-up to repair what a crash left
+    /// and to start the DNS servers of existing networks.
+    pub fn open(cfg: NetConfig) -> Result<Self> {
+        let file = StateFile::new(&cfg.state_dir)?;
+        let state = {
+            let held = file.lock()?;
+            file.load(&held)?
+        };
+        let upstreams = match &cfg.upstreams {
+            Some(u) => u.clone(),
+            None => dns::upstreams_from_resolv_conf(
+                &std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default(),
+            ),
+        };
+        let mtu = cfg.mtu.unwrap_or_else(default_mtu);
+        Ok(Networks {
+            cfg,
+            file,
+            mtu,
+            upstreams,
+            shared: Arc::new(RwLock::new(state)),
+            dns: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NetConfig {
+        &self.cfg
+    }
+
+    /// A copy of the persisted state.
+    pub fn state(&self) -> Result<State> {
+        let held = self.file.lock()?;
+        self.file.load(&held)
+    }
+
+    /// Creates network `name` (bridge, gateway address, rules, DNS server),
+    /// or completes and adopts it when it already exists as asked.
+    pub fn create_network(&self, name: &str, spec: &NetworkSpec) -> Result<NetworkInfo> {
+        let held = self.file.lock()?;
+        let mut state = self.file.load(&held)?;
+        let bridge_name = names::bridge(name);
+        let record = match state.networks.get(name) {
+            Some(existing) => {
+                check_same(existing, spec)?;
+                existing.clone()
+            }
+            None => {
+                let routes = ipam::host_routes()?;
+                let (subnet, gateway, allocated) =
+                    ipam::choose_subnet(name, &bridge_name, spec, &state, &routes, self.cfg.pool)?;
+                NetworkRecord {
+                    name: name.to_string(),
+                    bridge: bridge_name,
+                    subnet,
+                    gateway,
+                    internal: spec.internal,
+                    allocated,
+                }
+            }
+        };
+        let before = state.clone();
+        state.networks.insert(name.to_string(), record.clone());
+        // Intent first: a crash from here on leaves a record that cleanup
+        // completes or removes, never an unrecorded bridge.
+        self.file.save(&held, &state)?;
+        let done = self.realise_network(&record, &state);
+        if let Err(e) = done {
+            self.stop_dns(name);
+            if !before.networks.contains_key(name) {
+                let _ = bridge::remove(&record.bridge);
+            }
+            self.file.save(&held, &before)?;
+            let _ = ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, &before));
+            self.publish(before);
+            return Err(e);
+        }
+        let info = info(&record, &state);
+        self.publish(state);
+        Ok(info)
+    }
+
+    fn realise_network(&self, record: &NetworkRecord, state: &State) -> Result<()> {
+        bridge::create(
+            &record.name,
+            &record.bridge,
+            record.gateway,
+            record.subnet.prefix_len(),
+            self.mtu,
+        )?;
+        if !record.internal {
+            netlink::sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+        }
+        ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, state))?;
+        self.publish(state.clone());
+        self.start_dns(record)
+    }
+
+    /// Removes network `name`; refused while containers hold addresses on it.
+    pub fn remove_network(&self, name: &str) -> Result<()> {
+        let held = self.file.lock()?;
+        let mut state = self.file.load(&held)?;
+        let Some(record) = state.networks.get(name).cloned() else {
+            return Ok(());
+        };
+        let users = state.users(name);
+        if !users.is_empty() {
+            return Err(NetError::InUse {
+                network: name.to_string(),
+                containers: users.join(", "),
+            });
+        }
+        self.stop_dns(name);
+        state.networks.remove(name);
+        let prefix = format!("{name}/");
+        state.recent.retain(|k, _| !k.starts_with(&prefix));
+        ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, &state))?;
+        bridge::remove(&record.bridge)?;
+        self.file.save(&held, &state)?;
+        self.publish(state);
+        Ok(())
+    }
+
+    /// The networks, sorted by name.
+    pub fn list(&self) -> Result<Vec<NetworkInfo>> {
+        let state = self.state()?;
+        Ok(state.networks.values().map(|n| info(n, &state)).collect())
+    }
+
+    /// Plugs `container` into the network namespace at `netns` (a path such
+    /// as `/proc/PID/ns/net` or `/run/netns/NAME`): one interface per
+    /// attachment (`eth0`, `eth1`, …; the first carries the default route),
+    /// with addresses from IPAM, and publishes `ports` on the host.
+    /// Re-attaching (after a restart) keeps the addresses.
+    pub fn attach(
+        &self,
+        container: &str,
+        netns: &Path,
+        attachments: &[NetworkAttachment],
+        ports: &[PortMapping],
+    ) -> Result<Vec<Interface>> {
+        let held = self.file.lock()?;
+        let mut state = self.file.load(&held)?;
+        let before = state.clone();
+        let previous = state.containers.remove(container).unwrap_or_default();
+        let mut record = ContainerRecord {
+            leases: Vec::new(),
+            netns: Some(netns.to_path_buf()),
+            ports: Vec::new(),
+        };
+        for (i, a) in attachments.iter().enumerate() {
+            if record.leases.iter().any(|l| l.network == a.network) {
+                return Err(NetError::DuplicateAttachment {
+                    container: container.to_string(),
+                    network: a.network.clone(),
+                });
+            }
+            // Offer the container its current lease, as the state without it
+            // would not know it.
+            let mut view = state.clone();
+            view.containers
+                .insert(container.to_string(), previous.clone());
+            for other in &record.leases {
+                view.containers
+                    .get_mut(container)
+                    .expect("just inserted")
+                    .leases
+                    .retain(|l| l.network != other.network);
+            }
+            let address = ipam::lease(&view, &a.network, container, a.ipv4_address)?;
+            record.leases.push(Lease {
+                network: a.network.clone(),
+                address,
+                aliases: a.aliases.clone(),
+                ifname: names::container_ifname(i),
+                host_veth: names::veth_host(container, &a.network),
+            });
+        }
+        if !ports.is_empty() && record.leases.is_empty() {
+            return Err(NetError::PortsWithoutNetwork {
+                container: container.to_string(),
+            });
+        }
+        record.ports = self.resolve_ports(container, ports, &previous, &state)?;
+        // Pairs on networks the container leaves go first.
+        for old in &previous.leases {
+            if !record.leases.iter().any(|l| l.network == old.network) {
+                veth::detach(container, &old.network)?;
+            }
+        }
+        state
+            .containers
+            .insert(container.to_string(), record.clone());
+        self.file.save(&held, &state)?;
+        let plugged = self.plug(container, netns, &record, &state);
+        match plugged {
+            Ok(interfaces) => {
+                self.publish(state);
+                Ok(interfaces)
+            }
+            Err(e) => {
+                for l in &record.leases {
+                    let _ = veth::detach(container, &l.network);
+                }
+                let mut restored = before;
+                if let Some(c) = restored.containers.get_mut(container) {
+                    c.netns = None;
+                }
+                self.file.save(&held, &restored)?;
+                let _ = ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, &restored));
+                self.publish(restored);
+                Err(e)
+            }
+        }
+    }
+
+    fn plug(
+        &self,
+        container: &str,
+        netns: &Path,
+        record: &ContainerRecord,
+        state: &State,
+    ) -> Result<Vec<Interface>> {
+        let mut out = Vec::new();
+        for (i, l) in record.leases.iter().enumerate() {
+            let net = state
+                .networks
+                .get(&l.network)
+                .ok_or_else(|| NetError::UnknownNetwork {
+                    network: l.network.clone(),
+                })?;
+            let plug = veth::Plug {
+                container,
+                network: &l.network,
+                bridge: &net.bridge,
+                ifname: &l.ifname,
+                address: l.address,
+                prefix: net.subnet.prefix_len(),
+                default_via: (i == 0).then_some(net.gateway),
+                mtu: self.mtu,
+            };
+            veth::attach(netns, &plug)?;
+            out.push(Interface {
+                network: l.network.clone(),
+                ifname: l.ifname.clone(),
+                address: l.address,
+                prefix: net.subnet.prefix_len(),
+                gateway: net.gateway,
+                host_veth: l.host_veth.clone(),
+            });
+        }
+        ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, state))?;
+        Ok(out)
+    }
+
+    fn resolve_ports(
+        &self,
+        container: &str,
+        wanted: &[PortMapping],
+        previous: &ContainerRecord,
+        state: &State,
+    ) -> Result<Vec<Published>> {
+        let mut out: Vec<Published> = Vec::new();
+        for m in wanted {
+            let host_ip = match m.host_ip {
+                None => None,
+                Some(std::net::IpAddr::V4(ip)) => Some(ip).filter(|ip| !ip.is_unspecified()),
+                Some(address) => {
+                    return Err(NetError::Ipv6Port {
+                        container: container.to_string(),
+                        address,
+                    });
+                }
+            };
+            let host_port = match m.host_port {
+                Some(p) => p,
+                None => match previous.ports.iter().find(|p| {
+                    p.container_port == m.container_port
+                        && p.protocol == m.protocol
+                        && p.host_ip == host_ip
+                }) {
+                    Some(p) => p.host_port,
+                    None => ports::ephemeral(host_ip, m.protocol).map_err(|source| {
+                        NetError::PortInUse {
+                            container: container.to_string(),
+                            port: format!(
+                                "{}:0/{}",
+                                host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                                m.protocol
+                            ),
+                            source,
+                        }
+                    })?,
+                },
+            };
+            let p = Published {
+                host_ip,
+                host_port,
+                container_port: m.container_port,
+                protocol: m.protocol,
+            };
+            let holder = state
+                .containers
+                .iter()
+                .filter(|(name, c)| name.as_str() != container && c.netns.is_some())
+                .find(|(_, c)| c.ports.iter().any(|o| o.conflicts_with(&p)));
+            if let Some((holder, _)) = holder {
+                return Err(NetError::PortTaken {
+                    container: container.to_string(),
+                    port: p.describe(),
+                    holder: holder.clone(),
+                });
+            }
+            ports::check_free(&p).map_err(|source| NetError::PortInUse {
+                container: container.to_string(),
+                port: p.describe(),
+                source,
+            })?;
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// Unplugs `container` (its namespace is going away or gone): deletes
+    /// its veth pairs and unpublishes its ports. Its addresses stay leased,
+    /// so a restart gets them back.
+    pub fn detach(&self, container: &str) -> Result<()> {
+        let held = self.file.lock()?;
+        let mut state = self.file.load(&held)?;
+        let Some(record) = state.containers.get_mut(container) else {
+            return Ok(());
+        };
+        record.netns = None;
+        let leases = record.leases.clone();
+        ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, &state))?;
+        for l in &leases {
+            veth::detach(container, &l.network)?;
+        }
+        self.file.save(&held, &state)?;
+        self.publish(state);
+        Ok(())
+    }
+
+    /// Detaches `container` and releases its addresses (it was removed).
+    /// The addresses are remembered and offered again should a container of
+    /// the same name come back (a replacement).
+    pub fn release(&self, container: &str) -> Result<()> {
+        self.detach(container)?;
+        let held = self.file.lock()?;
+        let mut state = self.file.load(&held)?;
+        if let Some(record) = state.containers.remove(container) {
+            for l in record.leases {
+                state
+                    .recent
+                    .insert(format!("{}/{container}", l.network), l.address);
+            }
+            self.file.save(&held, &state)?;
+            self.publish(state);
+        }
+        Ok(())
+    }
+
+    /// The `/etc/resolv.conf` for `container`: its first network's DNS
+    /// server, or the host's file when it has no network.
+    pub fn resolv_conf(&self, container: &str) -> Result<String> {
+        let host = std::fs::read_to_string(&self.cfg.resolv_conf).unwrap_or_default();
+        let state = self.state()?;
+        let gateway = state
+            .containers
+            .get(container)
+            .and_then(|c| c.leases.first())
+            .and_then(|l| state.networks.get(&l.network))
+            .map(|n| n.gateway);
+        Ok(match gateway {
+            Some(gw) => dns::resolv_conf(gw, &host),
+            None => host,
+        })
+    }
+
+    /// The `/etc/hosts` for `container`.
+    pub fn hosts(&self, container: &str) -> Result<String> {
+        let state = self.state()?;
+        let addresses: Vec<_> = state
+            .containers
+            .get(container)
+            .map(|c| {
+                c.leases
+                    .iter()
+                    .map(|l| (l.address, l.aliases.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(dns::hosts(container, &addresses))
+    }
+
+    /// Where the DNS server of `network` listens, if it runs in this process.
+    pub fn dns_address(&self, network: &str) -> Option<SocketAddr> {
+        self.dns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(network)
+            .map(DnsServer::address)
+    }
+
+    pub(super) fn start_dns(&self, record: &NetworkRecord) -> Result<()> {
+        if !self.cfg.dns {
+            return Ok(());
+        }
+        let mut servers = self.dns.lock().unwrap_or_else(|e| e.into_inner());
+        if servers.contains_key(&record.name) {
+            return Ok(());
+        }
+        let address = SocketAddr::V4(SocketAddrV4::new(record.gateway, self.cfg.dns_port));
+        let server = DnsServer::start(
+            &record.name,
+            address,
+            self.shared.clone(),
+            self.upstreams.clone(),
+        )?;
+        servers.insert(record.name.clone(), server);
+        Ok(())
+    }
+
+    fn stop_dns(&self, network: &str) {
+        let server = self
+            .dns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(network);
+        drop(server);
+    }
+
+    pub(super) fn publish(&self, state: State) {
+        *self.shared.write().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    pub(super) fn file(&self) -> &StateFile {
+        &self.file
+    }
+
+    pub(super) fn mtu(&self) -> u32 {
+        self.mtu
+    }
+}
+
+fn check_same(existing: &NetworkRecord, spec: &NetworkSpec) -> Result<()> {
+    let subnet_ok = spec.subnet.is_none_or(|s| s.trunc() == existing.subnet);
+    let gateway_ok = spec.gateway.is_none_or(|g| g == existing.gateway);
+    if subnet_ok && gateway_ok && spec.internal == existing.internal {
+        return Ok(());
+    }
+    let describe = |subnet: String, gw: String, internal: bool| {
+        format!(
+            "subnet {subnet}, gateway {gw}{}",
+            if internal { ", internal" } else { "" }
+        )
+    };
+    Err(NetError::Exists {
+        network: existing.name.clone(),
+        existing: describe(
+            existing.subnet.to_string(),
+            existing.gateway.to_string(),
+            existing.internal,
+        ),
+        wanted: describe(
+            spec.subnet.map_or("any".into(), |s| s.to_string()),
+            spec.gateway.map_or("any".into(), |g| g.to_string()),
+            spec.internal,
+        ),
+    })
+}
+
+fn info(n: &NetworkRecord, state: &State) -> NetworkInfo {
+    NetworkInfo {
+        name: n.name.clone(),
+        bridge: n.bridge.clone(),
+        subnet: n.subnet,
+        gateway: n.gateway,
+        internal: n.internal,
+        containers: state.users(&n.name).into_iter().map(String::from).collect(),
+    }
+}
+
+/// The MTU of the interface the default route leaves by, else 1500.
+fn default_mtu() -> u32 {
+    let dev = ipam::host_routes().ok().and_then(|routes| {
+        routes
+            .into_iter()
+            .find(|r| r.destination.prefix_len() == 0)
+            .map(|r| r.device)
+    });
+    dev.and_then(|d| std::fs::read_to_string(format!("/sys/class/net/{d}/mtu")).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1500)
+}
