@@ -181,7 +181,30 @@ fn the_examples_are_valid() {
             "the summary counts {kind}s: {summary}"
         );
     }
-    assert!(summary.contains(" in 2 files"), "{summary}");
+    let files = manifest_files(&repo_root().join("examples/manifests"));
+    assert!(
+        summary.ends_with(&format!(" in {files} files")),
+        "{files} manifest files: {summary}"
+    );
+}
+
+/// How many manifests are in a directory tree.
+fn manifest_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("dir entry").path())
+        .map(|p| {
+            if p.is_dir() {
+                manifest_files(&p)
+            } else {
+                usize::from(
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(is_manifest),
+                )
+            }
+        })
+        .sum()
 }
 
 /// Acceptance: the example stack plus any one invalid case is invalid, and

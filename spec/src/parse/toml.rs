@@ -42,8 +42,66 @@ fn explain(text: &str, span: std::ops::Range<usize>, message: &str) -> String {
         {
             return format!("missing value for key {}", key.trim());
         }
+        // An array or inline table left open on an earlier line is the usual
+        // cause of errors the parser only notices on a later one.
+        if let Some((open, at)) = unclosed_bracket(before) {
+            let lines = LineIndex::new(text);
+            let (open_pos, error_pos) = (lines.pos(at), lines.pos(span.start));
+            if open_pos.line < error_pos.line {
+                let (what, close) = if open == '[' {
+                    ("array", ']')
+                } else {
+                    ("inline table", '}')
+                };
+                return format!(
+                    "{} (inside the {what} opened at {open_pos}: is its closing '{close}' missing?)",
+                    tidy(message)
+                );
+            }
+        }
     }
     tidy(message)
+}
+
+/// The innermost `[` or `{` of a value that is still open at the end of
+/// `text`, and its byte offset; strings and comments are skipped, and table
+/// headers close on their own line.
+fn unclosed_bracket(text: &str) -> Option<(char, usize)> {
+    let mut open: Vec<(char, usize)> = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '#' => while chars.next_if(|&(_, c)| c != '\n').is_some() {},
+            '"' | '\'' => {
+                let triple = text[i..].starts_with(if c == '"' { "\"\"\"" } else { "\'\'\'" });
+                if triple {
+                    chars.next();
+                    chars.next();
+                }
+                let mut quotes = 0;
+                while let Some((_, d)) = chars.next() {
+                    if d == '\\' && c == '"' {
+                        chars.next();
+                    } else if d == c {
+                        quotes += 1;
+                        if !triple || quotes == 3 {
+                            break;
+                        }
+                        continue;
+                    } else if d == '\n' && !triple {
+                        break;
+                    }
+                    quotes = 0;
+                }
+            }
+            '[' | '{' => open.push((c, i)),
+            ']' | '}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+    }
+    open.pop()
 }
 
 fn table(lines: &LineIndex<'_>, t: &DeTable<'_>, at: Pos) -> Node {
@@ -139,6 +197,20 @@ mod tests {
             panic!()
         };
         assert_eq!(items[0].scalar_text().as_deref(), Some("2.50"));
+    }
+
+    #[test]
+    fn an_unclosed_array_is_pointed_at() {
+        let err = parse("[a]\nx = [\"]\", '[' # [\n  1,\n  2\ny = 3\n").unwrap_err();
+        assert!(
+            err.message.contains("inside the array opened at 2:5"),
+            "{err:?}"
+        );
+        assert_eq!(
+            unclosed_bracket("a = \"\"\"[\"\"\" \n b = { c = [1, 2] "),
+            Some(('{', 18))
+        );
+        assert_eq!(unclosed_bracket("[t]\na = [1]\n"), None);
     }
 
     #[test]

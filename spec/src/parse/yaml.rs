@@ -66,7 +66,10 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
 
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| {
-            let at = pos(e.marker());
+            let mut at = pos(e.marker());
+            if e.info().contains("tab") {
+                at = nearest_tab(text, at).unwrap_or(at);
+            }
             error(at, explain(text, &stack, at, e.info()))
         })?;
         let at = pos(&span.start);
@@ -200,6 +203,35 @@ fn rest_of_line(text: &str, pos: Pos) -> &str {
     }
 }
 
+/// The tab an error about a tab is about: the parser reports a tab in
+/// indentation just after it, or the start of a scalar it was scanning when
+/// it found one. So: the last tab on `pos`'s line up to `pos`, else the first
+/// tab after it.
+fn nearest_tab(text: &str, pos: Pos) -> Option<Pos> {
+    let (row, col) = (pos.line.saturating_sub(1) as usize, pos.column as usize);
+    let mut lines = text.lines().enumerate().skip(row);
+    let (_, line) = lines.next()?;
+    let tab_columns = |line: &str| -> Vec<usize> {
+        line.chars()
+            .enumerate()
+            .filter(|&(_, c)| c == '\t')
+            .map(|(i, _)| i + 1)
+            .collect()
+    };
+    let on_line = tab_columns(line);
+    if let Some(&c) = on_line.iter().rev().find(|&&c| c <= col) {
+        return Some(Pos::new(pos.line, c as u32));
+    }
+    if let Some(&c) = on_line.iter().find(|&&c| c > col) {
+        return Some(Pos::new(pos.line, c as u32));
+    }
+    lines.find_map(|(i, l)| {
+        tab_columns(l)
+            .first()
+            .map(|&c| Pos::new(i as u32 + 1, c as u32))
+    })
+}
+
 /// The parser's message, made specific where it is vague: an unknown alias is
 /// named, and an error inside an unclosed `[` or `{` points at it.
 fn explain(text: &str, stack: &[Frame], at: Pos, info: &str) -> String {
@@ -216,6 +248,9 @@ fn explain(text: &str, stack: &[Frame], at: Pos, info: &str) -> String {
         }
     }
     let message = tidy(info);
+    if info.contains("tab") {
+        return format!("{message}; indent YAML with spaces, not tabs");
+    }
     let open_flow = stack.iter().rev().find_map(|f| {
         let p = match f {
             Frame::Seq { pos, .. } | Frame::Map { pos, .. } => *pos,
@@ -398,6 +433,13 @@ mod tests {
     fn multiple_documents() {
         assert_eq!(parse("a: 1\n---\nb: 2\n").unwrap().len(), 2);
         assert_eq!(parse("# only a comment\n").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_tab_in_indentation_is_reported_where_it_is() {
+        let err = parse("a:\n  b: 1\n\tc: 2\n").unwrap_err();
+        assert_eq!(err.pos, Pos::new(3, 1), "{err:?}");
+        assert!(err.message.contains("tab"), "{err:?}");
     }
 
     #[test]
