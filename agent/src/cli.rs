@@ -27,14 +27,14 @@ pub struct Cli {
 pub enum Command {
     /// Check manifests: exit 0 when valid, 1 with a diagnostic per problem.
     Validate(ValidateArgs),
-    /// Show what apply would change (not built yet).
-    Plan(Unbuilt),
-    /// Make the host match the manifests once (not built yet).
-    Apply(Unbuilt),
-    /// Remove what a project created (not built yet).
-    Down(Unbuilt),
-    /// Run the agent: watch sources and reconcile forever (not built yet).
-    Agent(Unbuilt),
+    /// Show what apply would change: exit 0 no changes, 2 changes, 1 error.
+    Plan(crate::cmd::stack::PlanArgs),
+    /// Make the host match the manifests once, and wait until it does.
+    Apply(crate::cmd::stack::ApplyArgs),
+    /// Remove what a project created (volumes only with --volumes).
+    Down(crate::cmd::stack::DownArgs),
+    /// Run the agent: watch a manifest directory and reconcile forever.
+    Agent(crate::cmd::agent::AgentArgs),
     /// List containers: running ones, or all with `--all`.
     Ps(PsArgs),
     /// Show a container's logs.

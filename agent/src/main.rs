@@ -3,6 +3,7 @@
 
 mod cli;
 mod cmd;
+mod source;
 
 use std::process::ExitCode;
 

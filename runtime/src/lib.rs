@@ -2,5 +2,6 @@
 //! snapshots) and containers. It decides only *how*, never *whether*.
 
 pub mod container;
+pub mod host;
 pub mod image;
 pub mod net;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod agent;
 mod dev;
 mod exec;
 pub(crate) mod image;
@@ -7,6 +8,7 @@ mod inspect;
 mod logs;
 mod ps;
 mod shim;
+pub mod stack;
 mod validate;
 
 use std::process::ExitCode;
@@ -19,10 +21,10 @@ use crate::cli::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let name = match &cli.command {
         Command::Validate(args) => return validate::run(args),
-        Command::Plan(_) => "plan",
-        Command::Apply(_) => "apply",
-        Command::Down(_) => "down",
-        Command::Agent(_) => "agent",
+        Command::Plan(args) => return stack::plan(&cli.state_dir, args),
+        Command::Apply(args) => return stack::apply_cmd(&cli.state_dir, args),
+        Command::Down(args) => return stack::down(&cli.state_dir, args),
+        Command::Agent(args) => return agent::run(&cli.state_dir, args),
         Command::Ps(args) => return ps::run(&cli.state_dir, args),
         Command::Logs(args) => return logs::run(&cli.state_dir, args),
         Command::Exec(args) => return exec::run(&cli.state_dir, args),

@@ -1,0 +1,686 @@
+//! The live host as the reconciler sees it: [`Host`] implements
+//! [`moor_reconcile::Runtime`] over the image store, the container engine and
+//! the network engine.
+//!
+//! Every operation is blocking (files, netlink, processes) and runs on
+//! tokio's blocking pool. Ownership is recorded so that a project only ever
+//! removes what it created: containers carry `moor.*` labels in their own
+//! records; networks and volumes are listed in `owners.json` ([`owners`]).
+//! One process mutates a state dir at a time: [`Host::open`] takes an
+//! exclusive lock on `<state>/host.lock`.
+
+mod health;
+pub mod owners;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use moor_reconcile::{
+    ContainerState, Health, Instance, Observed, ObservedContainer, ObservedImage, ObservedNetwork,
+    ObservedVolume, Runtime, RuntimeError,
+};
+use moor_spec::{
+    ContainerSpec, ImageRef, MountSource, NetworkAttachment, NetworkMode, NetworkSpec, Resource,
+    SpecHash, VolumeSpec,
+};
+
+use crate::container::{Engine, EngineConfig, Status, volumes};
+use crate::image::Images;
+use crate::image::pull::{PullOptions, pull};
+use crate::net::{NetConfig, Networks};
+
+pub use health::{Monitor, Probe};
+use owners::{Owner, Owners};
+
+/// Labels moor adds to the containers it creates.
+pub mod labels {
+    /// The project that owns the container.
+    pub const PROJECT: &str = "moor.project";
+    /// The `[containers]` resource it is an instance of.
+    pub const RESOURCE: &str = "moor.resource";
+    /// Its replica number.
+    pub const REPLICA: &str = "moor.replica";
+    /// The instance hash it was created from.
+    pub const HASH: &str = "moor.hash";
+    /// The digest of its image.
+    pub const IMAGE_DIGEST: &str = "moor.image-digest";
+    /// The prefix of every label moor adds.
+    pub const PREFIX: &str = "moor.";
+}
+
+/// The implicit network of containers that name none (Docker's `bridge`).
+pub const DEFAULT_NETWORK: &str = "default";
+
+/// How to open the host.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The state dir.
+    pub state_dir: PathBuf,
+    /// Registry settings for pulls.
+    pub pull: PullOptions,
+    /// Container engine settings.
+    pub engine: EngineConfig,
+    /// Network engine settings.
+    pub net: NetConfig,
+}
+
+impl HostConfig {
+    /// Defaults under `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            state_dir: state_dir.to_path_buf(),
+            pull: PullOptions::default(),
+            engine: EngineConfig::new(state_dir),
+            net: NetConfig::new(state_dir),
+        }
+    }
+}
+
+/// Opening the host failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// Another moor process holds the state dir.
+    #[error(
+        "another moor process is changing {dir} (lock {lock} is held); stop it or use another --state-dir"
+    )]
+    Locked {
+        /// The state dir.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// A part of the engine could not be opened.
+    #[error("opening {what} in {dir}: {message}")]
+    Open {
+        /// Which part.
+        what: &'static str,
+        /// The state dir.
+        dir: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The live host.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("state_dir", &self.inner.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    state_dir: PathBuf,
+    images: Mutex<Images>,
+    engine: Engine,
+    nets: Networks,
+    owners: Mutex<()>,
+    health: Monitor,
+    pull: PullOptions,
+    restarts: Mutex<BTreeMap<String, u32>>,
+    _lock: File,
+}
+
+fn failed(what: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::failed(what.to_string())
+}
+
+impl Host {
+    /// Opens the engine under `config.state_dir`, taking the state-dir lock.
+    pub fn open(config: HostConfig) -> Result<Self, HostError> {
+        let dir = config.state_dir.clone();
+        let open_err = |what: &'static str| {
+            let dir = dir.clone();
+            move |e: &dyn std::fmt::Display| HostError::Open {
+                what,
+                dir: dir.clone(),
+                message: e.to_string(),
+            }
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| open_err("the state dir")(&e))?;
+        let lock_path = dir.join("host.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| open_err("the lock file")(&e))?;
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            return Err(HostError::Locked {
+                dir,
+                lock: lock_path,
+            });
+        }
+        let images = Images::open(&dir).map_err(|e| open_err("the image store")(&e))?;
+        let engine =
+            Engine::new(config.engine).map_err(|e| open_err("the container engine")(&e))?;
+        let nets = Networks::open(config.net).map_err(|e| open_err("the network engine")(&e))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                state_dir: dir,
+                images: Mutex::new(images),
+                engine,
+                nets,
+                owners: Mutex::new(()),
+                health: Monitor::default(),
+                pull: config.pull,
+                restarts: Mutex::new(BTreeMap::new()),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The container engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The network engine.
+    pub fn networks(&self) -> &Networks {
+        &self.inner.nets
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Arc<Inner>) -> Result<T, RuntimeError> + Send + 'static,
+    ) -> Result<T, RuntimeError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(inner))
+            .await
+            .map_err(|e| failed(format!("engine task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    fn with_owners<T>(&self, f: impl FnOnce(&mut Owners) -> T) -> Result<T, RuntimeError> {
+        let _guard = self.owners.lock().expect("owners lock poisoned");
+        let mut owners = Owners::load(&self.state_dir).map_err(failed)?;
+        let out = f(&mut owners);
+        owners.save(&self.state_dir).map_err(failed)?;
+        Ok(out)
+    }
+
+    fn observe(self: &Arc<Self>) -> Result<Observed, RuntimeError> {
+        let mut o = Observed::default();
+        let images = self.images.lock().expect("image store poisoned");
+        for img in images.list().map_err(failed)? {
+            for r in &img.refs {
+                o.images.insert(
+                    r.clone(),
+                    ObservedImage {
+                        digest: img.digest.clone(),
+                        remote_digest: None,
+                    },
+                );
+            }
+        }
+        drop(images);
+
+        let owners = Owners::load(&self.state_dir).map_err(failed)?;
+        let net_state = self.nets.state().map_err(failed)?;
+        for (name, owner) in &owners.networks {
+            let fault = match net_state.networks.get(name) {
+                None => Some("not in the network engine's state".to_string()),
+                Some(rec) => (!Path::new("/sys/class/net").join(&rec.bridge).exists())
+                    .then(|| format!("bridge {} is missing", rec.bridge)),
+            };
+            o.networks.insert(
+                name.clone(),
+                ObservedNetwork {
+                    project: Some(owner.project.clone()),
+                    spec_hash: Some(owner.spec_hash.clone()),
+                    fault,
+                },
+            );
+        }
+        for name in net_state.networks.keys() {
+            if name != DEFAULT_NETWORK && !o.networks.contains_key(name) {
+                o.networks.insert(
+                    name.clone(),
+                    ObservedNetwork {
+                        project: None,
+                        spec_hash: None,
+                        fault: None,
+                    },
+                );
+            }
+        }
+        for name in volumes::list(&self.state_dir).map_err(failed)? {
+            o.volumes.insert(
+                name.clone(),
+                ObservedVolume {
+                    project: None,
+                    spec_hash: None,
+                    fault: None,
+                    prune: false,
+                },
+            );
+        }
+        for (name, owner) in &owners.volumes {
+            let present = volumes::data_dir(&self.state_dir, name).is_dir();
+            o.volumes.insert(
+                name.clone(),
+                ObservedVolume {
+                    project: Some(owner.project.clone()),
+                    spec_hash: Some(owner.spec_hash.clone()),
+                    fault: (!present).then(|| "its directory is missing".to_string()),
+                    prune: owner.prune,
+                },
+            );
+        }
+
+        let restarts = self
+            .restarts
+            .lock()
+            .expect("restart counts poisoned")
+            .clone();
+        for info in self.engine.list().map_err(failed)? {
+            let labels = &info.record.spec.labels;
+            let project = labels.get(labels::PROJECT).cloned();
+            let name = info.record.name.clone();
+            let (state, started_at, finished_at) = match &info.status {
+                Status::Created => (ContainerState::Created, None, None),
+                Status::Running { started_ms, .. } => {
+                    (ContainerState::Running, Some(ms(*started_ms)), None)
+                }
+                Status::Exited(exit) => (
+                    ContainerState::Exited {
+                        code: exit.exit_code,
+                        oom: exit.oom_killed,
+                    },
+                    exit.started_ms.map(ms),
+                    Some(ms(exit.finished_ms)),
+                ),
+                Status::Lost { .. } => (ContainerState::Dead, None, None),
+            };
+            // A running container with a health check is checked, also after an agent restart.
+            if state == ContainerState::Running {
+                if let Some(check) = info.record.spec.healthcheck.clone() {
+                    if !self.health.watching(&name) {
+                        self.health
+                            .watch(&name, check, Arc::new(EngineProbe(self.clone())));
+                    }
+                }
+            }
+            let mut spec = info.record.spec.clone();
+            spec.labels.retain(|k, _| !k.starts_with(labels::PREFIX));
+            let resolv_dir = self.state_dir.join("resolv");
+            spec.mounts
+                .retain(|m| !matches!(&m.source, MountSource::Bind { source, .. } if source.starts_with(&resolv_dir)));
+            let hash = labels.get(labels::HASH).and_then(|h| {
+                serde_json::from_value::<SpecHash>(serde_json::Value::String(h.clone())).ok()
+            });
+            let Some(hash) = hash else {
+                // Not created by moor's reconciler (e.g. `moor dev run`): never touched.
+                continue;
+            };
+            o.containers.insert(
+                name.clone(),
+                ObservedContainer {
+                    project,
+                    resource: labels
+                        .get(labels::RESOURCE)
+                        .cloned()
+                        .unwrap_or_else(|| name.clone()),
+                    replica: labels
+                        .get(labels::REPLICA)
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(1),
+                    hash,
+                    networks: attachments(&spec).into_iter().map(|a| a.network).collect(),
+                    volumes: spec
+                        .mounts
+                        .iter()
+                        .filter_map(|m| match &m.source {
+                            MountSource::Volume { name } => Some(name.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                    spec: Some(spec),
+                    state,
+                    health: if state == ContainerState::Running {
+                        self.health.health(&name)
+                    } else {
+                        Health::None
+                    },
+                    restart_count: restarts.get(&name).copied().unwrap_or(0),
+                    started_at,
+                    finished_at,
+                },
+            );
+        }
+        Ok(o)
+    }
+
+    /// A read-only `/etc/resolv.conf` pointing at the DNS server of the
+    /// container's first network (the host's resolvers when it has none).
+    fn resolv_conf_mount(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+    ) -> Result<Option<moor_spec::Mount>, RuntimeError> {
+        if spec.network_mode != NetworkMode::Bridge
+            || spec.mounts.iter().any(|m| m.target == "/etc/resolv.conf")
+        {
+            return Ok(None);
+        }
+        let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let first = attachments(spec).into_iter().next().map(|a| a.network);
+        let gateway =
+            first.and_then(|n| self.nets.state().ok()?.networks.get(&n).map(|r| r.gateway));
+        let text = match gateway {
+            Some(gw) => crate::net::dns::resolv_conf(gw, &host_conf),
+            None => host_conf,
+        };
+        let dir = self.state_dir.join("resolv");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| failed(format!("create {}: {e}", dir.display())))?;
+        let path = dir.join(format!("{name}.conf"));
+        crate::container::state::write_atomic(&path, text.as_bytes()).map_err(failed)?;
+        Ok(Some(moor_spec::Mount {
+            target: "/etc/resolv.conf".into(),
+            source: MountSource::Bind {
+                source: path,
+                content_digest: None,
+            },
+            read_only: true,
+        }))
+    }
+
+    /// Plugs a running container into its networks and writes its resolver config.
+    fn plug(&self, name: &str, spec: &ContainerSpec, pid: i32) -> Result<(), RuntimeError> {
+        if spec.network_mode != NetworkMode::Bridge {
+            return Ok(());
+        }
+        let attachments = attachments(spec);
+        if attachments.iter().any(|a| a.network == DEFAULT_NETWORK) {
+            let exists = self
+                .nets
+                .state()
+                .map_err(failed)?
+                .networks
+                .contains_key(DEFAULT_NETWORK);
+            if !exists {
+                self.nets
+                    .create_network(DEFAULT_NETWORK, &NetworkSpec::default())
+                    .map_err(failed)?;
+            }
+        }
+        let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        self.nets
+            .attach(name, &netns, &attachments, &spec.ports)
+            .map_err(failed)?;
+        Ok(())
+    }
+}
+
+/// A container's networks; the implicit default network when it names none.
+fn attachments(spec: &ContainerSpec) -> Vec<NetworkAttachment> {
+    if spec.network_mode != NetworkMode::Bridge {
+        return Vec::new();
+    }
+    if spec.networks.is_empty() {
+        vec![NetworkAttachment {
+            network: DEFAULT_NETWORK.to_string(),
+            aliases: Vec::new(),
+            ipv4_address: None,
+        }]
+    } else {
+        spec.networks.clone()
+    }
+}
+
+fn ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+struct EngineProbe(Arc<Inner>);
+
+impl Probe for EngineProbe {
+    fn exec(&self, name: &str, cmd: &[String], _timeout: Duration) -> Result<i32, String> {
+        self.0
+            .engine
+            .exec(name, cmd, false)
+            .map_err(|e| e.to_string())
+    }
+
+    fn address(&self, name: &str) -> Option<IpAddr> {
+        let state = self.0.nets.state().ok()?;
+        state
+            .containers
+            .get(name)
+            .and_then(|c| c.leases.first())
+            .map(|l| IpAddr::V4(l.address))
+    }
+}
+
+impl Runtime for Host {
+    async fn observe(&self) -> Result<Observed, RuntimeError> {
+        self.blocking(|inner| inner.observe()).await
+    }
+
+    async fn pull(&self, reference: &ImageRef) -> Result<String, RuntimeError> {
+        let r = reference.to_string();
+        self.blocking(move |inner| {
+            let images = inner.images.lock().expect("image store poisoned");
+            let record = pull(&images, &r, &inner.pull, &|_| {})
+                .map_err(|e| failed(format!("pulling {r}: {e}")))?;
+            Ok(record.digest)
+        })
+        .await
+    }
+
+    async fn create_network(
+        &self,
+        project: &str,
+        network: &Resource<NetworkSpec>,
+    ) -> Result<(), RuntimeError> {
+        let (project, network) = (project.to_string(), network.clone());
+        self.blocking(move |inner| {
+            inner
+                .nets
+                .create_network(&network.name, &network.spec)
+                .map_err(failed)?;
+            inner.with_owners(|o| {
+                o.networks.insert(
+                    network.name.clone(),
+                    Owner {
+                        project,
+                        spec_hash: network.hash.clone(),
+                        prune: true,
+                    },
+                );
+            })
+        })
+        .await
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            inner.nets.remove_network(&name).map_err(failed)?;
+            inner.with_owners(|o| {
+                o.networks.remove(&name);
+            })
+        })
+        .await
+    }
+
+    async fn create_volume(
+        &self,
+        project: &str,
+        volume: &Resource<VolumeSpec>,
+    ) -> Result<(), RuntimeError> {
+        let (project, volume) = (project.to_string(), volume.clone());
+        self.blocking(move |inner| {
+            // The directory itself is made by the first container that mounts
+            // the volume, so that it is filled from that container's image.
+            inner.with_owners(|o| {
+                o.volumes.insert(
+                    volume.name.clone(),
+                    Owner {
+                        project,
+                        spec_hash: volume.hash.clone(),
+                        prune: volume.spec.prune,
+                    },
+                );
+            })?;
+            if !volumes::data_dir(&inner.state_dir, &volume.name).is_dir() {
+                volumes::ensure(&inner.state_dir, &volume.name, None).map_err(failed)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            volumes::remove(&inner.state_dir, &name).map_err(failed)?;
+            inner.with_owners(|o| {
+                o.volumes.remove(&name);
+            })
+        })
+        .await
+    }
+
+    async fn create_container(
+        &self,
+        project: &str,
+        instance: &Instance<'_>,
+    ) -> Result<(), RuntimeError> {
+        let mut spec = instance.spec.clone();
+        spec.labels
+            .insert(labels::PROJECT.into(), project.to_string());
+        spec.labels
+            .insert(labels::RESOURCE.into(), instance.resource.to_string());
+        spec.labels
+            .insert(labels::REPLICA.into(), instance.replica.to_string());
+        spec.labels
+            .insert(labels::HASH.into(), instance.hash.to_string());
+        spec.labels
+            .insert(labels::IMAGE_DIGEST.into(), instance.image_digest.clone());
+        let name = instance.name.clone();
+        let reference = instance.spec.image.to_string();
+        self.blocking(move |inner| {
+            let mut spec = spec;
+            let (config, lowers) = {
+                let images = inner.images.lock().expect("image store poisoned");
+                let record = images.resolve(&reference).map_err(failed)?.ok_or_else(|| {
+                    failed(format!("image {reference} is not in the image store"))
+                })?;
+                let config = images.run_config(&record).map_err(failed)?;
+                images
+                    .hold(&record, &format!("container:{name}"))
+                    .map_err(failed)?;
+                (config, images.layer_dirs(&record))
+            };
+            if let Some(mount) = inner.resolv_conf_mount(&name, &spec)? {
+                spec.mounts.push(mount);
+            }
+            // A leftover of the same name (a crash between remove and create) goes first.
+            if inner.engine.record(&name).is_ok() {
+                inner.engine.remove(&name, true).map_err(failed)?;
+            }
+            inner
+                .engine
+                .create(&name, spec.clone(), config, lowers)
+                .map_err(failed)?;
+            inner.start(&name, &spec)
+        })
+        .await
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            let record = inner.engine.record(&name).map_err(failed)?;
+            *inner
+                .restarts
+                .lock()
+                .expect("restart counts poisoned")
+                .entry(name.clone())
+                .or_default() += 1;
+            inner.nets.detach(&name).map_err(failed)?;
+            inner.start(&name, &record.spec)
+        })
+        .await
+    }
+
+    async fn stop_container(
+        &self,
+        name: &str,
+        _signal: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            inner.health.forget(&name);
+            inner.engine.stop(&name, Some(grace)).map_err(failed)?;
+            inner.nets.detach(&name).map_err(failed)
+        })
+        .await
+    }
+
+    async fn remove_container(
+        &self,
+        name: &str,
+        _signal: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            inner.health.forget(&name);
+            match inner.engine.record(&name) {
+                Ok(_) => {
+                    inner.engine.stop(&name, Some(grace)).map_err(failed)?;
+                    inner.engine.remove(&name, true).map_err(failed)?;
+                }
+                Err(_) => {} // already gone
+            }
+            inner.nets.release(&name).map_err(failed)?;
+            let _ =
+                std::fs::remove_file(inner.state_dir.join("resolv").join(format!("{name}.conf")));
+            let images = inner.images.lock().expect("image store poisoned");
+            images
+                .release(&format!("container:{name}"))
+                .map_err(failed)?;
+            inner
+                .restarts
+                .lock()
+                .expect("restart counts poisoned")
+                .remove(&name);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn health(&self, name: &str) -> Result<Health, RuntimeError> {
+        Ok(self.inner.health.health(name))
+    }
+}
+
+impl Inner {
+    fn start(self: &Arc<Self>, name: &str, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let shim = self.engine.start(name).map_err(failed)?;
+        if let Err(e) = self.plug(name, spec, shim.pid) {
+            let _ = self.engine.stop(name, Some(Duration::ZERO));
+            return Err(e);
+        }
+        if let Some(check) = spec.healthcheck.clone() {
+            self.health
+                .watch(name, check, Arc::new(EngineProbe(self.clone())));
+        }
+        Ok(())
+    }
+}
