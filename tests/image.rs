@@ -161,3 +161,40 @@ fn import_docker_save_and_oci_archives() {
         .count();
     assert_eq!(snapshots, 3);
 }
+
+#[test]
+fn held_snapshots_survive_rm_and_prune_until_released() {
+    use moor_runtime::image::{Images, import};
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let tarball = tmp.path().join("layer.tar");
+    std::fs::write(
+        &tarball,
+        layers::tar_of(|b| layers::file(b, "hello.txt", b"hello")),
+    )
+    .unwrap();
+    let images = Images::open(&state).unwrap();
+    let imported = import::import(&images, &tarball, Some("held:1"), &|_| {}).unwrap();
+    let image = &imported.images[0];
+    let dirs = images.layer_dirs(image);
+    assert_eq!(std::fs::read(dirs[0].join("hello.txt")).unwrap(), b"hello");
+    let run = images
+        .run_config(image)
+        .unwrap()
+        .expect("imported images have a run config");
+    assert!(
+        run.env()
+            .as_ref()
+            .is_some_and(|e| e.iter().any(|v| v.starts_with("PATH=")))
+    );
+    images.hold(image, "container:c1").unwrap();
+    ok(&moor_in(&state, &["image", "rm", "held:1"]));
+    ok(&moor_in(&state, &["image", "prune"]));
+    assert!(
+        dirs[0].join("hello.txt").is_file(),
+        "a held snapshot survives prune"
+    );
+    images.release("container:c1").unwrap();
+    ok(&moor_in(&state, &["image", "prune"]));
+    assert_eq!(leftovers(&state), Vec::<String>::new());
+}

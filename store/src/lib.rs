@@ -157,3 +157,69 @@ pub enum GcError {
     #[error(transparent)]
     Snapshots(#[from] SnapshotError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_removes_what_nothing_references_and_crash_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kept = store.blobs.put(b"manifest", None).unwrap();
+        let config = store.blobs.put(b"config", None).unwrap();
+        let layer = store.blobs.put(b"layer", None).unwrap();
+        let orphan = store.blobs.put(b"orphan", None).unwrap();
+        let chain = format!("sha256:{}", "c".repeat(64));
+        let temp = store.snapshots.temp_dir().unwrap();
+        store.snapshots.commit(&temp, &chain).unwrap();
+        store
+            .db
+            .put_snapshot(&SnapshotRecord {
+                chain_id: chain.clone(),
+                parent: None,
+                diff_id: chain.clone(),
+                size: 0,
+            })
+            .unwrap();
+        let image = ImageRecord {
+            digest: kept.to_string(),
+            media_type: "m".into(),
+            config: config.to_string(),
+            index: None,
+            platform: "linux/amd64".into(),
+            size: 1,
+            created: 0,
+            layers: vec![LayerRecord {
+                blob: layer.to_string(),
+                media_type: "l".into(),
+                size: 5,
+                diff_id: chain.clone(),
+                chain_id: chain.clone(),
+            }],
+            refs: vec![],
+        };
+        store.db.put_image(&image, &["r/x:1".into()]).unwrap();
+        // A crash left an ingest file, a temporary snapshot and an
+        // unrecorded snapshot directory.
+        std::mem::forget(store.blobs.ingest(None, None).unwrap());
+        store.snapshots.temp_dir().unwrap();
+        let unrecorded = format!("sha256:{}", "d".repeat(64));
+        let t = store.snapshots.temp_dir().unwrap();
+        store.snapshots.commit(&t, &unrecorded).unwrap();
+
+        let report = store.gc().unwrap();
+        assert_eq!(
+            (report.blobs, report.snapshots, report.temporaries),
+            (1, 1, 2)
+        );
+        assert!(!store.blobs.contains(&orphan));
+        assert!(store.blobs.contains(&layer) && store.snapshots.exists(&chain));
+
+        store.db.remove_image(&kept.to_string()).unwrap();
+        let report = store.gc().unwrap();
+        assert_eq!((report.blobs, report.snapshots), (3, 1));
+        assert!(store.blobs.list().unwrap().is_empty());
+        assert!(store.snapshots.list().unwrap().is_empty());
+    }
+}

@@ -79,15 +79,43 @@ impl Images {
             .map_err(|e| ImageError::Invalid(format!("config {digest}: {e}")))
     }
 
-    /// The snapshot directories of an image's layers, top-most first: the
-    /// `lowerdir` list of an overlay mount.
-    pub fn lowerdirs(&self, image: &ImageRecord) -> Vec<PathBuf> {
+    /// The snapshot directories of an image's layers, bottom first (the
+    /// order `container::Engine::create` takes; an overlay `lowerdir` lists
+    /// them the other way round).
+    pub fn layer_dirs(&self, image: &ImageRecord) -> Vec<PathBuf> {
         image
             .layers
             .iter()
-            .rev()
             .map(|l| self.store.snapshots.path(&l.chain_id))
             .collect()
+    }
+
+    /// The image's run configuration (entrypoint, command, environment,
+    /// user, working directory) as `oci-spec` types, for runtime bundles.
+    pub fn run_config(
+        &self,
+        image: &ImageRecord,
+    ) -> Result<Option<oci_spec::image::Config>, ImageError> {
+        let digest: Digest = image.config.parse()?;
+        let raw = self.store.blobs.read(&digest)?;
+        let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&raw)
+            .map_err(|e| ImageError::Invalid(format!("config {digest}: {e}")))?;
+        Ok(config.config().clone())
+    }
+
+    /// Makes `holder` (say `container:<id>`) a holder of the image's
+    /// snapshots, so that removing the image and pruning keeps them until
+    /// [`Images::release`].
+    pub fn hold(&self, image: &ImageRecord, holder: &str) -> Result<(), ImageError> {
+        for l in &image.layers {
+            self.store.db.hold_snapshot(&l.chain_id, holder)?;
+        }
+        Ok(())
+    }
+
+    /// Drops every hold of `holder`.
+    pub fn release(&self, holder: &str) -> Result<(), ImageError> {
+        Ok(self.store.db.release_holder(holder)?)
     }
 
     /// Makes sure the snapshot of a layer exists, unpacking its blob if not.
