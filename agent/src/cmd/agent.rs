@@ -39,12 +39,24 @@ pub struct AgentArgs {
 }
 
 struct AgentStatus {
+    host: Host,
     project: String,
     source: PathBuf,
     status: watch::Receiver<Status>,
 }
 
 impl StatusSource for AgentStatus {
+    fn before_scrape(&self, metrics: &Metrics) {
+        for (name, u) in self.host.usage() {
+            let usage = moor_metrics::ContainerUsage {
+                cpu_seconds: u.cpu_seconds,
+                memory_bytes: u.memory_bytes,
+                pids: u.pids,
+            };
+            metrics.container_usage(&name, usage);
+        }
+    }
+
     fn ready(&self) -> bool {
         self.status.borrow().ready
     }
@@ -156,6 +168,7 @@ async fn serve(host: Host, project: String, args: &AgentArgs) -> anyhow::Result<
 
     // The HTTP endpoint.
     let status_source = Arc::new(AgentStatus {
+        host: host.clone(),
         project: project.clone(),
         source: args.source.clone(),
         status: status_rx,

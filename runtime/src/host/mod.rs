@@ -11,6 +11,7 @@
 
 mod health;
 pub mod owners;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -188,6 +189,20 @@ impl Host {
     /// The network engine.
     pub fn networks(&self) -> &Networks {
         &self.inner.nets
+    }
+
+    /// Resource usage of every running container, from their cgroups.
+    pub fn usage(&self) -> Vec<(String, usage::Usage)> {
+        let hierarchies = crate::container::cgroups::Hierarchies::detect();
+        let Ok(list) = self.inner.engine.list() else {
+            return Vec::new();
+        };
+        list.into_iter()
+            .filter(|i| matches!(i.status, Status::Running { .. }))
+            .filter_map(|i| {
+                usage::read(&hierarchies, &i.record.cgroup_path()).map(|u| (i.record.name, u))
+            })
+            .collect()
     }
 
     async fn blocking<T: Send + 'static>(
