@@ -459,19 +459,38 @@ fn published_port_answers_on_loopback_and_stops_after_removal() {
         .expect("attach with a published port");
     let site = tempfile::tempdir().unwrap();
     let _httpd = serve(&web, site.path(), "published\n");
-    let fetch = || -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(
-            &SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_secs(3),
-        )?;
+    let fetch_from = |ip: [u8; 4]| -> std::io::Result<String> {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_secs(3))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
         let mut body = String::new();
         s.read_to_string(&mut body)?;
         Ok(body)
     };
+    let fetch = || fetch_from([127, 0, 0, 1]);
     let body = fetch().expect("published port answers on 127.0.0.1");
     assert!(body.ends_with("published\n"), "{body}");
+    // The host's own (non-loopback) address, from the host.
+    let body = fetch_from([10, 201, 3, 1]).expect("published port answers on a host address");
+    assert!(body.ends_with("published\n"), "{body}");
+    // From outside: a namespace behind a link of its own, asking the host's
+    // address on that link (prerouting DNAT, forwarding, the reply back).
+    let outside = Netns::new("outside");
+    let _link = OutsideLink::new(&outside, "10.201.13.1", "10.201.13.2");
+    let got = wget(&outside, &format!("http://10.201.13.1:{port}/"));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "published\n",
+        "{got:?}"
+    );
+    // Hairpin: the container reaching its own published port via the host.
+    let got = wget(&web, &format!("http://10.201.3.1:{port}/"));
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "published\n",
+        "{got:?}"
+    );
     // Re-attaching (a restart) does not duplicate the rule.
     env.nets
         .attach(
@@ -490,6 +509,86 @@ fn published_port_answers_on_loopback_and_stops_after_removal() {
     env.nets.release("pubweb").unwrap();
     assert!(fetch().is_err(), "the port stops answering after removal");
     assert!(!env.table_rules().contains(&format!("dport {port}")));
+}
+
+#[test]
+fn internal_network_has_no_way_out() {
+    if !ready() {
+        return;
+    }
+    let env = Env::new("int");
+    env.network("t-int", "10.201.11.0/24", true);
+    env.network("t-ext", "10.201.12.0/24", false);
+    let (walled, open) = (Netns::new("walled"), Netns::new("open"));
+    env.nets
+        .attach("walled", &walled.path(), &[attach("t-int", &[], None)], &[])
+        .unwrap();
+    env.nets
+        .attach("open", &open.path(), &[attach("t-ext", &[], None)], &[])
+        .unwrap();
+    let routes = run("ip", &["netns", "exec", &walled.name, "ip", "route"]);
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    assert!(!routes.contains("default"), "no default route: {routes}");
+    assert!(routes.contains("10.201.11.0/24 dev eth0"), "{routes}");
+    let ping = |ns: &Netns, ip: &str| {
+        ns.busybox(&["ping", "-c", "1", "-W", "1", ip])
+            .status
+            .success()
+    };
+    assert!(
+        ping(&walled, "10.201.11.1"),
+        "the gateway (and its DNS) is reachable"
+    );
+    assert!(
+        !ping(&walled, "10.201.12.2"),
+        "no route out of an internal network"
+    );
+    // Even with a default route added by hand, the host does not forward.
+    let added = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &walled.name,
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.201.11.1",
+        ],
+    );
+    assert!(added.status.success(), "{added:?}");
+    assert!(
+        !ping(&walled, "10.201.12.2"),
+        "forwarding out of an internal network is dropped"
+    );
+    assert!(
+        !ping(&open, "10.201.11.2"),
+        "forwarding into an internal network is dropped"
+    );
+    // A container on both gets its default route from the non-internal one.
+    let both = Netns::new("both");
+    let ifs = env
+        .nets
+        .attach(
+            "both",
+            &both.path(),
+            &[attach("t-int", &[], None), attach("t-ext", &[], None)],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (ifs[0].ifname.as_str(), ifs[1].ifname.as_str()),
+        ("eth0", "eth1")
+    );
+    let routes = run("ip", &["netns", "exec", &both.name, "ip", "route"]);
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    assert!(
+        routes.contains("default via 10.201.12.1 dev eth1"),
+        "{routes}"
+    );
+    assert!(ping(&both, "10.201.11.2") && ping(&both, "10.201.12.2"));
 }
 
 #[test]
@@ -622,6 +721,47 @@ fn bad_inputs_are_clear_errors_and_create_nothing() {
     drop(listener);
 }
 
+/// A veth pair from the host (`host_ip/24`) into `ns` (`ns_ip/24`, default
+/// route via the host): a machine "outside" moor's networks.
+struct OutsideLink(String);
+
+impl OutsideLink {
+    fn new(ns: &Netns, host_ip: &str, ns_ip: &str) -> Self {
+        let (host, peer) = (
+            format!("mto{}", std::process::id()),
+            format!("mtp{}", std::process::id()),
+        );
+        let ok = |out: Output| assert!(out.status.success(), "{out:?}");
+        ok(run(
+            "ip",
+            &["link", "add", &host, "type", "veth", "peer", "name", &peer],
+        ));
+        let link = OutsideLink(host.clone());
+        ok(run("ip", &["link", "set", &peer, "netns", &ns.name]));
+        ok(run(
+            "ip",
+            &["addr", "add", &format!("{host_ip}/24"), "dev", &host],
+        ));
+        ok(run("ip", &["link", "set", &host, "up"]));
+        let in_ns = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns.name, "ip"];
+            all.extend_from_slice(args);
+            ok(run("ip", &all));
+        };
+        in_ns(&["addr", "add", &format!("{ns_ip}/24"), "dev", &peer]);
+        in_ns(&["link", "set", &peer, "up"]);
+        in_ns(&["link", "set", "lo", "up"]);
+        in_ns(&["route", "add", "default", "via", host_ip]);
+        link
+    }
+}
+
+impl Drop for OutsideLink {
+    fn drop(&mut self) {
+        let _ = run("ip", &["link", "del", &self.0]);
+    }
+}
+
 /// A bridge of the test's own with an address, which gives the host a
 /// route (a bridge rather than a dummy: not every kernel has `dummy`).
 struct DummyLink(String);
@@ -694,6 +834,39 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
     }
     let env = Env::new("crash");
     let ns = Netns::new("crash");
+    // Interfaces that look like moor's but are not this instance's: another
+    // state directory's bridge, and a veth pair of moor's name shape.
+    let foreign_bridge = format!("mo-f{}", std::process::id());
+    let _foreign = DummyLink::new(&foreign_bridge, "10.201.14.1/24");
+    let alias = run(
+        "ip",
+        &[
+            "link",
+            "set",
+            "dev",
+            &foreign_bridge,
+            "alias",
+            "moor:ffffffff:network:f",
+        ],
+    );
+    assert!(alias.status.success(), "{alias:?}");
+    let foreign_veth = moor_runtime::net::names::veth_host("someone", "else");
+    let foreign_peer = moor_runtime::net::names::veth_peer("someone", "else");
+    let made = run(
+        "ip",
+        &[
+            "link",
+            "add",
+            &foreign_veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &foreign_peer,
+        ],
+    );
+    assert!(made.status.success(), "{made:?}");
+    let _foreign_veth = DummyLink(foreign_veth.clone());
     let dir = env._dir.path().to_str().unwrap().to_string();
     for delay_ms in [0u64, 7, 23] {
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -783,6 +956,14 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
             .map(|c| c.ports.len())
             .sum();
         assert_eq!(rules.matches(" dnat to ").count(), published, "{rules}");
+        assert!(
+            link_exists(&foreign_bridge),
+            "another moor's bridge is left alone"
+        );
+        assert!(
+            link_exists(&foreign_veth),
+            "a veth moor did not record is left alone"
+        );
         // A second cleanup finds nothing to do.
         let again = nets.cleanup().unwrap();
         assert_eq!(again, Default::default());

@@ -7,14 +7,13 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::{LinkBridge, LinkUnspec};
 
 use super::error::{NetError, Result};
-use super::names;
 use super::netlink::{self, find_link};
 
-/// Creates (or completes) the bridge `bridge` of `network` with `gateway/prefix`
+/// Creates (or completes) the bridge `bridge`, marked with `alias`, with `gateway/prefix`
 /// on it, up, and with `route_localnet` so that DNAT from 127.0.0.1 can leave
 /// through it. Idempotent: an existing bridge is adopted and fixed up.
 pub(crate) fn create(
-    network: &str,
+    alias: &str,
     bridge: &str,
     gateway: Ipv4Addr,
     prefix: u8,
@@ -24,10 +23,7 @@ pub(crate) fn create(
         let link = match find_link(&h, bridge).await? {
             Some(link) => link,
             None => {
-                let msg = LinkBridge::new(bridge)
-                    .mtu(mtu)
-                    .alias(names::bridge_alias(network))
-                    .build();
+                let msg = LinkBridge::new(bridge).mtu(mtu).build();
                 h.link()
                     .add(msg)
                     .execute()
@@ -63,8 +59,10 @@ pub(crate) fn create(
                     "add {gateway}/{prefix} to {bridge}"
                 )))?;
         }
+        // The kernel ignores an alias in RTM_NEWLINK; set it now. A crash
+        // before this leaves a bridge that the state still records.
         h.link()
-            .set(LinkUnspec::new_with_index(index).up().build())
+            .set(LinkUnspec::new_with_index(index).alias(alias).up().build())
             .execute()
             .await
             .map_err(NetError::netlink(format!("set {bridge} up")))?;

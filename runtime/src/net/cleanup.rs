@@ -1,11 +1,22 @@
 //! What a crash left behind: found and removed, or adopted, at start-up.
 //!
-//! The persisted state is the truth. Bridges and veths that carry moor's
-//! mark (the alias, or a veth name of moor's shape) but no record are
-//! deleted; recorded networks get their bridge and DNS server back;
-//! containers whose namespace or veth is gone are marked detached (their
-//! addresses stay leased); and the nftables table is rewritten whole from
-//! the state, which drops any stale rule.
+//! The persisted state is the truth, and it is written before the host is
+//! touched, so every bridge or veth moor creates is recorded while it
+//! exists. Clean-up therefore:
+//! - deletes the veth pair of every recorded lease that is not live
+//!   (container detached, its namespace gone, or half its pair missing);
+//! - deletes bridges and veths carrying this instance's alias but no record;
+//! - recreates (adopts) the bridge of every recorded network;
+//! - marks containers whose namespace or veth is gone as detached (their
+//!   addresses stay leased);
+//! - rewrites the nftables table whole from the state, which drops any
+//!   stale rule, and starts the DNS servers.
+//!
+//! It never touches an interface that is not provably this instance's: not
+//! by name shape alone, since another moor (a second state directory) or a
+//! user may own a `mo-…` bridge or an `mv-…` veth.
+
+use std::collections::BTreeSet;
 
 use serde::Serialize;
 
@@ -16,9 +27,9 @@ use super::{bridge, names, netlink, ports};
 /// What [`Networks::cleanup`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CleanupReport {
-    /// Bridges deleted: moor's, but of no recorded network.
+    /// Bridges deleted: this moor's, but of no recorded network.
     pub removed_bridges: Vec<String>,
-    /// veth ends deleted: moor's, but of no live attachment.
+    /// veth ends deleted: this moor's, but of no live attachment.
     pub removed_veths: Vec<String>,
     /// Containers marked detached: their namespace or veth was gone.
     pub detached: Vec<String>,
@@ -32,64 +43,74 @@ impl Networks {
         let mut state = self.file().load(&held)?;
         let mut report = CleanupReport::default();
         let links = netlink::run(None, |h| async move { netlink::all_links(&h).await })?;
-        let mut present = Vec::new();
-        for link in &links {
-            let Some(name) = netlink::link_name(link) else {
-                continue;
-            };
-            let alias = netlink::link_alias(link).unwrap_or("");
-            let network = alias
-                .strip_prefix(names::ALIAS_PREFIX)
-                .and_then(|a| a.strip_prefix("network:"));
-            if let Some(network) = network {
-                let recorded = state
-                    .networks
-                    .get(network)
-                    .is_some_and(|n| n.bridge == name);
-                if !recorded {
-                    bridge::remove(name)?;
-                    report.removed_bridges.push(name.to_string());
-                }
-                continue;
-            }
-            if names::is_veth(name) {
-                let live = name.starts_with("mv-")
-                    && state.containers.iter().any(|(_, c)| {
-                        c.netns.is_some() && c.leases.iter().any(|l| l.host_veth == name)
-                    });
-                if live {
-                    present.push(name.to_string());
-                } else {
-                    netlink::run(
-                        None,
-                        |h| async move { netlink::delete_link(&h, name).await },
-                    )?;
-                    report.removed_veths.push(name.to_string());
-                }
-            }
-        }
+        let present: BTreeSet<String> = links
+            .iter()
+            .filter_map(|l| netlink::link_name(l).map(String::from))
+            .collect();
+        let delete = |name: &str, report: &mut Vec<String>| -> Result<()> {
+            netlink::run(
+                None,
+                |h| async move { netlink::delete_link(&h, name).await },
+            )?;
+            report.push(name.to_string());
+            Ok(())
+        };
+
+        // Attachments: live ones are kept, all others lose their pairs.
         for (name, c) in state.containers.iter_mut() {
-            let Some(ns) = &c.netns else {
-                continue;
-            };
-            let intact = ns.exists() && c.leases.iter().all(|l| present.contains(&l.host_veth));
-            if !intact {
-                for l in &c.leases {
-                    if present.contains(&l.host_veth) {
-                        netlink::run(None, |h| {
-                            let veth = l.host_veth.clone();
-                            async move { netlink::delete_link(&h, &veth).await }
-                        })?;
-                        report.removed_veths.push(l.host_veth.clone());
-                    }
-                }
+            let intact = c.netns.as_ref().is_some_and(|ns| ns.exists())
+                && c.leases.iter().all(|l| present.contains(&l.host_veth));
+            if c.netns.is_some() && !intact {
                 c.netns = None;
                 report.detached.push(name.clone());
             }
+            if c.netns.is_some() {
+                continue;
+            }
+            for l in &c.leases {
+                for end in [
+                    names::veth_host(name, &l.network),
+                    names::veth_peer(name, &l.network),
+                ] {
+                    if present.contains(&end) {
+                        delete(&end, &mut report.removed_veths)?;
+                    }
+                }
+            }
         }
+
+        // Marked links of this instance that no record accounts for.
+        let recorded_veths: BTreeSet<&str> = state
+            .containers
+            .values()
+            .filter(|c| c.netns.is_some())
+            .flat_map(|c| c.leases.iter().map(|l| l.host_veth.as_str()))
+            .collect();
+        let recorded_bridges: BTreeSet<&str> =
+            state.networks.values().map(|n| n.bridge.as_str()).collect();
+        for link in &links {
+            let (Some(name), Some(alias)) = (netlink::link_name(link), netlink::link_alias(link))
+            else {
+                continue;
+            };
+            match names::owned_by(alias, self.instance()) {
+                Some(true) if !recorded_bridges.contains(name) => {
+                    bridge::remove(name)?;
+                    report.removed_bridges.push(name.to_string());
+                }
+                Some(false)
+                    if !recorded_veths.contains(name)
+                        && !report.removed_veths.iter().any(|v| v == name) =>
+                {
+                    delete(name, &mut report.removed_veths)?;
+                }
+                _ => {}
+            }
+        }
+
         for n in state.networks.values() {
             bridge::create(
-                &n.name,
+                &names::bridge_alias(self.instance(), &n.name),
                 &n.bridge,
                 n.gateway,
                 n.subnet.prefix_len(),

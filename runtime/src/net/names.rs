@@ -8,9 +8,11 @@
 //!   (container, network); its peer is created as `mp-` + the same digits
 //!   and renamed `eth0`, `eth1`, … once it is inside the container.
 //!
-//! Every interface moor creates also carries an alias (`IFLA_IFALIAS`)
-//! starting with [`ALIAS_PREFIX`], so clean-up removes only what moor made,
-//! never a user's bridge that happens to be called `mo-something`.
+//! Every bridge and veth host end moor creates also carries an alias
+//! (`IFLA_IFALIAS`) naming its state directory's [`instance`], so clean-up
+//! removes only what this moor made — never a user's bridge that happens to
+//! be called `mo-something`, nor another moor's (a second state directory,
+//! tests side by side).
 
 use sha2::{Digest, Sha256};
 
@@ -53,14 +55,36 @@ pub fn container_ifname(index: usize) -> String {
     format!("eth{index}")
 }
 
+/// The token that tells one moor state directory's interfaces from
+/// another's (tests, or two agents, on one host).
+pub fn instance(state_dir: &std::path::Path) -> String {
+    let path = state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_path_buf());
+    short_hash(path.as_os_str().as_encoded_bytes(), 8)
+}
+
 /// The alias that marks a bridge as moor's.
-pub fn bridge_alias(network: &str) -> String {
-    format!("{ALIAS_PREFIX}network:{network}")
+pub fn bridge_alias(instance: &str, network: &str) -> String {
+    format!("{ALIAS_PREFIX}{instance}:network:{network}")
 }
 
 /// The alias that marks a veth host end as moor's.
-pub fn veth_alias(container: &str, network: &str) -> String {
-    format!("{ALIAS_PREFIX}veth:{container}/{network}")
+pub fn veth_alias(instance: &str, container: &str, network: &str) -> String {
+    format!("{ALIAS_PREFIX}{instance}:veth:{container}/{network}")
+}
+
+/// What an alias of `instance` marks: `Some(true)` a bridge, `Some(false)` a
+/// veth, `None` when it is not this instance's.
+pub fn owned_by(alias: &str, instance: &str) -> Option<bool> {
+    let rest = alias.strip_prefix(ALIAS_PREFIX)?.strip_prefix(instance)?;
+    if rest.starts_with(":network:") {
+        Some(true)
+    } else if rest.starts_with(":veth:") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// True for a name of the form moor gives veth ends (`mv-`/`mp-` + 12 hex
@@ -125,5 +149,10 @@ mod tests {
         assert!(is_veth(&veth_peer("web", "front")));
         assert!(!is_veth("mv-front"));
         assert!(!is_veth("eth0"));
+        let me = "0123abcd";
+        assert_eq!(owned_by(&bridge_alias(me, "front"), me), Some(true));
+        assert_eq!(owned_by(&veth_alias(me, "web", "front"), me), Some(false));
+        assert_eq!(owned_by(&bridge_alias("99999999", "front"), me), None);
+        assert_eq!(owned_by("my own bridge", me), None);
     }
 }

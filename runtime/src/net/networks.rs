@@ -97,6 +97,7 @@ pub struct Interface {
 pub struct Networks {
     cfg: NetConfig,
     file: StateFile,
+    instance: String,
     mtu: u32,
     upstreams: Vec<SocketAddr>,
     /// The last saved state, read by the DNS servers.
@@ -122,6 +123,7 @@ impl Networks {
         };
         let mtu = cfg.mtu.unwrap_or_else(default_mtu);
         Ok(Networks {
+            instance: names::instance(&cfg.state_dir),
             cfg,
             file,
             mtu,
@@ -190,7 +192,7 @@ impl Networks {
 
     fn realise_network(&self, record: &NetworkRecord, state: &State) -> Result<()> {
         bridge::create(
-            &record.name,
+            &names::bridge_alias(&self.instance, &record.name),
             &record.bridge,
             record.gateway,
             record.subnet.prefix_len(),
@@ -237,7 +239,8 @@ impl Networks {
 
     /// Plugs `container` into the network namespace at `netns` (a path such
     /// as `/proc/PID/ns/net` or `/run/netns/NAME`): one interface per
-    /// attachment (`eth0`, `eth1`, …; the first carries the default route),
+    /// attachment (`eth0`, `eth1`, …; the first non-internal one carries the
+    /// default route),
     /// with addresses from IPAM, and publishes `ports` on the host.
     /// Re-attaching (after a restart) keeps the addresses.
     pub fn attach(
@@ -330,6 +333,13 @@ impl Networks {
         state: &State,
     ) -> Result<Vec<Interface>> {
         let mut out = Vec::new();
+        // The default route goes via the first network that has a way out;
+        // internal networks give none, so a container on internal networks
+        // only reaches their subnets.
+        let default_network = record
+            .leases
+            .iter()
+            .position(|l| state.networks.get(&l.network).is_some_and(|n| !n.internal));
         for (i, l) in record.leases.iter().enumerate() {
             let net = state
                 .networks
@@ -339,12 +349,13 @@ impl Networks {
                 })?;
             let plug = veth::Plug {
                 container,
+                alias: names::veth_alias(&self.instance, container, &l.network),
                 network: &l.network,
                 bridge: &net.bridge,
                 ifname: &l.ifname,
                 address: l.address,
                 prefix: net.subnet.prefix_len(),
-                default_via: (i == 0).then_some(net.gateway),
+                default_via: (default_network == Some(i)).then_some(net.gateway),
                 mtu: self.mtu,
             };
             veth::attach(netns, &plug)?;
@@ -544,6 +555,10 @@ impl Networks {
 
     pub(super) fn file(&self) -> &StateFile {
         &self.file
+    }
+
+    pub(super) fn instance(&self) -> &str {
+        &self.instance
     }
 
     pub(super) fn mtu(&self) -> u32 {

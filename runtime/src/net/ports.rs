@@ -7,6 +7,10 @@
 //! regenerates exactly the same rules (never a duplicate), and rules of a
 //! removed container or network vanish with its record. No other table is
 //! touched.
+//!
+//! Isolation drops forwarding between different moor bridges, and out of
+//! and into internal ones, except for connections to a published port
+//! (`ct status dnat`): a published port is public, whoever asks.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -89,7 +93,7 @@ pub fn ruleset(table: &str, state: &State) -> String {
          \x20 chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump published\n  }}\n\
          \x20 chain output {{\n    type nat hook output priority -100; policy accept;\n    fib daddr type local jump published\n  }}\n\
          \x20 chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n{post}  }}\n\
-         \x20 chain forward {{\n    type filter hook forward priority filter; policy accept;\n{forward}  }}\n\
+         \x20 chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ct status dnat accept\n{forward}  }}\n\
          }}\n"
     );
     out
@@ -234,6 +238,10 @@ mod tests {
         assert!(rules.contains("iifname \"mo-i\" oifname != \"mo-i\" drop"));
         assert!(rules.contains("oifname \"mo-i\" iifname != \"mo-i\" drop"));
         assert!(rules.starts_with("table ip moor\ndelete table ip moor\ntable ip moor {"));
+        let accept = rules
+            .find("ct status dnat accept")
+            .expect("published ports pass");
+        assert!(accept < rules.find("drop").unwrap(), "{rules}");
     }
 
     #[test]

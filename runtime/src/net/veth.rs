@@ -17,6 +17,8 @@ use super::netlink::{self, find_link};
 #[derive(Debug, Clone)]
 pub(crate) struct Plug<'a> {
     pub container: &'a str,
+    /// The alias marking the host end as this moor's.
+    pub alias: String,
     pub network: &'a str,
     pub bridge: &'a str,
     pub ifname: &'a str,
@@ -58,7 +60,7 @@ pub(crate) fn attach(netns: &Path, plug: &Plug<'_>) -> Result<()> {
                 async move { h.link().set(msg).execute().await }
             };
             set(LinkUnspec::new_with_index(index)
-                .alias(names::veth_alias(plug.container, plug.network))
+                .alias(plug.alias.as_str())
                 .controller(bridge.header.index)
                 .build())
             .await
