@@ -10,4 +10,5 @@ mod image;
 mod metrics;
 mod networks;
 mod spec_props;
+mod stack;
 mod validate;

@@ -70,13 +70,26 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    /// Defaults under `state_dir`.
+    /// Defaults under `state_dir`. Several moor instances on one machine
+    /// (a test fleet) keep apart with `MOOR_NFT_TABLE` (the nftables table,
+    /// default `moor`) and `MOOR_NET_POOL` (where subnets are allocated,
+    /// default `10.89.0.0/16`).
     pub fn new(state_dir: &Path) -> Self {
+        let mut net = NetConfig::new(state_dir);
+        if let Ok(table) = std::env::var("MOOR_NFT_TABLE") {
+            net.table = table;
+        }
+        if let Some(pool) = std::env::var("MOOR_NET_POOL")
+            .ok()
+            .and_then(|p| p.parse().ok())
+        {
+            net.pool = pool;
+        }
         Self {
             state_dir: state_dir.to_path_buf(),
             pull: PullOptions::default(),
             engine: EngineConfig::new(state_dir),
-            net: NetConfig::new(state_dir),
+            net,
         }
     }
 }
