@@ -99,15 +99,30 @@ struct Upstream {
 
 impl Upstream {
     fn start() -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind upstream resolver");
+        // UDP and TCP on the same port, as a real resolver.
+        let (sock, tcp) = (0..20)
+            .find_map(|_| {
+                let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let tcp = TcpListener::bind(sock.local_addr().ok()?).ok()?;
+                Some((sock, tcp))
+            })
+            .expect("bind upstream resolver");
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
+        tcp.set_nonblocking(true).unwrap();
         let addr = sock.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 512];
             while !flag.load(Ordering::Relaxed) {
+                if let Ok((mut conn, _)) = tcp.accept() {
+                    conn.set_nonblocking(false).unwrap();
+                    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    if let Some(reply) = read_framed(&mut conn).and_then(|q| answer(&q)) {
+                        write_framed(&mut conn, &reply);
+                    }
+                }
                 let Ok((n, peer)) = sock.recv_from(&mut buf) else {
                     continue;
                 };
@@ -122,6 +137,20 @@ impl Upstream {
             thread: Some(thread),
         }
     }
+}
+
+fn read_framed(conn: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    conn.read_exact(&mut len).ok()?;
+    let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    conn.read_exact(&mut msg).ok()?;
+    Some(msg)
+}
+
+fn write_framed(conn: &mut TcpStream, msg: &[u8]) {
+    let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(msg);
+    let _ = conn.write_all(&framed);
 }
 
 impl Drop for Upstream {
@@ -282,25 +311,34 @@ fn nslookup(ns: &Netns, name: &str) -> String {
     )
 }
 
-/// Asks a DNS server directly (from the host) for the A records of `name`.
-fn query_a(server: SocketAddr, name: &str) -> (u8, Vec<Ipv4Addr>) {
+/// Asks a DNS server directly (from the host) for the A records of `name`,
+/// over UDP or TCP; returns the response code and the addresses.
+fn query_a_over(server: SocketAddr, name: &str, tcp: bool) -> (u8, Vec<Ipv4Addr>) {
     let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.split('.') {
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
     }
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    sock.send_to(&q, server).unwrap();
-    let mut buf = [0u8; 512];
-    let n = sock.recv(&mut buf).expect("dns reply");
-    let reply = &buf[..n];
+    let reply = if tcp {
+        let mut conn = TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write_framed(&mut conn, &q);
+        read_framed(&mut conn).expect("dns reply over tcp")
+    } else {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        sock.send_to(&q, server).unwrap();
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("dns reply");
+        buf[..n].to_vec()
+    };
+    assert_eq!(&reply[..2], &q[..2], "the reply carries the query's id");
     let rcode = reply[3] & 0x0f;
     // Answers are at the tail: each A record ends with its 4 address bytes.
     let count = u16::from_be_bytes([reply[6], reply[7]]) as usize;
     let mut ips = Vec::new();
-    let mut end = n;
+    let mut end = reply.len();
     for _ in 0..count {
         ips.push(Ipv4Addr::new(
             reply[end - 4],
@@ -311,6 +349,10 @@ fn query_a(server: SocketAddr, name: &str) -> (u8, Vec<Ipv4Addr>) {
         end -= 16;
     }
     (rcode, ips)
+}
+
+fn query_a(server: SocketAddr, name: &str) -> (u8, Vec<Ipv4Addr>) {
+    query_a_over(server, name, false)
 }
 
 #[test]
@@ -607,8 +649,25 @@ fn dns_forwards_other_names_to_the_hosts_resolver() {
     assert!(lookup.contains("10.99.0.99"), "forwarded: {lookup}");
     let lookup = nslookup(&ns, "asker");
     assert!(lookup.contains("10.201.4.2"), "own name: {lookup}");
-    let (rcode, _) = query_a("10.201.4.1:53".parse().unwrap(), "nothing.test");
+    let server: SocketAddr = "10.201.4.1:53".parse().unwrap();
+    let (rcode, _) = query_a(server, "nothing.test");
     assert_eq!(rcode, 3, "upstream's NXDOMAIN is relayed");
+    // The same over TCP, the fallback for truncated answers.
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    assert_eq!(
+        query_a_over(server, "example.test", true),
+        (0, vec![ip("10.99.0.99")])
+    );
+    assert_eq!(query_a_over(server, "nothing.test", true).0, 3);
+    // The host asking the gateway sees the network's containers, over both.
+    assert_eq!(
+        query_a_over(server, "asker", true),
+        (0, vec![ip("10.201.4.2")])
+    );
+    assert_eq!(
+        query_a_over(server, "asker", false),
+        (0, vec![ip("10.201.4.2")])
+    );
 }
 
 #[test]

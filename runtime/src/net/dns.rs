@@ -10,8 +10,8 @@
 //! socket rather than `hickory-server`: the whole job is one lookup in the
 //! engine's state plus a relay, and the server lives on a thread of its own
 //! so that it works the same under the agent's runtime or a blocking CLI.
-//! UDP only for now: an upstream answer too big for UDP reaches the client
-//! with the TC bit set, and the client's retry over TCP is not served.
+//! It serves UDP and TCP (the fallback for answers truncated over UDP),
+//! forwarding over the transport the client used.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -20,7 +20,8 @@ use std::time::Duration;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 
 use super::error::{NetError, Result};
@@ -29,6 +30,9 @@ use super::state::State;
 /// Time to live of the answers; addresses are stable, but a short TTL keeps
 /// a replaced container's peers honest.
 const TTL: u32 = 10;
+
+/// How long a TCP client may stay silent.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long to wait for one upstream resolver.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -75,8 +79,8 @@ pub fn hosts(name: &str, addresses: &[(Ipv4Addr, Vec<String>)]) -> String {
 }
 
 /// The addresses `name` has for an asker at `source` via the server of
-/// `network`: names of containers on any network the asker is on, or on
-/// `network` alone when the asker is not a container there.
+/// `network`: names of attached containers on any network the asker is on,
+/// or on `network` alone when the asker is not a container there.
 pub fn lookup(state: &State, network: &str, source: IpAddr, name: &str) -> Option<Vec<Ipv4Addr>> {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     let asker = state.containers.values().find(|c| {
@@ -89,7 +93,9 @@ pub fn lookup(state: &State, network: &str, source: IpAddr, name: &str) -> Optio
         None => vec![network],
     };
     let mut found = Vec::new();
-    for (cname, c) in &state.containers {
+    // Only attached containers answer: a stopped one keeps its lease, but
+    // nobody is there to reach.
+    for (cname, c) in state.containers.iter().filter(|(_, c)| c.netns.is_some()) {
         for l in c
             .leases
             .iter()
@@ -131,11 +137,17 @@ impl DnsServer {
             .enable_time()
             .build()
             .map_err(err)?;
-        let socket = {
+        let (socket, listener) = {
             let _enter = rt.enter();
-            let std = std::net::UdpSocket::bind(address).map_err(err)?;
-            std.set_nonblocking(true).map_err(err)?;
-            UdpSocket::from_std(std).map_err(err)?
+            let udp = std::net::UdpSocket::bind(address).map_err(err)?;
+            udp.set_nonblocking(true).map_err(err)?;
+            let address = udp.local_addr().map_err(err)?;
+            let tcp = std::net::TcpListener::bind(address).map_err(err)?;
+            tcp.set_nonblocking(true).map_err(err)?;
+            (
+                UdpSocket::from_std(udp).map_err(err)?,
+                TcpListener::from_std(tcp).map_err(err)?,
+            )
         };
         let address = socket.local_addr().map_err(err)?;
         let (stop, stopped) = oneshot::channel();
@@ -143,7 +155,18 @@ impl DnsServer {
         let thread = std::thread::Builder::new()
             .name(format!("dns-{network}"))
             .spawn(move || {
-                rt.block_on(serve(network, Arc::new(socket), state, upstreams, stopped));
+                let server = Arc::new(Server {
+                    network,
+                    state,
+                    upstreams,
+                });
+                rt.block_on(async move {
+                    tokio::select! {
+                        _ = stopped => {}
+                        _ = serve_udp(server.clone(), Arc::new(socket)) => {}
+                        _ = serve_tcp(server, listener) => {}
+                    }
+                });
             })
             .map_err(err)?;
         Ok(DnsServer {
@@ -168,36 +191,37 @@ impl Drop for DnsServer {
     }
 }
 
-async fn serve(
+/// What every query handler needs.
+#[derive(Debug)]
+struct Server {
     network: String,
-    socket: Arc<UdpSocket>,
     state: Arc<RwLock<State>>,
     upstreams: Vec<SocketAddr>,
-    mut stopped: oneshot::Receiver<()>,
-) {
+}
+
+impl Server {
+    fn local(&self, source: IpAddr, query: &[u8]) -> Local {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        answer_locally(&state, &self.network, source, query)
+    }
+}
+
+async fn serve_udp(server: Arc<Server>, socket: Arc<UdpSocket>) {
     let mut buf = vec![0u8; 4096];
     loop {
-        let (len, peer) = tokio::select! {
-            _ = &mut stopped => return,
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(r) => r,
-                Err(_) => continue,
-            },
+        let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
+            continue;
         };
         let query = buf[..len].to_vec();
-        let local = {
-            let state = state.read().unwrap_or_else(|e| e.into_inner());
-            answer_locally(&state, &network, peer.ip(), &query)
-        };
-        match local {
+        match server.local(peer.ip(), &query) {
             Local::Ignore => {}
             Local::Reply(reply) => {
                 let _ = socket.send_to(&reply, peer).await;
             }
             Local::Forward => {
-                let (socket, upstreams) = (socket.clone(), upstreams.clone());
+                let (socket, server) = (socket.clone(), server.clone());
                 tokio::spawn(async move {
-                    let reply = forward(&query, &upstreams)
+                    let reply = forward_udp(&query, &server.upstreams)
                         .await
                         .or_else(|| servfail(&query));
                     if let Some(reply) = reply {
@@ -207,6 +231,64 @@ async fn serve(
             }
         }
     }
+}
+
+/// DNS over TCP (RFC 7766), which clients fall back to when a UDP answer
+/// comes back truncated: two-byte length, message, as many as the client
+/// sends on one connection.
+async fn serve_tcp(server: Arc<Server>, listener: TcpListener) {
+    loop {
+        let Ok((mut conn, peer)) = listener.accept().await else {
+            continue;
+        };
+        let server = server.clone();
+        tokio::spawn(async move {
+            while let Ok(Ok(query)) =
+                tokio::time::timeout(IDLE_TIMEOUT, read_framed(&mut conn)).await
+            {
+                let reply = match server.local(peer.ip(), &query) {
+                    Local::Ignore => return,
+                    Local::Reply(reply) => Some(reply),
+                    Local::Forward => forward_tcp(&query, &server.upstreams)
+                        .await
+                        .or_else(|| servfail(&query)),
+                };
+                let Some(reply) = reply else { return };
+                if write_framed(&mut conn, &reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn read_framed(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let len = conn.read_u16().await?;
+    let mut msg = vec![0u8; usize::from(len)];
+    conn.read_exact(&mut msg).await?;
+    Ok(msg)
+}
+
+async fn write_framed(conn: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(msg.len()).map_err(|_| std::io::ErrorKind::InvalidData)?;
+    let mut framed = Vec::with_capacity(msg.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(msg);
+    conn.write_all(&framed).await
+}
+
+async fn forward_tcp(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+    for up in upstreams {
+        let attempt = async {
+            let mut conn = TcpStream::connect(up).await?;
+            write_framed(&mut conn, query).await?;
+            read_framed(&mut conn).await
+        };
+        if let Ok(Ok(reply)) = tokio::time::timeout(UPSTREAM_TIMEOUT, attempt).await {
+            return Some(reply);
+        }
+    }
+    None
 }
 
 /// What to do with one datagram.
@@ -249,7 +331,7 @@ fn answer_locally(state: &State, network: &str, source: IpAddr, query: &[u8]) ->
     reply.to_vec().map_or(Local::Ignore, Local::Reply)
 }
 
-async fn forward(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+async fn forward_udp(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
     let id = query.get(..2)?;
     for up in upstreams {
         let bind: SocketAddr = if up.is_ipv4() {
@@ -311,7 +393,7 @@ mod tests {
                 name.into(),
                 ContainerRecord {
                     leases,
-                    netns: None,
+                    netns: Some(format!("/run/netns/{name}").into()),
                     ports: vec![],
                 },
             );
@@ -352,6 +434,10 @@ mod tests {
         );
         // The host asking front's server sees front only.
         assert_eq!(lookup(&s, "front", ip("10.89.0.1"), "db"), None);
+        // A detached (stopped) container keeps its lease but does not answer.
+        let mut stopped = s.clone();
+        stopped.containers.get_mut("api").unwrap().netns = None;
+        assert_eq!(lookup(&stopped, "front", web, "api"), None);
     }
 
     #[test]
