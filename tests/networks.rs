@@ -288,8 +288,24 @@ fn serve(ns: &Netns, dir: &Path, body: &str) -> Guarded {
     std::fs::write(dir.join("index.html"), body).unwrap();
     let dir = dir.to_str().unwrap();
     let server = ns.spawn(&["httpd", "-f", "-p", "80", "-h", dir]);
-    std::thread::sleep(Duration::from_millis(300));
-    server
+    // Ready once a socket listens on port 80 (0x0050, state 0A) in the namespace.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tcp = ns.busybox(&["cat", "/proc/net/tcp", "/proc/net/tcp6"]);
+        let listening = String::from_utf8_lossy(&tcp.stdout).lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1).is_some_and(|a| a.ends_with(":0050")) && f.get(3) == Some(&"0A")
+        });
+        if listening {
+            return server;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "httpd did not start in {}",
+            ns.name
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn wget(ns: &Netns, url: &str) -> Output {
@@ -738,6 +754,20 @@ fn bad_inputs_are_clear_errors_and_create_nothing() {
             "host port 127.0.0.1:{taken}/tcp of container c1 is already in use on the host"
         )),
         "{err}"
+    );
+    // 10.201.99.1 is no address of this host (nothing is sent to it).
+    let err = env
+        .nets
+        .attach(
+            "c1",
+            &ns.path(),
+            &[attach("t-bad", &[], None)],
+            &[tcp(Some("10.201.99.1"), free_port(), 80)],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "host address 10.201.99.1 of container c1 is not an address of this host"
     );
     let err = env
         .nets

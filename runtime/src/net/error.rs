@@ -189,6 +189,14 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
+    /// The host address to publish on is not one of this host's.
+    #[error("host address {address} of container {container} is not an address of this host")]
+    NotLocal {
+        /// The container.
+        container: String,
+        /// The address.
+        address: std::net::Ipv4Addr,
+    },
     /// Published ports are IPv4 only for now.
     #[error(
         "host address {address} of container {container} is IPv6; published ports are IPv4 only"

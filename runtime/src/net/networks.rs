@@ -400,15 +400,12 @@ impl Networks {
                 }) {
                     Some(p) => p.host_port,
                     None => ports::ephemeral(host_ip, m.protocol).map_err(|source| {
-                        NetError::PortInUse {
-                            container: container.to_string(),
-                            port: format!(
-                                "{}:0/{}",
-                                host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-                                m.protocol
-                            ),
-                            source,
-                        }
+                        let port = format!(
+                            "{}:0/{}",
+                            host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                            m.protocol
+                        );
+                        port_error(container, port, host_ip, source)
                     })?,
                 },
             };
@@ -430,11 +427,8 @@ impl Networks {
                     holder: holder.clone(),
                 });
             }
-            ports::check_free(&p).map_err(|source| NetError::PortInUse {
-                container: container.to_string(),
-                port: p.describe(),
-                source,
-            })?;
+            ports::check_free(&p)
+                .map_err(|source| port_error(container, p.describe(), p.host_ip, source))?;
             out.push(p);
         }
         Ok(out)
@@ -563,6 +557,27 @@ impl Networks {
 
     pub(super) fn mtu(&self) -> u32 {
         self.mtu
+    }
+}
+
+/// Why a host port cannot be had: the address is not the host's, or
+/// something holds the port.
+fn port_error(
+    container: &str,
+    port: String,
+    host_ip: Option<Ipv4Addr>,
+    source: std::io::Error,
+) -> NetError {
+    match (source.kind(), host_ip) {
+        (std::io::ErrorKind::AddrNotAvailable, Some(address)) => NetError::NotLocal {
+            container: container.to_string(),
+            address,
+        },
+        _ => NetError::PortInUse {
+            container: container.to_string(),
+            port,
+            source,
+        },
     }
 }
 
