@@ -957,7 +957,10 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
     assert!(made.status.success(), "{made:?}");
     let _foreign_veth = DummyLink(foreign_veth.clone());
     let dir = env._dir.path().to_str().unwrap().to_string();
-    for delay_ms in [0u64, 7, 23] {
+    // Kill at six points spread over one iteration of the worker (whose
+    // length is measured), so that the kills land in network creation,
+    // attachment, release and removal alike.
+    for step in 0..6u32 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "networks::crash_worker",
@@ -981,20 +984,26 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        let mut started = None;
+        let period = loop {
             let line = lines.next().expect("worker output").unwrap();
+            if line.starts_with("iteration 1") {
+                started = Some(Instant::now());
+            }
             if line.starts_with("iteration 2") {
-                break;
+                break started.expect("iteration 1 came first").elapsed();
             }
             assert!(Instant::now() < deadline, "worker made no progress");
-        }
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        };
+        let delay = period * step / 6;
+        std::thread::sleep(delay);
         child.kill().unwrap();
         child.wait().unwrap();
 
         // The next start.
         let nets = Networks::open(config(Path::new(&dir), "crash", env._upstream.addr)).unwrap();
-        nets.cleanup().expect("cleanup");
+        let report = nets.cleanup().expect("cleanup");
+        eprintln!("killed {delay:?} into an iteration of {period:?}: {report:?}");
         let state = nets.state().unwrap();
         let bridges = |name: &str| {
             let out = run("ip", &["-o", "link", "show", "type", "bridge"]);
