@@ -956,6 +956,25 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
     );
     assert!(made.status.success(), "{made:?}");
     let _foreign_veth = DummyLink(foreign_veth.clone());
+    // A network whose bridge name another moor holds is refused, not adopted.
+    let taken = NetworkSpec {
+        subnet: Some("10.201.15.0/24".parse().unwrap()),
+        ..NetworkSpec::default()
+    };
+    let err = env
+        .nets
+        .create_network(&format!("f{}", std::process::id()), &taken)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "bridge {foreign_bridge} belongs to another moor (moor:ffffffff:network:f); \
+             use another network name or state dir"
+        )
+    );
+    assert!(env.nets.state().unwrap().networks.is_empty());
+    let routes = run("ip", &["route", "show", "10.201.15.0/24"]);
+    assert!(routes.stdout.is_empty(), "nothing half-created: {routes:?}");
     let dir = env._dir.path().to_str().unwrap().to_string();
     // Kill at six points spread over one iteration of the worker (whose
     // length is measured), so that the kills land in network creation,

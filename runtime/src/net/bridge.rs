@@ -7,6 +7,7 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::{LinkBridge, LinkUnspec};
 
 use super::error::{NetError, Result};
+use super::names;
 use super::netlink::{self, find_link};
 
 /// Creates (or completes) the bridge `bridge`, marked with `alias`, with `gateway/prefix`
@@ -21,7 +22,17 @@ pub(crate) fn create(
 ) -> Result<()> {
     netlink::run(None, |h| async move {
         let link = match find_link(&h, bridge).await? {
-            Some(link) => link,
+            // Adopted: ours from an earlier run (or one that crashed before
+            // its alias was set), but never another moor instance's.
+            Some(link) => match netlink::link_alias(&link) {
+                Some(other) if other.starts_with(names::ALIAS_PREFIX) && other != alias => {
+                    return Err(NetError::BridgeTaken {
+                        bridge: bridge.to_string(),
+                        alias: other.to_string(),
+                    });
+                }
+                _ => link,
+            },
             None => {
                 let msg = LinkBridge::new(bridge).mtu(mtu).build();
                 h.link()
@@ -80,6 +91,13 @@ pub(crate) fn remove(bridge: &str) -> Result<()> {
         None,
         |h| async move { netlink::delete_link(&h, bridge).await },
     )
+}
+
+/// True when a link of that name exists.
+pub(crate) fn exists(bridge: &str) -> Result<bool> {
+    netlink::run(None, |h| async move {
+        Ok(find_link(&h, bridge).await?.is_some())
+    })
 }
 
 fn not_found() -> std::io::Error {

@@ -103,6 +103,16 @@ pub enum NetError {
         /// The subnet.
         subnet: Ipv4Net,
     },
+    /// The bridge's name is taken by another moor (another state directory).
+    #[error(
+        "bridge {bridge} belongs to another moor ({alias}); use another network name or state dir"
+    )]
+    BridgeTaken {
+        /// The bridge.
+        bridge: String,
+        /// The alias that names its owner.
+        alias: String,
+    },
     /// The network is not known.
     #[error("network {network} does not exist")]
     UnknownNetwork {

@@ -170,6 +170,8 @@ impl Networks {
             }
         };
         let before = state.clone();
+        // A failure removes the bridge only if this call made it.
+        let existed = bridge::exists(&record.bridge)?;
         state.networks.insert(name.to_string(), record.clone());
         // Intent first: a crash from here on leaves a record that cleanup
         // completes or removes, never an unrecorded bridge.
@@ -177,7 +179,7 @@ impl Networks {
         let done = self.realise_network(&record, &state);
         if let Err(e) = done {
             self.stop_dns(name);
-            if !before.networks.contains_key(name) {
+            if !existed && !before.networks.contains_key(name) {
                 let _ = bridge::remove(&record.bridge);
             }
             self.file.save(&held, &before)?;
