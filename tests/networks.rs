@@ -18,7 +18,7 @@ use moor_spec::{NetworkAttachment, NetworkSpec, PortMapping, Protocol};
 use crate::common::require;
 
 fn ready() -> bool {
-    require(&["ip", "nft", "busybox"], true)
+    require(&["ip", "nft", "busybox", "timeout"], true)
 }
 
 fn run(cmd: &str, args: &[&str]) -> Output {
