@@ -65,8 +65,10 @@ pub fn detect(path: &Path) -> Result<ArchiveKind, ImageError> {
     let file = File::open(path).map_err(read_err(path))?;
     let mut archive = tar::Archive::new(decompressed(file).map_err(read_err(path))?);
     let mut kind = ArchiveKind::RootFs;
+    // A tar that cannot be scanned to the end is treated as a root
+    // filesystem: the extractor then says precisely what is wrong with it.
     for entry in archive.entries().map_err(read_err(path))? {
-        let entry = entry.map_err(read_err(path))?;
+        let Ok(entry) = entry else { break };
         let name = String::from_utf8_lossy(&entry.path_bytes())
             .trim_start_matches("./")
             .to_string();
