@@ -6,6 +6,7 @@
 
 mod common;
 mod containers;
+mod crash;
 mod image;
 mod metrics;
 mod networks;

@@ -25,6 +25,7 @@ fn container(restarts: u32, state: ContainerState) -> ObservedContainer {
         restart_count: restarts,
         started_at: None,
         finished_at: None,
+        fault: None,
     }
 }
 

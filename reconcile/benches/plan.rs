@@ -73,6 +73,7 @@ fn matching_host(desired: &DesiredState) -> Observed {
                 restart_count: 0,
                 started_at: Some(SystemTime::now()),
                 finished_at: None,
+                fault: None,
             },
         );
     }

@@ -294,6 +294,9 @@ fn replace_reason(
     if o.state == ContainerState::Dead {
         return Some("its supervisor is gone; state unknown".to_string());
     }
+    if let Some(fault) = &o.fault {
+        return Some(fault.clone());
+    }
     // Before the image is pulled its digest is unknown: the pull is planned,
     // and the spec alone decides (the next pass compares digests).
     let Some(digest) = digest else {

@@ -204,6 +204,7 @@ impl Runtime for FakeRuntime {
             restart_count: 0,
             started_at: Some(SystemTime::now()),
             finished_at: None,
+            fault: None,
         };
         self.lock().host.containers.insert(i.name.clone(), c);
         Ok(())

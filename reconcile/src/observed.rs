@@ -140,4 +140,8 @@ pub struct ObservedContainer {
     pub started_at: Option<SystemTime>,
     /// When its process last exited.
     pub finished_at: Option<SystemTime>,
+    /// What is wrong with it on the host although its process runs (say, it
+    /// is not plugged into its networks after a crash), if anything.
+    #[serde(default)]
+    pub fault: Option<String>,
 }

@@ -541,6 +541,18 @@ async fn drift_is_repaired() {
         Some("network front is being recreated")
     );
     converge(&rt, &desired).await;
+    // A running container that is broken on the host is replaced.
+    rt.with_host(|h| {
+        h.containers.get_mut("web").expect("web").fault =
+            Some("not plugged into network front".into())
+    });
+    let p = plan(&rt, &desired);
+    assert_eq!(
+        p.find(Kind::Container, "web")
+            .map(|a| (a.verb, a.reason.as_str())),
+        Some((Verb::Replace, "not plugged into network front"))
+    );
+    converge(&rt, &desired).await;
     // A container whose supervisor vanished is replaced.
     rt.with_host(|h| h.containers.get_mut("db").expect("db").state = ContainerState::Dead);
     assert_eq!(

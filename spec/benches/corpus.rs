@@ -14,11 +14,21 @@ pub fn write_corpus(dir: &Path) {
         let toml = f % 2 == 0;
         let mut s = String::new();
         let nets = [format!("net-{f}-a"), format!("net-{f}-b")];
-        let vols = [format!("vol-{f}-a"), format!("vol-{f}-b"), format!("vol-{f}-c")];
+        let vols = [
+            format!("vol-{f}-a"),
+            format!("vol-{f}-b"),
+            format!("vol-{f}-c"),
+        ];
         let containers = PER_FILE - nets.len() - vols.len();
         if toml {
             for (i, n) in nets.iter().enumerate() {
-                writeln!(s, "[networks.{n}]\nsubnet = \"10.{}.{}.0/24\"\n", f / 100 + 1, (f % 100) * 2 + i).unwrap();
+                writeln!(
+                    s,
+                    "[networks.{n}]\nsubnet = \"10.{}.{}.0/24\"\n",
+                    f / 100 + 1,
+                    (f % 100) * 2 + i
+                )
+                .unwrap();
             }
             for v in &vols {
                 writeln!(s, "[volumes.{v}]\n").unwrap();
@@ -44,7 +54,13 @@ pub fn write_corpus(dir: &Path) {
         } else {
             s.push_str("networks:\n");
             for (i, n) in nets.iter().enumerate() {
-                writeln!(s, "  {n}:\n    subnet: 10.{}.{}.0/24", f / 100 + 1, (f % 100) * 2 + i).unwrap();
+                writeln!(
+                    s,
+                    "  {n}:\n    subnet: 10.{}.{}.0/24",
+                    f / 100 + 1,
+                    (f % 100) * 2 + i
+                )
+                .unwrap();
             }
             s.push_str("volumes:\n");
             for v in &vols {
@@ -73,4 +89,3 @@ pub fn write_corpus(dir: &Path) {
         std::fs::write(dir.join(format!("m{f:03}.{ext}")), s).unwrap();
     }
 }
-

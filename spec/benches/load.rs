@@ -12,7 +12,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     write_corpus(dir.path());
-    let state = moor_spec::load(&[dir.path()]).unwrap_or_else(|d| panic!("corpus must be valid:\n{d}"));
+    let state =
+        moor_spec::load(&[dir.path()]).unwrap_or_else(|d| panic!("corpus must be valid:\n{d}"));
     assert_eq!(state.len(), FILES * PER_FILE);
     let mut group = c.benchmark_group("spec");
     group.sample_size(20);

@@ -16,7 +16,10 @@ fn main() {
         .iter()
         .map(|f| (f.clone(), std::fs::read_to_string(f).expect("read")))
         .collect();
-    for format in [moor_spec::parse::Format::Toml, moor_spec::parse::Format::Yaml] {
+    for format in [
+        moor_spec::parse::Format::Toml,
+        moor_spec::parse::Format::Yaml,
+    ] {
         let t = std::time::Instant::now();
         for (p, s) in &texts {
             if moor_spec::parse::Format::from_path(p) == Some(format) {

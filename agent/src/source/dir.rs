@@ -79,10 +79,10 @@ pub async fn watch(
         last_sent = Some(rev);
         changed.then_some(trigger)
     };
-    if let Some(t) = send(load(&dir)) {
-        if triggers.send(t).await.is_err() {
-            return Ok(());
-        }
+    if let Some(t) = send(load(&dir))
+        && triggers.send(t).await.is_err()
+    {
+        return Ok(());
     }
     while rx.recv().await.is_some() {
         // Debounce: wait until nothing has happened for `debounce`.
@@ -97,10 +97,10 @@ pub async fn watch(
         let loaded = tokio::task::spawn_blocking(move || load(&dir))
             .await
             .expect("manifest loading panicked");
-        if let Some(t) = send(loaded) {
-            if triggers.send(t).await.is_err() {
-                return Ok(());
-            }
+        if let Some(t) = send(loaded)
+            && triggers.send(t).await.is_err()
+        {
+            return Ok(());
         }
     }
     Ok(())

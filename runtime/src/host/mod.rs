@@ -72,8 +72,8 @@ pub struct HostConfig {
 impl HostConfig {
     /// Defaults under `state_dir`. Several moor instances on one machine
     /// (a test fleet) keep apart with `MOOR_NFT_TABLE` (the nftables table,
-    /// default `moor`) and `MOOR_NET_POOL` (where subnets are allocated,
-    /// default `10.89.0.0/16`).
+    /// default `moor`), `MOOR_NET_POOL` (where subnets are allocated,
+    /// default `10.89.0.0/16`) and `MOOR_CGROUP_PARENT` (default `moor`).
     pub fn new(state_dir: &Path) -> Self {
         let mut net = NetConfig::new(state_dir);
         if let Ok(table) = std::env::var("MOOR_NFT_TABLE") {
@@ -85,10 +85,14 @@ impl HostConfig {
         {
             net.pool = pool;
         }
+        let mut engine = EngineConfig::new(state_dir);
+        if let Ok(parent) = std::env::var("MOOR_CGROUP_PARENT") {
+            engine.cgroup_parent = parent;
+        }
         Self {
             state_dir: state_dir.to_path_buf(),
             pull: PullOptions::default(),
-            engine: EngineConfig::new(state_dir),
+            engine,
             net,
         }
     }
@@ -179,6 +183,9 @@ impl Host {
         let engine =
             Engine::new(config.engine).map_err(|e| open_err("the container engine")(&e))?;
         let nets = Networks::open(config.net).map_err(|e| open_err("the network engine")(&e))?;
+        // Repair what a crash left behind, and serve DNS for the recorded networks.
+        nets.cleanup()
+            .map_err(|e| open_err("the network engine")(&e))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 state_dir: dir,
@@ -332,14 +339,29 @@ impl Inner {
                 Status::Lost { .. } => (ContainerState::Dead, None, None),
             };
             // A running container with a health check is checked, also after an agent restart.
-            if state == ContainerState::Running {
-                if let Some(check) = info.record.spec.healthcheck.clone() {
-                    if !self.health.watching(&name) {
-                        self.health
-                            .watch(&name, check, Arc::new(EngineProbe(self.clone())));
-                    }
-                }
+            if state == ContainerState::Running
+                && let Some(check) = info.record.spec.healthcheck.clone()
+                && !self.health.watching(&name)
+            {
+                self.health
+                    .watch(&name, check, Arc::new(EngineProbe(self.clone())));
             }
+            // Killed between starting it and plugging it in: running, but cut off.
+            let fault = match (
+                &info.status,
+                info.record.spec.network_mode == NetworkMode::Bridge,
+            ) {
+                (Status::Running { pid, .. }, true) => {
+                    let plugged = net_state
+                        .containers
+                        .get(&name)
+                        .and_then(|c| c.netns.clone());
+                    let expected = PathBuf::from(format!("/proc/{pid}/ns/net"));
+                    (plugged.as_ref() != Some(&expected))
+                        .then(|| "running but not plugged into its networks".to_string())
+                }
+                _ => None,
+            };
             let mut spec = info.record.spec.clone();
             spec.labels.retain(|k, _| !k.starts_with(labels::PREFIX));
             let resolv_dir = self.state_dir.join("resolv");
@@ -384,6 +406,7 @@ impl Inner {
                     restart_count: restarts.get(&name).copied().unwrap_or(0),
                     started_at,
                     finished_at,
+                    fault,
                 },
             );
         }
@@ -515,10 +538,8 @@ impl Runtime for Host {
     ) -> Result<(), RuntimeError> {
         let (project, network) = (project.to_string(), network.clone());
         self.blocking(move |inner| {
-            inner
-                .nets
-                .create_network(&network.name, &network.spec)
-                .map_err(failed)?;
+            // Ownership first: a crash after this leaves a network this
+            // project can finish or remove, never one it takes for foreign.
             inner.with_owners(|o| {
                 o.networks.insert(
                     network.name.clone(),
@@ -528,7 +549,12 @@ impl Runtime for Host {
                         prune: true,
                     },
                 );
-            })
+            })?;
+            inner
+                .nets
+                .create_network(&network.name, &network.spec)
+                .map_err(failed)
+                .map(drop)
         })
         .await
     }
@@ -669,12 +695,10 @@ impl Runtime for Host {
         let name = name.to_string();
         self.blocking(move |inner| {
             inner.health.forget(&name);
-            match inner.engine.record(&name) {
-                Ok(_) => {
-                    inner.engine.stop(&name, Some(grace)).map_err(failed)?;
-                    inner.engine.remove(&name, true).map_err(failed)?;
-                }
-                Err(_) => {} // already gone
+            // Already gone is fine: removal is idempotent.
+            if inner.engine.record(&name).is_ok() {
+                inner.engine.stop(&name, Some(grace)).map_err(failed)?;
+                inner.engine.remove(&name, true).map_err(failed)?;
             }
             inner.nets.release(&name).map_err(failed)?;
             let _ =
