@@ -1,5 +1,8 @@
-//! Containers end to end: the real `moor` binary, the real kernel, `runc`,
+//! Containers end to end: the real `moor` binary, the real kernel,
 //! and a busybox root filesystem (Debian's busybox-static), as root.
+//!
+//! Every test runs twice, once per executor: youki's libcontainer built into
+//! the shim (`builtin`) and Debian's `runc`.
 //!
 //! Each test owns a state dir and a cgroup parent; its [`Ctx`] guard
 //! removes every container, cgroup, mount and process it made, even when
@@ -26,12 +29,18 @@ const APPLETS: &[&str] = &[
 struct Ctx {
     dir: tempfile::TempDir,
     cgroup_parent: String,
+    executor: String,
 }
 
 impl Ctx {
     /// `None` (after saying why) when the prerequisites are missing off CI.
-    fn new(test: &str) -> Option<Self> {
-        if !require(&["runc", "busybox"], true) {
+    fn new(test: &str, executor: &str) -> Option<Self> {
+        let tools: &[&str] = if executor == "runc" {
+            &["runc", "busybox"]
+        } else {
+            &["busybox"]
+        };
+        if !require(tools, true) {
             return None;
         }
         let dir = tempfile::Builder::new()
@@ -39,7 +48,8 @@ impl Ctx {
             .tempdir()
             .expect("temp dir");
         let ctx = Ctx {
-            cgroup_parent: format!("moor-test-{}-{test}", std::process::id()),
+            cgroup_parent: format!("moor-test-{}-{executor}-{test}", std::process::id()),
+            executor: executor.to_string(),
             dir,
         };
         let layer = ctx.layer("busybox");
@@ -83,6 +93,7 @@ impl Ctx {
             .arg(self.state())
             .args(args)
             .env("MOOR_CGROUP_PARENT", &self.cgroup_parent)
+            .env("MOOR_EXECUTOR", &self.executor)
             .env_remove("MOOR_STATE_DIR")
             .stdin(Stdio::null());
         c
@@ -294,9 +305,8 @@ fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn container_sees_only_itself() {
-    let Some(ctx) = Ctx::new("isolation") else {
+fn container_sees_only_itself(executor: &str) {
+    let Some(ctx) = Ctx::new("isolation", executor) else {
         return;
     };
     let host_marker = ctx.dir.path().join("host-only-file");
@@ -324,9 +334,8 @@ fn container_sees_only_itself() {
     ctx.assert_no_leaks();
 }
 
-#[test]
-fn security_defaults_follow_docker() {
-    let Some(ctx) = Ctx::new("security") else {
+fn security_defaults_follow_docker(executor: &str) {
+    let Some(ctx) = Ctx::new("security", executor) else {
         return;
     };
     let script = "grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; \
@@ -374,9 +383,10 @@ fn security_defaults_follow_docker() {
     );
 }
 
-#[test]
-fn exit_codes_and_signals_are_recorded() {
-    let Some(ctx) = Ctx::new("exits") else { return };
+fn exit_codes_and_signals_are_recorded(executor: &str) {
+    let Some(ctx) = Ctx::new("exits", executor) else {
+        return;
+    };
     ctx.run("ok", None, &["true"]);
     ctx.run("three", None, &["sh", "-c", "exit 3"]);
     let pid = ctx.run("killed", None, &["sleep", "1000"]);
@@ -419,9 +429,10 @@ fn exit_codes_and_signals_are_recorded() {
     ctx.assert_no_leaks();
 }
 
-#[test]
-fn memory_limit_kills_with_137_and_the_oom_flag() {
-    let Some(ctx) = Ctx::new("oom") else { return };
+fn memory_limit_kills_with_137_and_the_oom_flag(executor: &str) {
+    let Some(ctx) = Ctx::new("oom", executor) else {
+        return;
+    };
     let manifest = "[containers.hog]\nimage = \"busybox\"\nresources = { memory = \"16m\" }\n";
     ctx.run(
         "hog",
@@ -436,9 +447,10 @@ fn memory_limit_kills_with_137_and_the_oom_flag() {
     ctx.assert_no_leaks();
 }
 
-#[test]
-fn pids_limit_stops_a_fork_bomb() {
-    let Some(ctx) = Ctx::new("pids") else { return };
+fn pids_limit_stops_a_fork_bomb(executor: &str) {
+    let Some(ctx) = Ctx::new("pids", executor) else {
+        return;
+    };
     let manifest = "[containers.bomb]\nimage = \"busybox\"\nresources = { pids = 20 }\n";
     // The inner shell forks until the limit stops it (busybox sh gives up
     // on the first failed fork); PID 1 survives and reports.
@@ -483,9 +495,10 @@ fn pids_limit_stops_a_fork_bomb() {
     ctx.assert_no_leaks();
 }
 
-#[test]
-fn logs_hold_both_streams_in_order_and_follow() {
-    let Some(ctx) = Ctx::new("logs") else { return };
+fn logs_hold_both_streams_in_order_and_follow(executor: &str) {
+    let Some(ctx) = Ctx::new("logs", executor) else {
+        return;
+    };
     ctx.run(
         "talk",
         None,
@@ -517,9 +530,8 @@ fn logs_hold_both_streams_in_order_and_follow() {
     );
 }
 
-#[test]
-fn containers_outlive_moor_and_a_new_process_sees_their_true_state() {
-    let Some(ctx) = Ctx::new("survive") else {
+fn containers_outlive_moor_and_a_new_process_sees_their_true_state(executor: &str) {
+    let Some(ctx) = Ctx::new("survive", executor) else {
         return;
     };
     let long = ctx.run("long", None, &["sleep", "1000"]);
@@ -573,9 +585,8 @@ fn containers_outlive_moor_and_a_new_process_sees_their_true_state() {
     ctx.assert_no_leaks();
 }
 
-#[test]
-fn a_killed_shim_is_detected_and_cleaned_up() {
-    let Some(ctx) = Ctx::new("lostshim") else {
+fn a_killed_shim_is_detected_and_cleaned_up(executor: &str) {
+    let Some(ctx) = Ctx::new("lostshim", executor) else {
         return;
     };
     let pid = ctx.run("orphan", None, &["sleep", "1000"]);
@@ -607,9 +618,10 @@ fn a_killed_shim_is_detected_and_cleaned_up() {
     ctx.rm("orphan");
 }
 
-#[test]
-fn stop_signal_grace_period_then_sigkill() {
-    let Some(ctx) = Ctx::new("stop") else { return };
+fn stop_signal_grace_period_then_sigkill(executor: &str) {
+    let Some(ctx) = Ctx::new("stop", executor) else {
+        return;
+    };
     let polite = "[containers.polite]\nimage = \"busybox\"\nstop_grace_period = \"10s\"\n";
     ctx.run(
         "polite",
@@ -643,9 +655,10 @@ fn stop_signal_grace_period_then_sigkill() {
     ctx.assert_no_leaks();
 }
 
-#[test]
-fn init_forwards_signals_and_reaps() {
-    let Some(ctx) = Ctx::new("init") else { return };
+fn init_forwards_signals_and_reaps(executor: &str) {
+    let Some(ctx) = Ctx::new("init", executor) else {
+        return;
+    };
     if !require(&["tini-static"], false) {
         return;
     }
@@ -664,9 +677,10 @@ fn init_forwards_signals_and_reaps() {
     ctx.assert_no_leaks();
 }
 
-#[test]
-fn exec_joins_the_container() {
-    let Some(ctx) = Ctx::new("exec") else { return };
+fn exec_joins_the_container(executor: &str) {
+    let Some(ctx) = Ctx::new("exec", executor) else {
+        return;
+    };
     let manifest = "[containers.box]\nimage = \"busybox\"\nenv = { GREETING = \"hello\" }\n";
     ctx.run("box", Some(manifest), &["sleep", "1000"]);
     let out = ctx.moor(&[
@@ -692,9 +706,8 @@ fn exec_joins_the_container() {
     ctx.assert_no_leaks();
 }
 
-#[test]
-fn named_volume_survives_recreation() {
-    let Some(ctx) = Ctx::new("volume") else {
+fn named_volume_survives_recreation(executor: &str) {
+    let Some(ctx) = Ctx::new("volume", executor) else {
         return;
     };
     let manifest =
@@ -717,9 +730,8 @@ fn named_volume_survives_recreation() {
     ctx.assert_no_leaks();
 }
 
-#[test]
-fn read_only_mounts_and_root_are_enforced() {
-    let Some(ctx) = Ctx::new("readonly") else {
+fn read_only_mounts_and_root_are_enforced(executor: &str) {
+    let Some(ctx) = Ctx::new("readonly", executor) else {
         return;
     };
     let host = ctx.dir.path().join("shared");
@@ -744,9 +756,8 @@ fn read_only_mounts_and_root_are_enforced() {
     ctx.assert_no_leaks();
 }
 
-#[test]
-fn symlinked_mount_destination_stays_inside_the_container() {
-    let Some(ctx) = Ctx::new("symlink") else {
+fn symlinked_mount_destination_stays_inside_the_container(executor: &str) {
+    let Some(ctx) = Ctx::new("symlink", executor) else {
         return;
     };
     // A layer on top of busybox with symlinks that point at / and above it.
@@ -785,9 +796,8 @@ fn symlinked_mount_destination_stays_inside_the_container() {
     ctx.assert_no_leaks();
 }
 
-#[test]
-fn missing_bind_source_fails_clearly() {
-    let Some(ctx) = Ctx::new("bindmissing") else {
+fn missing_bind_source_fails_clearly(executor: &str) {
+    let Some(ctx) = Ctx::new("bindmissing", executor) else {
         return;
     };
     let missing = ctx.dir.path().join("does-not-exist");
@@ -811,3 +821,33 @@ fn missing_bind_source_fails_clearly() {
     );
     ctx.assert_no_leaks();
 }
+
+/// One `#[test]` per executor for each scenario above.
+macro_rules! on_every_executor {
+    ($($name:ident),* $(,)?) => {
+        mod builtin {
+            $( #[test] fn $name() { super::$name("builtin") } )*
+        }
+        mod runc {
+            $( #[test] fn $name() { super::$name("runc") } )*
+        }
+    };
+}
+
+on_every_executor!(
+    container_sees_only_itself,
+    security_defaults_follow_docker,
+    exit_codes_and_signals_are_recorded,
+    memory_limit_kills_with_137_and_the_oom_flag,
+    pids_limit_stops_a_fork_bomb,
+    logs_hold_both_streams_in_order_and_follow,
+    containers_outlive_moor_and_a_new_process_sees_their_true_state,
+    a_killed_shim_is_detected_and_cleaned_up,
+    stop_signal_grace_period_then_sigkill,
+    init_forwards_signals_and_reaps,
+    exec_joins_the_container,
+    named_volume_survives_recreation,
+    read_only_mounts_and_root_are_enforced,
+    symlinked_mount_destination_stays_inside_the_container,
+    missing_bind_source_fails_clearly,
+);

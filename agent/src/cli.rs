@@ -154,9 +154,10 @@ pub struct DevRunArgs {
     /// Take the container's spec from `[containers.NAME]` in these manifests.
     #[arg(long, value_name = "PATH")]
     pub manifest: Vec<PathBuf>,
-    /// The OCI runtime binary.
-    #[arg(long, env = "MOOR_RUNTIME", value_name = "PATH")]
-    pub runtime: Option<PathBuf>,
+    /// What creates the container: `builtin` (youki's libcontainer), `runc`,
+    /// or the path of an OCI runtime.
+    #[arg(long, env = "MOOR_EXECUTOR", default_value = "builtin")]
+    pub executor: String,
     /// The cgroup the container's cgroup is created under.
     #[arg(long, env = "MOOR_CGROUP_PARENT", default_value = "moor")]
     pub cgroup_parent: String,

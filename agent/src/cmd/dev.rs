@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use moor_runtime::container::{Engine, EngineConfig};
+use moor_runtime::container::{Engine, EngineConfig, Executor};
 use moor_spec::ContainerSpec;
 
 use crate::cli::{DevCommand, DevRunArgs};
@@ -59,9 +59,7 @@ fn run_container(state_dir: &Path, args: &DevRunArgs) -> anyhow::Result<ExitCode
         spec.command = Some(args.command.clone());
     }
     let mut config = EngineConfig::new(state_dir);
-    if let Some(runtime) = &args.runtime {
-        config.runtime = runtime.clone();
-    }
+    config.executor = Executor::parse(&args.executor)?;
     config.cgroup_parent = args.cgroup_parent.clone();
     if let Some(max) = args.log_max_bytes {
         config.log_max_bytes = max;

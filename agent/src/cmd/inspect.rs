@@ -15,7 +15,7 @@ pub fn run(state_dir: &Path, args: &InspectArgs) -> anyhow::Result<ExitCode> {
     value["status"] = serde_json::to_value(&info.status)?;
     value["shim"] = serde_json::to_value(info.shim)?;
     value["lowers"] = serde_json::to_value(&info.record.lowers)?;
-    value["runtime"] = serde_json::to_value(&info.record.runtime)?;
+    value["executor"] = info.record.executor.name().into();
     value["cgroup"] = info.record.cgroup_path().into();
     value["bundle"] = paths.dir.to_string_lossy().into_owned().into();
     value["log_path"] = paths.log().to_string_lossy().into_owned().into();

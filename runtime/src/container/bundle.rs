@@ -452,6 +452,8 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec> {
 
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
+        // No `rootfsPropagation`: both executors default to rslave, and
+        // libcontainer 0.7 rejects "rprivate".
         .cgroups_path(PathBuf::from(record.cgroup_path()))
         .resources(resources.build()?)
         .masked_paths(
@@ -466,7 +468,6 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec> {
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
         )
-        .rootfs_propagation("rprivate")
         .build()?;
 
     let mut annotations: HashMap<String, String> = spec.labels.clone().into_iter().collect();

@@ -51,7 +51,7 @@ impl Engine {
             spec,
             image_config,
             lowers,
-            runtime: self.config.runtime.clone(),
+            executor: self.config.executor.clone(),
             runtime_root: self.runtime_root(),
             cgroup_parent: self.config.cgroup_parent.clone(),
             log_max_bytes: self.config.log_max_bytes,

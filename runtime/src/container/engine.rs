@@ -5,6 +5,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{ContainerError, Result};
+use super::executor::Executor;
 use super::paths::{ContainerPaths, containers_dir};
 use super::state::{ContainerRecord, read_json};
 
@@ -13,8 +14,8 @@ use super::state::{ContainerRecord, read_json};
 pub struct EngineConfig {
     /// The state dir (`/var/lib/moor`).
     pub state_dir: PathBuf,
-    /// The OCI runtime binary that creates containers (`runc`).
-    pub runtime: PathBuf,
+    /// What creates containers: youki's libcontainer (built in) or `runc`.
+    pub executor: Executor,
     /// cgroup under which each container's cgroup is created (`moor`).
     pub cgroup_parent: String,
     /// The `moor` binary, re-executed as each container's shim.
@@ -26,13 +27,13 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// Defaults for `state_dir`: `runc` from PATH (or /usr/sbin), cgroup
+    /// Defaults for `state_dir`: the built-in executor, cgroup
     /// parent `moor`, this executable as the shim, 10 MiB logs, and
     /// `tini-static` as init when the host has it.
     pub fn new(state_dir: &Path) -> Self {
         Self {
             state_dir: state_dir.to_path_buf(),
-            runtime: find_program("runc").unwrap_or_else(|| PathBuf::from("/usr/sbin/runc")),
+            executor: Executor::Builtin,
             cgroup_parent: "moor".into(),
             shim_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("moor")),
             log_max_bytes: 10 * 1024 * 1024,
@@ -93,9 +94,12 @@ impl Engine {
         ContainerPaths::new(&self.config.state_dir, name)
     }
 
-    /// The OCI runtime's state root: `<state>/runtime`.
+    /// The executor's state root: `<state>/runtime/{builtin,runc}`.
     pub fn runtime_root(&self) -> PathBuf {
-        self.config.state_dir.join("runtime")
+        self.config
+            .state_dir
+            .join("runtime")
+            .join(self.config.executor.state_subdir())
     }
 
     /// The record of container `name`.

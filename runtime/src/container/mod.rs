@@ -21,6 +21,7 @@ mod create;
 mod engine;
 mod error;
 mod exec;
+pub mod executor;
 pub mod logs;
 mod observe;
 pub mod paths;
@@ -36,5 +37,6 @@ pub mod volumes;
 
 pub use engine::{Engine, EngineConfig};
 pub use error::ContainerError;
+pub use executor::Executor;
 pub use observe::{ContainerInfo, Status};
 pub use state::{ContainerRecord, ExitRecord, ShimState};

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::cgroups::Hierarchies;
 use super::engine::Engine;
 use super::error::{ContainerError, Result};
+use super::executor;
 use super::rootfs;
-use super::start::runc_of;
 
 impl Engine {
     /// Removes container `name`. A running container is refused unless
@@ -24,7 +24,7 @@ impl Engine {
             self.stop(name, Some(Duration::ZERO))?;
         }
         let record = info.record;
-        runc_of(&record).delete_force();
+        executor::delete(&record);
         Hierarchies::detect()
             .remove(&record.cgroup_path(), Duration::from_secs(5))
             .map_err(|left| {

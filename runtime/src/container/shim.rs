@@ -2,8 +2,8 @@
 //!
 //! `moor shim DIR` runs [`run`]. It forks once so that the caller can reap
 //! it at once, then, single-threaded, in its own session and as a child
-//! subreaper: creates the container with the OCI runtime (`runc create`,
-//! stdio = pipes the shim holds, then `runc start`), writes `state.json`,
+//! subreaper: creates the container with its executor (libcontainer or
+//! `runc create` + `runc start`, stdio = pipes the shim holds), writes `state.json`,
 //! reports `ok` (or `error: …`) on its stdout and closes it, then copies the
 //! container's output into the log and reaps every child that is reparented
 //! to it. When the container's PID 1 exits it drains the pipes, reads the
@@ -15,7 +15,6 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -25,11 +24,10 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork, pipe2, setsid};
 
 use super::cgroups::Hierarchies;
+use super::executor;
 use super::logs::{LogWriter, Stream};
 use super::paths::ContainerPaths;
 use super::rootfs;
-use super::runc;
-use super::start::runc_of;
 use super::state::{
     ContainerRecord, ExitRecord, ShimState, now_ms, process_start_ticks, read_json,
     write_json_atomic,
@@ -85,7 +83,6 @@ fn supervise(paths: &ContainerPaths) -> Result<(), String> {
     let record: ContainerRecord = read_json(&paths.record())
         .map_err(|e| e.to_string())?
         .ok_or("the container's record is missing")?;
-    let runc = runc_of(&record);
     let hierarchies = Hierarchies::detect();
     let mut log = LogWriter::open(&paths.log(), &paths.log_rotated(), record.log_max_bytes)
         .map_err(|e| format!("open the log {}: {e}", paths.log().display()))?;
@@ -100,52 +97,16 @@ fn supervise(paths: &ContainerPaths) -> Result<(), String> {
     let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
 
-    let bundle = paths.dir.to_string_lossy().into_owned();
-    let pid_file = paths.pid_file().to_string_lossy().into_owned();
-    let runtime_log = paths.runtime_log();
-    let created = {
-        // The pipes' write ends live only in this Command: dropped below, so
-        // that the shim sees EOF once the container's processes are gone.
-        let mut cmd = runc.command(&[]);
-        cmd.arg("--log")
-            .arg(&runtime_log)
-            .arg("--log-format")
-            .arg("json")
-            .args([
-                "create",
-                "--bundle",
-                &bundle,
-                "--pid-file",
-                &pid_file,
-                &record.id,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out_w))
-            .stderr(Stdio::from(err_w));
-        cmd.status()
-    };
     let fail = |msg: String| {
-        runc.delete_force();
+        executor::delete(&record);
         let _ = hierarchies.remove(&record.cgroup_path(), Duration::from_secs(2));
         let _ = rootfs::unmount_all(&paths.rootfs());
         msg
     };
-    match created {
-        Ok(s) if s.success() => {}
-        Ok(s) => {
-            let msg = runc::last_error(&runtime_log);
-            return Err(fail(format!("runc create failed ({s}): {msg}")));
-        }
-        Err(e) => return Err(fail(format!("run {}: {e}", record.runtime.display()))),
-    }
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| fail(format!("runc wrote no pid to {pid_file}")))?;
+    // The pipes' write ends are handed over (and closed here) so that the
+    // shim sees EOF once the container's processes are gone.
+    let pid = executor::create_and_start(&record, paths, out_w, err_w).map_err(fail)?;
     let pid_start_ticks = process_start_ticks(pid).unwrap_or(0);
-    if let Err(e) = runc.run(&["start", &record.id], Some(&runtime_log)) {
-        return Err(fail(e.to_string()));
-    }
     let started_ms = now_ms();
     let me = std::process::id() as i32;
     let state = ShimState {
@@ -163,7 +124,7 @@ fn supervise(paths: &ContainerPaths) -> Result<(), String> {
     let _ = log.flush_partial(Stream::Stderr);
 
     let oom_killed = hierarchies.oom_kills(&record.cgroup_path()) > 0;
-    runc.delete_force();
+    executor::delete(&record);
     if let Err(left) = hierarchies.remove(&record.cgroup_path(), Duration::from_secs(5)) {
         eprintln!("shim: cgroups left behind: {left:?}");
     }

@@ -12,9 +12,9 @@ use super::bundle::{self, BundleInput};
 use super::cgroups::Hierarchies;
 use super::engine::Engine;
 use super::error::{ContainerError, Result};
+use super::executor;
 use super::observe::Status;
 use super::rootfs;
-use super::runc::Runc;
 use super::state::{ContainerRecord, ShimState, read_json};
 
 impl Engine {
@@ -45,8 +45,7 @@ impl Engine {
                 _ => {}
             }
         }
-        let runc = runc_of(&record);
-        runc.delete_force();
+        executor::delete(&record);
 
         let rootfs = paths.rootfs();
         if !rootfs::is_mount_point(&rootfs) {
@@ -56,7 +55,7 @@ impl Engine {
             .write_bundle(&record)
             .and_then(|()| self.spawn_shim(&record));
         if result.is_err() {
-            runc.delete_force();
+            executor::delete(&record);
             let _ = Hierarchies::detect()
                 .remove(&record.cgroup_path(), std::time::Duration::from_secs(2));
             let _ = rootfs::unmount_all(&rootfs);
@@ -138,14 +137,5 @@ impl Engine {
             name: record.name.clone(),
             message: "the shim reported success but wrote no state".into(),
         })
-    }
-}
-
-/// The OCI runtime of a container.
-pub(crate) fn runc_of(record: &ContainerRecord) -> Runc {
-    Runc {
-        program: record.runtime.clone(),
-        root: record.runtime_root.clone(),
-        id: record.id.clone(),
     }
 }

@@ -32,9 +32,9 @@ pub struct ContainerRecord {
     pub image_config: Option<oci_spec::image::Config>,
     /// The read-only layers of the root filesystem, bottom first.
     pub lowers: Vec<PathBuf>,
-    /// The OCI runtime binary (e.g. `/usr/sbin/runc`).
-    pub runtime: PathBuf,
-    /// The OCI runtime's state root.
+    /// What creates the container: the built-in executor or an OCI runtime.
+    pub executor: super::Executor,
+    /// The executor's state root.
     pub runtime_root: PathBuf,
     /// The cgroup parent the container's cgroup is created under.
     pub cgroup_parent: String,

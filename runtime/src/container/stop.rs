@@ -8,9 +8,9 @@ use moor_spec::linux::SIGNALS;
 use super::cgroups::Hierarchies;
 use super::engine::Engine;
 use super::error::{ContainerError, Result};
+use super::executor;
 use super::observe::Status;
 use super::rootfs;
-use super::start::runc_of;
 use super::state::{ExitRecord, now_ms, read_json, write_json_atomic};
 
 /// How long a SIGKILLed container may take to be reported exited.
@@ -91,7 +91,7 @@ impl Engine {
             // SAFETY: kill(2) has no memory-safety preconditions.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        runc_of(&record).delete_force();
+        executor::delete(&record);
         hierarchies
             .remove(&record.cgroup_path(), KILL_WAIT)
             .map_err(|left| {

@@ -1,0 +1,248 @@
+//! What creates a container from its bundle: youki's `libcontainer`, built
+//! in, or an external OCI runtime (`runc`).
+//!
+//! Both fork and clone, which is only sound in a single-threaded process:
+//! containers are created by the shim, execs by the single-threaded CLI.
+//! Both are driven the same way: create + start with the shim's pipes as
+//! the container's stdout and stderr (PID 1 becomes the shim's child, the
+//! shim being a child subreaper), exec with the caller's stdio, and a
+//! forced delete of the runtime's state afterwards.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{ContainerError, Result};
+use super::paths::ContainerPaths;
+use super::runc::{self, Runc};
+use super::state::ContainerRecord;
+
+/// Which executor runs a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Executor {
+    /// youki's `libcontainer`, in the shim itself.
+    Builtin,
+    /// An external OCI runtime with runc's command line.
+    Runc {
+        /// The binary.
+        path: PathBuf,
+    },
+}
+
+impl Executor {
+    /// Parses `builtin`, `runc` (found on PATH) or the path of a
+    /// runc-compatible binary.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "builtin" | "libcontainer" | "youki" => Ok(Executor::Builtin),
+            "runc" => super::engine::find_program("runc")
+                .map(|path| Executor::Runc { path })
+                .ok_or_else(|| ContainerError::Invalid("executor runc: no runc on PATH".into())),
+            p if p.contains('/') => Ok(Executor::Runc { path: p.into() }),
+            other => Err(ContainerError::Invalid(format!(
+                "unknown executor \"{other}\": use builtin, runc or the path of an OCI runtime"
+            ))),
+        }
+    }
+
+    /// `builtin` or the runtime's path.
+    pub fn name(&self) -> String {
+        match self {
+            Executor::Builtin => "builtin".into(),
+            Executor::Runc { path } => path.display().to_string(),
+        }
+    }
+
+    /// The subdirectory of the runtime state root this executor uses.
+    pub fn state_subdir(&self) -> &'static str {
+        match self {
+            Executor::Builtin => "builtin",
+            Executor::Runc { .. } => "runc",
+        }
+    }
+}
+
+fn runc_of(record: &ContainerRecord, path: &Path) -> Runc {
+    Runc {
+        program: path.to_path_buf(),
+        root: record.runtime_root.clone(),
+        id: record.id.clone(),
+    }
+}
+
+/// Creates and starts the container of `record` from its bundle with
+/// `stdout`/`stderr` as its output; returns its PID 1. Must run in a
+/// single-threaded process whose children the container's PID 1 becomes.
+pub(crate) fn create_and_start(
+    record: &ContainerRecord,
+    paths: &ContainerPaths,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> Result<i32, String> {
+    match &record.executor {
+        Executor::Runc { path } => {
+            let runc = runc_of(record, path);
+            let bundle = paths.dir.to_string_lossy().into_owned();
+            let pid_file = paths.pid_file().to_string_lossy().into_owned();
+            let log = paths.runtime_log();
+            let status = runc
+                .command(&[])
+                .arg("--log")
+                .arg(&log)
+                .arg("--log-format")
+                .arg("json")
+                .args([
+                    "create",
+                    "--bundle",
+                    &bundle,
+                    "--pid-file",
+                    &pid_file,
+                    &record.id,
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(stdout))
+                .stderr(Stdio::from(stderr))
+                .status()
+                .map_err(|e| format!("run {}: {e}", path.display()))?;
+            if !status.success() {
+                return Err(format!(
+                    "runc create failed ({status}): {}",
+                    runc::last_error(&log)
+                ));
+            }
+            let pid: i32 = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| format!("runc wrote no pid to {pid_file}"))?;
+            runc.run(&["start", &record.id], Some(&log))
+                .map_err(|e| e.to_string())?;
+            Ok(pid)
+        }
+        Executor::Builtin => builtin_create_and_start(record, paths, stdout, stderr),
+    }
+}
+
+fn builtin_create_and_start(
+    record: &ContainerRecord,
+    paths: &ContainerPaths,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> Result<i32, String> {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+
+    let stdin: OwnedFd = File::open("/dev/null")
+        .map_err(|e| format!("open /dev/null: {e}"))?
+        .into();
+    let mut container = ContainerBuilder::new(record.id.clone(), SyscallType::default())
+        .with_root_path(&record.runtime_root)
+        .and_then(|b| b.with_pid_file(Some(paths.pid_file())))
+        .map(|b| b.with_stdin(stdin).with_stdout(stdout).with_stderr(stderr))
+        .and_then(|b| b.validate_id())
+        .and_then(|b| {
+            b.as_init(&paths.dir)
+                .with_systemd(false)
+                .with_detach(true)
+                .build()
+        })
+        .map_err(|e| format!("create the container: {e}"))?;
+    container
+        .start()
+        .map_err(|e| format!("start the container: {e}"))?;
+    container
+        .pid()
+        .map(|p| p.as_raw())
+        .ok_or_else(|| "the container has no pid after start".to_string())
+}
+
+/// Deletes the executor's state of the container, killing what is left of
+/// it; a container the executor does not know is fine.
+pub(crate) fn delete(record: &ContainerRecord) {
+    match &record.executor {
+        Executor::Runc { path } => runc_of(record, path).delete_force(),
+        Executor::Builtin => {
+            let dir = record.runtime_root.join(&record.id);
+            if dir.exists() {
+                match libcontainer::container::Container::load(dir.clone()) {
+                    Ok(mut c) => {
+                        if let Err(e) = c.delete(true) {
+                            eprintln!("delete container state {}: {e}", dir.display());
+                            let _ = std::fs::remove_dir_all(&dir);
+                        }
+                    }
+                    Err(_) => {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `args` in the running container with the caller's stdio; returns
+/// the exit code (128 + N for death by signal N).
+pub(crate) fn exec(record: &ContainerRecord, args: &[String], tty: bool) -> Result<i32> {
+    match &record.executor {
+        Executor::Runc { path } => {
+            let runc = runc_of(record, path);
+            let mut cmd = runc.command(&["exec"]);
+            if tty {
+                cmd.arg("--tty");
+            }
+            // runc takes everything after the id as the command: no `--`.
+            let status = cmd
+                .arg(&record.id)
+                .args(args)
+                .stdin(Stdio::inherit())
+                .status()
+                .map_err(|source| ContainerError::Spawn {
+                    program: path.clone(),
+                    source,
+                })?;
+            use std::os::unix::process::ExitStatusExt;
+            Ok(status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        }
+        Executor::Builtin => {
+            use libcontainer::container::builder::ContainerBuilder;
+            use libcontainer::syscall::syscall::SyscallType;
+            use nix::sys::wait::{WaitStatus, waitpid};
+            if tty {
+                return Err(ContainerError::Invalid(
+                    "exec --tty needs the runc executor (the built-in one has no console support yet)".into(),
+                ));
+            }
+            let pid = ContainerBuilder::new(record.id.clone(), SyscallType::default())
+                .with_root_path(&record.runtime_root)
+                .map(|b| {
+                    b.as_tenant()
+                        .with_container_args(args.to_vec())
+                        .with_detach(false)
+                })
+                .and_then(|b| b.build())
+                .map_err(|e| ContainerError::Start {
+                    name: record.name.clone(),
+                    message: format!("exec: {e}"),
+                })?;
+            let pid = nix::unistd::Pid::from_raw(pid.as_raw());
+            loop {
+                match waitpid(pid, None) {
+                    Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                    Ok(_) | Err(nix::Error::EINTR) => continue,
+                    Err(e) => {
+                        return Err(ContainerError::Sys {
+                            action: "wait for the exec'd process".into(),
+                            source: e,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
