@@ -257,6 +257,23 @@ fn example_stack_follows_its_manifests() {
             String::from_utf8_lossy(&logs.stdout).contains("hello from moor")
         },
     );
+    let nets: serde_json::Value =
+        serde_json::from_slice(&s.moor(&["networks", "--json"]).stdout).expect("networks json");
+    let net = nets
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == NET))
+        .expect("the network is listed");
+    assert_eq!(net["project"], "stack");
+    assert_eq!(net["subnet"], "10.88.77.0/24");
+    assert_eq!(net["containers"], serde_json::json!(["fetcher", "web"]));
+    let vols: serde_json::Value =
+        serde_json::from_slice(&s.moor(&["volumes", "--json"]).stdout).expect("volumes json");
+    assert!(
+        vols.as_array().is_some_and(|v| v
+            .iter()
+            .any(|v| v["name"] == "site" && v["project"] == "stack")),
+        "{vols}"
+    );
     let (_, metrics) = http_get(s.metrics_port, "/metrics").expect("metrics");
     assert!(
         metrics.contains("moor_resources{kind=\"container\",state=\"observed\"} 2"),

@@ -41,10 +41,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// List images.
     Images(crate::cmd::image::ImagesArgs),
-    /// List networks (not built yet).
-    Networks(Unbuilt),
-    /// List volumes (not built yet).
-    Volumes(Unbuilt),
+    /// List networks.
+    Networks(crate::cmd::lists::ListArgs),
+    /// List volumes.
+    Volumes(crate::cmd::lists::ListArgs),
     /// Show a container in detail, as JSON.
     Inspect(InspectArgs),
     /// Run a command in a running container.
@@ -67,14 +67,6 @@ pub struct ValidateArgs {
     /// Print the result and the diagnostics as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Arguments of a command that is not built yet: accepted so that `--help`
-/// lists it, refused when run.
-#[derive(Debug, Args)]
-pub struct Unbuilt {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
 }
 
 #[derive(Debug, Args)]

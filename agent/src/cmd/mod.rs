@@ -5,6 +5,7 @@ mod dev;
 mod exec;
 pub(crate) mod image;
 mod inspect;
+pub mod lists;
 mod logs;
 mod ps;
 mod shim;
@@ -13,28 +14,25 @@ mod validate;
 
 use std::process::ExitCode;
 
-use anyhow::bail;
-
 use crate::cli::{Cli, Command};
 
 /// Runs the chosen subcommand and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let name = match &cli.command {
-        Command::Validate(args) => return validate::run(args),
-        Command::Plan(args) => return stack::plan(&cli.state_dir, args),
-        Command::Apply(args) => return stack::apply_cmd(&cli.state_dir, args),
-        Command::Down(args) => return stack::down(&cli.state_dir, args),
-        Command::Agent(args) => return agent::run(&cli.state_dir, args),
-        Command::Ps(args) => return ps::run(&cli.state_dir, args),
-        Command::Logs(args) => return logs::run(&cli.state_dir, args),
-        Command::Exec(args) => return exec::run(&cli.state_dir, args),
-        Command::Shim(args) => return shim::run(args),
-        Command::Dev(cmd) => return dev::run(&cli.state_dir, cmd),
-        Command::Images(args) => return image::list(&cli.state_dir, args),
-        Command::Networks(_) => "networks",
-        Command::Volumes(_) => "volumes",
-        Command::Inspect(args) => return inspect::run(&cli.state_dir, args),
-        Command::Image(args) => return image::run(&cli.state_dir, args),
-    };
-    bail!("`moor {name}` is not built yet; only `moor validate` works in this version")
+    match &cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Plan(args) => stack::plan(&cli.state_dir, args),
+        Command::Apply(args) => stack::apply_cmd(&cli.state_dir, args),
+        Command::Down(args) => stack::down(&cli.state_dir, args),
+        Command::Agent(args) => agent::run(&cli.state_dir, args),
+        Command::Ps(args) => ps::run(&cli.state_dir, args),
+        Command::Logs(args) => logs::run(&cli.state_dir, args),
+        Command::Exec(args) => exec::run(&cli.state_dir, args),
+        Command::Shim(args) => shim::run(args),
+        Command::Dev(cmd) => dev::run(&cli.state_dir, cmd),
+        Command::Images(args) => image::list(&cli.state_dir, args),
+        Command::Networks(args) => lists::networks(&cli.state_dir, args),
+        Command::Volumes(args) => lists::volumes(&cli.state_dir, args),
+        Command::Inspect(args) => inspect::run(&cli.state_dir, args),
+        Command::Image(args) => image::run(&cli.state_dir, args),
+    }
 }
