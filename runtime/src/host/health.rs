@@ -28,13 +28,42 @@ struct Checker {
     stop: Arc<AtomicBool>,
 }
 
-/// The health of every checked container.
+/// The health of every checked container. Each change is also written to
+/// `<dir>/<container>` (`starting`, `healthy` or `unhealthy`), so that
+/// `moor ps` in another process shows it.
 #[derive(Debug, Default)]
 pub struct Monitor {
     checkers: Mutex<HashMap<String, Checker>>,
+    dir: Option<std::path::PathBuf>,
+}
+
+/// The word written to a container's health file.
+pub fn health_word(h: Health) -> &'static str {
+    match h {
+        Health::None => "none",
+        Health::Starting => "starting",
+        Health::Healthy => "healthy",
+        Health::Unhealthy => "unhealthy",
+    }
+}
+
+/// Reads the health another process recorded for `name` under `dir`.
+pub fn read_health(dir: &std::path::Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(dir.join(name))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 impl Monitor {
+    /// A monitor that records health files under `dir`.
+    pub fn with_dir(dir: std::path::PathBuf) -> Self {
+        let _ = std::fs::create_dir_all(&dir);
+        Self {
+            checkers: Mutex::default(),
+            dir: Some(dir),
+        }
+    }
+
     /// The container's health (`None` when it has no check).
     pub fn health(&self, name: &str) -> Health {
         self.checkers
@@ -50,9 +79,13 @@ impl Monitor {
         let health = Arc::new(Mutex::new(Health::Starting));
         let stop = Arc::new(AtomicBool::new(false));
         let (h, s, n) = (health.clone(), stop.clone(), name.to_string());
+        let file = self.dir.as_ref().map(|d| d.join(name));
+        if let Some(f) = &file {
+            let _ = crate::container::state::write_atomic(f, b"starting\n");
+        }
         std::thread::Builder::new()
             .name(format!("health-{name}"))
-            .spawn(move || run(&n, &check, probe.as_ref(), &h, &s))
+            .spawn(move || run(&n, &check, probe.as_ref(), &h, &s, file.as_deref()))
             .expect("spawn health thread");
         self.checkers
             .lock()
@@ -87,12 +120,14 @@ fn run(
     probe: &dyn Probe,
     health: &Mutex<Health>,
     stop: &AtomicBool,
+    file: Option<&std::path::Path>,
 ) {
     let started = Instant::now();
     let mut failures = 0u32;
     while !stop.load(Ordering::SeqCst) {
         let ok = once(name, &check.test, check.timeout, probe);
         let mut h = health.lock().expect("health poisoned");
+        let before = *h;
         if ok {
             failures = 0;
             *h = Health::Healthy;
@@ -100,6 +135,14 @@ fn run(
             failures += 1;
             if failures >= check.retries {
                 *h = Health::Unhealthy;
+            }
+        }
+        if *h != before && !stop.load(Ordering::SeqCst) {
+            if let Some(f) = file {
+                let _ = crate::container::state::write_atomic(
+                    f,
+                    format!("{}\n", health_word(*h)).as_bytes(),
+                );
             }
         }
         drop(h);

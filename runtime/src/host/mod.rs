@@ -34,7 +34,7 @@ use crate::image::Images;
 use crate::image::pull::{PullOptions, pull};
 use crate::net::{NetConfig, Networks};
 
-pub use health::{Monitor, Probe};
+pub use health::{Monitor, Probe, read_health};
 use owners::{Owner, Owners};
 
 /// Labels moor adds to the containers it creates.
@@ -186,6 +186,7 @@ impl Host {
         // Repair what a crash left behind, and serve DNS for the recorded networks.
         nets.cleanup()
             .map_err(|e| open_err("the network engine")(&e))?;
+        let health_dir = dir.join("health");
         Ok(Self {
             inner: Arc::new(Inner {
                 state_dir: dir,
@@ -193,7 +194,7 @@ impl Host {
                 engine,
                 nets,
                 owners: Mutex::new(()),
-                health: Monitor::default(),
+                health: Monitor::with_dir(health_dir),
                 pull: config.pull,
                 restarts: Mutex::new(BTreeMap::new()),
                 _lock: lock,
