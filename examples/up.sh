@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up examples/manifests for real on this machine, offline:
 #   1. installs what the example needs from Debian if it is missing
-#      (busybox-static for the image, nftables for the published port);
+#      (busybox-static for the image, nftables for the published port,
+#      tini for `init = true`);
 #   2. builds moor;
 #   3. makes the example's image from busybox-static (no registry needed);
 #   4. runs the agent in the foreground on examples/manifests.
@@ -14,6 +15,7 @@ if [ "$(id -u)" != 0 ]; then echo "run as root (moor creates namespaces, bridges
 missing=()
 command -v busybox >/dev/null || [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v nft >/dev/null || missing+=(nftables)
+command -v tini-static >/dev/null || missing+=(tini)   # the init of containers with init = true
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
