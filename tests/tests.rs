@@ -10,6 +10,7 @@ mod crash;
 mod image;
 mod metrics;
 mod networks;
+mod prometheus;
 mod spec_props;
 mod stack;
 mod validate;
