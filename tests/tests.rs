@@ -9,6 +9,7 @@ mod containers;
 mod crash;
 mod image;
 mod metrics;
+mod network_modes;
 mod networks;
 mod prometheus;
 mod spec_props;

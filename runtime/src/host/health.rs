@@ -137,13 +137,14 @@ fn run(
                 *h = Health::Unhealthy;
             }
         }
-        if *h != before && !stop.load(Ordering::SeqCst) {
-            if let Some(f) = file {
-                let _ = crate::container::state::write_atomic(
-                    f,
-                    format!("{}\n", health_word(*h)).as_bytes(),
-                );
-            }
+        if *h != before
+            && !stop.load(Ordering::SeqCst)
+            && let Some(f) = file
+        {
+            let _ = crate::container::state::write_atomic(
+                f,
+                format!("{}\n", health_word(*h)).as_bytes(),
+            );
         }
         drop(h);
         // Sleep in short steps so that `forget` takes effect quickly.
