@@ -151,6 +151,11 @@ impl Drop for Stack {
         let _ = Command::new("nft")
             .args(["delete", "table", "ip", TABLE])
             .status();
+        // Last resort when `down` failed: a bridge left behind would block the next run.
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("mo-{NET}")])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 

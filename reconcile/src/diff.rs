@@ -291,6 +291,13 @@ fn replace_reason(
     o: &ObservedContainer,
     replaced_networks: &BTreeSet<String>,
 ) -> Option<String> {
+    if o.state == ContainerState::Created {
+        // moor creates and starts in one step: a container that was never
+        // started is what an interrupted create left behind.
+        return Some(
+            "created but never started (an interrupted create); creating it again".to_string(),
+        );
+    }
     if o.state == ContainerState::Dead {
         return Some("its supervisor is gone; state unknown".to_string());
     }
@@ -381,16 +388,8 @@ fn restart(
     now: SystemTime,
 ) {
     let code = match o.state {
-        ContainerState::Running | ContainerState::Dead => return,
-        ContainerState::Created => {
-            plan.push(
-                Kind::Container,
-                name,
-                Verb::Start,
-                "created but not running",
-            );
-            return;
-        }
+        // Created (never started) is redone by `replace_reason`.
+        ContainerState::Running | ContainerState::Dead | ContainerState::Created => return,
         ContainerState::Exited { code, .. } => code,
     };
     let why = match spec.restart {

@@ -553,6 +553,15 @@ async fn drift_is_repaired() {
         Some((Verb::Replace, "not plugged into network front"))
     );
     converge(&rt, &desired).await;
+    // What an interrupted create left behind is created again.
+    rt.with_host(|h| h.containers.get_mut("web").expect("web").state = ContainerState::Created);
+    assert_eq!(
+        plan(&rt, &desired)
+            .find(Kind::Container, "web")
+            .map(|a| a.verb),
+        Some(Verb::Replace)
+    );
+    converge(&rt, &desired).await;
     // A container whose supervisor vanished is replaced.
     rt.with_host(|h| h.containers.get_mut("db").expect("db").state = ContainerState::Dead);
     assert_eq!(

@@ -183,9 +183,13 @@ impl Host {
         let engine =
             Engine::new(config.engine).map_err(|e| open_err("the container engine")(&e))?;
         let nets = Networks::open(config.net).map_err(|e| open_err("the network engine")(&e))?;
-        // Repair what a crash left behind, and serve DNS for the recorded networks.
-        nets.cleanup()
-            .map_err(|e| open_err("the network engine")(&e))?;
+        // Repair what a crash left behind, and serve DNS for the recorded
+        // networks. A network that cannot be repaired (its bridge name is
+        // taken) is reported and left to the reconciler, which names it in
+        // that network's condition; the rest of the host stays usable.
+        if let Err(e) = nets.cleanup() {
+            eprintln!("warning: repairing networks in {}: {e}", dir.display());
+        }
         let health_dir = dir.join("health");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -643,9 +647,17 @@ impl Runtime for Host {
             if let Some(mount) = inner.resolv_conf_mount(&name, &spec)? {
                 spec.mounts.push(mount);
             }
-            // A leftover of the same name (a crash between remove and create) goes first.
+            // A leftover of the same name (a crash between remove and
+            // create, or during create before its record was written) goes first.
             if inner.engine.record(&name).is_ok() {
                 inner.engine.remove(&name, true).map_err(failed)?;
+            } else {
+                let dir = inner.engine.paths(&name).dir;
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(|e| {
+                        failed(format!("remove the leftover {}: {e}", dir.display()))
+                    })?;
+                }
             }
             inner
                 .engine
