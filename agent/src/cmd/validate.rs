@@ -27,7 +27,11 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
             Err(diags) => report(diags),
         }
     }
-    Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn report(diags: &Diagnostics) {
@@ -61,5 +65,9 @@ fn summary(state: &DesiredState) -> String {
         .map(|(kind, n)| format!("{n} {}{}", kind, if *n == 1 { "" } else { "s" }))
         .collect();
     let f = files(state);
-    format!("{} in {f} file{}", parts.join(", "), if f == 1 { "" } else { "s" })
+    format!(
+        "{} in {f} file{}",
+        parts.join(", "),
+        if f == 1 { "" } else { "s" }
+    )
 }
