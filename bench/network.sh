@@ -15,7 +15,7 @@
 # API round trip), timed with curl on its unix socket. The release/disconnect
 # is timed too.
 # Bring-up: `moor apply` of a manifest of N_UP busybox containers on one
-# network (the reconciler runs 8 at once) against N_UP `docker run -d
+# network (the reconciler runs 8 at once; stop grace 0 s, as `docker rm -f` kills) against N_UP `docker run -d
 # --network NET` through `xargs -P 8`; both finish when every container runs.
 # Needs root, docker.io, busybox-static, curl, nft, bc. Prints Markdown.
 set -euo pipefail
@@ -73,7 +73,7 @@ dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$w
   --storage-driver=overlay2 >"$work/dockerd.log" 2>&1 &
 dockerd_pid=$!
 until "${docker[@]}" info >/dev/null 2>&1; do sleep 0.2; done
-"${docker[@]}" import -q "$work/busybox.tar" localhost/bench/busybox:1 >/dev/null
+"${docker[@]}" import "$work/busybox.tar" localhost/bench/busybox:1 >/dev/null
 dver=$("${docker[@]}" version -f '{{.Server.Version}}')
 api=$("${docker[@]}" version -f '{{.Server.APIVersion}}')
 
@@ -109,7 +109,7 @@ mkdir -p "$manifests"
   printf '[images.busybox]\nref = "localhost/moor-example/busybox:1"\npull = "never"\n\n'
   printf '[networks.nmbup]\nsubnet = "10.85.1.0/24"\n\n'
   for i in $(seq "$N_UP"); do
-    printf '[containers.u%03d]\nimage = "busybox"\nnetworks = ["nmbup"]\ncommand = ["sleep", "3600"]\n\n' "$i"
+    printf '[containers.u%03d]\nimage = "busybox"\nnetworks = ["nmbup"]\ncommand = ["sleep", "3600"]\nstop_grace_period = "0s"\n\n' "$i"
   done
 } >"$manifests/stack.toml"
 t0=$(now)
