@@ -262,6 +262,15 @@ fn example_stack_follows_its_manifests() {
             String::from_utf8_lossy(&logs.stdout).contains("hello from moor")
         },
     );
+    // The agent's health checks show in `moor ps` (another process).
+    wait_for("web healthy in moor ps", Duration::from_secs(30), || {
+        s.container("web").is_some_and(|c| c["health"] == "healthy")
+    });
+    assert_eq!(
+        s.container("fetcher").map(|c| c["health"].clone()),
+        Some(serde_json::Value::Null),
+        "fetcher has no check"
+    );
     let nets: serde_json::Value =
         serde_json::from_slice(&s.moor(&["networks", "--json"]).stdout).expect("networks json");
     let net = nets

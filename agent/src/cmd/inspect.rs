@@ -10,7 +10,7 @@ pub fn run(state_dir: &Path, args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let engine = super::dev::engine(state_dir)?;
     let info = engine.inspect(&args.name)?;
     let paths = engine.paths(&args.name);
-    let mut value = super::ps::summary(&info);
+    let mut value = super::ps::summary(state_dir, &info);
     value["spec"] = serde_json::to_value(&info.record.spec)?;
     value["status"] = serde_json::to_value(&info.status)?;
     value["shim"] = serde_json::to_value(info.shim)?;

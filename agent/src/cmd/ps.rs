@@ -18,36 +18,38 @@ pub fn run(state_dir: &Path, args: &PsArgs) -> anyhow::Result<ExitCode> {
         .filter(|c| args.all || c.status.is_active())
         .collect();
     if args.json {
-        let rows: Vec<Value> = containers.iter().map(summary).collect();
+        let rows: Vec<Value> = containers.iter().map(|c| summary(state_dir, c)).collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<20} {:<40} {:<8} {:>6} {:>8}  STATUS",
-        "NAME", "IMAGE", "STATE", "EXIT", "PID"
+        "{:<20} {:<40} {:<8} {:>6} {:>8}  {:<10} STATUS",
+        "NAME", "IMAGE", "STATE", "EXIT", "PID", "HEALTH"
     );
     for c in &containers {
-        let s = summary(c);
+        let s = summary(state_dir, c);
         let show = |v: &Value| match v {
             Value::Null => "-".to_string(),
             Value::String(s) => s.clone(),
             v => v.to_string(),
         };
         println!(
-            "{:<20} {:<40} {:<8} {:>6} {:>8}  {}",
+            "{:<20} {:<40} {:<8} {:>6} {:>8}  {:<10} {}",
             c.record.name,
             c.record.spec.image.to_string(),
             c.status.name(),
             show(&s["exit_code"]),
             show(&s["pid"]),
+            show(&s["health"]),
             describe(&c.status),
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The fields `ps --json` prints for one container.
-pub fn summary(c: &ContainerInfo) -> Value {
+/// The fields `ps --json` prints for one container. Health comes from the
+/// file the agent's health checker keeps under `<state>/health`.
+pub fn summary(state_dir: &Path, c: &ContainerInfo) -> Value {
     let time = |ms: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
     let (pid, started, finished, exit_code, oom, reason) = match &c.status {
         Status::Created => (None, None, None, None, false, None),
@@ -83,7 +85,11 @@ pub fn summary(c: &ContainerInfo) -> Value {
         "created": time(c.record.created_ms),
         "started": started.map(time),
         "finished": finished.map(time),
-        "health": Value::Null,
+        "health": match &c.status {
+            Status::Running { .. } => moor_runtime::host::read_health(&state_dir.join("health"), &c.record.name)
+                .map_or(Value::Null, Value::String),
+            _ => Value::Null,
+        },
     })
 }
 
