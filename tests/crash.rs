@@ -84,11 +84,7 @@ impl Drop for Env {
             .args(["delete", "table", "ip", TABLE])
             .status();
         // The cgroup parent this test made, now empty.
-        if let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") {
-            for root in roots.filter_map(|e| e.ok()) {
-                let _ = std::fs::remove_dir(root.path().join(CGROUP_PARENT));
-            }
-        }
+        common::remove_cgroup_parent(CGROUP_PARENT);
         // Last resort when `down` failed: a bridge left behind would block the next run.
         let _ = Command::new("ip")
             .args(["link", "del", &format!("mo-{BRIDGE_NET}")])

@@ -198,6 +198,7 @@ impl Drop for Env {
         if !out.status.success() {
             eprintln!("cleanup: moor down failed: {}", text(&out));
         }
+        crate::common::remove_cgroup_parent(&self.cgroup);
         // The implicit default network outlives `down` (as docker0 does):
         // remove its bridge when it is this instance's.
         remove_default_bridge(self.state.path());

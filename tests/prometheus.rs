@@ -355,7 +355,7 @@ impl Drop for Stack {
         let _ = Command::new("nft")
             .args(["delete", "table", "ip", TABLE])
             .status();
-        let _ = std::fs::remove_dir(PathBuf::from("/sys/fs/cgroup").join(CGROUP_PARENT));
+        common::remove_cgroup_parent(CGROUP_PARENT);
     }
 }
 

@@ -116,3 +116,14 @@ fn nix_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Removes an (empty) cgroup parent a test made, under every v1 controller
+/// and the v2 tree; cgroups of containers are removed by the engine itself.
+pub fn remove_cgroup_parent(parent: &str) {
+    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(parent));
+    if let Ok(roots) = std::fs::read_dir("/sys/fs/cgroup") {
+        for root in roots.filter_map(|e| e.ok()) {
+            let _ = std::fs::remove_dir(root.path().join(parent));
+        }
+    }
+}
