@@ -6,22 +6,14 @@
 //! parent; a guard runs `moor down --volumes` and deletes the table.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common;
+use crate::common::{self, free_port, wait_for};
 
 const PROJECT: &str = "netmodes";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn http_get(port: u16) -> Option<String> {
     let mut s =
@@ -32,17 +24,6 @@ fn http_get(port: u16) -> Option<String> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     buf.starts_with("HTTP/1.").then_some(buf)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "test timeout expired waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn text(out: &Output) -> String {

@@ -3,51 +3,14 @@
 //! a published port, a health check, depends_on), then follows edits,
 //! repairs drift, refuses a broken manifest, and `moor down` takes it away.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common;
+use crate::common::{self, free_port, http_get, wait_for};
 
 const NET: &str = "stkfront";
 const TABLE: &str = "moor_test_stack";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "test timeout expired waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// A state dir, a copy of the example, a running agent; everything torn down on drop.
 struct Stack {
@@ -159,19 +122,6 @@ impl Drop for Stack {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir") {
-        let e = e.expect("entry");
-        let target = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).expect("copy");
-        }
-    }
-}
-
 fn setup() -> Option<Stack> {
     if !common::require(&["busybox", "nft", "ip"], true) {
         return None;
@@ -179,7 +129,7 @@ fn setup() -> Option<Stack> {
     let state = tempfile::tempdir().expect("state dir");
     let src = tempfile::tempdir().expect("source dir");
     let dir = src.path().join("manifests");
-    copy_tree(&common::repo_root().join("examples/manifests"), &dir);
+    common::copy_tree(&common::repo_root().join("examples/manifests"), &dir);
     let web_port = free_port();
     let stack = Stack {
         state,
