@@ -2,6 +2,8 @@
 //! [`moor_reconcile::Trigger::Source`] messages for the controller.
 
 pub mod dir;
+pub mod git;
+pub mod webhook;
 
 use moor_spec::DesiredState;
 use sha2::{Digest, Sha256};
