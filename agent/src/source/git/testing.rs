@@ -480,3 +480,97 @@ fn serve_cgi(
     response.extend_from_slice(payload);
     out.write_all(&response)
 }
+
+/// OpenSSH's sshd on 127.0.0.1:port with its own host key, letting the
+/// current user in with `authorized_key` only; killed on drop.
+pub struct Sshd {
+    child: Child,
+    pub port: u16,
+    /// `[127.0.0.1]:port ssh-ed25519 …`: the line known_hosts needs.
+    pub known_hosts_line: String,
+    /// The login name to use.
+    pub user: String,
+}
+
+impl Sshd {
+    pub fn start(dir: &Path, authorized_key: &str) -> Sshd {
+        std::fs::create_dir_all(dir).unwrap();
+        let host_key = dir.join("host_ed25519");
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key)
+            .output()
+            .expect("run ssh-keygen");
+        assert!(
+            out.status.success(),
+            "ssh-keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(dir.join("authorized_keys"), format!("{authorized_key}\n")).unwrap();
+        // The privilege separation directory sshd insists on (the service
+        // normally makes it; it is empty and harmless).
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let port = free_port();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {pid}\n\
+                 AuthorizedKeysFile {ak}\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                 PermitRootLogin prohibit-password\nLogLevel ERROR\n",
+                hk = host_key.display(),
+                pid = dir.join("sshd.pid").display(),
+                ak = dir.join("authorized_keys").display(),
+            ),
+        )
+        .unwrap();
+        let sshd = which("sshd").expect("sshd");
+        let child = Command::new(sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        let public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+        let key: Vec<&str> = public.split_whitespace().take(2).collect();
+        let user = String::from_utf8_lossy(
+            &Command::new("id")
+                .arg("-un")
+                .output()
+                .expect("id -un")
+                .stdout,
+        )
+        .trim()
+        .to_string();
+        let d = Sshd {
+            child,
+            port,
+            known_hosts_line: format!("[127.0.0.1]:{port} {}", key.join(" ")),
+            user,
+        };
+        wait_listening(port, "sshd");
+        d
+    }
+
+    /// `ssh://` URL of a repository at an absolute path.
+    pub fn url(&self, repo: &Path) -> String {
+        format!(
+            "ssh://{}@127.0.0.1:{}{}",
+            self.user,
+            self.port,
+            repo.display()
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -494,3 +494,72 @@ fn bad_configurations_are_refused_with_clear_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn ssh_with_known_hosts() {
+    if !require(&["git", "ssh-keygen", "sshd"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.commit(&[("v", "a")], "a");
+    let (client_key, client_pub) = f.ssh_key("client");
+    let (stranger_key, _) = f.ssh_key("stranger");
+    let sshd = super::testing::Sshd::start(&f.tmp.path().join("sshd"), &client_pub);
+    let known_hosts = f.tmp.path().join("known_hosts");
+    let ssh = |name: &str, key: &std::path::Path, known: &str| {
+        std::fs::write(&known_hosts, known).unwrap();
+        let mut c = config(sshd.url(&f.bare), Some("main"));
+        c.auth.ssh_key = Some(key.to_path_buf());
+        c.auth.known_hosts = Some(known_hosts.clone());
+        GitSource::open(name, c, &f.cache(name)).sync()
+    };
+
+    let s = ssh("ok", &client_key, &format!("{}\n", sshd.known_hosts_line)).expect("ssh fetch");
+    assert_eq!((s.commit.as_str(), read(&s, "v")), (a.as_str(), "a".into()));
+
+    // Hashed known_hosts, as ssh-keygen -H writes it.
+    std::fs::write(&known_hosts, format!("{}\n", sshd.known_hosts_line)).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&known_hosts)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let hashed = std::fs::read_to_string(&known_hosts).unwrap();
+    assert!(hashed.starts_with("|1|"), "{hashed}");
+    assert_eq!(
+        ssh("hashed", &client_key, &hashed).expect("hashed").commit,
+        a
+    );
+
+    // Unknown host, another key for the host: refused before any auth.
+    let e = ssh("unknown", &client_key, "").unwrap_err();
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::HostKey { problem, .. } if problem.contains("not in known_hosts")),
+        "{e}"
+    );
+    let other_key = "AAAAC3NzaC1lZDI1NTE5AAAAIEsDX3j253FnxU3Ah8DodLqCb8o9ov1AyBGE97EknTpO";
+    let e = ssh(
+        "mismatch",
+        &client_key,
+        &format!("[127.0.0.1]:{} ssh-ed25519 {other_key}\n", sshd.port),
+    )
+    .unwrap_err();
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::HostKey { problem, .. } if problem.contains("does not match")),
+        "{e}"
+    );
+
+    // A client key the server does not accept.
+    let e = ssh(
+        "stranger",
+        &stranger_key,
+        &format!("{}\n", sshd.known_hosts_line),
+    )
+    .unwrap_err();
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::Remote { .. }), "{e}");
+}
