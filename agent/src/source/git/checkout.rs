@@ -118,3 +118,79 @@ pub(crate) fn swap_link(link: &Path, target: &Path) -> std::io::Result<()> {
     symlink(target, &tmp)?;
     fs::rename(&tmp, link)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use git2::Oid;
+
+    /// Writes a raw tree object (entries as git stores them, unchecked).
+    fn raw_tree(repo: &Repository, entries: &[(&str, &str, Oid)]) -> Oid {
+        let mut bytes = Vec::new();
+        for (mode, name, id) in entries {
+            bytes.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            bytes.extend_from_slice(id.as_bytes());
+        }
+        repo.odb().unwrap().write(ObjectType::Tree, &bytes).unwrap()
+    }
+
+    #[test]
+    fn crafted_trees_cannot_write_outside() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(tmp.path().join("r.git")).unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let blob = repo.blob(b"pwned").unwrap();
+        let link = repo.blob(outside.to_str().unwrap().as_bytes()).unwrap();
+        let inner = raw_tree(&repo, &[("100644", "file", blob)]);
+        let cases = [
+            ("dot-dot", vec![("100644", "..", blob)]),
+            ("slash", vec![("100644", "a/b", blob)]),
+            // A link to a directory outside, then a directory of the same name.
+            (
+                "link then dir",
+                vec![("120000", "x", link), ("40000", "x", inner)],
+            ),
+            (
+                "two files",
+                vec![("100644", "x", blob), ("100644", "x", blob)],
+            ),
+        ];
+        for (what, entries) in cases {
+            let tree = repo.find_tree(raw_tree(&repo, &entries)).unwrap();
+            let dir = tmp.path().join(format!("co-{}", what.replace(' ', "-")));
+            let r = write_tree(&repo, &tree, &dir);
+            assert!(r.is_err(), "{what}: accepted");
+            assert_eq!(
+                fs::read_dir(&outside).unwrap().count(),
+                0,
+                "{what}: wrote outside"
+            );
+        }
+
+        // A sound tree: files, an executable, a link, a sub-directory.
+        let exe = repo.blob(b"#!/bin/sh\n").unwrap();
+        let rel = repo.blob(b"file").unwrap();
+        let sound = raw_tree(
+            &repo,
+            &[
+                ("100755", "run.sh", exe),
+                ("40000", "sub", inner),
+                ("120000", "this", rel),
+            ],
+        );
+        let dir = tmp.path().join("sound");
+        write_tree(&repo, &repo.find_tree(sound).unwrap(), &dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(fs::read_to_string(dir.join("sub/file")).unwrap(), "pwned");
+        assert_eq!(fs::read_link(dir.join("this")).unwrap(), Path::new("file"));
+        assert!(is_plain_dir(&dir, Path::new("sub")));
+        assert!(!is_plain_dir(&dir, Path::new("this")));
+        assert!(!is_plain_dir(&dir, Path::new("../sound")));
+    }
+}

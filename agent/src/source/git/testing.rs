@@ -294,6 +294,27 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The daemon's children (one per connection) inherit its listening
+        // socket: the port is free only once they have finished too.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpListener::bind(("127.0.0.1", self.port)).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Binds 127.0.0.1:port (0: any), waiting while a previous server's
+/// leftovers still hold it.
+fn bind_retrying(port: u16) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(l) => return l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("bind test server on port {port}: {e}"),
+        }
     }
 }
 
@@ -327,7 +348,7 @@ impl Server {
     }
 
     pub fn start_on(mode: Mode, port: u16) -> Server {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind test server");
+        let listener = bind_retrying(port);
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let users_seen = Arc::new(Mutex::new(Vec::new()));

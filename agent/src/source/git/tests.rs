@@ -6,6 +6,8 @@ use super::testing::{Daemon, Fixture, Mode, Server, free_port, require};
 use super::*;
 
 fn config(url: String, reference: Option<&str>) -> GitConfig {
+    // The test timeouts, before any source sets the defaults.
+    super::testing::init();
     GitConfig {
         url,
         reference: reference.map(str::to_string),
@@ -259,16 +261,29 @@ fn http_backend_with_basic_auth() {
     .expect_err("no credentials");
     eprintln!("{e}");
     assert!(matches!(e, GitError::Remote { .. }), "{e}");
-    // SAFETY: no other test reads or writes this variable.
-    unsafe { std::env::set_var("MOOR_TEST_GIT_PASSWORD", "wrong-hunter2") };
+    // A wrong password, from an environment variable (one that is always
+    // set: changing the environment of a threaded test process is unsound).
     let mut wrong = c.clone();
-    wrong.auth.password = Some(Secret::Env("MOOR_TEST_GIT_PASSWORD".into()));
+    wrong.auth.password = Some(Secret::Env("PATH".into()));
     let e = GitSource::open("wrong", wrong, &f.cache("wrong"))
         .sync()
         .expect_err("wrong password");
     eprintln!("{e}");
     assert!(matches!(e, GitError::Remote { .. }), "{e}");
-    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let path = std::env::var("PATH").unwrap();
+    assert!(!format!("{e} {e:?}").contains(&path), "{e:?}");
+    let mut unset = c.clone();
+    unset.auth.password = Some(Secret::Env("MOOR_TEST_UNSET_VARIABLE".into()));
+    let e = GitSource::open("unset", unset, &f.cache("unset"))
+        .sync()
+        .expect_err("unset variable");
+    eprintln!("{e}");
+    assert!(
+        matches!(e, GitError::Config { .. })
+            && e.to_string()
+                .contains("MOOR_TEST_UNSET_VARIABLE is not set"),
+        "{e}"
+    );
 
     // Credentials in the URL are used, and redacted from every message.
     let url = format!(
