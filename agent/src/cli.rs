@@ -19,6 +19,16 @@ pub struct Cli {
     )]
     pub state_dir: PathBuf,
 
+    /// How diagnostics are written to stderr (`MOOR_LOG` sets the level).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "MOOR_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: crate::logging::LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -35,6 +45,8 @@ pub enum Command {
     Down(crate::cmd::stack::DownArgs),
     /// Run the agent: watch a manifest directory and reconcile forever.
     Agent(crate::cmd::agent::AgentArgs),
+    /// Ask the running agent: sources, revisions, desired against observed state.
+    Status(StatusArgs),
     /// List containers: running ones, or all with `--all`.
     Ps(PsArgs),
     /// Show a container's logs.
@@ -65,6 +77,16 @@ pub struct ValidateArgs {
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Print the result and the diagnostics as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The agent's HTTP address (its --metrics-addr).
+    #[arg(long, env = "MOOR_AGENT_ADDR", default_value = moor_metrics::DEFAULT_ADDR)]
+    pub addr: String,
+    /// Print the agent's /status document as JSON.
     #[arg(long)]
     pub json: bool,
 }

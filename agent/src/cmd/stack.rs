@@ -81,6 +81,19 @@ pub fn project_name(args: &ProjectArgs) -> anyhow::Result<String> {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("default");
+    let name = name_from(base);
+    if name.is_empty() {
+        bail!(
+            "cannot make a project name from {}; pass --project",
+            dir.display()
+        );
+    }
+    Ok(name)
+}
+
+/// `base` made into a valid resource name (lower case, `-` for anything else);
+/// empty when nothing usable is left.
+pub fn name_from(base: &str) -> String {
     let name: String = base
         .to_ascii_lowercase()
         .chars()
@@ -92,18 +105,10 @@ pub fn project_name(args: &ProjectArgs) -> anyhow::Result<String> {
             }
         })
         .collect();
-    let name = name
-        .trim_start_matches(['-', '_'])
+    name.trim_start_matches(['-', '_'])
         .chars()
         .take(moor_spec::MAX_NAME_LEN)
-        .collect::<String>();
-    if name.is_empty() {
-        bail!(
-            "cannot make a project name from {}; pass --project",
-            dir.display()
-        );
-    }
-    Ok(name)
+        .collect()
 }
 
 /// Loads manifests, printing diagnostics on failure.
