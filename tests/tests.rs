@@ -4,6 +4,7 @@
 //! Debian package, root) fails the test when `CI` is set; elsewhere the test
 //! says loudly that it did not run.
 
+mod agent;
 mod common;
 mod containers;
 mod crash;

@@ -25,8 +25,12 @@ pub enum LogFormat {
 
 /// Installs the global subscriber. `default_level` applies when `MOOR_LOG` is unset.
 pub fn init(format: LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_env("MOOR_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    // youki's crates log through `tracing` too; their warnings (controllers
+    // this host lacks) are noise and their errors repeat ours. `MOOR_LOG`
+    // can turn them back on.
+    let filter = EnvFilter::try_from_env("MOOR_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!("{default_level},libcontainer=off,libcgroups=off"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -95,7 +95,7 @@ pub async fn apply<R: Runtime>(
             if let Some(why) = failed_dep[i].take() {
                 // Skipped: complete it at once so its dependents learn.
                 let a = &actions[i];
-                tracing::warn!(kind = %a.kind, name = %a.name, verb = %a.verb, "{why}");
+                tracing::warn!(kind = %a.kind, resource = %a.name, verb = %a.verb, "{why}");
                 done[i] = true;
                 outcomes.push(Outcome {
                     action: actions[i].clone(),
@@ -118,7 +118,7 @@ pub async fn apply<R: Runtime>(
             let span = tracing::info_span!(
                 "action",
                 kind = %a.kind,
-                name = %a.name,
+                resource = %a.name,
                 verb = %a.verb,
             );
             running.push(

@@ -417,7 +417,7 @@ impl<R: Runtime> Controller<R> {
         for b in &plan.blocked {
             let key = format!("{}/{}", b.kind, b.name);
             if self.status.conditions.get(&key).map(|c| &c.message) != Some(&b.reason) {
-                tracing::warn!(kind = %b.kind, name = %b.name, "blocked: {}", b.reason);
+                tracing::warn!(kind = %b.kind, resource = %b.name, "blocked: {}", b.reason);
             }
             conditions.insert(
                 format!("{}/{}", b.kind, b.name),
