@@ -157,6 +157,7 @@ pub struct SourceConfig {
 }
 
 /// Directory or git.
+#[allow(clippy::large_enum_variant)] // a handful, made once
 #[derive(Debug, Clone)]
 pub enum SourceKind {
     /// A directory watched with filesystem notifications.

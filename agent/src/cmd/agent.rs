@@ -20,6 +20,9 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::cmd::stack::parse_duration;
 use crate::config::{self, AgentConfig, Overrides, SourceConfig, SourceKind, SourceSection};
+use crate::source::git::{GitAuth, GitConfig, GitSource, Secret, VerifyConfig};
+use crate::source::poll::{Fetched, Sinks};
+use crate::source::webhook;
 use crate::source::{Loader, SharedStatus, SourceStatus};
 
 /// `moor agent`
@@ -327,7 +330,25 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
         sources: running,
     });
     let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = moor_metrics::router(metrics.clone(), status_source.clone());
+    let hooks: BTreeMap<String, Hook> = status_source
+        .sources
+        .iter()
+        .map(|r| {
+            let hook = Hook {
+                secret_file: match r.config.kind {
+                    SourceKind::Git { .. } => r.config.webhook_secret_file.clone(),
+                    SourceKind::Dir { .. } => None,
+                },
+                wake: r.wake.clone(),
+            };
+            (r.config.name.clone(), hook)
+        })
+        .collect();
+    let app = moor_metrics::router(metrics.clone(), status_source.clone()).merge(
+        axum::Router::new()
+            .route("/hooks/git/{source}", axum::routing::post(git_hook))
+            .with_state(Arc::new(hooks)),
+    );
     let (addr, http) = moor_metrics::bind(config.metrics_addr, app, async {
         let _ = stop_http_rx.await;
     })
@@ -370,7 +391,6 @@ fn start_source(
     metrics: &Arc<Metrics>,
     controller: mpsc::Sender<Trigger>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let _ = (state_dir, wake);
     match &source.kind {
         SourceKind::Dir { path, debounce } => {
             let (tx, mut rx) = mpsc::channel::<Trigger>(8);
@@ -407,9 +427,133 @@ fn start_source(
                 watcher.abort();
             }))
         }
-        SourceKind::Git { .. } => anyhow::bail!(
-            "source {}: git sources are not built into this moor yet",
-            source.name
-        ),
+        SourceKind::Git {
+            url,
+            reference,
+            path,
+            interval,
+            auth,
+            verify,
+        } => {
+            let secret = |file: &Option<PathBuf>, env: &Option<String>| {
+                file.clone()
+                    .map(Secret::File)
+                    .or_else(|| env.clone().map(Secret::Env))
+            };
+            let git = GitConfig {
+                url: url.clone(),
+                reference: reference.clone(),
+                path: path.clone(),
+                auth: GitAuth {
+                    username: auth.username.clone(),
+                    password: secret(&auth.token_file, &auth.token_env)
+                        .or_else(|| secret(&auth.password_file, &auth.password_env)),
+                    ssh_key: auth.ssh_key_file.clone(),
+                    ssh_passphrase: auth.ssh_passphrase_file.clone().map(Secret::File),
+                    known_hosts: auth.known_hosts.clone(),
+                },
+                verify: verify.enabled().then(|| VerifyConfig {
+                    allowed_signers: verify.allowed_signers.clone(),
+                    openpgp_keys: verify.pgp_keys.clone(),
+                }),
+                ..GitConfig::default()
+            };
+            let cache = state_dir.join("sources").join(&source.name);
+            let mut repo = GitSource::open(&source.name, git, &cache);
+            // What a previous run checked out (and verified) goes in force at
+            // once, so a restart while the remote is down keeps the host as it was.
+            let initial = repo.last_checkout().map(|s| Fetched {
+                revision: s.commit,
+                subject: s.subject,
+                dir: s.dir,
+            });
+            let fetch = move || {
+                let s = repo.sync().map_err(|e| {
+                    if e.is_verification() {
+                        tracing::error!(source = %repo.name(), "commit refused: {e}");
+                    }
+                    e.to_string()
+                })?;
+                if let Some(why) = &s.recloned {
+                    tracing::warn!(
+                        source = %repo.name(),
+                        url = %repo.redacted_url(),
+                        "the local clone was damaged and was cloned again: {why}"
+                    );
+                }
+                Ok(Fetched {
+                    revision: s.commit,
+                    subject: s.subject,
+                    dir: s.dir,
+                })
+            };
+            Ok(tokio::spawn(crate::source::poll::run(
+                source.name.clone(),
+                initial,
+                fetch,
+                *interval,
+                wake.clone(),
+                loader.clone(),
+                Sinks {
+                    status: status.clone(),
+                    metrics: metrics.clone(),
+                    triggers: controller,
+                },
+            )))
+        }
+    }
+}
+
+/// A source's webhook: its secret's file (None: not enabled) and what it wakes.
+#[derive(Debug)]
+struct Hook {
+    secret_file: Option<PathBuf>,
+    wake: Arc<Notify>,
+}
+
+/// `POST /hooks/git/<source>`: a push webhook from GitHub, Gitea/Forgejo or
+/// GitLab. A request that proves it knows the secret wakes the source at once
+/// (202); a bad or missing signature gets 401 and wakes nothing. Neither the
+/// body nor the secret is ever logged.
+async fn git_hook(
+    axum::extract::State(hooks): axum::extract::State<Arc<BTreeMap<String, Hook>>>,
+    axum::extract::Path(source): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    let Some(hook) = hooks.get(&source) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no source named {source:?}\n"),
+        );
+    };
+    let Some(file) = &hook.secret_file else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("source {source:?} has no webhook (give it webhook_secret_file)\n"),
+        );
+    };
+    let secret = match Secret::File(file.clone()).read() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(source = %source, "webhook refused: {e}");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the webhook secret cannot be read\n".into(),
+            );
+        }
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match webhook::verify(header, &body, secret.as_bytes()) {
+        Ok(provider) => {
+            tracing::info!(source = %source, provider = ?provider, "webhook: fetching now");
+            hook.wake.notify_one();
+            (StatusCode::ACCEPTED, "fetching\n".into())
+        }
+        Err(e) => {
+            tracing::warn!(source = %source, "webhook refused: {e}");
+            (StatusCode::UNAUTHORIZED, format!("{e}\n"))
+        }
     }
 }

@@ -3,7 +3,9 @@
 //! and keeps a [`SourceStatus`] for `/status`, `moor status` and metrics.
 
 pub mod dir;
+pub mod git;
 pub mod poll;
+pub mod webhook;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

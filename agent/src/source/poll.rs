@@ -50,6 +50,7 @@ pub fn next_delay(interval: Duration, failures: u32) -> Duration {
 /// blocking pool; it returns the head revision and its checkout.
 pub async fn run<F>(
     name: String,
+    initial: Option<Fetched>,
     fetch: F,
     interval: Duration,
     wake: Arc<Notify>,
@@ -64,6 +65,28 @@ pub async fn run<F>(
     // Why that revision's manifests are invalid, if they are.
     let mut sent_error: Option<String> = None;
     let mut failures = 0u32;
+    if let Some(cached) = initial {
+        let (l, dir) = (loader.clone(), cached.dir.clone());
+        let state = tokio::task::spawn_blocking(move || l.load(&dir))
+            .await
+            .unwrap_or_else(|e| Err(format!("loading panicked: {e}")));
+        if let Ok(state) = state {
+            tracing::info!(
+                source = %name,
+                revision = %cached.revision,
+                "starting from the revision checked out before"
+            );
+            sinks.status.lock().expect("status poisoned").revision = Some(cached.revision.clone());
+            sent = Some(cached.revision.clone());
+            let t = Trigger::Source {
+                revision: Some(cached.revision),
+                result: Ok(state),
+            };
+            if sinks.triggers.send(t).await.is_err() {
+                return;
+            }
+        }
+    }
     loop {
         let (f, l, last) = (fetch.clone(), loader.clone(), sent.clone());
         let attempt = tokio::task::spawn_blocking(move || {

@@ -1,0 +1,1076 @@
+//! The git source engine: fetches a branch, tag or commit of a remote
+//! repository with libgit2 (https, http, ssh, git and file transports),
+//! verifies the head commit's signature when asked, and checks the tree out
+//! into a directory the agent loads manifests from.
+//!
+//! Layout of a source's cache directory (owned here):
+//!
+//! ```text
+//! repo.git/             bare repository; the remote is never written to its
+//!                       config (the URL may carry credentials)
+//!   refs/moor/target    the commit last fetched for the source
+//! trees/<commit>-<n>/   checkouts; only the one in force is kept
+//! current -> trees/…    symbolic link to the checkout in force, swapped
+//!                       atomically after a successful sync
+//! ```
+//!
+//! [`Synced::dir`] is `<cache>/current/<path>`: a path that stays the same
+//! from one commit to the next (so bind sources next to the manifests keep
+//! their paths and spec hashes), and that never shows a half-written tree.
+//!
+//! Failures leave `current` as it was: a remote that is down, slow, refuses
+//! the credentials or sends garbage, a ref that vanished, a commit that is
+//! not signed by an allowed key. A damaged local clone (missing objects, a
+//! garbage `HEAD`) is detected, thrown away and cloned again within the same
+//! sync.
+
+mod checkout;
+mod known_hosts;
+mod url;
+mod verify;
+
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use git2::{
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, ErrorCode,
+    FetchOptions, Oid, ProxyOptions, RemoteCallbacks, Repository,
+};
+
+use self::checkout::CheckoutError;
+use self::known_hosts::HostKeyError;
+use self::url::{RemoteUrl, Scheme};
+use self::verify::Refusal;
+pub use self::verify::VerifyConfig;
+
+/// Where a secret is read from, at each sync (so a rotated file applies at
+/// the next one). Its value never appears in a message.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// A file holding the secret (a trailing newline is dropped).
+    File(PathBuf),
+    /// The name of an environment variable of the agent.
+    Env(String),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::File(p) => write!(f, "Secret::File({})", p.display()),
+            Secret::Env(n) => write!(f, "Secret::Env({n})"),
+        }
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::File(p) => write!(f, "file {}", p.display()),
+            Secret::Env(n) => write!(f, "environment variable {n}"),
+        }
+    }
+}
+
+impl Secret {
+    /// Reads the secret. The error names where it was looked for, never a
+    /// value.
+    pub fn read(&self) -> Result<String, String> {
+        let value = match self {
+            Secret::File(p) => std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read the secret in {self}: {e}"))?,
+            Secret::Env(n) => std::env::var(n).map_err(|_| format!("{self} is not set"))?,
+        };
+        let value = value.trim_end_matches(['\n', '\r']).to_string();
+        if value.is_empty() {
+            return Err(format!("the secret in {self} is empty"));
+        }
+        Ok(value)
+    }
+}
+
+/// Credentials for a remote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitAuth {
+    /// https: the user name sent with `password` (default: the URL's, else
+    /// `x-access-token`, which GitHub expects with a token and GitLab, Gitea
+    /// and Forgejo accept). ssh: the login (default: the URL's, else `git`).
+    pub username: Option<String>,
+    /// https: a password or an access token. Sent over plain http only to a
+    /// loopback host.
+    pub password: Option<Secret>,
+    /// ssh: a private key file (OpenSSH or PEM format).
+    pub ssh_key: Option<PathBuf>,
+    /// ssh: the passphrase of `ssh_key`, if it has one.
+    pub ssh_passphrase: Option<Secret>,
+    /// ssh: the known_hosts file the server's host key must be listed in.
+    /// Default: `~/.ssh/known_hosts` and `/etc/ssh/ssh_known_hosts`. A host
+    /// that is missing, or listed with another key, is refused.
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// One git source's settings.
+#[derive(Debug, Clone)]
+pub struct GitConfig {
+    /// The remote, as written after `git+`: `https://…`, `http://…`,
+    /// `ssh://…` (or `user@host:path`), `git://…`, `file:///…`.
+    pub url: String,
+    /// A branch, a tag, a full `refs/…` name, or a full commit id. None: the
+    /// remote's default branch (its HEAD).
+    pub reference: Option<String>,
+    /// The sub-directory of the repository holding the manifests (relative,
+    /// without `..`).
+    pub path: Option<PathBuf>,
+    /// Credentials.
+    pub auth: GitAuth,
+    /// Commit signature verification; None applies any commit.
+    pub verify: Option<VerifyConfig>,
+    /// The longest one sync may spend talking to the remote; a fetch still
+    /// running then is aborted (the socket timeouts of
+    /// [`set_network_timeouts`] bound each connect and read as well).
+    pub timeout: Duration,
+}
+
+impl Default for GitConfig {
+    fn default() -> Self {
+        GitConfig {
+            url: String::new(),
+            reference: None,
+            path: None,
+            auth: GitAuth::default(),
+            verify: None,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What a successful sync checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Synced {
+    /// The commit's full hex id.
+    pub commit: String,
+    /// The first line of its message.
+    pub subject: String,
+    /// `<cache>/current/<path>`: where the agent loads manifests from.
+    pub dir: PathBuf,
+    /// Who signed the commit (principals and key fingerprint), when the
+    /// source verifies signatures.
+    pub signer: Option<String>,
+    /// Set when the local clone was found damaged and cloned again during
+    /// this sync: why (worth a log line).
+    pub recloned: Option<String>,
+}
+
+/// Why a sync failed. Every message names the source and its URL (with
+/// credentials redacted) and says what failed; none holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The configuration cannot work (bad URL, path, missing key file…).
+    #[error("git source {name}: {message}")]
+    Config { name: String, message: String },
+    /// The remote could not be reached, refused the credentials, timed out,
+    /// or sent something that is not git.
+    #[error("git source {name} ({url}): {message}")]
+    Remote {
+        name: String,
+        url: String,
+        message: String,
+    },
+    /// The ssh server's host key is not the one known_hosts lists for it.
+    #[error("git source {name} ({url}): host key of {host} {problem}")]
+    HostKey {
+        name: String,
+        url: String,
+        host: String,
+        problem: String,
+    },
+    /// The configured branch, tag or commit does not exist on the remote.
+    #[error("git source {name} ({url}): {reference} not found on the remote{hint}")]
+    RefNotFound {
+        name: String,
+        url: String,
+        reference: String,
+        hint: String,
+    },
+    /// Signature verification is on and the head commit is not signed.
+    #[error(
+        "git source {name} ({url}): commit {commit} is not signed; keeping the last verified revision"
+    )]
+    Unsigned {
+        name: String,
+        url: String,
+        commit: String,
+    },
+    /// The head commit is signed by a key that is not allowed.
+    #[error(
+        "git source {name} ({url}): commit {commit} is signed by unknown key {key}; keeping the last verified revision"
+    )]
+    UnknownKey {
+        name: String,
+        url: String,
+        commit: String,
+        key: String,
+    },
+    /// The head commit's signature is malformed or does not match it.
+    #[error(
+        "git source {name} ({url}): the signature of commit {commit} does not verify: {reason}; keeping the last verified revision"
+    )]
+    BadSignature {
+        name: String,
+        url: String,
+        commit: String,
+        reason: String,
+    },
+    /// The commit's tree cannot be used: no such sub-directory, or an unsafe
+    /// entry.
+    #[error("git source {name} ({url}): commit {commit}: {message}")]
+    Tree {
+        name: String,
+        url: String,
+        commit: String,
+        message: String,
+    },
+    /// The local cache could not be written or read.
+    #[error("git source {name}: local cache {dir}: {message}")]
+    Local {
+        name: String,
+        dir: PathBuf,
+        message: String,
+    },
+}
+
+impl GitError {
+    /// True for a refused signature (unsigned, unknown key, bad signature).
+    pub fn is_verification(&self) -> bool {
+        matches!(
+            self,
+            GitError::Unsigned { .. } | GitError::UnknownKey { .. } | GitError::BadSignature { .. }
+        )
+    }
+}
+
+/// Sets libgit2's socket timeouts for the whole process: `connect` for
+/// establishing a connection, `io` for each read or write. Only the first
+/// call has an effect (sources call it with 10 s / 30 s when the agent did
+/// not); libgit2 keeps them in globals, so they are set once, before any
+/// fetch.
+pub fn set_network_timeouts(connect: Duration, io: Duration) {
+    static SET: OnceLock<()> = OnceLock::new();
+    SET.get_or_init(|| {
+        let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX).max(1);
+        // SAFETY: these store an int in libgit2's globals, read when a socket
+        // is opened. The OnceLock runs this once, and sources call it from
+        // `GitSource::open`, before their first fetch.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect));
+            let _ = git2::opts::set_server_timeout_in_milliseconds(ms(io));
+        }
+    });
+}
+
+/// One git source: its settings and its cache directory.
+#[derive(Debug)]
+pub struct GitSource {
+    name: String,
+    config: GitConfig,
+    url: Result<RemoteUrl, String>,
+    cache: PathBuf,
+    /// The checkout this process put in force: (commit, its directory).
+    current: Option<(Oid, PathBuf)>,
+}
+
+/// What the remote's ref resolved to.
+#[derive(Debug)]
+enum Wanted {
+    /// A ref on the remote, and what it pointed to when listed.
+    Ref { name: String, oid: Oid },
+    /// A pinned commit.
+    Commit(Oid),
+}
+
+/// A failed attempt: either final, or a damaged clone worth re-cloning.
+enum Failure {
+    Final(GitError),
+    Damaged(String),
+}
+
+impl From<GitError> for Failure {
+    fn from(e: GitError) -> Self {
+        Failure::Final(e)
+    }
+}
+
+/// Values the libgit2 callbacks read and report through.
+struct CallState {
+    deadline: Instant,
+    timed_out: Cell<bool>,
+    credential_tries: Cell<u32>,
+    host_key: RefCell<Option<(String, HostKeyError)>>,
+    username: Option<String>,
+    password: Option<String>,
+    passphrase: Option<String>,
+    known_hosts: Vec<String>,
+}
+
+const TARGET_REF: &str = "refs/moor/target";
+
+impl GitSource {
+    /// A source named `name` (for messages) keeping its clone and checkouts
+    /// under `cache_dir` (created when needed). Nothing is fetched yet, and
+    /// a bad configuration is reported by the first [`sync`](Self::sync).
+    pub fn open(name: &str, config: GitConfig, cache_dir: &Path) -> Self {
+        set_network_timeouts(Duration::from_secs(10), Duration::from_secs(30));
+        GitSource {
+            name: name.to_string(),
+            url: RemoteUrl::parse(&config.url),
+            config,
+            cache: cache_dir.to_path_buf(),
+            current: None,
+        }
+    }
+
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The URL with credentials redacted.
+    pub fn redacted_url(&self) -> String {
+        match &self.url {
+            Ok(u) => u.redacted.clone(),
+            Err(_) => "(bad URL)".into(),
+        }
+    }
+
+    /// The checkout a previous run left in force, if any (not re-verified):
+    /// what the agent may load while the remote cannot be reached at start.
+    pub fn last_checkout(&self) -> Option<Synced> {
+        let target = std::fs::read_link(self.cache.join("current")).ok()?;
+        let dir_name = target.file_name()?.to_str()?;
+        let commit = dir_name.split('-').next()?.to_string();
+        let oid = Oid::from_str(&commit).ok()?;
+        if !self.cache.join(&target).is_dir() {
+            return None;
+        }
+        let subject = Repository::open_bare(self.repo_dir())
+            .ok()
+            .and_then(|r| r.find_commit(oid).ok().map(|c| summary(&c)))
+            .unwrap_or_default();
+        Some(Synced {
+            commit,
+            subject,
+            dir: self.dir_for_current(),
+            signer: None,
+            recloned: None,
+        })
+    }
+
+    /// Fetches, resolves the ref, verifies the head commit if configured,
+    /// and checks its tree out, swapping `current` to it. Blocking. On any
+    /// error the checkout in force stays as it was.
+    pub fn sync(&mut self) -> Result<Synced, GitError> {
+        let url = self
+            .url
+            .clone()
+            .map_err(|e| self.config_error(format!("bad URL: {e}")))?;
+        self.check_config(&url)?;
+        std::fs::create_dir_all(&self.cache).map_err(|e| self.local_error(&self.cache, e))?;
+        match self.attempt(&url) {
+            Ok(s) => Ok(s),
+            Err(Failure::Final(e)) => Err(e),
+            Err(Failure::Damaged(why)) => {
+                let repo_dir = self.repo_dir();
+                std::fs::remove_dir_all(&repo_dir).map_err(|e| self.local_error(&repo_dir, e))?;
+                match self.attempt(&url) {
+                    Ok(mut s) => {
+                        s.recloned = Some(why);
+                        Ok(s)
+                    }
+                    Err(Failure::Final(e)) => Err(e),
+                    Err(Failure::Damaged(again)) => Err(GitError::Remote {
+                        name: self.name.clone(),
+                        url: url.redacted.clone(),
+                        message: format!(
+                            "the fetched objects are unusable even in a fresh clone: {again}"
+                        ),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn repo_dir(&self) -> PathBuf {
+        self.cache.join("repo.git")
+    }
+
+    fn dir_for_current(&self) -> PathBuf {
+        let mut d = self.cache.join("current");
+        if let Some(p) = &self.config.path {
+            d.push(p);
+        }
+        d
+    }
+
+    fn config_error(&self, message: String) -> GitError {
+        GitError::Config {
+            name: self.name.clone(),
+            message,
+        }
+    }
+
+    fn local_error(&self, dir: &Path, e: impl fmt::Display) -> GitError {
+        GitError::Local {
+            name: self.name.clone(),
+            dir: dir.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+
+    fn check_config(&self, url: &RemoteUrl) -> Result<(), GitError> {
+        if let Some(p) = &self.config.path
+            && p.components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            return Err(self.config_error(format!(
+                "path {} must be relative and without `..`",
+                p.display()
+            )));
+        }
+        if let Some(r) = &self.config.reference
+            && !is_hex_id(r)
+            && !git2::Reference::is_valid_name(&if r.starts_with("refs/") {
+                r.clone()
+            } else {
+                format!("refs/heads/{r}")
+            })
+        {
+            return Err(self.config_error(format!("`{r}` is not a valid ref")));
+        }
+        let auth = &self.config.auth;
+        let web_creds = auth.password.is_some() || !url.secrets.is_empty();
+        if url.scheme == Scheme::Http && web_creds && !url.is_loopback() {
+            return Err(self.config_error(
+                "refusing to send credentials over plain http to a host other than loopback: use https"
+                    .into(),
+            ));
+        }
+        if url.scheme == Scheme::Ssh && auth.ssh_key.is_none() {
+            return Err(self.config_error("an ssh remote needs an ssh key file".into()));
+        }
+        if let Some(v) = &self.config.verify {
+            if v.allowed_signers.is_none() && v.openpgp_keys.is_empty() {
+                return Err(self.config_error(
+                    "signature verification is on but lists no allowed_signers file nor OpenPGP keys"
+                        .into(),
+                ));
+            }
+            if !v.openpgp_keys.is_empty() {
+                return Err(self.config_error(
+                    "OpenPGP signature verification is not supported yet: use SSH signatures (allowed_signers)"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the secrets and known_hosts files for one sync.
+    fn call_state(&self, url: &RemoteUrl) -> Result<CallState, GitError> {
+        let auth = &self.config.auth;
+        let read = |s: &Option<Secret>| -> Result<Option<String>, GitError> {
+            s.as_ref()
+                .map(|s| s.read().map_err(|e| self.config_error(e)))
+                .transpose()
+        };
+        let mut known_hosts = Vec::new();
+        if url.scheme == Scheme::Ssh {
+            match &auth.known_hosts {
+                Some(p) => known_hosts.push(std::fs::read_to_string(p).map_err(|e| {
+                    self.config_error(format!("cannot read known_hosts {}: {e}", p.display()))
+                })?),
+                None => {
+                    let home = std::env::var_os("HOME").map(PathBuf::from);
+                    let defaults = home
+                        .map(|h| h.join(".ssh/known_hosts"))
+                        .into_iter()
+                        .chain([PathBuf::from("/etc/ssh/ssh_known_hosts")]);
+                    known_hosts.extend(defaults.filter_map(|p| std::fs::read_to_string(p).ok()));
+                }
+            }
+            if let Some(k) = &auth.ssh_key
+                && !k.is_file()
+            {
+                return Err(self.config_error(format!("ssh key {} not found", k.display())));
+            }
+        }
+        Ok(CallState {
+            deadline: Instant::now() + self.config.timeout,
+            timed_out: Cell::new(false),
+            credential_tries: Cell::new(0),
+            host_key: RefCell::new(None),
+            username: auth.username.clone(),
+            password: read(&auth.password)?,
+            passphrase: read(&auth.ssh_passphrase)?,
+            known_hosts,
+        })
+    }
+
+    /// One try: open (or create) the clone, find what the ref points to,
+    /// fetch it, verify, check out.
+    fn attempt(&mut self, url: &RemoteUrl) -> Result<Synced, Failure> {
+        let state = self.call_state(url)?;
+        let repo_dir = self.repo_dir();
+        let repo = if repo_dir.exists() {
+            let repo = Repository::open_bare(&repo_dir)
+                .map_err(|e| Failure::Damaged(format!("cannot open the clone: {}", e.message())))?;
+            health(&repo).map_err(Failure::Damaged)?;
+            repo
+        } else {
+            Repository::init_bare(&repo_dir)
+                .map_err(|e| self.local_error(&repo_dir, e.message()))?
+        };
+
+        let oid = self.fetch(&repo, url, &state)?;
+        let commit = repo.find_commit(oid).map_err(|e| {
+            Failure::Damaged(format!(
+                "commit {oid} unreadable after fetch: {}",
+                e.message()
+            ))
+        })?;
+        let signer = self.verify(&repo, url, oid)?;
+        let subject = summary(&commit);
+
+        let unchanged = self
+            .current
+            .as_ref()
+            .is_some_and(|(c, d)| *c == oid && d.is_dir());
+        if !unchanged {
+            self.check_out(&repo, url, &commit)?;
+        }
+        Ok(Synced {
+            commit: oid.to_string(),
+            subject,
+            dir: self.dir_for_current(),
+            signer,
+            recloned: None,
+        })
+    }
+
+    /// Makes the wanted commit present locally and `refs/moor/target` point
+    /// to it; returns the commit id.
+    fn fetch(&self, repo: &Repository, url: &RemoteUrl, state: &CallState) -> Result<Oid, Failure> {
+        let shallow = url.scheme != Scheme::File;
+        // A pinned commit already here needs no remote at all.
+        if let Some(r) = &self.config.reference
+            && is_hex_id(r)
+        {
+            let oid = Oid::from_str(r).map_err(|e| self.config_error(e.message().to_string()))?;
+            if repo.find_commit(oid).is_ok() {
+                self.set_target(repo, oid)?;
+                return Ok(oid);
+            }
+        }
+
+        let mut remote = repo
+            .remote_anonymous(&self.config.url)
+            .map_err(|e| self.remote_error(url, state, "bad remote", &e))?;
+        let mut conn = remote
+            .connect_auth(
+                Direction::Fetch,
+                Some(self.callbacks(url, state)),
+                Some(proxy()),
+            )
+            .map_err(|e| self.remote_error(url, state, "cannot list the remote's refs", &e))?;
+        let wanted = self.resolve(url, &conn)?;
+        match wanted {
+            Wanted::Ref { name, oid } => {
+                if let Some(commit) = peel_local(repo, oid) {
+                    self.set_target(repo, commit)?;
+                    return Ok(commit);
+                }
+                let refspec = format!("+{name}:{TARGET_REF}");
+                let mut fo = self.fetch_options(url, state, shallow.then_some(1));
+                let fetched = conn
+                    .remote()
+                    .fetch(&[refspec.as_str()], Some(&mut fo), None);
+                drop(conn);
+                if let Err(e) = fetched {
+                    health(repo).map_err(Failure::Damaged)?;
+                    return Err(self.remote_error(url, state, "fetch failed", &e).into());
+                }
+                let target = repo
+                    .find_reference(TARGET_REF)
+                    .and_then(|r| r.peel_to_commit())
+                    .map_err(|e| {
+                        Failure::Damaged(format!("fetched {name} unreadable: {}", e.message()))
+                    })?;
+                Ok(target.id())
+            }
+            Wanted::Commit(oid) => {
+                // Ask for the commit itself (servers that allow it), shallow;
+                // else fetch every branch and tag, whole, and look for it.
+                let by_id = format!("+{oid}:{TARGET_REF}");
+                let mut fo = self.fetch_options(url, state, shallow.then_some(1));
+                let direct = conn.remote().fetch(&[by_id.as_str()], Some(&mut fo), None);
+                drop(conn);
+                if direct.is_err() || repo.find_commit(oid).is_err() {
+                    if state.timed_out.get() {
+                        return Err(self
+                            .remote_error(
+                                url,
+                                state,
+                                "fetch failed",
+                                &git2::Error::from_str("timed out"),
+                            )
+                            .into());
+                    }
+                    let mut remote = repo
+                        .remote_anonymous(&self.config.url)
+                        .map_err(|e| self.remote_error(url, state, "bad remote", &e))?;
+                    let depth = (shallow && repo.is_shallow()).then_some(i32::MAX);
+                    let mut fo = self.fetch_options(url, state, depth);
+                    let specs = [
+                        "+refs/heads/*:refs/moor/heads/*",
+                        "+refs/tags/*:refs/moor/tags/*",
+                    ];
+                    if let Err(e) = remote.fetch(&specs, Some(&mut fo), None) {
+                        health(repo).map_err(Failure::Damaged)?;
+                        return Err(self.remote_error(url, state, "fetch failed", &e).into());
+                    }
+                    if repo.find_commit(oid).is_err() {
+                        return Err(GitError::RefNotFound {
+                            name: self.name.clone(),
+                            url: url.redacted.clone(),
+                            reference: format!("commit {oid}"),
+                            hint: " (it is on no branch or tag)".into(),
+                        }
+                        .into());
+                    }
+                }
+                self.set_target(repo, oid)?;
+                Ok(oid)
+            }
+        }
+    }
+
+    /// Finds the configured ref among the remote's.
+    fn resolve(
+        &self,
+        url: &RemoteUrl,
+        conn: &git2::RemoteConnection<'_, '_, '_>,
+    ) -> Result<Wanted, Failure> {
+        let heads = conn.list().map_err(|e| GitError::Remote {
+            name: self.name.clone(),
+            url: url.redacted.clone(),
+            message: format!(
+                "cannot list the remote's refs: {}",
+                url.scrub(e.message(), &[])
+            ),
+        })?;
+        let find = |n: &str| heads.iter().find(|h| h.name() == n).map(|h| h.oid());
+        let not_found = |reference: String| {
+            let branches: Vec<&str> = heads
+                .iter()
+                .filter_map(|h| h.name().strip_prefix("refs/heads/"))
+                .take(8)
+                .collect();
+            let hint = if branches.is_empty() {
+                " (it has no branches)".to_string()
+            } else {
+                format!(" (branches: {})", branches.join(", "))
+            };
+            Failure::Final(GitError::RefNotFound {
+                name: self.name.clone(),
+                url: url.redacted.clone(),
+                reference,
+                hint,
+            })
+        };
+        match &self.config.reference {
+            None => {
+                let Some(oid) = find("HEAD") else {
+                    return Err(not_found("HEAD (the default branch)".into()));
+                };
+                // Fetch the branch HEAD names where the remote says which.
+                let name = heads
+                    .iter()
+                    .find(|h| h.name() == "HEAD")
+                    .and_then(|h| h.symref_target().map(str::to_string))
+                    .or_else(|| {
+                        conn.default_branch()
+                            .ok()
+                            .and_then(|b| b.as_str().ok().map(str::to_string))
+                    })
+                    .filter(|n| find(n).is_some())
+                    .unwrap_or_else(|| "HEAD".to_string());
+                Ok(Wanted::Ref { name, oid })
+            }
+            Some(r) if is_hex_id(r) => Ok(Wanted::Commit(
+                Oid::from_str(r).map_err(|e| self.config_error(e.message().to_string()))?,
+            )),
+            Some(r) => {
+                let candidates = if r.starts_with("refs/") {
+                    vec![r.clone()]
+                } else {
+                    vec![format!("refs/heads/{r}"), format!("refs/tags/{r}")]
+                };
+                candidates
+                    .into_iter()
+                    .find_map(|n| find(&n).map(|oid| Wanted::Ref { name: n, oid }))
+                    .ok_or_else(|| not_found(format!("branch or tag `{r}`")))
+            }
+        }
+    }
+
+    fn set_target(&self, repo: &Repository, oid: Oid) -> Result<(), Failure> {
+        repo.reference(TARGET_REF, oid, true, "moor: target")
+            .map(|_| ())
+            .map_err(|e| Failure::Damaged(format!("cannot update {TARGET_REF}: {}", e.message())))
+    }
+
+    fn callbacks<'a>(&'a self, url: &'a RemoteUrl, state: &'a CallState) -> RemoteCallbacks<'a> {
+        let mut cb = RemoteCallbacks::new();
+        cb.credentials(move |_url, user_from_url, allowed| {
+            if allowed.contains(CredentialType::USERNAME) {
+                let user = state.username.as_deref().or(user_from_url).unwrap_or("git");
+                return Cred::username(user);
+            }
+            let tries = state.credential_tries.get();
+            state.credential_tries.set(tries + 1);
+            if tries > 0 {
+                return Err(git2::Error::from_str(
+                    "the remote refused the configured credentials",
+                ));
+            }
+            if allowed.contains(CredentialType::SSH_KEY)
+                && let Some(key) = &self.config.auth.ssh_key
+            {
+                let user = state.username.as_deref().or(user_from_url).unwrap_or("git");
+                return Cred::ssh_key(user, None, key, state.passphrase.as_deref());
+            }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+                && let Some(password) = &state.password
+            {
+                let user = state
+                    .username
+                    .as_deref()
+                    .or(user_from_url)
+                    .unwrap_or("x-access-token");
+                return Cred::userpass_plaintext(user, password);
+            }
+            Err(git2::Error::from_str(
+                "the remote asks for credentials, and none of the kind it accepts are configured",
+            ))
+        });
+        cb.certificate_check(move |cert, host| {
+            let Some(hostkey) = cert.as_hostkey() else {
+                // TLS: libgit2 and OpenSSL verify the certificate chain.
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
+            let host = url.host.as_deref().unwrap_or(host);
+            let name = known_hosts::host_name(host, url.port);
+            let Some(key) = hostkey.hostkey() else {
+                return Err(git2::Error::from_str(
+                    "the ssh server's host key is not available",
+                ));
+            };
+            match known_hosts::check(&state.known_hosts, &name, key) {
+                Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+                Err(e) => {
+                    *state.host_key.borrow_mut() = Some((name, e));
+                    Err(git2::Error::from_str("host key verification failed"))
+                }
+            }
+        });
+        cb.transfer_progress(move |_| {
+            let ok = Instant::now() < state.deadline;
+            if !ok {
+                state.timed_out.set(true);
+            }
+            ok
+        });
+        cb.sideband_progress(move |_| {
+            let ok = Instant::now() < state.deadline;
+            if !ok {
+                state.timed_out.set(true);
+            }
+            ok
+        });
+        cb
+    }
+
+    fn fetch_options<'a>(
+        &'a self,
+        url: &'a RemoteUrl,
+        state: &'a CallState,
+        depth: Option<i32>,
+    ) -> FetchOptions<'a> {
+        let mut fo = FetchOptions::new();
+        fo.remote_callbacks(self.callbacks(url, state))
+            .proxy_options(proxy())
+            .download_tags(AutotagOption::None)
+            .update_fetchhead(false);
+        if let Some(d) = depth {
+            fo.depth(d);
+        }
+        fo
+    }
+
+    /// Turns a libgit2 error from talking to the remote into a message
+    /// without secrets.
+    fn remote_error(
+        &self,
+        url: &RemoteUrl,
+        state: &CallState,
+        stage: &str,
+        e: &git2::Error,
+    ) -> GitError {
+        if let Some((host, problem)) = state.host_key.borrow().clone() {
+            let problem = match problem {
+                HostKeyError::Unknown => {
+                    "is not in known_hosts (add it, e.g. with ssh-keyscan, after checking it)"
+                }
+                HostKeyError::Mismatch => {
+                    "does not match the key known_hosts lists for it (the server changed keys, or a man in the middle)"
+                }
+                HostKeyError::Revoked => "is marked @revoked in known_hosts",
+            };
+            return GitError::HostKey {
+                name: self.name.clone(),
+                url: url.redacted.clone(),
+                host,
+                problem: problem.into(),
+            };
+        }
+        let message = if state.timed_out.get() {
+            format!(
+                "{stage}: the fetch took longer than {}s and was aborted",
+                self.config.timeout.as_secs()
+            )
+        } else {
+            let secrets: Vec<&str> = [&state.password, &state.passphrase]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            format!("{stage}: {}", url.scrub(e.message(), &secrets))
+        };
+        GitError::Remote {
+            name: self.name.clone(),
+            url: url.redacted.clone(),
+            message,
+        }
+    }
+
+    /// Verifies the commit's signature when configured: Ok(signer).
+    fn verify(
+        &self,
+        repo: &Repository,
+        url: &RemoteUrl,
+        oid: Oid,
+    ) -> Result<Option<String>, Failure> {
+        let Some(v) = &self.config.verify else {
+            return Ok(None);
+        };
+        let commit = oid.to_string();
+        let refused = |r: Refusal| -> Failure {
+            let (name, url, commit) = (self.name.clone(), url.redacted.clone(), commit.clone());
+            Failure::Final(match r {
+                Refusal::Unsigned => GitError::Unsigned { name, url, commit },
+                Refusal::UnknownKey(key) => GitError::UnknownKey {
+                    name,
+                    url,
+                    commit,
+                    key,
+                },
+                Refusal::Bad(reason) => GitError::BadSignature {
+                    name,
+                    url,
+                    commit,
+                    reason,
+                },
+            })
+        };
+        let (signature, signed) = match repo.extract_signature(&oid, None) {
+            Ok(pair) => pair,
+            Err(e) if e.code() == ErrorCode::NotFound => return Err(refused(Refusal::Unsigned)),
+            Err(e) => {
+                return Err(Failure::Damaged(format!(
+                    "commit {oid} unreadable: {}",
+                    e.message()
+                )));
+            }
+        };
+        let Ok(signature) = signature.as_str() else {
+            return Err(refused(Refusal::Bad("the signature is not text".into())));
+        };
+        if signature
+            .trim_start()
+            .starts_with("-----BEGIN SSH SIGNATURE-----")
+        {
+            let Some(path) = &v.allowed_signers else {
+                return Err(refused(Refusal::UnknownKey(
+                    "(an SSH key; no allowed_signers file is configured)".into(),
+                )));
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                self.config_error(format!(
+                    "cannot read allowed_signers {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let allowed = verify::parse_allowed_signers(&text).map_err(|e| {
+                self.config_error(format!("allowed_signers {}: {e}", path.display()))
+            })?;
+            return verify::verify_ssh(&allowed, signature, &signed)
+                .map(Some)
+                .map_err(refused);
+        }
+        let kind = if signature.contains("BEGIN PGP SIGNATURE") {
+            "an OpenPGP signature, which this version cannot verify"
+        } else if signature.contains("BEGIN SIGNED MESSAGE") {
+            "an X.509 signature, which is not supported"
+        } else {
+            "a signature of an unknown kind"
+        };
+        Err(refused(Refusal::Bad(kind.into())))
+    }
+
+    /// Writes the commit's tree to a new directory and swaps `current` to it;
+    /// then removes every other checkout.
+    fn check_out(
+        &mut self,
+        repo: &Repository,
+        url: &RemoteUrl,
+        commit: &git2::Commit<'_>,
+    ) -> Result<(), Failure> {
+        let trees = self.cache.join("trees");
+        std::fs::create_dir_all(&trees).map_err(|e| self.local_error(&trees, e))?;
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir_name = format!("{}-{stamp:x}", commit.id());
+        let tmp = trees.join(format!(".tmp-{dir_name}"));
+        let tree_error = |message: String| {
+            Failure::Final(GitError::Tree {
+                name: self.name.clone(),
+                url: url.redacted.clone(),
+                commit: commit.id().to_string(),
+                message,
+            })
+        };
+        let written = commit
+            .tree()
+            .map_err(CheckoutError::Object)
+            .and_then(|tree| checkout::write_tree(repo, &tree, &tmp));
+        let result = written.map_err(|e| match e {
+            CheckoutError::Object(e) => Failure::Damaged(format!(
+                "the tree of {} is unreadable: {}",
+                commit.id(),
+                e.message()
+            )),
+            CheckoutError::Io(e) => Failure::Final(self.local_error(&tmp, e)),
+            CheckoutError::Unsafe(m) => tree_error(m),
+        });
+        let result = result.and_then(|()| match &self.config.path {
+            Some(p) if !checkout::is_plain_dir(&tmp, p) => Err(tree_error(format!(
+                "path {} is not a directory in this commit",
+                p.display()
+            ))),
+            _ => Ok(()),
+        });
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let dir = trees.join(&dir_name);
+        std::fs::rename(&tmp, &dir).map_err(|e| self.local_error(&dir, e))?;
+        let link = self.cache.join("current");
+        checkout::swap_link(&link, &Path::new("trees").join(&dir_name))
+            .map_err(|e| self.local_error(&link, e))?;
+        self.current = Some((commit.id(), dir.clone()));
+        if let Ok(entries) = std::fs::read_dir(&trees) {
+            for entry in entries.flatten() {
+                if entry.path() != dir {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Proxies as git would find them (git config, `https_proxy`…).
+fn proxy() -> ProxyOptions<'static> {
+    let mut p = ProxyOptions::new();
+    p.auto();
+    p
+}
+
+/// The first line of a commit's message.
+fn summary(c: &git2::Commit<'_>) -> String {
+    String::from_utf8_lossy(c.summary_bytes().unwrap_or_default()).into_owned()
+}
+
+/// A full commit id (SHA-1 or SHA-256).
+fn is_hex_id(r: &str) -> bool {
+    (r.len() == 40 || r.len() == 64) && r.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The commit `oid` (a commit or an annotated tag) peels to, when every
+/// object of it is here.
+fn peel_local(repo: &Repository, oid: Oid) -> Option<Oid> {
+    let commit = repo.find_object(oid, None).ok()?.peel_to_commit().ok()?;
+    tree_complete(repo, &commit.tree().ok()?).then_some(commit.id())
+}
+
+/// True when every object of `tree` is in the object database.
+fn tree_complete(repo: &Repository, tree: &git2::Tree<'_>) -> bool {
+    let Ok(odb) = repo.odb() else {
+        return false;
+    };
+    let mut complete = true;
+    let walked = tree.walk(git2::TreeWalkMode::PreOrder, |_, entry| {
+        if entry.kind() == Some(git2::ObjectType::Commit) || odb.exists(entry.id()) {
+            git2::TreeWalkResult::Ok
+        } else {
+            complete = false;
+            git2::TreeWalkResult::Abort
+        }
+    });
+    walked.is_ok() && complete
+}
+
+/// Checks that the clone is usable: HEAD readable, and the last target's
+/// commit and tree complete.
+fn health(repo: &Repository) -> Result<(), String> {
+    match repo.head() {
+        Ok(_) => {}
+        Err(e) if matches!(e.code(), ErrorCode::UnbornBranch | ErrorCode::NotFound) => {}
+        Err(e) => return Err(format!("HEAD is unreadable: {}", e.message())),
+    }
+    match repo.find_reference(TARGET_REF) {
+        Ok(r) => {
+            let commit = r
+                .peel_to_commit()
+                .map_err(|e| format!("{TARGET_REF} is unreadable: {}", e.message()))?;
+            let tree = commit
+                .tree()
+                .map_err(|e| format!("the tree of {} is missing: {}", commit.id(), e.message()))?;
+            if !tree_complete(repo, &tree) {
+                return Err(format!("objects of commit {} are missing", commit.id()));
+            }
+            Ok(())
+        }
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(()),
+        Err(e) => Err(format!("{TARGET_REF} is unreadable: {}", e.message())),
+    }
+}

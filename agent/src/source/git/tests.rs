@@ -1,0 +1,565 @@
+//! The git source against real repositories and real servers on loopback.
+
+use std::path::PathBuf;
+
+use super::testing::{Daemon, Fixture, Mode, Server, free_port, require};
+use super::*;
+
+fn config(url: String, reference: Option<&str>) -> GitConfig {
+    GitConfig {
+        url,
+        reference: reference.map(str::to_string),
+        ..GitConfig::default()
+    }
+}
+
+fn daemon_url(port: u16) -> String {
+    format!("git://127.0.0.1:{port}/remote.git")
+}
+
+fn read(s: &Synced, file: &str) -> String {
+    std::fs::read_to_string(s.dir.join(file))
+        .unwrap_or_else(|e| panic!("read {file} in {}: {e}", s.dir.display()))
+}
+
+/// The directories under the cache's `trees/`.
+fn trees(cache: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(cache.join("trees"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn file_branch_is_followed_and_swapped_atomically() {
+    if !require(&["git"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.commit(&[("app.toml", "one")], "first\n\nbody");
+    let cache = f.cache("s");
+    let mut src = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
+    assert_eq!(src.name(), "s");
+    assert_eq!(src.last_checkout(), None);
+    let s1 = src.sync().expect("first sync");
+    assert_eq!(
+        (s1.commit.as_str(), s1.subject.as_str()),
+        (a.as_str(), "first")
+    );
+    assert_eq!(read(&s1, "app.toml"), "one");
+    assert_eq!(s1.dir, cache.join("current"));
+    assert_eq!(s1.recloned, None);
+
+    // Nothing new: same answer, no new checkout.
+    let before = trees(&cache);
+    assert_eq!(src.sync().expect("second sync"), s1);
+    // What a restarted agent finds in force.
+    let again = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
+    let last = again.last_checkout().expect("last checkout");
+    assert_eq!(
+        (last.commit.as_str(), last.subject.as_str()),
+        (a.as_str(), "first")
+    );
+    assert_eq!(trees(&cache), before);
+
+    let b = f.commit(&[("app.toml", "two")], "second");
+    let s2 = src.sync().expect("sync after push");
+    assert_eq!(s2.commit, b);
+    assert_eq!(s2.dir, s1.dir, "the manifest directory keeps its path");
+    assert_eq!(read(&s2, "app.toml"), "two");
+    // Only the checkout in force is kept.
+    let after = trees(&cache);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].starts_with(&b), "{after:?}");
+}
+
+#[test]
+fn default_branch_tag_and_pinned_commit() {
+    if !require(&["git"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.commit(&[("v", "a")], "a");
+    f.git(&["tag", "-a", "-m", "release 1", "v1"]);
+    f.git(&["tag", "light", "HEAD"]);
+    let b = f.commit(&[("v", "b")], "b");
+    // The remote's HEAD names another branch than main.
+    f.git(&["push", "-q", "origin", "main:trunk"]);
+    f.git_in(&f.bare, &["symbolic-ref", "HEAD", "refs/heads/trunk"]);
+    let c = f.commit(&[("v", "c")], "c");
+    assert_ne!(b, c);
+
+    let sync = |name: &str, reference: Option<&str>| {
+        GitSource::open(name, config(f.file_url(), reference), &f.cache(name)).sync()
+    };
+    let head = sync("head", None).expect("default branch");
+    assert_eq!(
+        (head.commit.as_str(), read(&head, "v")),
+        (b.as_str(), "b".into())
+    );
+    assert_eq!(sync("main", Some("main")).unwrap().commit, c);
+    assert_eq!(sync("refs", Some("refs/heads/main")).unwrap().commit, c);
+    let tag = sync("tag", Some("v1")).expect("annotated tag");
+    assert_eq!(
+        (tag.commit.as_str(), read(&tag, "v")),
+        (a.as_str(), "a".into())
+    );
+    assert_eq!(sync("light", Some("light")).unwrap().commit, a);
+    let pinned = sync("pin", Some(&a)).expect("pinned commit");
+    assert_eq!(
+        (pinned.commit.as_str(), read(&pinned, "v")),
+        (a.as_str(), "a".into())
+    );
+
+    let e = sync("nobranch", Some("nope")).unwrap_err();
+
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::RefNotFound { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("`nope`") && msg.contains("main") && msg.contains("trunk"),
+        "{msg}"
+    );
+    let e = sync("nocommit", Some(&"0123456789".repeat(4))).unwrap_err();
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::RefNotFound { .. }), "{e}");
+    let e = sync("badref", Some("a..b")).unwrap_err();
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::Config { .. }), "{e}");
+}
+
+#[test]
+fn sub_path() {
+    if !require(&["git"]) {
+        return;
+    }
+    let f = Fixture::new();
+    f.commit(&[("deploy/prod/app.toml", "prod"), ("README", "x")], "a");
+    let with_path = |name: &str, path: &str| {
+        let mut c = config(f.file_url(), None);
+        c.path = Some(PathBuf::from(path));
+        GitSource::open(name, c, &f.cache(name)).sync()
+    };
+    let s = with_path("ok", "deploy/prod").expect("sub-path");
+    assert_eq!(s.dir, f.cache("ok").join("current/deploy/prod"));
+    assert_eq!(read(&s, "app.toml"), "prod");
+
+    let e = with_path("missing", "deploy/dev").unwrap_err();
+
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::Tree { .. }), "{e}");
+    assert!(e.to_string().contains("deploy/dev"), "{e}");
+    assert!(!f.cache("missing").join("current").exists());
+    for bad in ["../x", "/etc", "deploy/../.."] {
+        let e = with_path("bad", bad).unwrap_err();
+        eprintln!("{e}");
+        assert!(matches!(e, GitError::Config { .. }), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn git_daemon_force_push_and_remote_down() {
+    if !require(&["git", "git-daemon"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.commit(&[("v", "a")], "a");
+    let b = f.commit(&[("v", "b")], "b");
+    let port = free_port();
+    let daemon = Daemon::start(&f.root, port);
+    let cache = f.cache("d");
+    let mut src = GitSource::open("d", config(daemon.url("remote.git"), Some("main")), &cache);
+    assert_eq!(src.sync().expect("clone over git://").commit, b);
+    assert!(
+        cache.join("repo.git/shallow").is_file(),
+        "the fetch is shallow"
+    );
+
+    // Force-push to the older commit: followed.
+    f.git(&["reset", "-q", "--hard", &a]);
+    f.push();
+    let s = src.sync().expect("after force-push");
+    assert_eq!((s.commit.as_str(), read(&s, "v")), (a.as_str(), "a".into()));
+
+    // The remote stops: an error naming the source; the checkout stays.
+    drop(daemon);
+    let c = f.commit(&[("v", "c")], "c");
+    let e = src.sync().expect_err("remote down");
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::Remote { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("git source d") && msg.contains(&format!("127.0.0.1:{port}")),
+        "{msg}"
+    );
+    assert_eq!(read(&s, "v"), "a", "the last good checkout stays in force");
+
+    // The remote is back: syncing resumes.
+    let _daemon = Daemon::start(&f.root, port);
+    let s = src.sync().expect("remote back");
+    assert_eq!((s.commit.as_str(), read(&s, "v")), (c.as_str(), "c".into()));
+
+    // A commit below the shallow clone's depth, pinned: the history is
+    // fetched whole to find it (git daemon refuses a fetch by id).
+    let x = f.commit(&[("v", "x")], "x");
+    let shallow_cache = f.cache("d2");
+    let mut head = GitSource::open("d2", config(daemon_url(port), None), &shallow_cache);
+    assert_eq!(head.sync().expect("shallow clone").commit, x);
+    let repo = git2::Repository::open_bare(shallow_cache.join("repo.git")).unwrap();
+    assert!(repo.find_commit(git2::Oid::from_str(&a).unwrap()).is_err());
+    let mut pinned = GitSource::open("d2", config(daemon_url(port), Some(&a)), &shallow_cache);
+    let s = pinned.sync().expect("pinned older commit over git://");
+    assert_eq!((s.commit.as_str(), read(&s, "v")), (a.as_str(), "a".into()));
+}
+
+#[test]
+fn http_backend_with_basic_auth() {
+    if !require(&["git"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.commit(&[("v", "a")], "a");
+    let server = Server::start(Mode::Git {
+        root: f.root.clone(),
+        auth: Some(("alice".into(), "pa55-w0rd".into())),
+    });
+    let secret_file = f.tmp.path().join("password");
+    std::fs::write(&secret_file, "pa55-w0rd\n").unwrap();
+
+    let mut c = config(server.url("remote.git"), Some("main"));
+    c.auth.username = Some("alice".into());
+    c.auth.password = Some(Secret::File(secret_file));
+    let s = GitSource::open("h", c.clone(), &f.cache("h"))
+        .sync()
+        .expect("fetch over smart http with basic auth");
+    assert_eq!(s.commit, a);
+    assert!(
+        f.cache("h").join("repo.git/shallow").is_file(),
+        "the fetch is shallow"
+    );
+    assert!(
+        server
+            .users_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|u| u == "alice"),
+        "the credentials were sent"
+    );
+
+    // No credentials, and wrong ones: refused, and the message holds no secret.
+    let e = GitSource::open(
+        "anon",
+        config(server.url("remote.git"), None),
+        &f.cache("anon"),
+    )
+    .sync()
+    .expect_err("no credentials");
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::Remote { .. }), "{e}");
+    // SAFETY: no other test reads or writes this variable.
+    unsafe { std::env::set_var("MOOR_TEST_GIT_PASSWORD", "wrong-hunter2") };
+    let mut wrong = c.clone();
+    wrong.auth.password = Some(Secret::Env("MOOR_TEST_GIT_PASSWORD".into()));
+    let e = GitSource::open("wrong", wrong, &f.cache("wrong"))
+        .sync()
+        .expect_err("wrong password");
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::Remote { .. }), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+
+    // Credentials in the URL are used, and redacted from every message.
+    let url = format!(
+        "http://alice:pa55-w0rd@127.0.0.1:{}/remote.git",
+        server.port
+    );
+    let mut src = GitSource::open("inurl", config(url, Some("nope")), &f.cache("inurl"));
+    assert_eq!(
+        src.redacted_url(),
+        format!("http://***:***@127.0.0.1:{}/remote.git", server.port)
+    );
+    let e = src.sync().expect_err("unknown branch");
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::RefNotFound { .. }), "{e}");
+    assert!(!format!("{e} {e:?}").contains("pa55"), "{e:?}");
+}
+
+#[test]
+fn garbage_and_silent_remotes_keep_the_last_checkout() {
+    if !require(&["git", "git-daemon"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.commit(&[("v", "a")], "a");
+    let port = free_port();
+    let cache = f.cache("g");
+    let mut src = GitSource::open(
+        "g",
+        config(format!("git://127.0.0.1:{port}/remote.git"), None),
+        &cache,
+    );
+    {
+        let _daemon = Daemon::start(&f.root, port);
+        assert_eq!(src.sync().expect("good remote").commit, a);
+    }
+    f.commit(&[("v", "b")], "b");
+    for (what, mode) in [
+        (
+            "garbage",
+            Mode::Garbage(b"\x00\xffthis is not git at all\n".repeat(50)),
+        ),
+        (
+            "pkt-lines of garbage",
+            Mode::Garbage(b"0032zzzz not a ref advertisement at all......\n0000".to_vec()),
+        ),
+        ("nothing (timeout)", Mode::Silent),
+    ] {
+        let _server = Server::start_on(mode, port);
+        let e = src.sync().expect_err(what);
+        eprintln!("{e}");
+        assert!(matches!(e, GitError::Remote { .. }), "{what}: {e}");
+        let s = src.last_checkout().expect("checkout in force");
+        assert_eq!(
+            (s.commit.as_str(), read(&s, "v")),
+            (a.as_str(), "a".into()),
+            "{what}"
+        );
+    }
+
+    // An http server that answers garbage.
+    let server = Server::start(Mode::Garbage(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\nConnection: close\r\n\r\n\x01\x02garbage".to_vec(),
+    ));
+    let e = GitSource::open("hg", config(server.url("remote.git"), None), &f.cache("hg"))
+        .sync()
+        .expect_err("http garbage");
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::Remote { .. }), "{e}");
+}
+
+#[test]
+fn damaged_clone_is_cloned_again() {
+    if !require(&["git"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.commit(&[("v", "a")], "a");
+    let cache = f.cache("c");
+    let mut src = GitSource::open("c", config(f.file_url(), None), &cache);
+    assert_eq!(src.sync().unwrap().commit, a);
+    let repo = cache.join("repo.git");
+
+    // Every object deleted.
+    let objects = repo.join("objects");
+    for entry in std::fs::read_dir(&objects).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name().is_some_and(|n| n != "info") && p.is_dir() {
+            std::fs::remove_dir_all(&p).unwrap();
+        }
+    }
+    let b = f.commit(&[("v", "b")], "b");
+    let s = src.sync().expect("re-clone after objects vanished");
+    assert_eq!((s.commit.as_str(), read(&s, "v")), (b.as_str(), "b".into()));
+    assert!(s.recloned.is_some(), "the re-clone is reported");
+
+    // HEAD overwritten with garbage.
+    std::fs::write(repo.join("HEAD"), "garbage\n").unwrap();
+    let s = src.sync().expect("re-clone after HEAD garbage");
+    assert_eq!(s.commit, b);
+    assert!(s.recloned.is_some(), "the re-clone is reported");
+    // And the clone is sound again.
+    assert_eq!(src.sync().unwrap().recloned, None);
+}
+
+#[test]
+fn signed_commits() {
+    if !require(&["git", "ssh-keygen"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let (good_key, good_pub) = f.ssh_key("good");
+    let (other_key, _) = f.ssh_key("other");
+    let signers = f.tmp.path().join("allowed_signers");
+    std::fs::write(
+        &signers,
+        format!("test@example.com namespaces=\"git\" {good_pub}\n"),
+    )
+    .unwrap();
+    let mut c = config(f.file_url(), None);
+    c.verify = Some(VerifyConfig {
+        allowed_signers: Some(signers),
+        openpgp_keys: Vec::new(),
+    });
+    let cache = f.cache("v");
+    let mut src = GitSource::open("v", c, &cache);
+
+    let a = f.commit_signed(&good_key, &[("v", "a")], "signed a");
+    let s = src.sync().expect("signed by an allowed key");
+    assert_eq!(s.commit, a);
+    assert!(
+        s.signer
+            .as_deref()
+            .is_some_and(|p| p.starts_with("test@example.com")),
+        "{s:?}"
+    );
+
+    // An unsigned commit on top: refused, the signed revision stays.
+    let b = f.commit(&[("v", "b")], "unsigned b");
+    let e = src.sync().expect_err("unsigned");
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::Unsigned { commit, .. } if *commit == b),
+        "{e}"
+    );
+    assert!(e.is_verification());
+    assert!(
+        e.to_string().contains(&format!("commit {b} is not signed")),
+        "{e}"
+    );
+    assert_eq!(read(&s, "v"), "a");
+
+    // Signed by a key that is not allowed: refused.
+    let c2 = f.commit_signed(&other_key, &[("v", "c")], "signed by another key");
+    let e = src.sync().expect_err("unknown key");
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::UnknownKey { commit, key, .. } if *commit == c2 && key.starts_with("SHA256:")),
+        "{e}"
+    );
+    assert_eq!(read(&s, "v"), "a");
+
+    // A commit whose content was changed after signing: refused.
+    let d = f.commit_signed(&good_key, &[("v", "d")], "signed d");
+    let raw = f.git(&["cat-file", "commit", &d]);
+    let forged = raw.replace("signed d", "forged d") + "\n";
+    let forged_path = f.tmp.path().join("forged");
+    std::fs::write(&forged_path, forged).unwrap();
+    let forged_id = f.git(&[
+        "hash-object",
+        "-t",
+        "commit",
+        "-w",
+        forged_path.to_str().unwrap(),
+    ]);
+    f.git(&["reset", "-q", "--hard", &forged_id]);
+    f.push();
+    let e = src.sync().expect_err("forged");
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::BadSignature { commit, .. } if *commit == forged_id),
+        "{e}"
+    );
+    assert_eq!(read(&s, "v"), "a");
+
+    // A good signed commit again: applied.
+    let g = f.commit_signed(&good_key, &[("v", "g")], "signed g");
+    let s = src.sync().expect("signed again");
+    assert_eq!((s.commit.as_str(), read(&s, "v")), (g.as_str(), "g".into()));
+}
+
+#[test]
+fn bad_configurations_are_refused_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |c: GitConfig| GitSource::open("bad", c, dir.path()).sync().unwrap_err();
+    let e = open(config("ftp://u:hunter2@example.com/r".into(), None));
+    eprintln!("{e}");
+    assert!(
+        matches!(e, GitError::Config { .. }) && !e.to_string().contains("hunter2"),
+        "{e}"
+    );
+    let mut c = config("http://example.com/r".into(), None);
+    c.auth.password = Some(Secret::Env("HOME".into()));
+    let e = open(c);
+    eprintln!("{e}");
+    assert!(e.to_string().contains("plain http"), "{e}");
+    let e = open(config("ssh://git@example.com/r".into(), None));
+    eprintln!("{e}");
+    assert!(e.to_string().contains("ssh key"), "{e}");
+    let mut c = config("file:///nonexistent".into(), None);
+    c.verify = Some(VerifyConfig {
+        allowed_signers: None,
+        openpgp_keys: vec!["k.asc".into()],
+    });
+    let e = open(c);
+    eprintln!("{e}");
+    assert!(e.to_string().contains("OpenPGP"), "{e}");
+    let mut c = config("https://example.com/r".into(), None);
+    c.auth.password = Some(Secret::File(dir.path().join("missing")));
+    let e = open(c);
+    eprintln!("{e}");
+    assert!(
+        matches!(e, GitError::Config { .. }) && e.to_string().contains("missing"),
+        "{e}"
+    );
+}
+
+#[test]
+fn ssh_with_known_hosts() {
+    if !require(&["git", "ssh-keygen", "sshd"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.commit(&[("v", "a")], "a");
+    let (client_key, client_pub) = f.ssh_key("client");
+    let (stranger_key, _) = f.ssh_key("stranger");
+    let sshd = super::testing::Sshd::start(&f.tmp.path().join("sshd"), &client_pub);
+    let known_hosts = f.tmp.path().join("known_hosts");
+    let ssh = |name: &str, key: &std::path::Path, known: &str| {
+        std::fs::write(&known_hosts, known).unwrap();
+        let mut c = config(sshd.url(&f.bare), Some("main"));
+        c.auth.ssh_key = Some(key.to_path_buf());
+        c.auth.known_hosts = Some(known_hosts.clone());
+        GitSource::open(name, c, &f.cache(name)).sync()
+    };
+
+    let s = ssh("ok", &client_key, &format!("{}\n", sshd.known_hosts_line)).expect("ssh fetch");
+    assert_eq!((s.commit.as_str(), read(&s, "v")), (a.as_str(), "a".into()));
+
+    // Hashed known_hosts, as ssh-keygen -H writes it.
+    std::fs::write(&known_hosts, format!("{}\n", sshd.known_hosts_line)).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&known_hosts)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let hashed = std::fs::read_to_string(&known_hosts).unwrap();
+    assert!(hashed.starts_with("|1|"), "{hashed}");
+    assert_eq!(
+        ssh("hashed", &client_key, &hashed).expect("hashed").commit,
+        a
+    );
+
+    // Unknown host, another key for the host: refused before any auth.
+    let e = ssh("unknown", &client_key, "").unwrap_err();
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::HostKey { problem, .. } if problem.contains("not in known_hosts")),
+        "{e}"
+    );
+    let other_key = "AAAAC3NzaC1lZDI1NTE5AAAAIEsDX3j253FnxU3Ah8DodLqCb8o9ov1AyBGE97EknTpO";
+    let e = ssh(
+        "mismatch",
+        &client_key,
+        &format!("[127.0.0.1]:{} ssh-ed25519 {other_key}\n", sshd.port),
+    )
+    .unwrap_err();
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::HostKey { problem, .. } if problem.contains("does not match")),
+        "{e}"
+    );
+
+    // A client key the server does not accept.
+    let e = ssh(
+        "stranger",
+        &stranger_key,
+        &format!("{}\n", sshd.known_hosts_line),
+    )
+    .unwrap_err();
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::Remote { .. }), "{e}");
+}
