@@ -7,6 +7,7 @@
 mod common;
 mod containers;
 mod crash;
+mod fleet;
 mod image;
 mod metrics;
 mod network_modes;
