@@ -7,6 +7,10 @@
 //! [`SpecHash`]es — or every [`Diagnostic`] found, each as
 //! `path:line:column: error: field: message`.
 //!
+//! For one host of a fleet, [`load_for`] keeps only what [`target`]s that
+//! [`HostIdentity`] (by host name globs and labels) before the checks across
+//! resources.
+//!
 //! This crate knows nothing of Linux: it describes what is wanted, never how.
 
 pub mod bind;
