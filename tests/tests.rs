@@ -8,6 +8,7 @@ mod agent;
 mod common;
 mod containers;
 mod crash;
+mod fleet;
 mod image;
 mod metrics;
 mod network_modes;

@@ -81,6 +81,42 @@ pub struct ValidateArgs {
     /// Print the result and the diagnostics as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// Which host of a fleet to act as: manifests may `target` hosts by name and
+/// labels, and only what targets this host is validated, planned or applied.
+#[derive(Debug, Args, Default)]
+pub struct HostArgs {
+    /// Act as the host with this name (default: this machine's host name).
+    #[arg(long, value_name = "NAME", value_parser = parse_host_name)]
+    pub host_name: Option<String>,
+    /// Give the host a label, for `target = { labels = ... }` (repeatable).
+    #[arg(long = "host-label", value_name = "KEY=VALUE", value_parser = moor_spec::target::parse_label)]
+    pub host_labels: Vec<(String, String)>,
+}
+
+fn parse_host_name(s: &str) -> Result<String, String> {
+    moor_spec::target::check_host_name(s).map(|()| s.to_string())
+}
+
+impl HostArgs {
+    /// The identity to load manifests for.
+    pub fn identity(&self) -> anyhow::Result<moor_spec::HostIdentity> {
+        let mut host = match &self.host_name {
+            Some(name) => moor_spec::HostIdentity::new(name),
+            None => moor_spec::HostIdentity::from_hostname().map_err(|e| {
+                anyhow::anyhow!("cannot read this machine's host name ({e}); pass --host-name")
+            })?,
+        };
+        for (k, v) in &self.host_labels {
+            if host.labels.insert(k.clone(), v.clone()).is_some() {
+                anyhow::bail!("--host-label {k} is given twice");
+            }
+        }
+        Ok(host)
+    }
 }
 
 #[derive(Debug, Args)]
