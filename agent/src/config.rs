@@ -379,10 +379,9 @@ fn default_name(kind: &SourceKind) -> String {
 
 /// The machine's host name.
 pub fn this_host_name() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
+    moor_spec::HostIdentity::from_hostname()
+        .map(|h| h.name)
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// `url` without the password or token in its user-info part:

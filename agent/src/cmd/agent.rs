@@ -255,8 +255,10 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
         option_env!("MOOR_COMMIT").unwrap_or("unknown"),
     ));
     let loader = Loader {
-        host_name: config.host_name.clone(),
-        host_labels: config.host_labels.clone(),
+        host: moor_spec::HostIdentity {
+            name: config.host_name.clone(),
+            labels: config.host_labels.clone(),
+        },
     };
 
     let mut running = Vec::new();

@@ -54,19 +54,26 @@ pub fn revision(state: &DesiredState) -> String {
     format!("sha256:{}", hex::encode(h.finalize()))
 }
 
-/// Loads a manifest directory into the desired state of this host.
-#[derive(Debug, Clone, Default)]
+/// Loads a manifest directory into the desired state of this host: only
+/// what targets it (manifests' `target`; untargeted resources apply everywhere).
+#[derive(Debug, Clone)]
 pub struct Loader {
-    /// This host's name (manifests' `target.hosts`).
-    pub host_name: String,
-    /// This host's labels (manifests' `target.labels`).
-    pub host_labels: std::collections::BTreeMap<String, String>,
+    /// Who this host is.
+    pub host: moor_spec::HostIdentity,
+}
+
+impl Default for Loader {
+    fn default() -> Self {
+        Self {
+            host: moor_spec::HostIdentity::new("localhost"),
+        }
+    }
 }
 
 impl Loader {
-    /// The desired state in `dir`, or every diagnostic as text.
+    /// The desired state in `dir` for this host, or every diagnostic as text.
     pub fn load(&self, dir: &Path) -> Result<DesiredState, String> {
-        moor_spec::load(&[dir]).map_err(|d| d.to_string())
+        moor_spec::load_for(&[dir], &self.host).map_err(|d| d.to_string())
     }
 }
 
