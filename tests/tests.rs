@@ -8,6 +8,7 @@ mod agent;
 mod common;
 mod containers;
 mod crash;
+mod git_agent;
 mod fleet;
 mod image;
 mod metrics;
