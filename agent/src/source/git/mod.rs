@@ -464,19 +464,14 @@ impl GitSource {
         if url.scheme == Scheme::Ssh && auth.ssh_key.is_none() {
             return Err(self.config_error("an ssh remote needs an ssh key file".into()));
         }
-        if let Some(v) = &self.config.verify {
-            if v.allowed_signers.is_none() && v.openpgp_keys.is_empty() {
-                return Err(self.config_error(
-                    "signature verification is on but lists no allowed_signers file nor OpenPGP keys"
-                        .into(),
-                ));
-            }
-            if !v.openpgp_keys.is_empty() {
-                return Err(self.config_error(
-                    "OpenPGP signature verification is not supported yet: use SSH signatures (allowed_signers)"
-                        .into(),
-                ));
-            }
+        if let Some(v) = &self.config.verify
+            && v.allowed_signers.is_none()
+            && v.openpgp_keys.is_empty()
+        {
+            return Err(self.config_error(
+                "signature verification is on but lists no allowed_signers file nor OpenPGP keys"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -933,9 +928,29 @@ impl GitSource {
                 .map(Some)
                 .map_err(refused);
         }
-        let kind = if signature.contains("BEGIN PGP SIGNATURE") {
-            "an OpenPGP signature, which this version cannot verify"
-        } else if signature.contains("BEGIN SIGNED MESSAGE") {
+        if signature
+            .trim_start()
+            .starts_with("-----BEGIN PGP SIGNATURE-----")
+        {
+            if v.openpgp_keys.is_empty() {
+                return Err(refused(Refusal::UnknownKey(
+                    "(an OpenPGP key; no OpenPGP keys are configured)".into(),
+                )));
+            }
+            let mut keys = Vec::new();
+            for path in &v.openpgp_keys {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    self.config_error(format!("cannot read OpenPGP key {}: {e}", path.display()))
+                })?;
+                keys.extend(verify::parse_openpgp_keys(&bytes).map_err(|e| {
+                    self.config_error(format!("OpenPGP key {}: {e}", path.display()))
+                })?);
+            }
+            return verify::verify_openpgp(&keys, signature, &signed)
+                .map(Some)
+                .map_err(refused);
+        }
+        let kind = if signature.contains("BEGIN SIGNED MESSAGE") {
             "an X.509 signature, which is not supported"
         } else {
             "a signature of an unknown kind"

@@ -140,6 +140,17 @@ impl Fixture {
     /// Writes `files` (path, content) into the work tree, commits them with
     /// `extra` commit arguments, and pushes `main` (forced). Returns the id.
     pub fn commit_with(&self, files: &[(&str, &str)], msg: &str, extra: &[&str]) -> String {
+        self.commit_env(files, msg, extra, None)
+    }
+
+    /// [`commit_with`](Self::commit_with), with GNUPGHOME set for git's gpg.
+    pub fn commit_env(
+        &self,
+        files: &[(&str, &str)],
+        msg: &str,
+        extra: &[&str],
+        gnupghome: Option<&Path>,
+    ) -> String {
         for (path, content) in files {
             let p = self.work.join(path);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -148,7 +159,16 @@ impl Fixture {
         self.git(&["add", "-A"]);
         let mut args = extra.to_vec();
         args.extend(["commit", "-q", "--allow-empty", "-m", msg]);
-        self.git(&args);
+        let mut cmd = self.command(&self.work, &args);
+        if let Some(home) = gnupghome {
+            cmd.env("GNUPGHOME", home);
+        }
+        let out = cmd.output().expect("run git commit");
+        assert!(
+            out.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.push();
         self.git(&["rev-parse", "HEAD"])
     }
@@ -165,6 +185,26 @@ impl Fixture {
         args.push("-c");
         args.push("commit.gpgsign=true");
         self.commit_with(files, msg, &args)
+    }
+
+    /// Commits signed with the OpenPGP key `fingerprint` of `gpg`, and pushes.
+    pub fn commit_gpg(
+        &self,
+        gpg: &Gpg,
+        fingerprint: &str,
+        files: &[(&str, &str)],
+        msg: &str,
+    ) -> String {
+        let signing = format!("user.signingkey={fingerprint}");
+        let args = [
+            "-c",
+            "gpg.format=openpgp",
+            "-c",
+            signing.as_str(),
+            "-c",
+            "commit.gpgsign=true",
+        ];
+        self.commit_env(files, msg, &args, Some(&gpg.home))
     }
 
     /// Pushes `main` and the tags, forced.
@@ -572,5 +612,84 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A private GnuPG home; its gpg-agent is stopped on drop.
+pub struct Gpg {
+    pub home: PathBuf,
+}
+
+impl Gpg {
+    pub fn new(dir: &Path) -> Gpg {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Gpg {
+            home: dir.to_path_buf(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("gpg")
+            .args(["--batch", "--quiet", "--no-tty"])
+            .args(args)
+            .env("GNUPGHOME", &self.home)
+            .output()
+            .expect("run gpg");
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// Makes an ed25519 signing key without passphrase; returns its
+    /// fingerprint.
+    pub fn gen_key(&self, uid: &str) -> String {
+        self.run(&[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            uid,
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let listing = String::from_utf8(self.run(&["--with-colons", "--list-keys", uid])).unwrap();
+        listing
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .and_then(|l| l.split(':').find(|f| f.len() == 40))
+            .expect("fingerprint")
+            .to_string()
+    }
+
+    /// Adds an ed25519 signing subkey to the key `fingerprint`.
+    pub fn add_signing_subkey(&self, fingerprint: &str) {
+        self.run(&[
+            "--passphrase",
+            "",
+            "--quick-add-key",
+            fingerprint,
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+    }
+
+    /// The armored public key.
+    pub fn export(&self, fingerprint: &str) -> Vec<u8> {
+        self.run(&["--armor", "--export", fingerprint])
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .args(["--kill", "all"])
+            .env("GNUPGHOME", &self.home)
+            .output();
     }
 }

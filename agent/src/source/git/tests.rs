@@ -478,13 +478,14 @@ fn bad_configurations_are_refused_with_clear_errors() {
     eprintln!("{e}");
     assert!(e.to_string().contains("ssh key"), "{e}");
     let mut c = config("file:///nonexistent".into(), None);
-    c.verify = Some(VerifyConfig {
-        allowed_signers: None,
-        openpgp_keys: vec!["k.asc".into()],
-    });
+    c.verify = Some(VerifyConfig::default());
     let e = open(c);
     eprintln!("{e}");
-    assert!(e.to_string().contains("OpenPGP"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("no allowed_signers file nor OpenPGP keys"),
+        "{e}"
+    );
     let mut c = config("https://example.com/r".into(), None);
     c.auth.password = Some(Secret::File(dir.path().join("missing")));
     let e = open(c);
@@ -562,4 +563,88 @@ fn ssh_with_known_hosts() {
     .unwrap_err();
     eprintln!("{e}");
     assert!(matches!(e, GitError::Remote { .. }), "{e}");
+}
+
+#[test]
+fn openpgp_signed_commits() {
+    if !require(&["git", "gpg", "gpgconf", "ssh-keygen"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let gpg = super::testing::Gpg::new(&f.tmp.path().join("gnupg"));
+    let good = gpg.gen_key("Good Signer <good@example.com>");
+    let other = gpg.gen_key("Other Signer <other@example.com>");
+    let key_file = f.tmp.path().join("good.asc");
+    std::fs::write(&key_file, gpg.export(&good)).unwrap();
+    let mut c = config(f.file_url(), None);
+    c.verify = Some(VerifyConfig {
+        allowed_signers: None,
+        openpgp_keys: vec![key_file.clone()],
+    });
+    let mut src = GitSource::open("p", c, &f.cache("p"));
+
+    let a = f.commit_gpg(&gpg, &good, &[("v", "a")], "signed a");
+    let s = src.sync().expect("signed by an allowed OpenPGP key");
+    assert_eq!(s.commit, a);
+    let signer = s.signer.clone().unwrap_or_default();
+    assert!(
+        signer.contains("good@example.com") && signer.contains(&good),
+        "{signer}"
+    );
+
+    // A signing subkey (gpg then signs with it), bound to the allowed key.
+    gpg.add_signing_subkey(&good);
+    std::fs::write(&key_file, gpg.export(&good)).unwrap();
+    let a2 = f.commit_gpg(&gpg, &good, &[("v", "a2")], "signed a2 by the subkey");
+    let s = src.sync().expect("signed by a subkey of an allowed key");
+    assert_eq!(
+        (s.commit.as_str(), read(&s, "v")),
+        (a2.as_str(), "a2".into())
+    );
+
+    let b = f.commit(&[("v", "b")], "unsigned b");
+    let e = src.sync().expect_err("unsigned");
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::Unsigned { commit, .. } if *commit == b),
+        "{e}"
+    );
+
+    let c2 = f.commit_gpg(&gpg, &other, &[("v", "c")], "signed by another key");
+    let e = src.sync().expect_err("unknown key");
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::UnknownKey { commit, key, .. } if *commit == c2 && *key == other),
+        "{e}"
+    );
+
+    let d = f.commit_gpg(&gpg, &good, &[("v", "d")], "signed d");
+    let raw = f.git(&["cat-file", "commit", &d]);
+    let forged_path = f.tmp.path().join("forged");
+    std::fs::write(&forged_path, raw.replace("signed d", "forged d") + "\n").unwrap();
+    let forged = f.git(&[
+        "hash-object",
+        "-t",
+        "commit",
+        "-w",
+        forged_path.to_str().unwrap(),
+    ]);
+    f.git(&["reset", "-q", "--hard", &forged]);
+    f.push();
+    let e = src.sync().expect_err("forged");
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::BadSignature { commit, .. } if *commit == forged),
+        "{e}"
+    );
+
+    // An SSH signature where only OpenPGP keys are allowed.
+    let (ssh_key, _) = f.ssh_key("ssh");
+    f.commit_signed(&ssh_key, &[("v", "e")], "ssh-signed e");
+    let e = src
+        .sync()
+        .expect_err("ssh signature without allowed_signers");
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::UnknownKey { .. }), "{e}");
+    assert_eq!(read(&s, "v"), "a2", "the verified revision stays in force");
 }

@@ -1,9 +1,13 @@
 //! Commit signature verification against configured keys, without shelling
 //! out: SSH signatures (`-----BEGIN SSH SIGNATURE-----`, namespace `git`)
-//! against an OpenSSH `allowed_signers` file.
+//! against an OpenSSH `allowed_signers` file (with `ssh-key`), and OpenPGP
+//! signatures (`-----BEGIN PGP SIGNATURE-----`) against public key files
+//! (with rPGP).
 
 use std::path::PathBuf;
 
+use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
+use pgp::types::{KeyDetails, KeyId};
 use ssh_key::{HashAlg, PublicKey, SshSig};
 
 /// Which keys may sign the commits a source applies.
@@ -15,9 +19,10 @@ pub struct VerifyConfig {
     /// lines are skipped (certificates are not supported); `valid-after` and
     /// `valid-before` are not checked.
     pub allowed_signers: Option<PathBuf>,
-    /// OpenPGP public keys (armored). Not supported yet: a source that lists
-    /// them is refused at the first sync, so that no commit is ever applied
-    /// unverified.
+    /// OpenPGP public key files (armored, as `gpg --export --armor` writes
+    /// them, or binary), each holding one or more keys. A signature by the
+    /// primary key or by a subkey bound to it verifies. Expiry and revocation
+    /// are not checked: remove a key from the list to stop trusting it.
     pub openpgp_keys: Vec<PathBuf>,
 }
 
@@ -124,6 +129,77 @@ pub(crate) fn verify_ssh(
         ))
     })?;
     Ok(format!("{} ({fingerprint})", signer.principals))
+}
+
+/// Parses OpenPGP public keys (armored or binary), checking that every
+/// subkey and user id is bound to its primary key.
+pub(crate) fn parse_openpgp_keys(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, String> {
+    let keys: Vec<SignedPublicKey> = if bytes.trim_ascii_start().starts_with(b"-----BEGIN PGP") {
+        let (keys, _) = SignedPublicKey::from_armor_many(bytes).map_err(|e| e.to_string())?;
+        keys.collect::<Result<_, _>>().map_err(|e| e.to_string())?
+    } else {
+        SignedPublicKey::from_bytes_many(bytes)
+            .map_err(|e| e.to_string())?
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?
+    };
+    if keys.is_empty() {
+        return Err("no OpenPGP public key in it".into());
+    }
+    for k in &keys {
+        k.verify_bindings()
+            .map_err(|e| format!("key {:X}: bad binding signature: {e}", k.fingerprint()))?;
+    }
+    Ok(keys)
+}
+
+/// Verifies an OpenPGP detached signature over `signed` with the key (or
+/// subkey) that the signature names as its issuer. Returns the signer's user
+/// id and fingerprint.
+pub(crate) fn verify_openpgp(
+    keys: &[SignedPublicKey],
+    signature: &str,
+    signed: &[u8],
+) -> Result<String, Refusal> {
+    let (sig, _) = DetachedSignature::from_string(signature)
+        .map_err(|e| Refusal::Bad(format!("unreadable OpenPGP signature: {e}")))?;
+    let fingerprints = sig.signature.issuer_fingerprint();
+    let key_ids: Vec<&KeyId> = sig.signature.issuer_key_id();
+    let names = |k: &dyn KeyDetails| {
+        fingerprints.iter().any(|f| **f == k.fingerprint())
+            || key_ids.iter().any(|id| **id == k.legacy_key_id())
+    };
+    let issuer = fingerprints
+        .first()
+        .map(|f| format!("{f:X}"))
+        .or_else(|| key_ids.first().map(|k| k.to_string().to_uppercase()))
+        .unwrap_or_else(|| "(the signature names no issuer)".into());
+    for key in keys {
+        let user = key
+            .details
+            .users
+            .first()
+            .map(|u| String::from_utf8_lossy(u.id.id()).into_owned())
+            .unwrap_or_default();
+        let signer = format!("{user} (OpenPGP {:X})", key.fingerprint());
+        if names(key) {
+            return sig.verify(key, signed).map(|()| signer).map_err(|_| {
+                Refusal::Bad(format!(
+                    "the signature by {issuer} does not match the commit"
+                ))
+            });
+        }
+        for sub in &key.public_subkeys {
+            if names(sub) {
+                return sig.verify(sub, signed).map(|()| signer).map_err(|_| {
+                    Refusal::Bad(format!(
+                        "the signature by {issuer} does not match the commit"
+                    ))
+                });
+            }
+        }
+    }
+    Err(Refusal::UnknownKey(issuer))
 }
 
 fn is_key_type(token: &str) -> bool {
