@@ -4,9 +4,12 @@
 //! Debian package, root) fails the test when `CI` is set; elsewhere the test
 //! says loudly that it did not run.
 
+mod agent;
 mod common;
 mod containers;
 mod crash;
+mod git_agent;
+mod fleet;
 mod image;
 mod metrics;
 mod network_modes;

@@ -19,10 +19,22 @@ pub struct Cli {
     )]
     pub state_dir: PathBuf,
 
+    /// How diagnostics are written to stderr (`MOOR_LOG` sets the level).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "MOOR_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: crate::logging::LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
+// Parsed once per process: the size of the agent's arguments does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check manifests: exit 0 when valid, 1 with a diagnostic per problem.
@@ -35,6 +47,8 @@ pub enum Command {
     Down(crate::cmd::stack::DownArgs),
     /// Run the agent: watch a manifest directory and reconcile forever.
     Agent(crate::cmd::agent::AgentArgs),
+    /// Ask the running agent: sources, revisions, desired against observed state.
+    Status(StatusArgs),
     /// List containers: running ones, or all with `--all`.
     Ps(PsArgs),
     /// Show a container's logs.
@@ -65,6 +79,52 @@ pub struct ValidateArgs {
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Print the result and the diagnostics as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+/// Which host of a fleet to act as: manifests may `target` hosts by name and
+/// labels, and only what targets this host is validated, planned or applied.
+#[derive(Debug, Args, Default)]
+pub struct HostArgs {
+    /// Act as the host with this name (default: this machine's host name).
+    #[arg(long, value_name = "NAME", value_parser = parse_host_name)]
+    pub host_name: Option<String>,
+    /// Give the host a label, for `target = { labels = ... }` (repeatable).
+    #[arg(long = "host-label", value_name = "KEY=VALUE", value_parser = moor_spec::target::parse_label)]
+    pub host_labels: Vec<(String, String)>,
+}
+
+fn parse_host_name(s: &str) -> Result<String, String> {
+    moor_spec::target::check_host_name(s).map(|()| s.to_string())
+}
+
+impl HostArgs {
+    /// The identity to load manifests for.
+    pub fn identity(&self) -> anyhow::Result<moor_spec::HostIdentity> {
+        let mut host = match &self.host_name {
+            Some(name) => moor_spec::HostIdentity::new(name),
+            None => moor_spec::HostIdentity::from_hostname().map_err(|e| {
+                anyhow::anyhow!("cannot read this machine's host name ({e}); pass --host-name")
+            })?,
+        };
+        for (k, v) in &self.host_labels {
+            if host.labels.insert(k.clone(), v.clone()).is_some() {
+                anyhow::bail!("--host-label {k} is given twice");
+            }
+        }
+        Ok(host)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The agent's HTTP address (its --metrics-addr).
+    #[arg(long, env = "MOOR_AGENT_ADDR", default_value = moor_metrics::DEFAULT_ADDR)]
+    pub addr: String,
+    /// Print the agent's /status document as JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -49,8 +49,16 @@ pub struct Metrics {
 struct Seen {
     restarts: HashMap<String, u64>,
     cpu: HashMap<String, f64>,
-    containers: Vec<String>,
+    /// Per project: its containers, and its resource counts by kind
+    /// (desired, observed, drifted). The gauges hold the sums over projects.
+    projects: HashMap<String, ProjectView>,
     revisions: HashMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+struct ProjectView {
+    containers: Vec<String>,
+    counts: BTreeMap<Kind, [i64; 3]>,
 }
 
 /// Resource usage of one container, read from its cgroup.
@@ -323,25 +331,38 @@ impl Metrics {
             .values()
             .map(|c| i64::from(c.spec.replicas))
             .sum();
+        let mut seen = self.seen.lock().expect("metrics state poisoned");
+        let mut counts = BTreeMap::new();
         for ((kind, n), (_, observed_n)) in desired.counts().iter().zip(observed_counts) {
             let desired_n = if *kind == Kind::Container {
                 desired_containers
             } else {
                 *n as i64
             };
-            let k = kind.as_str();
-            self.resources
-                .with_label_values(&[k, "desired"])
-                .set(desired_n);
-            self.resources
-                .with_label_values(&[k, "observed"])
-                .set(observed_n);
-            self.resources
-                .with_label_values(&[k, "drifted"])
-                .set(drifted.get(kind).copied().unwrap_or(0));
+            let drifted_n = drifted.get(kind).copied().unwrap_or(0);
+            counts.insert(*kind, [desired_n, observed_n, drifted_n]);
+        }
+        seen.projects.entry(project.to_string()).or_default().counts = counts;
+        for kind in [Kind::Image, Kind::Network, Kind::Volume, Kind::Container] {
+            let mut sum = [0i64; 3];
+            for view in seen.projects.values() {
+                if let Some(c) = view.counts.get(&kind) {
+                    for (s, v) in sum.iter_mut().zip(c) {
+                        *s += v;
+                    }
+                }
+            }
+            if kind == Kind::Image {
+                // Images belong to no project: every view sees all of them.
+                sum[1] = observed.images.len() as i64;
+            }
+            for (state, v) in ["desired", "observed", "drifted"].iter().zip(sum) {
+                self.resources
+                    .with_label_values(&[kind.as_str(), state])
+                    .set(v);
+            }
         }
 
-        let mut seen = self.seen.lock().expect("metrics state poisoned");
         let mut current = Vec::new();
         for (name, c) in observed.containers.iter().filter(|(_, c)| mine(&c.project)) {
             current.push(name.clone());
@@ -369,8 +390,13 @@ impl Metrics {
                 self.container_pids.with_label_values(&[name]).set(0);
             }
         }
-        // Containers that are gone take their series with them.
-        for gone in seen.containers.iter().filter(|n| !current.contains(n)) {
+        // This project's containers that are gone take their series with them.
+        let view = seen.projects.entry(project.to_string()).or_default();
+        let gone: Vec<String> = std::mem::replace(&mut view.containers, current)
+            .into_iter()
+            .filter(|n| !view.containers.contains(n))
+            .collect();
+        for gone in &gone {
             for s in CONTAINER_STATES {
                 let _ = self.container_state.remove_label_values(&[gone, s]);
             }
@@ -379,17 +405,9 @@ impl Metrics {
             let _ = self.container_cpu.remove_label_values(&[gone]);
             let _ = self.container_memory.remove_label_values(&[gone]);
             let _ = self.container_pids.remove_label_values(&[gone]);
-        }
-        for gone in seen
-            .containers
-            .clone()
-            .iter()
-            .filter(|n| !current.contains(n))
-        {
             seen.restarts.remove(gone);
             seen.cpu.remove(gone);
         }
-        seen.containers = current;
     }
 
     /// Records a container's cgroup usage.

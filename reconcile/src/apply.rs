@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use moor_spec::{ContainerSpec, DependCondition, DesiredState, Kind, MountSource, NetworkMode};
+use tracing::Instrument;
 
 use crate::diff::instance_name;
 use crate::observed::{Health, Observed};
@@ -93,6 +94,8 @@ pub async fn apply<R: Runtime>(
             let Some(i) = ready.pop_front() else { break };
             if let Some(why) = failed_dep[i].take() {
                 // Skipped: complete it at once so its dependents learn.
+                let a = &actions[i];
+                tracing::warn!(kind = %a.kind, resource = %a.name, verb = %a.verb, "{why}");
                 done[i] = true;
                 outcomes.push(Outcome {
                     action: actions[i].clone(),
@@ -111,11 +114,27 @@ pub async fn apply<R: Runtime>(
                 continue;
             }
             let ctx = &ctx;
-            running.push(async move {
-                let start = Instant::now();
-                let result = ctx.run(&actions[i]).await.map_err(|e| e.to_string());
-                (i, result, start.elapsed())
-            });
+            let a = &actions[i];
+            let span = tracing::info_span!(
+                "action",
+                kind = %a.kind,
+                resource = %a.name,
+                verb = %a.verb,
+            );
+            running.push(
+                async move {
+                    let start = Instant::now();
+                    let result = ctx.run(a).await.map_err(|e| e.to_string());
+                    let elapsed = start.elapsed();
+                    let ms = elapsed.as_secs_f64() * 1e3;
+                    match &result {
+                        Ok(()) => tracing::info!(reason = %a.reason, elapsed_ms = ms, "done"),
+                        Err(e) => tracing::warn!(reason = %a.reason, elapsed_ms = ms, error = %e, "failed"),
+                    }
+                    (i, result, elapsed)
+                }
+                .instrument(span),
+            );
         }
         let Some((i, result, elapsed)) = running.next().await else {
             break;

@@ -17,6 +17,7 @@ use moor_spec::{DesiredState, Kind};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::apply::{ApplyOptions, apply};
 use crate::backoff::Backoff;
@@ -232,6 +233,12 @@ impl<R: Runtime> Controller<R> {
         match t {
             Trigger::Source { revision, result } => match result {
                 Ok(desired) => {
+                    tracing::info!(
+                        project = %self.opts.apply.project,
+                        revision = revision.as_deref().unwrap_or("-"),
+                        resources = desired.len(),
+                        "new desired state"
+                    );
                     self.desired = Some(desired);
                     self.status.revision = revision;
                     self.status.source_error = None;
@@ -241,6 +248,10 @@ impl<R: Runtime> Controller<R> {
                 }
                 Err(message) => {
                     // The last good desired state stays in force.
+                    tracing::warn!(
+                        project = %self.opts.apply.project,
+                        "invalid manifests; the last good state stays in force:\n{message}"
+                    );
                     self.status.source_error = Some(message);
                     false
                 }
@@ -255,9 +266,23 @@ impl<R: Runtime> Controller<R> {
         let desired = self.desired.as_ref()?;
         let started = Instant::now();
         let resync = started + self.opts.resync;
-        let result = self.pass_inner(desired.clone(), recorder).await;
+        let span = tracing::info_span!(
+            "reconcile",
+            project = %self.opts.apply.project,
+            revision = self.status.revision.as_deref().unwrap_or("-"),
+            pass = self.status.reconciles + 1,
+        );
+        let result = self
+            .pass_inner(desired.clone(), recorder)
+            .instrument(span.clone())
+            .await;
         let ok = result.is_ok();
-        recorder.reconcile(ok, started.elapsed());
+        let elapsed = started.elapsed();
+        recorder.reconcile(ok, elapsed);
+        span.in_scope(|| match &result {
+            Ok(_) => tracing::debug!(elapsed_ms = elapsed.as_secs_f64() * 1e3, "pass finished"),
+            Err(e) => tracing::warn!(error = %e, "pass failed"),
+        });
         self.status.reconciles += 1;
         self.status.last_reconcile = Some(self.wall_now());
         let now = Instant::now();
@@ -329,6 +354,9 @@ impl<R: Runtime> Controller<R> {
             drifted,
         });
 
+        if !plan.actions.is_empty() {
+            tracing::info!(actions = plan.actions.len(), "applying");
+        }
         let outcomes = apply(&self.runtime, &plan, &desired, &observed, &self.opts.apply).await;
 
         let mut conditions = ready_conditions(&desired);
@@ -387,6 +415,10 @@ impl<R: Runtime> Controller<R> {
             );
         }
         for b in &plan.blocked {
+            let key = format!("{}/{}", b.kind, b.name);
+            if self.status.conditions.get(&key).map(|c| &c.message) != Some(&b.reason) {
+                tracing::warn!(kind = %b.kind, resource = %b.name, "blocked: {}", b.reason);
+            }
             conditions.insert(
                 format!("{}/{}", b.kind, b.name),
                 Condition {

@@ -7,6 +7,10 @@
 //! [`SpecHash`]es — or every [`Diagnostic`] found, each as
 //! `path:line:column: error: field: message`.
 //!
+//! For one host of a fleet, [`load_for`] keeps only what [`target`]s that
+//! [`HostIdentity`] (by host name globs and labels) before the checks across
+//! resources.
+//!
 //! This crate knows nothing of Linux: it describes what is wanted, never how.
 
 pub mod bind;
@@ -22,6 +26,7 @@ pub mod node;
 pub mod parse;
 pub mod ports;
 pub mod reference;
+pub mod target;
 pub mod units;
 mod validate;
 pub mod words;
@@ -29,8 +34,9 @@ pub mod words;
 pub use decode::{MAX_NAME_LEN, check_name, did_you_mean};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use hash::SpecHash;
-pub use load::{load, load_texts};
+pub use load::{load, load_for, load_texts, load_texts_for};
 pub use model::*;
 pub use mounts::{Mount, MountSource};
 pub use ports::{PortMapping, Protocol};
 pub use reference::ImageRef;
+pub use target::{HostGlob, HostIdentity, Target};

@@ -4,17 +4,52 @@ use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::decode::{Decoder, Drafts};
+use crate::decode::{Decoder, Drafts, Elsewhere};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::DesiredState;
 use crate::node::Pos;
 use crate::parse::{Format, parse};
+use crate::target::HostIdentity;
 
 /// Loads, normalises and validates every manifest under `paths` (files, or
 /// directories searched recursively; dot-files and dot-directories skipped;
 /// files read in sorted path order). Returns the desired state, or every
 /// diagnostic found.
+///
+/// Every resource is kept whatever its `target` (each carries it in
+/// [`Resource::target`](crate::Resource::target)); [`load_for`] keeps only
+/// what one host should run.
 pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<DesiredState, Diagnostics> {
+    let (sources, diags) = read(paths);
+    load_sources(&sources, diags, None)
+}
+
+/// Like [`load`], for one host of a fleet: returns only the resources that
+/// target `host` (see [`crate::target`]).
+///
+/// Every file is still parsed and decoded, so a mistake in a resource meant
+/// for another host is still an error here. What targets other hosts is left
+/// out *before* the checks across resources, so:
+///
+/// - names need only be unique among one host's resources: two files may
+///   declare `containers.web` for disjoint sets of hosts (a host both target
+///   gets the usual duplicate error);
+/// - a reference from a resource of this host (a container's `networks`,
+///   volume `mounts`, `image` naming an `[images]` entry, `depends_on`,
+///   `network_mode = "container:…"`) to a resource that targets only other
+///   hosts is an error at the reference: "network \"db\" does not target
+///   this host (it is declared at FILE:LINE:COL for labels = { role = \"db\" })";
+/// - ports and subnets conflict only among one host's resources.
+pub fn load_for<P: AsRef<Path>>(
+    paths: &[P],
+    host: &HostIdentity,
+) -> Result<DesiredState, Diagnostics> {
+    let (sources, diags) = read(paths);
+    load_sources(&sources, diags, Some(host))
+}
+
+/// Reads every manifest file under `paths`, in sorted order.
+fn read<P: AsRef<Path>>(paths: &[P]) -> (Vec<(PathBuf, String)>, Diagnostics) {
     let mut diags = Diagnostics::default();
     let mut files = Vec::new();
     // Directories already walked, by device and inode: a symlink loop (or a
@@ -37,18 +72,27 @@ pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<DesiredState, Diagnostics> {
             )),
         }
     }
-    load_sources(&sources, diags)
+    (sources, diags)
 }
 
 /// Loads manifests from text already in memory: `(path, text)` pairs. The
 /// path's extension picks the format and its directory anchors relative paths.
 pub fn load_texts(sources: &[(PathBuf, String)]) -> Result<DesiredState, Diagnostics> {
-    load_sources(sources, Diagnostics::default())
+    load_sources(sources, Diagnostics::default(), None)
+}
+
+/// [`load_texts`] for one host, as [`load_for`] is [`load`] for one host.
+pub fn load_texts_for(
+    sources: &[(PathBuf, String)],
+    host: &HostIdentity,
+) -> Result<DesiredState, Diagnostics> {
+    load_sources(sources, Diagnostics::default(), Some(host))
 }
 
 fn load_sources(
     sources: &[(PathBuf, String)],
     mut diags: Diagnostics,
+    host: Option<&HostIdentity>,
 ) -> Result<DesiredState, Diagnostics> {
     // Files parse and decode independently: spread them over the cores in
     // contiguous chunks, then merge in file order so results are deterministic.
@@ -76,7 +120,11 @@ fn load_sources(
         drafts.extend(d);
         diags.extend(e);
     }
-    crate::validate::finish(drafts, diags)
+    let elsewhere = match host {
+        Some(h) => drafts.retain_for(h),
+        None => Elsewhere::default(),
+    };
+    crate::validate::finish(drafts, diags, &elsewhere)
 }
 
 fn decode_files(sources: &[(PathBuf, String)]) -> (Drafts, Diagnostics) {
@@ -194,5 +242,317 @@ mod tests {
         .unwrap_err();
         let first = err.iter().next().unwrap();
         assert_eq!(first.field, "containers.\"\"");
+    }
+}
+
+#[cfg(test)]
+mod fleet_tests {
+    use super::*;
+    use crate::target::HostIdentity;
+
+    const FLEET_TOML: &str = r#"
+[target]
+hosts = ["edge-*"]
+
+[networks.front]
+
+[containers.proxy]
+image = "nginx:1.27"
+networks = ["front"]
+
+[containers.gpu]
+image = "cuda:12"
+target = { labels = { gpu = "yes" } }
+"#;
+
+    const SHARED_TOML: &str = r#"
+[containers.node-exporter]
+image = "prom/node-exporter:v1.8.2"
+network_mode = "host"
+
+[containers.pg]
+image = "postgres:16"
+target = { hosts = ["db-?", "core-1"], labels = { role = "db" } }
+"#;
+
+    const FLEET_YAML: &str = r#"
+containers:
+  proxy:
+    image: nginx:1.27
+    networks: [front]
+  gpu:
+    image: cuda:12
+    target: {labels: {gpu: "yes"}}
+networks:
+  front: {}
+target:
+  hosts: [edge-*]
+"#;
+
+    fn texts(files: &[(&str, &str)]) -> Vec<(PathBuf, String)> {
+        files
+            .iter()
+            .map(|(p, t)| (PathBuf::from(p), t.to_string()))
+            .collect()
+    }
+
+    fn names(state: &DesiredState) -> Vec<String> {
+        let mut out: Vec<String> = state.networks.keys().map(|n| format!("net:{n}")).collect();
+        out.extend(state.containers.keys().cloned());
+        out
+    }
+
+    fn for_host(files: &[(&str, &str)], host: &HostIdentity) -> DesiredState {
+        load_texts_for(&texts(files), host).unwrap_or_else(|d| panic!("{host}:\n{d}"))
+    }
+
+    fn errors(files: &[(&str, &str)], host: &HostIdentity) -> Vec<String> {
+        match load_texts_for(&texts(files), host) {
+            Ok(s) => panic!("should be invalid for {host}, loaded {:?}", names(&s)),
+            Err(d) => d.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn each_host_gets_what_targets_it_and_untargeted_resources() {
+        let files = [
+            ("/m/edge.toml", FLEET_TOML),
+            ("/m/shared.toml", SHARED_TOML),
+        ];
+        let edge = HostIdentity::new("edge-1");
+        assert_eq!(
+            names(&for_host(&files, &edge)),
+            ["net:front", "node-exporter", "proxy"]
+        );
+        // The resource's own target replaces the file's: the gpu container
+        // goes to any host labelled gpu=yes, edge or not.
+        let edge_gpu = HostIdentity::new("edge-2").with_label("gpu", "yes");
+        assert_eq!(
+            names(&for_host(&files, &edge_gpu)),
+            ["net:front", "gpu", "node-exporter", "proxy"]
+        );
+        let core_gpu = HostIdentity::new("core-9").with_label("gpu", "yes");
+        assert_eq!(
+            names(&for_host(&files, &core_gpu)),
+            ["gpu", "node-exporter"]
+        );
+        // hosts and labels together: both must hold.
+        let db = HostIdentity::new("db-1").with_label("role", "db");
+        assert_eq!(names(&for_host(&files, &db)), ["node-exporter", "pg"]);
+        let db_unlabelled = HostIdentity::new("db-1");
+        assert_eq!(names(&for_host(&files, &db_unlabelled)), ["node-exporter"]);
+        let db_long = HostIdentity::new("db-12").with_label("role", "db");
+        assert_eq!(names(&for_host(&files, &db_long)), ["node-exporter"]);
+
+        // Without a host, everything, each resource carrying its effective target.
+        let all = load_texts(&texts(&files)).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(
+            names(&all),
+            ["net:front", "gpu", "node-exporter", "pg", "proxy"]
+        );
+        let t = |name: &str| all.containers[name].target.as_ref().map(|t| t.to_string());
+        assert_eq!(t("proxy").as_deref(), Some(r#"hosts = ["edge-*"]"#));
+        assert_eq!(t("gpu").as_deref(), Some(r#"labels = { gpu = "yes" }"#));
+        assert_eq!(t("node-exporter"), None);
+        assert_eq!(
+            t("pg").as_deref(),
+            Some(r#"hosts = ["db-?", "core-1"], labels = { role = "db" }"#)
+        );
+        assert_eq!(
+            all.networks["front"].target.as_ref().map(|t| t.to_string()),
+            Some(r#"hosts = ["edge-*"]"#.to_string())
+        );
+    }
+
+    #[test]
+    fn yaml_targets_mean_what_toml_targets_mean() {
+        let toml = load_texts(&texts(&[("/m/edge.toml", FLEET_TOML)])).unwrap();
+        // In YAML the document's target is written last: it still covers
+        // every resource of the document.
+        let yaml = load_texts(&texts(&[("/m/edge.yaml", FLEET_YAML)])).unwrap();
+        for (name, c) in &toml.containers {
+            assert_eq!(yaml.containers[name].target, c.target, "{name}");
+            assert_eq!(yaml.containers[name].hash, c.hash, "{name}");
+        }
+        assert_eq!(yaml.networks["front"].target, toml.networks["front"].target);
+    }
+
+    #[test]
+    fn each_yaml_document_has_its_own_target() {
+        let yaml = "target: {hosts: [a]}\ncontainers:\n  one: {image: busybox}\n---\ncontainers:\n  two: {image: busybox}\n---\ntarget: {hosts: [b]}\ncontainers:\n  three: {image: busybox}\n";
+        let files = [("/m/docs.yaml", yaml)];
+        assert_eq!(
+            names(&for_host(&files, &HostIdentity::new("a"))),
+            ["one", "two"]
+        );
+        assert_eq!(
+            names(&for_host(&files, &HostIdentity::new("b"))),
+            ["three", "two"]
+        );
+    }
+
+    #[test]
+    fn the_target_is_not_part_of_the_hash() {
+        let plain = "[containers.web]\nimage = \"nginx\"\n";
+        let targeted = "[containers.web]\nimage = \"nginx\"\ntarget = { hosts = [\"edge-*\"] }\n";
+        let moved = "[target]\nlabels = { role = \"web\" }\n[containers.web]\nimage = \"nginx\"\n";
+        let hash = |t: &str| {
+            load_texts(&texts(&[("/m/a.toml", t)])).unwrap().containers["web"]
+                .hash
+                .clone()
+        };
+        assert_eq!(hash(plain), hash(targeted));
+        assert_eq!(hash(plain), hash(moved));
+        let net = |t: &str| {
+            load_texts(&texts(&[("/m/a.toml", t)])).unwrap().networks["n"]
+                .hash
+                .clone()
+        };
+        assert_eq!(
+            net("[networks.n]\n"),
+            net("[networks.n]\ntarget = { hosts = [\"x\"] }\n")
+        );
+    }
+
+    #[test]
+    fn one_name_may_be_declared_for_disjoint_hosts() {
+        let a = "[containers.web]\nimage = \"nginx:1\"\ntarget = { hosts = [\"eu-*\"] }\n";
+        let b = "[containers.web]\nimage = \"nginx:2\"\ntarget = { hosts = [\"us-*\"] }\n";
+        let files = [("/m/a.toml", a), ("/m/b.toml", b)];
+        let eu = for_host(&files, &HostIdentity::new("eu-1"));
+        assert_eq!(eu.containers["web"].spec.image.tag.as_deref(), Some("1"));
+        let us = for_host(&files, &HostIdentity::new("us-1"));
+        assert_eq!(us.containers["web"].spec.image.tag.as_deref(), Some("2"));
+        assert!(for_host(&files, &HostIdentity::new("ap-1")).is_empty());
+        // A host both declarations target has a duplicate, like everywhere.
+        let c = "[containers.web]\nimage = \"nginx:3\"\ntarget = { hosts = [\"*-1\"] }\n";
+        let files = [("/m/a.toml", a), ("/m/c.toml", c)];
+        assert_eq!(
+            errors(&files, &HostIdentity::new("eu-1")),
+            [
+                r#"/m/c.toml:1:13: error: containers.web: container "web" is defined twice: here and at /m/a.toml:1:13"#
+            ]
+        );
+        // Without a host, everything counts.
+        assert!(load_texts(&texts(&files)).is_err());
+    }
+
+    #[test]
+    fn a_reference_to_a_resource_for_other_hosts_says_so_where_it_is_made() {
+        let db = r#"[target]
+labels = { role = "db" }
+
+[images.pg]
+ref = "postgres:16"
+
+[networks.back]
+
+[volumes.data]
+
+[containers.db]
+image = "pg"
+networks = ["back"]
+mounts = ["data:/var/lib/postgresql/data"]
+"#;
+        let app = r#"containers:
+  app:
+    image: pg
+    networks: [back]
+    mounts: ["data:/data"]
+    depends_on: [db]
+  sidecar:
+    image: busybox
+    network_mode: container:db
+"#;
+        let files = [("/m/db.toml", db), ("/m/app.yaml", app)];
+        let web = HostIdentity::new("web-1");
+        let elsewhere = |kind: &str, name: &str, at: &str| {
+            format!(
+                "{kind} \"{name}\" does not target this host (it is declared at /m/db.toml:{at} for labels = {{ role = \"db\" }})"
+            )
+        };
+        assert_eq!(
+            errors(&files, &web),
+            [
+                format!(
+                    "/m/app.yaml:3:12: error: containers.app.image: {}",
+                    elsewhere("image", "pg", "4:9")
+                ),
+                format!(
+                    "/m/app.yaml:4:16: error: containers.app.networks[0]: {}",
+                    elsewhere("network", "back", "7:11")
+                ),
+                format!(
+                    "/m/app.yaml:5:14: error: containers.app.mounts[0]: {}",
+                    elsewhere("volume", "data", "9:10")
+                ),
+                format!(
+                    "/m/app.yaml:6:18: error: containers.app.depends_on[0]: {}",
+                    elsewhere("container", "db", "11:13")
+                ),
+                format!(
+                    "/m/app.yaml:9:19: error: containers.sidecar.network_mode: {}",
+                    elsewhere("container", "db", "11:13")
+                ),
+            ]
+        );
+        // The db host has everything it references; so does a load of all.
+        let db_host = HostIdentity::new("db-1").with_label("role", "db");
+        assert_eq!(
+            names(&for_host(&files, &db_host)),
+            ["net:back", "app", "db", "sidecar"]
+        );
+        assert!(load_texts(&texts(&files)).is_ok());
+    }
+
+    #[test]
+    fn mistakes_in_resources_for_other_hosts_are_still_reported() {
+        let t = "[containers.web]\nimage = \"nginx\"\nports = [\"99999:80\"]\ntarget = { hosts = [\"elsewhere\"] }\n";
+        let errs = errors(&[("/m/a.toml", t)], &HostIdentity::new("here"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("/m/a.toml:3:10: error: containers.web.ports[0]: "),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn bad_targets_are_reported_at_their_place() {
+        let t = r#"[target]
+host = ["edge-*"]
+
+[containers.a]
+image = "busybox"
+target = { hosts = ["", "web[0-9"] }
+
+[containers.b]
+image = "busybox"
+target = { labels = { "role db" = "x", zone = 1 } }
+
+[containers.c]
+image = "busybox"
+target = {}
+
+[containers.d]
+image = "busybox"
+target = { hosts = [] }
+
+[containers.e]
+image = "busybox"
+target = "edge-1"
+"#;
+        let errs = errors(&[("/m/a.toml", t)], &HostIdentity::new("edge-1"));
+        assert_eq!(
+            errs,
+            [
+                r#"/m/a.toml:2:1: error: target.host: unknown field; did you mean "hosts"?"#,
+                r#"/m/a.toml:6:21: error: containers.a.target.hosts[0]: a host glob must not be empty"#,
+                r#"/m/a.toml:6:25: error: containers.a.target.hosts[1]: host glob "web[0-9" has a '[' without its closing ']'"#,
+                r#"/m/a.toml:10:23: error: containers.b.target.labels."role db": label key "role db" contains ' '; use letters, digits, '.', '-', '_' and '/'"#,
+                r#"/m/a.toml:14:1: error: containers.c.target: a target needs hosts, labels or both (leave target out to apply to every host)"#,
+                r#"/m/a.toml:18:20: error: containers.d.target.hosts: an empty list matches no host; list host name globs, or leave hosts out"#,
+                r#"/m/a.toml:22:10: error: containers.e.target: expected a table, found a string"#,
+            ]
+        );
     }
 }

@@ -89,6 +89,10 @@ pub struct Resource<T> {
     pub spec: T,
     /// The canonical hash of the fields that matter (see [`crate::hash`]).
     pub hash: SpecHash,
+    /// The hosts it is for (its own `target`, else its document's); `None`
+    /// means every host. Not part of the hash: see [`crate::target`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<crate::target::Target>,
 }
 
 /// When to pull an image.

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::decode::{ContainerDraft, Drafts};
+use crate::decode::{ContainerDraft, Declared, Drafts, Elsewhere};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{
     ContainerSpec, DependCondition, DesiredState, Kind, NetworkMode, Origin, Resource,
@@ -10,11 +10,13 @@ use crate::model::{
 use crate::mounts::MountSource;
 use crate::node::Pos;
 
-struct Checker {
+struct Checker<'e> {
     diags: Diagnostics,
+    /// What the load left out because it targets other hosts.
+    elsewhere: &'e Elsewhere,
 }
 
-impl Checker {
+impl Checker<'_> {
     fn error(
         &mut self,
         origin_file: &std::path::Path,
@@ -27,10 +29,15 @@ impl Checker {
     }
 }
 
-/// Cross-checks the drafts of a whole load. Returns the desired state, or
-/// every problem found (together with `diags` from decoding).
-pub(crate) fn finish(drafts: Drafts, diags: Diagnostics) -> Result<DesiredState, Diagnostics> {
-    let mut c = Checker { diags };
+/// Cross-checks the drafts of a whole load (already filtered for one host,
+/// if the load is for one; `elsewhere` holds what was left out). Returns the
+/// desired state, or every problem found (together with `diags` from decoding).
+pub(crate) fn finish(
+    drafts: Drafts,
+    diags: Diagnostics,
+    elsewhere: &Elsewhere,
+) -> Result<DesiredState, Diagnostics> {
+    let mut c = Checker { diags, elsewhere };
     duplicates(&mut c, &drafts.declared);
     overlapping_subnets(&mut c, &drafts);
 
@@ -42,6 +49,7 @@ pub(crate) fn finish(drafts: Drafts, diags: Diagnostics) -> Result<DesiredState,
             origin: d.origin,
             spec: d.spec,
             hash,
+            target: d.target,
         });
     }
     for d in drafts.networks {
@@ -51,6 +59,7 @@ pub(crate) fn finish(drafts: Drafts, diags: Diagnostics) -> Result<DesiredState,
             origin: d.origin,
             spec: d.spec,
             hash,
+            target: d.target,
         });
     }
     for d in drafts.volumes {
@@ -60,6 +69,7 @@ pub(crate) fn finish(drafts: Drafts, diags: Diagnostics) -> Result<DesiredState,
             origin: d.origin,
             spec: d.spec,
             hash,
+            target: d.target,
         });
     }
 
@@ -101,15 +111,19 @@ pub(crate) fn finish(drafts: Drafts, diags: Diagnostics) -> Result<DesiredState,
                 origin: d.d.origin,
                 spec,
                 hash,
+                target: d.d.target,
             },
         );
     }
     Ok(state)
 }
 
-fn duplicates(c: &mut Checker, declared: &[(Kind, String, Origin)]) {
+fn duplicates(c: &mut Checker, declared: &[Declared]) {
     let mut first: HashMap<(Kind, &str), &Origin> = HashMap::new();
-    for (kind, name, origin) in declared {
+    for Declared {
+        kind, name, origin, ..
+    } in declared
+    {
         match first.get(&(*kind, name.as_str())) {
             Some(prev) => c.error(
                 &origin.file,
@@ -175,6 +189,12 @@ fn resolve_image(c: &mut Checker, d: &mut ContainerDraft, state: &DesiredState) 
         d.d.spec.image_entry = Some(raw);
         return;
     }
+    // A name that would have been an [images] entry, had the entry been for
+    // this host, must not quietly become a Docker Hub reference instead.
+    if let Some(m) = c.elsewhere.explain(Kind::Image, &raw) {
+        c.error(&d.d.origin.file, pos, &d.d.field("image"), m);
+        return;
+    }
     match crate::reference::parse(&raw) {
         Ok(r) => {
             d.d.spec.image_entry = state
@@ -207,6 +227,10 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
     for (a, (field, pos)) in spec.networks.iter().zip(&d.network_locs) {
         match state.networks.get(&a.network) {
             None => {
+                if let Some(m) = c.elsewhere.explain(Kind::Network, &a.network) {
+                    c.error(file, *pos, field, m);
+                    continue;
+                }
                 let hint = crate::decode::did_you_mean(
                     &a.network,
                     state.networks.keys().map(String::as_str),
@@ -253,6 +277,10 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
         if let MountSource::Volume { name } = &m.source
             && !state.volumes.contains_key(name)
         {
+            if let Some(m) = c.elsewhere.explain(Kind::Volume, name) {
+                c.error(file, *pos, field, m);
+                continue;
+            }
             let hint = crate::decode::did_you_mean(name, state.volumes.keys().map(String::as_str))
                 .map(|h| format!("; did you mean \"{h}\"?"))
                 .unwrap_or_default();
@@ -344,7 +372,10 @@ fn container_references(
             continue;
         }
         match all.get(dep) {
-            None => c.error(file, *pos, field, unknown(dep)),
+            None => {
+                let m = c.elsewhere.explain(Kind::Container, dep);
+                c.error(file, *pos, field, m.unwrap_or_else(|| unknown(dep)));
+            }
             Some(target) => {
                 if *cond == DependCondition::Healthy && target.d.spec.healthcheck.is_none() {
                     c.error(
@@ -370,7 +401,8 @@ fn container_references(
                 "a container cannot share its own network namespace",
             );
         } else if !all.contains_key(target) {
-            c.error(file, pos, &field, unknown(target));
+            let m = c.elsewhere.explain(Kind::Container, target);
+            c.error(file, pos, &field, m.unwrap_or_else(|| unknown(target)));
         }
     }
 }

@@ -10,6 +10,7 @@ mod logs;
 mod ps;
 mod shim;
 pub mod stack;
+mod status;
 mod validate;
 
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(args) => stack::apply_cmd(&cli.state_dir, args),
         Command::Down(args) => stack::down(&cli.state_dir, args),
         Command::Agent(args) => agent::run(&cli.state_dir, args),
+        Command::Status(args) => status::run(args),
         Command::Ps(args) => ps::run(&cli.state_dir, args),
         Command::Logs(args) => logs::run(&cli.state_dir, args),
         Command::Exec(args) => exec::run(&cli.state_dir, args),

@@ -8,7 +8,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use moor_reconcile::{ApplyOptions, DiffOptions, Health, Observed, Plan, Runtime, apply, diff};
 use moor_runtime::host::{Host, HostConfig};
-use moor_spec::DesiredState;
+use moor_spec::{DesiredState, HostIdentity};
+
+use crate::cli::HostArgs;
 
 /// Which project, from where.
 #[derive(Debug, Args)]
@@ -26,6 +28,8 @@ pub struct ProjectArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub project: ProjectArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
@@ -39,6 +43,8 @@ pub struct PlanArgs {
 pub struct ApplyArgs {
     #[command(flatten)]
     pub project: ProjectArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
     /// Give up waiting for convergence (running and healthy) after this long.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -81,6 +87,19 @@ pub fn project_name(args: &ProjectArgs) -> anyhow::Result<String> {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("default");
+    let name = name_from(base);
+    if name.is_empty() {
+        bail!(
+            "cannot make a project name from {}; pass --project",
+            dir.display()
+        );
+    }
+    Ok(name)
+}
+
+/// `base` made into a valid resource name (lower case, `-` for anything else);
+/// empty when nothing usable is left.
+pub fn name_from(base: &str) -> String {
     let name: String = base
         .to_ascii_lowercase()
         .chars()
@@ -92,26 +111,18 @@ pub fn project_name(args: &ProjectArgs) -> anyhow::Result<String> {
             }
         })
         .collect();
-    let name = name
-        .trim_start_matches(['-', '_'])
+    name.trim_start_matches(['-', '_'])
         .chars()
         .take(moor_spec::MAX_NAME_LEN)
-        .collect::<String>();
-    if name.is_empty() {
-        bail!(
-            "cannot make a project name from {}; pass --project",
-            dir.display()
-        );
-    }
-    Ok(name)
+        .collect()
 }
 
-/// Loads manifests, printing diagnostics on failure.
-fn load(paths: &[PathBuf]) -> anyhow::Result<DesiredState> {
+/// Loads what targets `host` from the manifests, printing diagnostics on failure.
+fn load(paths: &[PathBuf], host: &HostIdentity) -> anyhow::Result<DesiredState> {
     if paths.is_empty() {
         bail!("give a manifest directory");
     }
-    moor_spec::load(paths).map_err(|diags| {
+    moor_spec::load_for(paths, host).map_err(|diags| {
         eprint!("{diags}");
         anyhow::anyhow!(
             "{} error(s) in the manifests; nothing was changed",
@@ -133,7 +144,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn plan(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let desired = match load(&args.project.paths) {
+    let desired = match load(&args.project.paths, &args.host.identity()?) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -175,7 +186,7 @@ fn settled(desired: &DesiredState, observed: &Observed, plan: &Plan) -> bool {
 }
 
 pub fn apply_cmd(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
-    let desired = load(&args.project.paths)?;
+    let desired = load(&args.project.paths, &args.host.identity()?)?;
     let project = project_name(&args.project)?;
     let host = open_host(state_dir)?;
     let rt = runtime()?;

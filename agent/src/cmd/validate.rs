@@ -9,11 +9,13 @@ use serde_json::json;
 use crate::cli::ValidateArgs;
 
 pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
-    let result = moor_spec::load(&args.paths);
+    let host = args.host.identity()?;
+    let result = moor_spec::load_for(&args.paths, &host);
     if args.json {
         let out = match &result {
             Ok(state) => json!({
                 "valid": true,
+                "host": host,
                 "files": files(state),
                 "resources": counts(state),
                 "diagnostics": [],

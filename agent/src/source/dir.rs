@@ -15,9 +15,11 @@ use moor_reconcile::Trigger;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
+use super::Loader;
+
 /// Loads `dir` into a trigger, with the revision of what loaded.
-pub fn load(dir: &Path) -> (Option<String>, Trigger) {
-    match moor_spec::load(&[dir]) {
+pub fn load(loader: &Loader, dir: &Path) -> (Option<String>, Trigger) {
+    match loader.load(dir) {
         Ok(state) => {
             let rev = super::revision(&state);
             (
@@ -32,7 +34,7 @@ pub fn load(dir: &Path) -> (Option<String>, Trigger) {
             None,
             Trigger::Source {
                 revision: None,
-                result: Err(diags.to_string()),
+                result: Err(diags),
             },
         ),
     }
@@ -57,6 +59,7 @@ fn is_noise(path: &Path) -> bool {
 pub async fn watch(
     dir: PathBuf,
     debounce: Duration,
+    loader: Loader,
     triggers: mpsc::Sender<Trigger>,
 ) -> notify::Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
@@ -79,7 +82,7 @@ pub async fn watch(
         last_sent = Some(rev);
         changed.then_some(trigger)
     };
-    if let Some(t) = send(load(&dir))
+    if let Some(t) = send(load(&loader, &dir))
         && triggers.send(t).await.is_err()
     {
         return Ok(());
@@ -93,8 +96,8 @@ pub async fn watch(
                 Err(_) => break,
             }
         }
-        let dir = dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(&dir))
+        let (dir, loader) = (dir.clone(), loader.clone());
+        let loaded = tokio::task::spawn_blocking(move || load(&loader, &dir))
             .await
             .expect("manifest loading panicked");
         if let Some(t) = send(loaded)
@@ -136,6 +139,7 @@ mod tests {
         let task = tokio::spawn(watch(
             dir.path().to_path_buf(),
             Duration::from_millis(30),
+            Loader::default(),
             tx,
         ));
 
@@ -185,6 +189,7 @@ mod tests {
         let task = tokio::spawn(watch(
             dir.path().to_path_buf(),
             Duration::from_millis(200),
+            Loader::default(),
             tx,
         ));
         let (_, n) = next(&mut rx).await;

@@ -10,9 +10,6 @@
 //! Comparisons are constant-time. The first signature header present
 //! decides: a bad one is refused, never passed over for another.
 
-// Until cmd/agent.rs wires the git source and its webhook route in.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

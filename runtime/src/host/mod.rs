@@ -67,23 +67,43 @@ pub struct HostConfig {
     pub engine: EngineConfig,
     /// Network engine settings.
     pub net: NetConfig,
+    /// Settings from the environment that could not be used: [`Host::open`]
+    /// refuses to run with any, rather than fall back to a default another
+    /// instance may be using.
+    pub problems: Vec<String>,
 }
 
 impl HostConfig {
     /// Defaults under `state_dir`. Several moor instances on one machine
-    /// (a test fleet) keep apart with `MOOR_NFT_TABLE` (the nftables table,
+    /// (a test fleet) keep apart with their own state dirs and
+    /// `MOOR_BRIDGE_PREFIX` (bridge names, default `mo-`: see
+    /// [`crate::net::names::Naming`]), `MOOR_NFT_TABLE` (the nftables table,
     /// default `moor`), `MOOR_NET_POOL` (where subnets are allocated,
     /// default `10.89.0.0/16`) and `MOOR_CGROUP_PARENT` (default `moor`).
+    /// Everything else an instance makes is keyed by its state dir: start-up
+    /// clean-up removes only interfaces marked with this state dir's
+    /// instance token, containers' cgroups have random ids, and each
+    /// network's DNS server listens on its own gateway address.
     pub fn new(state_dir: &Path) -> Self {
         let mut net = NetConfig::new(state_dir);
         if let Ok(table) = std::env::var("MOOR_NFT_TABLE") {
             net.table = table;
         }
-        if let Some(pool) = std::env::var("MOOR_NET_POOL")
-            .ok()
-            .and_then(|p| p.parse().ok())
-        {
-            net.pool = pool;
+        if let Ok(prefix) = std::env::var("MOOR_BRIDGE_PREFIX") {
+            // Checked by Host::open, which refuses a bad one.
+            net.bridge_prefix = prefix;
+        }
+        let mut problems = Vec::new();
+        if let Ok(pool) = std::env::var("MOOR_NET_POOL") {
+            match pool.parse::<ipnet::Ipv4Net>() {
+                Ok(p) if p.trunc() == p => net.pool = p,
+                _ => problems.push(format!(
+                    "MOOR_NET_POOL=\"{pool}\" is not an IPv4 network such as 10.89.0.0/16"
+                )),
+            }
+        }
+        if let Err(e) = crate::net::names::Naming::new(&net.bridge_prefix) {
+            problems.push(format!("MOOR_BRIDGE_PREFIX: {e}"));
         }
         let mut engine = EngineConfig::new(state_dir);
         if let Ok(parent) = std::env::var("MOOR_CGROUP_PARENT") {
@@ -94,6 +114,7 @@ impl HostConfig {
             pull: PullOptions::default(),
             engine,
             net,
+            problems,
         }
     }
 }
@@ -110,6 +131,12 @@ pub enum HostError {
         dir: PathBuf,
         /// The lock file.
         lock: PathBuf,
+    },
+    /// The configuration (from the environment) cannot be used.
+    #[error("{message}")]
+    Config {
+        /// What is wrong.
+        message: String,
     },
     /// A part of the engine could not be opened.
     #[error("opening {what} in {dir}: {message}")]
@@ -156,6 +183,11 @@ fn failed(what: impl std::fmt::Display) -> RuntimeError {
 impl Host {
     /// Opens the engine under `config.state_dir`, taking the state-dir lock.
     pub fn open(config: HostConfig) -> Result<Self, HostError> {
+        if !config.problems.is_empty() {
+            return Err(HostError::Config {
+                message: config.problems.join("; "),
+            });
+        }
         let dir = config.state_dir.clone();
         let open_err = |what: &'static str| {
             let dir = dir.clone();

@@ -69,8 +69,8 @@ impl Networks {
             }
             for l in &c.leases {
                 for end in [
-                    names::veth_host(name, &l.network),
-                    names::veth_peer(name, &l.network),
+                    l.host_veth.clone(),
+                    self.naming().veth_peer(name, &l.network),
                 ] {
                     if present.contains(&end) {
                         delete(&end, &mut report.removed_veths)?;

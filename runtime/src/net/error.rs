@@ -10,6 +10,12 @@ use ipnet::Ipv4Net;
 /// with what; none of them leaves anything half-created behind.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
+    /// The network engine's configuration is wrong.
+    #[error("{message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
     /// A netlink request failed.
     #[error("netlink: {op}")]
     Netlink {

@@ -8,6 +8,15 @@
 //!   (container, network); its peer is created as `mp-` + the same digits
 //!   and renamed `eth0`, `eth1`, … once it is inside the container.
 //!
+//! `mo-` is the default bridge prefix. Several moor instances on one machine
+//! (three agents of a test fleet, say) each take their own with
+//! `MOOR_BRIDGE_PREFIX` (a [`Naming`]): `m1-` gives bridges `m1-NAME` /
+//! `m1_…`, and the veth hashes are salted with the prefix, so two instances
+//! that both run a container `web` on a network `front` share no interface
+//! name. A prefix is 1 to 6 lower-case letters or digits and a `-`, so no
+//! two prefixes can produce the same name. The default keeps the unsalted
+//! names above, which existing hosts already use.
+//!
 //! Every bridge and veth host end moor creates also carries an alias
 //! (`IFLA_IFALIAS`) naming its state directory's [`instance`], so clean-up
 //! removes only what this moor made — never a user's bridge that happens to
@@ -22,32 +31,108 @@ pub const IFNAME_MAX: usize = 15;
 /// The start of the alias on every interface moor creates.
 pub const ALIAS_PREFIX: &str = "moor:";
 
-/// The bridge of the network `network`.
-pub fn bridge(network: &str) -> String {
-    let plain = format!("mo-{network}");
-    let simple = network
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if plain.len() <= IFNAME_MAX && simple && !network.is_empty() {
-        return plain;
+/// The bridge prefix of an instance that sets none.
+pub const DEFAULT_BRIDGE_PREFIX: &str = "mo-";
+
+/// The longest stem of a bridge prefix (the part before its `-`): a hashed
+/// bridge name keeps at least 6 hex digits of hash.
+const MAX_STEM: usize = 6;
+
+/// How one moor instance names the interfaces it creates (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Naming {
+    /// The prefix without its `-` (`mo`).
+    stem: String,
+}
+
+impl Default for Naming {
+    fn default() -> Self {
+        Self { stem: "mo".into() }
     }
-    let head: String = network
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(5)
-        .collect();
-    let hash = short_hash(network.as_bytes(), IFNAME_MAX - 3 - head.len());
-    format!("mo_{head}{hash}")
 }
 
-/// The host end of the veth pair attaching `container` to `network`.
+impl Naming {
+    /// The naming of an instance whose bridge prefix is `prefix`: 1 to 6
+    /// lower-case letters or digits, then `-` (which may be left out).
+    pub fn new(prefix: &str) -> Result<Self, String> {
+        let stem = prefix.strip_suffix('-').unwrap_or(prefix);
+        let ok = !stem.is_empty()
+            && stem.len() <= MAX_STEM
+            && stem
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !ok {
+            return Err(format!(
+                "bridge prefix \"{prefix}\" must be 1 to {MAX_STEM} lower-case letters or digits followed by '-', such as \"m1-\""
+            ));
+        }
+        Ok(Self { stem: stem.into() })
+    }
+
+    /// The bridge prefix, with its `-` (`mo-`).
+    pub fn prefix(&self) -> String {
+        format!("{}-", self.stem)
+    }
+
+    /// The bridge of the network `network`.
+    pub fn bridge(&self, network: &str) -> String {
+        let plain = format!("{}-{network}", self.stem);
+        let simple = network
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if plain.len() <= IFNAME_MAX && simple && !network.is_empty() {
+            return plain;
+        }
+        // `STEM_` + up to 5 letters of the name + at least 6 hex digits.
+        let room = IFNAME_MAX - self.stem.len() - 1;
+        let head: String = network
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(5.min(room - 6))
+            .collect();
+        let hash = short_hash(network.as_bytes(), room - head.len());
+        format!("{}_{head}{hash}", self.stem)
+    }
+
+    /// The host end of the veth pair attaching `container` to `network`.
+    pub fn veth_host(&self, container: &str, network: &str) -> String {
+        format!("mv-{}", self.pair_hash(container, network))
+    }
+
+    /// The container end of the pair before it is moved and renamed.
+    pub fn veth_peer(&self, container: &str, network: &str) -> String {
+        format!("mp-{}", self.pair_hash(container, network))
+    }
+
+    fn pair_hash(&self, container: &str, network: &str) -> String {
+        let mut key = Vec::with_capacity(self.stem.len() + container.len() + network.len() + 2);
+        // The default instance's names are unsalted, as they always were.
+        if *self != Self::default() {
+            key.extend_from_slice(self.stem.as_bytes());
+            key.push(0);
+        }
+        key.extend_from_slice(container.as_bytes());
+        key.push(0);
+        key.extend_from_slice(network.as_bytes());
+        short_hash(&key, 12)
+    }
+}
+
+/// The bridge of the network `network` under the default prefix.
+pub fn bridge(network: &str) -> String {
+    Naming::default().bridge(network)
+}
+
+/// The host end of the veth pair attaching `container` to `network`, under
+/// the default prefix.
 pub fn veth_host(container: &str, network: &str) -> String {
-    format!("mv-{}", pair_hash(container, network))
+    Naming::default().veth_host(container, network)
 }
 
-/// The container end of the pair before it is moved and renamed.
+/// The container end of the pair before it is moved and renamed, under the
+/// default prefix.
 pub fn veth_peer(container: &str, network: &str) -> String {
-    format!("mp-{}", pair_hash(container, network))
+    Naming::default().veth_peer(container, network)
 }
 
 /// The name of the `index`th interface inside a container.
@@ -96,14 +181,6 @@ pub fn is_veth(name: &str) -> bool {
         && rest.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn pair_hash(container: &str, network: &str) -> String {
-    let mut key = Vec::with_capacity(container.len() + network.len() + 1);
-    key.extend_from_slice(container.as_bytes());
-    key.push(0);
-    key.extend_from_slice(network.as_bytes());
-    short_hash(&key, 12)
-}
-
 fn short_hash(data: &[u8], digits: usize) -> String {
     let mut hex = hex::encode(Sha256::digest(data));
     hex.truncate(digits);
@@ -132,6 +209,45 @@ mod tests {
         let long = bridge("a-very-long-network-name");
         assert_eq!(long.len(), IFNAME_MAX);
         assert!(long.starts_with("mo_avery"));
+    }
+
+    #[test]
+    fn the_default_names_do_not_change() {
+        // Hosts run with these names: a change would orphan their interfaces.
+        assert_eq!(bridge("a-very-long-network-name"), "mo_avery9f0fbfc");
+        assert_eq!(veth_host("web", "front"), "mv-e3ffe994e16b");
+        assert_eq!(Naming::new("mo-").unwrap(), Naming::default());
+        assert_eq!(Naming::new("mo").unwrap().prefix(), "mo-");
+    }
+
+    #[test]
+    fn other_prefixes_share_no_name_with_the_default() {
+        let m1 = Naming::new("m1-").unwrap();
+        assert_eq!(m1.bridge("front"), "m1-front");
+        assert_ne!(m1.bridge("front"), bridge("front"));
+        assert_ne!(m1.veth_host("web", "front"), veth_host("web", "front"));
+        assert_ne!(m1.veth_peer("web", "front"), veth_peer("web", "front"));
+        assert!(is_veth(&m1.veth_host("web", "front")));
+        let long = m1.bridge("a-very-long-network-name");
+        assert!(long.starts_with("m1_avery"), "{long}");
+        assert_eq!(long.len(), IFNAME_MAX);
+        let widest = Naming::new("abcdef").unwrap();
+        for name in [
+            "front",
+            "x",
+            "a-very-long-network-name",
+            "a.b",
+            "thirteen-char",
+        ] {
+            let b = widest.bridge(name);
+            assert!(b.len() <= IFNAME_MAX, "{b}");
+            assert!(b.starts_with("abcdef-") || b.starts_with("abcdef_"), "{b}");
+        }
+        let hashed = widest.bridge("a-very-long-network-name");
+        assert!(hashed.len() - "abcdef_".len() >= 6 + 2, "{hashed}");
+        for bad in ["", "-", "M1-", "m_1-", "abcdefg-", "m1--", "m 1"] {
+            assert!(Naming::new(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

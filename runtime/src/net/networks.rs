@@ -28,6 +28,8 @@ pub struct NetConfig {
     pub nft: String,
     /// The nftables table (family `ip`) moor owns.
     pub table: String,
+    /// The prefix of this instance's bridge names (`mo-`); see [`names::Naming`].
+    pub bridge_prefix: String,
     /// The host's resolver configuration.
     pub resolv_conf: PathBuf,
     /// Upstream resolvers; `None` reads them from `resolv_conf`.
@@ -40,7 +42,8 @@ pub struct NetConfig {
 
 impl NetConfig {
     /// The defaults under `state_dir`: pool 10.89.0.0/16, table `ip moor`,
-    /// DNS on port 53 of each gateway, resolvers from `/etc/resolv.conf`.
+    /// bridges `mo-NAME`, DNS on port 53 of each gateway, resolvers from
+    /// `/etc/resolv.conf`.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         NetConfig {
             state_dir: state_dir.into(),
@@ -48,6 +51,7 @@ impl NetConfig {
             mtu: None,
             nft: "nft".into(),
             table: ports::TABLE.into(),
+            bridge_prefix: names::DEFAULT_BRIDGE_PREFIX.into(),
             resolv_conf: "/etc/resolv.conf".into(),
             upstreams: None,
             dns: true,
@@ -98,6 +102,7 @@ pub struct Networks {
     cfg: NetConfig,
     file: StateFile,
     instance: String,
+    naming: names::Naming,
     mtu: u32,
     upstreams: Vec<SocketAddr>,
     /// The last saved state, read by the DNS servers.
@@ -110,6 +115,8 @@ impl Networks {
     /// [`Networks::cleanup`] once at start-up to repair what a crash left
     /// and to start the DNS servers of existing networks.
     pub fn open(cfg: NetConfig) -> Result<Self> {
+        let naming = names::Naming::new(&cfg.bridge_prefix)
+            .map_err(|message| NetError::Config { message })?;
         let file = StateFile::new(&cfg.state_dir)?;
         let state = {
             let held = file.lock()?;
@@ -124,6 +131,7 @@ impl Networks {
         let mtu = cfg.mtu.unwrap_or_else(default_mtu);
         Ok(Networks {
             instance: names::instance(&cfg.state_dir),
+            naming,
             cfg,
             file,
             mtu,
@@ -149,7 +157,7 @@ impl Networks {
     pub fn create_network(&self, name: &str, spec: &NetworkSpec) -> Result<NetworkInfo> {
         let held = self.file.lock()?;
         let mut state = self.file.load(&held)?;
-        let bridge_name = names::bridge(name);
+        let bridge_name = self.naming.bridge(name);
         let record = match state.networks.get(name) {
             Some(existing) => {
                 check_same(existing, spec)?;
@@ -286,7 +294,7 @@ impl Networks {
                 address,
                 aliases: a.aliases.clone(),
                 ifname: names::container_ifname(i),
-                host_veth: names::veth_host(container, &a.network),
+                host_veth: self.naming.veth_host(container, &a.network),
             });
         }
         if !ports.is_empty() && record.leases.is_empty() {
@@ -298,7 +306,10 @@ impl Networks {
         // Pairs on networks the container leaves go first.
         for old in &previous.leases {
             if !record.leases.iter().any(|l| l.network == old.network) {
-                veth::detach(container, &old.network)?;
+                veth::detach(
+                    &old.host_veth,
+                    &self.naming.veth_peer(container, &old.network),
+                )?;
             }
         }
         state
@@ -313,7 +324,8 @@ impl Networks {
             }
             Err(e) => {
                 for l in &record.leases {
-                    let _ = veth::detach(container, &l.network);
+                    let _ =
+                        veth::detach(&l.host_veth, &self.naming.veth_peer(container, &l.network));
                 }
                 let mut restored = before;
                 if let Some(c) = restored.containers.get_mut(container) {
@@ -350,7 +362,8 @@ impl Networks {
                     network: l.network.clone(),
                 })?;
             let plug = veth::Plug {
-                container,
+                host: &l.host_veth,
+                peer: self.naming.veth_peer(container, &l.network),
                 alias: names::veth_alias(&self.instance, container, &l.network),
                 network: &l.network,
                 bridge: &net.bridge,
@@ -449,7 +462,7 @@ impl Networks {
         let leases = record.leases.clone();
         ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, &state))?;
         for l in &leases {
-            veth::detach(container, &l.network)?;
+            veth::detach(&l.host_veth, &self.naming.veth_peer(container, &l.network))?;
         }
         self.file.save(&held, &state)?;
         self.publish(state);
@@ -555,6 +568,10 @@ impl Networks {
 
     pub(super) fn instance(&self) -> &str {
         &self.instance
+    }
+
+    pub(super) fn naming(&self) -> &names::Naming {
+        &self.naming
     }
 
     pub(super) fn mtu(&self) -> u32 {

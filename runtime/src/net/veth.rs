@@ -10,13 +10,15 @@ use rtnetlink::packet_route::link::InfoBridgePort;
 use rtnetlink::{LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::error::{NetError, Result};
-use super::names;
 use super::netlink::{self, find_link};
 
 /// One end to plug into a container.
 #[derive(Debug, Clone)]
 pub(crate) struct Plug<'a> {
-    pub container: &'a str,
+    /// The host end's name (see [`names::Naming::veth_host`]).
+    pub host: &'a str,
+    /// The container end's name until it is renamed `ifname`.
+    pub peer: String,
     /// The alias marking the host end as this moor's.
     pub alias: String,
     pub network: &'a str,
@@ -33,8 +35,7 @@ pub(crate) struct Plug<'a> {
 /// container end inside `netns`. Idempotent: a pair left from an earlier
 /// attempt is replaced.
 pub(crate) fn attach(netns: &Path, plug: &Plug<'_>) -> Result<()> {
-    let host = names::veth_host(plug.container, plug.network);
-    let peer = names::veth_peer(plug.container, plug.network);
+    let (host, peer) = (plug.host.to_string(), plug.peer.clone());
     let ns = File::open(netns).map_err(|e| NetError::io("open network namespace", netns, e))?;
     netlink::run(None, |h| {
         let (host, peer, ns) = (&host, &peer, &ns);
@@ -145,21 +146,16 @@ pub(crate) fn attach(netns: &Path, plug: &Plug<'_>) -> Result<()> {
     });
     if configured.is_err() {
         // Deleting the host end takes the peer with it, wherever it is.
-        let _ = detach(plug.container, plug.network);
+        let _ = detach(&host, &peer);
     }
     configured
 }
 
-/// Deletes the pair of `container` on `network`; a missing pair is fine.
-pub(crate) fn detach(container: &str, network: &str) -> Result<()> {
-    let host = names::veth_host(container, network);
-    let peer = names::veth_peer(container, network);
-    netlink::run(None, |h| {
-        let (host, peer) = (&host, &peer);
-        async move {
-            netlink::delete_link(&h, host).await?;
-            netlink::delete_link(&h, peer).await
-        }
+/// Deletes the pair `host`/`peer`; a missing pair is fine.
+pub(crate) fn detach(host: &str, peer: &str) -> Result<()> {
+    netlink::run(None, |h| async move {
+        netlink::delete_link(&h, host).await?;
+        netlink::delete_link(&h, peer).await
     })
 }
 

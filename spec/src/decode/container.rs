@@ -42,6 +42,7 @@ const FIELDS: &[&str] = &[
     "extra_hosts",
     "replicas",
     "update_order",
+    "target",
 ];
 
 /// Compose spellings users carry over, and what moor calls them.

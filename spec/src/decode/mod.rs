@@ -6,6 +6,7 @@
 
 mod container;
 mod resources;
+mod target;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +16,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::node::{Key, Node, Pos, Value};
 
 pub(crate) use container::ContainerDraft;
-pub(crate) use resources::{Draft, Drafts};
+pub(crate) use resources::{Declared, Draft, Drafts, Elsewhere};
 
 /// The longest resource name: a DNS label.
 pub const MAX_NAME_LEN: usize = 63;

@@ -7,6 +7,7 @@ use ipnet::Ipv4Net;
 use super::{ContainerDraft, Decoder, check_name, join};
 use crate::model::{ImageSpec, Kind, NetworkSpec, Origin, PullPolicy, VolumeSpec};
 use crate::node::{Node, Pos, Value};
+use crate::target::{HostIdentity, Target, applies};
 
 /// A decoded resource that has not been cross-checked yet.
 #[derive(Debug)]
@@ -16,6 +17,8 @@ pub(crate) struct Draft<T> {
     pub(crate) path: String,
     pub(crate) origin: Origin,
     pub(crate) spec: T,
+    /// The hosts it is for: its own `target`, else its document's; `None` is every host.
+    pub(crate) target: Option<Target>,
     /// Positions of fields that later checks report on, by field suffix.
     pub(crate) locs: Vec<(String, Pos)>,
 }
@@ -27,6 +30,7 @@ impl<T> Draft<T> {
             path: path.to_string(),
             origin,
             spec,
+            target: None,
             locs: Vec::new(),
         }
     }
@@ -46,11 +50,47 @@ impl<T> Draft<T> {
     }
 }
 
+/// One resource as declared, whether or not its spec decoded.
+#[derive(Debug, Clone)]
+pub(crate) struct Declared {
+    pub(crate) kind: Kind,
+    pub(crate) name: String,
+    pub(crate) origin: Origin,
+    /// Its effective target (see [`Draft::target`]).
+    pub(crate) target: Option<Target>,
+}
+
+/// Declarations left out of a load because they target other hosts, by kind
+/// and name, so that a reference to one can say so.
+#[derive(Debug, Default)]
+pub(crate) struct Elsewhere(Vec<Declared>);
+
+impl Elsewhere {
+    /// The first declaration of `kind` `name` that targets other hosts.
+    pub(crate) fn get(&self, kind: Kind, name: &str) -> Option<&Declared> {
+        self.0.iter().find(|d| d.kind == kind && d.name == name)
+    }
+
+    /// The error for a reference to `kind` `name`, when it is declared for
+    /// other hosts only: where it is declared, and for whom.
+    pub(crate) fn explain(&self, kind: Kind, name: &str) -> Option<String> {
+        let d = self.get(kind, name)?;
+        let target = d
+            .target
+            .as_ref()
+            .map_or_else(String::new, |t| format!(" for {t}"));
+        Some(format!(
+            "{kind} \"{name}\" does not target this host (it is declared at {}{target})",
+            d.origin
+        ))
+    }
+}
+
 /// Every declaration of one load, including ones whose spec had errors
 /// (so duplicate names are still caught), and the drafts that decoded.
 #[derive(Debug, Default)]
 pub(crate) struct Drafts {
-    pub(crate) declared: Vec<(Kind, String, Origin)>,
+    pub(crate) declared: Vec<Declared>,
     pub(crate) images: Vec<Draft<ImageSpec>>,
     pub(crate) networks: Vec<Draft<NetworkSpec>>,
     pub(crate) volumes: Vec<Draft<VolumeSpec>>,
@@ -66,9 +106,23 @@ impl Drafts {
         self.volumes.extend(other.volumes);
         self.containers.extend(other.containers);
     }
+
+    /// Keeps only what targets `host`; returns the declarations left out.
+    pub(crate) fn retain_for(&mut self, host: &HostIdentity) -> Elsewhere {
+        let (here, elsewhere) = std::mem::take(&mut self.declared)
+            .into_iter()
+            .partition(|d| applies(d.target.as_ref(), host));
+        self.declared = here;
+        let keep = |t: &Option<Target>| applies(t.as_ref(), host);
+        self.images.retain(|d| keep(&d.target));
+        self.networks.retain(|d| keep(&d.target));
+        self.volumes.retain(|d| keep(&d.target));
+        self.containers.retain(|c| keep(&c.d.target));
+        Elsewhere(elsewhere)
+    }
 }
 
-const TOP_LEVEL: &[&str] = &["images", "networks", "volumes", "containers"];
+const TOP_LEVEL: &[&str] = &["images", "networks", "volumes", "containers", "target"];
 const TOP_LEVEL_ALIASES: &[(&str, &str)] = &[("services", "containers"), ("service", "containers")];
 
 impl Decoder<'_> {
@@ -85,9 +139,15 @@ impl Decoder<'_> {
         let Some(entries) = self.entries(root, "") else {
             return;
         };
+        // The document's target covers every resource of the document, even
+        // ones written above it.
+        let doc_target = entries
+            .iter()
+            .find(|(k, _)| k.name == "target")
+            .and_then(|(_, node)| self.target(node, "target"));
         for (key, node) in entries {
             // Compose-style extension fields hold YAML anchors for reuse.
-            if key.name.starts_with("x-") {
+            if key.name.starts_with("x-") || key.name == "target" {
                 continue;
             }
             let kind = match key.name.as_str() {
@@ -99,7 +159,7 @@ impl Decoder<'_> {
                     let hint = super::hint(other, TOP_LEVEL, TOP_LEVEL_ALIASES);
                     let message = match hint {
                         Some(h) => format!("unknown top-level table; did you mean \"{h}\"?"),
-                        None => "unknown top-level table (expected images, networks, volumes or containers; x-* keys are ignored)".to_string(),
+                        None => "unknown top-level table (expected images, networks, volumes, containers or target; x-* keys are ignored)".to_string(),
                     };
                     self.error(key.pos, other, message);
                     continue;
@@ -118,29 +178,48 @@ impl Decoder<'_> {
                     file: self.file.to_path_buf(),
                     pos: name_key.pos,
                 };
-                out.declared
-                    .push((kind, name_key.name.clone(), origin.clone()));
+                // A resource's own target replaces its document's.
+                let own_target = match &spec.value {
+                    Value::Map(fields) => fields
+                        .iter()
+                        .find(|(k, _)| k.name == "target")
+                        .map(|(_, t)| self.target(t, &join(&field, "target"))),
+                    _ => None,
+                };
+                let target = own_target.unwrap_or_else(|| doc_target.clone());
+                out.declared.push(Declared {
+                    kind,
+                    name: name_key.name.clone(),
+                    origin: origin.clone(),
+                    target: target.clone(),
+                });
                 let name = &name_key.name;
                 match kind {
                     Kind::Image => {
                         if let Some(s) = self.image(spec, &field) {
-                            out.images.push(Draft::new(name, &field, origin, s));
+                            let mut d = Draft::new(name, &field, origin, s);
+                            d.target = target;
+                            out.images.push(d);
                         }
                     }
                     Kind::Network => {
                         if let Some((s, subnet_pos)) = self.network(spec, &field) {
                             let mut d = Draft::new(name, &field, origin, s);
                             d.locs.push(("subnet".into(), subnet_pos));
+                            d.target = target;
                             out.networks.push(d);
                         }
                     }
                     Kind::Volume => {
                         if let Some(s) = self.volume(spec, &field) {
-                            out.volumes.push(Draft::new(name, &field, origin, s));
+                            let mut d = Draft::new(name, &field, origin, s);
+                            d.target = target;
+                            out.volumes.push(d);
                         }
                     }
                     Kind::Container => {
-                        if let Some(c) = self.container(spec, &field, name, origin) {
+                        if let Some(mut c) = self.container(spec, &field, name, origin) {
+                            c.d.target = target;
                             out.containers.push(c);
                         }
                     }
@@ -153,7 +232,7 @@ impl Decoder<'_> {
         let f = self.fields(
             node,
             field,
-            &["ref", "pull"],
+            &["ref", "pull", "target"],
             &[("image", "ref"), ("reference", "ref")],
         )?;
         let reference = match f.get("ref") {
@@ -197,7 +276,7 @@ impl Decoder<'_> {
         let f = self.fields(
             node,
             field,
-            &["subnet", "gateway", "internal", "labels"],
+            &["subnet", "gateway", "internal", "labels", "target"],
             &[("ipam", "subnet")],
         )?;
         let mut spec = NetworkSpec::default();
@@ -267,7 +346,7 @@ impl Decoder<'_> {
     }
 
     fn volume(&mut self, node: &Node, field: &str) -> Option<VolumeSpec> {
-        let f = self.fields(node, field, &["prune", "labels"], &[])?;
+        let f = self.fields(node, field, &["prune", "labels", "target"], &[])?;
         let mut spec = VolumeSpec::default();
         if let Some(n) = f.get("prune") {
             spec.prune = self.boolean(n, &join(field, "prune"))?;

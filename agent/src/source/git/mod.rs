@@ -24,9 +24,6 @@
 //! garbage `HEAD`) is detected, thrown away and cloned again within the same
 //! sync.
 
-// Until cmd/agent.rs wires the git source and its webhook route in.
-#![cfg_attr(not(test), allow(dead_code))]
-
 mod checkout;
 mod known_hosts;
 mod url;

@@ -21,6 +21,7 @@ pub(crate) struct RemoteUrl {
     /// Port given in the URL.
     pub port: Option<u16>,
     /// User name given in the URL.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub user: Option<String>,
     /// Secrets written into the URL (a password, or a token given as user
     /// name over http(s)), to scrub from messages.

@@ -1,0 +1,542 @@
+//! The agent's configuration: `/etc/moor/agent.toml` (or `--config FILE`)
+//! merged with the command line.
+//!
+//! ```toml
+//! metrics_addr = "127.0.0.1:9464"
+//! resync = "30s"
+//!
+//! [host]                      # who this agent is, for manifests' `target`
+//! name = "edge-1"             # default: the machine's host name
+//! labels = { role = "db" }
+//!
+//! [[source]]                  # several allowed; each is its own project
+//! name = "fleet"              # the project (default: the repository's or directory's name)
+//! url = "git+https://git.example.com/ops/fleet.git"   # or a directory path
+//! ref = "main"                # branch, tag or commit (default: the remote's HEAD)
+//! path = "hosts"              # sub-directory holding the manifests
+//! interval = "1m"             # poll interval
+//! webhook_secret_file = "/etc/moor/webhook-secret"
+//! [source.auth]
+//! token_file = "/etc/moor/git-token"
+//! [source.verify]
+//! allowed_signers = "/etc/moor/allowed_signers"
+//! ```
+//!
+//! Secrets are always read from files (or named environment variables), never
+//! written in this file, so it can be world-readable and kept in git itself.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::cmd::stack::name_from;
+
+/// The default configuration file; read when it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/moor/agent.toml";
+
+/// The file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    metrics_addr: Option<SocketAddr>,
+    resync: Option<String>,
+    #[serde(default)]
+    host: HostSection,
+    #[serde(default, rename = "source")]
+    sources: Vec<SourceSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostSection {
+    name: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// One `[[source]]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSection {
+    /// The project its resources belong to.
+    pub name: Option<String>,
+    /// A directory, or `git+https://…`, `git+ssh://…`, `git+file://…`, `git+git://…`.
+    pub url: String,
+    /// Branch, tag or commit.
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    /// Sub-directory of the repository holding the manifests.
+    pub path: Option<PathBuf>,
+    /// Poll interval (git).
+    pub interval: Option<String>,
+    /// Quiet time after a change before a directory is reloaded.
+    pub debounce: Option<String>,
+    /// Let the source's emptiness remove everything the project owns.
+    #[serde(default)]
+    pub allow_empty: bool,
+    /// Secret for `POST /hooks/git/<name>` (GitHub, Gitea/Forgejo, GitLab).
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Credentials.
+    #[serde(default)]
+    pub auth: AuthSection,
+    /// Commit signature verification.
+    #[serde(default)]
+    pub verify: VerifySection,
+}
+
+/// Credentials for a git remote, each from a file or an environment variable.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// https: a token (sent as the password, as GitHub, Gitea and GitLab accept).
+    pub token_file: Option<PathBuf>,
+    /// https: the environment variable holding the token.
+    pub token_env: Option<String>,
+    /// https: the user name (default `git` with a token).
+    pub username: Option<String>,
+    /// https: the password.
+    pub password_file: Option<PathBuf>,
+    /// https: the environment variable holding the password.
+    pub password_env: Option<String>,
+    /// ssh: the private key.
+    pub ssh_key_file: Option<PathBuf>,
+    /// ssh: the key's passphrase.
+    pub ssh_passphrase_file: Option<PathBuf>,
+    /// ssh: the known host keys (host keys are checked, never trusted blindly).
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// Which commit signatures are accepted.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySection {
+    /// An SSH `allowed_signers` file.
+    pub allowed_signers: Option<PathBuf>,
+    /// OpenPGP public keys (armored).
+    #[serde(default)]
+    pub pgp_keys: Vec<PathBuf>,
+}
+
+impl VerifySection {
+    /// True when any key is configured: only signed commits apply.
+    pub fn enabled(&self) -> bool {
+        self.allowed_signers.is_some() || !self.pgp_keys.is_empty()
+    }
+}
+
+/// The agent's resolved configuration.
+#[derive(Debug)]
+pub struct AgentConfig {
+    /// Where the HTTP endpoint listens.
+    pub metrics_addr: SocketAddr,
+    /// Time between full reconciles.
+    pub resync: Duration,
+    /// This host's name, for manifests' `target.hosts`.
+    pub host_name: String,
+    /// This host's labels, for manifests' `target.labels`.
+    pub host_labels: BTreeMap<String, String>,
+    /// The sources, with unique names.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// One source, resolved.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Its name, which is also its project.
+    pub name: String,
+    /// What it reads.
+    pub kind: SourceKind,
+    /// Whether an empty desired state may prune everything.
+    pub allow_empty: bool,
+    /// The webhook secret's file, if the webhook is enabled.
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+/// Directory or git.
+#[allow(clippy::large_enum_variant)] // a handful, made once
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// A directory watched with filesystem notifications.
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Quiet time before a reload.
+        debounce: Duration,
+    },
+    /// A git repository polled (and woken by its webhook).
+    Git {
+        /// The URL without `git+`.
+        url: String,
+        /// Branch, tag or commit.
+        reference: Option<String>,
+        /// Sub-directory.
+        path: Option<PathBuf>,
+        /// Poll interval.
+        interval: Duration,
+        /// Credentials.
+        auth: AuthSection,
+        /// Signature verification.
+        verify: VerifySection,
+    },
+}
+
+impl SourceKind {
+    /// `directory` or `git`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            SourceKind::Dir { .. } => "directory",
+            SourceKind::Git { .. } => "git",
+        }
+    }
+
+    /// What to show for it: the directory, or the URL without credentials.
+    pub fn location(&self) -> String {
+        match self {
+            SourceKind::Dir { path, .. } => path.display().to_string(),
+            SourceKind::Git { url, .. } => redact_url(url),
+        }
+    }
+}
+
+/// What the command line adds to (or instead of) the file.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--config`, when given.
+    pub config: Option<PathBuf>,
+    /// `--source` and its companions, as a source table.
+    pub source: Option<SourceSection>,
+    /// `--metrics-addr`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `--resync`.
+    pub resync: Option<Duration>,
+    /// `--host-name`.
+    pub host_name: Option<String>,
+    /// `--host-label`.
+    pub host_labels: BTreeMap<String, String>,
+}
+
+/// Reads the file (the given one, which must exist, or the default one if it
+/// exists) and merges the command line over it.
+pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
+    let (file, file_path) = match &o.config {
+        Some(path) => (read(path)?, Some(path.clone())),
+        None if Path::new(DEFAULT_CONFIG).exists() => (
+            read(Path::new(DEFAULT_CONFIG))?,
+            Some(PathBuf::from(DEFAULT_CONFIG)),
+        ),
+        None => (FileConfig::default(), None),
+    };
+    let resync = match (o.resync, &file.resync) {
+        (Some(d), _) => d,
+        (None, Some(s)) => parse_duration(s).context("resync")?,
+        (None, None) => Duration::from_secs(30),
+    };
+    let host_name = o
+        .host_name
+        .or(file.host.name)
+        .unwrap_or_else(this_host_name);
+    let mut host_labels = file.host.labels;
+    host_labels.extend(o.host_labels);
+
+    let mut sections = file.sources;
+    sections.extend(o.source);
+    if sections.is_empty() {
+        bail!(
+            "no source: give --source DIR or --source git+URL, or [[source]] tables in {}",
+            file_path.map_or_else(|| DEFAULT_CONFIG.into(), |p| p.display().to_string())
+        );
+    }
+    let mut sources: Vec<SourceConfig> = Vec::new();
+    for s in sections {
+        let source = source(s)?;
+        if let Some(other) = sources.iter().find(|o| o.name == source.name) {
+            bail!(
+                "two sources are named {:?} ({} and {}); give each its own `name`",
+                source.name,
+                other.kind.location(),
+                source.kind.location()
+            );
+        }
+        sources.push(source);
+    }
+    Ok(AgentConfig {
+        metrics_addr: o
+            .metrics_addr
+            .or(file.metrics_addr)
+            .unwrap_or_else(|| moor_metrics::DEFAULT_ADDR.parse().expect("valid default")),
+        resync,
+        host_name,
+        host_labels,
+        sources,
+    })
+}
+
+fn read(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the agent configuration {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        // toml's message carries the line, column and the offending field.
+        anyhow::anyhow!("{}: {e}", path.display())
+    })
+}
+
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    moor_spec::units::parse_duration(s).map_err(|e| anyhow::anyhow!("{s:?}: {e}"))
+}
+
+fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
+    let what = || format!("source {}", redact_url(&s.url));
+    let kind = if let Some(url) = s.url.strip_prefix("git+") {
+        let scheme_ok = ["https://", "http://", "ssh://", "file://", "git://"]
+            .iter()
+            .any(|p| url.starts_with(p));
+        if !scheme_ok {
+            bail!(
+                "{}: a git URL is git+https://, git+ssh://, git+file:// or git+git://",
+                what()
+            );
+        }
+        if let Some(p) = &s.path
+            && (p.is_absolute()
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir)))
+        {
+            bail!(
+                "{}: path {} must be relative and stay inside the repository",
+                what(),
+                p.display()
+            );
+        }
+        SourceKind::Git {
+            url: url.to_string(),
+            reference: s.reference.clone(),
+            path: s.path.clone(),
+            interval: match &s.interval {
+                Some(i) => parse_duration(i).with_context(|| format!("{}: interval", what()))?,
+                None => Duration::from_secs(60),
+            },
+            auth: s.auth.clone(),
+            verify: s.verify.clone(),
+        }
+    } else {
+        if s.reference.is_some() || s.verify.enabled() || s.interval.is_some() {
+            bail!(
+                "{}: ref, interval and verify are for git sources (git+https://…)",
+                what()
+            );
+        }
+        let dir = PathBuf::from(s.url.strip_prefix("file://").unwrap_or(&s.url));
+        let dir = match &s.path {
+            Some(p) => dir.join(p),
+            None => dir,
+        };
+        if !dir.is_dir() {
+            bail!("{}: {} is not a directory", what(), dir.display());
+        }
+        SourceKind::Dir {
+            path: dir,
+            debounce: match &s.debounce {
+                Some(d) => parse_duration(d).with_context(|| format!("{}: debounce", what()))?,
+                None => Duration::from_millis(50),
+            },
+        }
+    };
+    let name = match &s.name {
+        Some(n) => n.clone(),
+        None => default_name(&kind),
+    };
+    moor_spec::check_name(&name)
+        .map_err(|e| anyhow::anyhow!("{}: name {name:?}: {e}; give the source a `name`", what()))?;
+    Ok(SourceConfig {
+        name,
+        kind,
+        allow_empty: s.allow_empty,
+        webhook_secret_file: s.webhook_secret_file,
+    })
+}
+
+/// A directory's base name, or a repository's name (`ops/fleet.git` → `fleet`).
+fn default_name(kind: &SourceKind) -> String {
+    let base = match kind {
+        SourceKind::Dir { path, .. } => std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default(),
+        SourceKind::Git { url, .. } => url
+            .trim_end_matches('/')
+            .rsplit(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(".git")
+            .to_string(),
+    };
+    name_from(&base)
+}
+
+/// The machine's host name.
+pub fn this_host_name() -> String {
+    moor_spec::HostIdentity::from_hostname()
+        .map(|h| h.name)
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// `url` without the password or token in its user-info part:
+/// `https://user:secret@host/x` → `https://user:***@host/x`, `https://token@host/x` → `https://***@host/x`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        // ssh://git@host is a user name, not a secret; https://TOKEN@host is a secret.
+        None if scheme == "ssh" => userinfo.to_string(),
+        None => "***".to_string(),
+    };
+    format!("{scheme}://{shown}@{host}{path}")
+}
+
+/// Parses `KEY=VALUE` for `--host-label`.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("{s:?} has an empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(
+            redact_url("https://deploy:s3cret@git.example/x.git"),
+            "https://deploy:***@git.example/x.git"
+        );
+        assert_eq!(
+            redact_url("https://ghp_token@git.example/x.git"),
+            "https://***@git.example/x.git"
+        );
+        assert_eq!(
+            redact_url("ssh://git@git.example/x.git"),
+            "ssh://git@git.example/x.git"
+        );
+        assert_eq!(
+            redact_url("https://git.example/a@b"),
+            "https://git.example/a@b"
+        );
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("agent.toml");
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    #[test]
+    fn reads_sources_and_host() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let manifests = tmp.path().join("site");
+        std::fs::create_dir(&manifests).expect("mkdir");
+        let path = write(
+            tmp.path(),
+            &format!(
+                r#"
+resync = "10s"
+[host]
+name = "edge-7"
+labels = {{ role = "db" }}
+
+[[source]]
+url = "git+https://git.example/ops/fleet.git"
+ref = "main"
+path = "hosts"
+interval = "15s"
+[source.verify]
+allowed_signers = "/etc/moor/allowed_signers"
+
+[[source]]
+url = "{}"
+"#,
+                manifests.display()
+            ),
+        );
+        let c = resolve(Overrides {
+            config: Some(path),
+            host_labels: [("zone".to_string(), "a".to_string())].into(),
+            ..Overrides::default()
+        })
+        .expect("valid");
+        assert_eq!(c.resync, Duration::from_secs(10));
+        assert_eq!(c.host_name, "edge-7");
+        assert_eq!(c.host_labels.len(), 2);
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.sources[0].name, "fleet");
+        match &c.sources[0].kind {
+            SourceKind::Git {
+                interval, verify, ..
+            } => {
+                assert_eq!(*interval, Duration::from_secs(15));
+                assert!(verify.enabled());
+            }
+            other => panic!("not git: {other:?}"),
+        }
+        assert_eq!(c.sources[1].name, "site");
+    }
+
+    #[test]
+    fn bad_files_say_where() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = write(
+            tmp.path(),
+            "[[source]]\nurl = \"git+https://x/y.git\"\nintervall = \"1s\"\n",
+        );
+        let e = resolve(Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        })
+        .expect_err("unknown field");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("agent.toml") && msg.contains("line 3"),
+            "{msg}"
+        );
+        assert!(msg.contains("intervall"), "{msg}");
+
+        let path = write(
+            tmp.path(),
+            "[[source]]\nurl = \"git+https://x/y.git\"\n[[source]]\nurl = \"git+ssh://git@z/y.git\"\n",
+        );
+        let e = resolve(Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        })
+        .expect_err("duplicate names");
+        assert!(format!("{e:#}").contains("two sources are named \"y\""));
+
+        let path = write(
+            tmp.path(),
+            "[[source]]\nurl = \"git+https://x/y.git\"\npath = \"../etc\"\n",
+        );
+        assert!(
+            resolve(Overrides {
+                config: Some(path),
+                ..Overrides::default()
+            })
+            .is_err()
+        );
+        assert!(resolve(Overrides::default()).is_err() || Path::new(DEFAULT_CONFIG).exists());
+    }
+}

@@ -1,0 +1,63 @@
+//! `target = { hosts = [...], labels = {...} }`, on a document or a resource.
+
+use std::collections::BTreeMap;
+
+use super::{Decoder, join};
+use crate::node::{Node, Value};
+use crate::target::{HostGlob, Target, check_label_key};
+
+impl Decoder<'_> {
+    /// Decodes a target; `None` (with diagnostics) when anything is wrong.
+    pub(crate) fn target(&mut self, node: &Node, field: &str) -> Option<Target> {
+        let errors = self.diags.len();
+        let f = self.fields(
+            node,
+            field,
+            &["hosts", "labels"],
+            &[
+                ("host", "hosts"),
+                ("hostnames", "hosts"),
+                ("names", "hosts"),
+                ("label", "labels"),
+            ],
+        )?;
+        let mut target = Target::default();
+        if let Some(n) = f.get("hosts") {
+            let hf = join(field, "hosts");
+            if matches!(&n.value, Value::Seq(items) if items.is_empty()) {
+                self.error(
+                    n.pos,
+                    &hf,
+                    "an empty list matches no host; list host name globs, or leave hosts out",
+                );
+            }
+            for (glob, pos, gf) in self.strings(n, &hf) {
+                if let Some(g) = self.check(pos, &gf, HostGlob::new(&glob)) {
+                    target.hosts.push(g);
+                }
+            }
+        }
+        if let Some(n) = f.get("labels") {
+            let lf = join(field, "labels");
+            let mut labels = BTreeMap::new();
+            for (k, v, pos) in self.string_map(n, &lf, "a label") {
+                let kf = join(&lf, &k);
+                if self.check(pos, &kf, check_label_key(&k)).is_none() {
+                    continue;
+                }
+                if labels.insert(k, v).is_some() {
+                    self.error(pos, &kf, "label given twice");
+                }
+            }
+            target.labels = labels;
+        }
+        if target.hosts.is_empty() && target.labels.is_empty() && self.diags.len() == errors {
+            self.error(
+                f.pos,
+                field,
+                "a target needs hosts, labels or both (leave target out to apply to every host)",
+            );
+        }
+        (self.diags.len() == errors).then_some(target)
+    }
+}

@@ -1,0 +1,582 @@
+//! Fleets: one manifest repository, many hosts. `moor validate`, `plan` and
+//! `apply` act as the host given by `--host-name` / `--host-label` (this
+//! machine by default) and see only what targets it.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::common;
+
+/// A fleet repository: edge proxies, a database for hosts labelled
+/// role=db, a GPU job for hosts labelled gpu=yes, an exporter everywhere.
+fn write_fleet(dir: &Path) {
+    let files = [
+        (
+            "edge.toml",
+            r#"
+[target]
+hosts = ["edge-*"]
+
+[networks.flt-edge]
+
+[containers.proxy]
+image    = "busybox:1.36"
+command  = ["sleep", "1000"]
+networks = ["flt-edge"]
+
+# Its own target replaces the file's: wherever there is a GPU.
+[containers.trainer]
+image  = "busybox:1.36"
+target = { labels = { gpu = "yes" } }
+"#,
+        ),
+        (
+            "db/db.yaml",
+            r#"
+target:
+  labels: {role: db}
+volumes:
+  pgdata: {}
+containers:
+  pg:
+    image: busybox:1.36
+    command: [sleep, "1000"]
+    mounts: ["pgdata:/data"]
+"#,
+        ),
+        (
+            "common.toml",
+            r#"
+[containers.exporter]
+image        = "busybox:1.36"
+network_mode = "host"
+"#,
+        ),
+    ];
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write manifest");
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\nstdout:\n{}\nstderr:\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    })
+}
+
+/// `moor validate --json` as a host: (containers, networks, volumes) counts.
+fn counts(dir: &Path, host: &[&str]) -> (u64, u64, u64) {
+    let mut args = vec!["validate", "--json"];
+    args.extend_from_slice(host);
+    let dir = dir.to_str().expect("utf-8");
+    args.push(dir);
+    let out = common::moor(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v = json(&out);
+    let n = |k: &str| v["resources"][k].as_u64().expect("a count");
+    (n("containers"), n("networks"), n("volumes"))
+}
+
+#[test]
+fn validate_counts_only_what_targets_the_host() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    write_fleet(tmp.path());
+    let d = tmp.path();
+    assert_eq!(counts(d, &["--host-name", "edge-1"]), (2, 1, 0));
+    assert_eq!(
+        counts(d, &["--host-name", "edge-2", "--host-label", "gpu=yes"]),
+        (3, 1, 0)
+    );
+    assert_eq!(
+        counts(d, &["--host-name", "db-1", "--host-label", "role=db"]),
+        (2, 0, 1)
+    );
+    assert_eq!(counts(d, &["--host-name", "elsewhere"]), (1, 0, 0));
+    // The JSON names the host it acted as.
+    let out = common::moor(&[
+        "validate",
+        "--json",
+        "--host-name",
+        "db-1",
+        "--host-label",
+        "role=db",
+        d.to_str().expect("utf-8"),
+    ]);
+    let v = json(&out);
+    assert_eq!(v["host"]["name"], "db-1");
+    assert_eq!(v["host"]["labels"]["role"], "db");
+}
+
+#[test]
+fn bad_host_flags_are_usage_errors() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    write_fleet(tmp.path());
+    let d = tmp.path().to_str().expect("utf-8");
+    for (args, says) in [
+        (vec!["--host-label", "role"], "must look like KEY=VALUE"),
+        (vec!["--host-label", "ro le=db"], "label key \"ro le\""),
+        (
+            vec!["--host-name", "edge-*"],
+            "host name \"edge-*\" contains '*'",
+        ),
+        (vec!["--host-name", ""], "must not be empty"),
+    ] {
+        let mut all = vec!["validate"];
+        all.extend(args.iter().copied());
+        all.push(d);
+        let out = common::moor(&all);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = common::moor(&[
+        "validate",
+        "--host-label",
+        "role=db",
+        "--host-label",
+        "role=web",
+        d,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--host-label role is given twice"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A private state dir and nftables table for `moor plan`; removed on drop.
+struct PlanHost {
+    state: tempfile::TempDir,
+    table: String,
+}
+
+impl PlanHost {
+    fn new() -> Self {
+        Self {
+            state: tempfile::tempdir().expect("state dir"),
+            table: format!("moor_test_fleet_plan_{}", std::process::id()),
+        }
+    }
+
+    fn moor(&self, args: &[&str]) -> Output {
+        Command::new(common::moor_bin())
+            .args(args)
+            .env("MOOR_STATE_DIR", self.state.path())
+            .env("MOOR_NFT_TABLE", &self.table)
+            .env("MOOR_NET_POOL", "10.82.0.0/16")
+            .output()
+            .expect("run moor")
+    }
+
+    /// The (verb, kind, name) of each action `moor plan --json` shows.
+    fn plan(&self, dir: &Path, host: &[&str]) -> BTreeSet<(String, String, String)> {
+        let mut args = vec!["plan", "--json", "-p", "fleet"];
+        args.extend_from_slice(host);
+        args.push(dir.to_str().expect("utf-8"));
+        let out = self.moor(&args);
+        assert_eq!(out.status.code(), Some(2), "changes: {}", text(&out.stderr));
+        json(&out)["actions"]
+            .as_array()
+            .expect("actions")
+            .iter()
+            .map(|a| {
+                let s = |k: &str| a[k].as_str().expect("a string").to_string();
+                (s("verb"), s("kind"), s("name"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for PlanHost {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.table])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn creates(plan: &BTreeSet<(String, String, String)>) -> Vec<String> {
+    plan.iter()
+        .filter(|(verb, ..)| verb == "create")
+        .map(|(_, kind, name)| format!("{kind} {name}"))
+        .collect()
+}
+
+#[test]
+fn plan_shows_only_the_resources_of_the_host_it_acts_as() {
+    if !common::require(&["nft"], true) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    write_fleet(tmp.path());
+    let host = PlanHost::new();
+    let edge = host.plan(tmp.path(), &["--host-name", "edge-1"]);
+    assert_eq!(
+        creates(&edge),
+        ["container exporter", "container proxy", "network flt-edge"],
+        "{edge:?}"
+    );
+    let db = host.plan(
+        tmp.path(),
+        &["--host-name", "db-1", "--host-label", "role=db"],
+    );
+    assert_eq!(
+        creates(&db),
+        ["container exporter", "container pg", "volume pgdata"],
+        "{db:?}"
+    );
+
+    // A resource for this host that needs one for other hosts: plan refuses,
+    // naming the reference and where the other resource is declared.
+    std::fs::write(
+        tmp.path().join("app.toml"),
+        "[containers.app]\nimage = \"busybox:1.36\"\nnetworks = [\"flt-edge\"]\n",
+    )
+    .expect("write app.toml");
+    let out = host.moor(&[
+        "plan",
+        "-p",
+        "fleet",
+        "--host-name",
+        "db-1",
+        tmp.path().to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    let want = format!(
+        "{}:3:13: error: containers.app.networks[0]: network \"flt-edge\" does not target this host (it is declared at {}:5:11 for hosts = [\"edge-*\"])",
+        tmp.path().join("app.toml").display(),
+        tmp.path().join("edge.toml").display()
+    );
+    assert!(stderr.contains(&want), "want {want}\ngot:\n{stderr}");
+}
+
+/// One moor instance of several on this machine: its own state dir, bridge
+/// prefix, address pool, nftables table and cgroup parent. Dropping it takes
+/// down what it made, even when the test failed half way.
+struct Instance {
+    tag: &'static str,
+    prefix: &'static str,
+    pool: &'static str,
+    state: tempfile::TempDir,
+    dir: PathBuf,
+    _src: tempfile::TempDir,
+    table: String,
+    cgroup: String,
+}
+
+/// The network both instances declare, under the same name.
+const SHARED_NET: &str = "flnet";
+
+impl Instance {
+    fn new(tag: &'static str, prefix: &'static str, pool: &'static str) -> Self {
+        let src = tempfile::tempdir().expect("source dir");
+        let dir = src.path().join("fleet");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let inst = Instance {
+            tag,
+            prefix,
+            pool,
+            state: tempfile::tempdir().expect("state dir"),
+            dir,
+            _src: src,
+            table: format!("moor_test_fleet_{tag}"),
+            cgroup: format!("moor-test-fleet-{tag}-{}", std::process::id()),
+        };
+        let import = Command::new("bash")
+            .arg(common::repo_root().join("examples/busybox-image.sh"))
+            .arg(common::moor_bin())
+            .env("MOOR_STATE_DIR", inst.state.path())
+            .output()
+            .expect("run busybox-image.sh");
+        assert!(
+            import.status.success(),
+            "image import: {}",
+            text(&import.stderr)
+        );
+        // The same project, network and container names in every instance.
+        let manifest = format!(
+            r#"[images.busybox]
+ref  = "localhost/moor-example/busybox:1"
+pull = "never"
+
+[networks.{SHARED_NET}]
+
+[containers.web]
+image    = "busybox"
+command  = ["sh", "-c", "echo instance {tag} > /www/index.html && exec httpd -f -p 80 -h /www"]
+networks = ["{SHARED_NET}"]
+"#
+        );
+        std::fs::write(inst.dir.join("stack.toml"), manifest).expect("write manifest");
+        inst
+    }
+
+    fn bridge(&self) -> String {
+        format!("{}{SHARED_NET}", self.prefix)
+    }
+
+    fn moor(&self, args: &[&str]) -> Output {
+        Command::new(common::moor_bin())
+            .args(args)
+            .env("MOOR_STATE_DIR", self.state.path())
+            .env("MOOR_BRIDGE_PREFIX", self.prefix)
+            .env("MOOR_NFT_TABLE", &self.table)
+            .env("MOOR_NET_POOL", self.pool)
+            .env("MOOR_CGROUP_PARENT", &self.cgroup)
+            .output()
+            .expect("run moor")
+    }
+
+    fn moor_ok(&self, args: &[&str]) -> String {
+        let out = self.moor(args);
+        assert!(
+            out.status.success(),
+            "{}: moor {args:?}: {}{}",
+            self.tag,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    fn apply(&self) {
+        self.moor_ok(&["apply", "-p", "fleet", self.dir.to_str().expect("utf-8")]);
+    }
+
+    /// The shared network as `moor networks --json` shows it.
+    fn network(&self) -> serde_json::Value {
+        let list: Vec<serde_json::Value> =
+            serde_json::from_str(&self.moor_ok(&["networks", "--json"])).expect("JSON");
+        list.into_iter()
+            .find(|n| n["name"] == SHARED_NET)
+            .unwrap_or_else(|| panic!("{}: network {SHARED_NET} is not listed", self.tag))
+    }
+
+    /// The address of the container `web` on the shared network.
+    fn web_address(&self) -> std::net::Ipv4Addr {
+        let out = self.moor_ok(&[
+            "exec", "web", "--", "ip", "-o", "-4", "addr", "show", "eth0",
+        ]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no address in {out:?}", self.tag))
+    }
+
+    fn web_running(&self) -> bool {
+        serde_json::from_str::<Vec<serde_json::Value>>(&self.moor_ok(&["ps", "--json"]))
+            .expect("JSON")
+            .iter()
+            .any(|c| c["name"] == "web" && c["state"] == "running")
+    }
+
+    fn nft_rules(&self) -> Option<String> {
+        let out = Command::new("nft")
+            .args(["list", "table", "ip", &self.table])
+            .output()
+            .expect("run nft");
+        out.status.success().then(|| text(&out.stdout))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let out = self.moor(&["down", "-p", "fleet", "--volumes"]);
+        if !out.status.success() {
+            eprintln!(
+                "cleanup {}: moor down failed: {}",
+                self.tag,
+                text(&out.stderr)
+            );
+        }
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.table])
+            .stderr(Stdio::null())
+            .status();
+        // Last resort when `down` failed: the bridge names are this test's own.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge()])
+            .stderr(Stdio::null())
+            .status();
+        common::remove_cgroup_parent(&self.cgroup);
+    }
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// The interfaces enslaved to `bridge`.
+fn bridge_ports(bridge: &str) -> Vec<String> {
+    std::fs::read_dir(Path::new("/sys/class/net").join(bridge).join("brif"))
+        .map(|it| {
+            it.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `GET /` from the host straight to a container's address.
+fn get_from(addr: std::net::Ipv4Addr) -> Option<String> {
+    let mut s =
+        std::net::TcpStream::connect_timeout(&(addr, 80).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// Two moor instances on one machine, each with a network `flnet` and a
+/// container `web` on it in a project `fleet`: both come up side by side,
+/// each start-up's crash clean-up leaves the other's interfaces and rules
+/// alone, and `moor down` of one leaves the other's bridge, veth, rules and
+/// container exactly as they were.
+#[test]
+fn two_instances_on_one_machine_keep_apart() {
+    if !common::require(&["busybox", "nft", "ip"], true) {
+        return;
+    }
+    let a = Instance::new("a", "mf1-", "10.83.0.0/16");
+    let b = Instance::new("b", "mf2-", "10.84.0.0/16");
+    a.apply();
+    // B's start-up clean-up runs with A's bridge and veth on the host.
+    b.apply();
+    // And A's again, with B's there: a plan opens the host too.
+    let plan = a.moor(&["plan", "-p", "fleet", a.dir.to_str().expect("utf-8")]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
+
+    for (i, other) in [(&a, &b), (&b, &a)] {
+        let net = i.network();
+        assert_eq!(net["bridge"], i.bridge(), "{}", i.tag);
+        assert!(link_exists(&i.bridge()), "{} bridge", i.tag);
+        let subnet: ipnet::Ipv4Net = net["subnet"]
+            .as_str()
+            .expect("subnet")
+            .parse()
+            .expect("subnet");
+        let pool: ipnet::Ipv4Net = i.pool.parse().expect("pool");
+        assert!(
+            pool.contains(&subnet),
+            "{}: {subnet} from its own pool {pool}",
+            i.tag
+        );
+        let addr = i.web_address();
+        assert!(subnet.contains(&addr), "{}: {addr} in {subnet}", i.tag);
+        let body = get_from(addr).unwrap_or_default();
+        assert!(
+            body.contains(&format!("instance {}", i.tag)),
+            "{}: {body:?}",
+            i.tag
+        );
+        assert_eq!(
+            bridge_ports(&i.bridge()).len(),
+            1,
+            "{}: one veth on its bridge",
+            i.tag
+        );
+        let rules = i.nft_rules().unwrap_or_default();
+        assert!(rules.contains(&i.bridge()), "{} rules: {rules}", i.tag);
+        assert!(
+            !rules.contains(&other.bridge()),
+            "{} rules name the other's bridge: {rules}",
+            i.tag
+        );
+    }
+    let a_veth = bridge_ports(&a.bridge());
+    let b_veth = bridge_ports(&b.bridge());
+    assert_ne!(
+        a_veth, b_veth,
+        "the same container and network name, different veths"
+    );
+    let b_addr = b.web_address();
+    let b_rules = b.nft_rules().expect("B's table");
+
+    a.moor_ok(&["down", "-p", "fleet", a.dir.to_str().expect("utf-8")]);
+    assert!(!link_exists(&a.bridge()), "A's bridge is gone");
+    assert!(
+        a.nft_rules().is_none_or(|r| !r.contains(&a.bridge())),
+        "A's rules are gone"
+    );
+    assert!(!a.web_running(), "A's container is gone");
+
+    assert!(link_exists(&b.bridge()), "B's bridge is untouched");
+    assert_eq!(bridge_ports(&b.bridge()), b_veth, "B's veth is untouched");
+    assert_eq!(
+        b.nft_rules().as_deref(),
+        Some(b_rules.as_str()),
+        "B's rules are untouched"
+    );
+    assert!(b.web_running(), "B's container still runs");
+    assert_eq!(b.web_address(), b_addr);
+    let body = get_from(b_addr).unwrap_or_default();
+    assert!(body.contains("instance b"), "B still serves: {body:?}");
+    // B's own view agrees: nothing to do.
+    let plan = b.moor(&["plan", "-p", "fleet", b.dir.to_str().expect("utf-8")]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
+}
+
+/// A bad bridge prefix or pool is refused, not replaced by the default that
+/// another instance may be using.
+#[test]
+fn a_bad_instance_setting_is_refused() {
+    let state = tempfile::tempdir().expect("state dir");
+    for (var, value, says) in [
+        (
+            "MOOR_BRIDGE_PREFIX",
+            "Moor-",
+            "bridge prefix \"Moor-\" must be",
+        ),
+        (
+            "MOOR_BRIDGE_PREFIX",
+            "toolong1-",
+            "bridge prefix \"toolong1-\" must be",
+        ),
+        (
+            "MOOR_NET_POOL",
+            "10.83.0.0",
+            "MOOR_NET_POOL=\"10.83.0.0\" is not",
+        ),
+    ] {
+        let out = Command::new(common::moor_bin())
+            .args(["down", "-p", "fleet"])
+            .env("MOOR_STATE_DIR", state.path())
+            // Were the setting taken, keep clear of a real moor's table.
+            .env("MOOR_NFT_TABLE", "moor_test_fleet_bad")
+            .env(var, value)
+            .output()
+            .expect("run moor");
+        assert_eq!(out.status.code(), Some(1), "{var}={value}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{var}={value}: {}",
+            text(&out.stderr)
+        );
+    }
+}
