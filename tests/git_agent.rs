@@ -322,3 +322,88 @@ fn only_commits_signed_by_an_allowed_key_apply() {
     repo.commit("signed again", "signed again", &signed_args);
     wait_greeting(&host, "signed again");
 }
+
+/// `git daemon` serving `base` on 127.0.0.1:port; killed on drop.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path, port: u16) -> Self {
+        // The daemon binary itself: `git daemon` runs it as a child that
+        // would outlive a kill of the `git` wrapper.
+        let exec_path = git(base, &["--exec-path"]);
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
+            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+            .arg(format!("--base-path={}", base.display()))
+            .arg(format!("--port={port}"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start git daemon");
+        let d = Self { child, port };
+        wait_for("git daemon listening", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        d
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Its per-connection children hold the listening socket until they end.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpListener::bind(("127.0.0.1", self.port)).is_err()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn agent_polls_a_git_daemon_and_rides_out_its_outage() {
+    let Some((mut host, repo)) = setup("gdmn") else {
+        return;
+    };
+    let first = repo.commit("uno", "uno", &[]);
+    let port = common::free_port();
+    let base = repo.bare.parent().expect("parent").to_path_buf();
+    let daemon = GitDaemon::start(&base, port);
+    let url = format!("git+git://127.0.0.1:{port}/fleet.git");
+    host.start_agent(&["--source", &url, "--interval", "1s"]);
+    wait_greeting(&host, "uno");
+    let s = source(&host);
+    assert_eq!(s["revision"], first.as_str(), "{s:#}");
+    assert!(
+        host.dir().join("sources/fleet/repo.git/shallow").is_file(),
+        "fetches over git:// are shallow"
+    );
+
+    // Polling over git://: a push applies within the interval.
+    let second = repo.commit("dos", "dos", &[]);
+    wait_greeting(&host, "dos");
+    assert_eq!(source(&host)["revision"], second.as_str());
+
+    // The server stops: the error shows, the host keeps its revision.
+    drop(daemon);
+    repo.commit("tres", "tres", &[]);
+    wait_for(
+        "the fetch error in /status",
+        Duration::from_secs(60),
+        || source(&host)["error"].as_str().is_some(),
+    );
+    let s = source(&host);
+    assert_eq!(s["revision"], second.as_str(), "{s:#}");
+    assert!(
+        s["error"].as_str().is_some_and(|e| e.contains("127.0.0.1")),
+        "{s:#}"
+    );
+    assert_eq!(greeting(&host).as_deref(), Some("dos"));
+
+    // The server is back: the agent catches up.
+    let _daemon = GitDaemon::start(&base, port);
+    wait_greeting(&host, "tres");
+}

@@ -381,7 +381,13 @@ impl GitSource {
             .clone()
             .map_err(|e| self.config_error(format!("bad URL: {e}")))?;
         self.check_config(&url)?;
-        std::fs::create_dir_all(&self.cache).map_err(|e| self.local_error(&self.cache, e))?;
+        // The checkout may hold env files with secrets: the cache is private.
+        std::fs::create_dir_all(&self.cache)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&self.cache, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|e| self.local_error(&self.cache, e))?;
         match self.attempt(&url) {
             Ok(s) => Ok(s),
             Err(Failure::Final(e)) => Err(e),

@@ -53,6 +53,9 @@ fn file_branch_is_followed_and_swapped_atomically() {
     assert_eq!(read(&s1, "app.toml"), "one");
     assert_eq!(s1.dir, cache.join("current"));
     assert_eq!(s1.recloned, None);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the cache is private");
 
     // Nothing new: same answer, no new checkout.
     let before = trees(&cache);
