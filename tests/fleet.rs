@@ -1,14 +1,19 @@
 //! Fleets: one manifest repository, many hosts. `moor validate`, `plan` and
 //! `apply` act as the host given by `--host-name` / `--host-label` (this
 //! machine by default) and see only what targets it.
+//!
+//! Several instances share one machine, and three agents pulling one git
+//! repository each apply only what targets their host.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::common;
+use crate::common::instance::Instance as Member;
+use crate::common::wait_for;
 
 /// A fleet repository: edge proxies, a database for hosts labelled
 /// role=db, a GPU job for hosts labelled gpu=yes, an exporter everywhere.
@@ -578,5 +583,332 @@ fn a_bad_instance_setting_is_refused() {
             "{var}={value}: {}",
             text(&out.stderr)
         );
+    }
+}
+
+/// The fleet repository of the three-agent test: an image and a network
+/// `back` everywhere, a container `beacon` everywhere, a container `pg` for
+/// hosts labelled role=db (its own target), and a file for hosts named
+/// `edge-*` with a network `front` and a container `proxy` on it.
+fn write_fleet_repo(dir: &Path, pg_version: &str) {
+    let common = format!(
+        r#"[images.busybox]
+ref  = "localhost/moor-example/busybox:1"
+pull = "never"
+
+[networks.back]
+
+[containers.beacon]
+image    = "busybox"
+command  = ["sleep", "3600"]
+init     = true
+networks = ["back"]
+
+[containers.pg]
+image    = "busybox"
+command  = ["sleep", "3600"]
+init     = true
+networks = ["back"]
+env      = {{ VERSION = "{pg_version}" }}
+target   = {{ labels = {{ role = "db" }} }}
+"#
+    );
+    let edge = r#"[target]
+hosts = ["edge-*"]
+
+[networks.front]
+
+[containers.proxy]
+image    = "busybox"
+command  = ["sleep", "3600"]
+init     = true
+networks = ["front"]
+"#;
+    std::fs::write(dir.join("common.toml"), common).expect("write common.toml");
+    std::fs::write(dir.join("edge.toml"), edge).expect("write edge.toml");
+}
+
+/// Runs `git ARGS…` in `dir` (no user or system configuration); its stdout.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=Fleet Test",
+            "-c",
+            "user.email=fleet@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout).trim().to_string()
+}
+
+/// Commits everything in the work clone `dir` and pushes it; the commit id.
+fn commit_and_push(dir: &Path, subject: &str) -> String {
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", subject]);
+    git(dir, &["push", "-q", "origin", "HEAD:main"]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+/// The running containers of a member: name → (id, pid, started).
+fn running(m: &Member) -> BTreeMap<String, (String, String, String)> {
+    m.containers()
+        .into_iter()
+        .filter(|c| c["state"] == "running")
+        .map(|c| {
+            let s = |k: &str| c[k].to_string();
+            (
+                c["name"].as_str().expect("a name").to_string(),
+                (s("id"), s("pid"), s("started")),
+            )
+        })
+        .collect()
+}
+
+/// The names and bridges of a member's networks, from `moor networks --json`.
+fn networks(m: &Member) -> BTreeMap<String, String> {
+    let out = m.moor(&["networks", "--json"]);
+    assert!(out.status.success(), "{}: {}", m.tag, text(&out.stderr));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+    list.iter()
+        .map(|n| {
+            let s = |k: &str| n[k].as_str().expect("a string").to_string();
+            (s("name"), s("bridge"))
+        })
+        .collect()
+}
+
+/// The single source of a member's `/status`, if the agent answers.
+fn source(m: &Member) -> serde_json::Value {
+    m.status()["sources"][0].clone()
+}
+
+/// The container names `/status` lists as resources, with their status.
+fn status_containers(m: &Member) -> BTreeMap<String, String> {
+    m.status()["resources"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter(|r| r["kind"] == "container")
+                .map(|r| {
+                    (
+                        r["name"].as_str().unwrap_or_default().to_string(),
+                        r["status"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One host of the three-agent test and what should end up on it.
+struct HostPlan {
+    /// The [`Member`] tag: bridges are `m<tag>-<network>`.
+    tag: &'static str,
+    pool: &'static str,
+    name: &'static str,
+    /// Its label `role`.
+    role: &'static str,
+    /// Its containers, sorted.
+    containers: &'static [&'static str],
+    /// Its networks, sorted, with the number of veths on each.
+    networks: &'static [(&'static str, usize)],
+}
+
+/// Three agents on this machine, each a host of its own (state dir, bridge
+/// prefix, address pool, nftables table, cgroup parent), with its own name
+/// and labels, pull one git repository: each converges to exactly the
+/// resources that target it; a push that changes only the db container
+/// replaces it on the db host alone, while every host moves to the new commit.
+#[test]
+fn three_agents_pulling_one_repository_each_converge_to_their_own_subset() {
+    if !common::require(&["busybox", "nft", "ip", "git"], true) {
+        return;
+    }
+    // The repository: a bare one, pushed to from a work clone.
+    let repos = tempfile::tempdir().expect("tempdir");
+    let bare = repos.path().join("fleet.git");
+    let work = repos.path().join("work");
+    std::fs::create_dir(&work).expect("mkdir");
+    git(
+        repos.path(),
+        &["init", "-q", "--bare", "--initial-branch=main", "fleet.git"],
+    );
+    git(&work, &["init", "-q", "--initial-branch=main"]);
+    git(
+        &work,
+        &["remote", "add", "origin", bare.to_str().expect("utf-8")],
+    );
+    write_fleet_repo(&work, "1");
+    let first = commit_and_push(&work, "fleet: beacon everywhere, proxy on edges, pg on db");
+    let url = format!("git+file://{}", bare.display());
+
+    let hosts = [
+        HostPlan {
+            tag: "fle1",
+            pool: "10.81.0.0/16",
+            name: "edge-1",
+            role: "web",
+            containers: &["beacon", "proxy"],
+            networks: &[("back", 1), ("front", 1)],
+        },
+        HostPlan {
+            tag: "fle2",
+            pool: "10.92.0.0/16",
+            name: "edge-2",
+            role: "web",
+            containers: &["beacon", "proxy"],
+            networks: &[("back", 1), ("front", 1)],
+        },
+        HostPlan {
+            tag: "fldb",
+            pool: "10.93.0.0/16",
+            name: "db-1",
+            role: "db",
+            containers: &["beacon", "pg"],
+            networks: &[("back", 2)],
+        },
+    ];
+    let mut members: Vec<Member> = Vec::new();
+    for h in &hosts {
+        let mut m = Member::new(h.tag, h.pool);
+        m.owns("fleet");
+        m.import_busybox();
+        m.start_agent(&[
+            "--source",
+            &url,
+            "-p",
+            "fleet",
+            "--interval",
+            "1s",
+            "--resync",
+            "2s",
+            "--host-name",
+            h.name,
+            "--host-label",
+            &format!("role={}", h.role),
+        ]);
+        members.push(m);
+    }
+
+    // Each host converges to exactly its own subset.
+    for (m, h) in members.iter_mut().zip(&hosts) {
+        let tag = h.tag;
+        wait_for(
+            &format!("{tag}: {:?} running and /status ready", h.containers),
+            Duration::from_secs(60),
+            || {
+                let names: Vec<String> = running(m).into_keys().collect();
+                names == h.containers && m.status()["ready"] == true
+            },
+        );
+        assert!(m.agent_alive(), "{tag}: agent died:\n{}", m.agent_log());
+        let status = m.status();
+        assert_eq!(status["host"]["name"], h.name, "{status:#}");
+        assert_eq!(status["host"]["labels"]["role"], h.role, "{status:#}");
+        assert_eq!(status["project"], "fleet", "{status:#}");
+        let s = &status["sources"][0];
+        assert_eq!(s["kind"], "git", "{s:#}");
+        assert_eq!(s["revision"], first.as_str(), "{s:#}");
+        assert_eq!(s["applied_revision"], first.as_str(), "{s:#}");
+        assert!(s["error"].is_null(), "{s:#}");
+        // /status names exactly this host's containers, all Ready.
+        let listed = status_containers(m);
+        assert_eq!(
+            listed.keys().map(String::as_str).collect::<Vec<_>>(),
+            h.containers,
+            "{tag}: {status:#}"
+        );
+        assert!(listed.values().all(|st| st == "Ready"), "{tag}: {status:#}");
+        // Its networks, each on a bridge with its own prefix, all up at once.
+        let have = networks(m);
+        assert_eq!(
+            have.keys().map(String::as_str).collect::<Vec<_>>(),
+            h.networks.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            "{tag}"
+        );
+        for (net, bridge) in &have {
+            assert_eq!(*bridge, format!("m{tag}-{net}"), "{tag}");
+        }
+    }
+    // All five bridges are up side by side, each with its own veths.
+    for h in &hosts {
+        for (net, veths) in h.networks {
+            let bridge = format!("m{}-{net}", h.tag);
+            assert!(link_exists(&bridge), "{bridge} is up alongside the others");
+            assert_eq!(bridge_ports(&bridge).len(), *veths, "{bridge}: its veths");
+        }
+    }
+    let db = &members[2];
+    assert_eq!(db.container_env("pg", "VERSION").as_deref(), Some("1"));
+
+    // A push that changes only pg's environment.
+    let before: Vec<_> = members.iter().map(running).collect();
+    write_fleet_repo(&work, "2");
+    let second = commit_and_push(&work, "fleet: pg version 2");
+    assert_ne!(first, second);
+
+    // Every host moves to the new commit; then one more pass completes on
+    // each with it in force, so whatever it would replace has been replaced.
+    for m in &members {
+        let mut seen: Option<u64> = None;
+        wait_for(
+            &format!("{}: a pass with {second} applied", m.tag),
+            Duration::from_secs(60),
+            || {
+                let status = m.status();
+                let s = &status["sources"][0];
+                if s["applied_revision"] != second.as_str() || status["ready"] != true {
+                    return false;
+                }
+                let n = status["reconciles"].as_u64().unwrap_or(0);
+                let first_seen = *seen.get_or_insert(n);
+                n > first_seen
+            },
+        );
+    }
+    wait_for("pg replaced on db-1", Duration::from_secs(60), || {
+        db.container_env("pg", "VERSION").as_deref() == Some("2")
+    });
+
+    for (i, m) in members.iter().enumerate() {
+        let s = source(m);
+        assert_eq!(s["revision"], second.as_str(), "{}: {s:#}", m.tag);
+        assert_eq!(s["applied_revision"], second.as_str(), "{}: {s:#}", m.tag);
+        assert_eq!(s["subject"], "fleet: pg version 2", "{}: {s:#}", m.tag);
+        assert!(s["error"].is_null(), "{}: {s:#}", m.tag);
+        let after = running(m);
+        assert_eq!(
+            after.keys().collect::<Vec<_>>(),
+            before[i].keys().collect::<Vec<_>>(),
+            "{}: the same containers",
+            m.tag
+        );
+        for (name, was) in &before[i] {
+            if hosts[i].name == "db-1" && name == "pg" {
+                assert_ne!(&after[name], was, "pg on db-1 was replaced");
+            } else {
+                assert_eq!(
+                    &after[name], was,
+                    "{}: {name} was touched by a change to pg",
+                    m.tag
+                );
+            }
+        }
+    }
+    for m in &mut members {
+        assert!(m.agent_alive(), "{}: agent died:\n{}", m.tag, m.agent_log());
     }
 }
