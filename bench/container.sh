@@ -133,7 +133,7 @@ def timed(argv):
 def engine(executor, i):
     out = subprocess.run([run_bin, f"{state}-{executor}", root, "1", moor, executor, parent],
                          check=True, capture_output=True, text=True).stdout.split()
-    return int(out[0]), int(out[4])
+    return [int(x) for x in out]
 
 def cli(i):
     name = f"cli{i}"
@@ -171,9 +171,10 @@ def dock(i):
     return timed(docker + ["run", "--rm", "--network", "none", "localhost/bench/busybox:1", "/bin/true"])
 
 for i in range(int(runs) + 1):
-    b, brm = engine("builtin", i)
-    r, rrm = engine("runc", i)
-    row = [b, brm, r, rrm, cli(i), runc(i), runc_overlay(i), dock(i)]
+    b = engine("builtin", i)
+    r = engine("runc", i)
+    # total, remove per executor, the others, then create, start, wait per executor
+    row = [b[0], b[4], r[0], r[4], cli(i), runc(i), runc_overlay(i), dock(i)] + b[1:4] + r[1:4]
     if i > 0:
         print(*row, flush=True)
 EOF
@@ -204,6 +205,8 @@ python3 - "$work/times.txt" "$RUNS" "$dver" "$rver" "${shim[builtin]}" "${shim[r
 import sys
 path, runs, dver, rver, sb, sr, sd = sys.argv[1:]
 cols = list(zip(*[list(map(int, l.split())) for l in open(path)]))
+phases = cols[8:]
+cols = cols[:8]
 def q(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]
@@ -222,6 +225,10 @@ print("| --- | ---: | ---: | ---: | ---: |")
 for i, (n, c) in enumerate(zip(names, cols)):
     ratio = " | " if "remove" in n else f"{med[i] / runc_med:.2f} | {docker_med / med[i]:.1f}×"
     print(f"| {n} | {med[i] / 1000:.1f} ms | {q(c, 0.9) / 1000:.1f} ms | {ratio} |")
+print()
+print("Medians of the moor engine's phases (create / start / wait):",
+      "built-in {:.1f} / {:.1f} / {:.1f} ms, runc {:.1f} / {:.1f} / {:.1f} ms.".format(
+          *[q(c, 0.5) / 1000 for c in phases]))
 print()
 print("| shim of an idle container | VmRSS | Pss |")
 print("| --- | ---: | ---: |")
