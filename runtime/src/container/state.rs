@@ -185,15 +185,23 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 /// A process's start time in clock ticks since boot, or `None` when there
 /// is no such process (or it is a zombie, which is as good as gone).
 pub fn process_start_ticks(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // One read: the line is a few hundred bytes, made anew by the kernel
+    // for every read call.
+    let mut buf = [0u8; 1024];
+    let n = {
+        use std::io::Read;
+        let mut f = File::open(format!("/proc/{pid}/stat")).ok()?;
+        f.read(&mut buf).ok()?
+    };
+    let stat = std::str::from_utf8(&buf[..n]).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // `rest` starts at field 3 (state); field 22 is index 19.
-    if fields.first() == Some(&"Z") {
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split(' ');
+    // `rest` starts at field 3 (state); field 22 is 19 further.
+    if fields.next()? == "Z" {
         return None;
     }
-    fields.get(19)?.parse().ok()
+    fields.nth(18)?.parse().ok()
 }
 
 /// True when process `pid` exists and is the one that started at `ticks`.
@@ -229,6 +237,76 @@ pub fn wait_process_exit(pid: i32, ticks: u64, timeout: Duration) -> bool {
         PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
     );
     true
+}
+
+/// The exits of a set of processes (containers' shims), awaited from async
+/// code on their pidfds: what the agent needs to react to a container's
+/// exit at once without looking at every container twice a second. A
+/// shim exits right after it has recorded its container's exit, and a shim
+/// that is killed exits too, so this wakes for both.
+#[derive(Debug, Default)]
+pub struct ExitWatch {
+    fds: Vec<tokio::io::unix::AsyncFd<OwnedFd>>,
+}
+
+impl ExitWatch {
+    /// Watches each process `(pid, start ticks)` that still runs (must be
+    /// called within a tokio runtime). Returns `None` when the kernel has no
+    /// pidfds (before 5.3).
+    pub fn new(procs: impl IntoIterator<Item = (i32, u64)>) -> Option<Self> {
+        let mut fds = Vec::new();
+        for (pid, ticks) in procs {
+            if pid <= 0 {
+                continue;
+            }
+            // SAFETY: pidfd_open(2) takes two integers and returns a new fd or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+            if fd < 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+                    continue;
+                }
+                return None;
+            }
+            // SAFETY: a new fd that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+            if !process_alive(pid, ticks) {
+                continue;
+            }
+            // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the
+            // same until the AsyncFd is dropped.
+            let fd = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            };
+            if let Ok(fd) = fd {
+                fds.push(fd);
+            }
+        }
+        Some(Self { fds })
+    }
+
+    /// How many processes are watched.
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// True when no process is watched.
+    pub fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+
+    /// Completes when one of the watched processes has exited (never, when
+    /// none is watched).
+    pub async fn any_exit(&self) {
+        std::future::poll_fn(|cx| {
+            for fd in &self.fds {
+                if fd.poll_read_ready(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -315,6 +393,41 @@ mod tests {
             Duration::from_millis(50)
         ));
         assert!(t0.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn exit_watch_wakes_when_a_process_exits() {
+        let mut long = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut short = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
+        let ids = [&long, &short].map(|c| {
+            let pid = c.id() as i32;
+            (pid, process_start_ticks(pid).unwrap())
+        });
+        let watch = ExitWatch::new(ids).expect("pidfds");
+        assert_eq!(watch.len(), 2);
+        let t0 = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(20), watch.any_exit())
+            .await
+            .expect("woken by the exit");
+        assert!(t0.elapsed() >= Duration::from_millis(150));
+        assert!(!process_alive(ids[1].0, ids[1].1));
+        short.wait().unwrap();
+        // A process that is gone is not watched; no process, no wake-up.
+        let watch = ExitWatch::new([ids[1]]).expect("pidfds");
+        assert!(watch.is_empty());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), watch.any_exit())
+                .await
+                .is_err()
+        );
+        long.kill().unwrap();
+        long.wait().unwrap();
     }
 
     #[test]
