@@ -1,8 +1,10 @@
 //! The engine: where containers live and what runs them.
 
+use std::collections::HashMap;
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::error::{ContainerError, Result};
 use super::executor::Executor;
@@ -55,10 +57,44 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// The container engine of one state dir. Cheap to build; holds no live
-/// state: everything is read from disk on each call.
+/// state: everything is read from disk on each call. The one thing kept
+/// between calls is a cache of parsed records, each checked against its
+/// file (inode, size, modification and change times) before use: a record
+/// is written once, at creation, so listing 100 containers reads no record
+/// twice, and a record replaced on disk is always read again.
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub(crate) config: EngineConfig,
+    records: Arc<Mutex<HashMap<String, CachedRecord>>>,
+}
+
+/// A parsed `container.json` and what identified its file.
+#[derive(Debug)]
+struct CachedRecord {
+    file: FileId,
+    record: ContainerRecord,
+}
+
+/// What tells one version of a file from another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileId {
+    fn of(m: &fs::Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
 }
 
 impl Engine {
@@ -76,7 +112,10 @@ impl Engine {
                 .create(&dir)
                 .map_err(ContainerError::io("create directory", &dir))?;
         }
-        Ok(Self { config })
+        Ok(Self {
+            config,
+            records: Arc::default(),
+        })
     }
 
     /// The settings.
@@ -105,20 +144,140 @@ impl Engine {
     /// The record of container `name`.
     pub fn record(&self, name: &str) -> Result<ContainerRecord> {
         moor_spec::check_name(name).map_err(|_| ContainerError::NotFound(name.to_string()))?;
-        read_json(&self.paths(name).record())?
-            .ok_or_else(|| ContainerError::NotFound(name.to_string()))
+        let path = self.paths(name).record();
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => self.record_of(name, &path, &m),
+            Ok(_) => Err(ContainerError::NotFound(name.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.forget_record(name);
+                Err(ContainerError::NotFound(name.to_string()))
+            }
+            Err(e) => Err(ContainerError::io("read", &path)(e)),
+        }
+    }
+
+    /// The record at `path` whose metadata is `meta`: the cached one when
+    /// the file is the one it was read from, else read (and cached).
+    fn record_of(&self, name: &str, path: &Path, meta: &fs::Metadata) -> Result<ContainerRecord> {
+        self.with_record(name, path, meta, ContainerRecord::clone)
+    }
+
+    /// `f` of the record at `path` whose metadata is `meta` (see [`Self::record_of`]).
+    fn with_record<T>(
+        &self,
+        name: &str,
+        path: &Path,
+        meta: &fs::Metadata,
+        f: impl Fn(&ContainerRecord) -> T,
+    ) -> Result<T> {
+        let file = FileId::of(meta);
+        if let Some(c) = self.cache().get(name)
+            && c.file == file
+        {
+            return Ok(f(&c.record));
+        }
+        let record: ContainerRecord =
+            read_json(path)?.ok_or_else(|| ContainerError::NotFound(name.to_string()))?;
+        let out = f(&record);
+        // Cache only what the file still is (it may have been replaced while read).
+        if fs::metadata(path).is_ok_and(|m| FileId::of(&m) == file) {
+            self.cache()
+                .insert(name.to_string(), CachedRecord { file, record });
+        }
+        Ok(out)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedRecord>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops the cached record of `name` (removed).
+    pub(crate) fn forget_record(&self, name: &str) {
+        self.cache().remove(name);
     }
 
     /// The names of every container, sorted.
     pub fn names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .names_and_records()?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// Every container's name and record, sorted by name, each record file
+    /// looked at once. Forgets the cached records of containers that are gone.
+    pub(crate) fn names_and_records(&self) -> Result<Vec<(String, ContainerRecord)>> {
+        self.scan(ContainerRecord::clone)
+    }
+
+    /// Every container's name and `f` of its record, sorted by name (see
+    /// [`Self::names_and_records`]), without copying the records.
+    pub(crate) fn scan<T>(&self, f: impl Fn(&ContainerRecord) -> T) -> Result<Vec<(String, T)>> {
         let dir = containers_dir(&self.config.state_dir);
-        let mut names: Vec<String> = fs::read_dir(&dir)
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir)
             .map_err(ContainerError::io("read directory", &dir))?
             .flatten()
-            .filter(|e| e.path().join("container.json").is_file())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        Ok(names)
+        {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let path = e.path().join("container.json");
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() || moor_spec::check_name(&name).is_err() {
+                continue;
+            }
+            match self.with_record(&name, &path, &meta, &f) {
+                Ok(record) => out.push((name, record)),
+                // Removed while we looked.
+                Err(ContainerError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        self.cache()
+            .retain(|name, _| out.binary_search_by(|(n, _)| n.as_str().cmp(name)).is_ok());
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::state::write_json_atomic;
+
+    #[test]
+    fn cached_records_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(EngineConfig::new(dir.path())).unwrap();
+        let spec = |image: &str| {
+            let text = format!("[containers.c1]\nimage = \"{image}\"\n");
+            moor_spec::load_texts(&[(PathBuf::from("t.toml"), text)])
+                .unwrap()
+                .containers
+                .remove("c1")
+                .unwrap()
+                .spec
+        };
+        let layer = dir.path().join("layer");
+        fs::create_dir(&layer).unwrap();
+        let created = engine
+            .create("c1", spec("example.org/a:1"), None, vec![layer])
+            .unwrap();
+        assert_eq!(engine.record("c1").unwrap(), created);
+        assert_eq!(engine.names().unwrap(), ["c1"]);
+        // Replaced on disk (a new file): read again, not served from the cache.
+        let mut changed = created.clone();
+        changed.spec = spec("example.org/b:2");
+        write_json_atomic(&engine.paths("c1").record(), &changed).unwrap();
+        assert_eq!(engine.record("c1").unwrap(), changed);
+        assert_eq!(engine.list().unwrap()[0].record, changed);
+        // Gone: not listed, and forgotten.
+        engine.remove("c1", false).unwrap();
+        assert!(engine.names().unwrap().is_empty());
+        assert!(engine.cache().is_empty());
     }
 }

@@ -183,6 +183,24 @@ pub(crate) fn delete(record: &ContainerRecord) {
     }
 }
 
+/// Forgets a container whose PID 1 has exited (and been reaped) and whose
+/// cgroups are removed: all that `runc delete` or libcontainer's delete
+/// still do then is remove the runtime's state directory (moor's bundles
+/// have no hooks), so the shim does that itself, without starting another
+/// runtime process (`runc delete` costs an exec of runc) or going through
+/// libcontainer's status checks and cgroup manager. Falls back to
+/// [`delete`] when the directory cannot be removed.
+pub(crate) fn forget_exited(record: &ContainerRecord) {
+    let dir = record.runtime_root.join(&record.id);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            eprintln!("remove the runtime state {}: {e}", dir.display());
+            delete(record);
+        }
+        _ => {}
+    }
+}
+
 /// Runs `args` in the running container with the caller's stdio; returns
 /// the exit code (128 + N for death by signal N).
 pub(crate) fn exec(record: &ContainerRecord, args: &[String], tty: bool) -> Result<i32> {

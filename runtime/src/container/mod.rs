@@ -39,4 +39,4 @@ pub use engine::{Engine, EngineConfig};
 pub use error::ContainerError;
 pub use executor::Executor;
 pub use observe::{ContainerInfo, Status};
-pub use state::{ContainerRecord, ExitRecord, ShimState};
+pub use state::{ContainerRecord, ExitRecord, ExitWatch, ShimState};

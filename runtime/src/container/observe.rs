@@ -67,6 +67,11 @@ impl Engine {
     /// Container `name` and its state.
     pub fn inspect(&self, name: &str) -> Result<ContainerInfo> {
         let record = self.record(name)?;
+        self.info(name, record)
+    }
+
+    /// The state of container `name`, created as `record`.
+    fn info(&self, name: &str, record: ContainerRecord) -> Result<ContainerInfo> {
         let paths = self.paths(name);
         let shim: Option<ShimState> = read_json(&paths.shim_state())?;
         let status = match read_json::<ExitRecord>(&paths.exit())? {
@@ -92,15 +97,9 @@ impl Engine {
 
     /// Every container and its state, by name.
     pub fn list(&self) -> Result<Vec<ContainerInfo>> {
-        let mut out = Vec::new();
-        for name in self.names()? {
-            match self.inspect(&name) {
-                Ok(info) => out.push(info),
-                // Removed while we looked.
-                Err(super::ContainerError::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        self.names_and_records()?
+            .into_iter()
+            .map(|(name, record)| self.info(&name, record))
+            .collect()
     }
 }

@@ -41,6 +41,7 @@ impl Engine {
                 rootfs.display()
             )));
         }
+        self.forget_record(name);
         fs::remove_dir_all(&paths.dir).map_err(ContainerError::io("remove", &paths.dir))
     }
 }

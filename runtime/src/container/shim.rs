@@ -6,10 +6,11 @@
 //! `runc create` + `runc start`, stdio = pipes the shim holds), writes `state.json`,
 //! reports `ok` (or `error: …`) on its stdout and closes it, then copies the
 //! container's output into the log and reaps every child that is reparented
-//! to it. When the container's PID 1 exits it drains the pipes, reads the
-//! OOM counter, deletes the runtime state and the cgroups, unmounts the root
-//! filesystem and writes `exit.json` — last, so that an exited container
-//! holds no mounts and no cgroups.
+//! to it; once the container has run for a second it gives back the memory
+//! that starting it took. When the container's PID 1 exits it drains the
+//! pipes, reads the OOM counter, removes the cgroups and the runtime state,
+//! unmounts the root filesystem and writes `exit.json` — last, so that an
+//! exited container holds no mounts and no cgroups.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -30,11 +31,16 @@ use super::paths::ContainerPaths;
 use super::rootfs;
 use super::state::{
     ContainerRecord, ExitRecord, ShimState, now_ms, process_start_ticks, read_json,
-    write_json_atomic,
+    write_json_replace,
 };
 
 /// How long output is still read after the container's PID 1 exited.
 const DRAIN: Duration = Duration::from_secs(2);
+
+/// How long the container runs before the shim gives back its start-up
+/// memory ([`release_startup_memory`]); a container that exits sooner never
+/// waits for it.
+const SETTLE: Duration = Duration::from_secs(1);
 
 /// The shim's entry point; returns the process exit code. `dir` is the
 /// container's directory.
@@ -116,7 +122,7 @@ fn supervise(paths: &ContainerPaths) -> Result<(), String> {
         pid_start_ticks,
         started_ms,
     };
-    write_json_atomic(&paths.shim_state(), &state).map_err(|e| fail(e.to_string()))?;
+    write_json_replace(&paths.shim_state(), &state).map_err(|e| fail(e.to_string()))?;
     report("ok");
 
     let status = pump(pid, &sigfd, out_r, err_r, &mut log);
@@ -124,10 +130,10 @@ fn supervise(paths: &ContainerPaths) -> Result<(), String> {
     let _ = log.flush_partial(Stream::Stderr);
 
     let oom_killed = hierarchies.oom_kills(&record.cgroup_path()) > 0;
-    executor::delete(&record);
     if let Err(left) = hierarchies.remove(&record.cgroup_path(), Duration::from_secs(5)) {
         eprintln!("shim: cgroups left behind: {left:?}");
     }
+    executor::forget_exited(&record);
     if let Err(e) = rootfs::unmount_all(&paths.rootfs()) {
         eprintln!("shim: {e}");
     }
@@ -148,7 +154,65 @@ fn supervise(paths: &ContainerPaths) -> Result<(), String> {
         finished_ms: now_ms(),
         reason: None,
     };
-    write_json_atomic(&paths.exit(), &exit).map_err(|e| e.to_string())
+    write_json_replace(&paths.exit(), &exit).map_err(|e| e.to_string())
+}
+
+/// Gives back what starting the container took and supervising it does not
+/// need: free heap (`malloc_trim`), and the mappings of the program's code
+/// and read-only data that start-up touched (the command line, the executor,
+/// serde: about 5 MB of the `moor` binary and libc). Only mappings of a file
+/// that are not writable and hold no private (copied-on-write) page are
+/// dropped, with `MADV_DONTNEED`: their pages stay in the page cache and are
+/// mapped again, unchanged, when the supervisor touches them (with the
+/// kernel's fault-around, 64 kB at a time): what comes back is what the log
+/// pump uses, and at exit what the clean-up needs.
+fn release_startup_memory() {
+    // SAFETY: malloc_trim only returns free memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut vma: Option<(usize, usize, bool)> = None;
+    for line in smaps.lines() {
+        if let Some(rest) = line.strip_prefix("Anonymous:") {
+            let anon_kb: u64 = rest
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(1);
+            if let Some((start, end, true)) = vma.take()
+                && anon_kb == 0
+            {
+                // SAFETY: a whole mapping of a file, read-only (so nothing in
+                // this single-threaded process writes it while we look) and
+                // with no private page: its content is the file's, which
+                // MADV_DONTNEED brings back on the next access.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+                };
+            }
+            continue;
+        }
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        else {
+            continue;
+        };
+        // A mapping's header: range, perms, offset, device, inode, path.
+        let path = f.nth(3).unwrap_or("");
+        let droppable = perms.len() == 4
+            && !perms.contains('w')
+            && perms.ends_with('p')
+            && path.starts_with('/');
+        vma = Some((start, end, droppable));
+    }
 }
 
 /// Copies the container's output into the log and reaps children until
@@ -158,13 +222,18 @@ fn pump(pid: i32, sigfd: &SignalFd, out: OwnedFd, err: OwnedFd, log: &mut LogWri
     let mut status: Option<WaitStatus> = None;
     let mut deadline: Option<Instant> = None;
     let mut buf = vec![0u8; 32 * 1024];
+    let mut settle = Some(Instant::now() + SETTLE);
     loop {
         if status.is_some()
             && (pipes.iter().all(Option::is_none) || deadline.is_some_and(|d| Instant::now() >= d))
         {
             break;
         }
-        let timeout = match deadline {
+        if settle.is_some_and(|t| status.is_none() && Instant::now() >= t) {
+            settle = None;
+            release_startup_memory();
+        }
+        let timeout = match deadline.or(settle) {
             Some(d) => PollTimeout::try_from(d.saturating_duration_since(Instant::now()))
                 .unwrap_or(PollTimeout::ZERO),
             None => PollTimeout::NONE,

@@ -87,7 +87,7 @@ impl Engine {
             init: self.config.init.as_deref(),
             join_netns,
         })?;
-        super::state::write_json_atomic(&paths.config(), &spec)
+        super::state::write_json_replace(&paths.config(), &spec)
     }
 
     fn spawn_shim(&self, record: &ContainerRecord) -> Result<ShimState> {

@@ -3,15 +3,22 @@
 //!
 //! The shim writes `state.json` ([`ShimState`]) once the container runs and
 //! `exit.json` ([`ExitRecord`]) once it has exited and its resources are
-//! released. Both are written atomically (temp file, fsync, rename, fsync of
-//! the directory), so a reader sees either nothing or the whole file, even
-//! after a crash at any instruction.
+//! released. Every file is written atomically (temp file, rename), so a
+//! reader sees either nothing or the whole file, even after a crash of any
+//! process at any instruction. The record is also made durable (fsync of the
+//! file and of the directory: [`write_json_atomic`]); the files that describe
+//! processes — the bundle, `state.json`, `exit.json` — are not
+//! ([`write_json_replace`]): a power loss ends those processes anyway, and a
+//! file it left empty reads as absent ([`read_json`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use moor_spec::ContainerSpec;
 use serde::de::DeserializeOwned;
@@ -98,15 +105,38 @@ pub fn now_ms() -> u64 {
 /// fsync, rename, fsync of the directory. Mode 0600: state is not
 /// world-readable.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| ContainerError::Corrupt {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    write_atomic(path, &bytes)
+    write_file(path, &to_json(path, value)?, true)
 }
 
-/// Writes `bytes` to `path` atomically (see [`write_json_atomic`]).
+/// Writes `value` as JSON to `path` atomically for every reader and against
+/// a crash of any process (temp file, rename), but without fsync: for the
+/// files that describe processes (the bundle, `state.json`, `exit.json`),
+/// rewritten on every start and exit, which a power loss makes moot. Two
+/// fsyncs per file cost milliseconds on every start and exit, tens of them
+/// while other writers keep the disk busy.
+pub fn write_json_replace<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_file(path, &to_json(path, value)?, false)
+}
+
+fn to_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|source| ContainerError::Corrupt {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `bytes` to `path` atomically and durably (see [`write_json_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file(path, bytes, true)
+}
+
+/// Writes `bytes` to `path` atomically, but not durably (see
+/// [`write_json_replace`]): for status files rewritten often.
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file(path, bytes, false)
+}
+
+fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
@@ -119,18 +149,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(ContainerError::io("create", &tmp))?;
     file.write_all(bytes)
         .map_err(ContainerError::io("write", &tmp))?;
-    file.sync_all().map_err(ContainerError::io("fsync", &tmp))?;
+    if durable {
+        file.sync_all().map_err(ContainerError::io("fsync", &tmp))?;
+    }
     drop(file);
     fs::rename(&tmp, path).map_err(ContainerError::io("rename into place", path))?;
-    if let Ok(d) = File::open(dir) {
+    if durable && let Ok(d) = File::open(dir) {
         d.sync_all().map_err(ContainerError::io("fsync", dir))?;
     }
     Ok(())
 }
 
-/// Reads a JSON state file; `Ok(None)` when it does not exist.
+/// Reads a JSON state file; `Ok(None)` when it does not exist or is empty
+/// (what a power loss can leave of a file written without fsync).
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     match fs::read(path) {
+        Ok(bytes) if bytes.is_empty() => Ok(None),
         Ok(bytes) => {
             serde_json::from_slice(&bytes)
                 .map(Some)
@@ -151,20 +185,128 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 /// A process's start time in clock ticks since boot, or `None` when there
 /// is no such process (or it is a zombie, which is as good as gone).
 pub fn process_start_ticks(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // One read: the line is a few hundred bytes, made anew by the kernel
+    // for every read call.
+    let mut buf = [0u8; 1024];
+    let n = {
+        use std::io::Read;
+        let mut f = File::open(format!("/proc/{pid}/stat")).ok()?;
+        f.read(&mut buf).ok()?
+    };
+    let stat = std::str::from_utf8(&buf[..n]).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // `rest` starts at field 3 (state); field 22 is index 19.
-    if fields.first() == Some(&"Z") {
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split(' ');
+    // `rest` starts at field 3 (state); field 22 is 19 further.
+    if fields.next()? == "Z" {
         return None;
     }
-    fields.get(19)?.parse().ok()
+    fields.nth(18)?.parse().ok()
 }
 
 /// True when process `pid` exists and is the one that started at `ticks`.
 pub fn process_alive(pid: i32, ticks: u64) -> bool {
     pid > 0 && process_start_ticks(pid) == Some(ticks)
+}
+
+/// Blocks until process `pid` (the one that started at `ticks`) has exited
+/// or `timeout` has passed, on a pidfd: no polling, woken the moment it
+/// exits. Returns `false` when the kernel offers no pidfd (before 5.3), so
+/// that the caller polls instead; `true` otherwise (which does not say that
+/// it exited: look).
+pub fn wait_process_exit(pid: i32, ticks: u64, timeout: Duration) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    // SAFETY: pidfd_open(2) takes two integers and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        // ESRCH: gone already. Anything else: no pidfds here.
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // The pidfd names whatever process has `pid` now: make sure it is ours.
+    if !process_alive(pid, ticks) {
+        return true;
+    }
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let _ = poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+    );
+    true
+}
+
+/// The exits of a set of processes (containers' shims), awaited from async
+/// code on their pidfds: what the agent needs to react to a container's
+/// exit at once without looking at every container twice a second. A
+/// shim exits right after it has recorded its container's exit, and a shim
+/// that is killed exits too, so this wakes for both.
+#[derive(Debug, Default)]
+pub struct ExitWatch {
+    fds: Vec<tokio::io::unix::AsyncFd<OwnedFd>>,
+}
+
+impl ExitWatch {
+    /// Watches each process `(pid, start ticks)` that still runs (must be
+    /// called within a tokio runtime). Returns `None` when the kernel has no
+    /// pidfds (before 5.3).
+    pub fn new(procs: impl IntoIterator<Item = (i32, u64)>) -> Option<Self> {
+        let mut fds = Vec::new();
+        for (pid, ticks) in procs {
+            if pid <= 0 {
+                continue;
+            }
+            // SAFETY: pidfd_open(2) takes two integers and returns a new fd or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+            if fd < 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+                    continue;
+                }
+                return None;
+            }
+            // SAFETY: a new fd that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+            if !process_alive(pid, ticks) {
+                continue;
+            }
+            // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the
+            // same until the AsyncFd is dropped.
+            let fd = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+            };
+            if let Ok(fd) = fd {
+                fds.push(fd);
+            }
+        }
+        Some(Self { fds })
+    }
+
+    /// How many processes are watched.
+    pub fn len(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// True when no process is watched.
+    pub fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+
+    /// Completes when one of the watched processes has exited (never, when
+    /// none is watched).
+    pub async fn any_exit(&self) {
+        std::future::poll_fn(|cx| {
+            for fd in &self.fds {
+                if fd.poll_read_ready(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -199,6 +341,93 @@ mod tests {
             read_json::<ExitRecord>(&dir.path().join("none")).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn replace_write_round_trips_and_an_empty_file_reads_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let state = ShimState {
+            shim_pid: 1,
+            shim_start_ticks: 2,
+            pid: 3,
+            pid_start_ticks: 4,
+            started_ms: 5,
+        };
+        write_json_replace(&path, &state).unwrap();
+        assert_eq!(read_json::<ShimState>(&path).unwrap(), Some(state));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // What a power loss can leave of a file written without fsync.
+        fs::write(&path, b"").unwrap();
+        assert_eq!(read_json::<ShimState>(&path).unwrap(), None);
+        fs::write(&path, b"{").unwrap();
+        assert!(
+            read_json::<ShimState>(&path).is_err(),
+            "garbage is still an error"
+        );
+    }
+
+    #[test]
+    fn waits_for_a_process_to_exit_without_polling() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.3")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let ticks = process_start_ticks(pid).unwrap();
+        let t0 = std::time::Instant::now();
+        assert!(wait_process_exit(pid, ticks, Duration::from_secs(20)));
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+        assert!(!process_alive(pid, ticks));
+        child.wait().unwrap();
+        // Gone, or a PID that another process has now: returns at once.
+        assert!(wait_process_exit(pid, ticks, Duration::from_secs(20)));
+        // A timeout ends the wait on a process that keeps running.
+        let me = std::process::id() as i32;
+        let t0 = std::time::Instant::now();
+        assert!(wait_process_exit(
+            me,
+            process_start_ticks(me).unwrap(),
+            Duration::from_millis(50)
+        ));
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn exit_watch_wakes_when_a_process_exits() {
+        let mut long = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut short = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
+        let ids = [&long, &short].map(|c| {
+            let pid = c.id() as i32;
+            (pid, process_start_ticks(pid).unwrap())
+        });
+        let watch = ExitWatch::new(ids).expect("pidfds");
+        assert_eq!(watch.len(), 2);
+        let t0 = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(20), watch.any_exit())
+            .await
+            .expect("woken by the exit");
+        assert!(t0.elapsed() >= Duration::from_millis(150));
+        assert!(!process_alive(ids[1].0, ids[1].1));
+        short.wait().unwrap();
+        // A process that is gone is not watched; no process, no wake-up.
+        let watch = ExitWatch::new([ids[1]]).expect("pidfds");
+        assert!(watch.is_empty());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), watch.any_exit())
+                .await
+                .is_err()
+        );
+        long.kill().unwrap();
+        long.wait().unwrap();
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::error::{ContainerError, Result};
 use super::executor;
 use super::observe::Status;
 use super::rootfs;
-use super::state::{ExitRecord, now_ms, read_json, write_json_atomic};
+use super::state::{ExitRecord, now_ms, wait_process_exit, write_json_atomic};
 
 /// How long a SIGKILLed container may take to be reported exited.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -63,21 +63,25 @@ impl Engine {
         }
     }
 
-    /// Waits up to `timeout` for container `name` to have exited.
+    /// Waits up to `timeout` for container `name` to have exited. While its
+    /// shim runs, this blocks on the shim's pidfd (the shim exits right
+    /// after writing the exit record), so it returns as soon as the exit is
+    /// recorded; otherwise (a start under way, no pidfds) it looks every 10 ms.
     pub fn wait_exit(&self, name: &str, timeout: Duration) -> Result<Option<ExitRecord>> {
-        let path = self.paths(name).exit();
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(exit) = read_json::<ExitRecord>(&path)? {
-                return Ok(Some(exit));
+            let info = self.inspect(name)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match info.status {
+                Status::Exited(exit) => return Ok(Some(exit)),
+                Status::Lost { .. } => return Ok(None),
+                _ if left.is_zero() => return Ok(None),
+                Status::Running { .. }
+                    if info.shim.as_ref().is_some_and(|s| {
+                        wait_process_exit(s.shim_pid, s.shim_start_ticks, left)
+                    }) => {}
+                _ => std::thread::sleep(left.min(Duration::from_millis(10))),
             }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            if let Status::Lost { .. } = self.inspect(name)?.status {
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

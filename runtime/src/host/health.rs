@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use moor_reconcile::Health;
@@ -26,6 +26,8 @@ pub trait Probe: Send + Sync + 'static {
 struct Checker {
     health: Arc<Mutex<Health>>,
     stop: Arc<AtomicBool>,
+    /// Dropped with the checker: wakes its thread at once to end.
+    _wake: mpsc::Sender<()>,
 }
 
 /// The health of every checked container. Each change is also written to
@@ -78,6 +80,7 @@ impl Monitor {
         self.forget(name);
         let health = Arc::new(Mutex::new(Health::Starting));
         let stop = Arc::new(AtomicBool::new(false));
+        let (wake, woken) = mpsc::channel();
         let (h, s, n) = (health.clone(), stop.clone(), name.to_string());
         let file = self.dir.as_ref().map(|d| d.join(name));
         if let Some(f) = &file {
@@ -85,12 +88,19 @@ impl Monitor {
         }
         std::thread::Builder::new()
             .name(format!("health-{name}"))
-            .spawn(move || run(&n, &check, probe.as_ref(), &h, &s, file.as_deref()))
+            .spawn(move || run(&n, &check, probe.as_ref(), &h, &s, &woken, file.as_deref()))
             .expect("spawn health thread");
         self.checkers
             .lock()
             .expect("health monitor poisoned")
-            .insert(name.to_string(), Checker { health, stop });
+            .insert(
+                name.to_string(),
+                Checker {
+                    health,
+                    stop,
+                    _wake: wake,
+                },
+            );
     }
 
     /// True when `name` is being checked.
@@ -120,6 +130,7 @@ fn run(
     probe: &dyn Probe,
     health: &Mutex<Health>,
     stop: &AtomicBool,
+    woken: &mpsc::Receiver<()>,
     file: Option<&std::path::Path>,
 ) {
     let started = Instant::now();
@@ -147,10 +158,13 @@ fn run(
             );
         }
         drop(h);
-        // Sleep in short steps so that `forget` takes effect quickly.
-        let until = Instant::now() + check.interval;
-        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50).min(check.interval));
+        // Until the next check, asleep: `forget` drops the sender, which
+        // ends the wait at once (no waking up to look in between).
+        if !matches!(
+            woken.recv_timeout(check.interval),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        ) {
+            break;
         }
     }
 }

@@ -29,7 +29,7 @@ use moor_spec::{
     SpecHash, VolumeSpec,
 };
 
-use crate::container::{Engine, EngineConfig, Status, volumes};
+use crate::container::{ContainerRecord, Engine, EngineConfig, Status, volumes};
 use crate::image::Images;
 use crate::image::pull::{PullOptions, pull};
 use crate::net::{NetConfig, Networks};
@@ -173,6 +173,7 @@ struct Inner {
     health: Monitor,
     pull: PullOptions,
     restarts: Mutex<BTreeMap<String, u32>>,
+    usage: Mutex<usage::Reader>,
     _lock: File,
 }
 
@@ -233,6 +234,7 @@ impl Host {
                 health: Monitor::with_dir(health_dir),
                 pull: config.pull,
                 restarts: Mutex::new(BTreeMap::new()),
+                usage: Mutex::default(),
                 _lock: lock,
             }),
         })
@@ -248,17 +250,18 @@ impl Host {
         &self.inner.nets
     }
 
-    /// Resource usage of every running container, from their cgroups.
+    /// Resource usage of every container that has a cgroup (one that runs,
+    /// or whose shim was lost while its processes may still run), read from
+    /// its cgroup files, which stay open between calls ([`usage::Reader`]).
     pub fn usage(&self) -> Vec<(String, usage::Usage)> {
-        let hierarchies = crate::container::cgroups::Hierarchies::detect();
-        let Ok(list) = self.inner.engine.list() else {
+        let Ok(paths) = self.inner.engine.scan(ContainerRecord::cgroup_path) else {
             return Vec::new();
         };
-        list.into_iter()
-            .filter(|i| matches!(i.status, Status::Running { .. }))
-            .filter_map(|i| {
-                usage::read(&hierarchies, &i.record.cgroup_path()).map(|u| (i.record.name, u))
-            })
+        let mut reader = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
+        reader
+            .read_all(paths.iter().map(|(_, p)| p.as_str()))
+            .into_iter()
+            .map(|(i, u)| (paths[i].0.clone(), u))
             .collect()
     }
 
