@@ -15,6 +15,7 @@ use anyhow::Context;
 use clap::Args;
 use moor_metrics::{Metrics, StatusSource};
 use moor_reconcile::{Controller, ControllerOptions, Status, Trigger};
+use moor_runtime::container::ExitWatch;
 use moor_runtime::host::{Host, HostConfig};
 use tokio::sync::{Notify, mpsc, watch};
 
@@ -238,6 +239,55 @@ impl StatusSource for AgentStatus {
     }
 }
 
+/// How often the engine is listed even when no shim exited and no pass ran.
+const EXIT_SAFETY_NET: Duration = Duration::from_secs(10);
+
+/// Sends [`Trigger::HostChanged`] to every controller whenever a container's
+/// state changes: waits on the pidfds of the active containers' shims, on
+/// the end of any pass (which may have started or stopped containers) and
+/// on a slow timer; polls every 500 ms only where the kernel has no pidfds.
+async fn watch_exits(host: Host, senders: Vec<mpsc::Sender<Trigger>>, passes: Arc<Notify>) {
+    let mut last: Option<Vec<(String, &'static str)>> = None;
+    loop {
+        let engine_host = host.clone();
+        let listed = tokio::task::spawn_blocking(move || engine_host.engine().list()).await;
+        let Ok(Ok(list)) = listed else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let now: Vec<(String, &'static str)> = list
+            .iter()
+            .map(|i| (i.record.name.clone(), i.status.name()))
+            .collect();
+        if last.as_ref().is_some_and(|l| *l != now) {
+            for tx in &senders {
+                // A full queue already holds a pass; nothing is lost.
+                let _ = tx.try_send(Trigger::HostChanged);
+            }
+        }
+        last = Some(now);
+        let shims: Vec<(i32, u64)> = list
+            .iter()
+            .filter(|i| i.status.is_active())
+            .filter_map(|i| i.shim.map(|s| (s.shim_pid, s.shim_start_ticks)))
+            .collect();
+        match ExitWatch::new(shims.iter().copied()) {
+            // A shim exited between the listing and the watch: list again.
+            Some(watch) if watch.len() < shims.len() => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Some(watch) => {
+                tokio::select! {
+                    _ = watch.any_exit() => {}
+                    _ = passes.notified() => {}
+                    _ = tokio::time::sleep(EXIT_SAFETY_NET) => {}
+                }
+            }
+            None => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
 pub fn run(state_dir: &Path, args: &AgentArgs) -> anyhow::Result<ExitCode> {
     let config = config::resolve(args.overrides())?;
     let host = Host::open(HostConfig::new(state_dir))?;
@@ -296,32 +346,25 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
         });
     }
 
-    // Container exits: a cheap poll of the engine's view of its containers.
-    let exit_senders = senders.clone();
-    let watched = host.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut last: Option<Vec<(String, &'static str)>> = None;
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let engine_host = watched.clone();
-            let now = tokio::task::spawn_blocking(move || {
-                engine_host.engine().list().map(|l| {
-                    l.into_iter()
-                        .map(|i| (i.record.name, i.status.name()))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .await;
-            let Ok(Ok(now)) = now else { continue };
-            if last.as_ref().is_some_and(|l| *l != now) {
-                for tx in &exit_senders {
-                    // A full queue already holds a pass; nothing is lost.
-                    let _ = tx.try_send(Trigger::HostChanged);
-                }
+    // Container exits wake every controller. The engine is listed after
+    // every pass and whenever a watched shim exits (a shim exits right after
+    // recording its container's exit, or when it is killed), with a slow
+    // timer as a safety net: at rest, with no exits, this costs nothing.
+    let passes = Arc::new(Notify::new());
+    for r in &running {
+        let mut rx = r.controller.clone();
+        let passes = passes.clone();
+        tasks.push(tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                passes.notify_one();
             }
-            last = Some(now);
-        }
-    }));
+        }));
+    }
+    tasks.push(tokio::spawn(watch_exits(
+        host.clone(),
+        senders.clone(),
+        passes,
+    )));
 
     // The HTTP endpoint.
     let names: Vec<String> = running.iter().map(|r| r.config.name.clone()).collect();

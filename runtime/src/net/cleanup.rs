@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::error::Result;
 use super::networks::Networks;
-use super::{bridge, names, netlink, ports};
+use super::{bridge, names, netlink};
 
 /// What [`Networks::cleanup`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -120,10 +120,7 @@ impl Networks {
                 netlink::sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
             }
         }
-        ports::apply(
-            &self.config().nft,
-            &ports::ruleset(&self.config().table, &state),
-        )?;
+        self.load_rules(&state, true)?;
         self.file().save(&held, &state)?;
         self.publish(state.clone());
         for n in state.networks.values() {

@@ -18,6 +18,7 @@ pub mod ipam;
 pub mod names;
 mod netlink;
 mod networks;
+mod nfnl;
 pub mod ports;
 mod state;
 mod veth;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::dns::{self, DnsServer};
 use super::error::{NetError, Result};
 use super::state::{ContainerRecord, Lease, NetworkRecord, Published, State, StateFile};
-use super::{bridge, ipam, names, netlink, ports, veth};
+use super::{bridge, ipam, names, netlink, nfnl, ports, veth};
 
 /// How the network engine runs.
 #[derive(Debug, Clone)]
@@ -108,6 +108,10 @@ pub struct Networks {
     /// The last saved state, read by the DNS servers.
     shared: Arc<RwLock<State>>,
     dns: Mutex<BTreeMap<String, DnsServer>>,
+    /// The ruleset this process last loaded into nftables: loading the
+    /// same one again (a container without ports attached or detached) is
+    /// skipped, which spares a run of `nft` per container.
+    rules: Mutex<Option<String>>,
 }
 
 impl Networks {
@@ -138,7 +142,49 @@ impl Networks {
             upstreams,
             shared: Arc::new(RwLock::new(state)),
             dns: Mutex::new(BTreeMap::new()),
+            rules: Mutex::new(None),
         })
+    }
+
+    /// Loads the nftables ruleset for `state` unless the kernel provably
+    /// holds it already: this process loaded exactly that one, or (`verify`:
+    /// at start-up and on roll-backs, when this process's memory is not
+    /// enough) the stamp left by the last load names the same ruleset, this
+    /// boot, and the handle the table still has — so a table deleted or a
+    /// firewall reloaded since is loaded again.
+    pub(super) fn load_rules(&self, state: &State, verify: bool) -> Result<()> {
+        let ruleset = ports::ruleset(&self.cfg.table, state);
+        let mut loaded = self.rules.lock().unwrap_or_else(|e| e.into_inner());
+        if loaded.as_deref() == Some(ruleset.as_str()) && !verify {
+            return Ok(());
+        }
+        let stamp_path = self.cfg.state_dir.join("net").join("rules.applied");
+        let handle = || nfnl::table_handle(&self.cfg.table).ok();
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let stamp = |handle: Option<u64>| {
+            format!(
+                "{}\n{}\n{ruleset}",
+                boot.trim(),
+                handle.map_or("-".into(), |h| h.to_string())
+            )
+        };
+        let current = std::fs::read_to_string(&stamp_path).ok();
+        if current.is_some_and(|s| !boot.is_empty() && handle().is_some_and(|h| s == stamp(h))) {
+            *loaded = Some(ruleset);
+            return Ok(());
+        }
+        // Forget what was loaded until the new one is: a failed load may
+        // have left the table in any state.
+        *loaded = None;
+        let _ = std::fs::remove_file(&stamp_path);
+        ports::apply(&self.cfg.nft, &ruleset)?;
+        // The stamp is a cache: when it cannot be written (or is lost),
+        // the next start-up loads the rules again.
+        if let Some(h) = handle() {
+            let _ = std::fs::write(&stamp_path, stamp(h));
+        }
+        *loaded = Some(ruleset);
+        Ok(())
     }
 
     /// The configuration.
@@ -191,7 +237,7 @@ impl Networks {
                 let _ = bridge::remove(&record.bridge);
             }
             self.file.save(&held, &before)?;
-            let _ = ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, &before));
+            let _ = self.load_rules(&before, true);
             self.publish(before);
             return Err(e);
         }
@@ -211,7 +257,7 @@ impl Networks {
         if !record.internal {
             netlink::sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
         }
-        ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, state))?;
+        self.load_rules(state, false)?;
         self.publish(state.clone());
         self.start_dns(record)
     }
@@ -234,7 +280,7 @@ impl Networks {
         state.networks.remove(name);
         let prefix = format!("{name}/");
         state.recent.retain(|k, _| !k.starts_with(&prefix));
-        ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, &state))?;
+        self.load_rules(&state, false)?;
         bridge::remove(&record.bridge)?;
         self.file.save(&held, &state)?;
         self.publish(state);
@@ -332,7 +378,7 @@ impl Networks {
                     c.netns = None;
                 }
                 self.file.save(&held, &restored)?;
-                let _ = ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, &restored));
+                let _ = self.load_rules(&restored, true);
                 self.publish(restored);
                 Err(e)
             }
@@ -383,7 +429,7 @@ impl Networks {
                 host_veth: l.host_veth.clone(),
             });
         }
-        ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, state))?;
+        self.load_rules(state, false)?;
         Ok(out)
     }
 
@@ -453,6 +499,19 @@ impl Networks {
     /// its veth pairs and unpublishes its ports. Its addresses stay leased,
     /// so a restart gets them back.
     pub fn detach(&self, container: &str) -> Result<()> {
+        self.unplug(container, false)
+    }
+
+    /// Detaches `container` and releases its addresses (it was removed).
+    /// The addresses are remembered and offered again should a container of
+    /// the same name come back (a replacement).
+    pub fn release(&self, container: &str) -> Result<()> {
+        self.unplug(container, true)
+    }
+
+    /// Detaches `container`, and with `release` forgets it: one load of the
+    /// rules and one save of the state.
+    fn unplug(&self, container: &str, release: bool) -> Result<()> {
         let held = self.file.lock()?;
         let mut state = self.file.load(&held)?;
         let Some(record) = state.containers.get_mut(container) else {
@@ -460,31 +519,20 @@ impl Networks {
         };
         record.netns = None;
         let leases = record.leases.clone();
-        ports::apply(&self.cfg.nft, &ports::ruleset(&self.cfg.table, &state))?;
+        if release {
+            state.containers.remove(container);
+            for l in &leases {
+                state
+                    .recent
+                    .insert(format!("{}/{container}", l.network), l.address);
+            }
+        }
+        self.load_rules(&state, false)?;
         for l in &leases {
             veth::detach(&l.host_veth, &self.naming.veth_peer(container, &l.network))?;
         }
         self.file.save(&held, &state)?;
         self.publish(state);
-        Ok(())
-    }
-
-    /// Detaches `container` and releases its addresses (it was removed).
-    /// The addresses are remembered and offered again should a container of
-    /// the same name come back (a replacement).
-    pub fn release(&self, container: &str) -> Result<()> {
-        self.detach(container)?;
-        let held = self.file.lock()?;
-        let mut state = self.file.load(&held)?;
-        if let Some(record) = state.containers.remove(container) {
-            for l in record.leases {
-                state
-                    .recent
-                    .insert(format!("{}/{container}", l.network), l.address);
-            }
-            self.file.save(&held, &state)?;
-            self.publish(state);
-        }
         Ok(())
     }
 

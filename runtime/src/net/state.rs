@@ -188,11 +188,15 @@ impl StateFile {
         }
     }
 
-    /// Replaces the state atomically.
+    /// Replaces the state atomically; does nothing (no write, no fsync)
+    /// when the file already holds exactly this state.
     pub(crate) fn save(&self, _held: &Locked, state: &State) -> Result<()> {
         let path = self.path();
-        let tmp = self.dir.join(format!(".state.json.{}", std::process::id()));
         let bytes = serde_json::to_vec_pretty(state).expect("network state serialises");
+        if std::fs::read(&path).is_ok_and(|on_disk| on_disk == bytes) {
+            return Ok(());
+        }
+        let tmp = self.dir.join(format!(".state.json.{}", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut f = OpenOptions::new()
                 .create(true)
