@@ -158,3 +158,54 @@ fn two_sources_two_projects_json_logs_and_status() {
         "{log}"
     );
 }
+
+/// A container's exit wakes the agent at once (the shims' pidfds), not at
+/// the next periodic resync, which is an hour away here.
+#[test]
+fn a_container_exit_is_acted_on_without_waiting_for_the_resync() {
+    if !common::require(&["busybox", "nft", "ip"], true) {
+        return;
+    }
+    let mut host = Instance::new("ax", "10.86.0.0/16");
+    host.owns("exits");
+    host.import_busybox();
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("exits");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("stack.toml"),
+        format!(
+            "{}\nrestart = \"always\"\n",
+            manifest("looper", "hello").trim_end()
+        ),
+    )
+    .expect("write");
+    host.start_agent(&["--source", dir.to_str().expect("utf-8"), "--resync", "1h"]);
+    let pid = |h: &Instance| {
+        h.container("looper")
+            .filter(|c| c["state"] == "running")
+            .and_then(|c| c["pid"].as_i64())
+    };
+    wait_for("looper running", Duration::from_secs(60), || {
+        pid(&host).is_some()
+    });
+    for round in 0..3 {
+        let before = pid(&host).expect("running");
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &before.to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        // Generous for a loaded machine, and far below the resync.
+        wait_for(
+            &format!("looper restarted (round {round})"),
+            Duration::from_secs(40),
+            || pid(&host).is_some_and(|p| p != before),
+        );
+    }
+    let status = host.status();
+    assert!(
+        status["reconciles"].as_u64().is_some_and(|n| n < 40),
+        "idle passes should be rare with a 1 h resync: {status:#}"
+    );
+}
