@@ -25,6 +25,7 @@
 //! Secrets are always read from files (or named environment variables), never
 //! written in this file, so it can be world-readable and kept in git itself.
 
+use crate::source::git::redact_url;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -384,26 +385,6 @@ pub fn this_host_name() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-/// `url` without the password or token in its user-info part:
-/// `https://user:secret@host/x` → `https://user:***@host/x`, `https://token@host/x` → `https://***@host/x`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_string();
-    };
-    let shown = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        // ssh://git@host is a user name, not a secret; https://TOKEN@host is a secret.
-        None if scheme == "ssh" => userinfo.to_string(),
-        None => "***".to_string(),
-    };
-    format!("{scheme}://{shown}@{host}{path}")
-}
-
 /// Parses `KEY=VALUE` for `--host-label`.
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
@@ -423,7 +404,7 @@ mod tests {
     fn redacts_credentials() {
         assert_eq!(
             redact_url("https://deploy:s3cret@git.example/x.git"),
-            "https://deploy:***@git.example/x.git"
+            "https://***:***@git.example/x.git"
         );
         assert_eq!(
             redact_url("https://ghp_token@git.example/x.git"),

@@ -51,6 +51,17 @@ use self::url::{RemoteUrl, Scheme};
 use self::verify::Refusal;
 pub use self::verify::VerifyConfig;
 
+/// `url` as it may appear in messages and logs: a remote URL with every
+/// credential replaced by `***` (see [`url::RemoteUrl`]); anything that is
+/// not a URL with user information, as it is.
+pub fn redact_url(url: &str) -> String {
+    match url::RemoteUrl::parse(url) {
+        Ok(u) => u.redacted,
+        Err(_) if !url.contains('@') => url.to_string(),
+        Err(_) => "(a URL that does not parse)".into(),
+    }
+}
+
 /// Where a secret is read from, at each sync (so a rotated file applies at
 /// the next one). Its value never appears in a message.
 #[derive(Clone, PartialEq, Eq)]
