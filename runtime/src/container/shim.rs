@@ -167,12 +167,77 @@ fn supervise(paths: &ContainerPaths) -> Result<(), String> {
 /// kernel's fault-around, 64 kB at a time): what comes back is what the log
 /// pump uses, and at exit what the clean-up needs.
 fn release_startup_memory() {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    // First find what to drop, then drop it all in one tight loop: code
+    // that runs after a mapping is dropped maps its pages back, so as little
+    // as possible runs in between.
+    let here = 0u8;
+    let sp = std::ptr::addr_of!(here) as usize;
+    let mut ranges = Vec::new();
+    let mut pagemap = File::open("/proc/self/pagemap").ok();
+    for m in mappings(&smaps) {
+        match m.kind {
+            MappingKind::FileClean => ranges.push((m.start, m.end)),
+            // Relocated read-only data (RELRO): the pages the loader wrote
+            // are private copies and must stay; the others are the file's.
+            MappingKind::FileWithCopies => {
+                if let Some(pm) = pagemap.as_mut() {
+                    ranges.extend(file_page_runs(pm, m.start, m.end));
+                }
+            }
+            // The stack below the deepest frame start-up needed and far
+            // below this one is dead: dropped, it reads as zeroes if ever
+            // reached again.
+            MappingKind::Stack => {
+                let below = sp.saturating_sub(STACK_KEEP) & !(PAGE - 1);
+                if below > m.start {
+                    ranges.push((m.start, below));
+                }
+            }
+            MappingKind::Other => {}
+        }
+    }
+    drop(smaps);
+    drop(pagemap);
     // SAFETY: malloc_trim only returns free memory to the kernel.
     unsafe { libc::malloc_trim(0) };
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    let mut vma: Option<(usize, usize, bool)> = None;
+    for &(start, end) in &ranges {
+        // SAFETY: each range is either clean pages of a read-only file
+        // mapping (their content is the file's, which MADV_DONTNEED brings
+        // back on the next access; nothing in this single-threaded process
+        // writes them meanwhile), or stack below the live frames.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
+const PAGE: usize = 4096;
+
+/// Stack kept below the frame that releases memory: the pump's frames and
+/// the system calls it makes stay well within it.
+const STACK_KEEP: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MappingKind {
+    /// A private, read-only mapping of a file with no copied page.
+    FileClean,
+    /// The same, but some pages were written before it was made read-only.
+    FileWithCopies,
+    /// The main thread's stack.
+    Stack,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mapping {
+    start: usize,
+    end: usize,
+    kind: MappingKind,
+}
+
+/// The mappings listed in `smaps`, classified.
+fn mappings(smaps: &str) -> Vec<Mapping> {
+    let mut out = Vec::new();
+    let mut current: Option<(usize, usize, MappingKind)> = None;
     for line in smaps.lines() {
         if let Some(rest) = line.strip_prefix("Anonymous:") {
             let anon_kb: u64 = rest
@@ -181,16 +246,11 @@ fn release_startup_memory() {
                 .trim()
                 .parse()
                 .unwrap_or(1);
-            if let Some((start, end, true)) = vma.take()
-                && anon_kb == 0
-            {
-                // SAFETY: a whole mapping of a file, read-only (so nothing in
-                // this single-threaded process writes it while we look) and
-                // with no private page: its content is the file's, which
-                // MADV_DONTNEED brings back on the next access.
-                unsafe {
-                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
-                };
+            if let Some((start, end, mut kind)) = current.take() {
+                if kind == MappingKind::FileClean && anon_kb > 0 {
+                    kind = MappingKind::FileWithCopies;
+                }
+                out.push(Mapping { start, end, kind });
             }
             continue;
         }
@@ -207,12 +267,49 @@ fn release_startup_memory() {
         };
         // A mapping's header: range, perms, offset, device, inode, path.
         let path = f.nth(3).unwrap_or("");
-        let droppable = perms.len() == 4
+        let kind = if path == "[stack]" {
+            MappingKind::Stack
+        } else if perms.len() == 4
             && !perms.contains('w')
             && perms.ends_with('p')
-            && path.starts_with('/');
-        vma = Some((start, end, droppable));
+            && path.starts_with('/')
+        {
+            MappingKind::FileClean
+        } else {
+            MappingKind::Other
+        };
+        current = Some((start, end, kind));
     }
+    out
+}
+
+/// The runs of pages in `[start, end)` that are present and are the file's
+/// own pages, not private copies (`/proc/self/pagemap`: bit 63 present, bit
+/// 61 file page).
+fn file_page_runs(pagemap: &mut File, start: usize, end: usize) -> Vec<(usize, usize)> {
+    use std::io::{Seek, SeekFrom};
+    let pages = (end - start) / PAGE;
+    let mut raw = vec![0u8; pages * 8];
+    if pagemap
+        .seek(SeekFrom::Start((start / PAGE * 8) as u64))
+        .and_then(|_| pagemap.read_exact(&mut raw))
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, entry) in raw.chunks_exact(8).enumerate() {
+        let e = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
+        if e & (1 << 63) == 0 || e & (1 << 61) == 0 {
+            continue;
+        }
+        let page = start + i * PAGE;
+        match runs.last_mut() {
+            Some(last) if last.1 == page => last.1 = page + PAGE,
+            _ => runs.push((page, page + PAGE)),
+        }
+    }
+    runs
 }
 
 /// Copies the container's output into the log and reaps children until
@@ -221,7 +318,8 @@ fn pump(pid: i32, sigfd: &SignalFd, out: OwnedFd, err: OwnedFd, log: &mut LogWri
     let mut pipes: [Option<File>; 2] = [Some(File::from(out)), Some(File::from(err))];
     let mut status: Option<WaitStatus> = None;
     let mut deadline: Option<Instant> = None;
-    let mut buf = vec![0u8; 32 * 1024];
+    // Allocated at the first output: a silent container never needs it.
+    let mut buf: Vec<u8> = Vec::new();
     let mut settle = Some(Instant::now() + SETTLE);
     loop {
         if status.is_some()
@@ -238,15 +336,23 @@ fn pump(pid: i32, sigfd: &SignalFd, out: OwnedFd, err: OwnedFd, log: &mut LogWri
                 .unwrap_or(PollTimeout::ZERO),
             None => PollTimeout::NONE,
         };
-        let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
-        let mut which = Vec::new();
+        // Fixed arrays, not vectors: an idle container's shim runs this loop
+        // without touching the allocator (see release_startup_memory).
+        let mut fds = [
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::empty()),
+            PollFd::new(sigfd.as_fd(), PollFlags::empty()),
+        ];
+        let mut which = [0usize; 2];
+        let mut n = 1;
         for (i, p) in pipes.iter().enumerate() {
             if let Some(f) = p {
-                fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
-                which.push(i);
+                fds[n] = PollFd::new(f.as_fd(), PollFlags::POLLIN);
+                which[n - 1] = i;
+                n += 1;
             }
         }
-        match poll(&mut fds, timeout) {
+        match poll(&mut fds[..n], timeout) {
             Ok(_) => {}
             Err(nix::Error::EINTR) => continue,
             Err(e) => {
@@ -254,12 +360,11 @@ fn pump(pid: i32, sigfd: &SignalFd, out: OwnedFd, err: OwnedFd, log: &mut LogWri
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        for (slot, i) in which.iter().enumerate() {
+        let mut ready = [false; 3];
+        for (r, f) in ready.iter_mut().zip(&fds[..n]) {
+            *r = f.revents().is_some_and(|r| !r.is_empty());
+        }
+        for (slot, i) in which[..n - 1].iter().enumerate() {
             if !ready[slot + 1] {
                 continue;
             }
@@ -268,6 +373,9 @@ fn pump(pid: i32, sigfd: &SignalFd, out: OwnedFd, err: OwnedFd, log: &mut LogWri
             } else {
                 Stream::Stderr
             };
+            if buf.is_empty() {
+                buf = vec![0u8; 32 * 1024];
+            }
             let n = pipes[*i].as_mut().map_or(Ok(0), |f| f.read(&mut buf));
             match n {
                 Ok(0) | Err(_) => pipes[*i] = None,
@@ -294,4 +402,77 @@ fn pump(pid: i32, sigfd: &SignalFd, out: OwnedFd, err: OwnedFd, log: &mut LogWri
         }
     }
     status.unwrap_or(WaitStatus::StillAlive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smaps_mappings_are_classified() {
+        let smaps = "\
+00400000-00500000 r-xp 00000000 fe:00 12 /usr/bin/moor
+Rss: 64 kB
+Anonymous: 0 kB
+00500000-00600000 r--p 00100000 fe:00 12 /usr/bin/moor
+Anonymous: 8 kB
+00600000-00610000 rw-p 00200000 fe:00 12 /usr/bin/moor
+Anonymous: 4 kB
+7ffd0000-7ffe0000 rw-p 00000000 00:00 0 [stack]
+Anonymous: 12 kB
+7f000000-7f001000 r--s 00000000 fe:00 13 /dev/shm/x
+Anonymous: 0 kB
+";
+        let kinds: Vec<(usize, MappingKind)> =
+            mappings(smaps).iter().map(|m| (m.start, m.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (0x400000, MappingKind::FileClean),
+                (0x500000, MappingKind::FileWithCopies),
+                (0x600000, MappingKind::Other),
+                (0x7ffd0000, MappingKind::Stack),
+                (0x7f000000, MappingKind::Other),
+            ]
+        );
+    }
+
+    #[test]
+    fn copied_pages_of_a_file_mapping_are_never_dropped() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&vec![7u8; 4 * PAGE]).unwrap();
+        // SAFETY: a new private mapping of our own temporary file, unmapped
+        // at the end of the test.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4 * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let start = base as usize;
+        // SAFETY: all four pages are inside the mapping.
+        unsafe {
+            let p = base.cast::<u8>();
+            assert_eq!(std::ptr::read_volatile(p), 7); // page 0: the file's
+            std::ptr::write_volatile(p.add(PAGE), 1); // page 1: a private copy
+            assert_eq!(std::ptr::read_volatile(p.add(2 * PAGE)), 7); // page 2
+        }
+        let mut pagemap = File::open("/proc/self/pagemap").unwrap();
+        let runs = file_page_runs(&mut pagemap, start, start + 4 * PAGE);
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(base, 4 * PAGE) };
+        // Pages 0 and 2 are the file's (fault-around may map page 3 too);
+        // page 1 is a private copy and must never be dropped.
+        let covers = |page: usize| {
+            runs.iter()
+                .any(|(a, b)| *a <= start + page * PAGE && start + page * PAGE < *b)
+        };
+        assert!(covers(0) && covers(2), "{runs:x?}");
+        assert!(!covers(1), "the copied page is in {runs:x?}");
+    }
 }

@@ -180,7 +180,10 @@ impl Networks {
         ports::apply(&self.cfg.nft, &ruleset)?;
         // The stamp is a cache: when it cannot be written (or is lost),
         // the next start-up loads the rules again.
-        if let Some(h) = handle() {
+        // The table must be there exactly when the ruleset has one.
+        if let Some(h) = handle()
+            && h.is_some() != state.networks.is_empty()
+        {
             let _ = std::fs::write(&stamp_path, stamp(h));
         }
         *loaded = Some(ruleset);

@@ -101,13 +101,27 @@ pub fn ruleset(table: &str, state: &State) -> String {
 
 /// Applies `ruleset` atomically with `nft -f -`.
 pub fn apply(nft: &str, ruleset: &str) -> Result<()> {
-    let mut child = Command::new(nft)
-        .args(["-f", "-"])
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    let mut cmd = Command::new(nft);
+    cmd.args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| NetError::io("run nft", nft, e))?;
+        .stderr(Stdio::piped());
+    // `nft` dies with us: a moor killed mid-load must not leave an orphan
+    // that commits a stale ruleset later, over a newer one (the kernel
+    // applies a transaction whole or not at all, so killing it is safe).
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != parent
+            {
+                return Err(std::io::Error::other("the parent is gone"));
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| NetError::io("run nft", nft, e))?;
     child
         .stdin
         .take()
