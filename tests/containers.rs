@@ -531,6 +531,65 @@ fn logs_hold_both_streams_in_order_and_follow(executor: &str) {
     );
 }
 
+fn logs_since_and_until_pick_a_time_window(executor: &str) {
+    let Some(ctx) = Ctx::new("logsince", executor) else {
+        return;
+    };
+    ctx.run(
+        "clock",
+        None,
+        &["sh", "-c", "echo early; sleep 1.2; echo late"],
+    );
+    ctx.wait("clock");
+    // The times the lines were logged at, as `logs --timestamps` shows them.
+    let out = ctx.moor(&["logs", "--timestamps", "clock"]);
+    let stamped = text(&out.stdout);
+    let stamps: Vec<&str> = stamped
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(stamps.len(), 2, "{stamped}");
+    let (early, late) = (stamps[0], stamps[1]);
+    let logs = |args: &[&str]| {
+        let mut all = vec!["logs"];
+        all.extend_from_slice(args);
+        all.push("clock");
+        let out = ctx.moor(&all);
+        assert!(out.status.success(), "logs {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert_eq!(logs(&["--since", late]), "late\n", "since is inclusive");
+    assert_eq!(logs(&["--until", early]), "early\n", "until is inclusive");
+    assert_eq!(logs(&["--since", early, "--until", late]), "early\nlate\n");
+    // A Unix timestamp: the whole second after the first line is still
+    // before the second one, 1.2 s later.
+    let date = Command::new("date")
+        .args(["-u", "-d", early, "+%s"])
+        .output()
+        .expect("run date");
+    let early_secs: u64 = text(&date.stdout).trim().parse().expect("date +%s");
+    let between = (early_secs + 1).to_string();
+    assert_eq!(logs(&["--since", &between]), "late\n");
+    assert_eq!(logs(&["--until", &between]), "early\n");
+    // Relative, and tail applied to what since kept.
+    assert_eq!(logs(&["--since", "1h"]), "early\nlate\n");
+    assert_eq!(logs(&["--since", "1h", "--tail", "1"]), "late\n");
+    assert_eq!(logs(&["--since", late, "--tail", "5"]), "late\n");
+    assert_eq!(
+        logs(&["--since", "1h", "-f"]),
+        "early\nlate\n",
+        "follow of an exited container"
+    );
+    for (flag, bad) in [("--since", "yesterday"), ("--until", "2026-11-23")] {
+        let out = ctx.moor(&["logs", flag, bad, "clock"]);
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.contains(flag) && err.contains(bad), "{err}");
+    }
+    ctx.rm("clock");
+    ctx.assert_no_leaks();
+}
+
 fn containers_outlive_moor_and_a_new_process_sees_their_true_state(executor: &str) {
     let Some(ctx) = Ctx::new("survive", executor) else {
         return;
@@ -842,6 +901,7 @@ on_every_executor!(
     memory_limit_kills_with_137_and_the_oom_flag,
     pids_limit_stops_a_fork_bomb,
     logs_hold_both_streams_in_order_and_follow,
+    logs_since_and_until_pick_a_time_window,
     containers_outlive_moor_and_a_new_process_sees_their_true_state,
     a_killed_shim_is_detected_and_cleaned_up,
     stop_signal_grace_period_then_sigkill,
