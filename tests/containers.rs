@@ -21,7 +21,7 @@ use crate::common::{moor_bin, require};
 /// The commands the busybox root filesystem links to busybox.
 const APPLETS: &[&str] = &[
     "sh", "sleep", "cat", "ps", "hostname", "mount", "wget", "httpd", "true", "echo", "ls", "grep",
-    "head", "tr", "seq", "wc", "test", "touch", "kill", "id", "stat",
+    "head", "tr", "seq", "wc", "test", "touch", "kill", "id", "stat", "tty", "stty",
 ];
 
 /// One test's engine: a private state dir, a private cgroup parent, a
@@ -141,6 +141,38 @@ impl Ctx {
             .nth(1)
             .and_then(|p| p.parse().ok())
             .expect("pid in dev run output")
+    }
+
+    /// `moor ARGS…` under a pseudo-terminal of its own (util-linux
+    /// `script`), after `before` (a shell line run on that terminal) and
+    /// followed by `after`; the exit code is moor's.
+    fn moor_on_a_terminal(&self, before: &str, args: &[&str], after: &str) -> Output {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let mut line = format!("{before}; {}", quote(&moor_bin().to_string_lossy()));
+        for a in ["--state-dir", &self.state().to_string_lossy()]
+            .iter()
+            .chain(args)
+        {
+            line.push(' ');
+            line.push_str(&quote(a));
+        }
+        line.push_str(&format!("; rc=$?; {after}; exit $rc"));
+        // Stdin stays open: at its end, script would type an EOF on the
+        // terminal.
+        let mut child = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("MOOR_CGROUP_PARENT", &self.cgroup_parent)
+            .env("MOOR_EXECUTOR", &self.executor)
+            .env_remove("MOOR_STATE_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run script");
+        let stdin = child.stdin.take();
+        let out = child.wait_with_output().expect("wait for script");
+        drop(stdin);
+        out
     }
 
     /// Waits for `name` to exit; returns its exit record.
@@ -766,6 +798,68 @@ fn exec_joins_the_container(executor: &str) {
     ctx.assert_no_leaks();
 }
 
+fn exec_tty_gives_a_controlling_terminal(executor: &str) {
+    let Some(ctx) = Ctx::new("exectty", executor) else {
+        return;
+    };
+    if !require(&["script", "stty"], true) {
+        return;
+    }
+    ctx.run("box", None, &["sleep", "1000"]);
+    // The terminal is the container's own, its controlling terminal, with
+    // the caller's window size; the caller's terminal is back in cooked
+    // mode afterwards.
+    let out = ctx.moor_on_a_terminal(
+        "stty rows 33 cols 99",
+        &[
+            "exec",
+            "-it",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            // The size is set on the terminal right after the process
+            // starts (SIGWINCH tells it): wait for it, not for a time.
+            "tty; for i in $(seq 100); do s=$(stty size 2>/dev/null); [ -n \"$s\" ] && break; sleep 0.05; done; \
+             echo \"$s\"; read -r a b c d e f g rest < /proc/self/stat; echo tty_nr=$g; echo TERM=$TERM",
+        ],
+        "stty -a",
+    );
+    let shown = text(&out.stdout).replace('\r', "");
+    assert!(
+        out.status.success(),
+        "exec -it: {shown} {}",
+        text(&out.stderr)
+    );
+    let mut lines = shown.lines();
+    let tty = lines.next().unwrap_or_default();
+    assert!(tty.starts_with("/dev/pts/"), "tty printed {tty:?}: {shown}");
+    assert_eq!(lines.next(), Some("33 99"), "window size: {shown}");
+    let tty_nr = lines.next().unwrap_or_default();
+    assert!(
+        tty_nr.starts_with("tty_nr=") && tty_nr != "tty_nr=0",
+        "no controlling terminal: {shown}"
+    );
+    assert_eq!(lines.next(), Some("TERM=xterm"), "{shown}");
+    assert!(
+        shown.contains(" icanon") && shown.contains(" echo "),
+        "the caller's terminal was left in raw mode: {shown}"
+    );
+    // The exit code passes through.
+    let out = ctx.moor_on_a_terminal(
+        "true",
+        &["exec", "-t", "box", "--", "sh", "-c", "exit 7"],
+        "true",
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stdout));
+    // Without -t the process has no terminal, as before.
+    let out = ctx.moor(&["exec", "box", "--", "tty"]);
+    assert_eq!(text(&out.stdout), "not a tty\n");
+    assert_eq!(out.status.code(), Some(1));
+    ctx.rm("box");
+    ctx.assert_no_leaks();
+}
+
 fn named_volume_survives_recreation(executor: &str) {
     let Some(ctx) = Ctx::new("volume", executor) else {
         return;
@@ -907,6 +1001,7 @@ on_every_executor!(
     stop_signal_grace_period_then_sigkill,
     init_forwards_signals_and_reaps,
     exec_joins_the_container,
+    exec_tty_gives_a_controlling_terminal,
     named_volume_survives_recreation,
     read_only_mounts_and_root_are_enforced,
     symlinked_mount_destination_stays_inside_the_container,

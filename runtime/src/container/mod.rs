@@ -32,6 +32,7 @@ pub mod shim;
 mod start;
 pub mod state;
 mod stop;
+mod tty;
 pub mod users;
 pub mod volumes;
 
