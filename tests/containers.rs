@@ -21,7 +21,7 @@ use crate::common::{moor_bin, require};
 /// The commands the busybox root filesystem links to busybox.
 const APPLETS: &[&str] = &[
     "sh", "sleep", "cat", "ps", "hostname", "mount", "wget", "httpd", "true", "echo", "ls", "grep",
-    "head", "tr", "seq", "wc", "test", "touch", "kill", "id", "stat", "tty", "stty",
+    "head", "tr", "seq", "wc", "test", "touch", "kill", "id", "stat", "tty", "stty", "unshare",
 ];
 
 /// One test's engine: a private state dir, a private cgroup parent, a
@@ -860,6 +860,47 @@ fn exec_tty_gives_a_controlling_terminal(executor: &str) {
     ctx.assert_no_leaks();
 }
 
+fn seccomp_filters_by_default_and_can_be_turned_off(executor: &str) {
+    let Some(ctx) = Ctx::new("seccomp", executor) else {
+        return;
+    };
+    // A new user namespace needs no capability, so only the filter stops
+    // root in the container from making one.
+    let probe = [
+        "sh",
+        "-c",
+        "grep '^Seccomp:' /proc/self/status; if unshare -U true; then echo allowed; else echo denied; fi",
+    ];
+    let cases = [
+        ("filtered", "", "2", "denied"),
+        ("free", "seccomp = \"unconfined\"\n", "0", "allowed"),
+        ("admin", "cap_add = [\"SYS_ADMIN\"]\n", "2", "allowed"),
+    ];
+    for (name, extra, mode, unshare) in cases {
+        let manifest = format!("[containers.{name}]\nimage = \"busybox\"\n{extra}");
+        ctx.run(name, Some(&manifest), &probe);
+        assert_eq!(
+            ctx.wait(name)["exit_code"],
+            0,
+            "{name}: {:?}",
+            ctx.logs(name)
+        );
+        let out = ctx.stdout(name);
+        assert_eq!(
+            out,
+            vec![format!("Seccomp:\t{mode}"), unshare.to_string()],
+            "{name}: {:?}",
+            ctx.logs(name)
+        );
+        if unshare == "denied" {
+            let logs = ctx.logs(name).join("\n");
+            assert!(logs.contains("Operation not permitted"), "{logs}");
+        }
+        ctx.rm(name);
+    }
+    ctx.assert_no_leaks();
+}
+
 fn named_volume_survives_recreation(executor: &str) {
     let Some(ctx) = Ctx::new("volume", executor) else {
         return;
@@ -1002,6 +1043,7 @@ on_every_executor!(
     init_forwards_signals_and_reaps,
     exec_joins_the_container,
     exec_tty_gives_a_controlling_terminal,
+    seccomp_filters_by_default_and_can_be_turned_off,
     named_volume_survives_recreation,
     read_only_mounts_and_root_are_enforced,
     symlinked_mount_destination_stays_inside_the_container,

@@ -28,6 +28,7 @@ pub mod paths;
 mod remove;
 pub mod rootfs;
 mod runc;
+pub mod seccomp;
 pub mod shim;
 mod start;
 pub mod state;
