@@ -896,6 +896,34 @@ fn seccomp_filters_by_default_and_can_be_turned_off(executor: &str) {
             let logs = ctx.logs(name).join("\n");
             assert!(logs.contains("Operation not permitted"), "{logs}");
         }
+        // An exec'd process runs under the same filter, with or without a
+        // terminal.
+        let sleeper = format!("{name}-exec");
+        ctx.run(
+            &sleeper,
+            Some(&manifest.replace(name, &sleeper)),
+            &["sleep", "1000"],
+        );
+        let out = ctx.moor(&["exec", &sleeper, "--", probe[0], probe[1], probe[2]]);
+        assert_eq!(
+            text(&out.stdout),
+            format!("Seccomp:\t{mode}\n{unshare}\n"),
+            "exec in {name}: {}",
+            text(&out.stderr)
+        );
+        let out = ctx.moor_on_a_terminal(
+            "true",
+            &["exec", "-t", &sleeper, "--", probe[0], probe[1], probe[2]],
+            "true",
+        );
+        let shown = text(&out.stdout).replace('\r', "");
+        // (On a terminal, unshare's complaint shows up in between.)
+        assert!(
+            shown.starts_with(&format!("Seccomp:\t{mode}\n"))
+                && shown.contains(&format!("\n{unshare}\n")),
+            "exec -t in {name}: {shown}"
+        );
+        ctx.rm(&sleeper);
         ctx.rm(name);
     }
     ctx.assert_no_leaks();

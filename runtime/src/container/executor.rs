@@ -243,10 +243,12 @@ pub(crate) fn exec(
             use libcontainer::container::builder::ContainerBuilder;
             use libcontainer::syscall::syscall::SyscallType;
             use nix::sys::wait::{WaitStatus, waitpid};
+            let filter = ExecSeccomp::of(paths)?;
             let pid = ContainerBuilder::new(record.id.clone(), SyscallType::default())
                 .with_root_path(&record.runtime_root)
                 .map(|b| {
-                    b.as_tenant()
+                    b.with_executor(filter)
+                        .as_tenant()
                         .with_container_args(args.to_vec())
                         .with_detach(false)
                 })
@@ -270,6 +272,50 @@ pub(crate) fn exec(
                 }
             }
         }
+    }
+}
+
+/// libcontainer's exec builds the process's Linux settings afresh, without
+/// the bundle's seccomp filter (runc keeps it): this workload executor
+/// loads the filter in the new process, after its capabilities are dropped
+/// and `no_new_privs` is set, right before it executes the command.
+#[derive(Clone)]
+struct ExecSeccomp {
+    filter: Option<libcontainer::oci_spec::runtime::LinuxSeccomp>,
+}
+
+impl ExecSeccomp {
+    /// The filter of the container's bundle, if it has one.
+    fn of(paths: &ContainerPaths) -> Result<Self> {
+        let spec = libcontainer::oci_spec::runtime::Spec::load(paths.config()).map_err(|e| {
+            ContainerError::Invalid(format!("read {}: {e}", paths.config().display()))
+        })?;
+        Ok(Self {
+            filter: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        })
+    }
+}
+
+impl libcontainer::workload::Executor for ExecSeccomp {
+    fn exec(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        if let Some(filter) = &self.filter {
+            libcontainer::seccomp::initialize_seccomp(filter).map_err(|e| {
+                libcontainer::workload::ExecutorError::Other(format!(
+                    "load the seccomp filter: {e}"
+                ))
+            })?;
+        }
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
     }
 }
 
@@ -315,6 +361,7 @@ fn builtin_exec_tty(
         .set_args(Some(args.to_vec()))
         .set_terminal(Some(true))
         .set_env(Some(env));
+    let filter = ExecSeccomp::of(paths)?;
     let console = super::tty::ConsoleSocket::new()?;
     let process_file = console.dir().join("process.json");
     let json = serde_json::to_vec(&process).map_err(|source| ContainerError::Corrupt {
@@ -330,6 +377,7 @@ fn builtin_exec_tty(
         .with_root_path(&record.runtime_root)
         .map(|b| {
             b.with_console_socket(Some(console.path()))
+                .with_executor(filter)
                 .as_tenant()
                 .with_process(Some(&process_file))
                 // Detached: the terminal, not the caller's stdio, is the
