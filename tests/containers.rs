@@ -21,7 +21,7 @@ use crate::common::{moor_bin, require};
 /// The commands the busybox root filesystem links to busybox.
 const APPLETS: &[&str] = &[
     "sh", "sleep", "cat", "ps", "hostname", "mount", "wget", "httpd", "true", "echo", "ls", "grep",
-    "head", "tr", "seq", "wc", "test", "touch", "kill", "id", "stat",
+    "head", "tr", "seq", "wc", "test", "touch", "kill", "id", "stat", "tty", "stty", "unshare",
 ];
 
 /// One test's engine: a private state dir, a private cgroup parent, a
@@ -141,6 +141,38 @@ impl Ctx {
             .nth(1)
             .and_then(|p| p.parse().ok())
             .expect("pid in dev run output")
+    }
+
+    /// `moor ARGS…` under a pseudo-terminal of its own (util-linux
+    /// `script`), after `before` (a shell line run on that terminal) and
+    /// followed by `after`; the exit code is moor's.
+    fn moor_on_a_terminal(&self, before: &str, args: &[&str], after: &str) -> Output {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let mut line = format!("{before}; {}", quote(&moor_bin().to_string_lossy()));
+        for a in ["--state-dir", &self.state().to_string_lossy()]
+            .iter()
+            .chain(args)
+        {
+            line.push(' ');
+            line.push_str(&quote(a));
+        }
+        line.push_str(&format!("; rc=$?; {after}; exit $rc"));
+        // Stdin stays open: at its end, script would type an EOF on the
+        // terminal.
+        let mut child = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("MOOR_CGROUP_PARENT", &self.cgroup_parent)
+            .env("MOOR_EXECUTOR", &self.executor)
+            .env_remove("MOOR_STATE_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run script");
+        let stdin = child.stdin.take();
+        let out = child.wait_with_output().expect("wait for script");
+        drop(stdin);
+        out
     }
 
     /// Waits for `name` to exit; returns its exit record.
@@ -531,6 +563,65 @@ fn logs_hold_both_streams_in_order_and_follow(executor: &str) {
     );
 }
 
+fn logs_since_and_until_pick_a_time_window(executor: &str) {
+    let Some(ctx) = Ctx::new("logsince", executor) else {
+        return;
+    };
+    ctx.run(
+        "clock",
+        None,
+        &["sh", "-c", "echo early; sleep 1.2; echo late"],
+    );
+    ctx.wait("clock");
+    // The times the lines were logged at, as `logs --timestamps` shows them.
+    let out = ctx.moor(&["logs", "--timestamps", "clock"]);
+    let stamped = text(&out.stdout);
+    let stamps: Vec<&str> = stamped
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(stamps.len(), 2, "{stamped}");
+    let (early, late) = (stamps[0], stamps[1]);
+    let logs = |args: &[&str]| {
+        let mut all = vec!["logs"];
+        all.extend_from_slice(args);
+        all.push("clock");
+        let out = ctx.moor(&all);
+        assert!(out.status.success(), "logs {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert_eq!(logs(&["--since", late]), "late\n", "since is inclusive");
+    assert_eq!(logs(&["--until", early]), "early\n", "until is inclusive");
+    assert_eq!(logs(&["--since", early, "--until", late]), "early\nlate\n");
+    // A Unix timestamp: the whole second after the first line is still
+    // before the second one, 1.2 s later.
+    let date = Command::new("date")
+        .args(["-u", "-d", early, "+%s"])
+        .output()
+        .expect("run date");
+    let early_secs: u64 = text(&date.stdout).trim().parse().expect("date +%s");
+    let between = (early_secs + 1).to_string();
+    assert_eq!(logs(&["--since", &between]), "late\n");
+    assert_eq!(logs(&["--until", &between]), "early\n");
+    // Relative, and tail applied to what since kept.
+    assert_eq!(logs(&["--since", "1h"]), "early\nlate\n");
+    assert_eq!(logs(&["--since", "1h", "--tail", "1"]), "late\n");
+    assert_eq!(logs(&["--since", late, "--tail", "5"]), "late\n");
+    assert_eq!(
+        logs(&["--since", "1h", "-f"]),
+        "early\nlate\n",
+        "follow of an exited container"
+    );
+    for (flag, bad) in [("--since", "yesterday"), ("--until", "2026-11-23")] {
+        let out = ctx.moor(&["logs", flag, bad, "clock"]);
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.contains(flag) && err.contains(bad), "{err}");
+    }
+    ctx.rm("clock");
+    ctx.assert_no_leaks();
+}
+
 fn containers_outlive_moor_and_a_new_process_sees_their_true_state(executor: &str) {
     let Some(ctx) = Ctx::new("survive", executor) else {
         return;
@@ -707,6 +798,137 @@ fn exec_joins_the_container(executor: &str) {
     ctx.assert_no_leaks();
 }
 
+fn exec_tty_gives_a_controlling_terminal(executor: &str) {
+    let Some(ctx) = Ctx::new("exectty", executor) else {
+        return;
+    };
+    if !require(&["script", "stty"], true) {
+        return;
+    }
+    ctx.run("box", None, &["sleep", "1000"]);
+    // The terminal is the container's own, its controlling terminal, with
+    // the caller's window size; the caller's terminal is back in cooked
+    // mode afterwards.
+    let out = ctx.moor_on_a_terminal(
+        "stty rows 33 cols 99",
+        &[
+            "exec",
+            "-it",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            // The size is set on the terminal right after the process
+            // starts (SIGWINCH tells it): wait for it, not for a time.
+            "tty; for i in $(seq 100); do s=$(stty size 2>/dev/null); [ -n \"$s\" ] && break; sleep 0.05; done; \
+             echo \"$s\"; read -r a b c d e f g rest < /proc/self/stat; echo tty_nr=$g; echo TERM=$TERM",
+        ],
+        "stty -a",
+    );
+    let shown = text(&out.stdout).replace('\r', "");
+    assert!(
+        out.status.success(),
+        "exec -it: {shown} {}",
+        text(&out.stderr)
+    );
+    let mut lines = shown.lines();
+    let tty = lines.next().unwrap_or_default();
+    assert!(tty.starts_with("/dev/pts/"), "tty printed {tty:?}: {shown}");
+    assert_eq!(lines.next(), Some("33 99"), "window size: {shown}");
+    let tty_nr = lines.next().unwrap_or_default();
+    assert!(
+        tty_nr.starts_with("tty_nr=") && tty_nr != "tty_nr=0",
+        "no controlling terminal: {shown}"
+    );
+    assert_eq!(lines.next(), Some("TERM=xterm"), "{shown}");
+    assert!(
+        shown.contains(" icanon") && shown.contains(" echo "),
+        "the caller's terminal was left in raw mode: {shown}"
+    );
+    // The exit code passes through.
+    let out = ctx.moor_on_a_terminal(
+        "true",
+        &["exec", "-t", "box", "--", "sh", "-c", "exit 7"],
+        "true",
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stdout));
+    // Without -t the process has no terminal, as before.
+    let out = ctx.moor(&["exec", "box", "--", "tty"]);
+    assert_eq!(text(&out.stdout), "not a tty\n");
+    assert_eq!(out.status.code(), Some(1));
+    ctx.rm("box");
+    ctx.assert_no_leaks();
+}
+
+fn seccomp_filters_by_default_and_can_be_turned_off(executor: &str) {
+    let Some(ctx) = Ctx::new("seccomp", executor) else {
+        return;
+    };
+    // A new user namespace needs no capability, so only the filter stops
+    // root in the container from making one.
+    let probe = [
+        "sh",
+        "-c",
+        "grep '^Seccomp:' /proc/self/status; if unshare -U true; then echo allowed; else echo denied; fi",
+    ];
+    let cases = [
+        ("filtered", "", "2", "denied"),
+        ("free", "seccomp = \"unconfined\"\n", "0", "allowed"),
+        ("admin", "cap_add = [\"SYS_ADMIN\"]\n", "2", "allowed"),
+    ];
+    for (name, extra, mode, unshare) in cases {
+        let manifest = format!("[containers.{name}]\nimage = \"busybox\"\n{extra}");
+        ctx.run(name, Some(&manifest), &probe);
+        assert_eq!(
+            ctx.wait(name)["exit_code"],
+            0,
+            "{name}: {:?}",
+            ctx.logs(name)
+        );
+        let out = ctx.stdout(name);
+        assert_eq!(
+            out,
+            vec![format!("Seccomp:\t{mode}"), unshare.to_string()],
+            "{name}: {:?}",
+            ctx.logs(name)
+        );
+        if unshare == "denied" {
+            let logs = ctx.logs(name).join("\n");
+            assert!(logs.contains("Operation not permitted"), "{logs}");
+        }
+        // An exec'd process runs under the same filter, with or without a
+        // terminal.
+        let sleeper = format!("{name}-exec");
+        ctx.run(
+            &sleeper,
+            Some(&manifest.replace(name, &sleeper)),
+            &["sleep", "1000"],
+        );
+        let out = ctx.moor(&["exec", &sleeper, "--", probe[0], probe[1], probe[2]]);
+        assert_eq!(
+            text(&out.stdout),
+            format!("Seccomp:\t{mode}\n{unshare}\n"),
+            "exec in {name}: {}",
+            text(&out.stderr)
+        );
+        let out = ctx.moor_on_a_terminal(
+            "true",
+            &["exec", "-t", &sleeper, "--", probe[0], probe[1], probe[2]],
+            "true",
+        );
+        let shown = text(&out.stdout).replace('\r', "");
+        // (On a terminal, unshare's complaint shows up in between.)
+        assert!(
+            shown.starts_with(&format!("Seccomp:\t{mode}\n"))
+                && shown.contains(&format!("\n{unshare}\n")),
+            "exec -t in {name}: {shown}"
+        );
+        ctx.rm(&sleeper);
+        ctx.rm(name);
+    }
+    ctx.assert_no_leaks();
+}
+
 fn named_volume_survives_recreation(executor: &str) {
     let Some(ctx) = Ctx::new("volume", executor) else {
         return;
@@ -842,11 +1064,14 @@ on_every_executor!(
     memory_limit_kills_with_137_and_the_oom_flag,
     pids_limit_stops_a_fork_bomb,
     logs_hold_both_streams_in_order_and_follow,
+    logs_since_and_until_pick_a_time_window,
     containers_outlive_moor_and_a_new_process_sees_their_true_state,
     a_killed_shim_is_detected_and_cleaned_up,
     stop_signal_grace_period_then_sigkill,
     init_forwards_signals_and_reaps,
     exec_joins_the_container,
+    exec_tty_gives_a_controlling_terminal,
+    seccomp_filters_by_default_and_can_be_turned_off,
     named_volume_survives_recreation,
     read_only_mounts_and_root_are_enforced,
     symlinked_mount_destination_stays_inside_the_container,

@@ -390,6 +390,40 @@ ports   = ["8080:80"]
     );
 }
 
+/// `seccomp`: "default" is what an absent field means (same hash, so
+/// containers from before the field are not replaced), "unconfined"
+/// changes the hash, anything else is an error, and Compose's
+/// `security_opt` points to it.
+#[test]
+fn seccomp_is_default_or_unconfined() {
+    let with = |extra: &str| {
+        let text = format!("[containers.c]\nimage = \"busybox\"\n{extra}");
+        moor_spec::load_texts(&[(PathBuf::from("/m/c.toml"), text)])
+    };
+    let hash = |extra: &str| {
+        let state = with(extra).unwrap_or_else(|d| panic!("{d}"));
+        (
+            container_hash(&state, "c"),
+            state.containers["c"].spec.seccomp,
+        )
+    };
+    let (base, mode) = hash("");
+    assert_eq!(mode, moor_spec::Seccomp::Default);
+    assert_eq!(hash("seccomp = \"default\"\n"), (base.clone(), mode));
+    let (free, mode) = hash("seccomp = \"unconfined\"\n");
+    assert_eq!(mode, moor_spec::Seccomp::Unconfined);
+    assert_ne!(free, base);
+    let bad = with("seccomp = \"strict\"\n").unwrap_err().to_string();
+    assert!(
+        bad.contains("seccomp") && bad.contains("not one of default, unconfined"),
+        "{bad}"
+    );
+    let compose = with("security_opt = [\"seccomp=unconfined\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(compose.contains("did you mean \"seccomp\""), "{compose}");
+}
+
 const PINNED_HASH: &str = "sha256:955eda9b0db020e82a35384b5c01f1460eefbd34741ca272be2fa5743267093d";
 
 /// A directory with one container that reads an env_file and a relative bind

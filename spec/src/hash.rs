@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{
     ContainerSpec, ImageSpec, Kind, NetworkAttachment, NetworkMode, NetworkSpec, Resources,
-    VolumeSpec,
+    Seccomp, VolumeSpec,
 };
 use crate::mounts::Mount;
 use crate::ports::PortMapping;
@@ -113,6 +113,10 @@ struct ContainerView<'a> {
     read_only: bool,
     cap_add: &'a [String],
     cap_drop: &'a [String],
+    // Left out when default, so that hashes from before the field existed
+    // stay the same.
+    #[serde(skip_serializing_if = "Seccomp::is_default")]
+    seccomp: Seccomp,
     extra_hosts: &'a [(String, IpAddr)],
 }
 
@@ -139,6 +143,7 @@ pub fn container(spec: &ContainerSpec) -> SpecHash {
             read_only: spec.read_only,
             cap_add: &spec.cap_add,
             cap_drop: &spec.cap_drop,
+            seccomp: spec.seccomp,
             extra_hosts: &spec.extra_hosts,
         },
     )

@@ -243,6 +243,27 @@ pub enum UpdateOrder {
     StartFirst,
 }
 
+/// Which seccomp filter a container's processes run under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Seccomp {
+    /// moor's default profile, like Docker's: the system calls that reach
+    /// past the container (kernel modules, keyrings, clocks, namespaces,
+    /// mounts, tracing…) fail with EPERM unless `cap_add` grants the
+    /// capability they need.
+    #[default]
+    Default,
+    /// No filter (Docker's `--security-opt seccomp=unconfined`).
+    Unconfined,
+}
+
+impl Seccomp {
+    /// Whether this is the default profile.
+    pub fn is_default(&self) -> bool {
+        *self == Seccomp::Default
+    }
+}
+
 /// `[containers.NAME]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
@@ -292,6 +313,9 @@ pub struct ContainerSpec {
     pub cap_add: Vec<String>,
     /// Capabilities removed from it.
     pub cap_drop: Vec<String>,
+    /// The seccomp filter (`"default"` or `"unconfined"`).
+    #[serde(default, skip_serializing_if = "Seccomp::is_default")]
+    pub seccomp: Seccomp,
     /// Extra `/etc/hosts` entries.
     pub extra_hosts: Vec<(String, IpAddr)>,
     /// How many identical copies to run.

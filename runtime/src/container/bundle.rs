@@ -9,7 +9,8 @@
 //!   `HOSTNAME` and `HOME` when not given.
 //! - Security: new pid, mount, uts, ipc and net namespaces (cgroup too on
 //!   v2), Docker's 14 default capabilities adjusted by `cap_add`/`cap_drop`,
-//!   `no_new_privs`, Docker's masked and read-only paths, a fresh `/dev`
+//!   `no_new_privs`, a seccomp filter like Docker's ([`super::seccomp`],
+//!   unless `seccomp = "unconfined"`), Docker's masked and read-only paths, a fresh `/dev`
 //!   with only the standard devices, rlimits clamped to the host's hard
 //!   limits so that start-up never fails on them.
 //! - Mounts: destinations are resolved inside the root filesystem
@@ -371,6 +372,10 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec> {
     }
 
     let caps = capabilities(spec)?;
+    let seccomp = match spec.seccomp {
+        moor_spec::Seccomp::Default => Some(super::seccomp::default_profile(&caps)?),
+        moor_spec::Seccomp::Unconfined => None,
+    };
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(args)
@@ -467,8 +472,12 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec> {
                 .iter()
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
-        )
-        .build()?;
+        );
+    let linux = match seccomp {
+        Some(filter) => linux.seccomp(filter),
+        None => linux,
+    }
+    .build()?;
 
     let mut annotations: HashMap<String, String> = spec.labels.clone().into_iter().collect();
     annotations.insert("io.moor.container.name".into(), record.name.clone());

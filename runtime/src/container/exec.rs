@@ -41,7 +41,7 @@ impl Engine {
                 .code()
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)));
         }
-        executor::exec(&info.record, args, tty)
+        executor::exec(&info.record, &self.paths(name), args, tty)
     }
 }
 

@@ -5,8 +5,10 @@
 //! containers are created by the shim, execs by the single-threaded CLI.
 //! Both are driven the same way: create + start with the shim's pipes as
 //! the container's stdout and stderr (PID 1 becomes the shim's child, the
-//! shim being a child subreaper), exec with the caller's stdio, and a
-//! forced delete of the runtime's state afterwards.
+//! shim being a child subreaper), exec with the caller's stdio (or a
+//! pseudo-terminal the runtime creates in the container and hands over a
+//! console socket, see `tty.rs`), and a forced delete of the
+//! runtime's state afterwards.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -201,15 +203,25 @@ pub(crate) fn forget_exited(record: &ContainerRecord) {
     }
 }
 
-/// Runs `args` in the running container with the caller's stdio; returns
-/// the exit code (128 + N for death by signal N).
-pub(crate) fn exec(record: &ContainerRecord, args: &[String], tty: bool) -> Result<i32> {
+/// Runs `args` in the running container with the caller's stdio (a new
+/// pseudo-terminal in the container when `tty`); returns the exit code
+/// (128 + N for death by signal N).
+pub(crate) fn exec(
+    record: &ContainerRecord,
+    paths: &ContainerPaths,
+    args: &[String],
+    tty: bool,
+) -> Result<i32> {
     match &record.executor {
         Executor::Runc { path } => {
             let runc = runc_of(record, path);
             let mut cmd = runc.command(&["exec"]);
             if tty {
+                // As `docker exec -t` does, unless the container sets one.
                 cmd.arg("--tty");
+                if !has_term(paths)? {
+                    cmd.args(["--env", DEFAULT_TERM]);
+                }
             }
             // runc takes everything after the id as the command: no `--`.
             let status = cmd
@@ -226,19 +238,17 @@ pub(crate) fn exec(record: &ContainerRecord, args: &[String], tty: bool) -> Resu
                 .code()
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
         }
+        Executor::Builtin if tty => builtin_exec_tty(record, paths, args),
         Executor::Builtin => {
             use libcontainer::container::builder::ContainerBuilder;
             use libcontainer::syscall::syscall::SyscallType;
             use nix::sys::wait::{WaitStatus, waitpid};
-            if tty {
-                return Err(ContainerError::Invalid(
-                    "exec --tty needs the runc executor (the built-in one has no console support yet)".into(),
-                ));
-            }
+            let filter = ExecSeccomp::of(paths)?;
             let pid = ContainerBuilder::new(record.id.clone(), SyscallType::default())
                 .with_root_path(&record.runtime_root)
                 .map(|b| {
-                    b.as_tenant()
+                    b.with_executor(filter)
+                        .as_tenant()
                         .with_container_args(args.to_vec())
                         .with_detach(false)
                 })
@@ -263,4 +273,131 @@ pub(crate) fn exec(record: &ContainerRecord, args: &[String], tty: bool) -> Resu
             }
         }
     }
+}
+
+/// libcontainer's exec builds the process's Linux settings afresh, without
+/// the bundle's seccomp filter (runc keeps it): this workload executor
+/// loads the filter in the new process, after its capabilities are dropped
+/// and `no_new_privs` is set, right before it executes the command.
+#[derive(Clone)]
+struct ExecSeccomp {
+    filter: Option<libcontainer::oci_spec::runtime::LinuxSeccomp>,
+}
+
+impl ExecSeccomp {
+    /// The filter of the container's bundle, if it has one.
+    fn of(paths: &ContainerPaths) -> Result<Self> {
+        let spec = libcontainer::oci_spec::runtime::Spec::load(paths.config()).map_err(|e| {
+            ContainerError::Invalid(format!("read {}: {e}", paths.config().display()))
+        })?;
+        Ok(Self {
+            filter: spec.linux().as_ref().and_then(|l| l.seccomp().clone()),
+        })
+    }
+}
+
+impl libcontainer::workload::Executor for ExecSeccomp {
+    fn exec(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        if let Some(filter) = &self.filter {
+            libcontainer::seccomp::initialize_seccomp(filter).map_err(|e| {
+                libcontainer::workload::ExecutorError::Other(format!(
+                    "load the seccomp filter: {e}"
+                ))
+            })?;
+        }
+        libcontainer::workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &libcontainer::oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::get_executor().validate(spec)
+    }
+}
+
+/// `TERM` for a terminal exec whose container sets none (Docker's value).
+const DEFAULT_TERM: &str = "TERM=xterm";
+
+/// Whether the container's process environment sets `TERM`.
+fn has_term(paths: &ContainerPaths) -> Result<bool> {
+    Ok(bundle_process(paths)?
+        .env()
+        .iter()
+        .flatten()
+        .any(|e| e.starts_with("TERM=")))
+}
+
+/// The process of the container's bundle: what an exec starts from.
+fn bundle_process(paths: &ContainerPaths) -> Result<oci_spec::runtime::Process> {
+    let spec = oci_spec::runtime::Spec::load(paths.config())
+        .map_err(|e| ContainerError::Invalid(format!("read {}: {e}", paths.config().display())))?;
+    spec.process()
+        .clone()
+        .ok_or_else(|| ContainerError::Invalid("the bundle's config.json has no process".into()))
+}
+
+/// `exec --tty` with libcontainer: the container's process (user, env,
+/// cwd, capabilities, no_new_privs) with `args` and a terminal, which the
+/// runtime creates in the container's devpts and sends over a console
+/// socket; then the terminal is relayed to this process's stdio.
+fn builtin_exec_tty(
+    record: &ContainerRecord,
+    paths: &ContainerPaths,
+    args: &[String],
+) -> Result<i32> {
+    use libcontainer::container::builder::ContainerBuilder;
+    use libcontainer::syscall::syscall::SyscallType;
+
+    let mut process = bundle_process(paths)?;
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push(DEFAULT_TERM.into());
+    }
+    process
+        .set_args(Some(args.to_vec()))
+        .set_terminal(Some(true))
+        .set_env(Some(env));
+    let filter = ExecSeccomp::of(paths)?;
+    let console = super::tty::ConsoleSocket::new()?;
+    let process_file = console.dir().join("process.json");
+    let json = serde_json::to_vec(&process).map_err(|source| ContainerError::Corrupt {
+        path: process_file.clone(),
+        source,
+    })?;
+    std::fs::write(&process_file, json).map_err(|source| ContainerError::Io {
+        action: "write",
+        path: process_file.clone(),
+        source,
+    })?;
+    let pid = ContainerBuilder::new(record.id.clone(), SyscallType::default())
+        .with_root_path(&record.runtime_root)
+        .map(|b| {
+            b.with_console_socket(Some(console.path()))
+                .with_executor(filter)
+                .as_tenant()
+                .with_process(Some(&process_file))
+                // Detached: the terminal, not the caller's stdio, is the
+                // process's; it is still this process's child.
+                .with_detach(true)
+        })
+        .and_then(|b| b.build())
+        .map_err(|e| ContainerError::Start {
+            name: record.name.clone(),
+            message: format!("exec: {e}"),
+        })?;
+    let pid = nix::unistd::Pid::from_raw(pid.as_raw());
+    let master = match console.receive_master(std::time::Duration::from_secs(10)) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            return Err(e);
+        }
+    };
+    drop(console);
+    super::tty::relay(master, pid)
 }

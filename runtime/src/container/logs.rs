@@ -9,7 +9,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest line kept whole; longer ones are split into partial lines.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -65,6 +65,159 @@ impl LogLine {
             text,
         })
     }
+
+    /// When the line was written; `None` when its timestamp does not parse.
+    pub fn time(&self) -> Option<SystemTime> {
+        parse_rfc3339(&self.timestamp)
+    }
+}
+
+/// Which lines `logs --since/--until` keep: written at or after `since`
+/// and at or before `until` (both inclusive, as in Docker).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeFilter {
+    /// Skip lines older than this.
+    pub since: Option<SystemTime>,
+    /// Skip lines newer than this.
+    pub until: Option<SystemTime>,
+}
+
+impl TimeFilter {
+    /// Whether `line` passes. A line whose timestamp does not parse passes
+    /// only when there is no bound.
+    pub fn keeps(&self, line: &LogLine) -> bool {
+        if self.since.is_none() && self.until.is_none() {
+            return true;
+        }
+        let Some(t) = line.time() else {
+            return false;
+        };
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
+    }
+}
+
+/// Parses a `logs --since`/`--until` value as Docker does: an RFC 3339
+/// timestamp (`2026-11-23T10:00:00Z`, with fractional seconds or an offset
+/// such as `+02:00`), a Unix timestamp (`1700000000`, `1700000000.5`), or
+/// a duration with units (`45s`, `10m`, `1h30m`) meaning `now` minus it.
+pub fn parse_time_arg(s: &str, now: SystemTime) -> Result<SystemTime, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty time: give an RFC 3339 timestamp (2026-11-23T10:00:00Z), a Unix timestamp or a duration such as 10m".into());
+    }
+    if t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return parse_unix(t).ok_or_else(|| format!("\"{s}\" is not a valid Unix timestamp"));
+    }
+    if t.as_bytes().first().is_some_and(u8::is_ascii_digit) && t.contains('-') {
+        return parse_rfc3339(t).ok_or_else(|| {
+            format!(
+                "\"{s}\" is not an RFC 3339 timestamp with a time zone, such as 2026-11-23T10:00:00Z or 2026-11-23T12:00:00.5+02:00"
+            )
+        });
+    }
+    let d = moor_spec::units::parse_duration(t).map_err(|_| {
+        format!(
+            "\"{s}\" is neither a timestamp (2026-11-23T10:00:00Z, 1700000000) nor a duration such as 45s, 10m or 1h30m"
+        )
+    })?;
+    Ok(now.checked_sub(d).unwrap_or(UNIX_EPOCH))
+}
+
+/// `SECONDS[.FRACTION]` since the epoch.
+fn parse_unix(s: &str) -> Option<SystemTime> {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    if secs.is_empty() || frac.contains('.') {
+        return None;
+    }
+    let secs: u64 = secs.parse().ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, fraction_nanos(frac)?))
+}
+
+/// The nanoseconds of the digits after a decimal point (beyond 9 dropped).
+fn fraction_nanos(digits: &str) -> Option<u32> {
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut nanos = 0u32;
+    for i in 0..9 {
+        nanos = nanos * 10 + digits.as_bytes().get(i).map_or(0, |b| u32::from(b - b'0'));
+    }
+    Some(nanos)
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.F…](Z|±HH:MM)` (RFC 3339; `t`, `z` and a
+/// space instead of `T` accepted). Times before 1970 are `None`.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    fn num(s: &str, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok().filter(|n| range.contains(n))
+    }
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let year = num(s.get(0..4)?, 0..=9999)?;
+    let month = num(s.get(5..7)?, 1..=12)?;
+    let day = num(s.get(8..10)?, 1..=31)?;
+    let hour = num(s.get(11..13)?, 0..=23)?;
+    let minute = num(s.get(14..16)?, 0..=59)?;
+    let second = num(s.get(17..19)?, 0..=60)?;
+    let mut rest = s.get(19..)?;
+    let mut nanos = 0;
+    if let Some(r) = rest.strip_prefix('.') {
+        let n = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+        if n == 0 {
+            return None;
+        }
+        nanos = fraction_nanos(&r[..n])?;
+        rest = &r[n..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            sign * (num(&rest[1..3], 0..=23)? * 3600 + num(&rest[4..6], 0..=59)? * 60)
+        }
+    };
+    if day > days_in_month(year, month) {
+        return None;
+    }
+    let secs =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let secs = u64::try_from(secs).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's days_from_civil).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Formats a time as RFC 3339 UTC with nanoseconds.
@@ -256,13 +409,101 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn timestamps() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
         let t = UNIX_EPOCH + Duration::new(1_709_210_096, 5);
         assert_eq!(rfc3339(t), "2024-02-29T12:34:56.000000005Z");
+    }
+
+    #[test]
+    fn rfc3339_round_trips_and_takes_offsets() {
+        for t in [
+            UNIX_EPOCH,
+            UNIX_EPOCH + Duration::new(1_709_210_096, 5),
+            UNIX_EPOCH + Duration::new(951_782_400, 999_999_999),
+            UNIX_EPOCH + Duration::new(4_102_444_799, 0),
+        ] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{}", rfc3339(t));
+        }
+        let at = |secs, nanos| Some(UNIX_EPOCH + Duration::new(secs, nanos));
+        assert_eq!(parse_rfc3339("2024-02-29T12:34:56Z"), at(1_709_210_096, 0));
+        assert_eq!(
+            parse_rfc3339("2024-02-29t12:34:56.5z"),
+            at(1_709_210_096, 500_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29 14:34:56+02:00"),
+            at(1_709_210_096, 0)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T07:04:56.25-05:30"),
+            at(1_709_210_096, 250_000_000)
+        );
+        for bad in [
+            "2024-02-29T12:34:56",
+            "2024-02-30T12:34:56Z",
+            "2023-02-29T12:34:56Z",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29T24:00:00Z",
+            "2024-02-29T12:34:56.Z",
+            "2024-02-29T12:34:56+0200",
+            "1969-12-31T23:59:59Z",
+            "2024-02-29",
+            "2024-02-29T12:34:56Zjunk",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn since_values_as_docker_takes_them() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let p = |s| parse_time_arg(s, now);
+        assert_eq!(
+            p("1700000000"),
+            Ok(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        assert_eq!(
+            p("1700000000.5"),
+            Ok(UNIX_EPOCH + Duration::new(1_700_000_000, 500_000_000))
+        );
+        assert_eq!(
+            p("2023-11-14T22:13:20.000000001Z"),
+            Ok(UNIX_EPOCH + Duration::new(1_700_000_000, 1))
+        );
+        assert_eq!(p("10m"), Ok(now - Duration::from_secs(600)));
+        assert_eq!(p("1h30m"), Ok(now - Duration::from_secs(5400)));
+        assert_eq!(p(" 45s "), Ok(now - Duration::from_secs(45)));
+        assert!(p("").unwrap_err().contains("empty"));
+        for bad in [
+            "yesterday",
+            "1.2.3",
+            "10x",
+            "2023-11-14",
+            "-5m",
+            "1700000000.5e",
+        ] {
+            let e = p(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_time_filter_is_inclusive() {
+        let line = |ts: &str| LogLine::parse(&format!("{ts} stdout F x")).unwrap();
+        let t = |s| parse_rfc3339(s).unwrap();
+        let f = TimeFilter {
+            since: Some(t("2026-01-01T00:00:01Z")),
+            until: Some(t("2026-01-01T00:00:02Z")),
+        };
+        assert!(!f.keeps(&line("2026-01-01T00:00:00.999999999Z")));
+        assert!(f.keeps(&line("2026-01-01T00:00:01.000000000Z")));
+        assert!(f.keeps(&line("2026-01-01T00:00:02.000000000Z")));
+        assert!(!f.keeps(&line("2026-01-01T00:00:02.000000001Z")));
+        assert!(!f.keeps(&line("garbage")));
+        assert!(TimeFilter::default().keeps(&line("garbage")));
     }
 
     #[test]

@@ -28,10 +28,12 @@ pub mod paths;
 mod remove;
 pub mod rootfs;
 mod runc;
+pub mod seccomp;
 pub mod shim;
 mod start;
 pub mod state;
 mod stop;
+mod tty;
 pub mod users;
 pub mod volumes;
 

@@ -9,7 +9,7 @@ use super::resources::Draft;
 use super::{Decoder, check_name, join};
 use crate::model::{
     ContainerSpec, DependCondition, HealthTest, Healthcheck, NetworkAttachment, NetworkMode,
-    Origin, Resources, RestartPolicy, UpdateOrder,
+    Origin, Resources, RestartPolicy, Seccomp, UpdateOrder,
 };
 use crate::mounts::{Mount, MountSource};
 use crate::node::{Node, Pos, Value};
@@ -39,6 +39,7 @@ const FIELDS: &[&str] = &[
     "read_only",
     "cap_add",
     "cap_drop",
+    "seccomp",
     "extra_hosts",
     "replicas",
     "update_order",
@@ -60,6 +61,7 @@ const COMPOSE_ALIASES: &[(&str, &str)] = &[
     ("links", "networks"),
     ("expose", "ports"),
     ("read_only_rootfs", "read_only"),
+    ("security_opt", "seccomp"),
 ];
 
 /// Docker's defaults.
@@ -129,6 +131,7 @@ impl Decoder<'_> {
             read_only: false,
             cap_add: Vec::new(),
             cap_drop: Vec::new(),
+            seccomp: Seccomp::Default,
             extra_hosts: Vec::new(),
             replicas: 1,
             update_order: UpdateOrder::StopFirst,
@@ -305,6 +308,19 @@ impl Decoder<'_> {
             && let Some(r) = self.integer(n, &fld("replicas"), 0, MAX_REPLICAS)
         {
             spec.replicas = r as u32;
+        }
+        if let Some(n) = f.get("seccomp") {
+            let sf = fld("seccomp");
+            match self.string(n, &sf).as_deref() {
+                Some("default") => spec.seccomp = Seccomp::Default,
+                Some("unconfined") => spec.seccomp = Seccomp::Unconfined,
+                Some(other) => self.error(
+                    n.pos,
+                    &sf,
+                    format!("\"{other}\" is not one of default, unconfined"),
+                ),
+                None => {}
+            }
         }
         if let Some(n) = f.get("update_order") {
             let of = fld("update_order");
