@@ -1,0 +1,181 @@
+//! `update_order = "start-first"` on the real engine: the new container of
+//! `web` starts and becomes healthy while the old one still runs, then the
+//! old one stops; `ps`, `logs`, `exec` and `inspect` know it as `web`
+//! throughout; a new container that never becomes healthy is removed and the
+//! old one keeps running.
+//!
+//! The order is read from what the containers themselves recorded, in a
+//! shared volume, as it happened (`start`, `healthy`, `stop` lines), not from
+//! timing.
+
+use std::path::Path;
+
+use crate::common::instance::Instance;
+use crate::common::{self};
+
+const PROJECT: &str = "order";
+
+/// `web` with `greeting`; its health check passes once it has started,
+/// unless `greeting` is `broken`, and records the first pass.
+fn manifest(greeting: &str) -> String {
+    let check = if greeting == "broken" {
+        "false".to_string()
+    } else {
+        format!(
+            "grep -qx 'start {greeting}' /data/events && \
+             {{ grep -qx 'healthy {greeting}' /data/events || echo 'healthy {greeting}' >> /data/events; }}"
+        )
+    };
+    format!(
+        r#"
+[images.busybox]
+ref  = "localhost/moor-example/busybox:1"
+pull = "never"
+
+[volumes.events]
+
+[containers.web]
+image        = "busybox"
+command      = ["sh", "-c", "echo 'start {greeting}' >> /data/events; echo 'started {greeting}'; trap \"echo 'stop {greeting}' >> /data/events; exit 0\" TERM; while true; do sleep 0.1; done"]
+env          = {{ GREETING = "{greeting}" }}
+mounts       = ["events:/data"]
+init         = true
+update_order = "start-first"
+stop_grace_period = "5s"
+healthcheck  = {{ cmd = ["sh", "-c", "{check}"], interval = "300ms", retries = 2 }}
+"#,
+        check = check.replace('"', "\\\"")
+    )
+}
+
+fn apply(host: &Instance, dir: &Path) -> std::process::Output {
+    host.moor(&[
+        "apply",
+        "-p",
+        PROJECT,
+        "--timeout",
+        "90s",
+        dir.to_str().expect("utf-8"),
+    ])
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The rows of `moor ps --all --json` named `name`.
+fn rows(host: &Instance, name: &str) -> Vec<serde_json::Value> {
+    host.containers()
+        .into_iter()
+        .filter(|c| c["name"] == name)
+        .collect()
+}
+
+/// The events the containers recorded, in order.
+fn events(host: &Instance) -> Vec<String> {
+    let out = host.moor(&["exec", "web", "--", "cat", "/data/events"]);
+    assert!(out.status.success(), "moor exec: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn position(events: &[String], line: &str) -> usize {
+    events
+        .iter()
+        .position(|e| e == line)
+        .unwrap_or_else(|| panic!("no {line:?} in {events:?}"))
+}
+
+#[test]
+fn start_first_runs_the_new_container_before_stopping_the_old() {
+    if !common::require(&["busybox", "nft", "ip"], true) {
+        return;
+    }
+    let mut host = Instance::new("uo", "10.79.0.0/16");
+    host.owns(PROJECT);
+    host.import_busybox();
+    let src = tempfile::tempdir().expect("source dir");
+    let dir = src.path();
+    let write = |greeting: &str| {
+        std::fs::write(dir.join("stack.toml"), manifest(greeting)).expect("write manifest")
+    };
+
+    write("hello");
+    let out = apply(&host, dir);
+    assert!(out.status.success(), "first apply: {}", text(&out));
+    let first = rows(&host, "web");
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0]["host_id"], "web", "created stop-first as before");
+
+    // The update.
+    write("bonjour");
+    let out = apply(&host, dir);
+    assert!(out.status.success(), "update: {}", text(&out));
+    let e = events(&host);
+    let started = position(&e, "start bonjour");
+    let healthy = position(&e, "healthy bonjour");
+    let stopped = position(&e, "stop hello");
+    assert!(
+        position(&e, "healthy hello") < started && started < healthy && healthy < stopped,
+        "the old container stops only after the new one is healthy: {e:?}"
+    );
+    let after = rows(&host, "web");
+    assert_eq!(
+        after.len(),
+        1,
+        "exactly one web after the update: {after:?}"
+    );
+    let id = after[0]["host_id"].as_str().expect("host_id").to_string();
+    assert!(id.starts_with("web--"), "{id}");
+    assert_eq!(after[0]["state"], "running");
+    assert_eq!(
+        host.container_env("web", "GREETING").as_deref(),
+        Some("bonjour")
+    );
+    let logs = host.moor(&["logs", "web"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("started bonjour"),
+        "moor logs web follows the new container: {}",
+        text(&logs)
+    );
+    let inspect = host.moor(&["inspect", "web"]);
+    let inspected: serde_json::Value =
+        serde_json::from_slice(&inspect.stdout).expect("inspect json");
+    assert_eq!(inspected["name"], "web");
+    assert_eq!(inspected["host_id"], id.as_str());
+    let plan = host.moor(&["plan", "-p", PROJECT, dir.to_str().expect("utf-8")]);
+    assert_eq!(plan.status.code(), Some(0), "converged: {}", text(&plan));
+
+    // A new container that never becomes healthy: removed, the old one stays.
+    write("broken");
+    let out = apply(&host, dir);
+    assert!(
+        !out.status.success(),
+        "a failed update fails: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("keeps running"),
+        "the failure says the old container keeps running: {}",
+        text(&out)
+    );
+    let kept = rows(&host, "web");
+    assert_eq!(kept.len(), 1, "the new container is gone: {kept:?}");
+    assert_eq!(kept[0]["host_id"], id.as_str());
+    assert_eq!(kept[0]["state"], "running");
+    assert_eq!(
+        host.container_env("web", "GREETING").as_deref(),
+        Some("bonjour")
+    );
+    let e = events(&host);
+    assert!(
+        e.contains(&"start broken".to_string()) && !e.contains(&"stop bonjour".to_string()),
+        "{e:?}"
+    );
+}
