@@ -1,14 +1,15 @@
-//! `update_order = "start-first"` on the real engine: the new container of
-//! `web` starts and becomes healthy while the old one still runs, then the
-//! old one stops; `ps`, `logs`, `exec` and `inspect` know it as `web`
-//! throughout; a new container that never becomes healthy is removed and the
-//! old one keeps running.
+//! `update_order = "start-first"` on the real engine, by `moor apply` and by
+//! the agent: the new container of `web` starts and becomes healthy while the
+//! old one still runs, then the old one stops; `ps`, `logs`, `exec`,
+//! `inspect` and DNS know it as `web`; a new container that never becomes
+//! healthy is removed and the old one keeps running.
 //!
 //! The order is read from what the containers themselves recorded, in a
 //! shared volume, as it happened (`start`, `healthy`, `stop` lines), not from
 //! timing.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::common::instance::Instance;
 use crate::common::{self};
@@ -34,11 +35,20 @@ pull = "never"
 
 [volumes.events]
 
+[networks.uonet]
+
+[containers.client]
+image    = "busybox"
+command  = ["sleep", "3600"]
+networks = ["uonet"]
+init     = true
+
 [containers.web]
 image        = "busybox"
 command      = ["sh", "-c", "echo 'start {greeting}' >> /data/events; echo 'started {greeting}'; trap \"echo 'stop {greeting}' >> /data/events; exit 0\" TERM; while true; do sleep 0.1; done"]
 env          = {{ GREETING = "{greeting}" }}
 mounts       = ["events:/data"]
+networks     = ["uonet"]
 init         = true
 update_order = "start-first"
 stop_grace_period = "5s"
@@ -85,6 +95,25 @@ fn events(host: &Instance) -> Vec<String> {
         .collect()
 }
 
+/// The address of `name`'s current container on its network.
+fn address(host: &Instance, name: &str) -> String {
+    let out = host.moor(&["exec", name, "--", "ip", "-4", "-o", "addr", "show", "eth0"]);
+    assert!(out.status.success(), "moor exec ip: {}", text(&out));
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    line.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string()
+}
+
+/// What the network's DNS answers for `name`, asked from `client`.
+fn lookup(host: &Instance, name: &str) -> String {
+    let out = host.moor(&["exec", "client", "--", "nslookup", name]);
+    text(&out)
+}
+
 fn position(events: &[String], line: &str) -> usize {
     events
         .iter()
@@ -112,6 +141,7 @@ fn start_first_runs_the_new_container_before_stopping_the_old() {
     let first = rows(&host, "web");
     assert_eq!(first.len(), 1, "{first:?}");
     assert_eq!(first[0]["host_id"], "web", "created stop-first as before");
+    let old_address = address(&host, "web");
 
     // The update.
     write("bonjour");
@@ -149,6 +179,52 @@ fn start_first_runs_the_new_container_before_stopping_the_old() {
         serde_json::from_slice(&inspect.stdout).expect("inspect json");
     assert_eq!(inspected["name"], "web");
     assert_eq!(inspected["host_id"], id.as_str());
+    let hostname = host.moor(&["exec", "web", "--", "hostname"]);
+    assert_eq!(String::from_utf8_lossy(&hostname.stdout).trim(), "web");
+    // Its own address; the name now finds it, and only it.
+    let new_address = address(&host, "web");
+    assert_ne!(new_address, old_address);
+    // The network's DNS server runs in the agent.
+    host.start_agent(&[
+        "--source",
+        dir.to_str().expect("utf-8"),
+        "-p",
+        PROJECT,
+        "--resync",
+        "2s",
+    ]);
+    let mut answer = String::new();
+    common::wait_for(
+        "the agent's DNS server to answer for web",
+        Duration::from_secs(30),
+        || {
+            answer = lookup(&host, "web");
+            answer.contains("Address") && answer.contains(&new_address)
+        },
+    );
+    assert!(
+        !answer.contains(&old_address),
+        "web resolves to {new_address}, not {old_address}: {answer}"
+    );
+
+    // The agent updates the same way.
+    write("hallo");
+    common::wait_for("the agent to update web", Duration::from_secs(60), || {
+        host.container_env("web", "GREETING").as_deref() == Some("hallo")
+            && rows(&host, "web").len() == 1
+    });
+    let e = events(&host);
+    assert!(
+        position(&e, "start hallo") < position(&e, "healthy hallo")
+            && position(&e, "healthy hallo") < position(&e, "stop bonjour"),
+        "{e:?}"
+    );
+    let id = rows(&host, "web")[0]["host_id"]
+        .as_str()
+        .expect("host_id")
+        .to_string();
+    assert!(id.starts_with("web--"), "{id}");
+    host.stop_agent();
     let plan = host.moor(&["plan", "-p", PROJECT, dir.to_str().expect("utf-8")]);
     assert_eq!(plan.status.code(), Some(0), "converged: {}", text(&plan));
 
@@ -171,11 +247,11 @@ fn start_first_runs_the_new_container_before_stopping_the_old() {
     assert_eq!(kept[0]["state"], "running");
     assert_eq!(
         host.container_env("web", "GREETING").as_deref(),
-        Some("bonjour")
+        Some("hallo")
     );
     let e = events(&host);
     assert!(
-        e.contains(&"start broken".to_string()) && !e.contains(&"stop bonjour".to_string()),
+        e.contains(&"start broken".to_string()) && !e.contains(&"stop hallo".to_string()),
         "{e:?}"
     );
 }
