@@ -255,3 +255,100 @@ fn start_first_runs_the_new_container_before_stopping_the_old() {
         "{e:?}"
     );
 }
+
+/// `web` whose health check passes once `go-GREETING` exists in `gate`,
+/// a host directory mounted at `/data`.
+fn gated(greeting: &str, gate: &Path) -> String {
+    format!(
+        r#"
+[images.busybox]
+ref  = "localhost/moor-example/busybox:1"
+pull = "never"
+
+[containers.web]
+image        = "busybox"
+command      = ["sleep", "3600"]
+env          = {{ GREETING = "{greeting}" }}
+mounts       = ["{gate}:/data"]
+network_mode = "none"
+init         = true
+update_order = "start-first"
+stop_grace_period = "1s"
+healthcheck  = {{ cmd = ["test", "-e", "/data/go-{greeting}"], interval = "300ms", retries = 1000 }}
+"#,
+        gate = gate.display()
+    )
+}
+
+#[test]
+fn an_update_killed_half_way_converges_to_one_container() {
+    if !common::require(&["busybox", "nft", "ip"], true) {
+        return;
+    }
+    let mut host = Instance::new("uo2", "10.78.0.0/16");
+    host.owns(PROJECT);
+    host.import_busybox();
+    let src = tempfile::tempdir().expect("source dir");
+    let dir = src.path();
+    let gate = tempfile::tempdir().expect("gate dir");
+    let write = |greeting: &str| {
+        std::fs::write(dir.join("stack.toml"), gated(greeting, gate.path()))
+            .expect("write manifest")
+    };
+    let open = |greeting: &str| {
+        std::fs::write(gate.path().join(format!("go-{greeting}")), "").expect("open the gate")
+    };
+    open("hello");
+    write("hello");
+    let out = apply(&host, dir);
+    assert!(out.status.success(), "first apply: {}", text(&out));
+
+    // The update waits for a health check that cannot pass yet: both
+    // containers run. Then the process applying it is killed.
+    write("bonjour");
+    let mut applying = host
+        .command()
+        .args(["apply", "-p", PROJECT, dir.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start moor apply");
+    common::wait_for(
+        "the new container to run beside the old one",
+        Duration::from_secs(60),
+        || {
+            rows(&host, "web")
+                .iter()
+                .filter(|r| r["state"] == "running")
+                .count()
+                == 2
+        },
+    );
+    applying.kill().expect("kill -9 moor apply");
+    applying.wait().expect("reap moor apply");
+    assert_eq!(
+        host.container_env("web", "GREETING").as_deref(),
+        Some("hello"),
+        "until the new one is healthy, web is the old one"
+    );
+
+    // The next apply removes the leftover and does the update again.
+    open("bonjour");
+    let plan = host.moor(&["plan", "-p", PROJECT, dir.to_str().expect("utf-8")]);
+    assert!(
+        text(&plan).contains("superseded by web"),
+        "the plan removes the leftover: {}",
+        text(&plan)
+    );
+    let out = apply(&host, dir);
+    assert!(out.status.success(), "apply after the kill: {}", text(&out));
+    let after = rows(&host, "web");
+    assert_eq!(after.len(), 1, "no duplicate containers: {after:?}");
+    assert_eq!(after[0]["state"], "running");
+    assert_eq!(
+        host.container_env("web", "GREETING").as_deref(),
+        Some("bonjour")
+    );
+    let plan = host.moor(&["plan", "-p", PROJECT, dir.to_str().expect("utf-8")]);
+    assert_eq!(plan.status.code(), Some(0), "converged: {}", text(&plan));
+}
