@@ -395,15 +395,17 @@ impl<R: Runtime> Ctx<'_, R> {
                     hash,
                     image_digest: digest,
                 };
-                let (signal, grace) = self.stop_settings(&a.name);
                 if a.verb == Verb::Replace && a.start_first {
-                    instance.id = start_first_id(&a.name, &instance.hash);
-                    if instance.id != current {
+                    let id = start_first_id(&a.name, &instance.hash);
+                    // The same id would be the same instance hash: nothing
+                    // new to start first (and no room for two), so stop-first.
+                    if id != current {
+                        instance.id = id;
                         return self.replace_start_first(&instance, &current).await;
                     }
-                    instance.id = a.name.clone();
                 }
                 if a.verb == Verb::Replace {
+                    let (signal, grace) = self.stop_settings(&a.name);
                     self.rt.remove_container(&current, signal, grace).await?;
                 }
                 self.rt.create_container(project, &instance).await

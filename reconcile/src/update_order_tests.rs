@@ -276,3 +276,35 @@ async fn instances_an_interrupted_update_left_are_removed() {
         assert!(h.containers.is_empty() && h.superseded.is_empty(), "{h:?}");
     });
 }
+
+#[tokio::test]
+async fn a_leftover_named_like_its_instance_goes_first_within_the_replacement() {
+    let rt = FakeRuntime::new();
+    converge(&rt, &manifest("hello", "")).await;
+    // The old container, made before ids existed, is `web` itself, and the
+    // current one is the new instance; then the manifest changes again.
+    rt.with_host(|h| {
+        let old = h.containers["web"].clone();
+        let mut new = old.clone();
+        new.id = "web--0123abcd".into();
+        h.containers.insert("web".into(), new);
+        h.superseded.insert("web".into(), old);
+    });
+    let desired = manifest("bonjour", "");
+    let p = plan(&rt, &desired);
+    assert_eq!(p.actions.len(), 1, "one action on web, not two: {p}");
+    assert!(p.actions[0].start_first, "{p}");
+    let id = new_id(&rt, &desired);
+    rt.clear_calls();
+    converge(&rt, &desired).await;
+    assert_eq!(
+        rt.calls(),
+        [
+            "remove_container web SIGTERM".to_string(),
+            format!("create_container {id}"),
+            "remove_container web--0123abcd SIGTERM".to_string(),
+        ]
+    );
+    rt.with_host(|h| assert!(h.superseded.is_empty()));
+    assert_eq!(greeting(&rt), "bonjour");
+}
