@@ -90,6 +90,7 @@ fn populated_metrics() -> moor_metrics::Metrics {
     observed.containers.insert(
         "web".into(),
         ObservedContainer {
+            id: String::new(),
             project: Some("manifests".into()),
             resource: "web".into(),
             replica: 1,

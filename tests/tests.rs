@@ -17,4 +17,5 @@ mod networks;
 mod prometheus;
 mod spec_props;
 mod stack;
+mod update_order;
 mod validate;

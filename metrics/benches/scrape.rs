@@ -15,6 +15,7 @@ const CONTAINERS: usize = 100;
 
 fn container(i: usize) -> ObservedContainer {
     ObservedContainer {
+        id: String::new(),
         project: Some("bench".into()),
         resource: format!("app{i:03}"),
         replica: 1,

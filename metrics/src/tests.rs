@@ -13,6 +13,7 @@ use crate::*;
 
 fn container(restarts: u32, state: ContainerState) -> ObservedContainer {
     ObservedContainer {
+        id: String::new(),
         project: Some("demo".into()),
         resource: "web".into(),
         replica: 1,

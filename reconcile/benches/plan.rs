@@ -53,6 +53,7 @@ fn matching_host(desired: &DesiredState) -> Observed {
         o.containers.insert(
             c.name.clone(),
             ObservedContainer {
+                id: String::new(),
                 project: Some("bench".into()),
                 resource: c.name.clone(),
                 replica: 1,

@@ -2,7 +2,7 @@
 //! concurrently (bounded), each failure confined to its resource and what
 //! depends on it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use moor_spec::{ContainerSpec, DependCondition, DesiredState, Kind, MountSource,
 use tracing::Instrument;
 
 use crate::diff::instance_name;
-use crate::observed::{Health, Observed};
+use crate::observed::{Health, Observed, ObservedContainer};
 use crate::plan::{Action, Plan, Verb};
 use crate::runtime::{Instance, Runtime, RuntimeError};
 
@@ -80,6 +80,11 @@ pub async fn apply<R: Runtime>(
         opts,
         digests: &digests,
         instances: instances(desired),
+        removals: actions
+            .iter()
+            .filter(|a| a.kind == Kind::Container && a.verb == Verb::Remove)
+            .map(|a| a.name.as_str())
+            .collect(),
     };
 
     let mut indegree: Vec<usize> = graph.deps.iter().map(Vec::len).collect();
@@ -236,6 +241,11 @@ impl Graph {
                     let Some((resource, _)) = instances.get(a.name.as_str()) else {
                         continue;
                     };
+                    // After the removal of instances an interrupted update left.
+                    for s in observed.superseded_of(&a.name) {
+                        add(find(Kind::Container, &s.host_id())
+                            .filter(|&j| actions[j].verb == Verb::Remove));
+                    }
                     let spec = &desired.containers[*resource].spec;
                     add(find(Kind::Image, &spec.image.to_string()));
                     for n in &spec.networks {
@@ -256,7 +266,8 @@ impl Graph {
                 }
                 (Kind::Network | Kind::Volume, Verb::Remove) => {
                     // After every container that uses it is gone.
-                    for (name, oc) in &observed.containers {
+                    let superseded = observed.superseded.iter();
+                    for (name, oc) in observed.containers.iter().chain(superseded) {
                         let uses = match a.kind {
                             Kind::Network => oc.networks.contains(&a.name),
                             _ => oc.volumes.contains(&a.name),
@@ -316,6 +327,8 @@ struct Ctx<'a, R> {
     opts: &'a ApplyOptions,
     digests: &'a Mutex<HashMap<String, String>>,
     instances: BTreeMap<String, (&'a String, u32)>,
+    /// The containers the plan removes with actions of their own.
+    removals: BTreeSet<&'a str>,
 }
 
 impl<R: Runtime> Ctx<'_, R> {
@@ -357,12 +370,10 @@ impl<R: Runtime> Ctx<'_, R> {
                 let (resource, replica) = *self.instances.get(&a.name).ok_or_else(|| missing(a))?;
                 let c = &self.desired.containers[resource];
                 self.wait_for_dependencies(&c.spec).await?;
+                self.remove_superseded(&a.name).await?;
+                let current = self.current_id(&a.name);
                 if a.verb == Verb::Start {
-                    return self.rt.start_container(&a.name).await;
-                }
-                if a.verb == Verb::Replace {
-                    let (signal, grace) = self.stop_settings(&a.name);
-                    self.rt.remove_container(&a.name, signal, grace).await?;
+                    return self.rt.start_container(&current).await;
                 }
                 let image = c.spec.image.to_string();
                 let digest = self
@@ -374,25 +385,137 @@ impl<R: Runtime> Ctx<'_, R> {
                     .ok_or_else(|| {
                         RuntimeError::failed(format!("image {image} is not in the image store"))
                     })?;
-                let instance = Instance {
+                let hash = c.hash.with_image_digest(&digest);
+                let mut instance = Instance {
                     name: a.name.clone(),
+                    id: a.name.clone(),
                     resource,
                     replica,
                     spec: &c.spec,
-                    hash: c.hash.with_image_digest(&digest),
+                    hash,
                     image_digest: digest,
                 };
+                if a.verb == Verb::Replace && a.start_first {
+                    let id = start_first_id(&a.name, &instance.hash);
+                    // The same id would be the same instance hash: nothing
+                    // new to start first (and no room for two), so stop-first.
+                    if id != current {
+                        instance.id = id;
+                        return self.replace_start_first(&instance, &current).await;
+                    }
+                }
+                if a.verb == Verb::Replace {
+                    let (signal, grace) = self.stop_settings(&a.name);
+                    self.rt.remove_container(&current, signal, grace).await?;
+                }
                 self.rt.create_container(project, &instance).await
             }
             (Kind::Container, Verb::Stop) => {
                 let (signal, grace) = self.stop_settings(&a.name);
-                self.rt.stop_container(&a.name, signal, grace).await
+                self.rt
+                    .stop_container(&self.current_id(&a.name), signal, grace)
+                    .await
             }
             (Kind::Container, Verb::Remove) => {
-                let (signal, grace) = self.stop_settings(&a.name);
-                self.rt.remove_container(&a.name, signal, grace).await
+                if self.instances.contains_key(&a.name) {
+                    // A desired instance's name: the action is on a
+                    // superseded instance whose id is that name.
+                    let (signal, grace) = stop_settings_of(self.observed.superseded.get(&a.name));
+                    return self.rt.remove_container(&a.name, signal, grace).await;
+                }
+                // Every instance of the name, and the superseded instance of that id.
+                let mut doomed: Vec<&ObservedContainer> = Vec::new();
+                doomed.extend(self.observed.containers.get(&a.name));
+                doomed.extend(self.observed.superseded_of(&a.name));
+                doomed.extend(self.observed.superseded.get(&a.name));
+                if doomed.is_empty() {
+                    let (signal, grace) = self.stop_settings(&a.name);
+                    return self.rt.remove_container(&a.name, signal, grace).await;
+                }
+                let mut ids: Vec<String> = Vec::new();
+                for o in doomed {
+                    let id = o.host_id();
+                    if !ids.contains(&id) {
+                        let (signal, grace) = stop_settings_of(Some(o));
+                        self.rt.remove_container(&id, signal, grace).await?;
+                        ids.push(id);
+                    }
+                }
+                Ok(())
             }
             (kind, verb) => Err(RuntimeError::failed(format!("cannot {verb} a {kind}"))),
+        }
+    }
+
+    /// The id on the host of instance `name`'s current container.
+    fn current_id(&self, name: &str) -> String {
+        self.observed
+            .containers
+            .get(name)
+            .map_or_else(|| name.to_string(), ObservedContainer::host_id)
+    }
+
+    /// Removes the instances of `name` an interrupted start-first update
+    /// left, but for those removed by actions of their own (which ran first).
+    async fn remove_superseded(&self, name: &str) -> Result<(), RuntimeError> {
+        for s in self.observed.superseded_of(name) {
+            let id = s.host_id();
+            if id != name && self.removals.contains(id.as_str()) {
+                continue;
+            }
+            let (signal, grace) = stop_settings_of(Some(s));
+            self.rt.remove_container(&id, signal, grace).await?;
+        }
+        Ok(())
+    }
+
+    /// Start-first: creates and starts `new`, waits until it runs and (with a
+    /// health check) is healthy, and only then removes the old container
+    /// `old`. A new instance that fails is removed and the old one keeps running.
+    async fn replace_start_first(&self, new: &Instance<'_>, old: &str) -> Result<(), RuntimeError> {
+        let project = self.opts.project.as_str();
+        let started = match self.rt.create_container(project, new).await {
+            Ok(()) => self.wait_serving(new).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
+            let (signal, grace) = (new.spec.stop_signal.as_str(), new.spec.stop_grace_period);
+            let cleanup = match self.rt.remove_container(&new.id, signal, grace).await {
+                Ok(()) => String::new(),
+                Err(r) => format!(" (and removing it failed: {r})"),
+            };
+            return Err(RuntimeError::failed(format!(
+                "start-first update: the new instance {} failed: {e}{cleanup}; {old} keeps running",
+                new.id
+            )));
+        }
+        let (signal, grace) = self.stop_settings(&new.name);
+        self.rt.remove_container(old, signal, grace).await
+    }
+
+    /// Waits until the new instance of a start-first update serves: it runs
+    /// once created; with a health check, until the check passes (failing at
+    /// once when it reports unhealthy, or after the health timeout).
+    async fn wait_serving(&self, new: &Instance<'_>) -> Result<(), RuntimeError> {
+        if new.spec.healthcheck.is_none() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.opts.health_timeout;
+        loop {
+            match self.rt.health(&new.id).await? {
+                Health::Healthy => return Ok(()),
+                Health::Unhealthy => {
+                    return Err(RuntimeError::failed("it is unhealthy"));
+                }
+                Health::None | Health::Starting => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RuntimeError::failed(format!(
+                    "it did not become healthy within {:?}",
+                    self.opts.health_timeout
+                )));
+            }
+            tokio::time::sleep(self.opts.health_poll).await;
         }
     }
 
@@ -455,6 +578,29 @@ impl<R: Runtime> Ctx<'_, R> {
             tokio::time::sleep(self.opts.health_poll).await;
         }
     }
+}
+
+/// The stop signal and grace period of an observed container: its spec's,
+/// or Docker's defaults when the store does not have it.
+fn stop_settings_of(o: Option<&ObservedContainer>) -> (&str, Duration) {
+    match o.and_then(|o| o.spec.as_ref()) {
+        Some(s) => (s.stop_signal.as_str(), s.stop_grace_period),
+        None => (DEFAULT_STOP_SIGNAL, DEFAULT_STOP_GRACE),
+    }
+}
+
+/// The id of the new instance of a start-first update of `name`: the name,
+/// `--`, and the first 8 hex digits of the instance hash, cut to fit the
+/// name limit. Unique beside the old instance, whose hash differs.
+pub(crate) fn start_first_id(name: &str, hash: &moor_spec::SpecHash) -> String {
+    let short = hash.short();
+    let hex = short.get(..8).unwrap_or(short);
+    let keep = moor_spec::MAX_NAME_LEN.saturating_sub(hex.len() + 2);
+    let mut end = name.len().min(keep);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}--{hex}", &name[..end])
 }
 
 fn missing(a: &Action) -> RuntimeError {

@@ -4,7 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use moor_spec::{ContainerSpec, DesiredState, Kind, PullPolicy, RestartPolicy, SpecHash};
+use moor_spec::{
+    ContainerSpec, DesiredState, Kind, NetworkMode, PullPolicy, RestartPolicy, SpecHash,
+    UpdateOrder,
+};
 
 use crate::observed::{ContainerState, Observed, ObservedContainer};
 use crate::plan::{Plan, Verb};
@@ -198,11 +201,42 @@ pub fn diff(
                 plan.block(Kind::Container, &name, foreign(&o.project));
                 continue;
             }
+            let before = plan.actions.len();
             if let Some(reason) = replace_reason(spec, &c.hash, digest, o, &replaced_networks) {
-                plan.push(Kind::Container, &name, Verb::Replace, reason);
-                continue;
+                match update_order(spec, o, &replaced_networks) {
+                    Order::StartFirst => plan.push_start_first(&name, reason),
+                    Order::StopFirst(None) => {
+                        plan.push(Kind::Container, &name, Verb::Replace, reason);
+                    }
+                    Order::StopFirst(Some(why)) => plan.push(
+                        Kind::Container,
+                        &name,
+                        Verb::Replace,
+                        format!("{reason}; stop-first, as {why}"),
+                    ),
+                }
+            } else {
+                restart(&mut plan, &name, spec, o, opts.now);
             }
-            restart(&mut plan, &name, spec, o, opts.now);
+            // Instances an interrupted start-first update left behind. One
+            // whose id is the instance name itself (made before ids existed)
+            // cannot have an action of its own beside this instance's: the
+            // instance's action removes it first (see apply).
+            let acted = plan.actions.len() > before;
+            for s in observed.superseded_of(&name) {
+                let id = s.host_id();
+                if mine(&s.project) && (id != name || !acted) {
+                    plan.push(
+                        Kind::Container,
+                        id,
+                        Verb::Remove,
+                        format!(
+                            "superseded by {} (left by an interrupted start-first update)",
+                            o.host_id()
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -337,6 +371,83 @@ fn replace_reason(
         ));
     }
     None
+}
+
+/// How a container is replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Order {
+    /// The new instance starts (and becomes healthy) before the old one goes.
+    StartFirst,
+    /// The old instance goes first; with the reason when the spec asked for
+    /// start-first but cannot have it.
+    StopFirst(Option<String>),
+}
+
+/// How `o` is replaced with an instance of `spec`. Start-first when the spec
+/// asks for it and the old instance serves (runs, plugged in, on networks that
+/// stay), unless the two instances cannot run side by side: a host port both
+/// publish, an address both claim, or one network namespace both share (the
+/// new one could not bind what the old one holds). Then stop-first, and the
+/// plan's reason says why: Swarm leaves such an update pending for ever, but
+/// a manifest that asked for less downtime should still be applied, with the
+/// downtime it cannot avoid, rather than never (or be refused after being
+/// valid for years).
+fn update_order(
+    spec: &ContainerSpec,
+    o: &ObservedContainer,
+    replaced_networks: &BTreeSet<String>,
+) -> Order {
+    if spec.update_order != UpdateOrder::StartFirst {
+        return Order::StopFirst(None);
+    }
+    let serving = o.state == ContainerState::Running
+        && o.fault.is_none()
+        && !o.networks.iter().any(|n| replaced_networks.contains(n));
+    if !serving {
+        return Order::StopFirst(None);
+    }
+    let old = o.spec.as_ref().unwrap_or(spec);
+    for mode in [&spec.network_mode, &old.network_mode] {
+        match mode {
+            NetworkMode::Host => {
+                return Order::StopFirst(Some(
+                    "network_mode = \"host\" would have both instances bind the host's ports"
+                        .to_string(),
+                ));
+            }
+            NetworkMode::Container(t) => {
+                return Order::StopFirst(Some(format!(
+                    "network_mode = \"container:{t}\" would have both instances bind in one network namespace"
+                )));
+            }
+            NetworkMode::Bridge | NetworkMode::None => {}
+        }
+    }
+    if let Some(p) = spec
+        .ports
+        .iter()
+        .find(|p| old.ports.iter().any(|q| p.conflicts_with(q)))
+    {
+        return Order::StopFirst(Some(format!(
+            "host port {}/{} cannot be published by the old and the new instance at once",
+            p.host_port.unwrap_or_default(),
+            p.protocol
+        )));
+    }
+    for a in &spec.networks {
+        let Some(ip) = a.ipv4_address else { continue };
+        if old
+            .networks
+            .iter()
+            .any(|b| b.network == a.network && b.ipv4_address == Some(ip))
+        {
+            return Order::StopFirst(Some(format!(
+                "address {ip} on network {} cannot be held by the old and the new instance at once",
+                a.network
+            )));
+        }
+    }
+    Order::StartFirst
 }
 
 fn spec_changed(old: &ContainerSpec, new: &ContainerSpec) -> String {

@@ -177,7 +177,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn create_container(&self, project: &str, i: &Instance<'_>) -> Result<(), RuntimeError> {
-        self.record(format!("create_container {}", i.name))?;
+        self.record(format!("create_container {}", i.id))?;
         let volumes = i
             .spec
             .mounts
@@ -188,6 +188,7 @@ impl Runtime for FakeRuntime {
             })
             .collect();
         let c = ObservedContainer {
+            id: i.id.clone(),
             project: Some(project.to_string()),
             resource: i.resource.to_string(),
             replica: i.replica,
@@ -206,20 +207,23 @@ impl Runtime for FakeRuntime {
             finished_at: None,
             fault: None,
         };
-        self.lock().host.containers.insert(i.name.clone(), c);
+        // The newest instance of a name is its current one; an older one
+        // with another id runs on beside it, superseded.
+        let mut s = self.lock();
+        if let Some(old) = s.host.containers.insert(i.name.clone(), c)
+            && old.host_id() != i.id
+        {
+            s.host.superseded.insert(old.host_id(), old);
+        }
         Ok(())
     }
 
     async fn start_container(&self, name: &str) -> Result<(), RuntimeError> {
         self.record(format!("start_container {name}"))?;
         let mut s = self.lock();
-        let c = s
-            .host
-            .containers
-            .get_mut(name)
-            .ok_or_else(|| RuntimeError::NotFound {
-                what: format!("container {name}"),
-            })?;
+        let c = find_mut(&mut s.host, name).ok_or_else(|| RuntimeError::NotFound {
+            what: format!("container {name}"),
+        })?;
         if matches!(c.state, ContainerState::Exited { .. }) {
             c.restart_count += 1;
         }
@@ -236,7 +240,7 @@ impl Runtime for FakeRuntime {
     ) -> Result<(), RuntimeError> {
         self.record(format!("stop_container {name} {signal}"))?;
         let mut s = self.lock();
-        if let Some(c) = s.host.containers.get_mut(name) {
+        if let Some(c) = find_mut(&mut s.host, name) {
             c.state = ContainerState::Exited {
                 code: 143,
                 oom: false,
@@ -253,7 +257,27 @@ impl Runtime for FakeRuntime {
         _grace: Duration,
     ) -> Result<(), RuntimeError> {
         self.record(format!("remove_container {name} {signal}"))?;
-        self.lock().host.containers.remove(name);
+        let mut s = self.lock();
+        let host = &mut s.host;
+        if host.superseded.remove(name).is_some() {
+            return Ok(());
+        }
+        let instance = host
+            .containers
+            .iter()
+            .find(|(_, c)| c.host_id() == name)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_else(|| name.to_string());
+        if host.containers.remove(&instance).is_some() {
+            // The newest superseded instance becomes the current one again.
+            let next = host
+                .superseded_of(&instance)
+                .max_by_key(|c| c.started_at)
+                .map(ObservedContainer::host_id);
+            if let Some(c) = next.and_then(|id| host.superseded.remove(&id)) {
+                host.containers.insert(instance, c);
+            }
+        }
         Ok(())
     }
 
@@ -269,7 +293,7 @@ impl Runtime for FakeRuntime {
                 return Ok(h);
             }
         }
-        match s.host.containers.get(name) {
+        match find_mut(&mut s.host, name).map(|c| &*c) {
             Some(c) if c.spec.as_ref().is_some_and(|s| s.healthcheck.is_some()) => {
                 Ok(Health::Healthy)
             }
@@ -279,4 +303,19 @@ impl Runtime for FakeRuntime {
             }),
         }
     }
+}
+
+/// The container with id `name` (current or superseded), else the current
+/// container of instance `name`.
+fn find_mut<'a>(host: &'a mut Observed, name: &str) -> Option<&'a mut ObservedContainer> {
+    if host.superseded.contains_key(name) {
+        return host.superseded.get_mut(name);
+    }
+    let instance = host
+        .containers
+        .iter()
+        .find(|(_, c)| c.host_id() == name)
+        .map(|(n, _)| n.clone())
+        .unwrap_or_else(|| name.to_string());
+    host.containers.get_mut(&instance)
 }

@@ -39,3 +39,6 @@ mod tests;
 
 #[cfg(test)]
 mod controller_tests;
+
+#[cfg(test)]
+mod update_order_tests;

@@ -19,8 +19,16 @@ pub struct Observed {
     pub networks: BTreeMap<String, ObservedNetwork>,
     /// Volumes, by name.
     pub volumes: BTreeMap<String, ObservedVolume>,
-    /// Containers, by instance name (`web`, `web-2`).
+    /// Containers, by instance name (`web`, `web-2`): the current instance
+    /// of each name (see [`ObservedContainer::id`]).
     pub containers: BTreeMap<String, ObservedContainer>,
+    /// Other instances of a name, by id: what a start-first update left
+    /// behind when it was interrupted between starting the new instance and
+    /// removing the old one, or a new instance that never became current.
+    /// The runtime reports the newest healthy, running instance of a name as
+    /// its container and every other one here; the diff removes them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub superseded: BTreeMap<String, ObservedContainer>,
 }
 
 impl Observed {
@@ -30,6 +38,17 @@ impl Observed {
         self.networks.values().any(|n| mine(&n.project))
             || self.volumes.values().any(|v| mine(&v.project))
             || self.containers.values().any(|c| mine(&c.project))
+            || self.superseded.values().any(|c| mine(&c.project))
+    }
+
+    /// The superseded instances of instance name `name`.
+    pub fn superseded_of<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a ObservedContainer> + 'a {
+        self.superseded
+            .values()
+            .filter(move |c| c.instance_name() == name)
     }
 }
 
@@ -116,6 +135,13 @@ pub enum Health {
 /// A container on the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObservedContainer {
+    /// Its id on the host, which the runtime's container operations take.
+    /// The instance name (`web`) for a container created stop-first (and for
+    /// every container made before ids existed); `web--1a2b3c4d` for the new
+    /// instance of a start-first update, which runs beside the old one for a
+    /// while. Empty in data written before ids existed: the instance name.
+    #[serde(default)]
+    pub id: String,
     /// The project that created it; `None` when moor did not.
     pub project: Option<String>,
     /// The `[containers]` resource it is an instance of.
@@ -144,4 +170,20 @@ pub struct ObservedContainer {
     /// is not plugged into its networks after a crash), if anything.
     #[serde(default)]
     pub fault: Option<String>,
+}
+
+impl ObservedContainer {
+    /// The instance name it is reported under (`web`, `web-2`).
+    pub fn instance_name(&self) -> String {
+        crate::diff::instance_name(&self.resource, self.replica)
+    }
+
+    /// Its id on the host: [`Self::id`], or the instance name when that is empty.
+    pub fn host_id(&self) -> String {
+        if self.id.is_empty() {
+            self.instance_name()
+        } else {
+            self.id.clone()
+        }
+    }
 }

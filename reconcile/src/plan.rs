@@ -67,17 +67,24 @@ pub struct Action {
     pub verb: Verb,
     /// Why, for people: "spec changed: env.GREETING", "not in manifests".
     pub reason: String,
+    /// For a replaced container: start the new instance, wait until it runs
+    /// (and is healthy, when it has a health check), then remove the old one
+    /// (`update_order = "start-first"`). Otherwise the old one goes first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start_first: bool,
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let symbol = if self.start_first {
+            "+/-"
+        } else {
+            self.verb.symbol()
+        };
         write!(
             f,
             "{:>3} {} {} ({})",
-            self.verb.symbol(),
-            self.kind,
-            self.name,
-            self.reason
+            symbol, self.kind, self.name, self.reason
         )
     }
 }
@@ -135,7 +142,16 @@ impl Plan {
             name: name.into(),
             verb,
             reason: reason.into(),
+            start_first: false,
         });
+    }
+
+    /// Adds the start-first replacement of container instance `name`.
+    pub(crate) fn push_start_first(&mut self, name: impl Into<String>, reason: impl Into<String>) {
+        self.push(Kind::Container, name, Verb::Replace, reason);
+        if let Some(a) = self.actions.last_mut() {
+            a.start_first = true;
+        }
     }
 
     pub(crate) fn block(&mut self, kind: Kind, name: impl Into<String>, reason: impl Into<String>) {

@@ -40,8 +40,14 @@ impl RuntimeError {
 /// One container instance to create: a replica of a `[containers]` resource.
 #[derive(Debug, Clone)]
 pub struct Instance<'a> {
-    /// The instance's name on the host (`web`, `web-2`).
+    /// The instance's name (`web`, `web-2`): what people, DNS and the
+    /// reconciler call it.
     pub name: String,
+    /// Its id on the host, unique among the containers there: the name, or
+    /// `web--1a2b3c4d` for the new instance of a start-first update, which
+    /// runs beside the old one until that is removed (see
+    /// [`crate::ObservedContainer::id`]).
+    pub id: String,
     /// The resource it is a replica of.
     pub resource: &'a str,
     /// Its replica number, from 1.
@@ -56,6 +62,11 @@ pub struct Instance<'a> {
 
 /// The host, as the reconciler sees it. Every operation is idempotent:
 /// creating what exists as asked, or removing what is gone, succeeds.
+///
+/// Container operations take a container's id on the host
+/// ([`crate::ObservedContainer::id`]), but for [`Runtime::health`], which
+/// also takes an instance name (a `depends_on` target) and then reports on
+/// the instance's current container.
 pub trait Runtime: Send + Sync {
     /// Reports what is really on the host (checked against the kernel).
     fn observe(&self) -> impl Future<Output = Result<Observed, RuntimeError>> + Send;
@@ -102,7 +113,8 @@ pub trait Runtime: Send + Sync {
         signal: &str,
         grace: Duration,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    /// The container's current health.
+    /// The container's current health: the container with that id, or the
+    /// current container of the instance of that name.
     fn health(&self, name: &str) -> impl Future<Output = Result<Health, RuntimeError>> + Send;
 }
 

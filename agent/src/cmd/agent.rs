@@ -164,25 +164,25 @@ impl StatusSource for AgentStatus {
 
     fn status(&self) -> serde_json::Value {
         // Observed container states, read now (not at the last pass).
-        let observed: BTreeMap<String, serde_json::Value> = self
-            .host
-            .engine()
-            .list()
-            .map(|l| {
-                l.into_iter()
-                    .map(|i| {
-                        let health = moor_runtime::host::read_health(
-                            &self.host.engine().state_dir().join("health"),
-                            &i.record.name,
-                        );
-                        (
-                            i.record.name.clone(),
-                            serde_json::json!({ "state": i.status.name(), "health": health }),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        // By instance name; of two containers of one instance (a start-first
+        // update under way), the current one.
+        let health_dir = self.host.engine().state_dir().join("health");
+        let mut current: BTreeMap<String, ((bool, u8, u64), serde_json::Value)> = BTreeMap::new();
+        for i in self.host.engine().list().unwrap_or_default() {
+            let health = moor_runtime::host::read_health(&health_dir, &i.record.name);
+            let rank = moor_runtime::host::instances::preference(
+                i.status.is_active(),
+                moor_runtime::host::instances::recorded_health(&health_dir, &i.record.name),
+                i.record.created_ms,
+            );
+            let name = i.record.instance().to_string();
+            if current.get(&name).is_none_or(|(r, _)| *r < rank) {
+                let value = serde_json::json!({ "state": i.status.name(), "health": health });
+                current.insert(name, (rank, value));
+            }
+        }
+        let observed: BTreeMap<String, serde_json::Value> =
+            current.into_iter().map(|(n, (_, v))| (n, v)).collect();
         let mut sources = Vec::new();
         let mut resources = Vec::new();
         let mut last_reconcile: Option<f64> = None;

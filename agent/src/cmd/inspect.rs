@@ -8,8 +8,10 @@ use crate::cli::InspectArgs;
 /// Prints the container's record, observed state and paths.
 pub fn run(state_dir: &Path, args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let engine = super::dev::engine(state_dir)?;
-    let info = engine.inspect(&args.name)?;
-    let paths = engine.paths(&args.name);
+    // The instance's current container (see moor_runtime::host::instances).
+    let name = moor_runtime::host::instances::resolve(&engine, &args.name)?;
+    let info = engine.inspect(&name)?;
+    let paths = engine.paths(&name);
     let mut value = super::ps::summary(state_dir, &info);
     value["spec"] = serde_json::to_value(&info.record.spec)?;
     value["status"] = serde_json::to_value(&info.status)?;

@@ -20,8 +20,10 @@ use crate::cli::LogsArgs;
 pub fn run(state_dir: &Path, args: &LogsArgs) -> anyhow::Result<ExitCode> {
     let filter = time_filter(args, SystemTime::now())?;
     let engine = super::dev::engine(state_dir)?;
-    engine.inspect(&args.name)?;
-    let paths = engine.paths(&args.name);
+    // The instance's current container (see moor_runtime::host::instances).
+    let name = moor_runtime::host::instances::resolve(&engine, &args.name)?;
+    engine.inspect(&name)?;
+    let paths = engine.paths(&name);
     let mut follower = Follower::at_end(&paths.log());
     let mut lines = read_upto(&paths.log(), &paths.log_rotated(), follower.offset())?;
     lines.retain(|l| filter.keeps(l));
@@ -34,7 +36,7 @@ pub fn run(state_dir: &Path, args: &LogsArgs) -> anyhow::Result<ExitCode> {
     }
     loop {
         let active = engine
-            .inspect(&args.name)
+            .inspect(&name)
             .map(|i| i.status.is_active())
             .unwrap_or(false);
         let over = filter.until.is_some_and(|u| SystemTime::now() > u);

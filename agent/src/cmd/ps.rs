@@ -35,7 +35,7 @@ pub fn run(state_dir: &Path, args: &PsArgs) -> anyhow::Result<ExitCode> {
         };
         println!(
             "{:<20} {:<40} {:<8} {:>6} {:>8}  {:<10} {}",
-            c.record.name,
+            c.record.instance(),
             c.record.spec.image.to_string(),
             c.status.name(),
             show(&s["exit_code"]),
@@ -47,8 +47,10 @@ pub fn run(state_dir: &Path, args: &PsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The fields `ps --json` prints for one container. Health comes from the
-/// file the agent's health checker keeps under `<state>/health`.
+/// The fields `ps --json` prints for one container. `name` is its instance
+/// name (`web`), `host_id` its own (`web`, or `web--1a2b3c4d` after a
+/// start-first update: two rows share a name while one runs). Health comes
+/// from the file the agent's health checker keeps under `<state>/health`.
 pub fn summary(state_dir: &Path, c: &ContainerInfo) -> Value {
     let time = |ms: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
     let (pid, started, finished, exit_code, oom, reason) = match &c.status {
@@ -74,7 +76,8 @@ pub fn summary(state_dir: &Path, c: &ContainerInfo) -> Value {
         ),
     };
     json!({
-        "name": c.record.name,
+        "name": c.record.instance(),
+        "host_id": c.record.name,
         "id": c.record.id,
         "image": c.record.spec.image.to_string(),
         "state": c.status.name(),

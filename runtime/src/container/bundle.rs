@@ -179,13 +179,14 @@ pub fn capabilities(spec: &ContainerSpec) -> Result<Capabilities> {
     Ok(caps)
 }
 
-/// The host name inside the container: the spec's, or the container's name.
+/// The host name inside the container: the spec's, or its instance name
+/// (`web`, also for the `web--1a2b3c4d` of a start-first update).
 pub fn hostname(record: &ContainerRecord) -> String {
     record
         .spec
         .hostname
         .clone()
-        .unwrap_or_else(|| record.name.clone())
+        .unwrap_or_else(|| record.instance().to_string())
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {

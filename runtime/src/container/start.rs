@@ -66,7 +66,10 @@ impl Engine {
     fn write_bundle(&self, record: &ContainerRecord) -> Result<()> {
         let paths = self.paths(&record.name);
         let join_netns = match &record.spec.network_mode {
-            NetworkMode::Container(other) => match self.inspect(other)?.status {
+            NetworkMode::Container(other) => match self
+                .inspect(&crate::host::instances::resolve(self, other)?)?
+                .status
+            {
                 Status::Running { pid, .. } => Some(format!("/proc/{pid}/ns/net").into()),
                 _ => return Err(ContainerError::NotRunning(other.clone())),
             },

@@ -52,6 +52,16 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
+    /// The instance name it was created for (its `moor.instance` label): the
+    /// name people and DNS use. Its own name when it has no such label (made
+    /// before the label existed, or not by the reconciler).
+    pub fn instance(&self) -> &str {
+        self.spec
+            .labels
+            .get(crate::host::labels::INSTANCE)
+            .map_or(self.name.as_str(), String::as_str)
+    }
+
     /// The cgroup path, relative to each hierarchy's root: `/PARENT/ID`.
     pub fn cgroup_path(&self) -> String {
         format!("/{}/{}", self.cgroup_parent.trim_matches('/'), self.id)

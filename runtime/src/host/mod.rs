@@ -10,6 +10,7 @@
 //! exclusive lock on `<state>/host.lock`.
 
 mod health;
+pub mod instances;
 pub mod owners;
 pub mod usage;
 
@@ -29,7 +30,7 @@ use moor_spec::{
     SpecHash, VolumeSpec,
 };
 
-use crate::container::{ContainerRecord, Engine, EngineConfig, Status, volumes};
+use crate::container::{Engine, EngineConfig, Status, volumes};
 use crate::image::Images;
 use crate::image::pull::{PullOptions, pull};
 use crate::net::{NetConfig, Networks};
@@ -45,6 +46,9 @@ pub mod labels {
     pub const RESOURCE: &str = "moor.resource";
     /// Its replica number.
     pub const REPLICA: &str = "moor.replica";
+    /// The instance name (`web`, `web-2`) when its container's own name
+    /// differs (`web--1a2b3c4d`: see [`super::instances`]).
+    pub const INSTANCE: &str = "moor.instance";
     /// The instance hash it was created from.
     pub const HASH: &str = "moor.hash";
     /// The digest of its image.
@@ -253,15 +257,31 @@ impl Host {
     /// Resource usage of every container that has a cgroup (one that runs,
     /// or whose shim was lost while its processes may still run), read from
     /// its cgroup files, which stay open between calls ([`usage::Reader`]).
+    /// Each is reported under its instance name (`web`); of two containers
+    /// of one instance (a start-first update under way), the newer.
     pub fn usage(&self) -> Vec<(String, usage::Usage)> {
-        let Ok(paths) = self.inner.engine.scan(ContainerRecord::cgroup_path) else {
+        let Ok(paths) = self
+            .inner
+            .engine
+            .scan(|r| (r.cgroup_path(), r.instance().to_string(), r.created_ms))
+        else {
             return Vec::new();
         };
         let mut reader = self.inner.usage.lock().unwrap_or_else(|e| e.into_inner());
-        reader
-            .read_all(paths.iter().map(|(_, p)| p.as_str()))
+        let read = reader.read_all(paths.iter().map(|(_, (p, _, _))| p.as_str()));
+        let mut newest: BTreeMap<&str, (u64, usage::Usage)> = BTreeMap::new();
+        for (i, u) in read {
+            let (_, (_, instance, created)) = &paths[i];
+            if newest
+                .get(instance.as_str())
+                .is_none_or(|(c, _)| c < created)
+            {
+                newest.insert(instance, (*created, u));
+            }
+        }
+        newest
             .into_iter()
-            .map(|(i, u)| (paths[i].0.clone(), u))
+            .map(|(name, (_, u))| (name.to_string(), u))
             .collect()
     }
 
@@ -359,6 +379,7 @@ impl Inner {
             .lock()
             .expect("restart counts poisoned")
             .clone();
+        let mut found = Vec::new();
         for info in self.engine.list().map_err(failed)? {
             let labels = &info.record.spec.labels;
             let project = labels.get(labels::PROJECT).cloned();
@@ -414,9 +435,22 @@ impl Inner {
                 // Not created by moor's reconciler (e.g. `moor dev run`): never touched.
                 continue;
             };
-            o.containers.insert(
-                name.clone(),
+            let instance = info.record.instance().to_string();
+            let health = if state == ContainerState::Running {
+                self.health.health(&name)
+            } else {
+                Health::None
+            };
+            let rank = instances::preference(
+                state == ContainerState::Running,
+                health,
+                info.record.created_ms,
+            );
+            found.push((
+                instance,
+                rank,
                 ObservedContainer {
+                    id: name.clone(),
                     project,
                     resource: labels
                         .get(labels::RESOURCE)
@@ -438,17 +472,25 @@ impl Inner {
                         .collect(),
                     spec: Some(spec),
                     state,
-                    health: if state == ContainerState::Running {
-                        self.health.health(&name)
-                    } else {
-                        Health::None
-                    },
+                    health,
                     restart_count: restarts.get(&name).copied().unwrap_or(0),
                     started_at,
                     finished_at,
                     fault,
                 },
-            );
+            ));
+        }
+        // One current container per instance; the others are superseded.
+        found.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        for (instance, _, c) in found.into_iter().rev() {
+            match o.containers.entry(instance) {
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    o.superseded.insert(c.id.clone(), c);
+                }
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(c);
+                }
+            }
         }
         Ok(o)
     }
@@ -493,7 +535,16 @@ impl Inner {
         if spec.network_mode != NetworkMode::Bridge {
             return Ok(());
         }
-        let attachments = attachments(spec);
+        let mut attachments = attachments(spec);
+        // The instance name finds the container in DNS whatever its id; while
+        // two instances run, it finds both, then only the one that stays.
+        if let Some(instance) = spec.labels.get(labels::INSTANCE).filter(|i| *i != name) {
+            for a in &mut attachments {
+                if !a.aliases.contains(instance) {
+                    a.aliases.push(instance.clone());
+                }
+            }
+        }
         if attachments.iter().any(|a| a.network == DEFAULT_NETWORK) {
             let exists = self
                 .nets
@@ -664,7 +715,13 @@ impl Runtime for Host {
             .insert(labels::HASH.into(), instance.hash.to_string());
         spec.labels
             .insert(labels::IMAGE_DIGEST.into(), instance.image_digest.clone());
-        let name = instance.name.clone();
+        spec.labels
+            .insert(labels::INSTANCE.into(), instance.name.clone());
+        // The container's own name is the instance's id: the instance name,
+        // or a unique one while it runs beside the old instance (start-first).
+        let name = instance.id.clone();
+        moor_spec::check_name(&name)
+            .map_err(|e| failed(format!("container id for {}: {e}", instance.name)))?;
         let reference = instance.spec.image.to_string();
         self.blocking(move |inner| {
             let mut spec = spec;
@@ -766,7 +823,12 @@ impl Runtime for Host {
     }
 
     async fn health(&self, name: &str) -> Result<Health, RuntimeError> {
-        Ok(self.inner.health.health(name))
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            let id = instances::resolve(&inner.engine, &name).map_err(failed)?;
+            Ok(inner.health.health(&id))
+        })
+        .await
     }
 }
 
