@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Brings up examples/manifests for real on this machine, offline:
-#   1. installs what the example needs from Debian if it is missing
-#      (busybox-static for the image, nftables for the published port,
-#      tini for `init = true`);
+#   1. installs what the build and the example need from Debian if it is
+#      missing (pkg-config, libssl-dev and libseccomp-dev to build moor;
+#      busybox-static for the image, nftables for the published port, tini
+#      for `init = true`);
 #   2. builds moor;
 #   3. makes the example's image from busybox-static (no registry needed);
 #   4. runs the agent in the foreground on examples/manifests.
@@ -16,6 +17,9 @@ missing=()
 command -v busybox >/dev/null || [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v nft >/dev/null || missing+=(nftables)
 command -v tini-static >/dev/null || missing+=(tini)   # the init of containers with init = true
+for pkg in pkg-config libssl-dev libseccomp-dev; do  # to build moor (git2's OpenSSL, seccomp)
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
