@@ -24,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 cargo build --release -q -p moor
-moor=target/release/moor
+moor="${CARGO_TARGET_DIR:-target}/release/moor"
 if ! "$moor" images | grep -q '^localhost/moor-example/busybox:1 '; then
   bash examples/busybox-image.sh "$moor"
 fi
