@@ -512,8 +512,13 @@ fn start_source(
                 subject: s.subject,
                 dir: s.dir,
             });
+            // A commit goes in force (`current`) only when its manifests
+            // load: after a bad commit, the state in force keeps seeing its
+            // own files (bind sources next to the manifests included).
+            let checker = loader.clone();
             let fetch = move || {
-                let s = repo.sync().map_err(|e| {
+                let mut accept = |dir: &Path| checker.load(dir).map(drop);
+                let s = repo.sync_checked(&mut accept).map_err(|e| {
                     if e.is_verification() {
                         tracing::error!(source = %repo.name(), "commit refused: {e}");
                     }

@@ -9,14 +9,19 @@
 //! repo.git/             bare repository; the remote is never written to its
 //!                       config (the URL may carry credentials)
 //!   refs/moor/target    the commit last fetched for the source
-//! trees/<commit>-<n>/   checkouts; only the one in force is kept
+//! trees/<commit>-<n>/   checkouts: the one in force, and the last one refused
 //! current -> trees/…    symbolic link to the checkout in force, swapped
-//!                       atomically after a successful sync
+//!                       atomically after a successful sync whose tree the
+//!                       caller accepted (its manifests load)
 //! ```
 //!
 //! [`Synced::dir`] is `<cache>/current/<path>`: a path that stays the same
 //! from one commit to the next (so bind sources next to the manifests keep
 //! their paths and spec hashes), and that never shows a half-written tree.
+//!
+//! A commit whose tree the caller refuses (see [`GitSource::sync_checked`])
+//! is checked out beside `current` and never swapped in: the state in force
+//! keeps seeing its own files, bind sources included.
 //!
 //! Failures leave `current` as it was: a remote that is down, slow, refuses
 //! the credentials or sends garbage, a ref that vanished, a commit that is
@@ -169,8 +174,12 @@ pub struct Synced {
     pub commit: String,
     /// The first line of its message.
     pub subject: String,
-    /// `<cache>/current/<path>`: where the agent loads manifests from.
+    /// `<cache>/current/<path>`: where the agent loads manifests from; for
+    /// a commit the caller refused, its own checkout (`<cache>/trees/…`),
+    /// whose errors the caller may report.
     pub dir: PathBuf,
+    /// The caller refused this commit's tree: `current` did not move.
+    pub refused: Option<String>,
     /// Who signed the commit (principals and key fingerprint), when the
     /// source verifies signatures.
     pub signer: Option<String>,
@@ -295,7 +304,13 @@ pub struct GitSource {
     cache: PathBuf,
     /// The checkout this process put in force: (commit, its directory).
     current: Option<(Oid, PathBuf)>,
+    /// The last commit the caller refused: (commit, its directory, why).
+    refused: Option<(Oid, PathBuf, String)>,
 }
+
+/// Decides whether a checked-out tree (the directory manifests load from)
+/// may go in force.
+pub type Accept<'a> = &'a mut dyn FnMut(&Path) -> Result<(), String>;
 
 /// What the remote's ref resolved to.
 #[derive(Debug)]
@@ -344,6 +359,7 @@ impl GitSource {
             config,
             cache: cache_dir.to_path_buf(),
             current: None,
+            refused: None,
         }
     }
 
@@ -378,6 +394,7 @@ impl GitSource {
             commit,
             subject,
             dir: self.dir_for_current(),
+            refused: None,
             signer: None,
             recloned: None,
         })
@@ -386,7 +403,16 @@ impl GitSource {
     /// Fetches, resolves the ref, verifies the head commit if configured,
     /// and checks its tree out, swapping `current` to it. Blocking. On any
     /// error the checkout in force stays as it was.
+    #[cfg(test)]
     pub fn sync(&mut self) -> Result<Synced, GitError> {
+        self.sync_checked(&mut |_| Ok(()))
+    }
+
+    /// [`GitSource::sync`], but a new commit's tree goes in force only when
+    /// `accept` takes it (the agent: when its manifests load). A refused
+    /// tree stays beside `current`, is reported in [`Synced::refused`], and
+    /// is not checked out again while the remote stays on that commit.
+    pub fn sync_checked(&mut self, accept: Accept<'_>) -> Result<Synced, GitError> {
         let url = self
             .url
             .clone()
@@ -399,13 +425,13 @@ impl GitSource {
                 std::fs::set_permissions(&self.cache, std::fs::Permissions::from_mode(0o700))
             })
             .map_err(|e| self.local_error(&self.cache, e))?;
-        match self.attempt(&url) {
+        match self.attempt(&url, accept) {
             Ok(s) => Ok(s),
             Err(Failure::Final(e)) => Err(e),
             Err(Failure::Damaged(why)) => {
                 let repo_dir = self.repo_dir();
                 std::fs::remove_dir_all(&repo_dir).map_err(|e| self.local_error(&repo_dir, e))?;
-                match self.attempt(&url) {
+                match self.attempt(&url, accept) {
                     Ok(mut s) => {
                         s.recloned = Some(why);
                         Ok(s)
@@ -428,11 +454,15 @@ impl GitSource {
     }
 
     fn dir_for_current(&self) -> PathBuf {
-        let mut d = self.cache.join("current");
+        self.with_path(self.cache.join("current"))
+    }
+
+    /// `tree` joined with the source's sub-path, if it has one.
+    fn with_path(&self, mut tree: PathBuf) -> PathBuf {
         if let Some(p) = &self.config.path {
-            d.push(p);
+            tree.push(p);
         }
-        d
+        tree
     }
 
     fn config_error(&self, message: String) -> GitError {
@@ -536,7 +566,7 @@ impl GitSource {
 
     /// One try: open (or create) the clone, find what the ref points to,
     /// fetch it, verify, check out.
-    fn attempt(&mut self, url: &RemoteUrl) -> Result<Synced, Failure> {
+    fn attempt(&mut self, url: &RemoteUrl, accept: Accept<'_>) -> Result<Synced, Failure> {
         let state = self.call_state(url)?;
         let repo_dir = self.repo_dir();
         let repo = if repo_dir.exists() {
@@ -563,13 +593,24 @@ impl GitSource {
             .current
             .as_ref()
             .is_some_and(|(c, d)| *c == oid && d.is_dir());
-        if !unchanged {
-            self.check_out(&repo, url, &commit)?;
-        }
+        let refused_before = self
+            .refused
+            .as_ref()
+            .filter(|(c, d, _)| *c == oid && d.is_dir())
+            .map(|(_, d, why)| (d.clone(), why.clone()));
+        let refused = match refused_before {
+            _ if unchanged => None,
+            Some(earlier) => Some(earlier),
+            None => self.check_out(&repo, url, &commit, accept)?,
+        };
         Ok(Synced {
             commit: oid.to_string(),
             subject,
-            dir: self.dir_for_current(),
+            dir: match &refused {
+                Some((d, _)) => self.with_path(d.clone()),
+                None => self.dir_for_current(),
+            },
+            refused: refused.map(|(_, why)| why),
             signer,
             recloned: None,
         })
@@ -975,14 +1016,17 @@ impl GitSource {
         Err(refused(Refusal::Bad(kind.into())))
     }
 
-    /// Writes the commit's tree to a new directory and swaps `current` to it;
-    /// then removes every other checkout.
+    /// Writes the commit's tree to a new directory and, when `accept` takes
+    /// it, swaps `current` to it; then removes every checkout but the one in
+    /// force and this one. Returns the directory and the reason when
+    /// `accept` refused it.
     fn check_out(
         &mut self,
         repo: &Repository,
         url: &RemoteUrl,
         commit: &git2::Commit<'_>,
-    ) -> Result<(), Failure> {
+        accept: Accept<'_>,
+    ) -> Result<Option<(PathBuf, String)>, Failure> {
         let trees = self.cache.join("trees");
         std::fs::create_dir_all(&trees).map_err(|e| self.local_error(&trees, e))?;
         let stamp = SystemTime::now()
@@ -1025,18 +1069,34 @@ impl GitSource {
         }
         let dir = trees.join(&dir_name);
         std::fs::rename(&tmp, &dir).map_err(|e| self.local_error(&dir, e))?;
-        let link = self.cache.join("current");
-        checkout::swap_link(&link, &Path::new("trees").join(&dir_name))
-            .map_err(|e| self.local_error(&link, e))?;
-        self.current = Some((commit.id(), dir.clone()));
+        let refused = match accept(&self.with_path(dir.clone())) {
+            Ok(()) => {
+                let link = self.cache.join("current");
+                checkout::swap_link(&link, &Path::new("trees").join(&dir_name))
+                    .map_err(|e| self.local_error(&link, e))?;
+                self.current = Some((commit.id(), dir.clone()));
+                self.refused = None;
+                None
+            }
+            Err(why) => {
+                self.refused = Some((commit.id(), dir.clone(), why.clone()));
+                Some((dir.clone(), why))
+            }
+        };
+        // Keep the checkout in force (as `current` says, which survives
+        // restarts) and this one.
+        let in_force = std::fs::read_link(self.cache.join("current"))
+            .ok()
+            .map(|t| self.cache.join(t));
         if let Ok(entries) = std::fs::read_dir(&trees) {
             for entry in entries.flatten() {
-                if entry.path() != dir {
-                    let _ = std::fs::remove_dir_all(entry.path());
+                let p = entry.path();
+                if p != dir && in_force.as_ref() != Some(&p) {
+                    let _ = std::fs::remove_dir_all(p);
                 }
             }
         }
-        Ok(())
+        Ok(refused)
     }
 }
 

@@ -81,6 +81,79 @@ fn file_branch_is_followed_and_swapped_atomically() {
 }
 
 #[test]
+fn a_refused_tree_never_goes_in_force() {
+    if !require(&["git"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let good = f.commit(&[("app.toml", "good"), ("conf/site", "v1")], "good");
+    let cache = f.cache("s");
+    let mut src = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
+    // The agent refuses a tree whose manifests do not load; here, one whose
+    // app.toml says "bad".
+    let calls = std::cell::Cell::new(0);
+    let mut accept = |dir: &std::path::Path| {
+        calls.set(calls.get() + 1);
+        match std::fs::read_to_string(dir.join("app.toml")) {
+            Ok(t) if t == "bad" => Err("app.toml:1: bad".to_string()),
+            _ => Ok(()),
+        }
+    };
+    let s1 = src.sync_checked(&mut accept).expect("first sync");
+    assert_eq!(
+        (s1.commit.as_str(), s1.refused.as_deref()),
+        (good.as_str(), None)
+    );
+
+    let bad = f.commit(&[("app.toml", "bad"), ("conf/site", "v2")], "bad");
+    let s2 = src
+        .sync_checked(&mut accept)
+        .expect("sync of the bad commit");
+    assert_eq!(s2.commit, bad);
+    assert_eq!(s2.refused.as_deref(), Some("app.toml:1: bad"));
+    assert_ne!(
+        s2.dir,
+        cache.join("current"),
+        "its own checkout, to report from"
+    );
+    assert_eq!(read(&s2, "app.toml"), "bad");
+    // What is in force still shows the good commit's files, also to a
+    // restarted agent.
+    assert_eq!(
+        std::fs::read_to_string(cache.join("current/conf/site")).unwrap(),
+        "v1"
+    );
+    let restarted = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
+    assert_eq!(restarted.last_checkout().expect("in force").commit, good);
+    // Polling the same bad commit again neither checks it out nor asks again.
+    let asked = calls.get();
+    let s3 = src.sync_checked(&mut accept).expect("poll again");
+    assert_eq!(
+        (s3.dir.clone(), s3.refused.clone()),
+        (s2.dir.clone(), s2.refused.clone())
+    );
+    assert_eq!(calls.get(), asked);
+    assert_eq!(
+        trees(&cache).len(),
+        2,
+        "the one in force and the refused one"
+    );
+
+    // A good commit goes in force and the refused tree goes away.
+    let fixed = f.commit(&[("app.toml", "fixed"), ("conf/site", "v3")], "fixed");
+    let s4 = src.sync_checked(&mut accept).expect("sync of the fix");
+    assert_eq!(
+        (s4.commit.as_str(), s4.refused.as_deref()),
+        (fixed.as_str(), None)
+    );
+    assert_eq!(s4.dir, cache.join("current"));
+    assert_eq!(read(&s4, "conf/site"), "v3");
+    let left = trees(&cache);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with(&fixed), "{left:?}");
+}
+
+#[test]
 fn default_branch_tag_and_pinned_commit() {
     if !require(&["git"]) {
         return;
