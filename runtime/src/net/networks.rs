@@ -168,7 +168,11 @@ impl Networks {
                 handle.map_or("-".into(), |h| h.to_string())
             )
         };
-        let current = std::fs::read_to_string(&stamp_path).ok();
+        // Only a verifying caller can find the stamp current: otherwise this
+        // process loaded the table last, and its cache already said no.
+        let current = verify
+            .then(|| std::fs::read_to_string(&stamp_path).ok())
+            .flatten();
         if current.is_some_and(|s| !boot.is_empty() && handle().is_some_and(|h| s == stamp(h))) {
             *loaded = Some(ruleset);
             return Ok(());
