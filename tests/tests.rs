@@ -10,6 +10,7 @@ mod containers;
 mod crash;
 mod fleet;
 mod git_agent;
+mod hostile;
 mod image;
 mod metrics;
 mod network_modes;

@@ -61,9 +61,9 @@ fn bad_name(key: &str) -> Option<&'static str> {
     }
 }
 
-/// Reads and parses an env file.
-pub fn read(path: &Path, shown: &str) -> Result<Vec<(String, String)>, String> {
-    let looked_for = path;
+/// Reads and parses the env file at `path` (its links already resolved),
+/// written `shown` in the manifest and found at `looked_for`.
+pub fn read(path: &Path, looked_for: &Path, shown: &str) -> Result<Vec<(String, String)>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!(
