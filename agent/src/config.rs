@@ -4,6 +4,7 @@
 //! ```toml
 //! metrics_addr = "127.0.0.1:9464"
 //! resync = "30s"
+//! max_manifest_size = "4m"    # larger manifest files are refused
 //!
 //! [host]                      # who this agent is, for manifests' `target`
 //! name = "edge-1"             # default: the machine's host name
@@ -45,10 +46,28 @@ pub const DEFAULT_CONFIG: &str = "/etc/moor/agent.toml";
 struct FileConfig {
     metrics_addr: Option<SocketAddr>,
     resync: Option<String>,
+    max_manifest_size: Option<Size>,
     #[serde(default)]
     host: HostSection,
     #[serde(default, rename = "source")]
     sources: Vec<SourceSection>,
+}
+
+/// A size: bytes, or a string with a unit (`"8m"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self) -> anyhow::Result<u64> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(s) => moor_spec::units::parse_size(s).map_err(anyhow::Error::msg),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +155,8 @@ pub struct AgentConfig {
     pub metrics_addr: SocketAddr,
     /// Time between full reconciles.
     pub resync: Duration,
+    /// How manifests are loaded (the largest manifest file).
+    pub load: moor_spec::LoadOptions,
     /// This host's name, for manifests' `target.hosts`.
     pub host_name: String,
     /// This host's labels, for manifests' `target.labels`.
@@ -214,6 +235,8 @@ pub struct Overrides {
     pub metrics_addr: Option<SocketAddr>,
     /// `--resync`.
     pub resync: Option<Duration>,
+    /// `--max-manifest-size`.
+    pub max_manifest_size: Option<u64>,
     /// `--host-name`.
     pub host_name: Option<String>,
     /// `--host-label`.
@@ -236,6 +259,12 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         (None, Some(s)) => parse_duration(s).context("resync")?,
         (None, None) => Duration::from_secs(30),
     };
+    let mut load = moor_spec::LoadOptions::default();
+    match (o.max_manifest_size, &file.max_manifest_size) {
+        (Some(n), _) => load.max_file_size = n,
+        (None, Some(s)) => load.max_file_size = s.bytes().context("max_manifest_size")?,
+        (None, None) => {}
+    }
     let host_name = o
         .host_name
         .or(file.host.name)
@@ -270,6 +299,7 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
             .or(file.metrics_addr)
             .unwrap_or_else(|| moor_metrics::DEFAULT_ADDR.parse().expect("valid default")),
         resync,
+        load,
         host_name,
         host_labels,
         sources,

@@ -78,6 +78,9 @@ pub struct AgentArgs {
     /// [default: 127.0.0.1:9464].
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Refuse manifest files larger than this (bytes, or with k/m/g) [default: 4m].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_manifest_size: Option<u64>,
     /// Time between full reconciles when nothing triggers one [default: 30s].
     #[arg(long, value_parser = parse_duration)]
     pub resync: Option<Duration>,
@@ -124,10 +127,15 @@ impl AgentArgs {
             source,
             metrics_addr: self.metrics_addr,
             resync: self.resync,
+            max_manifest_size: self.max_manifest_size,
             host_name: self.host_name.clone(),
             host_labels: self.host_labels.iter().cloned().collect(),
         }
     }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    moor_spec::units::parse_size(s)
 }
 
 /// A source the agent runs.
@@ -309,6 +317,7 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
             name: config.host_name.clone(),
             labels: config.host_labels.clone(),
         },
+        options: config.load.clone(),
     };
 
     let mut running = Vec::new();
