@@ -18,5 +18,6 @@ mod networks;
 mod prometheus;
 mod spec_props;
 mod stack;
+mod trust;
 mod update_order;
 mod validate;

@@ -5,6 +5,8 @@
 //! metrics_addr = "127.0.0.1:9464"
 //! resync = "30s"
 //! max_manifest_size = "4m"    # larger manifest files are refused
+//! webhook_addr = "0.0.0.0:9465"   # the git webhooks here, not on metrics_addr
+//! status_token_file = "/etc/moor/status.token"   # /status asks for this bearer token
 //!
 //! [host]                      # who this agent is, for manifests' `target`
 //! name = "edge-1"             # default: the machine's host name
@@ -45,6 +47,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/moor/agent.toml";
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     metrics_addr: Option<SocketAddr>,
+    webhook_addr: Option<SocketAddr>,
+    status_token_file: Option<PathBuf>,
     resync: Option<String>,
     max_manifest_size: Option<Size>,
     #[serde(default)]
@@ -153,6 +157,10 @@ impl VerifySection {
 pub struct AgentConfig {
     /// Where the HTTP endpoint listens.
     pub metrics_addr: SocketAddr,
+    /// Where the git webhooks are served instead, if apart.
+    pub webhook_addr: Option<SocketAddr>,
+    /// The bearer token `/status` asks for, if any.
+    pub status_token_file: Option<PathBuf>,
     /// Time between full reconciles.
     pub resync: Duration,
     /// How manifests are loaded (the largest manifest file).
@@ -233,6 +241,10 @@ pub struct Overrides {
     pub source: Option<SourceSection>,
     /// `--metrics-addr`.
     pub metrics_addr: Option<SocketAddr>,
+    /// `--webhook-addr`.
+    pub webhook_addr: Option<SocketAddr>,
+    /// `--status-token-file`.
+    pub status_token_file: Option<PathBuf>,
     /// `--resync`.
     pub resync: Option<Duration>,
     /// `--max-manifest-size`.
@@ -293,11 +305,20 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         }
         sources.push(source);
     }
+    let metrics_addr = o
+        .metrics_addr
+        .or(file.metrics_addr)
+        .unwrap_or_else(|| moor_metrics::DEFAULT_ADDR.parse().expect("valid default"));
+    let webhook_addr = o.webhook_addr.or(file.webhook_addr);
+    if webhook_addr == Some(metrics_addr) {
+        bail!(
+            "webhook_addr and metrics_addr are both {metrics_addr}: give the webhooks another address, or leave webhook_addr out"
+        );
+    }
     Ok(AgentConfig {
-        metrics_addr: o
-            .metrics_addr
-            .or(file.metrics_addr)
-            .unwrap_or_else(|| moor_metrics::DEFAULT_ADDR.parse().expect("valid default")),
+        metrics_addr,
+        webhook_addr,
+        status_token_file: o.status_token_file.or(file.status_token_file),
         resync,
         load,
         host_name,
@@ -466,6 +487,9 @@ mod tests {
             &format!(
                 r#"
 resync = "10s"
+max_manifest_size = "8m"
+webhook_addr = "0.0.0.0:9465"
+status_token_file = "/etc/moor/status.token"
 [host]
 name = "edge-7"
 labels = {{ role = "db" }}
@@ -491,6 +515,12 @@ url = "{}"
         })
         .expect("valid");
         assert_eq!(c.resync, Duration::from_secs(10));
+        assert_eq!(c.load.max_file_size, 8 << 20);
+        assert_eq!(c.webhook_addr, Some("0.0.0.0:9465".parse().unwrap()));
+        assert_eq!(
+            c.status_token_file.as_deref(),
+            Some(Path::new("/etc/moor/status.token"))
+        );
         assert_eq!(c.host_name, "edge-7");
         assert_eq!(c.host_labels.len(), 2);
         assert_eq!(c.sources.len(), 2);

@@ -78,6 +78,12 @@ pub struct AgentArgs {
     /// [default: 127.0.0.1:9464].
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve the git webhooks on this address instead, and not on --metrics-addr.
+    #[arg(long, value_name = "ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// Answer /status only with `Authorization: Bearer <this file's content>`.
+    #[arg(long, value_name = "FILE")]
+    pub status_token_file: Option<PathBuf>,
     /// Refuse manifest files larger than this (bytes, or with k/m/g) [default: 4m].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_manifest_size: Option<u64>,
@@ -126,6 +132,8 @@ impl AgentArgs {
             config: self.config.clone(),
             source,
             metrics_addr: self.metrics_addr,
+            webhook_addr: self.webhook_addr,
+            status_token_file: self.status_token_file.clone(),
             resync: self.resync,
             max_manifest_size: self.max_manifest_size,
             host_name: self.host_name.clone(),
@@ -398,12 +406,30 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
             (r.config.name.clone(), hook)
         })
         .collect();
-    let app = moor_metrics::router(metrics.clone(), status_source.clone()).merge(
-        axum::Router::new()
-            .route("/hooks/git/{source}", axum::routing::post(git_hook))
-            .with_state(Arc::new(hooks)),
+    let main = moor_metrics::router(
+        metrics.clone(),
+        status_source.clone(),
+        config.status_token_file.clone(),
     );
-    let (addr, http) = moor_metrics::bind(config.metrics_addr, app, async {
+    let hooks = axum::Router::new()
+        .route("/hooks/git/{source}", axum::routing::post(git_hook))
+        .with_state(Arc::new(hooks));
+    let limits = moor_metrics::Limits::default();
+    // The webhooks on their own address when asked, so that what faces the
+    // forge is not the status page.
+    let (main, hook_server) = match config.webhook_addr {
+        Some(hook_addr) => {
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let (addr, serve) = moor_metrics::serve(hook_addr, hooks, limits.clone(), async {
+                let _ = stop_rx.await;
+            })
+            .await?;
+            tracing::info!("moor agent: git webhooks on http://{addr}/hooks/git/");
+            (main, Some((stop_tx, tokio::spawn(serve))))
+        }
+        None => (main.merge(hooks), None),
+    };
+    let (addr, http) = moor_metrics::serve(config.metrics_addr, main, limits, async {
         let _ = stop_http_rx.await;
     })
     .await?;
@@ -432,6 +458,10 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
     }
     let _ = stop_http_tx.send(());
     let _ = http.await;
+    if let Some((stop, task)) = hook_server {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -593,7 +623,15 @@ async fn git_hook(
             format!("source {source:?} has no webhook (give it webhook_secret_file)\n"),
         );
     };
-    let secret = match Secret::File(file.clone()).read() {
+    let read = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || Secret::File(file).read()
+    })
+    .await;
+    let secret = match read
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(source = %source, "webhook refused: {e}");
