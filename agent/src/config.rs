@@ -7,6 +7,7 @@
 //! max_manifest_size = "4m"    # larger manifest files are refused
 //! webhook_addr = "0.0.0.0:9465"   # the git webhooks here, not on metrics_addr
 //! status_token_file = "/etc/moor/status.token"   # /status asks for this bearer token
+//! registry_auth = "/etc/moor/auth.json"   # registry credentials (Docker's config.json format)
 //!
 //! [host]                      # who this agent is, for manifests' `target`
 //! name = "edge-1"             # default: the machine's host name
@@ -49,6 +50,7 @@ struct FileConfig {
     metrics_addr: Option<SocketAddr>,
     webhook_addr: Option<SocketAddr>,
     status_token_file: Option<PathBuf>,
+    registry_auth: Option<PathBuf>,
     resync: Option<String>,
     max_manifest_size: Option<Size>,
     #[serde(default)]
@@ -161,6 +163,9 @@ pub struct AgentConfig {
     pub webhook_addr: Option<SocketAddr>,
     /// The bearer token `/status` asks for, if any.
     pub status_token_file: Option<PathBuf>,
+    /// Registry credentials (Docker's `config.json` `auths` format); None:
+    /// /etc/moor/auth.json when it exists.
+    pub registry_auth: Option<PathBuf>,
     /// Time between full reconciles.
     pub resync: Duration,
     /// How manifests are loaded (the largest manifest file).
@@ -245,6 +250,8 @@ pub struct Overrides {
     pub webhook_addr: Option<SocketAddr>,
     /// `--status-token-file`.
     pub status_token_file: Option<PathBuf>,
+    /// `--registry-auth`.
+    pub registry_auth: Option<PathBuf>,
     /// `--resync`.
     pub resync: Option<Duration>,
     /// `--max-manifest-size`.
@@ -319,6 +326,7 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         metrics_addr,
         webhook_addr,
         status_token_file: o.status_token_file.or(file.status_token_file),
+        registry_auth: o.registry_auth.or(file.registry_auth),
         resync,
         load,
         host_name,
@@ -490,6 +498,7 @@ resync = "10s"
 max_manifest_size = "8m"
 webhook_addr = "0.0.0.0:9465"
 status_token_file = "/etc/moor/status.token"
+registry_auth = "/etc/moor/registries.json"
 [host]
 name = "edge-7"
 labels = {{ role = "db" }}
@@ -520,6 +529,10 @@ url = "{}"
         assert_eq!(
             c.status_token_file.as_deref(),
             Some(Path::new("/etc/moor/status.token"))
+        );
+        assert_eq!(
+            c.registry_auth.as_deref(),
+            Some(Path::new("/etc/moor/registries.json"))
         );
         assert_eq!(c.host_name, "edge-7");
         assert_eq!(c.host_labels.len(), 2);

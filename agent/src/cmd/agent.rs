@@ -84,6 +84,10 @@ pub struct AgentArgs {
     /// Answer /status only with `Authorization: Bearer <this file's content>`.
     #[arg(long, value_name = "FILE")]
     pub status_token_file: Option<PathBuf>,
+    /// Registry credentials, in the `auths` format of Docker's config.json
+    /// [default: /etc/moor/auth.json, when it exists].
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth: Option<PathBuf>,
     /// Refuse manifest files larger than this (bytes, or with k/m/g) [default: 4m].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_manifest_size: Option<u64>,
@@ -134,6 +138,7 @@ impl AgentArgs {
             metrics_addr: self.metrics_addr,
             webhook_addr: self.webhook_addr,
             status_token_file: self.status_token_file.clone(),
+            registry_auth: self.registry_auth.clone(),
             resync: self.resync,
             max_manifest_size: self.max_manifest_size,
             host_name: self.host_name.clone(),
@@ -306,7 +311,9 @@ async fn watch_exits(host: Host, senders: Vec<mpsc::Sender<Trigger>>, passes: Ar
 
 pub fn run(state_dir: &Path, args: &AgentArgs) -> anyhow::Result<ExitCode> {
     let config = config::resolve(args.overrides())?;
-    let host = Host::open(HostConfig::new(state_dir))?;
+    let mut host_config = HostConfig::new(state_dir);
+    host_config.pull.auth_file = config.registry_auth.clone();
+    let host = Host::open(host_config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
