@@ -162,3 +162,44 @@ fn status_token_and_webhooks_on_their_own_address() {
     assert!(!log.contains(TOKEN), "the status token was logged:\n{log}");
     assert!(!log.contains(HOOK_SECRET), "the webhook secret was logged");
 }
+
+/// An env file with a secret on a line that is not KEY=VALUE: the agent
+/// refuses the manifests, and neither `/status` nor its log quotes the line.
+#[test]
+fn a_bad_env_file_line_reaches_neither_status_nor_the_log() {
+    if !common::require(&["nft", "ip"], true) {
+        return;
+    }
+    let mut host = Instance::new("tb", "10.71.0.0/16");
+    host.owns("envs");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("envs");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("app.toml"),
+        "[containers.app]\nimage = \"busybox\"\nenv_file = \"db.env\"\n",
+    )
+    .expect("write");
+    let secret = "postgres://admin:hunter2-s3cr3t@db/prod";
+    std::fs::write(dir.join("db.env"), format!("USER=app\n{secret}\n")).expect("write");
+    host.start_agent(&["--source", dir.to_str().unwrap()]);
+    let port = host.port;
+    wait_for(
+        "the manifest error in /status",
+        Duration::from_secs(60),
+        || host.status()["sources"][0]["error"].is_string(),
+    );
+    let (_, body) = http_get(port, "/status").expect("/status");
+    assert!(
+        body.contains("db.env line 2: not KEY=VALUE"),
+        "the error names the file and line: {body}"
+    );
+    assert!(!body.contains("s3cr3t"), "/status quotes the line: {body}");
+    let log = host.agent_log();
+    assert!(log.contains("db.env line 2"), "{log}");
+    assert!(!log.contains("s3cr3t"), "the log quotes the line:\n{log}");
+    assert!(
+        host.containers().is_empty(),
+        "an invalid manifest changed the host"
+    );
+}

@@ -311,6 +311,21 @@ async fn watch_exits(host: Host, senders: Vec<mpsc::Sender<Trigger>>, passes: Ar
 
 pub fn run(state_dir: &Path, args: &AgentArgs) -> anyhow::Result<ExitCode> {
     let config = config::resolve(args.overrides())?;
+    // Files named in the configuration are read at each use (so a new
+    // token or password applies at once); a mistake is better found now.
+    if let Some(file) = &config.status_token_file {
+        let token = std::fs::read(file)
+            .with_context(|| format!("reading the status_token_file {}", file.display()))?;
+        if token.iter().all(u8::is_ascii_whitespace) {
+            anyhow::bail!(
+                "the status_token_file {} is empty: /status would let nobody in",
+                file.display()
+            );
+        }
+    }
+    if let Some(file) = &config.registry_auth {
+        moor_runtime::image::auth::AuthFile::load(Some(file))?;
+    }
     let mut host_config = HostConfig::new(state_dir);
     host_config.pull.auth_file = config.registry_auth.clone();
     let host = Host::open(host_config)?;

@@ -45,7 +45,7 @@ impl std::fmt::Debug for Credentials {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthFileError {
     /// The file cannot be read.
-    #[error("cannot read the registry credentials file {path}: {source}")]
+    #[error("cannot read the registry credentials file {path}")]
     Read {
         /// The file.
         path: PathBuf,
