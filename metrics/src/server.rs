@@ -367,7 +367,14 @@ impl Connection {
             .serve_connection(io, service);
         tokio::pin!(conn);
         let idle_for = self.limits.idle_timeout;
+        let mut stopping = false;
         loop {
+            // The server is stopping: finish the request under way, if
+            // any, and close.
+            if !stopping && *self.stop.borrow() {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
             let quiet_since = started + Duration::from_millis(last.load(Ordering::Relaxed));
             tokio::select! {
                 _ = conn.as_mut() => return,
@@ -378,8 +385,10 @@ impl Connection {
                         return;
                     }
                 }
-                changed = self.stop.changed(), if !*self.stop.borrow() => {
-                    if changed.is_err() || *self.stop.borrow() {
+                changed = self.stop.changed(), if !stopping => {
+                    if changed.is_err() {
+                        // The accept loop is gone: stop as well.
+                        stopping = true;
                         conn.as_mut().graceful_shutdown();
                     }
                 }
