@@ -85,10 +85,14 @@ pub struct ValidateArgs {
     pub host: HostArgs,
 }
 
-/// Which host of a fleet to act as: manifests may `target` hosts by name and
-/// labels, and only what targets this host is validated, planned or applied.
+/// How manifests are loaded: which host of a fleet to act as (manifests may
+/// `target` hosts by name and labels, and only what targets this host is
+/// validated, planned or applied), and the size limit of a manifest file.
 #[derive(Debug, Args, Default)]
 pub struct HostArgs {
+    /// Refuse manifest files larger than this (bytes, or with k/m/g) [default: 4m].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_manifest_size: Option<u64>,
     /// Act as the host with this name (default: this machine's host name).
     #[arg(long, value_name = "NAME", value_parser = parse_host_name)]
     pub host_name: Option<String>,
@@ -97,11 +101,24 @@ pub struct HostArgs {
     pub host_labels: Vec<(String, String)>,
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    moor_spec::units::parse_size(s)
+}
+
 fn parse_host_name(s: &str) -> Result<String, String> {
     moor_spec::target::check_host_name(s).map(|()| s.to_string())
 }
 
 impl HostArgs {
+    /// The load options these arguments ask for.
+    pub fn load_options(&self) -> moor_spec::LoadOptions {
+        let mut o = moor_spec::LoadOptions::default();
+        if let Some(max) = self.max_manifest_size {
+            o.max_file_size = max;
+        }
+        o
+    }
+
     /// The identity to load manifests for.
     pub fn identity(&self) -> anyhow::Result<moor_spec::HostIdentity> {
         let mut host = match &self.host_name {
@@ -124,6 +141,9 @@ pub struct StatusArgs {
     /// The agent's HTTP address (its --metrics-addr).
     #[arg(long, env = "MOOR_AGENT_ADDR", default_value = moor_metrics::DEFAULT_ADDR)]
     pub addr: String,
+    /// A file holding the token the agent's /status asks for (its status_token_file).
+    #[arg(long, env = "MOOR_STATUS_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print the agent's /status document as JSON.
     #[arg(long)]
     pub json: bool,

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use moor_reconcile::{ApplyOptions, DiffOptions, Health, Observed, Plan, Runtime, apply, diff};
 use moor_runtime::host::{Host, HostConfig};
-use moor_spec::{DesiredState, HostIdentity};
+use moor_spec::DesiredState;
 
 use crate::cli::HostArgs;
 
@@ -118,11 +118,12 @@ pub fn name_from(base: &str) -> String {
 }
 
 /// Loads what targets `host` from the manifests, printing diagnostics on failure.
-fn load(paths: &[PathBuf], host: &HostIdentity) -> anyhow::Result<DesiredState> {
+fn load(paths: &[PathBuf], args: &HostArgs) -> anyhow::Result<DesiredState> {
     if paths.is_empty() {
         bail!("give a manifest directory");
     }
-    moor_spec::load_for(paths, host).map_err(|diags| {
+    let host = args.identity()?;
+    moor_spec::load_with(paths, Some(&host), &args.load_options()).map_err(|diags| {
         eprint!("{diags}");
         anyhow::anyhow!(
             "{} error(s) in the manifests; nothing was changed",
@@ -144,7 +145,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn plan(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let desired = match load(&args.project.paths, &args.host.identity()?) {
+    let desired = match load(&args.project.paths, &args.host) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -186,7 +187,7 @@ fn settled(desired: &DesiredState, observed: &Observed, plan: &Plan) -> bool {
 }
 
 pub fn apply_cmd(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
-    let desired = load(&args.project.paths, &args.host.identity()?)?;
+    let desired = load(&args.project.paths, &args.host)?;
     let project = project_name(&args.project)?;
     let host = open_host(state_dir)?;
     let rt = runtime()?;
