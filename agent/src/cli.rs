@@ -177,6 +177,18 @@ pub struct ExecArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     pub tty: bool,
+    /// Run as this user: `name`, `uid`, `name:group` or `uid:gid`, looked
+    /// up in the container's /etc/passwd and /etc/group (default: the
+    /// container's own user).
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Run in this directory (absolute; default: the container's own).
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Set an environment variable (repeatable); `KEY` alone passes this
+    /// terminal's value of KEY, if it has one.
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
     /// The container.
     pub name: String,
     /// The command and its arguments.
