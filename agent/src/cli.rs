@@ -63,6 +63,24 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Run a command in a running container.
     Exec(ExecArgs),
+    /// Show the processes of a container.
+    Top(crate::cmd::top::TopArgs),
+    /// Show containers' CPU, memory, network and disk use, live.
+    Stats(crate::cmd::stats::StatsArgs),
+    /// Copy files between a container and the host (`NAME:PATH` names the
+    /// container's side; `-` is a tar stream on stdin or stdout).
+    Cp(crate::cmd::cp::CpArgs),
+    /// Stop containers on purpose: the agent leaves them stopped until
+    /// `moor start` or a change of their spec.
+    Stop(crate::cmd::lifecycle::StopArgs),
+    /// Start stopped containers.
+    Start(crate::cmd::lifecycle::NamesArgs),
+    /// Stop and start containers.
+    Restart(crate::cmd::lifecycle::StopArgs),
+    /// Freeze every process of containers.
+    Pause(crate::cmd::lifecycle::NamesArgs),
+    /// Thaw paused containers.
+    Unpause(crate::cmd::lifecycle::NamesArgs),
     /// The per-container supervisor (started by moor itself).
     #[command(hide = true)]
     Shim(ShimArgs),

@@ -17,12 +17,14 @@
 
 pub mod bundle;
 pub mod cgroups;
+mod cp;
 mod create;
 mod engine;
 mod error;
 mod exec;
 pub mod executor;
 pub mod logs;
+pub mod marks;
 mod observe;
 pub mod paths;
 mod pause;
@@ -34,11 +36,13 @@ pub mod shim;
 mod start;
 pub mod state;
 mod stop;
+pub mod top;
 pub mod tree;
 mod tty;
 pub mod users;
 pub mod volumes;
 
+pub use cp::{CopyIn, CopyOptions, CopyOut};
 pub use engine::{Engine, EngineConfig};
 pub use error::ContainerError;
 pub use exec::{ExecOptions, merge_env};

@@ -93,6 +93,16 @@ pub fn resolve(root: &Path, user: Option<&str>) -> Result<Identity> {
     resolve_with(&passwd, &groups, user.unwrap_or(""))
 }
 
+/// User names by uid, from the `/etc/passwd` of the root filesystem at
+/// `root` (the first name of a uid wins).
+pub fn names(root: &Path) -> std::collections::HashMap<u32, String> {
+    let mut out = std::collections::HashMap::new();
+    for e in parse_passwd(&read_in_root(root, "/etc/passwd")) {
+        out.entry(e.uid).or_insert(e.name);
+    }
+    out
+}
+
 fn resolve_with(passwd: &[PasswdEntry], groups: &[GroupEntry], spec: &str) -> Result<Identity> {
     let err = |reason: String| ContainerError::User {
         user: spec.to_string(),
