@@ -2,14 +2,16 @@
 //! logs, exec, limits and volumes (DESIGN.md §3).
 //!
 //! Start at [`Engine`]: one `impl Engine` block per verb ([`create`],
-//! [`start`], [`stop`], [`remove`], [`exec`], [`list`](observe)). A
-//! container lives in its own directory under `<state>/containers/NAME`
-//! ([`paths::ContainerPaths`]): the record written at creation
-//! (`container.json`), the bundle (`config.json`, `rootfs/`), the overlay's
-//! upper and work dirs, the log files, and the files the shim writes
-//! ([`state`]). Everything a new `moor` process needs to find a running
-//! container and report its true state is on disk; nothing lives only in a
-//! process's memory.
+//! [`start`], [`stop`], [`remove`], [`exec`], [`list`](observe), `pause`,
+//! [`top`], `cp`). A container lives in its own directory under
+//! `<state>/containers/NAME` ([`paths::ContainerPaths`]): the record
+//! written at creation (`container.json`), the bundle (`config.json`,
+//! `rootfs/`), the overlay's upper and work dirs, the log files, the files
+//! the shim writes ([`state`]) and what people and the reconciler record
+//! about it ([`marks`]). File trees are copied (`cp`, filling [`volumes`])
+//! through directory fds by [`tree`]. Everything a new `moor` process needs
+//! to find a running container and report its true state is on disk;
+//! nothing lives only in a process's memory.
 //!
 //! The container itself is created by the shim ([`shim`]), the `moor` binary
 //! re-executed in a hidden mode: single-threaded, its own session, a child

@@ -9,7 +9,7 @@
 //! One process mutates a state dir at a time: [`Host::open`] takes an
 //! exclusive lock on `<state>/host.lock`. Commands beside a running agent
 //! open it without the lock, to read ([`HostView`], `moor plan`) or to act
-//! on single containers ([`SharedHost`], `moor stop`…): see [`shared`].
+//! on single containers ([`SharedHost`], `moor stop`…): see `shared.rs`.
 
 mod health;
 pub mod instances;
@@ -439,6 +439,11 @@ impl Inner {
                 ),
                 Status::Lost { .. } => (ContainerState::Dead, None, None),
             };
+            // A container stopped by another process (`moor stop`) is not
+            // checked until it runs again; then its check starts afresh.
+            if state != ContainerState::Running && self.health.watching(&name) {
+                self.health.forget(&name);
+            }
             // A running container with a health check is checked, also after an agent restart.
             if state == ContainerState::Running
                 && let Some(check) = info.record.spec.healthcheck.clone()
