@@ -315,6 +315,44 @@ mod tests {
     }
 
     #[test]
+    fn freezes_through_v1_or_v2_files() {
+        // v1: freezer.state takes FROZEN / THAWED (the kernel reports it back).
+        let root = tempfile::tempdir().unwrap();
+        let v1 = root.path().join("freezer");
+        fs::create_dir_all(v1.join("moor/c1")).unwrap();
+        fs::write(v1.join("moor/c1/freezer.state"), "THAWED\n").unwrap();
+        let h = Hierarchies {
+            v1: vec![(vec!["freezer".into()], v1.clone())],
+            v2: None,
+        };
+        assert!(!h.frozen("/moor/c1"));
+        h.freeze("/moor/c1", true, Duration::from_secs(1)).unwrap();
+        assert!(h.frozen("/moor/c1"));
+        h.freeze("/moor/c1", false, Duration::from_secs(1)).unwrap();
+        assert!(!h.frozen("/moor/c1"));
+        assert!(
+            h.freeze("/moor/none", true, Duration::from_secs(1))
+                .is_err()
+        );
+        // v2: cgroup.freeze, done when cgroup.events says so.
+        let v2 = root.path().join("unified");
+        fs::create_dir_all(v2.join("moor/c2")).unwrap();
+        fs::write(v2.join("moor/c2/cgroup.freeze"), "0\n").unwrap();
+        fs::write(v2.join("moor/c2/cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+        let h = Hierarchies {
+            v1: Vec::new(),
+            v2: Some(v2.clone()),
+        };
+        h.freeze("/moor/c2", true, Duration::from_secs(1)).unwrap();
+        assert!(h.frozen("/moor/c2"));
+        // The kernel never reports it thawed: given up, with an error.
+        let e = h
+            .freeze("/moor/c2", false, Duration::from_millis(50))
+            .unwrap_err();
+        assert!(e.contains("did not become thawed"), "{e}");
+    }
+
+    #[test]
     fn joined_cpu_cpuacct_and_pure_v2() {
         let h = Hierarchies::parse(JOINED);
         assert_eq!(
