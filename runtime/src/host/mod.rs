@@ -654,7 +654,10 @@ impl Probe for EngineProbe {
     }
 
     fn paused(&self, name: &str) -> bool {
-        self.0.engine.is_paused(name)
+        self.0
+            .engine
+            .record(name)
+            .is_ok_and(|r| self.0.hierarchies().frozen(&r.cgroup_path()))
     }
 
     fn address(&self, name: &str) -> Option<IpAddr> {
