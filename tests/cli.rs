@@ -698,6 +698,16 @@ fn cp_copies_both_ways_and_stays_inside() {
         ),
     );
     assert_eq!(sh("cat /tmp/good"), "good");
+    // The whole root: data only; kernel filesystems (/proc: /proc/kmsg
+    // would consume the host's kernel log) and device nodes are skipped.
+    let out = host.moor(&["cp", "web:/", &wp("root")]);
+    ok("cp /", &out);
+    assert!(w.join("root/bin/busybox").is_file());
+    assert!(w.join("root/etc/passwd").is_file());
+    assert!(!w.join("root/proc").exists() && !w.join("root/sys").exists());
+    let warnings = text(&out.stderr);
+    assert!(warnings.contains("root/proc (a proc filesystem)"), "{warnings}");
+    assert!(warnings.contains("root/dev/null (a character device)"), "{warnings}");
     // Clear errors.
     let err = failed("cp missing", &host.moor(&["cp", "web:/nothing", &wp("x")]));
     assert!(err.contains("/nothing"), "{err}");

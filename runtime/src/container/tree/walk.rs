@@ -80,6 +80,10 @@ pub fn walk_contents(
         Mode::empty(),
     )
     .map_err(errno("open directory", &prefix))?;
+    if let Some(fs) = kernel_fs(dir.as_fd()) {
+        sink.skipped(&prefix, fs);
+        return Ok(());
+    }
     let mut w = Walker {
         sink,
         opts,
@@ -99,6 +103,10 @@ impl Walker<'_> {
     fn dir(&mut self, dir: OwnedFd, path: Vec<OsString>, depth: usize) -> Result<()> {
         if depth >= MAX_DEPTH {
             return Err(CopyError::TooDeep { path: show(&path) });
+        }
+        if let Some(fs) = kernel_fs(dir.as_fd()) {
+            self.sink.skipped(&path, fs);
+            return Ok(());
         }
         let st = rustix::fs::fstat(&dir).map_err(errno("stat", &path))?;
         let mut meta = Meta::of(&st);
@@ -211,6 +219,30 @@ impl Walker<'_> {
     }
 }
 
+/// The kernel filesystem a directory is on, when it holds no data but the
+/// kernel's state (`/proc`, `/sys`, cgroups…): a container's root holds
+/// such mounts, and walking them would read the host's state (some reads
+/// have effects: `/proc/kmsg` consumes the kernel's log). They are not
+/// copied, as `docker cp` never sees them.
+fn kernel_fs(dir: BorrowedFd<'_>) -> Option<&'static str> {
+    let t = rustix::fs::fstatfs(dir).ok()?.f_type as i64;
+    Some(match t {
+        0x9fa0 => "a proc filesystem",
+        0x6265_6572 => "a sysfs filesystem",
+        0x0027_e0eb | 0x6367_7270 => "a cgroup filesystem",
+        0x1cd1 => "a devpts filesystem",
+        0x1980_0202 => "an mqueue filesystem",
+        0x7363_6673 => "a securityfs filesystem",
+        0x6462_6720 => "a debugfs filesystem",
+        0x7472_6163 => "a tracefs filesystem",
+        0xcafe_4a11 => "a bpf filesystem",
+        0x6265_6570 => "a configfs filesystem",
+        0x6573_5543 => "a fusectl filesystem",
+        0x4249_4e4d => "a binfmt_misc filesystem",
+        _ => return None,
+    })
+}
+
 fn kind_name(t: FileType) -> &'static str {
     match t {
         FileType::CharacterDevice => "a character device",
@@ -280,6 +312,17 @@ impl<R: Read> Read for ExactReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_filesystems_are_known() {
+        let open = |p: &str| {
+            rustix::fs::openat(CWD, p, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
+        };
+        assert_eq!(kernel_fs(open("/proc").as_fd()), Some("a proc filesystem"));
+        assert_eq!(kernel_fs(open("/sys").as_fd()), Some("a sysfs filesystem"));
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(kernel_fs(open(tmp.path().to_str().unwrap()).as_fd()), None);
+    }
     use crate::container::tree::{DirSink, Owners, open_dir, os};
     use rustix::fs::CWD;
     use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
