@@ -706,8 +706,14 @@ fn cp_copies_both_ways_and_stays_inside() {
     assert!(w.join("root/etc/passwd").is_file());
     assert!(!w.join("root/proc").exists() && !w.join("root/sys").exists());
     let warnings = text(&out.stderr);
-    assert!(warnings.contains("root/proc (a proc filesystem)"), "{warnings}");
-    assert!(warnings.contains("root/dev/null (a character device)"), "{warnings}");
+    assert!(
+        warnings.contains("root/proc (a proc filesystem)"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("root/dev/null (a character device)"),
+        "{warnings}"
+    );
     // Clear errors.
     let err = failed("cp missing", &host.moor(&["cp", "web:/nothing", &wp("x")]));
     assert!(err.contains("/nothing"), "{err}");

@@ -72,8 +72,11 @@ fn create(state_dir: &Path, name: &str) -> Result<()> {
             volumes_dir(state_dir),
         ))?;
     // Built beside, then renamed: a crash never leaves a volume without
-    // its data dir.
-    let tmp = dir.with_extension("creating");
+    // its data dir. The name is this call's own: two threads making one
+    // volume never share it (one of them wins the rename).
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.with_extension(format!("creating-{}-{seq}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     let tmp_data = tmp.join("data");
     fs::DirBuilder::new()
@@ -240,10 +243,13 @@ pub fn list(state_dir: &Path) -> Result<Vec<String>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(ContainerError::io("read directory", &dir)(e)),
     };
+    // A volume's name is a valid name: `NAME.creating-…` (what a crash
+    // during a creation leaves) is none.
     let mut names: Vec<String> = entries
         .flatten()
         .filter(|e| e.path().join("data").is_dir())
         .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| moor_spec::check_name(n).is_ok())
         .collect();
     names.sort();
     Ok(names)
@@ -414,6 +420,8 @@ mod tests {
         // Second use: not refilled, not emptied.
         let again = ensure(state.path(), "site", Some((root.path(), "/srv/www"))).unwrap();
         assert!(again.join("mine").exists());
+        // What a crash during a creation left is no volume.
+        fs::create_dir_all(volumes_dir(state.path()).join("site.creating-1-0/data")).unwrap();
         assert_eq!(list(state.path()).unwrap(), vec!["site".to_string()]);
         remove(state.path(), "site").unwrap();
         assert!(list(state.path()).unwrap().is_empty());
