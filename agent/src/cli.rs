@@ -63,6 +63,24 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Run a command in a running container.
     Exec(ExecArgs),
+    /// Show the processes of a container.
+    Top(crate::cmd::top::TopArgs),
+    /// Show containers' CPU, memory, network and disk use, live.
+    Stats(crate::cmd::stats::StatsArgs),
+    /// Copy files between a container and the host (`NAME:PATH` names the
+    /// container's side; `-` is a tar stream on stdin or stdout).
+    Cp(crate::cmd::cp::CpArgs),
+    /// Stop containers on purpose: the agent leaves them stopped until
+    /// `moor start` or a change of their spec.
+    Stop(crate::cmd::lifecycle::StopArgs),
+    /// Start stopped containers.
+    Start(crate::cmd::lifecycle::NamesArgs),
+    /// Stop and start containers.
+    Restart(crate::cmd::lifecycle::StopArgs),
+    /// Freeze every process of containers.
+    Pause(crate::cmd::lifecycle::NamesArgs),
+    /// Thaw paused containers.
+    Unpause(crate::cmd::lifecycle::NamesArgs),
     /// The per-container supervisor (started by moor itself).
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -197,6 +215,18 @@ pub struct ExecArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     pub tty: bool,
+    /// Run as this user: `name`, `uid`, `name:group` or `uid:gid`, looked
+    /// up in the container's /etc/passwd and /etc/group (default: the
+    /// container's own user).
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Run in this directory (absolute; default: the container's own).
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Set an environment variable (repeatable); `KEY` alone passes this
+    /// terminal's value of KEY, if it has one.
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
     /// The container.
     pub name: String,
     /// The command and its arguments.

@@ -27,6 +27,7 @@ fn container(restarts: u32, state: ContainerState) -> ObservedContainer {
         started_at: None,
         finished_at: None,
         fault: None,
+        hold: None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use clap::Args;
 use moor_reconcile::{ApplyOptions, DiffOptions, Health, Observed, Plan, Runtime, apply, diff};
-use moor_runtime::host::{Host, HostConfig};
+use moor_runtime::host::{Host, HostConfig, HostView};
 use moor_spec::DesiredState;
 
 use crate::cli::HostArgs;
@@ -153,7 +153,8 @@ pub fn plan(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let project = project_name(&args.project)?;
-    let host = open_host(state_dir)?;
+    // Read-only, beside a running agent: no lock, nothing repaired.
+    let host = HostView::open(HostConfig::new(state_dir))?;
     let observed = runtime()?.block_on(host.observe())?;
     let opts = DiffOptions {
         project: &project,
@@ -170,7 +171,8 @@ pub fn plan(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(if plan.is_empty() { 0 } else { 2 }))
 }
 
-/// True when every desired container runs and every health check passes.
+/// True when every desired container runs and every health check passes;
+/// one stopped on purpose (`moor stop`) or paused counts as settled.
 fn settled(desired: &DesiredState, observed: &Observed, plan: &Plan) -> bool {
     plan.is_empty()
         && desired.containers.values().all(|c| {
@@ -179,8 +181,9 @@ fn settled(desired: &DesiredState, observed: &Observed, plan: &Plan) -> bool {
                     .containers
                     .get(&moor_reconcile::instance_name(&c.name, r))
                     .is_some_and(|o| {
-                        o.state == moor_reconcile::ContainerState::Running
-                            && (c.spec.healthcheck.is_none() || o.health == Health::Healthy)
+                        o.hold.is_some()
+                            || (o.state == moor_reconcile::ContainerState::Running
+                                && (c.spec.healthcheck.is_none() || o.health == Health::Healthy))
                     })
             })
         })
