@@ -787,11 +787,14 @@ impl Decoder<'_> {
                         Some(c) => match self.string(c, &df).as_deref() {
                             Some("started" | "service_started") => Some(DependCondition::Started),
                             Some("healthy" | "service_healthy") => Some(DependCondition::Healthy),
+                            Some("completed" | "service_completed_successfully") => {
+                                Some(DependCondition::Completed)
+                            }
                             Some(other) => {
                                 self.error(
                                     c.pos,
                                     &df,
-                                    format!("condition \"{other}\" is not one of started, healthy"),
+                                    format!("condition \"{other}\" is not one of started, healthy, completed"),
                                 );
                                 None
                             }
@@ -956,6 +959,37 @@ mod tests {
         );
         assert!(parse_restart("on-failure:x").is_err());
         assert!(parse_restart("sometimes").is_err());
+    }
+
+    #[test]
+    fn depends_on_completed_in_moor_and_compose_spelling() {
+        let toml = "[containers.migrate]\nimage = \"busybox\"\n\n[containers.app]\nimage = \"busybox\"\ndepends_on = { migrate = \"completed\" }\n";
+        let yaml = "containers:\n  migrate: {image: busybox, restart: on-failure}\n  app:\n    image: busybox\n    depends_on: {migrate: {condition: service_completed_successfully}}\n";
+        for (file, text) in [("/m/a.toml", toml), ("/m/a.yaml", yaml)] {
+            let state = crate::load_texts(&[(file.into(), text.to_string())])
+                .unwrap_or_else(|d| panic!("{file}:\n{d}"));
+            assert_eq!(
+                state.containers["app"].spec.depends_on["migrate"],
+                DependCondition::Completed,
+                "{file}"
+            );
+        }
+        // A job that is started again after it exits never completes.
+        for policy in ["always", "unless-stopped"] {
+            let text = toml.replace(
+                "[containers.migrate]\nimage = \"busybox\"\n",
+                &format!("[containers.migrate]\nimage = \"busybox\"\nrestart = \"{policy}\"\n"),
+            );
+            let diags = crate::load_texts(&[("/m/a.toml".into(), text)])
+                .expect_err(policy)
+                .to_string();
+            assert!(
+                diags.contains(
+                    "containers.app.depends_on.migrate: waits for \"migrate\" to complete"
+                ),
+                "{policy}: {diags}"
+            );
+        }
     }
 
     #[test]
