@@ -839,6 +839,31 @@ impl Runtime for Host {
         })
         .await
     }
+
+    async fn state(&self, name: &str) -> Result<ContainerState, RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            let id = instances::resolve(&inner.engine, &name).map_err(failed)?;
+            let info = match inner.engine.inspect(&id) {
+                Err(crate::container::ContainerError::NotFound(_)) => {
+                    return Err(RuntimeError::NotFound {
+                        what: format!("container {name}"),
+                    });
+                }
+                other => other.map_err(failed)?,
+            };
+            Ok(match info.status {
+                Status::Created => ContainerState::Created,
+                Status::Running { .. } => ContainerState::Running,
+                Status::Exited(exit) => ContainerState::Exited {
+                    code: exit.exit_code,
+                    oom: exit.oom_killed,
+                },
+                Status::Lost { .. } => ContainerState::Dead,
+            })
+        })
+        .await
+    }
 }
 
 impl Inner {
