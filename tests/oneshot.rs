@@ -10,11 +10,13 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use moor_runtime::container::{ContainerError, Engine, EngineConfig, Executor, Status};
 
+use crate::common::instance::Instance;
 use crate::common::{moor_bin, remove_cgroup_parent, require};
 
 /// An engine over a private state dir and cgroup parent, and a busybox
@@ -134,7 +136,7 @@ fn netns(pid: &str) -> Option<PathBuf> {
 /// started again; when it passes, the process runs, and its exit is recorded
 /// even when it exits at once.
 fn prepare_runs_between_create_and_start(executor: &str) {
-    let Some(t) = Bare::new("ea", executor) else {
+    let Some(t) = Bare::new("ed", executor) else {
         return;
     };
     t.create("job", "touch /ran; exit 7");
@@ -191,6 +193,177 @@ fn prepare_runs_between_create_and_start(executor: &str) {
     assert_eq!(t.cgroups(), Vec::<PathBuf>::new(), "cgroups left behind");
 }
 
+const PROJECT: &str = "jobs";
+
+/// A stack whose `migrate` job runs `job` (a shell line) on network `jnet`
+/// with volume `data` at /data, and whose `app` starts only once the job
+/// has exited 0, then runs for good if the job left /data/done.
+fn stack(job: &str) -> String {
+    format!(
+        r#"
+[images.busybox]
+ref  = "localhost/moor-example/busybox:1"
+pull = "never"
+
+[networks.jnet]
+
+[volumes.data]
+
+[containers.migrate]
+image    = "busybox"
+command  = ["sh", "-c", {job:?}]
+networks = ["jnet"]
+mounts   = ["data:/data"]
+
+[containers.app]
+image      = "busybox"
+command    = ["sh", "-c", "cat /data/done && exec sleep 3600"]
+networks   = ["jnet"]
+mounts     = ["data:/data"]
+init       = true
+depends_on = {{ migrate = "completed" }}
+"#
+    )
+}
+
+/// A host for the stack tests, with the busybox image and the stack in a
+/// manifest directory; `None` (after saying why) off CI without the tools.
+fn host(tag: &str, pool: &str, executor: &str, job: &str) -> Option<(Instance, tempfile::TempDir)> {
+    let tools: &[&str] = if executor == "runc" {
+        &["runc", "busybox", "nft", "ip"]
+    } else {
+        &["busybox", "nft", "ip"]
+    };
+    if !require(tools, true) {
+        return None;
+    }
+    let mut host = Instance::new(tag, pool);
+    host.env.push(("MOOR_EXECUTOR".into(), executor.into()));
+    host.owns(PROJECT);
+    host.import_busybox();
+    let dir = tempfile::tempdir().expect("manifest dir");
+    write_stack(dir.path(), job);
+    Some((host, dir))
+}
+
+fn write_stack(dir: &Path, job: &str) {
+    fs::write(dir.join("stack.toml"), stack(job)).expect("write manifest");
+}
+
+/// `moor apply` (or `plan`) of the stack.
+fn moor_on(host: &Instance, verb: &str, dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![verb, "-p", PROJECT];
+    args.extend_from_slice(extra);
+    args.push(dir.to_str().expect("utf-8"));
+    host.moor(&args)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// (state, exit code) of a container in `moor ps --all --json`.
+fn state(host: &Instance, name: &str) -> Option<(String, Option<i64>)> {
+    host.container(name).map(|c| {
+        (
+            c["state"].as_str().unwrap_or_default().to_string(),
+            c["exit_code"].as_i64(),
+        )
+    })
+}
+
+/// A job on a network that exits the moment it starts still gets its
+/// interfaces (it records its address), its exit is recorded, the app it
+/// gates starts only after it (it finds what the job wrote), and a second
+/// `moor apply` of the converged stack has nothing to do or to wait for.
+fn a_job_that_exits_at_once_on_a_network_gates_the_app(executor: &str) {
+    let (tag, pool) = match executor {
+        "runc" => ("eb", "10.60.128.0/17"),
+        _ => ("ea", "10.60.0.0/17"),
+    };
+    let job = "ip -o -4 addr show eth0 > /data/addr; echo migrated > /data/done";
+    let Some((host, dir)) = host(tag, pool, executor, job) else {
+        return;
+    };
+    let out = moor_on(&host, "apply", dir.path(), &["--timeout", "60s"]);
+    assert!(out.status.success(), "first apply: {}", text(&out));
+    assert_eq!(
+        state(&host, "migrate"),
+        Some(("exited".into(), Some(0))),
+        "{:?}",
+        host.containers()
+    );
+    assert_eq!(state(&host, "app").map(|s| s.0).as_deref(), Some("running"));
+    let logs = host.moor(&["logs", "app"]);
+    assert_eq!(String::from_utf8_lossy(&logs.stdout).trim(), "migrated");
+    let addr = host.moor(&["exec", "app", "--", "cat", "/data/addr"]);
+    let addr = String::from_utf8_lossy(&addr.stdout).to_string();
+    assert!(
+        addr.contains("inet 10.60."),
+        "the job had its address on jnet: {addr:?}"
+    );
+
+    // Converged: the exited job is not waited for, nor run again.
+    let again = moor_on(&host, "apply", dir.path(), &["--timeout", "30s"]);
+    assert!(again.status.success(), "second apply: {}", text(&again));
+    let said = text(&again);
+    assert!(
+        said.contains("up to date") && !said.contains("container migrate"),
+        "{said}"
+    );
+    let plan = moor_on(&host, "plan", dir.path(), &[]);
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    assert!(text(&plan).contains("No changes"), "{}", text(&plan));
+    assert_eq!(state(&host, "migrate"), Some(("exited".into(), Some(0))));
+}
+
+/// A job that fails (exit 3) blocks its dependant: `moor apply` fails naming
+/// the job and its code, `moor plan` and a second `moor apply` say so at
+/// once, and fixing the job runs it again and starts the app.
+#[test]
+fn a_failed_job_blocks_its_dependant_until_it_is_fixed() {
+    let Some((host, dir)) = host("ec", "10.61.0.0/17", "builtin", "exit 3") else {
+        return;
+    };
+    let out = moor_on(&host, "apply", dir.path(), &["--timeout", "60s"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("migrate exited 3"), "{said}");
+    assert_eq!(state(&host, "migrate"), Some(("exited".into(), Some(3))));
+    assert_eq!(state(&host, "app"), None, "{:?}", host.containers());
+
+    let plan = moor_on(&host, "plan", dir.path(), &[]);
+    let shown = text(&plan);
+    assert!(
+        shown.contains("! container app (blocked: migrate exited 3)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("! container migrate (blocked: exited 3; restart = \"no\")"),
+        "{shown}"
+    );
+
+    let again = moor_on(&host, "apply", dir.path(), &["--timeout", "30s"]);
+    let said = text(&again);
+    assert!(!again.status.success(), "{said}");
+    assert!(
+        said.contains("blocked: container app: migrate exited 3")
+            && said.contains("blocked: container migrate: exited 3")
+            && !said.contains("not converged"),
+        "{said}"
+    );
+
+    write_stack(dir.path(), "echo fixed > /data/done");
+    let fixed = moor_on(&host, "apply", dir.path(), &["--timeout", "60s"]);
+    assert!(fixed.status.success(), "{}", text(&fixed));
+    assert_eq!(state(&host, "migrate"), Some(("exited".into(), Some(0))));
+    assert_eq!(state(&host, "app").map(|s| s.0).as_deref(), Some("running"));
+}
+
 /// One `#[test]` per executor for each scenario above.
 macro_rules! on_every_executor {
     ($($name:ident),* $(,)?) => {
@@ -203,4 +376,7 @@ macro_rules! on_every_executor {
     };
 }
 
-on_every_executor!(prepare_runs_between_create_and_start);
+on_every_executor!(
+    prepare_runs_between_create_and_start,
+    a_job_that_exits_at_once_on_a_network_gates_the_app,
+);
