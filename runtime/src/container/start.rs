@@ -14,6 +14,7 @@ use super::engine::Engine;
 use super::error::{ContainerError, Result};
 use super::executor;
 use super::observe::Status;
+use super::paths::ContainerPaths;
 use super::rootfs;
 use super::state::{ContainerRecord, ShimState, read_json};
 
@@ -139,14 +140,14 @@ impl Engine {
         // The shim forks at once and its first process exits: reap it.
         let _ = child.wait();
         let (Some(mut go), Some(out)) = (go, out) else {
-            return Err(self.start_error(record, "the shim has no stdio pipes".into()));
+            return Err(start_error(record, "the shim has no stdio pipes".into()));
         };
         let mut out = BufReader::new(out);
         let read_err = ContainerError::io("read the shim's report", &paths.dir);
         let first = read_line(&mut out).map_err(read_err)?;
         let pid = match first.strip_prefix("created ").map(str::parse::<i32>) {
             Some(Ok(pid)) => pid,
-            _ => return Err(self.report_error(record, &first)),
+            _ => return Err(report_error(&paths, record, &first)),
         };
         if let Err(message) = prepare(pid) {
             // End of file on its stdin: the shim removes the container;
@@ -165,35 +166,35 @@ impl Engine {
         let last = read_line(&mut out)
             .map_err(ContainerError::io("read the shim's report", &paths.dir))?;
         if last != "ok" {
-            return Err(self.report_error(record, &last));
+            return Err(report_error(&paths, record, &last));
         }
         read_json(&paths.shim_state())?.ok_or_else(|| {
-            self.start_error(
+            start_error(
                 record,
                 "the shim reported success but wrote no state".into(),
             )
         })
     }
+}
 
-    fn start_error(&self, record: &ContainerRecord, message: String) -> ContainerError {
-        ContainerError::Start {
-            name: record.name.clone(),
-            message,
-        }
+fn start_error(record: &ContainerRecord, message: String) -> ContainerError {
+    ContainerError::Start {
+        name: record.name.clone(),
+        message,
     }
+}
 
-    /// The error a report line other than the expected one stands for.
-    fn report_error(&self, record: &ContainerRecord, line: &str) -> ContainerError {
-        if let Some(msg) = line.strip_prefix("error: ") {
-            return self.start_error(record, msg.to_string());
-        }
-        let log = fs::read_to_string(self.paths(&record.name).shim_log()).unwrap_or_default();
-        let last = log.lines().last().unwrap_or("no diagnostics");
-        self.start_error(
-            record,
-            format!("the shim exited without reporting ({last})"),
-        )
+/// The error a report line other than the expected one stands for.
+fn report_error(paths: &ContainerPaths, record: &ContainerRecord, line: &str) -> ContainerError {
+    if let Some(msg) = line.strip_prefix("error: ") {
+        return start_error(record, msg.to_string());
     }
+    let log = fs::read_to_string(paths.shim_log()).unwrap_or_default();
+    let last = log.lines().last().unwrap_or("no diagnostics");
+    start_error(
+        record,
+        format!("the shim exited without reporting ({last})"),
+    )
 }
 
 /// One line of the shim's report, without its newline; empty at end of file.
