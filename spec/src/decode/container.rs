@@ -959,6 +959,12 @@ mod tests {
         );
         assert!(parse_restart("on-failure:x").is_err());
         assert!(parse_restart("sometimes").is_err());
+        // Which exits are final: what `moor apply` and the controller count
+        // as a job that is done rather than one waiting for its restart.
+        let after = |p: &str, code| parse_restart(p).expect(p).restarts_after(code);
+        assert!(!after("no", 0) && !after("no", 3));
+        assert!(!after("on-failure:3", 0) && after("on-failure:3", 3));
+        assert!(after("always", 0) && after("unless-stopped", 0));
     }
 
     #[test]
