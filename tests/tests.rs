@@ -16,6 +16,7 @@ mod image;
 mod metrics;
 mod network_modes;
 mod networks;
+mod oneshot;
 mod prometheus;
 mod spec_props;
 mod stack;

@@ -12,7 +12,7 @@ use moor_spec::{ContainerSpec, DependCondition, DesiredState, Kind, MountSource,
 use tracing::Instrument;
 
 use crate::diff::instance_name;
-use crate::observed::{Health, Observed, ObservedContainer};
+use crate::observed::{ContainerState, Health, Observed, ObservedContainer};
 use crate::plan::{Action, Plan, Verb};
 use crate::runtime::{Instance, Runtime, RuntimeError};
 
@@ -27,16 +27,20 @@ pub struct ApplyOptions {
     pub health_timeout: Duration,
     /// How often to look at a dependency's health while waiting.
     pub health_poll: Duration,
+    /// How long to wait for a `depends_on = "completed"` job to exit.
+    pub completion_timeout: Duration,
 }
 
 impl ApplyOptions {
-    /// Defaults for `project`: 8 actions at once, 2 minutes for health.
+    /// Defaults for `project`: 8 actions at once, 2 minutes for health,
+    /// 10 minutes for a job to complete.
     pub fn new(project: impl Into<String>) -> Self {
         Self {
             project: project.into(),
             concurrency: 8,
             health_timeout: Duration::from_secs(120),
             health_poll: Duration::from_millis(100),
+            completion_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -539,7 +543,7 @@ impl<R: Runtime> Ctx<'_, R> {
 
     async fn wait_for_dependencies(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         for (target, condition) in dependencies(spec) {
-            if condition != DependCondition::Healthy {
+            if condition == DependCondition::Started {
                 continue;
             }
             let replicas = self
@@ -548,10 +552,50 @@ impl<R: Runtime> Ctx<'_, R> {
                 .get(target)
                 .map_or(1, |c| c.spec.replicas);
             for r in 1..=replicas {
-                self.wait_healthy(&instance_name(target, r)).await?;
+                let name = instance_name(target, r);
+                match condition {
+                    DependCondition::Healthy => self.wait_healthy(&name).await?,
+                    DependCondition::Completed => self.wait_completed(&name).await?,
+                    DependCondition::Started => {}
+                }
             }
         }
         Ok(())
+    }
+
+    /// Waits until job `name` has exited 0; fails at once on another exit.
+    async fn wait_completed(&self, name: &str) -> Result<(), RuntimeError> {
+        let deadline = tokio::time::Instant::now() + self.opts.completion_timeout;
+        loop {
+            match self.rt.state(name).await {
+                Ok(ContainerState::Exited { code: 0, .. }) => return Ok(()),
+                Ok(ContainerState::Exited { code, oom }) => {
+                    let oom = if oom { " (out of memory)" } else { "" };
+                    return Err(RuntimeError::failed(format!(
+                        "dependency {name} exited {code}{oom}"
+                    )));
+                }
+                Ok(ContainerState::Dead) => {
+                    return Err(RuntimeError::failed(format!(
+                        "dependency {name} lost its supervisor before it completed"
+                    )));
+                }
+                Err(RuntimeError::NotFound { .. }) => {
+                    return Err(RuntimeError::failed(format!(
+                        "dependency {name} is not on the host"
+                    )));
+                }
+                Err(e) => return Err(e),
+                Ok(ContainerState::Running | ContainerState::Created) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RuntimeError::failed(format!(
+                    "dependency {name} did not complete within {:?} (it is still running)",
+                    self.opts.completion_timeout
+                )));
+            }
+            tokio::time::sleep(self.opts.health_poll).await;
+        }
     }
 
     async fn wait_healthy(&self, name: &str) -> Result<(), RuntimeError> {

@@ -434,11 +434,19 @@ impl<R: Runtime> Controller<R> {
             // A restart waits out its crash-loop backoff: those containers are progressing.
             for (key, c) in conditions.iter_mut() {
                 if c.kind == Kind::Container && c.reason == "UpToDate" {
-                    let running = observed
-                        .containers
-                        .get(&c.name)
-                        .is_some_and(|o| o.state == crate::ContainerState::Running);
-                    if !running && observed.containers.contains_key(&c.name) {
+                    // Not a job that exited for good (restart = "no", or
+                    // on-failure after exit 0): nothing is due for that.
+                    let restarting = observed.containers.get(&c.name).is_some_and(|o| {
+                        let policy = desired.containers.get(&o.resource).map(|d| d.spec.restart);
+                        match (o.state, policy) {
+                            (crate::ContainerState::Running, _) => false,
+                            (crate::ContainerState::Exited { code, .. }, Some(p)) => {
+                                p.restarts_after(code)
+                            }
+                            _ => true,
+                        }
+                    });
+                    if restarting {
                         c.status = ConditionStatus::Progressing;
                         c.reason = "BackingOff";
                         c.message =

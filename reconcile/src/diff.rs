@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use moor_spec::{
-    ContainerSpec, DesiredState, Kind, NetworkMode, PullPolicy, RestartPolicy, SpecHash,
-    UpdateOrder,
+    ContainerSpec, DependCondition, DesiredState, Kind, NetworkMode, PullPolicy, RestartPolicy,
+    SpecHash, UpdateOrder,
 };
 
 use crate::observed::{ContainerState, Hold, Observed, ObservedContainer};
@@ -240,6 +240,8 @@ pub fn diff(
         }
     }
 
+    gate_on_jobs(&mut plan, desired, observed);
+
     // Removals: only what this project created.
     for (name, o) in &observed.containers {
         if mine(&o.project) && !desired_instances.contains(name) {
@@ -280,6 +282,78 @@ pub fn diff(
 
     plan.sort();
     Ok(plan)
+}
+
+/// `depends_on = { job = "completed" }`: a dependant's action waits (in
+/// apply) for a job that runs or is (re)run by this plan, goes ahead after
+/// the job exited 0, and is blocked after any other exit — or while the job
+/// itself is blocked — with the job's exit as the reason. A dependant that
+/// needs no action is left alone: it completed its wait before.
+fn gate_on_jobs(plan: &mut Plan, desired: &DesiredState, observed: &Observed) {
+    let mut gated: Vec<(String, String)> = Vec::new();
+    for (resource, c) in &desired.containers {
+        let why = c
+            .spec
+            .depends_on
+            .iter()
+            .filter(|(_, cond)| **cond == DependCondition::Completed)
+            .find_map(|(job, _)| job_failure(job, desired, observed, plan));
+        let Some(why) = why else { continue };
+        for replica in 1..=c.spec.replicas {
+            gated.push((instance_name(resource, replica), why.clone()));
+        }
+    }
+    for (name, why) in gated {
+        let before = plan.actions.len();
+        plan.actions
+            .retain(|a| a.kind != Kind::Container || a.name != name || a.verb == Verb::Remove);
+        if plan.actions.len() < before {
+            plan.block(Kind::Container, name, why);
+        }
+    }
+}
+
+/// Why job `job` keeps its dependants from starting, if it does: it exited
+/// non-zero (and this plan does not run it again), or it is blocked.
+fn job_failure(
+    job: &str,
+    desired: &DesiredState,
+    observed: &Observed,
+    plan: &Plan,
+) -> Option<String> {
+    let replicas = desired.containers.get(job).map_or(1, |c| c.spec.replicas);
+    (1..=replicas).find_map(|r| {
+        let name = instance_name(job, r);
+        let runs = plan.actions.iter().any(|a| {
+            a.kind == Kind::Container
+                && a.name == name
+                && matches!(a.verb, Verb::Create | Verb::Replace | Verb::Start)
+        });
+        if runs {
+            return None;
+        }
+        let blocked = plan
+            .blocked
+            .iter()
+            .any(|b| b.kind == Kind::Container && b.name == name);
+        match observed.containers.get(&name).map(|o| o.state) {
+            Some(ContainerState::Exited { code, .. }) if code != 0 => {
+                let will_restart = !blocked
+                    && desired
+                        .containers
+                        .get(job)
+                        .is_some_and(|c| c.spec.restart.restarts_after(code));
+                Some(if will_restart {
+                    format!("{name} exited {code}; waiting for its restart")
+                } else {
+                    format!("{name} exited {code}")
+                })
+            }
+            _ if blocked => Some(format!("{name} is blocked")),
+            None => Some(format!("{name} is not on the host")),
+            Some(_) => None,
+        }
+    })
 }
 
 fn foreign(project: &Option<String>) -> String {
@@ -508,7 +582,16 @@ fn restart(
         ContainerState::Exited { code, .. } => code,
     };
     let why = match spec.restart {
-        RestartPolicy::No => return,
+        // A one-shot job that did its work; one that failed stays failed.
+        RestartPolicy::No if code == 0 => return,
+        RestartPolicy::No => {
+            plan.block(
+                Kind::Container,
+                name,
+                format!("exited {code}{}; restart = \"no\"", oom_note(o)),
+            );
+            return;
+        }
         RestartPolicy::OnFailure { max_retries } => {
             if code == 0 {
                 return;
@@ -549,5 +632,13 @@ fn restart(
             Verb::Start,
             format!("exited {code}, restart = {why}"),
         ),
+    }
+}
+
+/// ` (out of memory)` for a container the OOM killer ended.
+fn oom_note(o: &ObservedContainer) -> &'static str {
+    match o.state {
+        ContainerState::Exited { oom: true, .. } => " (out of memory)",
+        _ => "",
     }
 }

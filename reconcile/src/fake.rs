@@ -26,6 +26,7 @@ struct State {
     calls: Vec<String>,
     failures: HashMap<String, VecDeque<RuntimeError>>,
     health: HashMap<String, VecDeque<Health>>,
+    states: HashMap<String, VecDeque<(ContainerState, SystemTime)>>,
     registry: HashMap<String, String>,
 }
 
@@ -71,6 +72,17 @@ impl FakeRuntime {
         self.lock()
             .health
             .insert(name.to_string(), reports.iter().copied().collect());
+    }
+
+    /// Scripts what [`Runtime::state`] reports for container `name`, one
+    /// state per call (the last one repeats); each becomes the container's
+    /// state on the host when reported (an exit at `SystemTime::now()`),
+    /// as a job that runs a while and then exits.
+    pub fn script_states(&self, name: &str, states: &[ContainerState]) {
+        let now = SystemTime::now();
+        self.lock()
+            .states
+            .insert(name.to_string(), states.iter().map(|s| (*s, now)).collect());
     }
 
     /// Makes the fake registry serve `digest` for `reference`.
@@ -280,6 +292,34 @@ impl Runtime for FakeRuntime {
             }
         }
         Ok(())
+    }
+
+    async fn state(&self, name: &str) -> Result<ContainerState, RuntimeError> {
+        self.record(format!("state {name}"))?;
+        let mut s = self.lock();
+        if let Some(q) = s.states.get_mut(name) {
+            let next = if q.len() > 1 {
+                q.pop_front()
+            } else {
+                q.front().copied()
+            };
+            if let Some((state, when)) = next {
+                // The scripted state becomes the host's, as a real exit would.
+                if let Some(c) = find_mut(&mut s.host, name) {
+                    c.state = state;
+                    if matches!(state, ContainerState::Exited { .. }) {
+                        c.finished_at = Some(when);
+                    }
+                }
+                return Ok(state);
+            }
+        }
+        match find_mut(&mut s.host, name) {
+            Some(c) => Ok(c.state),
+            None => Err(RuntimeError::NotFound {
+                what: format!("container {name}"),
+            }),
+        }
     }
 
     async fn health(&self, name: &str) -> Result<Health, RuntimeError> {

@@ -42,3 +42,6 @@ mod controller_tests;
 
 #[cfg(test)]
 mod update_order_tests;
+
+#[cfg(test)]
+mod job_tests;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use moor_spec::{ContainerSpec, ImageRef, NetworkSpec, Resource, SpecHash, VolumeSpec};
 
-use crate::observed::{Health, Observed};
+use crate::observed::{ContainerState, Health, Observed};
 
 /// A failed runtime operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,8 +64,8 @@ pub struct Instance<'a> {
 /// creating what exists as asked, or removing what is gone, succeeds.
 ///
 /// Container operations take a container's id on the host
-/// ([`crate::ObservedContainer::id`]), but for [`Runtime::health`], which
-/// also takes an instance name (a `depends_on` target) and then reports on
+/// ([`crate::ObservedContainer::id`]), but for [`Runtime::health`] and
+/// [`Runtime::state`], which also take an instance name (a `depends_on` target) and then reports on
 /// the instance's current container.
 pub trait Runtime: Send + Sync {
     /// Reports what is really on the host (checked against the kernel).
@@ -116,6 +116,12 @@ pub trait Runtime: Send + Sync {
     /// The container's current health: the container with that id, or the
     /// current container of the instance of that name.
     fn health(&self, name: &str) -> impl Future<Output = Result<Health, RuntimeError>> + Send;
+    /// The container's lifecycle state, as [`Runtime::health`] finds it (a
+    /// `depends_on = "completed"` job is waited for through this).
+    fn state(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<ContainerState, RuntimeError>> + Send;
 }
 
 /// A shared runtime is a runtime (the agent shares one between the controller
@@ -178,5 +184,11 @@ impl<T: Runtime> Runtime for std::sync::Arc<T> {
     }
     fn health(&self, name: &str) -> impl Future<Output = Result<Health, RuntimeError>> + Send {
         (**self).health(name)
+    }
+    fn state(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<ContainerState, RuntimeError>> + Send {
+        (**self).state(name)
     }
 }

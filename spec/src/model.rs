@@ -183,6 +183,19 @@ pub enum RestartPolicy {
     UnlessStopped,
 }
 
+impl RestartPolicy {
+    /// Whether the policy starts a container again after it exited with
+    /// `exit_code` (before any `on-failure:N` limit): when it does not, the
+    /// exit is where the container stays — a one-shot job that has done its work.
+    pub fn restarts_after(&self, exit_code: i32) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::OnFailure { .. } => exit_code != 0,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+        }
+    }
+}
+
 /// Limits enforced through cgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Resources {
@@ -230,6 +243,9 @@ pub enum DependCondition {
     Started,
     /// The dependency's health check passes.
     Healthy,
+    /// The dependency (a one-shot job: a migration) has run and exited 0
+    /// (Compose's `service_completed_successfully`).
+    Completed,
 }
 
 /// How a changed container is replaced.

@@ -387,6 +387,16 @@ fn container_references(
                         ),
                     );
                 }
+                if *cond == DependCondition::Completed && target.d.spec.restart.restarts_after(0) {
+                    c.error(
+                        file,
+                        *pos,
+                        field,
+                        format!(
+                            "waits for \"{dep}\" to complete, but \"{dep}\" is started again whenever it exits (its restart policy); use restart = \"no\" or \"on-failure\""
+                        ),
+                    );
+                }
             }
         }
     }

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use moor_reconcile::{ApplyOptions, DiffOptions, Health, Observed, Plan, Runtime, apply, diff};
+use moor_reconcile::{
+    ApplyOptions, ContainerState, DiffOptions, Health, Observed, Plan, Runtime, apply, diff,
+};
 use moor_runtime::host::{Host, HostConfig, HostView};
 use moor_spec::DesiredState;
 
@@ -171,20 +173,33 @@ pub fn plan(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(if plan.is_empty() { 0 } else { 2 }))
 }
 
-/// True when every desired container runs and every health check passes;
-/// one stopped on purpose (`moor stop`) or paused counts as settled.
+/// True when nothing is left to do or to wait for: every desired container
+/// runs (and passes its health check), or has exited for good — a one-shot
+/// job (`restart = "no"`, or `on-failure` after exit 0) — or is held (stopped
+/// on purpose with `moor stop`, or paused) or blocked, which nothing but a
+/// person can change (the caller reports it).
 fn settled(desired: &DesiredState, observed: &Observed, plan: &Plan) -> bool {
     plan.is_empty()
         && desired.containers.values().all(|c| {
             (1..=c.spec.replicas).all(|r| {
-                observed
-                    .containers
-                    .get(&moor_reconcile::instance_name(&c.name, r))
-                    .is_some_and(|o| {
-                        o.hold.is_some()
-                            || (o.state == moor_reconcile::ContainerState::Running
-                                && (c.spec.healthcheck.is_none() || o.health == Health::Healthy))
-                    })
+                let name = moor_reconcile::instance_name(&c.name, r);
+                let blocked = plan
+                    .blocked
+                    .iter()
+                    .any(|b| b.kind == moor_spec::Kind::Container && b.name == name);
+                blocked
+                    || observed
+                        .containers
+                        .get(&name)
+                        .is_some_and(|o| o.hold.is_some() || match o.state {
+                            ContainerState::Running => {
+                                c.spec.healthcheck.is_none() || o.health == Health::Healthy
+                            }
+                            ContainerState::Exited { code, .. } => {
+                                !c.spec.restart.restarts_after(code)
+                            }
+                            ContainerState::Created | ContainerState::Dead => false,
+                        })
             })
         })
 }
@@ -218,13 +233,12 @@ pub fn apply_cmd(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode>
             std::thread::sleep(Duration::from_millis(200));
             continue;
         }
-        let outcomes = rt.block_on(apply(
-            &host,
-            &plan,
-            &desired,
-            &observed,
-            &ApplyOptions::new(&project),
-        ));
+        // A job its dependants wait for may take as long as the whole apply.
+        let apply_opts = ApplyOptions {
+            completion_timeout: deadline.saturating_duration_since(Instant::now()),
+            ..ApplyOptions::new(&project)
+        };
+        let outcomes = rt.block_on(apply(&host, &plan, &desired, &observed, &apply_opts));
         failures.clear();
         for o in outcomes {
             match &o.result {

@@ -78,6 +78,15 @@ pub enum ContainerError {
         /// What the shim or the OCI runtime reported.
         message: String,
     },
+    /// What had to be done between creating the container and starting
+    /// its process failed; the container was removed unstarted.
+    #[error("preparing container \"{name}\" for its start: {message}")]
+    Prepare {
+        /// The container.
+        name: String,
+        /// What failed.
+        message: String,
+    },
     /// The container did not stop in time, even after SIGKILL.
     #[error("container \"{0}\" did not stop after SIGKILL")]
     StopTimeout(String),

@@ -3,7 +3,8 @@
 //!
 //! Both fork and clone, which is only sound in a single-threaded process:
 //! containers are created by the shim, execs by the single-threaded CLI.
-//! Both are driven the same way: create + start with the shim's pipes as
+//! Both are driven the same way: create, then start (with what the caller
+//! needs done in between, networking, done by then), with the shim's pipes as
 //! the container's stdout and stderr (PID 1 becomes the shim's child, the
 //! shim being a child subreaper), exec with the caller's stdio (or a
 //! pseudo-terminal the runtime creates in the container and hands over a
@@ -76,15 +77,51 @@ fn runc_of(record: &ContainerRecord, path: &Path) -> Runc {
     }
 }
 
-/// Creates and starts the container of `record` from its bundle with
-/// `stdout`/`stderr` as its output; returns its PID 1. Must run in a
-/// single-threaded process whose children the container's PID 1 becomes.
-pub(crate) fn create_and_start(
+/// A container its executor has created and not yet started: its PID 1
+/// exists, in the container's namespaces and cgroups, and waits for
+/// [`Created::start`] to run the container's process. What sits between
+/// the two (networking: see `Engine::start_with`) finds the namespaces in
+/// place and the process not yet running.
+pub(crate) struct Created {
+    pid: i32,
+    /// libcontainer's handle; `runc start` needs none.
+    builtin: Option<libcontainer::container::Container>,
+}
+
+impl Created {
+    /// The container's PID 1 as the host sees it.
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Runs the container's process.
+    pub(crate) fn start(
+        self,
+        record: &ContainerRecord,
+        paths: &ContainerPaths,
+    ) -> Result<(), String> {
+        match (&record.executor, self.builtin) {
+            (Executor::Builtin, Some(mut container)) => container
+                .start()
+                .map_err(|e| format!("start the container: {e}")),
+            (Executor::Runc { path }, _) => runc_of(record, path)
+                .run(&["start", &record.id], Some(&paths.runtime_log()))
+                .map_err(|e| e.to_string()),
+            (Executor::Builtin, None) => Err("the container was not created".into()),
+        }
+    }
+}
+
+/// Creates the container of `record` from its bundle with
+/// `stdout`/`stderr` as its output, without starting its process (`runc
+/// create`, libcontainer's build). Must run in a single-threaded process
+/// whose children the container's PID 1 becomes.
+pub(crate) fn create(
     record: &ContainerRecord,
     paths: &ContainerPaths,
     stdout: OwnedFd,
     stderr: OwnedFd,
-) -> Result<i32, String> {
+) -> Result<Created, String> {
     match &record.executor {
         Executor::Runc { path } => {
             let runc = runc_of(record, path);
@@ -120,27 +157,25 @@ pub(crate) fn create_and_start(
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .ok_or_else(|| format!("runc wrote no pid to {pid_file}"))?;
-            runc.run(&["start", &record.id], Some(&log))
-                .map_err(|e| e.to_string())?;
-            Ok(pid)
+            Ok(Created { pid, builtin: None })
         }
-        Executor::Builtin => builtin_create_and_start(record, paths, stdout, stderr),
+        Executor::Builtin => builtin_create(record, paths, stdout, stderr),
     }
 }
 
-fn builtin_create_and_start(
+fn builtin_create(
     record: &ContainerRecord,
     paths: &ContainerPaths,
     stdout: OwnedFd,
     stderr: OwnedFd,
-) -> Result<i32, String> {
+) -> Result<Created, String> {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::syscall::syscall::SyscallType;
 
     let stdin: OwnedFd = File::open("/dev/null")
         .map_err(|e| format!("open /dev/null: {e}"))?
         .into();
-    let mut container = ContainerBuilder::new(record.id.clone(), SyscallType::default())
+    let container = ContainerBuilder::new(record.id.clone(), SyscallType::default())
         .with_root_path(&record.runtime_root)
         .and_then(|b| b.with_pid_file(Some(paths.pid_file())))
         .map(|b| b.with_stdin(stdin).with_stdout(stdout).with_stderr(stderr))
@@ -152,13 +187,14 @@ fn builtin_create_and_start(
                 .build()
         })
         .map_err(|e| format!("create the container: {e}"))?;
-    container
-        .start()
-        .map_err(|e| format!("start the container: {e}"))?;
-    container
+    let pid = container
         .pid()
         .map(|p| p.as_raw())
-        .ok_or_else(|| "the container has no pid after start".to_string())
+        .ok_or_else(|| "the container has no pid after create".to_string())?;
+    Ok(Created {
+        pid,
+        builtin: Some(container),
+    })
 }
 
 /// Deletes the executor's state of the container, killing what is left of

@@ -3,8 +3,10 @@
 //! `moor shim DIR` runs [`run`]. It forks once so that the caller can reap
 //! it at once, then, single-threaded, in its own session and as a child
 //! subreaper: creates the container with its executor (libcontainer or
-//! `runc create` + `runc start`, stdio = pipes the shim holds), writes `state.json`,
-//! reports `ok` (or `error: …`) on its stdout and closes it, then copies the
+//! `runc create`, stdio = pipes the shim holds), reports `created PID` on its
+//! stdout and waits for the caller's `start` on its stdin (end of file: it
+//! removes the container and exits, nothing started), starts it, writes
+//! `state.json`, reports `ok` (or `error: …`) and closes stdout, then copies the
 //! container's output into the log and reaps every child that is reparented
 //! to it; once the container has run for a second it gives back the memory
 //! that starting it took. When the container's PID 1 exits it drains the
@@ -74,15 +76,58 @@ pub fn run(dir: &Path) -> i32 {
     }
 }
 
-/// Writes the one-line report to stdout and closes it (replaced by /dev/null).
-fn report(line: &str) {
+/// Writes a line of the report to stdout.
+fn say(line: &str) {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// Writes the report's last line to stdout and closes it (replaced by /dev/null).
+fn report(line: &str) {
+    say(line);
+    null_onto(1);
+}
+
+/// Points file descriptor `fd` at /dev/null.
+fn null_onto(fd: i32) {
     if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
-        // SAFETY: dup2 onto fd 1 replaces the report pipe; both fds are valid.
-        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+        // SAFETY: dup2 onto a standard fd replaces the caller's pipe; both fds are valid.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
     }
+}
+
+/// Waits for the caller's go: `start` and a newline on stdin. Anything else,
+/// or end of file (the caller failed, or died), is no. Stdin is let go
+/// either way.
+fn wait_for_go() -> bool {
+    let mut line = [0u8; 8];
+    let mut len = 0;
+    let go = loop {
+        // SAFETY: reads into the unfilled tail of a stack buffer.
+        let n = unsafe {
+            libc::read(
+                0,
+                line[len..].as_mut_ptr().cast::<libc::c_void>(),
+                line.len() - len,
+            )
+        };
+        match n {
+            n if n > 0 => {
+                len += n as usize;
+                if let Some(end) = line[..len].iter().position(|b| *b == b'\n') {
+                    break &line[..end] == b"start";
+                }
+                if len == line.len() {
+                    break false;
+                }
+            }
+            n if n < 0 && nix::Error::last() == nix::Error::EINTR => {}
+            _ => break false,
+        }
+    };
+    null_onto(0);
+    go
 }
 
 fn supervise(paths: &ContainerPaths) -> Result<(), String> {
@@ -111,7 +156,17 @@ fn supervise(paths: &ContainerPaths) -> Result<(), String> {
     };
     // The pipes' write ends are handed over (and closed here) so that the
     // shim sees EOF once the container's processes are gone.
-    let pid = executor::create_and_start(&record, paths, out_w, err_w).map_err(fail)?;
+    let created = executor::create(&record, paths, out_w, err_w).map_err(fail)?;
+    let pid = created.pid();
+    // The caller prepares what must be in place before the process runs
+    // (its networks, in the container's network namespace), then says go.
+    say(&format!("created {pid}"));
+    if !wait_for_go() {
+        return Err(fail(
+            "the caller gave up before the start; the container was removed".into(),
+        ));
+    }
+    created.start(&record, paths).map_err(fail)?;
     let pid_start_ticks = process_start_ticks(pid).unwrap_or(0);
     let started_ms = now_ms();
     let me = std::process::id() as i32;

@@ -2,7 +2,7 @@
 //! container to a new shim, which reports back once it runs.
 
 use std::fs::{self, OpenOptions};
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, Stdio};
 
@@ -14,6 +14,7 @@ use super::engine::Engine;
 use super::error::{ContainerError, Result};
 use super::executor;
 use super::observe::Status;
+use super::paths::ContainerPaths;
 use super::rootfs;
 use super::state::{ContainerRecord, ShimState, read_json};
 
@@ -22,6 +23,20 @@ impl Engine {
     /// the reason it could not start). The container is supervised by its
     /// own shim and outlives the calling process.
     pub fn start(&self, name: &str) -> Result<ShimState> {
+        self.start_with(name, |_| Ok(()))
+    }
+
+    /// [`Engine::start`], calling `prepare` with the container's PID 1 once
+    /// the container is created — its namespaces and cgroups exist — and
+    /// before its process runs: the place to plug it into networks through
+    /// `/proc/PID/ns/net`, which a process that exits at once after its
+    /// start would take away. When `prepare` fails the container is removed
+    /// unstarted (it stays `Created`) and its error is returned.
+    pub fn start_with(
+        &self,
+        name: &str,
+        prepare: impl FnOnce(i32) -> std::result::Result<(), String>,
+    ) -> Result<ShimState> {
         let info = self.inspect(name)?;
         match info.status {
             Status::Running { .. } => return Err(ContainerError::Running(name.to_string())),
@@ -53,7 +68,7 @@ impl Engine {
         }
         let result = self
             .write_bundle(&record)
-            .and_then(|()| self.spawn_shim(&record));
+            .and_then(|()| self.spawn_shim(&record, prepare));
         if result.is_err() {
             executor::delete(&record);
             let _ = Hierarchies::detect()
@@ -93,7 +108,15 @@ impl Engine {
         super::state::write_json_replace(&paths.config(), &spec)
     }
 
-    fn spawn_shim(&self, record: &ContainerRecord) -> Result<ShimState> {
+    /// Runs the shim and walks it through its report: `created PID`, then
+    /// (after `prepare`) `start` on its stdin, then `ok`; `error: …` at any
+    /// point. Closing its stdin instead of sending `start` makes it remove
+    /// the container and exit, which is waited for.
+    fn spawn_shim(
+        &self,
+        record: &ContainerRecord,
+        prepare: impl FnOnce(i32) -> std::result::Result<(), String>,
+    ) -> Result<ShimState> {
         let paths = self.paths(&record.name);
         let shim_log = OpenOptions::new()
             .create(true)
@@ -104,7 +127,7 @@ impl Engine {
         let mut child = Command::new(&self.config.shim_exe)
             .arg("shim")
             .arg(&paths.dir)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(shim_log)
             .spawn()
@@ -112,33 +135,71 @@ impl Engine {
                 program: self.config.shim_exe.clone(),
                 source,
             })?;
-        let mut report = String::new();
-        let read = child
-            .stdout
-            .take()
-            .map(|mut out| out.read_to_string(&mut report))
-            .transpose();
+        let go = child.stdin.take();
+        let out = child.stdout.take();
         // The shim forks at once and its first process exits: reap it.
         let _ = child.wait();
-        read.map_err(ContainerError::io("read the shim's report", &paths.dir))?;
-        let report = report.trim();
-        if let Some(msg) = report.strip_prefix("error: ") {
-            return Err(ContainerError::Start {
+        let (Some(mut go), Some(out)) = (go, out) else {
+            return Err(start_error(record, "the shim has no stdio pipes".into()));
+        };
+        let mut out = BufReader::new(out);
+        let read_err = ContainerError::io("read the shim's report", &paths.dir);
+        let first = read_line(&mut out).map_err(read_err)?;
+        let pid = match first.strip_prefix("created ").map(str::parse::<i32>) {
+            Some(Ok(pid)) => pid,
+            _ => return Err(report_error(&paths, record, &first)),
+        };
+        if let Err(message) = prepare(pid) {
+            // End of file on its stdin: the shim removes the container;
+            // wait until it has (its stdout closes when it exits).
+            drop(go);
+            let mut rest = Vec::new();
+            let _ = out.read_to_end(&mut rest);
+            return Err(ContainerError::Prepare {
                 name: record.name.clone(),
-                message: msg.to_string(),
+                message,
             });
         }
-        if report != "ok" {
-            let log = fs::read_to_string(paths.shim_log()).unwrap_or_default();
-            let last = log.lines().last().unwrap_or("no diagnostics");
-            return Err(ContainerError::Start {
-                name: record.name.clone(),
-                message: format!("the shim exited without reporting ({last})"),
-            });
+        // A shim that died meanwhile has closed its stdin: its report says why.
+        let _ = go.write_all(b"start\n");
+        drop(go);
+        let last = read_line(&mut out)
+            .map_err(ContainerError::io("read the shim's report", &paths.dir))?;
+        if last != "ok" {
+            return Err(report_error(&paths, record, &last));
         }
-        read_json(&paths.shim_state())?.ok_or_else(|| ContainerError::Start {
-            name: record.name.clone(),
-            message: "the shim reported success but wrote no state".into(),
+        read_json(&paths.shim_state())?.ok_or_else(|| {
+            start_error(
+                record,
+                "the shim reported success but wrote no state".into(),
+            )
         })
     }
+}
+
+fn start_error(record: &ContainerRecord, message: String) -> ContainerError {
+    ContainerError::Start {
+        name: record.name.clone(),
+        message,
+    }
+}
+
+/// The error a report line other than the expected one stands for.
+fn report_error(paths: &ContainerPaths, record: &ContainerRecord, line: &str) -> ContainerError {
+    if let Some(msg) = line.strip_prefix("error: ") {
+        return start_error(record, msg.to_string());
+    }
+    let log = fs::read_to_string(paths.shim_log()).unwrap_or_default();
+    let last = log.lines().last().unwrap_or("no diagnostics");
+    start_error(
+        record,
+        format!("the shim exited without reporting ({last})"),
+    )
+}
+
+/// One line of the shim's report, without its newline; empty at end of file.
+fn read_line(out: &mut impl BufRead) -> std::io::Result<String> {
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    Ok(line.trim().to_string())
 }

@@ -89,6 +89,8 @@ impl HostConfig {
     /// [`crate::net::names::Naming`]), `MOOR_NFT_TABLE` (the nftables table,
     /// default `moor`), `MOOR_NET_POOL` (where subnets are allocated,
     /// default `10.89.0.0/16`) and `MOOR_CGROUP_PARENT` (default `moor`).
+    /// `MOOR_EXECUTOR` picks what creates new containers: `builtin` (the
+    /// default), `runc`, or the path of a runc-compatible runtime.
     /// Everything else an instance makes is keyed by its state dir: start-up
     /// clean-up removes only interfaces marked with this state dir's
     /// instance token, containers' cgroups have random ids, and each
@@ -117,6 +119,12 @@ impl HostConfig {
         let mut engine = EngineConfig::new(state_dir);
         if let Ok(parent) = std::env::var("MOOR_CGROUP_PARENT") {
             engine.cgroup_parent = parent;
+        }
+        if let Ok(executor) = std::env::var("MOOR_EXECUTOR") {
+            match crate::container::Executor::parse(&executor) {
+                Ok(e) => engine.executor = e,
+                Err(e) => problems.push(format!("MOOR_EXECUTOR: {e}")),
+            }
         }
         Self {
             state_dir: state_dir.to_path_buf(),
@@ -587,7 +595,8 @@ impl Inner {
         }))
     }
 
-    /// Plugs a running container into its networks and writes its resolver config.
+    /// Plugs a created container (PID 1 `pid`, not yet running its process)
+    /// into its networks.
     fn plug(&self, name: &str, spec: &ContainerSpec, pid: i32) -> Result<(), RuntimeError> {
         if spec.network_mode != NetworkMode::Bridge {
             return Ok(());
@@ -897,15 +906,42 @@ impl Runtime for Host {
         })
         .await
     }
+
+    async fn state(&self, name: &str) -> Result<ContainerState, RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            let id = instances::resolve(&inner.engine, &name).map_err(failed)?;
+            let info = match inner.engine.inspect(&id) {
+                Err(crate::container::ContainerError::NotFound(_)) => {
+                    return Err(RuntimeError::NotFound {
+                        what: format!("container {name}"),
+                    });
+                }
+                other => other.map_err(failed)?,
+            };
+            Ok(match info.status {
+                Status::Created => ContainerState::Created,
+                Status::Running { .. } => ContainerState::Running,
+                Status::Exited(exit) => ContainerState::Exited {
+                    code: exit.exit_code,
+                    oom: exit.oom_killed,
+                },
+                Status::Lost { .. } => ContainerState::Dead,
+            })
+        })
+        .await
+    }
 }
 
 impl Inner {
     fn start(self: &Arc<Self>, name: &str, spec: &ContainerSpec) -> Result<(), RuntimeError> {
-        let shim = self.engine.start(name).map_err(failed)?;
-        if let Err(e) = self.plug(name, spec, shim.pid) {
-            let _ = self.engine.stop(name, Some(Duration::ZERO));
-            return Err(e);
-        }
+        // Plugged in between create and start: a process that exits at once
+        // still had its interfaces, and its namespace is there to plug into.
+        self.engine
+            .start_with(name, |pid| {
+                self.plug(name, spec, pid).map_err(|e| e.to_string())
+            })
+            .map_err(failed)?;
         if let Some(check) = spec.healthcheck.clone() {
             self.health
                 .watch(name, check, Arc::new(EngineProbe(self.clone())));

@@ -798,11 +798,14 @@ impl Decoder<'_> {
                         Some(c) => match self.string(c, &df).as_deref() {
                             Some("started" | "service_started") => Some(DependCondition::Started),
                             Some("healthy" | "service_healthy") => Some(DependCondition::Healthy),
+                            Some("completed" | "service_completed_successfully") => {
+                                Some(DependCondition::Completed)
+                            }
                             Some(other) => {
                                 self.error(
                                     c.pos,
                                     &df,
-                                    format!("condition \"{other}\" is not one of started, healthy"),
+                                    format!("condition \"{other}\" is not one of started, healthy, completed"),
                                 );
                                 None
                             }
@@ -967,6 +970,43 @@ mod tests {
         );
         assert!(parse_restart("on-failure:x").is_err());
         assert!(parse_restart("sometimes").is_err());
+        // Which exits are final: what `moor apply` and the controller count
+        // as a job that is done rather than one waiting for its restart.
+        let after = |p: &str, code| parse_restart(p).expect(p).restarts_after(code);
+        assert!(!after("no", 0) && !after("no", 3));
+        assert!(!after("on-failure:3", 0) && after("on-failure:3", 3));
+        assert!(after("always", 0) && after("unless-stopped", 0));
+    }
+
+    #[test]
+    fn depends_on_completed_in_moor_and_compose_spelling() {
+        let toml = "[containers.migrate]\nimage = \"busybox\"\n\n[containers.app]\nimage = \"busybox\"\ndepends_on = { migrate = \"completed\" }\n";
+        let yaml = "containers:\n  migrate: {image: busybox, restart: on-failure}\n  app:\n    image: busybox\n    depends_on: {migrate: {condition: service_completed_successfully}}\n";
+        for (file, text) in [("/m/a.toml", toml), ("/m/a.yaml", yaml)] {
+            let state = crate::load_texts(&[(file.into(), text.to_string())])
+                .unwrap_or_else(|d| panic!("{file}:\n{d}"));
+            assert_eq!(
+                state.containers["app"].spec.depends_on["migrate"],
+                DependCondition::Completed,
+                "{file}"
+            );
+        }
+        // A job that is started again after it exits never completes.
+        for policy in ["always", "unless-stopped"] {
+            let text = toml.replace(
+                "[containers.migrate]\nimage = \"busybox\"\n",
+                &format!("[containers.migrate]\nimage = \"busybox\"\nrestart = \"{policy}\"\n"),
+            );
+            let diags = crate::load_texts(&[("/m/a.toml".into(), text)])
+                .expect_err(policy)
+                .to_string();
+            assert!(
+                diags.contains(
+                    "containers.app.depends_on.migrate: waits for \"migrate\" to complete"
+                ),
+                "{policy}: {diags}"
+            );
+        }
     }
 
     #[test]
