@@ -519,7 +519,8 @@ impl Inner {
         std::fs::create_dir_all(&dir)
             .map_err(|e| failed(format!("create {}: {e}", dir.display())))?;
         let path = dir.join(format!("{name}.conf"));
-        crate::container::state::write_atomic(&path, text.as_bytes()).map_err(failed)?;
+        crate::container::bundle::write_container_file(&path, text.as_bytes(), true)
+            .map_err(failed)?;
         Ok(Some(moor_spec::Mount {
             target: "/etc/resolv.conf".into(),
             source: MountSource::Bind {
