@@ -509,6 +509,20 @@ impl Inner {
         }
         let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let first = attachments(spec).into_iter().next().map(|a| a.network);
+        // The implicit default network is made on first use: now, so that
+        // the first containers on it get its DNS server too.
+        if first.as_deref() == Some(DEFAULT_NETWORK)
+            && !self
+                .nets
+                .state()
+                .map_err(failed)?
+                .networks
+                .contains_key(DEFAULT_NETWORK)
+        {
+            self.nets
+                .create_network(DEFAULT_NETWORK, &NetworkSpec::default())
+                .map_err(failed)?;
+        }
         let gateway =
             first.and_then(|n| self.nets.state().ok()?.networks.get(&n).map(|r| r.gateway));
         let text = match gateway {
