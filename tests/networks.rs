@@ -236,8 +236,14 @@ fn config(dir: &Path, tag: &str, upstream: SocketAddr) -> NetConfig {
     cfg.table = format!("moor_t{}_{tag}", std::process::id());
     cfg.upstreams = Some(vec![upstream]);
     cfg.resolv_conf = dir.join("host-resolv.conf");
+    // DNS is served by `moor dns`, started on demand, as in production.
+    cfg.resolver =
+        Some(std::env::var_os(MOOR_BIN_ENV).map_or_else(crate::common::moor_bin, PathBuf::from));
     cfg
 }
+
+/// The moor binary, handed to the crash worker so that it builds nothing.
+const MOOR_BIN_ENV: &str = "MOOR_TEST_MOOR_BIN";
 
 impl Drop for Env {
     fn drop(&mut self) {
@@ -251,6 +257,8 @@ impl Drop for Env {
             }
         }
         let _ = run("nft", &["delete", "table", "ip", &self.table]);
+        // With its networks gone the resolver stops by itself; make sure.
+        moor_runtime::net::resolver::stop(self._dir.path());
     }
 }
 
@@ -968,8 +976,10 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
     assert_eq!(
         err.to_string(),
         format!(
-            "bridge {foreign_bridge} belongs to another moor (moor:ffffffff:network:f); \
-             use another network name or state dir"
+            "bridge {foreign_bridge} belongs to another moor (instance ffffffff (its mark \
+             names no state dir; if that moor is gone, delete the bridge with \
+             `ip link del {foreign_bridge}`)); use another network name or bridge prefix \
+             (MOOR_BRIDGE_PREFIX)"
         )
     );
     assert!(env.nets.state().unwrap().networks.is_empty());
@@ -997,6 +1007,7 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
                     ns.path().display()
                 ),
             )
+            .env(MOOR_BIN_ENV, crate::common::moor_bin())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

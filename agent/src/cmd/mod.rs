@@ -2,6 +2,7 @@
 
 pub mod agent;
 mod dev;
+mod dns;
 mod exec;
 pub(crate) mod image;
 mod inspect;
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs::run(&cli.state_dir, args),
         Command::Exec(args) => exec::run(&cli.state_dir, args),
         Command::Shim(args) => shim::run(args),
+        Command::Dns => dns::run(&cli.state_dir),
         Command::Dev(cmd) => dev::run(&cli.state_dir, cmd),
         Command::Images(args) => image::list(&cli.state_dir, args),
         Command::Networks(args) => lists::networks(&cli.state_dir, args),

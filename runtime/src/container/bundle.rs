@@ -595,7 +595,11 @@ mod tests {
             assert_eq!(mode, 0o644);
             assert_eq!(std::fs::read(&path).unwrap(), b"127.0.0.1\tlocalhost\n");
         }
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     fn spec() -> ContainerSpec {

@@ -86,8 +86,8 @@ impl HostConfig {
     /// default `10.89.0.0/16`) and `MOOR_CGROUP_PARENT` (default `moor`).
     /// Everything else an instance makes is keyed by its state dir: start-up
     /// clean-up removes only interfaces marked with this state dir's
-    /// instance token, containers' cgroups have random ids, and each
-    /// network's DNS server listens on its own gateway address.
+    /// instance token, containers' cgroups have random ids, and the state
+    /// dir's DNS resolver listens on its own networks' gateway addresses.
     pub fn new(state_dir: &Path) -> Self {
         let mut net = NetConfig::new(state_dir);
         if let Ok(table) = std::env::var("MOOR_NFT_TABLE") {
@@ -113,6 +113,8 @@ impl HostConfig {
         if let Ok(parent) = std::env::var("MOOR_CGROUP_PARENT") {
             engine.cgroup_parent = parent;
         }
+        // The binary that is each container's shim is the DNS resolver too.
+        net.resolver = Some(engine.shim_exe.clone());
         Self {
             state_dir: state_dir.to_path_buf(),
             pull: PullOptions::default(),
