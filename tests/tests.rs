@@ -8,6 +8,7 @@ mod agent;
 mod common;
 mod containers;
 mod crash;
+mod dns;
 mod fleet;
 mod git_agent;
 mod image;

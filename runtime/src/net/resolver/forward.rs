@@ -161,7 +161,7 @@ impl Forwarder {
             let id = inner.fresh_id(index);
             let mut bytes = p.query.clone();
             bytes[..2].copy_from_slice(&id.to_be_bytes());
-            if socket.try_send(&bytes).is_err() {
+            if !send_now(&socket, None, &bytes) {
                 continue;
             }
             if let Some(u) = inner.sockets[index].as_mut() {
@@ -227,7 +227,7 @@ impl Forwarder {
         }
         let p = inner.pending.remove(&(index, id)).expect("just found");
         reply[..2].copy_from_slice(&p.id.to_be_bytes());
-        let _ = p.via.try_send_to(reply, p.client);
+        send_now(&p.via, Some(p.client), reply);
         inner.rotate_if_idle(index);
     }
 
@@ -278,8 +278,29 @@ impl Inner {
 
 fn answer_servfail(p: &Pending) {
     if let Some(reply) = dns::servfail(&p.query) {
-        let _ = p.via.try_send_to(&reply, p.client);
+        send_now(&p.via, Some(p.client), &reply);
     }
+}
+
+/// Sends one datagram at once, without waiting (a full buffer drops it, as
+/// the network would); `to` is `None` on a connected socket. Straight to
+/// the kernel rather than through tokio's `try_send`, which refuses with
+/// `WouldBlock` until the reactor has seen the socket writable once — so
+/// the first query on a new socket would be lost. True when sent.
+pub(crate) fn send_now(socket: &UdpSocket, to: Option<SocketAddr>, bytes: &[u8]) -> bool {
+    use nix::sys::socket::{MsgFlags, SockaddrStorage, send, sendto};
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let sent = match to {
+        Some(to) => sendto(
+            fd,
+            bytes,
+            &SockaddrStorage::from(to),
+            MsgFlags::MSG_DONTWAIT,
+        ),
+        None => send(fd, bytes, MsgFlags::MSG_DONTWAIT),
+    };
+    sent.is_ok()
 }
 
 /// True when the answer is to the same question as the query.

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::forward::{Forwarder, forward_tcp, read_framed, write_framed};
+use super::forward::{Forwarder, forward_tcp, read_framed, send_now, write_framed};
 use crate::net::dns::{self, Local};
 use crate::net::state::State;
 
@@ -169,7 +169,7 @@ async fn serve_udp(
             // Garbage, or an answer someone sent us: not worth a reply.
             Local::Ignore => {}
             Local::Reply(reply) => {
-                let _ = socket.try_send_to(&reply, peer);
+                send_now(&socket, Some(peer), &reply);
             }
             Local::Forward => forwarder.forward(query, peer, &socket),
         }
