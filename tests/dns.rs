@@ -63,7 +63,9 @@ networks = ["front"]
 "#;
 
 /// The client runs as nobody: it reports whether it can read the files
-/// moor wrote for it, then fetches http://web/ by name every half second.
+/// moor wrote for it, then fetches http://web/ by name every half second
+/// (bounded: a fetch caught by web's replacement would otherwise wait on
+/// a connection to the old one for ever).
 const CLIENT: &str = r#"
 [containers.client]
 image = "busybox"
@@ -77,7 +79,7 @@ done
 i=0
 while true; do
   i=$((i+1))
-  if nslookup web > /dev/null 2>&1 && wget -q -O - http://web/ 2>/dev/null | grep -q hello-from-web; then
+  if timeout 5 nslookup web > /dev/null 2>&1 && timeout 5 wget -q -O - http://web/ 2>/dev/null | grep -q hello-from-web; then
     echo "resolved $i"
   else
     echo "failed $i"

@@ -64,7 +64,16 @@ pub fn pid(state_dir: &Path) -> Option<i32> {
     }
     let mut text = String::new();
     file.read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+    let pid: i32 = text.trim().parse().ok()?;
+    // A resolver that has just taken the lock may not have written its pid
+    // yet: the file still names its predecessor, whose pid may be reused.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .last()
+        .is_some_and(|last| last == b"dns")
+        .then_some(pid)
 }
 
 /// Stops the resolver of `state_dir` (SIGTERM, then SIGKILL after 5 s) and

@@ -39,6 +39,9 @@ pub(crate) const MAX_IN_FLIGHT: usize = 256;
 /// Queries an upstream socket carries before it is replaced (when idle).
 const ROTATE_AFTER: u32 = 1000;
 
+/// How long an upstream whose socket could not be made is skipped.
+const BROKEN_FOR: Duration = Duration::from_secs(30);
+
 /// The UDP relay; see the module doc.
 #[derive(Debug)]
 pub(crate) struct Forwarder {
@@ -51,6 +54,8 @@ pub(crate) struct Forwarder {
 struct Inner {
     upstreams: Vec<SocketAddr>,
     sockets: Vec<Option<Upstream>>,
+    /// Upstreams whose socket could not be made, skipped until then.
+    broken: Vec<Option<Instant>>,
     /// Pending queries by (upstream index, id on that upstream's socket).
     pending: HashMap<(usize, u16), Pending>,
     /// Keys the id generator (SipHash of a counter: unpredictable ids).
@@ -104,6 +109,7 @@ impl Forwarder {
         if inner.upstreams != upstreams {
             inner.pending.clear();
             inner.sockets = upstreams.iter().map(|_| None).collect();
+            inner.broken = upstreams.iter().map(|_| None).collect();
             inner.upstreams = upstreams;
         }
     }
@@ -180,6 +186,9 @@ impl Forwarder {
         if let Some(u) = &inner.sockets[index] {
             return Some(u.socket.clone());
         }
+        if inner.broken[index].is_some_and(|until| Instant::now() < until) {
+            return None;
+        }
         let upstream = inner.upstreams[index];
         let local: SocketAddr = if upstream.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -194,7 +203,10 @@ impl Forwarder {
         let socket = match socket {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!("connect a socket to the upstream resolver {upstream}: {e}");
+                tracing::warn!(
+                    "connect a socket to the upstream resolver {upstream}: {e}; skipping it for {BROKEN_FOR:?}"
+                );
+                inner.broken[index] = Some(Instant::now() + BROKEN_FOR);
                 return None;
             }
         };
