@@ -586,13 +586,22 @@ impl Networks {
             .failed
             .into_iter()
             .find(|f| network.is_none_or(|n| n.name == f.network));
-        match failed {
-            Some(f) => Err(NetError::Dns {
+        if let Some(f) = failed {
+            return Err(NetError::Dns {
                 network: f.network,
                 address: f.address,
                 message: f.error,
-            }),
-            None => Ok(()),
+            });
+        }
+        match network {
+            Some(n) if !served.bound.iter().any(|(name, _)| *name == n.name) => {
+                Err(NetError::Dns {
+                    network: n.name.clone(),
+                    address: SocketAddr::new(n.gateway.into(), self.cfg.dns_port),
+                    message: "the resolver did not find it in the network state".into(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 

@@ -157,7 +157,7 @@ impl Server {
             .ok()
             .and_then(|b| serde_json::from_slice::<Settings>(&b).ok())
             .unwrap_or_default();
-        let state = self.records.current();
+        let state = self.records.reload();
         let wanted: BTreeMap<SocketAddrV4, String> = state
             .networks
             .values()

@@ -40,13 +40,24 @@ pub(crate) struct Records {
 }
 
 /// What tells one version of the state file from another: every save
-/// renames a new file into place.
-type FileId = (u64, u64, i64, i64, u64);
+/// renames a new file into place. (An inode number can be reused and a
+/// timestamp be coarse, so two saves in a row may look alike: the
+/// notification that follows every save makes the resolver read the file
+/// again regardless, [`Records::reload`].)
+type FileId = (u64, u64, i64, i64, i64, i64, u64);
 
 fn file_id(path: &std::path::Path) -> Option<FileId> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.size()))
+    Some((
+        m.dev(),
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.size(),
+    ))
 }
 
 impl Records {
@@ -60,9 +71,18 @@ impl Records {
     /// The current state (empty when there is no state file). A file that
     /// cannot be read or parsed leaves the last good state in force.
     pub(crate) fn current(&self) -> Arc<State> {
+        self.read(false)
+    }
+
+    /// The state read from the file whatever its identity says.
+    pub(crate) fn reload(&self) -> Arc<State> {
+        self.read(true)
+    }
+
+    fn read(&self, force: bool) -> Arc<State> {
         let id = file_id(&self.path);
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if cached.0 != id || id.is_none() {
+        if force || cached.0 != id || id.is_none() {
             match id {
                 None => cached.1 = Arc::new(State::default()),
                 Some(_) => match std::fs::read(&self.path)
