@@ -70,8 +70,7 @@ pub fn pid(state_dir: &Path) -> Option<i32> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     cmdline
         .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .last()
+        .rfind(|a| !a.is_empty())
         .is_some_and(|last| last == b"dns")
         .then_some(pid)
 }
