@@ -180,6 +180,7 @@ impl Drop for Env {
             eprintln!("cleanup: moor down failed: {}", text(&out));
         }
         crate::common::remove_cgroup_parent(&self.cgroup);
+        moor_runtime::net::resolver::stop(self.state.path());
         // The implicit default network outlives `down` (as docker0 does):
         // remove its bridge when it is this instance's.
         remove_default_bridge(self.state.path());

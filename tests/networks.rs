@@ -4,15 +4,16 @@
 //! a resolver the test runs on 127.0.0.1. Each test has its own state dir,
 //! nftables table and subnets, and guards that remove everything on drop.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use moor_runtime::net::{NetConfig, NetError, Networks};
+use moor_runtime::net::{NetConfig, NetError, Networks, resolver};
 use moor_spec::{NetworkAttachment, NetworkSpec, PortMapping, Protocol};
 
 use crate::common::require;
@@ -192,6 +193,56 @@ fn answer(q: &[u8]) -> Option<Vec<u8>> {
     Some(r)
 }
 
+/// An upstream resolver that never answers: counts the queries it gets
+/// and the source ports they come from.
+struct BlackHole {
+    addr: SocketAddr,
+    received: Arc<AtomicUsize>,
+    ports: Arc<Mutex<BTreeSet<u16>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BlackHole {
+    fn start() -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind black hole");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let (received, ports, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(Mutex::new(BTreeSet::new())),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (r, p, flag) = (received.clone(), ports.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    p.lock().unwrap().insert(peer.port());
+                }
+            }
+        });
+        BlackHole {
+            addr,
+            received,
+            ports,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// One test's engine: its own state dir and nftables table; on drop every
 /// container is released and every network removed, and the table deleted.
 struct Env {
@@ -203,14 +254,21 @@ struct Env {
 
 impl Env {
     fn new(tag: &str) -> Self {
+        Self::with(tag, "mo-", None)
+    }
+
+    /// An engine whose bridges take `prefix`, relaying to `upstream` (the
+    /// test's own resolver when `None`).
+    fn with(tag: &str, prefix: &str, upstream: Option<SocketAddr>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let upstream = Upstream::start();
-        let nets = Networks::open(config(dir.path(), tag, upstream.addr)).expect("open networks");
+        let own = Upstream::start();
+        let mut cfg = config(dir.path(), tag, upstream.unwrap_or(own.addr));
+        cfg.bridge_prefix = prefix.into();
         Env {
-            table: config(dir.path(), tag, upstream.addr).table,
-            nets,
+            table: cfg.table.clone(),
+            nets: Networks::open(cfg).expect("open networks"),
             _dir: dir,
-            _upstream: upstream,
+            _upstream: own,
         }
     }
 
@@ -236,8 +294,14 @@ fn config(dir: &Path, tag: &str, upstream: SocketAddr) -> NetConfig {
     cfg.table = format!("moor_t{}_{tag}", std::process::id());
     cfg.upstreams = Some(vec![upstream]);
     cfg.resolv_conf = dir.join("host-resolv.conf");
+    // DNS is served by `moor dns`, started on demand, as in production.
+    cfg.resolver =
+        Some(std::env::var_os(MOOR_BIN_ENV).map_or_else(crate::common::moor_bin, PathBuf::from));
     cfg
 }
+
+/// The moor binary, handed to the crash worker so that it builds nothing.
+const MOOR_BIN_ENV: &str = "MOOR_TEST_MOOR_BIN";
 
 impl Drop for Env {
     fn drop(&mut self) {
@@ -251,6 +315,8 @@ impl Drop for Env {
             }
         }
         let _ = run("nft", &["delete", "table", "ip", &self.table]);
+        // With its networks gone the resolver stops by itself; make sure.
+        moor_runtime::net::resolver::stop(self._dir.path());
     }
 }
 
@@ -369,6 +435,47 @@ fn query_a_over(server: SocketAddr, name: &str, tcp: bool) -> (u8, Vec<Ipv4Addr>
 
 fn query_a(server: SocketAddr, name: &str) -> (u8, Vec<Ipv4Addr>) {
     query_a_over(server, name, false)
+}
+
+/// A query for the A records of `name` with id `id`.
+fn a_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// The number of open descriptors and of threads of process `pid`.
+fn fds_and_threads(pid: i32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:")?.trim().parse().ok())
+        .unwrap_or(0);
+    (fds, threads)
+}
+
+/// True while `pid` is a live (not zombie) process.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim().to_string()))
+        .is_some_and(|rest| !rest.starts_with('Z'))
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -686,6 +793,180 @@ fn dns_forwards_other_names_to_the_hosts_resolver() {
     );
 }
 
+/// The resolver is a process of its own: started with the first network,
+/// one per state dir whoever opens it, unbinding networks as they go, and
+/// stopping with the last network or when the state dir is removed.
+#[test]
+fn resolver_starts_with_the_first_network_and_stops_with_the_last() {
+    if !ready() {
+        return;
+    }
+    let env = Env::with("life", "mde-", None);
+    let dir = env._dir.path().to_path_buf();
+    assert_eq!(resolver::pid(&dir), None, "no network, no resolver");
+    env.network("dlife1", "10.63.20.0/24", false);
+    let first = resolver::pid(&dir).expect("the first network starts the resolver");
+    assert!(alive(first));
+    env.network("dlife2", "10.63.21.0/24", false);
+    assert_eq!(
+        resolver::pid(&dir),
+        Some(first),
+        "one resolver per state dir"
+    );
+    // Both gateways answer at once (the upstream's NXDOMAIN is relayed).
+    for gw in ["10.63.20.1:53", "10.63.21.1:53"] {
+        assert_eq!(query_a(gw.parse().unwrap(), "nothing.test").0, 3, "{gw}");
+    }
+    // Another engine on the same state dir (another moor process) uses it.
+    let mut cfg = config(&dir, "life", env._upstream.addr);
+    cfg.bridge_prefix = "mde-".into();
+    Networks::open(cfg).unwrap().cleanup().expect("cleanup");
+    assert_eq!(resolver::pid(&dir), Some(first));
+
+    env.nets.remove_network("dlife2").unwrap();
+    let log = std::fs::read_to_string(dir.join("net/dns.log")).unwrap_or_default();
+    assert!(
+        log.contains("stopped serving network dlife2 on 10.63.21.1:53"),
+        "{log}"
+    );
+    assert!(alive(first), "a network is left");
+    env.nets.remove_network("dlife1").unwrap();
+    wait_until("the resolver to stop with the last network", || {
+        !alive(first)
+    });
+    assert_eq!(resolver::pid(&dir), None);
+
+    // The next network starts a new one; removing the state dir stops it.
+    env.network("dlife1", "10.63.20.0/24", false);
+    let second = resolver::pid(&dir).expect("a new resolver");
+    assert_ne!(second, first);
+    assert_eq!(
+        query_a("10.63.20.1:53".parse().unwrap(), "nothing.test").0,
+        3
+    );
+    let bridge = env.nets.list().unwrap()[0].bridge.clone();
+    std::fs::remove_dir_all(&dir).unwrap();
+    wait_until("the resolver to stop with its state dir", || !alive(second));
+    let _ = run("ip", &["link", "del", &bridge]);
+}
+
+/// A hostile client cannot make the resolver grow: a flood of queries to
+/// relay keeps at most 256 in flight on one upstream socket (the rest are
+/// dropped) while local names still answer; garbage is ignored; a TCP
+/// client that says nothing is cut off, and TCP clients are limited.
+#[test]
+fn resolver_bounds_forwarding_and_cuts_off_idle_clients() {
+    if !ready() {
+        return;
+    }
+    let hole = BlackHole::start();
+    let env = Env::with("hos", "mde-", Some(hole.addr));
+    env.network("dhos", "10.63.10.0/24", false);
+    let ns = Netns::new("hos");
+    env.nets
+        .attach("asker", &ns.path(), &[attach("dhos", &[], None)], &[])
+        .unwrap();
+    let server: SocketAddr = "10.63.10.1:53".parse().unwrap();
+    let asker = vec!["10.63.10.2".parse::<Ipv4Addr>().unwrap()];
+    let pid = resolver::pid(env._dir.path()).expect("the resolver runs");
+    assert_eq!(query_a(server, "asker"), (0, asker.clone()));
+    let (base_fds, threads) = fds_and_threads(pid);
+    assert_eq!(threads, 1, "the resolver is single-threaded");
+
+    // Garbage: ignored, and the resolver answers on.
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut response = a_query(7, "asker");
+    response[2] |= 0x80;
+    let mut lying = a_query(8, "asker");
+    lying[5] = 9; // nine questions, one given
+    for datagram in [
+        &b""[..],
+        b"\x00",
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        &response,
+        &lying[..lying.len() - 3],
+        &[0xffu8; 4000],
+    ] {
+        junk.send_to(datagram, server).unwrap();
+    }
+    assert_eq!(query_a(server, "asker"), (0, asker.clone()));
+
+    // A flood of names to relay to an upstream that never answers.
+    let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..3000u16 {
+        let _ = flood.send_to(&a_query(i, &format!("n{i}.flood.test")), server);
+    }
+    // Local names answer while the relay is full (asked as a stub
+    // resolver does, again after a moment: the flood may have filled the
+    // socket's receive queue, where the kernel drops what does not fit).
+    let ask = UdpSocket::bind("127.0.0.1:0").unwrap();
+    ask.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let answered = (0..5).any(|_| {
+        ask.send_to(&a_query(0x4242, "asker"), server).unwrap();
+        let mut buf = [0u8; 512];
+        ask.recv(&mut buf)
+            .is_ok_and(|n| n > 12 && buf[..2] == [0x42, 0x42] && buf[3] & 0x0f == 0 && buf[7] == 1)
+    });
+    assert!(answered, "a local name answers while the relay is full");
+    std::thread::sleep(Duration::from_millis(500));
+    let relayed = hole.received.load(Ordering::Relaxed);
+    assert!(
+        (1..=256).contains(&relayed),
+        "at most 256 queries in flight, {relayed} relayed"
+    );
+    assert_eq!(
+        hole.ports.lock().unwrap().len(),
+        1,
+        "every query leaves from one reused socket"
+    );
+    let (fds, threads) = fds_and_threads(pid);
+    assert!(fds <= base_fds + 1, "{fds} descriptors, {base_fds} before");
+    assert_eq!(threads, 1);
+    // Unanswered, the relayed ones time out into SERVFAIL, and there is
+    // room again.
+    flood
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = flood
+        .recv(&mut buf)
+        .expect("a SERVFAIL once upstream timed out");
+    assert_eq!(buf[3] & 0x0f, 2, "SERVFAIL: {:?}", &buf[..n]);
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = flood.send_to(&a_query(1, "later.flood.test"), server);
+    wait_until("a later query to be relayed", || {
+        hole.received.load(Ordering::Relaxed) > relayed
+    });
+
+    // TCP: a client that sends nothing is cut off; many are refused.
+    let mut silent = TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut idle: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect_timeout(&server, Duration::from_secs(3)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (fds, _) = fds_and_threads(pid);
+    assert!(
+        fds <= base_fds + 1 + 32 + 2,
+        "{fds} descriptors with 100 idle TCP clients, {base_fds} before"
+    );
+    let mut byte = [0u8; 1];
+    match silent.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("a silent TCP client is cut off, not {other:?}"),
+    }
+    idle.clear();
+    wait_until("the idle connections to be closed", || {
+        fds_and_threads(pid).0 <= base_fds + 1
+    });
+    assert_eq!(query_a_over(server, "asker", true), (0, asker));
+    assert!(alive(pid));
+}
+
 #[test]
 fn bad_inputs_are_clear_errors_and_create_nothing() {
     if !ready() {
@@ -968,8 +1249,10 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
     assert_eq!(
         err.to_string(),
         format!(
-            "bridge {foreign_bridge} belongs to another moor (moor:ffffffff:network:f); \
-             use another network name or state dir"
+            "bridge {foreign_bridge} belongs to another moor (instance ffffffff (its mark \
+             names no state dir; if that moor is gone, delete the bridge with \
+             `ip link del {foreign_bridge}`)); use another network name or bridge prefix \
+             (MOOR_BRIDGE_PREFIX)"
         )
     );
     assert!(env.nets.state().unwrap().networks.is_empty());
@@ -997,6 +1280,7 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
                     ns.path().display()
                 ),
             )
+            .env(MOOR_BIN_ENV, crate::common::moor_bin())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

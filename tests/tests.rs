@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod containers;
 mod crash;
+mod dns;
 mod fleet;
 mod git_agent;
 mod hostile;

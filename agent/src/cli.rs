@@ -84,6 +84,9 @@ pub enum Command {
     /// The per-container supervisor (started by moor itself).
     #[command(hide = true)]
     Shim(ShimArgs),
+    /// The state dir's DNS resolver (started by moor itself).
+    #[command(hide = true)]
+    Dns,
     /// Developer commands that drive the container engine directly.
     #[command(hide = true, subcommand)]
     Dev(DevCommand),

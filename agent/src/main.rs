@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     match &cli.command {
         // The shim stays minimal: it writes its own records, not logs.
         cli::Command::Shim(_) => {}
-        cli::Command::Agent(_) => logging::init(cli.log_format, "info"),
+        cli::Command::Agent(_) | cli::Command::Dns => logging::init(cli.log_format, "info"),
         _ => logging::init(cli.log_format, "warn"),
     }
     match cmd::run(cli) {

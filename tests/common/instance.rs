@@ -1,7 +1,8 @@
 //! One moor "host" for end-to-end tests: its own state dir, nftables table,
 //! address pool and cgroup parent, an optional running agent, and everything
-//! torn down on drop (agent stopped, projects downed, table and cgroups
-//! removed), so tests can run several side by side and clean up when they fail.
+//! torn down on drop (agent stopped, projects downed, DNS resolver stopped,
+//! table and cgroups removed), so tests can run several side by side and
+//! clean up when they fail.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -179,6 +180,9 @@ impl Drop for Instance {
                 );
             }
         }
+        // `down` keeps the default network, and with it the state dir's
+        // DNS resolver (which would also stop once the dir is removed).
+        moor_runtime::net::resolver::stop(self.dir());
         let _ = Command::new("nft")
             .args(["delete", "table", "ip", &format!("moor_t_{}", self.tag)])
             .stderr(Stdio::null())

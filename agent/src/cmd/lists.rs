@@ -24,7 +24,7 @@ fn net_config(state_dir: &Path) -> NetConfig {
 
 pub fn networks(state_dir: &Path, args: &ListArgs) -> anyhow::Result<ExitCode> {
     let nets = Networks::open(NetConfig {
-        dns: false,
+        resolver: None,
         ..net_config(state_dir)
     })?;
     let owners = Owners::load(state_dir)?;

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod cp;
 mod dev;
+mod dns;
 mod exec;
 pub(crate) mod image;
 mod inspect;
@@ -43,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(a) => lifecycle::run(&cli.state_dir, Verb::Pause, &a.names, None),
         Command::Unpause(a) => lifecycle::run(&cli.state_dir, Verb::Unpause, &a.names, None),
         Command::Shim(args) => shim::run(args),
+        Command::Dns => dns::run(&cli.state_dir),
         Command::Dev(cmd) => dev::run(&cli.state_dir, cmd),
         Command::Images(args) => image::list(&cli.state_dir, args),
         Command::Networks(args) => lists::networks(&cli.state_dir, args),

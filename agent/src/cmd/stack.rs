@@ -188,18 +188,18 @@ fn settled(desired: &DesiredState, observed: &Observed, plan: &Plan) -> bool {
                     .iter()
                     .any(|b| b.kind == moor_spec::Kind::Container && b.name == name);
                 blocked
-                    || observed
-                        .containers
-                        .get(&name)
-                        .is_some_and(|o| o.hold.is_some() || match o.state {
-                            ContainerState::Running => {
-                                c.spec.healthcheck.is_none() || o.health == Health::Healthy
+                    || observed.containers.get(&name).is_some_and(|o| {
+                        o.hold.is_some()
+                            || match o.state {
+                                ContainerState::Running => {
+                                    c.spec.healthcheck.is_none() || o.health == Health::Healthy
+                                }
+                                ContainerState::Exited { code, .. } => {
+                                    !c.spec.restart.restarts_after(code)
+                                }
+                                ContainerState::Created | ContainerState::Dead => false,
                             }
-                            ContainerState::Exited { code, .. } => {
-                                !c.spec.restart.restarts_after(code)
-                            }
-                            ContainerState::Created | ContainerState::Dead => false,
-                        })
+                    })
             })
         })
 }

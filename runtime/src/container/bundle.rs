@@ -206,6 +206,47 @@ fn namespace(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<LinuxName
     })
 }
 
+/// The mode of the files moor puts into a container (`/etc/hosts`,
+/// `/etc/hostname`, `/etc/resolv.conf`): readable by every user, as in
+/// Docker, since the container's processes may run as any user (most
+/// images set a non-root `USER`) and need them to resolve names.
+pub const CONTAINER_FILE_MODE: u32 = 0o644;
+
+/// Writes a file that is bind-mounted into a container: atomically (temp
+/// file, rename; with `durable`, fsync-ed too) and with
+/// [`CONTAINER_FILE_MODE`] whatever the process's umask.
+pub fn write_container_file(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(CONTAINER_FILE_MODE)
+            .open(&tmp)?;
+        // The umask narrowed the mode given to open: set it whole.
+        file.set_permissions(fs::Permissions::from_mode(CONTAINER_FILE_MODE))?;
+        file.write_all(bytes)?;
+        if durable {
+            file.sync_all()?;
+        }
+        Ok(())
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(ContainerError::io("write", &tmp)(e));
+    }
+    fs::rename(&tmp, path).map_err(ContainerError::io("rename into place", path))?;
+    if durable && let Ok(d) = fs::File::open(dir) {
+        d.sync_all().map_err(ContainerError::io("fsync", dir))?;
+    }
+    Ok(())
+}
+
 /// Builds the runtime spec, creating what it refers to on the way: named
 /// volumes, the working dir, the generated `/etc/hostname` and `/etc/hosts`.
 pub fn build(input: &BundleInput<'_>) -> Result<Spec> {
@@ -290,8 +331,7 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec> {
 
     // Generated /etc files, bind-mounted like Docker's.
     let hostname_file = input.bundle_dir.join("hostname");
-    fs::write(&hostname_file, format!("{hostname}\n"))
-        .map_err(ContainerError::io("write", &hostname_file))?;
+    write_container_file(&hostname_file, format!("{hostname}\n").as_bytes(), false)?;
     let hosts_file = input.bundle_dir.join("hosts");
     let mut hosts = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
@@ -299,7 +339,7 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec> {
     for (name, ip) in &spec.extra_hosts {
         hosts.push_str(&format!("{ip}\t{name}\n"));
     }
-    fs::write(&hosts_file, hosts).map_err(ContainerError::io("write", &hosts_file))?;
+    write_container_file(&hosts_file, hosts.as_bytes(), false)?;
     for (file, dest) in [
         (&hostname_file, "/etc/hostname"),
         (&hosts_file, "/etc/hosts"),
@@ -540,6 +580,27 @@ fn device_rules() -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_for_the_container_are_readable_by_every_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        // A file left with a private mode (as resolv.conf once was) is replaced.
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for durable in [false, true] {
+            write_container_file(&path, b"127.0.0.1\tlocalhost\n", durable).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o644);
+            assert_eq!(std::fs::read(&path).unwrap(), b"127.0.0.1\tlocalhost\n");
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+    }
 
     fn spec() -> ContainerSpec {
         let state = moor_spec::load_texts(&[(

@@ -93,8 +93,8 @@ impl HostConfig {
     /// default), `runc`, or the path of a runc-compatible runtime.
     /// Everything else an instance makes is keyed by its state dir: start-up
     /// clean-up removes only interfaces marked with this state dir's
-    /// instance token, containers' cgroups have random ids, and each
-    /// network's DNS server listens on its own gateway address.
+    /// instance token, containers' cgroups have random ids, and the state
+    /// dir's DNS resolver listens on its own networks' gateway addresses.
     pub fn new(state_dir: &Path) -> Self {
         let mut net = NetConfig::new(state_dir);
         if let Ok(table) = std::env::var("MOOR_NFT_TABLE") {
@@ -126,6 +126,8 @@ impl HostConfig {
                 Err(e) => problems.push(format!("MOOR_EXECUTOR: {e}")),
             }
         }
+        // The binary that is each container's shim is the DNS resolver too.
+        net.resolver = Some(engine.shim_exe.clone());
         Self {
             state_dir: state_dir.to_path_buf(),
             pull: PullOptions::default(),
@@ -220,7 +222,7 @@ impl Host {
     /// Opens the engine; with [`Access::Exclusive`], takes the state-dir
     /// lock, repairs the networks and runs health checks. Otherwise none
     /// of that: health is what the lock holder's checks recorded.
-    fn open_as(mut config: HostConfig, access: Access) -> Result<Self, HostError> {
+    fn open_as(config: HostConfig, access: Access) -> Result<Self, HostError> {
         if !config.problems.is_empty() {
             return Err(HostError::Config {
                 message: config.problems.join("; "),
@@ -254,8 +256,9 @@ impl Host {
             }
             Some(lock)
         } else {
-            // The lock holder serves DNS; this process must not.
-            config.net.dns = false;
+            // Names are served by the state dir's resolver, which whoever
+            // creates a network (`moor start` making the default one, say)
+            // makes sure runs: nothing to do here.
             None
         };
         let images = Images::open(&dir).map_err(|e| open_err("the image store")(&e))?;
@@ -574,6 +577,20 @@ impl Inner {
         }
         let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let first = attachments(spec).into_iter().next().map(|a| a.network);
+        // The implicit default network is made on first use: now, so that
+        // the first containers on it get its DNS server too.
+        if first.as_deref() == Some(DEFAULT_NETWORK)
+            && !self
+                .nets
+                .state()
+                .map_err(failed)?
+                .networks
+                .contains_key(DEFAULT_NETWORK)
+        {
+            self.nets
+                .create_network(DEFAULT_NETWORK, &NetworkSpec::default())
+                .map_err(failed)?;
+        }
         let gateway =
             first.and_then(|n| self.nets.state().ok()?.networks.get(&n).map(|r| r.gateway));
         let text = match gateway {
@@ -584,7 +601,8 @@ impl Inner {
         std::fs::create_dir_all(&dir)
             .map_err(|e| failed(format!("create {}: {e}", dir.display())))?;
         let path = dir.join(format!("{name}.conf"));
-        crate::container::state::write_atomic(&path, text.as_bytes()).map_err(failed)?;
+        crate::container::bundle::write_container_file(&path, text.as_bytes(), true)
+            .map_err(failed)?;
         Ok(Some(moor_spec::Mount {
             target: "/etc/resolv.conf".into(),
             source: MountSource::Bind {

@@ -10,7 +10,7 @@
 //! - marks containers whose namespace or veth is gone as detached (their
 //!   addresses stay leased);
 //! - rewrites the nftables table whole from the state, which drops any
-//!   stale rule, and starts the DNS servers.
+//!   stale rule, and makes sure the DNS resolver runs.
 //!
 //! It never touches an interface that is not provably this instance's: not
 //! by name shape alone, since another moor (a second state directory) or a
@@ -36,8 +36,9 @@ pub struct CleanupReport {
 }
 
 impl Networks {
-    /// Repairs the host after a crash (see the module doc) and starts the
-    /// DNS servers of the recorded networks. Idempotent; run at start-up.
+    /// Repairs the host after a crash (see the module doc) and makes sure
+    /// the DNS resolver of the recorded networks runs. Idempotent; run at
+    /// start-up.
     pub fn cleanup(&self) -> Result<CleanupReport> {
         let held = self.file().lock()?;
         let mut state = self.file().load(&held)?;
@@ -110,7 +111,7 @@ impl Networks {
 
         for n in state.networks.values() {
             bridge::create(
-                &names::bridge_alias(self.instance(), &n.name),
+                &self.bridge_alias(&n.name),
                 &n.bridge,
                 n.gateway,
                 n.subnet.prefix_len(),
@@ -122,9 +123,10 @@ impl Networks {
         }
         self.load_rules(&state, true)?;
         self.file().save(&held, &state)?;
-        self.publish(state.clone());
-        for n in state.networks.values() {
-            self.start_dns(n)?;
+        if state.networks.is_empty() {
+            self.reload_dns();
+        } else {
+            self.start_dns(None)?;
         }
         Ok(report)
     }

@@ -1,41 +1,26 @@
-//! Name resolution for containers: a small DNS server per network on the
-//! gateway address, like podman's aardvark-dns and Docker's embedded DNS.
+//! Name resolution for containers: what the resolver answers, like
+//! podman's aardvark-dns and Docker's embedded DNS. The server itself is a
+//! process of its own ([`super::resolver`]); this file is the pure part.
 //!
 //! It answers `A` queries for the names and aliases of containers that share
 //! a network with the asker (found by its source address; a host-side asker
 //! sees the network the server belongs to), answers other types for those
 //! names with an empty NOERROR (so they never leak upstream), and forwards
-//! every other query unchanged to the host's resolvers, relaying the first
-//! answer. Built on `hickory-proto` for the wire format and a plain tokio UDP
-//! socket rather than `hickory-server`: the whole job is one lookup in the
-//! engine's state plus a relay, and the server lives on a thread of its own
-//! so that it works the same under the agent's runtime or a blocking CLI.
-//! It serves UDP and TCP (the fallback for answers truncated over UDP),
-//! forwarding over the transport the client used.
+//! every other query unchanged to the host's resolvers. Built on
+//! `hickory-proto` for the wire format rather than `hickory-server`: the
+//! whole job is one lookup in the engine's state plus a relay.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::oneshot;
 
-use super::error::{NetError, Result};
 use super::state::State;
 
 /// Time to live of the answers; addresses are stable, but a short TTL keeps
 /// a replaced container's peers honest.
 const TTL: u32 = 10;
-
-/// How long a TCP client may stay silent.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long to wait for one upstream resolver.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The host's resolvers, from a `resolv.conf`.
 pub fn upstreams_from_resolv_conf(text: &str) -> Vec<SocketAddr> {
@@ -111,189 +96,9 @@ pub fn lookup(state: &State, network: &str, source: IpAddr, name: &str) -> Optio
     (!found.is_empty()).then_some(found)
 }
 
-/// A running DNS server; stops when dropped.
-#[derive(Debug)]
-pub struct DnsServer {
-    address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl DnsServer {
-    /// Binds `address` and serves `network` from `state` on a thread of its own.
-    pub fn start(
-        network: &str,
-        address: SocketAddr,
-        state: Arc<RwLock<State>>,
-        upstreams: Vec<SocketAddr>,
-    ) -> Result<Self> {
-        let err = |source| NetError::Dns {
-            network: network.to_string(),
-            address,
-            source,
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(err)?;
-        let (socket, listener) = {
-            let _enter = rt.enter();
-            let udp = std::net::UdpSocket::bind(address).map_err(err)?;
-            udp.set_nonblocking(true).map_err(err)?;
-            let address = udp.local_addr().map_err(err)?;
-            let tcp = std::net::TcpListener::bind(address).map_err(err)?;
-            tcp.set_nonblocking(true).map_err(err)?;
-            (
-                UdpSocket::from_std(udp).map_err(err)?,
-                TcpListener::from_std(tcp).map_err(err)?,
-            )
-        };
-        let address = socket.local_addr().map_err(err)?;
-        let (stop, stopped) = oneshot::channel();
-        let network = network.to_string();
-        let thread = std::thread::Builder::new()
-            .name(format!("dns-{network}"))
-            .spawn(move || {
-                let server = Arc::new(Server {
-                    network,
-                    state,
-                    upstreams,
-                });
-                rt.block_on(async move {
-                    tokio::select! {
-                        _ = stopped => {}
-                        _ = serve_udp(server.clone(), Arc::new(socket)) => {}
-                        _ = serve_tcp(server, listener) => {}
-                    }
-                });
-            })
-            .map_err(err)?;
-        Ok(DnsServer {
-            address,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-
-    /// Where it listens.
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// What every query handler needs.
-#[derive(Debug)]
-struct Server {
-    network: String,
-    state: Arc<RwLock<State>>,
-    upstreams: Vec<SocketAddr>,
-}
-
-impl Server {
-    fn local(&self, source: IpAddr, query: &[u8]) -> Local {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        answer_locally(&state, &self.network, source, query)
-    }
-}
-
-async fn serve_udp(server: Arc<Server>, socket: Arc<UdpSocket>) {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let Ok((len, peer)) = socket.recv_from(&mut buf).await else {
-            continue;
-        };
-        let query = buf[..len].to_vec();
-        match server.local(peer.ip(), &query) {
-            Local::Ignore => {}
-            Local::Reply(reply) => {
-                let _ = socket.send_to(&reply, peer).await;
-            }
-            Local::Forward => {
-                let (socket, server) = (socket.clone(), server.clone());
-                tokio::spawn(async move {
-                    let reply = forward_udp(&query, &server.upstreams)
-                        .await
-                        .or_else(|| servfail(&query));
-                    if let Some(reply) = reply {
-                        let _ = socket.send_to(&reply, peer).await;
-                    }
-                });
-            }
-        }
-    }
-}
-
-/// DNS over TCP (RFC 7766), which clients fall back to when a UDP answer
-/// comes back truncated: two-byte length, message, as many as the client
-/// sends on one connection.
-async fn serve_tcp(server: Arc<Server>, listener: TcpListener) {
-    loop {
-        let Ok((mut conn, peer)) = listener.accept().await else {
-            continue;
-        };
-        let server = server.clone();
-        tokio::spawn(async move {
-            while let Ok(Ok(query)) =
-                tokio::time::timeout(IDLE_TIMEOUT, read_framed(&mut conn)).await
-            {
-                let reply = match server.local(peer.ip(), &query) {
-                    Local::Ignore => return,
-                    Local::Reply(reply) => Some(reply),
-                    Local::Forward => forward_tcp(&query, &server.upstreams)
-                        .await
-                        .or_else(|| servfail(&query)),
-                };
-                let Some(reply) = reply else { return };
-                if write_framed(&mut conn, &reply).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-}
-
-async fn read_framed(conn: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let len = conn.read_u16().await?;
-    let mut msg = vec![0u8; usize::from(len)];
-    conn.read_exact(&mut msg).await?;
-    Ok(msg)
-}
-
-async fn write_framed(conn: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
-    let len = u16::try_from(msg.len()).map_err(|_| std::io::ErrorKind::InvalidData)?;
-    let mut framed = Vec::with_capacity(msg.len() + 2);
-    framed.extend_from_slice(&len.to_be_bytes());
-    framed.extend_from_slice(msg);
-    conn.write_all(&framed).await
-}
-
-async fn forward_tcp(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
-    for up in upstreams {
-        let attempt = async {
-            let mut conn = TcpStream::connect(up).await?;
-            write_framed(&mut conn, query).await?;
-            read_framed(&mut conn).await
-        };
-        if let Ok(Ok(reply)) = tokio::time::timeout(UPSTREAM_TIMEOUT, attempt).await {
-            return Some(reply);
-        }
-    }
-    None
-}
-
 /// What to do with one datagram.
 #[derive(Debug, PartialEq, Eq)]
-enum Local {
+pub(crate) enum Local {
     /// Send this reply.
     Reply(Vec<u8>),
     /// Not about a container: relay it upstream.
@@ -302,7 +107,7 @@ enum Local {
     Ignore,
 }
 
-fn answer_locally(state: &State, network: &str, source: IpAddr, query: &[u8]) -> Local {
+pub(crate) fn answer_locally(state: &State, network: &str, source: IpAddr, query: &[u8]) -> Local {
     let Ok(msg) = Message::from_vec(query) else {
         return Local::Ignore;
     };
@@ -331,34 +136,12 @@ fn answer_locally(state: &State, network: &str, source: IpAddr, query: &[u8]) ->
     reply.to_vec().map_or(Local::Ignore, Local::Reply)
 }
 
-async fn forward_udp(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
-    let id = query.get(..2)?;
-    for up in upstreams {
-        let bind: SocketAddr = if up.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let Ok(sock) = UdpSocket::bind(bind).await else {
-            continue;
-        };
-        if sock.connect(up).await.is_err() || sock.send(query).await.is_err() {
-            continue;
-        }
-        let mut buf = vec![0u8; 4096];
-        let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
-        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
-            if buf.get(..2) == Some(id) {
-                buf.truncate(n);
-                return Some(buf);
-            }
-        }
-    }
-    None
-}
-
-fn servfail(query: &[u8]) -> Option<Vec<u8>> {
+/// A SERVFAIL answer to `query` (`None` when it is no query to answer).
+pub(crate) fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     let msg = Message::from_vec(query).ok()?;
+    if msg.metadata.message_type != MessageType::Query {
+        return None;
+    }
     let mut reply = Message::error_msg(
         msg.metadata.id,
         msg.metadata.op_code,

@@ -109,15 +109,16 @@ pub enum NetError {
         /// The subnet.
         subnet: Ipv4Net,
     },
-    /// The bridge's name is taken by another moor (another state directory).
+    /// The bridge's name is taken by another live moor (another state
+    /// directory that still records it).
     #[error(
-        "bridge {bridge} belongs to another moor ({alias}); use another network name or state dir"
+        "bridge {bridge} belongs to another moor ({owner}); use another network name or bridge prefix (MOOR_BRIDGE_PREFIX)"
     )]
     BridgeTaken {
         /// The bridge.
         bridge: String,
-        /// The alias that names its owner.
-        alias: String,
+        /// Its owner, as its alias and the owner's state tell.
+        owner: String,
     },
     /// The network is not known.
     #[error("network {network} does not exist")]
@@ -229,16 +230,23 @@ pub enum NetError {
         /// nft's diagnostics.
         message: String,
     },
-    /// The DNS server could not start.
-    #[error("start dns server for network {network} on {address}")]
+    /// The resolver could not serve a network on its gateway.
+    #[error("serve dns for network {network} on {address}: {message}")]
     Dns {
         /// The network.
         network: String,
         /// Where it was to listen.
         address: std::net::SocketAddr,
-        /// The cause.
-        #[source]
-        source: io::Error,
+        /// Why not, as the resolver reported it.
+        message: String,
+    },
+    /// The resolver process could not be started or reached.
+    #[error("dns resolver of {state_dir}: {message}")]
+    Resolver {
+        /// The state dir it serves.
+        state_dir: PathBuf,
+        /// What went wrong.
+        message: String,
     },
 }
 

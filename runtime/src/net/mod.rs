@@ -1,10 +1,12 @@
 //! Container networking: a Linux bridge per network, a veth pair per
-//! attachment, persistent IPAM, an embedded DNS server per network, and
-//! published ports, masquerade and isolation in one nftables table.
+//! attachment, persistent IPAM, DNS on every network's gateway (served by a
+//! detached [`resolver`] process per state dir), and published ports,
+//! masquerade and isolation in one nftables table.
 //!
 //! Start at [`Networks`]: it owns the persisted [`State`] and drives the
 //! pieces, each in its own file — [`names`] (interface names), `bridge`,
-//! `veth`, [`ipam`], [`dns`], [`ports`] (nftables) and `cleanup` (what a
+//! `veth`, [`ipam`], [`dns`] (what names resolve to), [`resolver`] (the
+//! process that serves them), [`ports`] (nftables) and `cleanup` (what a
 //! crash left behind). Every operation persists its intent before touching
 //! the host and rolls back on failure, so a bad input leaves nothing
 //! half-created and a crash leaves nothing that [`Networks::cleanup`] cannot
@@ -20,6 +22,7 @@ mod netlink;
 mod networks;
 mod nfnl;
 pub mod ports;
+pub mod resolver;
 mod state;
 mod veth;
 

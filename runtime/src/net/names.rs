@@ -21,7 +21,10 @@
 //! (`IFLA_IFALIAS`) naming its state directory's [`instance`], so clean-up
 //! removes only what this moor made — never a user's bridge that happens to
 //! be called `mo-something`, nor another moor's (a second state directory,
-//! tests side by side).
+//! tests side by side). A bridge's alias also names the state directory
+//! itself ([`bridge_alias`]), so that a bridge left by a moor whose state
+//! directory is gone can be told from one a live moor still uses
+//! ([`BridgeOwner`]).
 
 use sha2::{Digest, Sha256};
 
@@ -143,15 +146,69 @@ pub fn container_ifname(index: usize) -> String {
 /// The token that tells one moor state directory's interfaces from
 /// another's (tests, or two agents, on one host).
 pub fn instance(state_dir: &std::path::Path) -> String {
-    let path = state_dir
-        .canonicalize()
-        .unwrap_or_else(|_| state_dir.to_path_buf());
+    let path = canonical_state_dir(state_dir);
     short_hash(path.as_os_str().as_encoded_bytes(), 8)
 }
 
-/// The alias that marks a bridge as moor's.
-pub fn bridge_alias(instance: &str, network: &str) -> String {
-    format!("{ALIAS_PREFIX}{instance}:network:{network}")
+/// The longest alias the kernel keeps (`IFALIASZ` less the NUL).
+const ALIAS_MAX: usize = 255;
+
+/// The alias that marks a bridge as moor's: `moor:TOKEN:network:NAME:DIR`,
+/// where DIR is the (canonical) state directory, so that another moor can
+/// tell whether the owner is still there ([`BridgeOwner`]). A directory
+/// whose path is not UTF-8 or too long for the alias is left out
+/// (`moor:TOKEN:network:NAME`, the form older versions wrote).
+pub fn bridge_alias(instance: &str, network: &str, state_dir: &std::path::Path) -> String {
+    let short = format!("{ALIAS_PREFIX}{instance}:network:{network}");
+    match state_dir.to_str() {
+        Some(dir) if dir.starts_with('/') && short.len() + 1 + dir.len() <= ALIAS_MAX => {
+            format!("{short}:{dir}")
+        }
+        _ => short,
+    }
+}
+
+/// The state directory named by [`instance`]'s token, as written into aliases.
+pub fn canonical_state_dir(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_path_buf())
+}
+
+/// Who made a bridge, as its alias says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeOwner {
+    /// The owner's [`instance`] token.
+    pub instance: String,
+    /// The network the bridge is for.
+    pub network: String,
+    /// The owner's state directory; `None` in an alias of the older form,
+    /// which named only the token.
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+impl BridgeOwner {
+    /// Reads a bridge alias; `None` when it is not one of moor's.
+    pub fn parse(alias: &str) -> Option<Self> {
+        let rest = alias.strip_prefix(ALIAS_PREFIX)?;
+        let (instance, rest) = rest.split_once(':')?;
+        let rest = rest.strip_prefix("network:")?;
+        let (network, dir) = match rest.split_once(':') {
+            Some((network, dir)) => (network, Some(dir)),
+            None => (rest, None),
+        };
+        let ok = !instance.is_empty() && instance.bytes().all(|b| b.is_ascii_hexdigit());
+        if !ok || network.is_empty() {
+            return None;
+        }
+        Some(Self {
+            instance: instance.to_string(),
+            network: network.to_string(),
+            state_dir: dir
+                .filter(|d| d.starts_with('/'))
+                .map(std::path::PathBuf::from),
+        })
+    }
 }
 
 /// The alias that marks a veth host end as moor's.
@@ -266,9 +323,44 @@ mod tests {
         assert!(!is_veth("mv-front"));
         assert!(!is_veth("eth0"));
         let me = "0123abcd";
-        assert_eq!(owned_by(&bridge_alias(me, "front"), me), Some(true));
+        let dir = std::path::Path::new("/var/lib/moor");
+        assert_eq!(owned_by(&bridge_alias(me, "front", dir), me), Some(true));
         assert_eq!(owned_by(&veth_alias(me, "web", "front"), me), Some(false));
-        assert_eq!(owned_by(&bridge_alias("99999999", "front"), me), None);
+        assert_eq!(owned_by(&bridge_alias("99999999", "front", dir), me), None);
         assert_eq!(owned_by("my own bridge", me), None);
+        // The older form, without the directory, is still this instance's.
+        assert_eq!(owned_by("moor:0123abcd:network:front", me), Some(true));
+    }
+
+    #[test]
+    fn a_bridge_alias_names_its_state_dir_when_it_fits() {
+        let dir = std::path::Path::new("/srv/moor:a/state");
+        let alias = bridge_alias("0123abcd", "front", dir);
+        assert_eq!(alias, "moor:0123abcd:network:front:/srv/moor:a/state");
+        assert_eq!(
+            BridgeOwner::parse(&alias),
+            Some(BridgeOwner {
+                instance: "0123abcd".into(),
+                network: "front".into(),
+                state_dir: Some(dir.into()),
+            })
+        );
+        let old = BridgeOwner::parse("moor:ffffffff:network:f").unwrap();
+        assert_eq!((old.network.as_str(), old.state_dir), ("f", None));
+        // A path that would not fit the kernel's alias is left out.
+        let long = std::path::PathBuf::from(format!("/{}", "d".repeat(300)));
+        let alias = bridge_alias("0123abcd", "front", &long);
+        assert_eq!(alias, "moor:0123abcd:network:front");
+        let widest = bridge_alias("0123abcd", &"n".repeat(63), &long);
+        assert!(widest.len() <= ALIAS_MAX);
+        for junk in [
+            "moor:",
+            "moor:zz:network:f",
+            "moor:0123abcd:veth:web/front",
+            "moor:0123abcd:network:",
+            "my bridge",
+        ] {
+            assert_eq!(BridgeOwner::parse(junk), None, "{junk}");
+        }
     }
 }

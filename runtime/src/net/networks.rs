@@ -1,18 +1,17 @@
 //! [`Networks`]: the network engine's front door.
 
-use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Mutex;
 
 use ipnet::Ipv4Net;
 use moor_spec::{NetworkAttachment, NetworkSpec, PortMapping};
 use serde::Serialize;
 
-use super::dns::{self, DnsServer};
+use super::dns;
 use super::error::{NetError, Result};
 use super::state::{ContainerRecord, Lease, NetworkRecord, Published, State, StateFile};
-use super::{bridge, ipam, names, netlink, nfnl, ports, veth};
+use super::{bridge, ipam, names, netlink, nfnl, ports, resolver, veth};
 
 /// How the network engine runs.
 #[derive(Debug, Clone)]
@@ -34,8 +33,9 @@ pub struct NetConfig {
     pub resolv_conf: PathBuf,
     /// Upstream resolvers; `None` reads them from `resolv_conf`.
     pub upstreams: Option<Vec<SocketAddr>>,
-    /// Serve DNS on each network's gateway from this process.
-    pub dns: bool,
+    /// The moor binary, run detached as the state dir's DNS resolver
+    /// (`moor dns`, see [`resolver`]); `None` serves no DNS.
+    pub resolver: Option<PathBuf>,
     /// The DNS port on the gateway.
     pub dns_port: u16,
 }
@@ -43,7 +43,8 @@ pub struct NetConfig {
 impl NetConfig {
     /// The defaults under `state_dir`: pool 10.89.0.0/16, table `ip moor`,
     /// bridges `mo-NAME`, DNS on port 53 of each gateway, resolvers from
-    /// `/etc/resolv.conf`.
+    /// `/etc/resolv.conf`, and no resolver binary: set
+    /// [`NetConfig::resolver`] to serve DNS.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         NetConfig {
             state_dir: state_dir.into(),
@@ -54,7 +55,7 @@ impl NetConfig {
             bridge_prefix: names::DEFAULT_BRIDGE_PREFIX.into(),
             resolv_conf: "/etc/resolv.conf".into(),
             upstreams: None,
-            dns: true,
+            resolver: None,
             dns_port: 53,
         }
     }
@@ -102,12 +103,10 @@ pub struct Networks {
     cfg: NetConfig,
     file: StateFile,
     instance: String,
+    /// The canonical state dir, named in bridge aliases.
+    state_dir: PathBuf,
     naming: names::Naming,
     mtu: u32,
-    upstreams: Vec<SocketAddr>,
-    /// The last saved state, read by the DNS servers.
-    shared: Arc<RwLock<State>>,
-    dns: Mutex<BTreeMap<String, DnsServer>>,
     /// The ruleset this process last loaded into nftables: loading the
     /// same one again (a container without ports attached or detached) is
     /// skipped, which spares a run of `nft` per container.
@@ -117,31 +116,23 @@ pub struct Networks {
 impl Networks {
     /// Opens the engine's state under `cfg.state_dir`. Call
     /// [`Networks::cleanup`] once at start-up to repair what a crash left
-    /// and to start the DNS servers of existing networks.
+    /// and to make sure the DNS resolver of existing networks runs.
     pub fn open(cfg: NetConfig) -> Result<Self> {
         let naming = names::Naming::new(&cfg.bridge_prefix)
             .map_err(|message| NetError::Config { message })?;
         let file = StateFile::new(&cfg.state_dir)?;
-        let state = {
+        {
             let held = file.lock()?;
-            file.load(&held)?
-        };
-        let upstreams = match &cfg.upstreams {
-            Some(u) => u.clone(),
-            None => dns::upstreams_from_resolv_conf(
-                &std::fs::read_to_string(&cfg.resolv_conf).unwrap_or_default(),
-            ),
-        };
+            file.load(&held)?;
+        }
         let mtu = cfg.mtu.unwrap_or_else(default_mtu);
         Ok(Networks {
             instance: names::instance(&cfg.state_dir),
+            state_dir: names::canonical_state_dir(&cfg.state_dir),
             naming,
             cfg,
             file,
             mtu,
-            upstreams,
-            shared: Arc::new(RwLock::new(state)),
-            dns: Mutex::new(BTreeMap::new()),
             rules: Mutex::new(None),
         })
     }
@@ -205,8 +196,9 @@ impl Networks {
         self.file.load(&held)
     }
 
-    /// Creates network `name` (bridge, gateway address, rules, DNS server),
-    /// or completes and adopts it when it already exists as asked.
+    /// Creates network `name` (bridge, gateway address, rules, DNS served
+    /// on the gateway), or completes and adopts it when it already exists
+    /// as asked.
     pub fn create_network(&self, name: &str, spec: &NetworkSpec) -> Result<NetworkInfo> {
         let held = self.file.lock()?;
         let mut state = self.file.load(&held)?;
@@ -239,23 +231,20 @@ impl Networks {
         self.file.save(&held, &state)?;
         let done = self.realise_network(&record, &state);
         if let Err(e) = done {
-            self.stop_dns(name);
             if !existed && !before.networks.contains_key(name) {
                 let _ = bridge::remove(&record.bridge);
             }
             self.file.save(&held, &before)?;
             let _ = self.load_rules(&before, true);
-            self.publish(before);
+            self.reload_dns();
             return Err(e);
         }
-        let info = info(&record, &state);
-        self.publish(state);
-        Ok(info)
+        Ok(info(&record, &state))
     }
 
     fn realise_network(&self, record: &NetworkRecord, state: &State) -> Result<()> {
         bridge::create(
-            &names::bridge_alias(&self.instance, &record.name),
+            &self.bridge_alias(&record.name),
             &record.bridge,
             record.gateway,
             record.subnet.prefix_len(),
@@ -265,8 +254,12 @@ impl Networks {
             netlink::sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
         }
         self.load_rules(state, false)?;
-        self.publish(state.clone());
-        self.start_dns(record)
+        self.start_dns(Some(record))
+    }
+
+    /// The alias that marks this instance's bridge of `network`.
+    pub(super) fn bridge_alias(&self, network: &str) -> String {
+        names::bridge_alias(&self.instance, network, &self.state_dir)
     }
 
     /// Removes network `name`; refused while containers hold addresses on it.
@@ -283,14 +276,13 @@ impl Networks {
                 containers: users.join(", "),
             });
         }
-        self.stop_dns(name);
         state.networks.remove(name);
         let prefix = format!("{name}/");
         state.recent.retain(|k, _| !k.starts_with(&prefix));
         self.load_rules(&state, false)?;
         bridge::remove(&record.bridge)?;
         self.file.save(&held, &state)?;
-        self.publish(state);
+        self.reload_dns();
         Ok(())
     }
 
@@ -371,10 +363,7 @@ impl Networks {
         self.file.save(&held, &state)?;
         let plugged = self.plug(container, netns, &record, &state);
         match plugged {
-            Ok(interfaces) => {
-                self.publish(state);
-                Ok(interfaces)
-            }
+            Ok(interfaces) => Ok(interfaces),
             Err(e) => {
                 for l in &record.leases {
                     let _ =
@@ -386,7 +375,6 @@ impl Networks {
                 }
                 self.file.save(&held, &restored)?;
                 let _ = self.load_rules(&restored, true);
-                self.publish(restored);
                 Err(e)
             }
         }
@@ -539,7 +527,6 @@ impl Networks {
             veth::detach(&l.host_veth, &self.naming.veth_peer(container, &l.network))?;
         }
         self.file.save(&held, &state)?;
-        self.publish(state);
         Ok(())
     }
 
@@ -576,45 +563,54 @@ impl Networks {
         Ok(dns::hosts(container, &addresses))
     }
 
-    /// Where the DNS server of `network` listens, if it runs in this process.
-    pub fn dns_address(&self, network: &str) -> Option<SocketAddr> {
-        self.dns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(network)
-            .map(DnsServer::address)
-    }
-
-    pub(super) fn start_dns(&self, record: &NetworkRecord) -> Result<()> {
-        if !self.cfg.dns {
+    /// Makes sure the state dir's resolver runs and serves the networks
+    /// the state records (it reads them from the state file, saved by now).
+    /// With `network`, an error when that network could not be served;
+    /// without, when any could not.
+    pub(super) fn start_dns(&self, network: Option<&NetworkRecord>) -> Result<()> {
+        let Some(exe) = &self.cfg.resolver else {
             return Ok(());
+        };
+        let settings = resolver::Settings {
+            port: self.cfg.dns_port,
+            upstreams: self.cfg.upstreams.clone(),
+            resolv_conf: self.cfg.resolv_conf.clone(),
+        };
+        let served = resolver::ensure(exe, &self.cfg.state_dir, &settings).map_err(|message| {
+            NetError::Resolver {
+                state_dir: self.cfg.state_dir.clone(),
+                message,
+            }
+        })?;
+        let failed = served
+            .failed
+            .into_iter()
+            .find(|f| network.is_none_or(|n| n.name == f.network));
+        if let Some(f) = failed {
+            return Err(NetError::Dns {
+                network: f.network,
+                address: f.address,
+                message: f.error,
+            });
         }
-        let mut servers = self.dns.lock().unwrap_or_else(|e| e.into_inner());
-        if servers.contains_key(&record.name) {
-            return Ok(());
+        match network {
+            Some(n) if !served.bound.iter().any(|(name, _)| *name == n.name) => {
+                Err(NetError::Dns {
+                    network: n.name.clone(),
+                    address: SocketAddr::new(n.gateway.into(), self.cfg.dns_port),
+                    message: "the resolver did not find it in the network state".into(),
+                })
+            }
+            _ => Ok(()),
         }
-        let address = SocketAddr::V4(SocketAddrV4::new(record.gateway, self.cfg.dns_port));
-        let server = DnsServer::start(
-            &record.name,
-            address,
-            self.shared.clone(),
-            self.upstreams.clone(),
-        )?;
-        servers.insert(record.name.clone(), server);
-        Ok(())
     }
 
-    fn stop_dns(&self, network: &str) {
-        let server = self
-            .dns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(network);
-        drop(server);
-    }
-
-    pub(super) fn publish(&self, state: State) {
-        *self.shared.write().unwrap_or_else(|e| e.into_inner()) = state;
+    /// Tells a running resolver that networks went: it unbinds their
+    /// gateways, and stops once none is left.
+    pub(super) fn reload_dns(&self) {
+        if self.cfg.resolver.is_some() {
+            let _ = resolver::reload(&self.cfg.state_dir);
+        }
     }
 
     pub(super) fn file(&self) -> &StateFile {

@@ -130,6 +130,21 @@ impl State {
     }
 }
 
+/// Whether the network state under the state dir `state_dir` (another moor
+/// instance's, read without its lock: the file is only ever replaced whole)
+/// records a network on the bridge `bridge`. No state file records nothing.
+pub(crate) fn records_bridge(state_dir: &Path, bridge: &str) -> std::result::Result<bool, String> {
+    let path = state_dir.join("net").join("state.json");
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("read {}: {e}", path.display())),
+    };
+    let state: State =
+        serde_json::from_slice(&bytes).map_err(|e| format!("parse {}: {e}", path.display()))?;
+    Ok(state.networks.values().any(|n| n.bridge == bridge))
+}
+
 /// The state file and its lock.
 #[derive(Debug, Clone)]
 pub(crate) struct StateFile {
