@@ -10,7 +10,7 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -105,12 +105,20 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
             "a root filesystem needs at least one layer".into(),
         ));
     }
+    let fresh_upper = !upper.exists();
     for dir in [upper, work, target] {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(dir)
             .map_err(ContainerError::io("create directory", dir))?;
+    }
+    if fresh_upper {
+        // The container's `/` is the upper dir's root: 0755 as in Docker,
+        // whatever this process's umask made it (0700 under `umask 077`,
+        // which would lock every non-root process out of the container).
+        fs::set_permissions(upper, fs::Permissions::from_mode(0o755))
+            .map_err(ContainerError::io("chmod", upper))?;
     }
     // overlayfs lists the top layer first.
     let lower: Vec<String> = lowers.iter().rev().map(|p| escape(p)).collect();

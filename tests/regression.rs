@@ -1,0 +1,64 @@
+//! One test per fixed bug that no other module's test already pins down.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::instance::Instance;
+use crate::common::{self, moor_bin};
+
+const BUSYBOX: &str = "localhost/moor-example/busybox:1";
+
+/// `moor apply` run under `umask 077` (a hardened root shell) made every
+/// container's `/` mode 0700, so no non-root process could run in it.
+#[test]
+fn a_root_umask_does_not_lock_non_root_containers_out() {
+    if !common::require(&["busybox", "nft", "ip"], true) {
+        return;
+    }
+    let mut host = Instance::new("g1", "10.72.0.0/16");
+    host.owns("umask");
+    host.import_busybox();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("stack.toml"),
+        format!(
+            r#"
+[containers.job]
+image        = "{BUSYBOX}"
+user         = "65534:65534"
+network_mode = "none"
+command      = ["sh", "-c", "cat /etc/hostname && ls -ld /"]
+"#
+        ),
+    )
+    .expect("write manifest");
+    let mut apply = Command::new("sh");
+    apply
+        .args(["-c", "umask 077 && exec \"$@\"", "sh"])
+        .arg(moor_bin())
+        .args(["apply", "-p", "umask", "--timeout", "60s"])
+        .arg(dir.path());
+    for (k, v) in &host.env {
+        apply.env(k, v);
+    }
+    let out = apply.output().expect("run moor apply");
+    assert!(
+        out.status.success(),
+        "apply under umask 077 failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::wait_for("the job to exit", Duration::from_secs(30), || {
+        host.container("job")
+            .is_some_and(|j| j["state"] == "exited")
+    });
+    let job = host.container("job").expect("job is listed");
+    assert_eq!(job["exit_code"], 0, "{job}");
+    let logs = host.moor(&["logs", "job"]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(text.starts_with("job\n"), "{text}");
+    assert!(
+        text.contains("drwxr-xr-x"),
+        "the container's / is not 0755: {text}"
+    );
+}
