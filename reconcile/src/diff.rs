@@ -399,9 +399,10 @@ fn replace_reason(
     o: &ObservedContainer,
     replaced_networks: &BTreeSet<String>,
 ) -> Option<String> {
-    if o.state == ContainerState::Created {
+    if o.state == ContainerState::Created && o.hold.is_none() {
         // moor creates and starts in one step: a container that was never
-        // started is what an interrupted create left behind.
+        // started is what an interrupted create left behind — unless a
+        // person's `moor start` is starting it right now (it is held).
         return Some(
             "created but never started (an interrupted create); creating it again".to_string(),
         );

@@ -564,6 +564,17 @@ async fn a_stopped_or_paused_container_is_left_alone_until_its_spec_changes() {
             .map(|a| a.verb),
         Some(Verb::Replace)
     );
+    // Between the create and the start of `moor start` (which holds it
+    // stopped until it runs), it is not taken for an interrupted create.
+    rt.with_host(|h| h.containers.get_mut("web").expect("web").state = ContainerState::Created);
+    assert!(at(&desired, 60).is_empty());
+    rt.with_host(|h| h.containers.get_mut("web").expect("web").hold = None);
+    assert_eq!(
+        at(&desired, 60)
+            .find(Kind::Container, "web")
+            .map(|a| a.verb),
+        Some(Verb::Replace)
+    );
     // Paused: running, nothing to do.
     rt.with_host(|h| {
         let c = h.containers.get_mut("web").expect("web");

@@ -503,7 +503,13 @@ impl Inner {
                 {
                     Some(Hold::Paused)
                 }
-                ContainerState::Exited { .. } if self.engine.manual_stop(&name).is_some() => {
+                // Stopped on purpose; or being started by `moor start`,
+                // which keeps the mark until the container runs: between
+                // its create and its start it shows as created, which the
+                // reconciler must not take for an interrupted create.
+                ContainerState::Exited { .. } | ContainerState::Created
+                    if self.engine.manual_stop(&name).is_some() =>
+                {
                     Some(Hold::Stopped)
                 }
                 _ => None,
