@@ -22,6 +22,7 @@ pub mod linux;
 mod load;
 pub mod model;
 pub mod mounts;
+mod names;
 pub mod node;
 pub mod parse;
 pub mod ports;
@@ -40,6 +41,7 @@ pub use load::{
 };
 pub use model::*;
 pub use mounts::{Mount, MountSource};
+pub use names::name_from;
 pub use ports::{PortMapping, Protocol};
 pub use reference::ImageRef;
-pub use target::{HostGlob, HostIdentity, Target};
+pub use target::{HostGlob, HostIdentity, IdentityError, Target};
