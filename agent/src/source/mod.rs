@@ -15,8 +15,6 @@ use moor_spec::DesiredState;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::SourceConfig;
-
 /// A revision for a desired state: sha256 over every resource's kind, name and
 /// spec hash (which already covers env files and bind sources kept next to the
 /// manifests). Equal states have equal revisions, whatever their spelling.
@@ -64,6 +62,8 @@ pub struct Loader {
     pub options: moor_spec::LoadOptions,
 }
 
+/// Tests load as a host named `localhost`; the agent always says who it is.
+#[cfg(test)]
 impl Default for Loader {
     fn default() -> Self {
         Self {
@@ -115,16 +115,19 @@ pub struct SourceStatus {
 pub type SharedStatus = Arc<Mutex<SourceStatus>>;
 
 impl SourceStatus {
-    /// A source that has not synced yet.
-    pub fn new(config: &SourceConfig) -> Self {
-        let reference = match &config.kind {
-            crate::config::SourceKind::Git { reference, .. } => reference.clone(),
-            crate::config::SourceKind::Dir { .. } => None,
-        };
+    /// A source that has not synced yet: its name, kind (`directory` or
+    /// `git`), location, git ref and whether its webhook is enabled.
+    pub fn new(
+        name: &str,
+        kind: &'static str,
+        location: String,
+        reference: Option<String>,
+        webhook: bool,
+    ) -> Self {
         Self {
-            name: config.name.clone(),
-            kind: config.kind.word(),
-            location: config.kind.location(),
+            name: name.to_string(),
+            kind,
+            location,
             reference,
             revision: None,
             subject: None,
@@ -132,7 +135,7 @@ impl SourceStatus {
             last_attempt: None,
             error: None,
             failures: 0,
-            webhook: config.webhook_secret_file.is_some(),
+            webhook,
         }
     }
 
