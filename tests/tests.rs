@@ -14,6 +14,7 @@ mod fleet;
 mod git_agent;
 mod hostile;
 mod image;
+mod layers;
 mod metrics;
 mod network_modes;
 mod networks;
