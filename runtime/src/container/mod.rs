@@ -25,6 +25,7 @@ mod engine;
 mod error;
 mod exec;
 pub mod executor;
+pub mod labels;
 pub mod logs;
 pub mod marks;
 mod observe;

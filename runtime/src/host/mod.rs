@@ -43,24 +43,7 @@ pub use health::{Monitor, Probe, read_health};
 use owners::{Owner, Owners};
 pub use shared::{HostView, SharedHost};
 
-/// Labels moor adds to the containers it creates.
-pub mod labels {
-    /// The project that owns the container.
-    pub const PROJECT: &str = "moor.project";
-    /// The `[containers]` resource it is an instance of.
-    pub const RESOURCE: &str = "moor.resource";
-    /// Its replica number.
-    pub const REPLICA: &str = "moor.replica";
-    /// The instance name (`web`, `web-2`) when its container's own name
-    /// differs (`web--1a2b3c4d`: see [`super::instances`]).
-    pub const INSTANCE: &str = "moor.instance";
-    /// The instance hash it was created from.
-    pub const HASH: &str = "moor.hash";
-    /// The digest of its image.
-    pub const IMAGE_DIGEST: &str = "moor.image-digest";
-    /// The prefix of every label moor adds.
-    pub const PREFIX: &str = "moor.";
-}
+pub use crate::container::labels;
 
 /// The implicit network of containers that name none (Docker's `bridge`).
 pub const DEFAULT_NETWORK: &str = "default";
@@ -961,8 +944,13 @@ impl Inner {
     fn start(self: &Arc<Self>, name: &str, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         // Plugged in between create and start: a process that exits at once
         // still had its interfaces, and its namespace is there to plug into.
+        // `container:NAME` names an instance: its current container.
+        let peer = |other: &str| {
+            let id = instances::resolve(&self.engine, other)?;
+            self.engine.running_pid(&id)
+        };
         self.engine
-            .start_with(name, |pid| {
+            .start_joining(name, peer, |pid| {
                 self.plug(name, spec, pid).map_err(|e| e.to_string())
             })
             .map_err(failed)?;
