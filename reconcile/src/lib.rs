@@ -34,7 +34,7 @@ pub use observed::{
 };
 pub use plan::{Action, Blocked, Plan, Verb};
 pub use reason::{JobState, Reason, StopFirstCause};
-pub use runtime::{Instance, Runtime, RuntimeError};
+pub use runtime::{BoxError, Instance, Runtime, RuntimeError};
 
 #[cfg(test)]
 mod tests;

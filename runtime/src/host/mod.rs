@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moor_reconcile::{
-    ContainerState, Health, Hold, Instance, Observed, ObservedContainer, ObservedImage,
+    BoxError, ContainerState, Health, Hold, Instance, Observed, ObservedContainer, ObservedImage,
     ObservedNetwork, ObservedVolume, Runtime, RuntimeError,
 };
 use moor_spec::{
@@ -192,8 +192,59 @@ enum Access {
     ReadOnly,
 }
 
-fn failed(what: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::failed(what.to_string())
+/// An error and what the host was doing when it happened, shown as
+/// `doing: error`. Its sources are the error's own, so that a chain of
+/// causes never repeats the error.
+#[derive(Debug)]
+pub struct ErrorContext<E> {
+    /// What was being done (`pulling example.org/app:1`).
+    pub doing: String,
+    /// The error.
+    pub error: E,
+}
+
+impl<E> ErrorContext<E> {
+    fn new(doing: impl Into<String>) -> impl FnOnce(E) -> Self {
+        let doing = doing.into();
+        move |error| Self { doing, error }
+    }
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for ErrorContext<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.doing, self.error)
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for ErrorContext<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// An image operation failed.
+fn image(e: impl Into<BoxError>) -> RuntimeError {
+    RuntimeError::Image(e.into())
+}
+
+/// A container operation failed.
+fn container(e: impl Into<BoxError>) -> RuntimeError {
+    RuntimeError::Container(e.into())
+}
+
+/// A network operation failed.
+fn network(e: impl Into<BoxError>) -> RuntimeError {
+    RuntimeError::Network(e.into())
+}
+
+/// A volume operation failed.
+fn volume(e: impl Into<BoxError>) -> RuntimeError {
+    RuntimeError::Volume(e.into())
+}
+
+/// The host's own records or workers failed.
+fn host(e: impl Into<BoxError>) -> RuntimeError {
+    RuntimeError::Host(e.into())
 }
 
 impl Host {
@@ -326,7 +377,7 @@ impl Host {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(inner))
             .await
-            .map_err(|e| failed(format!("engine task failed: {e}")))?
+            .map_err(|e| host(ErrorContext::new("engine task failed")(e)))?
     }
 }
 
@@ -338,16 +389,16 @@ impl Inner {
 
     fn with_owners<T>(&self, f: impl FnOnce(&mut Owners) -> T) -> Result<T, RuntimeError> {
         let _guard = self.owners.lock().expect("owners lock poisoned");
-        let mut owners = Owners::load(&self.state_dir).map_err(failed)?;
+        let mut owners = Owners::load(&self.state_dir).map_err(host)?;
         let out = f(&mut owners);
-        owners.save(&self.state_dir).map_err(failed)?;
+        owners.save(&self.state_dir).map_err(host)?;
         Ok(out)
     }
 
     fn observe(self: &Arc<Self>) -> Result<Observed, RuntimeError> {
         let mut o = Observed::default();
         let images = self.images.lock().expect("image store poisoned");
-        for img in images.list().map_err(failed)? {
+        for img in images.list().map_err(image)? {
             for r in &img.refs {
                 o.images.insert(
                     r.clone(),
@@ -360,8 +411,8 @@ impl Inner {
         }
         drop(images);
 
-        let owners = Owners::load(&self.state_dir).map_err(failed)?;
-        let net_state = self.nets.state().map_err(failed)?;
+        let owners = Owners::load(&self.state_dir).map_err(host)?;
+        let net_state = self.nets.state().map_err(network)?;
         for (name, owner) in &owners.networks {
             let fault = match net_state.networks.get(name) {
                 None => Some("not in the network engine's state".to_string()),
@@ -389,7 +440,7 @@ impl Inner {
                 );
             }
         }
-        for name in volumes::list(&self.state_dir).map_err(failed)? {
+        for name in volumes::list(&self.state_dir).map_err(volume)? {
             o.volumes.insert(
                 name.clone(),
                 ObservedVolume {
@@ -414,7 +465,7 @@ impl Inner {
         }
 
         let mut found = Vec::new();
-        for info in self.engine.list().map_err(failed)? {
+        for info in self.engine.list().map_err(container)? {
             let labels = &info.record.spec.labels;
             let project = labels.get(labels::PROJECT).cloned();
             let name = info.record.name.clone();
@@ -572,13 +623,13 @@ impl Inner {
             && !self
                 .nets
                 .state()
-                .map_err(failed)?
+                .map_err(network)?
                 .networks
                 .contains_key(DEFAULT_NETWORK)
         {
             self.nets
                 .create_network(DEFAULT_NETWORK, &NetworkSpec::default())
-                .map_err(failed)?;
+                .map_err(network)?;
         }
         let gateway =
             first.and_then(|n| self.nets.state().ok()?.networks.get(&n).map(|r| r.gateway));
@@ -588,10 +639,11 @@ impl Inner {
         };
         let dir = self.state_dir.join("resolv");
         std::fs::create_dir_all(&dir)
-            .map_err(|e| failed(format!("create {}: {e}", dir.display())))?;
+            .map_err(ErrorContext::new(format!("create {}", dir.display())))
+            .map_err(container)?;
         let path = dir.join(format!("{name}.conf"));
         crate::container::bundle::write_container_file(&path, text.as_bytes(), true)
-            .map_err(failed)?;
+            .map_err(container)?;
         Ok(Some(moor_spec::Mount {
             target: "/etc/resolv.conf".into(),
             source: MountSource::Bind {
@@ -622,19 +674,19 @@ impl Inner {
             let exists = self
                 .nets
                 .state()
-                .map_err(failed)?
+                .map_err(network)?
                 .networks
                 .contains_key(DEFAULT_NETWORK);
             if !exists {
                 self.nets
                     .create_network(DEFAULT_NETWORK, &NetworkSpec::default())
-                    .map_err(failed)?;
+                    .map_err(network)?;
             }
         }
         let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
         self.nets
             .attach(name, &netns, &attachments, &spec.ports)
-            .map_err(failed)?;
+            .map_err(network)?;
         Ok(())
     }
 }
@@ -696,7 +748,8 @@ impl Runtime for Host {
         self.blocking(move |inner| {
             let images = inner.images.lock().expect("image store poisoned");
             let record = pull(&images, &r, &inner.pull, &|_| {})
-                .map_err(|e| failed(format!("pulling {r}: {e}")))?;
+                .map_err(ErrorContext::new(format!("pulling {r}")))
+                .map_err(image)?;
             Ok(record.digest)
         })
         .await
@@ -724,7 +777,7 @@ impl Runtime for Host {
             inner
                 .nets
                 .create_network(&network.name, &network.spec)
-                .map_err(failed)
+                .map_err(self::network)
                 .map(drop)
         })
         .await
@@ -733,7 +786,7 @@ impl Runtime for Host {
     async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
         let name = name.to_string();
         self.blocking(move |inner| {
-            inner.nets.remove_network(&name).map_err(failed)?;
+            inner.nets.remove_network(&name).map_err(network)?;
             inner.with_owners(|o| {
                 o.networks.remove(&name);
             })
@@ -761,7 +814,7 @@ impl Runtime for Host {
                 );
             })?;
             if !volumes::data_dir(&inner.state_dir, &volume.name).is_dir() {
-                volumes::ensure(&inner.state_dir, &volume.name, None).map_err(failed)?;
+                volumes::ensure(&inner.state_dir, &volume.name, None).map_err(self::volume)?;
             }
             Ok(())
         })
@@ -771,7 +824,7 @@ impl Runtime for Host {
     async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
         let name = name.to_string();
         self.blocking(move |inner| {
-            volumes::remove(&inner.state_dir, &name).map_err(failed)?;
+            volumes::remove(&inner.state_dir, &name).map_err(volume)?;
             inner.with_owners(|o| {
                 o.volumes.remove(&name);
             })
@@ -801,19 +854,20 @@ impl Runtime for Host {
         // or a unique one while it runs beside the old instance (start-first).
         let name = instance.id.clone();
         moor_spec::check_name(&name)
-            .map_err(|e| failed(format!("container id for {}: {e}", instance.name)))?;
+            .map_err(|e| container(format!("container id for {}: {e}", instance.name)))?;
         let reference = instance.spec.image.to_string();
         self.blocking(move |inner| {
             let mut spec = spec;
             let (config, lowers) = {
                 let images = inner.images.lock().expect("image store poisoned");
-                let record = images.resolve(&reference).map_err(failed)?.ok_or_else(|| {
-                    failed(format!("image {reference} is not in the image store"))
-                })?;
-                let config = images.run_config(&record).map_err(failed)?;
+                let record = images
+                    .resolve(&reference)
+                    .map_err(image)?
+                    .ok_or_else(|| image(format!("image {reference} is not in the image store")))?;
+                let config = images.run_config(&record).map_err(image)?;
                 images
                     .hold(&record, &format!("container:{name}"))
-                    .map_err(failed)?;
+                    .map_err(image)?;
                 (config, images.layer_dirs(&record))
             };
             if let Some(mount) = inner.resolv_conf_mount(&name, &spec)? {
@@ -822,19 +876,22 @@ impl Runtime for Host {
             // A leftover of the same name (a crash between remove and
             // create, or during create before its record was written) goes first.
             if inner.engine.record(&name).is_ok() {
-                inner.engine.remove(&name, true).map_err(failed)?;
+                inner.engine.remove(&name, true).map_err(container)?;
             } else {
                 let dir = inner.engine.paths(&name).dir;
                 if dir.exists() {
-                    std::fs::remove_dir_all(&dir).map_err(|e| {
-                        failed(format!("remove the leftover {}: {e}", dir.display()))
-                    })?;
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(ErrorContext::new(format!(
+                            "remove the leftover {}",
+                            dir.display()
+                        )))
+                        .map_err(container)?;
                 }
             }
             inner
                 .engine
                 .create(&name, spec.clone(), config, lowers)
-                .map_err(failed)?;
+                .map_err(container)?;
             inner.start(&name, &spec)
         })
         .await
@@ -843,11 +900,11 @@ impl Runtime for Host {
     async fn start_container(&self, name: &str) -> Result<(), RuntimeError> {
         let name = name.to_string();
         self.blocking(move |inner| {
-            let record = inner.engine.record(&name).map_err(failed)?;
+            let record = inner.engine.record(&name).map_err(container)?;
             // `moor start` and this never start one container at once, and
             // a container stopped on purpose since it was observed stays so.
-            let _lock = inner.engine.lock_container(&name).map_err(failed)?;
-            let info = inner.engine.inspect(&name).map_err(failed)?;
+            let _lock = inner.engine.lock_container(&name).map_err(container)?;
+            let info = inner.engine.inspect(&name).map_err(container)?;
             if inner.engine.manual_stop(&name).is_some()
                 || matches!(info.status, Status::Running { .. })
             {
@@ -857,8 +914,8 @@ impl Runtime for Host {
             inner
                 .engine
                 .set_restart_count(&name, restarts)
-                .map_err(failed)?;
-            inner.nets.detach(&name).map_err(failed)?;
+                .map_err(container)?;
+            inner.nets.detach(&name).map_err(network)?;
             inner.start(&name, &record.spec)
         })
         .await
@@ -873,8 +930,8 @@ impl Runtime for Host {
         let name = name.to_string();
         self.blocking(move |inner| {
             inner.health.forget(&name);
-            inner.engine.stop(&name, Some(grace)).map_err(failed)?;
-            inner.nets.detach(&name).map_err(failed)
+            inner.engine.stop(&name, Some(grace)).map_err(container)?;
+            inner.nets.detach(&name).map_err(network)
         })
         .await
     }
@@ -890,16 +947,16 @@ impl Runtime for Host {
             inner.health.forget(&name);
             // Already gone is fine: removal is idempotent.
             if inner.engine.record(&name).is_ok() {
-                inner.engine.stop(&name, Some(grace)).map_err(failed)?;
-                inner.engine.remove(&name, true).map_err(failed)?;
+                inner.engine.stop(&name, Some(grace)).map_err(container)?;
+                inner.engine.remove(&name, true).map_err(container)?;
             }
-            inner.nets.release(&name).map_err(failed)?;
+            inner.nets.release(&name).map_err(network)?;
             let _ =
                 std::fs::remove_file(inner.state_dir.join("resolv").join(format!("{name}.conf")));
             let images = inner.images.lock().expect("image store poisoned");
             images
                 .release(&format!("container:{name}"))
-                .map_err(failed)?;
+                .map_err(image)?;
             Ok(())
         })
         .await
@@ -908,7 +965,7 @@ impl Runtime for Host {
     async fn health(&self, name: &str) -> Result<Health, RuntimeError> {
         let name = name.to_string();
         self.blocking(move |inner| {
-            let id = instances::resolve(&inner.engine, &name).map_err(failed)?;
+            let id = instances::resolve(&inner.engine, &name).map_err(container)?;
             Ok(inner.health.health(&id))
         })
         .await
@@ -917,14 +974,14 @@ impl Runtime for Host {
     async fn state(&self, name: &str) -> Result<ContainerState, RuntimeError> {
         let name = name.to_string();
         self.blocking(move |inner| {
-            let id = instances::resolve(&inner.engine, &name).map_err(failed)?;
+            let id = instances::resolve(&inner.engine, &name).map_err(container)?;
             let info = match inner.engine.inspect(&id) {
                 Err(crate::container::ContainerError::NotFound(_)) => {
                     return Err(RuntimeError::NotFound {
                         what: format!("container {name}"),
                     });
                 }
-                other => other.map_err(failed)?,
+                other => other.map_err(container)?,
             };
             Ok(match info.status {
                 Status::Created => ContainerState::Created,
@@ -953,7 +1010,7 @@ impl Inner {
             .start_joining(name, peer, |pid| {
                 self.plug(name, spec, pid).map_err(|e| e.to_string())
             })
-            .map_err(failed)?;
+            .map_err(container)?;
         if let Some(check) = spec.healthcheck.clone() {
             self.health
                 .watch(name, check, Arc::new(EngineProbe(self.clone())));

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use moor_reconcile::{Observed, Runtime, RuntimeError};
 
-use super::{Access, Host, HostConfig, HostError, failed};
+use super::{Access, Host, HostConfig, HostError, container, network};
 use crate::container::{ContainerError, ExitRecord, Status};
 
 /// The host, read-only.
@@ -67,9 +67,9 @@ impl SharedHost {
         grace: Option<Duration>,
     ) -> Result<Option<ExitRecord>, RuntimeError> {
         let inner = &self.0.inner;
-        inner.engine.set_manual_stop(id, true).map_err(failed)?;
-        let exit = inner.engine.stop(id, grace).map_err(failed)?;
-        inner.nets.detach(id).map_err(failed)?;
+        inner.engine.set_manual_stop(id, true).map_err(container)?;
+        let exit = inner.engine.stop(id, grace).map_err(container)?;
+        inner.nets.detach(id).map_err(network)?;
         Ok(exit)
     }
 
@@ -80,29 +80,29 @@ impl SharedHost {
     /// time.
     pub fn start(&self, id: &str) -> Result<bool, RuntimeError> {
         let inner = &self.0.inner;
-        let record = inner.engine.record(id).map_err(failed)?;
-        let _lock = inner.engine.lock_container(id).map_err(failed)?;
-        let info = inner.engine.inspect(id).map_err(failed)?;
+        let record = inner.engine.record(id).map_err(container)?;
+        let _lock = inner.engine.lock_container(id).map_err(container)?;
+        let info = inner.engine.inspect(id).map_err(container)?;
         if matches!(info.status, Status::Running { .. }) {
             if inner.engine.is_paused(id) {
-                return Err(failed(ContainerError::Paused(id.to_string())));
+                return Err(container(ContainerError::Paused(id.to_string())));
             }
-            inner.engine.set_manual_stop(id, false).map_err(failed)?;
+            inner.engine.set_manual_stop(id, false).map_err(container)?;
             return Ok(false);
         }
         let was_stopped = inner.engine.manual_stop(id).is_some();
-        inner.engine.set_manual_stop(id, true).map_err(failed)?;
+        inner.engine.set_manual_stop(id, true).map_err(container)?;
         let started = inner
             .nets
             .detach(id)
-            .map_err(failed)
+            .map_err(network)
             .and_then(|()| inner.start(id, &record.spec));
         if let Err(e) = started {
             let _ = inner.engine.set_manual_stop(id, was_stopped);
             return Err(e);
         }
-        inner.engine.set_manual_stop(id, false).map_err(failed)?;
-        inner.engine.set_restart_count(id, 0).map_err(failed)?;
+        inner.engine.set_manual_stop(id, false).map_err(container)?;
+        inner.engine.set_restart_count(id, 0).map_err(container)?;
         Ok(true)
     }
 
