@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use moor_reconcile::{Observed, Runtime, RuntimeError};
 
-use super::{Access, Host, HostConfig, HostError, container, network};
+use super::error::{container, network};
+use super::open::Access;
+use super::{Host, HostConfig, HostError};
 use crate::container::{ContainerError, ExitRecord, Status};
 
 /// The host, read-only.
