@@ -12,7 +12,7 @@
 //! the network engine (whose state has its own lock, taken for each
 //! change), nothing more. What such a command decides is recorded where the
 //! agent observes it: a deliberate stop in the container's directory
-//! ([`crate::container::marks`]), a pause in the kernel's freezer. Starts
+//! (`stopped-by-user.json`, see [`crate::container::Engine::manual_stop`]), a pause in the kernel's freezer. Starts
 //! by the agent and by `moor start` are serialised by the container's start
 //! lock.
 
