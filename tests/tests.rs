@@ -15,6 +15,7 @@ mod metrics;
 mod network_modes;
 mod networks;
 mod prometheus;
+mod real;
 mod spec_props;
 mod stack;
 mod update_order;

@@ -258,10 +258,17 @@ fn import_rootfs(
     let mut file = File::open(path).map_err(read_err(path))?;
     let layer = images.store.blobs.put_reader(&mut file, None, None)?;
     let layer_size = images.store.blobs.size(&layer).unwrap_or(0);
-    let mut hasher = Sha256::new();
-    let mut reader = decompressed(images.store.blobs.open_blob(&layer)?).map_err(read_err(path))?;
-    std::io::copy(&mut reader, &mut HashWriter(&mut hasher)).map_err(read_err(path))?;
-    let diff_id = Digest::from_hasher(hasher);
+    // The diff ID is the digest of the uncompressed tar: for a plain tar,
+    // the blob's own digest, without reading it again.
+    let diff_id = if layer_media == media::OCI_LAYER {
+        layer.clone()
+    } else {
+        let mut hasher = Sha256::new();
+        let mut reader =
+            decompressed(images.store.blobs.open_blob(&layer)?).map_err(read_err(path))?;
+        std::io::copy(&mut reader, &mut HashWriter(&mut hasher)).map_err(read_err(path))?;
+        Digest::from_hasher(hasher)
+    };
     let host = Platform::host();
     let config = ImageConfig {
         architecture: host.architecture.clone(),
