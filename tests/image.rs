@@ -2,6 +2,7 @@
 //! `moor images` against a real registry (Debian's `docker-registry`), a
 //! lying fake registry, and hostile layers fed to the extractor.
 
+mod auth;
 mod fake;
 mod hostile;
 mod layers;

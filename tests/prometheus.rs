@@ -104,6 +104,7 @@ fn populated_metrics() -> moor_metrics::Metrics {
             started_at: None,
             finished_at: None,
             fault: None,
+            hold: None,
         },
     );
     m.host(&desired, &observed, "manifests", &BTreeMap::new());

@@ -5,11 +5,13 @@
 //! says loudly that it did not run.
 
 mod agent;
+mod cli;
 mod common;
 mod containers;
 mod crash;
 mod fleet;
 mod git_agent;
+mod hostile;
 mod image;
 mod metrics;
 mod network_modes;
@@ -18,5 +20,6 @@ mod prometheus;
 mod real;
 mod spec_props;
 mod stack;
+mod trust;
 mod update_order;
 mod validate;

@@ -63,6 +63,24 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Run a command in a running container.
     Exec(ExecArgs),
+    /// Show the processes of a container.
+    Top(crate::cmd::top::TopArgs),
+    /// Show containers' CPU, memory, network and disk use, live.
+    Stats(crate::cmd::stats::StatsArgs),
+    /// Copy files between a container and the host (`NAME:PATH` names the
+    /// container's side; `-` is a tar stream on stdin or stdout).
+    Cp(crate::cmd::cp::CpArgs),
+    /// Stop containers on purpose: the agent leaves them stopped until
+    /// `moor start` or a change of their spec.
+    Stop(crate::cmd::lifecycle::StopArgs),
+    /// Start stopped containers.
+    Start(crate::cmd::lifecycle::NamesArgs),
+    /// Stop and start containers.
+    Restart(crate::cmd::lifecycle::StopArgs),
+    /// Freeze every process of containers.
+    Pause(crate::cmd::lifecycle::NamesArgs),
+    /// Thaw paused containers.
+    Unpause(crate::cmd::lifecycle::NamesArgs),
     /// The per-container supervisor (started by moor itself).
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -85,10 +103,14 @@ pub struct ValidateArgs {
     pub host: HostArgs,
 }
 
-/// Which host of a fleet to act as: manifests may `target` hosts by name and
-/// labels, and only what targets this host is validated, planned or applied.
+/// How manifests are loaded: which host of a fleet to act as (manifests may
+/// `target` hosts by name and labels, and only what targets this host is
+/// validated, planned or applied), and the size limit of a manifest file.
 #[derive(Debug, Args, Default)]
 pub struct HostArgs {
+    /// Refuse manifest files larger than this (bytes, or with k/m/g) [default: 4m].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_manifest_size: Option<u64>,
     /// Act as the host with this name (default: this machine's host name).
     #[arg(long, value_name = "NAME", value_parser = parse_host_name)]
     pub host_name: Option<String>,
@@ -97,11 +119,24 @@ pub struct HostArgs {
     pub host_labels: Vec<(String, String)>,
 }
 
+fn parse_size(s: &str) -> Result<u64, String> {
+    moor_spec::units::parse_size(s)
+}
+
 fn parse_host_name(s: &str) -> Result<String, String> {
     moor_spec::target::check_host_name(s).map(|()| s.to_string())
 }
 
 impl HostArgs {
+    /// The load options these arguments ask for.
+    pub fn load_options(&self) -> moor_spec::LoadOptions {
+        let mut o = moor_spec::LoadOptions::default();
+        if let Some(max) = self.max_manifest_size {
+            o.max_file_size = max;
+        }
+        o
+    }
+
     /// The identity to load manifests for.
     pub fn identity(&self) -> anyhow::Result<moor_spec::HostIdentity> {
         let mut host = match &self.host_name {
@@ -124,6 +159,9 @@ pub struct StatusArgs {
     /// The agent's HTTP address (its --metrics-addr).
     #[arg(long, env = "MOOR_AGENT_ADDR", default_value = moor_metrics::DEFAULT_ADDR)]
     pub addr: String,
+    /// A file holding the token the agent's /status asks for (its status_token_file).
+    #[arg(long, env = "MOOR_STATUS_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print the agent's /status document as JSON.
     #[arg(long)]
     pub json: bool,
@@ -177,6 +215,18 @@ pub struct ExecArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     pub tty: bool,
+    /// Run as this user: `name`, `uid`, `name:group` or `uid:gid`, looked
+    /// up in the container's /etc/passwd and /etc/group (default: the
+    /// container's own user).
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Run in this directory (absolute; default: the container's own).
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Set an environment variable (repeatable); `KEY` alone passes this
+    /// terminal's value of KEY, if it has one.
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
     /// The container.
     pub name: String,
     /// The command and its arguments.

@@ -4,6 +4,10 @@
 //! ```toml
 //! metrics_addr = "127.0.0.1:9464"
 //! resync = "30s"
+//! max_manifest_size = "4m"    # larger manifest files are refused
+//! webhook_addr = "0.0.0.0:9465"   # the git webhooks here, not on metrics_addr
+//! status_token_file = "/etc/moor/status.token"   # /status asks for this bearer token
+//! registry_auth = "/etc/moor/auth.json"   # registry credentials (Docker's config.json format)
 //!
 //! [host]                      # who this agent is, for manifests' `target`
 //! name = "edge-1"             # default: the machine's host name
@@ -44,11 +48,32 @@ pub const DEFAULT_CONFIG: &str = "/etc/moor/agent.toml";
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     metrics_addr: Option<SocketAddr>,
+    webhook_addr: Option<SocketAddr>,
+    status_token_file: Option<PathBuf>,
+    registry_auth: Option<PathBuf>,
     resync: Option<String>,
+    max_manifest_size: Option<Size>,
     #[serde(default)]
     host: HostSection,
     #[serde(default, rename = "source")]
     sources: Vec<SourceSection>,
+}
+
+/// A size: bytes, or a string with a unit (`"8m"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self) -> anyhow::Result<u64> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(s) => moor_spec::units::parse_size(s).map_err(anyhow::Error::msg),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,8 +159,17 @@ impl VerifySection {
 pub struct AgentConfig {
     /// Where the HTTP endpoint listens.
     pub metrics_addr: SocketAddr,
+    /// Where the git webhooks are served instead, if apart.
+    pub webhook_addr: Option<SocketAddr>,
+    /// The bearer token `/status` asks for, if any.
+    pub status_token_file: Option<PathBuf>,
+    /// Registry credentials (Docker's `config.json` `auths` format); None:
+    /// /etc/moor/auth.json when it exists.
+    pub registry_auth: Option<PathBuf>,
     /// Time between full reconciles.
     pub resync: Duration,
+    /// How manifests are loaded (the largest manifest file).
+    pub load: moor_spec::LoadOptions,
     /// This host's name, for manifests' `target.hosts`.
     pub host_name: String,
     /// This host's labels, for manifests' `target.labels`.
@@ -212,8 +246,16 @@ pub struct Overrides {
     pub source: Option<SourceSection>,
     /// `--metrics-addr`.
     pub metrics_addr: Option<SocketAddr>,
+    /// `--webhook-addr`.
+    pub webhook_addr: Option<SocketAddr>,
+    /// `--status-token-file`.
+    pub status_token_file: Option<PathBuf>,
+    /// `--registry-auth`.
+    pub registry_auth: Option<PathBuf>,
     /// `--resync`.
     pub resync: Option<Duration>,
+    /// `--max-manifest-size`.
+    pub max_manifest_size: Option<u64>,
     /// `--host-name`.
     pub host_name: Option<String>,
     /// `--host-label`.
@@ -236,6 +278,12 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         (None, Some(s)) => parse_duration(s).context("resync")?,
         (None, None) => Duration::from_secs(30),
     };
+    let mut load = moor_spec::LoadOptions::default();
+    match (o.max_manifest_size, &file.max_manifest_size) {
+        (Some(n), _) => load.max_file_size = n,
+        (None, Some(s)) => load.max_file_size = s.bytes().context("max_manifest_size")?,
+        (None, None) => {}
+    }
     let host_name = o
         .host_name
         .or(file.host.name)
@@ -264,12 +312,23 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         }
         sources.push(source);
     }
+    let metrics_addr = o
+        .metrics_addr
+        .or(file.metrics_addr)
+        .unwrap_or_else(|| moor_metrics::DEFAULT_ADDR.parse().expect("valid default"));
+    let webhook_addr = o.webhook_addr.or(file.webhook_addr);
+    if webhook_addr == Some(metrics_addr) {
+        bail!(
+            "webhook_addr and metrics_addr are both {metrics_addr}: give the webhooks another address, or leave webhook_addr out"
+        );
+    }
     Ok(AgentConfig {
-        metrics_addr: o
-            .metrics_addr
-            .or(file.metrics_addr)
-            .unwrap_or_else(|| moor_metrics::DEFAULT_ADDR.parse().expect("valid default")),
+        metrics_addr,
+        webhook_addr,
+        status_token_file: o.status_token_file.or(file.status_token_file),
+        registry_auth: o.registry_auth.or(file.registry_auth),
         resync,
+        load,
         host_name,
         host_labels,
         sources,
@@ -436,6 +495,10 @@ mod tests {
             &format!(
                 r#"
 resync = "10s"
+max_manifest_size = "8m"
+webhook_addr = "0.0.0.0:9465"
+status_token_file = "/etc/moor/status.token"
+registry_auth = "/etc/moor/registries.json"
 [host]
 name = "edge-7"
 labels = {{ role = "db" }}
@@ -461,6 +524,16 @@ url = "{}"
         })
         .expect("valid");
         assert_eq!(c.resync, Duration::from_secs(10));
+        assert_eq!(c.load.max_file_size, 8 << 20);
+        assert_eq!(c.webhook_addr, Some("0.0.0.0:9465".parse().unwrap()));
+        assert_eq!(
+            c.status_token_file.as_deref(),
+            Some(Path::new("/etc/moor/status.token"))
+        );
+        assert_eq!(
+            c.registry_auth.as_deref(),
+            Some(Path::new("/etc/moor/registries.json"))
+        );
         assert_eq!(c.host_name, "edge-7");
         assert_eq!(c.host_labels.len(), 2);
         assert_eq!(c.sources.len(), 2);

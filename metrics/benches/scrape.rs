@@ -29,6 +29,7 @@ fn container(i: usize) -> ObservedContainer {
         started_at: None,
         finished_at: None,
         fault: None,
+        hold: None,
     }
 }
 

@@ -6,7 +6,7 @@ mod collectors;
 pub mod server;
 
 pub use collectors::{ContainerUsage, Metrics};
-pub use server::{DEFAULT_ADDR, StatusSource, bind, router};
+pub use server::{DEFAULT_ADDR, Limits, StatusSource, router, serve};
 
 #[cfg(test)]
 mod tests;

@@ -75,6 +75,7 @@ fn matching_host(desired: &DesiredState) -> Observed {
                 started_at: Some(SystemTime::now()),
                 finished_at: None,
                 fault: None,
+                hold: None,
             },
         );
     }

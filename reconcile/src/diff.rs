@@ -9,7 +9,7 @@ use moor_spec::{
     UpdateOrder,
 };
 
-use crate::observed::{ContainerState, Observed, ObservedContainer};
+use crate::observed::{ContainerState, Hold, Observed, ObservedContainer};
 use crate::plan::{Plan, Verb};
 
 /// First delay of the crash-loop backoff.
@@ -490,7 +490,8 @@ pub fn changed_fields(old: &ContainerSpec, new: &ContainerSpec) -> Vec<String> {
     out
 }
 
-/// Restart policies with crash-loop backoff.
+/// Restart policies with crash-loop backoff. A container stopped on
+/// purpose (`moor stop`) stays stopped, whatever its policy.
 fn restart(
     plan: &mut Plan,
     name: &str,
@@ -498,6 +499,9 @@ fn restart(
     o: &ObservedContainer,
     now: SystemTime,
 ) {
+    if o.hold == Some(Hold::Stopped) {
+        return;
+    }
     let code = match o.state {
         // Created (never started) is redone by `replace_reason`.
         ContainerState::Running | ContainerState::Dead | ContainerState::Created => return,

@@ -206,6 +206,7 @@ impl Runtime for FakeRuntime {
             started_at: Some(SystemTime::now()),
             finished_at: None,
             fault: None,
+            hold: None,
         };
         // The newest instance of a name is its current one; an older one
         // with another id runs on beside it, superseded.

@@ -28,7 +28,7 @@ pub use diff::{
     changed_fields, diff, instance_name, restart_delay,
 };
 pub use observed::{
-    ContainerState, Health, Observed, ObservedContainer, ObservedImage, ObservedNetwork,
+    ContainerState, Health, Hold, Observed, ObservedContainer, ObservedImage, ObservedNetwork,
     ObservedVolume,
 };
 pub use plan::{Action, Blocked, Plan, Verb};

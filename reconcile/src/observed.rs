@@ -132,6 +132,19 @@ pub enum Health {
     Unhealthy,
 }
 
+/// What a person did to a container with a command (`moor pause`,
+/// `moor stop`), which the reconciler leaves alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hold {
+    /// Its processes are frozen (`moor pause`); it still counts as running.
+    Paused,
+    /// Stopped on purpose (`moor stop`): not restarted, whatever its
+    /// restart policy, until `moor start` or a change of its spec replaces
+    /// it.
+    Stopped,
+}
+
 /// A container on the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObservedContainer {
@@ -170,6 +183,9 @@ pub struct ObservedContainer {
     /// is not plugged into its networks after a crash), if anything.
     #[serde(default)]
     pub fault: Option<String>,
+    /// Paused or stopped by a person, if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
 }
 
 impl ObservedContainer {

@@ -523,6 +523,57 @@ async fn restart_policies_with_crash_loop_backoff() {
 }
 
 #[tokio::test]
+async fn a_stopped_or_paused_container_is_left_alone_until_its_spec_changes() {
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let rt = FakeRuntime::new();
+    let desired = load(BASE);
+    converge(&rt, &desired).await;
+    let at = |desired: &DesiredState, secs: u64| {
+        let observed = rt.with_host(|h| h.clone());
+        diff(desired, &observed, &opts(t0 + Duration::from_secs(secs))).expect("diff")
+    };
+    // `moor stop web`: restart = "always", but it stays stopped, for ever.
+    rt.with_host(|h| {
+        let c = h.containers.get_mut("web").expect("web");
+        c.state = ContainerState::Exited {
+            code: 137,
+            oom: false,
+        };
+        c.finished_at = Some(t0);
+        c.hold = Some(Hold::Stopped);
+    });
+    for secs in [1, 60, 3600] {
+        let p = at(&desired, secs);
+        assert!(p.is_empty(), "at {secs} s: {p}");
+        assert_eq!(p.requeue_after, None);
+    }
+    // Without the hold (`moor start`, or a crash), the policy applies.
+    rt.with_host(|h| h.containers.get_mut("web").expect("web").hold = None);
+    assert_eq!(
+        at(&desired, 60)
+            .find(Kind::Container, "web")
+            .map(|a| a.verb),
+        Some(Verb::Start)
+    );
+    // A change of its spec replaces it, stopped or not.
+    rt.with_host(|h| h.containers.get_mut("web").expect("web").hold = Some(Hold::Stopped));
+    let changed = load(&BASE.replace("GREETING = \"hello\"", "GREETING = \"bye\""));
+    assert_eq!(
+        at(&changed, 60)
+            .find(Kind::Container, "web")
+            .map(|a| a.verb),
+        Some(Verb::Replace)
+    );
+    // Paused: running, nothing to do.
+    rt.with_host(|h| {
+        let c = h.containers.get_mut("web").expect("web");
+        c.state = ContainerState::Running;
+        c.hold = Some(Hold::Paused);
+    });
+    assert!(at(&desired, 60).is_empty());
+}
+
+#[tokio::test]
 async fn drift_is_repaired() {
     let rt = FakeRuntime::new();
     let desired = load(BASE);

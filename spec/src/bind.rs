@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -15,23 +15,16 @@ use sha2::{Digest, Sha256};
 pub const MAX_CONTENT_BYTES: u64 = 256 << 20;
 const MAX_ENTRIES: usize = 10_000;
 
-/// Joins `relative` onto `dir` and removes `.` and `..` lexically.
+/// Joins `relative` onto `dir` and removes `.` and `..` lexically (see
+/// [`crate::tree::normalize`]).
 pub fn resolve(dir: &Path, relative: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in dir.join(relative).components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
+    crate::tree::normalize(&dir.join(relative))
 }
 
 /// sha256 over a file's content, or over a directory tree's names, kinds,
-/// modes and contents (sorted, symlinks by target, not followed).
+/// modes and contents (sorted; links inside by their target, not followed,
+/// as a bind mount shows them). `path` itself should be resolved already
+/// (see [`crate::tree::Tree::resolve`]): a link there is hashed as a link.
 pub fn content_digest(path: &Path) -> Result<String, String> {
     let meta = fs::symlink_metadata(path).map_err(|e| {
         format!(
@@ -170,6 +163,11 @@ mod tests {
         assert_eq!(
             resolve(Path::new("/repo/app"), Path::new("../shared/y")),
             PathBuf::from("/repo/shared/y")
+        );
+        assert_eq!(
+            resolve(Path::new("../m/app"), Path::new("../../conf")),
+            PathBuf::from("../conf"),
+            "a leading `..` of a relative directory is kept"
         );
     }
 

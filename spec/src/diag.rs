@@ -1,5 +1,6 @@
 //! Diagnostics: every problem found in a set of manifests, with its place.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -97,47 +98,104 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// At most this many diagnostics are kept per file; the rest are counted
+/// and reported as one line, so a hostile file cannot make a load hold (or
+/// print, or put into `/status`) millions of them.
+pub const MAX_PER_FILE: usize = 100;
+
 /// All the diagnostics of one load, in file and position order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct Diagnostics(Vec<Diagnostic>);
+///
+/// At most [`MAX_PER_FILE`] are kept for each file (the first found); the
+/// others are only counted, and shown as one more line for that file
+/// ("N more errors in this file are not shown").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics {
+    list: Vec<Diagnostic>,
+    /// How many of `list` are about each file.
+    kept: HashMap<PathBuf, usize>,
+    /// How many more were found about each file, and not kept.
+    omitted: BTreeMap<PathBuf, usize>,
+}
 
 impl Diagnostics {
-    /// Adds one diagnostic.
+    /// Adds one diagnostic (or only counts it, when its file already has
+    /// [`MAX_PER_FILE`]).
     pub fn push(&mut self, d: Diagnostic) {
-        self.0.push(d);
+        let kept = match self.kept.get_mut(d.file.as_path()) {
+            Some(n) => n,
+            None => self.kept.entry(d.file.clone()).or_default(),
+        };
+        if *kept < MAX_PER_FILE {
+            *kept += 1;
+            self.list.push(d);
+        } else {
+            *self.omitted.entry(d.file).or_default() += 1;
+        }
     }
 
     /// Adds all of `other`.
     pub fn extend(&mut self, other: Diagnostics) {
-        self.0.extend(other.0);
+        for d in other.list {
+            self.push(d);
+        }
+        for (file, n) in other.omitted {
+            *self.omitted.entry(file).or_default() += n;
+        }
     }
 
     /// True when nothing was found.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
     }
 
-    /// How many diagnostics there are.
+    /// How many problems were found, shown or not.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.list.len() + self.omitted.values().sum::<usize>()
     }
 
-    /// The diagnostics, in order.
+    /// The diagnostics kept, in order (without the lines that count the others).
     pub fn iter(&self) -> std::slice::Iter<'_, Diagnostic> {
-        self.0.iter()
+        self.list.iter()
+    }
+
+    /// Every line to show: the diagnostics kept, each file's followed by
+    /// one that counts those not kept.
+    pub fn shown(&self) -> Vec<Diagnostic> {
+        let mut out = Vec::with_capacity(self.list.len() + self.omitted.len());
+        for (i, d) in self.list.iter().enumerate() {
+            out.push(d.clone());
+            let last_of_file = self.list.get(i + 1).is_none_or(|next| next.file != d.file);
+            if let Some(n) = self.omitted.get(&d.file).filter(|_| last_of_file) {
+                out.push(Diagnostic {
+                    field: String::new(),
+                    message: format!(
+                        "{n} more error{} in this file {} not shown (at most {MAX_PER_FILE} are kept per file)",
+                        if *n == 1 { "" } else { "s" },
+                        if *n == 1 { "is" } else { "are" },
+                    ),
+                    ..d.clone()
+                });
+            }
+        }
+        out
     }
 
     /// Sorts by file, line and column and drops exact repeats.
     pub(crate) fn sort(&mut self) {
-        self.0.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-        self.0.dedup();
+        self.list.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+        self.list.dedup();
+    }
+}
+
+impl Serialize for Diagnostics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.shown())
     }
 }
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.0 {
+        for d in self.shown() {
             writeln!(f, "{d}")?;
         }
         Ok(())
@@ -150,6 +208,43 @@ impl<'a> IntoIterator for &'a Diagnostics {
     type Item = &'a Diagnostic;
     type IntoIter = std::slice::Iter<'a, Diagnostic>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.list.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_a_hundred_per_file_are_kept_and_the_rest_counted() {
+        let mut all = Diagnostics::default();
+        let (a, b) = (Path::new("a.toml"), Path::new("b.yaml"));
+        for i in 0..100_000u32 {
+            all.push(Diagnostic::error(a, Pos::new(i + 1, 1), "f", "bad"));
+        }
+        let mut other = Diagnostics::default();
+        for i in 0..150u32 {
+            other.push(Diagnostic::error(b, Pos::new(i + 1, 3), "g", "worse"));
+        }
+        other.push(Diagnostic::error(a, Pos::new(7, 7), "h", "also"));
+        all.extend(other);
+        all.sort();
+        assert_eq!(all.len(), 100_000 + 151, "every problem is counted");
+        assert_eq!(all.iter().count(), 2 * MAX_PER_FILE, "100 kept per file");
+        let shown = all.shown();
+        assert_eq!(shown.len(), 2 * MAX_PER_FILE + 2);
+        assert_eq!(
+            shown[MAX_PER_FILE].to_string(),
+            "a.toml:100:1: error: 99901 more errors in this file are not shown (at most 100 are kept per file)"
+        );
+        assert_eq!(
+            shown.last().unwrap().to_string(),
+            "b.yaml:100:3: error: 50 more errors in this file are not shown (at most 100 are kept per file)"
+        );
+        let text = all.to_string();
+        assert_eq!(text.lines().count(), 202);
+        let json = serde_json::to_value(&all).unwrap();
+        assert_eq!(json.as_array().map(Vec::len), Some(202));
     }
 }

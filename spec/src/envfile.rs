@@ -16,6 +16,10 @@ pub fn check_key(key: &str) -> Result<(), String> {
 /// Parses env-file text: blank lines and `#` comments are skipped, an
 /// `export ` prefix is allowed, and a value wholly in single or double quotes
 /// loses them. `shown` names the file in messages.
+///
+/// An error names the file and the line, and never quotes the line: env
+/// files hold secrets, and a message goes to the terminal, the log and
+/// `/status`.
 pub fn parse(text: &str, shown: &str) -> Result<Vec<(String, String)>, String> {
     let mut vars = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -26,12 +30,14 @@ pub fn parse(text: &str, shown: &str) -> Result<Vec<(String, String)>, String> {
         let line = line.strip_prefix("export ").unwrap_or(line);
         let Some((key, value)) = line.split_once('=') else {
             return Err(format!(
-                "{shown} line {}: \"{line}\" must look like KEY=VALUE",
+                "{shown} line {}: not KEY=VALUE (the line is not shown, as it may hold a secret)",
                 i + 1
             ));
         };
         let key = key.trim_end();
-        check_key(key).map_err(|e| format!("{shown} line {}: {e}", i + 1))?;
+        if let Some(why) = bad_name(key) {
+            return Err(format!("{shown} line {}: the variable name {why}", i + 1));
+        }
         let value = value.trim_end_matches('\r');
         let unquoted = ['"', '\'']
             .iter()
@@ -42,18 +48,32 @@ pub fn parse(text: &str, shown: &str) -> Result<Vec<(String, String)>, String> {
     Ok(vars)
 }
 
-/// Reads and parses an env file.
-pub fn read(path: &Path, shown: &str) -> Result<Vec<(String, String)>, String> {
+/// What is wrong with a variable name of an env file, without quoting it.
+fn bad_name(key: &str) -> Option<&'static str> {
+    if key.is_empty() {
+        Some("is empty")
+    } else if key.chars().any(char::is_whitespace) {
+        Some("contains white space")
+    } else if key.contains('\0') {
+        Some("contains a NUL character")
+    } else {
+        None
+    }
+}
+
+/// Reads and parses the env file at `path` (its links already resolved),
+/// written `shown` in the manifest and found at `looked_for`.
+pub fn read(path: &Path, looked_for: &Path, shown: &str) -> Result<Vec<(String, String)>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!(
                 "env_file \"{shown}\" does not exist (looked for {})",
-                path.display()
+                looked_for.display()
             )
         } else {
             format!(
                 "cannot read env_file \"{shown}\" ({}): {}",
-                path.display(),
+                looked_for.display(),
                 crate::diag::io_reason(&e)
             )
         }
@@ -83,5 +103,25 @@ mod tests {
         }
         let err = parse("A=1\nnot a pair\n", "app.env").unwrap_err();
         assert!(err.contains("app.env line 2"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_the_line_and_never_quote_it() {
+        let secret = "hunter2-s3cr3t";
+        for (text, line, why) in [
+            (format!("A=1\n{secret}\n"), 2, "not KEY=VALUE"),
+            (
+                format!("\n\nexport {secret} x=1\n"),
+                3,
+                "contains white space",
+            ),
+            (format!("# c\n ={secret}\n"), 2, "is empty"),
+            (format!("A\0{secret}=1\n"), 1, "NUL"),
+        ] {
+            let err = parse(&text, "app.env").unwrap_err();
+            assert!(err.starts_with(&format!("app.env line {line}: ")), "{err}");
+            assert!(err.contains(why), "{err}");
+            assert!(!err.contains("s3cr3t"), "the line is quoted: {err}");
+        }
     }
 }

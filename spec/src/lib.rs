@@ -27,6 +27,7 @@ pub mod parse;
 pub mod ports;
 pub mod reference;
 pub mod target;
+pub mod tree;
 pub mod units;
 mod validate;
 pub mod words;
@@ -34,7 +35,9 @@ pub mod words;
 pub use decode::{MAX_NAME_LEN, check_name, did_you_mean};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use hash::SpecHash;
-pub use load::{load, load_for, load_texts, load_texts_for};
+pub use load::{
+    DEFAULT_MAX_FILE_SIZE, LoadOptions, load, load_for, load_texts, load_texts_for, load_with,
+};
 pub use model::*;
 pub use mounts::{Mount, MountSource};
 pub use ports::{PortMapping, Protocol};

@@ -1,6 +1,13 @@
 //! Loading manifests from files and directory trees.
+//!
+//! Each path given is a tree (a directory, or a file's directory): the walk
+//! follows symbolic links only while they stay inside it, and relative paths
+//! in the manifests (bind sources, `env_file`) must resolve inside it too
+//! (see [`crate::tree`]). Files larger than [`LoadOptions::max_file_size`]
+//! are refused before they are read.
 
 use std::collections::HashSet;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +17,33 @@ use crate::model::DesiredState;
 use crate::node::Pos;
 use crate::parse::{Format, parse};
 use crate::target::HostIdentity;
+use crate::tree::Tree;
+
+/// The default [`LoadOptions::max_file_size`]: 4 MiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 << 20;
+
+/// How manifests are loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Manifest files larger than this (in bytes) are refused with a
+    /// diagnostic, unread.
+    pub max_file_size: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+        }
+    }
+}
+
+/// One manifest: its path, its text and the tree it belongs to.
+struct Source {
+    file: PathBuf,
+    text: String,
+    tree: Tree,
+}
 
 /// Loads, normalises and validates every manifest under `paths` (files, or
 /// directories searched recursively; dot-files and dot-directories skipped;
@@ -20,8 +54,7 @@ use crate::target::HostIdentity;
 /// [`Resource::target`](crate::Resource::target)); [`load_for`] keeps only
 /// what one host should run.
 pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<DesiredState, Diagnostics> {
-    let (sources, diags) = read(paths);
-    load_sources(&sources, diags, None)
+    load_with(paths, None, &LoadOptions::default())
 }
 
 /// Like [`load`], for one host of a fleet: returns only the resources that
@@ -44,41 +77,76 @@ pub fn load_for<P: AsRef<Path>>(
     paths: &[P],
     host: &HostIdentity,
 ) -> Result<DesiredState, Diagnostics> {
-    let (sources, diags) = read(paths);
-    load_sources(&sources, diags, Some(host))
+    load_with(paths, Some(host), &LoadOptions::default())
+}
+
+/// [`load`] (all hosts) or [`load_for`] (one host), with `options`.
+pub fn load_with<P: AsRef<Path>>(
+    paths: &[P],
+    host: Option<&HostIdentity>,
+    options: &LoadOptions,
+) -> Result<DesiredState, Diagnostics> {
+    let (sources, diags) = read(paths, options);
+    load_sources(&sources, diags, host, options)
 }
 
 /// Reads every manifest file under `paths`, in sorted order.
-fn read<P: AsRef<Path>>(paths: &[P]) -> (Vec<(PathBuf, String)>, Diagnostics) {
-    let mut diags = Diagnostics::default();
-    let mut files = Vec::new();
-    // Directories already walked, by device and inode: a symlink loop (or a
-    // directory given twice) is read once.
-    let mut seen_dirs = HashSet::new();
+fn read<P: AsRef<Path>>(paths: &[P], options: &LoadOptions) -> (Vec<Source>, Diagnostics) {
+    let mut walk = Walk::default();
     for p in paths {
-        collect(p.as_ref(), true, &mut seen_dirs, &mut files, &mut diags);
+        walk.explicit(p.as_ref());
     }
-    files.sort();
-    files.dedup();
+    let Walk {
+        mut files,
+        mut diags,
+        ..
+    } = walk;
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files.dedup_by(|a, b| a.0 == b.0);
     let mut sources = Vec::with_capacity(files.len());
-    for file in files {
-        match std::fs::read_to_string(&file) {
-            Ok(text) => sources.push((file, text)),
-            Err(e) => diags.push(Diagnostic::error(
-                &file,
-                Pos::new(1, 1),
-                "",
-                format!("cannot read file: {}", crate::diag::io_reason(&e)),
-            )),
+    for (file, tree) in files {
+        match read_capped(&file, options.max_file_size) {
+            Ok(text) => sources.push(Source { file, text, tree }),
+            Err(message) => diags.push(Diagnostic::error(&file, Pos::new(1, 1), "", message)),
         }
     }
     (sources, diags)
 }
 
+/// A file's text, refused unread when it is larger than `max` bytes.
+fn read_capped(file: &Path, max: u64) -> Result<String, String> {
+    let cannot = |e: std::io::Error| format!("cannot read file: {}", crate::diag::io_reason(&e));
+    let f = std::fs::File::open(file).map_err(cannot)?;
+    let meta = f.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > max {
+        return Err(too_large(meta.len(), max));
+    }
+    // The file may grow between the check and the read: read no more than allowed.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(max + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64, max));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| "cannot read file: stream did not contain valid UTF-8".into())
+}
+
+fn too_large(size: u64, max: u64) -> String {
+    format!(
+        "the file is larger than the {} limit for a manifest ({size} bytes); \
+         nothing in it was read (raise the limit with --max-manifest-size or max_manifest_size)",
+        crate::units::format_size(max)
+    )
+}
+
 /// Loads manifests from text already in memory: `(path, text)` pairs. The
-/// path's extension picks the format and its directory anchors relative paths.
+/// path's extension picks the format and its directory anchors relative paths
+/// (which must stay inside that directory).
 pub fn load_texts(sources: &[(PathBuf, String)]) -> Result<DesiredState, Diagnostics> {
-    load_sources(sources, Diagnostics::default(), None)
+    load_texts_with(sources, None)
 }
 
 /// [`load_texts`] for one host, as [`load_for`] is [`load`] for one host.
@@ -86,13 +154,34 @@ pub fn load_texts_for(
     sources: &[(PathBuf, String)],
     host: &HostIdentity,
 ) -> Result<DesiredState, Diagnostics> {
-    load_sources(sources, Diagnostics::default(), Some(host))
+    load_texts_with(sources, Some(host))
+}
+
+fn load_texts_with(
+    sources: &[(PathBuf, String)],
+    host: Option<&HostIdentity>,
+) -> Result<DesiredState, Diagnostics> {
+    let sources: Vec<Source> = sources
+        .iter()
+        .map(|(file, text)| Source {
+            file: file.clone(),
+            text: text.clone(),
+            tree: Tree::new(file.parent().unwrap_or(Path::new(""))),
+        })
+        .collect();
+    load_sources(
+        &sources,
+        Diagnostics::default(),
+        host,
+        &LoadOptions::default(),
+    )
 }
 
 fn load_sources(
-    sources: &[(PathBuf, String)],
+    sources: &[Source],
     mut diags: Diagnostics,
     host: Option<&HostIdentity>,
+    options: &LoadOptions,
 ) -> Result<DesiredState, Diagnostics> {
     // Files parse and decode independently: spread them over the cores in
     // contiguous chunks, then merge in file order so results are deterministic.
@@ -102,12 +191,12 @@ fn load_sources(
         .max(1);
     let chunk = sources.len().div_ceil(workers).max(1);
     let parts: Vec<(Drafts, Diagnostics)> = if workers == 1 {
-        vec![decode_files(sources)]
+        vec![decode_files(sources, options)]
     } else {
         std::thread::scope(|s| {
             let handles: Vec<_> = sources
                 .chunks(chunk)
-                .map(|files| s.spawn(move || decode_files(files)))
+                .map(|files| s.spawn(move || decode_files(files, options)))
                 .collect();
             handles
                 .into_iter()
@@ -127,10 +216,10 @@ fn load_sources(
     crate::validate::finish(drafts, diags, &elsewhere)
 }
 
-fn decode_files(sources: &[(PathBuf, String)]) -> (Drafts, Diagnostics) {
+fn decode_files(sources: &[Source], options: &LoadOptions) -> (Drafts, Diagnostics) {
     let mut drafts = Drafts::default();
     let mut diags = Diagnostics::default();
-    for (file, text) in sources {
+    for Source { file, text, tree } in sources {
         let Some(format) = Format::from_path(file) else {
             diags.push(Diagnostic::error(
                 file,
@@ -140,6 +229,11 @@ fn decode_files(sources: &[(PathBuf, String)]) -> (Drafts, Diagnostics) {
             ));
             continue;
         };
+        if text.len() as u64 > options.max_file_size {
+            let message = too_large(text.len() as u64, options.max_file_size);
+            diags.push(Diagnostic::error(file, Pos::new(1, 1), "", message));
+            continue;
+        }
         let docs = match parse(format, text) {
             Ok(docs) => docs,
             Err(e) => {
@@ -148,7 +242,7 @@ fn decode_files(sources: &[(PathBuf, String)]) -> (Drafts, Diagnostics) {
             }
         };
         let dir = file.parent().unwrap_or(Path::new("."));
-        let mut decoder = Decoder::new(file, dir);
+        let mut decoder = Decoder::new(file, dir, tree);
         for doc in &docs {
             decoder.document(doc, &mut drafts);
         }
@@ -163,54 +257,97 @@ fn is_hidden(path: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.') && n != "." && n != "..")
 }
 
-fn collect(
-    path: &Path,
-    explicit: bool,
-    seen_dirs: &mut HashSet<(u64, u64)>,
-    out: &mut Vec<PathBuf>,
-    diags: &mut Diagnostics,
-) {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => {
-            diags.push(Diagnostic::error(
-                path,
-                Pos::new(1, 1),
-                "",
-                format!("cannot read: {}", crate::diag::io_reason(&e)),
-            ));
-            return;
+/// The manifest files found under the paths given, each with its tree.
+#[derive(Default)]
+struct Walk {
+    files: Vec<(PathBuf, Tree)>,
+    diags: Diagnostics,
+    /// Directories already walked, by device and inode: a symlink loop (or
+    /// a directory given twice) is read once.
+    seen_dirs: HashSet<(u64, u64)>,
+}
+
+impl Walk {
+    /// A path given by the operator: trusted as it is (it may be a link);
+    /// a directory is a tree, a file belongs to its directory's.
+    fn explicit(&mut self, path: &Path) {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                let message = format!("cannot read: {}", crate::diag::io_reason(&e));
+                self.diags
+                    .push(Diagnostic::error(path, Pos::new(1, 1), "", message));
+                return;
+            }
+        };
+        if meta.is_dir() {
+            let tree = Tree::new(path);
+            self.dir(path, &meta, &tree);
+        } else {
+            let tree = Tree::new(path.parent().unwrap_or(Path::new("")));
+            self.files.push((path.to_path_buf(), tree));
         }
-    };
-    if meta.is_dir() {
-        if (!explicit && is_hidden(path)) || !seen_dirs.insert((meta.dev(), meta.ino())) {
+    }
+
+    fn dir(&mut self, path: &Path, meta: &std::fs::Metadata, tree: &Tree) {
+        if !self.seen_dirs.insert((meta.dev(), meta.ino())) {
             return;
         }
         let entries = match std::fs::read_dir(path) {
             Ok(it) => it,
             Err(e) => {
-                diags.push(Diagnostic::error(
-                    path,
-                    Pos::new(1, 1),
-                    "",
-                    format!("cannot read directory: {}", crate::diag::io_reason(&e)),
-                ));
+                let message = format!("cannot read directory: {}", crate::diag::io_reason(&e));
+                self.diags
+                    .push(Diagnostic::error(path, Pos::new(1, 1), "", message));
                 return;
             }
         };
         let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         children.sort();
         for child in children {
-            if is_hidden(&child) {
-                continue;
-            }
-            let is_dir = std::fs::metadata(&child).is_ok_and(|m| m.is_dir());
-            if is_dir || Format::from_path(&child).is_some() {
-                collect(&child, false, seen_dirs, out, diags);
+            if !is_hidden(&child) {
+                self.child(&child, tree);
             }
         }
-    } else {
-        out.push(path.to_path_buf());
+    }
+
+    /// An entry of a walked directory: followed only inside the tree.
+    fn child(&mut self, child: &Path, tree: &Tree) {
+        let is_manifest = Format::from_path(child).is_some();
+        let Ok(own) = std::fs::symlink_metadata(child) else {
+            return;
+        };
+        let meta = if own.file_type().is_symlink() {
+            let target = match tree.resolve(child) {
+                Ok(real) => real,
+                Err(escape) => {
+                    // Reported when it would have been walked: a manifest's
+                    // name, or a link to a directory.
+                    if is_manifest || std::fs::metadata(child).is_ok_and(|m| m.is_dir()) {
+                        let message = format!("not followed: {escape}");
+                        self.diags
+                            .push(Diagnostic::error(child, Pos::new(1, 1), "", message));
+                    }
+                    return;
+                }
+            };
+            match std::fs::metadata(&target) {
+                Ok(m) => m,
+                // A dangling link inside the tree: reading it says so.
+                Err(_) if is_manifest => {
+                    self.files.push((child.to_path_buf(), tree.clone()));
+                    return;
+                }
+                Err(_) => return,
+            }
+        } else {
+            own
+        };
+        if meta.is_dir() {
+            self.dir(child, &meta, tree);
+        } else if is_manifest {
+            self.files.push((child.to_path_buf(), tree.clone()));
+        }
     }
 }
 
@@ -231,6 +368,77 @@ mod tests {
         assert_eq!(state.containers.len(), 1);
         let twice = load(&[dir.path(), &dir.path().join("self")]).unwrap_or_else(|d| panic!("{d}"));
         assert_eq!(twice.containers.len(), 1);
+    }
+
+    fn bind_digest(state: &DesiredState, target: &str) -> String {
+        let m = state.containers["app"]
+            .spec
+            .mounts
+            .iter()
+            .find(|m| m.target == target)
+            .expect("mount");
+        match &m.source {
+            crate::MountSource::Bind { content_digest, .. } => {
+                content_digest.clone().expect("a digest")
+            }
+            other => panic!("not a bind: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn links_inside_the_tree_are_followed_and_hashed_as_the_mount_shows_them() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        let app = root.join("app");
+        std::fs::create_dir_all(root.join("shared/v1")).unwrap();
+        std::fs::create_dir_all(root.join("shared/v2")).unwrap();
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::write(root.join("shared/v1/site.conf"), "one").unwrap();
+        std::fs::write(root.join("shared/v2/site.conf"), "two").unwrap();
+        std::fs::write(root.join("shared/common.env"), "A=1\n").unwrap();
+        // A directory link, a file link through `..` and an env file link,
+        // all inside the tree.
+        symlink("../shared/v1", app.join("conf")).unwrap();
+        symlink("../shared/v1/site.conf", app.join("site.conf")).unwrap();
+        symlink("../shared/common.env", app.join("app.env")).unwrap();
+        std::fs::write(
+            app.join("app.toml"),
+            "[containers.app]\nimage = \"busybox\"\nenv_file = \"app.env\"\n\
+             mounts = [\"./conf:/etc/site\", \"./site.conf:/etc/site.conf\"]\n",
+        )
+        .unwrap();
+        let load_root = || load(&[&root]).unwrap_or_else(|d| panic!("{d}"));
+        let first = load_root();
+        assert_eq!(first.containers["app"].spec.env["A"], "1");
+        let (dir1, file1) = (
+            bind_digest(&first, "/etc/site"),
+            bind_digest(&first, "/etc/site.conf"),
+        );
+
+        // The content behind a link is what is hashed: editing it redeploys.
+        std::fs::write(root.join("shared/v1/site.conf"), "one, edited").unwrap();
+        let edited = load_root();
+        assert_ne!(bind_digest(&edited, "/etc/site"), dir1);
+        assert_ne!(bind_digest(&edited, "/etc/site.conf"), file1);
+        // And so is a link pointed elsewhere.
+        std::fs::remove_file(app.join("conf")).unwrap();
+        symlink("../shared/v2", app.join("conf")).unwrap();
+        let moved = load_root();
+        assert_ne!(
+            bind_digest(&moved, "/etc/site"),
+            bind_digest(&edited, "/etc/site")
+        );
+        // The spec keeps the path as written (stable when a checkout moves).
+        let m = &moved.containers["app"].spec.mounts;
+        assert!(m.iter().any(|m| matches!(&m.source,
+            crate::MountSource::Bind { source, .. } if source.ends_with("app/conf"))));
+        // Loaded from `app` alone, `../shared` is outside its tree.
+        let err = load(&[&app]).unwrap_err().to_string();
+        assert!(
+            err.contains("which leads outside the source's tree"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -130,10 +130,28 @@ impl Node {
 }
 
 /// Maps byte offsets of a source text to 1-based lines and character columns.
+///
+/// Columns count characters, so finding one means counting the characters
+/// between the start of the line and the offset. Counting from the line's
+/// start on every call is quadratic for a long line (one line of a million
+/// list items); instead the index keeps, for every [`BLOCK`] bytes of text,
+/// the number of characters before it, and counts at most one block's bytes
+/// per call. Building the index and every lookup are linear in total.
 #[derive(Debug)]
 pub(crate) struct LineIndex<'a> {
     text: &'a str,
+    /// Byte offset of the start of each line.
     starts: Vec<usize>,
+    /// `chars_before[k]`: characters in `text[..k * BLOCK]`.
+    chars_before: Vec<usize>,
+}
+
+/// Bytes per entry of [`LineIndex::chars_before`].
+const BLOCK: usize = 256;
+
+/// True for the first byte of a UTF-8 character (not a continuation byte).
+fn starts_char(b: u8) -> bool {
+    b & 0xC0 != 0x80
 }
 
 impl<'a> LineIndex<'a> {
@@ -145,24 +163,67 @@ impl<'a> LineIndex<'a> {
     pub(crate) fn new(text: &'a str) -> Self {
         let mut starts = vec![0];
         starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Self { text, starts }
+        let mut chars_before = Vec::with_capacity(text.len() / BLOCK + 1);
+        let mut count = 0;
+        chars_before.push(0);
+        for block in text.as_bytes().chunks(BLOCK) {
+            count += block.iter().filter(|&&b| starts_char(b)).count();
+            chars_before.push(count);
+        }
+        Self {
+            text,
+            starts,
+            chars_before,
+        }
+    }
+
+    /// Characters in `text[..offset]`, counting at most one block's bytes.
+    fn chars_to(&self, offset: usize) -> usize {
+        let block = offset / BLOCK;
+        let tail = &self.text.as_bytes()[block * BLOCK..offset];
+        #[cfg(test)]
+        tests::SCANNED.with(|s| s.set(s.get() + tail.len()));
+        self.chars_before[block] + tail.iter().filter(|&&b| starts_char(b)).count()
     }
 
     pub(crate) fn pos(&self, offset: usize) -> Pos {
         let offset = offset.min(self.text.len());
         let line = self.starts.partition_point(|&s| s <= offset) - 1;
-        let start = self.starts[line];
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count());
+        let column = self.chars_to(offset) - self.chars_to(self.starts[line]);
         Pos::new(line as u32 + 1, column as u32 + 1)
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Bytes [`LineIndex`] scanned to find columns, on this thread.
+        pub(crate) static SCANNED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    #[test]
+    fn columns_of_one_long_line_cost_linear_time() {
+        // Today's hostile case: a million items on one line. Counting from
+        // the start of the line for each would scan ~10^12 bytes.
+        let items = 1_000_000;
+        let text = format!("x = [{}]", vec!["\"é\""; items].join(","));
+        let idx = LineIndex::new(&text);
+        SCANNED.with(|s| s.set(0));
+        let mut last = Pos::new(1, 1);
+        for (offset, _) in text.match_indices('"').step_by(2) {
+            last = idx.pos(offset);
+        }
+        let scanned = SCANNED.with(Cell::get);
+        assert!(
+            scanned <= items * 2 * BLOCK,
+            "{scanned} bytes scanned for {items} lookups"
+        );
+        // Each item is `"é",`: 4 characters; the last one starts after `x = [`.
+        assert_eq!(last, Pos::new(1, 6 + 4 * (items as u32 - 1)));
+    }
 
     #[test]
     fn line_index_counts_lines_and_characters() {

@@ -37,6 +37,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// A size for people: `4 MiB`, `512 KiB`, `1000 bytes` (binary units, only
+/// when exact).
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 /// Parses a duration written with units, Go style as Compose does:
 /// `500ms`, `2s`, `5m`, `1h`, `1m30s`, `1.5s`; `us` and `ns` too.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

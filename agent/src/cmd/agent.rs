@@ -78,6 +78,19 @@ pub struct AgentArgs {
     /// [default: 127.0.0.1:9464].
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve the git webhooks on this address instead, and not on --metrics-addr.
+    #[arg(long, value_name = "ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+    /// Answer /status only with `Authorization: Bearer <this file's content>`.
+    #[arg(long, value_name = "FILE")]
+    pub status_token_file: Option<PathBuf>,
+    /// Registry credentials, in the `auths` format of Docker's config.json
+    /// [default: /etc/moor/auth.json, when it exists].
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth: Option<PathBuf>,
+    /// Refuse manifest files larger than this (bytes, or with k/m/g) [default: 4m].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_manifest_size: Option<u64>,
     /// Time between full reconciles when nothing triggers one [default: 30s].
     #[arg(long, value_parser = parse_duration)]
     pub resync: Option<Duration>,
@@ -123,11 +136,19 @@ impl AgentArgs {
             config: self.config.clone(),
             source,
             metrics_addr: self.metrics_addr,
+            webhook_addr: self.webhook_addr,
+            status_token_file: self.status_token_file.clone(),
+            registry_auth: self.registry_auth.clone(),
             resync: self.resync,
+            max_manifest_size: self.max_manifest_size,
             host_name: self.host_name.clone(),
             host_labels: self.host_labels.iter().cloned().collect(),
         }
     }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    moor_spec::units::parse_size(s)
 }
 
 /// A source the agent runs.
@@ -290,7 +311,24 @@ async fn watch_exits(host: Host, senders: Vec<mpsc::Sender<Trigger>>, passes: Ar
 
 pub fn run(state_dir: &Path, args: &AgentArgs) -> anyhow::Result<ExitCode> {
     let config = config::resolve(args.overrides())?;
-    let host = Host::open(HostConfig::new(state_dir))?;
+    // Files named in the configuration are read at each use (so a new
+    // token or password applies at once); a mistake is better found now.
+    if let Some(file) = &config.status_token_file {
+        let token = std::fs::read(file)
+            .with_context(|| format!("reading the status_token_file {}", file.display()))?;
+        if token.iter().all(u8::is_ascii_whitespace) {
+            anyhow::bail!(
+                "the status_token_file {} is empty: /status would let nobody in",
+                file.display()
+            );
+        }
+    }
+    if let Some(file) = &config.registry_auth {
+        moor_runtime::image::auth::AuthFile::load(Some(file))?;
+    }
+    let mut host_config = HostConfig::new(state_dir);
+    host_config.pull.auth_file = config.registry_auth.clone();
+    let host = Host::open(host_config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -309,6 +347,7 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
             name: config.host_name.clone(),
             labels: config.host_labels.clone(),
         },
+        options: config.load.clone(),
     };
 
     let mut running = Vec::new();
@@ -389,12 +428,30 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
             (r.config.name.clone(), hook)
         })
         .collect();
-    let app = moor_metrics::router(metrics.clone(), status_source.clone()).merge(
-        axum::Router::new()
-            .route("/hooks/git/{source}", axum::routing::post(git_hook))
-            .with_state(Arc::new(hooks)),
+    let main = moor_metrics::router(
+        metrics.clone(),
+        status_source.clone(),
+        config.status_token_file.clone(),
     );
-    let (addr, http) = moor_metrics::bind(config.metrics_addr, app, async {
+    let hooks = axum::Router::new()
+        .route("/hooks/git/{source}", axum::routing::post(git_hook))
+        .with_state(Arc::new(hooks));
+    let limits = moor_metrics::Limits::default();
+    // The webhooks on their own address when asked, so that what faces the
+    // forge is not the status page.
+    let (main, hook_server) = match config.webhook_addr {
+        Some(hook_addr) => {
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let (addr, serve) = moor_metrics::serve(hook_addr, hooks, limits.clone(), async {
+                let _ = stop_rx.await;
+            })
+            .await?;
+            tracing::info!("moor agent: git webhooks on http://{addr}/hooks/git/");
+            (main, Some((stop_tx, tokio::spawn(serve))))
+        }
+        None => (main.merge(hooks), None),
+    };
+    let (addr, http) = moor_metrics::serve(config.metrics_addr, main, limits, async {
         let _ = stop_http_rx.await;
     })
     .await?;
@@ -423,6 +480,10 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
     }
     let _ = stop_http_tx.send(());
     let _ = http.await;
+    if let Some((stop, task)) = hook_server {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -584,7 +645,15 @@ async fn git_hook(
             format!("source {source:?} has no webhook (give it webhook_secret_file)\n"),
         );
     };
-    let secret = match Secret::File(file.clone()).read() {
+    let read = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || Secret::File(file).read()
+    })
+    .await;
+    let secret = match read
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(source = %source, "webhook refused: {e}");

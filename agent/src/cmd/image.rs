@@ -36,6 +36,10 @@ pub enum ImageCommand {
         /// A registry (`host:port`) that may be reached over plain HTTP.
         #[arg(long = "insecure-registry", value_name = "HOST")]
         insecure: Vec<String>,
+        /// Registry credentials, in the `auths` format of Docker's config.json
+        /// [default: /etc/moor/auth.json, when it exists].
+        #[arg(long, value_name = "FILE")]
+        registry_auth: Option<PathBuf>,
         /// Layers downloaded at once.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
@@ -145,6 +149,7 @@ pub fn run(state_dir: &std::path::Path, args: &ImageArgs) -> anyhow::Result<Exit
         ImageCommand::Pull {
             reference,
             insecure,
+            registry_auth,
             concurrency,
             limits,
         } => {
@@ -152,6 +157,7 @@ pub fn run(state_dir: &std::path::Path, args: &ImageArgs) -> anyhow::Result<Exit
             let opts = PullOptions {
                 insecure: insecure.clone(),
                 concurrency: *concurrency,
+                auth_file: registry_auth.clone(),
                 ..PullOptions::default()
             };
             let progress = Progress::new();

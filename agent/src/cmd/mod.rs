@@ -1,21 +1,26 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod cp;
 mod dev;
 mod exec;
 pub(crate) mod image;
 mod inspect;
+pub mod lifecycle;
 pub mod lists;
 mod logs;
 mod ps;
 mod shim;
 pub mod stack;
+pub mod stats;
 mod status;
+pub mod top;
 mod validate;
 
 use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
+use lifecycle::Verb;
 
 /// Runs the chosen subcommand and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -29,6 +34,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ps(args) => ps::run(&cli.state_dir, args),
         Command::Logs(args) => logs::run(&cli.state_dir, args),
         Command::Exec(args) => exec::run(&cli.state_dir, args),
+        Command::Top(args) => top::run(&cli.state_dir, args),
+        Command::Stats(args) => stats::run(&cli.state_dir, args),
+        Command::Cp(args) => cp::run(&cli.state_dir, args),
+        Command::Stop(a) => lifecycle::run(&cli.state_dir, Verb::Stop, &a.names, a.timeout),
+        Command::Start(a) => lifecycle::run(&cli.state_dir, Verb::Start, &a.names, None),
+        Command::Restart(a) => lifecycle::run(&cli.state_dir, Verb::Restart, &a.names, a.timeout),
+        Command::Pause(a) => lifecycle::run(&cli.state_dir, Verb::Pause, &a.names, None),
+        Command::Unpause(a) => lifecycle::run(&cli.state_dir, Verb::Unpause, &a.names, None),
         Command::Shim(args) => shim::run(args),
         Command::Dev(cmd) => dev::run(&cli.state_dir, cmd),
         Command::Images(args) => image::list(&cli.state_dir, args),

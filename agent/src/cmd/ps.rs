@@ -3,7 +3,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use std::sync::OnceLock;
+
+use moor_runtime::container::cgroups::Hierarchies;
 use moor_runtime::container::logs::rfc3339;
+use moor_runtime::container::paths::ContainerPaths;
 use moor_runtime::container::{ContainerInfo, Status};
 use serde_json::{Value, json};
 
@@ -33,15 +37,22 @@ pub fn run(state_dir: &Path, args: &PsArgs) -> anyhow::Result<ExitCode> {
             Value::String(s) => s.clone(),
             v => v.to_string(),
         };
+        let mut status = describe(&c.status);
+        if s["paused"] == true {
+            status.push_str(" (paused)");
+        }
+        if s["stopped_by_user"] == true {
+            status.push_str(", by moor stop");
+        }
         println!(
             "{:<20} {:<40} {:<8} {:>6} {:>8}  {:<10} {}",
             c.record.instance(),
             c.record.spec.image.to_string(),
-            c.status.name(),
+            show(&s["state"]),
             show(&s["exit_code"]),
             show(&s["pid"]),
             show(&s["health"]),
-            describe(&c.status),
+            status,
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -51,7 +62,19 @@ pub fn run(state_dir: &Path, args: &PsArgs) -> anyhow::Result<ExitCode> {
 /// name (`web`), `host_id` its own (`web`, or `web--1a2b3c4d` after a
 /// start-first update: two rows share a name while one runs). Health comes
 /// from the file the agent's health checker keeps under `<state>/health`.
+/// `state` is `paused` for a running container whose cgroup is frozen
+/// (`moor pause`); `stopped_by_user` says it was stopped with `moor stop`,
+/// which the agent respects.
 pub fn summary(state_dir: &Path, c: &ContainerInfo) -> Value {
+    static HIERARCHIES: OnceLock<Hierarchies> = OnceLock::new();
+    let paused = matches!(c.status, Status::Running { .. })
+        && HIERARCHIES
+            .get_or_init(Hierarchies::detect)
+            .frozen(&c.record.cgroup_path());
+    let stopped_by_user = !c.status.is_active()
+        && ContainerPaths::new(state_dir, &c.record.name)
+            .manual_stop()
+            .exists();
     let time = |ms: u64| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms));
     let (pid, started, finished, exit_code, oom, reason) = match &c.status {
         Status::Created => (None, None, None, None, false, None),
@@ -80,7 +103,9 @@ pub fn summary(state_dir: &Path, c: &ContainerInfo) -> Value {
         "host_id": c.record.name,
         "id": c.record.id,
         "image": c.record.spec.image.to_string(),
-        "state": c.status.name(),
+        "state": if paused { "paused" } else { c.status.name() },
+        "paused": paused,
+        "stopped_by_user": stopped_by_user,
         "exit_code": exit_code,
         "oom_killed": oom,
         "reason": reason,

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 use clap::Args;
 use moor_reconcile::{ApplyOptions, DiffOptions, Health, Observed, Plan, Runtime, apply, diff};
-use moor_runtime::host::{Host, HostConfig};
-use moor_spec::{DesiredState, HostIdentity};
+use moor_runtime::host::{Host, HostConfig, HostView};
+use moor_spec::DesiredState;
 
 use crate::cli::HostArgs;
 
@@ -118,11 +118,12 @@ pub fn name_from(base: &str) -> String {
 }
 
 /// Loads what targets `host` from the manifests, printing diagnostics on failure.
-fn load(paths: &[PathBuf], host: &HostIdentity) -> anyhow::Result<DesiredState> {
+fn load(paths: &[PathBuf], args: &HostArgs) -> anyhow::Result<DesiredState> {
     if paths.is_empty() {
         bail!("give a manifest directory");
     }
-    moor_spec::load_for(paths, host).map_err(|diags| {
+    let host = args.identity()?;
+    moor_spec::load_with(paths, Some(&host), &args.load_options()).map_err(|diags| {
         eprint!("{diags}");
         anyhow::anyhow!(
             "{} error(s) in the manifests; nothing was changed",
@@ -144,7 +145,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn plan(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let desired = match load(&args.project.paths, &args.host.identity()?) {
+    let desired = match load(&args.project.paths, &args.host) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -152,7 +153,8 @@ pub fn plan(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let project = project_name(&args.project)?;
-    let host = open_host(state_dir)?;
+    // Read-only, beside a running agent: no lock, nothing repaired.
+    let host = HostView::open(HostConfig::new(state_dir))?;
     let observed = runtime()?.block_on(host.observe())?;
     let opts = DiffOptions {
         project: &project,
@@ -169,7 +171,8 @@ pub fn plan(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(if plan.is_empty() { 0 } else { 2 }))
 }
 
-/// True when every desired container runs and every health check passes.
+/// True when every desired container runs and every health check passes;
+/// one stopped on purpose (`moor stop`) or paused counts as settled.
 fn settled(desired: &DesiredState, observed: &Observed, plan: &Plan) -> bool {
     plan.is_empty()
         && desired.containers.values().all(|c| {
@@ -178,15 +181,16 @@ fn settled(desired: &DesiredState, observed: &Observed, plan: &Plan) -> bool {
                     .containers
                     .get(&moor_reconcile::instance_name(&c.name, r))
                     .is_some_and(|o| {
-                        o.state == moor_reconcile::ContainerState::Running
-                            && (c.spec.healthcheck.is_none() || o.health == Health::Healthy)
+                        o.hold.is_some()
+                            || (o.state == moor_reconcile::ContainerState::Running
+                                && (c.spec.healthcheck.is_none() || o.health == Health::Healthy))
                     })
             })
         })
 }
 
 pub fn apply_cmd(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
-    let desired = load(&args.project.paths, &args.host.identity()?)?;
+    let desired = load(&args.project.paths, &args.host)?;
     let project = project_name(&args.project)?;
     let host = open_host(state_dir)?;
     let rt = runtime()?;

@@ -17,15 +17,32 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             .timeout_global(Some(Duration::from_secs(10)))
             .build(),
     );
-    let doc: Value = agent
-        .get(&url)
-        .call()
-        .with_context(|| {
-            format!(
-                "no moor agent answers on {url} (is `moor agent` running? give its --metrics-addr with --addr)"
-            )
-        })?
-        .body_mut()
+    let mut req = agent.get(&url);
+    if let Some(file) = &args.token_file {
+        let token = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the status token {}", file.display()))?;
+        req = req.header("Authorization", format!("Bearer {}", token.trim_end()));
+    }
+    let doc: Value = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::StatusCode(401)) => anyhow::bail!(
+            "the agent on {} asks for a token: give --token-file FILE (the agent's status_token_file){}",
+            args.addr,
+            if args.token_file.is_some() {
+                "; the one given was refused"
+            } else {
+                ""
+            }
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "no moor agent answers on {url} (is `moor agent` running? give its --metrics-addr with --addr)"
+                )
+            });
+        }
+    }
+    .body_mut()
         .read_json()
         .context("reading the agent's /status")?;
     if args.json {

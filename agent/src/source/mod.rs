@@ -60,20 +60,25 @@ pub fn revision(state: &DesiredState) -> String {
 pub struct Loader {
     /// Who this host is.
     pub host: moor_spec::HostIdentity,
+    /// Limits (the size of a manifest file).
+    pub options: moor_spec::LoadOptions,
 }
 
 impl Default for Loader {
     fn default() -> Self {
         Self {
             host: moor_spec::HostIdentity::new("localhost"),
+            options: moor_spec::LoadOptions::default(),
         }
     }
 }
 
 impl Loader {
     /// The desired state in `dir` for this host, or every diagnostic as text.
+    /// `dir` is the source's tree: relative paths in the manifests must not
+    /// leave it.
     pub fn load(&self, dir: &Path) -> Result<DesiredState, String> {
-        moor_spec::load_for(&[dir], &self.host).map_err(|d| d.to_string())
+        moor_spec::load_with(&[dir], Some(&self.host), &self.options).map_err(|d| d.to_string())
     }
 }
 

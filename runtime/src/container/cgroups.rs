@@ -146,11 +146,85 @@ impl Hierarchies {
         pids
     }
 
+    /// The freezer of cgroup `path`: v1's `freezer.state` when the
+    /// `freezer` controller holds it, else v2's `cgroup.freeze`; `None`
+    /// when the cgroup has neither (it does not exist).
+    fn freezer(&self, path: &str) -> Option<Freezer> {
+        let rel = path.trim_start_matches('/');
+        if let Some(dir) = self.v1_controller("freezer").map(|m| m.join(rel))
+            && dir.join("freezer.state").exists()
+        {
+            return Some(Freezer::V1(dir));
+        }
+        let dir = self.v2.as_ref()?.join(rel);
+        dir.join("cgroup.freeze")
+            .exists()
+            .then_some(Freezer::V2(dir))
+    }
+
+    /// True when cgroup `path` is frozen (or freezing).
+    pub fn frozen(&self, path: &str) -> bool {
+        match self.freezer(path) {
+            Some(Freezer::V1(dir)) => fs::read_to_string(dir.join("freezer.state"))
+                .is_ok_and(|s| matches!(s.trim(), "FROZEN" | "FREEZING")),
+            Some(Freezer::V2(dir)) => {
+                fs::read_to_string(dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+            }
+            None => false,
+        }
+    }
+
+    /// Freezes (or thaws) every process in cgroup `path` and waits up to
+    /// `timeout` until the kernel says it is done. A freeze that does not
+    /// complete is undone.
+    pub fn freeze(&self, path: &str, frozen: bool, timeout: Duration) -> Result<(), String> {
+        let freezer = self.freezer(path).ok_or_else(|| {
+            format!("cgroup {path} has no freezer (v1 freezer.state or v2 cgroup.freeze)")
+        })?;
+        let (file, value, done_file, done): (PathBuf, &str, PathBuf, &str) = match &freezer {
+            Freezer::V1(dir) => {
+                let state = dir.join("freezer.state");
+                let want = if frozen { "FROZEN" } else { "THAWED" };
+                (state.clone(), want, state, want)
+            }
+            Freezer::V2(dir) => (
+                dir.join("cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+                dir.join("cgroup.events"),
+                if frozen { "frozen 1" } else { "frozen 0" },
+            ),
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Written again each round: a v1 freeze can stall on a task
+            // that is busy, and is retried (as runc does).
+            fs::write(&file, value).map_err(|e| format!("write {}: {e}", file.display()))?;
+            let now = fs::read_to_string(&done_file).unwrap_or_default();
+            if now.lines().any(|l| l.trim() == done) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                if frozen {
+                    let _ = self.freeze(path, false, Duration::from_secs(2));
+                }
+                return Err(format!(
+                    "cgroup {path} did not become {} within {timeout:?}",
+                    if frozen { "frozen" } else { "thawed" }
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Kills every process in cgroup `path` and removes its directories in
     /// every hierarchy (children first). Gives up after `timeout` and says
-    /// which directories are left.
+    /// which directories are left. A frozen cgroup is thawed first: a
+    /// frozen task does not die of SIGKILL on v1.
     pub fn remove(&self, path: &str, timeout: Duration) -> Result<(), Vec<PathBuf>> {
         let deadline = Instant::now() + timeout;
+        if self.frozen(path) {
+            let _ = self.freeze(path, false, Duration::from_secs(2));
+        }
         loop {
             for pid in self.pids(path) {
                 // SAFETY: kill(2) has no memory-safety preconditions.
@@ -171,6 +245,15 @@ impl Hierarchies {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Where a cgroup's freezer is.
+#[derive(Debug)]
+enum Freezer {
+    /// The v1 `freezer` controller's directory of the cgroup.
+    V1(PathBuf),
+    /// The cgroup's v2 directory.
+    V2(PathBuf),
 }
 
 /// Removes a cgroup directory and its child cgroups (rmdir only: a cgroup
@@ -229,6 +312,44 @@ mod tests {
             h.dirs("/moor/c1")
                 .contains(&PathBuf::from("/sys/fs/cgroup/cpu/moor/c1"))
         );
+    }
+
+    #[test]
+    fn freezes_through_v1_or_v2_files() {
+        // v1: freezer.state takes FROZEN / THAWED (the kernel reports it back).
+        let root = tempfile::tempdir().unwrap();
+        let v1 = root.path().join("freezer");
+        fs::create_dir_all(v1.join("moor/c1")).unwrap();
+        fs::write(v1.join("moor/c1/freezer.state"), "THAWED\n").unwrap();
+        let h = Hierarchies {
+            v1: vec![(vec!["freezer".into()], v1.clone())],
+            v2: None,
+        };
+        assert!(!h.frozen("/moor/c1"));
+        h.freeze("/moor/c1", true, Duration::from_secs(1)).unwrap();
+        assert!(h.frozen("/moor/c1"));
+        h.freeze("/moor/c1", false, Duration::from_secs(1)).unwrap();
+        assert!(!h.frozen("/moor/c1"));
+        assert!(
+            h.freeze("/moor/none", true, Duration::from_secs(1))
+                .is_err()
+        );
+        // v2: cgroup.freeze, done when cgroup.events says so.
+        let v2 = root.path().join("unified");
+        fs::create_dir_all(v2.join("moor/c2")).unwrap();
+        fs::write(v2.join("moor/c2/cgroup.freeze"), "0\n").unwrap();
+        fs::write(v2.join("moor/c2/cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+        let h = Hierarchies {
+            v1: Vec::new(),
+            v2: Some(v2.clone()),
+        };
+        h.freeze("/moor/c2", true, Duration::from_secs(1)).unwrap();
+        assert!(h.frozen("/moor/c2"));
+        // The kernel never reports it thawed: given up, with an error.
+        let e = h
+            .freeze("/moor/c2", false, Duration::from_millis(50))
+            .unwrap_err();
+        assert!(e.contains("did not become thawed"), "{e}");
     }
 
     #[test]

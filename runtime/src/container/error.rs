@@ -81,6 +81,25 @@ pub enum ContainerError {
     /// The container did not stop in time, even after SIGKILL.
     #[error("container \"{0}\" did not stop after SIGKILL")]
     StopTimeout(String),
+    /// Copying a file tree failed.
+    #[error(transparent)]
+    Copy(#[from] super::tree::CopyError),
+    /// The container is paused and the operation needs it running.
+    #[error("container \"{0}\" is paused; unpause it first")]
+    Paused(String),
+    /// Unpausing a container that is not paused.
+    #[error("container \"{0}\" is not paused")]
+    NotPaused(String),
+    /// The cgroup freezer failed.
+    #[error("cannot {action} container \"{name}\": {message}")]
+    Freeze {
+        /// `pause` or `unpause`.
+        action: &'static str,
+        /// The container.
+        name: String,
+        /// What the kernel's freezer said.
+        message: String,
+    },
     /// An external OCI runtime could not be run.
     #[error("cannot run {}", program.display())]
     Spawn {

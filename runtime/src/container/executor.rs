@@ -203,30 +203,28 @@ pub(crate) fn forget_exited(record: &ContainerRecord) {
     }
 }
 
-/// Runs `args` in the running container with the caller's stdio (a new
-/// pseudo-terminal in the container when `tty`); returns the exit code
-/// (128 + N for death by signal N).
+/// Runs `process` (the container's own process with another command, user,
+/// working dir or environment: see `exec.rs`) in the running container with
+/// the caller's stdio, or a new pseudo-terminal in the container when the
+/// process asks for a terminal; returns the exit code (128 + N for death by
+/// signal N). Both executors take the process whole, as a `process.json`.
 pub(crate) fn exec(
     record: &ContainerRecord,
     paths: &ContainerPaths,
-    args: &[String],
-    tty: bool,
+    process: &oci_spec::runtime::Process,
 ) -> Result<i32> {
+    let tty = process.terminal().unwrap_or(false);
     match &record.executor {
         Executor::Runc { path } => {
+            let dir = super::exec::ExecDir::new()?;
+            let file = dir.write_process(process)?;
             let runc = runc_of(record, path);
-            let mut cmd = runc.command(&["exec"]);
-            if tty {
-                // As `docker exec -t` does, unless the container sets one.
-                cmd.arg("--tty");
-                if !has_term(paths)? {
-                    cmd.args(["--env", DEFAULT_TERM]);
-                }
-            }
-            // runc takes everything after the id as the command: no `--`.
-            let status = cmd
+            // A terminal process gets a pseudo-terminal that runc relays.
+            let status = runc
+                .command(&["exec"])
+                .arg("--process")
+                .arg(&file)
                 .arg(&record.id)
-                .args(args)
                 .stdin(Stdio::inherit())
                 .status()
                 .map_err(|source| ContainerError::Spawn {
@@ -238,18 +236,20 @@ pub(crate) fn exec(
                 .code()
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
         }
-        Executor::Builtin if tty => builtin_exec_tty(record, paths, args),
+        Executor::Builtin if tty => builtin_exec_tty(record, paths, process),
         Executor::Builtin => {
             use libcontainer::container::builder::ContainerBuilder;
             use libcontainer::syscall::syscall::SyscallType;
             use nix::sys::wait::{WaitStatus, waitpid};
             let filter = ExecSeccomp::of(paths)?;
+            let dir = super::exec::ExecDir::new()?;
+            let file = dir.write_process(process)?;
             let pid = ContainerBuilder::new(record.id.clone(), SyscallType::default())
                 .with_root_path(&record.runtime_root)
                 .map(|b| {
                     b.with_executor(filter)
                         .as_tenant()
-                        .with_container_args(args.to_vec())
+                        .with_process(Some(&file))
                         .with_detach(false)
                 })
                 .and_then(|b| b.build())
@@ -319,20 +319,8 @@ impl libcontainer::workload::Executor for ExecSeccomp {
     }
 }
 
-/// `TERM` for a terminal exec whose container sets none (Docker's value).
-const DEFAULT_TERM: &str = "TERM=xterm";
-
-/// Whether the container's process environment sets `TERM`.
-fn has_term(paths: &ContainerPaths) -> Result<bool> {
-    Ok(bundle_process(paths)?
-        .env()
-        .iter()
-        .flatten()
-        .any(|e| e.starts_with("TERM=")))
-}
-
 /// The process of the container's bundle: what an exec starts from.
-fn bundle_process(paths: &ContainerPaths) -> Result<oci_spec::runtime::Process> {
+pub(super) fn bundle_process(paths: &ContainerPaths) -> Result<oci_spec::runtime::Process> {
     let spec = oci_spec::runtime::Spec::load(paths.config())
         .map_err(|e| ContainerError::Invalid(format!("read {}: {e}", paths.config().display())))?;
     spec.process()
@@ -340,31 +328,21 @@ fn bundle_process(paths: &ContainerPaths) -> Result<oci_spec::runtime::Process> 
         .ok_or_else(|| ContainerError::Invalid("the bundle's config.json has no process".into()))
 }
 
-/// `exec --tty` with libcontainer: the container's process (user, env,
-/// cwd, capabilities, no_new_privs) with `args` and a terminal, which the
+/// `exec --tty` with libcontainer: `process` with a terminal, which the
 /// runtime creates in the container's devpts and sends over a console
 /// socket; then the terminal is relayed to this process's stdio.
 fn builtin_exec_tty(
     record: &ContainerRecord,
     paths: &ContainerPaths,
-    args: &[String],
+    process: &oci_spec::runtime::Process,
 ) -> Result<i32> {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::syscall::syscall::SyscallType;
 
-    let mut process = bundle_process(paths)?;
-    let mut env = process.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("TERM=")) {
-        env.push(DEFAULT_TERM.into());
-    }
-    process
-        .set_args(Some(args.to_vec()))
-        .set_terminal(Some(true))
-        .set_env(Some(env));
     let filter = ExecSeccomp::of(paths)?;
     let console = super::tty::ConsoleSocket::new()?;
     let process_file = console.dir().join("process.json");
-    let json = serde_json::to_vec(&process).map_err(|source| ContainerError::Corrupt {
+    let json = serde_json::to_vec(process).map_err(|source| ContainerError::Corrupt {
         path: process_file.clone(),
         source,
     })?;

@@ -2,14 +2,16 @@
 //! logs, exec, limits and volumes (DESIGN.md §3).
 //!
 //! Start at [`Engine`]: one `impl Engine` block per verb ([`create`],
-//! [`start`], [`stop`], [`remove`], [`exec`], [`list`](observe)). A
-//! container lives in its own directory under `<state>/containers/NAME`
-//! ([`paths::ContainerPaths`]): the record written at creation
-//! (`container.json`), the bundle (`config.json`, `rootfs/`), the overlay's
-//! upper and work dirs, the log files, and the files the shim writes
-//! ([`state`]). Everything a new `moor` process needs to find a running
-//! container and report its true state is on disk; nothing lives only in a
-//! process's memory.
+//! [`start`], [`stop`], [`remove`], [`exec`], [`list`](observe), `pause`,
+//! [`top`], `cp`). A container lives in its own directory under
+//! `<state>/containers/NAME` ([`paths::ContainerPaths`]): the record
+//! written at creation (`container.json`), the bundle (`config.json`,
+//! `rootfs/`), the overlay's upper and work dirs, the log files, the files
+//! the shim writes ([`state`]) and what people and the reconciler record
+//! about it ([`marks`]). File trees are copied (`cp`, filling [`volumes`])
+//! through directory fds by [`tree`]. Everything a new `moor` process needs
+//! to find a running container and report its true state is on disk;
+//! nothing lives only in a process's memory.
 //!
 //! The container itself is created by the shim ([`shim`]), the `moor` binary
 //! re-executed in a hidden mode: single-threaded, its own session, a child
@@ -17,14 +19,17 @@
 
 pub mod bundle;
 pub mod cgroups;
+mod cp;
 mod create;
 mod engine;
 mod error;
 mod exec;
 pub mod executor;
 pub mod logs;
+pub mod marks;
 mod observe;
 pub mod paths;
+mod pause;
 mod remove;
 pub mod rootfs;
 mod runc;
@@ -33,12 +38,16 @@ pub mod shim;
 mod start;
 pub mod state;
 mod stop;
+pub mod top;
+pub mod tree;
 mod tty;
 pub mod users;
 pub mod volumes;
 
+pub use cp::{CopyIn, CopyOptions, CopyOut};
 pub use engine::{Engine, EngineConfig};
 pub use error::ContainerError;
+pub use exec::{ExecOptions, merge_env};
 pub use executor::Executor;
 pub use observe::{ContainerInfo, Status};
 pub use state::{ContainerRecord, ExitRecord, ExitWatch, ShimState};

@@ -49,12 +49,15 @@ impl Engine {
                 if !grace.is_zero() {
                     // SAFETY: kill(2) has no memory-safety preconditions.
                     unsafe { libc::kill(pid, sig) };
+                    // A paused container handles the signal once thawed.
+                    self.thaw_after_signal(&info.record);
                     if let Some(exit) = self.wait_exit(name, grace)? {
                         return Ok(Some(exit));
                     }
                 }
                 // SAFETY: as above.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
+                self.thaw_after_signal(&info.record);
                 match self.wait_exit(name, KILL_WAIT)? {
                     Some(exit) => Ok(Some(exit)),
                     None => Err(ContainerError::StopTimeout(name.to_string())),

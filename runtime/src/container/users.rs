@@ -4,7 +4,11 @@
 use std::path::Path;
 
 use super::error::{ContainerError, Result};
-use super::rootfs::host_path_in_root;
+use super::tree;
+
+/// The most of `/etc/passwd` or `/etc/group` that is read: a container
+/// could make them as large as its disk.
+const MAX_DB_BYTES: u64 = 4 << 20;
 
 /// The identity a container's process runs as.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -71,19 +75,32 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
         .collect()
 }
 
+/// The file at `path` in the root filesystem `root`, resolved inside it
+/// (a running container may have made `/etc` a symlink to the host's, or
+/// `/etc/passwd` a fifo); empty when it cannot be read.
 fn read_in_root(root: &Path, path: &str) -> String {
-    host_path_in_root(root, path)
-        .ok()
-        .and_then(|p| std::fs::read_to_string(p).ok())
+    tree::read_in_root(root, path, MAX_DB_BYTES)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
 }
 
 /// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`, …; empty means
-/// root) against the root filesystem at `root`.
+/// root) against the root filesystem at `root` (an image's, or a running
+/// container's `/proc/PID/root`).
 pub fn resolve(root: &Path, user: Option<&str>) -> Result<Identity> {
     let passwd = parse_passwd(&read_in_root(root, "/etc/passwd"));
     let groups = parse_group(&read_in_root(root, "/etc/group"));
     resolve_with(&passwd, &groups, user.unwrap_or(""))
+}
+
+/// User names by uid, from the `/etc/passwd` of the root filesystem at
+/// `root` (the first name of a uid wins).
+pub fn names(root: &Path) -> std::collections::HashMap<u32, String> {
+    let mut out = std::collections::HashMap::new();
+    for e in parse_passwd(&read_in_root(root, "/etc/passwd")) {
+        out.entry(e.uid).or_insert(e.name);
+    }
+    out
 }
 
 fn resolve_with(passwd: &[PasswdEntry], groups: &[GroupEntry], spec: &str) -> Result<Identity> {
@@ -96,15 +113,13 @@ fn resolve_with(passwd: &[PasswdEntry], groups: &[GroupEntry], spec: &str) -> Re
         None => (spec, None),
     };
     let user = if user.is_empty() { "0" } else { user };
-    let entry = match user.parse::<u32>() {
-        Ok(uid) => passwd.iter().find(|e| e.uid == uid),
-        Err(_) => Some(
-            passwd
-                .iter()
-                .find(|e| e.name == user)
-                .ok_or_else(|| err(format!("no user \"{user}\" in the image's /etc/passwd")))?,
-        ),
-    };
+    let entry =
+        match user.parse::<u32>() {
+            Ok(uid) => passwd.iter().find(|e| e.uid == uid),
+            Err(_) => Some(passwd.iter().find(|e| e.name == user).ok_or_else(|| {
+                err(format!("no user \"{user}\" in the container's /etc/passwd"))
+            })?),
+        };
     let uid = match (user.parse::<u32>(), entry) {
         (Ok(uid), _) => uid,
         (Err(_), Some(e)) => e.uid,
@@ -119,7 +134,7 @@ fn resolve_with(passwd: &[PasswdEntry], groups: &[GroupEntry], spec: &str) -> Re
                 .iter()
                 .find(|e| e.name == g)
                 .map(|e| e.gid)
-                .ok_or_else(|| err(format!("no group \"{g}\" in the image's /etc/group")))?,
+                .ok_or_else(|| err(format!("no group \"{g}\" in the container's /etc/group")))?,
         };
     }
     let mut additional_gids: Vec<u32> = match (group, entry) {

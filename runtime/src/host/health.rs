@@ -20,6 +20,10 @@ pub trait Probe: Send + Sync + 'static {
     fn exec(&self, name: &str, cmd: &[String], timeout: Duration) -> Result<i32, String>;
     /// The address at which the host reaches container `name`.
     fn address(&self, name: &str) -> Option<IpAddr>;
+    /// True when container `name` is paused: it is not checked then.
+    fn paused(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 #[derive(Debug)]
@@ -37,6 +41,8 @@ struct Checker {
 pub struct Monitor {
     checkers: Mutex<HashMap<String, Checker>>,
     dir: Option<std::path::PathBuf>,
+    /// Runs no checks: reports what another process recorded in `dir`.
+    reader: bool,
 }
 
 /// The word written to a container's health file.
@@ -63,11 +69,28 @@ impl Monitor {
         Self {
             checkers: Mutex::default(),
             dir: Some(dir),
+            reader: false,
+        }
+    }
+
+    /// A monitor that runs no checks and reports the health that another
+    /// process's monitor records under `dir` (a command beside the agent).
+    pub fn reader(dir: std::path::PathBuf) -> Self {
+        Self {
+            checkers: Mutex::default(),
+            dir: Some(dir),
+            reader: true,
         }
     }
 
     /// The container's health (`None` when it has no check).
     pub fn health(&self, name: &str) -> Health {
+        if self.reader {
+            return self
+                .dir
+                .as_deref()
+                .map_or(Health::None, |d| super::instances::recorded_health(d, name));
+        }
         self.checkers
             .lock()
             .expect("health monitor poisoned")
@@ -77,6 +100,9 @@ impl Monitor {
 
     /// Starts checking `name` (restarting the check from `starting`).
     pub fn watch(&self, name: &str, check: Healthcheck, probe: Arc<dyn Probe>) {
+        if self.reader {
+            return;
+        }
         self.forget(name);
         let health = Arc::new(Mutex::new(Health::Starting));
         let stop = Arc::new(AtomicBool::new(false));
@@ -136,6 +162,17 @@ fn run(
     let started = Instant::now();
     let mut failures = 0u32;
     while !stop.load(Ordering::SeqCst) {
+        if probe.paused(name) {
+            // Frozen: an exec would hang, a connection time out. The
+            // health stays what it was until the container is unpaused.
+            if !matches!(
+                woken.recv_timeout(check.interval),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            ) {
+                break;
+            }
+            continue;
+        }
         let ok = once(name, &check.test, check.timeout, probe);
         let mut h = health.lock().expect("health poisoned");
         let before = *h;

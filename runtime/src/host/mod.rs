@@ -7,11 +7,15 @@
 //! removes what it created: containers carry `moor.*` labels in their own
 //! records; networks and volumes are listed in `owners.json` ([`owners`]).
 //! One process mutates a state dir at a time: [`Host::open`] takes an
-//! exclusive lock on `<state>/host.lock`.
+//! exclusive lock on `<state>/host.lock`. Commands beside a running agent
+//! open it without the lock, to read ([`HostView`], `moor plan`) or to act
+//! on single containers ([`SharedHost`], `moor stop`…): see `shared.rs`.
 
 mod health;
 pub mod instances;
 pub mod owners;
+mod shared;
+pub mod stats;
 pub mod usage;
 
 use std::collections::BTreeMap;
@@ -22,8 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moor_reconcile::{
-    ContainerState, Health, Instance, Observed, ObservedContainer, ObservedImage, ObservedNetwork,
-    ObservedVolume, Runtime, RuntimeError,
+    ContainerState, Health, Hold, Instance, Observed, ObservedContainer, ObservedImage,
+    ObservedNetwork, ObservedVolume, Runtime, RuntimeError,
 };
 use moor_spec::{
     ContainerSpec, ImageRef, MountSource, NetworkAttachment, NetworkMode, NetworkSpec, Resource,
@@ -37,6 +41,7 @@ use crate::net::{NetConfig, Networks};
 
 pub use health::{Monitor, Probe, read_health};
 use owners::{Owner, Owners};
+pub use shared::{HostView, SharedHost};
 
 /// Labels moor adds to the containers it creates.
 pub mod labels {
@@ -176,9 +181,22 @@ struct Inner {
     owners: Mutex<()>,
     health: Monitor,
     pull: PullOptions,
-    restarts: Mutex<BTreeMap<String, u32>>,
     usage: Mutex<usage::Reader>,
-    _lock: File,
+    /// The cgroup hierarchies (for the freezer), found once.
+    hierarchies: std::sync::OnceLock<crate::container::cgroups::Hierarchies>,
+    /// The state-dir lock, when this process holds it ([`Access::Exclusive`]).
+    _lock: Option<File>,
+}
+
+/// How a process opened the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// With the state-dir lock: the reconciler (agent, apply, down).
+    Exclusive,
+    /// Without it, beside an agent: commands on single containers.
+    Shared,
+    /// Without it, observing only.
+    ReadOnly,
 }
 
 fn failed(what: impl std::fmt::Display) -> RuntimeError {
@@ -188,6 +206,13 @@ fn failed(what: impl std::fmt::Display) -> RuntimeError {
 impl Host {
     /// Opens the engine under `config.state_dir`, taking the state-dir lock.
     pub fn open(config: HostConfig) -> Result<Self, HostError> {
+        Self::open_as(config, Access::Exclusive)
+    }
+
+    /// Opens the engine; with [`Access::Exclusive`], takes the state-dir
+    /// lock, repairs the networks and runs health checks. Otherwise none
+    /// of that: health is what the lock holder's checks recorded.
+    fn open_as(mut config: HostConfig, access: Access) -> Result<Self, HostError> {
         if !config.problems.is_empty() {
             return Err(HostError::Config {
                 message: config.problems.join("; "),
@@ -203,19 +228,28 @@ impl Host {
             }
         };
         std::fs::create_dir_all(&dir).map_err(|e| open_err("the state dir")(&e))?;
-        let lock_path = dir.join("host.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| open_err("the lock file")(&e))?;
-        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-            return Err(HostError::Locked {
-                dir,
-                lock: lock_path,
-            });
-        }
+        let lock = if access == Access::Exclusive {
+            let lock_path = dir.join("host.lock");
+            let lock = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| open_err("the lock file")(&e))?;
+            if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+                .is_err()
+            {
+                return Err(HostError::Locked {
+                    dir,
+                    lock: lock_path,
+                });
+            }
+            Some(lock)
+        } else {
+            // The lock holder serves DNS; this process must not.
+            config.net.dns = false;
+            None
+        };
         let images = Images::open(&dir).map_err(|e| open_err("the image store")(&e))?;
         let engine =
             Engine::new(config.engine).map_err(|e| open_err("the container engine")(&e))?;
@@ -224,10 +258,16 @@ impl Host {
         // networks. A network that cannot be repaired (its bridge name is
         // taken) is reported and left to the reconciler, which names it in
         // that network's condition; the rest of the host stays usable.
-        if let Err(e) = nets.cleanup() {
+        if access == Access::Exclusive
+            && let Err(e) = nets.cleanup()
+        {
             eprintln!("warning: repairing networks in {}: {e}", dir.display());
         }
         let health_dir = dir.join("health");
+        let health = match access {
+            Access::Exclusive => Monitor::with_dir(health_dir),
+            Access::Shared | Access::ReadOnly => Monitor::reader(health_dir),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 state_dir: dir,
@@ -235,10 +275,10 @@ impl Host {
                 engine,
                 nets,
                 owners: Mutex::new(()),
-                health: Monitor::with_dir(health_dir),
+                health,
                 pull: config.pull,
-                restarts: Mutex::new(BTreeMap::new()),
                 usage: Mutex::default(),
+                hierarchies: std::sync::OnceLock::new(),
                 _lock: lock,
             }),
         })
@@ -297,6 +337,11 @@ impl Host {
 }
 
 impl Inner {
+    fn hierarchies(&self) -> &crate::container::cgroups::Hierarchies {
+        self.hierarchies
+            .get_or_init(crate::container::cgroups::Hierarchies::detect)
+    }
+
     fn with_owners<T>(&self, f: impl FnOnce(&mut Owners) -> T) -> Result<T, RuntimeError> {
         let _guard = self.owners.lock().expect("owners lock poisoned");
         let mut owners = Owners::load(&self.state_dir).map_err(failed)?;
@@ -374,11 +419,6 @@ impl Inner {
             );
         }
 
-        let restarts = self
-            .restarts
-            .lock()
-            .expect("restart counts poisoned")
-            .clone();
         let mut found = Vec::new();
         for info in self.engine.list().map_err(failed)? {
             let labels = &info.record.spec.labels;
@@ -399,6 +439,11 @@ impl Inner {
                 ),
                 Status::Lost { .. } => (ContainerState::Dead, None, None),
             };
+            // A container stopped by another process (`moor stop`) is not
+            // checked until it runs again; then its check starts afresh.
+            if state != ContainerState::Running && self.health.watching(&name) {
+                self.health.forget(&name);
+            }
             // A running container with a health check is checked, also after an agent restart.
             if state == ContainerState::Running
                 && let Some(check) = info.record.spec.healthcheck.clone()
@@ -441,6 +486,17 @@ impl Inner {
             } else {
                 Health::None
             };
+            let hold = match state {
+                ContainerState::Running
+                    if self.hierarchies().frozen(&info.record.cgroup_path()) =>
+                {
+                    Some(Hold::Paused)
+                }
+                ContainerState::Exited { .. } if self.engine.manual_stop(&name).is_some() => {
+                    Some(Hold::Stopped)
+                }
+                _ => None,
+            };
             let rank = instances::preference(
                 state == ContainerState::Running,
                 health,
@@ -473,10 +529,11 @@ impl Inner {
                     spec: Some(spec),
                     state,
                     health,
-                    restart_count: restarts.get(&name).copied().unwrap_or(0),
+                    restart_count: self.engine.restart_count(&name),
                     started_at,
                     finished_at,
                     fault,
+                    hold,
                 },
             ));
         }
@@ -594,6 +651,13 @@ impl Probe for EngineProbe {
             .engine
             .exec(name, cmd, false)
             .map_err(|e| e.to_string())
+    }
+
+    fn paused(&self, name: &str) -> bool {
+        self.0
+            .engine
+            .record(name)
+            .is_ok_and(|r| self.0.hierarchies().frozen(&r.cgroup_path()))
     }
 
     fn address(&self, name: &str) -> Option<IpAddr> {
@@ -764,12 +828,20 @@ impl Runtime for Host {
         let name = name.to_string();
         self.blocking(move |inner| {
             let record = inner.engine.record(&name).map_err(failed)?;
-            *inner
-                .restarts
-                .lock()
-                .expect("restart counts poisoned")
-                .entry(name.clone())
-                .or_default() += 1;
+            // `moor start` and this never start one container at once, and
+            // a container stopped on purpose since it was observed stays so.
+            let _lock = inner.engine.lock_container(&name).map_err(failed)?;
+            let info = inner.engine.inspect(&name).map_err(failed)?;
+            if inner.engine.manual_stop(&name).is_some()
+                || matches!(info.status, Status::Running { .. })
+            {
+                return Ok(());
+            }
+            let restarts = inner.engine.restart_count(&name) + 1;
+            inner
+                .engine
+                .set_restart_count(&name, restarts)
+                .map_err(failed)?;
             inner.nets.detach(&name).map_err(failed)?;
             inner.start(&name, &record.spec)
         })
@@ -812,11 +884,6 @@ impl Runtime for Host {
             images
                 .release(&format!("container:{name}"))
                 .map_err(failed)?;
-            inner
-                .restarts
-                .lock()
-                .expect("restart counts poisoned")
-                .remove(&name);
             Ok(())
         })
         .await

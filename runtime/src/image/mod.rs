@@ -4,7 +4,7 @@
 //! Start at [`Images`] (the store), then [`pull()`](pull::pull) and
 //! [`import()`](import::import). Both report progress as [`events::Event`]s.
 
-mod auth;
+pub mod auth;
 pub mod change;
 pub mod events;
 pub mod import;

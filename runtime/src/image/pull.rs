@@ -12,9 +12,14 @@
 //! Transport: plain HTTP only for registries on loopback addresses (as
 //! Docker allows) and for registries listed in
 //! [`PullOptions::insecure`]; TLS (rustls, webpki roots) everywhere else.
-//! Auth: anonymous, then on `401` bearer tokens (with basic credentials at
-//! the token endpoint when there are any) or basic auth, as the registry's
-//! `WWW-Authenticate` asks.
+//! Auth: anonymous, then on `401` bearer tokens or basic auth, as the
+//! registry's `WWW-Authenticate` asks, with the credentials of the registry
+//! from [`PullOptions::auth_file`] (see [`super::auth`]). They go to the
+//! registry itself and to a token service on the same host and port, never
+//! elsewhere: a token service on another host is asked anonymously, a token
+//! service over plain HTTP is refused unless it is on loopback or listed in
+//! [`PullOptions::insecure`], and no `Authorization` header follows a
+//! redirect (blobs are often served from elsewhere).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -24,7 +29,7 @@ use base64::Engine as _;
 use moor_spec::reference::ImageRef;
 use moor_store::{BlobError, Digest, ImageRecord};
 
-use super::auth::{Credentials, credentials_for};
+use super::auth::{AuthFile, AuthFileError, Credentials};
 use super::events::{Event, Observer};
 use super::oci::{self, Descriptor, ImageConfig, Parsed, Platform, media};
 use super::{ImageError, Images};
@@ -41,8 +46,9 @@ pub struct PullOptions {
     pub insecure: Vec<String>,
     /// Layers downloaded at once.
     pub concurrency: usize,
-    /// Credentials to use instead of looking them up.
-    pub credentials: Option<Credentials>,
+    /// The registry credentials file (Docker's `config.json` `auths`
+    /// format); None: [`super::auth::DEFAULT_AUTH_FILE`] if it exists.
+    pub auth_file: Option<std::path::PathBuf>,
     /// The platform to pick from an index.
     pub platform: Platform,
 }
@@ -52,7 +58,7 @@ impl Default for PullOptions {
         Self {
             insecure: Vec::new(),
             concurrency: 4,
-            credentials: None,
+            auth_file: None,
             platform: Platform::host(),
         }
     }
@@ -98,6 +104,9 @@ pub enum PullError {
         /// Why.
         reason: String,
     },
+    /// The credentials file cannot be used.
+    #[error(transparent)]
+    AuthFile(#[from] AuthFileError),
     /// A manifest fetched by digest hashes to something else.
     #[error("manifest {reference} hashes to {actual}, not the digest {expected} it was fetched by")]
     ManifestDigest {
@@ -165,7 +174,7 @@ fn pull_ref(
     observer: &dyn Observer,
     bytes: &AtomicU64,
 ) -> Result<ImageRecord, PullError> {
-    let client = Client::new(r, opts);
+    let client = Client::new(r, opts)?;
     let wanted = r
         .digest
         .clone()
@@ -348,15 +357,23 @@ fn layer_job(
 /// A registry connection for one repository.
 struct Client {
     agent: ureq::Agent,
+    /// `http(s)://host[:port]` of the registry.
     base: String,
+    /// The registry as references name it (`docker.io`, `localhost:5000`).
     registry: String,
     repository: String,
+    /// Its credentials, sent to it alone.
     credentials: Option<Credentials>,
+    /// Hosts that may be reached over plain HTTP.
+    insecure: Vec<String>,
     authorization: Mutex<Option<String>>,
+    /// Why the credentials were not sent where the registry asked, for the
+    /// error if it then refuses.
+    withheld: Mutex<Option<String>>,
 }
 
 impl Client {
-    fn new(r: &ImageRef, opts: &PullOptions) -> Self {
+    fn new(r: &ImageRef, opts: &PullOptions) -> Result<Self, PullError> {
         let plain = r.registry_is_loopback() || opts.insecure.contains(&r.registry);
         let host = if r.registry == "docker.io" {
             "registry-1.docker.io"
@@ -368,18 +385,33 @@ impl Client {
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .user_agent(concat!("moor/", env!("CARGO_PKG_VERSION")))
+            // Never carry credentials to wherever a redirect points (ureq's
+            // default, said here because it matters).
+            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
             .build();
-        Self {
+        let credentials = AuthFile::load(opts.auth_file.as_deref())?
+            .for_registry(&r.registry)
+            .cloned();
+        Ok(Self {
             agent: config.into(),
             base: format!("{}://{host}", if plain { "http" } else { "https" }),
             registry: r.registry.clone(),
             repository: r.repository.clone(),
-            credentials: opts
-                .credentials
-                .clone()
-                .or_else(|| credentials_for(&r.registry)),
+            credentials,
+            insecure: opts.insecure.clone(),
             authorization: Mutex::new(None),
-        }
+            withheld: Mutex::new(None),
+        })
+    }
+
+    /// The reason credentials were withheld, as a suffix for an error.
+    fn withheld(&self) -> String {
+        self.withheld
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default()
     }
 
     /// GETs a registry path, authenticating once on `401`.
@@ -431,7 +463,7 @@ impl Client {
                 if status == 401 {
                     return Err(PullError::Auth {
                         registry: self.registry.clone(),
-                        reason: format!("credentials refused{detail}"),
+                        reason: format!("credentials refused{detail}{}", self.withheld()),
                     });
                 }
                 return Err(PullError::Status {
@@ -456,7 +488,10 @@ impl Client {
         match scheme.to_ascii_lowercase().as_str() {
             "basic" => {
                 let c = self.credentials.as_ref().ok_or_else(|| {
-                    err("registry wants basic auth and no credentials are configured".into())
+                    err(format!(
+                        "registry wants basic auth and the credentials file has none for {}",
+                        self.registry
+                    ))
                 })?;
                 Ok(format!("Basic {}", c.basic()))
             }
@@ -466,6 +501,28 @@ impl Client {
                     .find(|(k, _)| k == "realm")
                     .map(|(_, v)| v.clone())
                     .ok_or_else(|| err("bearer challenge without realm".into()))?;
+                let Some((scheme, host, port)) = super::auth::endpoint(&realm) else {
+                    return Err(err(format!(
+                        "token realm \"{realm}\" is not an http or https URL without user information"
+                    )));
+                };
+                let listed = self
+                    .insecure
+                    .iter()
+                    .any(|i| *i == host || *i == format!("{host}:{port}"));
+                if scheme == "http" && !super::auth::is_loopback(&host) && !listed {
+                    return Err(err(format!(
+                        "token realm {realm} is plain http to {host}: refused (plain http only to loopback or an --insecure-registry)"
+                    )));
+                }
+                let send = super::auth::may_receive(&self.registry, &self.base, &realm);
+                if self.credentials.is_some() && !send {
+                    *self.withheld.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                        "the credentials for {} were not sent to the token service at {host}:{port}, \
+                         which is not the registry's host and port",
+                        self.registry
+                    ));
+                }
                 let mut url = realm;
                 let mut sep = if url.contains('?') { '&' } else { '?' };
                 for key in ["service", "scope"] {
@@ -485,7 +542,7 @@ impl Client {
                     }
                 }
                 let mut req = self.agent.get(&url);
-                if let Some(c) = &self.credentials {
+                if let Some(c) = self.credentials.as_ref().filter(|_| send) {
                     req = req.header("Authorization", format!("Basic {}", c.basic()));
                 }
                 let mut resp = req.call().map_err(|source| PullError::Http {
@@ -494,8 +551,9 @@ impl Client {
                 })?;
                 if !resp.status().is_success() {
                     return Err(err(format!(
-                        "token endpoint answered {}",
-                        resp.status().as_u16()
+                        "token endpoint answered {}{}",
+                        resp.status().as_u16(),
+                        self.withheld()
                     )));
                 }
                 #[derive(serde::Deserialize)]

@@ -165,8 +165,10 @@ impl Decoder<'_> {
         }
         if let Some(n) = f.get("env_file") {
             for (path, pos, ef) in self.strings(n, &fld("env_file")) {
-                let r =
-                    crate::envfile::read(&crate::bind::resolve(self.dir, Path::new(&path)), &path);
+                let r = self
+                    .in_tree(Path::new(&path))
+                    .map_err(|e| format!("env_file \"{path}\": {e}"))
+                    .and_then(|(lexical, real)| crate::envfile::read(&real, &lexical, &path));
                 if let Some(vars) = self.check(pos, &ef, r) {
                     spec.env.extend(vars);
                 }
@@ -473,8 +475,15 @@ impl Decoder<'_> {
                     content_digest,
                 } => {
                     if source.is_relative() {
-                        let resolved = crate::bind::resolve(self.dir, source);
-                        if std::fs::symlink_metadata(&resolved)
+                        let (resolved, real) = match self.in_tree(source) {
+                            Ok(paths) => paths,
+                            Err(e) => {
+                                let m = format!("bind source \"{}\": {e}", source.display());
+                                self.error(item.pos, &mf, m);
+                                continue;
+                            }
+                        };
+                        if std::fs::symlink_metadata(&real)
                             .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
                         {
                             let m = format!(
@@ -485,7 +494,9 @@ impl Decoder<'_> {
                             self.error(item.pos, &mf, m);
                             continue;
                         }
-                        match crate::bind::content_digest(&resolved) {
+                        // What the mount will show: the file or directory
+                        // the links lead to, inside the tree.
+                        match crate::bind::content_digest(&real) {
                             Ok(d) => *content_digest = Some(d),
                             Err(e) => {
                                 self.error(item.pos, &mf, e);

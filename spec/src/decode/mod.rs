@@ -9,11 +9,12 @@ mod resources;
 mod target;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::node::{Key, Node, Pos, Value};
+use crate::tree::Tree;
 
 pub(crate) use container::ContainerDraft;
 pub(crate) use resources::{Declared, Draft, Drafts, Elsewhere};
@@ -133,16 +134,32 @@ pub(crate) struct Decoder<'a> {
     pub(crate) file: &'a Path,
     /// The manifest file's directory, against which relative paths resolve.
     pub(crate) dir: &'a Path,
+    /// The source's tree, which relative paths must not leave.
+    pub(crate) tree: &'a Tree,
     pub(crate) diags: Diagnostics,
 }
 
 impl<'a> Decoder<'a> {
-    pub(crate) fn new(file: &'a Path, dir: &'a Path) -> Self {
+    pub(crate) fn new(file: &'a Path, dir: &'a Path, tree: &'a Tree) -> Self {
         Self {
             file,
             dir,
+            tree,
             diags: Diagnostics::default(),
         }
+    }
+
+    /// A relative path of this manifest (bind source, `env_file`): the
+    /// path as written, resolved against the manifest's directory
+    /// (lexically), and the real path it names, its links followed inside
+    /// the source's tree. An absolute path is taken as it is.
+    pub(crate) fn in_tree(&self, relative: &Path) -> Result<(PathBuf, PathBuf), String> {
+        let lexical = crate::bind::resolve(self.dir, relative);
+        if relative.is_absolute() {
+            return Ok((lexical.clone(), lexical));
+        }
+        let real = self.tree.resolve(&lexical).map_err(|e| e.to_string())?;
+        Ok((lexical, real))
     }
 
     pub(crate) fn error(&mut self, pos: Pos, field: &str, message: impl Into<String>) {

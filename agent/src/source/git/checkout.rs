@@ -32,11 +32,26 @@ impl From<std::io::Error> for CheckoutError {
     }
 }
 
-/// Writes `tree` into `dir`, which must not exist yet.
+/// Writes `tree` into `dir`, which must not exist yet. A file larger than
+/// `max_blob` bytes is refused from its object header, before it is
+/// inflated (a few kilobytes of a packed blob can inflate to gigabytes).
 pub(crate) fn write_tree(
     repo: &Repository,
     tree: &Tree<'_>,
     dir: &Path,
+    max_blob: u64,
+) -> Result<(), CheckoutError> {
+    let odb = repo.odb().map_err(CheckoutError::Object)?;
+    write_tree_in(repo, &odb, tree, dir, Path::new(""), max_blob)
+}
+
+fn write_tree_in(
+    repo: &Repository,
+    odb: &git2::Odb<'_>,
+    tree: &Tree<'_>,
+    dir: &Path,
+    rel: &Path,
+    max_blob: u64,
 ) -> Result<(), CheckoutError> {
     fs::create_dir(dir)?;
     for entry in tree.iter() {
@@ -52,9 +67,17 @@ pub(crate) fn write_tree(
         match entry.kind() {
             Some(ObjectType::Tree) => {
                 let sub = repo.find_tree(entry.id()).map_err(CheckoutError::Object)?;
-                write_tree(repo, &sub, &path)?;
+                write_tree_in(repo, odb, &sub, &path, &rel.join(name), max_blob)?;
             }
             Some(ObjectType::Blob) => {
+                let (size, _) = odb.read_header(entry.id()).map_err(CheckoutError::Object)?;
+                if size as u64 > max_blob {
+                    return Err(CheckoutError::Unsafe(format!(
+                        "the file {:?} is {size} bytes, larger than the {} limit for a file of a source; it was not read",
+                        rel.join(name),
+                        moor_spec::units::format_size(max_blob)
+                    )));
+                }
                 let blob = repo.find_blob(entry.id()).map_err(CheckoutError::Object)?;
                 match entry.filemode() {
                     0o120000 => {
@@ -159,7 +182,7 @@ mod tests {
         for (what, entries) in cases {
             let tree = repo.find_tree(raw_tree(&repo, &entries)).unwrap();
             let dir = tmp.path().join(format!("co-{}", what.replace(' ', "-")));
-            let r = write_tree(&repo, &tree, &dir);
+            let r = write_tree(&repo, &tree, &dir, 1 << 20);
             assert!(r.is_err(), "{what}: accepted");
             assert_eq!(
                 fs::read_dir(&outside).unwrap().count(),
@@ -180,7 +203,7 @@ mod tests {
             ],
         );
         let dir = tmp.path().join("sound");
-        write_tree(&repo, &repo.find_tree(sound).unwrap(), &dir).unwrap();
+        write_tree(&repo, &repo.find_tree(sound).unwrap(), &dir, 1 << 20).unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(dir.join("run.sh"))
             .unwrap()

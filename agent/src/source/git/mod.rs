@@ -152,7 +152,15 @@ pub struct GitConfig {
     /// running then is aborted (the socket timeouts of
     /// [`set_network_timeouts`] bound each connect and read as well).
     pub timeout: Duration,
+    /// A commit holding a file larger than this is refused, checked from
+    /// the object's header before the file is inflated into memory.
+    pub max_blob_size: u64,
 }
+
+/// The default [`GitConfig::max_blob_size`]: 100 MiB, the largest file
+/// GitHub accepts. Configuration is not data; the agent inflates each file
+/// into memory to write it.
+pub const DEFAULT_MAX_BLOB_SIZE: u64 = 100 << 20;
 
 impl Default for GitConfig {
     fn default() -> Self {
@@ -163,6 +171,7 @@ impl Default for GitConfig {
             auth: GitAuth::default(),
             verify: None,
             timeout: Duration::from_secs(120),
+            max_blob_size: DEFAULT_MAX_BLOB_SIZE,
         }
     }
 }
@@ -1046,7 +1055,7 @@ impl GitSource {
         let written = commit
             .tree()
             .map_err(CheckoutError::Object)
-            .and_then(|tree| checkout::write_tree(repo, &tree, &tmp));
+            .and_then(|tree| checkout::write_tree(repo, &tree, &tmp, self.config.max_blob_size));
         let result = written.map_err(|e| match e {
             CheckoutError::Object(e) => Failure::Damaged(format!(
                 "the tree of {} is unreadable: {}",

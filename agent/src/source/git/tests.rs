@@ -154,6 +154,91 @@ fn a_refused_tree_never_goes_in_force() {
 }
 
 #[test]
+fn a_file_over_the_blob_cap_is_refused_before_it_is_inflated() {
+    if !require(&["git"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let good = f.commit(&[("app.toml", "good")], "good");
+    let cache = f.cache("s");
+    let mut cfg = config(f.file_url(), Some("main"));
+    cfg.max_blob_size = 1 << 20;
+    let mut src = GitSource::open("s", cfg, &cache);
+    assert_eq!(src.sync().expect("first sync").commit, good);
+
+    // 3 MiB of zeros: a few kilobytes in the pack the remote sends.
+    let zeros = "\0".repeat(3 << 20);
+    f.commit(
+        &[("data/big.bin", zeros.as_str()), ("app.toml", "new")],
+        "big",
+    );
+    let e = src.sync().expect_err("a blob over the cap");
+    let msg = e.to_string();
+    assert!(matches!(e, GitError::Tree { .. }), "{e:?}");
+    assert!(
+        msg.contains("\"data/big.bin\" is 3145728 bytes, larger than the 1 MiB limit"),
+        "{msg}"
+    );
+    // Nothing changed: the good commit stays in force, files and all.
+    assert_eq!(
+        std::fs::read_to_string(cache.join("current/app.toml")).unwrap(),
+        "good"
+    );
+    let restarted = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
+    assert_eq!(restarted.last_checkout().expect("in force").commit, good);
+    assert_eq!(trees(&cache).len(), 1, "no half-written checkout is left");
+}
+
+#[test]
+fn committed_symlinks_out_of_the_tree_are_refused_by_the_loader() {
+    if !require(&["git"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let manifest = "[containers.app]\nimage = \"busybox\"\n";
+    let good = f.commit(&[("app.toml", manifest)], "good");
+    let cache = f.cache("s");
+    let mut src = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
+    let loader = crate::source::Loader::default();
+    let mut accept = |dir: &std::path::Path| loader.load(dir).map(drop);
+    assert_eq!(src.sync_checked(&mut accept).expect("sync").commit, good);
+
+    // `all -> /` and `conf -> /etc` in the repository: the walk must not
+    // read the host's files as manifests; a bind source and an env file
+    // through links must not leave the checkout either.
+    for (link, target) in [
+        ("all", "/"),
+        ("conf", "/etc"),
+        ("up", "../../../../../../.."),
+        ("secrets.env", "/proc/self/environ"),
+    ] {
+        std::os::unix::fs::symlink(target, f.work.join(link)).unwrap();
+    }
+    let hostile = "[containers.app]\nimage = \"busybox\"\nenv_file = \"secrets.env\"\nmounts = [\"./up/etc/shadow:/x:ro\"]\n";
+    let bad = f.commit(&[("app.toml", hostile)], "hostile");
+    let s = src
+        .sync_checked(&mut accept)
+        .expect("sync of the hostile commit");
+    assert_eq!(s.commit, bad);
+    let why = s.refused.expect("refused");
+    for want in [
+        "all:1:1: error: not followed: \"all\" is a symbolic link to \"/\"",
+        "conf:1:1: error: not followed: \"conf\" is a symbolic link to \"/etc\"",
+        "up:1:1: error: not followed: \"up\" is a symbolic link to \"../../../../../../..\"",
+        "app.toml:3:12: error: containers.app.env_file: env_file \"secrets.env\": \"secrets.env\" is a symbolic link to \"/proc/self/environ\"",
+        "app.toml:4:11: error: containers.app.mounts[0]: bind source \"./up/etc/shadow\": \"up\" is a symbolic link",
+    ] {
+        assert!(why.contains(want), "missing {want:?} in:\n{why}");
+    }
+    assert_eq!(why.lines().count(), 5, "nothing else was read:\n{why}");
+    // Nothing changed: the good commit stays in force.
+    assert_eq!(
+        std::fs::read_to_string(cache.join("current/app.toml")).unwrap(),
+        manifest
+    );
+}
+
+#[test]
 fn default_branch_tag_and_pinned_commit() {
     if !require(&["git"]) {
         return;

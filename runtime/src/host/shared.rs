@@ -1,0 +1,125 @@
+//! The host without its lock, for commands that run beside an agent.
+//!
+//! The agent (or `moor apply`) holds `<state>/host.lock` for as long as it
+//! runs. A command that only reads — `moor plan` — opens a [`HostView`]: no
+//! lock taken or waited for, no network repair, no health checks run (the
+//! health is what the lock holder's checks recorded), nothing written. It
+//! observes the host exactly as the agent does, from the same files, each
+//! written atomically, so it plans what the agent would.
+//!
+//! A person's command on one container — `moor stop`, `start`, `restart`,
+//! `pause`, `unpause` — opens a [`SharedHost`]: the container engine and
+//! the network engine (whose state has its own lock, taken for each
+//! change), nothing more. What such a command decides is recorded where the
+//! agent observes it: a deliberate stop in the container's directory
+//! ([`crate::container::marks`]), a pause in the kernel's freezer. Starts
+//! by the agent and by `moor start` are serialised by the container's start
+//! lock.
+
+use std::time::Duration;
+
+use moor_reconcile::{Observed, Runtime, RuntimeError};
+
+use super::{Access, Host, HostConfig, HostError, failed};
+use crate::container::{ContainerError, ExitRecord, Status};
+
+/// The host, read-only.
+#[derive(Debug, Clone)]
+pub struct HostView(Host);
+
+impl HostView {
+    /// Opens the host under `config.state_dir` for reading, beside whatever
+    /// holds its lock.
+    pub fn open(config: HostConfig) -> Result<Self, HostError> {
+        Host::open_as(config, Access::ReadOnly).map(Self)
+    }
+
+    /// What is on the host, as the reconciler sees it.
+    pub async fn observe(&self) -> Result<Observed, RuntimeError> {
+        self.0.observe().await
+    }
+}
+
+/// The host, for a person's commands on single containers (by their ids:
+/// resolve instance names with [`super::instances::resolve`]).
+#[derive(Debug, Clone)]
+pub struct SharedHost(Host);
+
+impl SharedHost {
+    /// Opens the host under `config.state_dir` without its lock.
+    pub fn open(config: HostConfig) -> Result<Self, HostError> {
+        Host::open_as(config, Access::Shared).map(Self)
+    }
+
+    /// The container engine.
+    pub fn engine(&self) -> &crate::container::Engine {
+        self.0.engine()
+    }
+
+    /// Stops container `id` on purpose (`moor stop`): its stop signal, up to
+    /// `grace` (its `stop_grace_period` when `None`), then SIGKILL. The stop
+    /// is recorded first, so that the reconciler, which may observe the exit
+    /// at any moment, leaves it stopped. Stopping a stopped container
+    /// records the stop too (one restarting after a crash stays down).
+    pub fn stop(
+        &self,
+        id: &str,
+        grace: Option<Duration>,
+    ) -> Result<Option<ExitRecord>, RuntimeError> {
+        let inner = &self.0.inner;
+        inner.engine.set_manual_stop(id, true).map_err(failed)?;
+        let exit = inner.engine.stop(id, grace).map_err(failed)?;
+        inner.nets.detach(id).map_err(failed)?;
+        Ok(exit)
+    }
+
+    /// Starts container `id` (`moor start`) and forgets a deliberate stop
+    /// and its crash-loop restarts. Starting a running container does
+    /// nothing; a paused one is refused. The stop stays recorded until the
+    /// container runs, so that the reconciler never starts it at the same
+    /// time.
+    pub fn start(&self, id: &str) -> Result<bool, RuntimeError> {
+        let inner = &self.0.inner;
+        let record = inner.engine.record(id).map_err(failed)?;
+        let _lock = inner.engine.lock_container(id).map_err(failed)?;
+        let info = inner.engine.inspect(id).map_err(failed)?;
+        if matches!(info.status, Status::Running { .. }) {
+            if inner.engine.is_paused(id) {
+                return Err(failed(ContainerError::Paused(id.to_string())));
+            }
+            inner.engine.set_manual_stop(id, false).map_err(failed)?;
+            return Ok(false);
+        }
+        let was_stopped = inner.engine.manual_stop(id).is_some();
+        inner.engine.set_manual_stop(id, true).map_err(failed)?;
+        let started = inner
+            .nets
+            .detach(id)
+            .map_err(failed)
+            .and_then(|()| inner.start(id, &record.spec));
+        if let Err(e) = started {
+            let _ = inner.engine.set_manual_stop(id, was_stopped);
+            return Err(e);
+        }
+        inner.engine.set_manual_stop(id, false).map_err(failed)?;
+        inner.engine.set_restart_count(id, 0).map_err(failed)?;
+        Ok(true)
+    }
+
+    /// Stops and starts container `id` (`moor restart`); a paused one is
+    /// thawed by the stop, as in Docker.
+    pub fn restart(&self, id: &str, grace: Option<Duration>) -> Result<(), RuntimeError> {
+        self.stop(id, grace)?;
+        self.start(id).map(drop)
+    }
+
+    /// Freezes container `id` (`moor pause`).
+    pub fn pause(&self, id: &str) -> Result<(), ContainerError> {
+        self.0.inner.engine.pause(id)
+    }
+
+    /// Thaws container `id` (`moor unpause`).
+    pub fn unpause(&self, id: &str) -> Result<(), ContainerError> {
+        self.0.inner.engine.unpause(id)
+    }
+}
