@@ -579,6 +579,11 @@ fn stack_through_the_agent() {
         let deadline = Instant::now() + Duration::from_secs(240);
         loop {
             check_agent(&mut host);
+            let log = host.agent_log();
+            assert!(
+                !log.contains("invalid manifests"),
+                "the agent refused the manifests:\n{log}"
+            );
             match visit(port) {
                 Ok(v) => break v,
                 Err(e) if Instant::now() > deadline => panic!(
