@@ -374,8 +374,9 @@ fn port_spec(spec: &str) -> Result<Vec<String>, String> {
         ));
     }
     let port = |p: &str| {
-        p.parse::<u16>()
-            .ok()
+        Some(p)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u16>().ok())
             .filter(|p| *p > 0)
             .ok_or_else(|| format!("EXPOSE {spec}: \"{p}\" is not a port from 1 to 65535"))
     };
@@ -453,6 +454,22 @@ fn split_raw(s: &str) -> Vec<String> {
 /// environment. With `split`, unquoted whitespace (also inside a
 /// substituted value) separates words; without, the result is one word.
 fn lex(s: &str, config: &ImportConfig, split: bool) -> Result<Vec<String>, String> {
+    lex_at(s, config, split, 0)
+}
+
+/// How deep `${A:-${B:-…}}` may nest: deeper is refused, not a stack overflow.
+const MAX_NESTING: usize = 16;
+
+/// [`lex()`] inside `depth` substitutions.
+fn lex_at(
+    s: &str,
+    config: &ImportConfig,
+    split: bool,
+    depth: usize,
+) -> Result<Vec<String>, String> {
+    if depth > MAX_NESTING {
+        return Err(format!("substitutions nested more than {MAX_NESTING} deep"));
+    }
     let chars: Vec<char> = s.chars().collect();
     let mut words = Vec::new();
     let mut cur = String::new();
@@ -496,13 +513,13 @@ fn lex(s: &str, config: &ImportConfig, split: bool) -> Result<Vec<String>, Strin
                             cur.push(chars[i]);
                             i += 1;
                         }
-                        '$' => cur.push_str(&substitute(&chars, &mut i, config)?),
+                        '$' => cur.push_str(&substitute(&chars, &mut i, config, depth)?),
                         c => cur.push(c),
                     }
                 }
             }
             '$' => {
-                for c in substitute(&chars, &mut i, config)?.chars() {
+                for c in substitute(&chars, &mut i, config, depth)?.chars() {
                     if split && c.is_whitespace() {
                         end_word(&mut words, &mut cur, &mut in_word);
                     } else {
@@ -528,7 +545,12 @@ fn lex(s: &str, config: &ImportConfig, split: bool) -> Result<Vec<String>, Strin
 /// After a `$` at `chars[*i - 1]`: `NAME`, `{NAME}`, `{NAME:-word}`,
 /// `{NAME-word}`, `{NAME:+word}`, `{NAME+word}`, `{NAME:?word}`,
 /// `{NAME?word}`. A `$` before anything else is itself.
-fn substitute(chars: &[char], i: &mut usize, config: &ImportConfig) -> Result<String, String> {
+fn substitute(
+    chars: &[char],
+    i: &mut usize,
+    config: &ImportConfig,
+    depth: usize,
+) -> Result<String, String> {
     let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let text: String = chars.iter().collect();
     match chars.get(*i) {
@@ -561,20 +583,20 @@ fn substitute(chars: &[char], i: &mut usize, config: &ImportConfig) -> Result<St
             *i += 1;
             // The word runs to the matching brace.
             let start = *i;
-            let mut depth = 1;
+            let mut open = 1;
             while let Some(&c) = chars.get(*i) {
                 match c {
-                    '{' => depth += 1,
-                    '}' => depth -= 1,
+                    '{' => open += 1,
+                    '}' => open -= 1,
                     '\\' => *i += 1,
                     _ => {}
                 }
-                if depth == 0 {
+                if open == 0 {
                     break;
                 }
                 *i += 1;
             }
-            if depth != 0 {
+            if open != 0 {
                 return Err(format!("missing '}}' in {text}"));
             }
             let word: String = chars[start..*i].iter().collect();
@@ -583,7 +605,7 @@ fn substitute(chars: &[char], i: &mut usize, config: &ImportConfig) -> Result<St
                 Some(v) => !colon || !v.is_empty(),
                 None => false,
             };
-            let word = || lex(&word, config, false).map(|w| w.concat());
+            let word = || lex_at(&word, config, false, depth + 1).map(|w| w.concat());
             match op {
                 '-' if set => Ok(value.unwrap_or("").to_string()),
                 '-' => word(),
@@ -792,6 +814,8 @@ mod tests {
             ("EXPOSE 70000", "\"70000\" is not a port"),
             ("EXPOSE http", "\"http\" is not a port"),
             ("EXPOSE 80/icmp", "protocol \"icmp\""),
+            ("EXPOSE +80", "\"+80\" is not a port"),
+            ("EXPOSE 80-", "\"\" is not a port"),
             ("EXPOSE 90-80", "the range ends before it starts"),
             ("STOPSIGNAL SIGNOPE", "unknown signal"),
             ("STOPSIGNAL 99", "out of range"),
@@ -805,6 +829,11 @@ mod tests {
             let got = err(change);
             assert!(got.contains(want), "{change:?}: {got:?} lacks {want:?}");
         }
+        // Hostile nesting is refused, not a stack overflow.
+        let deep = format!("ENV A={}x{}", "${B:-".repeat(10_000), "}".repeat(10_000));
+        assert!(err(&deep).contains("nested more than 16 deep"));
+        let ok_depth = format!("ENV A={}x{}", "${B:-".repeat(16), "}".repeat(16));
+        assert!(ok(&[ok_depth.as_str()]).env.contains(&"A=x".to_string()));
         // The error names the change.
         assert_eq!(
             err("run  make"),
