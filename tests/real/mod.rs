@@ -11,8 +11,12 @@
 //! anew (`stack_through_apply`); the agent brings back a database killed
 //! with SIGKILL, data intact (`stack_through_the_agent`); a failed migration
 //! keeps the app from starting (`a_failed_migration_keeps_the_app_down`);
-//! every file moor writes into a container is readable by a non-root user
-//! (`files_moor_writes_are_readable_by_a_non_root_user`).
+//! `moor exec` runs as the image's user in its working directory
+//! (`exec_runs_as_the_containers_user_in_its_working_directory`); every
+//! file moor writes into a container is readable by a non-root user
+//! (`files_moor_writes_are_readable_by_a_non_root_user`); a container
+//! without a network has a loopback interface
+//! (`loopback_is_up_without_a_network`).
 //!
 //! The images are built once per test process and cached across runs
 //! (`MOOR_TEST_CACHE`, see `tests/common/debimage.rs`); each test imports
