@@ -117,8 +117,13 @@ impl Recipe {
 
     /// The cached tarball, built first when missing.
     pub fn tarball(&self) -> Built {
+        self.tarball_in(&cache_dir())
+    }
+
+    /// [`Recipe::tarball`] with the cache in `dir`.
+    pub fn tarball_in(&self, dir: &Path) -> Built {
         let started = Instant::now();
-        let dir = cache_dir();
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("create image cache {}: {e}", dir.display()));
         let path = dir.join(format!("{}-{}.tar", self.name, self.key()));

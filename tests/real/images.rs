@@ -206,3 +206,53 @@ pub fn images() -> &'static Images {
         Images { all }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache key covers what goes into the tarball, and only that.
+    #[test]
+    fn recipe_keys_follow_what_goes_into_the_tarball() {
+        let base = app();
+        let key = base.key();
+        assert_eq!(key.len(), 16);
+        assert_eq!(app().key(), key, "the key is stable");
+        let mut r = app();
+        r.files[0].data.push(b'\n');
+        assert_ne!(r.key(), key, "a file's contents");
+        let mut r = app();
+        r.files[0].mode = 0o600;
+        assert_ne!(r.key(), key, "a file's mode");
+        let mut r = app();
+        r.packages = &["python3", "python3-psycopg2"];
+        assert_ne!(r.key(), key, "the packages");
+        let mut r = app();
+        r.script = "true";
+        assert_ne!(r.key(), key, "the script");
+        let mut r = app();
+        r.options = &["--skip=cleanup/run"];
+        assert_ne!(r.key(), key, "the options");
+        let mut r = app();
+        r.changes = &["USER root"];
+        assert_eq!(r.key(), key, "changes are applied at import, not built in");
+        let names: Vec<&str> = [postgres(), redis(), app(), nginx()]
+            .iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["postgres", "redis", "app", "nginx"]);
+    }
+
+    /// A tarball in the cache is used as it is, and no build is started.
+    #[test]
+    fn a_cached_tarball_is_reused() {
+        let cache = tempfile::tempdir().expect("tempdir");
+        let recipe = redis();
+        let path = cache.path().join(format!("redis-{}.tar", recipe.key()));
+        std::fs::write(&path, b"cached").expect("write");
+        let built = recipe.tarball_in(cache.path());
+        assert!(!built.built);
+        assert_eq!(built.path, path);
+        assert_eq!(std::fs::read(&path).expect("read"), b"cached");
+    }
+}
