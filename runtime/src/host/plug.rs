@@ -10,15 +10,21 @@ use super::{DEFAULT_NETWORK, Inner, labels};
 
 impl Inner {
     /// Plugs a created container (PID 1 `pid`, not yet running its process)
-    /// into its networks.
+    /// into its networks; one with a network namespace and no network gets
+    /// its loopback interface up.
     pub(super) fn plug(
         &self,
         name: &str,
         spec: &ContainerSpec,
         pid: i32,
     ) -> Result<(), RuntimeError> {
-        if spec.network_mode != NetworkMode::Bridge {
-            return Ok(());
+        match spec.network_mode {
+            NetworkMode::Bridge => {}
+            NetworkMode::None => {
+                let netns = PathBuf::from(format!("/proc/{pid}/ns/net"));
+                return self.nets.loopback_only(&netns).map_err(network);
+            }
+            NetworkMode::Host | NetworkMode::Container(_) => return Ok(()),
         }
         let mut attachments = attachments(spec);
         // The instance name finds the container in DNS whatever its id; while
