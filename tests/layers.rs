@@ -622,10 +622,7 @@ fn agent_layers_are_in_order() {
     );
 }
 
-// Ignored until `runtime/src`'s container engine no longer reaches up into
-// `host` (the runtime side of the same change); remove the attribute then.
 #[test]
-#[ignore = "runtime/src still has module cycles"]
 fn runtime_layers_point_one_way() {
     let (text, n) = report("runtime");
     eprint!("{text}");

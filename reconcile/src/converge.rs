@@ -142,7 +142,7 @@ pub enum Convergence {
 }
 
 /// Why a convergence could not go on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConvergeError {
     /// The host could not be observed.
     #[error(transparent)]
@@ -405,15 +405,15 @@ depends_on = { migrate = "completed" }
         assert_eq!(t0.elapsed(), Duration::ZERO, "nothing to wait for");
         match result {
             Convergence::Blocked(blocked) => {
-                let names: Vec<(&str, &str)> = blocked
+                let names: Vec<(&str, String)> = blocked
                     .iter()
-                    .map(|b| (b.name.as_str(), b.reason.as_str()))
+                    .map(|b| (b.name.as_str(), b.reason.to_string()))
                     .collect();
                 assert_eq!(
                     names,
                     [
-                        ("app", "migrate exited 3"),
-                        ("migrate", "exited 3; restart = \"no\"")
+                        ("app", "migrate exited 3".to_string()),
+                        ("migrate", "exited 3; restart = \"no\"".to_string())
                     ]
                 );
             }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod debimage;
 pub mod instance;
 
 use std::path::{Path, PathBuf};

@@ -38,6 +38,12 @@ pub enum ImageCommand {
         /// A reference to name the image by.
         #[arg(long, value_name = "REF")]
         tag: Option<String>,
+        /// A Dockerfile instruction for the image's config, as `docker import
+        /// --change` takes it (`USER nobody`, `CMD ["python3","app.py"]`): CMD,
+        /// ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME,
+        /// WORKDIR; repeatable, applied in order; root filesystem tars only.
+        #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+        changes: Vec<String>,
         #[command(flatten)]
         limits: LimitArgs,
     },

@@ -77,11 +77,17 @@ pub fn run(state_dir: &std::path::Path, args: &ImageArgs) -> anyhow::Result<Exit
                 .with_context(|| format!("pull {reference}"))?;
             println!("pulled {reference} {}", image.digest);
         }
-        ImageCommand::Import { file, tag, limits } => {
+        ImageCommand::Import {
+            file,
+            tag,
+            changes,
+            limits,
+        } => {
             let images = open(state_dir, Some(limits))?;
             let progress = Progress::new();
-            let imported = import::import(&images, file, tag.as_deref(), &progress)
-                .with_context(|| format!("import {}", file.display()))?;
+            let imported =
+                import::import_with_changes(&images, file, tag.as_deref(), changes, &progress)
+                    .with_context(|| format!("import {}", file.display()))?;
             for i in &imported.images {
                 let names = if i.refs.is_empty() {
                     "<none>".to_string()
