@@ -177,10 +177,18 @@ impl<'a> LineIndex<'a> {
         }
     }
 
-    /// Characters in `text[..offset]`, counting at most one block's bytes.
+    /// Characters in `text[..offset]`, counting at most one block's bytes
+    /// (none when the block holds no continuation byte, as ASCII text does).
     fn chars_to(&self, offset: usize) -> usize {
         let block = offset / BLOCK;
-        let tail = &self.text.as_bytes()[block * BLOCK..offset];
+        let start = block * BLOCK;
+        let block_len = (self.text.len() - start).min(BLOCK);
+        if let Some(&after) = self.chars_before.get(block + 1)
+            && after - self.chars_before[block] == block_len
+        {
+            return self.chars_before[block] + (offset - start);
+        }
+        let tail = &self.text.as_bytes()[start..offset];
         #[cfg(test)]
         tests::SCANNED.with(|s| s.set(s.get() + tail.len()));
         self.chars_before[block] + tail.iter().filter(|&&b| starts_char(b)).count()
@@ -223,6 +231,26 @@ pub(crate) mod tests {
         );
         // Each item is `"é",`: 4 characters; the last one starts after `x = [`.
         assert_eq!(last, Pos::new(1, 6 + 4 * (items as u32 - 1)));
+    }
+
+    #[test]
+    fn ascii_blocks_and_others_give_the_same_columns_as_counting() {
+        // ASCII blocks take the shortcut; blocks with a multi-byte
+        // character (or the tail of one) are counted.
+        let mut text = String::new();
+        for i in 0..40 {
+            text.push_str(&"x = 1\n".repeat(i % 7));
+            text.push_str(if i % 5 == 0 { "é = \"ü\"\n" } else { "long line\n" });
+            text.push_str(&"a".repeat(i * 13));
+        }
+        let idx = LineIndex::new(&text);
+        for (offset, _) in text.char_indices() {
+            let before = &text[..offset];
+            let line = before.matches('\n').count() as u32 + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = text[line_start..offset].chars().count() as u32 + 1;
+            assert_eq!(idx.pos(offset), Pos::new(line, column), "offset {offset}");
+        }
     }
 
     #[test]
