@@ -240,7 +240,11 @@ pub(crate) mod tests {
         let mut text = String::new();
         for i in 0..40 {
             text.push_str(&"x = 1\n".repeat(i % 7));
-            text.push_str(if i % 5 == 0 { "é = \"ü\"\n" } else { "long line\n" });
+            text.push_str(if i % 5 == 0 {
+                "é = \"ü\"\n"
+            } else {
+                "long line\n"
+            });
             text.push_str(&"a".repeat(i * 13));
         }
         let idx = LineIndex::new(&text);

@@ -224,11 +224,13 @@ fn resolve_image(c: &mut Checker, d: &mut ContainerDraft, state: &DesiredState) 
 fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
     let spec = &d.d.spec;
     let file = &d.d.origin.file;
-    for (a, (field, pos)) in spec.networks.iter().zip(&d.network_locs) {
+    for (a, (entry, ipv4_pos)) in spec.networks.iter().zip(&d.network_locs) {
+        let ipv4_pos = ipv4_pos.unwrap_or(d.d.origin.pos);
         match state.networks.get(&a.network) {
             None => {
+                let field = d.entry_field("networks", entry, &a.network);
                 if let Some(m) = c.elsewhere.explain(Kind::Network, &a.network) {
-                    c.error(file, *pos, field, m);
+                    c.error(file, entry.pos, &field, m);
                     continue;
                 }
                 let hint = crate::decode::did_you_mean(
@@ -239,8 +241,8 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
                 .unwrap_or_default();
                 c.error(
                     file,
-                    *pos,
-                    field,
+                    entry.pos,
+                    &field,
                     format!(
                         "network \"{}\" is not defined under [networks]{hint}",
                         a.network
@@ -254,7 +256,7 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
                     if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
                         c.error(
                             file,
-                            d.d.loc(&key),
+                            ipv4_pos,
                             &d.d.field(&key),
                             format!(
                                 "address {ip} is not a host address of network \"{}\" ({subnet})",
@@ -264,7 +266,7 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
                     } else if Some(ip) == gateway {
                         c.error(
                             file,
-                            d.d.loc(&key),
+                            ipv4_pos,
                             &d.d.field(&key),
                             format!("address {ip} is the gateway of network \"{}\"", a.network),
                         );
@@ -273,12 +275,14 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
             }
         }
     }
-    for (m, (field, pos)) in spec.mounts.iter().zip(&d.mount_locs) {
+    for (m, entry) in spec.mounts.iter().zip(&d.mount_locs) {
         if let MountSource::Volume { name } = &m.source
             && !state.volumes.contains_key(name)
         {
+            let field = d.entry_field("mounts", entry, name);
+            let pos = entry.pos;
             if let Some(m) = c.elsewhere.explain(Kind::Volume, name) {
-                c.error(file, *pos, field, m);
+                c.error(file, pos, &field, m);
                 continue;
             }
             let hint = crate::decode::did_you_mean(name, state.volumes.keys().map(String::as_str))
@@ -286,8 +290,8 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
                 .unwrap_or_default();
             c.error(
                 file,
-                *pos,
-                field,
+                pos,
+                &field,
                 format!("volume \"{name}\" is not defined under [volumes]{hint}"),
             );
         }
@@ -317,7 +321,7 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
         }
     }
     if spec.replicas > 1 {
-        if let Some((field, pos)) = spec
+        if let Some(entry) = spec
             .ports
             .iter()
             .zip(&d.port_locs)
@@ -326,20 +330,20 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
         {
             c.error(
                 file,
-                *pos,
-                field,
+                entry.pos,
+                &d.entry_field("ports", entry, ""),
                 format!(
                     "a fixed host port cannot be published by {} replicas; leave the host port out",
                     spec.replicas
                 ),
             );
         }
-        for a in &spec.networks {
+        for (a, (_, ipv4_pos)) in spec.networks.iter().zip(&d.network_locs) {
             if a.ipv4_address.is_some() {
                 let key = format!("networks.{}.ipv4_address", a.network);
                 c.error(
                     file,
-                    d.d.loc(&key),
+                    ipv4_pos.unwrap_or(d.d.origin.pos),
                     &d.d.field(&key),
                     format!(
                         "a fixed address cannot be given to {} replicas",
@@ -365,23 +369,24 @@ fn container_references(
             .unwrap_or_default();
         format!("container \"{name}\" is not defined under [containers]{hint}")
     };
-    for (dep, cond) in &spec.depends_on {
-        let (field, pos) = &d.depends_locs[dep];
+    for ((dep, cond), entry) in spec.depends_on.iter().zip(&d.depends_locs) {
+        let pos = entry.pos;
+        let field = || d.entry_field("depends_on", entry, dep);
         if dep == &d.d.name {
-            c.error(file, *pos, field, "a container cannot depend on itself");
+            c.error(file, pos, &field(), "a container cannot depend on itself");
             continue;
         }
         match all.get(dep) {
             None => {
                 let m = c.elsewhere.explain(Kind::Container, dep);
-                c.error(file, *pos, field, m.unwrap_or_else(|| unknown(dep)));
+                c.error(file, pos, &field(), m.unwrap_or_else(|| unknown(dep)));
             }
             Some(target) => {
                 if *cond == DependCondition::Healthy && target.d.spec.healthcheck.is_none() {
                     c.error(
                         file,
-                        *pos,
-                        field,
+                        pos,
+                        &field(),
                         format!(
                             "waits for \"{dep}\" to be healthy, but \"{dep}\" has no healthcheck"
                         ),
@@ -431,7 +436,7 @@ fn port_conflicts(c: &mut Checker, all: &BTreeMap<String, ContainerDraft>) {
                 .iter()
                 .find(|(e, k)| e.d.spec.ports[*k].conflicts_with(p));
             if let Some((e, k)) = earlier {
-                let (field, pos) = &d.port_locs[*i];
+                let entry = &d.port_locs[*i];
                 let other = if e.d.name == d.d.name {
                     "another entry of this container".to_string()
                 } else {
@@ -439,14 +444,14 @@ fn port_conflicts(c: &mut Checker, all: &BTreeMap<String, ContainerDraft>) {
                         "container \"{}\" ({}:{})",
                         e.d.name,
                         e.d.origin.file.display(),
-                        e.port_locs[*k].1
+                        e.port_locs[*k].pos
                     )
                 };
                 let host_ip = p.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string());
                 c.error(
                     &d.d.origin.file,
-                    *pos,
-                    field,
+                    entry.pos,
+                    &d.entry_field("ports", entry, ""),
                     format!(
                         "host port {host_ip}:{}/{} is already published by {other}",
                         p.host_port.unwrap_or(0),
@@ -504,10 +509,9 @@ fn cycles(c: &mut Checker, all: &BTreeMap<String, ContainerDraft>) {
                     let from = stack.iter().position(|(n, _)| *n == target).unwrap_or(0);
                     let mut path: Vec<&str> = stack[from..].iter().map(|(n, _)| *n).collect();
                     path.push(target);
-                    let (field, pos) =
-                        d.depends_locs.get(target).cloned().unwrap_or_else(|| {
-                            (d.d.field("network_mode"), d.d.loc("network_mode"))
-                        });
+                    let (field, pos) = d
+                        .depends_loc(target)
+                        .unwrap_or_else(|| (d.d.field("network_mode"), d.d.loc("network_mode")));
                     c.error(
                         &d.d.origin.file,
                         pos,

@@ -4,30 +4,29 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use super::{ContainerDraft, Decoder, check_name, join};
+use super::{ContainerDraft, Decoder, Field, ROOT, check_name, join};
 use crate::model::{ImageSpec, Kind, NetworkSpec, Origin, PullPolicy, VolumeSpec};
 use crate::node::{Node, Pos, Value};
 use crate::target::{HostIdentity, Target, applies};
 
 /// A decoded resource that has not been cross-checked yet.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Draft<T> {
+    pub(crate) kind: Kind,
     pub(crate) name: String,
-    /// The resource's field path, e.g. `networks.front`.
-    pub(crate) path: String,
     pub(crate) origin: Origin,
     pub(crate) spec: T,
     /// The hosts it is for: its own `target`, else its document's; `None` is every host.
     pub(crate) target: Option<Target>,
-    /// Positions of fields that later checks report on, by field suffix.
-    pub(crate) locs: Vec<(String, Pos)>,
+    /// Positions of fields that later checks report on, by field name.
+    pub(crate) locs: Vec<(&'static str, Pos)>,
 }
 
 impl<T> Draft<T> {
-    pub(crate) fn new(name: &str, path: &str, origin: Origin, spec: T) -> Self {
+    pub(crate) fn new(kind: Kind, name: &str, origin: Origin, spec: T) -> Self {
         Self {
+            kind,
             name: name.to_string(),
-            path: path.to_string(),
             origin,
             spec,
             target: None,
@@ -35,17 +34,22 @@ impl<T> Draft<T> {
         }
     }
 
+    /// The resource's field path, e.g. `networks.front`.
+    pub(crate) fn path(&self) -> String {
+        join(self.kind.table(), &self.name)
+    }
+
     /// The full path of one of the resource's fields; `suffix` is itself a
     /// path of plain names (`networks.front.ipv4_address`), never quoted.
     pub(crate) fn field(&self, suffix: &str) -> String {
-        format!("{}.{suffix}", self.path)
+        format!("{}.{suffix}", self.path())
     }
 
     /// Where a field was written (the resource's name when not recorded).
-    pub(crate) fn loc(&self, suffix: &str) -> Pos {
+    pub(crate) fn loc(&self, name: &str) -> Pos {
         self.locs
             .iter()
-            .find(|(f, _)| f == suffix)
+            .find(|(f, _)| *f == name)
             .map_or(self.origin.pos, |(_, p)| *p)
     }
 }
@@ -133,10 +137,10 @@ impl Decoder<'_> {
         }
         if !matches!(root.value, Value::Map(_)) {
             let found = root.value.kind();
-            self.error(root.pos, "", format!("a manifest must be a table of images, networks, volumes and containers, found {found}"));
+            self.error(root.pos, &Field::Root, format!("a manifest must be a table of images, networks, volumes and containers, found {found}"));
             return;
         }
-        let Some(entries) = self.entries(root, "") else {
+        let Some(entries) = self.entries(root, &Field::Root) else {
             return;
         };
         // The document's target covers every resource of the document, even
@@ -144,7 +148,7 @@ impl Decoder<'_> {
         let doc_target = entries
             .iter()
             .find(|(k, _)| k.name == "target")
-            .and_then(|(_, node)| self.target(node, "target"));
+            .and_then(|(_, node)| self.target(node, &ROOT.key("target")));
         for (key, node) in entries {
             // Compose-style extension fields hold YAML anchors for reuse.
             if key.name.starts_with("x-") || key.name == "target" {
@@ -161,18 +165,19 @@ impl Decoder<'_> {
                         Some(h) => format!("unknown top-level table; did you mean \"{h}\"?"),
                         None => "unknown top-level table (expected images, networks, volumes, containers or target; x-* keys are ignored)".to_string(),
                     };
-                    self.error(key.pos, other, message);
+                    self.error(key.pos, &ROOT.key(other), message);
                     continue;
                 }
             };
             if node.value == Value::Null {
                 continue;
             }
-            let Some(resources) = self.entries(node, kind.table()) else {
+            let table = ROOT.key(kind.table());
+            let Some(resources) = self.entries(node, &table) else {
                 continue;
             };
             for (name_key, spec) in resources {
-                let field = join(kind.table(), &name_key.name);
+                let field = table.key(&name_key.name);
                 self.check(name_key.pos, &field, check_name(&name_key.name));
                 let origin = Origin {
                     file: self.file.to_path_buf(),
@@ -183,7 +188,7 @@ impl Decoder<'_> {
                     Value::Map(fields) => fields
                         .iter()
                         .find(|(k, _)| k.name == "target")
-                        .map(|(_, t)| self.target(t, &join(&field, "target"))),
+                        .map(|(_, t)| self.target(t, &field.key("target"))),
                     _ => None,
                 };
                 let target = own_target.unwrap_or_else(|| doc_target.clone());
@@ -197,22 +202,22 @@ impl Decoder<'_> {
                 match kind {
                     Kind::Image => {
                         if let Some(s) = self.image(spec, &field) {
-                            let mut d = Draft::new(name, &field, origin, s);
+                            let mut d = Draft::new(kind, name, origin, s);
                             d.target = target;
                             out.images.push(d);
                         }
                     }
                     Kind::Network => {
                         if let Some((s, subnet_pos)) = self.network(spec, &field) {
-                            let mut d = Draft::new(name, &field, origin, s);
-                            d.locs.push(("subnet".into(), subnet_pos));
+                            let mut d = Draft::new(kind, name, origin, s);
+                            d.locs.push(("subnet", subnet_pos));
                             d.target = target;
                             out.networks.push(d);
                         }
                     }
                     Kind::Volume => {
                         if let Some(s) = self.volume(spec, &field) {
-                            let mut d = Draft::new(name, &field, origin, s);
+                            let mut d = Draft::new(kind, name, origin, s);
                             d.target = target;
                             out.volumes.push(d);
                         }
@@ -228,7 +233,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn image(&mut self, node: &Node, field: &str) -> Option<ImageSpec> {
+    fn image(&mut self, node: &Node, field: &Field<'_>) -> Option<ImageSpec> {
         let f = self.fields(
             node,
             field,
@@ -237,7 +242,7 @@ impl Decoder<'_> {
         )?;
         let reference = match f.get("ref") {
             Some(n) => {
-                let rf = join(field, "ref");
+                let rf = field.key("ref");
                 let s = self.string(n, &rf)?;
                 self.check(n.pos, &rf, crate::reference::parse(&s))
             }
@@ -248,7 +253,7 @@ impl Decoder<'_> {
         };
         let pull = match f.get("pull") {
             Some(n) => {
-                let pf = join(field, "pull");
+                let pf = field.key("pull");
                 match self.string(n, &pf).as_deref() {
                     Some("always") => Some(PullPolicy::Always),
                     Some("if-not-present" | "missing") => Some(PullPolicy::IfNotPresent),
@@ -272,7 +277,7 @@ impl Decoder<'_> {
         })
     }
 
-    fn network(&mut self, node: &Node, field: &str) -> Option<(NetworkSpec, Pos)> {
+    fn network(&mut self, node: &Node, field: &Field<'_>) -> Option<(NetworkSpec, Pos)> {
         let f = self.fields(
             node,
             field,
@@ -283,7 +288,7 @@ impl Decoder<'_> {
         let mut ok = true;
         let mut subnet_pos = f.pos;
         if let Some(n) = f.get("subnet") {
-            let sf = join(field, "subnet");
+            let sf = field.key("subnet");
             subnet_pos = n.pos;
             spec.subnet = self.string(n, &sf).and_then(|s| {
                 let r = s
@@ -308,7 +313,7 @@ impl Decoder<'_> {
             ok &= spec.subnet.is_some();
         }
         if let Some(n) = f.get("gateway") {
-            let gf = join(field, "gateway");
+            let gf = field.key("gateway");
             let gw = self.string(n, &gf).and_then(|s| {
                 let r = s
                     .parse::<Ipv4Addr>()
@@ -332,27 +337,25 @@ impl Decoder<'_> {
             spec.gateway = gw;
         }
         if let Some(n) = f.get("internal") {
-            spec.internal = self
-                .boolean(n, &join(field, "internal"))
-                .unwrap_or_else(|| {
-                    ok = false;
-                    false
-                });
+            spec.internal = self.boolean(n, &field.key("internal")).unwrap_or_else(|| {
+                ok = false;
+                false
+            });
         }
         if let Some(n) = f.get("labels") {
-            spec.labels = self.labels(n, &join(field, "labels"));
+            spec.labels = self.labels(n, &field.key("labels"));
         }
         ok.then_some((spec, subnet_pos))
     }
 
-    fn volume(&mut self, node: &Node, field: &str) -> Option<VolumeSpec> {
+    fn volume(&mut self, node: &Node, field: &Field<'_>) -> Option<VolumeSpec> {
         let f = self.fields(node, field, &["prune", "labels", "target"], &[])?;
         let mut spec = VolumeSpec::default();
         if let Some(n) = f.get("prune") {
-            spec.prune = self.boolean(n, &join(field, "prune"))?;
+            spec.prune = self.boolean(n, &field.key("prune"))?;
         }
         if let Some(n) = f.get("labels") {
-            spec.labels = self.labels(n, &join(field, "labels"));
+            spec.labels = self.labels(n, &field.key("labels"));
         }
         Some(spec)
     }
