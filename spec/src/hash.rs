@@ -123,9 +123,12 @@ struct ContainerView<'a> {
 /// The hash of a container. Expects the canonical order the loader gives
 /// (ports and mounts sorted, capability lists sorted).
 pub fn container(spec: &ContainerSpec) -> SpecHash {
-    digest(
-        Kind::Container,
-        &ContainerView {
+    digest(Kind::Container, &ContainerView::of(spec))
+}
+
+impl<'a> ContainerView<'a> {
+    fn of(spec: &'a ContainerSpec) -> Self {
+        ContainerView {
             image: &spec.image,
             entrypoint: &spec.entrypoint,
             command: &spec.command,
@@ -145,6 +148,26 @@ pub fn container(spec: &ContainerSpec) -> SpecHash {
             cap_drop: &spec.cap_drop,
             seccomp: spec.seccomp,
             extra_hosts: &spec.extra_hosts,
+        }
+    }
+}
+
+/// [`container`] of `spec` as the loader gives it, whatever the order of its
+/// ports and mounts (sorted copies are hashed when they are not in order).
+pub(crate) fn container_unsorted(spec: &ContainerSpec) -> SpecHash {
+    if spec.ports.is_sorted() && spec.mounts.is_sorted() {
+        return container(spec);
+    }
+    let mut ports = spec.ports.clone();
+    ports.sort();
+    let mut mounts = spec.mounts.clone();
+    mounts.sort();
+    digest(
+        Kind::Container,
+        &ContainerView {
+            ports: &ports,
+            mounts: &mounts,
+            ..ContainerView::of(spec)
         },
     )
 }

@@ -20,9 +20,11 @@ pub mod envfile;
 pub mod hash;
 pub mod linux;
 mod load;
+mod loader;
 pub mod model;
 pub mod mounts;
 pub mod node;
+mod par;
 pub mod parse;
 pub mod ports;
 pub mod reference;
@@ -38,6 +40,7 @@ pub use hash::SpecHash;
 pub use load::{
     DEFAULT_MAX_FILE_SIZE, LoadOptions, load, load_for, load_texts, load_texts_for, load_with,
 };
+pub use loader::{LoadStats, Loader};
 pub use model::*;
 pub use mounts::{Mount, MountSource};
 pub use ports::{PortMapping, Protocol};

@@ -100,6 +100,9 @@ pub(crate) struct ContainerDraft {
     pub(crate) d: Draft<ContainerSpec>,
     /// The `image` text as written (a name under `[images]` or a reference).
     pub(crate) image_raw: Option<(String, Pos)>,
+    /// Why `image_raw` is not an image reference, when it is not (then
+    /// `d.spec.image` is a placeholder, unless `[images]` names it).
+    pub(crate) image_error: Option<String>,
     /// Where each entry of `spec.ports` was written.
     pub(crate) port_locs: Vec<Entry>,
     /// Where each entry of `spec.mounts` was written.
@@ -183,6 +186,7 @@ impl Decoder<'_> {
         let mut draft = ContainerDraft {
             d: Draft::new(Kind::Container, name, origin, spec.clone()),
             image_raw: None,
+            image_error: None,
             port_locs: Vec::new(),
             mount_locs: Vec::new(),
             network_locs: Vec::new(),
@@ -192,8 +196,9 @@ impl Decoder<'_> {
         match f.get("image") {
             Some(n) => {
                 if let Some(s) = self.string(n, &field.key("image")) {
-                    if let Ok(r) = crate::reference::parse(&s) {
-                        spec.image = r;
+                    match crate::reference::parse(&s) {
+                        Ok(r) => spec.image = r,
+                        Err(e) => draft.image_error = Some(e),
                     }
                     draft.image_raw = Some((s, n.pos));
                     draft.d.locs.push(("image", n.pos));
@@ -213,7 +218,7 @@ impl Decoder<'_> {
                 let r = self
                     .in_tree(Path::new(&path))
                     .map_err(|e| format!("env_file \"{path}\": {e}"))
-                    .and_then(|(lexical, real)| crate::envfile::read(&real, &lexical, &path));
+                    .and_then(|(lexical, real)| self.env_file(real, lexical, &path));
                 if let Some(vars) = self.check(pos, &ef.item(i), r) {
                     spec.env.extend(vars);
                 }
@@ -542,9 +547,7 @@ impl Decoder<'_> {
                                 continue;
                             }
                         };
-                        if std::fs::symlink_metadata(&real)
-                            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-                        {
+                        if self.missing(&real) {
                             let m = format!(
                                 "bind source \"{}\" does not exist (looked for {}; relative sources are read from the manifest's directory)",
                                 source.display(),
@@ -555,7 +558,7 @@ impl Decoder<'_> {
                         }
                         // What the mount will show: the file or directory
                         // the links lead to, inside the tree.
-                        match crate::bind::content_digest(&real) {
+                        match self.digest(&real) {
                             Ok(d) => *content_digest = Some(d),
                             Err(e) => {
                                 self.error(item.pos, &mf, e);
@@ -564,7 +567,7 @@ impl Decoder<'_> {
                         }
                         // Absolute, so that the spec (and its hash) does not
                         // depend on the directory moor was started in.
-                        *source = std::path::absolute(&resolved).unwrap_or(resolved);
+                        *source = self.absolute(resolved);
                     }
                 }
                 MountSource::Tmpfs { .. } => {}

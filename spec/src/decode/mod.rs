@@ -5,11 +5,12 @@
 //! the user everything that needs fixing.
 
 mod container;
+mod outside;
 mod resources;
 mod target;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::diag::{Diagnostic, Diagnostics};
@@ -17,6 +18,7 @@ use crate::node::{Key, Node, Pos, Value};
 use crate::tree::Tree;
 
 pub(crate) use container::ContainerDraft;
+pub(crate) use outside::{Read, still_holds};
 pub(crate) use resources::{Declared, Draft, Drafts, Elsewhere};
 
 /// The longest resource name: a DNS label.
@@ -209,6 +211,8 @@ pub(crate) struct Decoder<'a> {
     /// The source's tree, which relative paths must not leave.
     pub(crate) tree: &'a Tree,
     pub(crate) diags: Diagnostics,
+    /// What decoding read outside the manifest file, and found.
+    pub(crate) reads: Vec<Read>,
 }
 
 impl<'a> Decoder<'a> {
@@ -218,20 +222,8 @@ impl<'a> Decoder<'a> {
             dir,
             tree,
             diags: Diagnostics::default(),
+            reads: Vec::new(),
         }
-    }
-
-    /// A relative path of this manifest (bind source, `env_file`): the
-    /// path as written, resolved against the manifest's directory
-    /// (lexically), and the real path it names, its links followed inside
-    /// the source's tree. An absolute path is taken as it is.
-    pub(crate) fn in_tree(&self, relative: &Path) -> Result<(PathBuf, PathBuf), String> {
-        let lexical = crate::bind::resolve(self.dir, relative);
-        if relative.is_absolute() {
-            return Ok((lexical.clone(), lexical));
-        }
-        let real = self.tree.resolve(&lexical).map_err(|e| e.to_string())?;
-        Ok((lexical, real))
     }
 
     pub(crate) fn error(&mut self, pos: Pos, field: &Field<'_>, message: impl Into<String>) {

@@ -5,9 +5,10 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use super::{ContainerDraft, Decoder, Field, ROOT, check_name, join};
+use crate::hash::SpecHash;
 use crate::model::{ImageSpec, Kind, NetworkSpec, Origin, PullPolicy, VolumeSpec};
 use crate::node::{Node, Pos, Value};
-use crate::target::{HostIdentity, Target, applies};
+use crate::target::Target;
 
 /// A decoded resource that has not been cross-checked yet.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub(crate) struct Draft<T> {
     pub(crate) target: Option<Target>,
     /// Positions of fields that later checks report on, by field name.
     pub(crate) locs: Vec<(&'static str, Pos)>,
+    /// The spec's hash, once computed (see [`Drafts::hash`]).
+    pub(crate) hash: Option<SpecHash>,
 }
 
 impl<T> Draft<T> {
@@ -31,6 +34,7 @@ impl<T> Draft<T> {
             spec,
             target: None,
             locs: Vec::new(),
+            hash: None,
         }
     }
 
@@ -67,12 +71,15 @@ pub(crate) struct Declared {
 /// Declarations left out of a load because they target other hosts, by kind
 /// and name, so that a reference to one can say so.
 #[derive(Debug, Default)]
-pub(crate) struct Elsewhere(Vec<Declared>);
+pub(crate) struct Elsewhere<'a>(pub(crate) Vec<&'a Declared>);
 
-impl Elsewhere {
+impl Elsewhere<'_> {
     /// The first declaration of `kind` `name` that targets other hosts.
     pub(crate) fn get(&self, kind: Kind, name: &str) -> Option<&Declared> {
-        self.0.iter().find(|d| d.kind == kind && d.name == name)
+        self.0
+            .iter()
+            .find(|d| d.kind == kind && d.name == name)
+            .copied()
     }
 
     /// The error for a reference to `kind` `name`, when it is declared for
@@ -90,9 +97,9 @@ impl Elsewhere {
     }
 }
 
-/// Every declaration of one load, including ones whose spec had errors
+/// Every declaration of one file, including ones whose spec had errors
 /// (so duplicate names are still caught), and the drafts that decoded.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Drafts {
     pub(crate) declared: Vec<Declared>,
     pub(crate) images: Vec<Draft<ImageSpec>>,
@@ -102,27 +109,22 @@ pub(crate) struct Drafts {
 }
 
 impl Drafts {
-    /// Appends another load's drafts after these.
-    pub(crate) fn extend(&mut self, other: Drafts) {
-        self.declared.extend(other.declared);
-        self.images.extend(other.images);
-        self.networks.extend(other.networks);
-        self.volumes.extend(other.volumes);
-        self.containers.extend(other.containers);
-    }
-
-    /// Keeps only what targets `host`; returns the declarations left out.
-    pub(crate) fn retain_for(&mut self, host: &HostIdentity) -> Elsewhere {
-        let (here, elsewhere) = std::mem::take(&mut self.declared)
-            .into_iter()
-            .partition(|d| applies(d.target.as_ref(), host));
-        self.declared = here;
-        let keep = |t: &Option<Target>| applies(t.as_ref(), host);
-        self.images.retain(|d| keep(&d.target));
-        self.networks.retain(|d| keep(&d.target));
-        self.volumes.retain(|d| keep(&d.target));
-        self.containers.retain(|c| keep(&c.d.target));
-        Elsewhere(elsewhere)
+    /// Computes every spec hash. A container's is computed with its image
+    /// as written; the checks across files replace it when the image turns
+    /// out to be another (an `[images]` entry).
+    pub(crate) fn hash(&mut self) {
+        for d in &mut self.images {
+            d.hash = Some(crate::hash::image(&d.spec));
+        }
+        for d in &mut self.networks {
+            d.hash = Some(crate::hash::network(&d.spec));
+        }
+        for d in &mut self.volumes {
+            d.hash = Some(crate::hash::volume(&d.spec));
+        }
+        for c in &mut self.containers {
+            c.d.hash = Some(crate::hash::container_unsorted(&c.d.spec));
+        }
     }
 }
 
