@@ -29,11 +29,22 @@ use crate::target::HostIdentity;
 /// files (duplicate names, references, ports, subnets, cycles) run on the
 /// whole set every time, so a load through a `Loader` returns exactly what
 /// [`crate::load_with`] returns.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Loader {
     options: LoadOptions,
     cache: HashMap<PathBuf, Cached>,
     last: LoadStats,
+}
+
+impl std::fmt::Debug for Loader {
+    // Not what is kept: env files' values are in there.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader")
+            .field("options", &self.options)
+            .field("files_kept", &self.cache.len())
+            .field("last", &self.last)
+            .finish()
+    }
 }
 
 /// What the last [`Loader::load`] did.
@@ -274,6 +285,22 @@ mod tests {
             "the same files, loaded again at once, are all reused"
         );
         (cached, reused)
+    }
+
+    #[test]
+    fn what_is_kept_is_never_printed() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("s.env"), "TOKEN=hunter2-s3cr3t\n").unwrap();
+        std::fs::write(
+            tmp.path().join("a.toml"),
+            "[containers.a]\nimage = \"busybox\"\nenv_file = \"s.env\"\n",
+        )
+        .unwrap();
+        let mut loader = Loader::default();
+        loader.load(&[tmp.path()], None).unwrap();
+        let shown = format!("{loader:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("files_kept: 1"), "{shown}");
     }
 
     fn state(r: &Result<DesiredState, Diagnostics>) -> &DesiredState {

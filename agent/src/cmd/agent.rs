@@ -342,13 +342,13 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
         env!("CARGO_PKG_VERSION"),
         option_env!("MOOR_COMMIT").unwrap_or("unknown"),
     ));
-    let loader = Loader {
-        host: moor_spec::HostIdentity {
+    let loader = Loader::new(
+        moor_spec::HostIdentity {
             name: config.host_name.clone(),
             labels: config.host_labels.clone(),
         },
-        options: config.load.clone(),
-    };
+        config.load.clone(),
+    );
 
     let mut running = Vec::new();
     let mut controllers = Vec::new();
