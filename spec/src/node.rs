@@ -127,6 +127,15 @@ impl Node {
             _ => None,
         }
     }
+
+    /// [`Node::scalar_text`], taking the text rather than copying it.
+    pub fn into_scalar_text(self) -> Option<String> {
+        match self.value {
+            Value::Str(s) => Some(s),
+            Value::Int(_) | Value::Float(_) if self.raw.is_some() => self.raw,
+            _ => self.scalar_text(),
+        }
+    }
 }
 
 /// Maps byte offsets of a source text to 1-based lines and character columns.
@@ -161,13 +170,24 @@ impl<'a> LineIndex<'a> {
     }
 
     pub(crate) fn new(text: &'a str) -> Self {
-        let mut starts = vec![0];
-        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        let mut chars_before = Vec::with_capacity(text.len() / BLOCK + 1);
+        let bytes = text.as_bytes();
+        let mut starts = Vec::with_capacity(bytes.iter().filter(|&&b| b == b'\n').count() + 1);
+        starts.push(0);
+        starts.extend(
+            bytes
+                .iter()
+                .enumerate()
+                .filter(|&(_, &b)| b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        let mut chars_before = Vec::with_capacity(bytes.len() / BLOCK + 2);
         let mut count = 0;
         chars_before.push(0);
-        for block in text.as_bytes().chunks(BLOCK) {
-            count += block.iter().filter(|&&b| starts_char(b)).count();
+        for block in bytes.chunks(BLOCK) {
+            count += block
+                .iter()
+                .map(|&b| usize::from(starts_char(b)))
+                .sum::<usize>();
             chars_before.push(count);
         }
         Self {

@@ -167,17 +167,16 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                 ..
             }) => match key.take() {
                 None => {
-                    let name = node
-                        .scalar_text()
-                        .or_else(|| matches!(node.value, Value::Null).then(String::new))
-                        .ok_or_else(|| error(node.pos, "mapping keys must be plain values"))?;
+                    let pos = node.pos;
+                    let name = match node.value {
+                        Value::Null => Some(String::new()),
+                        _ => node.into_scalar_text(),
+                    }
+                    .ok_or_else(|| error(pos, "mapping keys must be plain values"))?;
                     *key = Some(if plain && name == "<<" {
                         PendingKey::Merge
                     } else {
-                        PendingKey::Key(Key {
-                            name,
-                            pos: node.pos,
-                        })
+                        PendingKey::Key(Key { name, pos })
                     });
                 }
                 Some(PendingKey::Key(k)) => entries.push((k, node)),
