@@ -1,6 +1,5 @@
 //! Checks across resources and files, then the final, hashed [`DesiredState`].
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::decode::{ContainerDraft, Declared, Draft, Drafts, Elsewhere};
@@ -101,23 +100,33 @@ pub(crate) fn finish(
         references(&mut c, d, &state);
     }
     // The first declaration of a name is the container; later ones are
-    // reported as duplicates, and checked all the same.
-    let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+    // reported as duplicates, and checked all the same. A stable sort by
+    // name keeps declarations of one name in load order.
+    let mut by_name: Vec<usize> = (0..here.containers.len()).collect();
+    by_name.sort_by(|&a, &b| here.containers[a].d.name.cmp(&here.containers[b].d.name));
+    let mut first: Vec<usize> = Vec::with_capacity(by_name.len());
     let mut repeated = Vec::new();
-    for (i, d) in here.containers.iter().enumerate() {
-        match first.entry(&d.d.name) {
-            Entry::Vacant(e) => {
-                e.insert(i);
-            }
-            Entry::Occupied(_) => repeated.push(*d),
+    for i in by_name {
+        let name = &here.containers[i].d.name;
+        match first.last() {
+            Some(&f) if here.containers[f].d.name == *name => repeated.push(i),
+            _ => first.push(i),
         }
     }
-    let containers: BTreeMap<&str, &ContainerDraft> = first
+    repeated.sort_unstable();
+    let containers = Containers(
+        first
+            .iter()
+            .map(|&i| (here.containers[i].d.name.as_str(), here.containers[i]))
+            .collect(),
+    );
+    let names: Vec<&str> = containers.0.iter().map(|(n, _)| *n).collect();
+    for d in containers
+        .0
         .iter()
-        .map(|(name, i)| (*name, here.containers[*i]))
-        .collect();
-    let names: Vec<&str> = containers.keys().copied().collect();
-    for d in containers.values().copied().chain(repeated) {
+        .map(|(_, d)| *d)
+        .chain(repeated.iter().map(|&i| here.containers[i]))
+    {
         container_references(&mut c, d, &names, &containers);
     }
     port_conflicts(&mut c, &containers);
@@ -128,13 +137,31 @@ pub(crate) fn finish(
         return Err(c.diags);
     }
     let chosen: Vec<(&ContainerDraft, &Image)> = first
-        .values()
-        .map(|i| (here.containers[*i], &images[*i]))
+        .iter()
+        .map(|&i| (here.containers[i], &images[i]))
         .collect();
-    let built = crate::par::map(&chosen, 64, 512, |(d, image)| container(d, image));
+    let built = crate::par::map(&chosen, 64, 512, |(d, image)| {
+        let r = container(d, image);
+        (r.name.clone(), r)
+    });
     // In name order already: the map is built in one pass.
-    state.containers = built.into_iter().map(|r| (r.name.clone(), r)).collect();
+    state.containers = built.into_iter().collect();
     Ok(state)
+}
+
+/// The containers of a load, one per name (its first declaration), by name.
+struct Containers<'a>(Vec<(&'a str, &'a ContainerDraft)>);
+
+impl<'a> Containers<'a> {
+    /// The index of the container named `name`.
+    fn index(&self, name: &str) -> Option<usize> {
+        self.0.binary_search_by(|(n, _)| (*n).cmp(name)).ok()
+    }
+
+    /// The container named `name`.
+    fn get(&self, name: &str) -> Option<&'a ContainerDraft> {
+        self.index(name).map(|i| self.0[i].1)
+    }
 }
 
 /// Adds the first declaration of a name to `map`, with its hash.
@@ -425,12 +452,7 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
     }
 }
 
-fn container_references(
-    c: &mut Checker,
-    d: &ContainerDraft,
-    names: &[&str],
-    all: &BTreeMap<&str, &ContainerDraft>,
-) {
+fn container_references(c: &mut Checker, d: &ContainerDraft, names: &[&str], all: &Containers) {
     let spec: &ContainerSpec = &d.d.spec;
     let file = &d.d.origin.file;
     let unknown = |name: &str| {
@@ -446,7 +468,7 @@ fn container_references(
             c.error(file, pos, &field(), "a container cannot depend on itself");
             continue;
         }
-        match all.get(dep.as_str()) {
+        match all.get(dep) {
             None => {
                 let m = c.elsewhere.explain(Kind::Container, dep);
                 c.error(file, pos, &field(), m.unwrap_or_else(|| unknown(dep)));
@@ -475,15 +497,15 @@ fn container_references(
                 &field,
                 "a container cannot share its own network namespace",
             );
-        } else if !all.contains_key(target.as_str()) {
+        } else if all.get(target).is_none() {
             let m = c.elsewhere.explain(Kind::Container, target);
             c.error(file, pos, &field, m.unwrap_or_else(|| unknown(target)));
         }
     }
 }
 
-fn port_conflicts(c: &mut Checker, all: &BTreeMap<&str, &ContainerDraft>) {
-    let drafts: Vec<&ContainerDraft> = all.values().copied().collect();
+fn port_conflicts(c: &mut Checker, all: &Containers) {
+    let drafts: Vec<&ContainerDraft> = all.0.iter().map(|(_, d)| *d).collect();
     // (host port, protocol, container, entry), sorted: the publishers of
     // one port come together, containers in name order, entries in order.
     // Ports of a container without a network namespace of its own are
@@ -543,14 +565,14 @@ fn port_conflicts(c: &mut Checker, all: &BTreeMap<&str, &ContainerDraft>) {
 
 /// Finds dependency cycles (through `depends_on` and `network_mode = "container:X"`)
 /// and reports each once, at the edge that closes it.
-fn cycles(c: &mut Checker, all: &BTreeMap<&str, &ContainerDraft>) {
+fn cycles(c: &mut Checker, all: &Containers) {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
         Active,
         Done,
     }
-    let drafts: Vec<(&str, &ContainerDraft)> = all.iter().map(|(n, d)| (*n, *d)).collect();
+    let drafts = &all.0;
     // The edges of container `n` are `targets[starts[n]..starts[n + 1]]`:
     // its `depends_on` entries, then the container whose network namespace
     // it shares; an edge to itself or to no container is left out (it is
@@ -564,11 +586,7 @@ fn cycles(c: &mut Checker, all: &BTreeMap<&str, &ContainerDraft>) {
             _ => None,
         };
         let names = d.d.spec.depends_on.keys().map(String::as_str).chain(shared);
-        targets.extend(
-            names
-                .filter_map(|t| drafts.binary_search_by(|(name, _)| (*name).cmp(t)).ok())
-                .filter(|&t| t != n),
-        );
+        targets.extend(names.filter_map(|t| all.index(t)).filter(|&t| t != n));
     }
     starts.push(targets.len());
     let mut marks = vec![Mark::New; drafts.len()];
