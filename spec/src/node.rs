@@ -153,6 +153,9 @@ pub(crate) struct LineIndex<'a> {
     starts: Vec<usize>,
     /// `chars_before[k]`: characters in `text[..k * BLOCK]`.
     chars_before: Vec<usize>,
+    /// The line of the last lookup: parsers ask in order, mostly on the
+    /// same line or the next.
+    last: std::cell::Cell<usize>,
 }
 
 /// Bytes per entry of [`LineIndex::chars_before`].
@@ -194,6 +197,7 @@ impl<'a> LineIndex<'a> {
             text,
             starts,
             chars_before,
+            last: std::cell::Cell::new(0),
         }
     }
 
@@ -216,7 +220,18 @@ impl<'a> LineIndex<'a> {
 
     pub(crate) fn pos(&self, offset: usize) -> Pos {
         let offset = offset.min(self.text.len());
-        let line = self.starts.partition_point(|&s| s <= offset) - 1;
+        let on = |line: usize| {
+            self.starts[line] <= offset && self.starts.get(line + 1).is_none_or(|&n| offset < n)
+        };
+        let last = self.last.get();
+        let line = if on(last) {
+            last
+        } else if last + 1 < self.starts.len() && on(last + 1) {
+            last + 1
+        } else {
+            self.starts.partition_point(|&s| s <= offset) - 1
+        };
+        self.last.set(line);
         let column = self.chars_to(offset) - self.chars_to(self.starts[line]);
         Pos::new(line as u32 + 1, column as u32 + 1)
     }

@@ -178,6 +178,14 @@ impl Decoder<'_> {
             let Some(resources) = self.entries(node, &table) else {
                 continue;
             };
+            // Grown once, not doubled (and copied) as resources are added.
+            out.declared.reserve(resources.len());
+            match kind {
+                Kind::Image => out.images.reserve(resources.len()),
+                Kind::Network => out.networks.reserve(resources.len()),
+                Kind::Volume => out.volumes.reserve(resources.len()),
+                Kind::Container => out.containers.reserve(resources.len()),
+            }
             for (name_key, spec) in resources {
                 let field = table.key(&name_key.name);
                 self.check(name_key.pos, &field, check_name(&name_key.name));
