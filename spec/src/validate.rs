@@ -1,12 +1,12 @@
 //! Checks across resources and files, then the final, hashed [`DesiredState`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::decode::{ContainerDraft, Declared, Draft, Drafts, Elsewhere};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{
     ContainerSpec, DependCondition, DesiredState, ImageSpec, Kind, NetworkMode, NetworkSpec,
-    Origin, Resource, VolumeSpec,
+    Resource, VolumeSpec,
 };
 use crate::mounts::MountSource;
 use crate::node::Pos;
@@ -102,16 +102,18 @@ pub(crate) fn finish(
     // The first declaration of a name is the container; later ones are
     // reported as duplicates, and checked all the same. A stable sort by
     // name keeps declarations of one name in load order.
-    let mut by_name: Vec<usize> = (0..here.containers.len()).collect();
-    by_name.sort_by(|&a, &b| here.containers[a].d.name.cmp(&here.containers[b].d.name));
+    let mut by_name: Vec<(&str, usize)> = here
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.d.name.as_str(), i))
+        .collect();
+    by_name.sort_by(|a, b| a.0.cmp(b.0));
     let mut first: Vec<usize> = Vec::with_capacity(by_name.len());
     let mut repeated = Vec::new();
-    for i in by_name {
-        let name = &here.containers[i].d.name;
-        match first.last() {
-            Some(&f) if here.containers[f].d.name == *name => repeated.push(i),
-            _ => first.push(i),
-        }
+    for run in by_name.chunk_by(|a, b| a.0 == b.0) {
+        first.push(run[0].1);
+        repeated.extend(run[1..].iter().map(|&(_, i)| i));
     }
     repeated.sort_unstable();
     let containers = Containers(
@@ -211,22 +213,31 @@ fn container(d: &ContainerDraft, image: &Image) -> Resource<ContainerSpec> {
 }
 
 fn duplicates(c: &mut Checker, declared: &[&Declared]) {
-    let mut first: HashMap<(Kind, &str), &Origin> = HashMap::with_capacity(declared.len());
-    for Declared {
-        kind, name, origin, ..
-    } in declared.iter().copied()
-    {
-        match first.get(&(*kind, name.as_str())) {
-            Some(prev) => c.error(
-                &origin.file,
-                origin.pos,
-                &format!("{}.{name}", kind.table()),
-                format!("{kind} \"{name}\" is defined twice: here and at {prev}"),
-            ),
-            None => {
-                first.insert((*kind, name), origin);
-            }
-        }
+    // Sorted by kind and name (stably: each name's declarations in load
+    // order), the repeats of a name follow its first declaration.
+    let mut sorted: Vec<(Kind, &str, usize)> = declared
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.kind, d.name.as_str(), i))
+        .collect();
+    sorted.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    for run in sorted.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        repeats.extend(run[1..].iter().map(|&(_, _, i)| (i, run[0].2)));
+    }
+    // Reported in load order, as they are found.
+    repeats.sort_unstable();
+    for (i, first) in repeats {
+        let Declared {
+            kind, name, origin, ..
+        } = declared[i];
+        let prev = &declared[first].origin;
+        c.error(
+            &origin.file,
+            origin.pos,
+            &format!("{}.{name}", kind.table()),
+            format!("{kind} \"{name}\" is defined twice: here and at {prev}"),
+        );
     }
 }
 
