@@ -133,6 +133,7 @@ impl Loader {
     }
 
     /// What the last load of `dir` did, if it was loaded.
+    #[cfg(test)]
     pub fn last_load(&self, dir: &Path) -> Option<moor_spec::LoadStats> {
         let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
         let cached = kept.get(dir)?.clone();
