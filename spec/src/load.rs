@@ -92,34 +92,23 @@ pub fn load_with<P: AsRef<Path>>(
     Loader::new(options.clone()).load(paths, host)
 }
 
-/// Reads every manifest file under `paths`, in sorted order.
-pub(crate) fn read<P: AsRef<Path>>(
-    paths: &[P],
-    options: &LoadOptions,
-) -> (Vec<Source>, Diagnostics) {
+/// The manifest files under `paths` (sorted, each once) with their trees,
+/// and what could not be walked.
+pub(crate) fn walk<P: AsRef<Path>>(paths: &[P]) -> (Vec<(PathBuf, Tree)>, Diagnostics) {
     let mut walk = Walk::default();
     for p in paths {
         walk.explicit(p.as_ref());
     }
     let Walk {
-        mut files,
-        mut diags,
-        ..
+        mut files, diags, ..
     } = walk;
     files.sort_by(|a, b| a.0.cmp(&b.0));
     files.dedup_by(|a, b| a.0 == b.0);
-    let mut sources = Vec::with_capacity(files.len());
-    for (file, tree) in files {
-        match read_capped(&file, options.max_file_size) {
-            Ok(text) => sources.push(Source { file, text, tree }),
-            Err(message) => diags.push(Diagnostic::error(&file, Pos::new(1, 1), "", message)),
-        }
-    }
-    (sources, diags)
+    (files, diags)
 }
 
 /// A file's text, refused unread when it is larger than `max` bytes.
-fn read_capped(file: &Path, max: u64) -> Result<String, String> {
+pub(crate) fn read_capped(file: &Path, max: u64) -> Result<String, String> {
     let cannot = |e: std::io::Error| format!("cannot read file: {}", crate::diag::io_reason(&e));
     let f = std::fs::File::open(file).map_err(cannot)?;
     let meta = f.metadata().map_err(cannot)?;

@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use crate::decode::{Decoder, Drafts, Read, still_holds};
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::load::{LoadOptions, Source, read, too_large};
+use crate::load::{LoadOptions, Source, read_capped, too_large, walk};
 use crate::model::DesiredState;
 use crate::node::Pos;
 use crate::parse::{Format, parse};
 use crate::target::HostIdentity;
+use crate::tree::Tree;
 
 /// Loads manifests again and again (as an agent does after every change),
 /// parsing and decoding only the files that changed since the last load.
@@ -101,20 +102,33 @@ impl Loader {
         paths: &[P],
         host: Option<&HostIdentity>,
     ) -> Result<DesiredState, Diagnostics> {
-        let (sources, diags) = read(paths, &self.options);
-        let outcomes = decode_all(&sources, &self.options, Some(&self.cache));
-        let mut cache = HashMap::with_capacity(sources.len());
+        let (files, diags) = walk(paths);
+        // Each file is read by the thread that decodes it.
+        let (options, cache) = (&self.options, &self.cache);
+        let outcomes = crate::par::map(&files, 1, 4, |(file, tree)| {
+            match read_capped(file, options.max_file_size) {
+                Ok(text) => {
+                    let outcome = decode_one(file, &text, tree, options, cache.get(file));
+                    (Some(text), outcome)
+                }
+                Err(message) => {
+                    let diag = Diagnostic::error(file, Pos::new(1, 1), "", message);
+                    (None, Outcome::alone(diag))
+                }
+            }
+        });
+        let mut cache = HashMap::with_capacity(files.len());
         let mut reused = 0;
-        let mut decoded = Vec::with_capacity(sources.len());
-        for (source, outcome) in sources.into_iter().zip(outcomes) {
+        let mut decoded = Vec::with_capacity(files.len());
+        for ((file, _), (text, outcome)) in files.into_iter().zip(outcomes) {
             reused += usize::from(outcome.reused);
             decoded.push(outcome.decoded.clone());
-            if outcome.keep {
+            if let Some(text) = text.filter(|_| outcome.keep) {
                 let entry = Cached {
-                    text: source.text,
+                    text,
                     decoded: outcome.decoded,
                 };
-                cache.insert(source.file, entry);
+                cache.insert(file, entry);
             }
         }
         self.cache = cache;
@@ -132,10 +146,9 @@ pub(crate) fn load_sources(
     options: &LoadOptions,
     host: Option<&HostIdentity>,
 ) -> Result<DesiredState, Diagnostics> {
-    let decoded: Vec<Arc<Decoded>> = decode_all(sources, options, None)
-        .into_iter()
-        .map(|o| o.decoded)
-        .collect();
+    let decoded: Vec<Arc<Decoded>> = crate::par::map(sources, 1, 4, |s| {
+        decode_one(&s.file, &s.text, &s.tree, options, None).decoded
+    });
     finish(&decoded, Diagnostics::default(), host)
 }
 
@@ -163,23 +176,9 @@ struct Outcome {
     reused: bool,
 }
 
-/// Decodes every source, on every core; a source whose decoding in `cache`
-/// still holds is not decoded again. Files parse and decode independently;
-/// the results come back in the order of the sources.
-fn decode_all(
-    sources: &[Source],
-    options: &LoadOptions,
-    cache: Option<&HashMap<PathBuf, Cached>>,
-) -> Vec<Outcome> {
-    crate::par::map(sources, 1, 4, |source| {
-        let kept = cache.and_then(|c| c.get(&source.file));
-        decode_one(source, options, kept)
-    })
-}
-
-fn decode_one(source: &Source, options: &LoadOptions, kept: Option<&Cached>) -> Outcome {
-    let Source { file, text, tree } = source;
-    let alone = |diag: Diagnostic| {
+impl Outcome {
+    /// A file that is not decoded: one diagnostic says why.
+    fn alone(diag: Diagnostic) -> Self {
         let mut decoded = Decoded::default();
         decoded.diags.push(diag);
         Outcome {
@@ -187,9 +186,20 @@ fn decode_one(source: &Source, options: &LoadOptions, kept: Option<&Cached>) -> 
             keep: false,
             reused: false,
         }
-    };
+    }
+}
+
+/// Decodes `text`, the manifest `file` of `tree`, unless `kept` (what an
+/// earlier load decoded from it) still holds.
+fn decode_one(
+    file: &Path,
+    text: &str,
+    tree: &Tree,
+    options: &LoadOptions,
+    kept: Option<&Cached>,
+) -> Outcome {
     let Some(format) = Format::from_path(file) else {
-        return alone(Diagnostic::error(
+        return Outcome::alone(Diagnostic::error(
             file,
             Pos::new(1, 1),
             "",
@@ -198,11 +208,11 @@ fn decode_one(source: &Source, options: &LoadOptions, kept: Option<&Cached>) -> 
     };
     if text.len() as u64 > options.max_file_size {
         let message = too_large(text.len() as u64, options.max_file_size);
-        return alone(Diagnostic::error(file, Pos::new(1, 1), "", message));
+        return Outcome::alone(Diagnostic::error(file, Pos::new(1, 1), "", message));
     }
     let dir = file.parent().unwrap_or(Path::new("."));
     if let Some(kept) = kept
-        && kept.text == *text
+        && kept.text == text
         && still_holds(&kept.decoded.reads, dir, tree)
     {
         return Outcome {
