@@ -116,15 +116,15 @@ pub(crate) fn finish(
         repeated.extend(run[1..].iter().map(|&(_, i)| i));
     }
     repeated.sort_unstable();
-    let containers = Containers(
+    let containers = Containers::new(
         first
             .iter()
             .map(|&i| (here.containers[i].d.name.as_str(), here.containers[i]))
             .collect(),
     );
-    let names: Vec<&str> = containers.0.iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = containers.all.iter().map(|(n, _)| *n).collect();
     for d in containers
-        .0
+        .all
         .iter()
         .map(|(_, d)| *d)
         .chain(repeated.iter().map(|&i| here.containers[i]))
@@ -152,17 +152,45 @@ pub(crate) fn finish(
 }
 
 /// The containers of a load, one per name (its first declaration), by name.
-struct Containers<'a>(Vec<(&'a str, &'a ContainerDraft)>);
+struct Containers<'a> {
+    /// Each container, with its name.
+    all: Vec<(&'a str, &'a ContainerDraft)>,
+    /// The same names end to end, and where each ends: a lookup compares
+    /// bytes next to each other, not strings all over the drafts.
+    names: String,
+    ends: Vec<usize>,
+}
 
 impl<'a> Containers<'a> {
+    /// The containers of `all`, sorted by name, each name once.
+    fn new(all: Vec<(&'a str, &'a ContainerDraft)>) -> Self {
+        let mut names = String::with_capacity(all.iter().map(|(n, _)| n.len()).sum());
+        let mut ends = Vec::with_capacity(all.len());
+        for (n, _) in &all {
+            names.push_str(n);
+            ends.push(names.len());
+        }
+        Self { all, names, ends }
+    }
+
     /// The index of the container named `name`.
     fn index(&self, name: &str) -> Option<usize> {
-        self.0.binary_search_by(|(n, _)| (*n).cmp(name)).ok()
+        let (mut lo, mut hi) = (0, self.ends.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let start = if mid == 0 { 0 } else { self.ends[mid - 1] };
+            match self.names[start..self.ends[mid]].cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
     }
 
     /// The container named `name`.
     fn get(&self, name: &str) -> Option<&'a ContainerDraft> {
-        self.index(name).map(|i| self.0[i].1)
+        self.index(name).map(|i| self.all[i].1)
     }
 }
 
@@ -516,7 +544,7 @@ fn container_references(c: &mut Checker, d: &ContainerDraft, names: &[&str], all
 }
 
 fn port_conflicts(c: &mut Checker, all: &Containers) {
-    let drafts: Vec<&ContainerDraft> = all.0.iter().map(|(_, d)| *d).collect();
+    let drafts: Vec<&ContainerDraft> = all.all.iter().map(|(_, d)| *d).collect();
     // (host port, protocol, container, entry), sorted: the publishers of
     // one port come together, containers in name order, entries in order.
     // Ports of a container without a network namespace of its own are
@@ -583,7 +611,7 @@ fn cycles(c: &mut Checker, all: &Containers) {
         Active,
         Done,
     }
-    let drafts = &all.0;
+    let drafts = &all.all;
     // The edges of container `n` are `targets[starts[n]..starts[n + 1]]`:
     // its `depends_on` entries, then the container whose network namespace
     // it shares; an edge to itself or to no container is left out (it is
