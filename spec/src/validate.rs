@@ -75,13 +75,6 @@ pub(crate) fn finish(
             .extend(f.containers.iter().filter(|c| keep(&c.d.target)));
     }
     let elsewhere = Elsewhere(elsewhere);
-    let mut c = Checker {
-        diags,
-        elsewhere: &elsewhere,
-    };
-    duplicates(&mut c, &here.declared);
-    overlapping_subnets(&mut c, &here.networks);
-
     let mut state = DesiredState::default();
     for d in &here.images {
         add(&mut state.images, d, crate::hash::image);
@@ -92,47 +85,77 @@ pub(crate) fn finish(
     for d in &here.volumes {
         add(&mut state.volumes, d, crate::hash::volume);
     }
+    let (images, networks, volumes) = (&state.images, &state.networks, &state.volumes);
 
-    // Every declaration is checked, duplicates too, so that one run reports everything.
-    let mut images = Vec::with_capacity(here.containers.len());
-    for d in &here.containers {
-        images.push(resolve_image(&mut c, d, &state.images));
-        references(&mut c, d, &state);
-    }
-    // The first declaration of a name is the container; later ones are
-    // reported as duplicates, and checked all the same. A stable sort by
-    // name keeps declarations of one name in load order.
-    let mut by_name: Vec<(&str, usize)> = here
-        .containers
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.d.name.as_str(), i))
-        .collect();
-    by_name.sort_by(|a, b| a.0.cmp(b.0));
-    let mut first: Vec<usize> = Vec::with_capacity(by_name.len());
-    let mut repeated = Vec::new();
-    for run in by_name.chunk_by(|a, b| a.0 == b.0) {
-        first.push(run[0].1);
-        repeated.extend(run[1..].iter().map(|&(_, i)| i));
-    }
-    repeated.sort_unstable();
-    let containers = Containers::new(
-        first
+    // Two halves of the checks run side by side, each with its own list of
+    // diagnostics; the lists are joined in the order the checks have
+    // always run in, so what is reported does not depend on the threads.
+    let checker = || Checker {
+        diags: Diagnostics::default(),
+        elsewhere: &elsewhere,
+    };
+    let declarations = || {
+        let mut c = checker();
+        duplicates(&mut c, &here.declared);
+        overlapping_subnets(&mut c, &here.networks);
+        // Every declaration is checked, duplicates too, so that one run
+        // reports everything.
+        let mut resolved = Vec::with_capacity(here.containers.len());
+        for d in &here.containers {
+            resolved.push(resolve_image(&mut c, d, images));
+            references(&mut c, d, networks, volumes);
+        }
+        (c.diags, resolved)
+    };
+    let between_containers = || {
+        let mut c = checker();
+        // The first declaration of a name is the container; later ones are
+        // reported as duplicates, and checked all the same. A stable sort
+        // by name keeps declarations of one name in load order.
+        let mut by_name: Vec<(&str, usize)> = here
+            .containers
             .iter()
-            .map(|&i| (here.containers[i].d.name.as_str(), here.containers[i]))
-            .collect(),
-    );
-    let names: Vec<&str> = containers.all.iter().map(|(n, _)| *n).collect();
-    for d in containers
-        .all
-        .iter()
-        .map(|(_, d)| *d)
-        .chain(repeated.iter().map(|&i| here.containers[i]))
-    {
-        container_references(&mut c, d, &names, &containers);
-    }
-    port_conflicts(&mut c, &containers);
-    cycles(&mut c, &containers);
+            .enumerate()
+            .map(|(i, d)| (d.d.name.as_str(), i))
+            .collect();
+        by_name.sort_by(|a, b| a.0.cmp(b.0));
+        let mut first: Vec<usize> = Vec::with_capacity(by_name.len());
+        let mut repeated = Vec::new();
+        for run in by_name.chunk_by(|a, b| a.0 == b.0) {
+            first.push(run[0].1);
+            repeated.extend(run[1..].iter().map(|&(_, i)| i));
+        }
+        repeated.sort_unstable();
+        let containers = Containers::new(
+            first
+                .iter()
+                .map(|&i| (here.containers[i].d.name.as_str(), here.containers[i]))
+                .collect(),
+        );
+        let names: Vec<&str> = containers.all.iter().map(|(n, _)| *n).collect();
+        for d in containers
+            .all
+            .iter()
+            .map(|(_, d)| *d)
+            .chain(repeated.iter().map(|&i| here.containers[i]))
+        {
+            container_references(&mut c, d, &names, &containers);
+        }
+        port_conflicts(&mut c, &containers);
+        cycles(&mut c, &containers);
+        (c.diags, first)
+    };
+    let ((found, resolved), (found_between, first)) = std::thread::scope(|s| {
+        let other = s.spawn(between_containers);
+        let this = declarations();
+        (this, other.join().expect("a check panicked"))
+    });
+    let mut c = Checker {
+        diags,
+        elsewhere: &elsewhere,
+    };
+    c.diags.extend(found);
+    c.diags.extend(found_between);
 
     if !c.diags.is_empty() {
         c.diags.sort();
@@ -140,7 +163,7 @@ pub(crate) fn finish(
     }
     let chosen: Vec<(&ContainerDraft, &Image)> = first
         .iter()
-        .map(|&i| (here.containers[i], &images[i]))
+        .map(|&i| (here.containers[i], &resolved[i]))
         .collect();
     let built = crate::par::map(&chosen, 64, 512, |(d, image)| {
         let r = container(d, image);
@@ -357,24 +380,27 @@ fn resolve_image<'a>(
     Image::Unchanged
 }
 
-fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
+fn references(
+    c: &mut Checker,
+    d: &ContainerDraft,
+    networks: &BTreeMap<String, Resource<NetworkSpec>>,
+    volumes: &BTreeMap<String, Resource<VolumeSpec>>,
+) {
     let spec = &d.d.spec;
     let file = &d.d.origin.file;
     for (a, (entry, ipv4_pos)) in spec.networks.iter().zip(&d.network_locs) {
         let ipv4_pos = ipv4_pos.unwrap_or(d.d.origin.pos);
-        match state.networks.get(&a.network) {
+        match networks.get(&a.network) {
             None => {
                 let field = d.entry_field("networks", entry, &a.network);
                 if let Some(m) = c.elsewhere.explain(Kind::Network, &a.network) {
                     c.error(file, entry.pos, &field, m);
                     continue;
                 }
-                let hint = crate::decode::did_you_mean(
-                    &a.network,
-                    state.networks.keys().map(String::as_str),
-                )
-                .map(|h| format!("; did you mean \"{h}\"?"))
-                .unwrap_or_default();
+                let hint =
+                    crate::decode::did_you_mean(&a.network, networks.keys().map(String::as_str))
+                        .map(|h| format!("; did you mean \"{h}\"?"))
+                        .unwrap_or_default();
                 c.error(
                     file,
                     entry.pos,
@@ -413,7 +439,7 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
     }
     for (m, entry) in spec.mounts.iter().zip(&d.mount_locs) {
         if let MountSource::Volume { name } = &m.source
-            && !state.volumes.contains_key(name)
+            && !volumes.contains_key(name)
         {
             let field = d.entry_field("mounts", entry, name);
             let pos = entry.pos;
@@ -421,7 +447,7 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
                 c.error(file, pos, &field, m);
                 continue;
             }
-            let hint = crate::decode::did_you_mean(name, state.volumes.keys().map(String::as_str))
+            let hint = crate::decode::did_you_mean(name, volumes.keys().map(String::as_str))
                 .map(|h| format!("; did you mean \"{h}\"?"))
                 .unwrap_or_default();
             c.error(
