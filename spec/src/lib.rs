@@ -11,6 +11,9 @@
 //! [`HostIdentity`] (by host name globs and labels) before the checks across
 //! resources.
 //!
+//! To load the same manifests again and again (an agent's sources do), a
+//! [`Loader`] keeps what each file decoded and parses only what changed.
+//!
 //! This crate knows nothing of Linux: it describes what is wanted, never how.
 
 pub mod bind;

@@ -26,10 +26,10 @@ use crate::tree::Tree;
 /// digest of its bind sources, the current directory for relative ones. A
 /// later load reuses them when the text is the same, byte for byte, and
 /// every one of those reads finds the same again (in the tree the file is
-/// in now); otherwise the file is decoded afresh. Files that are gone are forgotten. The checks across
-/// files (duplicate names, references, ports, subnets, cycles) run on the
-/// whole set every time, so a load through a `Loader` returns exactly what
-/// [`crate::load_with`] returns.
+/// in now); otherwise the file is decoded afresh. Files that are gone are
+/// forgotten. The checks across files (duplicate names, references, ports,
+/// subnets, cycles) run on the whole set every time, so a load through a
+/// `Loader` returns exactly what [`crate::load_with`] returns.
 #[derive(Default)]
 pub struct Loader {
     options: LoadOptions,
