@@ -18,6 +18,7 @@ mod layers;
 mod metrics;
 mod network_modes;
 mod networks;
+mod noop;
 mod oneshot;
 mod prometheus;
 mod real;
