@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Benchmark (issue 4, Performance; DESIGN.md §8): create + start + wait for
-# the exit of `/bin/true` in a cached busybox image with no network, moor
-# against `runc run` of an equivalent bundle and against `docker run --rm
-# --network none` (Debian's docker.io, dockerd started here with its own data
-# root, exec root, pidfile and socket, no bridge, no iptables), all in the
+# Benchmark: create + start + wait for the exit of `/bin/true` in a cached
+# busybox image with no network, moor against `runc run` of an equivalent
+# bundle, against `docker run --rm --network none` (Debian's docker.io,
+# dockerd started here with its own data root, exec root, pidfile and
+# socket, no bridge, no iptables) and against `podman run --rm --network
+# none` (Debian's Podman with its own roots: bench/lib/podman.sh), all in the
 # same run, interleaved round by round so that every tool sees the same load;
-# then the memory of a shim supervising an idle container.
+# then the memory of a shim supervising an idle container (Docker's
+# containerd-shim-runc-v2 and Podman's conmon beside moor's).
 #
 #   sudo bench/container.sh [RUNS]      (default 30)
 #
@@ -28,8 +30,11 @@
 #   `runc run` + unmount, timed together.
 # - docker run: `docker run --rm --network none IMAGE /bin/true` with
 #   Debian's client (/usr/bin/docker), image imported from the same tar.
+# - podman run: `podman run --rm --network none IMAGE /bin/true`, image
+#   imported from the same tar.
 #
-# Needs root, docker.io, runc, busybox-static, python3. Prints Markdown.
+# Needs root, docker.io, podman, catatonit, runc, busybox-static, python3.
+# Prints Markdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-30}
@@ -41,8 +46,10 @@ work=$(mktemp -d /tmp/moor-bench-ctr.XXXXXX)
 state=$work/moor-state
 dockerd_pid=""
 docker=(/usr/bin/docker -H "unix://$work/docker.sock")
+. bench/lib/podman.sh
 cleanup() {
   set +e
+  podman_cleanup
   if [ -x "${moor:-}" ]; then
     for s in "$state" "$state-builtin" "$state-runc"; do
       for c in "$s"/containers/*/; do
@@ -118,11 +125,13 @@ for _ in $(seq 300); do "${docker[@]}" info >/dev/null 2>&1 && break; sleep 0.2;
 "${docker[@]}" import "$work/busybox.tar" localhost/bench/busybox:1 >/dev/null
 dver=$("${docker[@]}" version -f '{{.Server.Version}}')
 rver=$(runc --version | head -1)
+podman_setup
+"$podman" import "$work/busybox.tar" localhost/bench/busybox:1 >/dev/null
 
 # One warm-up run of each, then RUNS rounds, every tool once per round.
-python3 - "$RUNS" "$work" "$state" "$root" "$moor" "$run_bin" "$bundle" "$parent" "${docker[*]}" >"$work/times.txt" <<'EOF'
+python3 - "$RUNS" "$work" "$state" "$root" "$moor" "$run_bin" "$bundle" "$parent" "${docker[*]}" "$podman" >"$work/times.txt" <<'EOF'
 import subprocess, sys, time
-runs, work, state, root, moor, run_bin, bundle, parent, docker = sys.argv[1:]
+runs, work, state, root, moor, run_bin, bundle, parent, docker, podman = sys.argv[1:]
 docker = docker.split()
 
 def timed(argv):
@@ -170,11 +179,14 @@ def runc_overlay(i):
 def dock(i):
     return timed(docker + ["run", "--rm", "--network", "none", "localhost/bench/busybox:1", "/bin/true"])
 
+def pod(i):
+    return timed([podman, "run", "--rm", "--network", "none", "localhost/bench/busybox:1", "/bin/true"])
+
 for i in range(int(runs) + 1):
     b = engine("builtin", i)
     r = engine("runc", i)
     # total, remove per executor, the others, then create, start, wait per executor
-    row = [b[0], b[4], r[0], r[4], cli(i), runc(i), runc_overlay(i), dock(i)] + b[1:4] + r[1:4]
+    row = [b[0], b[4], r[0], r[4], cli(i), runc(i), runc_overlay(i), dock(i), pod(i)] + b[1:4] + r[1:4]
     if i > 0:
         print(*row, flush=True)
 EOF
@@ -200,13 +212,18 @@ sleep 1
 dpid=$(pgrep -f "containerd-shim-runc-v2 .*-id $cid" | head -1)
 dshim=$(shim_mem "$dpid")
 "${docker[@]}" rm -f "$cid" >/dev/null
+pcid=$("$podman" run -d --network none localhost/bench/busybox:1 sleep 1000000)
+sleep 1
+ppid=$(pgrep -f "conmon .*-c $pcid" | head -1)
+pshim=$(shim_mem "$ppid")
+"$podman" rm -f -t 0 "$pcid" >/dev/null
 
-python3 - "$work/times.txt" "$RUNS" "$dver" "$rver" "${shim[builtin]}" "${shim[runc]}" "$dshim" <<'EOF'
+python3 - "$work/times.txt" "$RUNS" "$dver" "$rver" "${shim[builtin]}" "${shim[runc]}" "$dshim" "$pver" "$pshim" <<'EOF'
 import sys
-path, runs, dver, rver, sb, sr, sd = sys.argv[1:]
+path, runs, dver, rver, sb, sr, sd, pver, sp = sys.argv[1:]
 cols = list(zip(*[list(map(int, l.split())) for l in open(path)]))
-phases = cols[8:]
-cols = cols[:8]
+phases = cols[9:]
+cols = cols[:9]
 def q(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]
@@ -217,13 +234,15 @@ names = ["moor engine, built-in executor (create + start + wait)",
          "moor CLI: `moor dev run` + `dev wait` + `dev rm`",
          f"`runc run` of the same bundle ({rver}), plain directory",
          "the same over moor's overlay: mount + `runc run` + unmount",
-         f"`docker run --rm --network none` (Docker Engine {dver})"]
+         f"`docker run --rm --network none` (Docker Engine {dver})",
+         f"`podman run --rm --network none` (Podman {pver})"]
 med = [q(c, 0.5) for c in cols]
 runc_med, docker_med = med[5], med[7]
-print(f"| /bin/true in busybox, network none ({runs} runs each, interleaved) | median | p90 | ÷ `runc run` | `docker run` ÷ |")
-print("| --- | ---: | ---: | ---: | ---: |")
+podman_med = med[8]
+print(f"| /bin/true in busybox, network none ({runs} runs each, interleaved) | median | p90 | ÷ `runc run` | `docker run` ÷ | `podman run` ÷ |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
 for i, (n, c) in enumerate(zip(names, cols)):
-    ratio = " | " if "remove" in n else f"{med[i] / runc_med:.2f} | {docker_med / med[i]:.1f}×"
+    ratio = " | | " if "remove" in n else f"{med[i] / runc_med:.2f} | {docker_med / med[i]:.1f}× | {podman_med / med[i]:.1f}×"
     print(f"| {n} | {med[i] / 1000:.1f} ms | {q(c, 0.9) / 1000:.1f} ms | {ratio} |")
 print()
 print("Medians of the moor engine's phases (create / start / wait):",
@@ -233,7 +252,8 @@ print()
 print("| shim of an idle container | VmRSS | Pss |")
 print("| --- | ---: | ---: |")
 for n, s in [("moor shim, built-in executor", sb), ("moor shim, runc executor", sr),
-             (f"Docker's containerd-shim-runc-v2 ({dver})", sd)]:
+             (f"Docker's containerd-shim-runc-v2 ({dver})", sd),
+             (f"Podman's conmon ({pver})", sp)]:
     rss, pss = map(int, s.split())
     print(f"| {n} | {rss / 1024:.2f} MiB | {pss / 1024:.2f} MiB |")
 EOF

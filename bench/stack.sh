@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark (issue 6, DESIGN.md §8): a 20-container stack (one
-# network, one volume, init) brought up, re-applied unchanged, changed in one
-# container's environment, and taken down — by moor and by Docker Engine +
-# Compose (Debian's docker.io and docker-compose, dockerd started here with
-# its own data root, exec root, pidfile and socket, no default bridge, no
-# iptables) in the same run, alternating run by run. Then the agent's
-# directory source: manifest saved -> replacement container running.
+# Side-by-side benchmark: a 20-container stack (one network, one volume,
+# init) brought up, re-applied unchanged, changed in one container's
+# environment, and taken down — by moor, by Docker Engine + Compose (Debian's
+# docker.io and docker-compose, dockerd started here with its own data root,
+# exec root, pidfile and socket, no default bridge, no iptables) and by
+# Podman + podman-compose (Debian's, with its own roots: bench/lib/podman.sh)
+# in the same run, alternating run by run. Then the agent's directory
+# source: manifest saved -> replacement container running.
 #
 #   sudo bench/stack.sh [RUNS] [SAVES]     (defaults 5 and 20)
 #
 # moor: `moor apply` (returns once every container runs) and `moor down
 # --volumes`. Compose: `docker-compose up -d` and `docker-compose down -v`.
+# podman-compose: `up -d` and `down -v`; its 1.0.3 does not notice a changed
+# service (it labels every container with the same config hash), so its
+# change is `up -d --force-recreate --no-deps c01`, what a user must type.
 # Both images are imported from the same busybox tar; both stacks run
 # `sleep` under an init (tini for moor, docker-init for Docker), so a stop
 # ends at once on SIGTERM.
@@ -20,15 +24,17 @@
 # written its state (the container runs), seen by polling that file every
 # millisecond.
 #
-# Needs root, docker.io, docker-compose, busybox-static, tini-static, nft,
-# python3. Prints Markdown.
+# Needs root, docker.io, docker-compose, podman, podman-compose, netavark,
+# aardvark-dns, catatonit, busybox-static, tini-static, nft, python3.
+# Prints Markdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 SAVES=${2:-20}
 N=20
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-for pkg in docker.io docker-compose busybox-static tini nftables python3; do
+for pkg in docker.io docker-compose podman podman-compose netavark aardvark-dns catatonit \
+  busybox-static tini nftables python3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing="${missing:-} $pkg"
 done
 if [ -n "${missing:-}" ]; then
@@ -43,8 +49,10 @@ export MOOR_STATE_DIR="$work/moor" MOOR_NFT_TABLE=moor_bench_stack MOOR_NET_POOL
 export MOOR_CGROUP_PARENT=moor-bench-stack-$$
 export DOCKER_HOST="unix://$work/docker.sock"
 compose=(docker-compose -p bench -f "$work/c/docker-compose.yml")
+. bench/lib/podman.sh
 cleanup() {
   set +e
+  podman_cleanup
   if [ -n "$agent_pid" ]; then
     kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
   fi
@@ -104,6 +112,10 @@ for _ in $(seq 300); do "$docker" info >/dev/null 2>&1 && break; sleep 0.2; done
 "$docker" import "$work/rootfs.tar" localhost/bench/busybox:1 >/dev/null
 dver=$("$docker" version -f '{{.Server.Version}}')
 cver=$(docker-compose version --short)
+podman_setup
+"$podman" import "$work/rootfs.tar" localhost/bench/busybox:1 >/dev/null
+pcompose=(podman-compose --podman-path "$podman" -p bench -f "$work/c/docker-compose.yml")
+pcver=$(podman-compose version 2>/dev/null | awk '/podman-compose(r)? version/ {print $NF; exit}')
 
 now() { date +%s%N; }
 timed() {
@@ -115,6 +127,7 @@ timed() {
 }
 running_moor() { "$moor" ps --json | grep -c '"state": *"running"' || true; }
 running_docker() { "$docker" ps -q | wc -l; }
+running_podman() { "$podman" ps -q | wc -l; }
 check() { # what, expected, got
   [ "$2" = "$3" ] || { echo "$1: expected $2 running containers, found $3" >&2; exit 1; }
 }
@@ -124,8 +137,8 @@ set_env() {
   sed -i "0,/N: \"[^\"]*\"/s//N: \"$1\"/" "$work/c/docker-compose.yml"
 }
 
-declare -A M D
-for op in cold noop change down; do M[$op]=""; D[$op]=""; done
+declare -A M D P
+for op in cold noop change down; do M[$op]=""; D[$op]=""; P[$op]=""; done
 for r in $(seq "$RUNS"); do
   M[cold]+=" $(timed "$moor" apply -p bench "$work/m")"
   check "moor cold up" $N "$(running_moor)"
@@ -144,6 +157,15 @@ for r in $(seq "$RUNS"); do
   check "compose change" $N "$(running_docker)"
   D[down]+=" $(timed "${compose[@]}" down -v)"
   check "compose down" 0 "$(running_docker)"
+  set_env "01"
+  P[cold]+=" $(timed "${pcompose[@]}" up -d)"
+  check "podman-compose cold up" $N "$(running_podman)"
+  P[noop]+=" $(timed "${pcompose[@]}" up -d)"
+  set_env "x$r"
+  P[change]+=" $(timed "${pcompose[@]}" up -d --force-recreate --no-deps c01)"
+  check "podman-compose change" $N "$(running_podman)"
+  P[down]+=" $(timed "${pcompose[@]}" down -v)"
+  check "podman-compose down" 0 "$(running_podman)"
   set_env "01"
 done
 
@@ -191,11 +213,14 @@ EOF
 kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
 
 python3 - "$N" "$RUNS" "$dver" "$cver" "$work/latency.txt" "${M[cold]}" "${M[noop]}" "${M[change]}" "${M[down]}" \
-  "${D[cold]}" "${D[noop]}" "${D[change]}" "${D[down]}" <<'EOF'
+  "${D[cold]}" "${D[noop]}" "${D[change]}" "${D[down]}" \
+  "$pver" "$pcver" "${P[cold]}" "${P[noop]}" "${P[change]}" "${P[down]}" <<'EOF'
 import sys
 n, runs, dver, cver, lat = sys.argv[1:6]
 m = [list(map(int, x.split())) for x in sys.argv[6:10]]
 d = [list(map(int, x.split())) for x in sys.argv[10:14]]
+pver, pcver = sys.argv[14:16]
+p = [list(map(int, x.split())) for x in sys.argv[16:20]]
 def med(xs):
     xs = sorted(xs); k = len(xs)
     return xs[k // 2] if k % 2 else (xs[k // 2 - 1] + xs[k // 2]) / 2
@@ -203,14 +228,14 @@ def ms(us):
     return f"{us / 1000:.0f} ms" if us >= 10000 else f"{us / 1000:.1f} ms"
 labels = ["cold up (cached image)", "no-op up (nothing to change)", "change one container's env", "down (with the volume)"]
 targets = ["≥ 5×", "≥ 50×", "≥ 5×", "≥ 5×"]
-print(f"| {n}-container stack, median of {runs} | moor | docker-compose {cver} (Engine {dver}) | ratio | target |")
-print("| --- | ---: | ---: | ---: | ---: |")
-for label, a, b, t in zip(labels, m, d, targets):
-    print(f"| {label} | {ms(med(a))} | {ms(med(b))} | {med(b) / med(a):.1f}× | {t} |")
+print(f"| {n}-container stack, median of {runs} | moor | docker-compose {cver} (Engine {dver}) | ratio | podman-compose {pcver} (Podman {pver}) | ratio | target (vs Compose) |")
+print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+for label, a, b, c, t in zip(labels, m, d, p, targets):
+    print(f"| {label} | {ms(med(a))} | {ms(med(b))} | {med(b) / med(a):.1f}× | {ms(med(c))} | {med(c) / med(a):.1f}× | {t} |")
 print()
 print("All runs (ms): " + "; ".join(
-    f"{l.split(' (')[0]}: moor {' '.join(f'{x / 1000:.0f}' for x in a)}, compose {' '.join(f'{x / 1000:.0f}' for x in b)}"
-    for l, a, b in zip(labels, m, d)))
+    f"{l.split(' (')[0]}: moor {' '.join(f'{x / 1000:.0f}' for x in a)}, compose {' '.join(f'{x / 1000:.0f}' for x in b)}, podman-compose {' '.join(f'{x / 1000:.0f}' for x in c)}"
+    for l, a, b, c in zip(labels, m, d, p)))
 ls = [float(x) for x in open(lat)]
 s = sorted(ls)
 print()

@@ -20,6 +20,7 @@ mod network_modes;
 mod networks;
 mod oneshot;
 mod prometheus;
+mod real;
 mod regression;
 mod spec_props;
 mod stack;

@@ -56,6 +56,119 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
+/// Why an action failed: the runtime's error, or what apply itself found.
+/// Its text is the outcome's message ([`Outcome::result`]).
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    /// The runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// An image action names no valid reference.
+    #[error("{0}")]
+    Reference(String),
+    /// The action's resource is not in the desired state.
+    #[error("{kind} {name} is not in the desired state")]
+    NotDesired {
+        /// Its kind.
+        kind: Kind,
+        /// Its name.
+        name: String,
+    },
+    /// A plan cannot ask for this verb on this kind.
+    #[error("cannot {verb} a {kind}")]
+    Unsupported {
+        /// The verb.
+        verb: Verb,
+        /// The kind.
+        kind: Kind,
+    },
+    /// The container's image has no digest: it was not pulled.
+    #[error("image {image} is not in the image store")]
+    NotPulled {
+        /// The image reference.
+        image: String,
+    },
+    /// A container the action waits for (`depends_on`) did not get ready.
+    #[error("dependency {name} {failure}")]
+    Dependency {
+        /// The dependency's instance name.
+        name: String,
+        /// What became of it.
+        failure: DependencyFailure,
+    },
+    /// The new instance of a start-first update reported unhealthy.
+    #[error("it is unhealthy")]
+    Unhealthy,
+    /// The new instance of a start-first update was not healthy in time.
+    #[error("it did not become healthy within {0:?}")]
+    NotHealthy(Duration),
+    /// The new instance of a start-first update failed; the old one runs on.
+    #[error(
+        "start-first update: the new instance {new} failed: {error}{}; {old} keeps running",
+        cleanup.as_ref().map(|r| format!(" (and removing it failed: {r})")).unwrap_or_default()
+    )]
+    StartFirst {
+        /// The new instance's id.
+        new: String,
+        /// Why it failed (part of this message, so not its source).
+        error: Box<ApplyError>,
+        /// Why removing it failed, if it did.
+        cleanup: Option<RuntimeError>,
+        /// The old instance's id.
+        old: String,
+    },
+}
+
+/// What became of a dependency that an action waited for in vain.
+#[derive(Debug)]
+enum DependencyFailure {
+    /// It exited non-zero (`depends_on = "completed"`).
+    Exited {
+        /// Its exit code.
+        code: i32,
+        /// The out-of-memory killer ended it.
+        oom: bool,
+    },
+    /// Its supervisor is gone.
+    Lost,
+    /// It is not on the host.
+    Missing,
+    /// It still ran when the wait ended.
+    NotCompleted(Duration),
+    /// It was not healthy when the wait ended.
+    NotHealthy(Duration, Health),
+}
+
+impl std::fmt::Display for DependencyFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DependencyFailure::Exited { code, oom } => {
+                let oom = if *oom { " (out of memory)" } else { "" };
+                write!(f, "exited {code}{oom}")
+            }
+            DependencyFailure::Lost => f.write_str("lost its supervisor before it completed"),
+            DependencyFailure::Missing => f.write_str("is not on the host"),
+            DependencyFailure::NotCompleted(within) => {
+                write!(
+                    f,
+                    "did not complete within {within:?} (it is still running)"
+                )
+            }
+            DependencyFailure::NotHealthy(within, last) => {
+                let state = match last {
+                    Health::Unhealthy => "unhealthy",
+                    Health::None => "without a health status",
+                    _ => "still starting",
+                };
+                write!(
+                    f,
+                    "did not become healthy within {within:?} (it is {state})"
+                )
+            }
+        }
+    }
+}
+
 /// Default stop settings for containers whose spec the store no longer has.
 const DEFAULT_STOP_SIGNAL: &str = "SIGTERM";
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -336,12 +449,12 @@ struct Ctx<'a, R> {
 }
 
 impl<R: Runtime> Ctx<'_, R> {
-    async fn run(&self, a: &Action) -> Result<(), RuntimeError> {
+    async fn run(&self, a: &Action) -> Result<(), ApplyError> {
         let project = self.opts.project.as_str();
         match (a.kind, a.verb) {
             (Kind::Image, Verb::Pull) => {
                 let reference =
-                    moor_spec::reference::parse(&a.name).map_err(RuntimeError::failed)?;
+                    moor_spec::reference::parse(&a.name).map_err(ApplyError::Reference)?;
                 let digest = self.rt.pull(&reference).await?;
                 self.digests
                     .lock()
@@ -358,18 +471,18 @@ impl<R: Runtime> Ctx<'_, R> {
                 if a.verb == Verb::Replace {
                     self.rt.remove_network(&a.name).await?;
                 }
-                self.rt.create_network(project, net).await
+                Ok(self.rt.create_network(project, net).await?)
             }
-            (Kind::Network, Verb::Remove) => self.rt.remove_network(&a.name).await,
+            (Kind::Network, Verb::Remove) => Ok(self.rt.remove_network(&a.name).await?),
             (Kind::Volume, Verb::Create) => {
                 let vol = self
                     .desired
                     .volumes
                     .get(&a.name)
                     .ok_or_else(|| missing(a))?;
-                self.rt.create_volume(project, vol).await
+                Ok(self.rt.create_volume(project, vol).await?)
             }
-            (Kind::Volume, Verb::Remove) => self.rt.remove_volume(&a.name).await,
+            (Kind::Volume, Verb::Remove) => Ok(self.rt.remove_volume(&a.name).await?),
             (Kind::Container, Verb::Create | Verb::Replace | Verb::Start) => {
                 let (resource, replica) = *self.instances.get(&a.name).ok_or_else(|| missing(a))?;
                 let c = &self.desired.containers[resource];
@@ -377,7 +490,7 @@ impl<R: Runtime> Ctx<'_, R> {
                 self.remove_superseded(&a.name).await?;
                 let current = self.current_id(&a.name);
                 if a.verb == Verb::Start {
-                    return self.rt.start_container(&current).await;
+                    return Ok(self.rt.start_container(&current).await?);
                 }
                 let image = c.spec.image.to_string();
                 let digest = self
@@ -386,9 +499,7 @@ impl<R: Runtime> Ctx<'_, R> {
                     .expect("digest map poisoned")
                     .get(&image)
                     .cloned()
-                    .ok_or_else(|| {
-                        RuntimeError::failed(format!("image {image} is not in the image store"))
-                    })?;
+                    .ok_or(ApplyError::NotPulled { image })?;
                 let hash = c.hash.with_image_digest(&digest);
                 let mut instance = Instance {
                     name: a.name.clone(),
@@ -412,20 +523,21 @@ impl<R: Runtime> Ctx<'_, R> {
                     let (signal, grace) = self.stop_settings(&a.name);
                     self.rt.remove_container(&current, signal, grace).await?;
                 }
-                self.rt.create_container(project, &instance).await
+                Ok(self.rt.create_container(project, &instance).await?)
             }
             (Kind::Container, Verb::Stop) => {
                 let (signal, grace) = self.stop_settings(&a.name);
-                self.rt
+                Ok(self
+                    .rt
                     .stop_container(&self.current_id(&a.name), signal, grace)
-                    .await
+                    .await?)
             }
             (Kind::Container, Verb::Remove) => {
                 if self.instances.contains_key(&a.name) {
                     // A desired instance's name: the action is on a
                     // superseded instance whose id is that name.
                     let (signal, grace) = stop_settings_of(self.observed.superseded.get(&a.name));
-                    return self.rt.remove_container(&a.name, signal, grace).await;
+                    return Ok(self.rt.remove_container(&a.name, signal, grace).await?);
                 }
                 // Every instance of the name, and the superseded instance of that id.
                 let mut doomed: Vec<&ObservedContainer> = Vec::new();
@@ -434,7 +546,7 @@ impl<R: Runtime> Ctx<'_, R> {
                 doomed.extend(self.observed.superseded.get(&a.name));
                 if doomed.is_empty() {
                     let (signal, grace) = self.stop_settings(&a.name);
-                    return self.rt.remove_container(&a.name, signal, grace).await;
+                    return Ok(self.rt.remove_container(&a.name, signal, grace).await?);
                 }
                 let mut ids: Vec<String> = Vec::new();
                 for o in doomed {
@@ -447,7 +559,7 @@ impl<R: Runtime> Ctx<'_, R> {
                 }
                 Ok(())
             }
-            (kind, verb) => Err(RuntimeError::failed(format!("cannot {verb} a {kind}"))),
+            (kind, verb) => Err(ApplyError::Unsupported { verb, kind }),
         }
     }
 
@@ -476,31 +588,30 @@ impl<R: Runtime> Ctx<'_, R> {
     /// Start-first: creates and starts `new`, waits until it runs and (with a
     /// health check) is healthy, and only then removes the old container
     /// `old`. A new instance that fails is removed and the old one keeps running.
-    async fn replace_start_first(&self, new: &Instance<'_>, old: &str) -> Result<(), RuntimeError> {
+    async fn replace_start_first(&self, new: &Instance<'_>, old: &str) -> Result<(), ApplyError> {
         let project = self.opts.project.as_str();
         let started = match self.rt.create_container(project, new).await {
             Ok(()) => self.wait_serving(new).await,
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
         if let Err(e) = started {
             let (signal, grace) = (new.spec.stop_signal.as_str(), new.spec.stop_grace_period);
-            let cleanup = match self.rt.remove_container(&new.id, signal, grace).await {
-                Ok(()) => String::new(),
-                Err(r) => format!(" (and removing it failed: {r})"),
-            };
-            return Err(RuntimeError::failed(format!(
-                "start-first update: the new instance {} failed: {e}{cleanup}; {old} keeps running",
-                new.id
-            )));
+            let cleanup = self.rt.remove_container(&new.id, signal, grace).await.err();
+            return Err(ApplyError::StartFirst {
+                new: new.id.clone(),
+                error: Box::new(e),
+                cleanup,
+                old: old.to_string(),
+            });
         }
         let (signal, grace) = self.stop_settings(&new.name);
-        self.rt.remove_container(old, signal, grace).await
+        Ok(self.rt.remove_container(old, signal, grace).await?)
     }
 
     /// Waits until the new instance of a start-first update serves: it runs
     /// once created; with a health check, until the check passes (failing at
     /// once when it reports unhealthy, or after the health timeout).
-    async fn wait_serving(&self, new: &Instance<'_>) -> Result<(), RuntimeError> {
+    async fn wait_serving(&self, new: &Instance<'_>) -> Result<(), ApplyError> {
         if new.spec.healthcheck.is_none() {
             return Ok(());
         }
@@ -508,16 +619,11 @@ impl<R: Runtime> Ctx<'_, R> {
         loop {
             match self.rt.health(&new.id).await? {
                 Health::Healthy => return Ok(()),
-                Health::Unhealthy => {
-                    return Err(RuntimeError::failed("it is unhealthy"));
-                }
+                Health::Unhealthy => return Err(ApplyError::Unhealthy),
                 Health::None | Health::Starting => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(RuntimeError::failed(format!(
-                    "it did not become healthy within {:?}",
-                    self.opts.health_timeout
-                )));
+                return Err(ApplyError::NotHealthy(self.opts.health_timeout));
             }
             tokio::time::sleep(self.opts.health_poll).await;
         }
@@ -541,7 +647,7 @@ impl<R: Runtime> Ctx<'_, R> {
         }
     }
 
-    async fn wait_for_dependencies(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    async fn wait_for_dependencies(&self, spec: &ContainerSpec) -> Result<(), ApplyError> {
         for (target, condition) in dependencies(spec) {
             if condition == DependCondition::Started {
                 continue;
@@ -564,41 +670,34 @@ impl<R: Runtime> Ctx<'_, R> {
     }
 
     /// Waits until job `name` has exited 0; fails at once on another exit.
-    async fn wait_completed(&self, name: &str) -> Result<(), RuntimeError> {
+    async fn wait_completed(&self, name: &str) -> Result<(), ApplyError> {
         let deadline = tokio::time::Instant::now() + self.opts.completion_timeout;
+        let failed = |failure| ApplyError::Dependency {
+            name: name.to_string(),
+            failure,
+        };
         loop {
             match self.rt.state(name).await {
                 Ok(ContainerState::Exited { code: 0, .. }) => return Ok(()),
                 Ok(ContainerState::Exited { code, oom }) => {
-                    let oom = if oom { " (out of memory)" } else { "" };
-                    return Err(RuntimeError::failed(format!(
-                        "dependency {name} exited {code}{oom}"
-                    )));
+                    return Err(failed(DependencyFailure::Exited { code, oom }));
                 }
-                Ok(ContainerState::Dead) => {
-                    return Err(RuntimeError::failed(format!(
-                        "dependency {name} lost its supervisor before it completed"
-                    )));
-                }
+                Ok(ContainerState::Dead) => return Err(failed(DependencyFailure::Lost)),
                 Err(RuntimeError::NotFound { .. }) => {
-                    return Err(RuntimeError::failed(format!(
-                        "dependency {name} is not on the host"
-                    )));
+                    return Err(failed(DependencyFailure::Missing));
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
                 Ok(ContainerState::Running | ContainerState::Created) => {}
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(RuntimeError::failed(format!(
-                    "dependency {name} did not complete within {:?} (it is still running)",
-                    self.opts.completion_timeout
-                )));
+                let within = self.opts.completion_timeout;
+                return Err(failed(DependencyFailure::NotCompleted(within)));
             }
             tokio::time::sleep(self.opts.health_poll).await;
         }
     }
 
-    async fn wait_healthy(&self, name: &str) -> Result<(), RuntimeError> {
+    async fn wait_healthy(&self, name: &str) -> Result<(), ApplyError> {
         let deadline = tokio::time::Instant::now() + self.opts.health_timeout;
         let mut last = Health::None;
         loop {
@@ -606,18 +705,13 @@ impl<R: Runtime> Ctx<'_, R> {
                 Ok(Health::Healthy) => return Ok(()),
                 Ok(h) => h,
                 Err(RuntimeError::NotFound { .. }) => last,
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             if tokio::time::Instant::now() >= deadline {
-                let state = match last {
-                    Health::Unhealthy => "unhealthy",
-                    Health::None => "without a health status",
-                    _ => "still starting",
-                };
-                return Err(RuntimeError::failed(format!(
-                    "dependency {name} did not become healthy within {:?} (it is {state})",
-                    self.opts.health_timeout
-                )));
+                return Err(ApplyError::Dependency {
+                    name: name.to_string(),
+                    failure: DependencyFailure::NotHealthy(self.opts.health_timeout, last),
+                });
             }
             tokio::time::sleep(self.opts.health_poll).await;
         }
@@ -647,6 +741,9 @@ pub(crate) fn start_first_id(name: &str, hash: &moor_spec::SpecHash) -> String {
     format!("{}--{hex}", &name[..end])
 }
 
-fn missing(a: &Action) -> RuntimeError {
-    RuntimeError::failed(format!("{} {} is not in the desired state", a.kind, a.name))
+fn missing(a: &Action) -> ApplyError {
+    ApplyError::NotDesired {
+        kind: a.kind,
+        name: a.name.clone(),
+    }
 }

@@ -342,7 +342,7 @@ impl<R: Runtime> Controller<R> {
                 .conditions
                 .get(&key)
                 .is_some_and(|c| c.status == ConditionStatus::Ready);
-            if was_ready && !a.reason.starts_with("spec changed") && a.verb != Verb::Remove {
+            if was_ready && !a.reason.is_spec_change() && a.verb != Verb::Remove {
                 recorder.drift(a.kind);
                 *drifted.entry(a.kind).or_default() += 1;
             }
@@ -416,8 +416,9 @@ impl<R: Runtime> Controller<R> {
         }
         for b in &plan.blocked {
             let key = format!("{}/{}", b.kind, b.name);
-            if self.status.conditions.get(&key).map(|c| &c.message) != Some(&b.reason) {
-                tracing::warn!(kind = %b.kind, resource = %b.name, "blocked: {}", b.reason);
+            let message = b.reason.to_string();
+            if self.status.conditions.get(&key).map(|c| &c.message) != Some(&message) {
+                tracing::warn!(kind = %b.kind, resource = %b.name, "blocked: {message}");
             }
             conditions.insert(
                 format!("{}/{}", b.kind, b.name),
@@ -426,7 +427,7 @@ impl<R: Runtime> Controller<R> {
                     name: b.name.clone(),
                     status: ConditionStatus::Failed,
                     reason: "Blocked",
-                    message: b.reason.clone(),
+                    message,
                 },
             );
         }

@@ -11,6 +11,7 @@ use moor_spec::{
 
 use crate::observed::{ContainerState, Hold, Observed, ObservedContainer};
 use crate::plan::{Plan, Verb};
+use crate::reason::{JobState, Reason, StopFirstCause};
 
 /// First delay of the crash-loop backoff.
 pub const RESTART_BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -117,21 +118,19 @@ pub fn diff(
     for (reference, policy) in &images {
         match (observed.images.get(reference), policy) {
             (None, PullPolicy::Never) => {
-                plan.block(
-                    Kind::Image,
-                    reference,
-                    "not in the image store and pull = \"never\"",
-                );
+                plan.block(Kind::Image, reference, Reason::PullNever);
                 blocked_deps.insert((Kind::Image, reference.clone()));
             }
-            (None, _) => plan.push(Kind::Image, reference, Verb::Pull, "not in the image store"),
+            (None, _) => plan.push(Kind::Image, reference, Verb::Pull, Reason::NotInImageStore),
             (Some(img), PullPolicy::Always) => {
                 if let Some(remote) = img.remote_digest.as_ref().filter(|r| **r != img.digest) {
                     plan.push(
                         Kind::Image,
                         reference,
                         Verb::Pull,
-                        format!("tag moved to {}", short(remote)),
+                        Reason::TagMoved {
+                            digest: remote.clone(),
+                        },
                     );
                 }
             }
@@ -142,16 +141,16 @@ pub fn diff(
     // Networks.
     for (name, net) in &desired.networks {
         match observed.networks.get(name) {
-            None => plan.push(Kind::Network, name, Verb::Create, "not on the host"),
+            None => plan.push(Kind::Network, name, Verb::Create, Reason::NotOnHost),
             Some(o) if !mine(&o.project) => {
                 plan.block(Kind::Network, name, foreign(&o.project));
                 blocked_deps.insert((Kind::Network, name.clone()));
             }
             Some(o) => {
                 let reason = if o.spec_hash.as_ref() != Some(&net.hash) {
-                    Some("spec changed".to_string())
+                    Some(Reason::SpecChanged { fields: Vec::new() })
                 } else {
-                    o.fault.clone()
+                    o.fault.clone().map(|message| Reason::Fault { message })
                 };
                 if let Some(reason) = reason {
                     plan.push(Kind::Network, name, Verb::Replace, reason);
@@ -164,7 +163,7 @@ pub fn diff(
     // Volumes.
     for name in desired.volumes.keys() {
         match observed.volumes.get(name) {
-            None => plan.push(Kind::Volume, name, Verb::Create, "not on the host"),
+            None => plan.push(Kind::Volume, name, Verb::Create, Reason::NotOnHost),
             Some(o) if !mine(&o.project) => {
                 plan.block(Kind::Volume, name, foreign(&o.project));
                 blocked_deps.insert((Kind::Volume, name.clone()));
@@ -173,7 +172,10 @@ pub fn diff(
                 // A volume's data is never thrown away because a label changed:
                 // only a missing directory is repaired.
                 if let Some(fault) = &o.fault {
-                    plan.push(Kind::Volume, name, Verb::Create, fault.clone());
+                    let reason = Reason::Fault {
+                        message: fault.clone(),
+                    };
+                    plan.push(Kind::Volume, name, Verb::Create, reason);
                 }
             }
         }
@@ -194,7 +196,7 @@ pub fn diff(
                 continue;
             }
             let Some(o) = observed.containers.get(&name) else {
-                plan.push(Kind::Container, &name, Verb::Create, "not on the host");
+                plan.push(Kind::Container, &name, Verb::Create, Reason::NotOnHost);
                 continue;
             };
             if !mine(&o.project) {
@@ -208,11 +210,14 @@ pub fn diff(
                     Order::StopFirst(None) => {
                         plan.push(Kind::Container, &name, Verb::Replace, reason);
                     }
-                    Order::StopFirst(Some(why)) => plan.push(
+                    Order::StopFirst(Some(because)) => plan.push(
                         Kind::Container,
                         &name,
                         Verb::Replace,
-                        format!("{reason}; stop-first, as {why}"),
+                        Reason::StopFirst {
+                            reason: Box::new(reason),
+                            because,
+                        },
                     ),
                 }
             } else {
@@ -230,10 +235,9 @@ pub fn diff(
                         Kind::Container,
                         id,
                         Verb::Remove,
-                        format!(
-                            "superseded by {} (left by an interrupted start-first update)",
-                            o.host_id()
-                        ),
+                        Reason::Superseded {
+                            by: o.host_id().to_string(),
+                        },
                     );
                 }
             }
@@ -246,36 +250,27 @@ pub fn diff(
     for (name, o) in &observed.containers {
         if mine(&o.project) && !desired_instances.contains(name) {
             let reason = match desired.containers.get(&o.resource) {
-                Some(c) => format!(
-                    "replica {} of {} is beyond replicas = {}",
-                    o.replica, o.resource, c.spec.replicas
-                ),
-                None => "not in manifests".to_string(),
+                Some(c) => Reason::BeyondReplicas {
+                    resource: o.resource.clone(),
+                    replica: o.replica,
+                    replicas: c.spec.replicas,
+                },
+                None => Reason::NotInManifests,
             };
             plan.push(Kind::Container, name, Verb::Remove, reason);
         }
     }
     for (name, o) in &observed.networks {
         if mine(&o.project) && !desired.networks.contains_key(name) {
-            plan.push(Kind::Network, name, Verb::Remove, "not in manifests");
+            plan.push(Kind::Network, name, Verb::Remove, Reason::NotInManifests);
         }
     }
     for (name, o) in &observed.volumes {
         if mine(&o.project) && !desired.volumes.contains_key(name) {
             if opts.remove_volumes {
-                plan.push(
-                    Kind::Volume,
-                    name,
-                    Verb::Remove,
-                    "not in manifests, and volumes are removed",
-                );
+                plan.push(Kind::Volume, name, Verb::Remove, Reason::VolumesRemoved);
             } else if o.prune {
-                plan.push(
-                    Kind::Volume,
-                    name,
-                    Verb::Remove,
-                    "not in manifests, and it says prune = true",
-                );
+                plan.push(Kind::Volume, name, Verb::Remove, Reason::Pruned);
             }
         }
     }
@@ -290,7 +285,7 @@ pub fn diff(
 /// itself is blocked — with the job's exit as the reason. A dependant that
 /// needs no action is left alone: it completed its wait before.
 fn gate_on_jobs(plan: &mut Plan, desired: &DesiredState, observed: &Observed) {
-    let mut gated: Vec<(String, String)> = Vec::new();
+    let mut gated: Vec<(String, Reason)> = Vec::new();
     for (resource, c) in &desired.containers {
         let why = c
             .spec
@@ -320,7 +315,7 @@ fn job_failure(
     desired: &DesiredState,
     observed: &Observed,
     plan: &Plan,
-) -> Option<String> {
+) -> Option<Reason> {
     let replicas = desired.containers.get(job).map_or(1, |c| c.spec.replicas);
     (1..=replicas).find_map(|r| {
         let name = instance_name(job, r);
@@ -336,59 +331,47 @@ fn job_failure(
             .blocked
             .iter()
             .any(|b| b.kind == Kind::Container && b.name == name);
-        match observed.containers.get(&name).map(|o| o.state) {
+        let state = match observed.containers.get(&name).map(|o| o.state) {
             Some(ContainerState::Exited { code, .. }) if code != 0 => {
-                let will_restart = !blocked
+                let restarting = !blocked
                     && desired
                         .containers
                         .get(job)
                         .is_some_and(|c| c.spec.restart.restarts_after(code));
-                Some(if will_restart {
-                    format!("{name} exited {code}; waiting for its restart")
-                } else {
-                    format!("{name} exited {code}")
-                })
+                JobState::Exited { code, restarting }
             }
-            _ if blocked => Some(format!("{name} is blocked")),
-            None => Some(format!("{name} is not on the host")),
-            Some(_) => None,
-        }
+            _ if blocked => JobState::Blocked,
+            None => JobState::Missing,
+            Some(_) => return None,
+        };
+        Some(Reason::Job { job: name, state })
     })
 }
 
-fn foreign(project: &Option<String>) -> String {
-    match project {
-        Some(p) => format!("the name is taken by project \"{p}\""),
-        None => "the name is taken by something moor did not create".to_string(),
+fn foreign(project: &Option<String>) -> Reason {
+    Reason::NameTaken {
+        project: project.clone(),
     }
-}
-
-fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..12.min(hex.len())]
 }
 
 fn blocked_dependency(
     spec: &ContainerSpec,
     image: &str,
     blocked: &BTreeSet<(Kind, String)>,
-) -> Option<String> {
-    if blocked.contains(&(Kind::Image, image.to_string())) {
-        return Some(format!("image {image} is blocked"));
-    }
-    for a in &spec.networks {
-        if blocked.contains(&(Kind::Network, a.network.clone())) {
-            return Some(format!("network {} is blocked", a.network));
-        }
-    }
-    for m in &spec.mounts {
-        if let moor_spec::MountSource::Volume { name } = &m.source
-            && blocked.contains(&(Kind::Volume, name.clone()))
-        {
-            return Some(format!("volume {name} is blocked"));
-        }
-    }
-    None
+) -> Option<Reason> {
+    let volumes = spec.mounts.iter().filter_map(|m| match &m.source {
+        moor_spec::MountSource::Volume { name } => Some((Kind::Volume, name.clone())),
+        _ => None,
+    });
+    std::iter::once((Kind::Image, image.to_string()))
+        .chain(
+            spec.networks
+                .iter()
+                .map(|a| (Kind::Network, a.network.clone())),
+        )
+        .chain(volumes)
+        .find(|dep| blocked.contains(dep))
+        .map(|(kind, name)| Reason::DependencyBlocked { kind, name })
 }
 
 /// Why an existing instance must be replaced, if it must.
@@ -398,20 +381,20 @@ fn replace_reason(
     digest: Option<&str>,
     o: &ObservedContainer,
     replaced_networks: &BTreeSet<String>,
-) -> Option<String> {
+) -> Option<Reason> {
     if o.state == ContainerState::Created && o.hold.is_none() {
         // moor creates and starts in one step: a container that was never
         // started is what an interrupted create left behind — unless a
         // person's `moor start` is starting it right now (it is held).
-        return Some(
-            "created but never started (an interrupted create); creating it again".to_string(),
-        );
+        return Some(Reason::InterruptedCreate);
     }
     if o.state == ContainerState::Dead {
-        return Some("its supervisor is gone; state unknown".to_string());
+        return Some(Reason::SupervisorLost);
     }
     if let Some(fault) = &o.fault {
-        return Some(fault.clone());
+        return Some(Reason::Fault {
+            message: fault.clone(),
+        });
     }
     // Before the image is pulled its digest is unknown: the pull is planned,
     // and the spec alone decides (the next pass compares digests).
@@ -422,28 +405,28 @@ fn replace_reason(
         };
     };
     if hash.with_image_digest(digest) != o.hash {
+        let image_changed = || Reason::ImageChanged {
+            digest: digest.to_string(),
+        };
         return Some(match &o.spec {
             Some(old) if old.image == spec.image && *hash == moor_spec::hash::container(old) => {
-                format!("image changed to {}", short(digest))
+                image_changed()
             }
-            Some(old) if changed_fields(old, spec).is_empty() => {
-                format!("image changed to {}", short(digest))
-            }
+            Some(old) if changed_fields(old, spec).is_empty() => image_changed(),
             Some(old) => spec_changed(old, spec),
-            None => "spec changed".to_string(),
+            None => Reason::SpecChanged { fields: Vec::new() },
         });
     }
-    let on_replaced: Vec<&str> = o
+    let on_replaced: Vec<String> = o
         .networks
         .iter()
         .filter(|n| replaced_networks.contains(*n))
-        .map(String::as_str)
+        .cloned()
         .collect();
     if !on_replaced.is_empty() {
-        return Some(format!(
-            "network {} is being recreated",
-            on_replaced.join(", ")
-        ));
+        return Some(Reason::NetworkRecreated {
+            networks: on_replaced,
+        });
     }
     None
 }
@@ -455,7 +438,7 @@ enum Order {
     StartFirst,
     /// The old instance goes first; with the reason when the spec asked for
     /// start-first but cannot have it.
-    StopFirst(Option<String>),
+    StopFirst(Option<StopFirstCause>),
 }
 
 /// How `o` is replaced with an instance of `spec`. Start-first when the spec
@@ -484,16 +467,11 @@ fn update_order(
     let old = o.spec.as_ref().unwrap_or(spec);
     for mode in [&spec.network_mode, &old.network_mode] {
         match mode {
-            NetworkMode::Host => {
-                return Order::StopFirst(Some(
-                    "network_mode = \"host\" would have both instances bind the host's ports"
-                        .to_string(),
-                ));
-            }
+            NetworkMode::Host => return Order::StopFirst(Some(StopFirstCause::HostNetwork)),
             NetworkMode::Container(t) => {
-                return Order::StopFirst(Some(format!(
-                    "network_mode = \"container:{t}\" would have both instances bind in one network namespace"
-                )));
+                return Order::StopFirst(Some(StopFirstCause::SharedNamespace {
+                    target: t.clone(),
+                }));
             }
             NetworkMode::Bridge | NetworkMode::None => {}
         }
@@ -503,11 +481,10 @@ fn update_order(
         .iter()
         .find(|p| old.ports.iter().any(|q| p.conflicts_with(q)))
     {
-        return Order::StopFirst(Some(format!(
-            "host port {}/{} cannot be published by the old and the new instance at once",
-            p.host_port.unwrap_or_default(),
-            p.protocol
-        )));
+        return Order::StopFirst(Some(StopFirstCause::HostPort {
+            port: p.host_port.unwrap_or_default(),
+            protocol: p.protocol,
+        }));
     }
     for a in &spec.networks {
         let Some(ip) = a.ipv4_address else { continue };
@@ -516,21 +493,18 @@ fn update_order(
             .iter()
             .any(|b| b.network == a.network && b.ipv4_address == Some(ip))
         {
-            return Order::StopFirst(Some(format!(
-                "address {ip} on network {} cannot be held by the old and the new instance at once",
-                a.network
-            )));
+            return Order::StopFirst(Some(StopFirstCause::Address {
+                ip,
+                network: a.network.clone(),
+            }));
         }
     }
     Order::StartFirst
 }
 
-fn spec_changed(old: &ContainerSpec, new: &ContainerSpec) -> String {
-    let fields = changed_fields(old, new);
-    if fields.is_empty() {
-        "spec changed".to_string()
-    } else {
-        format!("spec changed: {}", fields.join(", "))
+fn spec_changed(old: &ContainerSpec, new: &ContainerSpec) -> Reason {
+    Reason::SpecChanged {
+        fields: changed_fields(old, new),
     }
 }
 
@@ -582,15 +556,12 @@ fn restart(
         ContainerState::Running | ContainerState::Dead | ContainerState::Created => return,
         ContainerState::Exited { code, .. } => code,
     };
-    let why = match spec.restart {
+    match spec.restart {
         // A one-shot job that did its work; one that failed stays failed.
         RestartPolicy::No if code == 0 => return,
         RestartPolicy::No => {
-            plan.block(
-                Kind::Container,
-                name,
-                format!("exited {code}{}; restart = \"no\"", oom_note(o)),
-            );
+            let oom = matches!(o.state, ContainerState::Exited { oom: true, .. });
+            plan.block(Kind::Container, name, Reason::ExitedNoRestart { code, oom });
             return;
         }
         RestartPolicy::OnFailure { max_retries } => {
@@ -600,20 +571,16 @@ fn restart(
             if let Some(max) = max_retries
                 && o.restart_count >= max
             {
-                plan.block(
-                    Kind::Container,
-                    name,
-                    format!(
-                        "exited {code}; gave up after {max} restarts (restart = on-failure:{max})"
-                    ),
-                );
+                let reason = Reason::GaveUp {
+                    code,
+                    max_retries: max,
+                };
+                plan.block(Kind::Container, name, reason);
                 return;
             }
-            "on-failure"
         }
-        RestartPolicy::Always => "always",
-        RestartPolicy::UnlessStopped => "unless-stopped",
-    };
+        RestartPolicy::Always | RestartPolicy::UnlessStopped => {}
+    }
     // A container that ran long enough before exiting is not crash-looping.
     let ran = match (o.started_at, o.finished_at) {
         (Some(s), Some(f)) => f.duration_since(s).unwrap_or_default(),
@@ -631,15 +598,10 @@ fn restart(
             Kind::Container,
             name,
             Verb::Start,
-            format!("exited {code}, restart = {why}"),
+            Reason::Exited {
+                code,
+                restart: spec.restart,
+            },
         ),
-    }
-}
-
-/// ` (out of memory)` for a container the OOM killer ended.
-fn oom_note(o: &ObservedContainer) -> &'static str {
-    match o.state {
-        ContainerState::Exited { oom: true, .. } => " (out of memory)",
-        _ => "",
     }
 }

@@ -58,13 +58,25 @@ impl FakeRuntime {
         self.lock().calls.clear();
     }
 
-    /// Makes the next call `call` (e.g. `"create_container web"`) fail with `message`.
+    /// Makes the next call `call` (e.g. `"create_container web"`) fail with
+    /// `message`, as an error of the kind of thing the call is about.
     pub fn fail_next(&self, call: &str, message: &str) {
+        let error: crate::runtime::BoxError = message.into();
+        let verb = call.split(' ').next().unwrap_or_default();
+        let error = match verb {
+            "pull" => RuntimeError::Image(error),
+            _ if verb.ends_with("_network") => RuntimeError::Network(error),
+            _ if verb.ends_with("_volume") => RuntimeError::Volume(error),
+            _ if verb.ends_with("_container") || verb == "health" || verb == "state" => {
+                RuntimeError::Container(error)
+            }
+            _ => RuntimeError::Host(error),
+        };
         self.lock()
             .failures
             .entry(call.to_string())
             .or_default()
-            .push_back(RuntimeError::failed(message));
+            .push_back(error);
     }
 
     /// Scripts the health reports of container `name` (the last one repeats).

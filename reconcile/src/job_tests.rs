@@ -95,7 +95,7 @@ fn blocked(p: &Plan, name: &str) -> Option<String> {
     p.blocked
         .iter()
         .find(|b| b.kind == Kind::Container && b.name == name)
-        .map(|b| b.reason.clone())
+        .map(|b| b.reason.to_string())
 }
 
 fn position(calls: &[String], call: &str) -> usize {

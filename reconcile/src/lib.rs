@@ -2,7 +2,7 @@
 //!
 //! Start at [`diff()`]: it compares a [`moor_spec::DesiredState`] with an
 //! [`Observed`] host and returns a [`Plan`] — pure data, each [`Action`] with
-//! its reason. [`apply()`] carries a plan out through the [`Runtime`] trait, the
+//! its [`Reason`]. [`apply()`] carries a plan out through the [`Runtime`] trait, the
 //! only way this crate reaches the host, in dependency order and concurrently.
 //! Unit tests run both against [`fake::FakeRuntime`]; the real engine is
 //! tested end to end.
@@ -15,6 +15,7 @@ mod diff;
 pub mod fake;
 mod observed;
 mod plan;
+mod reason;
 mod runtime;
 
 pub use apply::{ApplyOptions, Outcome, apply};
@@ -32,7 +33,8 @@ pub use observed::{
     ObservedVolume,
 };
 pub use plan::{Action, Blocked, Plan, Verb};
-pub use runtime::{Instance, Runtime, RuntimeError};
+pub use reason::{JobState, Reason, StopFirstCause};
+pub use runtime::{BoxError, Instance, Runtime, RuntimeError};
 
 #[cfg(test)]
 mod tests;

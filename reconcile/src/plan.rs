@@ -6,6 +6,8 @@ use std::time::Duration;
 use moor_spec::Kind;
 use serde::{Deserialize, Serialize};
 
+use crate::reason::Reason;
+
 /// What an action does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,7 +58,7 @@ impl fmt::Display for Verb {
 }
 
 /// One change to one resource.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Action {
     /// The kind of resource.
     pub kind: Kind,
@@ -65,8 +67,9 @@ pub struct Action {
     pub name: String,
     /// What to do.
     pub verb: Verb,
-    /// Why, for people: "spec changed: env.GREETING", "not in manifests".
-    pub reason: String,
+    /// Why: shown as "spec changed: env.GREETING", "not in manifests"
+    /// (a string in JSON).
+    pub reason: Reason,
     /// For a replaced container: start the new instance, wait until it runs
     /// (and is healthy, when it has a health check), then remove the old one
     /// (`update_order = "start-first"`). Otherwise the old one goes first.
@@ -90,19 +93,19 @@ impl fmt::Display for Action {
 }
 
 /// A resource the plan cannot change, and why (the resource's condition is `Failed`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Blocked {
     /// The kind of resource.
     pub kind: Kind,
     /// Its name.
     pub name: String,
     /// Why nothing can be done.
-    pub reason: String,
+    pub reason: Reason,
 }
 
 /// The result of a diff: the actions to take, in no particular order (apply
 /// orders them by dependency), what is blocked, and when to look again.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     /// The changes.
     pub actions: Vec<Action>,
@@ -130,35 +133,29 @@ impl Plan {
             .find(|a| a.kind == kind && a.name == name)
     }
 
-    pub(crate) fn push(
-        &mut self,
-        kind: Kind,
-        name: impl Into<String>,
-        verb: Verb,
-        reason: impl Into<String>,
-    ) {
+    pub(crate) fn push(&mut self, kind: Kind, name: impl Into<String>, verb: Verb, reason: Reason) {
         self.actions.push(Action {
             kind,
             name: name.into(),
             verb,
-            reason: reason.into(),
+            reason,
             start_first: false,
         });
     }
 
     /// Adds the start-first replacement of container instance `name`.
-    pub(crate) fn push_start_first(&mut self, name: impl Into<String>, reason: impl Into<String>) {
+    pub(crate) fn push_start_first(&mut self, name: impl Into<String>, reason: Reason) {
         self.push(Kind::Container, name, Verb::Replace, reason);
         if let Some(a) = self.actions.last_mut() {
             a.start_first = true;
         }
     }
 
-    pub(crate) fn block(&mut self, kind: Kind, name: impl Into<String>, reason: impl Into<String>) {
+    pub(crate) fn block(&mut self, kind: Kind, name: impl Into<String>, reason: Reason) {
         self.blocked.push(Blocked {
             kind,
             name: name.into(),
-            reason: reason.into(),
+            reason,
         });
     }
 

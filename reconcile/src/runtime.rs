@@ -11,8 +11,14 @@ use moor_spec::{ContainerSpec, ImageRef, NetworkSpec, Resource, SpecHash, Volume
 
 use crate::observed::{ContainerState, Health, Observed};
 
-/// A failed runtime operation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The error a runtime reports inside a [`RuntimeError`]: the engine's
+/// own error (this crate cannot name the engine's types), or a message.
+/// Downcast it to the engine's error type to inspect it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failed runtime operation: what kind of thing failed, holding the
+/// runtime's error, which is its message (and whose causes are this error's).
+#[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// The thing operated on does not exist.
     #[error("{what} not found")]
@@ -20,21 +26,23 @@ pub enum RuntimeError {
         /// What was looked for.
         what: String,
     },
-    /// The operation failed.
-    #[error("{message}")]
-    Failed {
-        /// What went wrong, lower-case, saying what was being done.
-        message: String,
-    },
-}
-
-impl RuntimeError {
-    /// A failure with a message.
-    pub fn failed(message: impl Into<String>) -> Self {
-        RuntimeError::Failed {
-            message: message.into(),
-        }
-    }
+    /// Pulling, finding or holding an image failed.
+    #[error(transparent)]
+    Image(BoxError),
+    /// Creating, starting, stopping, inspecting or removing a container
+    /// failed.
+    #[error(transparent)]
+    Container(BoxError),
+    /// Creating or removing a network, or plugging a container into its
+    /// networks, failed.
+    #[error(transparent)]
+    Network(BoxError),
+    /// Creating or removing a volume failed.
+    #[error(transparent)]
+    Volume(BoxError),
+    /// The host's own records (what each project owns) or its workers failed.
+    #[error(transparent)]
+    Host(BoxError),
 }
 
 /// One container instance to create: a replica of a `[containers]` resource.
@@ -190,5 +198,37 @@ impl<T: Runtime> Runtime for std::sync::Arc<T> {
         name: &str,
     ) -> impl Future<Output = Result<ContainerState, RuntimeError>> + Send {
         (**self).state(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("stop container \"web\"")]
+    struct EngineError {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_says_its_kind_and_keeps_the_engines_error() {
+        let e = RuntimeError::Container(Box::new(EngineError {
+            source: std::io::Error::other("no such process"),
+        }));
+        // Its text is the engine's, once; the engine's causes follow it.
+        assert_eq!(e.to_string(), "stop container \"web\"");
+        let causes: Vec<String> = std::iter::successors(
+            std::error::Error::source(&e),
+            |c: &&dyn std::error::Error| c.source(),
+        )
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(causes, ["no such process"]);
+        // Code matches the kind and inspects the engine's error, never the text.
+        let RuntimeError::Container(inner) = &e else {
+            panic!("not a container error: {e:?}");
+        };
+        assert!(inner.downcast_ref::<EngineError>().is_some());
     }
 }

@@ -200,7 +200,10 @@ async fn env_change_replaces_only_that_container() {
     let changed = load(&BASE.replace("GREETING = \"hello\"", "GREETING = \"bonjour\""));
     let p = plan(&rt, &changed);
     assert_eq!(verbs(&p), ["replace container web"]);
-    assert_eq!(p.actions[0].reason, "spec changed: env.GREETING");
+    assert_eq!(
+        p.actions[0].reason.to_string(),
+        "spec changed: env.GREETING"
+    );
     rt.clear_calls();
     converge(&rt, &changed).await;
     assert_eq!(
@@ -270,7 +273,7 @@ async fn each_kind_of_spec_change_replaces() {
             .unwrap_or_else(|| panic!("{field}: web not replaced: {p}"));
         assert_eq!(web.verb, Verb::Replace, "{field}");
         assert!(
-            web.reason.contains(field),
+            web.reason.to_string().contains(field),
             "{field}: reason {:?}",
             web.reason
         );
@@ -313,7 +316,10 @@ async fn scaling_adds_and_removes_replicas_without_touching_the_first() {
         ["remove container web-2", "remove container web-3"]
     );
     assert!(
-        p.actions[0].reason.contains("beyond replicas = 1"),
+        p.actions[0]
+            .reason
+            .to_string()
+            .contains("beyond replicas = 1"),
         "{}",
         p.actions[0].reason
     );
@@ -433,10 +439,13 @@ async fn other_projects_and_strangers_are_never_touched() {
     let blocked: Vec<_> = p
         .blocked
         .iter()
-        .map(|b| (b.name.as_str(), b.reason.as_str()))
+        .map(|b| (b.name.as_str(), b.reason.to_string()))
         .collect();
     assert!(
-        blocked.contains(&("front", "the name is taken by project \"other\"")),
+        blocked.contains(&(
+            "front",
+            "the name is taken by project \"other\"".to_string()
+        )),
         "{blocked:?}"
     );
     assert!(
@@ -494,7 +503,7 @@ async fn restart_policies_with_crash_loop_backoff() {
     let start = at(1.0);
     let a = start.find(Kind::Container, "web").expect("restart");
     assert_eq!(
-        (a.verb, a.reason.as_str()),
+        (a.verb, a.reason.to_string().as_str()),
         (Verb::Start, "exited 0, restart = always")
     );
     exited("web", 0, 5, 3);
@@ -515,9 +524,9 @@ async fn restart_policies_with_crash_loop_backoff() {
     let p = at(10.0);
     assert!(p.find(Kind::Container, "worker").is_none());
     assert!(
-        p.blocked
-            .iter()
-            .any(|b| b.name == "worker" && b.reason.contains("gave up after 2 restarts")),
+        p.blocked.iter().any(
+            |b| b.name == "worker" && b.reason.to_string().contains("gave up after 2 restarts")
+        ),
         "{p}"
     );
 }
@@ -599,8 +608,8 @@ async fn drift_is_repaired() {
     assert!(v.contains(&"replace network front".to_string()), "{v:?}");
     assert!(v.contains(&"create volume site".to_string()), "{v:?}");
     assert_eq!(
-        p.find(Kind::Container, "web").map(|a| a.reason.as_str()),
-        Some("network front is being recreated")
+        p.find(Kind::Container, "web").map(|a| a.reason.to_string()),
+        Some("network front is being recreated".to_string())
     );
     converge(&rt, &desired).await;
     // A running container that is broken on the host is replaced.
@@ -611,8 +620,8 @@ async fn drift_is_repaired() {
     let p = plan(&rt, &desired);
     assert_eq!(
         p.find(Kind::Container, "web")
-            .map(|a| (a.verb, a.reason.as_str())),
-        Some((Verb::Replace, "not plugged into network front"))
+            .map(|a| (a.verb, a.reason.to_string())),
+        Some((Verb::Replace, "not plugged into network front".to_string()))
     );
     converge(&rt, &desired).await;
     // What an interrupted create left behind is created again.
@@ -652,7 +661,7 @@ async fn a_new_image_digest_replaces_its_containers() {
     rt.set_registry_digest("localhost:5000/busybox:1", &new);
     let p = plan(&rt, &always);
     assert_eq!(verbs(&p), ["pull image localhost:5000/busybox:1"]);
-    assert_eq!(p.actions[0].reason, "tag moved to bbbbbbbbbbbb");
+    assert_eq!(p.actions[0].reason.to_string(), "tag moved to bbbbbbbbbbbb");
     let observed = rt.with_host(|h| h.clone());
     apply(&rt, &p, &always, &observed, &apply_opts()).await;
     rt.with_host(|h| {
@@ -666,7 +675,7 @@ async fn a_new_image_digest_replaces_its_containers() {
     assert!(
         p.actions
             .iter()
-            .all(|a| a.reason == "image changed to bbbbbbbbbbbb"),
+            .all(|a| a.reason.to_string() == "image changed to bbbbbbbbbbbb"),
         "{p}"
     );
 }
@@ -683,12 +692,12 @@ async fn pull_never_without_the_image_blocks_its_containers() {
     assert!(
         p.blocked
             .iter()
-            .any(|b| b.kind == Kind::Image && b.reason.contains("pull = \"never\""))
+            .any(|b| b.kind == Kind::Image && b.reason.to_string().contains("pull = \"never\""))
     );
     assert!(
         p.blocked
             .iter()
-            .any(|b| b.name == "web" && b.reason.contains("is blocked"))
+            .any(|b| b.name == "web" && b.reason.to_string().contains("is blocked"))
     );
     assert!(p.find(Kind::Container, "web").is_none());
 }

@@ -170,6 +170,7 @@ async fn a_published_host_port_falls_back_to_stop_first_and_says_why() {
     assert!(!a.start_first, "{p}");
     assert!(
         a.reason
+            .to_string()
             .contains("stop-first, as host port 8080/tcp cannot be published"),
         "{}",
         a.reason
@@ -224,7 +225,10 @@ async fn instances_an_interrupted_update_left_are_removed() {
     assert_eq!(p.actions[0].verb, Verb::Remove);
     assert_eq!(p.actions[0].name, "web");
     assert!(
-        p.actions[0].reason.contains("superseded by web--0123abcd"),
+        p.actions[0]
+            .reason
+            .to_string()
+            .contains("superseded by web--0123abcd"),
         "{p}"
     );
     rt.clear_calls();

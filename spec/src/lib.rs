@@ -38,7 +38,11 @@ pub use hash::SpecHash;
 pub use load::{
     DEFAULT_MAX_FILE_SIZE, LoadOptions, load, load_for, load_texts, load_texts_for, load_with,
 };
-pub use model::*;
+pub use model::{
+    ContainerSpec, DependCondition, DesiredState, HealthTest, Healthcheck, ImageSpec, Kind,
+    NetworkAttachment, NetworkMode, NetworkSpec, Origin, PullPolicy, Resource, Resources,
+    RestartPolicy, Seccomp, UpdateOrder, VolumeSpec,
+};
 pub use mounts::{Mount, MountSource};
 pub use ports::{PortMapping, Protocol};
 pub use reference::ImageRef;

@@ -18,7 +18,7 @@ pub struct Instance {
     /// Dropped before `state`: what the slot owns goes before the dir.
     slot: Arc<Slot>,
     /// The state dir.
-    pub state: tempfile::TempDir,
+    state: tempfile::TempDir,
     /// The slot's tag (`t7`), for messages and names.
     pub tag: String,
     /// Where its agent serves HTTP.
@@ -61,11 +61,7 @@ impl Instance {
     }
 
     fn in_slot(slot: Arc<Slot>) -> Self {
-        let state = tempfile::Builder::new()
-            .prefix(&format!("moor-{}-", slot.tag()))
-            .tempdir()
-            .expect("state dir");
-        slot.adopt(state.path());
+        let state = Self::state_dir(&slot);
         let mut env = slot.env();
         env.push(("MOOR_STATE_DIR".into(), state.path().display().to_string()));
         Self {
@@ -77,6 +73,30 @@ impl Instance {
             agent: None,
             projects: Vec::new(),
         }
+    }
+
+    /// Replaces the state dir with a new, empty one in the same slot (the
+    /// same bridge prefix, table and pool), removing the old one the way an
+    /// operator resets a host: `rm -rf`, whatever still runs on it.
+    pub fn replace_state_dir(&mut self) {
+        assert!(self.agent.is_none(), "stop the agent first");
+        let fresh = Self::state_dir(&self.slot);
+        for (k, v) in &mut self.env {
+            if k == "MOOR_STATE_DIR" {
+                *v = fresh.path().display().to_string();
+            }
+        }
+        drop(std::mem::replace(&mut self.state, fresh));
+    }
+
+    /// A new state dir, recorded in `slot`.
+    fn state_dir(slot: &Slot) -> tempfile::TempDir {
+        let state = tempfile::Builder::new()
+            .prefix(&format!("moor-{}-", slot.tag()))
+            .tempdir()
+            .expect("state dir");
+        slot.adopt(state.path());
+        state
     }
 
     /// The slot: names, pool and subnets this instance may use.

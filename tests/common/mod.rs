@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod debimage;
 pub mod host;
 pub mod instance;
 pub mod slot;

@@ -53,6 +53,12 @@ pub enum ImageCommand {
         /// A reference to name the image by.
         #[arg(long, value_name = "REF")]
         tag: Option<String>,
+        /// A Dockerfile instruction for the image's config, as `docker import
+        /// --change` takes it (`USER nobody`, `CMD ["python3","app.py"]`): CMD,
+        /// ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME,
+        /// WORKDIR; repeatable, applied in order; root filesystem tars only.
+        #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+        changes: Vec<String>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -159,11 +165,17 @@ pub fn run(state_dir: &std::path::Path, args: &ImageArgs) -> anyhow::Result<Exit
                 .with_context(|| format!("pull {reference}"))?;
             println!("pulled {reference} {}", image.digest);
         }
-        ImageCommand::Import { file, tag, limits } => {
+        ImageCommand::Import {
+            file,
+            tag,
+            changes,
+            limits,
+        } => {
             let images = open(state_dir, Some(limits))?;
             let progress = Progress::new();
-            let imported = import::import(&images, file, tag.as_deref(), &progress)
-                .with_context(|| format!("import {}", file.display()))?;
+            let imported =
+                import::import_with_changes(&images, file, tag.as_deref(), changes, &progress)
+                    .with_context(|| format!("import {}", file.display()))?;
             for i in &imported.images {
                 let names = if i.refs.is_empty() {
                     "<none>".to_string()

@@ -47,15 +47,6 @@ impl EngineConfig {
     }
 }
 
-/// A program's full path, from PATH or the sbin directories.
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 /// The container engine of one state dir. Cheap to build; holds no live
 /// state: everything is read from disk on each call. The one thing kept
 /// between calls is a cache of parsed records, each checked against its

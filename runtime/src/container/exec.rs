@@ -192,39 +192,6 @@ impl Engine {
     }
 }
 
-/// A private (0700) temporary directory for an exec's `process.json`,
-/// removed on drop.
-#[derive(Debug)]
-pub(crate) struct ExecDir {
-    dir: PathBuf,
-}
-
-impl ExecDir {
-    pub(crate) fn new() -> Result<Self> {
-        let template = std::env::temp_dir().join("moor-exec-XXXXXX");
-        let dir = nix::unistd::mkdtemp(&template)
-            .map_err(ContainerError::sys("create a directory for the exec"))?;
-        Ok(Self { dir })
-    }
-
-    /// Writes `process` as `process.json` in the directory; returns its path.
-    pub(crate) fn write_process(&self, process: &Process) -> Result<PathBuf> {
-        let path = self.dir.join("process.json");
-        let json = serde_json::to_vec(process).map_err(|source| ContainerError::Corrupt {
-            path: path.clone(),
-            source,
-        })?;
-        std::fs::write(&path, json).map_err(ContainerError::io("write", &path))?;
-        Ok(path)
-    }
-}
-
-impl Drop for ExecDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// How many threads this process has (0 when unknown).
 fn threads() -> usize {
     std::fs::read_to_string("/proc/self/status")

@@ -42,7 +42,7 @@ impl Executor {
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "builtin" | "libcontainer" | "youki" => Ok(Executor::Builtin),
-            "runc" => super::engine::find_program("runc")
+            "runc" => find_program("runc")
                 .map(|path| Executor::Runc { path })
                 .ok_or_else(|| ContainerError::Invalid("executor runc: no runc on PATH".into())),
             p if p.contains('/') => Ok(Executor::Runc { path: p.into() }),
@@ -67,6 +67,15 @@ impl Executor {
             Executor::Runc { .. } => "runc",
         }
     }
+}
+
+/// A program's full path, from PATH or the sbin directories.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 fn runc_of(record: &ContainerRecord, path: &Path) -> Runc {
@@ -239,6 +248,39 @@ pub(crate) fn forget_exited(record: &ContainerRecord) {
     }
 }
 
+/// A private (0700) temporary directory for an exec's `process.json`,
+/// removed on drop.
+#[derive(Debug)]
+struct ExecDir {
+    dir: PathBuf,
+}
+
+impl ExecDir {
+    fn new() -> Result<Self> {
+        let template = std::env::temp_dir().join("moor-exec-XXXXXX");
+        let dir = nix::unistd::mkdtemp(&template)
+            .map_err(ContainerError::sys("create a directory for the exec"))?;
+        Ok(Self { dir })
+    }
+
+    /// Writes `process` as `process.json` in the directory; returns its path.
+    fn write_process(&self, process: &oci_spec::runtime::Process) -> Result<PathBuf> {
+        let path = self.dir.join("process.json");
+        let json = serde_json::to_vec(process).map_err(|source| ContainerError::Corrupt {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&path, json).map_err(ContainerError::io("write", &path))?;
+        Ok(path)
+    }
+}
+
+impl Drop for ExecDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Runs `process` (the container's own process with another command, user,
 /// working dir or environment: see `exec.rs`) in the running container with
 /// the caller's stdio, or a new pseudo-terminal in the container when the
@@ -252,7 +294,7 @@ pub(crate) fn exec(
     let tty = process.terminal().unwrap_or(false);
     match &record.executor {
         Executor::Runc { path } => {
-            let dir = super::exec::ExecDir::new()?;
+            let dir = ExecDir::new()?;
             let file = dir.write_process(process)?;
             let runc = runc_of(record, path);
             // A terminal process gets a pseudo-terminal that runc relays.
@@ -278,7 +320,7 @@ pub(crate) fn exec(
             use libcontainer::syscall::syscall::SyscallType;
             use nix::sys::wait::{WaitStatus, waitpid};
             let filter = ExecSeccomp::of(paths)?;
-            let dir = super::exec::ExecDir::new()?;
+            let dir = ExecDir::new()?;
             let file = dir.write_process(process)?;
             let pid = ContainerBuilder::new(record.id.clone(), SyscallType::default())
                 .with_root_path(&record.runtime_root)

@@ -8,8 +8,8 @@
 //! written at creation (`container.json`), the bundle (`config.json`,
 //! `rootfs/`), the overlay's upper and work dirs, the log files, the files
 //! the shim writes ([`state`]) and what people and the reconciler record
-//! about it ([`marks`]). File trees are copied (`cp`, filling [`volumes`])
-//! through directory fds by [`tree`]. Everything a new `moor` process needs
+//! about it (`marks`). File trees are copied (`cp`, filling [`volumes`])
+//! through directory fds by `tree`. Everything a new `moor` process needs
 //! to find a running container and report its true state is on disk;
 //! nothing lives only in a process's memory.
 //!
@@ -17,31 +17,32 @@
 //! re-executed in a hidden mode: single-threaded, its own session, a child
 //! subreaper, holding the container's stdio and recording its exit.
 
-pub mod bundle;
+pub(crate) mod bundle;
 pub mod cgroups;
 mod cp;
 mod create;
 mod engine;
 mod error;
 mod exec;
-pub mod executor;
+mod executor;
+pub mod labels;
 pub mod logs;
-pub mod marks;
+mod marks;
 mod observe;
 pub mod paths;
 mod pause;
 mod remove;
-pub mod rootfs;
+mod rootfs;
 mod runc;
-pub mod seccomp;
+mod seccomp;
 pub mod shim;
 mod start;
 pub mod state;
 mod stop;
 pub mod top;
-pub mod tree;
+mod tree;
 mod tty;
-pub mod users;
+mod users;
 pub mod volumes;
 
 pub use cp::{CopyIn, CopyOptions, CopyOut};
@@ -49,5 +50,7 @@ pub use engine::{Engine, EngineConfig};
 pub use error::ContainerError;
 pub use exec::{ExecOptions, merge_env};
 pub use executor::Executor;
+pub use marks::ManualStop;
 pub use observe::{ContainerInfo, Status};
 pub use state::{ContainerRecord, ExitRecord, ExitWatch, ShimState};
+pub use tree::CopyError;

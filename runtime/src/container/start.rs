@@ -21,7 +21,9 @@ use super::state::{ContainerRecord, ShimState, read_json};
 impl Engine {
     /// Starts container `name` and returns once its process runs (or with
     /// the reason it could not start). The container is supervised by its
-    /// own shim and outlives the calling process.
+    /// own shim and outlives the calling process. One with
+    /// `network_mode = "container:NAME"` joins the network namespace of the
+    /// container named exactly `NAME` (see [`Engine::start_joining`]).
     pub fn start(&self, name: &str) -> Result<ShimState> {
         self.start_with(name, |_| Ok(()))
     }
@@ -35,6 +37,21 @@ impl Engine {
     pub fn start_with(
         &self,
         name: &str,
+        prepare: impl FnOnce(i32) -> std::result::Result<(), String>,
+    ) -> Result<ShimState> {
+        self.start_joining(name, |other| self.running_pid(other), prepare)
+    }
+
+    /// [`Engine::start_with`], with `peer` finding the container whose
+    /// network namespace one with `network_mode = "container:NAME"` joins:
+    /// called with `NAME` when the bundle is written, it returns that
+    /// container's PID 1 while it runs, `None` when it does not. The engine
+    /// knows its containers only by their own names; the host, which knows
+    /// instances, resolves an instance name to its current container.
+    pub fn start_joining(
+        &self,
+        name: &str,
+        peer: impl FnOnce(&str) -> Result<Option<i32>>,
         prepare: impl FnOnce(i32) -> std::result::Result<(), String>,
     ) -> Result<ShimState> {
         let info = self.inspect(name)?;
@@ -67,7 +84,7 @@ impl Engine {
             rootfs::mount_overlay(&record.lowers, &paths.upper(), &paths.work(), &rootfs)?;
         }
         let result = self
-            .write_bundle(&record)
+            .write_bundle(&record, peer)
             .and_then(|()| self.spawn_shim(&record, prepare));
         if result.is_err() {
             executor::delete(&record);
@@ -78,15 +95,24 @@ impl Engine {
         result
     }
 
-    fn write_bundle(&self, record: &ContainerRecord) -> Result<()> {
+    /// The PID 1 of container `name` while it runs.
+    pub fn running_pid(&self, name: &str) -> Result<Option<i32>> {
+        Ok(match self.inspect(name)?.status {
+            Status::Running { pid, .. } => Some(pid),
+            _ => None,
+        })
+    }
+
+    fn write_bundle(
+        &self,
+        record: &ContainerRecord,
+        peer: impl FnOnce(&str) -> Result<Option<i32>>,
+    ) -> Result<()> {
         let paths = self.paths(&record.name);
         let join_netns = match &record.spec.network_mode {
-            NetworkMode::Container(other) => match self
-                .inspect(&crate::host::instances::resolve(self, other)?)?
-                .status
-            {
-                Status::Running { pid, .. } => Some(format!("/proc/{pid}/ns/net").into()),
-                _ => return Err(ContainerError::NotRunning(other.clone())),
+            NetworkMode::Container(other) => match peer(other)? {
+                Some(pid) => Some(format!("/proc/{pid}/ns/net").into()),
+                None => return Err(ContainerError::NotRunning(other.clone())),
             },
             _ => None,
         };

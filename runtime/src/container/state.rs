@@ -58,7 +58,7 @@ impl ContainerRecord {
     pub fn instance(&self) -> &str {
         self.spec
             .labels
-            .get(crate::host::labels::INSTANCE)
+            .get(super::labels::INSTANCE)
             .map_or(self.name.as_str(), String::as_str)
     }
 

@@ -12,7 +12,7 @@
 //! the network engine (whose state has its own lock, taken for each
 //! change), nothing more. What such a command decides is recorded where the
 //! agent observes it: a deliberate stop in the container's directory
-//! ([`crate::container::marks`]), a pause in the kernel's freezer. Starts
+//! (`stopped-by-user.json`, see [`crate::container::Engine::manual_stop`]), a pause in the kernel's freezer. Starts
 //! by the agent and by `moor start` are serialised by the container's start
 //! lock.
 
@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use moor_reconcile::{Observed, Runtime, RuntimeError};
 
-use super::{Access, Host, HostConfig, HostError, failed};
+use super::error::{container, network};
+use super::open::Access;
+use super::{Host, HostConfig, HostError};
 use crate::container::{ContainerError, ExitRecord, Status};
 
 /// The host, read-only.
@@ -67,9 +69,9 @@ impl SharedHost {
         grace: Option<Duration>,
     ) -> Result<Option<ExitRecord>, RuntimeError> {
         let inner = &self.0.inner;
-        inner.engine.set_manual_stop(id, true).map_err(failed)?;
-        let exit = inner.engine.stop(id, grace).map_err(failed)?;
-        inner.nets.detach(id).map_err(failed)?;
+        inner.engine.set_manual_stop(id, true).map_err(container)?;
+        let exit = inner.engine.stop(id, grace).map_err(container)?;
+        inner.nets.detach(id).map_err(network)?;
         Ok(exit)
     }
 
@@ -80,29 +82,29 @@ impl SharedHost {
     /// time.
     pub fn start(&self, id: &str) -> Result<bool, RuntimeError> {
         let inner = &self.0.inner;
-        let record = inner.engine.record(id).map_err(failed)?;
-        let _lock = inner.engine.lock_container(id).map_err(failed)?;
-        let info = inner.engine.inspect(id).map_err(failed)?;
+        let record = inner.engine.record(id).map_err(container)?;
+        let _lock = inner.engine.lock_container(id).map_err(container)?;
+        let info = inner.engine.inspect(id).map_err(container)?;
         if matches!(info.status, Status::Running { .. }) {
             if inner.engine.is_paused(id) {
-                return Err(failed(ContainerError::Paused(id.to_string())));
+                return Err(container(ContainerError::Paused(id.to_string())));
             }
-            inner.engine.set_manual_stop(id, false).map_err(failed)?;
+            inner.engine.set_manual_stop(id, false).map_err(container)?;
             return Ok(false);
         }
         let was_stopped = inner.engine.manual_stop(id).is_some();
-        inner.engine.set_manual_stop(id, true).map_err(failed)?;
+        inner.engine.set_manual_stop(id, true).map_err(container)?;
         let started = inner
             .nets
             .detach(id)
-            .map_err(failed)
+            .map_err(network)
             .and_then(|()| inner.start(id, &record.spec));
         if let Err(e) = started {
             let _ = inner.engine.set_manual_stop(id, was_stopped);
             return Err(e);
         }
-        inner.engine.set_manual_stop(id, false).map_err(failed)?;
-        inner.engine.set_restart_count(id, 0).map_err(failed)?;
+        inner.engine.set_manual_stop(id, false).map_err(container)?;
+        inner.engine.set_restart_count(id, 0).map_err(container)?;
         Ok(true)
     }
 

@@ -19,10 +19,9 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
+use super::change::{self, ImportConfig};
 use super::events::{Event, Observer};
-use super::oci::{
-    self, Descriptor, ImageConfig, Manifest, Parsed, Platform, RootFs, RunConfig, media,
-};
+use super::oci::{self, Descriptor, ImageConfig, Manifest, Parsed, Platform, RootFs, media};
 use super::unpack::{Compression, unpack};
 use super::{ImageError, Images};
 
@@ -89,6 +88,20 @@ pub fn import(
     tag: Option<&str>,
     observer: &dyn Observer,
 ) -> Result<Imported, ImageError> {
+    import_with_changes(images, path, tag, &[], observer)
+}
+
+/// [`import()`], with Dockerfile instructions (`USER nobody`, `CMD [...]`)
+/// applied to the config of a root filesystem, as `docker import --change`
+/// does (see [`change`](super::change)). Archives carry their own config:
+/// changes to them are refused.
+pub fn import_with_changes(
+    images: &Images,
+    path: &Path,
+    tag: Option<&str>,
+    changes: &[String],
+    observer: &dyn Observer,
+) -> Result<Imported, ImageError> {
     let started = Instant::now();
     let tag = tag
         .map(|t| {
@@ -97,7 +110,15 @@ pub fn import(
                 .map_err(ImageError::Invalid)
         })
         .transpose()?;
-    let result = import_inner(images, path, tag.as_deref());
+    // Checked before anything is read or stored.
+    let mut run = ImportConfig::default();
+    change::apply(&mut run, changes)?;
+    let result = import_inner(
+        images,
+        path,
+        tag.as_deref(),
+        (!changes.is_empty()).then_some(run),
+    );
     observer.event(Event::Finished {
         reference: tag.clone().unwrap_or_else(|| path.display().to_string()),
         digest: result
@@ -123,11 +144,32 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn import_inner(images: &Images, path: &Path, tag: Option<&str>) -> Result<Imported, ImageError> {
+fn import_inner(
+    images: &Images,
+    path: &Path,
+    tag: Option<&str>,
+    changed: Option<ImportConfig>,
+) -> Result<Imported, ImageError> {
     let kind = detect(path)?;
+    if changed.is_some() && kind != ArchiveKind::RootFs {
+        return Err(ImageError::Invalid(format!(
+            "{} is {}, which carries its own config: changes apply only to a root filesystem tar",
+            path.display(),
+            if kind == ArchiveKind::Oci {
+                "an OCI archive"
+            } else {
+                "a docker save archive"
+            }
+        )));
+    }
     let _lock = images.store.lock_shared()?;
     let records = match kind {
-        ArchiveKind::RootFs => vec![import_rootfs(images, path, tag)?],
+        ArchiveKind::RootFs => vec![import_rootfs(
+            images,
+            path,
+            tag,
+            changed.unwrap_or_default(),
+        )?],
         ArchiveKind::DockerSave | ArchiveKind::Oci => {
             let temp = images.store.snapshots.temp_dir()?;
             let result = (|| {
@@ -202,6 +244,7 @@ fn import_rootfs(
     images: &Images,
     path: &Path,
     tag: Option<&str>,
+    run: ImportConfig,
 ) -> Result<moor_store::ImageRecord, ImageError> {
     let mut head = [0u8; 4];
     let n = File::open(path)
@@ -215,10 +258,17 @@ fn import_rootfs(
     let mut file = File::open(path).map_err(read_err(path))?;
     let layer = images.store.blobs.put_reader(&mut file, None, None)?;
     let layer_size = images.store.blobs.size(&layer).unwrap_or(0);
-    let mut hasher = Sha256::new();
-    let mut reader = decompressed(images.store.blobs.open_blob(&layer)?).map_err(read_err(path))?;
-    std::io::copy(&mut reader, &mut HashWriter(&mut hasher)).map_err(read_err(path))?;
-    let diff_id = Digest::from_hasher(hasher);
+    // The diff ID is the digest of the uncompressed tar: for a plain tar,
+    // the blob's own digest, without reading it again.
+    let diff_id = if layer_media == media::OCI_LAYER {
+        layer.clone()
+    } else {
+        let mut hasher = Sha256::new();
+        let mut reader =
+            decompressed(images.store.blobs.open_blob(&layer)?).map_err(read_err(path))?;
+        std::io::copy(&mut reader, &mut HashWriter(&mut hasher)).map_err(read_err(path))?;
+        Digest::from_hasher(hasher)
+    };
     let host = Platform::host();
     let config = ImageConfig {
         architecture: host.architecture.clone(),
@@ -228,14 +278,15 @@ fn import_rootfs(
             kind: "layers".into(),
             diff_ids: vec![diff_id.to_string()],
         },
-        config: Some(RunConfig {
-            env: Some(vec![
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-            ]),
-            ..RunConfig::default()
-        }),
+        config: None,
         created: None,
     };
+    // The run section has more fields than moor reads back (ports,
+    // volumes, labels…): it is written from the import's own model.
+    let mut config =
+        serde_json::to_value(&config).map_err(|e| ImageError::Invalid(e.to_string()))?;
+    config["config"] =
+        serde_json::to_value(&run).map_err(|e| ImageError::Invalid(e.to_string()))?;
     let config_raw = serde_json::to_vec(&config).map_err(|e| ImageError::Invalid(e.to_string()))?;
     let config_digest = images.store.blobs.put(&config_raw, None)?;
     let manifest = Manifest {
@@ -413,5 +464,122 @@ fn oci_manifest(
             let (m, _) = oci_manifest(images, dir, chosen, host)?;
             Ok((m, Some(digest)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, path, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn changes(c: &[&str]) -> Vec<String> {
+        c.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn changes_go_into_the_config_of_a_root_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::open(&dir.path().join("state")).unwrap();
+        let tarball = dir.path().join("rootfs.tar");
+        std::fs::write(
+            &tarball,
+            tar_of(&[("etc/passwd", b"nobody:x:65534:65534::/:/bin/false\n")]),
+        )
+        .unwrap();
+        let imported = import_with_changes(
+            &images,
+            &tarball,
+            Some("localhost/app:1"),
+            &changes(&[
+                "USER nobody",
+                r#"CMD ["python3","/app/app.py"]"#,
+                "EXPOSE 8000",
+                "VOLUME /data",
+            ]),
+            &|_| {},
+        )
+        .unwrap();
+        let record = &imported.images[0];
+        let raw: serde_json::Value = serde_json::from_slice(
+            &images
+                .store
+                .blobs
+                .read(&record.config.parse().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(raw["config"]["User"], "nobody");
+        assert_eq!(
+            raw["config"]["Cmd"],
+            serde_json::json!(["python3", "/app/app.py"])
+        );
+        assert_eq!(
+            raw["config"]["ExposedPorts"],
+            serde_json::json!({"8000/tcp": {}})
+        );
+        assert_eq!(raw["config"]["Volumes"], serde_json::json!({"/data": {}}));
+        assert_eq!(
+            raw["config"]["Env"],
+            serde_json::json!([change::DEFAULT_PATH])
+        );
+        assert_eq!(raw["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+        // moor reads back what it uses.
+        let config = images.config(record).unwrap().config.unwrap();
+        assert_eq!(config.user.as_deref(), Some("nobody"));
+        assert_eq!(config.cmd.unwrap(), ["python3", "/app/app.py"]);
+
+        // The same tar without changes: the same layer, only a PATH.
+        let plain = import(&images, &tarball, Some("localhost/app:plain"), &|_| {}).unwrap();
+        let plain = &plain.images[0];
+        assert_eq!(plain.layers, record.layers);
+        let raw: serde_json::Value = serde_json::from_slice(
+            &images
+                .store
+                .blobs
+                .read(&plain.config.parse().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            raw["config"],
+            serde_json::json!({"Env": [change::DEFAULT_PATH]})
+        );
+    }
+
+    #[test]
+    fn a_bad_change_stores_nothing_and_archives_refuse_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::open(&dir.path().join("state")).unwrap();
+        let tarball = dir.path().join("rootfs.tar");
+        std::fs::write(&tarball, tar_of(&[("hello", b"hi")])).unwrap();
+        let err = import_with_changes(&images, &tarball, None, &changes(&["RUN make"]), &|_| {})
+            .unwrap_err();
+        assert!(matches!(err, ImageError::Change(_)), "{err}");
+        assert!(images.list().unwrap().is_empty());
+        let blobs = std::fs::read_dir(dir.path().join("state/blobs/sha256"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(blobs, 0, "a refused change stored blobs");
+
+        let archive = dir.path().join("save.tar");
+        std::fs::write(&archive, tar_of(&[("manifest.json", b"[]")])).unwrap();
+        let err = import_with_changes(&images, &archive, None, &changes(&["USER nobody"]), &|_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is a docker save archive, which carries its own config"),
+            "{err}"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! [`import()`](import::import). Both report progress as [`events::Event`]s.
 
 pub mod auth;
+pub mod change;
 pub mod events;
 pub mod import;
 pub mod oci;
@@ -64,4 +65,7 @@ pub enum ImageError {
     /// No image has that name.
     #[error("no image named \"{0}\"")]
     NotFound(String),
+    /// A `--change` of an import is not a valid instruction.
+    #[error(transparent)]
+    Change(#[from] change::ChangeError),
 }

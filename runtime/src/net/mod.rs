@@ -5,8 +5,8 @@
 //!
 //! Start at [`Networks`]: it owns the persisted [`State`] and drives the
 //! pieces, each in its own file — [`names`] (interface names), `bridge`,
-//! `veth`, [`ipam`], [`dns`] (what names resolve to), [`resolver`] (the
-//! process that serves them), [`ports`] (nftables) and `cleanup` (what a
+//! `veth`, `ipam`, `dns` (what names resolve to), [`resolver`] (the
+//! process that serves them), `ports` (nftables) and `cleanup` (what a
 //! crash left behind). Every operation persists its intent before touching
 //! the host and rolls back on failure, so a bad input leaves nothing
 //! half-created and a crash leaves nothing that [`Networks::cleanup`] cannot
@@ -14,14 +14,14 @@
 
 mod bridge;
 mod cleanup;
-pub mod dns;
+pub(crate) mod dns;
 mod error;
-pub mod ipam;
+mod ipam;
 pub mod names;
 mod netlink;
 mod networks;
 mod nfnl;
-pub mod ports;
+mod ports;
 pub mod resolver;
 mod state;
 mod veth;

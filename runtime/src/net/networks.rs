@@ -490,6 +490,12 @@ impl Networks {
         Ok(out)
     }
 
+    /// Brings up the loopback interface of the network namespace at
+    /// `netns`, for a container with a namespace of its own and no network.
+    pub fn loopback_only(&self, netns: &Path) -> Result<()> {
+        veth::loopback_up(netns)
+    }
+
     /// Unplugs `container` (its namespace is going away or gone): deletes
     /// its veth pairs and unpublishes its ports. Its addresses stay leased,
     /// so a restart gets them back.

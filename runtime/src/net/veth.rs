@@ -31,6 +31,22 @@ pub(crate) struct Plug<'a> {
     pub mtu: u32,
 }
 
+/// Sets the loopback interface of the network namespace at `netns` up: a
+/// namespace of its own with no network (`network_mode = "none"`) still has
+/// a working `127.0.0.1`, as in Docker (whose runc does the same).
+pub(crate) fn loopback_up(netns: &Path) -> Result<()> {
+    netlink::run(Some(netns), |h| async move {
+        if let Some(lo) = find_link(&h, "lo").await? {
+            h.link()
+                .set(LinkUnspec::new_with_index(lo.header.index).up().build())
+                .execute()
+                .await
+                .map_err(NetError::netlink("set lo up"))?;
+        }
+        Ok(())
+    })
+}
+
 /// Creates the pair, puts the host end on the bridge and configures the
 /// container end inside `netns`. Idempotent: a pair left from an earlier
 /// attempt is replaced.

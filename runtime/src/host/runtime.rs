@@ -1,0 +1,271 @@
+//! The reconciler's verbs on the live host: [`Runtime`] for [`Host`].
+
+use std::time::Duration;
+
+use moor_reconcile::{ContainerState, Health, Instance, Observed, Runtime, RuntimeError};
+use moor_spec::{ImageRef, NetworkSpec, Resource, VolumeSpec};
+
+use super::error::{ErrorContext, container, image, network, volume};
+use super::owners::Owner;
+use super::{Host, instances, labels};
+use crate::container::{Status, volumes};
+use crate::image::pull::pull;
+
+impl Runtime for Host {
+    async fn observe(&self) -> Result<Observed, RuntimeError> {
+        self.blocking(|inner| inner.observe()).await
+    }
+
+    async fn pull(&self, reference: &ImageRef) -> Result<String, RuntimeError> {
+        let r = reference.to_string();
+        self.blocking(move |inner| {
+            let images = inner.images.lock().expect("image store poisoned");
+            let record = pull(&images, &r, &inner.pull, &|_| {})
+                .map_err(ErrorContext::new(format!("pulling {r}")))
+                .map_err(image)?;
+            Ok(record.digest)
+        })
+        .await
+    }
+
+    async fn create_network(
+        &self,
+        project: &str,
+        network: &Resource<NetworkSpec>,
+    ) -> Result<(), RuntimeError> {
+        let (project, network) = (project.to_string(), network.clone());
+        self.blocking(move |inner| {
+            // Ownership first: a crash after this leaves a network this
+            // project can finish or remove, never one it takes for foreign.
+            inner.with_owners(|o| {
+                o.networks.insert(
+                    network.name.clone(),
+                    Owner {
+                        project,
+                        spec_hash: network.hash.clone(),
+                        prune: true,
+                    },
+                );
+            })?;
+            inner
+                .nets
+                .create_network(&network.name, &network.spec)
+                .map_err(self::network)
+                .map(drop)
+        })
+        .await
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            inner.nets.remove_network(&name).map_err(network)?;
+            inner.with_owners(|o| {
+                o.networks.remove(&name);
+            })
+        })
+        .await
+    }
+
+    async fn create_volume(
+        &self,
+        project: &str,
+        volume: &Resource<VolumeSpec>,
+    ) -> Result<(), RuntimeError> {
+        let (project, volume) = (project.to_string(), volume.clone());
+        self.blocking(move |inner| {
+            // The directory itself is made by the first container that mounts
+            // the volume, so that it is filled from that container's image.
+            inner.with_owners(|o| {
+                o.volumes.insert(
+                    volume.name.clone(),
+                    Owner {
+                        project,
+                        spec_hash: volume.hash.clone(),
+                        prune: volume.spec.prune,
+                    },
+                );
+            })?;
+            if !volumes::data_dir(&inner.state_dir, &volume.name).is_dir() {
+                volumes::ensure(&inner.state_dir, &volume.name, None).map_err(self::volume)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            volumes::remove(&inner.state_dir, &name).map_err(volume)?;
+            inner.with_owners(|o| {
+                o.volumes.remove(&name);
+            })
+        })
+        .await
+    }
+
+    async fn create_container(
+        &self,
+        project: &str,
+        instance: &Instance<'_>,
+    ) -> Result<(), RuntimeError> {
+        let mut spec = instance.spec.clone();
+        spec.labels
+            .insert(labels::PROJECT.into(), project.to_string());
+        spec.labels
+            .insert(labels::RESOURCE.into(), instance.resource.to_string());
+        spec.labels
+            .insert(labels::REPLICA.into(), instance.replica.to_string());
+        spec.labels
+            .insert(labels::HASH.into(), instance.hash.to_string());
+        spec.labels
+            .insert(labels::IMAGE_DIGEST.into(), instance.image_digest.clone());
+        spec.labels
+            .insert(labels::INSTANCE.into(), instance.name.clone());
+        // The container's own name is the instance's id: the instance name,
+        // or a unique one while it runs beside the old instance (start-first).
+        let name = instance.id.clone();
+        moor_spec::check_name(&name)
+            .map_err(|e| container(format!("container id for {}: {e}", instance.name)))?;
+        let reference = instance.spec.image.to_string();
+        self.blocking(move |inner| {
+            let mut spec = spec;
+            let (config, lowers) = {
+                let images = inner.images.lock().expect("image store poisoned");
+                let record = images
+                    .resolve(&reference)
+                    .map_err(image)?
+                    .ok_or_else(|| image(format!("image {reference} is not in the image store")))?;
+                let config = images.run_config(&record).map_err(image)?;
+                images
+                    .hold(&record, &format!("container:{name}"))
+                    .map_err(image)?;
+                (config, images.layer_dirs(&record))
+            };
+            if let Some(mount) = inner.resolv_conf_mount(&name, &spec)? {
+                spec.mounts.push(mount);
+            }
+            // A leftover of the same name (a crash between remove and
+            // create, or during create before its record was written) goes first.
+            if inner.engine.record(&name).is_ok() {
+                inner.engine.remove(&name, true).map_err(container)?;
+            } else {
+                let dir = inner.engine.paths(&name).dir;
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(ErrorContext::new(format!(
+                            "remove the leftover {}",
+                            dir.display()
+                        )))
+                        .map_err(container)?;
+                }
+            }
+            inner
+                .engine
+                .create(&name, spec.clone(), config, lowers)
+                .map_err(container)?;
+            inner.start(&name, &spec)
+        })
+        .await
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            let record = inner.engine.record(&name).map_err(container)?;
+            // `moor start` and this never start one container at once, and
+            // a container stopped on purpose since it was observed stays so.
+            let _lock = inner.engine.lock_container(&name).map_err(container)?;
+            let info = inner.engine.inspect(&name).map_err(container)?;
+            if inner.engine.manual_stop(&name).is_some()
+                || matches!(info.status, Status::Running { .. })
+            {
+                return Ok(());
+            }
+            let restarts = inner.engine.restart_count(&name) + 1;
+            inner
+                .engine
+                .set_restart_count(&name, restarts)
+                .map_err(container)?;
+            inner.nets.detach(&name).map_err(network)?;
+            inner.start(&name, &record.spec)
+        })
+        .await
+    }
+
+    async fn stop_container(
+        &self,
+        name: &str,
+        _signal: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            inner.health.forget(&name);
+            inner.engine.stop(&name, Some(grace)).map_err(container)?;
+            inner.nets.detach(&name).map_err(network)
+        })
+        .await
+    }
+
+    async fn remove_container(
+        &self,
+        name: &str,
+        _signal: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            inner.health.forget(&name);
+            // Already gone is fine: removal is idempotent.
+            if inner.engine.record(&name).is_ok() {
+                inner.engine.stop(&name, Some(grace)).map_err(container)?;
+                inner.engine.remove(&name, true).map_err(container)?;
+            }
+            inner.nets.release(&name).map_err(network)?;
+            let _ =
+                std::fs::remove_file(inner.state_dir.join("resolv").join(format!("{name}.conf")));
+            let images = inner.images.lock().expect("image store poisoned");
+            images
+                .release(&format!("container:{name}"))
+                .map_err(image)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn health(&self, name: &str) -> Result<Health, RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            let id = instances::resolve(&inner.engine, &name).map_err(container)?;
+            Ok(inner.health.health(&id))
+        })
+        .await
+    }
+
+    async fn state(&self, name: &str) -> Result<ContainerState, RuntimeError> {
+        let name = name.to_string();
+        self.blocking(move |inner| {
+            let id = instances::resolve(&inner.engine, &name).map_err(container)?;
+            let info = match inner.engine.inspect(&id) {
+                Err(crate::container::ContainerError::NotFound(_)) => {
+                    return Err(RuntimeError::NotFound {
+                        what: format!("container {name}"),
+                    });
+                }
+                other => other.map_err(container)?,
+            };
+            Ok(match info.status {
+                Status::Created => ContainerState::Created,
+                Status::Running { .. } => ContainerState::Running,
+                Status::Exited(exit) => ContainerState::Exited {
+                    code: exit.exit_code,
+                    oom: exit.oom_killed,
+                },
+                Status::Lost { .. } => ContainerState::Dead,
+            })
+        })
+        .await
+    }
+}
