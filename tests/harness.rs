@@ -241,3 +241,24 @@ fn a_dead_holders_slot_is_cleaned_before_it_is_used_again() {
     assert_clean(index, &names, &pids);
     assert!(!state.exists(), "the dead holder's state dir is left");
 }
+
+/// A moor command run without an instance cannot fall back to moor's
+/// defaults: anything that would open the host's networks is refused.
+#[test]
+fn moor_without_an_instance_cannot_touch_the_host() {
+    let state = tempfile::tempdir().unwrap();
+    let out = crate::common::moor(&[
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "down",
+        "-p",
+        "nothing",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MOOR_BRIDGE_PREFIX"), "{err}");
+    assert!(
+        std::fs::read_dir(state.path()).unwrap().next().is_none(),
+        "moor wrote into its state dir"
+    );
+}

@@ -206,7 +206,7 @@ fn names_aliases_isolation_and_published_port() {
         return;
     };
     let (back, other) = (env.host.slot().subnet(10), env.host.slot().subnet(20));
-    let back_net = back.trim_end_matches("0/24").to_string();
+    let back_net = format!("{}.10.", env.host.slot().net());
     let port = free_port();
     let manifest = |with_web: bool| {
         let web = format!(

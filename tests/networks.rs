@@ -276,8 +276,7 @@ impl Env {
 
     /// The first two octets of the slot's pool (`10.107`).
     fn net(&self) -> String {
-        let a = self.slot().addr(0, 0);
-        a.trim_end_matches(".0.0").to_string()
+        self.slot().net()
     }
 
     /// A network namespace named after the slot.

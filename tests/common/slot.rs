@@ -138,25 +138,25 @@ impl Slot {
         format!("moor-t{}", self.n)
     }
 
-    /// The second octet of every address in the slot's pool.
-    fn octet(&self) -> u8 {
-        FIRST_POOL + self.n
+    /// The first two octets of every address in the pool (`10.107`).
+    pub fn net(&self) -> String {
+        format!("10.{}", FIRST_POOL + self.n)
     }
 
     /// The address pool (`10.107.0.0/16`).
     pub fn pool(&self) -> String {
-        format!("10.{}.0.0/16", self.octet())
+        format!("{}.0.0/16", self.net())
     }
 
     /// The /24 number `third` of the pool (`10.107.THIRD.0/24`), for
     /// manifests and networks that name their subnet.
     pub fn subnet(&self, third: u8) -> String {
-        format!("10.{}.{third}.0/24", self.octet())
+        format!("{}.{third}.0/24", self.net())
     }
 
     /// The address `10.107.THIRD.FOURTH` of the pool.
     pub fn addr(&self, third: u8, fourth: u8) -> String {
-        format!("10.{}.{third}.{fourth}", self.octet())
+        format!("{}.{third}.{fourth}", self.net())
     }
 
     /// True when `addr` (an address, or a network `ADDR/LEN`) lies in the

@@ -24,7 +24,7 @@
 
 mod images;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::instance::Instance;
@@ -37,6 +37,21 @@ const PASSWORD: &str = "s3cret-Pa55";
 /// What every real-image test needs: root, mmdebstrap, nftables, iproute2.
 fn prerequisites() -> bool {
     common::require(&["mmdebstrap", "nft", "ip"], true)
+}
+
+/// An instance that owns the project `real` and has the named images, and
+/// a directory (in the work dir returned first) for the manifests; `None`
+/// (after saying why) without the prerequisites.
+fn setup(names: &[&str]) -> Option<(Instance, tempfile::TempDir, PathBuf)> {
+    if !prerequisites() {
+        return None;
+    }
+    let mut host = Instance::new();
+    host.owns("real");
+    import(&host, names);
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("real");
+    Some((host, work, dir))
 }
 
 /// Imports the named images into `host`.
@@ -421,14 +436,9 @@ extra_hosts  = ["app:127.0.0.1"]
 /// its working directory, with its environment.
 #[test]
 fn exec_runs_as_the_containers_user_in_its_working_directory() {
-    if !prerequisites() {
+    let Some((host, _work, dir)) = setup(&["app"]) else {
         return;
-    }
-    let mut host = Instance::new();
-    host.owns("real");
-    import(&host, &["app"]);
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("real");
+    };
     let manifest = format!(
         r#"{images}
 [containers.app]
@@ -458,15 +468,10 @@ network_mode = "none"
 /// the stack up again.
 #[test]
 fn stack_through_apply() {
-    if !prerequisites() {
+    let Some((mut host, _work, dir)) = setup(ALL) else {
         return;
-    }
-    let mut host = Instance::new();
-    host.owns("real");
-    import(&host, ALL);
+    };
     let port = free_port();
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("real");
     write_manifest(&dir, &stack(port, "1"));
     apply(&host, &dir);
 
@@ -550,15 +555,10 @@ fn stack_through_apply() {
 /// data stays.
 #[test]
 fn stack_through_the_agent() {
-    if !prerequisites() {
+    let Some((mut host, _work, dir)) = setup(ALL) else {
         return;
-    }
-    let mut host = Instance::new();
-    host.owns("real");
-    import(&host, ALL);
+    };
     let port = free_port();
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("real");
     write_manifest(&dir, &stack(port, "1"));
     host.start_agent(&[
         "--source",
@@ -644,14 +644,9 @@ fn stack_through_the_agent() {
 /// `moor apply` fails naming it, and the app never runs.
 #[test]
 fn a_failed_migration_keeps_the_app_down() {
-    if !prerequisites() {
+    let Some((host, _work, dir)) = setup(&["postgres", "app"]) else {
         return;
-    }
-    let mut host = Instance::new();
-    host.owns("real");
-    import(&host, &["postgres", "app"]);
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("real");
+    };
     let manifest = format!(
         r#"{images}{database}{migration}
 [containers.app]
@@ -706,14 +701,9 @@ depends_on = {{ migrate = "completed" }}
 /// by name resolution as that user.
 #[test]
 fn files_moor_writes_are_readable_by_a_non_root_user() {
-    if !prerequisites() {
+    let Some((host, _work, dir)) = setup(&["app"]) else {
         return;
-    }
-    let mut host = Instance::new();
-    host.owns("real");
-    import(&host, &["app"]);
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("real");
+    };
     let script = "id -un; for f in /etc/hosts /etc/hostname /etc/resolv.conf; do \
                   if cat $f >/dev/null; then echo readable $f; else echo unreadable $f; fi; done; \
                   python3 -c 'import socket; print(\"resolved\", socket.gethostbyname(\"peer\"))'; \
@@ -772,14 +762,9 @@ networks = ["net"]
 /// (`redis-cli ping`, to 127.0.0.1) answers.
 #[test]
 fn loopback_is_up_without_a_network() {
-    if !prerequisites() {
+    let Some((host, _work, dir)) = setup(&["redis"]) else {
         return;
-    }
-    let mut host = Instance::new();
-    host.owns("real");
-    import(&host, &["redis"]);
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("real");
+    };
     let manifest = format!(
         r#"{images}
 [containers.cache]
