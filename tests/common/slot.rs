@@ -28,7 +28,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use super::host;
 
@@ -198,7 +198,12 @@ impl Slot {
     fn clean(&self, dead_holder: bool) {
         for dir in self.state_dirs() {
             host::stop_state_dir(&dir);
-            if dead_holder {
+            // Only ever a temporary dir, whatever the file says.
+            let temp = std::env::temp_dir();
+            let plain = dir
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+            if dead_holder && plain && dir.starts_with(&temp) && dir != temp {
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }
