@@ -84,10 +84,16 @@ fn images_toml(names: &[&str]) -> String {
 const ALL: &[&str] = &["postgres", "redis", "app", "nginx"];
 
 /// The database on network `back`, its data on the named volume `pgdata`.
-fn database() -> String {
+/// The subnet is pinned (from the instance's pool): the database lets its
+/// own subnets in (pg_hba.conf, written once into the volume), and
+/// subnets allocated by `apply`, which creates networks side by side, may
+/// come out in another order after `down`.
+fn database(host: &Instance) -> String {
+    let subnet = host.slot().subnet(1);
     format!(
         r#"
 [networks.back]
+subnet = "{subnet}"
 
 [volumes.pgdata]
 
@@ -126,10 +132,11 @@ depends_on = {{ db = "healthy" }}
 /// The whole stack: db and cache on `back`, the migration job, the app on
 /// `back` and `front` once the migration completed, nginx on `front`
 /// published on 127.0.0.1:`port`.
-fn stack(port: u16, app_version: &str) -> String {
+fn stack(host: &Instance, port: u16, app_version: &str) -> String {
     format!(
         r#"{images}{database}{migration}
 [networks.front]
+subnet = "{front}"
 
 [containers.cache]
 image       = "redis"
@@ -154,8 +161,9 @@ depends_on  = {{ app = "healthy" }}
 healthcheck = {{ http = "http://localhost:80/nginx-health", interval = "1s", retries = 3, start_period = "60s" }}
 "#,
         images = images_toml(ALL),
-        database = database(),
+        database = database(host),
         migration = migration(false),
+        front = host.slot().subnet(2),
     )
 }
 
@@ -472,7 +480,7 @@ fn stack_through_apply() {
         return;
     };
     let port = free_port();
-    write_manifest(&dir, &stack(port, "1"));
+    write_manifest(&dir, &stack(&host, port, "1"));
     apply(&host, &dir);
 
     // The migration ran to completion before the app started, and the
@@ -513,7 +521,7 @@ fn stack_through_apply() {
     // resolved `app` once, still reaches it.
     let second = visit(port).expect("second visit");
     assert_eq!(second["visits"], 2, "{second}");
-    write_manifest(&dir, &stack(port, "2"));
+    write_manifest(&dir, &stack(&host, port, "2"));
     apply(&host, &dir);
     let third = visit_when_ready(&host, port, "after replacing the app");
     assert_eq!(third["version"], "2", "the app was not replaced: {third}");
@@ -559,7 +567,7 @@ fn stack_through_the_agent() {
         return;
     };
     let port = free_port();
-    write_manifest(&dir, &stack(port, "1"));
+    write_manifest(&dir, &stack(&host, port, "1"));
     host.start_agent(&[
         "--source",
         dir.to_str().expect("utf-8"),
@@ -612,7 +620,7 @@ fn stack_through_the_agent() {
     assert_eq!(second["visits"], 2, "data lost with the database: {second}");
 
     // An edited manifest replaces the app; the data stays.
-    write_manifest(&dir, &stack(port, "2"));
+    write_manifest(&dir, &stack(&host, port, "2"));
     let deadline = Instant::now() + Duration::from_secs(120);
     let third = loop {
         check_agent(&mut host);
@@ -656,7 +664,7 @@ networks   = ["back"]
 depends_on = {{ migrate = "completed" }}
 "#,
         images = images_toml(&["postgres", "app"]),
-        database = database(),
+        database = database(&host),
         migration = migration(true),
     );
     write_manifest(&dir, &manifest);
