@@ -15,6 +15,7 @@ mod git_agent;
 mod harness;
 mod hostile;
 mod image;
+mod layers;
 mod metrics;
 mod network_modes;
 mod networks;

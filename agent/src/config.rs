@@ -28,17 +28,22 @@
 //!
 //! Secrets are always read from files (or named environment variables), never
 //! written in this file, so it can be world-readable and kept in git itself.
+//!
+//! Values go through the same rules as the command line's (`moor_spec`):
+//! durations, sizes, names made from a directory's or repository's name,
+//! and who this host is (`HostIdentity::resolve`: the `[host]` name or
+//! this machine's, never a made-up default).
 
-use crate::source::git::redact_url;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use moor_spec::HostIdentity;
 use serde::Deserialize;
 
-use crate::cmd::stack::name_from;
+use crate::source::git::redact_url;
 
 /// The default configuration file; read when it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/moor/agent.toml";
@@ -170,10 +175,8 @@ pub struct AgentConfig {
     pub resync: Duration,
     /// How manifests are loaded (the largest manifest file).
     pub load: moor_spec::LoadOptions,
-    /// This host's name, for manifests' `target.hosts`.
-    pub host_name: String,
-    /// This host's labels, for manifests' `target.labels`.
-    pub host_labels: BTreeMap<String, String>,
+    /// Who this host is, for manifests' `target`: its name and labels.
+    pub host: HostIdentity,
     /// The sources, with unique names.
     pub sources: Vec<SourceConfig>,
 }
@@ -258,8 +261,8 @@ pub struct Overrides {
     pub max_manifest_size: Option<u64>,
     /// `--host-name`.
     pub host_name: Option<String>,
-    /// `--host-label`.
-    pub host_labels: BTreeMap<String, String>,
+    /// `--host-label`, each as given (a key given twice is an error).
+    pub host_labels: Vec<(String, String)>,
 }
 
 /// Reads the file (the given one, which must exist, or the default one if it
@@ -284,12 +287,14 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         (None, Some(s)) => load.max_file_size = s.bytes().context("max_manifest_size")?,
         (None, None) => {}
     }
-    let host_name = o
-        .host_name
-        .or(file.host.name)
-        .unwrap_or_else(this_host_name);
+    // The command line's labels over the file's.
     let mut host_labels = file.host.labels;
-    host_labels.extend(o.host_labels);
+    host_labels.extend(moor_spec::target::label_map(o.host_labels)?);
+    let host = HostIdentity::resolve(
+        o.host_name.as_deref().or(file.host.name.as_deref()),
+        host_labels,
+    )
+    .context("this host ([host] in the configuration, --host-name, --host-label)")?;
 
     let mut sections = file.sources;
     sections.extend(o.source);
@@ -329,8 +334,7 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         registry_auth: o.registry_auth.or(file.registry_auth),
         resync,
         load,
-        host_name,
-        host_labels,
+        host,
         sources,
     })
 }
@@ -434,25 +438,7 @@ fn default_name(kind: &SourceKind) -> String {
             .trim_end_matches(".git")
             .to_string(),
     };
-    name_from(&base)
-}
-
-/// The machine's host name.
-pub fn this_host_name() -> String {
-    moor_spec::HostIdentity::from_hostname()
-        .map(|h| h.name)
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// Parses `KEY=VALUE` for `--host-label`.
-pub fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
-    if k.is_empty() {
-        return Err(format!("{s:?} has an empty key"));
-    }
-    Ok((k.to_string(), v.to_string()))
+    moor_spec::name_from(&base)
 }
 
 #[cfg(test)]
@@ -534,8 +520,8 @@ url = "{}"
             c.registry_auth.as_deref(),
             Some(Path::new("/etc/moor/registries.json"))
         );
-        assert_eq!(c.host_name, "edge-7");
-        assert_eq!(c.host_labels.len(), 2);
+        assert_eq!(c.host.name, "edge-7");
+        assert_eq!(c.host.labels.len(), 2);
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.sources[0].name, "fleet");
         match &c.sources[0].kind {
@@ -548,6 +534,60 @@ url = "{}"
             other => panic!("not git: {other:?}"),
         }
         assert_eq!(c.sources[1].name, "site");
+    }
+
+    #[test]
+    fn the_host_follows_the_command_lines_rules() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let source = format!("[[source]]\nurl = \"{}\"\n", tmp.path().display());
+        let with = |text: &str, labels: &[(&str, &str)]| {
+            resolve(Overrides {
+                config: Some(write(tmp.path(), &format!("{text}\n{source}"))),
+                host_labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..Overrides::default()
+            })
+        };
+        for (text, says) in [
+            (
+                "[host]\nname = \"edge-*\"",
+                "host name \"edge-*\" contains '*'",
+            ),
+            ("[host]\nname = \"\"", "must not be empty"),
+            (
+                "[host]\nlabels = { \"role:db\" = \"x\" }",
+                "label key \"role:db\"",
+            ),
+        ] {
+            let e = format!("{:#}", with(text, &[]).expect_err(text));
+            assert!(e.contains(says), "{text}: {e}");
+        }
+        let e = with("", &[("role", "db"), ("role", "web")]).expect_err("a key twice");
+        assert!(
+            format!("{e:#}").contains("--host-label role is given twice"),
+            "{e:#}"
+        );
+
+        // The command line's labels over the file's.
+        let c = with(
+            "[host]\nname = \"edge-1\"\nlabels = { role = \"web\", zone = \"b\" }",
+            &[("role", "db")],
+        )
+        .expect("valid");
+        assert_eq!(
+            c.host,
+            HostIdentity::new("edge-1")
+                .with_label("role", "db")
+                .with_label("zone", "b")
+        );
+        // No name anywhere: this machine's, as `moor apply` takes it.
+        let c = with("", &[]).expect("valid");
+        assert_eq!(
+            c.host,
+            HostIdentity::from_hostname().expect("this machine's name")
+        );
     }
 
     #[test]

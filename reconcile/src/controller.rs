@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::apply::{ApplyOptions, apply};
 use crate::backoff::Backoff;
+use crate::converge::InstancePhase;
 use crate::diff::{DiffOptions, diff, instance_name};
 use crate::plan::Verb;
 use crate::runtime::Runtime;
@@ -438,13 +439,10 @@ impl<R: Runtime> Controller<R> {
                     // Not a job that exited for good (restart = "no", or
                     // on-failure after exit 0): nothing is due for that.
                     let restarting = observed.containers.get(&c.name).is_some_and(|o| {
-                        let policy = desired.containers.get(&o.resource).map(|d| d.spec.restart);
-                        match (o.state, policy) {
-                            (crate::ContainerState::Running, _) => false,
-                            (crate::ContainerState::Exited { code, .. }, Some(p)) => {
-                                p.restarts_after(code)
-                            }
-                            _ => true,
+                        match desired.containers.get(&o.resource) {
+                            Some(d) => InstancePhase::of(&d.spec, Some(o)).awaits_restart(),
+                            // Its policy unknown: whatever does not run.
+                            None => o.state != crate::ContainerState::Running,
                         }
                     });
                     if restarting {

@@ -4,12 +4,15 @@
 //! [`Observed`] host and returns a [`Plan`] — pure data, each [`Action`] with
 //! its [`Reason`]. [`apply()`] carries a plan out through the [`Runtime`] trait, the
 //! only way this crate reaches the host, in dependency order and concurrently.
-//! Unit tests run both against [`fake::FakeRuntime`]; the real engine is
-//! tested end to end.
+//! [`converge()`] repeats observe, diff and apply until the host has
+//! [`settled`] (what `moor apply` waits for); [`Controller`] does it forever,
+//! on every trigger. Unit tests run them against [`fake::FakeRuntime`]; the
+//! real engine is tested end to end.
 
 mod apply;
 mod backoff;
 mod controller;
+mod converge;
 mod diff;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
@@ -24,6 +27,7 @@ pub use controller::{
     Condition, ConditionStatus, Controller, ControllerOptions, NoRecorder, PassView, Recorder,
     Status, Trigger,
 };
+pub use converge::{ConvergeError, ConvergeOptions, Convergence, InstancePhase, converge, settled};
 pub use diff::{
     DiffError, DiffOptions, RESTART_BACKOFF_BASE, RESTART_BACKOFF_MAX, RESTART_BACKOFF_RESET,
     changed_fields, diff, instance_name, restart_delay,

@@ -53,6 +53,30 @@ impl HostIdentity {
         Ok(Self::new(name))
     }
 
+    /// The host to act as: `name` when given (checked as
+    /// [`check_host_name`] does), else this machine's host name, with
+    /// `labels` (each key checked as [`check_label_key`] does). A machine
+    /// whose host name cannot be read is an error naming `--host-name`,
+    /// never some default name: a host that became "localhost" would
+    /// silently apply what targets another one, or nothing.
+    pub fn resolve(
+        name: Option<&str>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Self, IdentityError> {
+        let mut host = match name {
+            Some(name) => {
+                check_host_name(name).map_err(IdentityError::BadName)?;
+                Self::new(name)
+            }
+            None => Self::from_hostname().map_err(|error| IdentityError::NoHostName { error })?,
+        };
+        for key in labels.keys() {
+            check_label_key(key).map_err(IdentityError::BadLabel)?;
+        }
+        host.labels = labels;
+        Ok(host)
+    }
+
     /// The same host with one more label.
     pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
@@ -73,6 +97,52 @@ impl fmt::Display for HostIdentity {
         }
         Ok(())
     }
+}
+
+/// Why the identity of the host to act as cannot be settled.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// No name was given, and this machine's host name cannot be read or
+    /// is not one a manifest could target.
+    #[error("cannot read this machine's host name ({error}); pass --host-name")]
+    NoHostName {
+        /// Why it cannot be read.
+        error: std::io::Error,
+    },
+    /// The name given is not a host name (the message says why).
+    #[error("{0}")]
+    BadName(String),
+    /// A label key is not one a target could name (the message says why).
+    #[error("{0}")]
+    BadLabel(String),
+    /// The same label key was given twice (`--host-label role=a --host-label role=b`).
+    #[error("--host-label {key} is given twice")]
+    DuplicateLabel {
+        /// The key.
+        key: String,
+    },
+}
+
+/// Labels given one at a time (each `--host-label KEY=VALUE`, parsed by
+/// [`parse_label`]) as a map; a key given twice is an error rather than
+/// the last one silently winning.
+pub fn label_map(
+    pairs: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, String>, IdentityError> {
+    let mut labels = BTreeMap::new();
+    for (key, value) in pairs {
+        if labels.contains_key(&key) {
+            return Err(IdentityError::DuplicateLabel { key });
+        }
+        labels.insert(key, value);
+    }
+    Ok(labels)
+}
+
+/// Parses a host name given to act as (`--host-name`), checked as
+/// [`check_host_name`] does.
+pub fn parse_host_name(s: &str) -> Result<String, String> {
+    check_host_name(s).map(|()| s.to_string())
 }
 
 /// Checks a host name given to act as (`--host-name`): not empty, no white
@@ -480,6 +550,52 @@ mod tests {
         let me = HostIdentity::from_hostname().expect("this machine has a host name");
         assert!(!me.name.is_empty());
         assert!(me.labels.is_empty());
+    }
+
+    #[test]
+    fn one_identity_for_every_caller() {
+        let labels = label_map([
+            ("role".to_string(), "db".to_string()),
+            ("zone".to_string(), "a".to_string()),
+        ])
+        .expect("distinct keys");
+        let host = HostIdentity::resolve(Some("db-1"), labels.clone()).expect("valid");
+        assert_eq!(host.name, "db-1");
+        assert_eq!(host.labels, labels);
+        assert_eq!(parse_host_name("edge-1"), Ok("edge-1".to_string()));
+
+        let me = HostIdentity::resolve(None, BTreeMap::new()).expect("this machine");
+        assert_eq!(me, HostIdentity::from_hostname().expect("this machine"));
+
+        for (name, labels, says) in [
+            (Some("edge-*"), vec![], "host name \"edge-*\" contains '*'"),
+            (Some(""), vec![], "must not be empty"),
+            (
+                Some("db-1"),
+                vec![("role:db", "x")],
+                "label key \"role:db\"",
+            ),
+        ] {
+            let labels = labels
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let e = HostIdentity::resolve(name, labels).expect_err(says);
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        let e = label_map([
+            ("role".to_string(), "db".to_string()),
+            ("role".to_string(), "web".to_string()),
+        ])
+        .expect_err("a key twice");
+        assert_eq!(e.to_string(), "--host-label role is given twice");
+        let e = IdentityError::NoHostName {
+            error: std::io::Error::other("no name"),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot read this machine's host name (no name); pass --host-name"
+        );
     }
 
     #[test]

@@ -16,27 +16,10 @@ use std::time::{Duration, Instant};
 
 pub use host::{alive, link_exists};
 
-/// The `moor` binary built for this test run.
-///
-/// Integration tests of the root package cannot use `CARGO_BIN_EXE_` of
-/// another package, so the binary is found next to the test executable, and
-/// brought up to date once per test process (`cargo test --test tests` alone
-/// would not rebuild it, and a stale binary would test old code).
+/// The `moor` binary built for this test run: Cargo builds it before the
+/// tests (the root package owns it) and says where it is.
 pub fn moor_bin() -> PathBuf {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let dir = exe.parent().and_then(Path::parent).expect("target dir");
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-q", "-p", "moor"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build -p moor");
-        assert!(status.success(), "cargo build -p moor failed");
-        dir.join("moor")
-    })
-    .clone()
+    PathBuf::from(env!("CARGO_BIN_EXE_moor"))
 }
 
 /// A `moor` command for work that needs no host (validate, images): no

@@ -14,25 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::bail;
-use clap::Args;
 use moor_runtime::container::{CopyIn, CopyOptions, CopyOut};
 
-/// `moor cp`
-#[derive(Debug, Args)]
-pub struct CpArgs {
-    /// Keep the source's owners (and setuid bits).
-    #[arg(short, long)]
-    pub archive: bool,
-    /// Follow a symlink that is the source itself.
-    #[arg(short = 'L', long)]
-    pub follow_link: bool,
-    /// `NAME:PATH`, a host path, or `-` (a tar stream on stdin).
-    #[arg(value_name = "SRC")]
-    pub src: String,
-    /// `NAME:PATH`, a host path, or `-` (a tar stream on stdout).
-    #[arg(value_name = "DEST")]
-    pub dest: String,
-}
+use crate::cli::CpArgs;
 
 /// One side of a copy.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,7 +50,7 @@ pub fn run(state_dir: &Path, args: &CpArgs) -> anyhow::Result<ExitCode> {
         archive: args.archive,
         follow_link: args.follow_link,
     };
-    let engine = super::dev::engine(state_dir)?;
+    let engine = super::common::engine(state_dir)?;
     let id = |name: &str| moor_runtime::host::instances::resolve(&engine, name);
     let skipped = match (parse(&args.src), parse(&args.dest)) {
         (End::Container { name, path }, End::Host(dest)) => {

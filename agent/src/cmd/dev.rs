@@ -9,13 +9,8 @@ use anyhow::{Context, bail};
 use moor_runtime::container::{Engine, EngineConfig, Executor};
 use moor_spec::ContainerSpec;
 
+use super::common::engine;
 use crate::cli::{DevCommand, DevRunArgs};
-
-/// The engine of `state_dir` with default settings.
-pub fn engine(state_dir: &Path) -> anyhow::Result<Engine> {
-    Engine::new(EngineConfig::new(state_dir))
-        .with_context(|| format!("open the state dir {}", state_dir.display()))
-}
 
 /// Runs a `moor dev` subcommand.
 pub fn run(state_dir: &Path, cmd: &DevCommand) -> anyhow::Result<ExitCode> {

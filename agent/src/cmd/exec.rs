@@ -11,7 +11,7 @@ use crate::cli::ExecArgs;
 
 /// Runs the command with this terminal's stdio; exits with its code.
 pub fn run(state_dir: &Path, args: &ExecArgs) -> anyhow::Result<ExitCode> {
-    let engine = super::dev::engine(state_dir)?;
+    let engine = super::common::engine(state_dir)?;
     // The instance's current container (see moor_runtime::host::instances).
     let name = moor_runtime::host::instances::resolve(&engine, &args.name)?;
     let opts = ExecOptions {

@@ -1,103 +1,15 @@
 //! `moor images` and `moor image pull|import|rm|prune`.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
 use moor_runtime::image::events::Observer;
 use moor_runtime::image::pull::{PullOptions, pull};
 use moor_runtime::image::{Event, Images, Removed, import};
 
-/// Arguments of `moor images`.
-#[derive(Debug, Args)]
-pub struct ImagesArgs {
-    /// Print the images as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// Arguments of `moor image`.
-#[derive(Debug, Args)]
-pub struct ImageArgs {
-    #[command(subcommand)]
-    pub command: ImageCommand,
-}
-
-/// `moor image` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum ImageCommand {
-    /// Pull an image from a registry (plain HTTP only for loopback and --insecure-registry).
-    Pull {
-        /// The reference: `[registry/]repository[:tag][@digest]`.
-        reference: String,
-        /// A registry (`host:port`) that may be reached over plain HTTP.
-        #[arg(long = "insecure-registry", value_name = "HOST")]
-        insecure: Vec<String>,
-        /// Registry credentials, in the `auths` format of Docker's config.json
-        /// [default: /etc/moor/auth.json, when it exists].
-        #[arg(long, value_name = "FILE")]
-        registry_auth: Option<PathBuf>,
-        /// Layers downloaded at once.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        #[command(flatten)]
-        limits: LimitArgs,
-    },
-    /// Import a `docker save` tarball, an OCI archive or a root filesystem tar.
-    Import {
-        /// The file.
-        file: PathBuf,
-        /// A reference to name the image by.
-        #[arg(long, value_name = "REF")]
-        tag: Option<String>,
-        /// A Dockerfile instruction for the image's config, as `docker import
-        /// --change` takes it (`USER nobody`, `CMD ["python3","app.py"]`): CMD,
-        /// ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME,
-        /// WORKDIR; repeatable, applied in order; root filesystem tars only.
-        #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
-        changes: Vec<String>,
-        #[command(flatten)]
-        limits: LimitArgs,
-    },
-    /// Remove image references; an image goes with its last one.
-    Rm {
-        /// References, digests or digest prefixes.
-        #[arg(required = true, value_name = "REF")]
-        references: Vec<String>,
-    },
-    /// Remove unreferenced images and every blob and snapshot nothing uses.
-    Prune,
-}
-
-/// Caps on unpacking.
-#[derive(Debug, Args)]
-pub struct LimitArgs {
-    /// Largest uncompressed size of one layer (bytes, or with k/m/g).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub max_layer_size: Option<u64>,
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim().to_ascii_lowercase();
-    let (num, mult) = match s.strip_suffix(['k', 'm', 'g']) {
-        Some(n) => (
-            n,
-            match s.as_bytes()[s.len() - 1] {
-                b'k' => 1u64 << 10,
-                b'm' => 1 << 20,
-                _ => 1 << 30,
-            },
-        ),
-        None => (s.as_str(), 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("\"{s}\" is not a size"))
-}
+use crate::cli::{ImageArgs, ImageCommand, ImagesArgs, LimitArgs};
 
 fn open(state_dir: &std::path::Path, limits: Option<&LimitArgs>) -> anyhow::Result<Images> {
     let mut images = Images::open(state_dir)
@@ -332,10 +244,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("64m").unwrap(), 64 << 20);
-        assert_eq!(parse_size("100").unwrap(), 100);
-        assert!(parse_size("lots").is_err());
+    fn sizes_print_for_people() {
         assert_eq!(human(1536), "1.5 KiB");
     }
 }

@@ -7,7 +7,7 @@ use crate::cli::InspectArgs;
 
 /// Prints the container's record, observed state and paths.
 pub fn run(state_dir: &Path, args: &InspectArgs) -> anyhow::Result<ExitCode> {
-    let engine = super::dev::engine(state_dir)?;
+    let engine = super::common::engine(state_dir)?;
     // The instance's current container (see moor_runtime::host::instances).
     let name = moor_runtime::host::instances::resolve(&engine, &args.name)?;
     let info = engine.inspect(&name)?;

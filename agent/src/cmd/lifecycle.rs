@@ -10,33 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
 use moor_runtime::host::{HostConfig, SharedHost, instances};
-
-/// `moor stop` / `moor restart`
-#[derive(Debug, Args)]
-pub struct StopArgs {
-    /// Seconds to wait after the stop signal before SIGKILL (default: the
-    /// container's `stop_grace_period`).
-    #[arg(
-        short = 't',
-        long = "timeout",
-        visible_alias = "time",
-        value_name = "SECONDS"
-    )]
-    pub timeout: Option<f64>,
-    /// The containers.
-    #[arg(required = true, value_name = "NAME")]
-    pub names: Vec<String>,
-}
-
-/// `moor start` / `moor pause` / `moor unpause`
-#[derive(Debug, Args)]
-pub struct NamesArgs {
-    /// The containers.
-    #[arg(required = true, value_name = "NAME")]
-    pub names: Vec<String>,
-}
 
 /// What to do to each container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

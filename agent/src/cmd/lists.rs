@@ -4,19 +4,12 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Args;
 use moor_runtime::container::volumes;
 use moor_runtime::host::owners::Owners;
 use moor_runtime::net::{NetConfig, Networks};
 use serde_json::json;
 
-/// `moor networks` / `moor volumes`
-#[derive(Debug, Args)]
-pub struct ListArgs {
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
+use crate::cli::ListArgs;
 
 fn net_config(state_dir: &Path) -> NetConfig {
     moor_runtime::host::HostConfig::new(state_dir).net

@@ -19,7 +19,7 @@ use crate::cli::LogsArgs;
 /// stops (or `--until` has passed).
 pub fn run(state_dir: &Path, args: &LogsArgs) -> anyhow::Result<ExitCode> {
     let filter = time_filter(args, SystemTime::now())?;
-    let engine = super::dev::engine(state_dir)?;
+    let engine = super::common::engine(state_dir)?;
     // The instance's current container (see moor_runtime::host::instances).
     let name = moor_runtime::host::instances::resolve(&engine, &args.name)?;
     engine.inspect(&name)?;

@@ -1,21 +1,27 @@
-//! One module per subcommand.
+//! What each verb does: one handler per file, taking its arguments from
+//! `crate::cli`. [`run`] is the dispatcher, the only thing that names a
+//! handler; handlers share helpers through `common` and `project`.
 
-pub mod agent;
-pub mod cp;
+mod agent;
+mod apply;
+mod common;
+mod cp;
 mod dev;
 mod dns;
+mod down;
 mod exec;
-pub(crate) mod image;
+mod image;
 mod inspect;
-pub mod lifecycle;
-pub mod lists;
+mod lifecycle;
+mod lists;
 mod logs;
+mod plan;
+mod project;
 mod ps;
 mod shim;
-pub mod stack;
-pub mod stats;
+mod stats;
 mod status;
-pub mod top;
+mod top;
 mod validate;
 
 use std::process::ExitCode;
@@ -27,9 +33,9 @@ use lifecycle::Verb;
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Validate(args) => validate::run(args),
-        Command::Plan(args) => stack::plan(&cli.state_dir, args),
-        Command::Apply(args) => stack::apply_cmd(&cli.state_dir, args),
-        Command::Down(args) => stack::down(&cli.state_dir, args),
+        Command::Plan(args) => plan::run(&cli.state_dir, args),
+        Command::Apply(args) => apply::run(&cli.state_dir, args),
+        Command::Down(args) => down::run(&cli.state_dir, args),
         Command::Agent(args) => agent::run(&cli.state_dir, args),
         Command::Status(args) => status::run(args),
         Command::Ps(args) => ps::run(&cli.state_dir, args),

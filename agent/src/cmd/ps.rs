@@ -15,7 +15,7 @@ use crate::cli::PsArgs;
 
 /// Lists containers.
 pub fn run(state_dir: &Path, args: &PsArgs) -> anyhow::Result<ExitCode> {
-    let engine = super::dev::engine(state_dir)?;
+    let engine = super::common::engine(state_dir)?;
     let containers: Vec<ContainerInfo> = engine
         .list()?
         .into_iter()

@@ -10,25 +10,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use moor_runtime::container::Status;
 use moor_runtime::container::cgroups::Hierarchies;
 use moor_runtime::host::stats::{self, Stats};
 use serde_json::json;
 
-/// `moor stats`
-#[derive(Debug, Args)]
-pub struct StatsArgs {
-    /// Print one reading and exit.
-    #[arg(long)]
-    pub no_stream: bool,
-    /// Print JSON: an array per reading, one per line.
-    #[arg(long)]
-    pub json: bool,
-    /// Only these containers (default: every running one).
-    #[arg(value_name = "NAME")]
-    pub names: Vec<String>,
-}
+use crate::cli::StatsArgs;
 
 /// How often the table is redrawn.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -41,7 +28,7 @@ struct Reading {
 }
 
 pub fn run(state_dir: &Path, args: &StatsArgs) -> anyhow::Result<ExitCode> {
-    let engine = super::dev::engine(state_dir)?;
+    let engine = super::common::engine(state_dir)?;
     let ids: Option<Vec<String>> = if args.names.is_empty() {
         None
     } else {

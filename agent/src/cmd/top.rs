@@ -4,21 +4,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Args;
-
-/// `moor top`
-#[derive(Debug, Args)]
-pub struct TopArgs {
-    /// The container.
-    pub name: String,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
+use crate::cli::TopArgs;
 
 /// Lists the container's processes.
 pub fn run(state_dir: &Path, args: &TopArgs) -> anyhow::Result<ExitCode> {
-    let engine = super::dev::engine(state_dir)?;
+    let engine = super::common::engine(state_dir)?;
     // The instance's current container (see moor_runtime::host::instances).
     let id = moor_runtime::host::instances::resolve(&engine, &args.name)?;
     let procs = engine.top(&id)?;

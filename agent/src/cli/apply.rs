@@ -1,0 +1,22 @@
+//! `moor apply DIR`
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{HostArgs, ProjectArgs};
+
+/// `moor apply`
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// Give up waiting for convergence (running and healthy) after this long.
+    #[arg(long, default_value = "120s", value_parser = moor_spec::units::parse_duration)]
+    pub timeout: Duration,
+    /// Allow a manifest set with no resources to remove everything the project owns.
+    #[arg(long)]
+    pub allow_empty: bool,
+}

@@ -1,0 +1,54 @@
+//! Argument groups several verbs share: which project from where
+//! ([`ProjectArgs`]), and which host of a fleet to act as ([`HostArgs`]).
+//! Every value is parsed and checked by `moor_spec`, the same rules the
+//! agent's configuration file goes through.
+
+use std::path::PathBuf;
+
+/// Which project, from where.
+#[derive(Debug, clap::Args)]
+pub struct ProjectArgs {
+    /// The manifest directory (or files).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// The project the resources belong to (default: the directory's name).
+    #[arg(long, short = 'p')]
+    pub project: Option<String>,
+}
+
+/// How manifests are loaded: which host of a fleet to act as (manifests may
+/// `target` hosts by name and labels, and only what targets this host is
+/// validated, planned, applied or run by the agent), and the size limit of
+/// a manifest file.
+#[derive(Debug, clap::Args, Default)]
+pub struct HostArgs {
+    /// Refuse manifest files larger than this (bytes, or with k/m/g) [default: 4m].
+    #[arg(long, value_name = "SIZE", value_parser = moor_spec::units::parse_size)]
+    pub max_manifest_size: Option<u64>,
+    /// Act as the host with this name (default: this machine's host name).
+    #[arg(long, value_name = "NAME", value_parser = moor_spec::target::parse_host_name)]
+    pub host_name: Option<String>,
+    /// Give the host a label, for `target = { labels = ... }` (repeatable).
+    #[arg(long = "host-label", value_name = "KEY=VALUE", value_parser = moor_spec::target::parse_label)]
+    pub host_labels: Vec<(String, String)>,
+}
+
+impl HostArgs {
+    /// The load options these arguments ask for.
+    pub fn load_options(&self) -> moor_spec::LoadOptions {
+        let mut o = moor_spec::LoadOptions::default();
+        if let Some(max) = self.max_manifest_size {
+            o.max_file_size = max;
+        }
+        o
+    }
+
+    /// The identity to load manifests for (see `moor_spec::HostIdentity::resolve`).
+    pub fn identity(&self) -> anyhow::Result<moor_spec::HostIdentity> {
+        let labels = moor_spec::target::label_map(self.host_labels.iter().cloned())?;
+        Ok(moor_spec::HostIdentity::resolve(
+            self.host_name.as_deref(),
+            labels,
+        )?)
+    }
+}

@@ -1,0 +1,66 @@
+//! `moor image pull|import|rm|prune`
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+/// Arguments of `moor image`.
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    #[command(subcommand)]
+    pub command: ImageCommand,
+}
+
+/// `moor image` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Pull an image from a registry (plain HTTP only for loopback and --insecure-registry).
+    Pull {
+        /// The reference: `[registry/]repository[:tag][@digest]`.
+        reference: String,
+        /// A registry (`host:port`) that may be reached over plain HTTP.
+        #[arg(long = "insecure-registry", value_name = "HOST")]
+        insecure: Vec<String>,
+        /// Registry credentials, in the `auths` format of Docker's config.json
+        /// [default: /etc/moor/auth.json, when it exists].
+        #[arg(long, value_name = "FILE")]
+        registry_auth: Option<PathBuf>,
+        /// Layers downloaded at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Import a `docker save` tarball, an OCI archive or a root filesystem tar.
+    Import {
+        /// The file.
+        file: PathBuf,
+        /// A reference to name the image by.
+        #[arg(long, value_name = "REF")]
+        tag: Option<String>,
+        /// A Dockerfile instruction for the image's config, as `docker import
+        /// --change` takes it (`USER nobody`, `CMD ["python3","app.py"]`): CMD,
+        /// ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME,
+        /// WORKDIR; repeatable, applied in order; root filesystem tars only.
+        #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+        changes: Vec<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Remove image references; an image goes with its last one.
+    Rm {
+        /// References, digests or digest prefixes.
+        #[arg(required = true, value_name = "REF")]
+        references: Vec<String>,
+    },
+    /// Remove unreferenced images and every blob and snapshot nothing uses.
+    Prune,
+}
+
+/// Caps on unpacking.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Largest uncompressed size of one layer (bytes, or with k/m/g).
+    #[arg(long, value_name = "SIZE", value_parser = moor_spec::units::parse_size)]
+    pub max_layer_size: Option<u64>,
+}

@@ -1,0 +1,203 @@
+//! Command-line arguments: clap types only, one file per verb (as youki's
+//! `liboci-cli`), groups several verbs share in `common`. What a verb does
+//! is in `cmd/`, which takes these types as its input; nothing here names
+//! it.
+
+mod agent;
+mod apply;
+mod common;
+mod cp;
+mod dev;
+mod down;
+mod exec;
+mod image;
+mod images;
+mod inspect;
+mod lifecycle;
+mod lists;
+mod logs;
+mod plan;
+mod ps;
+mod shim;
+mod stats;
+mod status;
+mod top;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use agent::AgentArgs;
+pub use apply::ApplyArgs;
+pub use common::{HostArgs, ProjectArgs};
+pub use cp::CpArgs;
+pub use dev::{DevCommand, DevRunArgs};
+pub use down::DownArgs;
+pub use exec::ExecArgs;
+pub use image::{ImageArgs, ImageCommand, LimitArgs};
+pub use images::ImagesArgs;
+pub use inspect::InspectArgs;
+pub use lifecycle::{NamesArgs, StopArgs};
+pub use lists::ListArgs;
+pub use logs::LogsArgs;
+pub use plan::PlanArgs;
+pub use ps::PsArgs;
+pub use shim::ShimArgs;
+pub use stats::StatsArgs;
+pub use status::StatusArgs;
+pub use top::TopArgs;
+pub use validate::ValidateArgs;
+
+/// A declarative, GitOps-style agent and container engine: keeps a host's
+/// images, networks, volumes and containers exactly as its manifests say.
+#[derive(Debug, Parser)]
+#[command(name = "moor", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// Where moor keeps its state (images, containers, leases).
+    #[arg(
+        long,
+        global = true,
+        env = "MOOR_STATE_DIR",
+        default_value = "/var/lib/moor",
+        value_name = "DIR"
+    )]
+    pub state_dir: PathBuf,
+
+    /// How diagnostics are written to stderr (`MOOR_LOG` sets the level).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "MOOR_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: crate::logging::LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once per process: the size of the agent's arguments does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check manifests: exit 0 when valid, 1 with a diagnostic per problem.
+    Validate(ValidateArgs),
+    /// Show what apply would change: exit 0 no changes, 2 changes, 1 error.
+    Plan(PlanArgs),
+    /// Make the host match the manifests once, and wait until it does.
+    Apply(ApplyArgs),
+    /// Remove what a project created (volumes only with --volumes).
+    Down(DownArgs),
+    /// Run the agent: watch a manifest directory and reconcile forever.
+    Agent(AgentArgs),
+    /// Ask the running agent: sources, revisions, desired against observed state.
+    Status(StatusArgs),
+    /// List containers: running ones, or all with `--all`.
+    Ps(PsArgs),
+    /// Show a container's logs.
+    Logs(LogsArgs),
+    /// List images.
+    Images(ImagesArgs),
+    /// List networks.
+    Networks(ListArgs),
+    /// List volumes.
+    Volumes(ListArgs),
+    /// Show a container in detail, as JSON.
+    Inspect(InspectArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Show the processes of a container.
+    Top(TopArgs),
+    /// Show containers' CPU, memory, network and disk use, live.
+    Stats(StatsArgs),
+    /// Copy files between a container and the host (`NAME:PATH` names the
+    /// container's side; `-` is a tar stream on stdin or stdout).
+    Cp(CpArgs),
+    /// Stop containers on purpose: the agent leaves them stopped until
+    /// `moor start` or a change of their spec.
+    Stop(StopArgs),
+    /// Start stopped containers.
+    Start(NamesArgs),
+    /// Stop and start containers.
+    Restart(StopArgs),
+    /// Freeze every process of containers.
+    Pause(NamesArgs),
+    /// Thaw paused containers.
+    Unpause(NamesArgs),
+    /// The per-container supervisor (started by moor itself).
+    #[command(hide = true)]
+    Shim(ShimArgs),
+    /// The state dir's DNS resolver (started by moor itself).
+    #[command(hide = true)]
+    Dns,
+    /// Developer commands that drive the container engine directly.
+    #[command(hide = true, subcommand)]
+    Dev(DevCommand),
+    /// Manage images: pull, import, rm, prune.
+    Image(ImageArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("moor").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_verb_parses_values_with_moor_spec() {
+        let cli = parse(&["image", "import", "f.tar", "--max-layer-size", "64m"]).expect("valid");
+        let Command::Image(ImageArgs {
+            command: ImageCommand::Import { limits, .. },
+        }) = cli.command
+        else {
+            panic!("not image import: {:?}", cli.command);
+        };
+        assert_eq!(limits.max_layer_size, Some(64 << 20));
+        assert!(parse(&["image", "import", "f.tar", "--max-layer-size", "lots"]).is_err());
+
+        let cli =
+            parse(&["agent", "--resync", "1m30s", "--max-manifest-size", "8m"]).expect("valid");
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent");
+        };
+        assert_eq!(a.resync, Some(Duration::from_secs(90)));
+        assert_eq!(a.host.max_manifest_size, Some(8 << 20));
+
+        // The agent takes the host flags of validate, plan and apply, with
+        // the same parsers.
+        for verb in [
+            &["validate", "d"][..],
+            &["plan", "d"],
+            &["apply", "d"],
+            &["agent"],
+        ] {
+            for (flag, value, says) in [
+                ("--host-label", "role", "must look like KEY=VALUE"),
+                ("--host-label", "ro le=db", "label key \"ro le\""),
+                ("--host-name", "edge-*", "contains '*'"),
+                ("--max-manifest-size", "lots", "size \"lots\""),
+            ] {
+                let mut args = verb.to_vec();
+                args.extend([flag, value]);
+                let e = parse(&args).expect_err(value).to_string();
+                assert!(e.contains(says), "{args:?}: {e}");
+            }
+            let mut args = verb.to_vec();
+            args.extend(["--host-name", "db-1", "--host-label", "role=db"]);
+            assert!(parse(&args).is_ok(), "{args:?}");
+        }
+    }
+}

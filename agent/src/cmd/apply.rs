@@ -1,0 +1,47 @@
+//! `moor apply`: one convergence, from the command line. The loop itself
+//! (observe, diff, apply, wait until settled) is `moor_reconcile::converge`,
+//! whose idea of "settled" the agent's controller shares; this prints what
+//! it did and turns how it ended into an exit code.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use moor_reconcile::{ConvergeOptions, Convergence, converge};
+
+use super::common::{open_host, runtime};
+use super::project::{load, project_name};
+use crate::cli::ApplyArgs;
+
+/// Applies the manifests and waits until the host has settled.
+pub fn run(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let desired = load(&args.project.paths, &args.host)?;
+    let project = project_name(&args.project)?;
+    let host = open_host(state_dir)?;
+    let mut opts = ConvergeOptions::new(&project, args.timeout);
+    opts.allow_empty = args.allow_empty;
+    let report = |o: &moor_reconcile::Outcome| match &o.result {
+        Ok(()) => println!(
+            "{} {} {}: {} ({:.0?})",
+            o.action.verb, o.action.kind, o.action.name, o.action.reason, o.elapsed
+        ),
+        Err(e) => eprintln!(
+            "failed: {} {} {}: {e}",
+            o.action.verb, o.action.kind, o.action.name
+        ),
+    };
+    match runtime()?.block_on(converge(&host, &desired, &opts, report))? {
+        Convergence::Converged => {
+            println!("{project}: up to date ({} resources)", desired.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Convergence::Blocked(blocked) => {
+            for b in &blocked {
+                eprintln!("blocked: {} {}: {}", b.kind, b.name, b.reason);
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        Convergence::Failed(failed) => bail!("{} action(s) failed", failed.len()),
+        Convergence::TimedOut { after, plan } => bail!("not converged after {after:?}:\n{plan}"),
+    }
+}

@@ -1,0 +1,40 @@
+//! `moor plan`: what `apply` would change, read-only.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use moor_reconcile::{DiffOptions, diff};
+use moor_runtime::host::{HostConfig, HostView};
+
+use super::common::runtime;
+use super::project::{load, project_name};
+use crate::cli::PlanArgs;
+
+/// Prints the plan; exit 0 with no changes, 2 with changes, 1 on error.
+pub fn run(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    let desired = match load(&args.project.paths, &args.host) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let project = project_name(&args.project)?;
+    // Read-only, beside a running agent: no lock, nothing repaired.
+    let host = HostView::open(HostConfig::new(state_dir))?;
+    let observed = runtime()?.block_on(host.observe())?;
+    let opts = DiffOptions {
+        project: &project,
+        allow_empty: args.allow_empty,
+        remove_volumes: false,
+        now: SystemTime::now(),
+    };
+    let plan = diff(&desired, &observed, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{plan}");
+    }
+    Ok(ExitCode::from(if plan.is_empty() { 0 } else { 2 }))
+}

@@ -1,0 +1,167 @@
+//! The agent: watch sources and reconcile forever, serving metrics. Start
+//! at [`run`].
+//!
+//! Each source (a directory or a git repository) is its own project with its
+//! own controller; all of them share the host. Container exits wake every
+//! controller; each only touches what its project owns.
+//!
+//! - `sources`: the task behind each source, feeding its controller;
+//! - `exits`: container exits, turned into triggers;
+//! - `status`: what `/status` and `/readyz` say;
+//! - `http`: the endpoint and the git webhooks.
+//!
+//! It takes a resolved `AgentConfig` and knows nothing of the command line.
+
+mod exits;
+mod http;
+mod sources;
+mod status;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use moor_metrics::Metrics;
+use moor_reconcile::{Controller, ControllerOptions, Status, Trigger};
+use moor_runtime::host::{Host, HostConfig};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::config::AgentConfig;
+use crate::source::{Loader, SharedStatus};
+use status::{AgentStatus, Running};
+
+/// Checks what the configuration names, opens the host and runs the agent
+/// until SIGTERM or SIGINT.
+pub fn run(state_dir: &Path, config: AgentConfig) -> anyhow::Result<ExitCode> {
+    // Files named in the configuration are read at each use (so a new
+    // token or password applies at once); a mistake is better found now.
+    if let Some(file) = &config.status_token_file {
+        let token = std::fs::read(file)
+            .with_context(|| format!("reading the status_token_file {}", file.display()))?;
+        if token.iter().all(u8::is_ascii_whitespace) {
+            anyhow::bail!(
+                "the status_token_file {} is empty: /status would let nobody in",
+                file.display()
+            );
+        }
+    }
+    if let Some(file) = &config.registry_auth {
+        moor_runtime::image::auth::AuthFile::load(Some(file))?;
+    }
+    let mut host_config = HostConfig::new(state_dir);
+    host_config.pull.auth_file = config.registry_auth.clone();
+    let host = Host::open(host_config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    rt.block_on(serve(host, config, state_dir))
+}
+
+async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new(
+        env!("CARGO_PKG_VERSION"),
+        option_env!("MOOR_COMMIT").unwrap_or("unknown"),
+    ));
+    let loader = Loader::new(config.host.clone(), config.load.clone());
+
+    let mut running = Vec::new();
+    let mut controllers = Vec::new();
+    let mut senders: Vec<mpsc::Sender<Trigger>> = Vec::new();
+    let mut tasks = Vec::new();
+    for source in &config.sources {
+        let (tx, rx) = mpsc::channel::<Trigger>(64);
+        let (status_tx, status_rx) = watch::channel(Status::default());
+        let mut opts = ControllerOptions::new(&source.name);
+        opts.resync = config.resync;
+        opts.allow_empty = source.allow_empty;
+        let controller = Controller::new(host.clone(), opts);
+        let recorder = metrics.clone();
+        controllers.push(tokio::spawn(async move {
+            controller.run(rx, status_tx, &*recorder).await;
+        }));
+        let status: SharedStatus = Arc::new(Mutex::new(sources::initial_status(source)));
+        let wake = Arc::new(Notify::new());
+        tasks.push(sources::start_source(
+            source,
+            state_dir,
+            &loader,
+            &status,
+            &wake,
+            &metrics,
+            tx.clone(),
+        )?);
+        senders.push(tx);
+        running.push(Running {
+            config: source.clone(),
+            status,
+            controller: status_rx,
+            wake,
+        });
+    }
+
+    // Container exits wake every controller. The engine is listed after
+    // every pass and whenever a watched shim exits (a shim exits right after
+    // recording its container's exit, or when it is killed), with a slow
+    // timer as a safety net: at rest, with no exits, this costs nothing.
+    let passes = Arc::new(Notify::new());
+    for r in &running {
+        let mut rx = r.controller.clone();
+        let passes = passes.clone();
+        tasks.push(tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                passes.notify_one();
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(exits::watch_exits(
+        host.clone(),
+        senders.clone(),
+        passes,
+    )));
+
+    // The HTTP endpoint.
+    let names: Vec<String> = running.iter().map(|r| r.config.name.clone()).collect();
+    let status_source = Arc::new(AgentStatus {
+        host: host.clone(),
+        identity: config.host.clone(),
+        sources: running,
+    });
+    let http = http::start(
+        metrics.clone(),
+        status_source,
+        http::Addresses {
+            metrics_addr: config.metrics_addr,
+            webhook_addr: config.webhook_addr,
+            status_token_file: config.status_token_file.clone(),
+        },
+    )
+    .await?;
+    tracing::info!(
+        host = %config.host.name,
+        sources = %names.join(","),
+        "moor agent: metrics on http://{}/metrics",
+        http.addr
+    );
+
+    // SIGTERM or SIGINT: finish the passes under way and stop; containers keep running.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("moor agent: stopping (containers keep running)");
+    for tx in &senders {
+        let _ = tx.send(Trigger::Shutdown).await;
+    }
+    for c in controllers {
+        let _ = c.await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    http.stop().await;
+    Ok(ExitCode::SUCCESS)
+}

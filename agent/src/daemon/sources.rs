@@ -1,0 +1,158 @@
+//! The task behind each source: a directory watched, or a git repository
+//! polled (and woken by its webhook), each feeding its project's controller
+//! and keeping the source's status.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use moor_metrics::Metrics;
+use moor_reconcile::Trigger;
+use tokio::sync::{Notify, mpsc};
+
+use crate::config::{SourceConfig, SourceKind};
+use crate::source::git::{GitAuth, GitConfig, GitSource, Secret, VerifyConfig};
+use crate::source::poll::{Fetched, Sinks};
+use crate::source::{self, Loader, SharedStatus, SourceStatus};
+
+/// A source's status before its first sync.
+pub fn initial_status(source: &SourceConfig) -> SourceStatus {
+    let reference = match &source.kind {
+        SourceKind::Git { reference, .. } => reference.clone(),
+        SourceKind::Dir { .. } => None,
+    };
+    SourceStatus::new(
+        &source.name,
+        source.kind.word(),
+        source.kind.location(),
+        reference,
+        source.webhook_secret_file.is_some(),
+    )
+}
+
+/// Starts the task that feeds `source`'s controller.
+pub fn start_source(
+    source: &SourceConfig,
+    state_dir: &Path,
+    loader: &Loader,
+    status: &SharedStatus,
+    wake: &Arc<Notify>,
+    metrics: &Arc<Metrics>,
+    controller: mpsc::Sender<Trigger>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    match &source.kind {
+        SourceKind::Dir { path, debounce } => {
+            let (tx, mut rx) = mpsc::channel::<Trigger>(8);
+            let (name, status, metrics) = (source.name.clone(), status.clone(), metrics.clone());
+            let watcher = tokio::spawn(source::dir::watch(
+                path.clone(),
+                *debounce,
+                loader.clone(),
+                tx,
+            ));
+            Ok(tokio::spawn(async move {
+                while let Some(t) = rx.recv().await {
+                    if let Trigger::Source { revision, result } = &t {
+                        metrics.source_sync(
+                            &name,
+                            revision.as_deref(),
+                            result.is_ok(),
+                            source::unix_now(),
+                        );
+                        let mut st = status.lock().expect("status poisoned");
+                        match (revision, result) {
+                            (Some(rev), Ok(_)) => {
+                                tracing::info!(source = %name, revision = %rev, "directory loaded");
+                                st.synced(rev, None);
+                            }
+                            (_, Err(e)) => st.failed(e),
+                            (None, Ok(_)) => {}
+                        }
+                    }
+                    if controller.send(t).await.is_err() {
+                        break;
+                    }
+                }
+                watcher.abort();
+            }))
+        }
+        SourceKind::Git {
+            url,
+            reference,
+            path,
+            interval,
+            auth,
+            verify,
+        } => {
+            let secret = |file: &Option<PathBuf>, env: &Option<String>| {
+                file.clone()
+                    .map(Secret::File)
+                    .or_else(|| env.clone().map(Secret::Env))
+            };
+            let git = GitConfig {
+                url: url.clone(),
+                reference: reference.clone(),
+                path: path.clone(),
+                auth: GitAuth {
+                    username: auth.username.clone(),
+                    password: secret(&auth.token_file, &auth.token_env)
+                        .or_else(|| secret(&auth.password_file, &auth.password_env)),
+                    ssh_key: auth.ssh_key_file.clone(),
+                    ssh_passphrase: auth.ssh_passphrase_file.clone().map(Secret::File),
+                    known_hosts: auth.known_hosts.clone(),
+                },
+                verify: verify.enabled().then(|| VerifyConfig {
+                    allowed_signers: verify.allowed_signers.clone(),
+                    openpgp_keys: verify.pgp_keys.clone(),
+                }),
+                ..GitConfig::default()
+            };
+            let cache = state_dir.join("sources").join(&source.name);
+            let mut repo = GitSource::open(&source.name, git, &cache);
+            // What a previous run checked out (and verified) goes in force at
+            // once, so a restart while the remote is down keeps the host as it was.
+            let initial = repo.last_checkout().map(|s| Fetched {
+                revision: s.commit,
+                subject: s.subject,
+                dir: s.dir,
+            });
+            // A commit goes in force (`current`) only when its manifests
+            // load: after a bad commit, the state in force keeps seeing its
+            // own files (bind sources next to the manifests included).
+            let checker = loader.clone();
+            let fetch = move || {
+                let mut accept = |dir: &Path| checker.load(dir).map(drop);
+                let s = repo.sync_checked(&mut accept).map_err(|e| {
+                    if e.is_verification() {
+                        tracing::error!(source = %repo.name(), "commit refused: {e}");
+                    }
+                    e.to_string()
+                })?;
+                if let Some(why) = &s.recloned {
+                    tracing::warn!(
+                        source = %repo.name(),
+                        url = %repo.redacted_url(),
+                        "the local clone was damaged and was cloned again: {why}"
+                    );
+                }
+                Ok(Fetched {
+                    revision: s.commit,
+                    subject: s.subject,
+                    dir: s.dir,
+                })
+            };
+            Ok(tokio::spawn(source::poll::run(
+                source.name.clone(),
+                initial,
+                fetch,
+                *interval,
+                wake.clone(),
+                loader.clone(),
+                Sinks {
+                    status: status.clone(),
+                    metrics: metrics.clone(),
+                    triggers: controller,
+                },
+            )))
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! Test-only package: the integration and end-to-end tests live in `tests/`.
