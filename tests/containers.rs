@@ -969,19 +969,7 @@ fn missing_bind_source_fails_clearly(executor: &str) {
     ctx.assert_no_leaks();
 }
 
-/// One `#[test]` per executor for each scenario above.
-macro_rules! on_every_executor {
-    ($($name:ident),* $(,)?) => {
-        mod builtin {
-            $( #[test] fn $name() { super::$name("builtin") } )*
-        }
-        mod runc {
-            $( #[test] fn $name() { super::$name("runc") } )*
-        }
-    };
-}
-
-on_every_executor!(
+crate::common::on_every_executor!(
     container_sees_only_itself,
     security_defaults_follow_docker,
     exit_codes_and_signals_are_recorded,

@@ -319,19 +319,7 @@ fn a_failed_job_blocks_its_dependant_until_it_is_fixed() {
     assert_eq!(state(&host, "app").map(|s| s.0).as_deref(), Some("running"));
 }
 
-/// One `#[test]` per executor for each scenario above.
-macro_rules! on_every_executor {
-    ($($name:ident),* $(,)?) => {
-        mod builtin {
-            $( #[test] fn $name() { super::$name("builtin") } )*
-        }
-        mod runc {
-            $( #[test] fn $name() { super::$name("runc") } )*
-        }
-    };
-}
-
-on_every_executor!(
+crate::common::on_every_executor!(
     prepare_runs_between_create_and_start,
     a_job_that_exits_at_once_on_a_network_gates_the_app,
 );

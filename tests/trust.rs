@@ -5,24 +5,14 @@
 use std::time::Duration;
 
 use crate::common::instance::Instance;
-use crate::common::{self, free_port, git, http_get, http_post, wait_for};
+use crate::common::{self, free_port, git, http_get, http_get_with, http_post, wait_for};
 
 const TOKEN: &str = "status-t0ken-do-not-log";
 const HOOK_SECRET: &str = "hook-s3cret-do-not-log";
 
 /// `GET path` with an `Authorization` header: the status code.
 fn get_with(port: u16, path: &str, authorization: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: x\r\nAuthorization: {authorization}\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    buf.split_whitespace().nth(1)?.parse().ok()
+    http_get_with(port, path, &[("Authorization", authorization)]).map(|(code, _)| code)
 }
 
 #[test]

@@ -175,8 +175,17 @@ fn http(port: u16, request: &[u8], timeout: Duration) -> Option<(u16, String)> {
 
 /// `GET path` on 127.0.0.1:port over HTTP/1.0: the status code and the body.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    http(port, request.as_bytes(), Duration::from_secs(5))
+    http_get_with(port, path, &[])
+}
+
+/// [`http_get`] with `headers`.
+pub fn http_get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
+    let mut request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    http(port, request.as_bytes(), Duration::from_secs(10))
 }
 
 /// `POST path` with `headers` and `body` on 127.0.0.1:port: the status code and the body.
@@ -260,3 +269,18 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// `on_every_executor!(a, b)` makes, in the module it stands in, one
+/// `#[test]` per executor for each scenario `fn a(executor: &str)`:
+/// `builtin::a` and `runc::a` call `a("builtin")` and `a("runc")`.
+macro_rules! on_every_executor {
+    ($($name:ident),* $(,)?) => {
+        mod builtin {
+            $( #[test] fn $name() { super::$name("builtin") } )*
+        }
+        mod runc {
+            $( #[test] fn $name() { super::$name("runc") } )*
+        }
+    };
+}
+pub(crate) use on_every_executor;

@@ -51,29 +51,38 @@ impl Slot {
     /// Claims the first free slot, after removing whatever a previous
     /// holder left in it. Panics when every slot is taken.
     pub fn claim() -> Slot {
+        (0..SLOTS)
+            .find_map(|n| Self::take(n, rustix::fs::FlockOperation::NonBlockingLockExclusive))
+            .unwrap_or_else(|| panic!("all {SLOTS} test slots in {LOCK_DIR} are taken"))
+    }
+
+    /// Claims slot `n`, waiting while another instance (of this run or
+    /// another) holds it, after removing whatever a previous holder left.
+    pub fn claim_exactly(n: u8) -> Slot {
+        assert!(n < SLOTS, "there is no slot {n}");
+        Self::take(n, rustix::fs::FlockOperation::LockExclusive)
+            .unwrap_or_else(|| panic!("lock {}", lock_path(n).display()))
+    }
+
+    /// Locks slot `n` with `how`; when that succeeds, cleans it and records
+    /// this process as its holder.
+    fn take(n: u8, how: rustix::fs::FlockOperation) -> Option<Slot> {
         std::fs::create_dir_all(LOCK_DIR).unwrap_or_else(|e| {
             panic!("create {LOCK_DIR} (tests that claim a slot run as root): {e}")
         });
-        for n in 0..SLOTS {
-            let path = lock_path(n);
-            let lock = OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(&path)
-                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-            if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-                .is_err()
-            {
-                continue;
-            }
-            let slot = Slot { n, lock };
-            slot.clean(true);
-            slot.lock.set_len(0).expect("truncate slot lock file");
-            writeln!(&slot.lock, "pid {}", std::process::id()).expect("write slot lock file");
-            return slot;
-        }
-        panic!("all {SLOTS} test slots in {LOCK_DIR} are taken");
+        let path = lock_path(n);
+        let lock = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        rustix::fs::flock(&lock, how).ok()?;
+        let slot = Slot { n, lock };
+        slot.clean(true);
+        slot.lock.set_len(0).expect("truncate slot lock file");
+        writeln!(&slot.lock, "pid {}", std::process::id()).expect("write slot lock file");
+        Some(slot)
     }
 
     /// The slot's number.

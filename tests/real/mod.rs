@@ -56,7 +56,6 @@ fn setup(names: &[&str]) -> Option<(Instance, tempfile::TempDir, PathBuf)> {
 
 /// Imports the named images into `host`.
 fn import(host: &Instance, names: &[&str]) {
-    common::moor_bin();
     let started = Instant::now();
     for name in names {
         images::import(host, images().get(name));
@@ -319,7 +318,6 @@ fn images_build_import_and_run_as_their_users() {
     }
     let mut host = Instance::new();
     host.owns("real");
-    common::moor_bin();
     let imported = images().import_into(&host);
     eprintln!("imported every image in {imported:.1}s");
 
