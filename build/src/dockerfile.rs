@@ -208,10 +208,10 @@ impl Kind {
     }
 }
 
-/// A Dockerfile that cannot be parsed, with where.
+/// A Dockerfile that cannot be parsed or built as written, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{file}:{line}:{column}: {}{message}", instruction_prefix(.instruction))]
-pub struct ParseError {
+pub struct DockerfileError {
     /// The Dockerfile's name as the user gave it.
     pub file: String,
     /// 1-based line (0 when the file as a whole is wrong).
@@ -239,10 +239,10 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// Parses `text`, read from `file` (the name used in errors).
-pub fn parse(file: &str, text: &str) -> Result<Dockerfile, ParseError> {
+pub fn parse(file: &str, text: &str) -> Result<Dockerfile, DockerfileError> {
     let parsed = pd::parse(text).map_err(|e| {
         let (line, column) = (e.line(), e.column());
-        ParseError {
+        DockerfileError {
             file: file.to_owned(),
             line,
             column,
@@ -302,8 +302,8 @@ impl Cx<'_> {
         (line, self.text[line_start..offset].chars().count() + 1)
     }
 
-    fn error(&self, inst: &Instruction, message: String) -> ParseError {
-        ParseError {
+    fn error(&self, inst: &Instruction, message: String) -> DockerfileError {
+        DockerfileError {
             file: self.file.to_owned(),
             line: inst.line,
             column: inst.column,
@@ -335,7 +335,7 @@ impl Cx<'_> {
         }
     }
 
-    fn instruction(&self, inst: &pd::Instruction<'_>) -> Result<Instruction, ParseError> {
+    fn instruction(&self, inst: &pd::Instruction<'_>) -> Result<Instruction, DockerfileError> {
         let start = keyword_span(inst).start;
         let (line, column) = self.position(start);
         let text = join_continuations(&self.text[start..self.logical_end(start)], self.escape)

@@ -17,4 +17,5 @@
 
 pub mod dockerfile;
 pub mod lex;
+pub mod resolve;
 pub mod words;
