@@ -16,6 +16,7 @@
 //! - [`plan`]: stages the target needs, their order, each step's cache key.
 
 pub mod dockerfile;
+pub mod ignore;
 pub mod lex;
 pub mod resolve;
 pub mod words;
