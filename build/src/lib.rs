@@ -15,6 +15,7 @@
 //! - [`context`]: the context's files and the digest of what `COPY` reads.
 //! - [`plan`]: stages the target needs, their order, each step's cache key.
 
+pub mod context;
 pub mod dockerfile;
 pub mod ignore;
 pub mod lex;
