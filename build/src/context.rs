@@ -177,7 +177,15 @@ impl Context {
             return Ok(vec![String::new()]);
         }
         if !has_wildcards(rel) {
-            if self.entries.contains_key(rel) {
+            // A directory left out by .dockerignore but with an exception
+            // under it exists, implied by its content.
+            let under = format!("{rel}/");
+            let implied = self
+                .entries
+                .range(under.clone()..)
+                .next()
+                .is_some_and(|(k, _)| k.starts_with(&under));
+            if implied || self.entries.contains_key(rel) {
                 return Ok(vec![rel.to_owned()]);
             }
             return Err(ContextError::NotFound {
@@ -419,6 +427,13 @@ mod tests {
             "no source files were specified: */x.rs matches nothing in the build context"
         );
         assert_eq!(c.select("[ab].txt").unwrap(), vec!["a.txt", "b.txt"]);
+        let implied = ctx(&[("keep/public", file("p"))]);
+        assert_eq!(
+            implied.select("keep").unwrap(),
+            vec!["keep"],
+            "a directory implied by its content"
+        );
+        assert!(implied.select("kee").is_err());
         assert_eq!(
             c.select("missing").unwrap_err().to_string(),
             "file not found in build context or excluded by .dockerignore: missing"

@@ -19,5 +19,6 @@ pub mod context;
 pub mod dockerfile;
 pub mod ignore;
 pub mod lex;
+pub mod plan;
 pub mod resolve;
 pub mod words;
