@@ -334,7 +334,9 @@ fn glob_at(pattern: &[char], name: &[char], p: usize, n: usize, memo: &mut [Opti
 
 /// A class after its `[` at `i`: its ranges, whether negated, and where the
 /// pattern goes on; `None` if malformed.
-fn class(pattern: &[char], mut i: usize) -> Option<(Vec<(char, char)>, bool, usize)> {
+type Class = (Vec<(char, char)>, bool, usize);
+
+fn class(pattern: &[char], mut i: usize) -> Option<Class> {
     let negated = pattern.get(i) == Some(&'^');
     if negated {
         i += 1;

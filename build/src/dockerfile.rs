@@ -266,10 +266,10 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile, DockerfileError> {
         let converted = cx.instruction(inst)?;
         match (&converted.kind, stages.last_mut()) {
             (Kind::From { name, .. }, _) => {
-                if let Some(name) = name {
-                    if stages.iter().any(|s| s.name() == Some(name)) {
-                        return Err(cx.error(&converted, format!("duplicate stage name {name:?}")));
-                    }
+                if let Some(name) = name
+                    && stages.iter().any(|s| s.name() == Some(name))
+                {
+                    return Err(cx.error(&converted, format!("duplicate stage name {name:?}")));
                 }
                 stages.push(Stage {
                     from: converted,

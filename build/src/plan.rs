@@ -214,10 +214,10 @@ pub fn graph(req: Request<'_>) -> Result<Graph, PlanError> {
     let mut images = Vec::new();
     for &i in &order {
         for b in std::iter::once(&stages[i].base).chain(&stages[i].copies_from) {
-            if let Base::Image(r) = b {
-                if !images.contains(r) {
-                    images.push(r.clone());
-                }
+            if let Base::Image(r) = b
+                && !images.contains(r)
+            {
+                images.push(r.clone());
             }
         }
     }

@@ -475,10 +475,10 @@ impl State<'_> {
                 let mut env = self.config.env.clone();
                 env.extend(cache_args.iter().cloned());
                 for name in PREDEFINED_ARGS {
-                    if let Some(v) = self.input.build_args.get(name) {
-                        if !env.iter().any(|(k, _)| k == name) {
-                            env.push((name.to_owned(), v.clone()));
-                        }
+                    if let Some(v) = self.input.build_args.get(name)
+                        && !env.iter().any(|(k, _)| k == name)
+                    {
+                        env.push((name.to_owned(), v.clone()));
                     }
                 }
                 let op = Op::Run {
@@ -833,7 +833,9 @@ mod tests {
             .collect()
     }
 
-    fn run(op: &Op) -> (&Vec<String>, &Vec<(String, String)>, &Vec<(String, String)>) {
+    type Pairs = Vec<(String, String)>;
+
+    fn run(op: &Op) -> (&Vec<String>, &Pairs, &Pairs) {
         match op {
             Op::Run {
                 argv,
