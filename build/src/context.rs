@@ -553,6 +553,98 @@ mod tests {
         );
     }
 
+    /// Contexts built by Docker 28's CLI with the classic builder
+    /// (`DOCKER_BUILDKIT=0`, `FROM scratch`, `COPY . /ctx/`) and listed from
+    /// the image: (.dockerignore, files in the context, paths in the image;
+    /// a trailing `/` is a directory, implied ones included).
+    const SEEN_IN_DOCKER: &[(&str, &[&str], &[&str])] = &[
+        (
+            "dir\n!**/kept\nkeep\n!keep/public\n",
+            &["dir/x/kept", "dir/y", "keep/public", "keep/secret", "other"],
+            &["keep/", "keep/public", "other"],
+        ),
+        ("a\\*b\n", &["a*b", "axb", "a\\*b"], &["a\\*b", "axb"]),
+        ("**b\n", &["xb", "a/xb", "b", "c"], &["a/", "c"]),
+        ("#foo\n #bar\n", &["#foo", "#bar", "z"], &["#foo", "z"]),
+        ("a/**\n", &["a/b/c", "a/d", "e"], &["a/", "e"]),
+        (
+            "*.md\n!README*.md\nREADME-secret.md\n",
+            &["README.md", "README-secret.md", "notes.md"],
+            &["README.md"],
+        ),
+        (
+            "/foo/bar\nfoo/../x/foo\n",
+            &["foo/bar", "bar", "x/foo", "foo/baz"],
+            &["bar", "foo/", "foo/baz", "x/"],
+        ),
+        (
+            "*/temp*\ntemp?\n",
+            &[
+                "somedir/temporary.txt",
+                "temp",
+                "a/b/temporary.txt",
+                "tempa",
+                "tempab",
+            ],
+            &[
+                "a/",
+                "a/b/",
+                "a/b/temporary.txt",
+                "somedir/",
+                "temp",
+                "tempab",
+            ],
+        ),
+        ("[^a].txt\n", &["a.txt", "b.txt"], &["a.txt"]),
+        (
+            "**/cache\n",
+            &["a/cache/x", "cache/y", "b/c/cache/z", "b/c/d"],
+            &["a/", "b/", "b/c/", "b/c/d"],
+        ),
+        ("*\n! x\n", &["x", "y", "z/w"], &["x"]),
+        (
+            "d\n!d/e/f\n",
+            &["d/e/f", "d/e/g", "d/h"],
+            &["d/", "d/e/", "d/e/f"],
+        ),
+        ("*/\n", &["a/b", "c"], &[]),
+        (
+            "a?c\na*c\n",
+            &["abc", "a/c", "ab/c"],
+            &["a/", "a/c", "ab/", "ab/c"],
+        ),
+    ];
+
+    #[test]
+    fn walk_keeps_what_docker_keeps() {
+        for (ignore, files, want) in SEEN_IN_DOCKER {
+            let tmp = tempfile::tempdir().unwrap();
+            for f in *files {
+                let p = tmp.path().join(f);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, f).unwrap();
+            }
+            let c = Context::walk(tmp.path(), &Ignore::parse(ignore).unwrap()).unwrap();
+            // What the image holds: the entries, and the directories their
+            // extraction implies.
+            let mut got = std::collections::BTreeSet::new();
+            for (path, entry) in c.entries() {
+                let mut parent = path;
+                while let Some((p, _)) = parent.rsplit_once('/') {
+                    got.insert(format!("{p}/"));
+                    parent = p;
+                }
+                got.insert(match entry.kind {
+                    EntryKind::Dir => format!("{path}/"),
+                    _ => path.to_owned(),
+                });
+            }
+            let want: std::collections::BTreeSet<String> =
+                want.iter().map(|s| s.to_string()).collect();
+            assert_eq!(got, want, ".dockerignore {ignore:?} over {files:?}");
+        }
+    }
+
     #[test]
     fn globs_like_go_filepath_match() {
         let g = |p: &str, n: &str| {

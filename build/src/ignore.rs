@@ -281,10 +281,15 @@ fn compile(text: &str) -> How {
             '\\' => match chars.get(i) {
                 Some(&next) => {
                     toks.push(Tok::Lit(next));
+                    kind = Kind::Regexp;
                     i += 1;
                 }
                 None => toks.push(Tok::Lit('\\')),
             },
+            ']' => {
+                toks.push(Tok::Lit(']'));
+                kind = Kind::Regexp;
+            }
             '[' => {
                 kind = Kind::Regexp;
                 let (tok, next) = class(&chars, i);
@@ -517,13 +522,11 @@ mod tests {
         }
     }
 
-    /// moby compares patterns without wildcards as strings: an escaped
-    /// character is then compared with its backslash.
     #[test]
-    fn escapes_follow_moby_quirks() {
-        assert!(ig("a\\*b").excludes("a\\*b"));
-        assert!(!ig("a\\*b").excludes("a*b"));
-        // With a wildcard elsewhere the escape works.
+    fn the_escape_character_takes_the_next_literally() {
+        assert!(ig("a\\*b").excludes("a*b"));
+        assert!(!ig("a\\*b").excludes("axb"));
+        assert!(!ig("a\\*b").excludes("a\\*b"));
         assert!(ig("a\\*b?").excludes("a*bc"));
     }
 
