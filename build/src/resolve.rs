@@ -40,6 +40,9 @@ pub const PREDEFINED_ARGS: [&str; 10] = [
     "all_proxy",
 ];
 
+/// The `PATH` a stage gets when its base has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// `--build-arg` values.
 pub type BuildArgs = BTreeMap<String, String>;
 
@@ -202,6 +205,8 @@ pub fn meta_args(
         let Kind::Arg(args) = &inst.kind else {
             continue;
         };
+        // Every word of one ARG sees the values from before it, as in a stage.
+        let mut updates = Vec::new();
         for (name, default) in args {
             declared.push(name.clone());
             let value = match (build_args.get(name), default) {
@@ -214,6 +219,9 @@ pub fn meta_args(
                 ),
                 (None, None) => None,
             };
+            updates.push((name, value));
+        }
+        for (name, value) in updates {
             if let Some(value) = value {
                 values.insert(name.clone(), value);
             } else {
@@ -316,12 +324,19 @@ pub fn stage(
     from: &Instruction,
     instructions: &[Instruction],
 ) -> Result<ResolvedStage, DockerfileError> {
+    let mut config = BaseConfig {
+        onbuild: Vec::new(),
+        ..input.base.clone()
+    };
+    // Docker gives every stage a PATH when its base has none (scratch).
+    if !config.env.iter().any(|(k, _)| k == "PATH") {
+        config
+            .env
+            .push(("PATH".to_owned(), DEFAULT_PATH.to_owned()));
+    }
     let mut st = State {
         input,
-        config: BaseConfig {
-            onbuild: Vec::new(),
-            ..input.base.clone()
-        },
+        config,
         args: BTreeMap::new(),
         declared: Vec::new(),
         steps: Vec::new(),
@@ -872,7 +887,10 @@ mod tests {
             "FROM ubuntu\nARG CONT_IMG_VER\nENV CONT_IMG_VER=v1.0.0\nRUN echo $CONT_IMG_VER\n";
         let ops = resolve(text, &[("CONT_IMG_VER", "v2.0.1")]);
         let (_, env, cache_args) = run(&ops[2]);
-        assert_eq!(env, &pairs(&[("CONT_IMG_VER", "v1.0.0")]));
+        assert_eq!(
+            env,
+            &pairs(&[("PATH", DEFAULT_PATH), ("CONT_IMG_VER", "v1.0.0")])
+        );
         assert!(
             cache_args.is_empty(),
             "ENV shadows the argument: {cache_args:?}"
@@ -926,6 +944,37 @@ mod tests {
         assert_eq!(envs(&resolve(text, &[])), vec![pairs(&[("B", "stage")])]);
     }
 
+    /// Seen in Docker 28 with the classic builder: `ARG M1=one M2=${M1}-two`
+    /// gives M2 `-two`, before FROM as in a stage (`ARG A=1 B=x$A` gives `x`).
+    #[test]
+    fn words_of_one_arg_see_the_values_from_before_it() {
+        let df = parse(
+            "Dockerfile",
+            "ARG M1=one M2=${M1}-two\nARG M3=$M1\nFROM a\n",
+        )
+        .unwrap();
+        let (meta, _) = meta_args("Dockerfile", &df, &BuildArgs::new()).unwrap();
+        assert_eq!(meta["M2"], "-two");
+        assert_eq!(meta["M3"], "one");
+        let ops = resolve("FROM a\nARG A=1 B=x$A\nENV B=$B\n", &[]);
+        assert_eq!(envs(&ops), vec![pairs(&[("B", "x")])]);
+    }
+
+    /// Seen in Docker: `FROM scratch` gets the default PATH in its config.
+    #[test]
+    fn a_base_without_path_gets_docker_s_default() {
+        let ops = resolve("FROM scratch\nRUN x\n", &[]);
+        let (_, env, _) = run(&ops[0]);
+        assert_eq!(env, &pairs(&[("PATH", DEFAULT_PATH)]));
+        let base = BaseConfig {
+            env: pairs(&[("PATH", "/bin")]),
+            ..BaseConfig::default()
+        };
+        let ops = resolve_with("FROM a\nRUN x\n", &[], &base).unwrap();
+        let (_, env, _) = run(&ops[0]);
+        assert_eq!(env, &pairs(&[("PATH", "/bin")]));
+    }
+
     #[test]
     fn meta_args_substitute_from_in_order_and_build_args_override() {
         let df = parse(
@@ -953,7 +1002,10 @@ mod tests {
         let (argv, env, cache_args) = run(&ops[3]);
         assert_eq!(argv, &["/bin/sh", "-c", "echo $A"]);
         assert_eq!(cache_args, &pairs(&[("A", "1"), ("B", "2")]));
-        assert_eq!(env, &pairs(&[("A", "1"), ("B", "2")]));
+        assert_eq!(
+            env,
+            &pairs(&[("PATH", DEFAULT_PATH), ("A", "1"), ("B", "2")])
+        );
     }
 
     #[test]
@@ -963,7 +1015,10 @@ mod tests {
             &[("HTTP_PROXY", "http://p:3128"), ("NOT_DECLARED", "v")],
         );
         let (_, env, cache_args) = run(&ops[0]);
-        assert_eq!(env, &pairs(&[("HTTP_PROXY", "http://p:3128")]));
+        assert_eq!(
+            env,
+            &pairs(&[("PATH", DEFAULT_PATH), ("HTTP_PROXY", "http://p:3128")])
+        );
         assert!(cache_args.is_empty());
         let ops = resolve(
             "FROM a\nARG HTTP_PROXY\nRUN x\n",
