@@ -561,6 +561,9 @@ impl State<'_> {
             }
             Kind::Stopsignal(s) => {
                 let s = self.expand(inst, s)?;
+                if !valid_signal(&s) {
+                    return Err(self.err(inst, format!("invalid signal: {s}")));
+                }
                 self.push(inst, Op::Config(ConfigChange::Stopsignal(s)));
             }
             Kind::Healthcheck(h) => {
@@ -746,6 +749,28 @@ impl State<'_> {
         }
         self.expand(inst, &quoted)
     }
+}
+
+/// Docker's `signal.ParseSignal`: a number, or a name with or without
+/// `SIG`, any case, including `RTMIN+n` and `RTMAX-n`.
+fn valid_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<u32>() {
+        return (1..=64).contains(&n);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    const NAMES: &[&str] = &[
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "RTMIN", "RTMAX",
+    ];
+    if NAMES.contains(&name) {
+        return true;
+    }
+    let offset = |rest: &str, max: u32| rest.parse::<u32>().is_ok_and(|n| (1..=max).contains(&n));
+    name.strip_prefix("RTMIN+").is_some_and(|r| offset(r, 15))
+        || name.strip_prefix("RTMAX-").is_some_and(|r| offset(r, 14))
 }
 
 /// `EXPOSE 80`, `80/udp`, `8000-8002/tcp`: one `port/proto` per port.
@@ -1056,7 +1081,7 @@ mod tests {
             "EXPOSE ${P:-80} 53/udp 8000-8001\n",
             "VOLUME /data$V\n",
             "USER $U:$U\n",
-            "STOPSIGNAL SIGRT${V}\n",
+            "STOPSIGNAL SIGRTMIN+${V}\n",
             "COPY --chown=$U --chmod=0${V}44 src$V /dst$V/\n",
             "CMD echo $V\n",
             "ENTRYPOINT [\"echo\", \"$V\"]\n",
@@ -1086,7 +1111,7 @@ mod tests {
         assert_eq!(ops[5], Op::Config(ConfigChange::User("app:app".into())));
         assert_eq!(
             ops[6],
-            Op::Config(ConfigChange::Stopsignal("SIGRT1".into()))
+            Op::Config(ConfigChange::Stopsignal("SIGRTMIN+1".into()))
         );
         let Op::Copy(c) = &ops[7] else { panic!() };
         assert_eq!(c.chown.as_deref(), Some("app"));
@@ -1242,6 +1267,18 @@ mod tests {
                 "FROM a\nVOLUME $NOPE\n",
                 "Dockerfile:2:1: VOLUME $NOPE: VOLUME specified can not be an empty string",
             ),
+            (
+                "FROM a\nENV abc=bye\nSTOPSIGNAL SIG$abc\n",
+                "Dockerfile:3:1: STOPSIGNAL SIG$abc: invalid signal: SIGbye",
+            ),
+            (
+                "FROM a\nSTOPSIGNAL 0\n",
+                "Dockerfile:2:1: STOPSIGNAL 0: invalid signal: 0",
+            ),
+            (
+                "FROM a\nSTOPSIGNAL RTMIN+16\n",
+                "Dockerfile:2:1: STOPSIGNAL RTMIN+16: invalid signal: RTMIN+16",
+            ),
         ];
         for (text, want) in table {
             assert_eq!(
@@ -1281,6 +1318,96 @@ mod tests {
             vec!["RUN mine".to_string()],
             "a child's triggers are not inherited further"
         );
+    }
+
+    /// Built by Docker 28's CLI with the classic builder (`DOCKER_BUILDKIT=0`,
+    /// `--build-arg HTTP_PROXY=p`); the config Docker wrote is the expectation.
+    #[test]
+    fn the_config_docker_builds() {
+        let text = r#"ARG M1=one M2=${M1}-two
+ARG S=src
+FROM scratch AS src
+FROM scratch
+ARG A=1 B=x$A
+ARG M2
+ENV abc=hello
+ENV abc=bye def=$abc
+ENV ghi=$abc
+ENV M2=$M2 UNSET=${NOPE:-dflt} PLUS=${abc:+set} EMPTYP=${NOPE:+set} B=$B
+LABEL "k $abc"="v ${abc}" q='$abc' e=\$abc
+ENV legacy the rest  $abc
+WORKDIR rel
+WORKDIR ../x/$abc
+USER ${abc}:grp
+EXPOSE 80 53/udp 8000-8001
+STOPSIGNAL SIG${NOPE:-TERM}
+VOLUME /v$abc
+"#;
+        let ops = resolve(text, &[("HTTP_PROXY", "p")]);
+        let mut env: Vec<(String, String)> = pairs(&[("PATH", DEFAULT_PATH)]);
+        let (mut labels, mut ports, mut volumes) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut workdir, mut user, mut signal) = (String::new(), String::new(), String::new());
+        for op in ops {
+            match op {
+                Op::Config(ConfigChange::Env(p)) => {
+                    for (k, v) in p {
+                        env.retain(|(ek, _)| *ek != k);
+                        env.push((k, v));
+                    }
+                }
+                Op::Config(ConfigChange::Label(p)) => labels.extend(p),
+                Op::Config(ConfigChange::Expose(p)) => ports.extend(p),
+                Op::Config(ConfigChange::Volume(p)) => volumes.extend(p),
+                Op::Config(ConfigChange::User(u)) => user = u,
+                Op::Config(ConfigChange::Stopsignal(s)) => signal = s,
+                Op::Workdir(w) => workdir = w,
+                _ => {}
+            }
+        }
+        assert_eq!(
+            env,
+            pairs(&[
+                ("PATH", DEFAULT_PATH),
+                ("abc", "bye"),
+                ("def", "hello"),
+                ("ghi", "bye"),
+                ("M2", "-two"),
+                ("UNSET", "dflt"),
+                ("PLUS", "set"),
+                ("EMPTYP", ""),
+                ("B", "x"),
+                ("legacy", "the rest  bye"),
+            ])
+        );
+        labels.sort();
+        assert_eq!(
+            labels,
+            pairs(&[("e", "$abc"), ("k bye", "v bye"), ("q", "$abc")])
+        );
+        ports.sort();
+        assert_eq!(ports, vec!["53/udp", "80/tcp", "8000/tcp", "8001/tcp"]);
+        assert_eq!(volumes, vec!["/vbye"]);
+        assert_eq!(workdir, "/x/bye");
+        assert_eq!(user, "bye:grp");
+        assert_eq!(signal, "SIGTERM");
+    }
+
+    #[test]
+    fn signals_docker_accepts() {
+        for ok in [
+            "SIGTERM",
+            "term",
+            "9",
+            "64",
+            "SIGRTMIN+3",
+            "rtmax-14",
+            "SIGUSR1",
+        ] {
+            assert!(valid_signal(ok), "{ok}");
+        }
+        for bad in ["", "SIG", "65", "SIGFOO", "RTMAX-15", "RTMIN+0"] {
+            assert!(!valid_signal(bad), "{bad}");
+        }
     }
 
     #[test]
