@@ -67,6 +67,12 @@ pub enum ContextError {
         /// The source as written.
         source_path: String,
     },
+    /// A `COPY` source that climbs out of the context (`../x`).
+    #[error("forbidden path outside the build context: {source_path}")]
+    Forbidden {
+        /// The source as written.
+        source_path: String,
+    },
     /// A `COPY` glob that matches nothing.
     #[error("no source files were specified: {pattern} matches nothing in the build context")]
     NoMatch {
@@ -167,12 +173,20 @@ impl Context {
     }
 
     /// What a `COPY` source selects: the matching paths (`""` for the root),
-    /// each with everything under it. A source is cleaned and cannot leave
-    /// the context (`../x` is `x`); a glob (`*`, `?`, `[`) is matched against
-    /// every path with `*` not crossing `/`.
+    /// each with everything under it. A source is cleaned (`/x` is `x`); a
+    /// glob (`*`, `?`, `[`) is matched against
+    /// every path with `*` not crossing `/`. A relative source that leaves
+    /// the context is refused, as Docker's classic builder does.
     pub fn select(&self, source: &str) -> Result<Vec<String>, ContextError> {
-        let cleaned = clean(&format!("/{source}"));
+        // `/x` is the context's `x`; a relative path may not climb out.
+        let cleaned = clean(source);
+        if !cleaned.starts_with('/') && (cleaned == ".." || cleaned.starts_with("../")) {
+            return Err(ContextError::Forbidden {
+                source_path: source.to_owned(),
+            });
+        }
         let rel = cleaned.trim_start_matches('/');
+        let rel = if rel == "." { "" } else { rel };
         if rel.is_empty() {
             return Ok(vec![String::new()]);
         }
@@ -410,11 +424,15 @@ mod tests {
         let c = sample();
         assert_eq!(c.select("a.txt").unwrap(), vec!["a.txt"]);
         assert_eq!(c.select("./src/").unwrap(), vec!["src"]);
+        // As Docker's classic builder: a path that leaves the context is
+        // refused, one that only passes through a parent is not.
         assert_eq!(
-            c.select("../../a.txt").unwrap(),
-            vec!["a.txt"],
-            "cannot leave the context"
+            c.select("../../a.txt").unwrap_err().to_string(),
+            "forbidden path outside the build context: ../../a.txt"
         );
+        assert!(c.select("..").is_err());
+        assert_eq!(c.select("src/../a.txt").unwrap(), vec!["a.txt"]);
+        assert_eq!(c.select("/../a.txt").unwrap(), vec!["a.txt"]);
         assert_eq!(c.select("/a.txt").unwrap(), vec!["a.txt"]);
         assert_eq!(c.select(".").unwrap(), vec![""]);
         assert_eq!(c.select("*.txt").unwrap(), vec!["a.txt", "b.txt"]);
