@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -59,6 +59,13 @@ pub enum ContextError {
     #[error("build context: file name {path:?} is not UTF-8")]
     NotUtf8 {
         /// The path, lossily.
+        path: PathBuf,
+    },
+    /// A file that was regular when listed but is not when opened (a
+    /// FIFO, a device or a symlink swapped in).
+    #[error("build context: {path} is no longer a regular file")]
+    NotRegular {
+        /// The file.
         path: PathBuf,
     },
     /// A `COPY` source that is not there (or is ignored).
@@ -271,7 +278,18 @@ fn hash_file(path: &Path) -> Result<String, ContextError> {
         path: path.to_owned(),
         source,
     };
-    let mut file = std::fs::File::open(path).map_err(err)?;
+    // Not followed if swapped for a symlink, and no wait on a FIFO swapped
+    // in: what is opened must still be a regular file.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(err)?;
+    if !file.metadata().map_err(err)?.is_file() {
+        return Err(ContextError::NotRegular {
+            path: path.to_owned(),
+        });
+    }
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -661,6 +679,30 @@ mod tests {
                 want.iter().map(|s| s.to_string()).collect();
             assert_eq!(got, want, ".dockerignore {ignore:?} over {files:?}");
         }
+    }
+
+    /// A FIFO in the context (or a file swapped for one) must not hang
+    /// the walk; special files are left out.
+    #[test]
+    fn a_fifo_in_the_context_is_left_out_without_blocking() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("a"), "a").unwrap();
+        let fifo = tmp.path().join("pipe");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let c = Context::walk(tmp.path(), &Ignore::default()).unwrap();
+        assert_eq!(c.entries().map(|(p, _)| p).collect::<Vec<_>>(), vec!["a"]);
+        // Opening it for hashing, as after a swap, is refused, not a hang.
+        assert!(matches!(
+            hash_file(&fifo),
+            Err(ContextError::NotRegular { .. })
+        ));
+        // And a file swapped for a symlink is not followed.
+        std::os::unix::fs::symlink("/etc/hostname", tmp.path().join("link")).unwrap();
+        assert!(hash_file(&tmp.path().join("link")).is_err());
     }
 
     #[test]

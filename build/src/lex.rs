@@ -10,6 +10,10 @@
 //!
 //! Start at [`expand`].
 
+/// How deep `${…}` may nest in `${A:-${B:-…}}`: far beyond any real
+/// Dockerfile, far below what the stack holds.
+pub const MAX_DEPTH: usize = 64;
+
 /// Why a word could not be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubstError {
@@ -33,6 +37,12 @@ pub enum SubstError {
         /// The message the word gave, or Docker's default.
         message: String,
     },
+    /// `${…}` nested deeper than [`MAX_DEPTH`].
+    #[error("substitutions nested deeper than {limit}")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
     /// A quote opened and never closed.
     #[error("unexpected end of statement while looking for matching {quote}")]
     UnterminatedQuote {
@@ -53,6 +63,7 @@ pub fn expand(
         pos: 0,
         escape,
         lookup,
+        depth: 0,
     };
     lexer.process(None)
 }
@@ -62,6 +73,8 @@ struct Lexer<'a> {
     pos: usize,
     escape: char,
     lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// How many `${` we are inside.
+    depth: usize,
 }
 
 impl Lexer<'_> {
@@ -181,6 +194,17 @@ impl Lexer<'_> {
             Some('{' | '}' | ':') => return Err(SubstError::BadSubstitution),
             Some(_) => {}
         }
+        if self.depth == MAX_DEPTH {
+            return Err(SubstError::TooDeep { limit: MAX_DEPTH });
+        }
+        self.depth += 1;
+        let result = self.braced();
+        self.depth -= 1;
+        result
+    }
+
+    /// `${name…}` after the `{`.
+    fn braced(&mut self) -> Result<String, SubstError> {
         let name = self.name();
         let value = self.get(&name);
         match self.next() {
@@ -365,6 +389,19 @@ mod tests {
         assert_eq!(bt("`$A"), "$A");
         assert_eq!(bt("\"`\"\""), "\"");
         assert_eq!(bt("a` b"), "a b");
+    }
+
+    /// A Dockerfile from a repository nobody reviewed must not overflow the
+    /// stack with `${A:-${A:-${A:-…}}}`.
+    #[test]
+    fn hostile_nesting_is_an_error_not_a_crash() {
+        let deep = "${A:-".repeat(200_000) + &"}".repeat(200_000);
+        assert_eq!(
+            x(&deep).unwrap_err(),
+            SubstError::TooDeep { limit: MAX_DEPTH }
+        );
+        let fine = "${U:-".repeat(MAX_DEPTH) + "x" + &"}".repeat(MAX_DEPTH);
+        assert_eq!(x(&fine).unwrap(), "x");
     }
 
     #[test]
