@@ -17,6 +17,10 @@
 //!
 //! Start at [`Ignore::parse`].
 
+/// The longest pattern accepted, in bytes: `PATH_MAX`, the longest path a
+/// pattern could ever be matched against.
+pub const MAX_PATTERN: usize = 4096;
+
 /// A `.dockerignore` that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IgnoreError {
@@ -25,6 +29,14 @@ pub enum IgnoreError {
     LoneBang {
         /// 1-based line.
         line: usize,
+    },
+    /// A pattern longer than [`MAX_PATTERN`].
+    #[error(".dockerignore line {line}: pattern longer than {limit} bytes")]
+    TooLong {
+        /// 1-based line.
+        line: usize,
+        /// The limit.
+        limit: usize,
     },
     /// A malformed pattern (an unclosed `[`, a trailing `\`).
     #[error(".dockerignore line {line}: syntax error in pattern {pattern:?}")]
@@ -98,6 +110,12 @@ impl Ignore {
             let mut p = raw.trim();
             if p.is_empty() {
                 continue;
+            }
+            if p.len() > MAX_PATTERN {
+                return Err(IgnoreError::TooLong {
+                    line,
+                    limit: MAX_PATTERN,
+                });
             }
             let exclusion = p.starts_with('!');
             if exclusion {
@@ -553,6 +571,22 @@ mod tests {
                 "{bad:?} should be refused"
             );
         }
+    }
+
+    /// A megabyte-long pattern would cost its length times every path's
+    /// length in memory for each path matched; no real pattern is longer
+    /// than a path can be.
+    #[test]
+    fn patterns_longer_than_a_path_can_be_are_refused() {
+        let long = "*a".repeat(MAX_PATTERN);
+        assert_eq!(
+            Ignore::parse(&format!("ok\n{long}\n")).unwrap_err(),
+            IgnoreError::TooLong {
+                line: 2,
+                limit: MAX_PATTERN
+            }
+        );
+        assert!(Ignore::parse(&"a".repeat(MAX_PATTERN)).is_ok());
     }
 
     #[test]
