@@ -595,12 +595,9 @@ impl State<'_> {
                 self.push(inst, Op::Config(change));
             }
             Kind::Onbuild { trigger, .. } => {
-                let trigger = trigger
-                    .strip_prefix("ONBUILD")
-                    .map_or(trigger.as_str(), str::trim_start)
-                    .to_owned();
+                // The trigger as written (from its keyword), unsubstituted.
                 self.config.onbuild.push(trigger.clone());
-                self.push(inst, Op::Config(ConfigChange::Onbuild(trigger)));
+                self.push(inst, Op::Config(ConfigChange::Onbuild(trigger.clone())));
             }
             Kind::Maintainer(m) => {
                 self.push(inst, Op::Config(ConfigChange::Maintainer(m.clone())));
