@@ -715,6 +715,22 @@ mod tests {
     }
 
     #[test]
+    fn crlf_line_ends() {
+        let d = p("FROM a\r\nRUN echo a \\\r\n  b\r\nENV A=1\r\n");
+        assert_eq!(
+            kinds(&d),
+            vec![
+                &Kind::Run {
+                    command: Command::Shell("echo a   b".into()),
+                    network: None
+                },
+                &Kind::Env(vec![("A".into(), "1".into())]),
+            ]
+        );
+        assert_eq!(d.stages[0].instructions[0].text, "RUN echo a   b");
+    }
+
+    #[test]
     fn the_escape_directive() {
         let d = p("# escape=`\nFROM a\nRUN dir c:\\ `\n  /w\nENV P=c:\\x` y\n");
         assert_eq!(d.escape, '`');
