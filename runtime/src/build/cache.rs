@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{BuildError, State};
+use super::error::BuildError;
+use super::state::State;
 
 /// The cache of one state dir.
 #[derive(Debug, Clone)]

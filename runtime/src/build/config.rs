@@ -5,7 +5,7 @@
 use moor_build::resolve::{BaseConfig, ConfigChange};
 use serde_json::{Map, Value, json};
 
-use super::BuildError;
+use super::error::BuildError;
 use crate::image::oci::Platform;
 
 /// The config of an empty (`scratch`) image on this host.
@@ -177,9 +177,7 @@ pub fn apply(config: &mut Value, change: &ConfigChange) -> Result<(), BuildError
             if !list.is_array() {
                 *list = json!([]);
             }
-            list.as_array_mut()
-                .expect("an array")
-                .push(json!(trigger));
+            list.as_array_mut().expect("an array").push(json!(trigger));
         }
         ConfigChange::Maintainer(m) => {
             config["author"] = json!(m);

@@ -24,7 +24,7 @@ use moor_build::resolve::{CopyOp, CopySource};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use sha2::{Digest as _, Sha256};
 
-use super::BuildError;
+use super::error::BuildError;
 use super::layer::{LayerTar, Meta};
 use crate::image::unpack::Compression;
 
@@ -352,11 +352,8 @@ impl FromView {
             many => {
                 let d = tempfile_dir::Dir::new(scratch, &name)
                     .map_err(BuildError::io("create directory", scratch))?;
-                let lowerdir: Vec<String> = many
-                    .iter()
-                    .rev()
-                    .map(|p| p.display().to_string())
-                    .collect();
+                let lowerdir: Vec<String> =
+                    many.iter().rev().map(|p| p.display().to_string()).collect();
                 let data = format!("lowerdir={}", lowerdir.join(":"));
                 nix::mount::mount(
                     Some("overlay"),
@@ -630,7 +627,10 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
                 match s {
                     CopySource::Path(p) => roots.extend(input.context.select(p)?),
                     CopySource::Url(u) => {
-                        return Err(invalid(at, format!("ADD of a URL ({u}) is not supported yet")));
+                        return Err(invalid(
+                            at,
+                            format!("ADD of a URL ({u}) is not supported yet"),
+                        ));
                     }
                     CopySource::Inline(_) => {}
                 }
@@ -657,7 +657,9 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
                         // Resolved inside the stage, as in a container of it.
                         let fd = tree
                             .open(if rel.is_empty() { "." } else { rel }, OFlags::PATH)
-                            .map_err(|_| invalid(at, format!("{p}: not found in the --from source")))?;
+                            .map_err(|_| {
+                                invalid(at, format!("{p}: not found in the --from source"))
+                            })?;
                         let real = fs::read_link(format!("/proc/self/fd/{}", {
                             use std::os::fd::AsRawFd;
                             fd.as_raw_fd()
@@ -744,7 +746,9 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
                 continue;
             }
             if op.add && m.is_file() {
-                let mut f = tree.file(root).map_err(io_err(at, &format!("read {root}")))?;
+                let mut f = tree
+                    .file(root)
+                    .map_err(io_err(at, &format!("read {root}")))?;
                 if is_tar(&mut f) {
                     if !dest_exists_dir && !into_dir && !dest.is_empty() {
                         let meta = dir_meta(&w);
@@ -773,13 +777,7 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
                 mtime: 0,
             };
             w.tar
-                .file(
-                    &dest,
-                    meta,
-                    content.len() as u64,
-                    content.as_bytes(),
-                    &[],
-                )
+                .file(&dest, meta, content.len() as u64, content.as_bytes(), &[])
                 .map_err(io_err(at, "write"))?;
         }
         let mut out = w.tar.finish().map_err(io_err(at, "write"))?;

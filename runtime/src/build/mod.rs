@@ -20,85 +20,30 @@
 pub mod cache;
 pub mod config;
 mod copy;
+mod error;
 pub mod layer;
 mod run;
+mod state;
+
+pub use error::{BuildError, Progress};
+pub use state::{Layer, State};
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
-use moor_build::context::{Context, ContextError};
-use moor_build::dockerfile::{self, DockerfileError};
-use moor_build::ignore::{Ignore, IgnoreError};
-use moor_build::plan::{self, ImageInfo, PlanError, Request};
+use moor_build::context::Context;
+use moor_build::dockerfile;
+use moor_build::ignore::Ignore;
+use moor_build::plan::{self, ImageInfo, Request};
 use moor_build::resolve::{Base, BuildArgs, Op};
 use moor_spec::NetworkMode;
-use moor_store::{Digest, ImageRecord};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use moor_store::ImageRecord;
 
-use crate::container::{ContainerError, EngineConfig};
-use crate::image::oci::{self, Descriptor, Manifest, media};
-use crate::image::pull::{PullError, PullOptions, pull};
+use crate::container::EngineConfig;
+use crate::image::oci::{Descriptor, Manifest, media};
+use crate::image::pull::{PullOptions, pull};
 use crate::image::{ImageError, Images};
-
-/// Why a build failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// A file of the build could not be read or written.
-    #[error("{what} {path}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The Dockerfile does not parse.
-    #[error(transparent)]
-    Dockerfile(#[from] DockerfileError),
-    /// `.dockerignore` does not parse.
-    #[error(".dockerignore: {0}")]
-    Ignore(#[from] IgnoreError),
-    /// The context cannot be read.
-    #[error(transparent)]
-    Context(#[from] ContextError),
-    /// The plan cannot be made.
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    /// The image store failed.
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    /// A base image could not be pulled.
-    #[error(transparent)]
-    Pull(#[from] PullError),
-    /// A `RUN` container could not be made or run.
-    #[error(transparent)]
-    Container(#[from] ContainerError),
-    /// A `RUN` exited with a non-zero code.
-    #[error("the command '{command}' returned a non-zero code: {code}")]
-    RunFailed {
-        /// The process, joined.
-        command: String,
-        /// Its exit code.
-        code: i32,
-    },
-    /// Something the build cannot do.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl BuildError {
-    fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BuildError + 'a {
-        move |source| BuildError::Io {
-            what,
-            path: path.to_owned(),
-            source,
-        }
-    }
-}
 
 /// The network of `RUN` steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -142,118 +87,6 @@ pub struct Built {
     pub ran: usize,
     /// Steps taken from the cache.
     pub cached: usize,
-}
-
-/// One layer of a [`State`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Layer {
-    /// The blob.
-    pub blob: String,
-    /// Its media type.
-    pub media_type: String,
-    /// Its size.
-    pub size: u64,
-    /// The digest of the uncompressed tar.
-    pub diff_id: String,
-}
-
-/// An image being built: its layers and its config (as JSON, every field
-/// of the base kept).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct State {
-    /// Layers, base first.
-    pub layers: Vec<Layer>,
-    /// The config.
-    pub config: Value,
-}
-
-impl State {
-    fn of_image(images: &Images, image: &ImageRecord) -> Result<State, BuildError> {
-        let digest: Digest = image.config.parse().map_err(ImageError::from)?;
-        let raw = images
-            .store
-            .blobs
-            .read(&digest)
-            .map_err(ImageError::from)?;
-        let config: Value = serde_json::from_slice(&raw)
-            .map_err(|e| BuildError::Invalid(format!("config of {}: {e}", image.digest)))?;
-        Ok(State {
-            layers: image
-                .layers
-                .iter()
-                .map(|l| Layer {
-                    blob: l.blob.clone(),
-                    media_type: l.media_type.clone(),
-                    size: l.size,
-                    diff_id: l.diff_id.clone(),
-                })
-                .collect(),
-            config,
-        })
-    }
-
-    fn chain_ids(&self) -> Vec<String> {
-        let diff_ids: Vec<String> = self.layers.iter().map(|l| l.diff_id.clone()).collect();
-        oci::chain_ids(&diff_ids)
-    }
-
-    /// The snapshot directories of its layers, bottom first, unpacked
-    /// where missing.
-    fn lowers(&self, images: &Images) -> Result<Vec<PathBuf>, BuildError> {
-        let chains = self.chain_ids();
-        let mut out = Vec::new();
-        for (i, l) in self.layers.iter().enumerate() {
-            let blob: Digest = l.blob.parse().map_err(ImageError::from)?;
-            let parent = i.checked_sub(1).map(|p| chains[p].as_str());
-            images.ensure_snapshot(&blob, &l.diff_id, &chains[i], parent)?;
-            out.push(images.store.snapshots.path(&chains[i]));
-        }
-        Ok(out)
-    }
-
-    /// Whether every blob is still in the store.
-    fn complete(&self, images: &Images) -> bool {
-        self.layers.iter().all(|l| {
-            l.blob
-                .parse::<Digest>()
-                .is_ok_and(|d| images.store.blobs.contains(&d))
-        })
-    }
-
-    /// Adds the uncompressed layer tar at `tar` (removed afterwards).
-    fn add_layer(&mut self, images: &Images, tar: &Path) -> Result<(), BuildError> {
-        let result = (|| {
-            let mut f = File::open(tar).map_err(BuildError::io("open layer", tar))?;
-            let digest = images
-                .store
-                .blobs
-                .put_reader(&mut f, None, None)
-                .map_err(ImageError::from)?;
-            let size = images.store.blobs.size(&digest).unwrap_or(0);
-            self.layers.push(Layer {
-                blob: digest.to_string(),
-                media_type: media::OCI_LAYER.into(),
-                size,
-                diff_id: digest.to_string(),
-            });
-            // Unpacked now: the next step runs on it.
-            self.lowers(images).map(drop)
-        })();
-        let _ = std::fs::remove_file(tar);
-        result
-    }
-}
-
-/// Where build progress goes, line by line (`-q` drops it).
-pub trait Progress {
-    /// One line of output.
-    fn line(&self, line: &str);
-}
-
-impl<F: Fn(&str)> Progress for F {
-    fn line(&self, line: &str) {
-        self(line)
-    }
 }
 
 fn short(digest: &str) -> &str {
@@ -493,11 +326,7 @@ pub fn build(
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(media::OCI_MANIFEST.into()),
-        config: descriptor(
-            media::OCI_CONFIG,
-            config_digest.as_str(),
-            raw.len() as u64,
-        ),
+        config: descriptor(media::OCI_CONFIG, config_digest.as_str(), raw.len() as u64),
         layers: last
             .layers
             .iter()
@@ -512,7 +341,10 @@ pub fn build(
         .put(&manifest_raw, None)
         .map_err(ImageError::from)?;
     let image = images.commit(&manifest_digest, None, &tags)?;
-    out.line(&format!("Successfully built {}", short(config_digest.as_str())));
+    out.line(&format!(
+        "Successfully built {}",
+        short(config_digest.as_str())
+    ));
     for t in &opts.tags {
         out.line(&format!("Successfully tagged {t}"));
     }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use moor_spec::NetworkMode;
 
+use super::error::{BuildError, Progress};
 use super::layer::{self, LayerTar};
-use super::{BuildError, Progress};
 use crate::container::Engine;
 use crate::container::logs::Follower;
 
@@ -106,7 +106,10 @@ pub fn run(
     engine.create(&name, spec, None, lowers.to_vec())?;
     let guard = Guard { engine, name };
     let paths = engine.paths(&guard.name);
-    out.line(&format!(" ---> Running in {}", &guard.name["build-".len()..]));
+    out.line(&format!(
+        " ---> Running in {}",
+        &guard.name["build-".len()..]
+    ));
     let mut follower = Follower::at_end(&paths.log());
     engine.start(&guard.name)?;
     let print = |follower: &mut Follower| {
@@ -139,9 +142,7 @@ pub fn run(
         let file = File::create(&tar)?;
         let mut t = LayerTar::new(BufWriter::new(file));
         let skip = |rel: &str, m: &fs::Metadata| {
-            MOUNT_STUBS.contains(&rel)
-                && (m.is_dir() || m.len() == 0)
-                && !in_lowers(lowers, rel)
+            MOUNT_STUBS.contains(&rel) && (m.is_dir() || m.len() == 0) && !in_lowers(lowers, rel)
         };
         layer::from_upper(&paths.upper(), &mut t, &skip)?;
         let mut w = t.finish()?;
