@@ -1,0 +1,265 @@
+//! `moor build`: Dockerfiles built on moor's own engine from the example's
+//! busybox image, then run by `moor apply` — multi-stage builds, `RUN`
+//! layers with whiteouts and opaque directories, the image config applied,
+//! the cache (hits, a changed `COPY` source, `.dockerignore`), and hostile
+//! contexts and `RUN`s that must stay inside.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use crate::common::instance::Instance;
+use crate::common::{text, wait_for};
+
+const BUSYBOX: &str = "localhost/moor-example/busybox:1";
+
+fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("context dir");
+    for (path, content) in files {
+        let p = dir.path().join(path);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(p, content).expect("write context file");
+    }
+    dir
+}
+
+fn build(host: &Instance, ctx: &Path, args: &[&str]) -> Output {
+    let mut a = vec!["build"];
+    a.extend_from_slice(args);
+    a.push(ctx.to_str().expect("utf-8"));
+    host.moor(&a)
+}
+
+#[track_caller]
+fn build_ok(host: &Instance, ctx: &Path, args: &[&str]) -> String {
+    let out = build(host, ctx, args);
+    assert!(
+        out.status.success(),
+        "moor build {args:?} failed ({}):\n{}",
+        out.status,
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn apply(host: &Instance, project: &str, manifest: &str) {
+    let dir = tempfile::tempdir().expect("manifest dir");
+    fs::write(dir.path().join("stack.toml"), manifest).expect("write manifest");
+    host.moor_ok(&["apply", "-p", project, dir.path().to_str().expect("utf-8")]);
+}
+
+/// The container's log once it printed `done`.
+fn report(host: &Instance, name: &str) -> String {
+    let mut log = String::new();
+    wait_for("the container's report", Duration::from_secs(60), || {
+        log = text(&host.moor(&["logs", name]));
+        log.contains("done")
+    });
+    log
+}
+
+#[test]
+fn multi_stage_build_runs_under_apply_with_its_config() {
+    let Some(host) = Instance::with_busybox("bld", &[]) else {
+        return;
+    };
+    let ctx = context(&[
+        ("app/hello.txt", "hello from the context\n"),
+        ("app/secret.txt", "must not be copied\n"),
+        (".dockerignore", "app/secret.txt\n"),
+        (
+            "Dockerfile",
+            &format!(
+                r#"FROM {BUSYBOX} AS builder
+RUN mkdir -p /out && echo built > /out/artifact && echo temp > /out/temp
+RUN rm /out/temp
+FROM {BUSYBOX}
+COPY --from=builder /out /app/
+COPY app/ /app/
+RUN echo doomed > /etc/doomed && mkdir -p /d && touch /d/old
+RUN rm /etc/doomed && rm -rf /d && mkdir /d && touch /d/new
+ENV GREETING="hi there" STAGE=final
+WORKDIR /srv/www
+USER nobody
+RUN id -u > /tmp/run-uid && pwd > /tmp/run-pwd
+CMD ["sh", "-c", "echo uid=$(id -u) pwd=$(pwd) greeting=$GREETING; ls /app; ls /d; cat /tmp/run-uid /tmp/run-pwd; for f in /etc/doomed /out /app/temp /app/secret.txt; do [ -e $f ] && echo present $f; done; echo done; exec sleep 3600"]
+"#
+            ),
+        ),
+    ]);
+    let out = build_ok(&host, ctx.path(), &["-t", "localhost/bld/app:1"]);
+    assert!(out.contains("Step 1/13 : FROM"), "{out}");
+    assert!(
+        out.contains("Successfully tagged localhost/bld/app:1"),
+        "{out}"
+    );
+    let images = host.moor_ok(&["images"]);
+    assert!(images.contains("localhost/bld/app:1"), "{images}");
+
+    apply(
+        &host,
+        "bld",
+        "[containers.app]\nimage = \"localhost/bld/app:1\"\nnetwork_mode = \"none\"\n",
+    );
+    let log = report(&host, "app");
+    assert!(
+        log.contains("uid=65534 pwd=/srv/www greeting=hi there"),
+        "USER, WORKDIR and ENV of the image: {log}"
+    );
+    let lines: Vec<&str> = log.lines().collect();
+    for expected in ["artifact", "hello.txt", "new", "65534", "/srv/www"] {
+        assert!(lines.contains(&expected), "{expected} missing: {log}");
+    }
+    assert!(
+        !log.contains("present"),
+        "deleted, ignored or other-stage files are in the image: {log}"
+    );
+    assert!(!lines.contains(&"old"), "an opaque directory leaked: {log}");
+}
+
+#[test]
+fn rebuild_is_cached_until_a_copied_file_changes() {
+    let Some(host) = Instance::with_busybox("bldc", &[]) else {
+        return;
+    };
+    let ctx = context(&[
+        ("first.txt", "one\n"),
+        ("last.txt", "two\n"),
+        ("ignored.log", "noise\n"),
+        (".dockerignore", "*.log\n"),
+        (
+            "Dockerfile",
+            &format!(
+                "FROM {BUSYBOX}\nCOPY first.txt /f/\nRUN echo ran-step-3\nCOPY . /all/\nCOPY last.txt /f/\nRUN echo ran-step-6\nCMD [\"true\"]\n"
+            ),
+        ),
+    ]);
+    // A RUN's own output, not the step's title.
+    let ran = |out: &str, step: &str| out.lines().any(|l| l == step);
+    let first = build_ok(&host, ctx.path(), &["-t", "localhost/bldc/app:1"]);
+    assert!(
+        ran(&first, "ran-step-3") && ran(&first, "ran-step-6"),
+        "{first}"
+    );
+    assert!(!first.contains("Using cache"), "{first}");
+
+    let again = build_ok(&host, ctx.path(), &["-t", "localhost/bldc/app:1"]);
+    assert_eq!(again.matches("Using cache").count(), 6, "{again}");
+    assert!(!again.contains("Running in"), "{again}");
+    let id = |out: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("Successfully built "))
+            .expect("an image id")
+            .to_owned()
+    };
+    assert_eq!(
+        id(&first),
+        id(&again),
+        "a cached rebuild gives the same image"
+    );
+    let quiet = build_ok(&host, ctx.path(), &["-q"]);
+    assert_eq!(quiet.lines().count(), 1, "{quiet}");
+    assert!(
+        quiet.trim().starts_with(&format!("sha256:{}", id(&first))),
+        "{quiet}"
+    );
+
+    // Ignored files change nothing.
+    fs::write(ctx.path().join("ignored.log"), "more noise\n").expect("write");
+    let ignored = build_ok(&host, ctx.path(), &[]);
+    assert_eq!(ignored.matches("Using cache").count(), 6, "{ignored}");
+
+    // The file only the last COPY reads (and `COPY .`): from there on.
+    fs::write(ctx.path().join("last.txt"), "changed\n").expect("write");
+    let changed = build_ok(&host, ctx.path(), &[]);
+    assert_eq!(changed.matches("Using cache").count(), 2, "{changed}");
+    assert!(!ran(&changed, "ran-step-3"), "{changed}");
+    assert!(ran(&changed, "ran-step-6"), "{changed}");
+
+    let fresh = build_ok(&host, ctx.path(), &["--no-cache"]);
+    assert!(!fresh.contains("Using cache"), "{fresh}");
+    assert!(ran(&fresh, "ran-step-3"), "{fresh}");
+}
+
+#[test]
+fn a_failing_run_names_its_code_and_tags_nothing() {
+    let Some(host) = Instance::with_busybox("bldf", &[]) else {
+        return;
+    };
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM {BUSYBOX}\nRUN echo about to fail; exit 3\n"),
+    )]);
+    let out = build(&host, ctx.path(), &["-t", "localhost/bldf/app:1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("about to fail"), "{all}");
+    assert!(all.contains("returned a non-zero code: 3"), "{all}");
+    assert!(!host.moor_ok(&["images"]).contains("localhost/bldf/app"));
+    let leftovers = fs::read_dir(host.dir().join("build/containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "a build container was left behind");
+}
+
+#[test]
+fn hostile_contexts_and_runs_stay_inside() {
+    let Some(host) = Instance::with_busybox("bldh", &[]) else {
+        return;
+    };
+    let marker = format!("moor-build-escape-{}", std::process::id());
+    let host_file = Path::new("/tmp").join(&marker);
+    let _ = fs::remove_file(&host_file);
+    let ctx = context(&[("payload", "payload\n")]);
+    symlink("/etc", ctx.path().join("etc-link")).expect("symlink");
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            r#"FROM {BUSYBOX}
+COPY etc-link /copied-link
+RUN ln -s / /escape && echo from-run > /tmp/{marker}
+COPY payload /escape/tmp/{marker}-copy
+CMD ["sh", "-c", "readlink /copied-link; ls /copied-link/ | wc -l; cat /tmp/{marker} /tmp/{marker}-copy; echo done; exec sleep 3600"]
+"#
+        ),
+    )
+    .expect("write Dockerfile");
+    build_ok(&host, ctx.path(), &["-t", "localhost/bldh/app:1"]);
+    assert!(!host_file.exists(), "a RUN wrote on the host");
+    assert!(
+        !Path::new("/tmp").join(format!("{marker}-copy")).exists(),
+        "a COPY through a symlink in the image wrote on the host"
+    );
+    apply(
+        &host,
+        "bldh",
+        "[containers.app]\nimage = \"localhost/bldh/app:1\"\nnetwork_mode = \"none\"\n",
+    );
+    let log = report(&host, "app");
+    let lines: Vec<&str> = log.lines().map(str::trim).collect();
+    assert!(
+        lines.contains(&"/etc"),
+        "the link is copied as a link: {log}"
+    );
+    assert!(
+        lines.contains(&"from-run") && lines.contains(&"payload"),
+        "both writes land in the image: {log}"
+    );
+
+    // Through the link, or out of the context: refused.
+    for (source, message) in [
+        ("etc-link/passwd", "not found"),
+        ("../outside", "outside the build context"),
+    ] {
+        fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM {BUSYBOX}\nCOPY {source} /x\n"),
+        )
+        .expect("write Dockerfile");
+        let out = build(&host, ctx.path(), &[]);
+        assert_eq!(out.status.code(), Some(1), "{source}: {}", text(&out));
+        assert!(text(&out).contains(message), "{source}: {}", text(&out));
+    }
+}
