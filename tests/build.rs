@@ -263,3 +263,117 @@ CMD ["sh", "-c", "readlink /copied-link; ls /copied-link/ | wc -l; cat /tmp/{mar
         assert!(text(&out).contains(message), "{source}: {}", text(&out));
     }
 }
+
+/// The config of image `reference`, read from the store.
+fn image_config(host: &Instance, reference: &str) -> serde_json::Value {
+    let images: serde_json::Value =
+        serde_json::from_str(&host.moor_ok(&["images", "--json"])).expect("images JSON");
+    let image = images
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|i| {
+            i["refs"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r == reference))
+        })
+        .unwrap_or_else(|| panic!("{reference} not in {images}"));
+    let hex = image["config"]
+        .as_str()
+        .and_then(|c| c.strip_prefix("sha256:"))
+        .expect("config digest");
+    let raw = fs::read(host.dir().join("blobs/sha256").join(hex)).expect("config blob");
+    serde_json::from_slice(&raw).expect("config JSON")
+}
+
+#[test]
+fn add_copy_options_and_every_config_instruction() {
+    let Some(host) = Instance::with_busybox("blda", &[]) else {
+        return;
+    };
+    let ctx = context(&[("tree/a.txt", "a\n"), ("tree/sub/b.txt", "b\n")]);
+    let status = std::process::Command::new("tar")
+        .args(["-czf", "bundle.tar.gz", "-C", "tree", "."])
+        .current_dir(ctx.path())
+        .status()
+        .expect("run tar");
+    assert!(status.success(), "tar failed");
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            r#"FROM {BUSYBOX}
+ADD bundle.tar.gz /unpacked/
+COPY --chown=nobody:nogroup --chmod=640 tree/a.txt /owned/a.txt
+COPY --chown=33 tree/ /www-tree/
+COPY <<EOF /etc/motd
+hello from a heredoc
+EOF
+LABEL org.example.team="build team" version=1
+EXPOSE 8080 53/udp
+VOLUME /data
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=5s --retries=2 CMD ["true"]
+ONBUILD RUN echo triggered
+ENTRYPOINT ["sh", "-c"]
+CMD ["for f in /unpacked/a.txt /unpacked/sub/b.txt /owned/a.txt /www-tree/sub/b.txt; do stat -c \"%n %u:%g %a\" $f; done; cat /etc/motd; echo done; exec sleep 3600"]
+"#
+        ),
+    )
+    .expect("write Dockerfile");
+    build_ok(&host, ctx.path(), &["-t", "localhost/blda/app:1"]);
+
+    let config = image_config(&host, "localhost/blda/app:1");
+    let run = &config["config"];
+    assert_eq!(run["Labels"]["org.example.team"], "build team", "{config}");
+    assert_eq!(run["Labels"]["version"], "1", "{config}");
+    assert_eq!(
+        run["ExposedPorts"],
+        serde_json::json!({"8080/tcp": {}, "53/udp": {}})
+    );
+    assert_eq!(run["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(run["StopSignal"], "SIGINT");
+    assert_eq!(
+        run["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "true"])
+    );
+    assert_eq!(run["Healthcheck"]["Interval"], 5_000_000_000u64);
+    assert_eq!(run["Healthcheck"]["Retries"], 2);
+    assert_eq!(run["OnBuild"], serde_json::json!(["RUN echo triggered"]));
+    assert_eq!(run["Entrypoint"], serde_json::json!(["sh", "-c"]));
+    let history = config["history"].as_array().expect("history");
+    assert!(
+        history
+            .iter()
+            .any(|h| h["created_by"] == "/bin/sh -c #(nop) STOPSIGNAL SIGINT"
+                && h["empty_layer"] == true),
+        "{config}"
+    );
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().map(Vec::len),
+        Some(5),
+        "the base's layer and one per ADD/COPY: {config}"
+    );
+
+    apply(
+        &host,
+        "blda",
+        "[containers.app]\nimage = \"localhost/blda/app:1\"\nnetwork_mode = \"none\"\n",
+    );
+    let log = report(&host, "app");
+    for expected in [
+        "/unpacked/a.txt 0:0 644",
+        "/unpacked/sub/b.txt 0:0 644",
+        "/owned/a.txt 65534:65534 640",
+        "/www-tree/sub/b.txt 33:33 644",
+        "hello from a heredoc",
+    ] {
+        assert!(log.contains(expected), "{expected}: {log}");
+    }
+
+    // A stage built on it runs its ONBUILD trigger first.
+    let child = context(&[("Dockerfile", "FROM localhost/blda/app:1\nRUN echo child\n")]);
+    let out = build_ok(&host, child.path(), &["-t", "localhost/blda/child:1"]);
+    assert!(out.lines().any(|l| l == "triggered"), "{out}");
+    let config = image_config(&host, "localhost/blda/child:1");
+    assert!(config["config"].get("OnBuild").is_none(), "{config}");
+}
