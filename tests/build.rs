@@ -377,3 +377,40 @@ CMD ["for f in /unpacked/a.txt /unpacked/sub/b.txt /owned/a.txt /www-tree/sub/b.
     let config = image_config(&host, "localhost/blda/child:1");
     assert!(config["config"].get("OnBuild").is_none(), "{config}");
 }
+
+#[test]
+fn a_killed_build_leaves_nothing_after_the_next_one() {
+    let Some(host) = Instance::with_busybox("bldk", &[]) else {
+        return;
+    };
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM {BUSYBOX}\nRUN echo started && sleep 600\n"),
+    )]);
+    let mut child = host
+        .command()
+        .args(["build", ctx.path().to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start moor build");
+    let containers = host.dir().join("build/containers");
+    let running = || {
+        fs::read_dir(&containers)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.path().join("state.json").exists())
+            })
+            .unwrap_or(false)
+    };
+    wait_for("the RUN container", Duration::from_secs(60), running);
+    child.kill().expect("kill moor build");
+    let _ = child.wait();
+    assert!(running(), "the RUN container went with its build");
+
+    let other = context(&[("Dockerfile", &format!("FROM {BUSYBOX}\nRUN true\n"))]);
+    build_ok(&host, other.path(), &[]);
+    let left: Vec<_> = fs::read_dir(&containers)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left-over build containers: {left:?}");
+}

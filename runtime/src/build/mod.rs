@@ -173,6 +173,7 @@ pub fn build(
 
     let engine_state = engine.state_dir.clone();
     let engine = crate::container::Engine::new(engine)?;
+    run::remove_leftovers(&engine);
     let cache = cache::Cache::new(images.store.root());
     let total: usize = plan.stages.iter().map(|s| 1 + s.steps.len()).sum();
     let mut n = 0;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moor_spec::NetworkMode;
 
@@ -62,6 +62,36 @@ fn random_hex() -> String {
     hex::encode(buf)
 }
 
+/// The random part of a build container's name, as Docker shows an
+/// intermediate container.
+fn short_name(name: &str) -> &str {
+    name.rsplit('-').next().unwrap_or(name)
+}
+
+/// Removes the `RUN` containers of builds that are gone (killed, or
+/// interrupted with Ctrl-C before they could remove their container): a
+/// build container is named after the process that made it.
+pub fn remove_leftovers(engine: &Engine) {
+    let Ok(names) = engine.names() else {
+        return;
+    };
+    for name in names {
+        let Some(pid) = name
+            .strip_prefix("build-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill(2) with signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive && let Err(e) = engine.remove(&name, true) {
+            tracing::warn!(container = %name, error = %e, "remove a left-over build container");
+        }
+    }
+}
+
 fn in_lowers(lowers: &[PathBuf], rel: &str) -> bool {
     lowers
         .iter()
@@ -102,14 +132,11 @@ pub fn run(
     spec.network_mode = step.network;
     spec.networks.clear();
 
-    let name = format!("build-{}", random_hex());
+    let name = format!("build-{}-{}", std::process::id(), random_hex());
     engine.create(&name, spec, None, lowers.to_vec())?;
     let guard = Guard { engine, name };
     let paths = engine.paths(&guard.name);
-    out.line(&format!(
-        " ---> Running in {}",
-        &guard.name["build-".len()..]
-    ));
+    out.line(&format!(" ---> Running in {}", short_name(&guard.name)));
     let mut follower = Follower::at_end(&paths.log());
     engine.start(&guard.name)?;
     let print = |follower: &mut Follower| {
@@ -126,11 +153,7 @@ pub fn run(
         print(&mut follower);
     };
     // The shim writes the last lines before it records the exit.
-    let deadline = Instant::now() + Duration::from_millis(200);
     print(&mut follower);
-    while Instant::now() < deadline && fs::metadata(paths.log()).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     if exit.exit_code != 0 {
         return Err(BuildError::RunFailed {
             command: step.argv.join(" "),
@@ -155,7 +178,7 @@ pub fn run(
     }
     out.line(&format!(
         "Removing intermediate container {}",
-        &guard.name["build-".len()..]
+        short_name(&guard.name)
     ));
     drop(guard);
     Ok(tar)
