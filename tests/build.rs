@@ -414,3 +414,44 @@ fn a_killed_build_leaves_nothing_after_the_next_one() {
         .unwrap_or_default();
     assert!(left.is_empty(), "left-over build containers: {left:?}");
 }
+
+#[test]
+fn run_has_no_network_unless_host_is_asked_for() {
+    let Some(host) = Instance::with_busybox("bldn", &[]) else {
+        return;
+    };
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM {BUSYBOX}\nRUN echo links: $(ls /sys/class/net) && cat /etc/resolv.conf 2>/dev/null | grep -c nameserver || true\n"
+        ),
+    )]);
+    let links = |out: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("links: "))
+            .expect("the RUN's output")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let none = build_ok(&host, ctx.path(), &[]);
+    assert_eq!(links(&none), ["lo"], "{none}");
+    let on_host = build_ok(&host, ctx.path(), &["--network", "host", "--no-cache"]);
+    // The host's links (other tests add and remove theirs meanwhile).
+    let seen = links(&on_host);
+    assert!(
+        seen.len() > 1 && seen.iter().any(|l| l == "lo"),
+        "a host-network RUN sees the host's links: {on_host}"
+    );
+    let host_nameservers = fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("nameserver"))
+        .count();
+    if host_nameservers > 0 {
+        assert!(
+            on_host.lines().any(|l| l == host_nameservers.to_string()),
+            "the host's resolv.conf in a host-network RUN: {on_host}"
+        );
+    }
+}

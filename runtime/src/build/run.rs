@@ -36,6 +36,9 @@ const MOUNT_STUBS: &[&str] = &[
     "etc/resolv.conf",
 ];
 
+/// The host's resolver configuration, given to `RUN` on the host network.
+const HOST_RESOLV: &str = "/etc/resolv.conf";
+
 /// Removes the container when dropped, whatever happened.
 struct Guard<'a> {
     engine: &'a Engine,
@@ -112,7 +115,14 @@ pub fn run(
             "RUN needs a root filesystem: the stage has no layers (FROM scratch)".into(),
         ));
     }
-    let text = "[containers.build]\nimage = \"moor.invalid/build\"\n".to_string();
+    let mut text = "[containers.build]\nimage = \"moor.invalid/build\"\n".to_string();
+    if step.network == NetworkMode::Host && Path::new(HOST_RESOLV).is_file() {
+        // The host's resolvers, read-only, as a container on the host
+        // network gets them: `apt-get update` needs names.
+        text.push_str(&format!(
+            "mounts = [\"{HOST_RESOLV}:/etc/resolv.conf:ro\"]\n"
+        ));
+    }
     let state = moor_spec::load_texts(&[(PathBuf::from("build.toml"), text)])
         .map_err(|d| BuildError::Invalid(format!("build container spec: {d}")))?;
     let mut spec = state.containers["build"].spec.clone();
