@@ -15,6 +15,7 @@ mod git_agent;
 mod hostile;
 mod image;
 mod layers;
+mod loopback;
 mod metrics;
 mod network_modes;
 mod networks;
