@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{moor_bin, require};
+use crate::common::{moor_bin, require, shim_bin};
 
 /// The commands the busybox root filesystem links to busybox.
 const APPLETS: &[&str] = &[
@@ -1045,6 +1045,121 @@ fn missing_bind_source_fails_clearly(executor: &str) {
     ctx.assert_no_leaks();
 }
 
+/// Bind sources next to the manifest (`./conf`, `./conf/site.conf`) are
+/// mounted, through staging mounts that are gone once the container is
+/// created. A source swapped for a link out of the tree after the manifest
+/// was validated (here: before a restart of the container the record was
+/// made for) is refused, whether the link is absolute or climbs with `..`;
+/// a link that stays inside the tree is followed.
+fn relative_binds_stay_inside_their_tree_at_every_start(executor: &str) {
+    let Some(ctx) = Ctx::new("relbind", executor) else {
+        return;
+    };
+    let tree = ctx.dir.path().join("manifests");
+    fs::create_dir_all(tree.join("conf")).unwrap();
+    fs::write(tree.join("conf/site.conf"), "inside the tree\n").unwrap();
+    let manifest = tree.join("app.toml");
+    fs::write(
+        &manifest,
+        "[containers.binds]\nimage = \"busybox\"\n\
+         mounts = [\"./conf:/etc/site:ro\", \"./conf/site.conf:/etc/site.conf:ro\"]\n\
+         command = [\"sh\", \"-c\", \"cat /etc/site/site.conf /etc/site.conf; ls /etc/site\"]\n",
+    )
+    .unwrap();
+    let layer = ctx.layer("busybox");
+    let out = ctx.moor(&[
+        "dev",
+        "run",
+        "--name",
+        "binds",
+        "--rootfs",
+        layer.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "dev run: {}", text(&out.stderr));
+    let staged: Vec<String> = ctx
+        .mounts()
+        .into_iter()
+        .filter(|m| m.contains("/binds/"))
+        .collect();
+    assert!(staged.is_empty(), "staging mounts left: {staged:?}");
+    assert_eq!(ctx.wait("binds")["exit_code"], 0);
+    assert_eq!(
+        ctx.stdout("binds"),
+        ["inside the tree", "inside the tree", "site.conf"]
+    );
+    ctx.assert_no_leaks();
+
+    // The source is swapped for a link out of the tree: every later start
+    // is refused, and nothing was mounted.
+    fs::rename(tree.join("conf"), tree.join("conf.orig")).unwrap();
+    for escape in ["/etc", "../../../../../../../../../etc"] {
+        symlink(escape, tree.join("conf")).unwrap();
+        let out = ctx.moor(&["dev", "start", "binds"]);
+        let err = text(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("leads outside its tree"),
+            "a swap to {escape} was not refused: {err}{}",
+            text(&out.stdout)
+        );
+        assert_ne!(ctx.inspect("binds")["state"], "running", "never started");
+        ctx.assert_no_leaks();
+        fs::remove_file(tree.join("conf")).unwrap();
+    }
+    // A link that stays inside the tree is followed, as at load time.
+    symlink("conf.orig", tree.join("conf")).unwrap();
+    let out = ctx.moor(&["dev", "start", "binds"]);
+    assert!(out.status.success(), "dev start: {}", text(&out.stderr));
+    assert_eq!(ctx.wait("binds")["exit_code"], 0);
+    assert_eq!(
+        ctx.stdout("binds").iter().filter(|l| *l == "inside the tree").count(),
+        4,
+        "{:?}",
+        ctx.stdout("binds")
+    );
+    ctx.rm("binds");
+    ctx.assert_no_leaks();
+}
+
+/// What the engine starts as a container's shim is the `moor-shim` binary
+/// built beside `moor`, not `moor` itself.
+fn the_shim_is_the_moor_shim_binary(executor: &str) {
+    let Some(ctx) = Ctx::new("shimexe", executor) else {
+        return;
+    };
+    ctx.run("idle", None, &["sleep", "1000"]);
+    let shim = ctx.inspect("idle")["shim"]["shim_pid"].as_i64().unwrap();
+    let exe = fs::read_link(format!("/proc/{shim}/exe")).expect("the shim's exe");
+    assert_eq!(exe, fs::canonicalize(shim_bin()).unwrap());
+    assert_ne!(exe, fs::canonicalize(moor_bin()).unwrap());
+    ctx.rm("idle");
+    ctx.assert_no_leaks();
+}
+
+/// The ELF type of a binary and whether it asks for a program interpreter:
+/// `(3, true)` is a position-independent executable, `(2, _)` one linked
+/// at a fixed address.
+fn elf_kind(path: &Path) -> (u16, bool) {
+    let bytes = fs::read(path).expect("read the binary");
+    assert_eq!(&bytes[..5], b"\x7fELF\x02", "a 64-bit ELF file");
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56));
+    let interp = (0..usize::from(phnum)).any(|i| u32_at(phoff + i * phentsize) == 3);
+    (u16_at(16), interp)
+}
+
+/// `moor`, the root daemon that talks to the network, is a
+/// position-independent executable (ASLR covers its own code); the shim
+/// is linked at a fixed address, so that its read-only data stays shared.
+#[test]
+fn moor_is_position_independent_and_the_shim_is_not() {
+    assert_eq!(elf_kind(&moor_bin()), (3, true), "moor is not a PIE");
+    assert_eq!(elf_kind(&shim_bin()).0, 2, "moor-shim is not ET_EXEC");
+}
+
 /// One `#[test]` per executor for each scenario above.
 macro_rules! on_every_executor {
     ($($name:ident),* $(,)?) => {
@@ -1076,4 +1191,6 @@ on_every_executor!(
     read_only_mounts_and_root_are_enforced,
     symlinked_mount_destination_stays_inside_the_container,
     missing_bind_source_fails_clearly,
+    relative_binds_stay_inside_their_tree_at_every_start,
+    the_shim_is_the_moor_shim_binary,
 );

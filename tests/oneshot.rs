@@ -17,7 +17,7 @@ use std::time::Duration;
 use moor_runtime::container::{ContainerError, Engine, EngineConfig, Executor, Status};
 
 use crate::common::instance::Instance;
-use crate::common::{moor_bin, remove_cgroup_parent, require};
+use crate::common::{moor_bin, remove_cgroup_parent, require, shim_bin};
 
 /// An engine over a private state dir and cgroup parent, and a busybox
 /// layer; on drop every container is removed, with the cgroup parent.
@@ -54,7 +54,8 @@ impl Bare {
         let mut config = EngineConfig::new(&dir.path().join("state"));
         config.executor = Executor::parse(executor).expect("executor");
         config.cgroup_parent = cgroup_parent.clone();
-        config.shim_exe = moor_bin();
+        config.shim_exe = shim_bin();
+        config.moor_exe = moor_bin();
         let engine = Engine::new(config).expect("engine");
         Some(Self {
             dir,

@@ -14,6 +14,12 @@ pub fn moor_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_moor"))
 }
 
+/// The `moor-shim` binary built for this test run, beside `moor`: what the
+/// engine starts for each container.
+pub fn shim_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_moor-shim"))
+}
+
 /// Runs `moor ARGS...` with a private state dir and returns its output.
 pub fn moor(args: &[&str]) -> Output {
     Command::new(moor_bin())

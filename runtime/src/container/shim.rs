@@ -1,6 +1,6 @@
 //! The shim: one small supervisor process per container.
 //!
-//! `moor shim DIR` runs [`run`]. It forks once so that the caller can reap
+//! `moor-shim DIR` (`src/bin/moor-shim.rs`) runs [`run`]. It forks once so that the caller can reap
 //! it at once, then, single-threaded, in its own session and as a child
 //! subreaper: creates the container with its executor (libcontainer or
 //! `runc create`, stdio = pipes the shim holds), reports `created PID` on its

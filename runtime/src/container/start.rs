@@ -160,7 +160,6 @@ impl Engine {
             .open(paths.shim_log())
             .map_err(ContainerError::io("open", paths.shim_log()))?;
         let mut child = Command::new(&self.config.shim_exe)
-            .arg("shim")
             .arg(&paths.dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

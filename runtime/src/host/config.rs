@@ -67,8 +67,10 @@ impl HostConfig {
                 Err(e) => problems.push(format!("MOOR_EXECUTOR: {e}")),
             }
         }
-        // The binary that is each container's shim is the DNS resolver too.
-        net.resolver = Some(engine.shim_exe.clone());
+        // `moor dns` serves the containers' DNS: a long-lived process that
+        // answers packets from containers, one per state dir, so it runs
+        // from the position-independent `moor`, not from the shim binary.
+        net.resolver = Some(engine.moor_exe.clone());
         Self {
             state_dir: state_dir.to_path_buf(),
             pull: PullOptions::default(),
