@@ -1,4 +1,4 @@
-//! Crash safety (DESIGN.md §4): `kill -9` of moor at random moments while it
+//! Crash safety (docs/ARCHITECTURE.md, invariants): `kill -9` of moor at random moments while it
 //! creates and removes a stack of 10 containers on a network, then a normal
 //! run: converged, no duplicate containers, and no leaked mounts, veths,
 //! cgroups, nftables rules or shims; and containers that were fine are not

@@ -11,6 +11,9 @@
 //! [`HostIdentity`] (by host name globs and labels) before the checks across
 //! resources.
 //!
+//! To load the same manifests again and again (an agent's sources do), a
+//! [`Loader`] keeps what each file decoded and parses only what changed.
+//!
 //! This crate knows nothing of Linux: it describes what is wanted, never how.
 
 pub mod bind;
@@ -20,10 +23,12 @@ pub mod envfile;
 pub mod hash;
 pub mod linux;
 mod load;
+mod loader;
 pub mod model;
 pub mod mounts;
 mod names;
 pub mod node;
+mod par;
 pub mod parse;
 pub mod ports;
 pub mod reference;
@@ -39,6 +44,7 @@ pub use hash::SpecHash;
 pub use load::{
     DEFAULT_MAX_FILE_SIZE, LoadOptions, load, load_for, load_texts, load_texts_for, load_with,
 };
+pub use loader::{LoadStats, Loader};
 pub use model::{
     ContainerSpec, DependCondition, DesiredState, HealthTest, Healthcheck, ImageSpec, Kind,
     NetworkAttachment, NetworkMode, NetworkSpec, Origin, PullPolicy, Resource, Resources,

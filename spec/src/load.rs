@@ -7,15 +7,15 @@
 //! are refused before they are read.
 
 use std::collections::HashSet;
-use std::io::Read;
+use std::io::Read as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::decode::{Decoder, Drafts, Elsewhere};
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::loader::Loader;
 use crate::model::DesiredState;
 use crate::node::Pos;
-use crate::parse::{Format, parse};
+use crate::parse::Format;
 use crate::target::HostIdentity;
 use crate::tree::Tree;
 
@@ -39,10 +39,10 @@ impl Default for LoadOptions {
 }
 
 /// One manifest: its path, its text and the tree it belongs to.
-struct Source {
-    file: PathBuf,
-    text: String,
-    tree: Tree,
+pub(crate) struct Source {
+    pub(crate) file: PathBuf,
+    pub(crate) text: String,
+    pub(crate) tree: Tree,
 }
 
 /// Loads, normalises and validates every manifest under `paths` (files, or
@@ -81,40 +81,34 @@ pub fn load_for<P: AsRef<Path>>(
 }
 
 /// [`load`] (all hosts) or [`load_for`] (one host), with `options`.
+///
+/// Each call parses every file again; a [`Loader`] keeps what it decoded
+/// and parses only what changed.
 pub fn load_with<P: AsRef<Path>>(
     paths: &[P],
     host: Option<&HostIdentity>,
     options: &LoadOptions,
 ) -> Result<DesiredState, Diagnostics> {
-    let (sources, diags) = read(paths, options);
-    load_sources(&sources, diags, host, options)
+    Loader::new(options.clone()).load(paths, host)
 }
 
-/// Reads every manifest file under `paths`, in sorted order.
-fn read<P: AsRef<Path>>(paths: &[P], options: &LoadOptions) -> (Vec<Source>, Diagnostics) {
+/// The manifest files under `paths` (sorted, each once) with their trees,
+/// and what could not be walked.
+pub(crate) fn walk<P: AsRef<Path>>(paths: &[P]) -> (Vec<(PathBuf, Tree)>, Diagnostics) {
     let mut walk = Walk::default();
     for p in paths {
         walk.explicit(p.as_ref());
     }
     let Walk {
-        mut files,
-        mut diags,
-        ..
+        mut files, diags, ..
     } = walk;
     files.sort_by(|a, b| a.0.cmp(&b.0));
     files.dedup_by(|a, b| a.0 == b.0);
-    let mut sources = Vec::with_capacity(files.len());
-    for (file, tree) in files {
-        match read_capped(&file, options.max_file_size) {
-            Ok(text) => sources.push(Source { file, text, tree }),
-            Err(message) => diags.push(Diagnostic::error(&file, Pos::new(1, 1), "", message)),
-        }
-    }
-    (sources, diags)
+    (files, diags)
 }
 
 /// A file's text, refused unread when it is larger than `max` bytes.
-fn read_capped(file: &Path, max: u64) -> Result<String, String> {
+pub(crate) fn read_capped(file: &Path, max: u64) -> Result<String, String> {
     let cannot = |e: std::io::Error| format!("cannot read file: {}", crate::diag::io_reason(&e));
     let f = std::fs::File::open(file).map_err(cannot)?;
     let meta = f.metadata().map_err(cannot)?;
@@ -134,7 +128,7 @@ fn read_capped(file: &Path, max: u64) -> Result<String, String> {
         .map_err(|_| "cannot read file: stream did not contain valid UTF-8".into())
 }
 
-fn too_large(size: u64, max: u64) -> String {
+pub(crate) fn too_large(size: u64, max: u64) -> String {
     format!(
         "the file is larger than the {} limit for a manifest ({size} bytes); \
          nothing in it was read (raise the limit with --max-manifest-size or max_manifest_size)",
@@ -169,86 +163,7 @@ fn load_texts_with(
             tree: Tree::new(file.parent().unwrap_or(Path::new(""))),
         })
         .collect();
-    load_sources(
-        &sources,
-        Diagnostics::default(),
-        host,
-        &LoadOptions::default(),
-    )
-}
-
-fn load_sources(
-    sources: &[Source],
-    mut diags: Diagnostics,
-    host: Option<&HostIdentity>,
-    options: &LoadOptions,
-) -> Result<DesiredState, Diagnostics> {
-    // Files parse and decode independently: spread them over the cores in
-    // contiguous chunks, then merge in file order so results are deterministic.
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(sources.len().div_ceil(8))
-        .max(1);
-    let chunk = sources.len().div_ceil(workers).max(1);
-    let parts: Vec<(Drafts, Diagnostics)> = if workers == 1 {
-        vec![decode_files(sources, options)]
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = sources
-                .chunks(chunk)
-                .map(|files| s.spawn(move || decode_files(files, options)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("manifest decoding panicked"))
-                .collect()
-        })
-    };
-    let mut drafts = Drafts::default();
-    for (d, e) in parts {
-        drafts.extend(d);
-        diags.extend(e);
-    }
-    let elsewhere = match host {
-        Some(h) => drafts.retain_for(h),
-        None => Elsewhere::default(),
-    };
-    crate::validate::finish(drafts, diags, &elsewhere)
-}
-
-fn decode_files(sources: &[Source], options: &LoadOptions) -> (Drafts, Diagnostics) {
-    let mut drafts = Drafts::default();
-    let mut diags = Diagnostics::default();
-    for Source { file, text, tree } in sources {
-        let Some(format) = Format::from_path(file) else {
-            diags.push(Diagnostic::error(
-                file,
-                Pos::new(1, 1),
-                "",
-                "not a manifest: the name must end in .toml, .yaml or .yml",
-            ));
-            continue;
-        };
-        if text.len() as u64 > options.max_file_size {
-            let message = too_large(text.len() as u64, options.max_file_size);
-            diags.push(Diagnostic::error(file, Pos::new(1, 1), "", message));
-            continue;
-        }
-        let docs = match parse(format, text) {
-            Ok(docs) => docs,
-            Err(e) => {
-                diags.push(Diagnostic::error(file, e.pos, "", e.message));
-                continue;
-            }
-        };
-        let dir = file.parent().unwrap_or(Path::new("."));
-        let mut decoder = Decoder::new(file, dir, tree);
-        for doc in &docs {
-            decoder.document(doc, &mut drafts);
-        }
-        diags.extend(decoder.diags);
-    }
-    (drafts, diags)
+    crate::loader::load_sources(&sources, &LoadOptions::default(), host)
 }
 
 fn is_hidden(path: &Path) -> bool {
@@ -391,17 +306,17 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("repo");
         let app = root.join("app");
-        std::fs::create_dir_all(root.join("shared/v1")).unwrap();
-        std::fs::create_dir_all(root.join("shared/v2")).unwrap();
+        std::fs::create_dir_all(root.join("common/v1")).unwrap();
+        std::fs::create_dir_all(root.join("common/v2")).unwrap();
         std::fs::create_dir_all(&app).unwrap();
-        std::fs::write(root.join("shared/v1/site.conf"), "one").unwrap();
-        std::fs::write(root.join("shared/v2/site.conf"), "two").unwrap();
-        std::fs::write(root.join("shared/common.env"), "A=1\n").unwrap();
+        std::fs::write(root.join("common/v1/site.conf"), "one").unwrap();
+        std::fs::write(root.join("common/v2/site.conf"), "two").unwrap();
+        std::fs::write(root.join("common/common.env"), "A=1\n").unwrap();
         // A directory link, a file link through `..` and an env file link,
         // all inside the tree.
-        symlink("../shared/v1", app.join("conf")).unwrap();
-        symlink("../shared/v1/site.conf", app.join("site.conf")).unwrap();
-        symlink("../shared/common.env", app.join("app.env")).unwrap();
+        symlink("../common/v1", app.join("conf")).unwrap();
+        symlink("../common/v1/site.conf", app.join("site.conf")).unwrap();
+        symlink("../common/common.env", app.join("app.env")).unwrap();
         std::fs::write(
             app.join("app.toml"),
             "[containers.app]\nimage = \"busybox\"\nenv_file = \"app.env\"\n\
@@ -417,13 +332,13 @@ mod tests {
         );
 
         // The content behind a link is what is hashed: editing it redeploys.
-        std::fs::write(root.join("shared/v1/site.conf"), "one, edited").unwrap();
+        std::fs::write(root.join("common/v1/site.conf"), "one, edited").unwrap();
         let edited = load_root();
         assert_ne!(bind_digest(&edited, "/etc/site"), dir1);
         assert_ne!(bind_digest(&edited, "/etc/site.conf"), file1);
         // And so is a link pointed elsewhere.
         std::fs::remove_file(app.join("conf")).unwrap();
-        symlink("../shared/v2", app.join("conf")).unwrap();
+        symlink("../common/v2", app.join("conf")).unwrap();
         let moved = load_root();
         assert_ne!(
             bind_digest(&moved, "/etc/site"),
@@ -433,7 +348,7 @@ mod tests {
         let m = &moved.containers["app"].spec.mounts;
         assert!(m.iter().any(|m| matches!(&m.source,
             crate::MountSource::Bind { source, .. } if source.ends_with("app/conf"))));
-        // Loaded from `app` alone, `../shared` is outside its tree.
+        // Loaded from `app` alone, `../common` is outside its tree.
         let err = load(&[&app]).unwrap_err().to_string();
         assert!(
             err.contains("which leads outside the source's tree"),
@@ -476,7 +391,8 @@ mod tests {
         let cwd = std::env::current_dir().unwrap();
         let relative = pathdiff(&root, &cwd);
         let state = load(&[&relative]).unwrap_or_else(|d| panic!("{d}"));
-        match &state.containers["app"].spec.mounts[0].source {
+        let mounts = &state.containers["app"].spec.mounts;
+        match &mounts.iter().find(|m| m.target == "/etc/site").unwrap().source {
             crate::MountSource::Bind { source, tree: Some(tree), .. } => {
                 assert!(tree.is_absolute(), "{}", tree.display());
                 assert_eq!(source.strip_prefix(tree).unwrap(), Path::new("app/conf"));
