@@ -1061,7 +1061,7 @@ fn relative_binds_stay_inside_their_tree_at_every_start(executor: &str) {
     let manifest = tree.join("app.toml");
     fs::write(
         &manifest,
-        "[containers.binds]\nimage = \"busybox\"\n\
+        "[containers.site]\nimage = \"busybox\"\n\
          mounts = [\"./conf:/etc/site:ro\", \"./conf/site.conf:/etc/site.conf:ro\"]\n\
          command = [\"sh\", \"-c\", \"cat /etc/site/site.conf /etc/site.conf; ls /etc/site\"]\n",
     )
@@ -1071,7 +1071,7 @@ fn relative_binds_stay_inside_their_tree_at_every_start(executor: &str) {
         "dev",
         "run",
         "--name",
-        "binds",
+        "site",
         "--rootfs",
         layer.to_str().unwrap(),
         "--manifest",
@@ -1084,9 +1084,9 @@ fn relative_binds_stay_inside_their_tree_at_every_start(executor: &str) {
         .filter(|m| m.contains("/binds/"))
         .collect();
     assert!(staged.is_empty(), "staging mounts left: {staged:?}");
-    assert_eq!(ctx.wait("binds")["exit_code"], 0);
+    assert_eq!(ctx.wait("site")["exit_code"], 0);
     assert_eq!(
-        ctx.stdout("binds"),
+        ctx.stdout("site"),
         ["inside the tree", "inside the tree", "site.conf"]
     );
     ctx.assert_no_leaks();
@@ -1096,29 +1096,29 @@ fn relative_binds_stay_inside_their_tree_at_every_start(executor: &str) {
     fs::rename(tree.join("conf"), tree.join("conf.orig")).unwrap();
     for escape in ["/etc", "../../../../../../../../../etc"] {
         symlink(escape, tree.join("conf")).unwrap();
-        let out = ctx.moor(&["dev", "start", "binds"]);
+        let out = ctx.moor(&["dev", "start", "site"]);
         let err = text(&out.stderr);
         assert!(
             !out.status.success() && err.contains("leads outside its tree"),
             "a swap to {escape} was not refused: {err}{}",
             text(&out.stdout)
         );
-        assert_ne!(ctx.inspect("binds")["state"], "running", "never started");
+        assert_ne!(ctx.inspect("site")["state"], "running", "never started");
         ctx.assert_no_leaks();
         fs::remove_file(tree.join("conf")).unwrap();
     }
     // A link that stays inside the tree is followed, as at load time.
     symlink("conf.orig", tree.join("conf")).unwrap();
-    let out = ctx.moor(&["dev", "start", "binds"]);
+    let out = ctx.moor(&["dev", "start", "site"]);
     assert!(out.status.success(), "dev start: {}", text(&out.stderr));
-    assert_eq!(ctx.wait("binds")["exit_code"], 0);
+    assert_eq!(ctx.wait("site")["exit_code"], 0);
     assert_eq!(
-        ctx.stdout("binds").iter().filter(|l| *l == "inside the tree").count(),
+        ctx.stdout("site").iter().filter(|l| *l == "inside the tree").count(),
         4,
         "{:?}",
-        ctx.stdout("binds")
+        ctx.stdout("site")
     );
-    ctx.rm("binds");
+    ctx.rm("site");
     ctx.assert_no_leaks();
 }
 
