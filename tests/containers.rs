@@ -1091,10 +1091,16 @@ fn relative_binds_stay_inside_their_tree_at_every_start(executor: &str) {
     );
     ctx.assert_no_leaks();
 
-    // The source is swapped for a link out of the tree: every later start
-    // is refused, and nothing was mounted.
+    // The source is swapped for a link out of the tree, to a directory
+    // that has a `site.conf` too (so only the tree check can refuse it):
+    // every later start is refused, and nothing was mounted.
+    let outside = ctx.dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("site.conf"), "host secret\n").unwrap();
     fs::rename(tree.join("conf"), tree.join("conf.orig")).unwrap();
-    for escape in ["/etc", "../../../../../../../../../etc"] {
+    let absolute = outside.to_str().unwrap().to_string();
+    let climbing = format!("../../../../../../../../..{absolute}");
+    for escape in [absolute.as_str(), "../outside", climbing.as_str(), "/etc"] {
         symlink(escape, tree.join("conf")).unwrap();
         let out = ctx.moor(&["dev", "start", "site"]);
         let err = text(&out.stderr);
@@ -1107,6 +1113,8 @@ fn relative_binds_stay_inside_their_tree_at_every_start(executor: &str) {
         ctx.assert_no_leaks();
         fs::remove_file(tree.join("conf")).unwrap();
     }
+    let shown = ctx.stdout("site");
+    assert!(!shown.iter().any(|l| l.contains("host secret")), "{shown:?}");
     // A link that stays inside the tree is followed, as at load time.
     symlink("conf.orig", tree.join("conf")).unwrap();
     let out = ctx.moor(&["dev", "start", "site"]);
