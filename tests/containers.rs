@@ -1114,14 +1114,20 @@ fn relative_binds_stay_inside_their_tree_at_every_start(executor: &str) {
         fs::remove_file(tree.join("conf")).unwrap();
     }
     let shown = ctx.stdout("site");
-    assert!(!shown.iter().any(|l| l.contains("host secret")), "{shown:?}");
+    assert!(
+        !shown.iter().any(|l| l.contains("host secret")),
+        "{shown:?}"
+    );
     // A link that stays inside the tree is followed, as at load time.
     symlink("conf.orig", tree.join("conf")).unwrap();
     let out = ctx.moor(&["dev", "start", "site"]);
     assert!(out.status.success(), "dev start: {}", text(&out.stderr));
     assert_eq!(ctx.wait("site")["exit_code"], 0);
     assert_eq!(
-        ctx.stdout("site").iter().filter(|l| *l == "inside the tree").count(),
+        ctx.stdout("site")
+            .iter()
+            .filter(|l| *l == "inside the tree")
+            .count(),
         4,
         "{:?}",
         ctx.stdout("site")
@@ -1131,7 +1137,7 @@ fn relative_binds_stay_inside_their_tree_at_every_start(executor: &str) {
 }
 
 /// What the engine starts as a container's shim is the `moor-shim` binary
-/// built beside `moor`, not `moor` itself.
+/// built beside `moor`, not `moor` itself, or the one `MOOR_SHIM` names.
 fn the_shim_is_the_moor_shim_binary(executor: &str) {
     let Some(ctx) = Ctx::new("shimexe", executor) else {
         return;
@@ -1142,6 +1148,41 @@ fn the_shim_is_the_moor_shim_binary(executor: &str) {
     assert_eq!(exe, fs::canonicalize(shim_bin()).unwrap());
     assert_ne!(exe, fs::canonicalize(moor_bin()).unwrap());
     ctx.rm("idle");
+    // `MOOR_SHIM` names one installed elsewhere.
+    let elsewhere = ctx.dir.path().join("elsewhere-shim");
+    fs::copy(shim_bin(), &elsewhere).unwrap();
+    let layer = ctx.layer("busybox");
+    let out = ctx
+        .command(&[
+            "dev",
+            "run",
+            "--name",
+            "other",
+            "--rootfs",
+            layer.to_str().unwrap(),
+        ])
+        .args(["--", "sleep", "1000"])
+        .env("MOOR_SHIM", &elsewhere)
+        .output()
+        .expect("run moor");
+    assert!(out.status.success(), "dev run: {}", text(&out.stderr));
+    let shim = ctx.inspect("other")["shim"]["shim_pid"].as_i64().unwrap();
+    let exe = fs::read_link(format!("/proc/{shim}/exe")).expect("the shim's exe");
+    assert_eq!(exe, elsewhere);
+    ctx.rm("other");
+    // A relative one is refused before anything is touched.
+    let empty = ctx.dir.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let out = ctx
+        .command(&["apply", "-p", "shimexe", empty.to_str().unwrap()])
+        .env("MOOR_SHIM", "moor-shim")
+        .output()
+        .expect("run moor");
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("MOOR_SHIM=\"moor-shim\" is not an absolute path"),
+        "{err}"
+    );
     ctx.assert_no_leaks();
 }
 

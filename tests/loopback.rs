@@ -60,12 +60,21 @@ fn link() -> Link {
         for (d, s) in req.ifr_name.iter_mut().zip(b"eth0\0") {
             *d = *s as libc::c_char;
         }
-        assert_eq!(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFINDEX, &raw mut req), 0);
+        assert_eq!(
+            libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFINDEX, &raw mut req),
+            0
+        );
         let ifindex = req.ifr_ifru.ifru_ifindex;
-        assert_eq!(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &raw mut req), 0);
+        assert_eq!(
+            libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &raw mut req),
+            0
+        );
         let hw = req.ifr_ifru.ifru_hwaddr.sa_data;
         let mac = std::array::from_fn(|i| hw[i] as u8);
-        assert_eq!(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFADDR, &raw mut req), 0);
+        assert_eq!(
+            libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFADDR, &raw mut req),
+            0
+        );
         let sin = &*(&req.ifr_ifru.ifru_addr as *const libc::sockaddr).cast::<libc::sockaddr_in>();
         let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
         Link {
@@ -143,7 +152,13 @@ fn frame(link: &Link, gw_mac: [u8; 6], dst: Ipv4Addr, proto: u8, payload: &[u8])
 
 fn udp(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
     let len = (8 + data.len() as u16).to_be_bytes();
-    let mut h = [&sport.to_be_bytes()[..], &dport.to_be_bytes(), &len, &[0, 0]].concat();
+    let mut h = [
+        &sport.to_be_bytes()[..],
+        &dport.to_be_bytes(),
+        &len,
+        &[0, 0],
+    ]
+    .concat();
     h.extend_from_slice(data);
     h
 }
@@ -165,7 +180,11 @@ fn packet_socket(link: &Link) -> OwnedFd {
     let proto = (libc::ETH_P_ALL as u16).to_be();
     // SAFETY: socket(2); the fd is owned at once and checked.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-    assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "packet socket: {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: fd is a new socket nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: sockaddr_ll is plain data, bound with its own size.
@@ -198,7 +217,12 @@ fn packet_socket(link: &Link) -> OwnedFd {
 fn send(fd: &OwnedFd, frame: &[u8]) {
     // SAFETY: writes `frame` from a live buffer on a bound packet socket.
     let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-    assert_eq!(n, frame.len() as isize, "send: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        n,
+        frame.len() as isize,
+        "send: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Whether a SYN-ACK from TCP port `sport` to `link`'s address arrives on

@@ -69,7 +69,13 @@ pub(crate) fn stage(dir: &Path, mounts: &[Mount]) -> Result<Vec<Option<PathBuf>>
     Ok(staged)
 }
 
-fn stage_one(dir: &Path, index: usize, source: &Path, tree: &Path, target: &str) -> Result<PathBuf> {
+fn stage_one(
+    dir: &Path,
+    index: usize,
+    source: &Path,
+    tree: &Path,
+    target: &str,
+) -> Result<PathBuf> {
     let handle = open_beneath(tree, source, target)?;
     let staging = staging_dir(dir);
     fs::DirBuilder::new()
@@ -105,7 +111,12 @@ fn stage_one(dir: &Path, index: usize, source: &Path, tree: &Path, target: &str)
             | OpenTreeFlags::AT_RECURSIVE
             | OpenTreeFlags::AT_EMPTY_PATH,
     )
-    .map_err(|e| sys(format!("clone bind source {} as a mount", source.display()), e))?;
+    .map_err(|e| {
+        sys(
+            format!("clone bind source {} as a mount", source.display()),
+            e,
+        )
+    })?;
     rustix::mount::move_mount(
         &tree_fd,
         "",
@@ -113,7 +124,16 @@ fn stage_one(dir: &Path, index: usize, source: &Path, tree: &Path, target: &str)
         &at,
         MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
     )
-    .map_err(|e| sys(format!("attach bind source {} at {}", source.display(), at.display()), e))?;
+    .map_err(|e| {
+        sys(
+            format!(
+                "attach bind source {} at {}",
+                source.display(),
+                at.display()
+            ),
+            e,
+        )
+    })?;
     Ok(at)
 }
 

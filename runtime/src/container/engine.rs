@@ -33,16 +33,18 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// Defaults for `state_dir`: the built-in executor, cgroup
-    /// parent `moor`, `moor-shim` next to this executable as the shim and
-    /// this executable as `moor`, 10 MiB logs, and `tini-static` as init
-    /// when the host has it.
+    /// Defaults for `state_dir`: the built-in executor, cgroup parent
+    /// `moor`, `moor-shim` next to this executable as the shim (or
+    /// `$MOOR_SHIM` when set), this executable as `moor`, 10 MiB logs, and
+    /// `tini-static` as init when the host has it.
     pub fn new(state_dir: &Path) -> Self {
         Self {
             state_dir: state_dir.to_path_buf(),
             executor: Executor::Builtin,
             cgroup_parent: "moor".into(),
-            shim_exe: beside_this_exe(SHIM_EXE),
+            shim_exe: std::env::var_os(SHIM_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| beside_this_exe(SHIM_EXE)),
             moor_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("moor")),
             log_max_bytes: 10 * 1024 * 1024,
             init: ["/usr/bin/tini-static", "/usr/libexec/docker/docker-init"]
@@ -55,6 +57,10 @@ impl EngineConfig {
 
 /// The shim binary's name; it is installed beside `moor`.
 pub const SHIM_EXE: &str = "moor-shim";
+
+/// The environment variable that names the shim binary (an absolute path)
+/// when it is not installed beside `moor`.
+pub const SHIM_ENV: &str = "MOOR_SHIM";
 
 /// `name` in the directory of the running executable (its real path: a
 /// `moor` reached through a symbolic link finds the shim installed beside

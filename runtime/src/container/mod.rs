@@ -48,7 +48,7 @@ mod users;
 pub mod volumes;
 
 pub use cp::{CopyIn, CopyOptions, CopyOut};
-pub use engine::{Engine, EngineConfig, SHIM_EXE};
+pub use engine::{Engine, EngineConfig, SHIM_ENV, SHIM_EXE};
 pub use error::ContainerError;
 pub use exec::{ExecOptions, merge_env};
 pub use executor::Executor;
