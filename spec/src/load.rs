@@ -373,11 +373,20 @@ mod tests {
         .unwrap();
         let state = load(&[&root]).unwrap_or_else(|d| panic!("{d}"));
         let spec = &state.containers["app"].spec;
-        let tree_of = |target: &str| match &spec.mounts.iter().find(|m| m.target == target).unwrap().source {
+        let tree_of = |target: &str| match &spec
+            .mounts
+            .iter()
+            .find(|m| m.target == target)
+            .unwrap()
+            .source
+        {
             crate::MountSource::Bind { source, tree, .. } => (source.clone(), tree.clone()),
             other => panic!("not a bind: {other:?}"),
         };
-        assert_eq!(tree_of("/etc/site"), (root.join("app/conf"), Some(root.clone())));
+        assert_eq!(
+            tree_of("/etc/site"),
+            (root.join("app/conf"), Some(root.clone()))
+        );
         assert_eq!(tree_of("/data"), (PathBuf::from("/srv/data"), None));
         let hash = crate::hash::container(spec);
         let mut without = spec.clone();
@@ -392,11 +401,23 @@ mod tests {
         let relative = pathdiff(&root, &cwd);
         let state = load(&[&relative]).unwrap_or_else(|d| panic!("{d}"));
         let mounts = &state.containers["app"].spec.mounts;
-        match &mounts.iter().find(|m| m.target == "/etc/site").unwrap().source {
-            crate::MountSource::Bind { source, tree: Some(tree), .. } => {
+        match &mounts
+            .iter()
+            .find(|m| m.target == "/etc/site")
+            .unwrap()
+            .source
+        {
+            crate::MountSource::Bind {
+                source,
+                tree: Some(tree),
+                ..
+            } => {
                 assert!(tree.is_absolute(), "{}", tree.display());
                 assert_eq!(source.strip_prefix(tree).unwrap(), Path::new("app/conf"));
-                assert_eq!(std::fs::canonicalize(tree).unwrap(), std::fs::canonicalize(&root).unwrap());
+                assert_eq!(
+                    std::fs::canonicalize(tree).unwrap(),
+                    std::fs::canonicalize(&root).unwrap()
+                );
             }
             other => panic!("not a relative bind: {other:?}"),
         }

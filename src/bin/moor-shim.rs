@@ -24,7 +24,9 @@ fn main() -> ExitCode {
             moor_runtime::container::shim::run(std::path::Path::new(&dir))
         }
         _ => {
-            eprintln!("usage: moor-shim DIR (started by moor for each container; DIR is the container's directory)");
+            eprintln!(
+                "usage: moor-shim DIR (started by moor for each container; DIR is the container's directory)"
+            );
             2
         }
     };
