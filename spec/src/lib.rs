@@ -35,6 +35,7 @@ pub mod reference;
 pub mod target;
 pub mod tree;
 pub mod units;
+pub mod compose;
 mod validate;
 pub mod words;
 

@@ -225,8 +225,12 @@ fn decode_one(
     match parse(format, text) {
         Ok(docs) => {
             let mut decoder = Decoder::new(file, dir, tree);
-            for doc in &docs {
-                decoder.document(doc, &mut decoded.drafts);
+            if crate::compose::is_compose_file(file) {
+                decoder.compose(&docs, options, &mut decoded.drafts);
+            } else {
+                for doc in &docs {
+                    decoder.document(doc, &mut decoded.drafts);
+                }
             }
             decoded.diags = decoder.diags;
             decoded.reads = decoder.reads;
