@@ -102,7 +102,8 @@ impl Loader {
         paths: &[P],
         host: Option<&HostIdentity>,
     ) -> Result<DesiredState, Diagnostics> {
-        let (files, diags) = walk(paths);
+        let (mut files, diags) = walk(paths);
+        crate::compose::skip_used(&mut files, self.options.max_file_size);
         // Each file is read by the thread that decodes it.
         let (options, cache) = (&self.options, &self.cache);
         let outcomes = crate::par::map(&files, 1, 4, |(file, tree)| {

@@ -47,6 +47,78 @@ pub fn is_compose_file(path: &Path) -> bool {
         .is_some_and(|n| FILE_NAMES.contains(&n))
 }
 
+/// Leaves out of `files` what Compose files among them use as data rather
+/// than manifests: the files their services extend, their env files,
+/// bind sources (a `prometheus.yml`, a `./conf` directory) and the files of
+/// secrets and configs, wherever these are inside the source. Compose files
+/// themselves are never left out.
+pub(crate) fn skip_used<T>(files: &mut Vec<(PathBuf, T)>, max_file_size: u64) {
+    let mut used = Vec::new();
+    for (file, _) in files.iter().filter(|(f, _)| is_compose_file(f)) {
+        let Ok(text) = crate::load::read_capped(file, max_file_size) else {
+            continue;
+        };
+        let Ok(docs) = crate::parse::parse(crate::parse::Format::Yaml, &text) else {
+            continue;
+        };
+        let dir = file.parent().unwrap_or(Path::new(""));
+        for doc in &docs {
+            for rel in used_paths(doc) {
+                used.push(crate::tree::normalize(&dir.join(rel)));
+            }
+        }
+    }
+    if used.is_empty() {
+        return;
+    }
+    files.retain(|(f, _)| {
+        let f = crate::tree::normalize(f);
+        is_compose_file(&f) || !used.iter().any(|u| f.starts_with(u))
+    });
+}
+
+/// The relative paths a Compose document reads as data (see [`skip_used`]).
+fn used_paths(root: &Node) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut relative = |s: Option<String>| {
+        if let Some(s) = s.filter(|s| !s.starts_with('/') && !s.contains('$')) {
+            out.push(s);
+        }
+    };
+    for table in ["secrets", "configs"] {
+        for (_, e) in get(root, table).map(entries).unwrap_or_default() {
+            relative(get(e, "file").and_then(Node::scalar_text));
+        }
+    }
+    for (_, svc) in get(root, "services").map(entries).unwrap_or_default() {
+        if let Some(ext) = get(svc, "extends") {
+            relative(get(ext, "file").and_then(Node::scalar_text));
+        }
+        match get(svc, "env_file").map(|n| &n.value) {
+            Some(Value::Str(s)) => relative(Some(s.clone())),
+            Some(Value::Seq(items)) => {
+                for i in items {
+                    relative(i.scalar_text().or_else(|| get(i, "path").and_then(Node::scalar_text)));
+                }
+            }
+            _ => {}
+        }
+        if let Some(Value::Seq(items)) = get(svc, "volumes").map(|n| &n.value) {
+            for i in items {
+                let source = match &i.value {
+                    Value::Str(s) => s.split(':').next().map(String::from),
+                    _ if get(i, "type").and_then(Node::scalar_text).as_deref() == Some("bind") => {
+                        get(i, "source").and_then(Node::scalar_text)
+                    }
+                    _ => None,
+                };
+                relative(source.filter(|s| crate::mounts::is_host_path(s) || matches!(i.value, Value::Map(_))));
+            }
+        }
+    }
+    out
+}
+
 /// Top-level keys of the Compose Specification moor reads.
 const TOP_LEVEL: &[&str] = &[
     "version", "name", "services", "networks", "volumes", "secrets", "configs",
@@ -388,7 +460,7 @@ impl Decoder<'_> {
 /// merge rules); other lists are replaced.
 const APPENDED: &[&str] = &[
     "ports", "expose", "cap_add", "cap_drop", "dns", "dns_search", "tmpfs", "env_file",
-    "security_opt", "devices", "secrets", "configs", "external_links", "links", "profiles",
+    "security_opt", "devices", "secrets", "configs", "external_links", "links",
 ];
 
 /// Keys whose `KEY=VALUE` lists are maps when merged.
@@ -509,3 +581,6 @@ fn mount_target(n: &Node) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

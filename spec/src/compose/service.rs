@@ -4,6 +4,11 @@
 use std::collections::BTreeMap;
 
 use super::{FileEntry, Top, entries, get, join, key, map, text};
+
+/// Where key `name` of table `n` is written.
+fn key_pos(n: &Node, name: &str) -> Option<Pos> {
+    entries(n).iter().find(|(k, _)| k.name == name).map(|(k, _)| k.pos)
+}
 use crate::decode::{Decoder, did_you_mean};
 use crate::node::{Key, Node, Pos, Value};
 
@@ -129,7 +134,8 @@ impl Decoder<'_> {
             }
         }
         let image = get(svc, "image");
-        match (image, get(svc, "build")) {
+        let build = list.iter().find(|(k, _)| k.name == "build").map(|(k, _)| k);
+        match (image, build) {
             (None, None) => {
                 self.fail(name.pos, field, "a service needs an image (or a build, which moor does not do)");
                 return None;
@@ -213,7 +219,8 @@ impl Decoder<'_> {
                 if let Some(r) = get(&item, "required")
                     && r.value == Value::Bool(false)
                 {
-                    self.warn(r.pos, &join(&f, "required"), "an optional env file is not supported yet: the file must exist");
+                    let pos = key_pos(&item, "required").unwrap_or(r.pos);
+                    self.warn(pos, &join(&f, "required"), "an optional env file is not supported yet: the file must exist");
                 }
                 if let Some(p) = get(&item, "path") {
                     out.push(p.clone());
@@ -236,8 +243,8 @@ impl Decoder<'_> {
                 Value::Map(_) => {
                     self.only(item, &f, &["target", "published", "host_ip", "protocol", "mode", "name", "app_protocol"]);
                     for k in ["name", "app_protocol"] {
-                        if let Some(n) = get(item, k) {
-                            self.unsupported(n.pos, &join(&f, k), "");
+                        if let Some(pos) = key_pos(item, k) {
+                            self.unsupported(pos, &join(&f, k), "");
                         }
                     }
                     if let Some(m) = get(item, "mode")
@@ -340,8 +347,8 @@ impl Decoder<'_> {
             self.warn(item.pos, f, "an anonymous volume is not supported by moor yet; ignored (name it, and declare it under volumes)");
             return None;
         }
-        if let Some(c) = get(item, "consistency") {
-            self.unsupported(c.pos, &join(f, "consistency"), "");
+        if let Some(pos) = key_pos(item, "consistency") {
+            self.unsupported(pos, &join(f, "consistency"), "");
         }
         if let Some(vol) = get(item, "volume") {
             let vf = join(f, "volume");
@@ -425,8 +432,8 @@ impl Decoder<'_> {
                 Value::Map(_) => {
                     self.only(item, &f, &["source", "target", "uid", "gid", "mode"]);
                     for k in ["uid", "gid", "mode"] {
-                        if let Some(n) = get(item, k) {
-                            self.unsupported(n.pos, &join(&f, k), " (the file keeps its owner and mode)");
+                        if let Some(pos) = key_pos(item, k) {
+                            self.unsupported(pos, &join(&f, k), " (the file keeps its owner and mode)");
                         }
                     }
                     (get(item, "source").and_then(Node::scalar_text), get(item, "target").and_then(Node::scalar_text))
@@ -497,8 +504,8 @@ impl Decoder<'_> {
             if let Value::Map(_) = opts.value {
                 self.only(opts, &f, &["condition", "restart", "required"]);
                 for o in ["restart", "required"] {
-                    if let Some(n) = get(opts, o) {
-                        self.unsupported(n.pos, &join(&f, o), "");
+                    if let Some(pos) = key_pos(opts, o) {
+                        self.unsupported(pos, &join(&f, o), "");
                     }
                 }
                 let cond = get(opts, "condition").cloned().unwrap_or_else(|| text(k.pos, "service_started"));
@@ -513,8 +520,8 @@ impl Decoder<'_> {
     /// `healthcheck`, or `None` when it is disabled.
     fn health(&mut self, v: &Node, field: &str) -> Option<Node> {
         self.only(v, field, &["test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"]);
-        if let Some(n) = get(v, "start_interval") {
-            self.unsupported(n.pos, &join(field, "start_interval"), "");
+        if let Some(pos) = key_pos(v, "start_interval") {
+            self.unsupported(pos, &join(field, "start_interval"), "");
         }
         if get(v, "disable").is_some_and(|d| d.value == Value::Bool(true)) {
             return None;
@@ -563,7 +570,7 @@ impl Decoder<'_> {
                 "replicas" => out.push((k.clone(), n.clone())),
                 "mode" => {
                     if n.scalar_text().as_deref() != Some("replicated") {
-                        self.unsupported(n.pos, &f, " (moor runs replicas on one host)");
+                        self.unsupported(k.pos, &f, " (moor runs replicas on one host)");
                     }
                 }
                 "resources" => {
@@ -606,7 +613,7 @@ impl Decoder<'_> {
             ("on-failure", Some(m)) => format!("on-failure:{m}"),
             ("on-failure", None) => "on-failure".to_string(),
             ("any", Some(_)) => {
-                let pos = get(n, "max_attempts").map_or(n.pos, |m| m.pos);
+                let pos = key_pos(n, "max_attempts").unwrap_or(n.pos);
                 self.unsupported(pos, &join(f, "max_attempts"), " (only with condition: on-failure)");
                 "always".to_string()
             }
