@@ -374,6 +374,8 @@ fn the_corpus_reads_as_docker_compose_config_normalises_it() {
         }
         let state = moor_spec::load_with(&[&file], None, &options)
             .unwrap_or_else(|d| panic!("{name} should load:\n{d}"));
+        // Every key of the corpus is one moor reads: nothing is ignored.
+        assert!(state.warnings.is_empty(), "{name}:\n{}", state.warnings);
         let names: Vec<&String> = state.containers.keys().collect();
         let want_names: Vec<&String> = services.iter().map(|(k, _)| k).collect();
         assert_eq!(names, want_names, "{name}: services");

@@ -26,6 +26,10 @@ fn name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
+/// How deep defaults may nest (`${A:-${B:-${C}}}` is 3): deeper is an
+/// error, so a hostile value cannot exhaust the stack or cost quadratic time.
+const MAX_NESTING: usize = 8;
+
 fn invalid(s: &str) -> String {
     format!("invalid interpolation in \"{s}\" (write $$ for a literal $)")
 }
@@ -35,6 +39,19 @@ fn invalid(s: &str) -> String {
 /// The error says what is wrong without the values of variables (they may
 /// be secrets): the text as written, or the message of a `${VAR:?message}`.
 pub fn interpolate(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    nested(s, lookup, 0)
+}
+
+fn nested(
+    s: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    depth: usize,
+) -> Result<String, String> {
+    if depth > MAX_NESTING {
+        return Err(format!(
+            "variables nest more than {MAX_NESTING} deep in a default"
+        ));
+    }
     if !s.contains('$') {
         return Ok(s.to_string());
     }
@@ -57,7 +74,7 @@ pub fn interpolate(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<S
             Some('{') => {
                 let inner = &after[1..];
                 let close = matching_brace(inner).ok_or_else(|| invalid(s))?;
-                out.push_str(&braced(&inner[..close], s, lookup)?);
+                out.push_str(&braced(&inner[..close], s, lookup, depth)?);
                 rest = &inner[close + 1..];
             }
             _ => return Err(invalid(s)),
@@ -94,6 +111,7 @@ fn braced(
     content: &str,
     whole: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
+    depth: usize,
 ) -> Result<String, String> {
     let end = content
         .find(|c: char| !name_char(c))
@@ -123,7 +141,7 @@ fn braced(
     let unset = |empty_too: bool| value.as_deref().is_none_or(|v| empty_too && v.is_empty());
     match op {
         Op::Plain => Ok(value.unwrap_or_default()),
-        Op::Default { empty_too } if unset(empty_too) => interpolate(word, lookup),
+        Op::Default { empty_too } if unset(empty_too) => nested(word, lookup, depth + 1),
         Op::Default { .. } => Ok(value.unwrap_or_default()),
         Op::Required { empty_too } if unset(empty_too) => Err(if word.is_empty() {
             format!("required variable {name} is missing a value")
@@ -132,7 +150,7 @@ fn braced(
         }),
         Op::Required { .. } => Ok(value.unwrap_or_default()),
         Op::Alternative { empty_too } if unset(empty_too) => Ok(String::new()),
-        Op::Alternative { .. } => interpolate(word, lookup),
+        Op::Alternative { .. } => nested(word, lookup, depth + 1),
     }
 }
 
@@ -224,6 +242,18 @@ mod tests {
             let err = interpolate(input, &env).expect_err(input);
             assert!(err.contains(want), "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_quickly() {
+        let n = 200_000;
+        let deep = format!("{}x{}", "${UNSET:-".repeat(n), "}".repeat(n));
+        let started = std::time::Instant::now();
+        let err = interpolate(&deep, &env).unwrap_err();
+        assert!(err.contains("nest more than"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let ok = format!("{}x{}", "${UNSET:-".repeat(MAX_NESTING), "}".repeat(MAX_NESTING));
+        assert_eq!(interpolate(&ok, &env).as_deref(), Ok("x"));
     }
 
     #[test]

@@ -39,6 +39,18 @@ pub const FILE_NAMES: [&str; 4] = [
 
 /// How deep `extends` may chain.
 const MAX_EXTENDS: usize = 16;
+/// How many nodes `extends` may copy in one file, in all: like YAML
+/// aliases, each `extends` copies a service, and a thousand services
+/// extending a large one must not make a load hold gigabytes.
+const MAX_EXTENDED_NODES: usize = 100_000;
+
+fn count_nodes(n: &Node) -> usize {
+    1 + match &n.value {
+        Value::Seq(items) => items.iter().map(count_nodes).sum(),
+        Value::Map(entries) => entries.iter().map(|(_, v)| count_nodes(v)).sum(),
+        _ => 0,
+    }
+}
 
 /// Whether `path` is named like a Compose file.
 pub fn is_compose_file(path: &Path) -> bool {
@@ -159,6 +171,16 @@ fn join(parent: &str, key: &str) -> String {
 #[derive(Debug, Clone)]
 struct FileEntry {
     file: Option<Node>,
+}
+
+/// Where `extends` resolution is: the services being extended (to find
+/// loops), and the other files read so far, each parsed once.
+#[derive(Default)]
+struct Extends {
+    seen: Vec<(PathBuf, String)>,
+    /// Nodes copied so far (see [`MAX_EXTENDED_NODES`]).
+    copied: usize,
+    files: BTreeMap<String, Option<std::rc::Rc<Vec<(Key, Node)>>>>,
 }
 
 /// What services refer to at the top level.
@@ -298,6 +320,7 @@ impl Decoder<'_> {
         }
         let mut containers = Vec::new();
         let mut wants_default = false;
+        let mut ext = Extends::default();
         if let Some(services) = services {
             let list = match &services.value {
                 Value::Map(e) => e.as_slice(),
@@ -309,7 +332,7 @@ impl Decoder<'_> {
             };
             for (name, svc) in list {
                 let field = join("services", &name.name);
-                let svc = self.extended(list, name, svc, &field, lookup, &mut Vec::new());
+                let svc = self.extended(list, svc, &field, lookup, &mut ext);
                 if !self.active(&svc, &field, profiles) {
                     continue;
                 }
@@ -347,11 +370,10 @@ impl Decoder<'_> {
     fn extended(
         &mut self,
         services: &[(Key, Node)],
-        name: &Key,
         svc: &Node,
         field: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
-        seen: &mut Vec<(PathBuf, String)>,
+        ctx: &mut Extends,
     ) -> Node {
         let Some(ext) = get(svc, "extends") else {
             return svc.clone();
@@ -385,27 +407,33 @@ impl Decoder<'_> {
             }
         };
         let here = (file.clone().map(PathBuf::from).unwrap_or_default(), base_name.clone());
-        if seen.contains(&here) || seen.len() >= MAX_EXTENDS {
+        if ctx.copied > MAX_EXTENDED_NODES {
+            self.fail(ext.pos, &ef, format!("extends copies more than {MAX_EXTENDED_NODES} values in this file; write less shared configuration, or share it with YAML anchors"));
+            return local;
+        }
+        if ctx.seen.contains(&here) || ctx.seen.len() >= MAX_EXTENDS {
             self.fail(ext.pos, &ef, format!("extends \"{base_name}\" leads back to itself or is more than {MAX_EXTENDS} deep"));
             return local;
         }
-        seen.push(here);
+        ctx.seen.push(here);
         let base = match file {
             None => match services.iter().find(|(k, _)| k.name == base_name) {
-                Some((k, base)) => Some(self.extended(services, k, base, field, lookup, seen)),
+                Some((_, base)) => Some(self.extended(services, base, field, lookup, ctx)),
                 None => {
                     self.fail(ext.pos, &ef, format!("service \"{base_name}\" to extend is not in this file"));
                     None
                 }
             },
-            Some(file) => self.other_file_service(&file, &base_name, ext.pos, &ef, lookup, seen),
+            Some(file) => self.other_file_service(&file, &base_name, ext.pos, &ef, lookup, ctx),
         };
-        seen.pop();
-        let _ = name;
-        match base {
-            Some(base) => merge_service(base, local),
-            None => local,
+        ctx.seen.pop();
+        let Some(base) = base else { return local };
+        ctx.copied += count_nodes(&base);
+        if ctx.copied > MAX_EXTENDED_NODES {
+            self.fail(ext.pos, &ef, format!("extends copies more than {MAX_EXTENDED_NODES} values in this file; write less shared configuration, or share it with YAML anchors"));
+            return local;
         }
+        merge_service(base, local)
     }
 
     /// Service `name` of the Compose file `file` (relative to this one's
@@ -417,8 +445,28 @@ impl Decoder<'_> {
         pos: Pos,
         field: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
-        seen: &mut Vec<(PathBuf, String)>,
+        ctx: &mut Extends,
     ) -> Option<Node> {
+        if !ctx.files.contains_key(file) {
+            let services = self.read_services(file, pos, field, lookup);
+            ctx.files.insert(file.to_string(), services.map(std::rc::Rc::new));
+        }
+        let services = ctx.files.get(file).cloned().flatten()?;
+        let Some((_, base)) = services.iter().find(|(k, _)| k.name == name) else {
+            self.fail(pos, field, format!("service \"{name}\" to extend is not in \"{file}\""));
+            return None;
+        };
+        Some(self.extended(&services, base, field, lookup, ctx))
+    }
+
+    /// The services of the Compose file `file`, interpolated.
+    fn read_services(
+        &mut self,
+        file: &str,
+        pos: Pos,
+        field: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Vec<(Key, Node)>> {
         let read = self
             .in_tree(Path::new(file))
             .and_then(|(_, real)| self.text_file(&real));
@@ -447,12 +495,7 @@ impl Decoder<'_> {
         if self.diags.len() > before {
             self.fail(pos, field, format!("extends file \"{file}\" has the interpolation errors above (their lines are in \"{file}\")"));
         }
-        let services = get(&root, "services").map(|s| entries(s).to_vec()).unwrap_or_default();
-        let Some((k, base)) = services.iter().find(|(k, _)| k.name == name) else {
-            self.fail(pos, field, format!("service \"{name}\" to extend is not in \"{file}\""));
-            return None;
-        };
-        Some(self.extended(&services, k, base, field, lookup, seen))
+        Some(get(&root, "services").map(|s| entries(s).to_vec()).unwrap_or_default())
     }
 }
 

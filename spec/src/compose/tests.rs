@@ -342,3 +342,24 @@ fn a_loader_decodes_again_when_dot_env_or_an_extends_file_changes() {
     assert_eq!(loader.last_load().reused, 0);
     assert_eq!(s.containers["a"].spec.env["X"], "2");
 }
+
+#[test]
+fn many_services_extending_a_large_service_are_refused_quickly() {
+    // Hostile: a thousand services extend a service of a 1 MiB file: a
+    // gigabyte of copies, and a thousand reads and parses of the file.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut base = String::from("services:\n  b:\n    image: busybox\n    labels:\n");
+    while base.len() < 1 << 20 {
+        base.push_str(&format!("      k{}: v\n", base.len()));
+    }
+    write(tmp.path(), "base.yml", &base);
+    let mut text = String::from("services:\n");
+    for i in 0..1000 {
+        text.push_str(&format!("  s{i}:\n    extends: {{file: base.yml, service: b}}\n"));
+    }
+    write(tmp.path(), "compose.yaml", &text);
+    let started = std::time::Instant::now();
+    let e = err(load(tmp.path()));
+    assert!(e.contains("extends copies more than 100000 values"), "{}", &e[..e.len().min(2000)]);
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+}
