@@ -263,6 +263,8 @@ pub struct Overrides {
     pub host_name: Option<String>,
     /// `--host-label`, each as given (a key given twice is an error).
     pub host_labels: Vec<(String, String)>,
+    /// `--profile`: the Compose profiles enabled.
+    pub profiles: Vec<String>,
 }
 
 /// Reads the file (the given one, which must exist, or the default one if it
@@ -287,6 +289,9 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         (None, Some(s)) => load.max_file_size = s.bytes().context("max_manifest_size")?,
         (None, None) => {}
     }
+    // Compose files are interpolated with the agent's own environment.
+    load.env = std::env::vars().collect();
+    load.profiles = o.profiles.iter().cloned().collect();
     // The command line's labels over the file's.
     let mut host_labels = file.host.labels;
     host_labels.extend(moor_spec::target::label_map(o.host_labels)?);

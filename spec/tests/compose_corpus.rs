@@ -37,7 +37,10 @@ fn corpus() -> Vec<(String, PathBuf)> {
             .map(|n| dir.join(n))
             .find(|p| p.exists())
             .unwrap_or_else(|| panic!("{} holds no Compose file", dir.display()));
-        out.push((dir.file_name().unwrap().to_string_lossy().into_owned(), file));
+        out.push((
+            dir.file_name().unwrap().to_string_lossy().into_owned(),
+            file,
+        ));
     }
     out.sort();
     out
@@ -82,7 +85,9 @@ fn words(n: Option<&Node>) -> Option<Vec<String>> {
 }
 
 fn duration(n: Option<&Node>, default: Duration) -> Duration {
-    n.map_or(default, |n| moor_spec::units::parse_duration(&s(n)).unwrap())
+    n.map_or(default, |n| {
+        moor_spec::units::parse_duration(&s(n)).unwrap()
+    })
 }
 
 fn ports(want: &Node) -> Vec<moor_spec::PortMapping> {
@@ -243,7 +248,12 @@ fn compare(name: &str, want: &Node, got: &ContainerSpec, dir: &Path) {
     let at = |what: &str| format!("{name}: {what}");
     let image = moor_spec::reference::parse(&s(get(want, "image").unwrap())).unwrap();
     assert_eq!(got.image, image, "{}", at("image"));
-    assert_eq!(got.command, words(get(want, "command")), "{}", at("command"));
+    assert_eq!(
+        got.command,
+        words(get(want, "command")),
+        "{}",
+        at("command")
+    );
     let entrypoint = words(get(want, "entrypoint"));
     assert_eq!(got.entrypoint, entrypoint, "{}", at("entrypoint"));
     let env: BTreeMap<String, String> = entries(get(want, "environment"))
@@ -295,8 +305,18 @@ fn compare(name: &str, want: &Node, got: &ContainerSpec, dir: &Path) {
             };
             assert_eq!(g.test, HealthTest::Cmd(cmd), "{}", at("healthcheck.test"));
             let secs = Duration::from_secs;
-            assert_eq!(g.interval, duration(get(h, "interval"), secs(30)), "{}", at("interval"));
-            assert_eq!(g.timeout, duration(get(h, "timeout"), secs(30)), "{}", at("timeout"));
+            assert_eq!(
+                g.interval,
+                duration(get(h, "interval"), secs(30)),
+                "{}",
+                at("interval")
+            );
+            assert_eq!(
+                g.timeout,
+                duration(get(h, "timeout"), secs(30)),
+                "{}",
+                at("timeout")
+            );
             let start = duration(get(h, "start_period"), Duration::ZERO);
             assert_eq!(g.start_period, start, "{}", at("start_period"));
             let retries = get(h, "retries").map_or(3, |n| s(n).parse().unwrap());
@@ -326,7 +346,12 @@ fn compare(name: &str, want: &Node, got: &ContainerSpec, dir: &Path) {
     assert_eq!(got.user, get(want, "user").map(s), "{}", at("user"));
     let workdir = get(want, "working_dir").map(s);
     assert_eq!(got.working_dir, workdir, "{}", at("working_dir"));
-    assert_eq!(got.read_only, is_true(get(want, "read_only")), "{}", at("read_only"));
+    assert_eq!(
+        got.read_only,
+        is_true(get(want, "read_only")),
+        "{}",
+        at("read_only")
+    );
     assert_eq!(got.init, is_true(get(want, "init")), "{}", at("init"));
     let labels: BTreeMap<String, String> = entries(get(want, "labels"))
         .into_iter()
@@ -436,7 +461,10 @@ fn fixtures_are_what_docker_compose_prints() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !present {
-        assert!(!ci, "docker-compose is not installed: CI must have it (see .ci/run)");
+        assert!(
+            !ci,
+            "docker-compose is not installed: CI must have it (see .ci/run)"
+        );
         eprintln!("docker-compose is not installed: the fixtures are not checked against it");
         return;
     }

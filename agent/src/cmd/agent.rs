@@ -48,5 +48,6 @@ fn overrides(args: &AgentArgs) -> Overrides {
         max_manifest_size: args.host.max_manifest_size,
         host_name: args.host.host_name.clone(),
         host_labels: args.host.host_labels.clone(),
+        profiles: args.host.profiles.clone(),
     }
 }

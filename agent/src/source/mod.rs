@@ -129,6 +129,11 @@ impl Loader {
             reused = stats.reused,
             "manifests loaded"
         );
+        if let Ok(state) = &result {
+            for w in &state.warnings {
+                tracing::warn!(dir = %dir.display(), "{w}");
+            }
+        }
         result.map_err(|d| d.to_string())
     }
 

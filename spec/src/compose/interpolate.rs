@@ -208,11 +208,7 @@ mod tests {
             ("é${SET}é", "évalueé"),
         ];
         for (input, want) in table {
-            assert_eq!(
-                interpolate(input, &env).as_deref(),
-                Ok(*want),
-                "{input}"
-            );
+            assert_eq!(interpolate(input, &env).as_deref(), Ok(*want), "{input}");
         }
     }
 
@@ -220,12 +216,24 @@ mod tests {
     fn every_error_form() {
         // (input, what the error says)
         let table: &[(&str, &str)] = &[
-            ("${UNSET:?must be set}", "required variable UNSET is missing a value: must be set"),
-            ("${EMPTY:?must be set}", "required variable EMPTY is missing a value: must be set"),
-            ("${UNSET?gone}", "required variable UNSET is missing a value: gone"),
+            (
+                "${UNSET:?must be set}",
+                "required variable UNSET is missing a value: must be set",
+            ),
+            (
+                "${EMPTY:?must be set}",
+                "required variable EMPTY is missing a value: must be set",
+            ),
+            (
+                "${UNSET?gone}",
+                "required variable UNSET is missing a value: gone",
+            ),
             ("${UNSET?}", "required variable UNSET is missing a value"),
             ("${UNSET:?}", "required variable UNSET is missing a value"),
-            ("${UNSET:-${OTHER:?inner}}", "required variable OTHER is missing a value: inner"),
+            (
+                "${UNSET:-${OTHER:?inner}}",
+                "required variable OTHER is missing a value: inner",
+            ),
             ("$", "invalid interpolation in \"$\""),
             ("cost $5", "invalid interpolation in \"cost $5\""),
             ("a $ b", "invalid interpolation"),
@@ -252,7 +260,11 @@ mod tests {
         let err = interpolate(&deep, &env).unwrap_err();
         assert!(err.contains("nest more than"), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
-        let ok = format!("{}x{}", "${UNSET:-".repeat(MAX_NESTING), "}".repeat(MAX_NESTING));
+        let ok = format!(
+            "{}x{}",
+            "${UNSET:-".repeat(MAX_NESTING),
+            "}".repeat(MAX_NESTING)
+        );
         assert_eq!(interpolate(&ok, &env).as_deref(), Ok("x"));
     }
 

@@ -110,7 +110,10 @@ fn used_paths(root: &Node) -> Vec<String> {
             Some(Value::Str(s)) => relative(Some(s.clone())),
             Some(Value::Seq(items)) => {
                 for i in items {
-                    relative(i.scalar_text().or_else(|| get(i, "path").and_then(Node::scalar_text)));
+                    relative(
+                        i.scalar_text()
+                            .or_else(|| get(i, "path").and_then(Node::scalar_text)),
+                    );
                 }
             }
             _ => {}
@@ -124,7 +127,9 @@ fn used_paths(root: &Node) -> Vec<String> {
                     }
                     _ => None,
                 };
-                relative(source.filter(|s| crate::mounts::is_host_path(s) || matches!(i.value, Value::Map(_))));
+                relative(source.filter(|s| {
+                    crate::mounts::is_host_path(s) || matches!(i.value, Value::Map(_))
+                }));
             }
         }
     }
@@ -159,7 +164,10 @@ fn entries(n: &Node) -> &[(Key, Node)] {
 }
 
 fn get<'n>(n: &'n Node, name: &str) -> Option<&'n Node> {
-    entries(n).iter().find(|(k, _)| k.name == name).map(|(_, v)| v)
+    entries(n)
+        .iter()
+        .find(|(k, _)| k.name == name)
+        .map(|(_, v)| v)
 }
 
 /// `parent.key`, as fields are named in diagnostics.
@@ -202,7 +210,8 @@ impl Decoder<'_> {
     }
 
     pub(crate) fn fail(&mut self, pos: Pos, field: &str, message: impl Into<String>) {
-        self.diags.push(Diagnostic::error(self.file, pos, field, message));
+        self.diags
+            .push(Diagnostic::error(self.file, pos, field, message));
     }
 
     /// Decodes the documents of a Compose file into `out`.
@@ -227,7 +236,12 @@ impl Decoder<'_> {
         self.interpolate_tree(&mut root, "", &lookup, true);
         let mut profiles = options.profiles.clone();
         if let Some(p) = vars.get("COMPOSE_PROFILES") {
-            profiles.extend(p.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from));
+            profiles.extend(
+                p.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(String::from),
+            );
         }
         let lowered = self.lower(&root, &profiles, &vars);
         self.document(&lowered, out);
@@ -326,7 +340,11 @@ impl Decoder<'_> {
                 Value::Map(e) => e.as_slice(),
                 Value::Null => &[],
                 other => {
-                    self.fail(services.pos, "services", format!("expected a table of services, found {}", other.kind()));
+                    self.fail(
+                        services.pos,
+                        "services",
+                        format!("expected a table of services, found {}", other.kind()),
+                    );
                     &[]
                 }
             };
@@ -354,12 +372,18 @@ impl Decoder<'_> {
 
     /// Whether a service runs: it names no profile, or one that is enabled.
     fn active(&mut self, svc: &Node, field: &str, profiles: &BTreeSet<String>) -> bool {
-        let Some(p) = get(svc, "profiles") else { return true };
+        let Some(p) = get(svc, "profiles") else {
+            return true;
+        };
         let pf = join(field, "profiles");
         let names: Vec<String> = match &p.value {
             Value::Seq(items) => items.iter().filter_map(|i| i.scalar_text()).collect(),
             other => {
-                self.fail(p.pos, &pf, format!("expected a list of profile names, found {}", other.kind()));
+                self.fail(
+                    p.pos,
+                    &pf,
+                    format!("expected a list of profile names, found {}", other.kind()),
+                );
                 return false;
             }
         };
@@ -402,11 +426,18 @@ impl Decoder<'_> {
                 }
             }
             other => {
-                self.fail(ext.pos, &ef, format!("expected a service name or a table, found {}", other.kind()));
+                self.fail(
+                    ext.pos,
+                    &ef,
+                    format!("expected a service name or a table, found {}", other.kind()),
+                );
                 return local;
             }
         };
-        let here = (file.clone().map(PathBuf::from).unwrap_or_default(), base_name.clone());
+        let here = (
+            file.clone().map(PathBuf::from).unwrap_or_default(),
+            base_name.clone(),
+        );
         if ctx.copied > MAX_EXTENDED_NODES {
             self.fail(ext.pos, &ef, format!("extends copies more than {MAX_EXTENDED_NODES} values in this file; write less shared configuration, or share it with YAML anchors"));
             return local;
@@ -420,7 +451,11 @@ impl Decoder<'_> {
             None => match services.iter().find(|(k, _)| k.name == base_name) {
                 Some((_, base)) => Some(self.extended(services, base, field, lookup, ctx)),
                 None => {
-                    self.fail(ext.pos, &ef, format!("service \"{base_name}\" to extend is not in this file"));
+                    self.fail(
+                        ext.pos,
+                        &ef,
+                        format!("service \"{base_name}\" to extend is not in this file"),
+                    );
                     None
                 }
             },
@@ -449,11 +484,16 @@ impl Decoder<'_> {
     ) -> Option<Node> {
         if !ctx.files.contains_key(file) {
             let services = self.read_services(file, pos, field, lookup);
-            ctx.files.insert(file.to_string(), services.map(std::rc::Rc::new));
+            ctx.files
+                .insert(file.to_string(), services.map(std::rc::Rc::new));
         }
         let services = ctx.files.get(file).cloned().flatten()?;
         let Some((_, base)) = services.iter().find(|(k, _)| k.name == name) else {
-            self.fail(pos, field, format!("service \"{name}\" to extend is not in \"{file}\""));
+            self.fail(
+                pos,
+                field,
+                format!("service \"{name}\" to extend is not in \"{file}\""),
+            );
             return None;
         };
         Some(self.extended(&services, base, field, lookup, ctx))
@@ -480,7 +520,10 @@ impl Decoder<'_> {
         let docs = match crate::parse::parse(crate::parse::Format::Yaml, &text) {
             Ok(d) => d,
             Err(e) => {
-                let m = format!("extends file \"{file}\" is not valid YAML: {}: {}", e.pos, e.message);
+                let m = format!(
+                    "extends file \"{file}\" is not valid YAML: {}: {}",
+                    e.pos, e.message
+                );
                 self.fail(pos, field, m);
                 return None;
             }
@@ -495,15 +538,31 @@ impl Decoder<'_> {
         if self.diags.len() > before {
             self.fail(pos, field, format!("extends file \"{file}\" has the interpolation errors above (their lines are in \"{file}\")"));
         }
-        Some(get(&root, "services").map(|s| entries(s).to_vec()).unwrap_or_default())
+        Some(
+            get(&root, "services")
+                .map(|s| entries(s).to_vec())
+                .unwrap_or_default(),
+        )
     }
 }
 
 /// Keys whose lists add up when a service extends another (Compose's
 /// merge rules); other lists are replaced.
 const APPENDED: &[&str] = &[
-    "ports", "expose", "cap_add", "cap_drop", "dns", "dns_search", "tmpfs", "env_file",
-    "security_opt", "devices", "secrets", "configs", "external_links", "links",
+    "ports",
+    "expose",
+    "cap_add",
+    "cap_drop",
+    "dns",
+    "dns_search",
+    "tmpfs",
+    "env_file",
+    "security_opt",
+    "devices",
+    "secrets",
+    "configs",
+    "external_links",
+    "links",
 ];
 
 /// Keys whose `KEY=VALUE` lists are maps when merged.
@@ -511,7 +570,13 @@ const MAPS: &[&str] = &["environment", "labels", "sysctls"];
 
 /// Keys whose tables merge, key by key, the extending service's winning.
 const DEEP: &[&str] = &[
-    "healthcheck", "deploy", "logging", "networks", "depends_on", "ulimits", "build",
+    "healthcheck",
+    "deploy",
+    "logging",
+    "networks",
+    "depends_on",
+    "ulimits",
+    "build",
 ];
 
 /// `local` over `base`, by Compose's rules for `extends`.
@@ -520,8 +585,10 @@ fn merge_service(base: Node, local: Node) -> Node {
     let (Value::Map(base_entries), Value::Map(local_entries)) = (base.value, local.value) else {
         return Node::new(pos, Value::Null);
     };
-    let mut base_entries: Vec<(Key, Option<Node>)> =
-        base_entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
+    let mut base_entries: Vec<(Key, Option<Node>)> = base_entries
+        .into_iter()
+        .map(|(k, v)| (k, Some(v)))
+        .collect();
     let mut added = Vec::new();
     for (k, l) in local_entries {
         let b = base_entries
@@ -561,9 +628,7 @@ fn merge_value(name: &str, base: Node, local: Node) -> Node {
             items.extend(l.iter().cloned());
             Node::new(local.pos, Value::Seq(items))
         }
-        _ if MAPS.contains(&name) => {
-            merge_maps(as_map(base), as_map(local), false)
-        }
+        _ if MAPS.contains(&name) => merge_maps(as_map(base), as_map(local), false),
         (Value::Map(_), Value::Map(_)) if DEEP.contains(&name) => merge_maps(base, local, true),
         _ => local,
     }
@@ -582,7 +647,9 @@ fn merge_maps(base: Node, local: Node, deep: bool) -> Node {
         .collect();
     for (k, v) in l {
         let merged = match b.iter().find(|(bk, _)| bk.name == k.name) {
-            Some((_, bv)) if deep && matches!((&bv.value, &v.value), (Value::Map(_), Value::Map(_))) => {
+            Some((_, bv))
+                if deep && matches!((&bv.value, &v.value), (Value::Map(_), Value::Map(_))) =>
+            {
                 merge_maps(bv.clone(), v, true)
             }
             _ => v,
@@ -594,7 +661,9 @@ fn merge_maps(base: Node, local: Node, deep: bool) -> Node {
 
 /// A `KEY=VALUE` list as a table (a table as it is).
 fn as_map(n: Node) -> Node {
-    let Value::Seq(items) = &n.value else { return n };
+    let Value::Seq(items) = &n.value else {
+        return n;
+    };
     let entries = items
         .iter()
         .filter_map(|i| {
@@ -614,11 +683,13 @@ fn mount_target(n: &Node) -> Option<String> {
     match &n.value {
         Value::Str(s) => {
             let parts: Vec<&str> = s.split(':').collect();
-            Some(match parts.len() {
-                1 => parts[0],
-                _ => parts[1],
-            }
-            .to_string())
+            Some(
+                match parts.len() {
+                    1 => parts[0],
+                    _ => parts[1],
+                }
+                .to_string(),
+            )
         }
         Value::Map(_) => get(n, "target").and_then(Node::scalar_text),
         _ => None,

@@ -7,45 +7,138 @@ use super::{FileEntry, Top, entries, get, join, key, map, text};
 
 /// Where key `name` of table `n` is written.
 fn key_pos(n: &Node, name: &str) -> Option<Pos> {
-    entries(n).iter().find(|(k, _)| k.name == name).map(|(k, _)| k.pos)
+    entries(n)
+        .iter()
+        .find(|(k, _)| k.name == name)
+        .map(|(k, _)| k.pos)
 }
 use crate::decode::{Decoder, did_you_mean};
 use crate::node::{Key, Node, Pos, Value};
 
 /// Service keys moor reads (`x-` keys are extensions, ignored).
 const SUPPORTED: &[&str] = &[
-    "image", "build", "command", "entrypoint", "environment", "env_file", "ports", "expose",
-    "volumes", "tmpfs", "networks", "network_mode", "depends_on", "healthcheck", "restart",
-    "user", "working_dir", "hostname", "labels", "init", "stop_signal", "stop_grace_period",
-    "cap_add", "cap_drop", "read_only", "extra_hosts", "deploy", "mem_limit", "cpus",
-    "pids_limit", "security_opt", "secrets", "configs", "profiles", "container_name",
+    "image",
+    "build",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "ports",
+    "expose",
+    "volumes",
+    "tmpfs",
+    "networks",
+    "network_mode",
+    "depends_on",
+    "healthcheck",
+    "restart",
+    "user",
+    "working_dir",
+    "hostname",
+    "labels",
+    "init",
+    "stop_signal",
+    "stop_grace_period",
+    "cap_add",
+    "cap_drop",
+    "read_only",
+    "extra_hosts",
+    "deploy",
+    "mem_limit",
+    "cpus",
+    "pids_limit",
+    "security_opt",
+    "secrets",
+    "configs",
+    "profiles",
+    "container_name",
 ];
 
 /// Keys moor passes on as they are: Compose and moor spell them alike.
 const SAME: &[&str] = &[
-    "image", "command", "entrypoint", "working_dir", "user", "hostname", "labels", "init",
-    "stop_signal", "stop_grace_period", "cap_add", "cap_drop", "read_only", "extra_hosts",
-    "network_mode", "restart",
+    "image",
+    "command",
+    "entrypoint",
+    "working_dir",
+    "user",
+    "hostname",
+    "labels",
+    "init",
+    "stop_signal",
+    "stop_grace_period",
+    "cap_add",
+    "cap_drop",
+    "read_only",
+    "extra_hosts",
+    "network_mode",
+    "restart",
 ];
 
 /// Keys of the Compose Specification moor does not support yet: each is a
 /// warning where it is written.
 const UNSUPPORTED: &[&str] = &[
-    "annotations", "attach", "blkio_config", "cgroup", "cgroup_parent", "cpu_count",
-    "cpu_percent", "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpu_shares",
-    "cpuset", "credential_spec", "develop", "device_cgroup_rules", "devices", "dns",
-    "dns_opt", "dns_search", "domainname", "external_links", "gpus", "group_add", "ipc",
-    "isolation", "links", "logging", "mac_address", "mem_reservation", "mem_swappiness",
-    "memswap_limit", "oom_kill_disable", "oom_score_adj", "pid", "platform", "post_start",
-    "pre_stop", "privileged", "pull_policy", "runtime", "scale", "shm_size", "stdin_open",
-    "storage_opt", "sysctls", "tty", "ulimits", "userns_mode", "uts", "volumes_from",
+    "annotations",
+    "attach",
+    "blkio_config",
+    "cgroup",
+    "cgroup_parent",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpu_shares",
+    "cpuset",
+    "credential_spec",
+    "develop",
+    "device_cgroup_rules",
+    "devices",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "domainname",
+    "external_links",
+    "gpus",
+    "group_add",
+    "ipc",
+    "isolation",
+    "links",
+    "logging",
+    "mac_address",
+    "mem_reservation",
+    "mem_swappiness",
+    "memswap_limit",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "platform",
+    "post_start",
+    "pre_stop",
+    "privileged",
+    "pull_policy",
+    "runtime",
+    "scale",
+    "shm_size",
+    "stdin_open",
+    "storage_opt",
+    "sysctls",
+    "tty",
+    "ulimits",
+    "userns_mode",
+    "uts",
+    "volumes_from",
     "extends",
 ];
 
 impl Decoder<'_> {
     /// `field`'s key is not supported: a warning, and the key is ignored.
     fn unsupported(&mut self, pos: Pos, field: &str, why: &str) {
-        self.warn(pos, field, format!("not supported by moor yet; ignored{why}"));
+        self.warn(
+            pos,
+            field,
+            format!("not supported by moor yet; ignored{why}"),
+        );
     }
 
     /// Warns about every key of table `node` not among `known`.
@@ -70,7 +163,11 @@ impl Decoder<'_> {
             Value::Map(e) => e.as_slice(),
             Value::Null => &[],
             other => {
-                self.fail(svc.pos, field, format!("expected a table, found {}", other.kind()));
+                self.fail(
+                    svc.pos,
+                    field,
+                    format!("expected a table, found {}", other.kind()),
+                );
                 return None;
             }
         };
@@ -84,7 +181,11 @@ impl Decoder<'_> {
             match kn {
                 _ if SAME.contains(&kn) => out.push((k.clone(), v.clone())),
                 "build" | "profiles" | "expose" => {}
-                "container_name" => self.warn(k.pos, &f, "moor names the container after the service; ignored"),
+                "container_name" => self.warn(
+                    k.pos,
+                    &f,
+                    "moor names the container after the service; ignored",
+                ),
                 "environment" => {
                     let env = self.environment(v, &f, top);
                     out.push((key("env", k.pos), env));
@@ -99,7 +200,9 @@ impl Decoder<'_> {
                 }
                 "volumes" => self.volumes(v, &f, &mut mounts),
                 "tmpfs" => self.tmpfs(v, &f, &mut mounts),
-                "secrets" => self.file_mounts(v, &f, &top.secrets, "secret", "/run/secrets/", &mut mounts),
+                "secrets" => {
+                    self.file_mounts(v, &f, &top.secrets, "secret", "/run/secrets/", &mut mounts)
+                }
                 "configs" => self.file_mounts(v, &f, &top.configs, "config", "/", &mut mounts),
                 "networks" => {
                     let (n, default) = self.service_networks(v, &f);
@@ -137,14 +240,22 @@ impl Decoder<'_> {
         let build = list.iter().find(|(k, _)| k.name == "build").map(|(k, _)| k);
         match (image, build) {
             (None, None) => {
-                self.fail(name.pos, field, "a service needs an image (or a build, which moor does not do)");
+                self.fail(
+                    name.pos,
+                    field,
+                    "a service needs an image (or a build, which moor does not do)",
+                );
                 return None;
             }
             (None, Some(b)) => {
                 self.fail(b.pos, &join(field, "build"), "moor does not build images: give the service the image the build makes (image = \"...\")");
                 return None;
             }
-            (Some(_), Some(b)) => self.warn(b.pos, &join(field, "build"), "moor does not build images; ignored, the image is pulled"),
+            (Some(_), Some(b)) => self.warn(
+                b.pos,
+                &join(field, "build"),
+                "moor does not build images; ignored, the image is pulled",
+            ),
             _ => {}
         }
         if !mounts.is_empty() {
@@ -155,11 +266,15 @@ impl Decoder<'_> {
             let pos = resources[0].0.pos;
             out.push((key("resources", pos), map(pos, resources)));
         }
-        let bridged = get(svc, "network_mode").is_none_or(|m| m.scalar_text().as_deref() == Some("bridge"));
+        let bridged =
+            get(svc, "network_mode").is_none_or(|m| m.scalar_text().as_deref() == Some("bridge"));
         if top.declares_default && get(svc, "networks").is_none() && bridged {
             // Compose attaches a service without networks to the
             // project's `default`, which this file configures.
-            out.push((key("networks", name.pos), Node::new(name.pos, Value::Seq(vec![text(name.pos, "default")]))));
+            out.push((
+                key("networks", name.pos),
+                Node::new(name.pos, Value::Seq(vec![text(name.pos, "default")])),
+            ));
             joins_default = true;
         }
         Some((map(svc.pos, out), joins_default))
@@ -189,7 +304,11 @@ impl Decoder<'_> {
             Value::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
                     let Some(s) = item.scalar_text() else {
-                        self.fail(item.pos, &format!("{field}[{i}]"), format!("expected KEY=VALUE, found {}", item.value.kind()));
+                        self.fail(
+                            item.pos,
+                            &format!("{field}[{i}]"),
+                            format!("expected KEY=VALUE, found {}", item.value.kind()),
+                        );
                         continue;
                     };
                     let (k, val) = match s.split_once('=') {
@@ -200,7 +319,14 @@ impl Decoder<'_> {
                 }
             }
             Value::Null => {}
-            other => self.fail(v.pos, field, format!("expected a table or a list of KEY=VALUE, found {}", other.kind())),
+            other => self.fail(
+                v.pos,
+                field,
+                format!(
+                    "expected a table or a list of KEY=VALUE, found {}",
+                    other.kind()
+                ),
+            ),
         }
         map(v.pos, out)
     }
@@ -220,7 +346,11 @@ impl Decoder<'_> {
                     && r.value == Value::Bool(false)
                 {
                     let pos = key_pos(&item, "required").unwrap_or(r.pos);
-                    self.warn(pos, &join(&f, "required"), "an optional env file is not supported yet: the file must exist");
+                    self.warn(
+                        pos,
+                        &join(&f, "required"),
+                        "an optional env file is not supported yet: the file must exist",
+                    );
                 }
                 if let Some(p) = get(&item, "path") {
                     out.push(p.clone());
@@ -235,13 +365,27 @@ impl Decoder<'_> {
     /// `ports`: short strings pass; numbers become strings; long tables
     /// are written short (`[ip:][published:]target[/protocol]`).
     fn ports(&mut self, v: &Node, field: &str) -> Node {
-        let Value::Seq(items) = &v.value else { return v.clone() };
+        let Value::Seq(items) = &v.value else {
+            return v.clone();
+        };
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let f = format!("{field}[{i}]");
             match &item.value {
                 Value::Map(_) => {
-                    self.only(item, &f, &["target", "published", "host_ip", "protocol", "mode", "name", "app_protocol"]);
+                    self.only(
+                        item,
+                        &f,
+                        &[
+                            "target",
+                            "published",
+                            "host_ip",
+                            "protocol",
+                            "mode",
+                            "name",
+                            "app_protocol",
+                        ],
+                    );
                     for k in ["name", "app_protocol"] {
                         if let Some(pos) = key_pos(item, k) {
                             self.unsupported(pos, &join(&f, k), "");
@@ -286,7 +430,11 @@ impl Decoder<'_> {
     /// `volumes` of a service: short `source:target[:options]` and long tables.
     fn volumes(&mut self, v: &Node, field: &str, mounts: &mut Vec<Node>) {
         let Value::Seq(items) = &v.value else {
-            self.fail(v.pos, field, format!("expected a list of volumes, found {}", v.value.kind()));
+            self.fail(
+                v.pos,
+                field,
+                format!("expected a list of volumes, found {}", v.value.kind()),
+            );
             return;
         };
         for (i, item) in items.iter().enumerate() {
@@ -335,7 +483,20 @@ impl Decoder<'_> {
     /// A long `volumes` entry: `{ type, source, target, read_only, volume,
     /// tmpfs, bind }`.
     fn long_volume(&mut self, item: &Node, f: &str) -> Option<Node> {
-        self.only(item, f, &["type", "source", "target", "read_only", "volume", "tmpfs", "bind", "consistency"]);
+        self.only(
+            item,
+            f,
+            &[
+                "type",
+                "source",
+                "target",
+                "read_only",
+                "volume",
+                "tmpfs",
+                "bind",
+                "consistency",
+            ],
+        );
         let mut out: Vec<(Key, Node)> = Vec::new();
         for k in ["type", "source", "target", "read_only"] {
             if let Some((key, v)) = entries(item).iter().find(|(key, _)| key.name == k) {
@@ -353,7 +514,11 @@ impl Decoder<'_> {
         if let Some(vol) = get(item, "volume") {
             let vf = join(f, "volume");
             for (k, _) in entries(vol) {
-                let why = if k.name == "nocopy" { " (an empty volume is filled from the image)" } else { "" };
+                let why = if k.name == "nocopy" {
+                    " (an empty volume is filled from the image)"
+                } else {
+                    ""
+                };
                 self.unsupported(k.pos, &join(&vf, &k.name), why);
             }
         }
@@ -371,7 +536,9 @@ impl Decoder<'_> {
             let tf = join(f, "tmpfs");
             for (k, v) in entries(t) {
                 if k.name == "size" {
-                    let size = v.scalar_text().map_or_else(|| v.clone(), |s| text(v.pos, s));
+                    let size = v
+                        .scalar_text()
+                        .map_or_else(|| v.clone(), |s| text(v.pos, s));
                     out.push((key("size", k.pos), size));
                 } else {
                     self.unsupported(k.pos, &join(&tf, &k.name), "");
@@ -384,12 +551,20 @@ impl Decoder<'_> {
     /// `tmpfs`: a path or a list of `path[:options]`.
     fn tmpfs(&mut self, v: &Node, field: &str, mounts: &mut Vec<Node>) {
         let items: Vec<(Node, String)> = match &v.value {
-            Value::Seq(items) => items.iter().enumerate().map(|(i, n)| (n.clone(), format!("{field}[{i}]"))).collect(),
+            Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), format!("{field}[{i}]")))
+                .collect(),
             _ => vec![(v.clone(), field.to_string())],
         };
         for (item, f) in items {
             let Some(s) = item.scalar_text() else {
-                self.fail(item.pos, &f, format!("expected a path, found {}", item.value.kind()));
+                self.fail(
+                    item.pos,
+                    &f,
+                    format!("expected a path, found {}", item.value.kind()),
+                );
                 continue;
             };
             let (path, options) = s.split_once(':').unwrap_or((&s, ""));
@@ -398,7 +573,11 @@ impl Decoder<'_> {
                 if o.starts_with("size=") || o == "ro" || o == "rw" {
                     kept.push(o);
                 } else {
-                    self.warn(item.pos, &f, format!("tmpfs option \"{o}\" is not supported by moor yet; ignored"));
+                    self.warn(
+                        item.pos,
+                        &f,
+                        format!("tmpfs option \"{o}\" is not supported by moor yet; ignored"),
+                    );
                 }
             }
             let mut m = format!("tmpfs:{path}");
@@ -423,7 +602,11 @@ impl Decoder<'_> {
         mounts: &mut Vec<Node>,
     ) {
         let Value::Seq(items) = &v.value else {
-            self.fail(v.pos, field, format!("expected a list of {what}s, found {}", v.value.kind()));
+            self.fail(
+                v.pos,
+                field,
+                format!("expected a list of {what}s, found {}", v.value.kind()),
+            );
             return;
         };
         for (i, item) in items.iter().enumerate() {
@@ -433,10 +616,17 @@ impl Decoder<'_> {
                     self.only(item, &f, &["source", "target", "uid", "gid", "mode"]);
                     for k in ["uid", "gid", "mode"] {
                         if let Some(pos) = key_pos(item, k) {
-                            self.unsupported(pos, &join(&f, k), " (the file keeps its owner and mode)");
+                            self.unsupported(
+                                pos,
+                                &join(&f, k),
+                                " (the file keeps its owner and mode)",
+                            );
                         }
                     }
-                    (get(item, "source").and_then(Node::scalar_text), get(item, "target").and_then(Node::scalar_text))
+                    (
+                        get(item, "source").and_then(Node::scalar_text),
+                        get(item, "target").and_then(Node::scalar_text),
+                    )
                 }
                 _ => (item.scalar_text(), None),
             };
@@ -445,7 +635,11 @@ impl Decoder<'_> {
                 continue;
             };
             let Some(entry) = declared.get(&source) else {
-                self.fail(item.pos, &f, format!("{what} \"{source}\" is not declared under the top-level {what}s"));
+                self.fail(
+                    item.pos,
+                    &f,
+                    format!("{what} \"{source}\" is not declared under the top-level {what}s"),
+                );
                 continue;
             };
             let Some(file) = &entry.file else { continue };
@@ -454,13 +648,23 @@ impl Decoder<'_> {
                 Some(t) => format!("{under}{t}"),
                 None => format!("{under}{source}"),
             };
-            let target = if what == "secret" && !target.starts_with('/') { format!("/run/secrets/{target}") } else { target };
-            mounts.push(map(item.pos, vec![
-                (key("type", item.pos), text(item.pos, "bind")),
-                (key("source", file.pos), file.clone()),
-                (key("target", item.pos), text(item.pos, target)),
-                (key("read_only", item.pos), Node::new(item.pos, Value::Bool(true))),
-            ]));
+            let target = if what == "secret" && !target.starts_with('/') {
+                format!("/run/secrets/{target}")
+            } else {
+                target
+            };
+            mounts.push(map(
+                item.pos,
+                vec![
+                    (key("type", item.pos), text(item.pos, "bind")),
+                    (key("source", file.pos), file.clone()),
+                    (key("target", item.pos), text(item.pos, target)),
+                    (
+                        key("read_only", item.pos),
+                        Node::new(item.pos, Value::Bool(true)),
+                    ),
+                ],
+            ));
         }
     }
 
@@ -468,7 +672,9 @@ impl Decoder<'_> {
     fn service_networks(&mut self, v: &Node, field: &str) -> (Node, bool) {
         match &v.value {
             Value::Seq(items) => {
-                let default = items.iter().any(|i| i.scalar_text().as_deref() == Some("default"));
+                let default = items
+                    .iter()
+                    .any(|i| i.scalar_text().as_deref() == Some("default"));
                 (v.clone(), default)
             }
             Value::Map(e) => {
@@ -497,7 +703,9 @@ impl Decoder<'_> {
 
     /// `depends_on`: a list, or a table of `{ condition, restart, required }`.
     fn depends(&mut self, v: &Node, field: &str) -> Node {
-        let Value::Map(e) = &v.value else { return v.clone() };
+        let Value::Map(e) = &v.value else {
+            return v.clone();
+        };
         let mut out = Vec::new();
         for (k, opts) in e {
             let f = join(field, &k.name);
@@ -508,7 +716,9 @@ impl Decoder<'_> {
                         self.unsupported(pos, &join(&f, o), "");
                     }
                 }
-                let cond = get(opts, "condition").cloned().unwrap_or_else(|| text(k.pos, "service_started"));
+                let cond = get(opts, "condition")
+                    .cloned()
+                    .unwrap_or_else(|| text(k.pos, "service_started"));
                 out.push((k.clone(), cond));
             } else {
                 out.push((k.clone(), opts.clone()));
@@ -519,7 +729,19 @@ impl Decoder<'_> {
 
     /// `healthcheck`, or `None` when it is disabled.
     fn health(&mut self, v: &Node, field: &str) -> Option<Node> {
-        self.only(v, field, &["test", "interval", "timeout", "retries", "start_period", "start_interval", "disable"]);
+        self.only(
+            v,
+            field,
+            &[
+                "test",
+                "interval",
+                "timeout",
+                "retries",
+                "start_period",
+                "start_interval",
+                "disable",
+            ],
+        );
         if let Some(pos) = key_pos(v, "start_interval") {
             self.unsupported(pos, &join(field, "start_interval"), "");
         }
@@ -532,7 +754,10 @@ impl Decoder<'_> {
             return None;
         };
         let shell = |pos: Pos, s: String| {
-            Node::new(pos, Value::Seq(vec![text(pos, "/bin/sh"), text(pos, "-c"), text(pos, s)]))
+            Node::new(
+                pos,
+                Value::Seq(vec![text(pos, "/bin/sh"), text(pos, "-c"), text(pos, s)]),
+            )
         };
         let cmd = match &test.value {
             Value::Str(s) => shell(test.pos, s.clone()),
@@ -543,13 +768,21 @@ impl Decoder<'_> {
                     Some("CMD") => Node::new(test.pos, Value::Seq(items[1..].to_vec())),
                     Some("CMD-SHELL") => shell(test.pos, words[1..].join(" ")),
                     _ => {
-                        self.fail(test.pos, &tf, "a test list must start with \"CMD\", \"CMD-SHELL\" or \"NONE\"");
+                        self.fail(
+                            test.pos,
+                            &tf,
+                            "a test list must start with \"CMD\", \"CMD-SHELL\" or \"NONE\"",
+                        );
                         return None;
                     }
                 }
             }
             other => {
-                self.fail(test.pos, &tf, format!("expected a string or a list, found {}", other.kind()));
+                self.fail(
+                    test.pos,
+                    &tf,
+                    format!("expected a string or a list, found {}", other.kind()),
+                );
                 return None;
             }
         };
@@ -563,7 +796,13 @@ impl Decoder<'_> {
     }
 
     /// `deploy`: replicas, resource limits, update order, restart policy.
-    fn deploy(&mut self, v: &Node, field: &str, out: &mut Vec<(Key, Node)>, resources: &mut Vec<(Key, Node)>) {
+    fn deploy(
+        &mut self,
+        v: &Node,
+        field: &str,
+        out: &mut Vec<(Key, Node)>,
+        resources: &mut Vec<(Key, Node)>,
+    ) {
         for (k, n) in entries(v) {
             let f = join(field, &k.name);
             match k.name.as_str() {
@@ -582,7 +821,9 @@ impl Decoder<'_> {
                         }
                         for (lk, ln) in entries(rn) {
                             match lk.name.as_str() {
-                                "memory" | "cpus" | "pids" => set(resources, lk.clone(), ln.clone(), true),
+                                "memory" | "cpus" | "pids" => {
+                                    set(resources, lk.clone(), ln.clone(), true)
+                                }
                                 _ => self.unsupported(lk.pos, &join(&rf, &lk.name), ""),
                             }
                         }
@@ -606,7 +847,9 @@ impl Decoder<'_> {
     /// `deploy.restart_policy`, when the service has no `restart` of its own.
     fn restart_policy(&mut self, n: &Node, f: &str, out: &mut Vec<(Key, Node)>) {
         self.only(n, f, &["condition", "max_attempts"]);
-        let cond = get(n, "condition").and_then(Node::scalar_text).unwrap_or_else(|| "any".into());
+        let cond = get(n, "condition")
+            .and_then(Node::scalar_text)
+            .unwrap_or_else(|| "any".into());
         let max = get(n, "max_attempts").and_then(Node::scalar_text);
         let policy = match (cond.as_str(), max) {
             ("none", _) => "no".to_string(),
@@ -614,12 +857,20 @@ impl Decoder<'_> {
             ("on-failure", None) => "on-failure".to_string(),
             ("any", Some(_)) => {
                 let pos = key_pos(n, "max_attempts").unwrap_or(n.pos);
-                self.unsupported(pos, &join(f, "max_attempts"), " (only with condition: on-failure)");
+                self.unsupported(
+                    pos,
+                    &join(f, "max_attempts"),
+                    " (only with condition: on-failure)",
+                );
                 "always".to_string()
             }
             ("any", None) => "always".to_string(),
             (other, _) => {
-                self.fail(n.pos, &join(f, "condition"), format!("\"{other}\" is not one of none, on-failure, any"));
+                self.fail(
+                    n.pos,
+                    &join(f, "condition"),
+                    format!("\"{other}\" is not one of none, on-failure, any"),
+                );
                 return;
             }
         };
@@ -631,7 +882,9 @@ impl Decoder<'_> {
     /// `security_opt`: `seccomp:unconfined` is moor's `seccomp`;
     /// `no-new-privileges` is always on.
     fn security_opt(&mut self, v: &Node, field: &str) -> Option<Node> {
-        let Value::Seq(items) = &v.value else { return None };
+        let Value::Seq(items) = &v.value else {
+            return None;
+        };
         let mut seccomp = None;
         for (i, item) in items.iter().enumerate() {
             let f = format!("{field}[{i}]");
@@ -658,7 +911,11 @@ impl Decoder<'_> {
                     "internal" | "labels" => spec.push((nk.clone(), nv.clone())),
                     "driver" if nv.scalar_text().as_deref() == Some("bridge") => {}
                     "external" if nv.value == Value::Bool(false) => {}
-                    "external" => self.warn(nk.pos, &nf, "moor creates and owns every network it runs; external is ignored"),
+                    "external" => self.warn(
+                        nk.pos,
+                        &nf,
+                        "moor creates and owns every network it runs; external is ignored",
+                    ),
                     "ipam" => self.ipam(nv, &nf, &mut spec),
                     _ if nk.name.starts_with("x-") => {}
                     _ => self.unsupported(nk.pos, &nf, ""),
@@ -675,7 +932,9 @@ impl Decoder<'_> {
             match k.name.as_str() {
                 "driver" if n.scalar_text().as_deref() == Some("default") => {}
                 "config" => {
-                    let Value::Seq(items) = &n.value else { continue };
+                    let Value::Seq(items) = &n.value else {
+                        continue;
+                    };
                     for (i, item) in items.iter().enumerate() {
                         let cf = format!("{f}[{i}]");
                         if i > 0 {
@@ -707,7 +966,11 @@ impl Decoder<'_> {
                     "labels" => spec.push((vk.clone(), vv.clone())),
                     "driver" if vv.scalar_text().as_deref() == Some("local") => {}
                     "external" if vv.value == Value::Bool(false) => {}
-                    "external" => self.warn(vk.pos, &vf, "moor creates and owns every volume it mounts; external is ignored"),
+                    "external" => self.warn(
+                        vk.pos,
+                        &vf,
+                        "moor creates and owns every volume it mounts; external is ignored",
+                    ),
                     _ if vk.name.starts_with("x-") => {}
                     _ => self.unsupported(vk.pos, &vf, ""),
                 }

@@ -111,18 +111,27 @@ fn a_web_db_stack_maps_onto_the_model() {
     assert!(s.warnings.is_empty(), "{}", s.warnings);
     let web = &s.containers["web"].spec;
     assert_eq!(web.image.to_string(), "docker.io/library/nginx:1.25");
-    assert_eq!(web.command.as_deref().unwrap(), ["nginx", "-g", "daemon off;"]);
+    assert_eq!(
+        web.command.as_deref().unwrap(),
+        ["nginx", "-g", "daemon off;"]
+    );
     assert_eq!(web.env["MODE"], "prod");
     assert_eq!(web.env["WORKERS"], "4");
     let ports: Vec<String> = web.ports.iter().map(|p| p.to_string()).collect();
     assert_eq!(ports.len(), 2, "{ports:?}");
-    assert!(ports.iter().any(|p| p.contains("127.0.0.1:8443:443")), "{ports:?}");
+    assert!(
+        ports.iter().any(|p| p.contains("127.0.0.1:8443:443")),
+        "{ports:?}"
+    );
     assert_eq!(web.mounts.len(), 3);
     assert!(web.mounts.iter().any(|m| m.target == "/usr/share/nginx/html"
         && m.read_only
         && matches!(&m.source, MountSource::Bind { source, .. } if source.ends_with("site"))));
     assert!(web.mounts.iter().any(|m| m.target == "/tmp"
-        && m.source == MountSource::Tmpfs { size: Some(1 << 20) }));
+        && m.source
+            == MountSource::Tmpfs {
+                size: Some(1 << 20)
+            }));
     assert_eq!(web.networks.len(), 2);
     let back = web.networks.iter().find(|n| n.network == "back").unwrap();
     assert_eq!(back.aliases, ["www"]);
@@ -135,7 +144,9 @@ fn a_web_db_stack_maps_onto_the_model() {
     assert_eq!(s.containers["worker"].spec.replicas, 3);
     assert_eq!(
         s.containers["worker"].spec.restart,
-        RestartPolicy::OnFailure { max_retries: Some(4) }
+        RestartPolicy::OnFailure {
+            max_retries: Some(4)
+        }
     );
     assert_eq!(web.resources.cpus, Some(0.5));
     assert_eq!(web.resources.memory, Some(64 << 20));
@@ -147,14 +158,27 @@ fn a_web_db_stack_maps_onto_the_model() {
     let h = db.healthcheck.as_ref().unwrap();
     assert_eq!(
         h.test,
-        HealthTest::Cmd(vec!["/bin/sh".into(), "-c".into(), "pg_isready -U postgres".into()])
+        HealthTest::Cmd(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "pg_isready -U postgres".into()
+        ])
     );
-    assert_eq!((h.interval, h.retries, h.start_period), (Duration::from_secs(5), 10, Duration::from_secs(30)));
+    assert_eq!(
+        (h.interval, h.retries, h.start_period),
+        (Duration::from_secs(5), 10, Duration::from_secs(30))
+    );
     assert_eq!(db.resources.memory, Some(256 << 20));
     assert!(s.networks["back"].spec.internal);
-    assert_eq!(s.networks["back"].spec.subnet, Some("10.7.0.0/24".parse().unwrap()));
+    assert_eq!(
+        s.networks["back"].spec.subnet,
+        Some("10.7.0.0/24".parse().unwrap())
+    );
     assert!(s.volumes.contains_key("data") && s.volumes.contains_key("cache"));
-    assert_eq!(s.containers["migrate"].spec.command.as_deref().unwrap(), ["echo", "migrated"]);
+    assert_eq!(
+        s.containers["migrate"].spec.command.as_deref().unwrap(),
+        ["echo", "migrated"]
+    );
 }
 
 #[test]
@@ -166,10 +190,14 @@ fn unsupported_keys_are_warnings_at_their_place_and_the_load_goes_on() {
         "services:\n  web:\n    image: busybox\n    build: .\n    privileged: true\n    ulimits:\n      nofile: 1024\n    imagee: x\n    x-mine: 1\n    volumes: [\"data:/d:nocopy\", \"/anon\"]\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      start_interval: 1s\nvolumes:\n  data:\n    driver: nfs\n",
     );
     let s = ok(load(tmp.path()));
-    let shown: Vec<String> = s.warnings.iter().map(|d| {
-        assert_eq!(d.severity, Severity::Warning);
-        format!("{}:{}: {}: {}", d.line, d.column, d.field, d.message)
-    }).collect();
+    let shown: Vec<String> = s
+        .warnings
+        .iter()
+        .map(|d| {
+            assert_eq!(d.severity, Severity::Warning);
+            format!("{}:{}: {}: {}", d.line, d.column, d.field, d.message)
+        })
+        .collect();
     let expect = [
         "4:5: services.web.build: moor does not build images; ignored",
         "5:5: services.web.privileged: not supported by moor yet; ignored",
@@ -186,104 +214,201 @@ fn unsupported_keys_are_warnings_at_their_place_and_the_load_goes_on() {
     }
     assert_eq!(s.containers["web"].spec.mounts.len(), 1);
     let line = s.warnings.iter().next().unwrap().to_string();
-    assert!(line.contains("docker-compose.yml:4:5: warning: services.web.build"), "{line}");
+    assert!(
+        line.contains("docker-compose.yml:4:5: warning: services.web.build"),
+        "{line}"
+    );
 }
 
 #[test]
 fn a_service_with_neither_image_nor_build_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "compose.yml", "services:\n  a:\n    command: x\n  b:\n    build: ./b\n");
+    write(
+        tmp.path(),
+        "compose.yml",
+        "services:\n  a:\n    command: x\n  b:\n    build: ./b\n",
+    );
     let e = err(load(tmp.path()));
-    assert!(e.contains("compose.yml:2:3: error: services.a: a service needs an image"), "{e}");
-    assert!(e.contains("compose.yml:5:5: error: services.b.build: moor does not build images"), "{e}");
+    assert!(
+        e.contains("compose.yml:2:3: error: services.a: a service needs an image"),
+        "{e}"
+    );
+    assert!(
+        e.contains("compose.yml:5:5: error: services.b.build: moor does not build images"),
+        "{e}"
+    );
 }
 
 #[test]
 fn errors_of_the_lowered_document_keep_the_compose_position() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "compose.yaml", "services:\n  a:\n    image: busybox\n    ports:\n      - target: 80\n        published: 99999\n    restart: sometimes\n");
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  a:\n    image: busybox\n    ports:\n      - target: 80\n        published: 99999\n    restart: sometimes\n",
+    );
     let e = err(load(tmp.path()));
-    assert!(e.contains("compose.yaml:5:9: error: containers.a.ports[0]"), "{e}");
-    assert!(e.contains("compose.yaml:7:14: error: containers.a.restart"), "{e}");
+    assert!(
+        e.contains("compose.yaml:5:9: error: containers.a.ports[0]"),
+        "{e}"
+    );
+    assert!(
+        e.contains("compose.yaml:7:14: error: containers.a.restart"),
+        "{e}"
+    );
 }
 
 #[test]
 fn profiles_leave_services_out_unless_enabled() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "compose.yaml", "services:\n  app:\n    image: busybox\n  debug:\n    image: busybox\n    profiles: [debug]\n  tools:\n    image: busybox\n    profiles: [tools, ops]\n");
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  app:\n    image: busybox\n  debug:\n    image: busybox\n    profiles: [debug]\n  tools:\n    image: busybox\n    profiles: [tools, ops]\n",
+    );
     let names = |s: DesiredState| s.containers.keys().cloned().collect::<Vec<_>>();
     assert_eq!(names(ok(load(tmp.path()))), ["app"]);
     let mut o = LoadOptions::default();
     o.profiles.insert("ops".into());
     assert_eq!(names(ok(load_opts(tmp.path(), &o))), ["app", "tools"]);
     let mut o = LoadOptions::default();
-    o.env.insert("COMPOSE_PROFILES".into(), "debug,tools".into());
-    assert_eq!(names(ok(load_opts(tmp.path(), &o))), ["app", "debug", "tools"]);
+    o.env
+        .insert("COMPOSE_PROFILES".into(), "debug,tools".into());
+    assert_eq!(
+        names(ok(load_opts(tmp.path(), &o))),
+        ["app", "debug", "tools"]
+    );
 }
 
 #[test]
 fn interpolation_reads_the_environment_over_dot_env() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), ".env", "TAG=1.36\nPORT=8080\n# comment\nGREETING=from-dotenv\n");
-    write(tmp.path(), "compose.yaml", "services:\n  web:\n    image: busybox:${TAG}\n    ports: [\"${PORT:-80}:80\"]\n    environment:\n      GREETING: $GREETING\n      PRICE: $$5\n      HOME:\n      ABSENT:\n");
+    write(
+        tmp.path(),
+        ".env",
+        "TAG=1.36\nPORT=8080\n# comment\nGREETING=from-dotenv\n",
+    );
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  web:\n    image: busybox:${TAG}\n    ports: [\"${PORT:-80}:80\"]\n    environment:\n      GREETING: $GREETING\n      PRICE: $$5\n      HOME:\n      ABSENT:\n",
+    );
     let mut o = LoadOptions::default();
     o.env.insert("PORT".into(), "9090".into());
     o.env.insert("HOME".into(), "/home/moor".into());
     let s = ok(load_opts(tmp.path(), &o));
     let web = &s.containers["web"].spec;
     assert_eq!(web.image.tag.as_deref(), Some("1.36"));
-    assert_eq!(web.ports[0].host_port, Some(9090), "the environment wins over .env");
+    assert_eq!(
+        web.ports[0].host_port,
+        Some(9090),
+        "the environment wins over .env"
+    );
     assert_eq!(web.env["GREETING"], "from-dotenv");
     assert_eq!(web.env["PRICE"], "$5");
-    assert_eq!(web.env["HOME"], "/home/moor", "a name alone takes the loader's value");
-    assert!(!web.env.contains_key("ABSENT"), "and is left out when there is none");
+    assert_eq!(
+        web.env["HOME"], "/home/moor",
+        "a name alone takes the loader's value"
+    );
+    assert!(
+        !web.env.contains_key("ABSENT"),
+        "and is left out when there is none"
+    );
 }
 
 #[test]
 fn interpolation_errors_name_the_place() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "compose.yaml", "services:\n  web:\n    image: busybox\n    environment:\n      - DB=${DB_URL:?set DB_URL}\n    command: echo $5\n");
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  web:\n    image: busybox\n    environment:\n      - DB=${DB_URL:?set DB_URL}\n    command: echo $5\n",
+    );
     let e = err(load(tmp.path()));
     assert!(e.contains("compose.yaml:5:9: error: services.web.environment[0]: required variable DB_URL is missing a value: set DB_URL"), "{e}");
-    assert!(e.contains("compose.yaml:6:14: error: services.web.command: invalid interpolation"), "{e}");
+    assert!(
+        e.contains("compose.yaml:6:14: error: services.web.command: invalid interpolation"),
+        "{e}"
+    );
 }
 
 #[test]
 fn anchors_merge_keys_and_extension_fields() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "compose.yaml", "x-defaults: &defaults\n  restart: always\n  environment: &env\n    TZ: UTC\n  labels: {tier: app}\nservices:\n  a:\n    <<: *defaults\n    image: busybox\n  b:\n    <<: *defaults\n    image: busybox\n    restart: \"no\"\n    environment:\n      <<: *env\n      B: \"1\"\n");
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "x-defaults: &defaults\n  restart: always\n  environment: &env\n    TZ: UTC\n  labels: {tier: app}\nservices:\n  a:\n    <<: *defaults\n    image: busybox\n  b:\n    <<: *defaults\n    image: busybox\n    restart: \"no\"\n    environment:\n      <<: *env\n      B: \"1\"\n",
+    );
     let s = ok(load(tmp.path()));
     let (a, b) = (&s.containers["a"].spec, &s.containers["b"].spec);
     assert_eq!(a.restart, RestartPolicy::Always);
     assert_eq!(a.labels["tier"], "app");
     assert_eq!(b.restart, RestartPolicy::No);
-    assert_eq!(b.env, BTreeMap::from([("TZ".into(), "UTC".into()), ("B".into(), "1".into())]));
+    assert_eq!(
+        b.env,
+        BTreeMap::from([("TZ".into(), "UTC".into()), ("B".into(), "1".into())])
+    );
 }
 
 #[test]
 fn extends_in_the_same_file_and_another() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "common/base.yml", "services:\n  base:\n    image: busybox:1.36\n    environment: [A=base, B=base]\n    ports: [\"80\"]\n    healthcheck: {test: [\"CMD\", \"true\"], interval: 7s}\n");
-    write(tmp.path(), "compose.yaml", "services:\n  tmpl:\n    extends: {file: common/base.yml, service: base}\n    environment: {B: tmpl}\n  web:\n    extends: tmpl\n    environment: [C=web]\n    ports: [\"81\"]\n    healthcheck: {retries: 5}\n");
+    write(
+        tmp.path(),
+        "common/base.yml",
+        "services:\n  base:\n    image: busybox:1.36\n    environment: [A=base, B=base]\n    ports: [\"80\"]\n    healthcheck: {test: [\"CMD\", \"true\"], interval: 7s}\n",
+    );
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  tmpl:\n    extends: {file: common/base.yml, service: base}\n    environment: {B: tmpl}\n  web:\n    extends: tmpl\n    environment: [C=web]\n    ports: [\"81\"]\n    healthcheck: {retries: 5}\n",
+    );
     let s = ok(load(tmp.path()));
     assert_eq!(s.containers.keys().collect::<Vec<_>>(), ["tmpl", "web"]);
-    assert!(s.containers.get("base").is_none(), "base.yml is data, not a manifest");
+    assert!(
+        s.containers.get("base").is_none(),
+        "base.yml is data, not a manifest"
+    );
     let web = &s.containers["web"].spec;
     assert_eq!(web.image.tag.as_deref(), Some("1.36"));
-    assert_eq!(web.env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(), ["A=base", "B=tmpl", "C=web"]);
+    assert_eq!(
+        web.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>(),
+        ["A=base", "B=tmpl", "C=web"]
+    );
     assert_eq!(web.ports.len(), 2, "lists add up");
     let h = web.healthcheck.as_ref().unwrap();
-    assert_eq!((h.interval, h.retries), (Duration::from_secs(7), 5), "tables merge");
+    assert_eq!(
+        (h.interval, h.retries),
+        (Duration::from_secs(7), 5),
+        "tables merge"
+    );
 }
 
 #[test]
 fn extends_that_loops_or_leaves_the_tree_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("repo");
-    write(tmp.path(), "outside.yml", "services:\n  x:\n    image: busybox\n");
-    write(&root, "compose.yaml", "services:\n  a:\n    extends: b\n  b:\n    extends: a\n  c:\n    image: busybox\n    extends: {file: ../outside.yml, service: x}\n");
+    write(
+        tmp.path(),
+        "outside.yml",
+        "services:\n  x:\n    image: busybox\n",
+    );
+    write(
+        &root,
+        "compose.yaml",
+        "services:\n  a:\n    extends: b\n  b:\n    extends: a\n  c:\n    image: busybox\n    extends: {file: ../outside.yml, service: x}\n",
+    );
     let e = err(load(&root));
-    assert!(e.contains("compose.yaml:3:14: error: services.a.extends: extends \"b\" leads back to itself"), "{e}");
+    assert!(
+        e.contains(
+            "compose.yaml:3:14: error: services.a.extends: extends \"b\" leads back to itself"
+        ),
+        "{e}"
+    );
     assert!(e.contains("extends file \"../outside.yml\""), "{e}");
 }
 
@@ -292,39 +417,83 @@ fn secrets_and_configs_are_read_only_files() {
     let tmp = tempfile::tempdir().unwrap();
     write(tmp.path(), "db_password.txt", "pw");
     write(tmp.path(), "conf/app.ini", "x=1");
-    write(tmp.path(), "compose.yaml", "services:\n  app:\n    image: busybox\n    secrets: [db_password]\n    configs:\n      - source: app\n        target: /etc/app.ini\nsecrets:\n  db_password: {file: ./db_password.txt}\nconfigs:\n  app: {file: conf/app.ini}\n");
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  app:\n    image: busybox\n    secrets: [db_password]\n    configs:\n      - source: app\n        target: /etc/app.ini\nsecrets:\n  db_password: {file: ./db_password.txt}\nconfigs:\n  app: {file: conf/app.ini}\n",
+    );
     let s = ok(load(tmp.path()));
-    let m: Vec<(String, bool)> = s.containers["app"].spec.mounts.iter().map(|m| (m.target.clone(), m.read_only)).collect();
-    assert_eq!(m, [("/etc/app.ini".to_string(), true), ("/run/secrets/db_password".to_string(), true)]);
+    let m: Vec<(String, bool)> = s.containers["app"]
+        .spec
+        .mounts
+        .iter()
+        .map(|m| (m.target.clone(), m.read_only))
+        .collect();
+    assert_eq!(
+        m,
+        [
+            ("/etc/app.ini".to_string(), true),
+            ("/run/secrets/db_password".to_string(), true)
+        ]
+    );
 }
 
 #[test]
 fn names_collide_with_moors_own_manifests() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "compose.yaml", "services:\n  web:\n    image: busybox\n");
-    write(tmp.path(), "web.toml", "[containers.web]\nimage = \"busybox\"\n");
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  web:\n    image: busybox\n",
+    );
+    write(
+        tmp.path(),
+        "web.toml",
+        "[containers.web]\nimage = \"busybox\"\n",
+    );
     let e = err(load(tmp.path()));
-    assert!(e.contains("defined") || e.contains("twice") || e.contains("duplicate"), "{e}");
+    assert!(
+        e.contains("defined") || e.contains("twice") || e.contains("duplicate"),
+        "{e}"
+    );
     assert!(e.contains("compose.yaml") && e.contains("web.toml"), "{e}");
 }
 
 #[test]
 fn network_mode_and_the_default_network() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "compose.yaml", "services:\n  a:\n    image: busybox\n  b:\n    image: busybox\n    network_mode: \"service:a\"\n  c:\n    image: busybox\n    network_mode: host\nnetworks:\n  default:\n    ipam: {config: [{subnet: 10.9.0.0/24}]}\n");
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  a:\n    image: busybox\n  b:\n    image: busybox\n    network_mode: \"service:a\"\n  c:\n    image: busybox\n    network_mode: host\nnetworks:\n  default:\n    ipam: {config: [{subnet: 10.9.0.0/24}]}\n",
+    );
     let s = ok(load(tmp.path()));
     assert_eq!(s.containers["a"].spec.networks[0].network, "default");
-    assert_eq!(s.containers["b"].spec.network_mode, NetworkMode::Container("a".into()));
+    assert_eq!(
+        s.containers["b"].spec.network_mode,
+        NetworkMode::Container("a".into())
+    );
     assert_eq!(s.containers["c"].spec.network_mode, NetworkMode::Host);
-    assert_eq!(s.networks["default"].spec.subnet, Some("10.9.0.0/24".parse().unwrap()));
+    assert_eq!(
+        s.networks["default"].spec.subnet,
+        Some("10.9.0.0/24".parse().unwrap())
+    );
 }
 
 #[test]
 fn a_loader_decodes_again_when_dot_env_or_an_extends_file_changes() {
     let tmp = tempfile::tempdir().unwrap();
     write(tmp.path(), ".env", "TAG=1\n");
-    write(tmp.path(), "base.yml", "services:\n  b:\n    image: busybox\n    environment: [X=1]\n");
-    write(tmp.path(), "compose.yaml", "services:\n  a:\n    image: busybox:${TAG}\n    extends: {file: base.yml, service: b}\n");
+    write(
+        tmp.path(),
+        "base.yml",
+        "services:\n  b:\n    image: busybox\n    environment: [X=1]\n",
+    );
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  a:\n    image: busybox:${TAG}\n    extends: {file: base.yml, service: b}\n",
+    );
     // base.yml is not a Compose file name: moor would read it as its own
     // manifest too; here it is given the compose file only.
     let file = tmp.path().join("compose.yaml");
@@ -337,7 +506,11 @@ fn a_loader_decodes_again_when_dot_env_or_an_extends_file_changes() {
     let s = loader.load(&[&file], None).unwrap();
     assert_eq!(loader.last_load().reused, 0);
     assert_eq!(s.containers["a"].spec.image.tag.as_deref(), Some("2"));
-    write(tmp.path(), "base.yml", "services:\n  b:\n    image: busybox\n    environment: [X=2]\n");
+    write(
+        tmp.path(),
+        "base.yml",
+        "services:\n  b:\n    image: busybox\n    environment: [X=2]\n",
+    );
     let s = loader.load(&[&file], None).unwrap();
     assert_eq!(loader.last_load().reused, 0);
     assert_eq!(s.containers["a"].spec.env["X"], "2");
@@ -355,11 +528,21 @@ fn many_services_extending_a_large_service_are_refused_quickly() {
     write(tmp.path(), "base.yml", &base);
     let mut text = String::from("services:\n");
     for i in 0..1000 {
-        text.push_str(&format!("  s{i}:\n    extends: {{file: base.yml, service: b}}\n"));
+        text.push_str(&format!(
+            "  s{i}:\n    extends: {{file: base.yml, service: b}}\n"
+        ));
     }
     write(tmp.path(), "compose.yaml", &text);
     let started = std::time::Instant::now();
     let e = err(load(tmp.path()));
-    assert!(e.contains("extends copies more than 100000 values"), "{}", &e[..e.len().min(2000)]);
-    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    assert!(
+        e.contains("extends copies more than 100000 values"),
+        "{}",
+        &e[..e.len().min(2000)]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
 }
