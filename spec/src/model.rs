@@ -354,7 +354,7 @@ pub struct DesiredState {
     /// What the load warned about (Compose keys moor ignores): shown to
     /// the user, never a reason to refuse the state, and not stored.
     #[serde(skip)]
-    pub warnings: crate::diag::Diagnostics,
+    pub warnings: Box<crate::diag::Diagnostics>,
 }
 
 impl DesiredState {

@@ -162,7 +162,7 @@ pub(crate) fn finish(
         return Err(c.diags);
     }
     // Only warnings: the state is applied, and carries them.
-    state.warnings = std::mem::take(&mut c.diags);
+    state.warnings = Box::new(std::mem::take(&mut c.diags));
     let chosen: Vec<(&ContainerDraft, &Image)> = first
         .iter()
         .map(|&i| (here.containers[i], &resolved[i]))

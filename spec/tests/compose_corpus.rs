@@ -387,11 +387,13 @@ fn the_corpus_reads_as_docker_compose_config_normalises_it() {
         let docs = moor_spec::parse::parse(moor_spec::parse::Format::Yaml, &fixture).unwrap();
         let want = &docs[0];
         let services = entries(get(want, "services"));
-        let mut options = LoadOptions::default();
-        options.env = ENV
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut options = LoadOptions {
+            env: ENV
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..LoadOptions::default()
+        };
         // docker-compose 1.29's config prints every service, whatever its profiles.
         for (_, svc) in &services {
             let profiles = items(get(svc, "profiles")).into_iter().map(s);

@@ -130,7 +130,7 @@ impl Loader {
             "manifests loaded"
         );
         if let Ok(state) = &result {
-            for w in &state.warnings {
+            for w in state.warnings.iter() {
                 tracing::warn!(dir = %dir.display(), "{w}");
             }
         }

@@ -181,6 +181,10 @@ struct FileEntry {
     file: Option<Node>,
 }
 
+/// The services of a file another extends, shared by every service that
+/// extends one of them.
+type Services = std::rc::Rc<Vec<(Key, Node)>>;
+
 /// Where `extends` resolution is: the services being extended (to find
 /// loops), and the other files read so far, each parsed once.
 #[derive(Default)]
@@ -188,7 +192,7 @@ struct Extends {
     seen: Vec<(PathBuf, String)>,
     /// Nodes copied so far (see [`MAX_EXTENDED_NODES`]).
     copied: usize,
-    files: BTreeMap<String, Option<std::rc::Rc<Vec<(Key, Node)>>>>,
+    files: BTreeMap<String, Option<Services>>,
 }
 
 /// What services refer to at the top level.
@@ -363,10 +367,11 @@ impl Decoder<'_> {
         if wants_default && !top.declares_default {
             networks.push((key("default", root.pos), map(root.pos, Vec::new())));
         }
-        let mut out = Vec::new();
-        out.push((key("containers", root.pos), map(root.pos, containers)));
-        out.push((key("networks", root.pos), map(root.pos, networks)));
-        out.push((key("volumes", root.pos), map(root.pos, volumes)));
+        let out = vec![
+            (key("containers", root.pos), map(root.pos, containers)),
+            (key("networks", root.pos), map(root.pos, networks)),
+            (key("volumes", root.pos), map(root.pos, volumes)),
+        ];
         map(root.pos, out)
     }
 

@@ -367,7 +367,7 @@ fn extends_in_the_same_file_and_another() {
     let s = ok(load(tmp.path()));
     assert_eq!(s.containers.keys().collect::<Vec<_>>(), ["tmpl", "web"]);
     assert!(
-        s.containers.get("base").is_none(),
+        !s.containers.contains_key("base"),
         "base.yml is data, not a manifest"
     );
     let web = &s.containers["web"].spec;
