@@ -97,3 +97,35 @@ fn a_compose_stack_comes_up_and_serves_traffic() {
         "web's {ip} is on the Compose file's {subnet}"
     );
 }
+
+#[test]
+fn validate_shows_warnings_and_enables_profiles() {
+    let src = tempfile::tempdir().expect("source dir");
+    let dir = src.path();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        "services:\n  app:\n    image: busybox\n    privileged: true\n  tools:\n    image: busybox\n    profiles: [tools]\n",
+    )
+    .unwrap();
+    let validate = |extra: &[&str]| {
+        let out = std::process::Command::new(crate::common::moor_bin())
+            .arg("validate")
+            .arg(dir)
+            .args(["--host-name", "h"])
+            .args(extra)
+            .output()
+            .expect("moor validate");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, stdout, stderr) = validate(&[]);
+    assert!(ok, "a warning does not make the files invalid: {stderr}");
+    assert!(
+        stderr.contains("docker-compose.yml:4:5: warning: services.app.privileged: not supported by moor yet; ignored"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("1 container"), "{stdout}");
+    let (ok, stdout, _) = validate(&["--profile", "tools"]);
+    assert!(ok);
+    assert!(stdout.contains("2 containers"), "{stdout}");
+}
