@@ -487,6 +487,11 @@ impl Decoder<'_> {
         lookup: &dyn Fn(&str) -> Option<String>,
         ctx: &mut Extends,
     ) -> Option<Node> {
+        if Path::new(file).is_absolute() {
+            let m = format!("extends file \"{file}\" must be a relative path inside the source's tree");
+            self.fail(pos, field, m);
+            return None;
+        }
         if !ctx.files.contains_key(file) {
             let services = self.read_services(file, pos, field, lookup);
             ctx.files
@@ -501,7 +506,11 @@ impl Decoder<'_> {
             );
             return None;
         };
-        Some(self.extended(&services, base, field, lookup, ctx))
+        // Its values are reported at the `extends` that brought them here:
+        // their lines are in another file.
+        let mut base = self.extended(&services, base, field, lookup, ctx);
+        relocate(&mut base, pos);
+        Some(base)
     }
 
     /// The services of the Compose file `file`, interpolated.
@@ -548,6 +557,21 @@ impl Decoder<'_> {
                 .map(|s| entries(s).to_vec())
                 .unwrap_or_default(),
         )
+    }
+}
+
+/// Moves `node` and everything in it to `pos`.
+fn relocate(node: &mut Node, pos: Pos) {
+    node.pos = pos;
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|i| relocate(i, pos)),
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                k.pos = pos;
+                relocate(v, pos);
+            }
+        }
+        _ => {}
     }
 }
 
