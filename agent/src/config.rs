@@ -19,6 +19,7 @@
 //! ref = "main"                # branch, tag or commit (default: the remote's HEAD)
 //! path = "hosts"              # sub-directory holding the manifests
 //! interval = "1m"             # poll interval
+//! profiles = ["metrics"]      # Compose profiles enabled (besides --profile)
 //! webhook_secret_file = "/etc/moor/webhook-secret"
 //! [source.auth]
 //! token_file = "/etc/moor/git-token"
@@ -111,6 +112,10 @@ pub struct SourceSection {
     pub allow_empty: bool,
     /// Secret for `POST /hooks/git/<name>` (GitHub, Gitea/Forgejo, GitLab).
     pub webhook_secret_file: Option<PathBuf>,
+    /// Compose profiles enabled for this source's Compose files (besides
+    /// `--profile`).
+    #[serde(default)]
+    pub profiles: Vec<String>,
     /// Credentials.
     #[serde(default)]
     pub auth: AuthSection,
@@ -192,6 +197,8 @@ pub struct SourceConfig {
     pub allow_empty: bool,
     /// The webhook secret's file, if the webhook is enabled.
     pub webhook_secret_file: Option<PathBuf>,
+    /// Compose profiles enabled for this source (besides `--profile`).
+    pub profiles: Vec<String>,
 }
 
 /// Directory or git.
@@ -425,6 +432,7 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
         kind,
         allow_empty: s.allow_empty,
         webhook_secret_file: s.webhook_secret_file,
+        profiles: s.profiles,
     })
 }
 
@@ -504,6 +512,7 @@ allowed_signers = "/etc/moor/allowed_signers"
 
 [[source]]
 url = "{}"
+profiles = ["metrics"]
 "#,
                 manifests.display()
             ),
@@ -516,6 +525,8 @@ url = "{}"
         .expect("valid");
         assert_eq!(c.resync, Duration::from_secs(10));
         assert_eq!(c.load.max_file_size, 8 << 20);
+        assert!(c.sources[0].profiles.is_empty());
+        assert_eq!(c.sources[1].profiles, ["metrics"]);
         assert_eq!(c.webhook_addr, Some("0.0.0.0:9465".parse().unwrap()));
         assert_eq!(
             c.status_token_file.as_deref(),

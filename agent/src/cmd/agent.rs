@@ -24,6 +24,7 @@ fn overrides(args: &AgentArgs) -> Overrides {
         debounce: args.debounce.clone(),
         allow_empty: args.allow_empty,
         webhook_secret_file: args.webhook_secret_file.clone(),
+        profiles: Vec::new(),
         auth: AuthSection {
             token_file: args.token_file.clone(),
             username: args.username.clone(),

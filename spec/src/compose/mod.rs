@@ -488,7 +488,8 @@ impl Decoder<'_> {
         ctx: &mut Extends,
     ) -> Option<Node> {
         if Path::new(file).is_absolute() {
-            let m = format!("extends file \"{file}\" must be a relative path inside the source's tree");
+            let m =
+                format!("extends file \"{file}\" must be a relative path inside the source's tree");
             self.fail(pos, field, m);
             return None;
         }

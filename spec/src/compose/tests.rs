@@ -415,11 +415,25 @@ fn extends_that_loops_or_leaves_the_tree_is_an_error() {
 #[test]
 fn errors_in_an_extended_service_of_another_file_point_at_the_extends() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "base.yml", "services:\n  b:\n    image: busybox\n    ports: [\"99999:80\"]\n");
-    write(tmp.path(), "compose.yaml", "services:\n  a:\n    extends:\n      file: base.yml\n      service: b\n");
+    write(
+        tmp.path(),
+        "base.yml",
+        "services:\n  b:\n    image: busybox\n    ports: [\"99999:80\"]\n",
+    );
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  a:\n    extends:\n      file: base.yml\n      service: b\n",
+    );
     let e = err(load(tmp.path()));
-    assert!(e.contains("compose.yaml:4:7: error: containers.a.ports[0]"), "{e}");
-    assert!(!e.contains("compose.yaml:4:13"), "a line of base.yml given as one of compose.yaml: {e}");
+    assert!(
+        e.contains("compose.yaml:4:7: error: containers.a.ports[0]"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("compose.yaml:4:13"),
+        "a line of base.yml given as one of compose.yaml: {e}"
+    );
 }
 
 #[test]
