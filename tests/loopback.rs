@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::instance::Instance;
-use crate::common::{free_port, http_get, require, wait_for};
+use crate::common::{free_port, http_get, wait_for};
 
 const PROJECT: &str = "loopback";
 
@@ -289,12 +289,9 @@ fn received(sock: &UdpSocket, data: &[u8]) -> bool {
 /// destination decides.
 #[test]
 fn containers_cannot_reach_the_hosts_loopback() {
-    if !require(&["busybox", "nft", "ip"], true) {
+    let Some(host) = Instance::with_busybox(PROJECT, &[]) else {
         return;
-    }
-    let mut host = Instance::new("ha", "10.80.0.0/16");
-    host.owns(PROJECT);
-    host.import_busybox();
+    };
     let published = free_port();
     let manifests = tempfile::tempdir().expect("manifests");
     std::fs::write(

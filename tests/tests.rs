@@ -7,11 +7,13 @@
 mod agent;
 mod cli;
 mod common;
+mod compose;
 mod containers;
 mod crash;
 mod dns;
 mod fleet;
 mod git_agent;
+mod harness;
 mod hostile;
 mod image;
 mod layers;
