@@ -31,6 +31,9 @@ pub struct HostArgs {
     /// Give the host a label, for `target = { labels = ... }` (repeatable).
     #[arg(long = "host-label", value_name = "KEY=VALUE", value_parser = moor_spec::target::parse_label)]
     pub host_labels: Vec<(String, String)>,
+    /// Enable a Compose profile: its services run (repeatable; also `COMPOSE_PROFILES`).
+    #[arg(long = "profile", value_name = "NAME")]
+    pub profiles: Vec<String>,
 }
 
 impl HostArgs {
@@ -40,6 +43,9 @@ impl HostArgs {
         if let Some(max) = self.max_manifest_size {
             o.max_file_size = max;
         }
+        // Compose files are interpolated with moor's own environment.
+        o.env = std::env::vars().collect();
+        o.profiles = self.profiles.iter().cloned().collect();
         o
     }
 

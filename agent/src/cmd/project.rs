@@ -45,11 +45,15 @@ pub fn load(paths: &[PathBuf], args: &HostArgs) -> anyhow::Result<DesiredState> 
         bail!("give a manifest directory");
     }
     let host = args.identity()?;
-    moor_spec::load_with(paths, Some(&host), &args.load_options()).map_err(|diags| {
-        eprint!("{diags}");
-        anyhow::anyhow!(
-            "{} error(s) in the manifests; nothing was changed",
-            diags.len()
-        )
-    })
+    let state =
+        moor_spec::load_with(paths, Some(&host), &args.load_options()).map_err(|diags| {
+            eprint!("{diags}");
+            anyhow::anyhow!(
+                "{} error(s) in the manifests; nothing was changed",
+                diags.len()
+            )
+        })?;
+    // Warnings (Compose keys moor ignores) are shown, and the state applied.
+    eprint!("{}", state.warnings);
+    Ok(state)
 }

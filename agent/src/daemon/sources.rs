@@ -39,6 +39,7 @@ pub fn start_source(
     metrics: &Arc<Metrics>,
     controller: mpsc::Sender<Trigger>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let loader = &loader.with_profiles(&source.profiles);
     match &source.kind {
         SourceKind::Dir { path, debounce } => {
             let (tx, mut rx) = mpsc::channel::<Trigger>(8);

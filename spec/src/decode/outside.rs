@@ -37,6 +37,12 @@ pub(crate) enum Read {
         path: PathBuf,
         found: Result<String, String>,
     },
+    /// The text of a file another reads (a Compose file's `extends`
+    /// file), or why it cannot be read.
+    Text {
+        path: PathBuf,
+        found: Result<String, String>,
+    },
     /// [`std::path::absolute`] of a path (it depends on the current
     /// directory, for a relative one).
     Absolute { path: PathBuf, found: PathBuf },
@@ -59,6 +65,11 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// The text of a file read beside a manifest, at most a manifest's default size.
+fn text(path: &Path) -> Result<String, String> {
+    crate::load::read_capped(path, crate::load::DEFAULT_MAX_FILE_SIZE)
+}
+
 impl Read {
     /// Whether reading again, for a manifest in `dir` of `tree`, finds the same.
     fn holds(&self, dir: &Path, tree: &Tree) -> bool {
@@ -73,6 +84,7 @@ impl Read {
             Read::Missing { path, found } => missing(path) == *found,
             Read::Digest { path, found } => crate::bind::content_digest(path) == *found,
             Read::Absolute { path, found } => absolute(path) == *found,
+            Read::Text { path, found } => text(path) == *found,
         }
     }
 }
@@ -128,6 +140,16 @@ impl Decoder<'_> {
     pub(crate) fn digest(&mut self, path: &Path) -> Result<String, String> {
         let found = crate::bind::content_digest(path);
         self.reads.push(Read::Digest {
+            path: path.to_path_buf(),
+            found: found.clone(),
+        });
+        found
+    }
+
+    /// The text of the file at `path` (another file a manifest reads).
+    pub(crate) fn text_file(&mut self, path: &Path) -> Result<String, String> {
+        let found = text(path);
+        self.reads.push(Read::Text {
             path: path.to_path_buf(),
             found: found.clone(),
         });
