@@ -145,11 +145,13 @@ fn resolve(lowers: &[PathBuf], path: &str) -> Result<String, BuildError> {
 }
 
 /// Writes `rel`'s missing or existing parents (not `rel` itself): existing
-/// ones with their metadata, missing ones `0755` root.
+/// ones with their metadata, missing ones `0755` and owned by `owner` (the
+/// `--chown` owner, as Docker's classic builder creates them), else root.
 fn parents<W: Write>(
     tar: &mut LayerTar<W>,
     lowers: &[PathBuf],
     rel: &str,
+    owner: Option<(u64, u64)>,
 ) -> Result<(), BuildError> {
     let comps: Vec<&str> = rel.split('/').collect();
     for i in 1..comps.len() {
@@ -161,12 +163,15 @@ fn parents<W: Write>(
                     "/{p} is not a directory in the image"
                 )));
             }
-            None => Meta {
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime: 0,
-            },
+            None => {
+                let (uid, gid) = owner.unwrap_or((0, 0));
+                Meta {
+                    mode: 0o755,
+                    uid,
+                    gid,
+                    mtime: 0,
+                }
+            }
         };
         tar.dir(&p, meta).map_err(io_err(&p, "write"))?;
     }
@@ -708,7 +713,7 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
     };
     let result = (|| -> Result<(), BuildError> {
         if !dest.is_empty() {
-            parents(&mut w.tar, input.lowers, &dest)?;
+            parents(&mut w.tar, input.lowers, &dest, w.owner)?;
         }
         let dir_meta = |w: &Writer<'_, _>| {
             let (uid, gid) = w.owner.unwrap_or((0, 0));
@@ -862,7 +867,7 @@ pub fn workdir(
     let write = || -> Result<(), BuildError> {
         let file = File::create(&tar_path).map_err(BuildError::io("create", &tar_path))?;
         let mut tar = LayerTar::new(BufWriter::new(file));
-        parents(&mut tar, lowers, &rel)?;
+        parents(&mut tar, lowers, &rel, None)?;
         let meta = Meta {
             mode: 0o755,
             uid: 0,

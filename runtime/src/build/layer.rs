@@ -128,14 +128,15 @@ impl<W: Write> LayerTar<W> {
         self.tar.append_link(&mut h, path, target)
     }
 
-    /// A whiteout: `path` is deleted.
-    pub fn whiteout(&mut self, path: &str) -> io::Result<()> {
+    /// A whiteout: `path` is deleted (mode `0600`, as Docker writes one;
+    /// an opaque marker takes its directory's permissions).
+    pub fn whiteout(&mut self, path: &str, mode: u32) -> io::Result<()> {
         let (dir, name) = match path.rsplit_once('/') {
             Some((d, n)) => (format!("{d}/"), n),
             None => (String::new(), path),
         };
         let meta = Meta {
-            mode: 0,
+            mode,
             uid: 0,
             gid: 0,
             mtime: 0,
@@ -236,11 +237,11 @@ fn walk<W: Write>(
         let meta = Meta::of(&m);
         let ft = m.file_type();
         if ft.is_char_device() && m.rdev() == 0 {
-            out.whiteout(&rel)?;
+            out.whiteout(&rel, 0o600)?;
         } else if ft.is_dir() {
             out.dir(&rel, meta)?;
             if is_opaque(&path) {
-                out.whiteout(&format!("{rel}/.wh..opq"))?;
+                out.whiteout(&format!("{rel}/.wh..opq"), meta.mode & 0o777)?;
             }
             walk(&path, &rel, out, skip, links)?;
         } else if ft.is_symlink() {
