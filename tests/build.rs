@@ -455,3 +455,281 @@ fn run_has_no_network_unless_host_is_asked_for() {
         );
     }
 }
+
+/// A Docker Engine of the test's own (data root, exec root, socket; no
+/// iptables, no bridge), stopped and its mounts removed when dropped.
+struct Dockerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Dockerd {
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("moor-dockerd-")
+            .tempdir()
+            .expect("dockerd dir");
+        let d = dir.path();
+        let log = fs::File::create(d.join("dockerd.log")).expect("dockerd log");
+        let child = std::process::Command::new("dockerd")
+            .arg("--data-root")
+            .arg(d.join("root"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("dockerd.pid"))
+            .arg("--host")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let dockerd = Dockerd { dir, child };
+        wait_for("dockerd to answer", Duration::from_secs(60), || {
+            dockerd.docker(&["version"]).status.success()
+        });
+        dockerd
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        std::process::Command::new("docker")
+            .args(args)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.dir.path().join("docker.sock").display()),
+            )
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .expect("run docker")
+    }
+
+    #[track_caller]
+    fn docker_ok(&self, args: &[&str]) {
+        let out = self.docker(args);
+        assert!(out.status.success(), "docker {args:?}: {}", text(&out));
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        crate::common::host::unmount_under(self.dir.path());
+    }
+}
+
+/// What a layer holds: (path, type, mode, uid, gid, link target, content
+/// digest) per entry, sorted.
+fn layer_entries(tar_bytes: &[u8]) -> Vec<(String, String, u32, u64, u64, String, String)> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(tar_bytes);
+    for e in archive.entries().expect("layer entries") {
+        let mut e = e.expect("layer entry");
+        let path = e.path().expect("path").to_string_lossy().into_owned();
+        let path = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_owned();
+        if path.is_empty() {
+            continue;
+        }
+        let h = e.header().clone();
+        let link = e
+            .link_name()
+            .ok()
+            .flatten()
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).expect("read entry");
+        out.push((
+            path,
+            format!("{:?}", h.entry_type()),
+            h.mode().expect("mode") & 0o7777,
+            h.uid().expect("uid"),
+            h.gid().expect("gid"),
+            link,
+            hex::encode(sha2::Sha256::digest(&data)),
+        ));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn layers_and_config_match_docker_build() {
+    let Some(host) = Instance::with_busybox("bldd", &["dockerd", "docker", "tar"]) else {
+        return;
+    };
+    // One base image for both, from a root filesystem tar.
+    let work = tempfile::tempdir().expect("work dir");
+    let root = work.path().join("rootfs");
+    for d in ["bin", "etc", "tmp", "root", "proc", "sys", "dev"] {
+        fs::create_dir_all(root.join(d)).expect("mkdir");
+    }
+    let busybox = crate::common::which("busybox").expect("busybox");
+    fs::copy(&busybox, root.join("bin/busybox")).expect("copy busybox");
+    for applet in ["sh", "mkdir", "echo", "rm", "touch", "chmod", "cat"] {
+        symlink("busybox", root.join("bin").join(applet)).expect("applet");
+    }
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .expect("passwd");
+    fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").expect("group");
+    let rootfs = work.path().join("rootfs.tar");
+    let status = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&rootfs)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    let base = "localhost/bldd/busybox:1";
+    let rootfs = rootfs.to_str().expect("utf-8");
+    host.moor_ok(&["image", "import", rootfs, "--tag", base]);
+    let docker = Dockerd::start();
+    docker.docker_ok(&["import", rootfs, base]);
+
+    let ctx = context(&[
+        ("tree/a.txt", "a\n"),
+        ("tree/sub/b.txt", "b\n"),
+        ("ignored.log", "noise\n"),
+        (".dockerignore", "*.log\n"),
+        (
+            "Dockerfile",
+            &format!(
+                r#"FROM {base} AS builder
+RUN mkdir -p /out && echo built > /out/artifact && echo temp > /out/temp
+RUN rm /out/temp
+FROM {base}
+COPY --from=builder /out /app/
+COPY tree/ /app/tree/
+COPY --chown=nobody:nogroup tree/a.txt /owned/a.txt
+COPY . /everything/
+RUN echo doomed > /etc/doomed && mkdir -p /d && touch /d/old && chmod 700 /d
+RUN rm /etc/doomed && rm -rf /d && mkdir /d && touch /d/new
+ENV GREETING=hi
+WORKDIR /srv/www
+USER nobody
+EXPOSE 8080
+LABEL team=build
+VOLUME /data
+ENTRYPOINT ["sh", "-c"]
+CMD ["echo hi"]
+"#
+            ),
+        ),
+    ]);
+    let ctx_path = ctx.path().to_str().expect("utf-8");
+    docker.docker_ok(&["build", "-q", "-t", "localhost/bldd/app:1", ctx_path]);
+    let saved = work.path().join("docker.tar");
+    docker.docker_ok(&[
+        "save",
+        "-o",
+        saved.to_str().expect("utf-8"),
+        "localhost/bldd/app:1",
+    ]);
+    build_ok(&host, ctx.path(), &["-t", "localhost/bldd/app:1"]);
+
+    // Docker's side: manifest.json, its config and layer tars.
+    let read_member = |name: &str| -> Vec<u8> {
+        let mut archive = tar::Archive::new(fs::File::open(&saved).expect("docker save"));
+        for e in archive.entries().expect("entries") {
+            let mut e = e.expect("entry");
+            if e.path().expect("path").to_string_lossy() == name {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut data).expect("read");
+                return data;
+            }
+        }
+        panic!("{name} not in docker save output")
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read_member("manifest.json")).expect("manifest.json");
+    let docker_config: serde_json::Value = serde_json::from_slice(&read_member(
+        manifest[0]["Config"].as_str().expect("config"),
+    ))
+    .expect("docker config");
+    let docker_layers: Vec<_> = manifest[0]["Layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| layer_entries(&read_member(l.as_str().expect("layer"))))
+        .collect();
+
+    // moor's side, from its store.
+    let moor_config = image_config(&host, "localhost/bldd/app:1");
+    let images: serde_json::Value =
+        serde_json::from_str(&host.moor_ok(&["images", "--json"])).expect("images JSON");
+    let image = images
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|i| {
+            i["refs"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r == "localhost/bldd/app:1"))
+        })
+        .expect("the built image")
+        .clone();
+    let moor_layers: Vec<_> = image["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            let hex = l["blob"]
+                .as_str()
+                .expect("blob")
+                .trim_start_matches("sha256:");
+            layer_entries(&fs::read(host.dir().join("blobs/sha256").join(hex)).expect("blob"))
+        })
+        .collect();
+
+    assert_eq!(moor_layers.len(), docker_layers.len(), "layer count");
+    // The base layer is each tool's import of the same tar; the rest are built.
+    for (i, (m, d)) in moor_layers.iter().zip(&docker_layers).enumerate().skip(1) {
+        assert_eq!(m, d, "layer {i} differs from docker build's");
+    }
+    for key in [
+        "Env",
+        "Cmd",
+        "Entrypoint",
+        "WorkingDir",
+        "User",
+        "ExposedPorts",
+        "Labels",
+        "Volumes",
+    ] {
+        assert_eq!(
+            moor_config["config"][key], docker_config["config"][key],
+            "config {key}"
+        );
+    }
+    let empty = |c: &serde_json::Value| -> Vec<bool> {
+        c["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .map(|h| h["empty_layer"] == true)
+            .collect()
+    };
+    // `docker import` gives the base a history entry, moor's import none:
+    // the steps of the build are the last ones of both.
+    let (m, d) = (empty(&moor_config), empty(&docker_config));
+    assert_eq!(m.len(), 14, "a history entry per step: {moor_config}");
+    assert_eq!(m, d[d.len() - m.len()..], "history entries");
+}

@@ -724,10 +724,9 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
                 mtime: 0,
             }
         };
-        if into_dir && !dest_exists_dir && !dest.is_empty() {
-            let meta = dir_meta(&w);
-            w.tar.dir(&dest, meta).map_err(io_err(at, "write"))?;
-        }
+        // The destination directory, once: made by the first source that
+        // needs it (a directory source gives it its own metadata).
+        let mut dest_dir = dest_exists_dir || dest.is_empty();
         let join = |name: &str| {
             if dest.is_empty() {
                 name.to_owned()
@@ -741,27 +740,31 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
                 .map_err(io_err(at, &format!("read {root}")))?;
             if m.is_dir() {
                 // A directory's content goes into the destination.
-                if dest.is_empty() {
-                    w.tree_children(&tree, root, context)?;
-                } else if dest_exists_dir {
+                if dest_dir {
                     w.tree_children_into(&tree, root, &dest, context)?;
                 } else {
                     w.tree(&tree, root, &dest, context)?;
+                    dest_dir = true;
                 }
                 continue;
             }
-            if op.add && m.is_file() {
+            let is_archive = op.add && m.is_file() && {
                 let mut f = tree
                     .file(root)
                     .map_err(io_err(at, &format!("read {root}")))?;
-                if is_tar(&mut f) {
-                    if !dest_exists_dir && !into_dir && !dest.is_empty() {
-                        let meta = dir_meta(&w);
-                        w.tar.dir(&dest, meta).map_err(io_err(at, "write"))?;
-                    }
-                    w.extract(f, &dest)?;
-                    continue;
-                }
+                is_tar(&mut f)
+            };
+            if (into_dir || is_archive) && !dest_dir {
+                let meta = dir_meta(&w);
+                w.tar.dir(&dest, meta).map_err(io_err(at, "write"))?;
+                dest_dir = true;
+            }
+            if is_archive {
+                let f = tree
+                    .file(root)
+                    .map_err(io_err(at, &format!("read {root}")))?;
+                w.extract(f, &dest)?;
+                continue;
             }
             let target = if into_dir {
                 join(base_name(root))
@@ -797,15 +800,6 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
 }
 
 impl<W: Write> Writer<'_, W> {
-    fn tree_children(
-        &mut self,
-        tree: &Tree,
-        rel: &str,
-        context: Option<&Context>,
-    ) -> Result<(), BuildError> {
-        self.tree_children_into(tree, rel, "", context)
-    }
-
     /// The content of directory `rel` into the existing directory `dest`
     /// (whose own metadata stays the image's).
     fn tree_children_into(
