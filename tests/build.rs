@@ -733,3 +733,48 @@ CMD ["echo hi"]
     assert_eq!(m.len(), 14, "a history entry per step: {moor_config}");
     assert_eq!(m, d[d.len() - m.len()..], "history entries");
 }
+
+#[test]
+fn only_the_stages_the_target_needs_are_built() {
+    let Some(host) = Instance::with_busybox("blds", &[]) else {
+        return;
+    };
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "ARG BASE={BUSYBOX}\nFROM $BASE AS base\nRUN echo base-ran\nFROM $BASE AS broken\nRUN exit 7\nFROM base AS final\nARG MESSAGE=default\nRUN echo message=$MESSAGE\n"
+        ),
+    )]);
+    let out = build_ok(&host, ctx.path(), &["--build-arg", "MESSAGE=given"]);
+    assert!(out.lines().any(|l| l == "message=given"), "{out}");
+    assert!(
+        !out.contains("exit 7"),
+        "an unneeded stage was built: {out}"
+    );
+    let target = build_ok(
+        &host,
+        ctx.path(),
+        &["--target", "base", "-t", "localhost/blds/base:1"],
+    );
+    assert!(!target.contains("message="), "{target}");
+    assert!(
+        target.contains("Successfully tagged localhost/blds/base:1"),
+        "{target}"
+    );
+    let broken = build(&host, ctx.path(), &["--target", "broken"]);
+    assert_eq!(broken.status.code(), Some(1), "{}", text(&broken));
+    assert!(
+        text(&broken).contains("returned a non-zero code: 7"),
+        "{}",
+        text(&broken)
+    );
+
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {BUSYBOX}\nCOPY --bogus=1 a /b\n"),
+    )
+    .expect("write Dockerfile");
+    let bad = build(&host, ctx.path(), &[]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("Dockerfile:2:"), "{}", text(&bad));
+}
