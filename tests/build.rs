@@ -778,3 +778,57 @@ fn only_the_stages_the_target_needs_are_built() {
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     assert!(text(&bad).contains("Dockerfile:2:"), "{}", text(&bad));
 }
+
+#[test]
+fn add_of_a_hostile_archive_stays_in_the_image() {
+    let Some(host) = Instance::with_busybox("bldx", &[]) else {
+        return;
+    };
+    let marker = format!("moor-add-escape-{}", std::process::id());
+    let ctx = context(&[]);
+    // A symlink to the host's /tmp, then a file through it; a `..` entry.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "x", "/tmp").expect("symlink entry");
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(4);
+    h.set_mode(0o644);
+    b.append_data(&mut h, format!("x/{marker}"), &b"pwn\n"[..])
+        .expect("file entry");
+    fs::write(ctx.path().join("evil.tar"), b.into_inner().expect("tar")).expect("write tar");
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {BUSYBOX}\nADD evil.tar /unpacked/\n"),
+    )
+    .expect("write Dockerfile");
+    let out = build(&host, ctx.path(), &["-t", "localhost/bldx/app:1"]);
+    assert!(
+        !Path::new("/tmp").join(&marker).exists(),
+        "ADD wrote through a symlink onto the host: {}",
+        text(&out)
+    );
+    let _ = fs::remove_file(Path::new("/tmp").join(&marker));
+
+    // `..` in an archive is refused.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(4);
+    h.set_mode(0o644);
+    {
+        // `append_data` refuses `..`; the raw header takes it.
+        let name = format!("../../tmp/{marker}");
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_cksum();
+    }
+    b.append(&h, &b"pwn\n"[..]).expect("entry");
+    fs::write(ctx.path().join("evil.tar"), b.into_inner().expect("tar")).expect("write tar");
+    let out = build(&host, ctx.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("climbs out"), "{}", text(&out));
+    assert!(!Path::new("/tmp").join(&marker).exists());
+}
