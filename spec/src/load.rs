@@ -28,12 +28,23 @@ pub struct LoadOptions {
     /// Manifest files larger than this (in bytes) are refused with a
     /// diagnostic, unread.
     pub max_file_size: u64,
+    /// What the manifests may ask of the host (see [`crate::policy`]);
+    /// `None`: anything.
+    pub policy: Option<crate::Policy>,
+    /// What a read-write bind into the source's tree does (see [`crate::writes`]).
+    pub writes: crate::Writes,
+    /// Directories (real paths) whose files are never read: where
+    /// containers were seen writing.
+    pub skip: Vec<PathBuf>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            policy: None,
+            writes: crate::Writes::default(),
+            skip: Vec::new(),
         }
     }
 }
@@ -92,7 +103,10 @@ pub fn load_with<P: AsRef<Path>>(
 
 /// Reads every manifest file under `paths`, in sorted order.
 fn read<P: AsRef<Path>>(paths: &[P], options: &LoadOptions) -> (Vec<Source>, Diagnostics) {
-    let mut walk = Walk::default();
+    let mut walk = Walk {
+        skip: options.skip.clone(),
+        ..Walk::default()
+    };
     for p in paths {
         walk.explicit(p.as_ref());
     }
@@ -213,6 +227,10 @@ fn load_sources(
         Some(h) => drafts.retain_for(h),
         None => Elsewhere::default(),
     };
+    if options.writes == crate::Writes::Skip {
+        let files: Vec<PathBuf> = sources.iter().map(|s| s.file.clone()).collect();
+        crate::writes::skip_written(&files, &mut drafts, &mut diags);
+    }
     crate::validate::finish(drafts, diags, &elsewhere)
 }
 
@@ -243,6 +261,8 @@ fn decode_files(sources: &[Source], options: &LoadOptions) -> (Drafts, Diagnosti
         };
         let dir = file.parent().unwrap_or(Path::new("."));
         let mut decoder = Decoder::new(file, dir, tree);
+        decoder.policy = options.policy.as_ref();
+        decoder.writes = options.writes;
         for doc in &docs {
             decoder.document(doc, &mut drafts);
         }
@@ -265,6 +285,8 @@ struct Walk {
     /// Directories already walked, by device and inode: a symlink loop (or
     /// a directory given twice) is read once.
     seen_dirs: HashSet<(u64, u64)>,
+    /// Directories not walked (see [`LoadOptions::skip`]).
+    skip: Vec<PathBuf>,
 }
 
 impl Walk {
@@ -305,7 +327,7 @@ impl Walk {
         let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         children.sort();
         for child in children {
-            if !is_hidden(&child) {
+            if !is_hidden(&child) && !crate::writes::is_under(&child, &self.skip) {
                 self.child(&child, tree);
             }
         }
@@ -405,7 +427,7 @@ mod tests {
         std::fs::write(
             app.join("app.toml"),
             "[containers.app]\nimage = \"busybox\"\nenv_file = \"app.env\"\n\
-             mounts = [\"./conf:/etc/site\", \"./site.conf:/etc/site.conf\"]\n",
+             mounts = [\"./conf:/etc/site:ro\", \"./site.conf:/etc/site.conf:ro\"]\n",
         )
         .unwrap();
         let load_root = || load(&[&root]).unwrap_or_else(|d| panic!("{d}"));

@@ -89,6 +89,8 @@ pub(crate) struct ContainerDraft {
     pub(crate) network_locs: Vec<(String, Pos)>,
     /// (field, position) of each `depends_on` entry.
     pub(crate) depends_locs: BTreeMap<String, (String, Pos)>,
+    /// Where each bind mount really leads.
+    pub(crate) binds: Vec<crate::writes::BindSeen>,
 }
 
 impl Decoder<'_> {
@@ -143,6 +145,7 @@ impl Decoder<'_> {
             mount_locs: Vec::new(),
             network_locs: Vec::new(),
             depends_locs: BTreeMap::new(),
+            binds: Vec::new(),
         };
 
         match f.get("image") {
@@ -165,6 +168,14 @@ impl Decoder<'_> {
         }
         if let Some(n) = f.get("env_file") {
             for (path, pos, ef) in self.strings(n, &fld("env_file")) {
+                // Checked before anything is read from the host.
+                if let Some(p) = self.policy
+                    && Path::new(&path).is_absolute()
+                    && let Err(e) = p.allows_host_path("env_file", Path::new(&path))
+                {
+                    self.error(pos, &ef, e);
+                    continue;
+                }
                 let r = self
                     .in_tree(Path::new(&path))
                     .map_err(|e| format!("env_file \"{path}\": {e}"))
@@ -229,7 +240,11 @@ impl Decoder<'_> {
                         )),
                     },
                 };
-                if let Some(m) = self.check(n.pos, &nf, mode) {
+                let allowed = |m: NetworkMode| match self.policy {
+                    Some(p) => p.allows_network_mode(&m).map(|()| m),
+                    None => Ok(m),
+                };
+                if let Some(m) = self.check(n.pos, &nf, mode.and_then(allowed)) {
                     spec.network_mode = m;
                 }
             }
@@ -297,7 +312,14 @@ impl Decoder<'_> {
                     .strings(n, &fld(key))
                     .into_iter()
                     .filter_map(|(s, pos, cf)| {
-                        self.check(pos, &cf, crate::linux::normalize_capability(&s))
+                        let cap = crate::linux::normalize_capability(&s);
+                        let cap = match self.policy {
+                            Some(p) if key == "cap_add" => {
+                                cap.and_then(|c| p.allows_capability(&c).map(|()| c))
+                            }
+                            _ => cap,
+                        };
+                        self.check(pos, &cf, cap)
                     })
                     .collect();
                 *out = set.into_iter().collect();
@@ -315,7 +337,14 @@ impl Decoder<'_> {
             let sf = fld("seccomp");
             match self.string(n, &sf).as_deref() {
                 Some("default") => spec.seccomp = Seccomp::Default,
-                Some("unconfined") => spec.seccomp = Seccomp::Unconfined,
+                Some("unconfined") => {
+                    let allowed = self
+                        .policy
+                        .map_or(Ok(()), |p| p.allows_seccomp(Seccomp::Unconfined));
+                    if self.check(n.pos, &sf, allowed).is_some() {
+                        spec.seccomp = Seccomp::Unconfined;
+                    }
+                }
                 Some(other) => self.error(
                     n.pos,
                     &sf,
@@ -458,6 +487,8 @@ impl Decoder<'_> {
                 }
             };
             let Some(mut mount) = mount else { continue };
+            let read_only = mount.read_only;
+            let mut bind = None;
             match &mut mount.source {
                 MountSource::Volume { name } => {
                     if let Err(e) = check_name(name) {
@@ -474,7 +505,8 @@ impl Decoder<'_> {
                     source,
                     content_digest,
                 } => {
-                    if source.is_relative() {
+                    let written = source.clone();
+                    let real = if source.is_relative() {
                         let (resolved, real) = match self.in_tree(source) {
                             Ok(paths) => paths,
                             Err(e) => {
@@ -495,18 +527,44 @@ impl Decoder<'_> {
                             continue;
                         }
                         // What the mount will show: the file or directory
-                        // the links lead to, inside the tree.
-                        match crate::bind::content_digest(&real) {
-                            Ok(d) => *content_digest = Some(d),
-                            Err(e) => {
-                                self.error(item.pos, &mf, e);
-                                continue;
+                        // the links lead to, inside the tree. A read-write
+                        // bind is the container's own data: by path alone
+                        // (see `writes`).
+                        if read_only {
+                            match crate::bind::content_digest(&real) {
+                                Ok(d) => *content_digest = Some(d),
+                                Err(e) => {
+                                    self.error(item.pos, &mf, e);
+                                    continue;
+                                }
                             }
                         }
                         // Absolute, so that the spec (and its hash) does not
                         // depend on the directory moor was started in.
                         *source = std::path::absolute(&resolved).unwrap_or(resolved);
+                        real
+                    } else {
+                        if let Some(p) = self.policy
+                            && let Err(e) = p.allows_host_path("bind source", source)
+                        {
+                            self.error(item.pos, &mf, e);
+                            continue;
+                        }
+                        crate::writes::real(source)
+                    };
+                    if !read_only
+                        && let Err(e) = crate::writes::check_writable(
+                            self.writes,
+                            &written,
+                            &real,
+                            self.file,
+                            self.tree.real_root(),
+                        )
+                    {
+                        self.error(item.pos, &mf, e);
+                        continue;
                     }
+                    bind = Some(real);
                 }
                 MountSource::Tmpfs { .. } => {}
             }
@@ -518,6 +576,13 @@ impl Decoder<'_> {
                     format!("target \"{}\" is already mounted by {first}", mount.target),
                 );
                 continue;
+            }
+            if let Some(real) = bind {
+                draft.binds.push(crate::writes::BindSeen {
+                    mount: spec.mounts.len(),
+                    real,
+                    read_only,
+                });
             }
             spec.mounts.push(mount);
             draft.mount_locs.push((mf, item.pos));
