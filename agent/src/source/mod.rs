@@ -6,6 +6,7 @@ pub mod dir;
 pub mod git;
 pub mod poll;
 pub mod webhook;
+pub mod written;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
