@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark (issue 8, DESIGN.md §8): the agent at rest with 100 containers.
+# Benchmark: the agent at rest with 100 containers.
 #
 #   sudo bench/agent-idle.sh [N] [SECONDS] [SCRAPES]     (defaults 100, 180, 200)
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark (issue 3, DESIGN.md §8): pull + unpack of a >= 100 MB image of 6
+# Benchmark: pull + unpack of a >= 100 MB image of 6
 # layers from a loopback registry (Debian's docker-registry), moor against
 # Docker Engine (dockerd from docker.io, started here with its own data
 # root), in the same run. Also sha256 throughput of moor's hashing crate

@@ -1,4 +1,4 @@
-//! Diff + plan of 10,000 resources (DESIGN.md §8 target: ≤ 50 ms): once
+//! Diff + plan of 10,000 resources (target: ≤ 50 ms, see BENCHMARKS.md): once
 //! against a host that matches (the no-op every resync does), once against an
 //! empty host (everything to create).
 //!

@@ -180,13 +180,6 @@ impl Diagnostics {
         out
     }
 
-    /// Keeps only what is about the files `keep` takes.
-    pub(crate) fn retain_files(&mut self, keep: impl Fn(&Path) -> bool) {
-        self.list.retain(|d| keep(&d.file));
-        self.kept.retain(|f, _| keep(f));
-        self.omitted.retain(|f, _| keep(f));
-    }
-
     /// Sorts by file, line and column and drops exact repeats.
     pub(crate) fn sort(&mut self) {
         self.list.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));

@@ -47,7 +47,17 @@ impl SpecHash {
         h.update(self.0.as_bytes());
         h.update(b"\0");
         h.update(image_digest.as_bytes());
-        SpecHash(format!("sha256:{}", hex::encode(h.finalize())))
+        SpecHash::of_sum(&h.finalize())
+    }
+
+    /// `sha256:<hex of sum>`.
+    fn of_sum(sum: &[u8]) -> SpecHash {
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(sum, &mut hex).expect("a sha256 sum is 32 bytes");
+        let mut s = String::with_capacity(7 + hex.len());
+        s.push_str("sha256:");
+        s.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
+        SpecHash(s)
     }
 
     /// The first 12 hex digits, for tables.
@@ -70,13 +80,28 @@ fn digest(kind: Kind, value: &impl Serialize) -> SpecHash {
         kind: Kind,
         spec: &'a T,
     }
-    let bytes = serde_json::to_vec(&Tagged {
-        v: 1,
-        kind,
-        spec: value,
-    })
-    .expect("serialising plain data to JSON cannot fail");
-    SpecHash(format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
+    thread_local! {
+        /// The encoding of the last spec hashed on this thread: its
+        /// allocation serves the next.
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let sum = BUFFER.with_borrow_mut(|bytes| {
+        bytes.clear();
+        let tagged = Tagged {
+            v: 1,
+            kind,
+            spec: value,
+        };
+        serde_json::to_writer(&mut *bytes, &tagged)
+            .expect("serialising plain data to JSON cannot fail");
+        let sum = Sha256::digest(bytes.as_slice());
+        // A huge spec does not keep its buffer.
+        if bytes.capacity() > 64 << 10 {
+            *bytes = Vec::new();
+        }
+        sum
+    });
+    SpecHash::of_sum(&sum)
 }
 
 /// The hash of an image entry.
@@ -124,9 +149,12 @@ struct ContainerView<'a> {
 /// The hash of a container. Expects the canonical order the loader gives
 /// (ports and mounts sorted, capability lists sorted).
 pub fn container(spec: &ContainerSpec) -> SpecHash {
-    digest(
-        Kind::Container,
-        &ContainerView {
+    digest(Kind::Container, &ContainerView::of(spec))
+}
+
+impl<'a> ContainerView<'a> {
+    fn of(spec: &'a ContainerSpec) -> Self {
+        ContainerView {
             image: &spec.image,
             entrypoint: &spec.entrypoint,
             command: &spec.command,
@@ -146,6 +174,26 @@ pub fn container(spec: &ContainerSpec) -> SpecHash {
             cap_drop: &spec.cap_drop,
             seccomp: spec.seccomp,
             extra_hosts: &spec.extra_hosts,
+        }
+    }
+}
+
+/// [`container`] of `spec` as the loader gives it, whatever the order of its
+/// ports and mounts (sorted copies are hashed when they are not in order).
+pub(crate) fn container_unsorted(spec: &ContainerSpec) -> SpecHash {
+    if spec.ports.is_sorted() && spec.mounts.is_sorted() {
+        return container(spec);
+    }
+    let mut ports = spec.ports.clone();
+    ports.sort();
+    let mut mounts = spec.mounts.clone();
+    mounts.sort();
+    digest(
+        Kind::Container,
+        &ContainerView {
+            ports: &ports,
+            mounts: &mounts,
+            ..ContainerView::of(spec)
         },
     )
 }

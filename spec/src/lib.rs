@@ -16,6 +16,9 @@
 //! the operator's [`Policy`] when [`LoadOptions::policy`] has one; and a
 //! container never writes its own desired state ([`writes`]).
 //!
+//! To load the same manifests again and again (an agent's sources do), a
+//! [`Loader`] keeps what each file decoded and parses only what changed.
+//!
 //! This crate knows nothing of Linux: it describes what is wanted, never how.
 
 pub mod bind;
@@ -25,10 +28,12 @@ pub mod envfile;
 pub mod hash;
 pub mod linux;
 mod load;
+mod loader;
 pub mod model;
 pub mod mounts;
 mod names;
 pub mod node;
+mod par;
 pub mod parse;
 pub mod policy;
 pub mod ports;
@@ -46,6 +51,7 @@ pub use hash::SpecHash;
 pub use load::{
     DEFAULT_MAX_FILE_SIZE, LoadOptions, load, load_for, load_texts, load_texts_for, load_with,
 };
+pub use loader::{LoadStats, Loader};
 pub use model::{
     ContainerSpec, DependCondition, DesiredState, HealthTest, Healthcheck, ImageSpec, Kind,
     NetworkAttachment, NetworkMode, NetworkSpec, Origin, PullPolicy, Resource, Resources,

@@ -7,15 +7,15 @@
 //! are refused before they are read.
 
 use std::collections::HashSet;
-use std::io::Read;
+use std::io::Read as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::decode::{Decoder, Drafts, Elsewhere};
 use crate::diag::{Diagnostic, Diagnostics};
+use crate::loader::Loader;
 use crate::model::DesiredState;
 use crate::node::Pos;
-use crate::parse::{Format, parse};
+use crate::parse::Format;
 use crate::target::HostIdentity;
 use crate::tree::Tree;
 
@@ -50,10 +50,10 @@ impl Default for LoadOptions {
 }
 
 /// One manifest: its path, its text and the tree it belongs to.
-struct Source {
-    file: PathBuf,
-    text: String,
-    tree: Tree,
+pub(crate) struct Source {
+    pub(crate) file: PathBuf,
+    pub(crate) text: String,
+    pub(crate) tree: Tree,
 }
 
 /// Loads, normalises and validates every manifest under `paths` (files, or
@@ -92,43 +92,40 @@ pub fn load_for<P: AsRef<Path>>(
 }
 
 /// [`load`] (all hosts) or [`load_for`] (one host), with `options`.
+///
+/// Each call parses every file again; a [`Loader`] keeps what it decoded
+/// and parses only what changed.
 pub fn load_with<P: AsRef<Path>>(
     paths: &[P],
     host: Option<&HostIdentity>,
     options: &LoadOptions,
 ) -> Result<DesiredState, Diagnostics> {
-    let (sources, diags) = read(paths, options);
-    load_sources(&sources, diags, host, options)
+    Loader::new(options.clone()).load(paths, host)
 }
 
-/// Reads every manifest file under `paths`, in sorted order.
-fn read<P: AsRef<Path>>(paths: &[P], options: &LoadOptions) -> (Vec<Source>, Diagnostics) {
+/// The manifest files under `paths` (sorted, each once) with their trees,
+/// and what could not be walked; nothing under `skip` (real paths) is read.
+pub(crate) fn walk<P: AsRef<Path>>(
+    paths: &[P],
+    skip: &[PathBuf],
+) -> (Vec<(PathBuf, Tree)>, Diagnostics) {
     let mut walk = Walk {
-        skip: options.skip.clone(),
+        skip: skip.to_vec(),
         ..Walk::default()
     };
     for p in paths {
         walk.explicit(p.as_ref());
     }
     let Walk {
-        mut files,
-        mut diags,
-        ..
+        mut files, diags, ..
     } = walk;
     files.sort_by(|a, b| a.0.cmp(&b.0));
     files.dedup_by(|a, b| a.0 == b.0);
-    let mut sources = Vec::with_capacity(files.len());
-    for (file, tree) in files {
-        match read_capped(&file, options.max_file_size) {
-            Ok(text) => sources.push(Source { file, text, tree }),
-            Err(message) => diags.push(Diagnostic::error(&file, Pos::new(1, 1), "", message)),
-        }
-    }
-    (sources, diags)
+    (files, diags)
 }
 
 /// A file's text, refused unread when it is larger than `max` bytes.
-fn read_capped(file: &Path, max: u64) -> Result<String, String> {
+pub(crate) fn read_capped(file: &Path, max: u64) -> Result<String, String> {
     let cannot = |e: std::io::Error| format!("cannot read file: {}", crate::diag::io_reason(&e));
     let f = std::fs::File::open(file).map_err(cannot)?;
     let meta = f.metadata().map_err(cannot)?;
@@ -148,7 +145,7 @@ fn read_capped(file: &Path, max: u64) -> Result<String, String> {
         .map_err(|_| "cannot read file: stream did not contain valid UTF-8".into())
 }
 
-fn too_large(size: u64, max: u64) -> String {
+pub(crate) fn too_large(size: u64, max: u64) -> String {
     format!(
         "the file is larger than the {} limit for a manifest ({size} bytes); \
          nothing in it was read (raise the limit with --max-manifest-size or max_manifest_size)",
@@ -183,92 +180,7 @@ fn load_texts_with(
             tree: Tree::new(file.parent().unwrap_or(Path::new(""))),
         })
         .collect();
-    load_sources(
-        &sources,
-        Diagnostics::default(),
-        host,
-        &LoadOptions::default(),
-    )
-}
-
-fn load_sources(
-    sources: &[Source],
-    mut diags: Diagnostics,
-    host: Option<&HostIdentity>,
-    options: &LoadOptions,
-) -> Result<DesiredState, Diagnostics> {
-    // Files parse and decode independently: spread them over the cores in
-    // contiguous chunks, then merge in file order so results are deterministic.
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(sources.len().div_ceil(8))
-        .max(1);
-    let chunk = sources.len().div_ceil(workers).max(1);
-    let parts: Vec<(Drafts, Diagnostics)> = if workers == 1 {
-        vec![decode_files(sources, options)]
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = sources
-                .chunks(chunk)
-                .map(|files| s.spawn(move || decode_files(files, options)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("manifest decoding panicked"))
-                .collect()
-        })
-    };
-    let mut drafts = Drafts::default();
-    for (d, e) in parts {
-        drafts.extend(d);
-        diags.extend(e);
-    }
-    let elsewhere = match host {
-        Some(h) => drafts.retain_for(h),
-        None => Elsewhere::default(),
-    };
-    if options.writes == crate::Writes::Skip {
-        let files: Vec<PathBuf> = sources.iter().map(|s| s.file.clone()).collect();
-        crate::writes::skip_written(&files, &mut drafts, &mut diags);
-    }
-    crate::validate::finish(drafts, diags, &elsewhere)
-}
-
-fn decode_files(sources: &[Source], options: &LoadOptions) -> (Drafts, Diagnostics) {
-    let mut drafts = Drafts::default();
-    let mut diags = Diagnostics::default();
-    for Source { file, text, tree } in sources {
-        let Some(format) = Format::from_path(file) else {
-            diags.push(Diagnostic::error(
-                file,
-                Pos::new(1, 1),
-                "",
-                "not a manifest: the name must end in .toml, .yaml or .yml",
-            ));
-            continue;
-        };
-        if text.len() as u64 > options.max_file_size {
-            let message = too_large(text.len() as u64, options.max_file_size);
-            diags.push(Diagnostic::error(file, Pos::new(1, 1), "", message));
-            continue;
-        }
-        let docs = match parse(format, text) {
-            Ok(docs) => docs,
-            Err(e) => {
-                diags.push(Diagnostic::error(file, e.pos, "", e.message));
-                continue;
-            }
-        };
-        let dir = file.parent().unwrap_or(Path::new("."));
-        let mut decoder = Decoder::new(file, dir, tree);
-        decoder.policy = options.policy.as_ref();
-        decoder.writes = options.writes;
-        for doc in &docs {
-            decoder.document(doc, &mut drafts);
-        }
-        diags.extend(decoder.diags);
-    }
-    (drafts, diags)
+    crate::loader::load_sources(&sources, &LoadOptions::default(), host)
 }
 
 fn is_hidden(path: &Path) -> bool {

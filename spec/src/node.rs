@@ -127,6 +127,15 @@ impl Node {
             _ => None,
         }
     }
+
+    /// [`Node::scalar_text`], taking the text rather than copying it.
+    pub fn into_scalar_text(self) -> Option<String> {
+        match self.value {
+            Value::Str(s) => Some(s),
+            Value::Int(_) | Value::Float(_) if self.raw.is_some() => self.raw,
+            _ => self.scalar_text(),
+        }
+    }
 }
 
 /// Maps byte offsets of a source text to 1-based lines and character columns.
@@ -144,6 +153,9 @@ pub(crate) struct LineIndex<'a> {
     starts: Vec<usize>,
     /// `chars_before[k]`: characters in `text[..k * BLOCK]`.
     chars_before: Vec<usize>,
+    /// The line of the last lookup: parsers ask in order, mostly on the
+    /// same line or the next.
+    last: std::cell::Cell<usize>,
 }
 
 /// Bytes per entry of [`LineIndex::chars_before`].
@@ -161,26 +173,46 @@ impl<'a> LineIndex<'a> {
     }
 
     pub(crate) fn new(text: &'a str) -> Self {
-        let mut starts = vec![0];
-        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        let mut chars_before = Vec::with_capacity(text.len() / BLOCK + 1);
+        let bytes = text.as_bytes();
+        let mut starts = Vec::with_capacity(bytes.iter().filter(|&&b| b == b'\n').count() + 1);
+        starts.push(0);
+        starts.extend(
+            bytes
+                .iter()
+                .enumerate()
+                .filter(|&(_, &b)| b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        let mut chars_before = Vec::with_capacity(bytes.len() / BLOCK + 2);
         let mut count = 0;
         chars_before.push(0);
-        for block in text.as_bytes().chunks(BLOCK) {
-            count += block.iter().filter(|&&b| starts_char(b)).count();
+        for block in bytes.chunks(BLOCK) {
+            count += block
+                .iter()
+                .map(|&b| usize::from(starts_char(b)))
+                .sum::<usize>();
             chars_before.push(count);
         }
         Self {
             text,
             starts,
             chars_before,
+            last: std::cell::Cell::new(0),
         }
     }
 
-    /// Characters in `text[..offset]`, counting at most one block's bytes.
+    /// Characters in `text[..offset]`, counting at most one block's bytes
+    /// (none when the block holds no continuation byte, as ASCII text does).
     fn chars_to(&self, offset: usize) -> usize {
         let block = offset / BLOCK;
-        let tail = &self.text.as_bytes()[block * BLOCK..offset];
+        let start = block * BLOCK;
+        let block_len = (self.text.len() - start).min(BLOCK);
+        if let Some(&after) = self.chars_before.get(block + 1)
+            && after - self.chars_before[block] == block_len
+        {
+            return self.chars_before[block] + (offset - start);
+        }
+        let tail = &self.text.as_bytes()[start..offset];
         #[cfg(test)]
         tests::SCANNED.with(|s| s.set(s.get() + tail.len()));
         self.chars_before[block] + tail.iter().filter(|&&b| starts_char(b)).count()
@@ -188,7 +220,18 @@ impl<'a> LineIndex<'a> {
 
     pub(crate) fn pos(&self, offset: usize) -> Pos {
         let offset = offset.min(self.text.len());
-        let line = self.starts.partition_point(|&s| s <= offset) - 1;
+        let on = |line: usize| {
+            self.starts[line] <= offset && self.starts.get(line + 1).is_none_or(|&n| offset < n)
+        };
+        let last = self.last.get();
+        let line = if on(last) {
+            last
+        } else if last + 1 < self.starts.len() && on(last + 1) {
+            last + 1
+        } else {
+            self.starts.partition_point(|&s| s <= offset) - 1
+        };
+        self.last.set(line);
         let column = self.chars_to(offset) - self.chars_to(self.starts[line]);
         Pos::new(line as u32 + 1, column as u32 + 1)
     }
@@ -223,6 +266,30 @@ pub(crate) mod tests {
         );
         // Each item is `"é",`: 4 characters; the last one starts after `x = [`.
         assert_eq!(last, Pos::new(1, 6 + 4 * (items as u32 - 1)));
+    }
+
+    #[test]
+    fn ascii_blocks_and_others_give_the_same_columns_as_counting() {
+        // ASCII blocks take the shortcut; blocks with a multi-byte
+        // character (or the tail of one) are counted.
+        let mut text = String::new();
+        for i in 0..40 {
+            text.push_str(&"x = 1\n".repeat(i % 7));
+            text.push_str(if i % 5 == 0 {
+                "é = \"ü\"\n"
+            } else {
+                "long line\n"
+            });
+            text.push_str(&"a".repeat(i * 13));
+        }
+        let idx = LineIndex::new(&text);
+        for (offset, _) in text.char_indices() {
+            let before = &text[..offset];
+            let line = before.matches('\n').count() as u32 + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = text[line_start..offset].chars().count() as u32 + 1;
+            assert_eq!(idx.pos(offset), Pos::new(line, column), "offset {offset}");
+        }
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! Checks across resources and files, then the final, hashed [`DesiredState`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use crate::decode::{ContainerDraft, Declared, Drafts, Elsewhere};
+use crate::decode::{ContainerDraft, Declared, Draft, Drafts, Elsewhere};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{
-    ContainerSpec, DependCondition, DesiredState, Kind, NetworkMode, Origin, Resource,
+    ContainerSpec, DependCondition, DesiredState, ImageSpec, Kind, NetworkMode, NetworkSpec,
+    Resource, VolumeSpec,
 };
 use crate::mounts::MountSource;
 use crate::node::Pos;
+use crate::reference::ImageRef;
+use crate::target::{HostIdentity, Target, applies};
 
 struct Checker<'e> {
     diags: Diagnostics,
     /// What the load left out because it targets other hosts.
-    elsewhere: &'e Elsewhere,
+    elsewhere: &'e Elsewhere<'e>,
 }
 
 impl Checker<'_> {
@@ -29,120 +32,270 @@ impl Checker<'_> {
     }
 }
 
-/// Cross-checks the drafts of a whole load (already filtered for one host,
-/// if the load is for one; `elsewhere` holds what was left out). Returns the
-/// desired state, or every problem found (together with `diags` from decoding).
+/// The drafts of a load that target its host, from every file, in order.
+#[derive(Default)]
+struct Here<'a> {
+    declared: Vec<&'a Declared>,
+    images: Vec<&'a Draft<ImageSpec>>,
+    networks: Vec<&'a Draft<NetworkSpec>>,
+    volumes: Vec<&'a Draft<VolumeSpec>>,
+    containers: Vec<&'a ContainerDraft>,
+}
+
+/// Cross-checks the drafts of every file of a load (`files`, in order),
+/// keeping only what targets `host` when the load is for one host. Returns
+/// the desired state, or every problem found (together with `diags` from
+/// reading and decoding).
+///
+/// The drafts are only read: what the state holds is copied from them, so
+/// that drafts kept from an earlier load serve again.
 pub(crate) fn finish(
-    drafts: Drafts,
+    files: &[&Drafts],
     diags: Diagnostics,
-    elsewhere: &Elsewhere,
+    host: Option<&HostIdentity>,
 ) -> Result<DesiredState, Diagnostics> {
-    let mut c = Checker { diags, elsewhere };
-    duplicates(&mut c, &drafts.declared);
-    overlapping_subnets(&mut c, &drafts);
-
-    let mut state = DesiredState::default();
-    for d in drafts.images {
-        let hash = crate::hash::image(&d.spec);
-        state.images.entry(d.name.clone()).or_insert(Resource {
-            name: d.name,
-            origin: d.origin,
-            spec: d.spec,
-            hash,
-            target: d.target,
-        });
-    }
-    for d in drafts.networks {
-        let hash = crate::hash::network(&d.spec);
-        state.networks.entry(d.name.clone()).or_insert(Resource {
-            name: d.name,
-            origin: d.origin,
-            spec: d.spec,
-            hash,
-            target: d.target,
-        });
-    }
-    for d in drafts.volumes {
-        let hash = crate::hash::volume(&d.spec);
-        state.volumes.entry(d.name.clone()).or_insert(Resource {
-            name: d.name,
-            origin: d.origin,
-            spec: d.spec,
-            hash,
-            target: d.target,
-        });
-    }
-
-    // Every declaration is checked, duplicates too, so that one run reports everything.
-    let mut drafts_c = drafts.containers;
-    for d in &mut drafts_c {
-        resolve_image(&mut c, d, &state);
-        references(&mut c, d, &state);
-    }
-    let mut containers: BTreeMap<String, ContainerDraft> = BTreeMap::new();
-    let mut repeated = Vec::new();
-    for d in drafts_c {
-        if containers.contains_key(&d.d.name) {
-            repeated.push(d);
-        } else {
-            containers.insert(d.d.name.clone(), d);
+    let keep = |t: &Option<Target>| host.is_none_or(|h| applies(t.as_ref(), h));
+    let mut here = Here::default();
+    let mut elsewhere = Vec::new();
+    for f in files {
+        for d in &f.declared {
+            if keep(&d.target) {
+                here.declared.push(d);
+            } else {
+                elsewhere.push(d);
+            }
         }
+        here.images
+            .extend(f.images.iter().filter(|d| keep(&d.target)));
+        here.networks
+            .extend(f.networks.iter().filter(|d| keep(&d.target)));
+        here.volumes
+            .extend(f.volumes.iter().filter(|d| keep(&d.target)));
+        here.containers
+            .extend(f.containers.iter().filter(|c| keep(&c.d.target)));
     }
-    let names: Vec<String> = containers.keys().cloned().collect();
-    for d in containers.values().chain(&repeated) {
-        container_references(&mut c, d, &names, &containers);
+    let elsewhere = Elsewhere(elsewhere);
+    let mut state = DesiredState::default();
+    for d in &here.images {
+        add(&mut state.images, d, crate::hash::image);
     }
-    port_conflicts(&mut c, &containers);
-    cycles(&mut c, &containers);
+    for d in &here.networks {
+        add(&mut state.networks, d, crate::hash::network);
+    }
+    for d in &here.volumes {
+        add(&mut state.volumes, d, crate::hash::volume);
+    }
+    let (images, networks, volumes) = (&state.images, &state.networks, &state.volumes);
+
+    // Two halves of the checks run side by side, each with its own list of
+    // diagnostics; the lists are joined in the order the checks have
+    // always run in, so what is reported does not depend on the threads.
+    let checker = || Checker {
+        diags: Diagnostics::default(),
+        elsewhere: &elsewhere,
+    };
+    let declarations = || {
+        let mut c = checker();
+        duplicates(&mut c, &here.declared);
+        overlapping_subnets(&mut c, &here.networks);
+        // Every declaration is checked, duplicates too, so that one run
+        // reports everything.
+        let mut resolved = Vec::with_capacity(here.containers.len());
+        for d in &here.containers {
+            resolved.push(resolve_image(&mut c, d, images));
+            references(&mut c, d, networks, volumes);
+        }
+        (c.diags, resolved)
+    };
+    let between_containers = || {
+        let mut c = checker();
+        // The first declaration of a name is the container; later ones are
+        // reported as duplicates, and checked all the same. A stable sort
+        // by name keeps declarations of one name in load order.
+        let mut by_name: Vec<(&str, usize)> = here
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.d.name.as_str(), i))
+            .collect();
+        by_name.sort_by(|a, b| a.0.cmp(b.0));
+        let mut first: Vec<usize> = Vec::with_capacity(by_name.len());
+        let mut repeated = Vec::new();
+        for run in by_name.chunk_by(|a, b| a.0 == b.0) {
+            first.push(run[0].1);
+            repeated.extend(run[1..].iter().map(|&(_, i)| i));
+        }
+        repeated.sort_unstable();
+        let containers = Containers::new(
+            first
+                .iter()
+                .map(|&i| (here.containers[i].d.name.as_str(), here.containers[i]))
+                .collect(),
+        );
+        let names: Vec<&str> = containers.all.iter().map(|(n, _)| *n).collect();
+        for d in containers
+            .all
+            .iter()
+            .map(|(_, d)| *d)
+            .chain(repeated.iter().map(|&i| here.containers[i]))
+        {
+            container_references(&mut c, d, &names, &containers);
+        }
+        port_conflicts(&mut c, &containers);
+        cycles(&mut c, &containers);
+        (c.diags, first)
+    };
+    let ((found, resolved), (found_between, first)) = std::thread::scope(|s| {
+        let other = s.spawn(between_containers);
+        let this = declarations();
+        (this, other.join().expect("a check panicked"))
+    });
+    let mut c = Checker {
+        diags,
+        elsewhere: &elsewhere,
+    };
+    c.diags.extend(found);
+    c.diags.extend(found_between);
 
     if !c.diags.is_empty() {
         c.diags.sort();
         return Err(c.diags);
     }
-    for (name, d) in containers {
-        let mut spec = d.d.spec;
-        spec.ports.sort();
-        spec.mounts.sort();
-        let hash = crate::hash::container(&spec);
-        state.containers.insert(
-            name.clone(),
-            Resource {
-                name,
-                origin: d.d.origin,
-                spec,
-                hash,
-                target: d.d.target,
-            },
-        );
-    }
+    let chosen: Vec<(&ContainerDraft, &Image)> = first
+        .iter()
+        .map(|&i| (here.containers[i], &resolved[i]))
+        .collect();
+    let built = crate::par::map(&chosen, 64, 512, |(d, image)| {
+        let r = container(d, image);
+        (r.name.clone(), r)
+    });
+    // In name order already: the map is built in one pass.
+    state.containers = built.into_iter().collect();
     Ok(state)
 }
 
-fn duplicates(c: &mut Checker, declared: &[Declared]) {
-    let mut first: HashMap<(Kind, &str), &Origin> = HashMap::new();
-    for Declared {
-        kind, name, origin, ..
-    } in declared
-    {
-        match first.get(&(*kind, name.as_str())) {
-            Some(prev) => c.error(
-                &origin.file,
-                origin.pos,
-                &format!("{}.{name}", kind.table()),
-                format!("{kind} \"{name}\" is defined twice: here and at {prev}"),
-            ),
-            None => {
-                first.insert((*kind, name), origin);
+/// The containers of a load, one per name (its first declaration), by name.
+struct Containers<'a> {
+    /// Each container, with its name.
+    all: Vec<(&'a str, &'a ContainerDraft)>,
+    /// The same names end to end, and where each ends: a lookup compares
+    /// bytes next to each other, not strings all over the drafts.
+    names: String,
+    ends: Vec<usize>,
+}
+
+impl<'a> Containers<'a> {
+    /// The containers of `all`, sorted by name, each name once.
+    fn new(all: Vec<(&'a str, &'a ContainerDraft)>) -> Self {
+        let mut names = String::with_capacity(all.iter().map(|(n, _)| n.len()).sum());
+        let mut ends = Vec::with_capacity(all.len());
+        for (n, _) in &all {
+            names.push_str(n);
+            ends.push(names.len());
+        }
+        Self { all, names, ends }
+    }
+
+    /// The index of the container named `name`.
+    fn index(&self, name: &str) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.ends.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let start = if mid == 0 { 0 } else { self.ends[mid - 1] };
+            match self.names[start..self.ends[mid]].cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
             }
         }
+        None
+    }
+
+    /// The container named `name`.
+    fn get(&self, name: &str) -> Option<&'a ContainerDraft> {
+        self.index(name).map(|i| self.all[i].1)
     }
 }
 
-fn overlapping_subnets(c: &mut Checker, drafts: &Drafts) {
-    let mut nets: Vec<_> = drafts
-        .networks
+/// Adds the first declaration of a name to `map`, with its hash.
+fn add<T: Clone>(
+    map: &mut BTreeMap<String, Resource<T>>,
+    d: &Draft<T>,
+    hash: fn(&T) -> crate::hash::SpecHash,
+) {
+    if map.contains_key(&d.name) {
+        return;
+    }
+    let resource = Resource {
+        name: d.name.clone(),
+        origin: d.origin.clone(),
+        spec: d.spec.clone(),
+        hash: d.hash.clone().unwrap_or_else(|| hash(&d.spec)),
+        target: d.target.clone(),
+    };
+    map.insert(d.name.clone(), resource);
+}
+
+/// The resource of a container that passed every check, in canonical order.
+fn container(d: &ContainerDraft, image: &Image) -> Resource<ContainerSpec> {
+    let mut spec = d.d.spec.clone();
+    match image {
+        Image::Entry(name, reference) => {
+            spec.image = (*reference).clone();
+            spec.image_entry = Some(name.to_string());
+        }
+        Image::AsWritten { entry } => spec.image_entry = entry.map(str::to_string),
+        Image::Unchanged => {}
+    }
+    spec.ports.sort();
+    spec.mounts.sort();
+    // The hash from decoding holds unless the image turned out to be another.
+    let hash = match &d.d.hash {
+        Some(h) if spec.image == d.d.spec.image => h.clone(),
+        _ => crate::hash::container(&spec),
+    };
+    Resource {
+        name: d.d.name.clone(),
+        origin: d.d.origin.clone(),
+        spec,
+        hash,
+        target: d.d.target.clone(),
+    }
+}
+
+fn duplicates(c: &mut Checker, declared: &[&Declared]) {
+    // Sorted by kind and name (stably: each name's declarations in load
+    // order), the repeats of a name follow its first declaration.
+    let mut sorted: Vec<(Kind, &str, usize)> = declared
         .iter()
-        .filter_map(|d| d.spec.subnet.map(|s| (s, d)))
+        .enumerate()
+        .map(|(i, d)| (d.kind, d.name.as_str(), i))
+        .collect();
+    sorted.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    for run in sorted.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        repeats.extend(run[1..].iter().map(|&(_, _, i)| (i, run[0].2)));
+    }
+    // Reported in load order, as they are found.
+    repeats.sort_unstable();
+    for (i, first) in repeats {
+        let Declared {
+            kind, name, origin, ..
+        } = declared[i];
+        let prev = &declared[first].origin;
+        c.error(
+            &origin.file,
+            origin.pos,
+            &format!("{}.{name}", kind.table()),
+            format!("{kind} \"{name}\" is defined twice: here and at {prev}"),
+        );
+    }
+}
+
+fn overlapping_subnets(c: &mut Checker, networks: &[&Draft<NetworkSpec>]) {
+    let mut nets: Vec<_> = networks
+        .iter()
+        .filter_map(|d| d.spec.subnet.map(|s| (s, *d)))
         .collect();
     nets.sort_by_key(|(s, d)| {
         (
@@ -155,10 +308,7 @@ fn overlapping_subnets(c: &mut Checker, drafts: &Drafts) {
     // CIDR blocks are either nested or disjoint: sweeping in address order,
     // a block overlaps an earlier one exactly when it starts before the
     // furthest end seen so far.
-    let mut widest: Option<(
-        ipnet::Ipv4Net,
-        &crate::decode::Draft<crate::model::NetworkSpec>,
-    )> = None;
+    let mut widest: Option<(ipnet::Ipv4Net, &Draft<NetworkSpec>)> = None;
     for (net, d) in nets {
         if let Some((prev, pd)) = widest
             && prev.contains(&net.network())
@@ -180,67 +330,81 @@ fn overlapping_subnets(c: &mut Checker, drafts: &Drafts) {
     }
 }
 
-fn resolve_image(c: &mut Checker, d: &mut ContainerDraft, state: &DesiredState) {
-    let Some((raw, pos)) = d.image_raw.clone() else {
-        return;
+/// The image a container runs, once the `[images]` entries are known.
+enum Image<'a> {
+    /// The `[images]` entry its `image` names: its name and reference.
+    Entry(&'a str, &'a ImageRef),
+    /// The reference as written, and the entry with the same reference, if any.
+    AsWritten { entry: Option<&'a str> },
+    /// As decoded: nothing could be resolved (and that has been reported).
+    Unchanged,
+}
+
+fn resolve_image<'a>(
+    c: &mut Checker,
+    d: &ContainerDraft,
+    images: &'a BTreeMap<String, Resource<ImageSpec>>,
+) -> Image<'a> {
+    let Some((raw, pos)) = &d.image_raw else {
+        return Image::Unchanged;
     };
-    if let Some(entry) = state.images.get(&raw) {
-        d.d.spec.image = entry.spec.reference.clone();
-        d.d.spec.image_entry = Some(raw);
-        return;
+    if let Some((name, entry)) = images.get_key_value(raw) {
+        return Image::Entry(name, &entry.spec.reference);
     }
     // A name that would have been an [images] entry, had the entry been for
     // this host, must not quietly become a Docker Hub reference instead.
-    if let Some(m) = c.elsewhere.explain(Kind::Image, &raw) {
-        c.error(&d.d.origin.file, pos, &d.d.field("image"), m);
-        return;
+    if let Some(m) = c.elsewhere.explain(Kind::Image, raw) {
+        c.error(&d.d.origin.file, *pos, &d.d.field("image"), m);
+        return Image::Unchanged;
     }
-    match crate::reference::parse(&raw) {
-        Ok(r) => {
-            d.d.spec.image_entry = state
-                .images
-                .values()
-                .find(|i| i.spec.reference == r)
-                .map(|i| i.name.clone());
-            d.d.spec.image = r;
-        }
-        Err(e) => {
-            // Only a bare word could have been meant as an [images] entry.
-            let entry_like = !raw.is_empty() && !raw.contains(['/', ':', '@']);
-            let message = if state.images.is_empty() || !entry_like {
-                e
-            } else {
-                let hint =
-                    crate::decode::did_you_mean(&raw, state.images.keys().map(String::as_str))
-                        .map(|h| format!("; did you mean \"{h}\"?"))
-                        .unwrap_or_default();
-                format!("{e}, and it is not the name of an [images] entry{hint}")
-            };
-            c.error(&d.d.origin.file, pos, &d.d.field("image"), message);
-        }
-    }
+    let Some(e) = &d.image_error else {
+        // Decoding read `raw` as this reference.
+        let r = &d.d.spec.image;
+        let entry = images
+            .values()
+            .find(|i| i.spec.reference == *r)
+            .map(|i| i.name.as_str());
+        return Image::AsWritten { entry };
+    };
+    // Only a bare word could have been meant as an [images] entry.
+    let entry_like = !raw.is_empty() && !raw.contains(['/', ':', '@']);
+    let message = if images.is_empty() || !entry_like {
+        e.clone()
+    } else {
+        let hint = crate::decode::did_you_mean(raw, images.keys().map(String::as_str))
+            .map(|h| format!("; did you mean \"{h}\"?"))
+            .unwrap_or_default();
+        format!("{e}, and it is not the name of an [images] entry{hint}")
+    };
+    c.error(&d.d.origin.file, *pos, &d.d.field("image"), message);
+    Image::Unchanged
 }
 
-fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
+fn references(
+    c: &mut Checker,
+    d: &ContainerDraft,
+    networks: &BTreeMap<String, Resource<NetworkSpec>>,
+    volumes: &BTreeMap<String, Resource<VolumeSpec>>,
+) {
     let spec = &d.d.spec;
     let file = &d.d.origin.file;
-    for (a, (field, pos)) in spec.networks.iter().zip(&d.network_locs) {
-        match state.networks.get(&a.network) {
+    for (a, (entry, ipv4_pos)) in spec.networks.iter().zip(&d.network_locs) {
+        let ipv4_pos = ipv4_pos.unwrap_or(d.d.origin.pos);
+        match networks.get(&a.network) {
             None => {
+                let field = d.entry_field("networks", entry, &a.network);
                 if let Some(m) = c.elsewhere.explain(Kind::Network, &a.network) {
-                    c.error(file, *pos, field, m);
+                    c.error(file, entry.pos, &field, m);
                     continue;
                 }
-                let hint = crate::decode::did_you_mean(
-                    &a.network,
-                    state.networks.keys().map(String::as_str),
-                )
-                .map(|h| format!("; did you mean \"{h}\"?"))
-                .unwrap_or_default();
+                let hint =
+                    crate::decode::did_you_mean(&a.network, networks.keys().map(String::as_str))
+                        .map(|h| format!("; did you mean \"{h}\"?"))
+                        .unwrap_or_default();
                 c.error(
                     file,
-                    *pos,
-                    field,
+                    entry.pos,
+                    &field,
                     format!(
                         "network \"{}\" is not defined under [networks]{hint}",
                         a.network
@@ -254,7 +418,7 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
                     if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
                         c.error(
                             file,
-                            d.d.loc(&key),
+                            ipv4_pos,
                             &d.d.field(&key),
                             format!(
                                 "address {ip} is not a host address of network \"{}\" ({subnet})",
@@ -264,7 +428,7 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
                     } else if Some(ip) == gateway {
                         c.error(
                             file,
-                            d.d.loc(&key),
+                            ipv4_pos,
                             &d.d.field(&key),
                             format!("address {ip} is the gateway of network \"{}\"", a.network),
                         );
@@ -273,21 +437,23 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
             }
         }
     }
-    for (m, (field, pos)) in spec.mounts.iter().zip(&d.mount_locs) {
+    for (m, entry) in spec.mounts.iter().zip(&d.mount_locs) {
         if let MountSource::Volume { name } = &m.source
-            && !state.volumes.contains_key(name)
+            && !volumes.contains_key(name)
         {
+            let field = d.entry_field("mounts", entry, name);
+            let pos = entry.pos;
             if let Some(m) = c.elsewhere.explain(Kind::Volume, name) {
-                c.error(file, *pos, field, m);
+                c.error(file, pos, &field, m);
                 continue;
             }
-            let hint = crate::decode::did_you_mean(name, state.volumes.keys().map(String::as_str))
+            let hint = crate::decode::did_you_mean(name, volumes.keys().map(String::as_str))
                 .map(|h| format!("; did you mean \"{h}\"?"))
                 .unwrap_or_default();
             c.error(
                 file,
-                *pos,
-                field,
+                pos,
+                &field,
                 format!("volume \"{name}\" is not defined under [volumes]{hint}"),
             );
         }
@@ -317,7 +483,7 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
         }
     }
     if spec.replicas > 1 {
-        if let Some((field, pos)) = spec
+        if let Some(entry) = spec
             .ports
             .iter()
             .zip(&d.port_locs)
@@ -326,20 +492,20 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
         {
             c.error(
                 file,
-                *pos,
-                field,
+                entry.pos,
+                &d.entry_field("ports", entry, ""),
                 format!(
                     "a fixed host port cannot be published by {} replicas; leave the host port out",
                     spec.replicas
                 ),
             );
         }
-        for a in &spec.networks {
+        for (a, (_, ipv4_pos)) in spec.networks.iter().zip(&d.network_locs) {
             if a.ipv4_address.is_some() {
                 let key = format!("networks.{}.ipv4_address", a.network);
                 c.error(
                     file,
-                    d.d.loc(&key),
+                    ipv4_pos.unwrap_or(d.d.origin.pos),
                     &d.d.field(&key),
                     format!(
                         "a fixed address cannot be given to {} replicas",
@@ -351,37 +517,33 @@ fn references(c: &mut Checker, d: &ContainerDraft, state: &DesiredState) {
     }
 }
 
-fn container_references(
-    c: &mut Checker,
-    d: &ContainerDraft,
-    names: &[String],
-    all: &BTreeMap<String, ContainerDraft>,
-) {
+fn container_references(c: &mut Checker, d: &ContainerDraft, names: &[&str], all: &Containers) {
     let spec: &ContainerSpec = &d.d.spec;
     let file = &d.d.origin.file;
     let unknown = |name: &str| {
-        let hint = crate::decode::did_you_mean(name, names.iter().map(String::as_str))
+        let hint = crate::decode::did_you_mean(name, names.iter().copied())
             .map(|h| format!("; did you mean \"{h}\"?"))
             .unwrap_or_default();
         format!("container \"{name}\" is not defined under [containers]{hint}")
     };
-    for (dep, cond) in &spec.depends_on {
-        let (field, pos) = &d.depends_locs[dep];
+    for ((dep, cond), entry) in spec.depends_on.iter().zip(&d.depends_locs) {
+        let pos = entry.pos;
+        let field = || d.entry_field("depends_on", entry, dep);
         if dep == &d.d.name {
-            c.error(file, *pos, field, "a container cannot depend on itself");
+            c.error(file, pos, &field(), "a container cannot depend on itself");
             continue;
         }
         match all.get(dep) {
             None => {
                 let m = c.elsewhere.explain(Kind::Container, dep);
-                c.error(file, *pos, field, m.unwrap_or_else(|| unknown(dep)));
+                c.error(file, pos, &field(), m.unwrap_or_else(|| unknown(dep)));
             }
             Some(target) => {
                 if *cond == DependCondition::Healthy && target.d.spec.healthcheck.is_none() {
                     c.error(
                         file,
-                        *pos,
-                        field,
+                        pos,
+                        &field(),
                         format!(
                             "waits for \"{dep}\" to be healthy, but \"{dep}\" has no healthcheck"
                         ),
@@ -390,8 +552,8 @@ fn container_references(
                 if *cond == DependCondition::Completed && target.d.spec.restart.restarts_after(0) {
                     c.error(
                         file,
-                        *pos,
-                        field,
+                        pos,
+                        &field(),
                         format!(
                             "waits for \"{dep}\" to complete, but \"{dep}\" is started again whenever it exits (its restart policy); use restart = \"no\" or \"on-failure\""
                         ),
@@ -410,38 +572,46 @@ fn container_references(
                 &field,
                 "a container cannot share its own network namespace",
             );
-        } else if !all.contains_key(target) {
+        } else if all.get(target).is_none() {
             let m = c.elsewhere.explain(Kind::Container, target);
             c.error(file, pos, &field, m.unwrap_or_else(|| unknown(target)));
         }
     }
 }
 
-fn port_conflicts(c: &mut Checker, all: &BTreeMap<String, ContainerDraft>) {
-    let mut by_port: HashMap<(u16, crate::ports::Protocol), Vec<(&ContainerDraft, usize)>> =
-        HashMap::new();
+fn port_conflicts(c: &mut Checker, all: &Containers) {
+    let drafts: Vec<&ContainerDraft> = all.all.iter().map(|(_, d)| *d).collect();
+    // (host port, protocol, container, entry), sorted: the publishers of
+    // one port come together, containers in name order, entries in order.
     // Ports of a container without a network namespace of its own are
     // reported as such; they publish nothing.
-    for d in all
-        .values()
-        .filter(|d| d.d.spec.network_mode == NetworkMode::Bridge)
-    {
+    let mut published = Vec::new();
+    for (n, d) in drafts.iter().enumerate() {
+        if d.d.spec.network_mode != NetworkMode::Bridge {
+            continue;
+        }
         for (i, p) in d.d.spec.ports.iter().enumerate() {
             if let Some(hp) = p.host_port {
-                by_port.entry((hp, p.protocol)).or_default().push((d, i));
+                published.push((hp, p.protocol, n, i));
             }
         }
     }
-    let mut groups: Vec<_> = by_port.into_values().filter(|g| g.len() > 1).collect();
-    groups.sort_by_key(|g| (g[0].0.d.name.clone(), g[0].1));
+    published.sort_unstable();
+    let mut groups: Vec<_> = published
+        .chunk_by(|a, b| (a.0, a.1) == (b.0, b.1))
+        .filter(|g| g.len() > 1)
+        .collect();
+    groups.sort_by_key(|g| (g[0].2, g[0].3));
     for group in groups {
-        for (j, (d, i)) in group.iter().enumerate() {
-            let p = &d.d.spec.ports[*i];
+        for (j, &(_, _, n, i)) in group.iter().enumerate() {
+            let d = drafts[n];
+            let p = &d.d.spec.ports[i];
             let earlier = group[..j]
                 .iter()
+                .map(|&(_, _, m, k)| (drafts[m], k))
                 .find(|(e, k)| e.d.spec.ports[*k].conflicts_with(p));
             if let Some((e, k)) = earlier {
-                let (field, pos) = &d.port_locs[*i];
+                let entry = &d.port_locs[i];
                 let other = if e.d.name == d.d.name {
                     "another entry of this container".to_string()
                 } else {
@@ -449,14 +619,14 @@ fn port_conflicts(c: &mut Checker, all: &BTreeMap<String, ContainerDraft>) {
                         "container \"{}\" ({}:{})",
                         e.d.name,
                         e.d.origin.file.display(),
-                        e.port_locs[*k].1
+                        e.port_locs[k].pos
                     )
                 };
                 let host_ip = p.host_ip.map_or("0.0.0.0".to_string(), |ip| ip.to_string());
                 c.error(
                     &d.d.origin.file,
-                    *pos,
-                    field,
+                    entry.pos,
+                    &d.entry_field("ports", entry, ""),
                     format!(
                         "host port {host_ip}:{}/{} is already published by {other}",
                         p.host_port.unwrap_or(0),
@@ -470,54 +640,61 @@ fn port_conflicts(c: &mut Checker, all: &BTreeMap<String, ContainerDraft>) {
 
 /// Finds dependency cycles (through `depends_on` and `network_mode = "container:X"`)
 /// and reports each once, at the edge that closes it.
-fn cycles(c: &mut Checker, all: &BTreeMap<String, ContainerDraft>) {
+fn cycles(c: &mut Checker, all: &Containers) {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
         Active,
         Done,
     }
-    fn edges(d: &ContainerDraft) -> Vec<&str> {
-        let mut e: Vec<&str> = d.d.spec.depends_on.keys().map(String::as_str).collect();
-        if let NetworkMode::Container(t) = &d.d.spec.network_mode {
-            e.push(t);
-        }
-        e
+    let drafts = &all.all;
+    // The edges of container `n` are `targets[starts[n]..starts[n + 1]]`:
+    // its `depends_on` entries, then the container whose network namespace
+    // it shares; an edge to itself or to no container is left out (it is
+    // reported as a reference error).
+    let mut targets: Vec<usize> = Vec::new();
+    let mut starts: Vec<usize> = Vec::with_capacity(drafts.len() + 1);
+    for (n, (_, d)) in drafts.iter().enumerate() {
+        starts.push(targets.len());
+        let shared = match &d.d.spec.network_mode {
+            NetworkMode::Container(t) => Some(t.as_str()),
+            _ => None,
+        };
+        let names = d.d.spec.depends_on.keys().map(String::as_str).chain(shared);
+        targets.extend(names.filter_map(|t| all.index(t)).filter(|&t| t != n));
     }
-    let mut marks: HashMap<&str, Mark> = all.keys().map(|k| (k.as_str(), Mark::New)).collect();
-    for start in all.keys() {
-        if marks[start.as_str()] != Mark::New {
+    starts.push(targets.len());
+    let mut marks = vec![Mark::New; drafts.len()];
+    for start in 0..drafts.len() {
+        if marks[start] != Mark::New {
             continue;
         }
         // Iterative DFS: (node, index of next edge).
-        let mut stack: Vec<(&str, usize)> = vec![(start.as_str(), 0)];
-        marks.insert(start, Mark::Active);
+        let mut stack: Vec<(usize, usize)> = vec![(start, starts[start])];
+        marks[start] = Mark::Active;
         while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            let d = &all[node];
-            let es = edges(d);
-            if *next >= es.len() {
-                marks.insert(node, Mark::Done);
+            if *next >= starts[node + 1] {
+                marks[node] = Mark::Done;
                 stack.pop();
                 continue;
             }
-            let target = es[*next];
+            let target = targets[*next];
             *next += 1;
-            if target == node || !all.contains_key(target) {
-                continue; // reported as a reference error
-            }
             match marks[target] {
                 Mark::New => {
-                    marks.insert(target, Mark::Active);
-                    stack.push((target, 0));
+                    marks[target] = Mark::Active;
+                    stack.push((target, starts[target]));
                 }
                 Mark::Active => {
                     let from = stack.iter().position(|(n, _)| *n == target).unwrap_or(0);
-                    let mut path: Vec<&str> = stack[from..].iter().map(|(n, _)| *n).collect();
-                    path.push(target);
-                    let (field, pos) =
-                        d.depends_locs.get(target).cloned().unwrap_or_else(|| {
-                            (d.d.field("network_mode"), d.d.loc("network_mode"))
-                        });
+                    let mut path: Vec<&str> =
+                        stack[from..].iter().map(|(n, _)| drafts[*n].0).collect();
+                    let name = drafts[target].0;
+                    path.push(name);
+                    let d = drafts[node].1;
+                    let (field, pos) = d
+                        .depends_loc(name)
+                        .unwrap_or_else(|| (d.d.field("network_mode"), d.d.loc("network_mode")));
                     c.error(
                         &d.d.origin.file,
                         pos,

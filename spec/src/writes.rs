@@ -26,11 +26,9 @@
 //! link a container wrote is placed where the link is), so a link into or
 //! out of a written directory cannot hide a file from the check.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::decode::{ContainerDraft, Drafts};
-use crate::diag::Diagnostics;
 use crate::mounts::MountSource;
 
 /// What a read-write bind into the source's tree makes of the files under it.
@@ -56,7 +54,7 @@ pub(crate) struct BindSeen {
 
 /// Where a file's entry really is: its directory's real path and its own
 /// name (not followed).
-pub(crate) fn location(file: &Path) -> PathBuf {
+pub fn location(file: &Path) -> PathBuf {
     let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     match (absolute.parent(), absolute.file_name()) {
         (Some(dir), Some(name)) => std::fs::canonicalize(dir)
@@ -100,59 +98,55 @@ pub(crate) fn check_writable(
     }
 }
 
-/// True when `file` lies under one of `dirs` (real paths).
-pub(crate) fn is_under(file: &Path, dirs: &[PathBuf]) -> bool {
+/// True when `file` lies under one of `dirs` (real paths), placed as
+/// [`location`] places it: its directory's real path and its own name.
+pub fn is_under(file: &Path, dirs: &[PathBuf]) -> bool {
     !dirs.is_empty() && {
         let at = location(file);
         dirs.iter().any(|d| at.starts_with(d))
     }
 }
 
-fn rw_binds<'a>(containers: impl Iterator<Item = &'a ContainerDraft>) -> Vec<PathBuf> {
-    containers
+/// The real paths of every read-write bind the containers of `files` declare.
+pub(crate) fn rw_binds<'a>(files: impl Iterator<Item = &'a Drafts>) -> Vec<PathBuf> {
+    files
+        .flat_map(|f| f.containers.iter())
         .flat_map(|c| c.binds.iter())
         .filter(|b| !b.read_only)
         .map(|b| b.real.clone())
         .collect()
 }
 
-/// [`Writes::Skip`]: drops what the manifests under a read-write bind of
-/// this load declared (and what is wrong with them), and hashes by path
-/// alone the read-only binds that a read-write bind overlaps.
-///
-/// Every read-write bind counts, even one declared under another: what is
-/// unsure is left unread. (What a running container wrote is not even
-/// decoded: the agent skips it by [`crate::LoadOptions::skip`].)
-pub(crate) fn skip_written(files: &[PathBuf], drafts: &mut Drafts, diags: &mut Diagnostics) {
-    let written = rw_binds(drafts.containers.iter());
-    if written.is_empty() {
-        return;
+/// `drafts` with the read-only binds that one of `written` (read-write
+/// binds) overlaps hashed by path alone, when there are any: what another
+/// container writes there must not replace the reader.
+pub(crate) fn unhash_overlapped(drafts: &Drafts, written: &[PathBuf]) -> Option<Drafts> {
+    let overlapped = |c: &ContainerDraft| {
+        c.binds
+            .iter()
+            .filter(|b| b.read_only && written.iter().any(|w| overlaps(w, &b.real)))
+            .map(|b| b.mount)
+            .collect::<Vec<_>>()
+    };
+    if drafts.containers.iter().all(|c| overlapped(c).is_empty()) {
+        return None;
     }
-    let skipped: HashSet<&Path> = files
-        .iter()
-        .filter(|f| is_under(f, &written))
-        .map(PathBuf::as_path)
-        .collect();
-    if !skipped.is_empty() {
-        let keep = |f: &Path| !skipped.contains(f);
-        drafts.declared.retain(|d| keep(&d.origin.file));
-        drafts.images.retain(|d| keep(&d.origin.file));
-        drafts.networks.retain(|d| keep(&d.origin.file));
-        drafts.volumes.retain(|d| keep(&d.origin.file));
-        drafts.containers.retain(|c| keep(&c.d.origin.file));
-        diags.retain_files(keep);
-    }
-    let written = rw_binds(drafts.containers.iter());
-    for c in &mut drafts.containers {
-        for b in c.binds.iter().filter(|b| b.read_only) {
-            if written.iter().any(|w| overlaps(w, &b.real))
-                && let Some(m) = c.d.spec.mounts.get_mut(b.mount)
+    let mut out = drafts.clone();
+    for c in &mut out.containers {
+        let mounts = overlapped(c);
+        if mounts.is_empty() {
+            continue;
+        }
+        for m in mounts {
+            if let Some(m) = c.d.spec.mounts.get_mut(m)
                 && let MountSource::Bind { content_digest, .. } = &mut m.source
             {
                 *content_digest = None;
             }
         }
+        c.d.hash = Some(crate::hash::container_unsorted(&c.d.spec));
     }
+    Some(out)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! moor's embedded state, under one state directory (DESIGN.md §3 Store).
+//! moor's embedded state, under one state directory (docs/ARCHITECTURE.md).
 //!
 //! Start at [`Store`]: it opens the three parts together.
 //!

@@ -65,10 +65,7 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
         env!("CARGO_PKG_VERSION"),
         option_env!("MOOR_COMMIT").unwrap_or("unknown"),
     ));
-    let loader = Loader {
-        host: config.host.clone(),
-        options: config.load.clone(),
-    };
+    let loader = Loader::new(config.host.clone(), config.load.clone());
 
     let mut running = Vec::new();
     let mut controllers = Vec::new();

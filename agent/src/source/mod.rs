@@ -8,8 +8,10 @@ pub mod poll;
 pub mod webhook;
 pub mod written;
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use moor_spec::DesiredState;
@@ -55,31 +57,93 @@ pub fn revision(state: &DesiredState) -> String {
 
 /// Loads a manifest directory into the desired state of this host: only
 /// what targets it (manifests' `target`; untargeted resources apply everywhere).
-#[derive(Debug, Clone)]
+///
+/// Each directory's files are decoded once and kept ([`moor_spec::Loader`]):
+/// a load after an edit parses only the files that changed (or whose env
+/// files and bind sources did). The clones of a loader share what it kept;
+/// a directory that is gone (a git source's old checkout) is forgotten at
+/// the next load.
+#[derive(Clone)]
 pub struct Loader {
     /// Who this host is.
     pub host: moor_spec::HostIdentity,
     /// Limits (the size of a manifest file).
     pub options: moor_spec::LoadOptions,
+    /// One cached loader per directory loaded.
+    kept: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<moor_spec::Loader>>>>>,
 }
 
 /// Tests load as a host named `localhost`; the agent always says who it is.
 #[cfg(test)]
 impl Default for Loader {
     fn default() -> Self {
-        Self {
-            host: moor_spec::HostIdentity::new("localhost"),
-            options: moor_spec::LoadOptions::default(),
-        }
+        Self::new(
+            moor_spec::HostIdentity::new("localhost"),
+            moor_spec::LoadOptions::default(),
+        )
+    }
+}
+
+impl fmt::Debug for Loader {
+    // Not what is kept: env files' values are in there.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loader")
+            .field("host", &self.host)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
     }
 }
 
 impl Loader {
+    /// A loader for `host`, with `options`, that has kept nothing yet.
+    pub fn new(host: moor_spec::HostIdentity, options: moor_spec::LoadOptions) -> Self {
+        Self {
+            host,
+            options,
+            kept: Arc::default(),
+        }
+    }
+
     /// The desired state in `dir` for this host, or every diagnostic as text.
     /// `dir` is the source's tree: relative paths in the manifests must not
     /// leave it.
     pub fn load(&self, dir: &Path) -> Result<DesiredState, String> {
-        moor_spec::load_with(&[dir], Some(&self.host), &self.options).map_err(|d| d.to_string())
+        let cached = {
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            kept.retain(|d, _| d == dir || d.exists());
+            kept.entry(dir.to_path_buf())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(moor_spec::Loader::new(self.options.clone())))
+                })
+                .clone()
+        };
+        // A load that panicked kept what it had before: still sound.
+        let mut cached = cached.lock().unwrap_or_else(PoisonError::into_inner);
+        if cached.options() != &self.options {
+            *cached = moor_spec::Loader::new(self.options.clone());
+        }
+        let result = cached.load(&[dir], Some(&self.host));
+        let stats = cached.last_load();
+        tracing::debug!(
+            dir = %dir.display(),
+            files = stats.files,
+            reused = stats.reused,
+            "manifests loaded"
+        );
+        result.map_err(|d| d.to_string())
+    }
+
+    /// What the last load of `dir` did, if it was loaded.
+    #[cfg(test)]
+    pub fn last_load(&self, dir: &Path) -> Option<moor_spec::LoadStats> {
+        let kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        let cached = kept.get(dir)?.clone();
+        drop(kept);
+        let stats = cached
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_load();
+        Some(stats)
     }
 }
 
@@ -164,4 +228,76 @@ pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+
+    #[test]
+    fn an_edit_reloads_only_the_file_that_changed() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
+        for i in 0..5 {
+            write(
+                dir,
+                &format!("c{i}.toml"),
+                &format!("[containers.c{i}]\nimage = \"busybox\"\n"),
+            );
+        }
+        write(dir, "secret.env", "TOKEN=hunter2-s3cr3t\n");
+        write(
+            dir,
+            "c0.toml",
+            "[containers.c0]\nimage = \"busybox\"\nenv_file = \"secret.env\"\n",
+        );
+        let loader = Loader::default();
+        let first = loader.load(dir).expect("valid");
+        assert_eq!(loader.last_load(dir).map(|s| s.reused), Some(0));
+
+        // The clones a source makes share what was kept.
+        let clone = loader.clone();
+        write(dir, "c3.toml", "[containers.c3]\nimage = \"alpine\"\n");
+        let second = clone.load(dir).expect("valid");
+        let stats = loader.last_load(dir).expect("loaded");
+        assert_eq!((stats.files, stats.reused), (5, 4));
+        assert_ne!(revision(&first), revision(&second));
+        let fresh = moor_spec::load_for(&[dir], &loader.host).expect("valid");
+        assert_eq!(second, fresh);
+
+        // An edit to an env file reloads the manifest that reads it.
+        write(dir, "secret.env", "TOKEN=other\n");
+        let third = loader.load(dir).expect("valid");
+        assert_eq!(loader.last_load(dir).map(|s| s.reused), Some(4));
+        assert_eq!(third.containers["c0"].spec.env["TOKEN"], "other");
+
+        // What is kept (env values among it) is never printed.
+        let shown = format!("{loader:?}");
+        assert!(
+            !shown.contains("other") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_directory_that_is_gone_is_forgotten() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir(d).expect("mkdir");
+            write(d, "m.toml", "[containers.web]\nimage = \"busybox\"\n");
+        }
+        let loader = Loader::default();
+        loader.load(&a).expect("valid");
+        loader.load(&b).expect("valid");
+        assert_eq!(loader.kept.lock().expect("kept").len(), 2);
+        std::fs::remove_dir_all(&a).expect("rm");
+        loader.load(&b).expect("valid");
+        assert!(loader.last_load(&a).is_none(), "a is forgotten");
+        assert_eq!(loader.last_load(&b).map(|s| s.reused), Some(1));
+    }
 }

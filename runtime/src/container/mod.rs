@@ -1,5 +1,5 @@
 //! Containers: OCI runtime bundles over overlayfs, the per-container shim,
-//! logs, exec, limits and volumes (DESIGN.md §3).
+//! logs, exec, limits and volumes (docs/ARCHITECTURE.md).
 //!
 //! Start at [`Engine`]: one `impl Engine` block per verb ([`create`],
 //! [`start`], [`stop`], [`remove`], [`exec`], [`list`](observe), `pause`,

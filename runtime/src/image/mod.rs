@@ -1,5 +1,5 @@
 //! Images: pull from registries, import archives, unpack layers into
-//! snapshots (DESIGN.md §3 Images).
+//! snapshots (docs/ARCHITECTURE.md).
 //!
 //! Start at [`Images`] (the store), then [`pull()`](pull::pull) and
 //! [`import()`](import::import). Both report progress as [`events::Event`]s.

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::resources::Draft;
-use super::{Decoder, check_name, join};
+use super::{Decoder, Field, check_name};
 use crate::model::{
-    ContainerSpec, DependCondition, HealthTest, Healthcheck, NetworkAttachment, NetworkMode,
+    ContainerSpec, DependCondition, HealthTest, Healthcheck, Kind, NetworkAttachment, NetworkMode,
     Origin, Resources, RestartPolicy, Seccomp, UpdateOrder,
 };
 use crate::mounts::{Mount, MountSource};
@@ -74,35 +74,82 @@ const MIN_MEMORY: u64 = 6 << 20;
 /// An upper bound on `replicas` that catches typos.
 const MAX_REPLICAS: i64 = 1000;
 
+/// Where one entry of a list or table field was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) pos: Pos,
+    /// How the entry's field path ends after the field's own.
+    pub(crate) at: At,
+}
+
+/// The end of an entry's field path (see [`ContainerDraft::entry_field`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum At {
+    /// The field itself: one string standing for a list of one.
+    Whole,
+    /// `[i]`: an item of a list.
+    Index(usize),
+    /// `.NAME`: an entry of a table, named by what it declares.
+    Named,
+}
+
 /// A decoded container before cross-checks, with the places of the fields
 /// those checks report on.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct ContainerDraft {
     pub(crate) d: Draft<ContainerSpec>,
     /// The `image` text as written (a name under `[images]` or a reference).
     pub(crate) image_raw: Option<(String, Pos)>,
-    /// One (field, position) per entry of `spec.ports`.
-    pub(crate) port_locs: Vec<(String, Pos)>,
-    /// One (field, position) per entry of `spec.mounts`.
-    pub(crate) mount_locs: Vec<(String, Pos)>,
-    /// One (field, position) per entry of `spec.networks`.
-    pub(crate) network_locs: Vec<(String, Pos)>,
-    /// (field, position) of each `depends_on` entry.
-    pub(crate) depends_locs: BTreeMap<String, (String, Pos)>,
+    /// Why `image_raw` is not an image reference, when it is not (then
+    /// `d.spec.image` is a placeholder, unless `[images]` names it).
+    pub(crate) image_error: Option<String>,
+    /// Where each entry of `spec.ports` was written.
+    pub(crate) port_locs: Vec<Entry>,
+    /// Where each entry of `spec.mounts` was written.
+    pub(crate) mount_locs: Vec<Entry>,
+    /// Where each entry of `spec.networks` was written, and its
+    /// `ipv4_address`, if given.
+    pub(crate) network_locs: Vec<(Entry, Option<Pos>)>,
+    /// Where each entry of `spec.depends_on` was written, in its order.
+    pub(crate) depends_locs: Vec<Entry>,
     /// Where each bind mount really leads.
     pub(crate) binds: Vec<crate::writes::BindSeen>,
+}
+
+impl ContainerDraft {
+    /// The path of an entry of the container's list or table `field`
+    /// (`containers.web.ports[1]`); `name` is what a table entry declares.
+    pub(crate) fn entry_field(&self, field: &str, entry: &Entry, name: &str) -> String {
+        let base = self.d.field(field);
+        match entry.at {
+            At::Whole => base,
+            At::Index(i) => format!("{base}[{i}]"),
+            At::Named => super::join(&base, name),
+        }
+    }
+
+    /// Where the `depends_on` entry for `name` was written, and its path.
+    pub(crate) fn depends_loc(&self, name: &str) -> Option<(String, Pos)> {
+        let i = self.d.spec.depends_on.keys().position(|k| k == name)?;
+        let e = self.depends_locs.get(i)?;
+        Some((self.entry_field("depends_on", e, name), e.pos))
+    }
+}
+
+/// How an entry's path ends: `None` is the one string given for a list.
+fn index(i: Option<usize>) -> At {
+    i.map_or(At::Whole, At::Index)
 }
 
 impl Decoder<'_> {
     pub(crate) fn container(
         &mut self,
         node: &Node,
-        field: &str,
+        field: &Field<'_>,
         name: &str,
         origin: Origin,
     ) -> Option<ContainerDraft> {
         let f = self.fields(node, field, FIELDS, COMPOSE_ALIASES)?;
-        let fld = |k: &str| join(field, k);
         let placeholder = ImageRef {
             registry: String::new(),
             repository: String::new(),
@@ -139,63 +186,67 @@ impl Decoder<'_> {
             update_order: UpdateOrder::StopFirst,
         };
         let mut draft = ContainerDraft {
-            d: Draft::new(name, field, origin, spec.clone()),
+            d: Draft::new(Kind::Container, name, origin, spec.clone()),
             image_raw: None,
+            image_error: None,
             port_locs: Vec::new(),
             mount_locs: Vec::new(),
             network_locs: Vec::new(),
-            depends_locs: BTreeMap::new(),
+            depends_locs: Vec::new(),
             binds: Vec::new(),
         };
 
         match f.get("image") {
             Some(n) => {
-                if let Some(s) = self.string(n, &fld("image")) {
-                    if let Ok(r) = crate::reference::parse(&s) {
-                        spec.image = r;
+                if let Some(s) = self.string(n, &field.key("image")) {
+                    match crate::reference::parse(&s) {
+                        Ok(r) => spec.image = r,
+                        Err(e) => draft.image_error = Some(e),
                     }
                     draft.image_raw = Some((s, n.pos));
-                    draft.d.locs.push(("image".into(), n.pos));
+                    draft.d.locs.push(("image", n.pos));
                 }
             }
             None => self.error(f.pos, field, "missing required field \"image\""),
         }
         if let Some(n) = f.get("entrypoint") {
-            spec.entrypoint = self.command(n, &fld("entrypoint"));
+            spec.entrypoint = self.command(n, &field.key("entrypoint"));
         }
         if let Some(n) = f.get("command") {
-            spec.command = self.command(n, &fld("command"));
+            spec.command = self.command(n, &field.key("command"));
         }
         if let Some(n) = f.get("env_file") {
-            for (path, pos, ef) in self.strings(n, &fld("env_file")) {
+            let ef = field.key("env_file");
+            for (path, pos, i) in self.strings(n, &ef) {
                 // Checked before anything is read from the host.
                 if let Some(p) = self.policy
                     && Path::new(&path).is_absolute()
-                    && let Err(e) = p.allows_host_path("env_file", Path::new(&path))
+                    && let Err(e) = self.host_path(p, "env_file", Path::new(&path))
                 {
-                    self.error(pos, &ef, e);
+                    self.error(pos, &ef.item(i), e);
                     continue;
                 }
                 let r = self
                     .in_tree(Path::new(&path))
                     .map_err(|e| format!("env_file \"{path}\": {e}"))
-                    .and_then(|(lexical, real)| crate::envfile::read(&real, &lexical, &path));
-                if let Some(vars) = self.check(pos, &ef, r) {
+                    .and_then(|(lexical, real)| self.env_file(real, lexical, &path));
+                if let Some(vars) = self.check(pos, &ef.item(i), r) {
                     spec.env.extend(vars);
                 }
             }
         }
         if let Some(n) = f.get("env") {
-            for (k, v, pos) in self.string_map(n, &fld("env"), "an environment variable") {
+            let env = field.key("env");
+            for (k, v, pos) in self.string_map(n, &env, "an environment variable") {
                 if let Err(e) = crate::envfile::check_key(&k) {
-                    self.error(pos, &join(&fld("env"), &k), e);
+                    self.error(pos, &env.key(&k), e);
                     continue;
                 }
                 spec.env.insert(k, v);
             }
         }
         if let Some(n) = f.get("working_dir") {
-            let wf = fld("working_dir");
+            let wf = field.key("working_dir");
             spec.working_dir = self.string(n, &wf).and_then(|s| {
                 let r = if s.starts_with('/') {
                     Ok(s)
@@ -206,23 +257,23 @@ impl Decoder<'_> {
             });
         }
         if let Some(n) = f.get("user") {
-            let uf = fld("user");
+            let uf = field.key("user");
             spec.user = self
                 .scalar_string(n, &uf)
                 .and_then(|s| self.check(n.pos, &uf, check_user(&s).map(|_| s)));
         }
         if let Some(n) = f.get("hostname") {
-            let hf = fld("hostname");
+            let hf = field.key("hostname");
             spec.hostname = self
                 .string(n, &hf)
                 .and_then(|s| self.check(n.pos, &hf, check_hostname(&s).map(|_| s)));
         }
         if let Some(n) = f.get("labels") {
-            spec.labels = self.labels(n, &fld("labels"));
+            spec.labels = self.labels(n, &field.key("labels"));
         }
         if let Some(n) = f.get("network_mode") {
-            let nf = fld("network_mode");
-            draft.d.locs.push(("network_mode".into(), n.pos));
+            let nf = field.key("network_mode");
+            draft.d.locs.push(("network_mode", n.pos));
             if let Some(s) = self.string(n, &nf) {
                 let mode = match s.as_str() {
                     "bridge" | "default" => Ok(NetworkMode::Bridge),
@@ -250,25 +301,26 @@ impl Decoder<'_> {
             }
         }
         if let Some(n) = f.get("networks") {
-            draft.d.locs.push(("networks".into(), n.pos));
-            self.networks(n, &fld("networks"), &mut spec, &mut draft);
+            draft.d.locs.push(("networks", n.pos));
+            self.networks(n, &field.key("networks"), &mut spec, &mut draft);
         }
         if let Some(n) = f.get("ports") {
-            draft.d.locs.push(("ports".into(), n.pos));
-            for (s, pos, pf) in self.strings(n, &fld("ports")) {
-                if let Some(mappings) = self.check(pos, &pf, crate::ports::parse(&s)) {
+            draft.d.locs.push(("ports", n.pos));
+            let pf = field.key("ports");
+            for (s, pos, i) in self.strings(n, &pf) {
+                if let Some(mappings) = self.check(pos, &pf.item(i), crate::ports::parse(&s)) {
                     for m in mappings {
-                        draft.port_locs.push((pf.clone(), pos));
+                        draft.port_locs.push(Entry { pos, at: index(i) });
                         spec.ports.push(m);
                     }
                 }
             }
         }
         if let Some(n) = f.get("mounts") {
-            self.mounts(n, &fld("mounts"), &mut spec, &mut draft);
+            self.mounts(n, &field.key("mounts"), &mut spec, &mut draft);
         }
         if let Some(n) = f.get("restart") {
-            let rf = fld("restart");
+            let rf = field.key("restart");
             if let Some(s) = self.string(n, &rf)
                 && let Some(p) = self.check(n.pos, &rf, parse_restart(&s))
             {
@@ -276,19 +328,19 @@ impl Decoder<'_> {
             }
         }
         if let Some(n) = f.get("init") {
-            spec.init = self.boolean(n, &fld("init")).unwrap_or(false);
+            spec.init = self.boolean(n, &field.key("init")).unwrap_or(false);
         }
         if let Some(n) = f.get("resources") {
-            spec.resources = self.resources(n, &fld("resources"));
+            spec.resources = self.resources(n, &field.key("resources"));
         }
         if let Some(n) = f.get("healthcheck") {
-            spec.healthcheck = self.healthcheck(n, &fld("healthcheck"));
+            spec.healthcheck = self.healthcheck(n, &field.key("healthcheck"));
         }
         if let Some(n) = f.get("depends_on") {
-            self.depends_on(n, &fld("depends_on"), &mut spec, &mut draft);
+            self.depends_on(n, &field.key("depends_on"), &mut spec, &mut draft);
         }
         if let Some(n) = f.get("stop_signal") {
-            let sf = fld("stop_signal");
+            let sf = field.key("stop_signal");
             if let Some(s) = self.scalar_string(n, &sf)
                 && let Some(sig) = self.check(n.pos, &sf, crate::linux::normalize_signal(&s))
             {
@@ -296,22 +348,23 @@ impl Decoder<'_> {
             }
         }
         if let Some(n) = f.get("stop_grace_period")
-            && let Some(d) = self.duration(n, &fld("stop_grace_period"))
+            && let Some(d) = self.duration(n, &field.key("stop_grace_period"))
         {
             spec.stop_grace_period = d;
         }
         if let Some(n) = f.get("read_only") {
-            spec.read_only = self.boolean(n, &fld("read_only")).unwrap_or(false);
+            spec.read_only = self.boolean(n, &field.key("read_only")).unwrap_or(false);
         }
         for (key, out) in [
             ("cap_add", &mut spec.cap_add),
             ("cap_drop", &mut spec.cap_drop),
         ] {
             if let Some(n) = f.get(key) {
+                let cf = field.key(key);
                 let set: BTreeSet<String> = self
-                    .strings(n, &fld(key))
+                    .strings(n, &cf)
                     .into_iter()
-                    .filter_map(|(s, pos, cf)| {
+                    .filter_map(|(s, pos, i)| {
                         let cap = crate::linux::normalize_capability(&s);
                         let cap = match self.policy {
                             Some(p) if key == "cap_add" => {
@@ -319,22 +372,22 @@ impl Decoder<'_> {
                             }
                             _ => cap,
                         };
-                        self.check(pos, &cf, cap)
+                        self.check(pos, &cf.item(i), cap)
                     })
                     .collect();
                 *out = set.into_iter().collect();
             }
         }
         if let Some(n) = f.get("extra_hosts") {
-            spec.extra_hosts = self.extra_hosts(n, &fld("extra_hosts"));
+            spec.extra_hosts = self.extra_hosts(n, &field.key("extra_hosts"));
         }
         if let Some(n) = f.get("replicas")
-            && let Some(r) = self.integer(n, &fld("replicas"), 0, MAX_REPLICAS)
+            && let Some(r) = self.integer(n, &field.key("replicas"), 0, MAX_REPLICAS)
         {
             spec.replicas = r as u32;
         }
         if let Some(n) = f.get("seccomp") {
-            let sf = fld("seccomp");
+            let sf = field.key("seccomp");
             match self.string(n, &sf).as_deref() {
                 Some("default") => spec.seccomp = Seccomp::Default,
                 Some("unconfined") => {
@@ -354,7 +407,7 @@ impl Decoder<'_> {
             }
         }
         if let Some(n) = f.get("update_order") {
-            let of = fld("update_order");
+            let of = field.key("update_order");
             match self.string(n, &of).as_deref() {
                 Some("stop-first") => spec.update_order = UpdateOrder::StopFirst,
                 Some("start-first") => spec.update_order = UpdateOrder::StartFirst,
@@ -373,36 +426,41 @@ impl Decoder<'_> {
     fn networks(
         &mut self,
         node: &Node,
-        field: &str,
+        field: &Field<'_>,
         spec: &mut ContainerSpec,
         draft: &mut ContainerDraft,
     ) {
-        let mut add =
-            |this: &mut Self, name: &str, pos: Pos, f: String, attachment: NetworkAttachment| {
-                if this.check(pos, &f, check_name(name)).is_none() {
-                    return;
-                }
-                if spec.networks.iter().any(|a| a.network == name) {
-                    this.error(pos, &f, format!("network \"{name}\" is listed twice"));
-                    return;
-                }
-                spec.networks.push(attachment);
-                draft.network_locs.push((f, pos));
-            };
+        let mut add = |this: &mut Self,
+                       name: &str,
+                       f: &Field<'_>,
+                       entry: Entry,
+                       ipv4_pos: Option<Pos>,
+                       attachment: NetworkAttachment| {
+            if this.check(entry.pos, f, check_name(name)).is_none() {
+                return;
+            }
+            if spec.networks.iter().any(|a| a.network == name) {
+                this.error(entry.pos, f, format!("network \"{name}\" is listed twice"));
+                return;
+            }
+            spec.networks.push(attachment);
+            draft.network_locs.push((entry, ipv4_pos));
+        };
         match &node.value {
             Value::Seq(_) | Value::Str(_) => {
-                for (name, pos, f) in self.strings(node, field) {
+                for (name, pos, i) in self.strings(node, field) {
                     let a = NetworkAttachment {
                         network: name.clone(),
                         aliases: Vec::new(),
                         ipv4_address: None,
                     };
-                    add(self, &name, pos, f, a);
+                    let entry = Entry { pos, at: index(i) };
+                    add(self, &name, &field.item(i), entry, None, a);
                 }
             }
             Value::Map(_) => {
                 for (k, v) in self.entries(node, field).unwrap_or_default() {
-                    let nf = join(field, &k.name);
+                    let nf = field.key(&k.name);
                     let Some(opts) = self.fields(
                         v,
                         &nf,
@@ -418,27 +476,33 @@ impl Decoder<'_> {
                     };
                     if let Some(n) = opts.get("aliases") {
                         let mut aliases = BTreeSet::new();
-                        for (alias, pos, af) in self.strings(n, &join(&nf, "aliases")) {
-                            if self.check(pos, &af, check_hostname(&alias)).is_some() {
+                        let af = nf.key("aliases");
+                        for (alias, pos, i) in self.strings(n, &af) {
+                            if self
+                                .check(pos, &af.item(i), check_hostname(&alias))
+                                .is_some()
+                            {
                                 aliases.insert(alias);
                             }
                         }
                         a.aliases = aliases.into_iter().collect();
                     }
+                    let mut ipv4_pos = None;
                     if let Some(n) = opts.get("ipv4_address") {
-                        let af = join(&nf, "ipv4_address");
+                        let af = nf.key("ipv4_address");
                         a.ipv4_address = self.string(n, &af).and_then(|s| {
                             let r = s
                                 .parse::<Ipv4Addr>()
                                 .map_err(|_| format!("\"{s}\" is not an IPv4 address"));
                             self.check(n.pos, &af, r)
                         });
-                        draft
-                            .d
-                            .locs
-                            .push((format!("networks.{}.ipv4_address", k.name), n.pos));
+                        ipv4_pos = Some(n.pos);
                     }
-                    add(self, &k.name, k.pos, nf, a);
+                    let entry = Entry {
+                        pos: k.pos,
+                        at: At::Named,
+                    };
+                    add(self, &k.name, &nf, entry, ipv4_pos, a);
                 }
             }
             _ => {
@@ -454,7 +518,7 @@ impl Decoder<'_> {
     fn mounts(
         &mut self,
         node: &Node,
-        field: &str,
+        field: &Field<'_>,
         spec: &mut ContainerSpec,
         draft: &mut ContainerDraft,
     ) {
@@ -470,7 +534,7 @@ impl Decoder<'_> {
             }
         };
         for (i, item) in items {
-            let mf = format!("{field}[{i}]");
+            let mf = field.item(Some(i));
             let mount = match &item.value {
                 Value::Str(s) => self.check(item.pos, &mf, crate::mounts::parse(s)),
                 Value::Map(_) => self.long_mount(item, &mf),
@@ -515,9 +579,7 @@ impl Decoder<'_> {
                                 continue;
                             }
                         };
-                        if std::fs::symlink_metadata(&real)
-                            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-                        {
+                        if self.missing(&real) {
                             let m = format!(
                                 "bind source \"{}\" does not exist (looked for {}; relative sources are read from the manifest's directory)",
                                 source.display(),
@@ -531,7 +593,7 @@ impl Decoder<'_> {
                         // bind is the container's own data: by path alone
                         // (see `writes`).
                         if read_only {
-                            match crate::bind::content_digest(&real) {
+                            match self.digest(&real) {
                                 Ok(d) => *content_digest = Some(d),
                                 Err(e) => {
                                     self.error(item.pos, &mf, e);
@@ -541,16 +603,16 @@ impl Decoder<'_> {
                         }
                         // Absolute, so that the spec (and its hash) does not
                         // depend on the directory moor was started in.
-                        *source = std::path::absolute(&resolved).unwrap_or(resolved);
+                        *source = self.absolute(resolved);
                         real
                     } else {
                         if let Some(p) = self.policy
-                            && let Err(e) = p.allows_host_path("bind source", source)
+                            && let Err(e) = self.host_path(p, "bind source", source)
                         {
                             self.error(item.pos, &mf, e);
                             continue;
                         }
-                        crate::writes::real(source)
+                        self.real(source)
                     };
                     if !read_only
                         && let Err(e) = crate::writes::check_writable(
@@ -569,7 +631,10 @@ impl Decoder<'_> {
                 MountSource::Tmpfs { .. } => {}
             }
             if let Some(i) = spec.mounts.iter().position(|m| m.target == mount.target) {
-                let first = &draft.mount_locs[i].0;
+                let first = match draft.mount_locs[i].at {
+                    At::Index(j) => field.item(Some(j)).to_string(),
+                    _ => field.to_string(),
+                };
                 self.error(
                     item.pos,
                     &mf,
@@ -585,12 +650,15 @@ impl Decoder<'_> {
                 });
             }
             spec.mounts.push(mount);
-            draft.mount_locs.push((mf, item.pos));
+            draft.mount_locs.push(Entry {
+                pos: item.pos,
+                at: At::Index(i),
+            });
         }
     }
 
     /// `{ type = "volume", source = "site", target = "/www", read_only = true }`
-    fn long_mount(&mut self, node: &Node, field: &str) -> Option<Mount> {
+    fn long_mount(&mut self, node: &Node, field: &Field<'_>) -> Option<Mount> {
         let f = self.fields(
             node,
             field,
@@ -603,13 +671,13 @@ impl Decoder<'_> {
         )?;
         let get_str = |this: &mut Self, key: &str| -> Option<String> {
             let n = f.get(key)?;
-            this.string(n, &join(field, key))
+            this.string(n, &field.key(key))
         };
         let kind = get_str(self, "type");
         let target = get_str(self, "target");
         let source = get_str(self, "source");
         let read_only = match f.get("read_only") {
-            Some(n) => self.boolean(n, &join(field, "read_only"))?,
+            Some(n) => self.boolean(n, &field.key("read_only"))?,
             None => false,
         };
         let Some(target) = target else {
@@ -618,11 +686,11 @@ impl Decoder<'_> {
         };
         self.check(
             f.pos,
-            &join(field, "target"),
+            &field.key("target"),
             crate::mounts::check_target(&target),
         )?;
         let size = match f.get("size") {
-            Some(n) => Some(self.size(n, &join(field, "size"))?),
+            Some(n) => Some(self.size(n, &field.key("size"))?),
             None => None,
         };
         let source = match (kind.as_deref(), source) {
@@ -633,7 +701,7 @@ impl Decoder<'_> {
                 content_digest: None,
             },
             (Some("tmpfs"), Some(_)) => {
-                self.error(f.pos, &join(field, "source"), "a tmpfs mount has no source");
+                self.error(f.pos, &field.key("source"), "a tmpfs mount has no source");
                 return None;
             }
             (Some(k @ ("volume" | "bind")), None) => {
@@ -644,7 +712,7 @@ impl Decoder<'_> {
                 let pos = f.get("type").map_or(f.pos, |n| n.pos);
                 self.error(
                     pos,
-                    &join(field, "type"),
+                    &field.key("type"),
                     format!("\"{other}\" is not one of volume, bind, tmpfs"),
                 );
                 return None;
@@ -656,7 +724,7 @@ impl Decoder<'_> {
         };
         if size.is_some() && !matches!(source, MountSource::Tmpfs { .. }) {
             let pos = f.get("size").map_or(f.pos, |n| n.pos);
-            self.error(pos, &join(field, "size"), "only tmpfs mounts have a size");
+            self.error(pos, &field.key("size"), "only tmpfs mounts have a size");
             return None;
         }
         Some(Mount {
@@ -666,7 +734,7 @@ impl Decoder<'_> {
         })
     }
 
-    fn resources(&mut self, node: &Node, field: &str) -> Resources {
+    fn resources(&mut self, node: &Node, field: &Field<'_>) -> Resources {
         let mut r = Resources::default();
         let Some(f) = self.fields(
             node,
@@ -677,7 +745,7 @@ impl Decoder<'_> {
             return r;
         };
         if let Some(n) = f.get("memory") {
-            let mf = join(field, "memory");
+            let mf = field.key("memory");
             r.memory = self.size(n, &mf).and_then(|m| {
                 let check = if m < MIN_MEMORY {
                     Err(format!("memory limit {m} bytes is below the minimum of 6m"))
@@ -688,7 +756,7 @@ impl Decoder<'_> {
             });
         }
         if let Some(n) = f.get("cpus") {
-            let cf = join(field, "cpus");
+            let cf = field.key("cpus");
             r.cpus = self.number(n, &cf).and_then(|c| {
                 let check = if c.is_finite() && (0.01..=1024.0).contains(&c) {
                     Ok(c)
@@ -700,13 +768,13 @@ impl Decoder<'_> {
         }
         if let Some(n) = f.get("pids") {
             r.pids = self
-                .integer(n, &join(field, "pids"), 1, i64::MAX)
+                .integer(n, &field.key("pids"), 1, i64::MAX)
                 .map(|p| p as u64);
         }
         r
     }
 
-    fn healthcheck(&mut self, node: &Node, field: &str) -> Option<Healthcheck> {
+    fn healthcheck(&mut self, node: &Node, field: &Field<'_>) -> Option<Healthcheck> {
         let f = self.fields(
             node,
             field,
@@ -727,16 +795,16 @@ impl Decoder<'_> {
             .filter(|k| f.get(k).is_some())
             .collect();
         if let Some(n) = f.get("cmd")
-            && let Some(cmd) = self.command(n, &join(field, "cmd"))
+            && let Some(cmd) = self.command(n, &field.key("cmd"))
         {
             if cmd.is_empty() {
-                self.error(n.pos, &join(field, "cmd"), "command is empty");
+                self.error(n.pos, &field.key("cmd"), "command is empty");
             } else {
                 tests.push(HealthTest::Cmd(cmd));
             }
         }
         if let Some(n) = f.get("http") {
-            let hf = join(field, "http");
+            let hf = field.key("http");
             if let Some(url) = self.string(n, &hf) {
                 let ok = (url.starts_with("http://") || url.starts_with("https://"))
                     && url.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
@@ -752,7 +820,7 @@ impl Decoder<'_> {
             }
         }
         if let Some(n) = f.get("tcp") {
-            let tf = join(field, "tcp");
+            let tf = field.key("tcp");
             let target = match &n.value {
                 Value::Int(p) if (1..=65535).contains(p) => Some(format!("localhost:{p}")),
                 Value::Str(s) => match s.rsplit_once(':') {
@@ -775,20 +843,20 @@ impl Decoder<'_> {
             tests.extend(target.map(HealthTest::Tcp));
         }
         let interval = match f.get("interval") {
-            Some(n) => self.duration(n, &join(field, "interval")),
+            Some(n) => self.duration(n, &field.key("interval")),
             None => Some(DEFAULT_HEALTH_INTERVAL),
         };
         let timeout = match f.get("timeout") {
-            Some(n) => self.duration(n, &join(field, "timeout")),
+            Some(n) => self.duration(n, &field.key("timeout")),
             None => Some(DEFAULT_HEALTH_TIMEOUT),
         };
         let start_period = match f.get("start_period") {
-            Some(n) => self.duration(n, &join(field, "start_period")),
+            Some(n) => self.duration(n, &field.key("start_period")),
             None => Some(Duration::ZERO),
         };
         let retries = match f.get("retries") {
             Some(n) => self
-                .integer(n, &join(field, "retries"), 1, 1000)
+                .integer(n, &field.key("retries"), 1, 1000)
                 .map(|r| r as u32),
             None => Some(DEFAULT_HEALTH_RETRIES),
         };
@@ -798,7 +866,7 @@ impl Decoder<'_> {
             let pos = f.get("interval").map_or(f.pos, |n| n.pos);
             self.error(
                 pos,
-                &join(field, "interval"),
+                &field.key("interval"),
                 "interval must be at least 100ms",
             );
         }
@@ -835,20 +903,21 @@ impl Decoder<'_> {
     fn depends_on(
         &mut self,
         node: &Node,
-        field: &str,
+        field: &Field<'_>,
         spec: &mut ContainerSpec,
         draft: &mut ContainerDraft,
     ) {
-        let mut entries: Vec<(String, Pos, String, DependCondition)> = Vec::new();
+        let mut entries: Vec<(String, Entry, DependCondition)> = Vec::new();
         match &node.value {
             Value::Seq(_) | Value::Str(_) => {
-                for (name, pos, f) in self.strings(node, field) {
-                    entries.push((name, pos, f, DependCondition::Started));
+                for (name, pos, i) in self.strings(node, field) {
+                    let entry = Entry { pos, at: index(i) };
+                    entries.push((name, entry, DependCondition::Started));
                 }
             }
             Value::Map(_) => {
                 for (k, v) in self.entries(node, field).unwrap_or_default() {
-                    let df = join(field, &k.name);
+                    let df = field.key(&k.name);
                     let cond_node = match &v.value {
                         Value::Map(_) => {
                             let Some(opts) = self.fields(v, &df, &["condition"], &[]) else {
@@ -878,7 +947,11 @@ impl Decoder<'_> {
                         },
                     };
                     if let Some(c) = condition {
-                        entries.push((k.name.clone(), k.pos, df, c));
+                        let entry = Entry {
+                            pos: k.pos,
+                            at: At::Named,
+                        };
+                        entries.push((k.name.clone(), entry, c));
                     }
                 }
             }
@@ -890,33 +963,43 @@ impl Decoder<'_> {
                 self.error(node.pos, field, m);
             }
         }
-        for (name, pos, f, condition) in entries {
-            if self.check(pos, &f, check_name(&name)).is_none() {
+        // Where each entry kept was written, in the order of `depends_on`.
+        let mut kept: Vec<(&str, Entry)> = Vec::with_capacity(entries.len());
+        for (name, entry, condition) in &entries {
+            let f = match entry.at {
+                At::Named => field.key(name),
+                At::Index(i) => field.item(Some(i)),
+                At::Whole => *field,
+            };
+            if self.check(entry.pos, &f, check_name(name)).is_none() {
                 continue;
             }
-            if spec.depends_on.insert(name.clone(), condition).is_some() {
-                self.error(pos, &f, format!("\"{name}\" is listed twice"));
+            if spec.depends_on.insert(name.clone(), *condition).is_some() {
+                self.error(entry.pos, &f, format!("\"{name}\" is listed twice"));
                 continue;
             }
-            draft.depends_locs.insert(name, (f, pos));
+            kept.push((name, *entry));
         }
+        kept.sort_unstable_by_key(|(name, _)| *name);
+        draft.depends_locs = kept.into_iter().map(|(_, e)| e).collect();
     }
 
-    fn extra_hosts(&mut self, node: &Node, field: &str) -> Vec<(String, IpAddr)> {
-        let pairs: Vec<(String, String, Pos, String)> = match &node.value {
+    fn extra_hosts(&mut self, node: &Node, field: &Field<'_>) -> Vec<(String, IpAddr)> {
+        let pairs: Vec<(String, String, Pos, At)> = match &node.value {
             Value::Map(_) => self
                 .entries(node, field)
                 .unwrap_or_default()
                 .into_iter()
                 .filter_map(|(k, v)| {
-                    let f = join(field, &k.name);
-                    self.string(v, &f).map(|ip| (k.name.clone(), ip, v.pos, f))
+                    let f = field.key(&k.name);
+                    self.string(v, &f)
+                        .map(|ip| (k.name.clone(), ip, v.pos, At::Named))
                 })
                 .collect(),
             _ => self
                 .strings(node, field)
                 .into_iter()
-                .filter_map(|(s, pos, f)| {
+                .filter_map(|(s, pos, i)| {
                     // host:ip, or host=ip (IPv6 addresses contain ':').
                     let split = s.split_once('=').or_else(|| s.split_once(':'));
                     match split {
@@ -924,9 +1007,10 @@ impl Decoder<'_> {
                             h.to_string(),
                             ip.trim_matches(['[', ']']).to_string(),
                             pos,
-                            f,
+                            index(i),
                         )),
                         None => {
+                            let f = field.item(i);
                             self.error(pos, &f, format!("\"{s}\" must look like host:ip"));
                             None
                         }
@@ -935,7 +1019,12 @@ impl Decoder<'_> {
                 .collect(),
         };
         let mut out = Vec::new();
-        for (host, ip, pos, f) in pairs {
+        for (host, ip, pos, at) in pairs {
+            let f = match at {
+                At::Named => field.key(&host),
+                At::Index(i) => field.item(Some(i)),
+                At::Whole => *field,
+            };
             let checked = check_hostname(&host).and_then(|_| {
                 ip.parse::<IpAddr>()
                     .map_err(|_| format!("\"{ip}\" is not an IP address"))

@@ -5,11 +5,12 @@
 //! the user everything that needs fixing.
 
 mod container;
+mod outside;
 mod resources;
 mod target;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::diag::{Diagnostic, Diagnostics};
@@ -17,6 +18,7 @@ use crate::node::{Key, Node, Pos, Value};
 use crate::tree::Tree;
 
 pub(crate) use container::ContainerDraft;
+pub(crate) use outside::{Read, still_holds};
 pub(crate) use resources::{Declared, Draft, Drafts, Elsewhere};
 
 /// The longest resource name: a DNS label.
@@ -99,18 +101,86 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `parent.key`, the way fields are named in diagnostics.
-pub(crate) fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
+/// Appends `key` to the field path in `out`: `parent.key`, the key quoted
+/// when it is not a plain word (and taken as it is at the start).
+fn push_key(out: &mut String, key: &str) {
+    if out.is_empty() {
+        out.push_str(key);
     } else if !key.is_empty()
         && key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        format!("{parent}.{key}")
+        out.push('.');
+        out.push_str(key);
     } else {
-        format!("{parent}.\"{key}\"")
+        out.push_str(".\"");
+        out.push_str(key);
+        out.push('"');
+    }
+}
+
+/// `parent.key`, the way fields are named in diagnostics.
+pub(crate) fn join(parent: &str, key: &str) -> String {
+    let mut out = String::with_capacity(parent.len() + key.len() + 3);
+    out.push_str(parent);
+    push_key(&mut out, key);
+    out
+}
+
+/// The path of the field being decoded (`containers.web.ports[1]`), kept as
+/// a chain of borrowed segments on the stack while decoding descends, and
+/// rendered only when a diagnostic names it: the happy path allocates no
+/// path at all.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Field<'a> {
+    /// The document itself (an empty path).
+    Root,
+    /// `parent.key` (see [`join`]).
+    Key(&'a Field<'a>, &'a str),
+    /// `parent[index]`.
+    Index(&'a Field<'a>, usize),
+}
+
+/// The root of every field path.
+pub(crate) static ROOT: Field<'static> = Field::Root;
+
+impl<'a> Field<'a> {
+    /// The field `key` of this one.
+    pub(crate) fn key(&'a self, key: &'a str) -> Field<'a> {
+        Field::Key(self, key)
+    }
+
+    /// Item `index` of this list, or this field itself when it was one
+    /// value standing for a list of one (`None`).
+    pub(crate) fn item(&'a self, index: Option<usize>) -> Field<'a> {
+        match index {
+            Some(i) => Field::Index(self, i),
+            None => *self,
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        match self {
+            Field::Root => {}
+            Field::Key(parent, key) => {
+                parent.render(out);
+                push_key(out, key);
+            }
+            Field::Index(parent, i) => {
+                use std::fmt::Write as _;
+                parent.render(out);
+                let _ = write!(out, "[{i}]");
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = String::new();
+        self.render(&mut out);
+        f.write_str(&out)
     }
 }
 
@@ -129,6 +199,10 @@ impl<'n> Fields<'n> {
     }
 }
 
+/// Tables with at most this many keys are checked for repeated keys by
+/// comparing every pair; larger ones through a hash map.
+const SMALL_TABLE: usize = 16;
+
 /// Decodes nodes of one manifest file into values, recording diagnostics.
 pub(crate) struct Decoder<'a> {
     pub(crate) file: &'a Path,
@@ -141,6 +215,8 @@ pub(crate) struct Decoder<'a> {
     /// What a read-write bind into the tree does.
     pub(crate) writes: crate::writes::Writes,
     pub(crate) diags: Diagnostics,
+    /// What decoding read outside the manifest file, and found.
+    pub(crate) reads: Vec<Read>,
 }
 
 impl<'a> Decoder<'a> {
@@ -152,28 +228,20 @@ impl<'a> Decoder<'a> {
             policy: None,
             writes: crate::writes::Writes::default(),
             diags: Diagnostics::default(),
+            reads: Vec::new(),
         }
     }
 
-    /// A relative path of this manifest (bind source, `env_file`): the
-    /// path as written, resolved against the manifest's directory
-    /// (lexically), and the real path it names, its links followed inside
-    /// the source's tree. An absolute path is taken as it is.
-    pub(crate) fn in_tree(&self, relative: &Path) -> Result<(PathBuf, PathBuf), String> {
-        let lexical = crate::bind::resolve(self.dir, relative);
-        if relative.is_absolute() {
-            return Ok((lexical.clone(), lexical));
-        }
-        let real = self.tree.resolve(&lexical).map_err(|e| e.to_string())?;
-        Ok((lexical, real))
+    pub(crate) fn error(&mut self, pos: Pos, field: &Field<'_>, message: impl Into<String>) {
+        self.diags.push(Diagnostic::error(
+            self.file,
+            pos,
+            field.to_string(),
+            message,
+        ));
     }
 
-    pub(crate) fn error(&mut self, pos: Pos, field: &str, message: impl Into<String>) {
-        self.diags
-            .push(Diagnostic::error(self.file, pos, field, message));
-    }
-
-    fn type_error(&mut self, node: &Node, field: &str, expected: &str) {
+    fn type_error(&mut self, node: &Node, field: &Field<'_>, expected: &str) {
         let message = format!("expected {expected}, found {}", node.value.kind());
         self.error(node.pos, field, message);
     }
@@ -182,19 +250,29 @@ impl<'a> Decoder<'a> {
     pub(crate) fn entries<'n>(
         &mut self,
         node: &'n Node,
-        field: &str,
+        field: &Field<'_>,
     ) -> Option<Vec<(&'n Key, &'n Node)>> {
         let Value::Map(entries) = &node.value else {
             self.type_error(node, field, "a table");
             return None;
         };
+        let mut out: Vec<(&'n Key, &'n Node)> = Vec::with_capacity(entries.len());
         let mut seen: HashMap<&str, Pos> = HashMap::new();
-        let mut out = Vec::with_capacity(entries.len());
-        for (k, v) in entries {
-            if let Some(first) = seen.insert(&k.name, k.pos) {
+        for (i, (k, v)) in entries.iter().enumerate() {
+            // The same key written last before this one, if any.
+            let first = if entries.len() <= SMALL_TABLE {
+                entries[..i]
+                    .iter()
+                    .rev()
+                    .find(|(e, _)| e.name == k.name)
+                    .map(|(e, _)| e.pos)
+            } else {
+                seen.insert(&k.name, k.pos)
+            };
+            if let Some(first) = first {
                 self.error(
                     k.pos,
-                    &join(field, &k.name),
+                    &field.key(&k.name),
                     format!("defined twice in one table (first at line {})", first.line),
                 );
                 continue;
@@ -209,7 +287,7 @@ impl<'a> Decoder<'a> {
     pub(crate) fn fields<'n>(
         &mut self,
         node: &'n Node,
-        field: &str,
+        field: &Field<'_>,
         allowed: &[&str],
         aliases: &[(&str, &str)],
     ) -> Option<Fields<'n>> {
@@ -220,27 +298,30 @@ impl<'a> Decoder<'a> {
                 entries: Vec::new(),
             });
         }
-        let entries = self.entries(node, field)?;
-        let mut known = Vec::with_capacity(entries.len());
-        for (k, v) in entries {
-            if allowed.contains(&k.name.as_str()) {
-                known.push((k, v));
-                continue;
+        let mut entries = self.entries(node, field)?;
+        let mut unknown = Vec::new();
+        entries.retain(|(k, _)| {
+            let known = allowed.contains(&k.name.as_str());
+            if !known {
+                unknown.push(*k);
             }
+            known
+        });
+        for k in unknown {
             let hint = hint(&k.name, allowed, aliases);
             let message = match hint {
                 Some(h) => format!("unknown field; did you mean \"{h}\"?"),
                 None => format!("unknown field (expected one of: {})", allowed.join(", ")),
             };
-            self.error(k.pos, &join(field, &k.name), message);
+            self.error(k.pos, &field.key(&k.name), message);
         }
         Some(Fields {
             pos: node.pos,
-            entries: known,
+            entries,
         })
     }
 
-    pub(crate) fn string(&mut self, node: &Node, field: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, node: &Node, field: &Field<'_>) -> Option<String> {
         match &node.value {
             Value::Str(s) => Some(s.clone()),
             _ => {
@@ -251,7 +332,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// A string, or a number or boolean taken as its text (environment values, labels, users).
-    pub(crate) fn scalar_string(&mut self, node: &Node, field: &str) -> Option<String> {
+    pub(crate) fn scalar_string(&mut self, node: &Node, field: &Field<'_>) -> Option<String> {
         let s = node.scalar_text();
         if s.is_none() {
             self.type_error(node, field, "a string");
@@ -259,7 +340,7 @@ impl<'a> Decoder<'a> {
         s
     }
 
-    pub(crate) fn boolean(&mut self, node: &Node, field: &str) -> Option<bool> {
+    pub(crate) fn boolean(&mut self, node: &Node, field: &Field<'_>) -> Option<bool> {
         match &node.value {
             Value::Bool(b) => Some(*b),
             Value::Str(s) => {
@@ -277,7 +358,13 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub(crate) fn integer(&mut self, node: &Node, field: &str, min: i64, max: i64) -> Option<i64> {
+    pub(crate) fn integer(
+        &mut self,
+        node: &Node,
+        field: &Field<'_>,
+        min: i64,
+        max: i64,
+    ) -> Option<i64> {
         match node.value {
             Value::Int(i) if (min..=max).contains(&i) => Some(i),
             Value::Int(i) => {
@@ -295,7 +382,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub(crate) fn number(&mut self, node: &Node, field: &str) -> Option<f64> {
+    pub(crate) fn number(&mut self, node: &Node, field: &Field<'_>) -> Option<f64> {
         match node.value {
             Value::Int(i) => Some(i as f64),
             Value::Float(f) => Some(f),
@@ -313,7 +400,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub(crate) fn duration(&mut self, node: &Node, field: &str) -> Option<Duration> {
+    pub(crate) fn duration(&mut self, node: &Node, field: &Field<'_>) -> Option<Duration> {
         match &node.value {
             Value::Str(s) => self.check(node.pos, field, crate::units::parse_duration(s)),
             Value::Int(0) => Some(Duration::ZERO),
@@ -332,7 +419,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    pub(crate) fn size(&mut self, node: &Node, field: &str) -> Option<u64> {
+    pub(crate) fn size(&mut self, node: &Node, field: &Field<'_>) -> Option<u64> {
         match &node.value {
             Value::Str(s) => self.check(node.pos, field, crate::units::parse_size(s)),
             Value::Int(i) if *i >= 0 => Some(*i as u64),
@@ -344,20 +431,30 @@ impl<'a> Decoder<'a> {
     }
 
     /// Reports `Err` at `pos` and turns the result into an option.
-    pub(crate) fn check<T>(&mut self, pos: Pos, field: &str, r: Result<T, String>) -> Option<T> {
+    pub(crate) fn check<T>(
+        &mut self,
+        pos: Pos,
+        field: &Field<'_>,
+        r: Result<T, String>,
+    ) -> Option<T> {
         r.map_err(|e| self.error(pos, field, e)).ok()
     }
 
-    /// A list of strings (or one string, taken as a list of one), each with its place.
-    pub(crate) fn strings(&mut self, node: &Node, field: &str) -> Vec<(String, Pos, String)> {
+    /// A list of strings (or one string, taken as a list of one), each with
+    /// its place and its index in the list (`None` for the one string).
+    pub(crate) fn strings(
+        &mut self,
+        node: &Node,
+        field: &Field<'_>,
+    ) -> Vec<(String, Pos, Option<usize>)> {
         match &node.value {
-            Value::Str(s) => vec![(s.clone(), node.pos, field.to_string())],
+            Value::Str(s) => vec![(s.clone(), node.pos, None)],
             Value::Seq(items) => items
                 .iter()
                 .enumerate()
                 .filter_map(|(i, item)| {
-                    let f = format!("{field}[{i}]");
-                    self.scalar_string(item, &f).map(|s| (s, item.pos, f))
+                    self.scalar_string(item, &field.item(Some(i)))
+                        .map(|s| (s, item.pos, Some(i)))
                 })
                 .collect(),
             _ => {
@@ -368,7 +465,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// A command: a list of words, or one string split like a shell would.
-    pub(crate) fn command(&mut self, node: &Node, field: &str) -> Option<Vec<String>> {
+    pub(crate) fn command(&mut self, node: &Node, field: &Field<'_>) -> Option<Vec<String>> {
         match &node.value {
             Value::Str(s) => self.check(node.pos, field, crate::words::split(s)),
             Value::Seq(_) => Some(
@@ -388,7 +485,7 @@ impl<'a> Decoder<'a> {
     pub(crate) fn string_map(
         &mut self,
         node: &Node,
-        field: &str,
+        field: &Field<'_>,
         what: &str,
     ) -> Vec<(String, String, Pos)> {
         match &node.value {
@@ -397,7 +494,7 @@ impl<'a> Decoder<'a> {
                 entries
                     .into_iter()
                     .filter_map(|(k, v)| {
-                        let f = join(field, &k.name);
+                        let f = field.key(&k.name);
                         if v.value == Value::Null {
                             self.error(
                                 k.pos,
@@ -414,12 +511,12 @@ impl<'a> Decoder<'a> {
             Value::Seq(_) => self
                 .strings(node, field)
                 .into_iter()
-                .filter_map(|(s, pos, f)| match s.split_once('=') {
+                .filter_map(|(s, pos, i)| match s.split_once('=') {
                     Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string(), pos)),
                     _ => {
                         self.error(
                             pos,
-                            &f,
+                            &field.item(i),
                             format!("\"{s}\" must look like KEY=VALUE ({what} needs a value)"),
                         );
                         None
@@ -437,20 +534,27 @@ impl<'a> Decoder<'a> {
     pub(crate) fn labels(
         &mut self,
         node: &Node,
-        field: &str,
+        field: &Field<'_>,
     ) -> std::collections::BTreeMap<String, String> {
         let mut out = std::collections::BTreeMap::new();
         for (k, v, pos) in self.string_map(node, field, "a label") {
             if k.is_empty() || k.chars().any(|c| c.is_whitespace() || c == '=') {
                 self.error(
                     pos,
-                    &join(field, &k),
+                    &field.key(&k),
                     "label keys must not be empty or contain white space or '='",
                 );
                 continue;
             }
-            if out.insert(k.clone(), v).is_some() {
-                self.error(pos, &join(field, &k), "label given twice");
+            match out.entry(k) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(v);
+                }
+                // The last one given wins, as with any map.
+                std::collections::btree_map::Entry::Occupied(mut e) => {
+                    e.insert(v);
+                    self.error(pos, &field.key(e.key()), "label given twice");
+                }
             }
         }
         out

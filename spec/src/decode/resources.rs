@@ -4,48 +4,56 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use super::{ContainerDraft, Decoder, check_name, join};
+use super::{ContainerDraft, Decoder, Field, ROOT, check_name, join};
+use crate::hash::SpecHash;
 use crate::model::{ImageSpec, Kind, NetworkSpec, Origin, PullPolicy, VolumeSpec};
 use crate::node::{Node, Pos, Value};
-use crate::target::{HostIdentity, Target, applies};
+use crate::target::Target;
 
 /// A decoded resource that has not been cross-checked yet.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Draft<T> {
+    pub(crate) kind: Kind,
     pub(crate) name: String,
-    /// The resource's field path, e.g. `networks.front`.
-    pub(crate) path: String,
     pub(crate) origin: Origin,
     pub(crate) spec: T,
     /// The hosts it is for: its own `target`, else its document's; `None` is every host.
     pub(crate) target: Option<Target>,
-    /// Positions of fields that later checks report on, by field suffix.
-    pub(crate) locs: Vec<(String, Pos)>,
+    /// Positions of fields that later checks report on, by field name.
+    pub(crate) locs: Vec<(&'static str, Pos)>,
+    /// The spec's hash, once computed (see [`Drafts::hash`]).
+    pub(crate) hash: Option<SpecHash>,
 }
 
 impl<T> Draft<T> {
-    pub(crate) fn new(name: &str, path: &str, origin: Origin, spec: T) -> Self {
+    pub(crate) fn new(kind: Kind, name: &str, origin: Origin, spec: T) -> Self {
         Self {
+            kind,
             name: name.to_string(),
-            path: path.to_string(),
             origin,
             spec,
             target: None,
             locs: Vec::new(),
+            hash: None,
         }
+    }
+
+    /// The resource's field path, e.g. `networks.front`.
+    pub(crate) fn path(&self) -> String {
+        join(self.kind.table(), &self.name)
     }
 
     /// The full path of one of the resource's fields; `suffix` is itself a
     /// path of plain names (`networks.front.ipv4_address`), never quoted.
     pub(crate) fn field(&self, suffix: &str) -> String {
-        format!("{}.{suffix}", self.path)
+        format!("{}.{suffix}", self.path())
     }
 
     /// Where a field was written (the resource's name when not recorded).
-    pub(crate) fn loc(&self, suffix: &str) -> Pos {
+    pub(crate) fn loc(&self, name: &str) -> Pos {
         self.locs
             .iter()
-            .find(|(f, _)| f == suffix)
+            .find(|(f, _)| *f == name)
             .map_or(self.origin.pos, |(_, p)| *p)
     }
 }
@@ -63,12 +71,15 @@ pub(crate) struct Declared {
 /// Declarations left out of a load because they target other hosts, by kind
 /// and name, so that a reference to one can say so.
 #[derive(Debug, Default)]
-pub(crate) struct Elsewhere(Vec<Declared>);
+pub(crate) struct Elsewhere<'a>(pub(crate) Vec<&'a Declared>);
 
-impl Elsewhere {
+impl Elsewhere<'_> {
     /// The first declaration of `kind` `name` that targets other hosts.
     pub(crate) fn get(&self, kind: Kind, name: &str) -> Option<&Declared> {
-        self.0.iter().find(|d| d.kind == kind && d.name == name)
+        self.0
+            .iter()
+            .find(|d| d.kind == kind && d.name == name)
+            .copied()
     }
 
     /// The error for a reference to `kind` `name`, when it is declared for
@@ -86,9 +97,9 @@ impl Elsewhere {
     }
 }
 
-/// Every declaration of one load, including ones whose spec had errors
+/// Every declaration of one file, including ones whose spec had errors
 /// (so duplicate names are still caught), and the drafts that decoded.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Drafts {
     pub(crate) declared: Vec<Declared>,
     pub(crate) images: Vec<Draft<ImageSpec>>,
@@ -98,27 +109,22 @@ pub(crate) struct Drafts {
 }
 
 impl Drafts {
-    /// Appends another load's drafts after these.
-    pub(crate) fn extend(&mut self, other: Drafts) {
-        self.declared.extend(other.declared);
-        self.images.extend(other.images);
-        self.networks.extend(other.networks);
-        self.volumes.extend(other.volumes);
-        self.containers.extend(other.containers);
-    }
-
-    /// Keeps only what targets `host`; returns the declarations left out.
-    pub(crate) fn retain_for(&mut self, host: &HostIdentity) -> Elsewhere {
-        let (here, elsewhere) = std::mem::take(&mut self.declared)
-            .into_iter()
-            .partition(|d| applies(d.target.as_ref(), host));
-        self.declared = here;
-        let keep = |t: &Option<Target>| applies(t.as_ref(), host);
-        self.images.retain(|d| keep(&d.target));
-        self.networks.retain(|d| keep(&d.target));
-        self.volumes.retain(|d| keep(&d.target));
-        self.containers.retain(|c| keep(&c.d.target));
-        Elsewhere(elsewhere)
+    /// Computes every spec hash. A container's is computed with its image
+    /// as written; the checks across files replace it when the image turns
+    /// out to be another (an `[images]` entry).
+    pub(crate) fn hash(&mut self) {
+        for d in &mut self.images {
+            d.hash = Some(crate::hash::image(&d.spec));
+        }
+        for d in &mut self.networks {
+            d.hash = Some(crate::hash::network(&d.spec));
+        }
+        for d in &mut self.volumes {
+            d.hash = Some(crate::hash::volume(&d.spec));
+        }
+        for c in &mut self.containers {
+            c.d.hash = Some(crate::hash::container_unsorted(&c.d.spec));
+        }
     }
 }
 
@@ -133,10 +139,10 @@ impl Decoder<'_> {
         }
         if !matches!(root.value, Value::Map(_)) {
             let found = root.value.kind();
-            self.error(root.pos, "", format!("a manifest must be a table of images, networks, volumes and containers, found {found}"));
+            self.error(root.pos, &Field::Root, format!("a manifest must be a table of images, networks, volumes and containers, found {found}"));
             return;
         }
-        let Some(entries) = self.entries(root, "") else {
+        let Some(entries) = self.entries(root, &Field::Root) else {
             return;
         };
         // The document's target covers every resource of the document, even
@@ -144,7 +150,7 @@ impl Decoder<'_> {
         let doc_target = entries
             .iter()
             .find(|(k, _)| k.name == "target")
-            .and_then(|(_, node)| self.target(node, "target"));
+            .and_then(|(_, node)| self.target(node, &ROOT.key("target")));
         for (key, node) in entries {
             // Compose-style extension fields hold YAML anchors for reuse.
             if key.name.starts_with("x-") || key.name == "target" {
@@ -161,18 +167,27 @@ impl Decoder<'_> {
                         Some(h) => format!("unknown top-level table; did you mean \"{h}\"?"),
                         None => "unknown top-level table (expected images, networks, volumes, containers or target; x-* keys are ignored)".to_string(),
                     };
-                    self.error(key.pos, other, message);
+                    self.error(key.pos, &ROOT.key(other), message);
                     continue;
                 }
             };
             if node.value == Value::Null {
                 continue;
             }
-            let Some(resources) = self.entries(node, kind.table()) else {
+            let table = ROOT.key(kind.table());
+            let Some(resources) = self.entries(node, &table) else {
                 continue;
             };
+            // Grown once, not doubled (and copied) as resources are added.
+            out.declared.reserve(resources.len());
+            match kind {
+                Kind::Image => out.images.reserve(resources.len()),
+                Kind::Network => out.networks.reserve(resources.len()),
+                Kind::Volume => out.volumes.reserve(resources.len()),
+                Kind::Container => out.containers.reserve(resources.len()),
+            }
             for (name_key, spec) in resources {
-                let field = join(kind.table(), &name_key.name);
+                let field = table.key(&name_key.name);
                 self.check(name_key.pos, &field, check_name(&name_key.name));
                 let origin = Origin {
                     file: self.file.to_path_buf(),
@@ -183,7 +198,7 @@ impl Decoder<'_> {
                     Value::Map(fields) => fields
                         .iter()
                         .find(|(k, _)| k.name == "target")
-                        .map(|(_, t)| self.target(t, &join(&field, "target"))),
+                        .map(|(_, t)| self.target(t, &field.key("target"))),
                     _ => None,
                 };
                 let target = own_target.unwrap_or_else(|| doc_target.clone());
@@ -197,22 +212,22 @@ impl Decoder<'_> {
                 match kind {
                     Kind::Image => {
                         if let Some(s) = self.image(spec, &field) {
-                            let mut d = Draft::new(name, &field, origin, s);
+                            let mut d = Draft::new(kind, name, origin, s);
                             d.target = target;
                             out.images.push(d);
                         }
                     }
                     Kind::Network => {
                         if let Some((s, subnet_pos)) = self.network(spec, &field) {
-                            let mut d = Draft::new(name, &field, origin, s);
-                            d.locs.push(("subnet".into(), subnet_pos));
+                            let mut d = Draft::new(kind, name, origin, s);
+                            d.locs.push(("subnet", subnet_pos));
                             d.target = target;
                             out.networks.push(d);
                         }
                     }
                     Kind::Volume => {
                         if let Some(s) = self.volume(spec, &field) {
-                            let mut d = Draft::new(name, &field, origin, s);
+                            let mut d = Draft::new(kind, name, origin, s);
                             d.target = target;
                             out.volumes.push(d);
                         }
@@ -228,7 +243,7 @@ impl Decoder<'_> {
         }
     }
 
-    fn image(&mut self, node: &Node, field: &str) -> Option<ImageSpec> {
+    fn image(&mut self, node: &Node, field: &Field<'_>) -> Option<ImageSpec> {
         let f = self.fields(
             node,
             field,
@@ -237,7 +252,7 @@ impl Decoder<'_> {
         )?;
         let reference = match f.get("ref") {
             Some(n) => {
-                let rf = join(field, "ref");
+                let rf = field.key("ref");
                 let s = self.string(n, &rf)?;
                 self.check(n.pos, &rf, crate::reference::parse(&s))
             }
@@ -248,7 +263,7 @@ impl Decoder<'_> {
         };
         let pull = match f.get("pull") {
             Some(n) => {
-                let pf = join(field, "pull");
+                let pf = field.key("pull");
                 match self.string(n, &pf).as_deref() {
                     Some("always") => Some(PullPolicy::Always),
                     Some("if-not-present" | "missing") => Some(PullPolicy::IfNotPresent),
@@ -272,7 +287,7 @@ impl Decoder<'_> {
         })
     }
 
-    fn network(&mut self, node: &Node, field: &str) -> Option<(NetworkSpec, Pos)> {
+    fn network(&mut self, node: &Node, field: &Field<'_>) -> Option<(NetworkSpec, Pos)> {
         let f = self.fields(
             node,
             field,
@@ -283,7 +298,7 @@ impl Decoder<'_> {
         let mut ok = true;
         let mut subnet_pos = f.pos;
         if let Some(n) = f.get("subnet") {
-            let sf = join(field, "subnet");
+            let sf = field.key("subnet");
             subnet_pos = n.pos;
             spec.subnet = self.string(n, &sf).and_then(|s| {
                 let r = s
@@ -308,7 +323,7 @@ impl Decoder<'_> {
             ok &= spec.subnet.is_some();
         }
         if let Some(n) = f.get("gateway") {
-            let gf = join(field, "gateway");
+            let gf = field.key("gateway");
             let gw = self.string(n, &gf).and_then(|s| {
                 let r = s
                     .parse::<Ipv4Addr>()
@@ -332,27 +347,25 @@ impl Decoder<'_> {
             spec.gateway = gw;
         }
         if let Some(n) = f.get("internal") {
-            spec.internal = self
-                .boolean(n, &join(field, "internal"))
-                .unwrap_or_else(|| {
-                    ok = false;
-                    false
-                });
+            spec.internal = self.boolean(n, &field.key("internal")).unwrap_or_else(|| {
+                ok = false;
+                false
+            });
         }
         if let Some(n) = f.get("labels") {
-            spec.labels = self.labels(n, &join(field, "labels"));
+            spec.labels = self.labels(n, &field.key("labels"));
         }
         ok.then_some((spec, subnet_pos))
     }
 
-    fn volume(&mut self, node: &Node, field: &str) -> Option<VolumeSpec> {
+    fn volume(&mut self, node: &Node, field: &Field<'_>) -> Option<VolumeSpec> {
         let f = self.fields(node, field, &["prune", "labels", "target"], &[])?;
         let mut spec = VolumeSpec::default();
         if let Some(n) = f.get("prune") {
-            spec.prune = self.boolean(n, &join(field, "prune"))?;
+            spec.prune = self.boolean(n, &field.key("prune"))?;
         }
         if let Some(n) = f.get("labels") {
-            spec.labels = self.labels(n, &join(field, "labels"));
+            spec.labels = self.labels(n, &field.key("labels"));
         }
         Some(spec)
     }

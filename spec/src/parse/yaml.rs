@@ -79,15 +79,17 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                 let value = if style == ScalarStyle::Plain
                     && tag.as_ref().is_none_or(|t| t.suffix != "str")
                 {
-                    resolve_plain(&text)
+                    resolve_plain_typed(&text)
                 } else {
-                    Value::Str(text.to_string())
+                    None
                 };
+                // The parser's text is an owned string: taken, not copied.
                 let node = match value {
-                    Value::Int(_) | Value::Float(_) => {
+                    None => Node::new(at, Value::Str(text.into_owned())),
+                    Some(value @ (Value::Int(_) | Value::Float(_))) => {
                         Node::new(at, value).with_raw(text.into_owned())
                     }
-                    _ => Node::new(at, value),
+                    Some(value) => Node::new(at, value),
                 };
                 Some((node, anchor, style == ScalarStyle::Plain))
             }
@@ -167,17 +169,16 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                 ..
             }) => match key.take() {
                 None => {
-                    let name = node
-                        .scalar_text()
-                        .or_else(|| matches!(node.value, Value::Null).then(String::new))
-                        .ok_or_else(|| error(node.pos, "mapping keys must be plain values"))?;
+                    let pos = node.pos;
+                    let name = match node.value {
+                        Value::Null => Some(String::new()),
+                        _ => node.into_scalar_text(),
+                    }
+                    .ok_or_else(|| error(pos, "mapping keys must be plain values"))?;
                     *key = Some(if plain && name == "<<" {
                         PendingKey::Merge
                     } else {
-                        PendingKey::Key(Key {
-                            name,
-                            pos: node.pos,
-                        })
+                        PendingKey::Key(Key { name, pos })
                     });
                 }
                 Some(PendingKey::Key(k)) => entries.push((k, node)),
@@ -302,43 +303,49 @@ fn merge_into(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) -> Result<(), S
     Ok(())
 }
 
-/// Resolves a plain scalar by the YAML 1.2 core schema. Unlike YAML 1.1,
-/// `no`, `on` and `8080:80` stay strings.
-fn resolve_plain(s: &str) -> Value {
+/// Resolves a plain scalar by the YAML 1.2 core schema: its value when it
+/// is not a string. Unlike YAML 1.1, `no`, `on` and `8080:80` stay strings.
+fn resolve_plain_typed(s: &str) -> Option<Value> {
     match s {
-        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
-        "true" | "True" | "TRUE" => return Value::Bool(true),
-        "false" | "False" | "FALSE" => return Value::Bool(false),
+        "" | "~" | "null" | "Null" | "NULL" => return Some(Value::Null),
+        "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
+        "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
         ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-            return Value::Float(f64::INFINITY);
+            return Some(Value::Float(f64::INFINITY));
         }
-        "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
-        ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
+        "-.inf" | "-.Inf" | "-.INF" => return Some(Value::Float(f64::NEG_INFINITY)),
+        ".nan" | ".NaN" | ".NAN" => return Some(Value::Float(f64::NAN)),
         _ => {}
     }
     if let Some(hex) = s.strip_prefix("0x")
         && let Ok(i) = i64::from_str_radix(hex, 16)
     {
-        return Value::Int(i);
+        return Some(Value::Int(i));
     }
     if let Some(oct) = s.strip_prefix("0o")
         && let Ok(i) = i64::from_str_radix(oct, 8)
     {
-        return Value::Int(i);
+        return Some(Value::Int(i));
     }
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
     if !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit())
         && let Ok(i) = s.parse::<i64>()
     {
-        return Value::Int(i);
+        return Some(Value::Int(i));
     }
     if is_float(digits)
         && let Ok(f) = s.parse::<f64>()
     {
-        return Value::Float(f);
+        return Some(Value::Float(f));
     }
-    Value::Str(s.to_string())
+    None
+}
+
+/// [`resolve_plain_typed`], strings included.
+#[cfg(test)]
+fn resolve_plain(s: &str) -> Value {
+    resolve_plain_typed(s).unwrap_or_else(|| Value::Str(s.to_string()))
 }
 
 /// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`, the core schema's float form.

@@ -243,6 +243,55 @@ fn committed_symlinks_out_of_the_tree_are_refused_by_the_loader() {
 }
 
 #[test]
+fn a_new_commit_reparses_only_the_files_it_changed() {
+    if !require(&["git"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let manifest = |name: &str, image: &str| format!("[containers.{name}]\nimage = \"{image}\"\n");
+    f.commit(
+        &[
+            ("a.toml", &manifest("a", "busybox")),
+            ("b.toml", &manifest("b", "busybox")),
+            ("c.toml", &manifest("c", "busybox")),
+        ],
+        "three",
+    );
+    let cache = f.cache("s");
+    let mut src = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
+    // As the agent does: the check of a commit before it goes in force,
+    // then the load of what is in force, through clones of one loader.
+    let loader = crate::source::Loader::default();
+    let checker = loader.clone();
+    let mut accept = |dir: &std::path::Path| checker.load(dir).map(drop);
+    let first = src.sync_checked(&mut accept).expect("sync");
+    loader.load(&first.dir).expect("valid");
+
+    f.commit(&[("b.toml", &manifest("b", "alpine"))], "one file");
+    let second = src.sync_checked(&mut accept).expect("sync");
+    assert_eq!(second.dir, first.dir, "what is in force keeps its path");
+    let state = loader.load(&second.dir).expect("valid");
+    let stats = loader.last_load(&second.dir).expect("loaded");
+    assert_eq!(
+        (stats.files, stats.reused),
+        (3, 2),
+        "only b.toml is parsed again"
+    );
+    assert_eq!(
+        state.containers["b"].spec.image.repository,
+        "library/alpine"
+    );
+    assert_eq!(
+        state,
+        moor_spec::load_for(&[&second.dir], &loader.host).expect("valid")
+    );
+    // The first commit's checkout is gone, and forgotten: what is kept is
+    // `current` and the checkout of the commit in force, where it was checked.
+    let kept = loader.kept.lock().expect("kept").len();
+    assert_eq!(kept, 2, "directories kept");
+}
+
+#[test]
 fn default_branch_tag_and_pinned_commit() {
     if !require(&["git"]) {
         return;

@@ -1,0 +1,509 @@
+//! A [`Loader`]: loads that parse only the manifest files that changed.
+//!
+//! Start at [`Loader::load`]. Each file is decoded on its own (on every
+//! core), and what it gave is kept with everything it depended on; the
+//! checks across files then run on the whole set, as for a fresh load.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::decode::{Decoder, Drafts, Read, still_holds};
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::load::{LoadOptions, Source, read_capped, too_large, walk};
+use crate::model::DesiredState;
+use crate::node::Pos;
+use crate::parse::{Format, parse};
+use crate::target::HostIdentity;
+use crate::tree::Tree;
+use crate::writes::{Writes, rw_binds};
+
+/// Loads manifests again and again (as an agent does after every change),
+/// parsing and decoding only the files that changed since the last load.
+///
+/// A file's decoded resources are kept, keyed by its path, with its text
+/// and everything decoding read outside it: where its relative paths lead
+/// in its tree (through links), its env files, the existence and content
+/// digest of its bind sources, the current directory for relative ones. A
+/// later load reuses them when the text is the same, byte for byte, and
+/// every one of those reads finds the same again (in the tree the file is
+/// in now); otherwise the file is decoded afresh. Files that are gone are
+/// forgotten. The checks across files (duplicate names, references, ports,
+/// subnets, cycles) run on the whole set every time, so a load through a
+/// `Loader` returns exactly what [`crate::load_with`] returns.
+#[derive(Default)]
+pub struct Loader {
+    options: LoadOptions,
+    cache: HashMap<PathBuf, Cached>,
+    last: LoadStats,
+}
+
+impl std::fmt::Debug for Loader {
+    // Not what is kept: env files' values are in there.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader")
+            .field("options", &self.options)
+            .field("files_kept", &self.cache.len())
+            .field("last", &self.last)
+            .finish()
+    }
+}
+
+/// What the last [`Loader::load`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadStats {
+    /// Manifest files read.
+    pub files: usize,
+    /// Files whose resources were kept from an earlier load, unparsed.
+    pub reused: usize,
+}
+
+/// One file's decoded resources, as a [`Loader`] keeps them.
+#[derive(Debug)]
+struct Cached {
+    /// The file's text. Comparing it costs less than hashing it, and
+    /// cannot collide.
+    text: String,
+    decoded: Arc<Decoded>,
+}
+
+/// What decoding one file gave.
+#[derive(Debug, Default)]
+struct Decoded {
+    drafts: Drafts,
+    diags: Diagnostics,
+    /// What decoding read outside the file, and found.
+    reads: Vec<Read>,
+}
+
+impl Loader {
+    /// A loader with `options` and nothing kept yet.
+    pub fn new(options: LoadOptions) -> Self {
+        Self {
+            options,
+            cache: HashMap::new(),
+            last: LoadStats::default(),
+        }
+    }
+
+    /// The options every load uses.
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
+    }
+
+    /// What the last load did.
+    pub fn last_load(&self) -> LoadStats {
+        self.last
+    }
+
+    /// [`crate::load_with`] of `paths` for `host` (every host when `None`),
+    /// reusing what earlier loads decoded where it still holds.
+    pub fn load<P: AsRef<Path>>(
+        &mut self,
+        paths: &[P],
+        host: Option<&HostIdentity>,
+    ) -> Result<DesiredState, Diagnostics> {
+        let (files, diags) = walk(paths, &self.options.skip);
+        // Each file is read by the thread that decodes it.
+        let (options, cache) = (&self.options, &self.cache);
+        let outcomes = crate::par::map(&files, 1, 4, |(file, tree)| {
+            match read_capped(file, options.max_file_size) {
+                Ok(text) => {
+                    let outcome = decode_one(file, &text, tree, options, cache.get(file));
+                    (Some(text), outcome)
+                }
+                Err(message) => {
+                    let diag = Diagnostic::error(file, Pos::new(1, 1), "", message);
+                    (None, Outcome::alone(diag))
+                }
+            }
+        });
+        let mut cache = HashMap::with_capacity(files.len());
+        let mut reused = 0;
+        let mut decoded = Vec::with_capacity(files.len());
+        for ((file, _), (text, outcome)) in files.into_iter().zip(outcomes) {
+            reused += usize::from(outcome.reused);
+            decoded.push((file.clone(), outcome.decoded.clone()));
+            if let Some(text) = text.filter(|_| outcome.keep) {
+                let entry = Cached {
+                    text,
+                    decoded: outcome.decoded,
+                };
+                cache.insert(file, entry);
+            }
+        }
+        self.cache = cache;
+        self.last = LoadStats {
+            files: decoded.len(),
+            reused,
+        };
+        finish(&decoded, diags, host, self.options.writes)
+    }
+}
+
+/// Decodes `sources` (already read) and checks them, keeping nothing.
+pub(crate) fn load_sources(
+    sources: &[Source],
+    options: &LoadOptions,
+    host: Option<&HostIdentity>,
+) -> Result<DesiredState, Diagnostics> {
+    let decoded: Vec<Arc<Decoded>> = crate::par::map(sources, 1, 4, |s| {
+        decode_one(&s.file, &s.text, &s.tree, options, None).decoded
+    });
+    let decoded: Vec<(PathBuf, Arc<Decoded>)> = sources
+        .iter()
+        .map(|s| s.file.clone())
+        .zip(decoded)
+        .collect();
+    finish(&decoded, Diagnostics::default(), host, options.writes)
+}
+
+/// The checks across files, on what every file (in order) decoded.
+///
+/// With [`Writes::Skip`], what the files under a read-write bind of this
+/// load declared (and what is wrong with them) is left out first (see
+/// [`crate::writes`]).
+fn finish(
+    decoded: &[(PathBuf, Arc<Decoded>)],
+    mut diags: Diagnostics,
+    host: Option<&HostIdentity>,
+    writes: Writes,
+) -> Result<DesiredState, Diagnostics> {
+    let decoded: Vec<Arc<Decoded>> = match writes {
+        Writes::Skip => skip_written(decoded),
+        Writes::Refuse => decoded.iter().map(|(_, d)| d.clone()).collect(),
+    };
+    for d in &decoded {
+        if !d.diags.is_empty() {
+            diags.extend(d.diags.clone());
+        }
+    }
+    let drafts: Vec<&Drafts> = decoded.iter().map(|d| &d.drafts).collect();
+    crate::validate::finish(&drafts, diags, host)
+}
+
+/// [`Writes::Skip`]: the files not under a read-write bind of any of them,
+/// with the read-only binds that a read-write bind overlaps hashed by path
+/// alone.
+///
+/// Every read-write bind counts, even one declared under another: what is
+/// unsure is left unread. (What a running container wrote is not even
+/// decoded: the agent skips it by [`LoadOptions::skip`].)
+fn skip_written(decoded: &[(PathBuf, Arc<Decoded>)]) -> Vec<Arc<Decoded>> {
+    let written = rw_binds(decoded.iter().map(|(_, d)| &d.drafts));
+    if written.is_empty() {
+        return decoded.iter().map(|(_, d)| d.clone()).collect();
+    }
+    let kept: Vec<&Arc<Decoded>> = decoded
+        .iter()
+        .filter(|(file, _)| !crate::writes::is_under(file, &written))
+        .map(|(_, d)| d)
+        .collect();
+    let written = rw_binds(kept.iter().map(|d| &d.drafts));
+    kept.into_iter()
+        .map(
+            |d| match crate::writes::unhash_overlapped(&d.drafts, &written) {
+                Some(drafts) => Arc::new(Decoded {
+                    drafts,
+                    diags: d.diags.clone(),
+                    reads: d.reads.clone(),
+                }),
+                None => d.clone(),
+            },
+        )
+        .collect()
+}
+
+/// What one file of a load came to.
+struct Outcome {
+    decoded: Arc<Decoded>,
+    /// Whether a later load may reuse it (it was decoded, or reused).
+    keep: bool,
+    /// Whether it was kept from an earlier load.
+    reused: bool,
+}
+
+impl Outcome {
+    /// A file that is not decoded: one diagnostic says why.
+    fn alone(diag: Diagnostic) -> Self {
+        let mut decoded = Decoded::default();
+        decoded.diags.push(diag);
+        Outcome {
+            decoded: Arc::new(decoded),
+            keep: false,
+            reused: false,
+        }
+    }
+}
+
+/// Decodes `text`, the manifest `file` of `tree`, unless `kept` (what an
+/// earlier load decoded from it) still holds.
+fn decode_one(
+    file: &Path,
+    text: &str,
+    tree: &Tree,
+    options: &LoadOptions,
+    kept: Option<&Cached>,
+) -> Outcome {
+    let Some(format) = Format::from_path(file) else {
+        return Outcome::alone(Diagnostic::error(
+            file,
+            Pos::new(1, 1),
+            "",
+            "not a manifest: the name must end in .toml, .yaml or .yml",
+        ));
+    };
+    if text.len() as u64 > options.max_file_size {
+        let message = too_large(text.len() as u64, options.max_file_size);
+        return Outcome::alone(Diagnostic::error(file, Pos::new(1, 1), "", message));
+    }
+    let dir = file.parent().unwrap_or(Path::new("."));
+    if let Some(kept) = kept
+        && kept.text == text
+        && still_holds(&kept.decoded.reads, dir, tree, options.policy.as_ref())
+    {
+        return Outcome {
+            decoded: kept.decoded.clone(),
+            keep: true,
+            reused: true,
+        };
+    }
+    let mut decoded = Decoded::default();
+    match parse(format, text) {
+        Ok(docs) => {
+            let mut decoder = Decoder::new(file, dir, tree);
+            decoder.policy = options.policy.as_ref();
+            decoder.writes = options.writes;
+            for doc in &docs {
+                decoder.document(doc, &mut decoded.drafts);
+            }
+            decoded.diags = decoder.diags;
+            decoded.reads = decoder.reads;
+            decoded.drafts.hash();
+        }
+        Err(e) => decoded
+            .diags
+            .push(Diagnostic::error(file, e.pos, "", e.message)),
+    }
+    Outcome {
+        decoded: Arc::new(decoded),
+        keep: true,
+        reused: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A tree whose manifests read outside themselves in every way: an env
+    /// file through a link, a bind directory, a bind file, an `[images]`
+    /// entry in another file, a network and a dependency across files.
+    fn write_tree(root: &Path) {
+        let write = |rel: &str, text: &str| {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write(
+            "app/app.toml",
+            "[containers.app]\nimage = \"base\"\nenv_file = [\"app.env\", \"../shared/common.env\"]\n\
+             networks = [\"front\"]\nports = [\"8080:80\"]\n\
+             mounts = [\"./conf:/etc/conf:ro\", \"./site.conf:/etc/site.conf:ro\"]\n\
+             healthcheck = { cmd = \"true\" }\n",
+        );
+        write("app/app.env", "A=1\n");
+        write("shared/common.env", "B=2\n");
+        write("app/conf/one.conf", "one");
+        write("app/site.conf", "site");
+        write(
+            "base.yaml",
+            "images:\n  base: {ref: \"busybox:1\"}\nnetworks:\n  front: {}\n\
+             containers:\n  worker:\n    image: base\n    depends_on: {app: healthy}\n    networks: [front]\n",
+        );
+        write("other.toml", "[containers.other]\nimage = \"alpine\"\n");
+        symlink("../shared/common.env", root.join("app/link.env")).unwrap();
+    }
+
+    /// Loads `paths` through `loader` and afresh, for every host and for
+    /// one, and checks that they agree. Returns the cached load for all
+    /// hosts, and how many files it reused.
+    fn both(loader: &mut Loader, paths: &[&Path]) -> (Result<DesiredState, Diagnostics>, usize) {
+        let host = HostIdentity::new("edge-1").with_label("role", "web");
+        let cached = loader.load(paths, None);
+        let reused = loader.last_load().reused;
+        let fresh = crate::load_with(paths, None, &LoadOptions::default());
+        assert_eq!(cached, fresh, "a cached load differs from a fresh one");
+        let cached_for = loader.load(paths, Some(&host));
+        let fresh_for = crate::load_with(paths, Some(&host), &LoadOptions::default());
+        assert_eq!(cached_for, fresh_for, "a cached load for a host differs");
+        assert_eq!(
+            loader.last_load().reused,
+            loader.last_load().files,
+            "the same files, loaded again at once, are all reused"
+        );
+        (cached, reused)
+    }
+
+    #[test]
+    fn what_is_kept_is_never_printed() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("s.env"), "TOKEN=hunter2-s3cr3t\n").unwrap();
+        std::fs::write(
+            tmp.path().join("a.toml"),
+            "[containers.a]\nimage = \"busybox\"\nenv_file = \"s.env\"\n",
+        )
+        .unwrap();
+        let mut loader = Loader::default();
+        loader.load(&[tmp.path()], None).unwrap();
+        let shown = format!("{loader:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("files_kept: 1"), "{shown}");
+    }
+
+    fn state(r: &Result<DesiredState, Diagnostics>) -> &DesiredState {
+        r.as_ref().unwrap_or_else(|d| panic!("should load:\n{d}"))
+    }
+
+    fn hash(r: &Result<DesiredState, Diagnostics>, name: &str) -> String {
+        state(r).containers[name].hash.to_string()
+    }
+
+    #[test]
+    fn a_cached_load_equals_a_fresh_one_across_edits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        write_tree(&root);
+        let root = root.as_path();
+        let paths = [root];
+        let mut loader = Loader::default();
+        let (first, reused) = both(&mut loader, &paths);
+        assert_eq!(reused, 0);
+        assert_eq!(state(&first).len(), 5);
+        let (again, reused) = both(&mut loader, &paths);
+        assert_eq!(reused, 3, "nothing changed: nothing is parsed");
+        assert_eq!(again, first);
+
+        // Rewriting a file with the same text changes nothing.
+        let app = root.join("app/app.toml");
+        let app_text = std::fs::read_to_string(&app).unwrap();
+        std::fs::write(&app, &app_text).unwrap();
+        assert_eq!(both(&mut loader, &paths).1, 3);
+
+        // Each edit outside the manifest re-decodes the manifest that read
+        // it, and only that one.
+        // (what, the edit, whether the container changes)
+        let edits: [(&str, &dyn Fn(), bool); 6] = [
+            (
+                "an env file",
+                &|| std::fs::write(root.join("app/app.env"), "A=2\n").unwrap(),
+                true,
+            ),
+            (
+                "an env file outside the manifest's directory",
+                &|| std::fs::write(root.join("shared/common.env"), "B=3\n").unwrap(),
+                true,
+            ),
+            (
+                "a file in a bind directory",
+                &|| std::fs::write(root.join("app/conf/one.conf"), "uno").unwrap(),
+                true,
+            ),
+            (
+                "a new file in a bind directory",
+                &|| std::fs::write(root.join("app/conf/two.conf"), "dos").unwrap(),
+                true,
+            ),
+            (
+                "a bind file",
+                &|| std::fs::write(root.join("app/site.conf"), "site, edited").unwrap(),
+                true,
+            ),
+            (
+                // The mount shows the same files: the same container.
+                "a bind directory moved behind a link",
+                &|| {
+                    std::fs::rename(root.join("app/conf"), root.join("conf-v2")).unwrap();
+                    symlink("../conf-v2", root.join("app/conf")).unwrap();
+                },
+                false,
+            ),
+        ];
+        let mut before = hash(&first, "app");
+        for (what, edit, changes) in edits {
+            edit();
+            let (r, reused) = both(&mut loader, &paths);
+            assert_eq!(reused, 2, "{what}: only app.toml is decoded again");
+            let now = hash(&r, "app");
+            assert_eq!(now != before, changes, "{what}: the hash follows the edit");
+            before = now;
+        }
+
+        // An env file reached through a link: the link re-pointed.
+        std::fs::write(&app, app_text.replace("app.env", "link.env")).unwrap();
+        let (r, _) = both(&mut loader, &paths);
+        assert_eq!(state(&r).containers["app"].spec.env["B"], "3");
+        std::fs::remove_file(root.join("app/link.env")).unwrap();
+        std::fs::write(root.join("app/other.env"), "C=4\n").unwrap();
+        symlink("other.env", root.join("app/link.env")).unwrap();
+        let (r, reused) = both(&mut loader, &paths);
+        assert_eq!(reused, 2);
+        assert_eq!(state(&r).containers["app"].spec.env["C"], "4");
+
+        // A missing env file or bind source is an error, and its return
+        // is not: the cache remembers neither.
+        std::fs::remove_file(root.join("app/other.env")).unwrap();
+        let (r, _) = both(&mut loader, &paths);
+        assert!(r.unwrap_err().to_string().contains("does not exist"));
+        std::fs::write(root.join("app/other.env"), "C=4\n").unwrap();
+        assert!(both(&mut loader, &paths).0.is_ok());
+        std::fs::remove_file(root.join("app/site.conf")).unwrap();
+        assert!(both(&mut loader, &paths).0.is_err());
+        std::fs::write(root.join("app/site.conf"), "back").unwrap();
+        let (r, _) = both(&mut loader, &paths);
+        let app_hash = hash(&r, "app");
+
+        // Another file's edit changes what an unchanged file's container
+        // runs: its hash follows, though its file is not decoded again.
+        let base = root.join("base.yaml");
+        let base_text = std::fs::read_to_string(&base).unwrap();
+        std::fs::write(&base, base_text.replace("busybox:1", "busybox:2")).unwrap();
+        let (r, reused) = both(&mut loader, &paths);
+        assert_eq!(reused, 2);
+        assert_ne!(hash(&r, "app"), app_hash);
+        assert_eq!(
+            state(&r).containers["app"].spec.image.tag.as_deref(),
+            Some("2")
+        );
+
+        // A file removed, one added (with a name already taken), one that
+        // does not parse, and each put right.
+        std::fs::remove_file(root.join("other.toml")).unwrap();
+        let (r, reused) = both(&mut loader, &paths);
+        assert_eq!((reused, loader.last_load().files), (2, 2));
+        assert!(!state(&r).containers.contains_key("other"));
+        std::fs::write(
+            root.join("dup.yaml"),
+            "containers:\n  worker: {image: alpine}\n",
+        )
+        .unwrap();
+        let (r, reused) = both(&mut loader, &paths);
+        assert_eq!(reused, 2);
+        assert!(r.unwrap_err().to_string().contains("defined twice"));
+        std::fs::write(root.join("dup.yaml"), "containers:\n  worker: [\n").unwrap();
+        assert!(both(&mut loader, &paths).0.is_err());
+        std::fs::remove_file(root.join("dup.yaml")).unwrap();
+        assert!(both(&mut loader, &paths).0.is_ok());
+
+        // The same file loaded in another tree: `../shared` now leaves it.
+        let (r, reused) = both(&mut loader, &[&root.join("app")]);
+        assert_eq!(reused, 0);
+        assert!(
+            r.unwrap_err()
+                .to_string()
+                .contains("outside the source's tree")
+        );
+        assert!(both(&mut loader, &paths).0.is_ok());
+    }
+}
