@@ -506,4 +506,47 @@ mod tests {
         );
         assert!(both(&mut loader, &paths).0.is_ok());
     }
+
+    /// Under a policy, a kept file is reused only while the host paths it
+    /// was allowed still lead where they did: a link under an allowed
+    /// directory re-pointed out of it is refused at the next load.
+    #[test]
+    fn a_cached_load_under_a_policy_follows_links_under_host_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let allowed = tmp.path().join("srv");
+        std::fs::create_dir_all(allowed.join("data")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("secret")).unwrap();
+        symlink("data", allowed.join("link")).unwrap();
+        let root = tmp.path().join("repo");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(
+            root.join("app.toml"),
+            format!(
+                "[containers.app]\nimage = \"busybox\"\nmounts = [\"{}:/data\"]\n",
+                allowed.join("link").display()
+            ),
+        )
+        .unwrap();
+        let keys = crate::PolicyKeys {
+            host_paths: vec![allowed.clone()],
+            ..crate::PolicyKeys::default()
+        };
+        let options = LoadOptions {
+            policy: Some(crate::Policy::new(keys, "[source.policy]").unwrap()),
+            writes: crate::Writes::Refuse,
+            ..LoadOptions::default()
+        };
+        let mut loader = Loader::new(options.clone());
+        loader.load(&[&root], None).unwrap();
+        std::fs::remove_file(allowed.join("link")).unwrap();
+        symlink("../secret", allowed.join("link")).unwrap();
+        let cached = loader.load(&[&root], None);
+        assert_eq!(cached, crate::load_with(&[&root], None, &options));
+        let e = cached.unwrap_err().to_string();
+        assert!(e.contains("leads outside"), "{e}");
+        // And back: allowed again, without a restart.
+        std::fs::remove_file(allowed.join("link")).unwrap();
+        symlink("data", allowed.join("link")).unwrap();
+        loader.load(&[&root], None).unwrap();
+    }
 }
