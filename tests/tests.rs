@@ -19,6 +19,7 @@ mod metrics;
 mod network_modes;
 mod networks;
 mod oneshot;
+mod policy;
 mod prometheus;
 mod real;
 mod regression;
