@@ -109,13 +109,17 @@ mod tests {
         assert!(w.dirs().is_empty());
         assert!(w.remember(&loaded).expect("saved"));
         let data = std::fs::canonicalize(site.join("data")).expect("real");
-        assert_eq!(w.dirs(), [data.clone()], "read-only binds are not written");
+        assert_eq!(
+            w.dirs(),
+            std::slice::from_ref(&data),
+            "read-only binds are not written"
+        );
         assert!(!w.remember(&loaded).expect("unchanged"));
         // Kept across restarts, and after the container is gone.
         let mut again = Written::open(&state, "site");
-        assert_eq!(again.dirs(), [data.clone()]);
+        assert_eq!(again.dirs(), std::slice::from_ref(&data));
         assert!(!again.remember(&DesiredState::default()).expect("kept"));
-        assert_eq!(again.dirs(), [data.clone()]);
+        assert_eq!(again.dirs(), std::slice::from_ref(&data));
         // Until the directory is.
         std::fs::remove_dir(&data).expect("rmdir");
         assert!(again.remember(&DesiredState::default()).expect("saved"));

@@ -311,7 +311,8 @@ mod tests {
         let sound = repo.find_tree(sound).unwrap();
         compare_tree(&repo, &sound, &dir).expect("as written");
         // Each kind of tampering is told, and says where.
-        let tamper: [(&str, &dyn Fn(&Path)); 6] = [
+        type Tamper<'a> = (&'a str, &'a dyn Fn(&Path));
+        let tamper: [Tamper; 6] = [
             ("./sub/file was changed", &|d| {
                 fs::write(d.join("sub/file"), "p0wned").unwrap()
             }),
