@@ -465,6 +465,15 @@ fn a_container_cannot_write_its_own_desired_state() {
         }
     };
     no_evil(&host, "while the writer runs");
+    // A reload (another file edited) reads the manifests again while the
+    // bind's content keeps changing: the writer is not replaced.
+    std::fs::write(
+        site.join("other.toml"),
+        sleeper("bystander", "x", "network_mode = \"none\""),
+    )
+    .expect("write");
+    wait_greeting(&host, "bystander", "x");
+    no_evil(&host, "after a reload");
     assert_eq!(
         host.container("writer").expect("writer")["created"],
         created,
@@ -480,13 +489,14 @@ fn a_container_cannot_write_its_own_desired_state() {
 
     // The container goes; what it wrote stays on disk, and still unread,
     // across a restart too.
+    std::fs::remove_file(site.join("other.toml")).expect("rm");
     std::fs::write(
         site.join("app.toml"),
         sleeper("idle", "x", "network_mode = \"none\""),
     )
     .expect("write");
     wait_for("writer removed", Duration::from_secs(60), || {
-        host.container("writer").is_none() && host.container("idle").is_some()
+        names(&host) == ["idle"]
     });
     assert!(site.join("data/x.toml").is_file());
     no_evil(&host, "after the writer is gone");
@@ -634,15 +644,28 @@ fn plain_transports_need_verification_or_insecure() {
         "git+git://127.0.0.1:9/r.git",
         "git+http://127.0.0.1:9/r.git",
     ] {
-        let out = common::moor(&[
-            "--state-dir",
-            state.to_str().expect("utf-8"),
-            "agent",
-            "--source",
-            url,
-        ]);
-        assert_eq!(out.status.code(), Some(1), "{url}");
-        let err = text(&out.stderr);
+        // An agent that accepted the source would run on: it is stopped,
+        // and the test fails, after a generous deadline.
+        let (out, err) = (tmp.path().join("out"), tmp.path().join("err"));
+        let mut child = Command::new(common::moor_bin())
+            .args(["--state-dir", state.to_str().expect("utf-8")])
+            .args(["agent", "--source", url, "--metrics-addr", "127.0.0.1:0"])
+            .env_remove("MOOR_STATE_DIR")
+            .stdout(std::fs::File::create(&out).expect("out"))
+            .stderr(std::fs::File::create(&err).expect("err"))
+            .spawn()
+            .expect("run moor");
+        let mut status = None;
+        poll(Duration::from_secs(30), || {
+            status = child.try_wait().expect("wait");
+            status.is_some()
+        });
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let err = std::fs::read_to_string(&err).unwrap_or_default();
+        assert_eq!(status.and_then(|s| s.code()), Some(1), "{url}: {err}");
         assert!(
             err.contains("authenticate") || err.contains("not authenticated"),
             "{url}: {err}"
