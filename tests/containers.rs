@@ -4,9 +4,9 @@
 //! Every test runs twice, once per executor: youki's libcontainer built into
 //! the shim (`builtin`) and Debian's `runc`.
 //!
-//! Each test owns a state dir and a cgroup parent; its [`Ctx`] guard
-//! removes every container, cgroup, mount and process it made, even when
-//! the test fails.
+//! Each test runs on an [`Instance`] (a state dir and a cgroup parent of
+//! its own); its [`Ctx`] guard removes every container, and the instance
+//! every cgroup, mount and process left, even when the test fails.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{moor_bin, require};
+use crate::common::instance::Instance;
+use crate::common::{alive as process_exists, host, moor_bin, require, require_executor, wait_for};
 
 /// The commands the busybox root filesystem links to busybox.
 const APPLETS: &[&str] = &[
@@ -24,23 +25,18 @@ const APPLETS: &[&str] = &[
     "head", "tr", "seq", "wc", "test", "touch", "kill", "id", "stat", "tty", "stty", "unshare",
 ];
 
-/// One test's engine: a private state dir, a private cgroup parent, a
-/// busybox layer. Dropping it cleans up everything.
+/// One test's engine: an instance (state dir, cgroup parent), a work dir
+/// with a busybox layer. Dropping it cleans up everything.
 struct Ctx {
+    host: Instance,
     dir: tempfile::TempDir,
-    cgroup_parent: String,
     executor: String,
 }
 
 impl Ctx {
     /// `None` (after saying why) when the prerequisites are missing off CI.
-    fn new(test: &str, executor: &str) -> Option<Self> {
-        let tools: &[&str] = if executor == "runc" {
-            &["runc", "busybox"]
-        } else {
-            &["busybox"]
-        };
-        if !require(tools, true) {
+    fn new(executor: &str) -> Option<Self> {
+        if !require_executor(executor) {
             return None;
         }
         let dir = tempfile::Builder::new()
@@ -48,7 +44,7 @@ impl Ctx {
             .tempdir()
             .expect("temp dir");
         let ctx = Ctx {
-            cgroup_parent: format!("moor-test-{}-{executor}-{test}", std::process::id()),
+            host: Instance::new(),
             executor: executor.to_string(),
             dir,
         };
@@ -72,7 +68,7 @@ impl Ctx {
     }
 
     fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.host.dir().to_path_buf()
     }
 
     /// A directory for a root filesystem layer.
@@ -88,13 +84,11 @@ impl Ctx {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(moor_bin());
+        let mut c = self.host.command();
         c.arg("--state-dir")
             .arg(self.state())
             .args(args)
-            .env("MOOR_CGROUP_PARENT", &self.cgroup_parent)
             .env("MOOR_EXECUTOR", &self.executor)
-            .env_remove("MOOR_STATE_DIR")
             .stdin(Stdio::null());
         c
     }
@@ -161,9 +155,8 @@ impl Ctx {
         // terminal.
         let mut child = Command::new("script")
             .args(["-qec", &line, "/dev/null"])
-            .env("MOOR_CGROUP_PARENT", &self.cgroup_parent)
+            .envs(self.host.env.iter().map(|(k, v)| (k, v)))
             .env("MOOR_EXECUTOR", &self.executor)
-            .env_remove("MOOR_STATE_DIR")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -227,30 +220,14 @@ impl Ctx {
 
     /// Every cgroup directory under this test's parent, in every hierarchy.
     fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        cgroup_mounts()
-            .iter()
-            .map(|m| m.join(&self.cgroup_parent))
-            .filter(|p| p.is_dir())
-            .flat_map(|p| {
-                fs::read_dir(p)
-                    .unwrap()
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.path())
-            })
-            .collect()
+        host::cgroup_children(&self.host.slot().cgroup_parent())
     }
 
-    /// Mounts under this test's directory.
+    /// Mounts under this test's directories.
     fn mounts(&self) -> Vec<String> {
-        let root = self.dir.path().to_string_lossy().into_owned();
-        fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&root))
-            .map(str::to_string)
-            .collect()
+        let mut v = host::mounts_under(self.dir.path());
+        v.extend(host::mounts_under(self.host.dir()));
+        v
     }
 
     /// Asserts that nothing of the container engine is left: no container
@@ -276,47 +253,7 @@ impl Drop for Ctx {
                 let _ = self.moor(&["dev", "rm", "--force", &name]);
             }
         }
-        // Belt and braces, for a test that failed half-way: kill what is
-        // left in the cgroups, remove them, unmount.
-        for mount in cgroup_mounts() {
-            let parent = mount.join(&self.cgroup_parent);
-            kill_and_remove(&parent);
-        }
-        for m in self.mounts().iter().rev() {
-            let _ = Command::new("umount").arg("-l").arg(m).status();
-        }
-    }
-}
-
-fn cgroup_mounts() -> Vec<PathBuf> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(" - cgroup ") || l.contains(" - cgroup2 "))
-        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
-        .collect()
-}
-
-fn kill_and_remove(dir: &Path) {
-    if !dir.is_dir() {
-        return;
-    }
-    for e in fs::read_dir(dir).unwrap().flatten() {
-        if e.path().is_dir() {
-            kill_and_remove(&e.path());
-        }
-    }
-    for _ in 0..100 {
-        for pid in fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-        {
-            let _ = Command::new("kill").args(["-9", pid]).status();
-        }
-        if fs::remove_dir(dir).is_ok() || !dir.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        // The instance kills and removes whatever is left.
     }
 }
 
@@ -324,21 +261,8 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn process_exists(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-/// Polls `f` until it returns true or `timeout` passes.
-fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn container_sees_only_itself(executor: &str) {
-    let Some(ctx) = Ctx::new("isolation", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let host_marker = ctx.dir.path().join("host-only-file");
@@ -368,7 +292,7 @@ fn container_sees_only_itself(executor: &str) {
 }
 
 fn security_defaults_follow_docker(executor: &str) {
-    let Some(ctx) = Ctx::new("security", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let script = "grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; \
@@ -417,7 +341,7 @@ fn security_defaults_follow_docker(executor: &str) {
 }
 
 fn exit_codes_and_signals_are_recorded(executor: &str) {
-    let Some(ctx) = Ctx::new("exits", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     ctx.run("ok", None, &["true"]);
@@ -463,7 +387,7 @@ fn exit_codes_and_signals_are_recorded(executor: &str) {
 }
 
 fn memory_limit_kills_with_137_and_the_oom_flag(executor: &str) {
-    let Some(ctx) = Ctx::new("oom", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let manifest = "[containers.hog]\nimage = \"busybox\"\nresources = { memory = \"16m\" }\n";
@@ -481,7 +405,7 @@ fn memory_limit_kills_with_137_and_the_oom_flag(executor: &str) {
 }
 
 fn pids_limit_stops_a_fork_bomb(executor: &str) {
-    let Some(ctx) = Ctx::new("pids", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let manifest = "[containers.bomb]\nimage = \"busybox\"\nresources = { pids = 20 }\n";
@@ -496,9 +420,9 @@ fn pids_limit_stops_a_fork_bomb(executor: &str) {
             "sh -c 'for i in $(seq 100); do sleep 1000 & done'; echo survived; exec sleep 1000",
         ],
     );
-    eventually(
-        Duration::from_secs(20),
+    wait_for(
         "the fork bomb to be stopped",
+        Duration::from_secs(20),
         || ctx.stdout("bomb").contains(&"survived".to_string()),
     );
     let logs = ctx.logs("bomb").join("\n");
@@ -511,7 +435,7 @@ fn pids_limit_stops_a_fork_bomb(executor: &str) {
         .unwrap()
         .trim_start_matches('/')
         .to_string();
-    let current = cgroup_mounts()
+    let current = host::cgroup_mounts()
         .iter()
         .map(|m| m.join(&cgroup).join("pids.current"))
         .find(|p| p.exists())
@@ -529,7 +453,7 @@ fn pids_limit_stops_a_fork_bomb(executor: &str) {
 }
 
 fn logs_hold_both_streams_in_order_and_follow(executor: &str) {
-    let Some(ctx) = Ctx::new("logs", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     ctx.run(
@@ -564,7 +488,7 @@ fn logs_hold_both_streams_in_order_and_follow(executor: &str) {
 }
 
 fn logs_since_and_until_pick_a_time_window(executor: &str) {
-    let Some(ctx) = Ctx::new("logsince", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     ctx.run(
@@ -623,7 +547,7 @@ fn logs_since_and_until_pick_a_time_window(executor: &str) {
 }
 
 fn containers_outlive_moor_and_a_new_process_sees_their_true_state(executor: &str) {
-    let Some(ctx) = Ctx::new("survive", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let long = ctx.run("long", None, &["sleep", "1000"]);
@@ -678,7 +602,7 @@ fn containers_outlive_moor_and_a_new_process_sees_their_true_state(executor: &st
 }
 
 fn a_killed_shim_is_detected_and_cleaned_up(executor: &str) {
-    let Some(ctx) = Ctx::new("lostshim", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let pid = ctx.run("orphan", None, &["sleep", "1000"]);
@@ -690,7 +614,7 @@ fn a_killed_shim_is_detected_and_cleaned_up(executor: &str) {
             .unwrap()
             .success()
     );
-    eventually(Duration::from_secs(5), "the shim to die", || {
+    wait_for("the shim to die", Duration::from_secs(5), || {
         !process_exists(shim as i32)
     });
     let info = ctx.inspect("orphan");
@@ -701,9 +625,9 @@ fn a_killed_shim_is_detected_and_cleaned_up(executor: &str) {
     assert_eq!(info["state"], "exited");
     assert_eq!(info["exit_code"], 137);
     assert_eq!(info["reason"], "supervisor lost; killed");
-    eventually(
-        Duration::from_secs(5),
+    wait_for(
         "the container's process to die",
+        Duration::from_secs(5),
         || !process_exists(pid),
     );
     ctx.assert_no_leaks();
@@ -711,7 +635,7 @@ fn a_killed_shim_is_detected_and_cleaned_up(executor: &str) {
 }
 
 fn stop_signal_grace_period_then_sigkill(executor: &str) {
-    let Some(ctx) = Ctx::new("stop", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let polite = "[containers.polite]\nimage = \"busybox\"\nstop_grace_period = \"10s\"\n";
@@ -748,7 +672,7 @@ fn stop_signal_grace_period_then_sigkill(executor: &str) {
 }
 
 fn init_forwards_signals_and_reaps(executor: &str) {
-    let Some(ctx) = Ctx::new("init", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     if !require(&["tini-static"], false) {
@@ -770,7 +694,7 @@ fn init_forwards_signals_and_reaps(executor: &str) {
 }
 
 fn exec_joins_the_container(executor: &str) {
-    let Some(ctx) = Ctx::new("exec", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let manifest = "[containers.box]\nimage = \"busybox\"\nenv = { GREETING = \"hello\" }\n";
@@ -799,7 +723,7 @@ fn exec_joins_the_container(executor: &str) {
 }
 
 fn exec_tty_gives_a_controlling_terminal(executor: &str) {
-    let Some(ctx) = Ctx::new("exectty", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     if !require(&["script", "stty"], true) {
@@ -861,7 +785,7 @@ fn exec_tty_gives_a_controlling_terminal(executor: &str) {
 }
 
 fn seccomp_filters_by_default_and_can_be_turned_off(executor: &str) {
-    let Some(ctx) = Ctx::new("seccomp", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     // A new user namespace needs no capability, so only the filter stops
@@ -930,7 +854,7 @@ fn seccomp_filters_by_default_and_can_be_turned_off(executor: &str) {
 }
 
 fn named_volume_survives_recreation(executor: &str) {
-    let Some(ctx) = Ctx::new("volume", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let manifest =
@@ -954,7 +878,7 @@ fn named_volume_survives_recreation(executor: &str) {
 }
 
 fn read_only_mounts_and_root_are_enforced(executor: &str) {
-    let Some(ctx) = Ctx::new("readonly", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let host = ctx.dir.path().join("shared");
@@ -980,7 +904,7 @@ fn read_only_mounts_and_root_are_enforced(executor: &str) {
 }
 
 fn symlinked_mount_destination_stays_inside_the_container(executor: &str) {
-    let Some(ctx) = Ctx::new("symlink", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     // A layer on top of busybox with symlinks that point at / and above it.
@@ -1020,7 +944,7 @@ fn symlinked_mount_destination_stays_inside_the_container(executor: &str) {
 }
 
 fn missing_bind_source_fails_clearly(executor: &str) {
-    let Some(ctx) = Ctx::new("bindmissing", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let missing = ctx.dir.path().join("does-not-exist");
@@ -1045,19 +969,7 @@ fn missing_bind_source_fails_clearly(executor: &str) {
     ctx.assert_no_leaks();
 }
 
-/// One `#[test]` per executor for each scenario above.
-macro_rules! on_every_executor {
-    ($($name:ident),* $(,)?) => {
-        mod builtin {
-            $( #[test] fn $name() { super::$name("builtin") } )*
-        }
-        mod runc {
-            $( #[test] fn $name() { super::$name("runc") } )*
-        }
-    };
-}
-
-on_every_executor!(
+crate::common::on_every_executor!(
     container_sees_only_itself,
     security_defaults_follow_docker,
     exit_codes_and_signals_are_recorded,

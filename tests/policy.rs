@@ -13,24 +13,16 @@
 //!
 //! Each refusal is checked for what it says and for what did not change.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::common::instance::Instance;
-use crate::common::{self, wait_for};
+use crate::common::{self, git, wait_for};
 
-/// An instance for one of this module's tests (tags `pa`..`pd`). Every
-/// container here runs without a network of its own (or on the host's),
-/// so no address is ever taken from the pools.
-fn instance(tag: &str, pool: &str, project: &str) -> Option<Instance> {
-    if !common::require(&["busybox", "nft", "ip", "git"], true) {
-        return None;
-    }
-    let mut host = Instance::new(tag, pool);
-    host.owns(project);
-    host.import_busybox();
-    Some(host)
+/// An instance that owns `project`, with busybox, when git is there.
+fn instance(project: &str) -> Option<Instance> {
+    Instance::with_busybox(project, &["git"])
 }
 
 const IMAGE: &str = "localhost/moor-example/busybox:1";
@@ -65,26 +57,6 @@ fn hostile() -> String {
 }
 
 const HOSTILE_NAMES: [&str; 5] = ["admin", "everything", "hostnet", "nofilter", "hostfs"];
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=moor test",
-            "-c",
-            "user.email=t@moor.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A bare repository and a work clone that pushes to it.
 struct Repo {
@@ -240,7 +212,7 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn a_git_source_is_restricted_until_its_policy_allows_more() {
-    let Some(mut host) = instance("pa", "10.78.0.0/16", "fleet") else {
+    let Some(mut host) = instance("fleet") else {
         return;
     };
     let repo = Repo::new();
@@ -325,7 +297,7 @@ fn a_git_source_is_restricted_until_its_policy_allows_more() {
 
 #[test]
 fn a_directory_source_keeps_its_permissions_unless_given_a_policy() {
-    let Some(mut host) = instance("pb", "10.79.0.0/16", "site") else {
+    let Some(mut host) = instance("site") else {
         return;
     };
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -421,7 +393,7 @@ fn a_directory_source_keeps_its_permissions_unless_given_a_policy() {
 
 #[test]
 fn a_container_cannot_write_its_own_desired_state() {
-    let Some(mut host) = instance("pc", "10.78.0.0/16", "site") else {
+    let Some(mut host) = instance("site") else {
         return;
     };
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -511,7 +483,7 @@ fn a_container_cannot_write_its_own_desired_state() {
 
 #[test]
 fn a_git_source_refuses_writes_into_its_tree_tampering_and_rollbacks() {
-    let Some(mut host) = instance("pd", "10.79.0.0/16", "fleet") else {
+    let Some(mut host) = instance("fleet") else {
         return;
     };
     if !common::require(&["ssh-keygen"], false) {
@@ -647,10 +619,9 @@ fn plain_transports_need_verification_or_insecure() {
         // An agent that accepted the source would run on: it is stopped,
         // and the test fails, after a generous deadline.
         let (out, err) = (tmp.path().join("out"), tmp.path().join("err"));
-        let mut child = Command::new(common::moor_bin())
+        let mut child = common::moor_command()
             .args(["--state-dir", state.to_str().expect("utf-8")])
             .args(["agent", "--source", url, "--metrics-addr", "127.0.0.1:0"])
-            .env_remove("MOOR_STATE_DIR")
             .stdout(std::fs::File::create(&out).expect("out"))
             .stderr(std::fs::File::create(&err).expect("err"))
             .spawn()

@@ -707,7 +707,7 @@ fn mounts_parse_every_form() {
         matches!(m.source, MountSource::Bind { ref source, .. } if source == Path::new("/etc/hosts"))
     );
     assert!(!m.read_only);
-    for rel in ["./conf:/etc/conf", "../shared:/shared", ".:/src"] {
+    for rel in ["./conf:/etc/conf", "../common:/shared", ".:/src"] {
         assert!(
             matches!(
                 mounts::parse(rel).expect(rel).source,

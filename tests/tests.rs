@@ -12,6 +12,7 @@ mod crash;
 mod dns;
 mod fleet;
 mod git_agent;
+mod harness;
 mod hostile;
 mod image;
 mod layers;

@@ -163,8 +163,8 @@ mod tests {
             PathBuf::from("/repo/app/conf/x")
         );
         assert_eq!(
-            resolve(Path::new("/repo/app"), Path::new("../shared/y")),
-            PathBuf::from("/repo/shared/y")
+            resolve(Path::new("/repo/app"), Path::new("../common/y")),
+            PathBuf::from("/repo/common/y")
         );
         assert_eq!(
             resolve(Path::new("../m/app"), Path::new("../../conf")),

@@ -325,17 +325,17 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("repo");
         let app = root.join("app");
-        std::fs::create_dir_all(root.join("shared/v1")).unwrap();
-        std::fs::create_dir_all(root.join("shared/v2")).unwrap();
+        std::fs::create_dir_all(root.join("common/v1")).unwrap();
+        std::fs::create_dir_all(root.join("common/v2")).unwrap();
         std::fs::create_dir_all(&app).unwrap();
-        std::fs::write(root.join("shared/v1/site.conf"), "one").unwrap();
-        std::fs::write(root.join("shared/v2/site.conf"), "two").unwrap();
-        std::fs::write(root.join("shared/common.env"), "A=1\n").unwrap();
+        std::fs::write(root.join("common/v1/site.conf"), "one").unwrap();
+        std::fs::write(root.join("common/v2/site.conf"), "two").unwrap();
+        std::fs::write(root.join("common/common.env"), "A=1\n").unwrap();
         // A directory link, a file link through `..` and an env file link,
         // all inside the tree.
-        symlink("../shared/v1", app.join("conf")).unwrap();
-        symlink("../shared/v1/site.conf", app.join("site.conf")).unwrap();
-        symlink("../shared/common.env", app.join("app.env")).unwrap();
+        symlink("../common/v1", app.join("conf")).unwrap();
+        symlink("../common/v1/site.conf", app.join("site.conf")).unwrap();
+        symlink("../common/common.env", app.join("app.env")).unwrap();
         std::fs::write(
             app.join("app.toml"),
             "[containers.app]\nimage = \"busybox\"\nenv_file = \"app.env\"\n\
@@ -351,13 +351,13 @@ mod tests {
         );
 
         // The content behind a link is what is hashed: editing it redeploys.
-        std::fs::write(root.join("shared/v1/site.conf"), "one, edited").unwrap();
+        std::fs::write(root.join("common/v1/site.conf"), "one, edited").unwrap();
         let edited = load_root();
         assert_ne!(bind_digest(&edited, "/etc/site"), dir1);
         assert_ne!(bind_digest(&edited, "/etc/site.conf"), file1);
         // And so is a link pointed elsewhere.
         std::fs::remove_file(app.join("conf")).unwrap();
-        symlink("../shared/v2", app.join("conf")).unwrap();
+        symlink("../common/v2", app.join("conf")).unwrap();
         let moved = load_root();
         assert_ne!(
             bind_digest(&moved, "/etc/site"),
@@ -367,7 +367,7 @@ mod tests {
         let m = &moved.containers["app"].spec.mounts;
         assert!(m.iter().any(|m| matches!(&m.source,
             crate::MountSource::Bind { source, .. } if source.ends_with("app/conf"))));
-        // Loaded from `app` alone, `../shared` is outside its tree.
+        // Loaded from `app` alone, `../common` is outside its tree.
         let err = load(&[&app]).unwrap_err().to_string();
         assert!(
             err.contains("which leads outside the source's tree"),

@@ -308,13 +308,13 @@ mod tests {
         };
         write(
             "app/app.toml",
-            "[containers.app]\nimage = \"base\"\nenv_file = [\"app.env\", \"../shared/common.env\"]\n\
+            "[containers.app]\nimage = \"base\"\nenv_file = [\"app.env\", \"../common/common.env\"]\n\
              networks = [\"front\"]\nports = [\"8080:80\"]\n\
              mounts = [\"./conf:/etc/conf:ro\", \"./site.conf:/etc/site.conf:ro\"]\n\
              healthcheck = { cmd = \"true\" }\n",
         );
         write("app/app.env", "A=1\n");
-        write("shared/common.env", "B=2\n");
+        write("common/common.env", "B=2\n");
         write("app/conf/one.conf", "one");
         write("app/site.conf", "site");
         write(
@@ -323,7 +323,7 @@ mod tests {
              containers:\n  worker:\n    image: base\n    depends_on: {app: healthy}\n    networks: [front]\n",
         );
         write("other.toml", "[containers.other]\nimage = \"alpine\"\n");
-        symlink("../shared/common.env", root.join("app/link.env")).unwrap();
+        symlink("../common/common.env", root.join("app/link.env")).unwrap();
     }
 
     /// Loads `paths` through `loader` and afresh, for every host and for
@@ -402,7 +402,7 @@ mod tests {
             ),
             (
                 "an env file outside the manifest's directory",
-                &|| std::fs::write(root.join("shared/common.env"), "B=3\n").unwrap(),
+                &|| std::fs::write(root.join("common/common.env"), "B=3\n").unwrap(),
                 true,
             ),
             (
@@ -496,7 +496,7 @@ mod tests {
         std::fs::remove_file(root.join("dup.yaml")).unwrap();
         assert!(both(&mut loader, &paths).0.is_ok());
 
-        // The same file loaded in another tree: `../shared` now leaves it.
+        // The same file loaded in another tree: `../common` now leaves it.
         let (r, reused) = both(&mut loader, &[&root.join("app")]);
         assert_eq!(reused, 0);
         assert!(
