@@ -7,6 +7,7 @@
 mod agent;
 mod cli;
 mod common;
+mod compose;
 mod containers;
 mod crash;
 mod dns;

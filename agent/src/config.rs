@@ -19,6 +19,7 @@
 //! ref = "main"                # branch, tag or commit (default: the remote's HEAD)
 //! path = "hosts"              # sub-directory holding the manifests
 //! interval = "1m"             # poll interval
+//! profiles = ["metrics"]      # Compose profiles enabled (besides --profile)
 //! webhook_secret_file = "/etc/moor/webhook-secret"
 //! # insecure = true         # git+http:// or git+git:// without signature verification
 //! # allow_rollback = true   # with verification: a head older than the commit in force
@@ -122,6 +123,10 @@ pub struct SourceSection {
     pub allow_empty: bool,
     /// Secret for `POST /hooks/git/<name>` (GitHub, Gitea/Forgejo, GitLab).
     pub webhook_secret_file: Option<PathBuf>,
+    /// Compose profiles enabled for this source's Compose files (besides
+    /// `--profile`).
+    #[serde(default)]
+    pub profiles: Vec<String>,
     /// Credentials.
     #[serde(default)]
     pub auth: AuthSection,
@@ -217,6 +222,8 @@ pub struct SourceConfig {
     /// What its manifests may ask of the host; None: anything (a directory
     /// source without a policy). A git source always has one.
     pub policy: Option<moor_spec::Policy>,
+    /// Compose profiles enabled for this source (besides `--profile`).
+    pub profiles: Vec<String>,
 }
 
 /// Directory or git.
@@ -292,6 +299,8 @@ pub struct Overrides {
     pub host_name: Option<String>,
     /// `--host-label`, each as given (a key given twice is an error).
     pub host_labels: Vec<(String, String)>,
+    /// `--profile`: the Compose profiles enabled.
+    pub profiles: Vec<String>,
 }
 
 /// Reads the file (the given one, which must exist, or the default one if it
@@ -316,6 +325,9 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         (None, Some(s)) => load.max_file_size = s.bytes().context("max_manifest_size")?,
         (None, None) => {}
     }
+    // Compose files are interpolated with the agent's own environment.
+    load.env = std::env::vars().collect();
+    load.profiles = o.profiles.iter().cloned().collect();
     // The command line's labels over the file's.
     let mut host_labels = file.host.labels;
     host_labels.extend(moor_spec::target::label_map(o.host_labels)?);
@@ -484,6 +496,7 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
         allow_empty: s.allow_empty,
         webhook_secret_file: s.webhook_secret_file,
         policy,
+        profiles: s.profiles,
     })
 }
 
@@ -574,6 +587,7 @@ allowed_signers = "/etc/moor/allowed_signers"
 
 [[source]]
 url = "{}"
+profiles = ["metrics"]
 "#,
                 manifests.display()
             ),
@@ -586,6 +600,8 @@ url = "{}"
         .expect("valid");
         assert_eq!(c.resync, Duration::from_secs(10));
         assert_eq!(c.load.max_file_size, 8 << 20);
+        assert!(c.sources[0].profiles.is_empty());
+        assert_eq!(c.sources[1].profiles, ["metrics"]);
         assert_eq!(c.webhook_addr, Some("0.0.0.0:9465".parse().unwrap()));
         assert_eq!(
             c.status_token_file.as_deref(),

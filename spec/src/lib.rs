@@ -22,6 +22,7 @@
 //! This crate knows nothing of Linux: it describes what is wanted, never how.
 
 pub mod bind;
+pub mod compose;
 mod decode;
 pub mod diag;
 pub mod envfile;

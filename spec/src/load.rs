@@ -23,7 +23,7 @@ use crate::tree::Tree;
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 << 20;
 
 /// How manifests are loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Manifest files larger than this (in bytes) are refused with a
     /// diagnostic, unread.
@@ -36,6 +36,13 @@ pub struct LoadOptions {
     /// Directories (real paths) whose files are never read: where
     /// containers were seen writing.
     pub skip: Vec<PathBuf>,
+    /// The environment Compose files are interpolated with (`${VAR}`); it
+    /// wins over a `.env` file beside the Compose file. Empty by default:
+    /// the agent passes its own.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// The Compose profiles enabled: a service with `profiles` runs only
+    /// when one of them is here (or in `COMPOSE_PROFILES`).
+    pub profiles: std::collections::BTreeSet<String>,
 }
 
 impl Default for LoadOptions {
@@ -45,7 +52,20 @@ impl Default for LoadOptions {
             policy: None,
             writes: crate::Writes::default(),
             skip: Vec::new(),
+            env: Default::default(),
+            profiles: Default::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for LoadOptions {
+    // The environment's values may be secrets: only its names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("max_file_size", &self.max_file_size)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("profiles", &self.profiles)
+            .finish()
     }
 }
 

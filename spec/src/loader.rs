@@ -103,7 +103,8 @@ impl Loader {
         paths: &[P],
         host: Option<&HostIdentity>,
     ) -> Result<DesiredState, Diagnostics> {
-        let (files, diags) = walk(paths, &self.options.skip);
+        let (mut files, diags) = walk(paths, &self.options.skip);
+        crate::compose::skip_used(&mut files, self.options.max_file_size);
         // Each file is read by the thread that decodes it.
         let (options, cache) = (&self.options, &self.cache);
         let outcomes = crate::par::map(&files, 1, 4, |(file, tree)| {
@@ -274,8 +275,12 @@ fn decode_one(
             let mut decoder = Decoder::new(file, dir, tree);
             decoder.policy = options.policy.as_ref();
             decoder.writes = options.writes;
-            for doc in &docs {
-                decoder.document(doc, &mut decoded.drafts);
+            if crate::compose::is_compose_file(file) {
+                decoder.compose(&docs, options, &mut decoded.drafts);
+            } else {
+                for doc in &docs {
+                    decoder.document(doc, &mut decoded.drafts);
+                }
             }
             decoded.diags = decoder.diags;
             decoded.reads = decoder.reads;

@@ -37,6 +37,9 @@ pub struct HostArgs {
     /// for a directory; a git source (agent) is restricted.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Enable a Compose profile: its services run (repeatable; also `COMPOSE_PROFILES`).
+    #[arg(long = "profile", value_name = "NAME")]
+    pub profiles: Vec<String>,
 }
 
 impl HostArgs {
@@ -47,6 +50,9 @@ impl HostArgs {
         if let Some(max) = self.max_manifest_size {
             o.max_file_size = max;
         }
+        // Compose files are interpolated with moor's own environment.
+        o.env = std::env::vars().collect();
+        o.profiles = self.profiles.iter().cloned().collect();
         o
     }
 

@@ -29,6 +29,7 @@ fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
         debounce: args.debounce.clone(),
         allow_empty: args.allow_empty,
         webhook_secret_file: args.webhook_secret_file.clone(),
+        profiles: Vec::new(),
         auth: AuthSection {
             token_file: args.token_file.clone(),
             username: args.username.clone(),
@@ -57,5 +58,6 @@ fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
         max_manifest_size: args.host.max_manifest_size,
         host_name: args.host.host_name.clone(),
         host_labels: args.host.host_labels.clone(),
+        profiles: args.host.profiles.clone(),
     })
 }

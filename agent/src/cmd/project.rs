@@ -60,11 +60,14 @@ pub fn load(paths: &[PathBuf], args: &HostArgs, written: &Written) -> anyhow::Re
     let host = args.identity()?;
     let mut options = load_options(args)?;
     options.skip = written.dirs().to_vec();
-    moor_spec::load_with(paths, Some(&host), &options).map_err(|diags| {
+    let state = moor_spec::load_with(paths, Some(&host), &options).map_err(|diags| {
         eprint!("{diags}");
         anyhow::anyhow!(
             "{} error(s) in the manifests; nothing was changed",
             diags.len()
         )
-    })
+    })?;
+    // Warnings (Compose keys moor ignores) are shown, and the state applied.
+    eprint!("{}", state.warnings);
+    Ok(state)
 }

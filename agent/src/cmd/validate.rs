@@ -19,14 +19,18 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
                 "host": host,
                 "files": files(state),
                 "resources": counts(state),
-                "diagnostics": [],
+                "diagnostics": state.warnings,
             }),
             Err(diags) => json!({ "valid": false, "diagnostics": diags }),
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         match &result {
-            Ok(state) => println!("valid: {}", summary(state)),
+            Ok(state) => {
+                // Warnings (Compose keys moor ignores) do not make it invalid.
+                eprint!("{}", state.warnings);
+                println!("valid: {}", summary(state));
+            }
             Err(diags) => report(diags),
         }
     }

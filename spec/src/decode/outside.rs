@@ -38,6 +38,12 @@ pub(crate) enum Read {
         path: PathBuf,
         found: Result<String, String>,
     },
+    /// The text of a file another reads (a Compose file's `extends`
+    /// file), or why it cannot be read.
+    Text {
+        path: PathBuf,
+        found: Result<String, String>,
+    },
     /// [`std::path::absolute`] of a path (it depends on the current
     /// directory, for a relative one).
     Absolute { path: PathBuf, found: PathBuf },
@@ -69,6 +75,11 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// The text of a file read beside a manifest, at most a manifest's default size.
+fn text(path: &Path) -> Result<String, String> {
+    crate::load::read_capped(path, crate::load::DEFAULT_MAX_FILE_SIZE)
+}
+
 impl Read {
     /// Whether reading again, for a manifest in `dir` of `tree`, finds the same.
     fn holds(&self, dir: &Path, tree: &Tree, policy: Option<&Policy>) -> bool {
@@ -87,6 +98,7 @@ impl Read {
             Read::HostPath { what, path, found } => {
                 policy.map(|p| p.allows_host_path(what, path)) == Some(found.clone())
             }
+            Read::Text { path, found } => text(path) == *found,
         }
     }
 }
@@ -148,6 +160,16 @@ impl Decoder<'_> {
     pub(crate) fn digest(&mut self, path: &Path) -> Result<String, String> {
         let found = crate::bind::content_digest(path);
         self.reads.push(Read::Digest {
+            path: path.to_path_buf(),
+            found: found.clone(),
+        });
+        found
+    }
+
+    /// The text of the file at `path` (another file a manifest reads).
+    pub(crate) fn text_file(&mut self, path: &Path) -> Result<String, String> {
+        let found = text(path);
+        self.reads.push(Read::Text {
             path: path.to_path_buf(),
             found: found.clone(),
         });
