@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::common::instance::Instance;
-use crate::common::{self, wait_for};
+use crate::common::wait_for;
 
 fn manifest(name: &str, greeting: &str) -> String {
     format!(
@@ -31,13 +31,10 @@ fn started(i: &Instance, name: &str) -> Option<String> {
 
 #[test]
 fn two_sources_two_projects_json_logs_and_status() {
-    if !common::require(&["busybox", "nft", "ip"], true) {
+    let Some(mut host) = Instance::with_busybox("alpha", &[]) else {
         return;
-    }
-    let mut host = Instance::new("ag", "10.87.0.0/16");
-    host.owns("alpha");
+    };
     host.owns("beta");
-    host.import_busybox();
     let work = tempfile::tempdir().expect("tempdir");
     let (a, b) = (work.path().join("alpha"), work.path().join("beta"));
     for (dir, name) in [(&a, "a-web"), (&b, "b-web")] {
@@ -163,12 +160,9 @@ fn two_sources_two_projects_json_logs_and_status() {
 /// the next periodic resync, which is an hour away here.
 #[test]
 fn a_container_exit_is_acted_on_without_waiting_for_the_resync() {
-    if !common::require(&["busybox", "nft", "ip"], true) {
+    let Some(mut host) = Instance::with_busybox("exits", &[]) else {
         return;
-    }
-    let mut host = Instance::new("ax", "10.86.0.0/16");
-    host.owns("exits");
-    host.import_busybox();
+    };
     let work = tempfile::tempdir().expect("tempdir");
     let dir = work.path().join("exits");
     std::fs::create_dir(&dir).expect("mkdir");

@@ -93,16 +93,11 @@ impl Drop for DevContainers<'_> {
     }
 }
 
-fn exec_runs_as_the_containers_user(tag: &str, executor: &str) {
-    let tools: &[&str] = if executor == "runc" {
-        &["busybox", "runc"]
-    } else {
-        &["busybox"]
-    };
-    if !common::require(tools, true) {
+fn exec_runs_as_the_containers_user(executor: &str) {
+    if !common::require_executor(executor) {
         return;
     }
-    let host = Instance::new(tag, "10.64.0.0/16");
+    let host = Instance::new();
     let work = tempfile::tempdir().expect("tempdir");
     let layer = busybox_layer(work.path());
     let manifest = work.path().join("web.toml");
@@ -197,12 +192,12 @@ fn exec_runs_as_the_containers_user(tag: &str, executor: &str) {
 
 #[test]
 fn exec_runs_as_the_containers_user_builtin() {
-    exec_runs_as_the_containers_user("ca", "builtin");
+    exec_runs_as_the_containers_user("builtin");
 }
 
 #[test]
 fn exec_runs_as_the_containers_user_runc() {
-    exec_runs_as_the_containers_user("cb", "runc");
+    exec_runs_as_the_containers_user("runc");
 }
 
 /// Imports `layer` as image `localhost/moor-test/cli-TAG:1`; its reference.
@@ -263,12 +258,9 @@ const BUSYBOX: &str = "localhost/moor-example/busybox:1";
 
 #[test]
 fn reading_commands_work_beside_a_running_agent() {
-    if !common::require(&["busybox", "nft", "ip"], true) {
+    let Some(mut host) = Instance::with_busybox("rd", &[]) else {
         return;
-    }
-    let mut host = Instance::new("cc", "10.64.0.0/16");
-    host.owns("rd");
-    host.import_busybox();
+    };
     let manifest = |greeting: &str| {
         format!(
             r#"
@@ -394,7 +386,7 @@ fn named_volumes_are_filled_from_the_image_once() {
     if !common::require(&["busybox", "nft", "ip", "tar"], true) {
         return;
     }
-    let mut host = Instance::new("cd", "10.64.0.0/16");
+    let mut host = Instance::new();
     host.owns("vol");
     let work = tempfile::tempdir().expect("tempdir");
     let layer = busybox_layer(work.path());
@@ -520,12 +512,9 @@ fn moor_with_stdin(host: &Instance, args: &[&str], input: &[u8]) -> Output {
 
 #[test]
 fn cp_copies_both_ways_and_stays_inside() {
-    if !common::require(&["busybox", "nft", "ip"], true) {
+    let Some(host) = Instance::with_busybox("cp", &[]) else {
         return;
-    }
-    let mut host = Instance::new("ce", "10.64.0.0/16");
-    host.owns("cp");
-    host.import_busybox();
+    };
     let project = Project::new(&format!(
         "[containers.web]\nimage = \"{BUSYBOX}\"\ncommand = [\"sleep\", \"3600\"]\n\
          network_mode = \"none\"\nhostname = \"web\"\n"
@@ -737,12 +726,9 @@ fn web_state(host: &Instance) -> (String, Value, Value, Value) {
 
 #[test]
 fn pause_stop_start_restart_beside_the_agent() {
-    if !common::require(&["busybox", "nft", "ip"], true) {
+    let Some(mut host) = Instance::with_busybox("life", &[]) else {
         return;
-    }
-    let mut host = Instance::new("cf", "10.64.0.0/16");
-    host.owns("life");
-    host.import_busybox();
+    };
     let manifest = |greeting: &str| {
         format!(
             r#"

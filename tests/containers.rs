@@ -4,9 +4,9 @@
 //! Every test runs twice, once per executor: youki's libcontainer built into
 //! the shim (`builtin`) and Debian's `runc`.
 //!
-//! Each test owns a state dir and a cgroup parent; its [`Ctx`] guard
-//! removes every container, cgroup, mount and process it made, even when
-//! the test fails.
+//! Each test runs on an [`Instance`] (a state dir and a cgroup parent of
+//! its own); its [`Ctx`] guard removes every container, and the instance
+//! every cgroup, mount and process left, even when the test fails.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{moor_bin, require};
+use crate::common::instance::Instance;
+use crate::common::{
+    alive as process_exists, host, moor_bin, require, require_executor, shim_bin, wait_for,
+};
 
 /// The commands the busybox root filesystem links to busybox.
 const APPLETS: &[&str] = &[
@@ -24,23 +27,18 @@ const APPLETS: &[&str] = &[
     "head", "tr", "seq", "wc", "test", "touch", "kill", "id", "stat", "tty", "stty", "unshare",
 ];
 
-/// One test's engine: a private state dir, a private cgroup parent, a
-/// busybox layer. Dropping it cleans up everything.
+/// One test's engine: an instance (state dir, cgroup parent), a work dir
+/// with a busybox layer. Dropping it cleans up everything.
 struct Ctx {
+    host: Instance,
     dir: tempfile::TempDir,
-    cgroup_parent: String,
     executor: String,
 }
 
 impl Ctx {
     /// `None` (after saying why) when the prerequisites are missing off CI.
-    fn new(test: &str, executor: &str) -> Option<Self> {
-        let tools: &[&str] = if executor == "runc" {
-            &["runc", "busybox"]
-        } else {
-            &["busybox"]
-        };
-        if !require(tools, true) {
+    fn new(executor: &str) -> Option<Self> {
+        if !require_executor(executor) {
             return None;
         }
         let dir = tempfile::Builder::new()
@@ -48,7 +46,7 @@ impl Ctx {
             .tempdir()
             .expect("temp dir");
         let ctx = Ctx {
-            cgroup_parent: format!("moor-test-{}-{executor}-{test}", std::process::id()),
+            host: Instance::new(),
             executor: executor.to_string(),
             dir,
         };
@@ -72,7 +70,7 @@ impl Ctx {
     }
 
     fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.host.dir().to_path_buf()
     }
 
     /// A directory for a root filesystem layer.
@@ -88,13 +86,11 @@ impl Ctx {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(moor_bin());
+        let mut c = self.host.command();
         c.arg("--state-dir")
             .arg(self.state())
             .args(args)
-            .env("MOOR_CGROUP_PARENT", &self.cgroup_parent)
             .env("MOOR_EXECUTOR", &self.executor)
-            .env_remove("MOOR_STATE_DIR")
             .stdin(Stdio::null());
         c
     }
@@ -161,9 +157,8 @@ impl Ctx {
         // terminal.
         let mut child = Command::new("script")
             .args(["-qec", &line, "/dev/null"])
-            .env("MOOR_CGROUP_PARENT", &self.cgroup_parent)
+            .envs(self.host.env.iter().map(|(k, v)| (k, v)))
             .env("MOOR_EXECUTOR", &self.executor)
-            .env_remove("MOOR_STATE_DIR")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -227,30 +222,14 @@ impl Ctx {
 
     /// Every cgroup directory under this test's parent, in every hierarchy.
     fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        cgroup_mounts()
-            .iter()
-            .map(|m| m.join(&self.cgroup_parent))
-            .filter(|p| p.is_dir())
-            .flat_map(|p| {
-                fs::read_dir(p)
-                    .unwrap()
-                    .flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.path())
-            })
-            .collect()
+        host::cgroup_children(&self.host.slot().cgroup_parent())
     }
 
-    /// Mounts under this test's directory.
+    /// Mounts under this test's directories.
     fn mounts(&self) -> Vec<String> {
-        let root = self.dir.path().to_string_lossy().into_owned();
-        fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&root))
-            .map(str::to_string)
-            .collect()
+        let mut v = host::mounts_under(self.dir.path());
+        v.extend(host::mounts_under(self.host.dir()));
+        v
     }
 
     /// Asserts that nothing of the container engine is left: no container
@@ -276,47 +255,7 @@ impl Drop for Ctx {
                 let _ = self.moor(&["dev", "rm", "--force", &name]);
             }
         }
-        // Belt and braces, for a test that failed half-way: kill what is
-        // left in the cgroups, remove them, unmount.
-        for mount in cgroup_mounts() {
-            let parent = mount.join(&self.cgroup_parent);
-            kill_and_remove(&parent);
-        }
-        for m in self.mounts().iter().rev() {
-            let _ = Command::new("umount").arg("-l").arg(m).status();
-        }
-    }
-}
-
-fn cgroup_mounts() -> Vec<PathBuf> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(" - cgroup ") || l.contains(" - cgroup2 "))
-        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
-        .collect()
-}
-
-fn kill_and_remove(dir: &Path) {
-    if !dir.is_dir() {
-        return;
-    }
-    for e in fs::read_dir(dir).unwrap().flatten() {
-        if e.path().is_dir() {
-            kill_and_remove(&e.path());
-        }
-    }
-    for _ in 0..100 {
-        for pid in fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-        {
-            let _ = Command::new("kill").args(["-9", pid]).status();
-        }
-        if fs::remove_dir(dir).is_ok() || !dir.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        // The instance kills and removes whatever is left.
     }
 }
 
@@ -324,21 +263,8 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn process_exists(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-/// Polls `f` until it returns true or `timeout` passes.
-fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn container_sees_only_itself(executor: &str) {
-    let Some(ctx) = Ctx::new("isolation", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let host_marker = ctx.dir.path().join("host-only-file");
@@ -368,7 +294,7 @@ fn container_sees_only_itself(executor: &str) {
 }
 
 fn security_defaults_follow_docker(executor: &str) {
-    let Some(ctx) = Ctx::new("security", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let script = "grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; \
@@ -417,7 +343,7 @@ fn security_defaults_follow_docker(executor: &str) {
 }
 
 fn exit_codes_and_signals_are_recorded(executor: &str) {
-    let Some(ctx) = Ctx::new("exits", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     ctx.run("ok", None, &["true"]);
@@ -463,7 +389,7 @@ fn exit_codes_and_signals_are_recorded(executor: &str) {
 }
 
 fn memory_limit_kills_with_137_and_the_oom_flag(executor: &str) {
-    let Some(ctx) = Ctx::new("oom", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let manifest = "[containers.hog]\nimage = \"busybox\"\nresources = { memory = \"16m\" }\n";
@@ -481,7 +407,7 @@ fn memory_limit_kills_with_137_and_the_oom_flag(executor: &str) {
 }
 
 fn pids_limit_stops_a_fork_bomb(executor: &str) {
-    let Some(ctx) = Ctx::new("pids", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let manifest = "[containers.bomb]\nimage = \"busybox\"\nresources = { pids = 20 }\n";
@@ -496,9 +422,9 @@ fn pids_limit_stops_a_fork_bomb(executor: &str) {
             "sh -c 'for i in $(seq 100); do sleep 1000 & done'; echo survived; exec sleep 1000",
         ],
     );
-    eventually(
-        Duration::from_secs(20),
+    wait_for(
         "the fork bomb to be stopped",
+        Duration::from_secs(20),
         || ctx.stdout("bomb").contains(&"survived".to_string()),
     );
     let logs = ctx.logs("bomb").join("\n");
@@ -511,7 +437,7 @@ fn pids_limit_stops_a_fork_bomb(executor: &str) {
         .unwrap()
         .trim_start_matches('/')
         .to_string();
-    let current = cgroup_mounts()
+    let current = host::cgroup_mounts()
         .iter()
         .map(|m| m.join(&cgroup).join("pids.current"))
         .find(|p| p.exists())
@@ -529,7 +455,7 @@ fn pids_limit_stops_a_fork_bomb(executor: &str) {
 }
 
 fn logs_hold_both_streams_in_order_and_follow(executor: &str) {
-    let Some(ctx) = Ctx::new("logs", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     ctx.run(
@@ -564,7 +490,7 @@ fn logs_hold_both_streams_in_order_and_follow(executor: &str) {
 }
 
 fn logs_since_and_until_pick_a_time_window(executor: &str) {
-    let Some(ctx) = Ctx::new("logsince", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     ctx.run(
@@ -623,7 +549,7 @@ fn logs_since_and_until_pick_a_time_window(executor: &str) {
 }
 
 fn containers_outlive_moor_and_a_new_process_sees_their_true_state(executor: &str) {
-    let Some(ctx) = Ctx::new("survive", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let long = ctx.run("long", None, &["sleep", "1000"]);
@@ -678,7 +604,7 @@ fn containers_outlive_moor_and_a_new_process_sees_their_true_state(executor: &st
 }
 
 fn a_killed_shim_is_detected_and_cleaned_up(executor: &str) {
-    let Some(ctx) = Ctx::new("lostshim", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let pid = ctx.run("orphan", None, &["sleep", "1000"]);
@@ -690,7 +616,7 @@ fn a_killed_shim_is_detected_and_cleaned_up(executor: &str) {
             .unwrap()
             .success()
     );
-    eventually(Duration::from_secs(5), "the shim to die", || {
+    wait_for("the shim to die", Duration::from_secs(5), || {
         !process_exists(shim as i32)
     });
     let info = ctx.inspect("orphan");
@@ -701,9 +627,9 @@ fn a_killed_shim_is_detected_and_cleaned_up(executor: &str) {
     assert_eq!(info["state"], "exited");
     assert_eq!(info["exit_code"], 137);
     assert_eq!(info["reason"], "supervisor lost; killed");
-    eventually(
-        Duration::from_secs(5),
+    wait_for(
         "the container's process to die",
+        Duration::from_secs(5),
         || !process_exists(pid),
     );
     ctx.assert_no_leaks();
@@ -711,7 +637,7 @@ fn a_killed_shim_is_detected_and_cleaned_up(executor: &str) {
 }
 
 fn stop_signal_grace_period_then_sigkill(executor: &str) {
-    let Some(ctx) = Ctx::new("stop", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let polite = "[containers.polite]\nimage = \"busybox\"\nstop_grace_period = \"10s\"\n";
@@ -748,7 +674,7 @@ fn stop_signal_grace_period_then_sigkill(executor: &str) {
 }
 
 fn init_forwards_signals_and_reaps(executor: &str) {
-    let Some(ctx) = Ctx::new("init", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     if !require(&["tini-static"], false) {
@@ -770,7 +696,7 @@ fn init_forwards_signals_and_reaps(executor: &str) {
 }
 
 fn exec_joins_the_container(executor: &str) {
-    let Some(ctx) = Ctx::new("exec", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let manifest = "[containers.box]\nimage = \"busybox\"\nenv = { GREETING = \"hello\" }\n";
@@ -799,7 +725,7 @@ fn exec_joins_the_container(executor: &str) {
 }
 
 fn exec_tty_gives_a_controlling_terminal(executor: &str) {
-    let Some(ctx) = Ctx::new("exectty", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     if !require(&["script", "stty"], true) {
@@ -861,7 +787,7 @@ fn exec_tty_gives_a_controlling_terminal(executor: &str) {
 }
 
 fn seccomp_filters_by_default_and_can_be_turned_off(executor: &str) {
-    let Some(ctx) = Ctx::new("seccomp", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     // A new user namespace needs no capability, so only the filter stops
@@ -930,7 +856,7 @@ fn seccomp_filters_by_default_and_can_be_turned_off(executor: &str) {
 }
 
 fn named_volume_survives_recreation(executor: &str) {
-    let Some(ctx) = Ctx::new("volume", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let manifest =
@@ -954,7 +880,7 @@ fn named_volume_survives_recreation(executor: &str) {
 }
 
 fn read_only_mounts_and_root_are_enforced(executor: &str) {
-    let Some(ctx) = Ctx::new("readonly", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let host = ctx.dir.path().join("shared");
@@ -980,7 +906,7 @@ fn read_only_mounts_and_root_are_enforced(executor: &str) {
 }
 
 fn symlinked_mount_destination_stays_inside_the_container(executor: &str) {
-    let Some(ctx) = Ctx::new("symlink", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     // A layer on top of busybox with symlinks that point at / and above it.
@@ -1020,7 +946,7 @@ fn symlinked_mount_destination_stays_inside_the_container(executor: &str) {
 }
 
 fn missing_bind_source_fails_clearly(executor: &str) {
-    let Some(ctx) = Ctx::new("bindmissing", executor) else {
+    let Some(ctx) = Ctx::new(executor) else {
         return;
     };
     let missing = ctx.dir.path().join("does-not-exist");
@@ -1045,19 +971,171 @@ fn missing_bind_source_fails_clearly(executor: &str) {
     ctx.assert_no_leaks();
 }
 
-/// One `#[test]` per executor for each scenario above.
-macro_rules! on_every_executor {
-    ($($name:ident),* $(,)?) => {
-        mod builtin {
-            $( #[test] fn $name() { super::$name("builtin") } )*
-        }
-        mod runc {
-            $( #[test] fn $name() { super::$name("runc") } )*
-        }
+/// Bind sources next to the manifest (`./conf`, `./conf/site.conf`) are
+/// mounted, through staging mounts that are gone once the container is
+/// created. A source swapped for a link out of the tree after the manifest
+/// was validated (here: before a restart of the container the record was
+/// made for) is refused, whether the link is absolute or climbs with `..`;
+/// a link that stays inside the tree is followed.
+fn relative_binds_stay_inside_their_tree_at_every_start(executor: &str) {
+    let Some(ctx) = Ctx::new(executor) else {
+        return;
     };
+    let tree = ctx.dir.path().join("manifests");
+    fs::create_dir_all(tree.join("conf")).unwrap();
+    fs::write(tree.join("conf/site.conf"), "inside the tree\n").unwrap();
+    let manifest = tree.join("app.toml");
+    fs::write(
+        &manifest,
+        "[containers.site]\nimage = \"busybox\"\n\
+         mounts = [\"./conf:/etc/site:ro\", \"./conf/site.conf:/etc/site.conf:ro\"]\n\
+         command = [\"sh\", \"-c\", \"cat /etc/site/site.conf /etc/site.conf; ls /etc/site\"]\n",
+    )
+    .unwrap();
+    let layer = ctx.layer("busybox");
+    let out = ctx.moor(&[
+        "dev",
+        "run",
+        "--name",
+        "site",
+        "--rootfs",
+        layer.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "dev run: {}", text(&out.stderr));
+    let staged: Vec<String> = ctx
+        .mounts()
+        .into_iter()
+        .filter(|m| m.contains("/binds/"))
+        .collect();
+    assert!(staged.is_empty(), "staging mounts left: {staged:?}");
+    assert_eq!(ctx.wait("site")["exit_code"], 0);
+    assert_eq!(
+        ctx.stdout("site"),
+        ["inside the tree", "inside the tree", "site.conf"]
+    );
+    ctx.assert_no_leaks();
+
+    // The source is swapped for a link out of the tree, to a directory
+    // that has a `site.conf` too (so only the tree check can refuse it):
+    // every later start is refused, and nothing was mounted.
+    let outside = ctx.dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("site.conf"), "host secret\n").unwrap();
+    fs::rename(tree.join("conf"), tree.join("conf.orig")).unwrap();
+    let absolute = outside.to_str().unwrap().to_string();
+    let climbing = format!("../../../../../../../../..{absolute}");
+    for escape in [absolute.as_str(), "../outside", climbing.as_str(), "/etc"] {
+        symlink(escape, tree.join("conf")).unwrap();
+        let out = ctx.moor(&["dev", "start", "site"]);
+        let err = text(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("leads outside its tree"),
+            "a swap to {escape} was not refused: {err}{}",
+            text(&out.stdout)
+        );
+        assert_ne!(ctx.inspect("site")["state"], "running", "never started");
+        ctx.assert_no_leaks();
+        fs::remove_file(tree.join("conf")).unwrap();
+    }
+    let shown = ctx.stdout("site");
+    assert!(
+        !shown.iter().any(|l| l.contains("host secret")),
+        "{shown:?}"
+    );
+    // A link that stays inside the tree is followed, as at load time.
+    symlink("conf.orig", tree.join("conf")).unwrap();
+    let out = ctx.moor(&["dev", "start", "site"]);
+    assert!(out.status.success(), "dev start: {}", text(&out.stderr));
+    assert_eq!(ctx.wait("site")["exit_code"], 0);
+    assert_eq!(
+        ctx.stdout("site")
+            .iter()
+            .filter(|l| *l == "inside the tree")
+            .count(),
+        4,
+        "{:?}",
+        ctx.stdout("site")
+    );
+    ctx.rm("site");
+    ctx.assert_no_leaks();
 }
 
-on_every_executor!(
+/// What the engine starts as a container's shim is the `moor-shim` binary
+/// built beside `moor`, not `moor` itself, or the one `MOOR_SHIM` names.
+fn the_shim_is_the_moor_shim_binary(executor: &str) {
+    let Some(ctx) = Ctx::new(executor) else {
+        return;
+    };
+    ctx.run("idle", None, &["sleep", "1000"]);
+    let shim = ctx.inspect("idle")["shim"]["shim_pid"].as_i64().unwrap();
+    let exe = fs::read_link(format!("/proc/{shim}/exe")).expect("the shim's exe");
+    assert_eq!(exe, fs::canonicalize(shim_bin()).unwrap());
+    assert_ne!(exe, fs::canonicalize(moor_bin()).unwrap());
+    ctx.rm("idle");
+    // `MOOR_SHIM` names one installed elsewhere.
+    let elsewhere = ctx.dir.path().join("elsewhere-shim");
+    fs::copy(shim_bin(), &elsewhere).unwrap();
+    let layer = ctx.layer("busybox");
+    let out = ctx
+        .command(&[
+            "dev",
+            "run",
+            "--name",
+            "other",
+            "--rootfs",
+            layer.to_str().unwrap(),
+        ])
+        .args(["--", "sleep", "1000"])
+        .env("MOOR_SHIM", &elsewhere)
+        .output()
+        .expect("run moor");
+    assert!(out.status.success(), "dev run: {}", text(&out.stderr));
+    let shim = ctx.inspect("other")["shim"]["shim_pid"].as_i64().unwrap();
+    let exe = fs::read_link(format!("/proc/{shim}/exe")).expect("the shim's exe");
+    assert_eq!(exe, elsewhere);
+    ctx.rm("other");
+    // A relative one is refused before anything is touched.
+    let empty = ctx.dir.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let out = ctx
+        .command(&["apply", "-p", "shimexe", empty.to_str().unwrap()])
+        .env("MOOR_SHIM", "moor-shim")
+        .output()
+        .expect("run moor");
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("MOOR_SHIM=\"moor-shim\" is not an absolute path"),
+        "{err}"
+    );
+    ctx.assert_no_leaks();
+}
+
+/// The ELF type of a binary and whether it asks for a program interpreter:
+/// `(3, true)` is a position-independent executable, `(2, _)` one linked
+/// at a fixed address.
+fn elf_kind(path: &Path) -> (u16, bool) {
+    let bytes = fs::read(path).expect("read the binary");
+    assert_eq!(&bytes[..5], b"\x7fELF\x02", "a 64-bit ELF file");
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56));
+    let interp = (0..usize::from(phnum)).any(|i| u32_at(phoff + i * phentsize) == 3);
+    (u16_at(16), interp)
+}
+
+/// `moor`, the root daemon that talks to the network, is a
+/// position-independent executable (ASLR covers its own code); the shim
+/// is linked at a fixed address, so that its read-only data stays shared.
+#[test]
+fn moor_is_position_independent_and_the_shim_is_not() {
+    assert_eq!(elf_kind(&moor_bin()), (3, true), "moor is not a PIE");
+    assert_eq!(elf_kind(&shim_bin()).0, 2, "moor-shim is not ET_EXEC");
+}
+
+crate::common::on_every_executor!(
     container_sees_only_itself,
     security_defaults_follow_docker,
     exit_codes_and_signals_are_recorded,
@@ -1076,4 +1154,6 @@ on_every_executor!(
     read_only_mounts_and_root_are_enforced,
     symlinked_mount_destination_stays_inside_the_container,
     missing_bind_source_fails_clearly,
+    relative_binds_stay_inside_their_tree_at_every_start,
+    the_shim_is_the_moor_shim_binary,
 );

@@ -1,46 +1,39 @@
-//! Crash safety (DESIGN.md §4): `kill -9` of moor at random moments while it
+//! Crash safety (docs/ARCHITECTURE.md, invariants): `kill -9` of moor at random moments while it
 //! creates and removes a stack of 10 containers on a network, then a normal
 //! run: converged, no duplicate containers, and no leaked mounts, veths,
 //! cgroups, nftables rules or shims; and containers that were fine are not
 //! restarted by later interrupted runs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use crate::common;
+use crate::common::instance::Instance;
+use crate::common::{self, free_port};
 
-const TABLE: &str = "moor_test_crash";
-const CGROUP_PARENT: &str = "moor-test-crash";
+const PROJECT: &str = "crash";
 const BRIDGE_NET: &str = "crashnet";
 const N: usize = 10;
 
+/// An instance and the stack's manifest directory.
 struct Env {
-    state: tempfile::TempDir,
+    host: Instance,
     dir: PathBuf,
 }
 
 impl Env {
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(common::moor_bin());
-        c.env("MOOR_STATE_DIR", self.state.path())
-            .env("MOOR_NFT_TABLE", TABLE)
-            .env("MOOR_NET_POOL", "10.86.0.0/16")
-            .env("MOOR_CGROUP_PARENT", CGROUP_PARENT);
-        c
-    }
-
     fn moor(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("run moor")
+        self.host.moor(args)
     }
 
     /// Starts `moor ARGS` and kills it with SIGKILL after `after`.
     fn interrupted(&self, args: &[&str], after: Duration) {
         let mut child = self
-            .cmd()
+            .host
+            .command()
             .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start moor");
         std::thread::sleep(after);
@@ -52,7 +45,7 @@ impl Env {
         self.moor(&[
             "apply",
             "-p",
-            "crash",
+            PROJECT,
             "--timeout",
             "90s",
             self.dir.to_str().expect("utf-8"),
@@ -60,9 +53,9 @@ impl Env {
     }
 
     fn running(&self) -> Vec<(String, i64)> {
-        let out = self.moor(&["ps", "--all", "--json"]);
-        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let mut v: Vec<(String, i64)> = list
+        let mut v: Vec<(String, i64)> = self
+            .host
+            .containers()
             .iter()
             .map(|c| {
                 assert_eq!(c["state"], "running", "every container runs: {c}");
@@ -75,21 +68,23 @@ impl Env {
         v.sort();
         v
     }
-}
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.moor(&["down", "-p", "crash", "--volumes"]);
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", TABLE])
-            .status();
-        // The cgroup parent this test made, now empty.
-        common::remove_cgroup_parent(CGROUP_PARENT);
-        // Last resort when `down` failed: a bridge left behind would block the next run.
-        let _ = Command::new("ip")
-            .args(["link", "del", &format!("mo-{BRIDGE_NET}")])
-            .stderr(std::process::Stdio::null())
-            .status();
+    /// The container cgroups under the slot's parent (in the memory
+    /// hierarchy on v1 and hybrid hosts, in the one tree on v2).
+    fn cgroups(&self) -> Vec<PathBuf> {
+        let parent = self.host.slot().cgroup_parent();
+        let all = common::host::cgroup_children(&parent);
+        let memory: Vec<PathBuf> = all
+            .iter()
+            .filter(|p| p.starts_with("/sys/fs/cgroup/memory"))
+            .cloned()
+            .collect();
+        if memory.is_empty() { all } else { memory }
+    }
+
+    /// The slot's nftables rules.
+    fn rules(&self) -> String {
+        common::host::nft_table(&self.host.slot().nft_table()).unwrap_or_default()
     }
 }
 
@@ -108,26 +103,6 @@ fn count_lines(path: &Path, pred: impl Fn(&str) -> bool) -> usize {
     std::fs::read_to_string(path).map_or(0, |s| s.lines().filter(|l| pred(l)).count())
 }
 
-fn cgroup_children(parent: &str) -> Vec<String> {
-    // The memory controller exists on v1 and hybrid hosts; v2 has one tree.
-    let roots = [
-        "/sys/fs/cgroup/memory",
-        "/sys/fs/cgroup/pids",
-        "/sys/fs/cgroup",
-    ];
-    for root in roots {
-        let dir = Path::new(root).join(parent);
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            return entries
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-        }
-    }
-    Vec::new()
-}
-
 fn shims(state: &Path) -> usize {
     let needle = state.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
@@ -142,32 +117,23 @@ fn shims(state: &Path) -> usize {
         .filter(|e| {
             let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            text.contains(" shim") && text.contains(&needle)
+            text.contains("moor-shim ") && text.contains(&needle)
         })
         .count()
 }
 
 #[test]
 fn kill_nine_at_random_moments_then_converge_without_leaks() {
-    if !common::require(&["busybox", "nft", "ip"], true) {
+    let Some(host) = Instance::with_busybox(PROJECT, &[]) else {
         return;
-    }
-    let state = tempfile::tempdir().expect("state dir");
+    };
     let src = tempfile::tempdir().expect("manifests");
     let dir = src.path().join("crash");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let port_a = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let port_b = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let (port_a, port_b) = (free_port(), free_port());
     let mut text = format!(
-        "[images.bb]\nref = \"localhost/moor-example/busybox:1\"\npull = \"never\"\n\n[networks.{BRIDGE_NET}]\nsubnet = \"10.86.66.0/24\"\n\n[volumes.shared]\n\n"
+        "[images.bb]\nref = \"localhost/moor-example/busybox:1\"\npull = \"never\"\n\n[networks.{BRIDGE_NET}]\nsubnet = \"{}\"\n\n[volumes.shared]\n\n",
+        host.slot().subnet(66)
     );
     for i in 1..=N {
         text.push_str(&format!(
@@ -181,27 +147,16 @@ fn kill_nine_at_random_moments_then_converge_without_leaks() {
         text.push('\n');
     }
     std::fs::write(dir.join("stack.toml"), text).expect("write manifest");
-    let env = Env { state, dir };
-    let import = Command::new("bash")
-        .arg(common::repo_root().join("examples/busybox-image.sh"))
-        .arg(common::moor_bin())
-        .env("MOOR_STATE_DIR", env.state.path())
-        .output()
-        .expect("import");
-    assert!(
-        import.status.success(),
-        "{}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    let env = Env { host, dir };
 
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let dir = env.dir.to_str().expect("utf-8").to_string();
     for i in 0..30 {
         let after = Duration::from_millis(20 + rng.below(1500));
         if i % 3 == 2 {
-            env.interrupted(&["down", "-p", "crash"], after);
+            env.interrupted(&["down", "-p", PROJECT], after);
         } else {
-            env.interrupted(&["apply", "-p", "crash", "--timeout", "90s", &dir], after);
+            env.interrupted(&["apply", "-p", PROJECT, "--timeout", "90s", &dir], after);
         }
     }
     let out = env.apply();
@@ -219,20 +174,20 @@ fn kill_nine_at_random_moments_then_converge_without_leaks() {
     assert_eq!(names, want.iter().map(String::as_str).collect::<Vec<_>>());
 
     // No leaks.
-    let state_dir = env.state.path().to_string_lossy().into_owned();
+    let state_dir = env.host.dir().to_string_lossy().into_owned();
     let overlays = count_lines(Path::new("/proc/mounts"), |l| {
         l.starts_with("overlay") && l.contains(&state_dir)
     });
     assert_eq!(overlays, N, "one root filesystem mount per container");
     assert_eq!(
-        cgroup_children(CGROUP_PARENT).len(),
+        env.cgroups().len(),
         N,
         "one cgroup per container: {:?}",
-        cgroup_children(CGROUP_PARENT)
+        env.cgroups()
     );
-    assert_eq!(shims(env.state.path()), N, "one shim per container");
-    let bridge = format!("mo-{BRIDGE_NET}");
-    let on_bridge = Command::new("ip")
+    assert_eq!(shims(env.host.dir()), N, "one shim per container");
+    let bridge = env.host.slot().bridge(BRIDGE_NET);
+    let on_bridge = std::process::Command::new("ip")
         .args(["-o", "link", "show", "master", &bridge])
         .output()
         .expect("ip link");
@@ -241,11 +196,7 @@ fn kill_nine_at_random_moments_then_converge_without_leaks() {
         N,
         "one veth per container on the bridge"
     );
-    let rules = Command::new("nft")
-        .args(["list", "table", "ip", TABLE])
-        .output()
-        .expect("nft");
-    let rules = String::from_utf8_lossy(&rules.stdout);
+    let rules = env.rules();
     for port in [port_a, port_b] {
         let dnat = rules
             .lines()
@@ -253,7 +204,7 @@ fn kill_nine_at_random_moments_then_converge_without_leaks() {
             .count();
         assert!(dnat >= 1, "port {port} is published:\n{rules}");
     }
-    let plan = env.moor(&["plan", "-p", "crash", &dir]);
+    let plan = env.moor(&["plan", "-p", PROJECT, &dir]);
     assert_eq!(
         plan.status.code(),
         Some(0),
@@ -264,7 +215,7 @@ fn kill_nine_at_random_moments_then_converge_without_leaks() {
     // Interrupted no-op runs restart nothing.
     for _ in 0..5 {
         env.interrupted(
-            &["apply", "-p", "crash", "--timeout", "90s", &dir],
+            &["apply", "-p", PROJECT, "--timeout", "90s", &dir],
             Duration::from_millis(20 + rng.below(800)),
         );
     }
@@ -273,39 +224,24 @@ fn kill_nine_at_random_moments_then_converge_without_leaks() {
         running,
         "containers that were fine keep their processes"
     );
-    let rules_after = Command::new("nft")
-        .args(["list", "table", "ip", TABLE])
-        .output()
-        .expect("nft");
-    assert_eq!(
-        String::from_utf8_lossy(&rules_after.stdout),
-        rules,
-        "no duplicated rules"
-    );
+    assert_eq!(env.rules(), rules, "no duplicated rules");
 
     // The rules after all those crashes are exactly those of a clean start.
-    let down = env.moor(&["down", "-p", "crash"]);
+    let down = env.moor(&["down", "-p", PROJECT]);
     assert!(
         down.status.success(),
         "{}",
         String::from_utf8_lossy(&down.stderr)
     );
-    assert_eq!(shims(env.state.path()), 0, "down leaves no shim");
-    assert!(
-        cgroup_children(CGROUP_PARENT).is_empty(),
-        "down leaves no cgroup"
-    );
+    assert_eq!(shims(env.host.dir()), 0, "down leaves no shim");
+    assert!(env.cgroups().is_empty(), "down leaves no cgroup");
     let out = env.apply();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let fresh = Command::new("nft")
-        .args(["list", "table", "ip", TABLE])
-        .output()
-        .expect("nft");
-    let fresh = String::from_utf8_lossy(&fresh.stdout);
+    let fresh = env.rules();
     for port in [port_a, port_b] {
         let needle = format!("dport {port} ");
         assert_eq!(

@@ -9,17 +9,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::common::instance::Instance;
-use crate::common::{self, wait_for};
+use crate::common::{self, alive, text, wait_for};
 
 const PROJECT: &str = "dnsp";
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn ready() -> bool {
     common::require(&["busybox", "nft", "ip"], true)
@@ -45,14 +37,6 @@ fn apply(host: &Instance, dir: &Path) -> Output {
 
 fn logs(host: &Instance, name: &str) -> String {
     text(&host.moor(&["logs", name]))
-}
-
-/// True while `pid` is a live (not zombie) process.
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim().to_string()))
-        .is_some_and(|rest| !rest.starts_with('Z'))
 }
 
 const WEB: &str = r#"
@@ -129,10 +113,11 @@ fn non_root_container_resolves_its_peer_after_apply_exits() {
     if !ready() {
         return;
     }
-    let mut host = Instance::new("da", "10.62.0.0/16");
+    let mut host = Instance::new();
     host.owns(PROJECT);
     host.import_busybox();
-    let dir = manifests(&format!("{}{WEB}{CLIENT}", network("10.62.1.0/24")));
+    let subnet = host.slot().subnet(1);
+    let dir = manifests(&format!("{}{WEB}{CLIENT}", network(&subnet)));
     let out = apply(&host, dir.path());
     assert!(out.status.success(), "moor apply: {}", text(&out));
 
@@ -171,7 +156,7 @@ fn non_root_container_resolves_its_peer_after_apply_exits() {
         dir.path().join("stack.toml"),
         format!(
             "[images.busybox]\nref = \"localhost/moor-example/busybox:1\"\npull = \"never\"\n\n{}{changed}{CLIENT}",
-            network("10.62.1.0/24")
+            network(&subnet)
         ),
     )
     .expect("rewrite manifest");
@@ -229,13 +214,13 @@ image = "busybox"
 command = ["sleep", "3600"]
 "#;
     let dir = manifests(stack);
-    let old = Instance::new("db", "10.62.0.0/16");
+    let old = Instance::new();
     old.import_busybox();
     let out = apply(&old, dir.path());
     assert!(out.status.success(), "moor apply: {}", text(&out));
     let out = old.moor(&["down", "-p", PROJECT]);
     assert!(out.status.success(), "moor down: {}", text(&out));
-    let bridge = "mdb-default";
+    let bridge = &old.slot().bridge("default");
     assert!(
         link_alias(bridge).is_some(),
         "down keeps the default network"
@@ -249,7 +234,8 @@ command = ["sleep", "3600"]
         || !alive(resolver),
     );
 
-    let mut fresh = Instance::new("db", "10.62.0.0/16");
+    // The same slot: the same bridge prefix, table and pool.
+    let mut fresh = Instance::beside(&old);
     fresh.owns(PROJECT);
     fresh.import_busybox();
     let out = apply(&fresh, dir.path());
@@ -296,18 +282,21 @@ image = "busybox"
 command = ["sleep", "3600"]
 "#;
     let dir = manifests(stack);
-    let mut first = Instance::new("dc", "10.63.0.0/16");
+    let mut first = Instance::new();
     first.owns(PROJECT);
     first.import_busybox();
     let out = apply(&first, dir.path());
     assert!(out.status.success(), "moor apply: {}", text(&out));
 
-    let mut second = Instance::new("dd", "10.63.0.0/16");
+    // Another slot, but the first one's bridge prefix.
+    let mut second = Instance::new();
+    let prefix = first.slot().bridge_prefix();
     for (k, v) in second.env.iter_mut() {
         if k == "MOOR_BRIDGE_PREFIX" {
-            *v = "mdc-".into();
+            v.clone_from(&prefix);
         }
     }
+    let bridge = first.slot().bridge("default");
     second.owns(PROJECT);
     second.import_busybox();
     let out = apply(&second, dir.path());
@@ -315,7 +304,7 @@ command = ["sleep", "3600"]
     let canonical = first.dir().canonicalize().expect("state dir");
     assert!(
         text(&out).contains(&format!(
-            "bridge mdc-default belongs to another moor (state dir {}, network default)",
+            "bridge {bridge} belongs to another moor (state dir {}, network default)",
             canonical.display()
         )),
         "{}",
@@ -332,7 +321,7 @@ command = ["sleep", "3600"]
     ]);
     assert!(text(&out).contains("hello-from-web"), "{}", text(&out));
     assert!(
-        link_alias("mdc-default").is_some_and(|a| a.ends_with(&canonical.display().to_string())),
+        link_alias(&bridge).is_some_and(|a| a.ends_with(&canonical.display().to_string())),
         "the first instance's bridge is untouched"
     );
 }

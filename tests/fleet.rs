@@ -7,13 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
-use crate::common;
-use crate::common::instance::Instance as Member;
-use crate::common::wait_for;
+use crate::common::instance::Instance;
+use crate::common::{self, git, link_exists, wait_for};
 
 /// A fleet repository: edge proxies, a database for hosts labelled
 /// role=db, a GPU job for hosts labelled gpu=yes, an exporter everywhere.
@@ -171,56 +170,22 @@ fn bad_host_flags_are_usage_errors() {
     );
 }
 
-/// A private state dir and nftables table for `moor plan`; removed on drop.
-struct PlanHost {
-    state: tempfile::TempDir,
-    table: String,
-}
-
-impl PlanHost {
-    fn new() -> Self {
-        Self {
-            state: tempfile::tempdir().expect("state dir"),
-            table: format!("moor_test_fleet_plan_{}", std::process::id()),
-        }
-    }
-
-    fn moor(&self, args: &[&str]) -> Output {
-        Command::new(common::moor_bin())
-            .args(args)
-            .env("MOOR_STATE_DIR", self.state.path())
-            .env("MOOR_NFT_TABLE", &self.table)
-            .env("MOOR_NET_POOL", "10.82.0.0/16")
-            .output()
-            .expect("run moor")
-    }
-
-    /// The (verb, kind, name) of each action `moor plan --json` shows.
-    fn plan(&self, dir: &Path, host: &[&str]) -> BTreeSet<(String, String, String)> {
-        let mut args = vec!["plan", "--json", "-p", "fleet"];
-        args.extend_from_slice(host);
-        args.push(dir.to_str().expect("utf-8"));
-        let out = self.moor(&args);
-        assert_eq!(out.status.code(), Some(2), "changes: {}", text(&out.stderr));
-        json(&out)["actions"]
-            .as_array()
-            .expect("actions")
-            .iter()
-            .map(|a| {
-                let s = |k: &str| a[k].as_str().expect("a string").to_string();
-                (s("verb"), s("kind"), s("name"))
-            })
-            .collect()
-    }
-}
-
-impl Drop for PlanHost {
-    fn drop(&mut self) {
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &self.table])
-            .stderr(Stdio::null())
-            .status();
-    }
+/// The (verb, kind, name) of each action `moor plan --json` shows.
+fn plan(host: &Instance, dir: &Path, as_host: &[&str]) -> BTreeSet<(String, String, String)> {
+    let mut args = vec!["plan", "--json", "-p", "fleet"];
+    args.extend_from_slice(as_host);
+    args.push(dir.to_str().expect("utf-8"));
+    let out = host.moor(&args);
+    assert_eq!(out.status.code(), Some(2), "changes: {}", text(&out.stderr));
+    json(&out)["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().expect("a string").to_string();
+            (s("verb"), s("kind"), s("name"))
+        })
+        .collect()
 }
 
 fn creates(plan: &BTreeSet<(String, String, String)>) -> Vec<String> {
@@ -237,14 +202,15 @@ fn plan_shows_only_the_resources_of_the_host_it_acts_as() {
     }
     let tmp = tempfile::tempdir().expect("tmp");
     write_fleet(tmp.path());
-    let host = PlanHost::new();
-    let edge = host.plan(tmp.path(), &["--host-name", "edge-1"]);
+    let host = Instance::new();
+    let edge = plan(&host, tmp.path(), &["--host-name", "edge-1"]);
     assert_eq!(
         creates(&edge),
         ["container exporter", "container proxy", "network flt-edge"],
         "{edge:?}"
     );
-    let db = host.plan(
+    let db = plan(
+        &host,
         tmp.path(),
         &["--host-name", "db-1", "--host-label", "role=db"],
     );
@@ -279,52 +245,19 @@ fn plan_shows_only_the_resources_of_the_host_it_acts_as() {
     assert!(stderr.contains(&want), "want {want}\ngot:\n{stderr}");
 }
 
-/// One moor instance of several on this machine: its own state dir, bridge
-/// prefix, address pool, nftables table and cgroup parent. Dropping it takes
-/// down what it made, even when the test failed half way.
-struct Instance {
-    tag: &'static str,
-    prefix: &'static str,
-    pool: &'static str,
-    state: tempfile::TempDir,
-    dir: PathBuf,
-    _src: tempfile::TempDir,
-    table: String,
-    cgroup: String,
-}
-
 /// The network both instances declare, under the same name.
 const SHARED_NET: &str = "flnet";
 
-impl Instance {
-    fn new(tag: &'static str, prefix: &'static str, pool: &'static str) -> Self {
-        let src = tempfile::tempdir().expect("source dir");
-        let dir = src.path().join("fleet");
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let inst = Instance {
-            tag,
-            prefix,
-            pool,
-            state: tempfile::tempdir().expect("state dir"),
-            dir,
-            _src: src,
-            table: format!("moor_test_fleet_{tag}"),
-            cgroup: format!("moor-test-fleet-{tag}-{}", std::process::id()),
-        };
-        let import = Command::new("bash")
-            .arg(common::repo_root().join("examples/busybox-image.sh"))
-            .arg(common::moor_bin())
-            .env("MOOR_STATE_DIR", inst.state.path())
-            .output()
-            .expect("run busybox-image.sh");
-        assert!(
-            import.status.success(),
-            "image import: {}",
-            text(&import.stderr)
-        );
-        // The same project, network and container names in every instance.
-        let manifest = format!(
-            r#"[images.busybox]
+/// One moor instance of several on this machine, with the same project,
+/// network and container names as the others; its manifest directory.
+fn member(sources: &Path) -> (Instance, std::path::PathBuf) {
+    let host = Instance::new();
+    host.import_busybox();
+    let dir = sources.join(&host.tag);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let tag = &host.tag;
+    let manifest = format!(
+        r#"[images.busybox]
 ref  = "localhost/moor-example/busybox:1"
 pull = "never"
 
@@ -335,106 +268,15 @@ image    = "busybox"
 command  = ["sh", "-c", "echo instance {tag} > /www/index.html && exec httpd -f -p 80 -h /www"]
 networks = ["{SHARED_NET}"]
 "#
-        );
-        std::fs::write(inst.dir.join("stack.toml"), manifest).expect("write manifest");
-        inst
-    }
-
-    fn bridge(&self) -> String {
-        format!("{}{SHARED_NET}", self.prefix)
-    }
-
-    fn moor(&self, args: &[&str]) -> Output {
-        Command::new(common::moor_bin())
-            .args(args)
-            .env("MOOR_STATE_DIR", self.state.path())
-            .env("MOOR_BRIDGE_PREFIX", self.prefix)
-            .env("MOOR_NFT_TABLE", &self.table)
-            .env("MOOR_NET_POOL", self.pool)
-            .env("MOOR_CGROUP_PARENT", &self.cgroup)
-            .output()
-            .expect("run moor")
-    }
-
-    fn moor_ok(&self, args: &[&str]) -> String {
-        let out = self.moor(args);
-        assert!(
-            out.status.success(),
-            "{}: moor {args:?}: {}{}",
-            self.tag,
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    fn apply(&self) {
-        self.moor_ok(&["apply", "-p", "fleet", self.dir.to_str().expect("utf-8")]);
-    }
-
-    /// The shared network as `moor networks --json` shows it.
-    fn network(&self) -> serde_json::Value {
-        let list: Vec<serde_json::Value> =
-            serde_json::from_str(&self.moor_ok(&["networks", "--json"])).expect("JSON");
-        list.into_iter()
-            .find(|n| n["name"] == SHARED_NET)
-            .unwrap_or_else(|| panic!("{}: network {SHARED_NET} is not listed", self.tag))
-    }
-
-    /// The address of the container `web` on the shared network.
-    fn web_address(&self) -> std::net::Ipv4Addr {
-        let out = self.moor_ok(&[
-            "exec", "web", "--", "ip", "-o", "-4", "addr", "show", "eth0",
-        ]);
-        out.split_whitespace()
-            .skip_while(|w| *w != "inet")
-            .nth(1)
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("{}: no address in {out:?}", self.tag))
-    }
-
-    fn web_running(&self) -> bool {
-        serde_json::from_str::<Vec<serde_json::Value>>(&self.moor_ok(&["ps", "--json"]))
-            .expect("JSON")
-            .iter()
-            .any(|c| c["name"] == "web" && c["state"] == "running")
-    }
-
-    fn nft_rules(&self) -> Option<String> {
-        let out = Command::new("nft")
-            .args(["list", "table", "ip", &self.table])
-            .output()
-            .expect("run nft");
-        out.status.success().then(|| text(&out.stdout))
-    }
+    );
+    std::fs::write(dir.join("stack.toml"), manifest).expect("write manifest");
+    (host, dir)
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let out = self.moor(&["down", "-p", "fleet", "--volumes"]);
-        if !out.status.success() {
-            eprintln!(
-                "cleanup {}: moor down failed: {}",
-                self.tag,
-                text(&out.stderr)
-            );
-        }
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &self.table])
-            .stderr(Stdio::null())
-            .status();
-        // Last resort when `down` failed: the bridge names are this test's own.
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge()])
-            .stderr(Stdio::null())
-            .status();
-        common::remove_cgroup_parent(&self.cgroup);
-    }
-}
-
-fn link_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
+/// The shared network as `moor networks --json` shows it.
+fn shared_network(i: &Instance) -> serde_json::Value {
+    i.network(SHARED_NET)
+        .unwrap_or_else(|| panic!("{}: network {SHARED_NET} is not listed", i.tag))
 }
 
 /// The interfaces enslaved to `bridge`.
@@ -468,31 +310,40 @@ fn two_instances_on_one_machine_keep_apart() {
     if !common::require(&["busybox", "nft", "ip"], true) {
         return;
     }
-    let a = Instance::new("a", "mf1-", "10.83.0.0/16");
-    let b = Instance::new("b", "mf2-", "10.84.0.0/16");
-    a.apply();
+    let sources = tempfile::tempdir().expect("sources");
+    let (mut a, a_dir) = member(sources.path());
+    let (mut b, b_dir) = member(sources.path());
+    a.owns("fleet");
+    b.owns("fleet");
+    let (a_dir, b_dir) = (
+        a_dir.to_str().expect("utf-8"),
+        b_dir.to_str().expect("utf-8"),
+    );
+    let bridge = |i: &Instance| i.slot().bridge(SHARED_NET);
+    let nft_rules = |i: &Instance| common::host::nft_table(&i.slot().nft_table());
+    a.moor_ok(&["apply", "-p", "fleet", a_dir]);
     // B's start-up clean-up runs with A's bridge and veth on the host.
-    b.apply();
+    b.moor_ok(&["apply", "-p", "fleet", b_dir]);
     // And A's again, with B's there: a plan opens the host too.
-    let plan = a.moor(&["plan", "-p", "fleet", a.dir.to_str().expect("utf-8")]);
+    let plan = a.moor(&["plan", "-p", "fleet", a_dir]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
 
     for (i, other) in [(&a, &b), (&b, &a)] {
-        let net = i.network();
-        assert_eq!(net["bridge"], i.bridge(), "{}", i.tag);
-        assert!(link_exists(&i.bridge()), "{} bridge", i.tag);
+        let net = shared_network(i);
+        assert_eq!(net["bridge"], bridge(i), "{}", i.tag);
+        assert!(link_exists(&bridge(i)), "{} bridge", i.tag);
         let subnet: ipnet::Ipv4Net = net["subnet"]
             .as_str()
             .expect("subnet")
             .parse()
             .expect("subnet");
-        let pool: ipnet::Ipv4Net = i.pool.parse().expect("pool");
+        let pool: ipnet::Ipv4Net = i.slot().pool().parse().expect("pool");
         assert!(
             pool.contains(&subnet),
             "{}: {subnet} from its own pool {pool}",
             i.tag
         );
-        let addr = i.web_address();
+        let addr = i.container_ipv4("web");
         assert!(subnet.contains(&addr), "{}: {addr} in {subnet}", i.tag);
         let body = get_from(addr).unwrap_or_default();
         assert!(
@@ -501,49 +352,52 @@ fn two_instances_on_one_machine_keep_apart() {
             i.tag
         );
         assert_eq!(
-            bridge_ports(&i.bridge()).len(),
+            bridge_ports(&bridge(i)).len(),
             1,
             "{}: one veth on its bridge",
             i.tag
         );
-        let rules = i.nft_rules().unwrap_or_default();
-        assert!(rules.contains(&i.bridge()), "{} rules: {rules}", i.tag);
+        let rules = nft_rules(i).unwrap_or_default();
+        assert!(rules.contains(&bridge(i)), "{} rules: {rules}", i.tag);
         assert!(
-            !rules.contains(&other.bridge()),
+            !rules.contains(&bridge(other)),
             "{} rules name the other's bridge: {rules}",
             i.tag
         );
     }
-    let a_veth = bridge_ports(&a.bridge());
-    let b_veth = bridge_ports(&b.bridge());
+    let a_veth = bridge_ports(&bridge(&a));
+    let b_veth = bridge_ports(&bridge(&b));
     assert_ne!(
         a_veth, b_veth,
         "the same container and network name, different veths"
     );
-    let b_addr = b.web_address();
-    let b_rules = b.nft_rules().expect("B's table");
+    let b_addr = b.container_ipv4("web");
+    let b_rules = nft_rules(&b).expect("B's table");
 
-    a.moor_ok(&["down", "-p", "fleet", a.dir.to_str().expect("utf-8")]);
-    assert!(!link_exists(&a.bridge()), "A's bridge is gone");
+    a.moor_ok(&["down", "-p", "fleet", a_dir]);
+    assert!(!link_exists(&bridge(&a)), "A's bridge is gone");
     assert!(
-        a.nft_rules().is_none_or(|r| !r.contains(&a.bridge())),
+        nft_rules(&a).is_none_or(|r| !r.contains(&bridge(&a))),
         "A's rules are gone"
     );
-    assert!(!a.web_running(), "A's container is gone");
+    assert!(!a.running("web"), "A's container is gone");
 
-    assert!(link_exists(&b.bridge()), "B's bridge is untouched");
-    assert_eq!(bridge_ports(&b.bridge()), b_veth, "B's veth is untouched");
+    assert!(link_exists(&bridge(&b)), "B's bridge is untouched");
+    assert_eq!(bridge_ports(&bridge(&b)), b_veth, "B's veth is untouched");
     assert_eq!(
-        b.nft_rules().as_deref(),
+        nft_rules(&b).as_deref(),
         Some(b_rules.as_str()),
         "B's rules are untouched"
     );
-    assert!(b.web_running(), "B's container still runs");
-    assert_eq!(b.web_address(), b_addr);
+    assert!(b.running("web"), "B's container still runs");
+    assert_eq!(b.container_ipv4("web"), b_addr);
     let body = get_from(b_addr).unwrap_or_default();
-    assert!(body.contains("instance b"), "B still serves: {body:?}");
+    assert!(
+        body.contains(&format!("instance {}", b.tag)),
+        "B still serves: {body:?}"
+    );
     // B's own view agrees: nothing to do.
-    let plan = b.moor(&["plan", "-p", "fleet", b.dir.to_str().expect("utf-8")]);
+    let plan = b.moor(&["plan", "-p", "fleet", b_dir]);
     assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stdout));
 }
 
@@ -551,7 +405,10 @@ fn two_instances_on_one_machine_keep_apart() {
 /// another instance may be using.
 #[test]
 fn a_bad_instance_setting_is_refused() {
-    let state = tempfile::tempdir().expect("state dir");
+    if !common::require(&[], true) {
+        return;
+    }
+    let host = Instance::new();
     for (var, value, says) in [
         (
             "MOOR_BRIDGE_PREFIX",
@@ -569,11 +426,10 @@ fn a_bad_instance_setting_is_refused() {
             "MOOR_NET_POOL=\"10.83.0.0\" is not",
         ),
     ] {
-        let out = Command::new(common::moor_bin())
+        // Were the setting taken, only the instance's slot is at stake.
+        let out = host
+            .command()
             .args(["down", "-p", "fleet"])
-            .env("MOOR_STATE_DIR", state.path())
-            // Were the setting taken, keep clear of a real moor's table.
-            .env("MOOR_NFT_TABLE", "moor_test_fleet_bad")
             .env(var, value)
             .output()
             .expect("run moor");
@@ -628,32 +484,6 @@ networks = ["front"]
     std::fs::write(dir.join("edge.toml"), edge).expect("write edge.toml");
 }
 
-/// Runs `git ARGS…` in `dir` (no user or system configuration); its stdout.
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Fleet Test",
-            "-c",
-            "user.email=fleet@example.invalid",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout).trim().to_string()
-}
-
 /// Commits everything in the work clone `dir` and pushes it; the commit id.
 fn commit_and_push(dir: &Path, subject: &str) -> String {
     git(dir, &["add", "-A"]);
@@ -663,7 +493,7 @@ fn commit_and_push(dir: &Path, subject: &str) -> String {
 }
 
 /// The running containers of a member: name → (id, pid, started).
-fn running(m: &Member) -> BTreeMap<String, (String, String, String)> {
+fn running(m: &Instance) -> BTreeMap<String, (String, String, String)> {
     m.containers()
         .into_iter()
         .filter(|c| c["state"] == "running")
@@ -678,7 +508,7 @@ fn running(m: &Member) -> BTreeMap<String, (String, String, String)> {
 }
 
 /// The names and bridges of a member's networks, from `moor networks --json`.
-fn networks(m: &Member) -> BTreeMap<String, String> {
+fn networks(m: &Instance) -> BTreeMap<String, String> {
     let out = m.moor(&["networks", "--json"]);
     assert!(out.status.success(), "{}: {}", m.tag, text(&out.stderr));
     let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -691,12 +521,12 @@ fn networks(m: &Member) -> BTreeMap<String, String> {
 }
 
 /// The single source of a member's `/status`, if the agent answers.
-fn source(m: &Member) -> serde_json::Value {
+fn source(m: &Instance) -> serde_json::Value {
     m.status()["sources"][0].clone()
 }
 
 /// The container names `/status` lists as resources, with their status.
-fn status_containers(m: &Member) -> BTreeMap<String, String> {
+fn status_containers(m: &Instance) -> BTreeMap<String, String> {
     m.status()["resources"]
         .as_array()
         .map(|rs| {
@@ -715,9 +545,6 @@ fn status_containers(m: &Member) -> BTreeMap<String, String> {
 
 /// One host of the three-agent test and what should end up on it.
 struct HostPlan {
-    /// The [`Member`] tag: bridges are `m<tag>-<network>`.
-    tag: &'static str,
-    pool: &'static str,
     name: &'static str,
     /// Its label `role`.
     role: &'static str,
@@ -757,33 +584,27 @@ fn three_agents_pulling_one_repository_each_converge_to_their_own_subset() {
 
     let hosts = [
         HostPlan {
-            tag: "fle1",
-            pool: "10.81.0.0/16",
             name: "edge-1",
             role: "web",
             containers: &["beacon", "proxy"],
             networks: &[("back", 1), ("front", 1)],
         },
         HostPlan {
-            tag: "fle2",
-            pool: "10.92.0.0/16",
             name: "edge-2",
             role: "web",
             containers: &["beacon", "proxy"],
             networks: &[("back", 1), ("front", 1)],
         },
         HostPlan {
-            tag: "fldb",
-            pool: "10.93.0.0/16",
             name: "db-1",
             role: "db",
             containers: &["beacon", "pg"],
             networks: &[("back", 2)],
         },
     ];
-    let mut members: Vec<Member> = Vec::new();
+    let mut members: Vec<Instance> = Vec::new();
     for h in &hosts {
-        let mut m = Member::new(h.tag, h.pool);
+        let mut m = Instance::new();
         m.owns("fleet");
         m.import_busybox();
         m.start_agent(&[
@@ -805,7 +626,7 @@ fn three_agents_pulling_one_repository_each_converge_to_their_own_subset() {
 
     // Each host converges to exactly its own subset.
     for (m, h) in members.iter_mut().zip(&hosts) {
-        let tag = h.tag;
+        let tag = m.tag.clone();
         wait_for(
             &format!("{tag}: {:?} running and /status ready", h.containers),
             Duration::from_secs(60),
@@ -840,13 +661,13 @@ fn three_agents_pulling_one_repository_each_converge_to_their_own_subset() {
             "{tag}"
         );
         for (net, bridge) in &have {
-            assert_eq!(*bridge, format!("m{tag}-{net}"), "{tag}");
+            assert_eq!(*bridge, m.slot().bridge(net), "{tag}");
         }
     }
     // All five bridges are up side by side, each with its own veths.
-    for h in &hosts {
+    for (m, h) in members.iter().zip(&hosts) {
         for (net, veths) in h.networks {
-            let bridge = format!("m{}-{net}", h.tag);
+            let bridge = m.slot().bridge(net);
             assert!(link_exists(&bridge), "{bridge} is up alongside the others");
             assert_eq!(bridge_ports(&bridge).len(), *veths, "{bridge}: its veths");
         }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::instance::{Instance, http_post};
-use crate::common::{self, wait_for};
+use crate::common::instance::Instance;
+use crate::common::{self, KillOnDrop, git, http_post, wait_for};
 
 const SECRET: &str = "hook-s3cret-do-not-log";
 
@@ -56,26 +56,6 @@ impl Repo {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=moor test",
-            "-c",
-            "user.email=test@moor.invalid",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn manifest(greeting: &str) -> String {
     format!(
         r#"[images.busybox]
@@ -92,13 +72,8 @@ init         = true
     )
 }
 
-fn setup(tag: &str) -> Option<(Instance, Repo)> {
-    if !common::require(&["busybox", "nft", "ip", "git", "ssh-keygen"], true) {
-        return None;
-    }
-    let mut host = Instance::new(tag, "10.86.0.0/16");
-    host.owns("fleet");
-    host.import_busybox();
+fn setup() -> Option<(Instance, Repo)> {
+    let host = Instance::with_busybox("fleet", &["git", "ssh-keygen"])?;
     Some((host, Repo::new()))
 }
 
@@ -140,7 +115,7 @@ fn sign(body: &[u8]) -> String {
 
 #[test]
 fn agent_follows_pushes_by_polling_and_by_webhook() {
-    let Some((mut host, repo)) = setup("gpoll") else {
+    let Some((mut host, repo)) = setup() else {
         return;
     };
     let secret = host.dir().join("hook.secret");
@@ -231,7 +206,7 @@ fn agent_follows_pushes_by_polling_and_by_webhook() {
 
 #[test]
 fn remote_down_keeps_the_revision_and_force_push_is_followed() {
-    let Some((mut host, repo)) = setup("gdown") else {
+    let Some((mut host, repo)) = setup() else {
         return;
     };
     let first = repo.commit("one", "one", &[]);
@@ -271,7 +246,7 @@ fn remote_down_keeps_the_revision_and_force_push_is_followed() {
 
 #[test]
 fn only_commits_signed_by_an_allowed_key_apply() {
-    let Some((mut host, repo)) = setup("gsign") else {
+    let Some((mut host, repo)) = setup() else {
         return;
     };
     let key = host.dir().join("signer");
@@ -324,23 +299,23 @@ fn only_commits_signed_by_an_allowed_key_apply() {
 }
 
 /// `git daemon` serving `base` on 127.0.0.1:port; killed on drop.
-struct GitDaemon {
-    child: std::process::Child,
+pub(crate) struct GitDaemon {
+    child: KillOnDrop,
     port: u16,
 }
 
 impl GitDaemon {
-    fn start(base: &Path, port: u16) -> Self {
+    pub(crate) fn start(base: &Path, port: u16) -> Self {
         // The daemon binary itself: `git daemon` runs it as a child that
         // would outlive a kill of the `git` wrapper.
         let exec_path = git(base, &["--exec-path"]);
-        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
-            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
-            .arg(format!("--base-path={}", base.display()))
-            .arg(format!("--port={port}"))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start git daemon");
+        let child = KillOnDrop::spawn(
+            Command::new(Path::new(&exec_path).join("git-daemon"))
+                .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+                .arg(format!("--base-path={}", base.display()))
+                .arg(format!("--port={port}"))
+                .stderr(std::process::Stdio::null()),
+        );
         let d = Self { child, port };
         wait_for("git daemon listening", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -351,8 +326,8 @@ impl GitDaemon {
 
 impl Drop for GitDaemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
         // Its per-connection children hold the listening socket until they end.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::net::TcpListener::bind(("127.0.0.1", self.port)).is_err()
@@ -365,7 +340,7 @@ impl Drop for GitDaemon {
 
 #[test]
 fn agent_polls_a_git_daemon_and_rides_out_its_outage() {
-    let Some((mut host, repo)) = setup("gdmn") else {
+    let Some((mut host, repo)) = setup() else {
         return;
     };
     let first = repo.commit("uno", "uno", &[]);
@@ -373,7 +348,8 @@ fn agent_polls_a_git_daemon_and_rides_out_its_outage() {
     let base = repo.bare.parent().expect("parent").to_path_buf();
     let daemon = GitDaemon::start(&base, port);
     let url = format!("git+git://127.0.0.1:{port}/fleet.git");
-    host.start_agent(&["--source", &url, "--interval", "1s"]);
+    // git:// authenticates nothing: accepted only when said so.
+    host.start_agent(&["--source", &url, "--interval", "1s", "--insecure"]);
     wait_greeting(&host, "uno");
     let s = source(&host);
     assert_eq!(s["revision"], first.as_str(), "{s:#}");

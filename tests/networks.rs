@@ -1,14 +1,16 @@
 //! Networks against the real kernel, with network namespaces standing in for
 //! containers (`ip netns add`) and busybox run inside them. Every address is
 //! a 10.x address on a bridge the test creates, or loopback; upstream DNS is
-//! a resolver the test runs on 127.0.0.1. Each test has its own state dir,
-//! nftables table and subnets, and guards that remove everything on drop.
+//! a resolver the test runs on 127.0.0.1. Each test runs on an [`Instance`]
+//! of its own: its state dir, and its slot's nftables table, bridge prefix
+//! and subnets; namespaces and links the test makes are named after the
+//! slot too, and guards remove everything on drop.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +18,9 @@ use std::time::{Duration, Instant};
 use moor_runtime::net::{NetConfig, NetError, Networks, resolver};
 use moor_spec::{NetworkAttachment, NetworkSpec, PortMapping, Protocol};
 
-use crate::common::require;
+use crate::common::instance::Instance;
+use crate::common::slot::Slot;
+use crate::common::{KillOnDrop, alive, free_port, link_exists, require, wait_for};
 
 fn ready() -> bool {
     require(&["ip", "nft", "busybox", "timeout"], true)
@@ -29,14 +33,15 @@ fn run(cmd: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("run {cmd}: {e}"))
 }
 
-/// A network namespace, deleted on drop (with its `/etc/netns` files).
+/// A network namespace named after a slot, deleted on drop (with its
+/// `/etc/netns` files).
 struct Netns {
     name: String,
 }
 
 impl Netns {
-    fn new(tag: &str) -> Self {
-        let name = format!("moor-t{}-{tag}", std::process::id());
+    fn new(slot: &Slot, tag: &str) -> Self {
+        let name = slot.name(tag);
         let out = run("ip", &["netns", "add", &name]);
         assert!(out.status.success(), "ip netns add {name}: {out:?}");
         Netns { name }
@@ -60,33 +65,21 @@ impl Netns {
         run("ip", &all)
     }
 
-    fn spawn(&self, args: &[&str]) -> Guarded {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "busybox"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn in netns");
-        Guarded(child)
+    fn spawn(&self, args: &[&str]) -> KillOnDrop {
+        KillOnDrop::spawn(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name, "busybox"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = run("ip", &["netns", "del", &self.name]);
-        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
-    }
-}
-
-/// A child process killed on drop.
-struct Guarded(Child);
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        crate::common::host::delete_netns(&self.name);
     }
 }
 
@@ -243,33 +236,52 @@ impl Drop for BlackHole {
     }
 }
 
-/// One test's engine: its own state dir and nftables table; on drop every
-/// container is released and every network removed, and the table deleted.
+/// One test's engine on an instance's state dir and slot; on drop every
+/// container is released and every network removed, and the instance
+/// removes the rest.
 struct Env {
     nets: Networks,
-    table: String,
-    _dir: tempfile::TempDir,
-    _upstream: Upstream,
+    host: Instance,
+    upstream: Upstream,
 }
 
 impl Env {
-    fn new(tag: &str) -> Self {
-        Self::with(tag, "mo-", None)
+    fn new() -> Self {
+        Self::with(None)
     }
 
-    /// An engine whose bridges take `prefix`, relaying to `upstream` (the
-    /// test's own resolver when `None`).
-    fn with(tag: &str, prefix: &str, upstream: Option<SocketAddr>) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+    /// An engine relaying to `upstream` (the test's own resolver when `None`).
+    fn with(upstream: Option<SocketAddr>) -> Self {
+        let host = Instance::new();
         let own = Upstream::start();
-        let mut cfg = config(dir.path(), tag, upstream.unwrap_or(own.addr));
-        cfg.bridge_prefix = prefix.into();
+        let cfg = config(
+            host.dir(),
+            &Names::of(host.slot()),
+            upstream.unwrap_or(own.addr),
+        );
         Env {
-            table: cfg.table.clone(),
             nets: Networks::open(cfg).expect("open networks"),
-            _dir: dir,
-            _upstream: own,
+            host,
+            upstream: own,
         }
+    }
+
+    fn slot(&self) -> &Slot {
+        self.host.slot()
+    }
+
+    fn dir(&self) -> &Path {
+        self.host.dir()
+    }
+
+    /// The first two octets of the slot's pool (`10.107`).
+    fn net(&self) -> String {
+        self.slot().net()
+    }
+
+    /// A network namespace named after the slot.
+    fn netns(&self, tag: &str) -> Netns {
+        Netns::new(self.slot(), tag)
     }
 
     fn network(&self, name: &str, subnet: &str, internal: bool) {
@@ -284,14 +296,42 @@ impl Env {
     }
 
     fn table_rules(&self) -> String {
-        let out = run("nft", &["list", "table", "ip", &self.table]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::common::host::nft_table(&self.slot().nft_table()).unwrap_or_default()
+    }
+
+    /// The host end of the veth that attaches `container` to `network`.
+    fn veth(&self, container: &str, network: &str) -> String {
+        naming(&self.slot().bridge_prefix()).veth_host(container, network)
     }
 }
 
-fn config(dir: &Path, tag: &str, upstream: SocketAddr) -> NetConfig {
+fn naming(prefix: &str) -> moor_runtime::net::names::Naming {
+    moor_runtime::net::names::Naming::new(prefix).expect("the slot's bridge prefix")
+}
+
+/// The host-wide names an engine uses: a slot's, handed to the crash worker
+/// (which claims no slot of its own) through the environment.
+struct Names {
+    table: String,
+    prefix: String,
+    pool: String,
+}
+
+impl Names {
+    fn of(slot: &Slot) -> Self {
+        Names {
+            table: slot.nft_table(),
+            prefix: slot.bridge_prefix(),
+            pool: slot.pool(),
+        }
+    }
+}
+
+fn config(dir: &Path, names: &Names, upstream: SocketAddr) -> NetConfig {
     let mut cfg = NetConfig::new(dir);
-    cfg.table = format!("moor_t{}_{tag}", std::process::id());
+    cfg.table.clone_from(&names.table);
+    cfg.bridge_prefix.clone_from(&names.prefix);
+    cfg.pool = names.pool.parse().expect("pool");
     cfg.upstreams = Some(vec![upstream]);
     cfg.resolv_conf = dir.join("host-resolv.conf");
     // DNS is served by `moor dns`, started on demand, as in production.
@@ -309,14 +349,10 @@ impl Drop for Env {
             for c in state.containers.keys() {
                 let _ = self.nets.release(c);
             }
-            for (name, n) in &state.networks {
+            for name in state.networks.keys() {
                 let _ = self.nets.remove_network(name);
-                let _ = run("ip", &["link", "del", &n.bridge]);
             }
         }
-        let _ = run("nft", &["delete", "table", "ip", &self.table]);
-        // With its networks gone the resolver stops by itself; make sure.
-        moor_runtime::net::resolver::stop(self._dir.path());
     }
 }
 
@@ -337,20 +373,8 @@ fn tcp(host_ip: Option<&str>, host: u16, container: u16) -> PortMapping {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn link_exists(name: &str) -> bool {
-    run("ip", &["link", "show", "dev", name]).status.success()
-}
-
 /// `busybox httpd` serving `body` on port 80 inside `ns`.
-fn serve(ns: &Netns, dir: &Path, body: &str) -> Guarded {
+fn serve(ns: &Netns, dir: &Path, body: &str) -> KillOnDrop {
     std::fs::write(dir.join("index.html"), body).unwrap();
     let dir = dir.to_str().unwrap();
     let server = ns.spawn(&["httpd", "-f", "-p", "80", "-h", dir]);
@@ -462,35 +486,16 @@ fn fds_and_threads(pid: i32) -> (usize, usize) {
     (fds, threads)
 }
 
-/// True while `pid` is a live (not zombie) process.
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim().to_string()))
-        .is_some_and(|rest| !rest.starts_with('Z'))
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn one_network_connects_by_name_and_other_networks_are_isolated() {
     if !ready() {
         return;
     }
-    let env = Env::new("iso");
-    env.network("t-front", "10.201.1.0/24", false);
-    env.network("t-back", "10.201.2.0/24", false);
-    let (web, client, stranger) = (
-        Netns::new("web"),
-        Netns::new("client"),
-        Netns::new("stranger"),
-    );
+    let env = Env::new();
+    let n = env.net();
+    env.network("t-front", &format!("{n}.1.0/24"), false);
+    env.network("t-back", &format!("{n}.2.0/24"), false);
+    let (web, client, stranger) = (env.netns("web"), env.netns("client"), env.netns("stranger"));
     let ifs = env
         .nets
         .attach(
@@ -501,7 +506,7 @@ fn one_network_connects_by_name_and_other_networks_are_isolated() {
         )
         .expect("attach web");
     assert_eq!(ifs[0].ifname, "eth0");
-    assert_eq!(ifs[0].address.to_string(), "10.201.1.2");
+    assert_eq!(ifs[0].address.to_string(), format!("{n}.1.2"));
     env.nets
         .attach(
             "client",
@@ -523,20 +528,20 @@ fn one_network_connects_by_name_and_other_networks_are_isolated() {
     }
     assert_eq!(
         env.nets.resolv_conf("client").unwrap(),
-        "nameserver 10.201.1.1\n"
+        format!("nameserver {n}.1.1\n")
     );
     assert!(
         env.nets
             .hosts("web")
             .unwrap()
-            .contains("10.201.1.2\tweb www\n")
+            .contains(&format!("{n}.1.2\tweb www\n"))
     );
     let site = tempfile::tempdir().unwrap();
     let _httpd = serve(&web, site.path(), "hello from web\n");
 
-    let ping = client.busybox(&["ping", "-c", "1", "-W", "2", "10.201.1.2"]);
+    let ping = client.busybox(&["ping", "-c", "1", "-W", "2", &format!("{n}.1.2")]);
     assert!(ping.status.success(), "client pings web: {ping:?}");
-    let got = wget(&client, "http://10.201.1.2/");
+    let got = wget(&client, &format!("http://{n}.1.2/"));
     assert_eq!(
         String::from_utf8_lossy(&got.stdout),
         "hello from web\n",
@@ -544,12 +549,12 @@ fn one_network_connects_by_name_and_other_networks_are_isolated() {
     );
     let lookup = nslookup(&client, "web");
     assert!(
-        lookup.contains("10.201.1.2"),
+        lookup.contains(&format!("{n}.1.2")),
         "client resolves web: {lookup}"
     );
     let lookup = nslookup(&client, "www");
     assert!(
-        lookup.contains("10.201.1.2"),
+        lookup.contains(&format!("{n}.1.2")),
         "client resolves the alias: {lookup}"
     );
     let by_name = wget(&client, "http://www/");
@@ -561,25 +566,25 @@ fn one_network_connects_by_name_and_other_networks_are_isolated() {
 
     // The namespace on t-back reaches its own gateway, but neither
     // resolves nor reaches t-front's containers.
-    let gw = stranger.busybox(&["ping", "-c", "1", "-W", "2", "10.201.2.1"]);
+    let gw = stranger.busybox(&["ping", "-c", "1", "-W", "2", &format!("{n}.2.1")]);
     assert!(gw.status.success(), "stranger pings its gateway: {gw:?}");
     let lookup = nslookup(&stranger, "web");
     assert!(
-        !lookup.contains("10.201.1.2"),
+        !lookup.contains(&format!("{n}.1.2")),
         "stranger must not resolve web: {lookup}"
     );
-    let (rcode, ips) = query_a("10.201.2.1:53".parse().unwrap(), "web");
+    let (rcode, ips) = query_a(format!("{n}.2.1:53").parse().unwrap(), "web");
     assert_eq!(
         (rcode, ips),
         (3, vec![]),
         "t-back's server does not know web"
     );
-    let blocked = stranger.busybox(&["ping", "-c", "1", "-W", "1", "10.201.1.2"]);
+    let blocked = stranger.busybox(&["ping", "-c", "1", "-W", "1", &format!("{n}.1.2")]);
     assert!(
         !blocked.status.success(),
         "stranger must not reach web: {blocked:?}"
     );
-    let blocked = wget(&stranger, "http://10.201.1.2/");
+    let blocked = wget(&stranger, &format!("http://{n}.1.2/"));
     assert!(
         !blocked.status.success(),
         "stranger must not fetch from web"
@@ -610,9 +615,10 @@ fn published_port_answers_on_loopback_and_stops_after_removal() {
     if !ready() {
         return;
     }
-    let env = Env::new("pub");
-    env.network("t-pub", "10.201.3.0/24", false);
-    let web = Netns::new("pubweb");
+    let env = Env::new();
+    let n = env.net();
+    env.network("t-pub", &format!("{n}.3.0/24"), false);
+    let web = env.netns("pubweb");
     let port = free_port();
     env.nets
         .attach(
@@ -637,20 +643,26 @@ fn published_port_answers_on_loopback_and_stops_after_removal() {
     let body = fetch().expect("published port answers on 127.0.0.1");
     assert!(body.ends_with("published\n"), "{body}");
     // The host's own (non-loopback) address, from the host.
-    let body = fetch_from([10, 201, 3, 1]).expect("published port answers on a host address");
+    let gateway: Ipv4Addr = env.slot().addr(3, 1).parse().unwrap();
+    let body = fetch_from(gateway.octets()).expect("published port answers on a host address");
     assert!(body.ends_with("published\n"), "{body}");
     // From outside: a namespace behind a link of its own, asking the host's
     // address on that link (prerouting DNAT, forwarding, the reply back).
-    let outside = Netns::new("outside");
-    let _link = OutsideLink::new(&outside, "10.201.13.1", "10.201.13.2");
-    let got = wget(&outside, &format!("http://10.201.13.1:{port}/"));
+    let outside = env.netns("outside");
+    let _link = OutsideLink::new(
+        env.slot(),
+        &outside,
+        &format!("{n}.13.1"),
+        &format!("{n}.13.2"),
+    );
+    let got = wget(&outside, &format!("http://{n}.13.1:{port}/"));
     assert_eq!(
         String::from_utf8_lossy(&got.stdout),
         "published\n",
         "{got:?}"
     );
     // Hairpin: the container reaching its own published port via the host.
-    let got = wget(&web, &format!("http://10.201.3.1:{port}/"));
+    let got = wget(&web, &format!("http://{n}.3.1:{port}/"));
     assert_eq!(
         String::from_utf8_lossy(&got.stdout),
         "published\n",
@@ -681,10 +693,11 @@ fn internal_network_has_no_way_out() {
     if !ready() {
         return;
     }
-    let env = Env::new("int");
-    env.network("t-int", "10.201.11.0/24", true);
-    env.network("t-ext", "10.201.12.0/24", false);
-    let (walled, open) = (Netns::new("walled"), Netns::new("open"));
+    let env = Env::new();
+    let n = env.net();
+    env.network("t-int", &format!("{n}.11.0/24"), true);
+    env.network("t-ext", &format!("{n}.12.0/24"), false);
+    let (walled, open) = (env.netns("walled"), env.netns("open"));
     env.nets
         .attach("walled", &walled.path(), &[attach("t-int", &[], None)], &[])
         .unwrap();
@@ -694,18 +707,21 @@ fn internal_network_has_no_way_out() {
     let routes = run("ip", &["netns", "exec", &walled.name, "ip", "route"]);
     let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
     assert!(!routes.contains("default"), "no default route: {routes}");
-    assert!(routes.contains("10.201.11.0/24 dev eth0"), "{routes}");
+    assert!(
+        routes.contains(&format!("{n}.11.0/24 dev eth0")),
+        "{routes}"
+    );
     let ping = |ns: &Netns, ip: &str| {
         ns.busybox(&["ping", "-c", "1", "-W", "1", ip])
             .status
             .success()
     };
     assert!(
-        ping(&walled, "10.201.11.1"),
+        ping(&walled, &format!("{n}.11.1")),
         "the gateway (and its DNS) is reachable"
     );
     assert!(
-        !ping(&walled, "10.201.12.2"),
+        !ping(&walled, &format!("{n}.12.2")),
         "no route out of an internal network"
     );
     // Even with a default route added by hand, the host does not forward.
@@ -720,20 +736,20 @@ fn internal_network_has_no_way_out() {
             "add",
             "default",
             "via",
-            "10.201.11.1",
+            &format!("{n}.11.1"),
         ],
     );
     assert!(added.status.success(), "{added:?}");
     assert!(
-        !ping(&walled, "10.201.12.2"),
+        !ping(&walled, &format!("{n}.12.2")),
         "forwarding out of an internal network is dropped"
     );
     assert!(
-        !ping(&open, "10.201.11.2"),
+        !ping(&open, &format!("{n}.11.2")),
         "forwarding into an internal network is dropped"
     );
     // A container on both gets its default route from the non-internal one.
-    let both = Netns::new("both");
+    let both = env.netns("both");
     let ifs = env
         .nets
         .attach(
@@ -750,10 +766,10 @@ fn internal_network_has_no_way_out() {
     let routes = run("ip", &["netns", "exec", &both.name, "ip", "route"]);
     let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
     assert!(
-        routes.contains("default via 10.201.12.1 dev eth1"),
+        routes.contains(&format!("default via {n}.12.1 dev eth1")),
         "{routes}"
     );
-    assert!(ping(&both, "10.201.11.2") && ping(&both, "10.201.12.2"));
+    assert!(ping(&both, &format!("{n}.11.2")) && ping(&both, &format!("{n}.12.2")));
 }
 
 #[test]
@@ -761,9 +777,10 @@ fn dns_forwards_other_names_to_the_hosts_resolver() {
     if !ready() {
         return;
     }
-    let env = Env::new("fwd");
-    env.network("t-fwd", "10.201.4.0/24", false);
-    let ns = Netns::new("fwd");
+    let env = Env::new();
+    let n = env.net();
+    env.network("t-fwd", &format!("{n}.4.0/24"), false);
+    let ns = env.netns("fwd");
     env.nets
         .attach("asker", &ns.path(), &[attach("t-fwd", &[], None)], &[])
         .unwrap();
@@ -771,8 +788,8 @@ fn dns_forwards_other_names_to_the_hosts_resolver() {
     let lookup = nslookup(&ns, "example.test");
     assert!(lookup.contains("10.99.0.99"), "forwarded: {lookup}");
     let lookup = nslookup(&ns, "asker");
-    assert!(lookup.contains("10.201.4.2"), "own name: {lookup}");
-    let server: SocketAddr = "10.201.4.1:53".parse().unwrap();
+    assert!(lookup.contains(&format!("{n}.4.2")), "own name: {lookup}");
+    let server: SocketAddr = format!("{n}.4.1:53").parse().unwrap();
     let (rcode, _) = query_a(server, "nothing.test");
     assert_eq!(rcode, 3, "upstream's NXDOMAIN is relayed");
     // The same over TCP, the fallback for truncated answers.
@@ -785,11 +802,11 @@ fn dns_forwards_other_names_to_the_hosts_resolver() {
     // The host asking the gateway sees the network's containers, over both.
     assert_eq!(
         query_a_over(server, "asker", true),
-        (0, vec![ip("10.201.4.2")])
+        (0, vec![ip(&format!("{n}.4.2"))])
     );
     assert_eq!(
         query_a_over(server, "asker", false),
-        (0, vec![ip("10.201.4.2")])
+        (0, vec![ip(&format!("{n}.4.2"))])
     );
 }
 
@@ -801,52 +818,58 @@ fn resolver_starts_with_the_first_network_and_stops_with_the_last() {
     if !ready() {
         return;
     }
-    let env = Env::with("life", "mde-", None);
-    let dir = env._dir.path().to_path_buf();
+    let env = Env::with(None);
+    let n = env.net();
+    let dir = env.dir().to_path_buf();
     assert_eq!(resolver::pid(&dir), None, "no network, no resolver");
-    env.network("dlife1", "10.63.20.0/24", false);
+    env.network("dlife1", &format!("{n}.20.0/24"), false);
     let first = resolver::pid(&dir).expect("the first network starts the resolver");
     assert!(alive(first));
-    env.network("dlife2", "10.63.21.0/24", false);
+    env.network("dlife2", &format!("{n}.21.0/24"), false);
     assert_eq!(
         resolver::pid(&dir),
         Some(first),
         "one resolver per state dir"
     );
     // Both gateways answer at once (the upstream's NXDOMAIN is relayed).
-    for gw in ["10.63.20.1:53", "10.63.21.1:53"] {
+    for gw in [&format!("{n}.20.1:53"), &format!("{n}.21.1:53")] {
         assert_eq!(query_a(gw.parse().unwrap(), "nothing.test").0, 3, "{gw}");
     }
     // Another engine on the same state dir (another moor process) uses it.
-    let mut cfg = config(&dir, "life", env._upstream.addr);
-    cfg.bridge_prefix = "mde-".into();
+    let cfg = config(&dir, &Names::of(env.slot()), env.upstream.addr);
     Networks::open(cfg).unwrap().cleanup().expect("cleanup");
     assert_eq!(resolver::pid(&dir), Some(first));
 
     env.nets.remove_network("dlife2").unwrap();
     let log = std::fs::read_to_string(dir.join("net/dns.log")).unwrap_or_default();
     assert!(
-        log.contains("stopped serving network dlife2 on 10.63.21.1:53"),
+        log.contains(&format!("stopped serving network dlife2 on {n}.21.1:53")),
         "{log}"
     );
     assert!(alive(first), "a network is left");
     env.nets.remove_network("dlife1").unwrap();
-    wait_until("the resolver to stop with the last network", || {
-        !alive(first)
-    });
+    wait_for(
+        "the resolver to stop with the last network",
+        Duration::from_secs(30),
+        || !alive(first),
+    );
     assert_eq!(resolver::pid(&dir), None);
 
     // The next network starts a new one; removing the state dir stops it.
-    env.network("dlife1", "10.63.20.0/24", false);
+    env.network("dlife1", &format!("{n}.20.0/24"), false);
     let second = resolver::pid(&dir).expect("a new resolver");
     assert_ne!(second, first);
     assert_eq!(
-        query_a("10.63.20.1:53".parse().unwrap(), "nothing.test").0,
+        query_a(format!("{n}.20.1:53").parse().unwrap(), "nothing.test").0,
         3
     );
     let bridge = env.nets.list().unwrap()[0].bridge.clone();
     std::fs::remove_dir_all(&dir).unwrap();
-    wait_until("the resolver to stop with its state dir", || !alive(second));
+    wait_for(
+        "the resolver to stop with its state dir",
+        Duration::from_secs(30),
+        || !alive(second),
+    );
     let _ = run("ip", &["link", "del", &bridge]);
 }
 
@@ -860,15 +883,16 @@ fn resolver_bounds_forwarding_and_cuts_off_idle_clients() {
         return;
     }
     let hole = BlackHole::start();
-    let env = Env::with("hos", "mde-", Some(hole.addr));
-    env.network("dhos", "10.63.10.0/24", false);
-    let ns = Netns::new("hos");
+    let env = Env::with(Some(hole.addr));
+    let n = env.net();
+    env.network("dhos", &format!("{n}.10.0/24"), false);
+    let ns = env.netns("hos");
     env.nets
         .attach("asker", &ns.path(), &[attach("dhos", &[], None)], &[])
         .unwrap();
-    let server: SocketAddr = "10.63.10.1:53".parse().unwrap();
-    let asker = vec!["10.63.10.2".parse::<Ipv4Addr>().unwrap()];
-    let pid = resolver::pid(env._dir.path()).expect("the resolver runs");
+    let server: SocketAddr = format!("{n}.10.1:53").parse().unwrap();
+    let asker = vec![format!("{n}.10.2").parse::<Ipv4Addr>().unwrap()];
+    let pid = resolver::pid(env.dir()).expect("the resolver runs");
     assert_eq!(query_a(server, "asker"), (0, asker.clone()));
     let (base_fds, threads) = fds_and_threads(pid);
     assert_eq!(threads, 1, "the resolver is single-threaded");
@@ -935,9 +959,11 @@ fn resolver_bounds_forwarding_and_cuts_off_idle_clients() {
     assert_eq!(buf[3] & 0x0f, 2, "SERVFAIL: {:?}", &buf[..n]);
     std::thread::sleep(Duration::from_secs(3));
     let _ = flood.send_to(&a_query(1, "later.flood.test"), server);
-    wait_until("a later query to be relayed", || {
-        hole.received.load(Ordering::Relaxed) > relayed
-    });
+    wait_for(
+        "a later query to be relayed",
+        Duration::from_secs(30),
+        || hole.received.load(Ordering::Relaxed) > relayed,
+    );
 
     // TCP: a client that sends nothing is cut off; many are refused.
     let mut silent = TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap();
@@ -960,9 +986,11 @@ fn resolver_bounds_forwarding_and_cuts_off_idle_clients() {
         other => panic!("a silent TCP client is cut off, not {other:?}"),
     }
     idle.clear();
-    wait_until("the idle connections to be closed", || {
-        fds_and_threads(pid).0 <= base_fds + 1
-    });
+    wait_for(
+        "the idle connections to be closed",
+        Duration::from_secs(30),
+        || fds_and_threads(pid).0 <= base_fds + 1,
+    );
     assert_eq!(query_a_over(server, "asker", true), (0, asker));
     assert!(alive(pid));
 }
@@ -972,51 +1000,54 @@ fn bad_inputs_are_clear_errors_and_create_nothing() {
     if !ready() {
         return;
     }
-    let env = Env::new("bad");
-    env.network("t-bad", "10.201.5.0/24", false);
+    let env = Env::new();
+    let n = env.net();
+    env.network("t-bad", &format!("{n}.5.0/24"), false);
 
     let overlap = NetworkSpec {
-        subnet: Some("10.201.5.128/25".parse().unwrap()),
+        subnet: Some(format!("{n}.5.128/25").parse().unwrap()),
         ..NetworkSpec::default()
     };
     let err = env.nets.create_network("t-bad2", &overlap).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "subnet 10.201.5.128/25 of network t-bad2 overlaps 10.201.5.0/24 of network t-bad"
+        format!("subnet {n}.5.128/25 of network t-bad2 overlaps {n}.5.0/24 of network t-bad")
     );
-    assert!(!link_exists("mo-t-bad2"));
+    assert!(!link_exists(&env.slot().bridge("t-bad2")));
 
     // A host route of our own making (a dummy interface) to collide with.
-    let dummy = format!("mt{}", std::process::id());
-    let _dummy = DummyLink::new(&dummy, "10.201.6.1/24");
+    let dummy = env.slot().name("xdummy");
+    let _dummy = DummyLink::new(&dummy, &format!("{n}.6.1/24"));
     let routed = NetworkSpec {
-        subnet: Some("10.201.6.0/24".parse().unwrap()),
+        subnet: Some(format!("{n}.6.0/24").parse().unwrap()),
         ..NetworkSpec::default()
     };
     let err = env.nets.create_network("t-bad3", &routed).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
-            "subnet 10.201.6.0/24 of network t-bad3 collides with the host route 10.201.6.0/24 on {dummy}"
+            "subnet {n}.6.0/24 of network t-bad3 collides with the host route {n}.6.0/24 on {dummy}"
         )
     );
-    assert!(!link_exists("mo-t-bad3"));
+    assert!(!link_exists(&env.slot().bridge("t-bad3")));
     assert_eq!(env.nets.list().unwrap().len(), 1);
 
-    let ns = Netns::new("bad");
+    let ns = env.netns("bad");
     let err = env
         .nets
         .attach(
             "c1",
             &ns.path(),
-            &[attach("t-bad", &[], Some("10.201.7.5"))],
+            &[attach("t-bad", &[], Some(&format!("{n}.7.5")))],
             &[],
         )
         .unwrap_err();
     assert!(matches!(err, NetError::AddressOutside { .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        "ipv4_address 10.201.7.5 of container c1 is not a free host address of network t-bad (10.201.5.0/24)"
+        format!(
+            "ipv4_address {n}.7.5 of container c1 is not a free host address of network t-bad ({n}.5.0/24)"
+        )
     );
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1036,19 +1067,19 @@ fn bad_inputs_are_clear_errors_and_create_nothing() {
         )),
         "{err}"
     );
-    // 10.201.99.1 is no address of this host (nothing is sent to it).
+    // N.99.1 is no address of this host (nothing is sent to it).
     let err = env
         .nets
         .attach(
             "c1",
             &ns.path(),
             &[attach("t-bad", &[], None)],
-            &[tcp(Some("10.201.99.1"), free_port(), 80)],
+            &[tcp(Some(&format!("{n}.99.1")), free_port(), 80)],
         )
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "host address 10.201.99.1 of container c1 is not an address of this host"
+        format!("host address {n}.99.1 of container c1 is not an address of this host")
     );
     let err = env
         .nets
@@ -1057,13 +1088,13 @@ fn bad_inputs_are_clear_errors_and_create_nothing() {
     assert_eq!(err.to_string(), "network t-nope does not exist");
 
     // Nothing of c1 exists: no veth, no lease, no rule.
-    let veth = moor_runtime::net::names::veth_host("c1", "t-bad");
+    let veth = env.veth("c1", "t-bad");
     assert!(!link_exists(&veth));
     assert!(env.nets.state().unwrap().containers.is_empty());
     assert!(!env.table_rules().contains(&format!("dport {taken}")));
 
     // A port another moor container publishes.
-    let ns2 = Netns::new("bad2");
+    let ns2 = env.netns("bad2");
     let port = free_port();
     env.nets
         .attach(
@@ -1096,11 +1127,8 @@ fn bad_inputs_are_clear_errors_and_create_nothing() {
 struct OutsideLink(String);
 
 impl OutsideLink {
-    fn new(ns: &Netns, host_ip: &str, ns_ip: &str) -> Self {
-        let (host, peer) = (
-            format!("mto{}", std::process::id()),
-            format!("mtp{}", std::process::id()),
-        );
+    fn new(slot: &Slot, ns: &Netns, host_ip: &str, ns_ip: &str) -> Self {
+        let (host, peer) = (slot.name("xout"), slot.name("xpeer"));
         let ok = |out: Output| assert!(out.status.success(), "{out:?}");
         ok(run(
             "ip",
@@ -1165,24 +1193,25 @@ fn crash_worker() {
     let spec =
         std::env::var(CRASH_ENV).expect("crash_worker runs only as a child of the crash test");
     let mut parts = spec.split('|');
-    let (dir, table, upstream, netns) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap().parse().unwrap(),
-        PathBuf::from(parts.next().unwrap()),
-    );
-    let mut cfg = config(Path::new(dir), "crash", upstream);
-    cfg.table = table.to_string();
-    let nets = Networks::open(cfg).unwrap();
+    let mut part = || parts.next().expect("a part of the spec").to_string();
+    let (dir, table, prefix, pool, upstream, netns, n) =
+        (part(), part(), part(), part(), part(), part(), part());
+    let names = Names {
+        table,
+        prefix,
+        pool,
+    };
+    let nets = Networks::open(config(Path::new(&dir), &names, upstream.parse().unwrap())).unwrap();
+    let netns = PathBuf::from(netns);
     let spec = |s: &str| NetworkSpec {
         subnet: Some(s.parse().unwrap()),
         ..NetworkSpec::default()
     };
-    nets.create_network("t-crash", &spec("10.201.8.0/24"))
+    nets.create_network("t-crash", &spec(&format!("{n}.8.0/24")))
         .unwrap();
     let port = free_port();
     for i in 0.. {
-        nets.create_network("t-crash2", &spec("10.201.9.0/24"))
+        nets.create_network("t-crash2", &spec(&format!("{n}.9.0/24")))
             .unwrap();
         nets.attach(
             "victim",
@@ -1202,12 +1231,14 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
     if !ready() {
         return;
     }
-    let env = Env::new("crash");
-    let ns = Netns::new("crash");
+    let env = Env::new();
+    let n = env.net();
+    let ns = env.netns("crash");
     // Interfaces that look like moor's but are not this instance's: another
-    // state directory's bridge, and a veth pair of moor's name shape.
-    let foreign_bridge = format!("mo-f{}", std::process::id());
-    let _foreign = DummyLink::new(&foreign_bridge, "10.201.14.1/24");
+    // state directory's bridge, and a veth pair of moor's name shape (with
+    // this slot's salt; its peer marked as the slot's, for clean-up).
+    let foreign_bridge = env.slot().bridge("fx");
+    let _foreign = DummyLink::new(&foreign_bridge, &format!("{n}.14.1/24"));
     let alias = run(
         "ip",
         &[
@@ -1220,8 +1251,9 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
         ],
     );
     assert!(alias.status.success(), "{alias:?}");
-    let foreign_veth = moor_runtime::net::names::veth_host("someone", "else");
-    let foreign_peer = moor_runtime::net::names::veth_peer("someone", "else");
+    let slot_naming = naming(&env.slot().bridge_prefix());
+    let foreign_veth = slot_naming.veth_host("someone", "else");
+    let foreign_peer = slot_naming.veth_peer("someone", "else");
     let made = run(
         "ip",
         &[
@@ -1237,15 +1269,13 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
     );
     assert!(made.status.success(), "{made:?}");
     let _foreign_veth = DummyLink(foreign_veth.clone());
+    env.slot().mark(&foreign_peer);
     // A network whose bridge name another moor holds is refused, not adopted.
     let taken = NetworkSpec {
-        subnet: Some("10.201.15.0/24".parse().unwrap()),
+        subnet: Some(format!("{n}.15.0/24").parse().unwrap()),
         ..NetworkSpec::default()
     };
-    let err = env
-        .nets
-        .create_network(&format!("f{}", std::process::id()), &taken)
-        .unwrap_err();
+    let err = env.nets.create_network("fx", &taken).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -1256,9 +1286,10 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
         )
     );
     assert!(env.nets.state().unwrap().networks.is_empty());
-    let routes = run("ip", &["route", "show", "10.201.15.0/24"]);
+    let routes = run("ip", &["route", "show", &format!("{n}.15.0/24")]);
     assert!(routes.stdout.is_empty(), "nothing half-created: {routes:?}");
-    let dir = env._dir.path().to_str().unwrap().to_string();
+    let dir = env.dir().to_str().unwrap().to_string();
+    let names = Names::of(env.slot());
     // Kill at six points spread over one iteration of the worker (whose
     // length is measured), so that the kills land in network creation,
     // attachment, release and removal alike.
@@ -1274,9 +1305,11 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
             .env(
                 CRASH_ENV,
                 format!(
-                    "{dir}|{}|{}|{}",
-                    env.table,
-                    env._upstream.addr,
+                    "{dir}|{}|{}|{}|{}|{}|{n}",
+                    names.table,
+                    names.prefix,
+                    names.pool,
+                    env.upstream.addr,
                     ns.path().display()
                 ),
             )
@@ -1304,7 +1337,7 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
         child.wait().unwrap();
 
         // The next start.
-        let nets = Networks::open(config(Path::new(&dir), "crash", env._upstream.addr)).unwrap();
+        let nets = Networks::open(config(Path::new(&dir), &names, env.upstream.addr)).unwrap();
         let report = nets.cleanup().expect("cleanup");
         eprintln!("killed {delay:?} into an iteration of {period:?}: {report:?}");
         let state = nets.state().unwrap();
@@ -1320,12 +1353,12 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
                 .count()
         };
         assert_eq!(
-            bridges("mo-t-crash"),
+            bridges(&env.slot().bridge("t-crash")),
             1,
             "exactly one bridge of the kept network"
         );
         let second = usize::from(state.networks.contains_key("t-crash2"));
-        assert_eq!(bridges("mo-t-crash2"), second);
+        assert_eq!(bridges(&env.slot().bridge("t-crash2")), second);
         // veths on the host are exactly the live attachments'.
         let out = run("ip", &["-o", "link", "show", "type", "veth"]);
         let mut veths: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -1336,7 +1369,7 @@ fn killed_mid_way_then_cleanup_leaves_one_bridge_and_no_stale_rules() {
             .filter(|n| {
                 ["t-crash", "t-crash2"]
                     .iter()
-                    .any(|net| moor_runtime::net::names::veth_host("victim", net) == *n)
+                    .any(|net| env.veth("victim", net) == *n)
             })
             .collect();
         veths.sort();

@@ -5,8 +5,9 @@
 //!
 //! The engine-level test drives `Engine::start_with` directly over a
 //! busybox layer; the stack tests drive the real `moor` binary with the
-//! example's busybox image. Each test has its own state dir, cgroup parent,
-//! nftables table and bridge prefix, all removed on drop.
+//! example's busybox image. Each test runs on an [`Instance`] of its own
+//! (state dir, cgroup parent, nftables table, bridge prefix), all removed
+//! on drop.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -17,24 +18,20 @@ use std::time::Duration;
 use moor_runtime::container::{ContainerError, Engine, EngineConfig, Executor, Status};
 
 use crate::common::instance::Instance;
-use crate::common::{moor_bin, remove_cgroup_parent, require};
+use crate::common::{moor_bin, require_executor, shim_bin, text};
 
-/// An engine over a private state dir and cgroup parent, and a busybox
-/// layer; on drop every container is removed, with the cgroup parent.
+/// An engine over an instance's state dir and cgroup parent, and a busybox
+/// layer; on drop every container is removed (and the instance cleans up
+/// after them).
 struct Bare {
-    dir: tempfile::TempDir,
     engine: Engine,
-    cgroup_parent: String,
+    host: Instance,
+    dir: tempfile::TempDir,
 }
 
 impl Bare {
-    fn new(tag: &str, executor: &str) -> Option<Self> {
-        let tools: &[&str] = if executor == "runc" {
-            &["runc", "busybox"]
-        } else {
-            &["busybox"]
-        };
-        if !require(tools, true) {
+    fn new(executor: &str) -> Option<Self> {
+        if !require_executor(executor) {
             return None;
         }
         let dir = tempfile::Builder::new()
@@ -50,17 +47,14 @@ impl Bare {
         for a in ["sh", "touch", "sleep"] {
             symlink("busybox", layer.join("bin").join(a)).expect("applet");
         }
-        let cgroup_parent = format!("moor-t-{tag}-{executor}");
-        let mut config = EngineConfig::new(&dir.path().join("state"));
+        let host = Instance::new();
+        let mut config = EngineConfig::new(host.dir());
         config.executor = Executor::parse(executor).expect("executor");
-        config.cgroup_parent = cgroup_parent.clone();
-        config.shim_exe = moor_bin();
+        config.cgroup_parent = host.slot().cgroup_parent();
+        config.shim_exe = shim_bin();
+        config.moor_exe = moor_bin();
         let engine = Engine::new(config).expect("engine");
-        Some(Self {
-            dir,
-            engine,
-            cgroup_parent,
-        })
+        Some(Self { engine, dir, host })
     }
 
     fn layer(&self) -> PathBuf {
@@ -82,32 +76,14 @@ impl Bare {
 
     /// The container cgroups left under this test's parent, in every hierarchy.
     fn cgroups(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for root in fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let parent = root.path().join(&self.cgroup_parent);
-            for e in fs::read_dir(&parent).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    out.push(e.path());
-                }
-            }
-        }
-        out
+        crate::common::host::cgroup_children(&self.host.slot().cgroup_parent())
     }
 
-    /// Mounts under this test's directory.
+    /// Mounts under this test's directories.
     fn mounts(&self) -> Vec<String> {
-        let root = self.dir.path().to_string_lossy().into_owned();
-        fs::read_to_string("/proc/self/mountinfo")
-            .expect("mountinfo")
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&root))
-            .map(str::to_string)
-            .collect()
+        let mut v = crate::common::host::mounts_under(self.dir.path());
+        v.extend(crate::common::host::mounts_under(self.host.dir()));
+        v
     }
 }
 
@@ -118,12 +94,11 @@ impl Drop for Bare {
                 let _ = self.engine.remove(&c.record.name, true);
             }
         }
-        remove_cgroup_parent(&self.cgroup_parent);
     }
 }
 
 fn process_exists(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+    crate::common::alive(pid)
 }
 
 fn netns(pid: &str) -> Option<PathBuf> {
@@ -136,7 +111,7 @@ fn netns(pid: &str) -> Option<PathBuf> {
 /// started again; when it passes, the process runs, and its exit is recorded
 /// even when it exits at once.
 fn prepare_runs_between_create_and_start(executor: &str) {
-    let Some(t) = Bare::new("ed", executor) else {
+    let Some(t) = Bare::new(executor) else {
         return;
     };
     t.create("job", "touch /ran; exit 7");
@@ -228,19 +203,10 @@ depends_on = {{ migrate = "completed" }}
 
 /// A host for the stack tests, with the busybox image and the stack in a
 /// manifest directory; `None` (after saying why) off CI without the tools.
-fn host(tag: &str, pool: &str, executor: &str, job: &str) -> Option<(Instance, tempfile::TempDir)> {
-    let tools: &[&str] = if executor == "runc" {
-        &["runc", "busybox", "nft", "ip"]
-    } else {
-        &["busybox", "nft", "ip"]
-    };
-    if !require(tools, true) {
-        return None;
-    }
-    let mut host = Instance::new(tag, pool);
+fn host(executor: &str, job: &str) -> Option<(Instance, tempfile::TempDir)> {
+    let tools: &[&str] = if executor == "runc" { &["runc"] } else { &[] };
+    let mut host = Instance::with_busybox(PROJECT, tools)?;
     host.env.push(("MOOR_EXECUTOR".into(), executor.into()));
-    host.owns(PROJECT);
-    host.import_busybox();
     let dir = tempfile::tempdir().expect("manifest dir");
     write_stack(dir.path(), job);
     Some((host, dir))
@@ -258,14 +224,6 @@ fn moor_on(host: &Instance, verb: &str, dir: &Path, extra: &[&str]) -> Output {
     host.moor(&args)
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// (state, exit code) of a container in `moor ps --all --json`.
 fn state(host: &Instance, name: &str) -> Option<(String, Option<i64>)> {
     host.container(name).map(|c| {
@@ -281,12 +239,8 @@ fn state(host: &Instance, name: &str) -> Option<(String, Option<i64>)> {
 /// gates starts only after it (it finds what the job wrote), and a second
 /// `moor apply` of the converged stack has nothing to do or to wait for.
 fn a_job_that_exits_at_once_on_a_network_gates_the_app(executor: &str) {
-    let (tag, pool) = match executor {
-        "runc" => ("eb", "10.60.128.0/17"),
-        _ => ("ea", "10.60.0.0/17"),
-    };
     let job = "ip -o -4 addr show eth0 > /data/addr; echo migrated > /data/done";
-    let Some((host, dir)) = host(tag, pool, executor, job) else {
+    let Some((host, dir)) = host(executor, job) else {
         return;
     };
     let out = moor_on(&host, "apply", dir.path(), &["--timeout", "60s"]);
@@ -302,9 +256,11 @@ fn a_job_that_exits_at_once_on_a_network_gates_the_app(executor: &str) {
     assert_eq!(String::from_utf8_lossy(&logs.stdout).trim(), "migrated");
     let addr = host.moor(&["exec", "app", "--", "cat", "/data/addr"]);
     let addr = String::from_utf8_lossy(&addr.stdout).to_string();
+    let inet = addr.split_whitespace().skip_while(|w| *w != "inet").nth(1);
     assert!(
-        addr.contains("inet 10.60."),
-        "the job had its address on jnet: {addr:?}"
+        inet.is_some_and(|a| host.slot().in_pool(a)),
+        "the job had its address on jnet, in {}: {addr:?}",
+        host.slot().pool()
     );
 
     // Converged: the exited job is not waited for, nor run again.
@@ -326,7 +282,7 @@ fn a_job_that_exits_at_once_on_a_network_gates_the_app(executor: &str) {
 /// once, and fixing the job runs it again and starts the app.
 #[test]
 fn a_failed_job_blocks_its_dependant_until_it_is_fixed() {
-    let Some((host, dir)) = host("ec", "10.61.0.0/17", "builtin", "exit 3") else {
+    let Some((host, dir)) = host("builtin", "exit 3") else {
         return;
     };
     let out = moor_on(&host, "apply", dir.path(), &["--timeout", "60s"]);
@@ -364,19 +320,7 @@ fn a_failed_job_blocks_its_dependant_until_it_is_fixed() {
     assert_eq!(state(&host, "app").map(|s| s.0).as_deref(), Some("running"));
 }
 
-/// One `#[test]` per executor for each scenario above.
-macro_rules! on_every_executor {
-    ($($name:ident),* $(,)?) => {
-        mod builtin {
-            $( #[test] fn $name() { super::$name("builtin") } )*
-        }
-        mod runc {
-            $( #[test] fn $name() { super::$name("runc") } )*
-        }
-    };
-}
-
-on_every_executor!(
+crate::common::on_every_executor!(
     prepare_runs_between_create_and_start,
     a_job_that_exits_at_once_on_a_network_gates_the_app,
 );

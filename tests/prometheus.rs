@@ -3,16 +3,12 @@
 //! that runs the example stack.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use crate::common::{self, free_port, http_get, wait_for};
+use crate::common::instance::Instance;
+use crate::common::{self, KillOnDrop, edit, free_port, http_get, wait_for};
 
-const NET: &str = "prmfront";
-const TABLE: &str = "moor_test_prom";
-const POOL: &str = "10.85.0.0/16";
-const CGROUP_PARENT: &str = "moor-test-prom";
 const PROJECT: &str = "promstack";
 
 /// `promtool check config` accepts examples/prometheus/prometheus.yml, and it
@@ -150,7 +146,7 @@ fn url_encode(s: &str) -> String {
 
 /// A Prometheus server on loopback with its own storage, killed on drop.
 struct Prometheus {
-    child: Child,
+    _child: KillOnDrop,
     port: u16,
     dir: tempfile::TempDir,
 }
@@ -170,19 +166,23 @@ impl Prometheus {
         .expect("write prometheus config");
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log");
-        let child = Command::new(common::which("prometheus").expect("prometheus"))
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--storage.tsdb.retention.time=1h")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus");
-        let p = Self { child, port, dir };
+        let child = KillOnDrop::spawn(
+            Command::new(common::which("prometheus").expect("prometheus"))
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--storage.tsdb.retention.time=1h")
+                .stdout(Stdio::null())
+                .stderr(log),
+        );
+        let p = Self {
+            _child: child,
+            port,
+            dir,
+        };
         wait_for("prometheus to be ready", Duration::from_secs(60), || {
             http_get(p.port, "/-/ready").is_some_and(|(c, _)| c == 200)
         });
@@ -218,206 +218,52 @@ impl Prometheus {
     }
 }
 
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A state dir, a copy of the example, a running agent; all torn down on drop.
-struct Stack {
-    state: tempfile::TempDir,
-    dir: PathBuf,
-    _src: tempfile::TempDir,
-    agent: Option<Child>,
-    metrics_port: u16,
-}
-
-impl Stack {
-    fn command(&self) -> Command {
-        let mut c = Command::new(common::moor_bin());
-        c.env("MOOR_STATE_DIR", self.state.path())
-            .env("MOOR_NFT_TABLE", TABLE)
-            .env("MOOR_NET_POOL", POOL)
-            .env("MOOR_CGROUP_PARENT", CGROUP_PARENT);
-        c
-    }
-
-    fn moor(&self, args: &[&str]) -> std::process::Output {
-        self.command().args(args).output().expect("run moor")
-    }
-
-    fn start_agent(&mut self) {
-        let log = std::fs::File::create(self.state.path().join("agent.log")).expect("agent log");
-        let child = self
-            .command()
-            .args(["agent", "--source"])
-            .arg(&self.dir)
-            .args([
-                "-p",
-                PROJECT,
-                "--metrics-addr",
-                &format!("127.0.0.1:{}", self.metrics_port),
-                "--resync",
-                "2s",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start moor agent");
-        self.agent = Some(child);
-    }
-
-    fn stop_agent(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &a.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while a.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-    }
-
-    fn agent_log(&self) -> String {
-        std::fs::read_to_string(self.state.path().join("agent.log")).unwrap_or_default()
-    }
-
-    fn container(&self, name: &str) -> Option<serde_json::Value> {
-        let out = self.moor(&["ps", "--all", "--json"]);
-        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c["name"] == name)
-    }
-
-    fn pid(&self, name: &str) -> Option<i64> {
-        self.container(name).and_then(|c| c["pid"].as_i64())
-    }
-
-    fn edit(&self, file: &str, from: &str, to: &str) {
-        let path = self.dir.join(file);
-        let text = std::fs::read_to_string(&path).expect("read manifest");
-        assert!(text.contains(from), "{file} does not contain {from:?}");
-        std::fs::write(&path, text.replacen(from, to, 1)).expect("write manifest");
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        self.stop_agent();
-        let out = self.moor(&["down", "-p", PROJECT, "--volumes"]);
-        if !out.status.success() {
-            eprintln!(
-                "cleanup: moor down failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", TABLE])
-            .status();
-        common::remove_cgroup_parent(CGROUP_PARENT);
-    }
-}
-
-fn setup() -> Option<Stack> {
-    if !common::require(&["prometheus", "promtool", "busybox", "nft", "ip"], true) {
-        return None;
-    }
-    let state = tempfile::tempdir().expect("state dir");
-    let src = tempfile::tempdir().expect("source dir");
-    let dir = src.path().join("manifests");
-    common::copy_tree(&common::repo_root().join("examples/manifests"), &dir);
-    let stack = Stack {
-        state,
-        dir,
-        _src: src,
-        agent: None,
-        metrics_port: free_port(),
-    };
-    // Keep clear of other tests and of a real moor on this machine.
-    let web_port = free_port();
-    for (file, from, to) in [
-        (
-            "stack.toml",
-            "[networks.front]",
-            format!("[networks.{NET}]"),
-        ),
-        (
-            "stack.toml",
-            "subnet = \"10.89.1.0/24\"",
-            "subnet = \"10.85.77.0/24\"".to_string(),
-        ),
-        (
-            "stack.toml",
-            "networks = [\"front\"]",
-            format!("networks = [\"{NET}\"]"),
-        ),
-        (
-            "stack.toml",
-            "127.0.0.1:8080:80",
-            format!("127.0.0.1:{web_port}:80"),
-        ),
-        (
-            "fetcher.yaml",
-            "networks: [front]",
-            format!("networks: [{NET}]"),
-        ),
-    ] {
-        stack.edit(file, from, &to);
-    }
-    let import = Command::new("bash")
-        .arg(common::repo_root().join("examples/busybox-image.sh"))
-        .arg(common::moor_bin())
-        .env("MOOR_STATE_DIR", stack.state.path())
-        .output()
-        .expect("run busybox-image.sh");
-    assert!(
-        import.status.success(),
-        "image import failed: {}",
-        String::from_utf8_lossy(&import.stderr)
-    );
-    Some(stack)
-}
-
 /// A real Prometheus scrapes the agent every second while it runs the
 /// example stack; its HTTP API shows what the agent did.
 #[test]
 fn prometheus_scrapes_the_agent_running_the_example() {
-    let Some(mut s) = setup() else { return };
+    let Some(mut s) = Instance::with_busybox(PROJECT, &["prometheus", "promtool"]) else {
+        return;
+    };
+    let src = tempfile::tempdir().expect("source dir");
+    let (dir, _) = crate::stack::example(&s, src.path());
+    let stack = dir.join("stack.toml");
 
     // Start with a broken manifest: the agent answers but is not ready.
-    s.edit("stack.toml", "init     = true", "init     = tru");
-    s.start_agent();
+    edit(&stack, "init     = true", "init     = tru");
+    s.start_agent(&[
+        "--source",
+        dir.to_str().expect("utf-8"),
+        "-p",
+        PROJECT,
+        "--resync",
+        "2s",
+    ]);
     wait_for("/healthz", Duration::from_secs(30), || {
-        http_get(s.metrics_port, "/healthz").is_some_and(|(c, _)| c == 200)
+        http_get(s.port, "/healthz").is_some_and(|(c, _)| c == 200)
     });
     wait_for(
         "the source error in /status",
         Duration::from_secs(30),
         || {
-            http_get(s.metrics_port, "/status")
+            http_get(s.port, "/status")
                 .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
                 .is_some_and(|v| v["sources"][0]["error"].is_string())
         },
     );
     assert_eq!(
-        http_get(s.metrics_port, "/readyz").map(|(c, _)| c),
+        http_get(s.port, "/readyz").map(|(c, _)| c),
         Some(503),
         "/readyz before the first reconcile\n{}",
         s.agent_log()
     );
 
-    let prom = Prometheus::start(s.metrics_port);
+    let prom = Prometheus::start(s.port);
 
     // Fixed: the first reconcile brings the stack up and the agent is ready.
-    s.edit("stack.toml", "init     = tru", "init     = true");
+    edit(&stack, "init     = tru", "init     = true");
     wait_for("/readyz to answer 200", Duration::from_secs(90), || {
-        http_get(s.metrics_port, "/readyz").is_some_and(|(c, _)| c == 200)
+        http_get(s.port, "/readyz").is_some_and(|(c, _)| c == 200)
     });
     wait_for("both containers running", Duration::from_secs(90), || {
         ["web", "fetcher"].iter().all(|n| {
@@ -427,12 +273,12 @@ fn prometheus_scrapes_the_agent_running_the_example() {
     });
 
     // /status lists every resource of the example with its state.
-    let (_, body) = http_get(s.metrics_port, "/status").expect("/status");
+    let (_, body) = http_get(s.port, "/status").expect("/status");
     let status: serde_json::Value = serde_json::from_str(&body).expect("/status is JSON");
     let resources = status["resources"].as_array().expect("resources").clone();
     for (kind, name) in [
         ("image", "localhost/moor-example/busybox:1"),
-        ("network", NET),
+        ("network", "front"),
         ("volume", "site"),
         ("container", "web"),
         ("container", "fetcher"),
@@ -465,11 +311,7 @@ fn prometheus_scrapes_the_agent_running_the_example() {
         .value("sum(moor_reconcile_total)")
         .expect("moor_reconcile_total is scraped");
     let web_pid = s.pid("web").expect("web runs");
-    s.edit(
-        "stack.toml",
-        "GREETING = \"hello\"",
-        "GREETING = \"bonjour\"",
-    );
+    edit(&stack, "GREETING = \"hello\"", "GREETING = \"bonjour\"");
     wait_for("web to be replaced", Duration::from_secs(60), || {
         s.pid("web").is_some_and(|p| p != web_pid)
     });

@@ -12,12 +12,9 @@ const BUSYBOX: &str = "localhost/moor-example/busybox:1";
 /// container's `/` mode 0700, so no non-root process could run in it.
 #[test]
 fn a_root_umask_does_not_lock_non_root_containers_out() {
-    if !common::require(&["busybox", "nft", "ip"], true) {
+    let Some(host) = Instance::with_busybox("umask", &[]) else {
         return;
-    }
-    let mut host = Instance::new("g1", "10.72.0.0/16");
-    host.owns("umask");
-    host.import_busybox();
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
         dir.path().join("stack.toml"),

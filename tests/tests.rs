@@ -5,21 +5,26 @@
 //! says loudly that it did not run.
 
 mod agent;
+mod build;
 mod cli;
 mod common;
+mod compose;
 mod containers;
 mod crash;
 mod dns;
 mod fleet;
 mod git_agent;
+mod harness;
 mod hostile;
 mod image;
 mod layers;
+mod loopback;
 mod metrics;
 mod network_modes;
 mod networks;
 mod noop;
 mod oneshot;
+mod policy;
 mod prometheus;
 mod real;
 mod regression;

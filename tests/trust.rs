@@ -2,43 +2,17 @@
 //! behind a bearer token (and `moor status --token-file`), the git webhooks
 //! on their own address, and a body over the cap.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use crate::common::instance::{Instance, http_post};
-use crate::common::{self, free_port, http_get, wait_for};
+use crate::common::instance::Instance;
+use crate::common::{self, free_port, git, http_get, http_get_with, http_post, wait_for};
 
 const TOKEN: &str = "status-t0ken-do-not-log";
 const HOOK_SECRET: &str = "hook-s3cret-do-not-log";
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@moor.invalid"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `GET path` with an `Authorization` header: the status code.
 fn get_with(port: u16, path: &str, authorization: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: x\r\nAuthorization: {authorization}\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    buf.split_whitespace().nth(1)?.parse().ok()
+    http_get_with(port, path, &[("Authorization", authorization)]).map(|(code, _)| code)
 }
 
 #[test]
@@ -46,7 +20,7 @@ fn status_token_and_webhooks_on_their_own_address() {
     if !common::require(&["nft", "ip", "git"], true) {
         return;
     }
-    let mut host = Instance::new("ta", "10.70.0.0/16");
+    let mut host = Instance::new();
     host.owns("trust");
     let tmp = tempfile::tempdir().expect("tempdir");
     let (bare, work) = (tmp.path().join("r.git"), tmp.path().join("work"));
@@ -170,7 +144,7 @@ fn a_bad_env_file_line_reaches_neither_status_nor_the_log() {
     if !common::require(&["nft", "ip"], true) {
         return;
     }
-    let mut host = Instance::new("tb", "10.71.0.0/16");
+    let mut host = Instance::new();
     host.owns("envs");
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("envs");

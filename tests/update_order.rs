@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::instance::Instance;
-use crate::common::{self};
+use crate::common::{self, text};
 
 const PROJECT: &str = "order";
 
@@ -69,14 +69,6 @@ fn apply(host: &Instance, dir: &Path) -> std::process::Output {
     ])
 }
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// The rows of `moor ps --all --json` named `name`.
 fn rows(host: &Instance, name: &str) -> Vec<serde_json::Value> {
     host.containers()
@@ -97,15 +89,7 @@ fn events(host: &Instance) -> Vec<String> {
 
 /// The address of `name`'s current container on its network.
 fn address(host: &Instance, name: &str) -> String {
-    let out = host.moor(&["exec", name, "--", "ip", "-4", "-o", "addr", "show", "eth0"]);
-    assert!(out.status.success(), "moor exec ip: {}", text(&out));
-    let line = String::from_utf8_lossy(&out.stdout).to_string();
-    line.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string()
+    host.container_ipv4(name).to_string()
 }
 
 /// What the network's DNS answers for `name`, asked from `client`.
@@ -123,12 +107,9 @@ fn position(events: &[String], line: &str) -> usize {
 
 #[test]
 fn start_first_runs_the_new_container_before_stopping_the_old() {
-    if !common::require(&["busybox", "nft", "ip"], true) {
+    let Some(mut host) = Instance::with_busybox(PROJECT, &[]) else {
         return;
-    }
-    let mut host = Instance::new("uo", "10.79.0.0/16");
-    host.owns(PROJECT);
-    host.import_busybox();
+    };
     let src = tempfile::tempdir().expect("source dir");
     let dir = src.path();
     let write = |greeting: &str| {
@@ -282,12 +263,9 @@ healthcheck  = {{ cmd = ["test", "-e", "/data/go-{greeting}"], interval = "300ms
 
 #[test]
 fn an_update_killed_half_way_converges_to_one_container() {
-    if !common::require(&["busybox", "nft", "ip"], true) {
+    let Some(host) = Instance::with_busybox(PROJECT, &[]) else {
         return;
-    }
-    let mut host = Instance::new("uo2", "10.78.0.0/16");
-    host.owns(PROJECT);
-    host.import_busybox();
+    };
     let src = tempfile::tempdir().expect("source dir");
     let dir = src.path();
     let gate = tempfile::tempdir().expect("gate dir");

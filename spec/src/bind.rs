@@ -1,8 +1,10 @@
 //! Bind mounts whose source lives next to the manifests.
 //!
 //! A relative source (`./conf/nginx.conf`) is resolved against the manifest
-//! file's directory, and its content is hashed into the container's spec hash:
-//! editing a config file in git redeploys exactly the containers that read it.
+//! file's directory, and the content of a read-only one is hashed into the
+//! container's spec hash: editing a config file in git redeploys exactly the
+//! containers that read it. (A read-write one is the container's own data:
+//! hashing it would replace the container whenever it writes.)
 
 use std::fs;
 use std::io::Read;
@@ -161,8 +163,8 @@ mod tests {
             PathBuf::from("/repo/app/conf/x")
         );
         assert_eq!(
-            resolve(Path::new("/repo/app"), Path::new("../shared/y")),
-            PathBuf::from("/repo/shared/y")
+            resolve(Path::new("/repo/app"), Path::new("../common/y")),
+            PathBuf::from("/repo/common/y")
         );
         assert_eq!(
             resolve(Path::new("../m/app"), Path::new("../../conf")),

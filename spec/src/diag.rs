@@ -29,6 +29,9 @@ pub fn io_reason(e: &std::io::Error) -> String {
 pub enum Severity {
     /// The manifests are invalid and will not be applied.
     Error,
+    /// Something is not done as written (a Compose key moor does not
+    /// support, ignored); the manifests are applied all the same.
+    Warning,
 }
 
 /// One problem in one manifest file, rendered as `path:line:column: error: message`.
@@ -67,6 +70,19 @@ impl Diagnostic {
         }
     }
 
+    /// A warning at `pos` of `file` about `field`: it does not refuse a load.
+    pub fn warning(
+        file: &Path,
+        pos: Pos,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            severity: Severity::Warning,
+            ..Self::error(file, pos, field, message)
+        }
+    }
+
     fn sort_key(&self) -> (&Path, u32, u32, &str, &str) {
         (
             &self.file,
@@ -82,6 +98,7 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let severity = match self.severity {
             Severity::Error => "error",
+            Severity::Warning => "warning",
         };
         write!(
             f,
@@ -115,6 +132,8 @@ pub struct Diagnostics {
     kept: HashMap<PathBuf, usize>,
     /// How many more were found about each file, and not kept.
     omitted: BTreeMap<PathBuf, usize>,
+    /// Whether an error is among those not kept.
+    errors_omitted: bool,
 }
 
 impl Diagnostics {
@@ -129,6 +148,7 @@ impl Diagnostics {
             *kept += 1;
             self.list.push(d);
         } else {
+            self.errors_omitted |= d.severity == Severity::Error;
             *self.omitted.entry(d.file).or_default() += 1;
         }
     }
@@ -138,9 +158,15 @@ impl Diagnostics {
         for d in other.list {
             self.push(d);
         }
+        self.errors_omitted |= other.errors_omitted;
         for (file, n) in other.omitted {
             *self.omitted.entry(file).or_default() += n;
         }
+    }
+
+    /// True when at least one diagnostic (kept or not) is an error.
+    pub fn has_errors(&self) -> bool {
+        self.errors_omitted || self.list.iter().any(|d| d.severity == Severity::Error)
     }
 
     /// True when nothing was found.

@@ -23,18 +23,49 @@ use crate::tree::Tree;
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 4 << 20;
 
 /// How manifests are loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Manifest files larger than this (in bytes) are refused with a
     /// diagnostic, unread.
     pub max_file_size: u64,
+    /// What the manifests may ask of the host (see [`crate::policy`]);
+    /// `None`: anything.
+    pub policy: Option<crate::Policy>,
+    /// What a read-write bind into the source's tree does (see [`crate::writes`]).
+    pub writes: crate::Writes,
+    /// Directories (real paths) whose files are never read: where
+    /// containers were seen writing.
+    pub skip: Vec<PathBuf>,
+    /// The environment Compose files are interpolated with (`${VAR}`); it
+    /// wins over a `.env` file beside the Compose file. Empty by default:
+    /// the agent passes its own.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// The Compose profiles enabled: a service with `profiles` runs only
+    /// when one of them is here (or in `COMPOSE_PROFILES`).
+    pub profiles: std::collections::BTreeSet<String>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            policy: None,
+            writes: crate::Writes::default(),
+            skip: Vec::new(),
+            env: Default::default(),
+            profiles: Default::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for LoadOptions {
+    // The environment's values may be secrets: only its names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("max_file_size", &self.max_file_size)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("profiles", &self.profiles)
+            .finish()
     }
 }
 
@@ -93,9 +124,15 @@ pub fn load_with<P: AsRef<Path>>(
 }
 
 /// The manifest files under `paths` (sorted, each once) with their trees,
-/// and what could not be walked.
-pub(crate) fn walk<P: AsRef<Path>>(paths: &[P]) -> (Vec<(PathBuf, Tree)>, Diagnostics) {
-    let mut walk = Walk::default();
+/// and what could not be walked; nothing under `skip` (real paths) is read.
+pub(crate) fn walk<P: AsRef<Path>>(
+    paths: &[P],
+    skip: &[PathBuf],
+) -> (Vec<(PathBuf, Tree)>, Diagnostics) {
+    let mut walk = Walk {
+        skip: skip.to_vec(),
+        ..Walk::default()
+    };
     for p in paths {
         walk.explicit(p.as_ref());
     }
@@ -180,6 +217,8 @@ struct Walk {
     /// Directories already walked, by device and inode: a symlink loop (or
     /// a directory given twice) is read once.
     seen_dirs: HashSet<(u64, u64)>,
+    /// Directories not walked (see [`LoadOptions::skip`]).
+    skip: Vec<PathBuf>,
 }
 
 impl Walk {
@@ -220,7 +259,7 @@ impl Walk {
         let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         children.sort();
         for child in children {
-            if !is_hidden(&child) {
+            if !is_hidden(&child) && !crate::writes::is_under(&child, &self.skip) {
                 self.child(&child, tree);
             }
         }
@@ -306,21 +345,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("repo");
         let app = root.join("app");
-        std::fs::create_dir_all(root.join("shared/v1")).unwrap();
-        std::fs::create_dir_all(root.join("shared/v2")).unwrap();
+        std::fs::create_dir_all(root.join("common/v1")).unwrap();
+        std::fs::create_dir_all(root.join("common/v2")).unwrap();
         std::fs::create_dir_all(&app).unwrap();
-        std::fs::write(root.join("shared/v1/site.conf"), "one").unwrap();
-        std::fs::write(root.join("shared/v2/site.conf"), "two").unwrap();
-        std::fs::write(root.join("shared/common.env"), "A=1\n").unwrap();
+        std::fs::write(root.join("common/v1/site.conf"), "one").unwrap();
+        std::fs::write(root.join("common/v2/site.conf"), "two").unwrap();
+        std::fs::write(root.join("common/common.env"), "A=1\n").unwrap();
         // A directory link, a file link through `..` and an env file link,
         // all inside the tree.
-        symlink("../shared/v1", app.join("conf")).unwrap();
-        symlink("../shared/v1/site.conf", app.join("site.conf")).unwrap();
-        symlink("../shared/common.env", app.join("app.env")).unwrap();
+        symlink("../common/v1", app.join("conf")).unwrap();
+        symlink("../common/v1/site.conf", app.join("site.conf")).unwrap();
+        symlink("../common/common.env", app.join("app.env")).unwrap();
         std::fs::write(
             app.join("app.toml"),
             "[containers.app]\nimage = \"busybox\"\nenv_file = \"app.env\"\n\
-             mounts = [\"./conf:/etc/site\", \"./site.conf:/etc/site.conf\"]\n",
+             mounts = [\"./conf:/etc/site:ro\", \"./site.conf:/etc/site.conf:ro\"]\n",
         )
         .unwrap();
         let load_root = || load(&[&root]).unwrap_or_else(|d| panic!("{d}"));
@@ -332,13 +371,13 @@ mod tests {
         );
 
         // The content behind a link is what is hashed: editing it redeploys.
-        std::fs::write(root.join("shared/v1/site.conf"), "one, edited").unwrap();
+        std::fs::write(root.join("common/v1/site.conf"), "one, edited").unwrap();
         let edited = load_root();
         assert_ne!(bind_digest(&edited, "/etc/site"), dir1);
         assert_ne!(bind_digest(&edited, "/etc/site.conf"), file1);
         // And so is a link pointed elsewhere.
         std::fs::remove_file(app.join("conf")).unwrap();
-        symlink("../shared/v2", app.join("conf")).unwrap();
+        symlink("../common/v2", app.join("conf")).unwrap();
         let moved = load_root();
         assert_ne!(
             bind_digest(&moved, "/etc/site"),
@@ -348,12 +387,91 @@ mod tests {
         let m = &moved.containers["app"].spec.mounts;
         assert!(m.iter().any(|m| matches!(&m.source,
             crate::MountSource::Bind { source, .. } if source.ends_with("app/conf"))));
-        // Loaded from `app` alone, `../shared` is outside its tree.
+        // Loaded from `app` alone, `../common` is outside its tree.
         let err = load(&[&app]).unwrap_err().to_string();
         assert!(
             err.contains("which leads outside the source's tree"),
             "{err}"
         );
+    }
+
+    /// A relative bind records the root of its tree (absolute, also for a
+    /// tree given as a relative path), beneath which the runtime opens it;
+    /// the hash leaves the root out, so that where a tree starts redeploys
+    /// nothing and hashes from before the field stay the same.
+    #[test]
+    fn relative_binds_record_their_tree_which_the_hash_leaves_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        std::fs::create_dir_all(root.join("app/conf")).unwrap();
+        std::fs::write(
+            root.join("app/app.toml"),
+            "[containers.app]\nimage = \"busybox\"\n\
+             mounts = [\"./conf:/etc/site\", \"/srv/data:/data\"]\n",
+        )
+        .unwrap();
+        let state = load(&[&root]).unwrap_or_else(|d| panic!("{d}"));
+        let spec = &state.containers["app"].spec;
+        let tree_of = |target: &str| match &spec
+            .mounts
+            .iter()
+            .find(|m| m.target == target)
+            .unwrap()
+            .source
+        {
+            crate::MountSource::Bind { source, tree, .. } => (source.clone(), tree.clone()),
+            other => panic!("not a bind: {other:?}"),
+        };
+        assert_eq!(
+            tree_of("/etc/site"),
+            (root.join("app/conf"), Some(root.clone()))
+        );
+        assert_eq!(tree_of("/data"), (PathBuf::from("/srv/data"), None));
+        let hash = crate::hash::container(spec);
+        let mut without = spec.clone();
+        for m in &mut without.mounts {
+            if let crate::MountSource::Bind { tree, .. } = &mut m.source {
+                *tree = None;
+            }
+        }
+        assert_eq!(crate::hash::container(&without), hash);
+        // A tree named by a relative path is recorded absolute.
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff(&root, &cwd);
+        let state = load(&[&relative]).unwrap_or_else(|d| panic!("{d}"));
+        let mounts = &state.containers["app"].spec.mounts;
+        match &mounts
+            .iter()
+            .find(|m| m.target == "/etc/site")
+            .unwrap()
+            .source
+        {
+            crate::MountSource::Bind {
+                source,
+                tree: Some(tree),
+                ..
+            } => {
+                assert!(tree.is_absolute(), "{}", tree.display());
+                assert_eq!(source.strip_prefix(tree).unwrap(), Path::new("app/conf"));
+                assert_eq!(
+                    std::fs::canonicalize(tree).unwrap(),
+                    std::fs::canonicalize(&root).unwrap()
+                );
+            }
+            other => panic!("not a relative bind: {other:?}"),
+        }
+    }
+
+    /// `path` relative to `base` (both absolute), through `..` as needed.
+    fn pathdiff(path: &Path, base: &Path) -> PathBuf {
+        let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
+        let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        let mut out = PathBuf::new();
+        for _ in common..b.len() {
+            out.push("..");
+        }
+        out.extend(&p[common..]);
+        out
     }
 
     #[test]

@@ -351,6 +351,10 @@ pub struct DesiredState {
     pub volumes: BTreeMap<String, Resource<VolumeSpec>>,
     /// `[containers]`
     pub containers: BTreeMap<String, Resource<ContainerSpec>>,
+    /// What the load warned about (Compose keys moor ignores): shown to
+    /// the user, never a reason to refuse the state, and not stored.
+    #[serde(skip)]
+    pub warnings: Box<crate::diag::Diagnostics>,
 }
 
 impl DesiredState {

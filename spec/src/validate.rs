@@ -168,10 +168,12 @@ pub(crate) fn finish(
     c.diags.extend(found);
     c.diags.extend(found_between);
 
-    if !c.diags.is_empty() {
-        c.diags.sort();
+    c.diags.sort();
+    if c.diags.has_errors() {
         return Err(c.diags);
     }
+    // Only warnings: the state is applied, and carries them.
+    state.warnings = Box::new(std::mem::take(&mut c.diags));
     let chosen: Vec<(&ContainerDraft, &Image)> = first
         .iter()
         .map(|&i| (here.containers[i], &resolved[i]))

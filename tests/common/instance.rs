@@ -1,49 +1,107 @@
-//! One moor "host" for end-to-end tests: its own state dir, nftables table,
-//! address pool and cgroup parent, an optional running agent, and everything
-//! torn down on drop (agent stopped, projects downed, DNS resolver stopped,
-//! table and cgroups removed), so tests can run several side by side and
-//! clean up when they fail.
+//! One moor "host" for end-to-end tests: a state dir in a [`Slot`] of its
+//! own (bridge prefix, nftables table, address pool, cgroup parent), an
+//! optional running agent, and everything torn down on drop (agent stopped,
+//! projects downed, the state dir's DNS resolver and processes stopped,
+//! then what the slot owns removed), so that tests — and whole test runs —
+//! can run side by side and clean up when they fail.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{free_port, http_get, moor_bin, remove_cgroup_parent};
+use super::slot::Slot;
+use super::{free_port, host, http_get, moor_bin};
 
-/// A moor instance. `tag` keeps its host-wide names apart from other tests'.
+/// A moor instance.
 pub struct Instance {
+    /// Dropped before `state`: what the slot owns goes before the dir.
+    slot: Arc<Slot>,
     /// The state dir.
-    pub state: tempfile::TempDir,
-    /// Short, unique among tests running at once (≤ 6 characters).
+    state: tempfile::TempDir,
+    /// The slot's tag (`t7`), for messages and names.
     pub tag: String,
     /// Where its agent serves HTTP.
     pub port: u16,
-    /// Extra environment for every moor command.
+    /// The environment of every moor command (the slot's settings and the
+    /// state dir); a test may add to it or change it.
     pub env: Vec<(String, String)>,
     agent: Option<Child>,
     projects: Vec<String>,
 }
 
 impl Instance {
-    /// A fresh instance; `pool` is its address pool (a /16 nothing else uses).
-    pub fn new(tag: &str, pool: &str) -> Self {
-        assert!(tag.len() <= 6, "tag {tag:?} too long for interface names");
-        let state = tempfile::tempdir().expect("state dir");
-        let env = vec![
-            ("MOOR_STATE_DIR".into(), state.path().display().to_string()),
-            ("MOOR_NFT_TABLE".into(), format!("moor_t_{tag}")),
-            ("MOOR_NET_POOL".into(), pool.into()),
-            ("MOOR_CGROUP_PARENT".into(), format!("moor-t-{tag}")),
-            ("MOOR_BRIDGE_PREFIX".into(), format!("m{tag}-")),
-        ];
+    /// A fresh instance in a slot of its own.
+    pub fn new() -> Self {
+        Self::in_slot(Arc::new(Slot::claim()))
+    }
+
+    /// The usual start of an end-to-end test: an instance that owns
+    /// `project` and has the example's busybox image, when busybox, nft, ip,
+    /// `tools` and root are there (see [`super::require`]).
+    pub fn with_busybox(project: &str, tools: &[&str]) -> Option<Self> {
+        let all: Vec<&str> = ["busybox", "nft", "ip"]
+            .iter()
+            .chain(tools)
+            .copied()
+            .collect();
+        if !super::require(&all, true) {
+            return None;
+        }
+        let mut host = Self::new();
+        host.owns(project);
+        host.import_busybox();
+        Some(host)
+    }
+
+    /// A second state dir in `other`'s slot: the same bridge prefix, table,
+    /// pool and cgroup parent (two moors that would collide).
+    pub fn beside(other: &Instance) -> Self {
+        Self::in_slot(other.slot.clone())
+    }
+
+    fn in_slot(slot: Arc<Slot>) -> Self {
+        let state = Self::state_dir(&slot);
+        let mut env = slot.env();
+        env.push(("MOOR_STATE_DIR".into(), state.path().display().to_string()));
         Self {
+            tag: slot.tag(),
+            slot,
             state,
-            tag: tag.into(),
             port: free_port(),
             env,
             agent: None,
             projects: Vec::new(),
         }
+    }
+
+    /// Replaces the state dir with a new, empty one in the same slot (the
+    /// same bridge prefix, table and pool), removing the old one the way an
+    /// operator resets a host: `rm -rf`, whatever still runs on it.
+    pub fn replace_state_dir(&mut self) {
+        assert!(self.agent.is_none(), "stop the agent first");
+        let fresh = Self::state_dir(&self.slot);
+        for (k, v) in &mut self.env {
+            if k == "MOOR_STATE_DIR" {
+                *v = fresh.path().display().to_string();
+            }
+        }
+        drop(std::mem::replace(&mut self.state, fresh));
+    }
+
+    /// A new state dir, recorded in `slot`.
+    fn state_dir(slot: &Slot) -> tempfile::TempDir {
+        let state = tempfile::Builder::new()
+            .prefix(&format!("moor-{}-", slot.tag()))
+            .tempdir()
+            .expect("state dir");
+        slot.adopt(state.path());
+        state
+    }
+
+    /// The slot: names, pool and subnets this instance may use.
+    pub fn slot(&self) -> &Slot {
+        &self.slot
     }
 
     /// The state dir.
@@ -55,15 +113,27 @@ impl Instance {
     pub fn command(&self) -> Command {
         let mut c = Command::new(moor_bin());
         c.env_remove("MOOR_LOG").env_remove("MOOR_LOG_FORMAT");
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
     /// Runs `moor ARGS…` and returns its output.
     pub fn moor(&self, args: &[&str]) -> Output {
         self.command().args(args).output().expect("run moor")
+    }
+
+    /// Runs `moor ARGS…`, asserts that it succeeded, and returns its stdout.
+    #[track_caller]
+    pub fn moor_ok(&self, args: &[&str]) -> String {
+        let out = self.moor(args);
+        assert!(
+            out.status.success(),
+            "{}: moor {args:?} failed ({}):\n{}",
+            self.tag,
+            out.status,
+            super::text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Remembers `project` so that drop runs `moor down -p project --volumes`.
@@ -75,13 +145,12 @@ impl Instance {
 
     /// Imports the example's busybox image (`localhost/moor-example/busybox:1`).
     pub fn import_busybox(&self) {
-        let mut c = Command::new("bash");
-        c.arg(super::repo_root().join("examples/busybox-image.sh"))
-            .arg(moor_bin());
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
-        let out = c.output().expect("run busybox-image.sh");
+        let out = Command::new("bash")
+            .arg(super::repo_root().join("examples/busybox-image.sh"))
+            .arg(moor_bin())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run busybox-image.sh");
         assert!(
             out.status.success(),
             "image import failed: {}",
@@ -103,20 +172,17 @@ impl Instance {
         c.arg("agent")
             .args(args)
             .args(["--metrics-addr", &format!("127.0.0.1:{}", self.port)])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log);
-        for (k, v) in env {
-            c.env(k, v);
-        }
         self.agent = Some(c.spawn().expect("start moor agent"));
     }
 
     /// SIGTERM, then SIGKILL after 20 s.
     pub fn stop_agent(&mut self) {
         if let Some(mut a) = self.agent.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &a.id().to_string()])
-                .status();
+            let pid = rustix::process::Pid::from_child(&a);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
             let deadline = Instant::now() + Duration::from_secs(20);
             while a.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
@@ -159,12 +225,43 @@ impl Instance {
         self.containers().into_iter().find(|c| c["name"] == name)
     }
 
+    /// The pid of a container, from `moor ps --all --json`.
+    pub fn pid(&self, name: &str) -> Option<i64> {
+        self.container(name).and_then(|c| c["pid"].as_i64())
+    }
+
+    /// True while `name` runs, as `moor ps` says.
+    pub fn running(&self, name: &str) -> bool {
+        self.container(name)
+            .is_some_and(|c| c["state"] == "running")
+    }
+
+    /// One network from `moor networks --json`.
+    pub fn network(&self, name: &str) -> Option<serde_json::Value> {
+        let out = self.moor(&["networks", "--json"]);
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|n| n["name"] == name)
+    }
+
     /// The running container's environment variable, read through `moor exec`.
     pub fn container_env(&self, name: &str, var: &str) -> Option<String> {
         let out = self.moor(&["exec", name, "--", "sh", "-c", &format!("echo \"${var}\"")]);
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The IPv4 address of a running container's `eth0`, through `moor exec`.
+    pub fn container_ipv4(&self, name: &str) -> std::net::Ipv4Addr {
+        let out = self.moor_ok(&["exec", name, "--", "ip", "-4", "-o", "addr", "show", "eth0"]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no address of {name} in {out:?}", self.tag))
     }
 }
 
@@ -180,56 +277,8 @@ impl Drop for Instance {
                 );
             }
         }
-        // `down` keeps the default network, and with it the state dir's
-        // DNS resolver (which would also stop once the dir is removed).
-        moor_runtime::net::resolver::stop(self.dir());
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &format!("moor_t_{}", self.tag)])
-            .stderr(Stdio::null())
-            .status();
-        // Bridges `down` could not remove would block the next run.
-        if let Ok(out) = Command::new("ip").args(["-o", "link", "show"]).output() {
-            let prefix = format!("m{}-", self.tag);
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                if let Some(name) = line.split(": ").nth(1)
-                    && let Some(name) = name.split('@').next()
-                    && name.starts_with(&prefix)
-                {
-                    let _ = Command::new("ip").args(["link", "del", name]).status();
-                }
-            }
-        }
-        remove_cgroup_parent(&format!("moor-t-{}", self.tag));
+        // `down` keeps the default network, and with it the resolver; a
+        // failed test may leave anything. The slot removes the rest.
+        host::stop_state_dir(self.dir());
     }
-}
-
-/// `POST path` with `headers` and `body` on 127.0.0.1:port: the status code and the body.
-pub fn http_post(
-    port: u16,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let addr = ([127, 0, 0, 1], port).into();
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut req = format!(
-        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).ok()?;
-    s.write_all(body).ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
 }

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 
 use super::layers::{self, Layer, OCI_MANIFEST, TestImage, digest, file, tar_of};
+use super::registry::Registry;
 use super::stderr;
 
 const USER: &str = "alice";
@@ -185,10 +186,9 @@ fn auth_file(dir: &Path, registry: &str) -> std::path::PathBuf {
 }
 
 fn pull(state: &Path, auth: &Path, reference: &str, env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(crate::common::moor_bin());
+    let mut c = crate::common::moor_command();
     c.args(["--state-dir", state.to_str().unwrap(), "image", "pull"])
-        .args(["--registry-auth", auth.to_str().unwrap(), reference])
-        .env_remove("MOOR_STATE_DIR");
+        .args(["--registry-auth", auth.to_str().unwrap(), reference]);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -399,102 +399,15 @@ fn a_broken_credentials_file_is_named_not_quoted() {
 /// its password is [`PASSWORD`].
 const HTPASSWD: &str = "alice:$2b$04$q2mhtP6N4OJx1izFjeDTpekQoN/H8LnpyLuiPld9/B0Xovf9POmPy\n";
 
-/// A real registry (Debian's `docker-registry`) with basic auth; killed on drop.
-struct RealRegistry {
-    child: std::process::Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl RealRegistry {
-    fn start() -> Option<Self> {
-        if !crate::common::require(&["docker-registry"], false) {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let addr = format!("127.0.0.1:{}", super::registry::free_port());
-        std::fs::write(dir.path().join("htpasswd"), HTPASSWD).unwrap();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: {addr}\nauth:\n  htpasswd:\n    realm: moor-test\n    path: {}\n",
-                dir.path().join("data").display(),
-                dir.path().join("htpasswd").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(crate::common::which("docker-registry").unwrap())
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        let r = RealRegistry {
-            child,
-            addr,
-            _dir: dir,
-        };
-        crate::common::wait_for(
-            "docker-registry",
-            std::time::Duration::from_secs(20),
-            || {
-                ureq::get(&format!("http://{}/v2/", r.addr))
-                    .header("Authorization", basic())
-                    .call()
-                    .is_ok()
-            },
-        );
-        Some(r)
-    }
-
-    /// Pushes `image` as `test/img:1`, with alice's credentials.
-    fn push(&self, image: &TestImage) {
-        let blobs = std::iter::once(&image.config).chain(image.layers.iter().map(|l| &l.blob));
-        for blob in blobs {
-            let resp = ureq::post(&format!("http://{}/v2/test/img/blobs/uploads/", self.addr))
-                .header("Authorization", basic())
-                .send_empty()
-                .unwrap();
-            let location = resp.headers().get("location").unwrap().to_str().unwrap();
-            let url = if location.starts_with("http") {
-                location.to_string()
-            } else {
-                format!("http://{}{location}", self.addr)
-            };
-            let sep = if url.contains('?') { '&' } else { '?' };
-            ureq::put(&format!("{url}{sep}digest={}", digest(blob)))
-                .header("Authorization", basic())
-                .header("Content-Type", "application/octet-stream")
-                .send(blob)
-                .unwrap();
-        }
-        ureq::put(&format!("http://{}/v2/test/img/manifests/1", self.addr))
-            .header("Authorization", basic())
-            .header("Content-Type", OCI_MANIFEST)
-            .send(&image.manifest[..])
-            .unwrap();
-    }
-}
-
-impl Drop for RealRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Against a real registry with basic auth: the file's entry for it pulls,
 /// an entry for the same host on another port does not, nor does no file.
 #[test]
 fn a_real_registry_with_basic_auth_takes_only_its_own_entry() {
-    let Some(registry) = RealRegistry::start() else {
+    let Some(registry) = Registry::start_with_auth(HTPASSWD, basic()) else {
         return;
     };
     let image = small_image();
-    registry.push(&image);
+    registry.push("test/img", "1", &image);
     let tmp = tempfile::tempdir().unwrap();
     let reference = format!("{}/test/img:1", registry.addr);
     let other_port = auth_file(tmp.path(), "127.0.0.1:1");

@@ -24,7 +24,7 @@
 
 mod images;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::instance::Instance;
@@ -39,9 +39,23 @@ fn prerequisites() -> bool {
     common::require(&["mmdebstrap", "nft", "ip"], true)
 }
 
+/// An instance that owns the project `real` and has the named images, and
+/// a directory (in the work dir returned first) for the manifests; `None`
+/// (after saying why) without the prerequisites.
+fn setup(names: &[&str]) -> Option<(Instance, tempfile::TempDir, PathBuf)> {
+    if !prerequisites() {
+        return None;
+    }
+    let mut host = Instance::new();
+    host.owns("real");
+    import(&host, names);
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("real");
+    Some((host, work, dir))
+}
+
 /// Imports the named images into `host`.
 fn import(host: &Instance, names: &[&str]) {
-    common::moor_bin();
     let started = Instant::now();
     for name in names {
         images::import(host, images().get(name));
@@ -69,10 +83,16 @@ fn images_toml(names: &[&str]) -> String {
 const ALL: &[&str] = &["postgres", "redis", "app", "nginx"];
 
 /// The database on network `back`, its data on the named volume `pgdata`.
-fn database() -> String {
+/// The subnet is pinned (from the instance's pool): the database lets its
+/// own subnets in (pg_hba.conf, written once into the volume), and
+/// subnets allocated by `apply`, which creates networks side by side, may
+/// come out in another order after `down`.
+fn database(host: &Instance) -> String {
+    let subnet = host.slot().subnet(1);
     format!(
         r#"
 [networks.back]
+subnet = "{subnet}"
 
 [volumes.pgdata]
 
@@ -111,10 +131,11 @@ depends_on = {{ db = "healthy" }}
 /// The whole stack: db and cache on `back`, the migration job, the app on
 /// `back` and `front` once the migration completed, nginx on `front`
 /// published on 127.0.0.1:`port`.
-fn stack(port: u16, app_version: &str) -> String {
+fn stack(host: &Instance, port: u16, app_version: &str) -> String {
     format!(
         r#"{images}{database}{migration}
 [networks.front]
+subnet = "{front}"
 
 [containers.cache]
 image       = "redis"
@@ -139,8 +160,9 @@ depends_on  = {{ app = "healthy" }}
 healthcheck = {{ http = "http://localhost:80/nginx-health", interval = "1s", retries = 3, start_period = "60s" }}
 "#,
         images = images_toml(ALL),
-        database = database(),
+        database = database(host),
         migration = migration(false),
+        front = host.slot().subnet(2),
     )
 }
 
@@ -294,9 +316,8 @@ fn images_build_import_and_run_as_their_users() {
     if !prerequisites() {
         return;
     }
-    let mut host = Instance::new("ra", "10.66.0.0/18");
+    let mut host = Instance::new();
     host.owns("real");
-    common::moor_bin();
     let imported = images().import_into(&host);
     eprintln!("imported every image in {imported:.1}s");
 
@@ -421,14 +442,9 @@ extra_hosts  = ["app:127.0.0.1"]
 /// its working directory, with its environment.
 #[test]
 fn exec_runs_as_the_containers_user_in_its_working_directory() {
-    if !prerequisites() {
+    let Some((host, _work, dir)) = setup(&["app"]) else {
         return;
-    }
-    let mut host = Instance::new("rg", "10.67.128.0/18");
-    host.owns("real");
-    import(&host, &["app"]);
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("real");
+    };
     let manifest = format!(
         r#"{images}
 [containers.app]
@@ -458,16 +474,11 @@ network_mode = "none"
 /// the stack up again.
 #[test]
 fn stack_through_apply() {
-    if !prerequisites() {
+    let Some((mut host, _work, dir)) = setup(ALL) else {
         return;
-    }
-    let mut host = Instance::new("rb", "10.66.64.0/18");
-    host.owns("real");
-    import(&host, ALL);
+    };
     let port = free_port();
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("real");
-    write_manifest(&dir, &stack(port, "1"));
+    write_manifest(&dir, &stack(&host, port, "1"));
     apply(&host, &dir);
 
     // The migration ran to completion before the app started, and the
@@ -508,7 +519,7 @@ fn stack_through_apply() {
     // resolved `app` once, still reaches it.
     let second = visit(port).expect("second visit");
     assert_eq!(second["visits"], 2, "{second}");
-    write_manifest(&dir, &stack(port, "2"));
+    write_manifest(&dir, &stack(&host, port, "2"));
     apply(&host, &dir);
     let third = visit_when_ready(&host, port, "after replacing the app");
     assert_eq!(third["version"], "2", "the app was not replaced: {third}");
@@ -537,14 +548,7 @@ fn stack_through_apply() {
         "moor down: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let fresh = tempfile::tempdir().expect("new state dir");
-    for (k, v) in &mut host.env {
-        if k == "MOOR_STATE_DIR" {
-            *v = fresh.path().display().to_string();
-        }
-    }
-    // Dropping the old one removes it (rm -rf).
-    drop(std::mem::replace(&mut host.state, fresh));
+    host.replace_state_dir();
     import(&host, ALL);
     apply(&host, &dir);
     let again = visit_when_ready(&host, port, "with a new state dir");
@@ -557,16 +561,11 @@ fn stack_through_apply() {
 /// data stays.
 #[test]
 fn stack_through_the_agent() {
-    if !prerequisites() {
+    let Some((mut host, _work, dir)) = setup(ALL) else {
         return;
-    }
-    let mut host = Instance::new("rc", "10.66.128.0/18");
-    host.owns("real");
-    import(&host, ALL);
+    };
     let port = free_port();
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("real");
-    write_manifest(&dir, &stack(port, "1"));
+    write_manifest(&dir, &stack(&host, port, "1"));
     host.start_agent(&[
         "--source",
         dir.to_str().expect("utf-8"),
@@ -619,7 +618,7 @@ fn stack_through_the_agent() {
     assert_eq!(second["visits"], 2, "data lost with the database: {second}");
 
     // An edited manifest replaces the app; the data stays.
-    write_manifest(&dir, &stack(port, "2"));
+    write_manifest(&dir, &stack(&host, port, "2"));
     let deadline = Instant::now() + Duration::from_secs(120);
     let third = loop {
         check_agent(&mut host);
@@ -651,14 +650,9 @@ fn stack_through_the_agent() {
 /// `moor apply` fails naming it, and the app never runs.
 #[test]
 fn a_failed_migration_keeps_the_app_down() {
-    if !prerequisites() {
+    let Some((host, _work, dir)) = setup(&["postgres", "app"]) else {
         return;
-    }
-    let mut host = Instance::new("rd", "10.66.192.0/18");
-    host.owns("real");
-    import(&host, &["postgres", "app"]);
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("real");
+    };
     let manifest = format!(
         r#"{images}{database}{migration}
 [containers.app]
@@ -668,7 +662,7 @@ networks   = ["back"]
 depends_on = {{ migrate = "completed" }}
 "#,
         images = images_toml(&["postgres", "app"]),
-        database = database(),
+        database = database(&host),
         migration = migration(true),
     );
     write_manifest(&dir, &manifest);
@@ -713,14 +707,9 @@ depends_on = {{ migrate = "completed" }}
 /// by name resolution as that user.
 #[test]
 fn files_moor_writes_are_readable_by_a_non_root_user() {
-    if !prerequisites() {
+    let Some((host, _work, dir)) = setup(&["app"]) else {
         return;
-    }
-    let mut host = Instance::new("re", "10.67.0.0/18");
-    host.owns("real");
-    import(&host, &["app"]);
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("real");
+    };
     let script = "id -un; for f in /etc/hosts /etc/hostname /etc/resolv.conf; do \
                   if cat $f >/dev/null; then echo readable $f; else echo unreadable $f; fi; done; \
                   python3 -c 'import socket; print(\"resolved\", socket.gethostbyname(\"peer\"))'; \
@@ -764,8 +753,12 @@ networks = ["net"]
             "{f} is not readable by nobody:\n{logs}"
         );
     }
+    let resolved = logs
+        .lines()
+        .find_map(|l| l.strip_prefix("resolved "))
+        .unwrap_or_default();
     assert!(
-        logs.contains("resolved 10.67."),
+        host.slot().in_pool(resolved),
         "nobody could not resolve a peer by name:\n{logs}"
     );
 }
@@ -775,14 +768,9 @@ networks = ["net"]
 /// (`redis-cli ping`, to 127.0.0.1) answers.
 #[test]
 fn loopback_is_up_without_a_network() {
-    if !prerequisites() {
+    let Some((host, _work, dir)) = setup(&["redis"]) else {
         return;
-    }
-    let mut host = Instance::new("rf", "10.67.64.0/18");
-    host.owns("real");
-    import(&host, &["redis"]);
-    let work = tempfile::tempdir().expect("tempdir");
-    let dir = work.path().join("real");
+    };
     let manifest = format!(
         r#"{images}
 [containers.cache]

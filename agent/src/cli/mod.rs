@@ -5,6 +5,7 @@
 
 mod agent;
 mod apply;
+mod build;
 mod common;
 mod cp;
 mod dev;
@@ -18,7 +19,6 @@ mod lists;
 mod logs;
 mod plan;
 mod ps;
-mod shim;
 mod stats;
 mod status;
 mod top;
@@ -30,6 +30,7 @@ use clap::{Parser, Subcommand};
 
 pub use agent::AgentArgs;
 pub use apply::ApplyArgs;
+pub use build::{BuildArgs, BuildNetwork};
 pub use common::{HostArgs, ProjectArgs};
 pub use cp::CpArgs;
 pub use dev::{DevCommand, DevRunArgs};
@@ -43,7 +44,6 @@ pub use lists::ListArgs;
 pub use logs::LogsArgs;
 pub use plan::PlanArgs;
 pub use ps::PsArgs;
-pub use shim::ShimArgs;
 pub use stats::StatsArgs;
 pub use status::StatusArgs;
 pub use top::TopArgs;
@@ -126,9 +126,6 @@ pub enum Command {
     Pause(NamesArgs),
     /// Thaw paused containers.
     Unpause(NamesArgs),
-    /// The per-container supervisor (started by moor itself).
-    #[command(hide = true)]
-    Shim(ShimArgs),
     /// The state dir's DNS resolver (started by moor itself).
     #[command(hide = true)]
     Dns,
@@ -137,6 +134,8 @@ pub enum Command {
     Dev(DevCommand),
     /// Manage images: pull, import, rm, prune.
     Image(ImageArgs),
+    /// Build an image from a Dockerfile on moor's own engine.
+    Build(BuildArgs),
 }
 
 #[cfg(test)]

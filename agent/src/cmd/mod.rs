@@ -4,6 +4,7 @@
 
 mod agent;
 mod apply;
+mod build;
 mod common;
 mod cp;
 mod dev;
@@ -18,7 +19,6 @@ mod logs;
 mod plan;
 mod project;
 mod ps;
-mod shim;
 mod stats;
 mod status;
 mod top;
@@ -49,7 +49,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restart(a) => lifecycle::run(&cli.state_dir, Verb::Restart, &a.names, a.timeout),
         Command::Pause(a) => lifecycle::run(&cli.state_dir, Verb::Pause, &a.names, None),
         Command::Unpause(a) => lifecycle::run(&cli.state_dir, Verb::Unpause, &a.names, None),
-        Command::Shim(args) => shim::run(args),
         Command::Dns => dns::run(&cli.state_dir),
         Command::Dev(cmd) => dev::run(&cli.state_dir, cmd),
         Command::Images(args) => image::list(&cli.state_dir, args),
@@ -57,5 +56,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Volumes(args) => lists::volumes(&cli.state_dir, args),
         Command::Inspect(args) => inspect::run(&cli.state_dir, args),
         Command::Image(args) => image::run(&cli.state_dir, args),
+        Command::Build(args) => build::run(&cli.state_dir, args),
     }
 }

@@ -10,7 +10,8 @@ use crate::cli::ValidateArgs;
 
 pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     let host = args.host.identity()?;
-    let result = moor_spec::load_with(&args.paths, Some(&host), &args.host.load_options());
+    let options = super::project::load_options(&args.host)?;
+    let result = moor_spec::load_with(&args.paths, Some(&host), &options);
     if args.json {
         let out = match &result {
             Ok(state) => json!({
@@ -18,14 +19,18 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
                 "host": host,
                 "files": files(state),
                 "resources": counts(state),
-                "diagnostics": [],
+                "diagnostics": state.warnings,
             }),
             Err(diags) => json!({ "valid": false, "diagnostics": diags }),
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         match &result {
-            Ok(state) => println!("valid: {}", summary(state)),
+            Ok(state) => {
+                // Warnings (Compose keys moor ignores) do not make it invalid.
+                eprint!("{}", state.warnings);
+                println!("valid: {}", summary(state));
+            }
             Err(diags) => report(diags),
         }
     }

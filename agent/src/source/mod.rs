@@ -6,6 +6,7 @@ pub mod dir;
 pub mod git;
 pub mod poll;
 pub mod webhook;
+pub mod written;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -103,6 +104,18 @@ impl Loader {
         }
     }
 
+    /// The same loader (sharing what it keeps), with `profiles` enabled
+    /// too: a source's own Compose profiles.
+    pub fn with_profiles(&self, profiles: &[String]) -> Self {
+        let mut options = self.options.clone();
+        options.profiles.extend(profiles.iter().cloned());
+        Self {
+            host: self.host.clone(),
+            options,
+            kept: self.kept.clone(),
+        }
+    }
+
     /// The desired state in `dir` for this host, or every diagnostic as text.
     /// `dir` is the source's tree: relative paths in the manifests must not
     /// leave it.
@@ -129,6 +142,11 @@ impl Loader {
             reused = stats.reused,
             "manifests loaded"
         );
+        if let Ok(state) = &result {
+            for w in state.warnings.iter() {
+                tracing::warn!(dir = %dir.display(), "{w}");
+            }
+        }
         result.map_err(|d| d.to_string())
     }
 
@@ -279,6 +297,29 @@ mod tests {
         assert!(
             !shown.contains("other") && !shown.contains("s3cr3t"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_source_enables_its_own_compose_profiles() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
+        write(
+            dir,
+            "compose.yaml",
+            "services:\n  app:\n    image: busybox\n  exporter:\n    image: busybox\n    profiles: [metrics]\n",
+        );
+        let loader = Loader::default();
+        let names = |l: &Loader| -> Vec<String> {
+            l.load(dir).expect("valid").containers.into_keys().collect()
+        };
+        assert_eq!(names(&loader), ["app"]);
+        let with = loader.with_profiles(&["metrics".to_string()]);
+        assert_eq!(names(&with), ["app", "exporter"]);
+        assert_eq!(
+            names(&loader),
+            ["app"],
+            "the loader it came from is unchanged"
         );
     }
 

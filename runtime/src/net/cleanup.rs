@@ -129,9 +129,7 @@ impl Networks {
         for n in state.networks.values() {
             let alias = self.bridge_alias(&n.name);
             let prefix = n.subnet.prefix_len();
-            if bridge::intact(&links, &addrs, &alias, &n.bridge, n.gateway, prefix) {
-                bridge::route_localnet(&n.bridge)?;
-            } else {
+            if !bridge::intact(&links, &addrs, &alias, &n.bridge, n.gateway, prefix) {
                 bridge::create(&alias, &n.bridge, n.gateway, prefix, self.mtu())?;
                 report.repaired_bridges.push(n.bridge.clone());
             }
@@ -163,6 +161,9 @@ impl Networks {
             }
         }
         self.load_rules(&state, true)?;
+        for n in state.networks.values() {
+            bridge::allow_localnet(&n.bridge)?;
+        }
         self.file().save(&held, &state)?;
         if state.networks.is_empty() {
             self.reload_dns();

@@ -1,0 +1,572 @@
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::model::{DependCondition, HealthTest, NetworkMode, RestartPolicy};
+use crate::{DesiredState, Diagnostics, LoadOptions, MountSource, Severity};
+
+fn write(root: &Path, rel: &str, text: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+fn load_opts(root: &Path, options: &LoadOptions) -> Result<DesiredState, Diagnostics> {
+    crate::load_with(&[root], None, options)
+}
+
+fn load(root: &Path) -> Result<DesiredState, Diagnostics> {
+    load_opts(root, &LoadOptions::default())
+}
+
+fn ok(r: Result<DesiredState, Diagnostics>) -> DesiredState {
+    r.unwrap_or_else(|d| panic!("should load:\n{d}"))
+}
+
+fn err(r: Result<DesiredState, Diagnostics>) -> String {
+    match r {
+        Ok(s) => panic!("should fail; loaded {:?}", s.containers.keys()),
+        Err(d) => d.to_string(),
+    }
+}
+
+const STACK: &str = "\
+services:
+  web:
+    image: nginx:1.25
+    command: [\"nginx\", \"-g\", \"daemon off;\"]
+    environment:
+      MODE: prod
+      WORKERS: 4
+    ports:
+      - \"8080:80\"
+      - target: 443
+        published: 8443
+        host_ip: 127.0.0.1
+        protocol: tcp
+    volumes:
+      - ./site:/usr/share/nginx/html:ro
+      - type: volume
+        source: cache
+        target: /var/cache/nginx
+      - type: tmpfs
+        target: /tmp
+        tmpfs:
+          size: 1m
+    networks:
+      front:
+      back:
+        aliases: [www]
+        ipv4_address: 10.7.0.10
+    depends_on:
+      db:
+        condition: service_healthy
+      migrate:
+        condition: service_completed_successfully
+    restart: unless-stopped
+    user: \"101:101\"
+    working_dir: /srv
+    deploy:
+      resources:
+        limits: {cpus: '0.5', memory: 64M, pids: 100}
+      update_config: {order: start-first}
+    stop_grace_period: 1m30s
+  db:
+    image: postgres:16
+    environment: [POSTGRES_PASSWORD=secret]
+    healthcheck:
+      test: [\"CMD-SHELL\", \"pg_isready -U postgres\"]
+      interval: 5s
+      retries: 10
+      start_period: 30s
+    volumes: [\"data:/var/lib/postgresql/data\"]
+    networks: [back]
+    mem_limit: 256m
+  migrate:
+    image: busybox
+    command: echo migrated
+    networks: [back]
+  worker:
+    image: busybox
+    deploy: {replicas: 3, restart_policy: {condition: on-failure, max_attempts: 4}}
+networks:
+  front: {}
+  back:
+    internal: true
+    ipam:
+      config:
+        - subnet: 10.7.0.0/24
+          gateway: 10.7.0.1
+volumes:
+  data: {}
+  cache:
+";
+
+#[test]
+fn a_web_db_stack_maps_onto_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "compose.yaml", STACK);
+    write(tmp.path(), "site/index.html", "hi");
+    let s = ok(load(tmp.path()));
+    assert!(s.warnings.is_empty(), "{}", s.warnings);
+    let web = &s.containers["web"].spec;
+    assert_eq!(web.image.to_string(), "docker.io/library/nginx:1.25");
+    assert_eq!(
+        web.command.as_deref().unwrap(),
+        ["nginx", "-g", "daemon off;"]
+    );
+    assert_eq!(web.env["MODE"], "prod");
+    assert_eq!(web.env["WORKERS"], "4");
+    let ports: Vec<String> = web.ports.iter().map(|p| p.to_string()).collect();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert!(
+        ports.iter().any(|p| p.contains("127.0.0.1:8443:443")),
+        "{ports:?}"
+    );
+    assert_eq!(web.mounts.len(), 3);
+    assert!(web.mounts.iter().any(|m| m.target == "/usr/share/nginx/html"
+        && m.read_only
+        && matches!(&m.source, MountSource::Bind { source, .. } if source.ends_with("site"))));
+    assert!(web.mounts.iter().any(|m| m.target == "/tmp"
+        && m.source
+            == MountSource::Tmpfs {
+                size: Some(1 << 20)
+            }));
+    assert_eq!(web.networks.len(), 2);
+    let back = web.networks.iter().find(|n| n.network == "back").unwrap();
+    assert_eq!(back.aliases, ["www"]);
+    assert_eq!(back.ipv4_address, Some("10.7.0.10".parse().unwrap()));
+    assert_eq!(web.depends_on["db"], DependCondition::Healthy);
+    assert_eq!(web.depends_on["migrate"], DependCondition::Completed);
+    assert_eq!(web.restart, RestartPolicy::UnlessStopped);
+    assert_eq!(web.user.as_deref(), Some("101:101"));
+    assert_eq!(web.working_dir.as_deref(), Some("/srv"));
+    assert_eq!(s.containers["worker"].spec.replicas, 3);
+    assert_eq!(
+        s.containers["worker"].spec.restart,
+        RestartPolicy::OnFailure {
+            max_retries: Some(4)
+        }
+    );
+    assert_eq!(web.resources.cpus, Some(0.5));
+    assert_eq!(web.resources.memory, Some(64 << 20));
+    assert_eq!(web.resources.pids, Some(100));
+    assert_eq!(web.update_order, crate::UpdateOrder::StartFirst);
+    assert_eq!(web.stop_grace_period, Duration::from_secs(90));
+    let db = &s.containers["db"].spec;
+    assert_eq!(db.env["POSTGRES_PASSWORD"], "secret");
+    let h = db.healthcheck.as_ref().unwrap();
+    assert_eq!(
+        h.test,
+        HealthTest::Cmd(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "pg_isready -U postgres".into()
+        ])
+    );
+    assert_eq!(
+        (h.interval, h.retries, h.start_period),
+        (Duration::from_secs(5), 10, Duration::from_secs(30))
+    );
+    assert_eq!(db.resources.memory, Some(256 << 20));
+    assert!(s.networks["back"].spec.internal);
+    assert_eq!(
+        s.networks["back"].spec.subnet,
+        Some("10.7.0.0/24".parse().unwrap())
+    );
+    assert!(s.volumes.contains_key("data") && s.volumes.contains_key("cache"));
+    assert_eq!(
+        s.containers["migrate"].spec.command.as_deref().unwrap(),
+        ["echo", "migrated"]
+    );
+}
+
+#[test]
+fn unsupported_keys_are_warnings_at_their_place_and_the_load_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "docker-compose.yml",
+        "services:\n  web:\n    image: busybox\n    build: .\n    privileged: true\n    ulimits:\n      nofile: 1024\n    imagee: x\n    x-mine: 1\n    volumes: [\"data:/d:nocopy\", \"/anon\"]\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      start_interval: 1s\nvolumes:\n  data:\n    driver: nfs\n",
+    );
+    let s = ok(load(tmp.path()));
+    let shown: Vec<String> = s
+        .warnings
+        .iter()
+        .map(|d| {
+            assert_eq!(d.severity, Severity::Warning);
+            format!("{}:{}: {}: {}", d.line, d.column, d.field, d.message)
+        })
+        .collect();
+    let expect = [
+        "4:5: services.web.build: moor does not build images; ignored",
+        "5:5: services.web.privileged: not supported by moor yet; ignored",
+        "6:5: services.web.ulimits: not supported",
+        "8:5: services.web.imagee: unknown key; ignored; did you mean \"image\"?",
+        "10:15: services.web.volumes[0]: nocopy is not supported",
+        "10:33: services.web.volumes[1]: an anonymous volume",
+        "13:7: services.web.healthcheck.start_interval: not supported",
+        "16:5: volumes.data.driver: not supported",
+    ];
+    assert_eq!(shown.len(), expect.len(), "{shown:#?}");
+    for (got, want) in shown.iter().zip(expect) {
+        assert!(got.starts_with(want), "{got} should start with {want}");
+    }
+    assert_eq!(s.containers["web"].spec.mounts.len(), 1);
+    let line = s.warnings.iter().next().unwrap().to_string();
+    assert!(
+        line.contains("docker-compose.yml:4:5: warning: services.web.build"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_service_with_neither_image_nor_build_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "compose.yml",
+        "services:\n  a:\n    command: x\n  b:\n    build: ./b\n",
+    );
+    let e = err(load(tmp.path()));
+    assert!(
+        e.contains("compose.yml:2:3: error: services.a: a service needs an image"),
+        "{e}"
+    );
+    assert!(
+        e.contains("compose.yml:5:5: error: services.b.build: moor does not build images"),
+        "{e}"
+    );
+}
+
+#[test]
+fn errors_of_the_lowered_document_keep_the_compose_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  a:\n    image: busybox\n    ports:\n      - target: 80\n        published: 99999\n    restart: sometimes\n",
+    );
+    let e = err(load(tmp.path()));
+    assert!(
+        e.contains("compose.yaml:5:9: error: containers.a.ports[0]"),
+        "{e}"
+    );
+    assert!(
+        e.contains("compose.yaml:7:14: error: containers.a.restart"),
+        "{e}"
+    );
+}
+
+#[test]
+fn profiles_leave_services_out_unless_enabled() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  app:\n    image: busybox\n  debug:\n    image: busybox\n    profiles: [debug]\n  tools:\n    image: busybox\n    profiles: [tools, ops]\n",
+    );
+    let names = |s: DesiredState| s.containers.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(ok(load(tmp.path()))), ["app"]);
+    let mut o = LoadOptions::default();
+    o.profiles.insert("ops".into());
+    assert_eq!(names(ok(load_opts(tmp.path(), &o))), ["app", "tools"]);
+    let mut o = LoadOptions::default();
+    o.env
+        .insert("COMPOSE_PROFILES".into(), "debug,tools".into());
+    assert_eq!(
+        names(ok(load_opts(tmp.path(), &o))),
+        ["app", "debug", "tools"]
+    );
+}
+
+#[test]
+fn interpolation_reads_the_environment_over_dot_env() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        ".env",
+        "TAG=1.36\nPORT=8080\n# comment\nGREETING=from-dotenv\n",
+    );
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  web:\n    image: busybox:${TAG}\n    ports: [\"${PORT:-80}:80\"]\n    environment:\n      GREETING: $GREETING\n      PRICE: $$5\n      HOME:\n      ABSENT:\n",
+    );
+    let mut o = LoadOptions::default();
+    o.env.insert("PORT".into(), "9090".into());
+    o.env.insert("HOME".into(), "/home/moor".into());
+    let s = ok(load_opts(tmp.path(), &o));
+    let web = &s.containers["web"].spec;
+    assert_eq!(web.image.tag.as_deref(), Some("1.36"));
+    assert_eq!(
+        web.ports[0].host_port,
+        Some(9090),
+        "the environment wins over .env"
+    );
+    assert_eq!(web.env["GREETING"], "from-dotenv");
+    assert_eq!(web.env["PRICE"], "$5");
+    assert_eq!(
+        web.env["HOME"], "/home/moor",
+        "a name alone takes the loader's value"
+    );
+    assert!(
+        !web.env.contains_key("ABSENT"),
+        "and is left out when there is none"
+    );
+}
+
+#[test]
+fn interpolation_errors_name_the_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  web:\n    image: busybox\n    environment:\n      - DB=${DB_URL:?set DB_URL}\n    command: echo $5\n",
+    );
+    let e = err(load(tmp.path()));
+    assert!(e.contains("compose.yaml:5:9: error: services.web.environment[0]: required variable DB_URL is missing a value: set DB_URL"), "{e}");
+    assert!(
+        e.contains("compose.yaml:6:14: error: services.web.command: invalid interpolation"),
+        "{e}"
+    );
+}
+
+#[test]
+fn anchors_merge_keys_and_extension_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "x-defaults: &defaults\n  restart: always\n  environment: &env\n    TZ: UTC\n  labels: {tier: app}\nservices:\n  a:\n    <<: *defaults\n    image: busybox\n  b:\n    <<: *defaults\n    image: busybox\n    restart: \"no\"\n    environment:\n      <<: *env\n      B: \"1\"\n",
+    );
+    let s = ok(load(tmp.path()));
+    let (a, b) = (&s.containers["a"].spec, &s.containers["b"].spec);
+    assert_eq!(a.restart, RestartPolicy::Always);
+    assert_eq!(a.labels["tier"], "app");
+    assert_eq!(b.restart, RestartPolicy::No);
+    assert_eq!(
+        b.env,
+        BTreeMap::from([("TZ".into(), "UTC".into()), ("B".into(), "1".into())])
+    );
+}
+
+#[test]
+fn extends_in_the_same_file_and_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "common/base.yml",
+        "services:\n  base:\n    image: busybox:1.36\n    environment: [A=base, B=base]\n    ports: [\"80\"]\n    healthcheck: {test: [\"CMD\", \"true\"], interval: 7s}\n",
+    );
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  tmpl:\n    extends: {file: common/base.yml, service: base}\n    environment: {B: tmpl}\n  web:\n    extends: tmpl\n    environment: [C=web]\n    ports: [\"81\"]\n    healthcheck: {retries: 5}\n",
+    );
+    let s = ok(load(tmp.path()));
+    assert_eq!(s.containers.keys().collect::<Vec<_>>(), ["tmpl", "web"]);
+    assert!(
+        !s.containers.contains_key("base"),
+        "base.yml is data, not a manifest"
+    );
+    let web = &s.containers["web"].spec;
+    assert_eq!(web.image.tag.as_deref(), Some("1.36"));
+    assert_eq!(
+        web.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>(),
+        ["A=base", "B=tmpl", "C=web"]
+    );
+    assert_eq!(web.ports.len(), 2, "lists add up");
+    let h = web.healthcheck.as_ref().unwrap();
+    assert_eq!(
+        (h.interval, h.retries),
+        (Duration::from_secs(7), 5),
+        "tables merge"
+    );
+}
+
+#[test]
+fn extends_that_loops_or_leaves_the_tree_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("repo");
+    write(
+        tmp.path(),
+        "outside.yml",
+        "services:\n  x:\n    image: busybox\n",
+    );
+    write(
+        &root,
+        "compose.yaml",
+        "services:\n  a:\n    extends: b\n  b:\n    extends: a\n  c:\n    image: busybox\n    extends: {file: ../outside.yml, service: x}\n",
+    );
+    let e = err(load(&root));
+    assert!(
+        e.contains(
+            "compose.yaml:3:14: error: services.a.extends: extends \"b\" leads back to itself"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("extends file \"../outside.yml\""), "{e}");
+}
+
+#[test]
+fn errors_in_an_extended_service_of_another_file_point_at_the_extends() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "base.yml",
+        "services:\n  b:\n    image: busybox\n    ports: [\"99999:80\"]\n",
+    );
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  a:\n    extends:\n      file: base.yml\n      service: b\n",
+    );
+    let e = err(load(tmp.path()));
+    assert!(
+        e.contains("compose.yaml:4:7: error: containers.a.ports[0]"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("compose.yaml:4:13"),
+        "a line of base.yml given as one of compose.yaml: {e}"
+    );
+}
+
+#[test]
+fn secrets_and_configs_are_read_only_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "db_password.txt", "pw");
+    write(tmp.path(), "conf/app.ini", "x=1");
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  app:\n    image: busybox\n    secrets: [db_password]\n    configs:\n      - source: app\n        target: /etc/app.ini\nsecrets:\n  db_password: {file: ./db_password.txt}\nconfigs:\n  app: {file: conf/app.ini}\n",
+    );
+    let s = ok(load(tmp.path()));
+    let m: Vec<(String, bool)> = s.containers["app"]
+        .spec
+        .mounts
+        .iter()
+        .map(|m| (m.target.clone(), m.read_only))
+        .collect();
+    assert_eq!(
+        m,
+        [
+            ("/etc/app.ini".to_string(), true),
+            ("/run/secrets/db_password".to_string(), true)
+        ]
+    );
+}
+
+#[test]
+fn names_collide_with_moors_own_manifests() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  web:\n    image: busybox\n",
+    );
+    write(
+        tmp.path(),
+        "web.toml",
+        "[containers.web]\nimage = \"busybox\"\n",
+    );
+    let e = err(load(tmp.path()));
+    assert!(
+        e.contains("defined") || e.contains("twice") || e.contains("duplicate"),
+        "{e}"
+    );
+    assert!(e.contains("compose.yaml") && e.contains("web.toml"), "{e}");
+}
+
+#[test]
+fn network_mode_and_the_default_network() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  a:\n    image: busybox\n  b:\n    image: busybox\n    network_mode: \"service:a\"\n  c:\n    image: busybox\n    network_mode: host\nnetworks:\n  default:\n    ipam: {config: [{subnet: 10.9.0.0/24}]}\n",
+    );
+    let s = ok(load(tmp.path()));
+    assert_eq!(s.containers["a"].spec.networks[0].network, "default");
+    assert_eq!(
+        s.containers["b"].spec.network_mode,
+        NetworkMode::Container("a".into())
+    );
+    assert_eq!(s.containers["c"].spec.network_mode, NetworkMode::Host);
+    assert_eq!(
+        s.networks["default"].spec.subnet,
+        Some("10.9.0.0/24".parse().unwrap())
+    );
+}
+
+#[test]
+fn a_loader_decodes_again_when_dot_env_or_an_extends_file_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), ".env", "TAG=1\n");
+    write(
+        tmp.path(),
+        "base.yml",
+        "services:\n  b:\n    image: busybox\n    environment: [X=1]\n",
+    );
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  a:\n    image: busybox:${TAG}\n    extends: {file: base.yml, service: b}\n",
+    );
+    // base.yml is not a Compose file name: moor would read it as its own
+    // manifest too; here it is given the compose file only.
+    let file = tmp.path().join("compose.yaml");
+    let mut loader = crate::Loader::default();
+    let s = loader.load(&[&file], None).unwrap();
+    assert_eq!(s.containers["a"].spec.image.tag.as_deref(), Some("1"));
+    loader.load(&[&file], None).unwrap();
+    assert_eq!(loader.last_load().reused, 1);
+    write(tmp.path(), ".env", "TAG=2\n");
+    let s = loader.load(&[&file], None).unwrap();
+    assert_eq!(loader.last_load().reused, 0);
+    assert_eq!(s.containers["a"].spec.image.tag.as_deref(), Some("2"));
+    write(
+        tmp.path(),
+        "base.yml",
+        "services:\n  b:\n    image: busybox\n    environment: [X=2]\n",
+    );
+    let s = loader.load(&[&file], None).unwrap();
+    assert_eq!(loader.last_load().reused, 0);
+    assert_eq!(s.containers["a"].spec.env["X"], "2");
+}
+
+#[test]
+fn many_services_extending_a_large_service_are_refused_quickly() {
+    // Hostile: a thousand services extend a service of a 1 MiB file: a
+    // gigabyte of copies, and a thousand reads and parses of the file.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut base = String::from("services:\n  b:\n    image: busybox\n    labels:\n");
+    while base.len() < 1 << 20 {
+        base.push_str(&format!("      k{}: v\n", base.len()));
+    }
+    write(tmp.path(), "base.yml", &base);
+    let mut text = String::from("services:\n");
+    for i in 0..1000 {
+        text.push_str(&format!(
+            "  s{i}:\n    extends: {{file: base.yml, service: b}}\n"
+        ));
+    }
+    write(tmp.path(), "compose.yaml", &text);
+    let started = std::time::Instant::now();
+    let e = err(load(tmp.path()));
+    assert!(
+        e.contains("extends copies more than 100000 values"),
+        "{}",
+        &e[..e.len().min(2000)]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}

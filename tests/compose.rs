@@ -1,0 +1,131 @@
+//! A Compose file end to end: `moor apply` of a directory holding only a
+//! `compose.yaml` (and its `.env`) brings the stack up on the real kernel,
+//! with interpolation from the environment and `.env`, anchors, a profile
+//! left out, `depends_on: service_healthy`, a network with a subnet and a
+//! published port that serves traffic; a config file bind-mounted beside
+//! the Compose file is data, not a manifest.
+
+use std::time::Duration;
+
+use crate::common::instance::Instance;
+use crate::common::{free_port, http_get, wait_for};
+
+const PROJECT: &str = "compose";
+
+const COMPOSE: &str = r#"
+x-common: &common
+  image: localhost/moor-example/busybox:1
+  restart: always
+  init: true
+services:
+  web:
+    <<: *common
+    command: ["sh", "-c", "mkdir -p /www && echo \"$${GREETING}\" > /www/index.html && exec httpd -f -p 80 -h /www"]
+    environment:
+      GREETING: ${GREETING:?GREETING is in .env}
+    ports: ["127.0.0.1:${WEB_PORT}:80"]
+    volumes:
+      - ./conf:/etc/extra:ro
+    networks: [front]
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "-", "http://127.0.0.1:80/"]
+      interval: 1s
+      retries: 30
+  fetcher:
+    <<: *common
+    command: ["sh", "-c", "while true; do wget -q -O - http://web/; sleep 1; done"]
+    networks: [front]
+    depends_on:
+      web:
+        condition: service_healthy
+  debug:
+    <<: *common
+    profiles: [debug]
+    command: ["sleep", "1000"]
+networks:
+  front:
+    ipam:
+      config:
+        - subnet: SUBNET
+"#;
+
+#[test]
+fn a_compose_stack_comes_up_and_serves_traffic() {
+    let Some(mut s) = Instance::with_busybox(PROJECT, &[]) else {
+        return;
+    };
+    let src = tempfile::tempdir().expect("source dir");
+    let dir = src.path().join("stack");
+    std::fs::create_dir_all(dir.join("conf")).unwrap();
+    let compose = COMPOSE.replace("SUBNET", &s.slot().subnet(86));
+    std::fs::write(dir.join("compose.yaml"), compose).unwrap();
+    std::fs::write(dir.join(".env"), "GREETING=hello from compose\n").unwrap();
+    // YAML that is not a manifest: moor would refuse it as one.
+    std::fs::write(dir.join("conf/httpd.yml"), "not: [a, manifest\n").unwrap();
+    let web_port = free_port();
+    s.env.push(("WEB_PORT".into(), web_port.to_string()));
+
+    let out = s.moor(&["apply", "-p", PROJECT, dir.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "apply: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("web on its published port", Duration::from_secs(60), || {
+        http_get(web_port, "/").is_some_and(|(c, b)| c == 200 && b.contains("hello from compose"))
+    });
+    wait_for(
+        "fetcher to fetch web by name",
+        Duration::from_secs(60),
+        || {
+            let logs = s.moor(&["logs", "fetcher"]);
+            String::from_utf8_lossy(&logs.stdout).contains("hello from compose")
+        },
+    );
+    assert!(
+        s.container("debug").is_none(),
+        "a service of a profile not enabled"
+    );
+    let web = s.container("web").expect("web");
+    assert_eq!(web["health"], "healthy", "{web}");
+    let subnet = s.slot().subnet(86);
+    let prefix = subnet.trim_end_matches("0/24");
+    let ip = s.container_ipv4("web").to_string();
+    assert!(
+        ip.starts_with(prefix),
+        "web's {ip} is on the Compose file's {subnet}"
+    );
+}
+
+#[test]
+fn validate_shows_warnings_and_enables_profiles() {
+    let src = tempfile::tempdir().expect("source dir");
+    let dir = src.path();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        "services:\n  app:\n    image: busybox\n    privileged: true\n  tools:\n    image: busybox\n    profiles: [tools]\n",
+    )
+    .unwrap();
+    let validate = |extra: &[&str]| {
+        let out = std::process::Command::new(crate::common::moor_bin())
+            .arg("validate")
+            .arg(dir)
+            .args(["--host-name", "h"])
+            .args(extra)
+            .output()
+            .expect("moor validate");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, stdout, stderr) = validate(&[]);
+    assert!(ok, "a warning does not make the files invalid: {stderr}");
+    assert!(
+        stderr.contains("docker-compose.yml:4:5: warning: services.app.privileged: not supported by moor yet; ignored"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("1 container"), "{stdout}");
+    let (ok, stdout, _) = validate(&["--profile", "tools"]);
+    assert!(ok);
+    assert!(stdout.contains("2 containers"), "{stdout}");
+}
