@@ -16,7 +16,8 @@ pub fn root() -> PathBuf {
 }
 
 /// Every case: the Compose corpus's stacks (their Compose file) and
-/// `examples/manifests`, by name.
+/// `examples/manifests` and `convert/tests/fixtures/kitchen-sink` (every
+/// field the export maps or warns about), by name.
 pub fn cases() -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(root().join("tests/compose")).expect("tests/compose") {
@@ -37,6 +38,10 @@ pub fn cases() -> Vec<(String, PathBuf)> {
     out.sort();
     assert!(out.len() >= 30, "the corpus has {} stacks", out.len());
     out.push(("examples".into(), root().join("examples/manifests")));
+    out.push((
+        "kitchen-sink".into(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kitchen-sink"),
+    ));
     out
 }
 
