@@ -708,7 +708,8 @@ fn workload(cx: &mut Ctx<'_>, name: &str, s: &ContainerSpec) {
     let mut pod_volumes = Vec::new();
     let mut claims = Vec::new();
     for (i, m) in s.mounts.iter().enumerate() {
-        let field = format!("mounts[{i}]");
+        // Mounts are sorted by target: the target names one.
+        let field = format!("mounts[{}]", m.target);
         let mut vm = Doc::map();
         let mut vol = Doc::map();
         let vname;
