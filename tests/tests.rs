@@ -18,6 +18,7 @@ mod harness;
 mod hostile;
 mod image;
 mod layers;
+mod loopback;
 mod metrics;
 mod network_modes;
 mod networks;

@@ -20,7 +20,6 @@ mod lists;
 mod logs;
 mod plan;
 mod ps;
-mod shim;
 mod stats;
 mod status;
 mod top;
@@ -47,7 +46,6 @@ pub use lists::ListArgs;
 pub use logs::LogsArgs;
 pub use plan::PlanArgs;
 pub use ps::PsArgs;
-pub use shim::ShimArgs;
 pub use stats::StatsArgs;
 pub use status::StatusArgs;
 pub use top::TopArgs;
@@ -134,9 +132,6 @@ pub enum Command {
     Pause(NamesArgs),
     /// Thaw paused containers.
     Unpause(NamesArgs),
-    /// The per-container supervisor (started by moor itself).
-    #[command(hide = true)]
-    Shim(ShimArgs),
     /// The state dir's DNS resolver (started by moor itself).
     #[command(hide = true)]
     Dns,
