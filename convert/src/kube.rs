@@ -401,36 +401,62 @@ fn file_object(
     }
     let base = moor_spec::tree::normalize(&cx.opts.base);
     let rel = source.strip_prefix(&base).ok()?;
+    // The source, with its links resolved, must still be inside the
+    // source's tree: a link out of it is a host path, never read.
+    let real_base = std::fs::canonicalize(&base).ok()?;
+    let real = std::fs::canonicalize(source).ok()?;
+    if !real.starts_with(&real_base) {
+        return None;
+    }
     let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
-    let key = if source.is_dir() {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(source)
+    let mut total: u64 = 0;
+    // Reads one regular file, refusing to read past what an object holds.
+    let mut read = |p: &Path, total: &mut u64| -> Option<Vec<u8>> {
+        let len = std::fs::symlink_metadata(p).ok()?.len();
+        *total = total.saturating_add(len);
+        if *total > MAX_OBJECT_DATA as u64 {
+            return None;
+        }
+        std::fs::read(p).ok()
+    };
+    let key = if real.is_dir() {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&real)
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
         names.sort();
         for p in names {
             let file_name = p.file_name()?.to_string_lossy().into_owned();
-            if p.is_file() {
-                entries.push((file_name, std::fs::read(&p).ok()?));
+            // Not followed: inside a container a link resolves in the
+            // container, so its target here means nothing (or a host file).
+            let is_file = std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_file());
+            if is_file {
+                match read(&p, &mut total) {
+                    Some(data) => entries.push((file_name, data)),
+                    None => break,
+                }
             } else {
                 cx.warn(
                     resource,
                     field,
                     format!(
-                        "{} holds {file_name}, which is not a file: a ConfigMap holds files only; left out",
+                        "{} holds {file_name}, which is not a regular file: a ConfigMap holds files only; left out",
                         rel.display()
                     ),
                 );
             }
         }
         None
-    } else {
+    } else if real.is_file() {
         let file_name = source.file_name()?.to_string_lossy().into_owned();
-        entries.push((file_name.clone(), std::fs::read(source).ok()?));
+        if let Some(data) = read(&real, &mut total) {
+            entries.push((file_name.clone(), data));
+        }
         Some(file_name)
+    } else {
+        return None;
     };
-    let total: usize = entries.iter().map(|(_, v)| v.len()).sum();
-    if total > MAX_OBJECT_DATA {
+    if total > MAX_OBJECT_DATA as u64 {
         cx.warn(
             resource,
             field,

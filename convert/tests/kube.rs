@@ -366,3 +366,45 @@ fn files_in_the_source_become_configmaps_and_secrets() {
         secret.doc.to_yaml()
     );
 }
+
+/// A repository cannot make the export copy host files into a ConfigMap:
+/// a link in a bind-mounted directory is left out, a bind source that is a
+/// link out of the source is a host path, and a file too large for an
+/// object is not read into one.
+#[test]
+fn links_out_of_the_source_and_huge_files_are_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(conf.join("ok.conf"), "fine\n").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", conf.join("stolen")).unwrap();
+    let big = std::fs::File::create(dir.path().join("big.bin")).unwrap();
+    big.set_len(2 << 20).unwrap();
+    std::fs::write(
+        dir.path().join("m.toml"),
+        "[containers.a]\nimage = \"busybox\"\nmounts = [\"./conf:/etc/conf:ro\", \"./big.bin:/big:ro\"]\n",
+    )
+    .unwrap();
+    let state = moor_spec::load(&[dir.path()]).unwrap();
+    let opts = Options {
+        project: "p".into(),
+        base: dir.path().to_path_buf(),
+        ..Options::default()
+    };
+    let e = export(&state, &opts).unwrap();
+    let all = e.stream();
+    assert!(!all.contains("root:"), "a host file leaked:\n{all}");
+    assert!(all.contains("ok.conf: \"fine\\n\""), "{all}");
+    let w: Vec<String> = e.warnings.iter().map(|n| n.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("holds stolen, which is not a regular file")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.contains("big.bin holds more than Kubernetes keeps")),
+        "{w:?}"
+    );
+    assert!(!e.objects.iter().any(|o| o.file.contains("big")), "{all}");
+}
