@@ -78,6 +78,16 @@ pub fn document(state: &DesiredState, base: &Path, notes: &mut Vec<Note>) -> Doc
                 c.set("network_mode", Doc::s(format!("service:{other}")));
             }
         }
+        if s.networks.is_empty()
+            && s.network_mode == NetworkMode::Bridge
+            && state.networks.contains_key("default")
+        {
+            notes.push(Note::new(
+                &format!("containers.{name}"),
+                "networks",
+                "Compose puts a service without networks on the file's `default` network, which the manifests declare; moor's implicit default network cannot be written",
+            ));
+        }
         if !s.networks.is_empty() {
             let mut nets = Doc::map();
             for a in &s.networks {

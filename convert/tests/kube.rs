@@ -408,3 +408,97 @@ fn links_out_of_the_source_and_huge_files_are_never_read() {
     );
     assert!(!e.objects.iter().any(|o| o.file.contains("big")), "{all}");
 }
+
+/// The fields of the kitchen-sink fixture land where the README's table says.
+#[test]
+fn each_field_maps_where_the_readme_says() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kitchen-sink");
+    let e = exported(&path, ServiceType::NodePort);
+    let text = |prefix: &str| -> String {
+        e.objects
+            .iter()
+            .find(|o| o.file.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}*"))
+            .doc
+            .to_yaml()
+    };
+    let web = text("deployment-web.yaml");
+    for want in [
+        // depends_on: healthy → wait for the headless Service to resolve.
+        "name: \"wait-db-main-2a43a651\"",
+        "until nslookup db-main-2a43a651; do",
+        // healthcheck.http → httpGet
+        "httpGet:\n              path: \"/healthz\"\n              port: 8080\n              scheme: \"HTTP\"",
+        // resources, security
+        "cpu: \"1500m\"",
+        "memory: \"256Mi\"",
+        "runAsUser: 1000",
+        "runAsGroup: 1000",
+        "readOnlyRootFilesystem: true",
+        "add:\n                - \"NET_BIND_SERVICE\"",
+        "drop:\n                - \"ALL\"",
+        // start-first → a rolling update that surges
+        "maxSurge: 1",
+        "hostAliases:",
+        "network.moor.dev/front: \"true\"",
+        "network.moor.dev/back: \"true\"",
+        "subPath: \"site.conf\"",
+        "secretName: \"secret-token-txt\"",
+        "claimName: \"shared\"",
+        "traefik.enable: \"true\"",
+    ] {
+        assert!(web.contains(want), "deployment-web lacks {want:?}:\n{web}");
+    }
+    assert!(
+        web.contains(
+            "command:\n            - \"/bin/app\"\n          args:\n            - \"serve\""
+        ),
+        "{web}"
+    );
+    let worker = text("deployment-worker.yaml");
+    assert!(
+        worker.contains("tcpSocket:\n              port: 7000"),
+        "{worker}"
+    );
+    assert!(
+        worker.contains("type: \"Unconfined\"") && worker.contains("replicas: 2"),
+        "{worker}"
+    );
+    let db = text("statefulset-db-main-");
+    assert!(
+        db.contains("exec:\n              command:\n                - \"pg_isready\""),
+        "{db}"
+    );
+    assert!(
+        db.contains("periodSeconds: 1") && db.contains("initialDelaySeconds: 10"),
+        "{db}"
+    );
+    assert!(
+        db.contains("volumeClaimTemplates:")
+            && db.contains("medium: \"Memory\"")
+            && db.contains("sizeLimit: \"16Mi\""),
+        "{db}"
+    );
+    assert!(db.contains("terminationGracePeriodSeconds: 90"), "{db}");
+    let job = text("job-migrate.yaml");
+    assert!(
+        job.contains("backoffLimit: 3") && job.contains("restartPolicy: \"OnFailure\""),
+        "{job}"
+    );
+    // Only the internal network's pods lose their way out.
+    assert!(
+        e.objects
+            .iter()
+            .any(|o| o.file == "networkpolicy-migrate-egress.yaml")
+    );
+    assert!(
+        !e.objects
+            .iter()
+            .any(|o| o.file == "networkpolicy-web-egress.yaml")
+    );
+    let published = text("service-web-published.yaml");
+    assert!(
+        published.contains("nodePort: 30080") && !published.contains("9090"),
+        "{published}"
+    );
+}
