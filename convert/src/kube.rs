@@ -359,7 +359,7 @@ fn claim_spec(access: &str) -> Doc {
 
 /// A PersistentVolumeClaim for each volume shared between containers.
 fn volumes(cx: &mut Ctx<'_>) {
-    for (name, r) in &cx.state.volumes {
+    for name in cx.state.volumes.keys() {
         if !shared_volume(cx, name) {
             continue;
         }
@@ -374,9 +374,6 @@ fn volumes(cx: &mut Ctx<'_>) {
         );
         let k = dns_name(name, 63);
         let mut labels = cx.labels(None);
-        for (lk, lv) in &r.spec.labels {
-            let _ = (lk, lv);
-        }
         labels.set("app.kubernetes.io/component", Doc::s("volume"));
         cx.add(
             "PersistentVolumeClaim",
@@ -411,7 +408,7 @@ fn file_object(
     let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
     let mut total: u64 = 0;
     // Reads one regular file, refusing to read past what an object holds.
-    let mut read = |p: &Path, total: &mut u64| -> Option<Vec<u8>> {
+    let read = |p: &Path, total: &mut u64| -> Option<Vec<u8>> {
         let len = std::fs::symlink_metadata(p).ok()?.len();
         *total = total.saturating_add(len);
         if *total > MAX_OBJECT_DATA as u64 {
@@ -974,16 +971,6 @@ fn workload(cx: &mut Ctx<'_>, name: &str, s: &ContainerSpec) {
         (false, _) => "Always",
     };
     pod.set("restartPolicy", Doc::s(restart));
-    if !job
-        && matches!(
-            s.restart,
-            RestartPolicy::No | RestartPolicy::OnFailure { .. }
-        )
-    {
-        // Docker leaves an exited container exited; a Deployment restarts
-        // it. Worth saying only when the container is meant to exit.
-        let _ = ();
-    }
     // Pod labels: the selector, the networks.
     let mut pod_labels = cx.selector(&k);
     pod_labels.set("app.kubernetes.io/managed-by", Doc::s("moor"));
@@ -1044,7 +1031,7 @@ fn workload(cx: &mut Ctx<'_>, name: &str, s: &ContainerSpec) {
             spec.set("serviceName", Doc::s(&k));
             spec.set("template", template);
             let mut templates = Vec::new();
-            for (vname, v) in &claims {
+            for (vname, _) in &claims {
                 let mut t = Doc::map();
                 let mut m = Doc::map();
                 m.set("name", Doc::s(vname));
@@ -1052,7 +1039,6 @@ fn workload(cx: &mut Ctx<'_>, name: &str, s: &ContainerSpec) {
                 t.set("metadata", m);
                 t.set("spec", claim_spec("ReadWriteOnce"));
                 templates.push(t);
-                let _ = v;
             }
             spec.set("volumeClaimTemplates", Doc::List(templates));
             cx.add("StatefulSet", &k, vec![("spec", spec)], labels);
@@ -1236,14 +1222,11 @@ fn policies(cx: &mut Ctx<'_>) {
         vec![("spec", deny)],
         labels,
     );
-    let mut networks: BTreeMap<String, bool> = BTreeMap::new();
+    let mut networks: BTreeSet<String> = BTreeSet::new();
     for r in cx.state.containers.values() {
-        for n in pod_networks(cx.state, &r.spec, 0) {
-            let internal = cx.state.networks.get(&n).is_some_and(|r| r.spec.internal);
-            networks.insert(n, internal);
-        }
+        networks.extend(pod_networks(cx.state, &r.spec, 0));
     }
-    for (n, internal) in &networks {
+    for n in &networks {
         let label = format!("{NETWORK_LABEL}{}", dns_name(n, 63));
         let mut on = Doc::map();
         on.set(&label, Doc::s("true"));
@@ -1258,7 +1241,6 @@ fn policies(cx: &mut Ctx<'_>) {
         let labels = cx.labels(None);
         let pname = dns_name(&format!("moor-network-{n}"), 63);
         cx.add("NetworkPolicy", &pname, vec![("spec", spec)], labels);
-        let _ = internal;
     }
     for (name, r) in &cx.state.containers {
         let s = &r.spec;

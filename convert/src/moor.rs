@@ -102,7 +102,7 @@ pub fn document(state: &DesiredState, base: &Path, notes: &mut Vec<Note>) -> Doc
         }
     }
     for (name, r) in &state.containers {
-        let c = container(name, &r.spec, base, notes);
+        let c = container(&r.spec, base);
         doc.entry("containers").set(name, c);
     }
     for (kind, name, target) in targets(state) {
@@ -161,7 +161,7 @@ pub fn healthcheck(h: &moor_spec::Healthcheck) -> Doc {
     d
 }
 
-fn container(name: &str, s: &ContainerSpec, base: &Path, notes: &mut Vec<Note>) -> Doc {
+fn container(s: &ContainerSpec, base: &Path) -> Doc {
     let mut c = Doc::map();
     let image = s.image_entry.clone().unwrap_or_else(|| s.image.to_string());
     c.set("image", Doc::s(image));
@@ -310,6 +310,5 @@ fn container(name: &str, s: &ContainerSpec, base: &Path, notes: &mut Vec<Note>) 
     if s.update_order == UpdateOrder::StartFirst {
         c.set("update_order", Doc::s("start-first"));
     }
-    let _ = (name, notes);
     c
 }

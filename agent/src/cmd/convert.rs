@@ -30,7 +30,9 @@ fn holds_compose(path: &Path) -> bool {
 }
 
 pub fn run(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
-    let state = super::project::load(std::slice::from_ref(&args.path), &args.host)?;
+    // Offline, like validate: no state dir, so nothing seen written is skipped.
+    let written = crate::source::written::Written::default();
+    let state = super::project::load(std::slice::from_ref(&args.path), &args.host, &written)?;
     let to = args.to.unwrap_or(if holds_compose(&args.path) {
         ConvertTo::Toml
     } else {
