@@ -249,6 +249,17 @@ impl Ctx<'_> {
             d.set(k, v);
         }
         let file = format!("{}-{name}.yaml", kind.to_ascii_lowercase());
+        if self.objects.contains_key(&file) {
+            // Two resources whose names differ only where Kubernetes
+            // names cannot (`web-published` the container, and the
+            // published Service of `web`): the first is kept.
+            self.warn(
+                &format!("{kind} {name}"),
+                "",
+                "two objects get this name; the second is not exported (rename one of the resources)",
+            );
+            return;
+        }
         self.objects.insert(file, d);
     }
 }
@@ -675,7 +686,7 @@ fn workload(cx: &mut Ctx<'_>, name: &str, s: &ContainerSpec) {
             c.set("env", Doc::List(inline));
         }
         if !data.is_empty() {
-            let cm = dns_name(&format!("{k}-env"), 63);
+            let cm = dns_name(&format!("env-{k}"), 63);
             let labels = cx.labels(Some(&k));
             cx.add("ConfigMap", &cm, vec![("data", data)], labels);
             let mut r = Doc::map();

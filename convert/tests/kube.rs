@@ -502,3 +502,25 @@ fn each_field_maps_where_the_readme_says() {
         "{published}"
     );
 }
+
+/// Two resources that would make objects of one name: the first is kept
+/// and the clash is a warning, never a silent overwrite.
+#[test]
+fn colliding_object_names_warn() {
+    let (dir, state) = tiny(
+        "[containers.web]\nimage = \"busybox\"\nports = [\"8080:80\"]\n\n[containers.web-published]\nimage = \"busybox\"\n",
+    );
+    let opts = Options {
+        project: "p".into(),
+        base: dir.path().to_path_buf(),
+        service_type: ServiceType::LoadBalancer,
+        ..Options::default()
+    };
+    let e = export(&state, &opts).unwrap();
+    let w: Vec<String> = e.warnings.iter().map(|n| n.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("Service web-published: two objects get this name")),
+        "{w:?}"
+    );
+}
