@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod compose;
 mod containers;
+mod convert;
 mod crash;
 mod dns;
 mod fleet;

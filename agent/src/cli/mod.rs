@@ -7,10 +7,12 @@ mod agent;
 mod apply;
 mod build;
 mod common;
+mod convert;
 mod cp;
 mod dev;
 mod down;
 mod exec;
+mod export;
 mod image;
 mod images;
 mod inspect;
@@ -32,10 +34,12 @@ pub use agent::AgentArgs;
 pub use apply::ApplyArgs;
 pub use build::{BuildArgs, BuildNetwork};
 pub use common::{HostArgs, ProjectArgs};
+pub use convert::{ConvertArgs, ConvertTo};
 pub use cp::CpArgs;
 pub use dev::{DevCommand, DevRunArgs};
 pub use down::DownArgs;
 pub use exec::ExecArgs;
+pub use export::{ExportArgs, ExportCommand, KubernetesArgs, ServiceTypeArg};
 pub use image::{ImageArgs, ImageCommand, LimitArgs};
 pub use images::ImagesArgs;
 pub use inspect::InspectArgs;
@@ -88,6 +92,10 @@ pub enum Command {
     Plan(PlanArgs),
     /// Make the host match the manifests once, and wait until it does.
     Apply(ApplyArgs),
+    /// Print the manifests as one manifest in moor's TOML or YAML, or as a Compose file.
+    Convert(ConvertArgs),
+    /// Write the manifests as objects of another system (Kubernetes).
+    Export(ExportArgs),
     /// Remove what a project created (volumes only with --volumes).
     Down(DownArgs),
     /// Run the agent: watch a manifest directory and reconcile forever.

@@ -6,11 +6,13 @@ mod agent;
 mod apply;
 mod build;
 mod common;
+mod convert;
 mod cp;
 mod dev;
 mod dns;
 mod down;
 mod exec;
+mod export;
 mod image;
 mod inspect;
 mod lifecycle;
@@ -35,6 +37,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(&cli.state_dir, args),
         Command::Apply(args) => apply::run(&cli.state_dir, args),
+        Command::Convert(args) => convert::run(args),
+        Command::Export(args) => export::run(args),
         Command::Down(args) => down::run(&cli.state_dir, args),
         Command::Agent(args) => agent::run(&cli.state_dir, args),
         Command::Status(args) => status::run(args),
