@@ -20,6 +20,8 @@
 //! path = "hosts"              # sub-directory holding the manifests
 //! interval = "1m"             # poll interval
 //! profiles = ["metrics"]      # Compose profiles enabled (besides --profile)
+//! drift = "correct"           # or "report": out-of-band changes are reported, left so
+//! mode = "apply"              # or "plan": never change the host, show the plan
 //! webhook_secret_file = "/etc/moor/webhook-secret"
 //! [source.auth]
 //! token_file = "/etc/moor/git-token"
@@ -116,6 +118,10 @@ pub struct SourceSection {
     /// `--profile`).
     #[serde(default)]
     pub profiles: Vec<String>,
+    /// `correct` (default): put drift right; `report`: only report it.
+    pub drift: Option<String>,
+    /// `apply` (default), or `plan`: never change the host, show the plan.
+    pub mode: Option<String>,
     /// Credentials.
     #[serde(default)]
     pub auth: AuthSection,
@@ -199,6 +205,10 @@ pub struct SourceConfig {
     pub webhook_secret_file: Option<PathBuf>,
     /// Compose profiles enabled for this source (besides `--profile`).
     pub profiles: Vec<String>,
+    /// Correct drift, or only report it.
+    pub drift: moor_reconcile::DriftMode,
+    /// Apply, or only plan.
+    pub mode: moor_reconcile::SourceMode,
 }
 
 /// Directory or git.
@@ -427,12 +437,30 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
     };
     moor_spec::check_name(&name)
         .map_err(|e| anyhow::anyhow!("{}: name {name:?}: {e}; give the source a `name`", what()))?;
+    let drift = match s.drift.as_deref() {
+        None | Some("correct") => moor_reconcile::DriftMode::Correct,
+        Some("report") => moor_reconcile::DriftMode::Report,
+        Some(other) => bail!(
+            "{}: drift = {other:?}: expected \"correct\" or \"report\"",
+            what()
+        ),
+    };
+    let mode = match s.mode.as_deref() {
+        None | Some("apply") => moor_reconcile::SourceMode::Apply,
+        Some("plan") => moor_reconcile::SourceMode::Plan,
+        Some(other) => bail!(
+            "{}: mode = {other:?}: expected \"apply\" or \"plan\"",
+            what()
+        ),
+    };
     Ok(SourceConfig {
         name,
         kind,
         allow_empty: s.allow_empty,
         webhook_secret_file: s.webhook_secret_file,
         profiles: s.profiles,
+        drift,
+        mode,
     })
 }
 

@@ -27,6 +27,8 @@ pub struct Metrics {
     actions: IntCounterVec,
     resources: IntGaugeVec,
     drift: IntCounterVec,
+    drift_left: IntGaugeVec,
+    source_suspended: IntGaugeVec,
     queue_depth: IntGauge,
     queue_retries: IntCounter,
     source_sync: IntCounterVec,
@@ -196,6 +198,18 @@ impl Metrics {
                 "Resources found to differ from their manifest on the host.",
                 &["kind"],
             ),
+            drift_left: gauge_vec(
+                &r,
+                "moor_drift_resources",
+                "Resources found changed on the host and left so (drift = \"report\", or mode = \"plan\"), by source and kind.",
+                &["source", "kind"],
+            ),
+            source_suspended: gauge_vec(
+                &r,
+                "moor_source_suspended",
+                "1 while a source is suspended (moor suspend), 0 otherwise.",
+                &["source"],
+            ),
             queue_depth,
             queue_retries,
             source_sync: counter_vec(
@@ -279,6 +293,13 @@ impl Metrics {
                 .with_label_values(&[source, rev])
                 .set(1);
         }
+    }
+
+    /// A source was suspended (`true`) or resumed.
+    pub fn source_suspended(&self, source: &str, suspended: bool) {
+        self.source_suspended
+            .with_label_values(&[source])
+            .set(i64::from(suspended));
     }
 
     /// An image pull finished.
@@ -458,6 +479,14 @@ impl Recorder for Metrics {
 
     fn drift(&self, kind: Kind) {
         self.drift.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    fn drift_left(&self, project: &str, by_kind: &BTreeMap<Kind, i64>) {
+        for (kind, n) in by_kind {
+            self.drift_left
+                .with_label_values(&[project, kind.as_str()])
+                .set(*n);
+        }
     }
 
     fn pass_view(&self, view: &PassView<'_>) {
