@@ -12,7 +12,7 @@
 # - its memory at the end: VmRSS, VmHWM (peak) and Pss (smaps_rollup);
 # - its threads;
 # - the shims' memory: VmRSS and Pss of each of the N shims (Pss shares the
-#   pages of the `moor` binary among all the processes that map them).
+#   pages of the `moor-shim` binary among all the processes that map them).
 # Then SCRAPES back-to-back scrapes of /metrics timed by curl on loopback
 # (time_total: connect + request + response; the server-side time is below
 # that) and the size of the response.
@@ -99,8 +99,8 @@ hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$agent_pid/status")
 pss=$(awk '/^Pss:/ {print $2}' "/proc/$agent_pid/smaps_rollup")
 threads=$(awk '/^Threads/ {print $2}' "/proc/$agent_pid/status")
 
-# The shims: every process running `moor shim`.
-shim_mem=$(for p in $(pgrep -f "^$moor shim $MOOR_STATE_DIR/"); do
+# The shims: every process running `moor-shim` (installed beside `moor`).
+shim_mem=$(for p in $(pgrep -f "^$moor-shim $MOOR_STATE_DIR/"); do
   echo "$(awk '/^VmRSS/ {print $2}' "/proc/$p/status") $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup")"
 done)
 

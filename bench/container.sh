@@ -10,11 +10,14 @@
 # containerd-shim-runc-v2 and Podman's conmon beside moor's).
 #
 #   sudo bench/container.sh [RUNS]      (default 30)
+#   sudo SHIM_ONLY=1 bench/container.sh  (only moor's shims' memory and the
+#                                        binaries' ELF types: no timing, no
+#                                        Docker, no Podman)
 #
 # What each row times (wall clock, per run):
 # - moor engine: `Engine::create` + `Engine::start` + `Engine::wait_exit`,
 #   in-process (runtime/examples/container_run.rs): record, overlay mount,
-#   bundle, shim spawned, container created and started by the executor, and
+#   bundle, shim spawned (`moor-shim`, built beside `moor`), container created and started by the executor, and
 #   the shim's exit record — written after the container's cgroups, runtime
 #   state and mount are released. With the built-in executor (youki's
 #   libcontainer inside the shim) and with `runc create` + `runc start`.
@@ -79,6 +82,7 @@ trap 'exit 130' INT TERM
 nice -n 5 cargo build -q --release -p moor
 nice -n 5 cargo build -q --release -p moor-runtime --example container_run
 moor="$CARGO_TARGET_DIR/release/moor"
+moor_shim="$CARGO_TARGET_DIR/release/moor-shim"
 run_bin="$CARGO_TARGET_DIR/release/examples/container_run"
 
 # The same busybox root for everyone (as examples/busybox-image.sh makes it).
@@ -94,6 +98,44 @@ tar -C "$root" -cf "$work/busybox.tar" .
 
 printf '[containers.tmpl]\nimage = "moor.invalid/bench/busybox"\ncommand = ["/bin/true"]\nnetwork_mode = "none"\n' >"$work/tmpl.toml"
 sed 's/tmpl/idle/; s|\["/bin/true"\]|["sleep", "1000000"]|' "$work/tmpl.toml" >"$work/idle.toml"
+
+# Shim memory: one idle container (`sleep`) per executor; the shim's RSS
+# (VmRSS) and proportional share (Pss, smaps_rollup). The shim must be the
+# `moor-shim` binary built beside `moor`.
+shim_mem() {
+  local pid=$1
+  echo "$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status") $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")"
+}
+declare -A shim
+moor_shims() {
+  local ex spid
+  for ex in builtin runc; do
+    "$moor" --state-dir "$state" dev run --name "idle-$ex" --executor "$ex" --rootfs "$root" \
+      --cgroup-parent "$parent" -- sleep 1000000 >/dev/null
+    sleep 1
+    spid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["shim_pid"])' "$state/containers/idle-$ex/state.json")
+    [ "$(readlink "/proc/$spid/exe")" = "$(readlink -f "$moor_shim")" ] ||
+      { echo "the shim of idle-$ex is $(readlink "/proc/$spid/exe"), not $moor_shim" >&2; exit 1; }
+    shim[$ex]=$(shim_mem "$spid")
+    "$moor" --state-dir "$state" dev rm --force "idle-$ex" >/dev/null
+  done
+}
+# The ELF type of each binary (`readelf -h`): DYN is position-independent.
+elf_types() {
+  echo "Binaries (\`readelf -h\` Type): \`moor\` $(readelf -h "$moor" | awk '/Type:/ {print $2}'), \`moor-shim\` $(readelf -h "$moor_shim" | awk '/Type:/ {print $2}'); sizes $(du -h "$moor" | cut -f1), $(du -h "$moor_shim" | cut -f1)."
+}
+if [ "${SHIM_ONLY:-0}" = 1 ]; then
+  moor_shims
+  echo "| shim of an idle container | VmRSS | Pss |"
+  echo "| --- | ---: | ---: |"
+  for ex in builtin runc; do
+    read -r rss pss <<<"${shim[$ex]}"
+    python3 -c 'import sys; ex, r, p = sys.argv[1:]; print(f"| moor-shim, {ex} executor | {int(r) / 1024:.2f} MiB | {int(p) / 1024:.2f} MiB |")' "$ex" "$rss" "$pss"
+  done
+  echo
+  elf_types
+  exit 0
+fi
 
 # runc's bundle: the config.json moor writes for this container.
 "$moor" --state-dir "$state" dev run --name tmpl --rootfs "$root" --manifest "$work/tmpl.toml" >/dev/null
@@ -129,9 +171,9 @@ podman_setup
 "$podman" import "$work/busybox.tar" localhost/bench/busybox:1 >/dev/null
 
 # One warm-up run of each, then RUNS rounds, every tool once per round.
-python3 - "$RUNS" "$work" "$state" "$root" "$moor" "$run_bin" "$bundle" "$parent" "${docker[*]}" "$podman" >"$work/times.txt" <<'EOF'
+python3 - "$RUNS" "$work" "$state" "$root" "$moor" "$moor_shim" "$run_bin" "$bundle" "$parent" "${docker[*]}" "$podman" >"$work/times.txt" <<'EOF'
 import subprocess, sys, time
-runs, work, state, root, moor, run_bin, bundle, parent, docker, podman = sys.argv[1:]
+runs, work, state, root, moor, moor_shim, run_bin, bundle, parent, docker, podman = sys.argv[1:]
 docker = docker.split()
 
 def timed(argv):
@@ -140,7 +182,7 @@ def timed(argv):
     return (time.perf_counter_ns() - t0) // 1000
 
 def engine(executor, i):
-    out = subprocess.run([run_bin, f"{state}-{executor}", root, "1", moor, executor, parent],
+    out = subprocess.run([run_bin, f"{state}-{executor}", root, "1", moor_shim, executor, parent],
                          check=True, capture_output=True, text=True).stdout.split()
     return [int(x) for x in out]
 
@@ -191,22 +233,9 @@ for i in range(int(runs) + 1):
         print(*row, flush=True)
 EOF
 
-# Shim memory: one idle container (`sleep`) per executor; the shim's RSS
-# (VmRSS) and proportional share (Pss, smaps_rollup), and Docker's
-# containerd-shim-runc-v2 for the same idle container.
-shim_mem() {
-  local pid=$1
-  echo "$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status") $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")"
-}
-declare -A shim
-for ex in builtin runc; do
-  "$moor" --state-dir "$state" dev run --name "idle-$ex" --executor "$ex" --rootfs "$root" \
-    --cgroup-parent "$parent" -- sleep 1000000 >/dev/null
-  sleep 1
-  spid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["shim_pid"])' "$state/containers/idle-$ex/state.json")
-  shim[$ex]=$(shim_mem "$spid")
-  "$moor" --state-dir "$state" dev rm --force "idle-$ex" >/dev/null
-done
+# Shim memory: Docker's containerd-shim-runc-v2 and Podman's conmon for the
+# same idle container (moor's shims: moor_shims above).
+moor_shims
 cid=$("${docker[@]}" run -d --network none localhost/bench/busybox:1 sleep 1000000)
 sleep 1
 dpid=$(pgrep -f "containerd-shim-runc-v2 .*-id $cid" | head -1)
@@ -251,9 +280,11 @@ print("Medians of the moor engine's phases (create / start / wait):",
 print()
 print("| shim of an idle container | VmRSS | Pss |")
 print("| --- | ---: | ---: |")
-for n, s in [("moor shim, built-in executor", sb), ("moor shim, runc executor", sr),
+for n, s in [("moor-shim, built-in executor", sb), ("moor-shim, runc executor", sr),
              (f"Docker's containerd-shim-runc-v2 ({dver})", sd),
              (f"Podman's conmon ({pver})", sp)]:
     rss, pss = map(int, s.split())
     print(f"| {n} | {rss / 1024:.2f} MiB | {pss / 1024:.2f} MiB |")
 EOF
+echo
+elf_types

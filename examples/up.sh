@@ -4,7 +4,7 @@
 #      missing (pkg-config, libssl-dev and libseccomp-dev to build moor;
 #      busybox-static for the image, nftables for the published port, tini
 #      for `init = true`);
-#   2. builds moor;
+#   2. builds moor (and moor-shim, the per-container supervisor it starts);
 #   3. makes the example's image from busybox-static (no registry needed);
 #   4. runs the agent in the foreground on examples/manifests.
 # Then: curl http://127.0.0.1:8080/ ; moor ps ; moor logs fetcher.
@@ -23,7 +23,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-cargo build --release -q -p moor
+cargo build --release -q -p moor   # both binaries: moor, and moor-shim beside it
 moor="${CARGO_TARGET_DIR:-target}/release/moor"
 if ! "$moor" images | grep -q '^localhost/moor-example/busybox:1 '; then
   bash examples/busybox-image.sh "$moor"

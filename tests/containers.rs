@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::instance::Instance;
-use crate::common::{alive as process_exists, host, moor_bin, require, require_executor, wait_for};
+use crate::common::{
+    alive as process_exists, host, moor_bin, require, require_executor, shim_bin, wait_for,
+};
 
 /// The commands the busybox root filesystem links to busybox.
 const APPLETS: &[&str] = &[
@@ -969,6 +971,170 @@ fn missing_bind_source_fails_clearly(executor: &str) {
     ctx.assert_no_leaks();
 }
 
+/// Bind sources next to the manifest (`./conf`, `./conf/site.conf`) are
+/// mounted, through staging mounts that are gone once the container is
+/// created. A source swapped for a link out of the tree after the manifest
+/// was validated (here: before a restart of the container the record was
+/// made for) is refused, whether the link is absolute or climbs with `..`;
+/// a link that stays inside the tree is followed.
+fn relative_binds_stay_inside_their_tree_at_every_start(executor: &str) {
+    let Some(ctx) = Ctx::new(executor) else {
+        return;
+    };
+    let tree = ctx.dir.path().join("manifests");
+    fs::create_dir_all(tree.join("conf")).unwrap();
+    fs::write(tree.join("conf/site.conf"), "inside the tree\n").unwrap();
+    let manifest = tree.join("app.toml");
+    fs::write(
+        &manifest,
+        "[containers.site]\nimage = \"busybox\"\n\
+         mounts = [\"./conf:/etc/site:ro\", \"./conf/site.conf:/etc/site.conf:ro\"]\n\
+         command = [\"sh\", \"-c\", \"cat /etc/site/site.conf /etc/site.conf; ls /etc/site\"]\n",
+    )
+    .unwrap();
+    let layer = ctx.layer("busybox");
+    let out = ctx.moor(&[
+        "dev",
+        "run",
+        "--name",
+        "site",
+        "--rootfs",
+        layer.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "dev run: {}", text(&out.stderr));
+    let staged: Vec<String> = ctx
+        .mounts()
+        .into_iter()
+        .filter(|m| m.contains("/binds/"))
+        .collect();
+    assert!(staged.is_empty(), "staging mounts left: {staged:?}");
+    assert_eq!(ctx.wait("site")["exit_code"], 0);
+    assert_eq!(
+        ctx.stdout("site"),
+        ["inside the tree", "inside the tree", "site.conf"]
+    );
+    ctx.assert_no_leaks();
+
+    // The source is swapped for a link out of the tree, to a directory
+    // that has a `site.conf` too (so only the tree check can refuse it):
+    // every later start is refused, and nothing was mounted.
+    let outside = ctx.dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("site.conf"), "host secret\n").unwrap();
+    fs::rename(tree.join("conf"), tree.join("conf.orig")).unwrap();
+    let absolute = outside.to_str().unwrap().to_string();
+    let climbing = format!("../../../../../../../../..{absolute}");
+    for escape in [absolute.as_str(), "../outside", climbing.as_str(), "/etc"] {
+        symlink(escape, tree.join("conf")).unwrap();
+        let out = ctx.moor(&["dev", "start", "site"]);
+        let err = text(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("leads outside its tree"),
+            "a swap to {escape} was not refused: {err}{}",
+            text(&out.stdout)
+        );
+        assert_ne!(ctx.inspect("site")["state"], "running", "never started");
+        ctx.assert_no_leaks();
+        fs::remove_file(tree.join("conf")).unwrap();
+    }
+    let shown = ctx.stdout("site");
+    assert!(
+        !shown.iter().any(|l| l.contains("host secret")),
+        "{shown:?}"
+    );
+    // A link that stays inside the tree is followed, as at load time.
+    symlink("conf.orig", tree.join("conf")).unwrap();
+    let out = ctx.moor(&["dev", "start", "site"]);
+    assert!(out.status.success(), "dev start: {}", text(&out.stderr));
+    assert_eq!(ctx.wait("site")["exit_code"], 0);
+    assert_eq!(
+        ctx.stdout("site")
+            .iter()
+            .filter(|l| *l == "inside the tree")
+            .count(),
+        4,
+        "{:?}",
+        ctx.stdout("site")
+    );
+    ctx.rm("site");
+    ctx.assert_no_leaks();
+}
+
+/// What the engine starts as a container's shim is the `moor-shim` binary
+/// built beside `moor`, not `moor` itself, or the one `MOOR_SHIM` names.
+fn the_shim_is_the_moor_shim_binary(executor: &str) {
+    let Some(ctx) = Ctx::new(executor) else {
+        return;
+    };
+    ctx.run("idle", None, &["sleep", "1000"]);
+    let shim = ctx.inspect("idle")["shim"]["shim_pid"].as_i64().unwrap();
+    let exe = fs::read_link(format!("/proc/{shim}/exe")).expect("the shim's exe");
+    assert_eq!(exe, fs::canonicalize(shim_bin()).unwrap());
+    assert_ne!(exe, fs::canonicalize(moor_bin()).unwrap());
+    ctx.rm("idle");
+    // `MOOR_SHIM` names one installed elsewhere.
+    let elsewhere = ctx.dir.path().join("elsewhere-shim");
+    fs::copy(shim_bin(), &elsewhere).unwrap();
+    let layer = ctx.layer("busybox");
+    let out = ctx
+        .command(&[
+            "dev",
+            "run",
+            "--name",
+            "other",
+            "--rootfs",
+            layer.to_str().unwrap(),
+        ])
+        .args(["--", "sleep", "1000"])
+        .env("MOOR_SHIM", &elsewhere)
+        .output()
+        .expect("run moor");
+    assert!(out.status.success(), "dev run: {}", text(&out.stderr));
+    let shim = ctx.inspect("other")["shim"]["shim_pid"].as_i64().unwrap();
+    let exe = fs::read_link(format!("/proc/{shim}/exe")).expect("the shim's exe");
+    assert_eq!(exe, elsewhere);
+    ctx.rm("other");
+    // A relative one is refused before anything is touched.
+    let empty = ctx.dir.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let out = ctx
+        .command(&["apply", "-p", "shimexe", empty.to_str().unwrap()])
+        .env("MOOR_SHIM", "moor-shim")
+        .output()
+        .expect("run moor");
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("MOOR_SHIM=\"moor-shim\" is not an absolute path"),
+        "{err}"
+    );
+    ctx.assert_no_leaks();
+}
+
+/// The ELF type of a binary and whether it asks for a program interpreter:
+/// `(3, true)` is a position-independent executable, `(2, _)` one linked
+/// at a fixed address.
+fn elf_kind(path: &Path) -> (u16, bool) {
+    let bytes = fs::read(path).expect("read the binary");
+    assert_eq!(&bytes[..5], b"\x7fELF\x02", "a 64-bit ELF file");
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56));
+    let interp = (0..usize::from(phnum)).any(|i| u32_at(phoff + i * phentsize) == 3);
+    (u16_at(16), interp)
+}
+
+/// `moor`, the root daemon that talks to the network, is a
+/// position-independent executable (ASLR covers its own code); the shim
+/// is linked at a fixed address, so that its read-only data stays shared.
+#[test]
+fn moor_is_position_independent_and_the_shim_is_not() {
+    assert_eq!(elf_kind(&moor_bin()), (3, true), "moor is not a PIE");
+    assert_eq!(elf_kind(&shim_bin()).0, 2, "moor-shim is not ET_EXEC");
+}
+
 crate::common::on_every_executor!(
     container_sees_only_itself,
     security_defaults_follow_docker,
@@ -988,4 +1154,6 @@ crate::common::on_every_executor!(
     read_only_mounts_and_root_are_enforced,
     symlinked_mount_destination_stays_inside_the_container,
     missing_bind_source_fails_clearly,
+    relative_binds_stay_inside_their_tree_at_every_start,
+    the_shim_is_the_moor_shim_binary,
 );

@@ -117,7 +117,7 @@ fn shims(state: &Path) -> usize {
         .filter(|e| {
             let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            text.contains(" shim") && text.contains(&needle)
+            text.contains("moor-shim ") && text.contains(&needle)
         })
         .count()
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use moor_runtime::container::{ContainerError, Engine, EngineConfig, Executor, Status};
 
 use crate::common::instance::Instance;
-use crate::common::{moor_bin, require_executor, text};
+use crate::common::{moor_bin, require_executor, shim_bin, text};
 
 /// An engine over an instance's state dir and cgroup parent, and a busybox
 /// layer; on drop every container is removed (and the instance cleans up
@@ -51,7 +51,8 @@ impl Bare {
         let mut config = EngineConfig::new(host.dir());
         config.executor = Executor::parse(executor).expect("executor");
         config.cgroup_parent = host.slot().cgroup_parent();
-        config.shim_exe = moor_bin();
+        config.shim_exe = shim_bin();
+        config.moor_exe = moor_bin();
         let engine = Engine::new(config).expect("engine");
         Some(Self { engine, dir, host })
     }

@@ -477,6 +477,7 @@ fn env_file_and_bind_file_contents_are_part_of_the_hash() {
         MountSource::Bind {
             source,
             content_digest,
+            tree,
         } => {
             assert!(
                 source.is_absolute(),
@@ -487,6 +488,11 @@ fn env_file_and_bind_file_contents_are_part_of_the_hash() {
             assert!(
                 content_digest.is_some(),
                 "a relative bind source has a content digest"
+            );
+            assert_eq!(
+                tree.as_deref(),
+                Some(dir),
+                "a relative bind source records the tree it must stay in"
             );
         }
         other => panic!("expected a bind mount, got {other:?}"),

@@ -17,6 +17,7 @@ mod harness;
 mod hostile;
 mod image;
 mod layers;
+mod loopback;
 mod metrics;
 mod network_modes;
 mod networks;

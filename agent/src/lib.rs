@@ -1,6 +1,7 @@
-//! Everything the `moor` binary does: the command line, the agent daemon,
-//! the sources (directory watch, git) and the per-container shim. The
-//! binary (`src/main.rs` at the repository root) only calls [`main`].
+//! Everything the `moor` binary does: the command line, the agent daemon
+//! and the sources (directory watch, git). The binary (`src/main.rs` at the
+//! repository root) only calls [`main`]; the per-container shim is a binary
+//! of its own (`src/bin/moor-shim.rs`, `moor_runtime::container::shim`).
 //!
 //! Start at `cli` (what can be asked, one file per verb) and `cmd` (what
 //! each verb does: a handler per file, chosen in `cmd::run`). The layers
@@ -33,8 +34,6 @@ use clap::Parser;
 pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match &cli.command {
-        // The shim stays minimal: it writes its own records, not logs.
-        cli::Command::Shim(_) => {}
         cli::Command::Agent(_) | cli::Command::Dns => logging::init(cli.log_format, "info"),
         _ => logging::init(cli.log_format, "warn"),
     }

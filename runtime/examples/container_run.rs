@@ -4,8 +4,8 @@
 //!
 //!   container_run STATE_DIR ROOTFS N SHIM_EXE [EXECUTOR] [CGROUP_PARENT]
 //!
-//! ROOTFS is the image's (single) layer directory, SHIM_EXE the `moor`
-//! binary (re-executed as the shim), EXECUTOR `builtin` (default) or `runc`.
+//! ROOTFS is the image's (single) layer directory, SHIM_EXE the `moor-shim`
+//! binary, EXECUTOR `builtin` (default) or `runc`.
 //! The container runs `/bin/true` with `network_mode = "none"` (new network
 //! namespace with loopback only, as `docker run --network none`).
 //!

@@ -13,6 +13,7 @@
 //! `restart`, `healthcheck`, `depends_on`, `stop_signal`, `stop_grace_period`,
 //! `update_order` — are left out, so changing them never restarts anything.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -24,7 +25,7 @@ use crate::model::{
     ContainerSpec, ImageSpec, Kind, NetworkAttachment, NetworkMode, NetworkSpec, Resources,
     Seccomp, VolumeSpec,
 };
-use crate::mounts::Mount;
+use crate::mounts::{Mount, MountSource};
 use crate::ports::PortMapping;
 use crate::reference::ImageRef;
 
@@ -145,10 +146,40 @@ struct ContainerView<'a> {
     extra_hosts: &'a [(String, IpAddr)],
 }
 
+/// The mounts as the hash sees them: without a bind's `tree`. Where the
+/// source's tree starts changes nothing that is mounted (the source and its
+/// content digest are hashed), and hashes from before the field existed
+/// stay the same.
+fn hashed_mounts(mounts: &[Mount]) -> Cow<'_, [Mount]> {
+    let has_tree = |m: &Mount| matches!(m.source, MountSource::Bind { tree: Some(_), .. });
+    if !mounts.iter().any(has_tree) {
+        return Cow::Borrowed(mounts);
+    }
+    Cow::Owned(
+        mounts
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                if let MountSource::Bind { tree, .. } = &mut m.source {
+                    *tree = None;
+                }
+                m
+            })
+            .collect(),
+    )
+}
+
 /// The hash of a container. Expects the canonical order the loader gives
 /// (ports and mounts sorted, capability lists sorted).
 pub fn container(spec: &ContainerSpec) -> SpecHash {
-    digest(Kind::Container, &ContainerView::of(spec))
+    let mounts = hashed_mounts(&spec.mounts);
+    digest(
+        Kind::Container,
+        &ContainerView {
+            mounts: &mounts,
+            ..ContainerView::of(spec)
+        },
+    )
 }
 
 impl<'a> ContainerView<'a> {
@@ -187,6 +218,7 @@ pub(crate) fn container_unsorted(spec: &ContainerSpec) -> SpecHash {
     ports.sort();
     let mut mounts = spec.mounts.clone();
     mounts.sort();
+    let mounts = hashed_mounts(&mounts);
     digest(
         Kind::Container,
         &ContainerView {

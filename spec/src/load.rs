@@ -376,6 +376,85 @@ mod tests {
         );
     }
 
+    /// A relative bind records the root of its tree (absolute, also for a
+    /// tree given as a relative path), beneath which the runtime opens it;
+    /// the hash leaves the root out, so that where a tree starts redeploys
+    /// nothing and hashes from before the field stay the same.
+    #[test]
+    fn relative_binds_record_their_tree_which_the_hash_leaves_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        std::fs::create_dir_all(root.join("app/conf")).unwrap();
+        std::fs::write(
+            root.join("app/app.toml"),
+            "[containers.app]\nimage = \"busybox\"\n\
+             mounts = [\"./conf:/etc/site\", \"/srv/data:/data\"]\n",
+        )
+        .unwrap();
+        let state = load(&[&root]).unwrap_or_else(|d| panic!("{d}"));
+        let spec = &state.containers["app"].spec;
+        let tree_of = |target: &str| match &spec
+            .mounts
+            .iter()
+            .find(|m| m.target == target)
+            .unwrap()
+            .source
+        {
+            crate::MountSource::Bind { source, tree, .. } => (source.clone(), tree.clone()),
+            other => panic!("not a bind: {other:?}"),
+        };
+        assert_eq!(
+            tree_of("/etc/site"),
+            (root.join("app/conf"), Some(root.clone()))
+        );
+        assert_eq!(tree_of("/data"), (PathBuf::from("/srv/data"), None));
+        let hash = crate::hash::container(spec);
+        let mut without = spec.clone();
+        for m in &mut without.mounts {
+            if let crate::MountSource::Bind { tree, .. } = &mut m.source {
+                *tree = None;
+            }
+        }
+        assert_eq!(crate::hash::container(&without), hash);
+        // A tree named by a relative path is recorded absolute.
+        let cwd = std::env::current_dir().unwrap();
+        let relative = pathdiff(&root, &cwd);
+        let state = load(&[&relative]).unwrap_or_else(|d| panic!("{d}"));
+        let mounts = &state.containers["app"].spec.mounts;
+        match &mounts
+            .iter()
+            .find(|m| m.target == "/etc/site")
+            .unwrap()
+            .source
+        {
+            crate::MountSource::Bind {
+                source,
+                tree: Some(tree),
+                ..
+            } => {
+                assert!(tree.is_absolute(), "{}", tree.display());
+                assert_eq!(source.strip_prefix(tree).unwrap(), Path::new("app/conf"));
+                assert_eq!(
+                    std::fs::canonicalize(tree).unwrap(),
+                    std::fs::canonicalize(&root).unwrap()
+                );
+            }
+            other => panic!("not a relative bind: {other:?}"),
+        }
+    }
+
+    /// `path` relative to `base` (both absolute), through `..` as needed.
+    fn pathdiff(path: &Path, base: &Path) -> PathBuf {
+        let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
+        let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        let mut out = PathBuf::new();
+        for _ in common..b.len() {
+            out.push("..");
+        }
+        out.extend(&p[common..]);
+        out
+    }
+
     #[test]
     fn an_empty_name_is_quoted_in_the_field_path() {
         let err = load_texts(&[(

@@ -24,6 +24,13 @@ pub enum MountSource {
         /// manifests (a relative path): editing it changes the spec hash.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         content_digest: Option<String>,
+        /// For a source that lives next to the manifests: the root of the
+        /// source's tree (absolute), which `source` lies beneath and must
+        /// still resolve beneath when it is mounted, links included (the
+        /// runtime opens it there race-free; see `crate::tree`). Not part
+        /// of the spec hash: the content is.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        tree: Option<PathBuf>,
     },
     /// A tmpfs.
     Tmpfs {
@@ -125,6 +132,7 @@ pub fn parse(s: &str) -> Result<Mount, String> {
         MountSource::Bind {
             source: PathBuf::from(source),
             content_digest: None,
+            tree: None,
         }
     } else if source.is_empty() {
         return Err(format!("mount \"{s}\" has an empty source"));

@@ -118,6 +118,7 @@ fn mounts(want: &Node, dir: &Path) -> Mounts {
     let bind = |src: &str| MountSource::Bind {
         source: real.join(src.trim_start_matches("./")),
         content_digest: None,
+        tree: None,
     };
     let mut out = Vec::new();
     for v in items(get(want, "volumes")) {
@@ -172,6 +173,7 @@ fn file_mount() -> MountSource {
     MountSource::Bind {
         source: PathBuf::new(),
         content_digest: None,
+        tree: None,
     }
 }
 
@@ -194,6 +196,7 @@ fn got_mounts(want: &Node, got: &ContainerSpec) -> Mounts {
                 MountSource::Bind { source, .. } => MountSource::Bind {
                     source: source.clone(),
                     content_digest: None,
+                    tree: None,
                 },
                 other => other.clone(),
             };

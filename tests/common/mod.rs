@@ -22,6 +22,12 @@ pub fn moor_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_moor"))
 }
 
+/// The `moor-shim` binary built for this test run, beside `moor`: what the
+/// engine starts for each container.
+pub fn shim_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_moor-shim"))
+}
+
 /// A `moor` command for work that needs no host (validate, images): no
 /// state dir from the environment, and a bridge prefix moor refuses, so
 /// that a command that would open the host's networks fails rather than

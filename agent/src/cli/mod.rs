@@ -19,7 +19,6 @@ mod logs;
 mod plan;
 mod ps;
 mod reconcile;
-mod shim;
 mod stats;
 mod status;
 mod suspend;
@@ -46,7 +45,6 @@ pub use logs::LogsArgs;
 pub use plan::PlanArgs;
 pub use ps::PsArgs;
 pub use reconcile::ReconcileArgs;
-pub use shim::ShimArgs;
 pub use stats::StatsArgs;
 pub use status::StatusArgs;
 pub use suspend::SuspendArgs;
@@ -138,9 +136,6 @@ pub enum Command {
     Pause(NamesArgs),
     /// Thaw paused containers.
     Unpause(NamesArgs),
-    /// The per-container supervisor (started by moor itself).
-    #[command(hide = true)]
-    Shim(ShimArgs),
     /// The state dir's DNS resolver (started by moor itself).
     #[command(hide = true)]
     Dns,

@@ -19,7 +19,6 @@ mod plan;
 mod project;
 mod ps;
 mod reconcile;
-mod shim;
 mod stats;
 mod status;
 mod suspend;
@@ -54,7 +53,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restart(a) => lifecycle::run(&cli.state_dir, Verb::Restart, &a.names, a.timeout),
         Command::Pause(a) => lifecycle::run(&cli.state_dir, Verb::Pause, &a.names, None),
         Command::Unpause(a) => lifecycle::run(&cli.state_dir, Verb::Unpause, &a.names, None),
-        Command::Shim(args) => shim::run(args),
         Command::Dns => dns::run(&cli.state_dir),
         Command::Dev(cmd) => dev::run(&cli.state_dir, cmd),
         Command::Images(args) => image::list(&cli.state_dir, args),

@@ -92,6 +92,9 @@ pub struct BundleInput<'a> {
     pub init: Option<&'a Path>,
     /// The network namespace to join (`network_mode = "container:NAME"`).
     pub join_netns: Option<PathBuf>,
+    /// Per mount of the spec, the staging path a bind source next to the
+    /// manifests was attached at (see `binds`): bound instead of the source.
+    pub staged: &'a [Option<PathBuf>],
 }
 
 /// The process arguments: Docker's entrypoint and command rules.
@@ -373,7 +376,7 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec> {
         args.splice(0..0, [INIT_PATH.to_string(), "--".to_string()]);
     }
 
-    for m in &spec.mounts {
+    for (i, m) in spec.mounts.iter().enumerate() {
         let dest = resolve_in_root(input.rootfs, &m.target)?;
         if dest == Path::new("/") {
             return Err(ContainerError::Invalid(format!(
@@ -390,7 +393,20 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec> {
                 let opts: Vec<&str> = ["rbind", "rprivate"].into_iter().chain(ro).collect();
                 mounts.push(mount(&dest, "bind", &data.to_string_lossy(), &opts)?);
             }
-            MountSource::Bind { source, .. } => {
+            MountSource::Bind { source, tree, .. } => {
+                let staged = input.staged.get(i).and_then(Option::as_ref);
+                let source = match (staged, tree) {
+                    (Some(staged), _) => staged,
+                    // Never the path itself: it could have been swapped.
+                    (None, Some(_)) => {
+                        return Err(ContainerError::Invalid(format!(
+                            "bind source {} for {} was not opened beneath its tree",
+                            source.display(),
+                            m.target
+                        )));
+                    }
+                    (None, None) => source,
+                };
                 if !source.exists() {
                     return Err(ContainerError::BindSourceMissing {
                         source_path: source.clone(),

@@ -20,8 +20,12 @@ pub struct EngineConfig {
     pub executor: Executor,
     /// cgroup under which each container's cgroup is created (`moor`).
     pub cgroup_parent: String,
-    /// The `moor` binary, re-executed as each container's shim.
+    /// The shim binary (`moor-shim`), started once per container to
+    /// supervise it.
     pub shim_exe: PathBuf,
+    /// The `moor` binary, run as `moor exec` when the built-in executor
+    /// must exec from a multi-threaded process (see [`Engine::exec_with`]).
+    pub moor_exe: PathBuf,
     /// Log size at which a container's log is rotated.
     pub log_max_bytes: u64,
     /// A static init binary for containers with `init = true`.
@@ -29,15 +33,19 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// Defaults for `state_dir`: the built-in executor, cgroup
-    /// parent `moor`, this executable as the shim, 10 MiB logs, and
+    /// Defaults for `state_dir`: the built-in executor, cgroup parent
+    /// `moor`, `moor-shim` next to this executable as the shim (or
+    /// `$MOOR_SHIM` when set), this executable as `moor`, 10 MiB logs, and
     /// `tini-static` as init when the host has it.
     pub fn new(state_dir: &Path) -> Self {
         Self {
             state_dir: state_dir.to_path_buf(),
             executor: Executor::Builtin,
             cgroup_parent: "moor".into(),
-            shim_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("moor")),
+            shim_exe: std::env::var_os(SHIM_ENV)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| beside_this_exe(SHIM_EXE)),
+            moor_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("moor")),
             log_max_bytes: 10 * 1024 * 1024,
             init: ["/usr/bin/tini-static", "/usr/libexec/docker/docker-init"]
                 .iter()
@@ -45,6 +53,24 @@ impl EngineConfig {
                 .find(|p| p.is_file()),
         }
     }
+}
+
+/// The shim binary's name; it is installed beside `moor`.
+pub const SHIM_EXE: &str = "moor-shim";
+
+/// The environment variable that names the shim binary (an absolute path)
+/// when it is not installed beside `moor`.
+pub const SHIM_ENV: &str = "MOOR_SHIM";
+
+/// `name` in the directory of the running executable (its real path: a
+/// `moor` reached through a symbolic link finds the shim installed beside
+/// the real file), or `name` alone, looked up on `PATH`, when that
+/// directory is unknown.
+fn beside_this_exe(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// The container engine of one state dir. Cheap to build; holds no live

@@ -48,6 +48,22 @@ pub enum ContainerError {
         /// Where it was to be mounted.
         target: String,
     },
+    /// A bind source that lives next to the manifests no longer resolves
+    /// beneath its tree: a `..` or a link leading out was put in its path
+    /// after the manifests were loaded.
+    #[error(
+        "bind source {} leads outside its tree {} (mounted at {target}): a `..` or a symbolic link in its path points out; refused",
+        source_path.display(),
+        tree.display()
+    )]
+    BindEscapes {
+        /// The source as the spec names it.
+        source_path: PathBuf,
+        /// The root of the tree it must stay beneath.
+        tree: PathBuf,
+        /// Where it was to be mounted.
+        target: String,
+    },
     /// A `user` that the image's /etc/passwd or /etc/group does not know.
     #[error("cannot resolve user \"{user}\": {reason}")]
     User {

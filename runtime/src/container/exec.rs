@@ -114,7 +114,7 @@ impl Engine {
             // libcontainer forks and clones: unsound in a multi-threaded
             // process (the agent). Run it from a fresh, single-threaded
             // `moor exec` instead.
-            let mut cmd = std::process::Command::new(&self.config.shim_exe);
+            let mut cmd = std::process::Command::new(&self.config.moor_exe);
             cmd.arg("--state-dir")
                 .arg(&self.config.state_dir)
                 .arg("exec")
@@ -134,7 +134,7 @@ impl Engine {
                 .args(args)
                 .status()
                 .map_err(|source| ContainerError::Spawn {
-                    program: self.config.shim_exe.clone(),
+                    program: self.config.moor_exe.clone(),
                     source,
                 })?;
             use std::os::unix::process::ExitStatusExt;

@@ -13,10 +13,12 @@
 //! to find a running container and report its true state is on disk;
 //! nothing lives only in a process's memory.
 //!
-//! The container itself is created by the shim ([`shim`]), the `moor` binary
-//! re-executed in a hidden mode: single-threaded, its own session, a child
-//! subreaper, holding the container's stdio and recording its exit.
+//! The container itself is created by the shim ([`shim`]), a small binary
+//! of its own (`moor-shim`, installed beside `moor`): single-threaded, its
+//! own session, a child subreaper, holding the container's stdio and
+//! recording its exit.
 
+mod binds;
 pub(crate) mod bundle;
 pub mod cgroups;
 mod cp;
@@ -46,7 +48,7 @@ mod users;
 pub mod volumes;
 
 pub use cp::{CopyIn, CopyOptions, CopyOut};
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Engine, EngineConfig, SHIM_ENV, SHIM_EXE};
 pub use error::ContainerError;
 pub use exec::{ExecOptions, merge_env};
 pub use executor::Executor;

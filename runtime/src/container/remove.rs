@@ -8,7 +8,7 @@ use super::cgroups::Hierarchies;
 use super::engine::Engine;
 use super::error::{ContainerError, Result};
 use super::executor;
-use super::rootfs;
+use super::{binds, rootfs};
 
 impl Engine {
     /// Removes container `name`. A running container is refused unless
@@ -31,6 +31,9 @@ impl Engine {
                 ContainerError::Invalid(format!("cgroups of {name} could not be removed: {left:?}"))
             })?;
         let paths = self.paths(name);
+        // A bind source staged by a start that crashed: detached, or the
+        // removal stops here (it must never recurse into the source).
+        binds::unstage(&paths.dir)?;
         let rootfs = paths.rootfs();
         rootfs::unmount_all(&rootfs)?;
         if rootfs::is_mount_point(&rootfs) {

@@ -1,9 +1,10 @@
 //! The shim: one small supervisor process per container.
 //!
-//! `moor shim DIR` runs [`run`]. It forks once so that the caller can reap
-//! it at once, then, single-threaded, in its own session and as a child
-//! subreaper: creates the container with its executor (libcontainer or
-//! `runc create`, stdio = pipes the shim holds), reports `created PID` on its
+//! `moor-shim DIR` (`src/bin/moor-shim.rs`) runs [`run`]. It forks once so
+//! that the caller can reap it at once, then, single-threaded, in its own
+//! session and as a child subreaper: creates the container with its
+//! executor (libcontainer or `runc create`, stdio = pipes the shim holds),
+//! reports `created PID` on its
 //! stdout and waits for the caller's `start` on its stdin (end of file: it
 //! removes the container and exits, nothing started), starts it, writes
 //! `state.json`, reports `ok` (or `error: …`) and closes stdout, then copies the

@@ -1,5 +1,6 @@
-//! `start`: mounts the root filesystem, writes the bundle and hands the
-//! container to a new shim, which reports back once it runs.
+//! `start`: mounts the root filesystem, opens the bind sources that live
+//! next to the manifests beneath their tree (`binds`), writes the bundle and
+//! hands the container to a new shim, which reports back once it runs.
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -8,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use moor_spec::NetworkMode;
 
+use super::binds;
 use super::bundle::{self, BundleInput};
 use super::cgroups::Hierarchies;
 use super::engine::Engine;
@@ -86,6 +88,11 @@ impl Engine {
         let result = self
             .write_bundle(&record, peer)
             .and_then(|()| self.spawn_shim(&record, prepare));
+        // Staged binds are the executor's to mount, in the container's own
+        // mount namespace; done or failed, the host needs them no more.
+        if let Err(e) = binds::unstage(&paths.dir) {
+            tracing::warn!(container = name, "staged bind sources left mounted: {e}");
+        }
         if result.is_err() {
             executor::delete(&record);
             let _ = Hierarchies::detect()
@@ -121,6 +128,7 @@ impl Engine {
                 .map(|(_, hard)| hard)
                 .unwrap_or(1024);
         let hierarchies = Hierarchies::detect();
+        let staged = binds::stage(&paths.dir, &record.spec.mounts)?;
         let spec = bundle::build(&BundleInput {
             record,
             rootfs: &paths.rootfs(),
@@ -130,6 +138,7 @@ impl Engine {
             nofile_hard,
             init: self.config.init.as_deref(),
             join_netns,
+            staged: &staged,
         })?;
         super::state::write_json_replace(&paths.config(), &spec)
     }
@@ -151,7 +160,6 @@ impl Engine {
             .open(paths.shim_log())
             .map_err(ContainerError::io("open", paths.shim_log()))?;
         let mut child = Command::new(&self.config.shim_exe)
-            .arg("shim")
             .arg(&paths.dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -175,6 +183,9 @@ impl Engine {
             Some(Ok(pid)) => pid,
             _ => return Err(report_error(&paths, record, &first)),
         };
+        // Created: the executor has made the container's mounts, staged
+        // binds included. (Detached again by the caller if this fails.)
+        let _ = binds::unstage(&paths.dir);
         if let Err(message) = prepare(pid) {
             // End of file on its stdin: the shim removes the container;
             // wait until it has (its stdout closes when it exits).

@@ -61,14 +61,27 @@ impl HostConfig {
         if let Ok(parent) = std::env::var("MOOR_CGROUP_PARENT") {
             engine.cgroup_parent = parent;
         }
+        // `EngineConfig::new` takes `MOOR_SHIM` as it is; the agent and
+        // `apply` refuse one that is not absolute (a relative one would be
+        // looked up on PATH, or in whatever directory moor was started in).
+        if let Some(shim) = std::env::var_os(crate::container::SHIM_ENV)
+            && !std::path::Path::new(&shim).is_absolute()
+        {
+            problems.push(format!(
+                "MOOR_SHIM=\"{}\" is not an absolute path to the moor-shim binary",
+                shim.to_string_lossy()
+            ));
+        }
         if let Ok(executor) = std::env::var("MOOR_EXECUTOR") {
             match crate::container::Executor::parse(&executor) {
                 Ok(e) => engine.executor = e,
                 Err(e) => problems.push(format!("MOOR_EXECUTOR: {e}")),
             }
         }
-        // The binary that is each container's shim is the DNS resolver too.
-        net.resolver = Some(engine.shim_exe.clone());
+        // `moor dns` serves the containers' DNS: a long-lived process that
+        // answers packets from containers, one per state dir, so it runs
+        // from the position-independent `moor`, not from the shim binary.
+        net.resolver = Some(engine.moor_exe.clone());
         Self {
             state_dir: state_dir.to_path_buf(),
             pull: PullOptions::default(),

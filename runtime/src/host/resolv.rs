@@ -54,6 +54,7 @@ impl Inner {
             source: MountSource::Bind {
                 source: path,
                 content_digest: None,
+                tree: None,
             },
             read_only: true,
         }))

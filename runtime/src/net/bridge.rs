@@ -11,8 +11,8 @@ use super::names;
 use super::netlink::{self, find_link};
 
 /// Creates (or completes) the bridge `bridge`, marked with `alias`, with `gateway/prefix`
-/// on it, up, and with `route_localnet` so that DNAT from 127.0.0.1 can leave
-/// through it. Idempotent: an existing bridge is adopted and fixed up.
+/// on it, and up. Idempotent: an existing bridge is adopted and fixed up.
+/// [`allow_localnet`] comes after, once the rules guard it.
 ///
 /// A bridge of that name marked by another moor instance is refused while
 /// that instance lives, and replaced (with a warning) once it is gone: see
@@ -100,7 +100,14 @@ pub(crate) fn create(
             .await
             .map_err(NetError::netlink(format!("set {bridge} up")))?;
         Ok(())
-    })?;
+    })
+}
+
+/// Sets `route_localnet` on `bridge`, so that a connection from the host's
+/// 127.0.0.1 to a port published there, DNAT'd to a container, can leave
+/// through it. Only once the ruleset's `guard` chain is loaded (see
+/// `ports`): the same switch lets packets *to* 127.0.0.0/8 in.
+pub(crate) fn allow_localnet(bridge: &str) -> Result<()> {
     netlink::sysctl(
         &format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
         "1",

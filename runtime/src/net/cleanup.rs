@@ -122,6 +122,9 @@ impl Networks {
             }
         }
         self.load_rules(&state, true)?;
+        for n in state.networks.values() {
+            bridge::allow_localnet(&n.bridge)?;
+        }
         self.file().save(&held, &state)?;
         if state.networks.is_empty() {
             self.reload_dns();

@@ -254,6 +254,7 @@ impl Networks {
             netlink::sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
         }
         self.load_rules(state, false)?;
+        bridge::allow_localnet(&record.bridge)?;
         self.start_dns(Some(record))
     }
 

@@ -11,6 +11,22 @@
 //! Isolation drops forwarding between different moor bridges, and out of
 //! and into internal ones, except for connections to a published port
 //! (`ct status dnat`): a published port is public, whoever asks.
+//!
+//! Loopback stays the host's own. A port published on 127.0.0.1 is DNAT'd
+//! in `output` and leaves through a bridge with its loopback source, which
+//! the kernel allows only with `route_localnet` on that bridge; but that
+//! switch also lets a packet *to* 127.0.0.0/8 arrive on the bridge, so a
+//! container that sends one to the gateway's MAC (a raw socket, as any
+//! container with `CAP_NET_RAW` may) would reach whatever listens on the
+//! host's 127.0.0.1 (the agent's metrics, a database bound to loopback) and
+//! every port published on 127.0.0.1 (the hole kube-proxy had as
+//! CVE-2020-8558). The `guard` chain drops every packet to 127.0.0.0/8 that did
+//! not come from `lo`, before conntrack and DNAT (priority `raw`): the
+//! kernel's own rule for martian destinations, back in force on every
+//! interface. Replies of connections the host made to a loopback-published
+//! port are not caught: they arrive for the gateway's address (masquerade)
+//! and are mapped back to 127.0.0.1 only later, at `dstnat`. The bridge
+//! gets `route_localnet` only after a ruleset with this chain is loaded.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -89,6 +105,7 @@ pub fn ruleset(table: &str, state: &State) -> String {
     let _ = write!(
         out,
         "table ip {table} {{\n\
+         \x20 chain guard {{\n    type filter hook prerouting priority raw; policy accept;\n    iifname != \"lo\" ip daddr 127.0.0.0/8 drop\n  }}\n\
          \x20 chain published {{\n{dnat}  }}\n\
          \x20 chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump published\n  }}\n\
          \x20 chain output {{\n    type nat hook output priority -100; policy accept;\n    fib daddr type local jump published\n  }}\n\
@@ -252,10 +269,19 @@ mod tests {
         assert!(rules.contains("iifname \"mo-i\" oifname != \"mo-i\" drop"));
         assert!(rules.contains("oifname \"mo-i\" iifname != \"mo-i\" drop"));
         assert!(rules.starts_with("table ip moor\ndelete table ip moor\ntable ip moor {"));
-        let accept = rules
+        // Loopback is not reachable from any interface but lo, before DNAT.
+        assert!(
+            rules.contains(
+                "type filter hook prerouting priority raw; policy accept;\n    iifname != \"lo\" ip daddr 127.0.0.0/8 drop\n"
+            ),
+            "{rules}"
+        );
+        // In the forward chain, published ports pass before any isolation drop.
+        let forward = &rules[rules.find("chain forward").expect("a forward chain")..];
+        let accept = forward
             .find("ct status dnat accept")
             .expect("published ports pass");
-        assert!(accept < rules.find("drop").unwrap(), "{rules}");
+        assert!(accept < forward.find("drop").unwrap(), "{rules}");
     }
 
     #[test]

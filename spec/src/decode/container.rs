@@ -537,6 +537,7 @@ impl Decoder<'_> {
                 MountSource::Bind {
                     source,
                     content_digest,
+                    tree,
                 } => {
                     if source.is_relative() {
                         let (resolved, real) = match self.in_tree(source) {
@@ -565,9 +566,20 @@ impl Decoder<'_> {
                                 continue;
                             }
                         }
+                        // How many components the source has beneath the
+                        // tree's root (`in_tree` checked that it is beneath).
+                        let depth = resolved
+                            .strip_prefix(self.tree.root())
+                            .map(|rest| rest.components().count());
                         // Absolute, so that the spec (and its hash) does not
                         // depend on the directory moor was started in.
-                        *source = self.absolute(resolved);
+                        let absolute = self.absolute(resolved);
+                        // The tree's root, made absolute the same way.
+                        *tree = depth
+                            .ok()
+                            .and_then(|d| absolute.ancestors().nth(d))
+                            .map(Path::to_path_buf);
+                        *source = absolute;
                     }
                 }
                 MountSource::Tmpfs { .. } => {}
@@ -634,6 +646,7 @@ impl Decoder<'_> {
             (Some("bind"), Some(path)) => MountSource::Bind {
                 source: path.into(),
                 content_digest: None,
+                tree: None,
             },
             (Some("tmpfs"), Some(_)) => {
                 self.error(f.pos, &field.key("source"), "a tmpfs mount has no source");
