@@ -13,6 +13,7 @@ mod crash;
 mod dns;
 mod fleet;
 mod git_agent;
+mod gitops;
 mod harness;
 mod hostile;
 mod image;
