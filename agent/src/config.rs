@@ -677,4 +677,35 @@ profiles = ["metrics"]
         );
         assert!(resolve(Overrides::default()).is_err() || Path::new(DEFAULT_CONFIG).exists());
     }
+
+    #[test]
+    fn drift_and_mode_are_per_source_and_checked() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let with = |extra: &str| {
+            let text = format!("[[source]]\nurl = \"{}\"\n{extra}\n", tmp.path().display());
+            resolve(Overrides {
+                config: Some(write(tmp.path(), &text)),
+                ..Overrides::default()
+            })
+        };
+        let c = with("").expect("defaults");
+        assert_eq!(c.sources[0].drift, moor_reconcile::DriftMode::Correct);
+        assert_eq!(c.sources[0].mode, moor_reconcile::SourceMode::Apply);
+        let c = with("drift = \"report\"\nmode = \"plan\"").expect("valid");
+        assert_eq!(c.sources[0].drift, moor_reconcile::DriftMode::Report);
+        assert_eq!(c.sources[0].mode, moor_reconcile::SourceMode::Plan);
+        for (extra, says) in [
+            (
+                "drift = \"ignore\"",
+                "drift = \"ignore\": expected \"correct\" or \"report\"",
+            ),
+            (
+                "mode = \"dry\"",
+                "mode = \"dry\": expected \"apply\" or \"plan\"",
+            ),
+        ] {
+            let e = format!("{:#}", with(extra).expect_err(extra));
+            assert!(e.contains(says), "{e}");
+        }
+    }
 }
