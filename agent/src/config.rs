@@ -65,6 +65,54 @@ struct FileConfig {
     host: HostSection,
     #[serde(default, rename = "source")]
     sources: Vec<SourceSection>,
+    #[serde(default, rename = "notify")]
+    notify: Vec<NotifySection>,
+}
+
+/// One `[[notify]]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifySection {
+    kind: String,
+    url_file: PathBuf,
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    sources: Vec<String>,
+    secret_file: Option<PathBuf>,
+    repeat_interval: Option<String>,
+}
+
+/// Where a notification goes and how it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyKind {
+    /// JSON, optionally signed (`X-Moor-Signature-256`).
+    Webhook,
+    /// A Slack incoming webhook (`{"text": …}`).
+    Slack,
+    /// A Discord webhook (`{"content": …}`).
+    Discord,
+    /// An ntfy topic URL (plain text, a `Title` header).
+    Ntfy,
+}
+
+/// The events notifications are sent for.
+pub const NOTIFY_EVENTS: &[&str] = &["applied", "failed", "recovered"];
+
+/// One `[[notify]]` target, resolved.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// How the message is written.
+    pub kind: NotifyKind,
+    /// The file holding the URL (a secret: read at each send, never logged).
+    pub url_file: PathBuf,
+    /// The events sent (of [`NOTIFY_EVENTS`]).
+    pub events: Vec<String>,
+    /// The sources whose events are sent; empty for all.
+    pub sources: Vec<String>,
+    /// The HMAC key's file (webhook only).
+    pub secret_file: Option<PathBuf>,
+    /// A failure repeating is sent again, as a summary, at most this often.
+    pub repeat_interval: Duration,
 }
 
 /// A size: bytes, or a string with a unit (`"8m"`).
@@ -190,6 +238,8 @@ pub struct AgentConfig {
     pub host: HostIdentity,
     /// The sources, with unique names.
     pub sources: Vec<SourceConfig>,
+    /// Where notifications go.
+    pub notify: Vec<NotifyConfig>,
 }
 
 /// One source, resolved.
@@ -349,7 +399,12 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
             "webhook_addr and metrics_addr are both {metrics_addr}: give the webhooks another address, or leave webhook_addr out"
         );
     }
+    let mut notify = Vec::new();
+    for (i, n) in file.notify.iter().enumerate() {
+        notify.push(notify_target(i + 1, n, &sources)?);
+    }
     Ok(AgentConfig {
+        notify,
         metrics_addr,
         webhook_addr,
         status_token_file: o.status_token_file.or(file.status_token_file),
@@ -358,6 +413,59 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         load,
         host,
         sources,
+    })
+}
+
+fn notify_target(
+    i: usize,
+    n: &NotifySection,
+    sources: &[SourceConfig],
+) -> anyhow::Result<NotifyConfig> {
+    let what = || format!("[[notify]] #{i}");
+    let kind = match n.kind.as_str() {
+        "webhook" => NotifyKind::Webhook,
+        "slack" => NotifyKind::Slack,
+        "discord" => NotifyKind::Discord,
+        "ntfy" => NotifyKind::Ntfy,
+        other => bail!(
+            "{}: kind = {other:?}: expected \"webhook\", \"slack\", \"discord\" or \"ntfy\"",
+            what()
+        ),
+    };
+    if n.secret_file.is_some() && kind != NotifyKind::Webhook {
+        bail!("{}: secret_file signs kind = \"webhook\" only", what());
+    }
+    let events = match &n.events {
+        None => NOTIFY_EVENTS.iter().map(|e| e.to_string()).collect(),
+        Some(list) => {
+            for e in list {
+                if !NOTIFY_EVENTS.contains(&e.as_str()) {
+                    bail!(
+                        "{}: event {e:?} is not one of {}",
+                        what(),
+                        NOTIFY_EVENTS.join(", ")
+                    );
+                }
+            }
+            list.clone()
+        }
+    };
+    for name in &n.sources {
+        if !sources.iter().any(|s| &s.name == name) {
+            bail!("{}: no source is named {name:?}", what());
+        }
+    }
+    let repeat_interval = match &n.repeat_interval {
+        Some(d) => parse_duration(d).with_context(|| format!("{}: repeat_interval", what()))?,
+        None => Duration::from_secs(3600),
+    };
+    Ok(NotifyConfig {
+        kind,
+        url_file: n.url_file.clone(),
+        events,
+        sources: n.sources.clone(),
+        secret_file: n.secret_file.clone(),
+        repeat_interval,
     })
 }
 

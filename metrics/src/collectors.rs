@@ -29,6 +29,8 @@ pub struct Metrics {
     drift: IntCounterVec,
     drift_left: IntGaugeVec,
     source_suspended: IntGaugeVec,
+    notifications: IntCounterVec,
+    notifications_dropped: IntCounter,
     queue_depth: IntGauge,
     queue_retries: IntCounter,
     source_sync: IntCounterVec,
@@ -116,6 +118,13 @@ impl Metrics {
             IntCounter::new("moor_workqueue_retries_total", "Retries of failed actions.")
                 .expect("valid metric definition");
         r.register(Box::new(queue_retries.clone()))
+            .expect("metric registered once");
+        let notifications_dropped = IntCounter::new(
+            "moor_notifications_dropped_total",
+            "Notifications dropped because their target's queue was full.",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(notifications_dropped.clone()))
             .expect("metric registered once");
         let pull_bytes = IntCounter::new(
             "moor_image_pull_bytes_total",
@@ -210,6 +219,13 @@ impl Metrics {
                 "1 while a source is suspended (moor suspend), 0 otherwise.",
                 &["source"],
             ),
+            notifications: counter_vec(
+                &r,
+                "moor_notifications_total",
+                "Notifications, by result: success, failure (after retries) or suppressed (a repeat).",
+                &["result"],
+            ),
+            notifications_dropped,
             queue_depth,
             queue_retries,
             source_sync: counter_vec(
@@ -300,6 +316,17 @@ impl Metrics {
         self.source_suspended
             .with_label_values(&[source])
             .set(i64::from(suspended));
+    }
+
+    /// A notification was sent (`success`), given up on (`failure`) or
+    /// held back as a repeat (`suppressed`).
+    pub fn notification(&self, result: &str) {
+        self.notifications.with_label_values(&[result]).inc();
+    }
+
+    /// A notification was dropped: its target's queue was full.
+    pub fn notification_dropped(&self) {
+        self.notifications_dropped.inc();
     }
 
     /// An image pull finished.

@@ -9,13 +9,15 @@
 //! - `exits`: container exits, turned into triggers;
 //! - `status`: what `/status` and `/readyz` say;
 //! - `http`: the endpoint and the git webhooks;
-//! - `control`: the control socket (`moor suspend`, `resume`, `reconcile`).
+//! - `control`: the control socket (`moor suspend`, `resume`, `reconcile`);
+//! - `notify`: notifications (`[[notify]]`).
 //!
 //! It takes a resolved `AgentConfig` and knows nothing of the command line.
 
 pub mod control;
 mod exits;
 mod http;
+mod notify;
 mod sources;
 mod status;
 
@@ -74,6 +76,7 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
     let mut senders: Vec<mpsc::Sender<Trigger>> = Vec::new();
     let mut tasks = Vec::new();
     let mut handles = std::collections::BTreeMap::new();
+    let notifier = notify::Notifier::start(&config.notify, &config.host.name, &metrics);
     for source in &config.sources {
         let (tx, rx) = mpsc::channel::<Trigger>(64);
         let (status_tx, status_rx) = watch::channel(Status::default());
@@ -103,6 +106,13 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
             &metrics,
             tx.clone(),
         )?);
+        if !notifier.is_empty() {
+            tasks.push(tokio::spawn(
+                notifier
+                    .clone()
+                    .watch(source.name.clone(), status_rx.clone()),
+            ));
+        }
         handles.insert(
             source.name.clone(),
             control::Handle {
