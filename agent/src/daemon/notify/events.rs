@@ -60,6 +60,8 @@ fn failing(status: ConditionStatus, reason: &str) -> bool {
 pub struct Tracker {
     /// The revision last reported as applied.
     applied: Option<String>,
+    /// The revision in force changed since (it may have changed back).
+    changed: bool,
 }
 
 impl Tracker {
@@ -87,6 +89,16 @@ impl Tracker {
                 .get(key)
                 .is_some_and(|c| failing(c.status, c.reason))
         };
+        // A failing resource the manifests dropped has stopped failing.
+        for (key, c) in &prev.conditions {
+            if failing(c.status, c.reason) && !cur.conditions.contains_key(key) {
+                out.push(event(
+                    EventKind::Recovered,
+                    Some(key.clone()),
+                    "no longer in the manifests".into(),
+                ));
+            }
+        }
         for (key, c) in &cur.conditions {
             if failing(c.status, c.reason) && !was_failing(key) {
                 out.push(event(
@@ -102,6 +114,9 @@ impl Tracker {
                 ));
             }
         }
+        if cur.revision != prev.revision {
+            self.changed = true;
+        }
         let passed = cur.reconciles > prev.reconciles;
         let clean = cur.last_error.is_none()
             && !cur.suspended
@@ -109,8 +124,13 @@ impl Tracker {
                 .conditions
                 .values()
                 .all(|c| c.status == ConditionStatus::Ready);
-        if passed && clean && cur.revision.is_some() && cur.revision != self.applied {
+        if passed
+            && clean
+            && cur.revision.is_some()
+            && (cur.revision != self.applied || self.changed)
+        {
             self.applied = cur.revision.clone();
+            self.changed = false;
             out.push(event(
                 EventKind::Applied,
                 None,
@@ -125,7 +145,8 @@ impl Tracker {
 }
 
 fn short(revision: &str) -> &str {
-    revision.get(..12).unwrap_or(revision)
+    let hex = revision.strip_prefix("sha256:").unwrap_or(revision);
+    hex.get(..12).unwrap_or(hex)
 }
 
 /// Keeps a failure that repeats from flooding a receiver: the first is
@@ -284,6 +305,30 @@ mod tests {
         assert!(
             t.step("s", &ok2, &drifted).is_empty(),
             "drift is not a failure"
+        );
+        // Back to a revision applied before: applied again.
+        let back = status("r2", 8, Ready, "Applied");
+        assert_eq!(kinds(&t.step("s", &drifted, &back)), []);
+        let mut t = Tracker::default();
+        t.step("s", &s0, &ok1);
+        let r2 = status("r2", 2, Ready, "Applied");
+        t.step("s", &ok1, &r2);
+        let r1_again = status("r1", 3, Ready, "Applied");
+        assert_eq!(
+            kinds(&t.step("s", &r2, &r1_again)),
+            [(EventKind::Applied, None)]
+        );
+        // A failing resource dropped from the manifests has recovered.
+        let gone = Status {
+            conditions: BTreeMap::new(),
+            ..status("r3", 7, Ready, "Applied")
+        };
+        assert_eq!(
+            kinds(&t.step("s", &bad2, &gone)),
+            [
+                (EventKind::Recovered, Some("container/web")),
+                (EventKind::Applied, None)
+            ]
         );
     }
 
