@@ -27,6 +27,12 @@
 //! token_file = "/etc/moor/git-token"
 //! [source.verify]
 //! allowed_signers = "/etc/moor/allowed_signers"
+//!
+//! [[notify]]                  # several allowed
+//! kind = "webhook"            # or slack, discord, ntfy
+//! url_file = "/etc/moor/notify.url"
+//! events = ["failed", "recovered"]
+//! secret_file = "/etc/moor/notify.key"   # X-Moor-Signature-256 (webhook)
 //! ```
 //!
 //! Secrets are always read from files (or named environment variables), never
@@ -814,6 +820,50 @@ profiles = ["metrics"]
         ] {
             let e = format!("{:#}", with(extra).expect_err(extra));
             assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn notify_targets_are_checked() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let with = |extra: &str| {
+            let text = format!(
+                "[[source]]\nname = \"site\"\nurl = \"{}\"\n[[notify]]\nurl_file = \"/etc/moor/u\"\n{extra}\n",
+                tmp.path().display()
+            );
+            resolve(Overrides {
+                config: Some(write(tmp.path(), &text)),
+                ..Overrides::default()
+            })
+        };
+        let c = with("kind = \"ntfy\"").expect("valid");
+        assert_eq!(c.notify[0].kind, NotifyKind::Ntfy);
+        assert_eq!(c.notify[0].events, NOTIFY_EVENTS);
+        assert_eq!(c.notify[0].repeat_interval, Duration::from_secs(3600));
+        let c = with("kind = \"webhook\"\nsecret_file = \"/k\"\nsources = [\"site\"]\nrepeat_interval = \"10m\"")
+            .expect("valid");
+        assert_eq!(c.notify[0].repeat_interval, Duration::from_secs(600));
+        for (extra, says) in [
+            ("kind = \"email\"", "kind = \"email\""),
+            (
+                "kind = \"slack\"\nsecret_file = \"/k\"",
+                "secret_file signs kind = \"webhook\" only",
+            ),
+            (
+                "kind = \"slack\"\nevents = [\"exploded\"]",
+                "event \"exploded\" is not one of",
+            ),
+            (
+                "kind = \"slack\"\nsources = [\"nope\"]",
+                "no source is named \"nope\"",
+            ),
+            (
+                "kind = \"slack\"\nurl = \"https://hooks.example\"",
+                "unknown field",
+            ),
+        ] {
+            let e = format!("{:#}", with(extra).expect_err(extra));
+            assert!(e.contains(says), "{extra}: {e}");
         }
     }
 }
