@@ -131,7 +131,7 @@ applied() {
 # --- push → running, with the webhook ------------------------------------
 secret="bench-webhook-secret"
 printf '%s\n' "$secret" >"$work/hook.secret"
-"$moor" agent --source "git+git://127.0.0.1:$daemon_port/hook.git" -p hook --interval 1h \
+"$moor" agent --source "git+git://127.0.0.1:$daemon_port/hook.git" -p hook --interval 1h --insecure \
   --webhook-secret-file "$work/hook.secret" --metrics-addr "127.0.0.1:$http_port" \
   2>"$work/agent-hook.log" &
 agent_pid=$!
@@ -176,7 +176,7 @@ stop_agent
 # --- idle CPU: 3 sources polling every 10 s --------------------------------
 {
   for p in idle-a idle-b idle-c; do
-    printf '[[source]]\nname = "%s"\nurl = "git+git://127.0.0.1:%s/%s.git"\ninterval = "10s"\n\n' \
+    printf '[[source]]\nname = "%s"\nurl = "git+git://127.0.0.1:%s/%s.git"\ninterval = "10s"\ninsecure = true\n\n' \
       "$p" "$daemon_port" "$p"
   done
 } >"$work/agent.toml"

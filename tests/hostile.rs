@@ -3,7 +3,9 @@
 //!
 //! `tests/hostile/` holds one directory per case, each with its golden
 //! diagnostics next to it (`case.expected`: the exact stderr of `moor
-//! validate CASE` run from the directory holding the cases). A case's
+//! validate CASE` run from the directory holding the cases, with `--policy
+//! CASE/.policy.toml` when the case has one: what a source under that
+//! policy refuses; an empty one is what a git source gets). A case's
 //! symbolic links are not committed — a link to `/` in moor's own
 //! repository would send other tools walking the host — but listed in its
 //! `symlinks` file (`NAME -> TARGET` per line) and made by the test in a
@@ -90,9 +92,15 @@ fn hostile_trees_are_refused_with_their_golden_diagnostics() {
     let all = cases();
     assert!(all.len() >= 12, "only {} hostile cases", all.len());
     for case in &all {
-        let out = moor_in(&root, &["validate", case]);
+        let policy = format!("{case}/.policy.toml");
+        let mut args = vec!["validate", case.as_str()];
+        if root.join(&policy).is_file() {
+            args.extend(["--policy", policy.as_str()]);
+        }
+        let out = moor_in(&root, &args);
         assert_no_secret(case, "text", &out);
-        let json = moor_in(&root, &["validate", "--json", case]);
+        args.push("--json");
+        let json = moor_in(&root, &args);
         assert_no_secret(case, "json", &json);
         assert_eq!(json.status.code(), Some(1), "{case} --json must be invalid");
         if blessing() {

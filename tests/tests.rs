@@ -23,6 +23,7 @@ mod metrics;
 mod network_modes;
 mod networks;
 mod oneshot;
+mod policy;
 mod prometheus;
 mod real;
 mod regression;

@@ -23,10 +23,17 @@
 //! drift = "correct"           # or "report": out-of-band changes are reported, left so
 //! mode = "apply"              # or "plan": never change the host, show the plan
 //! webhook_secret_file = "/etc/moor/webhook-secret"
+//! # insecure = true         # git+http:// or git+git:// without signature verification
+//! # allow_rollback = true   # with verification: a head older than the commit in force
 //! [source.auth]
 //! token_file = "/etc/moor/git-token"
 //! [source.verify]
 //! allowed_signers = "/etc/moor/allowed_signers"
+//! [source.policy]             # what its manifests may ask of the host
+//! host_paths = ["/srv/app-data"]   # absolute bind sources and env files under these
+//! capabilities = ["NET_ADMIN"]     # cap_add beyond Docker's default set
+//! host_network = false             # network_mode = "host"
+//! unconfined = false               # seccomp = "unconfined"
 //!
 //! [[notify]]                  # several allowed
 //! kind = "webhook"            # or slack, discord, ntfy
@@ -34,6 +41,10 @@
 //! events = ["failed", "recovered"]
 //! secret_file = "/etc/moor/notify.key"   # X-Moor-Signature-256 (webhook)
 //! ```
+//!
+//! A git source is restricted by default: without `[source.policy]`, its
+//! manifests may ask for none of those. A directory source keeps every
+//! permission unless it has a policy (see `moor_spec::policy`).
 //!
 //! Secrets are always read from files (or named environment variables), never
 //! written in this file, so it can be world-readable and kept in git itself.
@@ -182,6 +193,17 @@ pub struct SourceSection {
     /// Commit signature verification.
     #[serde(default)]
     pub verify: VerifySection,
+    /// git+http:// or git+git:// without signature verification.
+    #[serde(default)]
+    pub insecure: bool,
+    /// With verification: apply a head that is an ancestor of the commit in force.
+    #[serde(default)]
+    pub allow_rollback: bool,
+    /// What the source's manifests may ask of the host.
+    pub policy: Option<moor_spec::PolicyKeys>,
+    /// The same from a file (`--policy FILE`), read when the source is resolved.
+    #[serde(skip)]
+    pub policy_file: Option<PathBuf>,
 }
 
 /// Credentials for a git remote, each from a file or an environment variable.
@@ -259,6 +281,9 @@ pub struct SourceConfig {
     pub allow_empty: bool,
     /// The webhook secret's file, if the webhook is enabled.
     pub webhook_secret_file: Option<PathBuf>,
+    /// What its manifests may ask of the host; None: anything (a directory
+    /// source without a policy). A git source always has one.
+    pub policy: Option<moor_spec::Policy>,
     /// Compose profiles enabled for this source (besides `--profile`).
     pub profiles: Vec<String>,
     /// Correct drift, or only report it.
@@ -292,6 +317,10 @@ pub enum SourceKind {
         auth: AuthSection,
         /// Signature verification.
         verify: VerifySection,
+        /// Plain http or git:// without signature verification is allowed.
+        insecure: bool,
+        /// A head older than the commit in force may apply.
+        allow_rollback: bool,
     },
 }
 
@@ -511,6 +540,21 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
                 p.display()
             );
         }
+        let plaintext = ["http://", "git://"].iter().any(|p| url.starts_with(p));
+        if plaintext && !s.verify.enabled() && !s.insecure {
+            bail!(
+                "{}: git+http:// and git+git:// are not authenticated: anyone on the path could send any commit. \
+                 Verify commit signatures ([source.verify], --verify-allowed-signers), use https or ssh, \
+                 or accept the risk with insecure = true (--insecure)",
+                what()
+            );
+        }
+        if s.allow_rollback && !s.verify.enabled() {
+            bail!(
+                "{}: allow_rollback is for sources that verify commit signatures (without, any head applies)",
+                what()
+            );
+        }
         SourceKind::Git {
             url: url.to_string(),
             reference: s.reference.clone(),
@@ -521,11 +565,18 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
             },
             auth: s.auth.clone(),
             verify: s.verify.clone(),
+            insecure: s.insecure,
+            allow_rollback: s.allow_rollback,
         }
     } else {
-        if s.reference.is_some() || s.verify.enabled() || s.interval.is_some() {
+        if s.reference.is_some()
+            || s.verify.enabled()
+            || s.interval.is_some()
+            || s.insecure
+            || s.allow_rollback
+        {
             bail!(
-                "{}: ref, interval and verify are for git sources (git+https://…)",
+                "{}: ref, interval, verify, insecure and allow_rollback are for git sources (git+https://…)",
                 what()
             );
         }
@@ -567,15 +618,39 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
             what()
         ),
     };
+    let policy = match (&s.policy, &s.policy_file) {
+        (Some(_), Some(_)) => bail!("{}: a [source.policy] and --policy both", what()),
+        (Some(keys), None) => Some(
+            moor_spec::Policy::new(keys.clone(), "[source.policy]")
+                .map_err(|e| anyhow::anyhow!("{}: [source.policy] {e}", what()))?,
+        ),
+        (None, Some(file)) => Some(read_policy(file)?),
+        // A git source is input from whoever can push: restricted until
+        // the operator allows more.
+        (None, None) => matches!(kind, SourceKind::Git { .. })
+            .then(|| moor_spec::Policy::restricted("[source.policy]")),
+    };
     Ok(SourceConfig {
         name,
         kind,
         allow_empty: s.allow_empty,
         webhook_secret_file: s.webhook_secret_file,
+        policy,
         profiles: s.profiles,
         drift,
         mode,
     })
+}
+
+/// Reads a policy file (`--policy FILE`): the keys of `[source.policy]`
+/// at its top level.
+pub fn read_policy(path: &Path) -> anyhow::Result<moor_spec::Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the policy {}", path.display()))?;
+    let keys: moor_spec::PolicyKeys =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    moor_spec::Policy::new(keys, format!("the policy file {}", path.display()))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// A directory's base name, or a repository's name (`ops/fleet.git` → `fleet`).
@@ -865,5 +940,88 @@ profiles = ["metrics"]
             let e = format!("{:#}", with(extra).expect_err(extra));
             assert!(e.contains(says), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn policies_and_transports() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().display().to_string();
+        let with = |text: &str| {
+            resolve(Overrides {
+                config: Some(write(tmp.path(), text)),
+                ..Overrides::default()
+            })
+            .map_err(|e| format!("{e:#}"))
+        };
+        // A git source is restricted unless it says otherwise; a directory
+        // is not, unless it has a policy.
+        let c = with(&format!(
+            "[[source]]\nurl = \"git+https://x/y.git\"\n[[source]]\nurl = \"{dir}\"\n\
+             [[source]]\nname = \"strict\"\nurl = \"{dir}\"\n[source.policy]\ncapabilities = [\"net_admin\"]\n"
+        ))
+        .expect("valid");
+        let restricted = moor_spec::Policy::restricted("[source.policy]");
+        assert_eq!(c.sources[0].policy.as_ref(), Some(&restricted));
+        assert_eq!(c.sources[1].policy, None);
+        let strict = c.sources[2].policy.as_ref().expect("a policy");
+        assert_eq!(strict.allows_capability("CAP_NET_ADMIN"), Ok(()));
+        assert!(strict.allows_capability("CAP_SYS_ADMIN").is_err());
+
+        let e = with(
+            "[[source]]\nurl = \"git+https://x/y.git\"\n[source.policy]\nhost_path = [\"/srv\"]\n",
+        )
+        .expect_err("a typo");
+        assert!(e.contains("line 4") && e.contains("host_path"), "{e}");
+        let e = with(
+            "[[source]]\nurl = \"git+https://x/y.git\"\n[source.policy]\nhost_paths = [\"srv\"]\n",
+        )
+        .expect_err("relative");
+        assert!(
+            e.contains("host_paths[0]: \"srv\" must be an absolute path"),
+            "{e}"
+        );
+
+        // Plain transports: verification or insecure.
+        for url in ["git+git://h/r.git", "git+http://h/r.git"] {
+            let e = with(&format!("[[source]]\nurl = \"{url}\"\n")).expect_err(url);
+            assert!(e.contains("insecure = true (--insecure)"), "{e}");
+            with(&format!("[[source]]\nurl = \"{url}\"\ninsecure = true\n")).expect(url);
+            with(&format!(
+                "[[source]]\nurl = \"{url}\"\n[source.verify]\nallowed_signers = \"/etc/moor/s\"\n"
+            ))
+            .expect(url);
+        }
+        let e = with("[[source]]\nurl = \"git+https://h/r.git\"\nallow_rollback = true\n")
+            .expect_err("rollback without verification");
+        assert!(
+            e.contains("allow_rollback is for sources that verify"),
+            "{e}"
+        );
+        let e = with(&format!("[[source]]\nurl = \"{dir}\"\ninsecure = true\n"))
+            .expect_err("insecure directory");
+        assert!(e.contains("are for git sources"), "{e}");
+
+        // --policy FILE, for --source.
+        let file = tmp.path().join("policy.toml");
+        std::fs::write(&file, "host_network = true\n").expect("write");
+        let c = resolve(Overrides {
+            source: Some(SourceSection {
+                url: "git+https://x/y.git".into(),
+                policy_file: Some(file.clone()),
+                ..SourceSection::default()
+            }),
+            ..Overrides::default()
+        })
+        .expect("valid");
+        let p = c
+            .sources
+            .last()
+            .and_then(|s| s.policy.as_ref())
+            .expect("policy");
+        assert_eq!(p.allows_network_mode(&moor_spec::NetworkMode::Host), Ok(()));
+        assert!(p.place().contains("policy.toml"), "{}", p.place());
+        std::fs::write(&file, "unconfined = \"yes\"\n").expect("write");
+        let e = format!("{:#}", read_policy(&file).expect_err("a string"));
+        assert!(e.contains("policy.toml") && e.contains("unconfined"), "{e}");
     }
 }

@@ -187,7 +187,22 @@ pub fn diff(
         let spec = &c.spec;
         let image = spec.image.to_string();
         let digest = observed.images.get(&image).map(|i| i.digest.as_str());
-        let blocked_by = blocked_dependency(spec, &image, &blocked_deps);
+        let blocked_by = blocked_dependency(spec, &image, &blocked_deps).or_else(|| {
+            // `container:NAME` joins the network namespace of whatever the
+            // host calls NAME: never that of a container another project
+            // owns (one of the same name declared here is blocked itself).
+            match &spec.network_mode {
+                NetworkMode::Container(t) => observed
+                    .containers
+                    .get(t)
+                    .filter(|o| !mine(&o.project))
+                    .map(|_| Reason::DependencyBlocked {
+                        kind: Kind::Container,
+                        name: t.clone(),
+                    }),
+                _ => None,
+            }
+        });
         for replica in 1..=spec.replicas {
             let name = instance_name(resource, replica);
             desired_instances.insert(name.clone());

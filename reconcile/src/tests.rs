@@ -456,6 +456,34 @@ async fn other_projects_and_strangers_are_never_touched() {
     );
 }
 
+#[tokio::test]
+async fn a_network_namespace_of_another_project_is_never_joined() {
+    // Another project runs a container named db; these manifests declare a
+    // db of their own (blocked: the name is taken) and a sidecar in its
+    // network namespace, which would be theirs.
+    let rt = FakeRuntime::new();
+    converge(&rt, &load(BASE)).await;
+    rt.with_host(|h| {
+        for c in h.containers.values_mut() {
+            c.project = Some("other".into());
+        }
+    });
+    let sidecar = format!(
+        "{BASE}\n[containers.sidecar]\nimage = \"busybox\"\nnetwork_mode = \"container:db\"\n"
+    );
+    let p = plan(&rt, &load(&sidecar));
+    assert!(p.find(Kind::Container, "sidecar").is_none(), "{p}");
+    let blocked: Vec<_> = p
+        .blocked
+        .iter()
+        .map(|b| (b.name.as_str(), b.reason.to_string()))
+        .collect();
+    assert!(
+        blocked.contains(&("sidecar", "container db is blocked".to_string())),
+        "{blocked:?}"
+    );
+}
+
 #[test]
 fn restart_backoff_doubles_to_five_minutes() {
     assert_eq!(restart_delay(0), Duration::from_secs(1));

@@ -1,8 +1,10 @@
 //! Bind mounts whose source lives next to the manifests.
 //!
 //! A relative source (`./conf/nginx.conf`) is resolved against the manifest
-//! file's directory, and its content is hashed into the container's spec hash:
-//! editing a config file in git redeploys exactly the containers that read it.
+//! file's directory, and the content of a read-only one is hashed into the
+//! container's spec hash: editing a config file in git redeploys exactly the
+//! containers that read it. (A read-write one is the container's own data:
+//! hashing it would replace the container whenever it writes.)
 
 use std::fs;
 use std::io::Read;

@@ -7,8 +7,9 @@
 //! change to a field that matters changes the hash.
 //!
 //! For containers, "matters" means "the running process would differ": the
-//! image, command, environment, mounts (with the content of bind sources kept
-//! next to the manifests), ports, networks, limits and security settings.
+//! image, command, environment, mounts (with the content of read-only bind
+//! sources kept next to the manifests; a read-write bind is the container's
+//! own data, hashed by path, see [`crate::writes`]), ports, networks, limits and security settings.
 //! Fields the reconciler applies without recreating the container — `replicas`,
 //! `restart`, `healthcheck`, `depends_on`, `stop_signal`, `stop_grace_period`,
 //! `update_order` — are left out, so changing them never restarts anything.

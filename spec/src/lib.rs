@@ -11,6 +11,11 @@
 //! [`HostIdentity`] (by host name globs and labels) before the checks across
 //! resources.
 //!
+//! What a source may ask of the host (absolute host paths, capabilities,
+//! the host's network, no seccomp filter) is checked while decoding against
+//! the operator's [`Policy`] when [`LoadOptions::policy`] has one; and a
+//! container never writes its own desired state ([`writes`]).
+//!
 //! To load the same manifests again and again (an agent's sources do), a
 //! [`Loader`] keeps what each file decoded and parses only what changed.
 //!
@@ -31,6 +36,7 @@ mod names;
 pub mod node;
 mod par;
 pub mod parse;
+pub mod policy;
 pub mod ports;
 pub mod reference;
 pub mod target;
@@ -38,6 +44,7 @@ pub mod tree;
 pub mod units;
 mod validate;
 pub mod words;
+pub mod writes;
 
 pub use decode::{MAX_NAME_LEN, check_name, did_you_mean};
 pub use diag::{Diagnostic, Diagnostics, Severity};
@@ -53,6 +60,8 @@ pub use model::{
 };
 pub use mounts::{Mount, MountSource};
 pub use names::name_from;
+pub use policy::{Policy, PolicyKeys};
 pub use ports::{PortMapping, Protocol};
 pub use reference::ImageRef;
 pub use target::{HostGlob, HostIdentity, IdentityError, Target};
+pub use writes::Writes;

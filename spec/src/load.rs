@@ -28,6 +28,14 @@ pub struct LoadOptions {
     /// Manifest files larger than this (in bytes) are refused with a
     /// diagnostic, unread.
     pub max_file_size: u64,
+    /// What the manifests may ask of the host (see [`crate::policy`]);
+    /// `None`: anything.
+    pub policy: Option<crate::Policy>,
+    /// What a read-write bind into the source's tree does (see [`crate::writes`]).
+    pub writes: crate::Writes,
+    /// Directories (real paths) whose files are never read: where
+    /// containers were seen writing.
+    pub skip: Vec<PathBuf>,
     /// The environment Compose files are interpolated with (`${VAR}`); it
     /// wins over a `.env` file beside the Compose file. Empty by default:
     /// the agent passes its own.
@@ -41,6 +49,9 @@ impl Default for LoadOptions {
     fn default() -> Self {
         Self {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            policy: None,
+            writes: crate::Writes::default(),
+            skip: Vec::new(),
             env: Default::default(),
             profiles: Default::default(),
         }
@@ -113,9 +124,15 @@ pub fn load_with<P: AsRef<Path>>(
 }
 
 /// The manifest files under `paths` (sorted, each once) with their trees,
-/// and what could not be walked.
-pub(crate) fn walk<P: AsRef<Path>>(paths: &[P]) -> (Vec<(PathBuf, Tree)>, Diagnostics) {
-    let mut walk = Walk::default();
+/// and what could not be walked; nothing under `skip` (real paths) is read.
+pub(crate) fn walk<P: AsRef<Path>>(
+    paths: &[P],
+    skip: &[PathBuf],
+) -> (Vec<(PathBuf, Tree)>, Diagnostics) {
+    let mut walk = Walk {
+        skip: skip.to_vec(),
+        ..Walk::default()
+    };
     for p in paths {
         walk.explicit(p.as_ref());
     }
@@ -200,6 +217,8 @@ struct Walk {
     /// Directories already walked, by device and inode: a symlink loop (or
     /// a directory given twice) is read once.
     seen_dirs: HashSet<(u64, u64)>,
+    /// Directories not walked (see [`LoadOptions::skip`]).
+    skip: Vec<PathBuf>,
 }
 
 impl Walk {
@@ -240,7 +259,7 @@ impl Walk {
         let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         children.sort();
         for child in children {
-            if !is_hidden(&child) {
+            if !is_hidden(&child) && !crate::writes::is_under(&child, &self.skip) {
                 self.child(&child, tree);
             }
         }
@@ -340,7 +359,7 @@ mod tests {
         std::fs::write(
             app.join("app.toml"),
             "[containers.app]\nimage = \"busybox\"\nenv_file = \"app.env\"\n\
-             mounts = [\"./conf:/etc/site\", \"./site.conf:/etc/site.conf\"]\n",
+             mounts = [\"./conf:/etc/site:ro\", \"./site.conf:/etc/site.conf:ro\"]\n",
         )
         .unwrap();
         let load_root = || load(&[&root]).unwrap_or_else(|d| panic!("{d}"));

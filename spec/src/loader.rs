@@ -16,6 +16,7 @@ use crate::node::Pos;
 use crate::parse::{Format, parse};
 use crate::target::HostIdentity;
 use crate::tree::Tree;
+use crate::writes::{Writes, rw_binds};
 
 /// Loads manifests again and again (as an agent does after every change),
 /// parsing and decoding only the files that changed since the last load.
@@ -102,7 +103,7 @@ impl Loader {
         paths: &[P],
         host: Option<&HostIdentity>,
     ) -> Result<DesiredState, Diagnostics> {
-        let (mut files, diags) = walk(paths);
+        let (mut files, diags) = walk(paths, &self.options.skip);
         crate::compose::skip_used(&mut files, self.options.max_file_size);
         // Each file is read by the thread that decodes it.
         let (options, cache) = (&self.options, &self.cache);
@@ -123,7 +124,7 @@ impl Loader {
         let mut decoded = Vec::with_capacity(files.len());
         for ((file, _), (text, outcome)) in files.into_iter().zip(outcomes) {
             reused += usize::from(outcome.reused);
-            decoded.push(outcome.decoded.clone());
+            decoded.push((file.clone(), outcome.decoded.clone()));
             if let Some(text) = text.filter(|_| outcome.keep) {
                 let entry = Cached {
                     text,
@@ -137,7 +138,7 @@ impl Loader {
             files: decoded.len(),
             reused,
         };
-        finish(&decoded, diags, host)
+        finish(&decoded, diags, host, self.options.writes)
     }
 }
 
@@ -150,22 +151,68 @@ pub(crate) fn load_sources(
     let decoded: Vec<Arc<Decoded>> = crate::par::map(sources, 1, 4, |s| {
         decode_one(&s.file, &s.text, &s.tree, options, None).decoded
     });
-    finish(&decoded, Diagnostics::default(), host)
+    let decoded: Vec<(PathBuf, Arc<Decoded>)> = sources
+        .iter()
+        .map(|s| s.file.clone())
+        .zip(decoded)
+        .collect();
+    finish(&decoded, Diagnostics::default(), host, options.writes)
 }
 
-/// The checks across files, on what every file decoded (in order).
+/// The checks across files, on what every file (in order) decoded.
+///
+/// With [`Writes::Skip`], what the files under a read-write bind of this
+/// load declared (and what is wrong with them) is left out first (see
+/// [`crate::writes`]).
 fn finish(
-    decoded: &[Arc<Decoded>],
+    decoded: &[(PathBuf, Arc<Decoded>)],
     mut diags: Diagnostics,
     host: Option<&HostIdentity>,
+    writes: Writes,
 ) -> Result<DesiredState, Diagnostics> {
-    for d in decoded {
+    let decoded: Vec<Arc<Decoded>> = match writes {
+        Writes::Skip => skip_written(decoded),
+        Writes::Refuse => decoded.iter().map(|(_, d)| d.clone()).collect(),
+    };
+    for d in &decoded {
         if !d.diags.is_empty() {
             diags.extend(d.diags.clone());
         }
     }
     let drafts: Vec<&Drafts> = decoded.iter().map(|d| &d.drafts).collect();
     crate::validate::finish(&drafts, diags, host)
+}
+
+/// [`Writes::Skip`]: the files not under a read-write bind of any of them,
+/// with the read-only binds that a read-write bind overlaps hashed by path
+/// alone.
+///
+/// Every read-write bind counts, even one declared under another: what is
+/// unsure is left unread. (What a running container wrote is not even
+/// decoded: the agent skips it by [`LoadOptions::skip`].)
+fn skip_written(decoded: &[(PathBuf, Arc<Decoded>)]) -> Vec<Arc<Decoded>> {
+    let written = rw_binds(decoded.iter().map(|(_, d)| &d.drafts));
+    if written.is_empty() {
+        return decoded.iter().map(|(_, d)| d.clone()).collect();
+    }
+    let kept: Vec<&Arc<Decoded>> = decoded
+        .iter()
+        .filter(|(file, _)| !crate::writes::is_under(file, &written))
+        .map(|(_, d)| d)
+        .collect();
+    let written = rw_binds(kept.iter().map(|d| &d.drafts));
+    kept.into_iter()
+        .map(
+            |d| match crate::writes::unhash_overlapped(&d.drafts, &written) {
+                Some(drafts) => Arc::new(Decoded {
+                    drafts,
+                    diags: d.diags.clone(),
+                    reads: d.reads.clone(),
+                }),
+                None => d.clone(),
+            },
+        )
+        .collect()
 }
 
 /// What one file of a load came to.
@@ -214,7 +261,7 @@ fn decode_one(
     let dir = file.parent().unwrap_or(Path::new("."));
     if let Some(kept) = kept
         && kept.text == text
-        && still_holds(&kept.decoded.reads, dir, tree)
+        && still_holds(&kept.decoded.reads, dir, tree, options.policy.as_ref())
     {
         return Outcome {
             decoded: kept.decoded.clone(),
@@ -226,6 +273,8 @@ fn decode_one(
     match parse(format, text) {
         Ok(docs) => {
             let mut decoder = Decoder::new(file, dir, tree);
+            decoder.policy = options.policy.as_ref();
+            decoder.writes = options.writes;
             if crate::compose::is_compose_file(file) {
                 decoder.compose(&docs, options, &mut decoded.drafts);
             } else {
@@ -266,7 +315,7 @@ mod tests {
             "app/app.toml",
             "[containers.app]\nimage = \"base\"\nenv_file = [\"app.env\", \"../common/common.env\"]\n\
              networks = [\"front\"]\nports = [\"8080:80\"]\n\
-             mounts = [\"./conf:/etc/conf\", \"./site.conf:/etc/site.conf:ro\"]\n\
+             mounts = [\"./conf:/etc/conf:ro\", \"./site.conf:/etc/site.conf:ro\"]\n\
              healthcheck = { cmd = \"true\" }\n",
         );
         write("app/app.env", "A=1\n");
@@ -461,5 +510,48 @@ mod tests {
                 .contains("outside the source's tree")
         );
         assert!(both(&mut loader, &paths).0.is_ok());
+    }
+
+    /// Under a policy, a kept file is reused only while the host paths it
+    /// was allowed still lead where they did: a link under an allowed
+    /// directory re-pointed out of it is refused at the next load.
+    #[test]
+    fn a_cached_load_under_a_policy_follows_links_under_host_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        let allowed = tmp.path().join("srv");
+        std::fs::create_dir_all(allowed.join("data")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("secret")).unwrap();
+        symlink("data", allowed.join("link")).unwrap();
+        let root = tmp.path().join("repo");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(
+            root.join("app.toml"),
+            format!(
+                "[containers.app]\nimage = \"busybox\"\nmounts = [\"{}:/data\"]\n",
+                allowed.join("link").display()
+            ),
+        )
+        .unwrap();
+        let keys = crate::PolicyKeys {
+            host_paths: vec![allowed.clone()],
+            ..crate::PolicyKeys::default()
+        };
+        let options = LoadOptions {
+            policy: Some(crate::Policy::new(keys, "[source.policy]").unwrap()),
+            writes: crate::Writes::Refuse,
+            ..LoadOptions::default()
+        };
+        let mut loader = Loader::new(options.clone());
+        loader.load(&[&root], None).unwrap();
+        std::fs::remove_file(allowed.join("link")).unwrap();
+        symlink("../secret", allowed.join("link")).unwrap();
+        let cached = loader.load(&[&root], None);
+        assert_eq!(cached, crate::load_with(&[&root], None, &options));
+        let e = cached.unwrap_err().to_string();
+        assert!(e.contains("leads outside"), "{e}");
+        // And back: allowed again, without a restart.
+        std::fs::remove_file(allowed.join("link")).unwrap();
+        symlink("data", allowed.join("link")).unwrap();
+        loader.load(&[&root], None).unwrap();
     }
 }

@@ -20,8 +20,9 @@ pub enum MountSource {
     Bind {
         /// Absolute host path.
         source: PathBuf,
-        /// sha256 of the content of a bind source that lives next to the
-        /// manifests (a relative path): editing it changes the spec hash.
+        /// sha256 of the content of a read-only bind source that lives next
+        /// to the manifests (a relative path): editing it changes the spec
+        /// hash. None for a read-write one (the container's own data).
         #[serde(skip_serializing_if = "Option::is_none", default)]
         content_digest: Option<String>,
         /// For a source that lives next to the manifests: the root of the

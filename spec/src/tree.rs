@@ -131,6 +131,11 @@ impl Tree {
         &self.root
     }
 
+    /// The root with every link resolved, when it exists.
+    pub fn real_root(&self) -> Option<&Path> {
+        self.real.as_deref()
+    }
+
     /// Resolves `path` — the root joined with a relative path, e.g. a
     /// manifest's directory joined with a bind source, lexically normalised
     /// as [`normalize`] does — inside the tree, following links as the

@@ -54,6 +54,14 @@ pub struct AgentArgs {
     /// Git: apply only commits signed by this OpenPGP public key (repeatable).
     #[arg(long, value_name = "FILE")]
     pub verify_pgp_key: Vec<PathBuf>,
+    /// Git: allow git+http:// or git+git:// without signature verification
+    /// (anyone on the network path could send any commit).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Git, with signature verification: apply a head that is an ancestor
+    /// of the commit in force (refused by default as a rollback).
+    #[arg(long)]
+    pub allow_rollback: bool,
     /// The configuration file (default: /etc/moor/agent.toml, when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -87,7 +95,8 @@ pub struct AgentArgs {
     #[arg(long, value_name = "apply|plan")]
     pub mode: Option<String>,
     // This host's name and labels for manifests' `target` (over the
-    // configuration file's `[host]`), and the size limit of a manifest file.
+    // configuration file's `[host]`), the size limit of a manifest file,
+    // and --source's policy.
     #[command(flatten)]
     pub host: HostArgs,
 }

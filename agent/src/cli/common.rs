@@ -31,13 +31,20 @@ pub struct HostArgs {
     /// Give the host a label, for `target = { labels = ... }` (repeatable).
     #[arg(long = "host-label", value_name = "KEY=VALUE", value_parser = moor_spec::target::parse_label)]
     pub host_labels: Vec<(String, String)>,
+    /// Load under this policy: a TOML file with the keys of an agent source's
+    /// `[source.policy]` (host_paths, capabilities, host_network,
+    /// unconfined); what it does not allow is an error. Default: no policy
+    /// for a directory; a git source (agent) is restricted.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// Enable a Compose profile: its services run (repeatable; also `COMPOSE_PROFILES`).
     #[arg(long = "profile", value_name = "NAME")]
     pub profiles: Vec<String>,
 }
 
 impl HostArgs {
-    /// The load options these arguments ask for.
+    /// The load options these arguments ask for, but the policy (a file
+    /// the handler reads).
     pub fn load_options(&self) -> moor_spec::LoadOptions {
         let mut o = moor_spec::LoadOptions::default();
         if let Some(max) = self.max_manifest_size {

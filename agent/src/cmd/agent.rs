@@ -9,12 +9,17 @@ use crate::config::{self, AuthSection, Overrides, SourceSection, VerifySection};
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(state_dir: &Path, args: &AgentArgs) -> anyhow::Result<ExitCode> {
-    let config = config::resolve(overrides(args))?;
+    let config = config::resolve(overrides(args)?)?;
     crate::daemon::run(state_dir, config)
 }
 
 /// What the command line says, for `config::resolve` to merge over the file.
-fn overrides(args: &AgentArgs) -> Overrides {
+fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
+    if args.source.is_none() && args.host.policy.is_some() {
+        anyhow::bail!(
+            "--policy is the policy of --source; give the configuration file's sources a [source.policy]"
+        );
+    }
     let source = args.source.as_ref().map(|url| SourceSection {
         name: args.project.clone(),
         url: url.clone(),
@@ -39,8 +44,12 @@ fn overrides(args: &AgentArgs) -> Overrides {
             allowed_signers: args.verify_allowed_signers.clone(),
             pgp_keys: args.verify_pgp_key.clone(),
         },
+        insecure: args.insecure,
+        allow_rollback: args.allow_rollback,
+        policy: None,
+        policy_file: args.host.policy.clone(),
     });
-    Overrides {
+    Ok(Overrides {
         config: args.config.clone(),
         source,
         metrics_addr: args.metrics_addr,
@@ -52,5 +61,5 @@ fn overrides(args: &AgentArgs) -> Overrides {
         host_name: args.host.host_name.clone(),
         host_labels: args.host.host_labels.clone(),
         profiles: args.host.profiles.clone(),
-    }
+    })
 }

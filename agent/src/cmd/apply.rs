@@ -6,17 +6,23 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use moor_reconcile::{ConvergeOptions, Convergence, converge};
 
 use super::common::{open_host, runtime};
 use super::project::{load, project_name};
 use crate::cli::ApplyArgs;
+use crate::source::written::Written;
 
 /// Applies the manifests and waits until the host has settled.
 pub fn run(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
-    let desired = load(&args.project.paths, &args.host)?;
     let project = project_name(&args.project)?;
+    let mut written = Written::open(state_dir, &project);
+    let desired = load(&args.project.paths, &args.host, &written)?;
+    // Where its containers write is not read as manifests next time.
+    written
+        .remember(&desired)
+        .context("recording the directories the containers write")?;
     let host = open_host(state_dir)?;
     let mut opts = ConvergeOptions::new(&project, args.timeout);
     opts.allow_empty = args.allow_empty;

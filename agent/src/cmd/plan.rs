@@ -10,17 +10,19 @@ use moor_runtime::host::{HostConfig, HostView};
 use super::common::runtime;
 use super::project::{load, project_name};
 use crate::cli::PlanArgs;
+use crate::source::written::Written;
 
 /// Prints the plan; exit 0 with no changes, 2 with changes, 1 on error.
 pub fn run(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let desired = match load(&args.project.paths, &args.host) {
+    let project = project_name(&args.project)?;
+    let written = Written::open(state_dir, &project);
+    let desired = match load(&args.project.paths, &args.host, &written) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(ExitCode::from(1));
         }
     };
-    let project = project_name(&args.project)?;
     // Read-only, beside a running agent: no lock, nothing repaired.
     let host = HostView::open(HostConfig::new(state_dir))?;
     let observed = runtime()?.block_on(host.observe())?;

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use moor_spec::DesiredState;
 
 use crate::cli::{HostArgs, ProjectArgs};
+use crate::source::written::Written;
 
 /// The project name: given, or the directory's base name made into a valid
 /// name (`moor_spec::name_from`, as the agent names a source).
@@ -39,20 +40,33 @@ pub fn project_name(args: &ProjectArgs) -> anyhow::Result<String> {
     Ok(name)
 }
 
-/// Loads what targets this host from the manifests, printing diagnostics on failure.
-pub fn load(paths: &[PathBuf], args: &HostArgs) -> anyhow::Result<DesiredState> {
+/// How the arguments ask manifests to be loaded: the size limit, and the
+/// policy file (`--policy`) read.
+pub fn load_options(args: &HostArgs) -> anyhow::Result<moor_spec::LoadOptions> {
+    let mut options = args.load_options();
+    if let Some(file) = &args.policy {
+        options.policy = Some(crate::config::read_policy(file)?);
+    }
+    Ok(options)
+}
+
+/// Loads what targets this host from the manifests, printing diagnostics
+/// on failure. What the project's containers were seen writing
+/// (`written`) is not read.
+pub fn load(paths: &[PathBuf], args: &HostArgs, written: &Written) -> anyhow::Result<DesiredState> {
     if paths.is_empty() {
         bail!("give a manifest directory");
     }
     let host = args.identity()?;
-    let state =
-        moor_spec::load_with(paths, Some(&host), &args.load_options()).map_err(|diags| {
-            eprint!("{diags}");
-            anyhow::anyhow!(
-                "{} error(s) in the manifests; nothing was changed",
-                diags.len()
-            )
-        })?;
+    let mut options = load_options(args)?;
+    options.skip = written.dirs().to_vec();
+    let state = moor_spec::load_with(paths, Some(&host), &options).map_err(|diags| {
+        eprint!("{diags}");
+        anyhow::anyhow!(
+            "{} error(s) in the manifests; nothing was changed",
+            diags.len()
+        )
+    })?;
     // Warnings (Compose keys moor ignores) are shown, and the state applied.
     eprint!("{}", state.warnings);
     Ok(state)

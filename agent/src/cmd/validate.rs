@@ -10,7 +10,8 @@ use crate::cli::ValidateArgs;
 
 pub fn run(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     let host = args.host.identity()?;
-    let result = moor_spec::load_with(&args.paths, Some(&host), &args.host.load_options());
+    let options = super::project::load_options(&args.host)?;
+    let result = moor_spec::load_with(&args.paths, Some(&host), &options);
     if args.json {
         let out = match &result {
             Ok(state) => json!({

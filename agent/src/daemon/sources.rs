@@ -12,7 +12,9 @@ use tokio::sync::{Notify, mpsc};
 use crate::config::{SourceConfig, SourceKind};
 use crate::source::git::{GitAuth, GitConfig, GitSource, Secret, VerifyConfig};
 use crate::source::poll::{Fetched, Sinks};
+use crate::source::written::Written;
 use crate::source::{self, Loader, SharedStatus, SourceStatus};
+use moor_spec::Writes;
 
 /// A source's status before its first sync.
 pub fn initial_status(source: &SourceConfig) -> SourceStatus {
@@ -39,7 +41,15 @@ pub fn start_source(
     metrics: &Arc<Metrics>,
     controller: mpsc::Sender<Trigger>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let loader = &loader.with_profiles(&source.profiles);
+    // The source's own policy and profiles; a git checkout is never
+    // written by a container, a directory's written parts are skipped.
+    let mut loader = loader.with_profiles(&source.profiles);
+    loader.options.policy = source.policy.clone();
+    loader.options.writes = match &source.kind {
+        SourceKind::Git { .. } => Writes::Refuse,
+        SourceKind::Dir { .. } => Writes::Skip,
+    };
+    let loader = &loader;
     match &source.kind {
         SourceKind::Dir { path, debounce } => {
             let (tx, mut rx) = mpsc::channel::<Trigger>(8);
@@ -48,6 +58,7 @@ pub fn start_source(
                 path.clone(),
                 *debounce,
                 loader.clone(),
+                Written::open(state_dir, &source.name),
                 tx,
             ));
             Ok(tokio::spawn(async move {
@@ -83,6 +94,8 @@ pub fn start_source(
             interval,
             auth,
             verify,
+            insecure,
+            allow_rollback,
         } => {
             let secret = |file: &Option<PathBuf>, env: &Option<String>| {
                 file.clone()
@@ -105,16 +118,29 @@ pub fn start_source(
                     allowed_signers: verify.allowed_signers.clone(),
                     openpgp_keys: verify.pgp_keys.clone(),
                 }),
+                insecure: *insecure,
+                allow_rollback: *allow_rollback,
                 ..GitConfig::default()
             };
             let cache = state_dir.join("sources").join(&source.name);
             let mut repo = GitSource::open(&source.name, git, &cache);
-            // What a previous run checked out (and verified) goes in force at
-            // once, so a restart while the remote is down keeps the host as it was.
-            let initial = repo.last_checkout().map(|s| Fetched {
-                revision: s.commit,
-                subject: s.subject,
-                dir: s.dir,
+            // What a previous run checked out goes in force at once, so a
+            // restart while the remote is down keeps the host as it was —
+            // once compared with its commit (and written anew if it
+            // differs), never trusted from disk.
+            let initial = tokio::task::block_in_place(|| repo.last_checkout()).map(|s| {
+                if let Some(why) = &s.repaired {
+                    tracing::warn!(
+                        source = %repo.name(),
+                        commit = %s.commit,
+                        "the checkout in force did not match its commit and was written anew: {why}"
+                    );
+                }
+                Fetched {
+                    revision: s.commit,
+                    subject: s.subject,
+                    dir: s.dir,
+                }
             });
             // A commit goes in force (`current`) only when its manifests
             // load: after a bad commit, the state in force keeps seeing its

@@ -6,6 +6,7 @@ pub mod dir;
 pub mod git;
 pub mod poll;
 pub mod webhook;
+pub mod written;
 
 use std::collections::HashMap;
 use std::fmt;

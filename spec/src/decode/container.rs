@@ -112,6 +112,8 @@ pub(crate) struct ContainerDraft {
     pub(crate) network_locs: Vec<(Entry, Option<Pos>)>,
     /// Where each entry of `spec.depends_on` was written, in its order.
     pub(crate) depends_locs: Vec<Entry>,
+    /// Where each bind mount really leads.
+    pub(crate) binds: Vec<crate::writes::BindSeen>,
 }
 
 impl ContainerDraft {
@@ -191,6 +193,7 @@ impl Decoder<'_> {
             mount_locs: Vec::new(),
             network_locs: Vec::new(),
             depends_locs: Vec::new(),
+            binds: Vec::new(),
         };
 
         match f.get("image") {
@@ -215,6 +218,14 @@ impl Decoder<'_> {
         if let Some(n) = f.get("env_file") {
             let ef = field.key("env_file");
             for (path, pos, i) in self.strings(n, &ef) {
+                // Checked before anything is read from the host.
+                if let Some(p) = self.policy
+                    && Path::new(&path).is_absolute()
+                    && let Err(e) = self.host_path(p, "env_file", Path::new(&path))
+                {
+                    self.error(pos, &ef.item(i), e);
+                    continue;
+                }
                 let r = self
                     .in_tree(Path::new(&path))
                     .map_err(|e| format!("env_file \"{path}\": {e}"))
@@ -280,7 +291,11 @@ impl Decoder<'_> {
                         )),
                     },
                 };
-                if let Some(m) = self.check(n.pos, &nf, mode) {
+                let allowed = |m: NetworkMode| match self.policy {
+                    Some(p) => p.allows_network_mode(&m).map(|()| m),
+                    None => Ok(m),
+                };
+                if let Some(m) = self.check(n.pos, &nf, mode.and_then(allowed)) {
                     spec.network_mode = m;
                 }
             }
@@ -350,7 +365,14 @@ impl Decoder<'_> {
                     .strings(n, &cf)
                     .into_iter()
                     .filter_map(|(s, pos, i)| {
-                        self.check(pos, &cf.item(i), crate::linux::normalize_capability(&s))
+                        let cap = crate::linux::normalize_capability(&s);
+                        let cap = match self.policy {
+                            Some(p) if key == "cap_add" => {
+                                cap.and_then(|c| p.allows_capability(&c).map(|()| c))
+                            }
+                            _ => cap,
+                        };
+                        self.check(pos, &cf.item(i), cap)
                     })
                     .collect();
                 *out = set.into_iter().collect();
@@ -368,7 +390,14 @@ impl Decoder<'_> {
             let sf = field.key("seccomp");
             match self.string(n, &sf).as_deref() {
                 Some("default") => spec.seccomp = Seccomp::Default,
-                Some("unconfined") => spec.seccomp = Seccomp::Unconfined,
+                Some("unconfined") => {
+                    let allowed = self
+                        .policy
+                        .map_or(Ok(()), |p| p.allows_seccomp(Seccomp::Unconfined));
+                    if self.check(n.pos, &sf, allowed).is_some() {
+                        spec.seccomp = Seccomp::Unconfined;
+                    }
+                }
                 Some(other) => self.error(
                     n.pos,
                     &sf,
@@ -522,6 +551,8 @@ impl Decoder<'_> {
                 }
             };
             let Some(mut mount) = mount else { continue };
+            let read_only = mount.read_only;
+            let mut bind = None;
             match &mut mount.source {
                 MountSource::Volume { name } => {
                     if let Err(e) = check_name(name) {
@@ -539,7 +570,8 @@ impl Decoder<'_> {
                     content_digest,
                     tree,
                 } => {
-                    if source.is_relative() {
+                    let written = source.clone();
+                    let real = if source.is_relative() {
                         let (resolved, real) = match self.in_tree(source) {
                             Ok(paths) => paths,
                             Err(e) => {
@@ -558,12 +590,16 @@ impl Decoder<'_> {
                             continue;
                         }
                         // What the mount will show: the file or directory
-                        // the links lead to, inside the tree.
-                        match self.digest(&real) {
-                            Ok(d) => *content_digest = Some(d),
-                            Err(e) => {
-                                self.error(item.pos, &mf, e);
-                                continue;
+                        // the links lead to, inside the tree. A read-write
+                        // bind is the container's own data: by path alone
+                        // (see `writes`).
+                        if read_only {
+                            match self.digest(&real) {
+                                Ok(d) => *content_digest = Some(d),
+                                Err(e) => {
+                                    self.error(item.pos, &mf, e);
+                                    continue;
+                                }
                             }
                         }
                         // How many components the source has beneath the
@@ -580,7 +616,29 @@ impl Decoder<'_> {
                             .and_then(|d| absolute.ancestors().nth(d))
                             .map(Path::to_path_buf);
                         *source = absolute;
+                        real
+                    } else {
+                        if let Some(p) = self.policy
+                            && let Err(e) = self.host_path(p, "bind source", source)
+                        {
+                            self.error(item.pos, &mf, e);
+                            continue;
+                        }
+                        self.real(source)
+                    };
+                    if !read_only
+                        && let Err(e) = crate::writes::check_writable(
+                            self.writes,
+                            &written,
+                            &real,
+                            self.file,
+                            self.tree.real_root(),
+                        )
+                    {
+                        self.error(item.pos, &mf, e);
+                        continue;
                     }
+                    bind = Some(real);
                 }
                 MountSource::Tmpfs { .. } => {}
             }
@@ -595,6 +653,13 @@ impl Decoder<'_> {
                     format!("target \"{}\" is already mounted by {first}", mount.target),
                 );
                 continue;
+            }
+            if let Some(real) = bind {
+                draft.binds.push(crate::writes::BindSeen {
+                    mount: spec.mounts.len(),
+                    real,
+                    read_only,
+                });
             }
             spec.mounts.push(mount);
             draft.mount_locs.push(Entry {

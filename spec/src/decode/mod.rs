@@ -210,6 +210,10 @@ pub(crate) struct Decoder<'a> {
     pub(crate) dir: &'a Path,
     /// The source's tree, which relative paths must not leave.
     pub(crate) tree: &'a Tree,
+    /// What the manifests may ask of the host; None: anything.
+    pub(crate) policy: Option<&'a crate::policy::Policy>,
+    /// What a read-write bind into the tree does.
+    pub(crate) writes: crate::writes::Writes,
     pub(crate) diags: Diagnostics,
     /// What decoding read outside the manifest file, and found.
     pub(crate) reads: Vec<Read>,
@@ -221,6 +225,8 @@ impl<'a> Decoder<'a> {
             file,
             dir,
             tree,
+            policy: None,
+            writes: crate::writes::Writes::default(),
             diags: Diagnostics::default(),
             reads: Vec::new(),
         }

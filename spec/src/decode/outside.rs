@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Decoder;
+use crate::policy::Policy;
 use crate::tree::Tree;
 
 /// One read outside the manifest file, and what it found.
@@ -46,6 +47,15 @@ pub(crate) enum Read {
     /// [`std::path::absolute`] of a path (it depends on the current
     /// directory, for a relative one).
     Absolute { path: PathBuf, found: PathBuf },
+    /// [`crate::writes::real`] of an absolute bind source.
+    Real { path: PathBuf, found: PathBuf },
+    /// The policy's [`crate::Policy::allows_host_path`] of an absolute
+    /// path (it follows the links under the allowed directory).
+    HostPath {
+        what: &'static str,
+        path: PathBuf,
+        found: Result<(), String>,
+    },
 }
 
 fn in_tree(dir: &Path, tree: &Tree, relative: &Path) -> Result<(PathBuf, PathBuf), String> {
@@ -72,7 +82,7 @@ fn text(path: &Path) -> Result<String, String> {
 
 impl Read {
     /// Whether reading again, for a manifest in `dir` of `tree`, finds the same.
-    fn holds(&self, dir: &Path, tree: &Tree) -> bool {
+    fn holds(&self, dir: &Path, tree: &Tree, policy: Option<&Policy>) -> bool {
         match self {
             Read::InTree { relative, found } => in_tree(dir, tree, relative) == *found,
             Read::EnvFile {
@@ -84,14 +94,24 @@ impl Read {
             Read::Missing { path, found } => missing(path) == *found,
             Read::Digest { path, found } => crate::bind::content_digest(path) == *found,
             Read::Absolute { path, found } => absolute(path) == *found,
+            Read::Real { path, found } => crate::writes::real(path) == *found,
+            Read::HostPath { what, path, found } => {
+                policy.map(|p| p.allows_host_path(what, path)) == Some(found.clone())
+            }
             Read::Text { path, found } => text(path) == *found,
         }
     }
 }
 
-/// Whether every read of `reads` still finds the same.
-pub(crate) fn still_holds(reads: &[Read], dir: &Path, tree: &Tree) -> bool {
-    reads.iter().all(|r| r.holds(dir, tree))
+/// Whether every read of `reads` still finds the same, for a manifest
+/// decoded under `policy`.
+pub(crate) fn still_holds(
+    reads: &[Read],
+    dir: &Path,
+    tree: &Tree,
+    policy: Option<&Policy>,
+) -> bool {
+    reads.iter().all(|r| r.holds(dir, tree, policy))
 }
 
 impl Decoder<'_> {
@@ -161,6 +181,33 @@ impl Decoder<'_> {
         let found = absolute(&path);
         self.reads.push(Read::Absolute {
             path,
+            found: found.clone(),
+        });
+        found
+    }
+
+    /// The real path an absolute bind source leads to (as far as it exists).
+    pub(crate) fn real(&mut self, path: &Path) -> PathBuf {
+        let found = crate::writes::real(path);
+        self.reads.push(Read::Real {
+            path: path.to_path_buf(),
+            found: found.clone(),
+        });
+        found
+    }
+
+    /// Whether `policy` allows the absolute host path `path` (`what`: `bind
+    /// source`, `env_file`).
+    pub(crate) fn host_path(
+        &mut self,
+        policy: &Policy,
+        what: &'static str,
+        path: &Path,
+    ) -> Result<(), String> {
+        let found = policy.allows_host_path(what, path);
+        self.reads.push(Read::HostPath {
+            what,
+            path: path.to_path_buf(),
             found: found.clone(),
         });
         found

@@ -1,5 +1,5 @@
-//! Writing a commit's tree to a fresh directory, and swapping the `current`
-//! link to it atomically.
+//! Writing a commit's tree to a fresh directory, comparing a directory
+//! with a tree, and swapping the `current` link to it atomically.
 //!
 //! The tree is written by walking the objects ourselves, not through an
 //! index: every directory is created new (`mkdir` fails on anything already
@@ -111,6 +111,101 @@ fn write_tree_in(
     Ok(())
 }
 
+/// Why a directory is not what a tree holds.
+#[derive(Debug)]
+pub(crate) enum Mismatch {
+    /// An object could not be read: the local clone is damaged.
+    Object,
+    /// The first difference found, as a message (no file content).
+    Differs(String),
+}
+
+/// Compares `dir` with `tree`, as [`write_tree`] writes it: the same
+/// names, no more and no fewer; directories as directories (never links);
+/// files with the blob's content (by its git hash) and the mode written
+/// (0644 or 0755); links with the blob as their target; a submodule as an
+/// empty directory.
+pub(crate) fn compare_tree(repo: &Repository, tree: &Tree<'_>, dir: &Path) -> Result<(), Mismatch> {
+    compare_in(repo, tree, dir, Path::new("."))
+}
+
+fn compare_in(repo: &Repository, tree: &Tree<'_>, dir: &Path, rel: &Path) -> Result<(), Mismatch> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let differs = |what: String| Err(Mismatch::Differs(what));
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return differs(format!("{} is no longer a directory", rel.display())),
+        Err(e) => return differs(format!("{} cannot be read: {e}", rel.display())),
+    }
+    let mut on_disk = std::collections::BTreeSet::new();
+    let entries = fs::read_dir(dir)
+        .map_err(|e| Mismatch::Differs(format!("{} cannot be read: {e}", rel.display())))?;
+    for e in entries {
+        let e =
+            e.map_err(|e| Mismatch::Differs(format!("{} cannot be read: {e}", rel.display())))?;
+        on_disk.insert(e.file_name());
+    }
+    for entry in tree.iter() {
+        let name = std::ffi::OsStr::from_bytes(entry.name_bytes()).to_os_string();
+        let (path, shown) = (dir.join(&name), rel.join(&name));
+        if !on_disk.remove(&name) {
+            return differs(format!("{} is missing", shown.display()));
+        }
+        let meta = fs::symlink_metadata(&path)
+            .map_err(|e| Mismatch::Differs(format!("{} cannot be read: {e}", shown.display())))?;
+        match (entry.kind(), entry.filemode()) {
+            (Some(ObjectType::Tree), _) => {
+                let sub = repo.find_tree(entry.id()).map_err(|_| Mismatch::Object)?;
+                compare_in(repo, &sub, &path, &shown)?;
+            }
+            (Some(ObjectType::Blob), 0o120000) => {
+                let blob = repo.find_blob(entry.id()).map_err(|_| Mismatch::Object)?;
+                let same = meta.file_type().is_symlink()
+                    && fs::read_link(&path)
+                        .is_ok_and(|t| t.as_os_str().as_bytes() == blob.content());
+                if !same {
+                    return differs(format!("the link {} was changed", shown.display()));
+                }
+            }
+            (Some(ObjectType::Blob), mode) => {
+                let perm = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+                if !meta.file_type().is_file() {
+                    return differs(format!("{} is no longer a file", shown.display()));
+                }
+                if meta.permissions().mode() & 0o7777 != perm {
+                    return differs(format!("the mode of {} was changed", shown.display()));
+                }
+                let hash = git2::Oid::hash_file(ObjectType::Blob, &path).map_err(|e| {
+                    Mismatch::Differs(format!(
+                        "{} cannot be read: {}",
+                        shown.display(),
+                        e.message()
+                    ))
+                })?;
+                if hash != entry.id() {
+                    return differs(format!("{} was changed", shown.display()));
+                }
+            }
+            (Some(ObjectType::Commit), _) => {
+                let empty =
+                    meta.is_dir() && fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+                if !empty {
+                    return differs(format!("{} was changed", shown.display()));
+                }
+            }
+            _ => return differs(format!("{} is of an unknown kind", shown.display())),
+        }
+    }
+    match on_disk.into_iter().next() {
+        Some(extra) => differs(format!(
+            "{} is not in the commit",
+            rel.join(extra).display()
+        )),
+        None => Ok(()),
+    }
+}
+
 /// True when `sub` (relative, checked) names a real directory inside `root`,
 /// reached without following any symbolic link.
 pub(crate) fn is_plain_dir(root: &Path, sub: &Path) -> bool {
@@ -213,6 +308,41 @@ mod tests {
         assert_eq!(fs::read_to_string(dir.join("sub/file")).unwrap(), "pwned");
         assert_eq!(fs::read_link(dir.join("this")).unwrap(), Path::new("file"));
         assert!(is_plain_dir(&dir, Path::new("sub")));
+        let sound = repo.find_tree(sound).unwrap();
+        compare_tree(&repo, &sound, &dir).expect("as written");
+        // Each kind of tampering is told, and says where.
+        type Tamper<'a> = (&'a str, &'a dyn Fn(&Path));
+        let tamper: [Tamper; 6] = [
+            ("./sub/file was changed", &|d| {
+                fs::write(d.join("sub/file"), "p0wned").unwrap()
+            }),
+            ("./x.toml is not in the commit", &|d| {
+                fs::write(d.join("x.toml"), "").unwrap()
+            }),
+            ("./sub/file is missing", &|d| {
+                fs::remove_file(d.join("sub/file")).unwrap()
+            }),
+            ("the link ./this was changed", &|d| {
+                fs::remove_file(d.join("this")).unwrap();
+                symlink("/etc", d.join("this")).unwrap();
+            }),
+            ("the mode of ./run.sh was changed", &|d| {
+                fs::set_permissions(d.join("run.sh"), fs::Permissions::from_mode(0o4755)).unwrap()
+            }),
+            ("./sub is no longer a directory", &|d| {
+                fs::rename(d.join("sub"), d.join("moved")).unwrap();
+                symlink("moved", d.join("sub")).unwrap();
+            }),
+        ];
+        for (i, (says, tamper)) in tamper.iter().enumerate() {
+            let copy = tmp.path().join(format!("copy-{i}"));
+            write_tree(&repo, &sound, &copy, 1 << 20).unwrap();
+            tamper(&copy);
+            match compare_tree(&repo, &sound, &copy) {
+                Err(Mismatch::Differs(why)) => assert!(why.starts_with(says), "{says}: {why}"),
+                other => panic!("{says}: {other:?}"),
+            }
+        }
         assert!(!is_plain_dir(&dir, Path::new("this")));
         assert!(!is_plain_dir(&dir, Path::new("../sound")));
     }

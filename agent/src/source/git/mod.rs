@@ -25,7 +25,19 @@
 //!
 //! Failures leave `current` as it was: a remote that is down, slow, refuses
 //! the credentials or sends garbage, a ref that vanished, a commit that is
-//! not signed by an allowed key. A damaged local clone (missing objects, a
+//! not signed by an allowed key, or (with verification) a head that is an
+//! ancestor of the commit in force: an older signed commit replayed by
+//! whoever sits on the path is a rollback, refused unless
+//! [`GitConfig::allow_rollback`].
+//!
+//! The transports that authenticate nothing (`http://`, `git://`) need
+//! signature verification or [`GitConfig::insecure`]. With verification,
+//! fetches take the whole history, so that ancestry can be told.
+//!
+//! What is on disk is not trusted across restarts: the checkout a previous
+//! run left in force is compared with its commit (and its signature
+//! verified again) before it goes in force, and written anew when it
+//! differs ([`GitSource::last_checkout`]). A damaged local clone (missing objects, a
 //! garbage `HEAD`) is detected, thrown away and cloned again within the same
 //! sync.
 
@@ -155,6 +167,12 @@ pub struct GitConfig {
     /// A commit holding a file larger than this is refused, checked from
     /// the object's header before the file is inflated into memory.
     pub max_blob_size: u64,
+    /// Accept `http://` and `git://`, which authenticate nothing, without
+    /// signature verification.
+    pub insecure: bool,
+    /// With verification: apply a head that is an ancestor of the commit
+    /// in force (refused otherwise, as a rollback).
+    pub allow_rollback: bool,
 }
 
 /// The default [`GitConfig::max_blob_size`]: 100 MiB, the largest file
@@ -172,6 +190,8 @@ impl Default for GitConfig {
             verify: None,
             timeout: Duration::from_secs(120),
             max_blob_size: DEFAULT_MAX_BLOB_SIZE,
+            insecure: false,
+            allow_rollback: false,
         }
     }
 }
@@ -195,6 +215,10 @@ pub struct Synced {
     /// Set when the local clone was found damaged and cloned again during
     /// this sync: why (worth a log line).
     pub recloned: Option<String>,
+    /// Set when the checkout in force did not match its commit (found by
+    /// [`GitSource::last_checkout`]) and was written anew: the first
+    /// difference (worth a warning: someone wrote into it).
+    pub repaired: Option<String>,
 }
 
 /// Why a sync failed. Every message names the source and its URL (with
@@ -247,6 +271,16 @@ pub enum GitError {
         commit: String,
         key: String,
     },
+    /// With verification, the head is an ancestor of the commit in force.
+    #[error(
+        "git source {name} ({url}): commit {commit} is an ancestor of {in_force}, the commit in force: refusing to roll back (an older signed commit may be replayed by anyone on the path); keeping the last verified revision (allow_rollback = true allows it)"
+    )]
+    Rollback {
+        name: String,
+        url: String,
+        commit: String,
+        in_force: String,
+    },
     /// The head commit's signature is malformed or does not match it.
     #[error(
         "git source {name} ({url}): the signature of commit {commit} does not verify: {reason}; keeping the last verified revision"
@@ -276,11 +310,15 @@ pub enum GitError {
 }
 
 impl GitError {
-    /// True for a refused signature (unsigned, unknown key, bad signature).
+    /// True for a refused signature (unsigned, unknown key, bad signature)
+    /// or a refused rollback.
     pub fn is_verification(&self) -> bool {
         matches!(
             self,
-            GitError::Unsigned { .. } | GitError::UnknownKey { .. } | GitError::BadSignature { .. }
+            GitError::Unsigned { .. }
+                | GitError::UnknownKey { .. }
+                | GitError::BadSignature { .. }
+                | GitError::Rollback { .. }
         )
     }
 }
@@ -385,28 +423,70 @@ impl GitSource {
         }
     }
 
-    /// The checkout a previous run left in force, if any (not re-verified):
-    /// what the agent may load while the remote cannot be reached at start.
-    pub fn last_checkout(&self) -> Option<Synced> {
-        let target = std::fs::read_link(self.cache.join("current")).ok()?;
-        let dir_name = target.file_name()?.to_str()?;
-        let commit = dir_name.split('-').next()?.to_string();
-        let oid = Oid::from_str(&commit).ok()?;
-        if !self.cache.join(&target).is_dir() {
-            return None;
+    /// The checkout a previous run left in force, if any: what the agent
+    /// may load while the remote cannot be reached at start. It is not
+    /// trusted from disk: the commit must be in the local clone (and, with
+    /// verification, still verify against the keys configured now), and
+    /// the files are compared with the commit's tree; a checkout that
+    /// differs (a file edited, added, removed) is written anew from the
+    /// clone and swapped in ([`Synced::repaired`] says what differed).
+    /// None when there is none, or it cannot be checked.
+    pub fn last_checkout(&mut self) -> Option<Synced> {
+        let (oid, target) = self.in_force_link()?;
+        let url = self.url.clone().ok()?;
+        let repo = Repository::open_bare(self.repo_dir()).ok()?;
+        let commit = repo.find_commit(oid).ok()?;
+        let signer = match self.verify(&repo, &url, oid) {
+            Ok(signer) => signer,
+            Err(_) => return None,
+        };
+        let tree = commit.tree().ok()?;
+        let dir = self.cache.join(&target);
+        let repaired = match checkout::compare_tree(&repo, &tree, &dir) {
+            Ok(()) => None,
+            Err(checkout::Mismatch::Object) => return None,
+            Err(checkout::Mismatch::Differs(why)) => {
+                match self.check_out(&repo, &url, &commit, &mut |_| Ok(())) {
+                    Ok(None) => Some(why),
+                    _ => return None,
+                }
+            }
+        };
+        if repaired.is_none() {
+            self.current = Some((oid, dir));
         }
-        let subject = Repository::open_bare(self.repo_dir())
-            .ok()
-            .and_then(|r| r.find_commit(oid).ok().map(|c| summary(&c)))
-            .unwrap_or_default();
         Some(Synced {
-            commit,
-            subject,
+            commit: oid.to_string(),
+            subject: summary(&commit),
             dir: self.dir_for_current(),
             refused: None,
-            signer: None,
+            signer,
             recloned: None,
+            repaired,
         })
+    }
+
+    /// The commit `current` names and its link target (`trees/<commit>-…`,
+    /// as [`Self::check_out`] writes it; anything else is not trusted).
+    fn in_force_link(&self) -> Option<(Oid, PathBuf)> {
+        let target = std::fs::read_link(self.cache.join("current")).ok()?;
+        let mut parts = target.components();
+        let name = match (parts.next(), parts.next(), parts.next()) {
+            (Some(Component::Normal(t)), Some(Component::Normal(n)), None) if t == "trees" => {
+                n.to_str()?
+            }
+            _ => return None,
+        };
+        let oid = Oid::from_str(name.split('-').next()?).ok()?;
+        Some((oid, target))
+    }
+
+    /// The commit in force: put there by this process, or found in `current`.
+    fn in_force(&self) -> Option<Oid> {
+        self.current
+            .as_ref()
+            .map(|(c, _)| *c)
+            .or_else(|| self.in_force_link().map(|(c, _)| c))
     }
 
     /// Fetches, resolves the ref, verifies the head commit if configured,
@@ -517,6 +597,15 @@ impl GitSource {
                     .into(),
             ));
         }
+        if matches!(url.scheme, Scheme::Http | Scheme::Git)
+            && self.config.verify.is_none()
+            && !self.config.insecure
+        {
+            return Err(self.config_error(
+                "http:// and git:// authenticate nothing, so anyone on the path could send any commit: verify commit signatures, use https or ssh, or allow it with insecure = true (--insecure)"
+                    .into(),
+            ));
+        }
         if url.scheme == Scheme::Ssh && auth.ssh_key.is_none() {
             return Err(self.config_error("an ssh remote needs an ssh key file".into()));
         }
@@ -596,6 +685,7 @@ impl GitSource {
             ))
         })?;
         let signer = self.verify(&repo, url, oid)?;
+        self.refuse_rollback(&repo, url, oid)?;
         let subject = summary(&commit);
 
         let unchanged = self
@@ -622,13 +712,49 @@ impl GitSource {
             refused: refused.map(|(_, why)| why),
             signer,
             recloned: None,
+            repaired: None,
         })
+    }
+
+    /// With verification (and a ref, not a pinned commit, to follow): a head
+    /// that is an ancestor of the commit in force is refused, unless
+    /// `allow_rollback`. A signature proves who wrote a commit, not that it
+    /// is the newest: an older signed commit replayed by a man in the
+    /// middle (or a force-push by a stolen account) would verify.
+    fn refuse_rollback(&self, repo: &Repository, url: &RemoteUrl, oid: Oid) -> Result<(), Failure> {
+        let pinned = self.config.reference.as_deref().is_some_and(is_hex_id);
+        if self.config.verify.is_none() || self.config.allow_rollback || pinned {
+            return Ok(());
+        }
+        let Some(in_force) = self.in_force().filter(|c| *c != oid) else {
+            return Ok(());
+        };
+        if repo.graph_descendant_of(in_force, oid).unwrap_or(false) {
+            return Err(Failure::Final(GitError::Rollback {
+                name: self.name.clone(),
+                url: url.redacted.clone(),
+                commit: oid.to_string(),
+                in_force: in_force.to_string(),
+            }));
+        }
+        Ok(())
     }
 
     /// Makes the wanted commit present locally and `refs/moor/target` point
     /// to it; returns the commit id.
     fn fetch(&self, repo: &Repository, url: &RemoteUrl, state: &CallState) -> Result<Oid, Failure> {
-        let shallow = url.scheme != Scheme::File;
+        // With verification the whole history is fetched (and a shallow
+        // clone deepened): a rollback is told by ancestry.
+        let verified = self.config.verify.is_some();
+        let shallow = url.scheme != Scheme::File && !verified;
+        let deepen = verified && repo.is_shallow();
+        let depth = if shallow {
+            Some(1)
+        } else if deepen {
+            Some(i32::MAX)
+        } else {
+            None
+        };
         // A pinned commit already here needs no remote at all.
         if let Some(r) = &self.config.reference
             && is_hex_id(r)
@@ -653,12 +779,12 @@ impl GitSource {
         let wanted = self.resolve(url, &conn)?;
         match wanted {
             Wanted::Ref { name, oid } => {
-                if let Some(commit) = peel_local(repo, oid) {
+                if !deepen && let Some(commit) = peel_local(repo, oid) {
                     self.set_target(repo, commit)?;
                     return Ok(commit);
                 }
                 let refspec = format!("+{name}:{TARGET_REF}");
-                let mut fo = self.fetch_options(url, state, shallow.then_some(1));
+                let mut fo = self.fetch_options(url, state, depth);
                 let fetched = conn
                     .remote()
                     .fetch(&[refspec.as_str()], Some(&mut fo), None);

@@ -11,6 +11,9 @@ fn config(url: String, reference: Option<&str>) -> GitConfig {
     GitConfig {
         url,
         reference: reference.map(str::to_string),
+        // git:// and http:// servers on loopback, unsigned; the refusal
+        // without this has its own test.
+        insecure: true,
         ..GitConfig::default()
     }
 }
@@ -53,6 +56,7 @@ fn file_branch_is_followed_and_swapped_atomically() {
     assert_eq!(read(&s1, "app.toml"), "one");
     assert_eq!(s1.dir, cache.join("current"));
     assert_eq!(s1.recloned, None);
+    assert_eq!(s1.repaired, None);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "the cache is private");
@@ -61,7 +65,7 @@ fn file_branch_is_followed_and_swapped_atomically() {
     let before = trees(&cache);
     assert_eq!(src.sync().expect("second sync"), s1);
     // What a restarted agent finds in force.
-    let again = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
+    let mut again = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
     let last = again.last_checkout().expect("last checkout");
     assert_eq!(
         (last.commit.as_str(), last.subject.as_str()),
@@ -123,7 +127,7 @@ fn a_refused_tree_never_goes_in_force() {
         std::fs::read_to_string(cache.join("current/conf/site")).unwrap(),
         "v1"
     );
-    let restarted = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
+    let mut restarted = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
     assert_eq!(restarted.last_checkout().expect("in force").commit, good);
     // Polling the same bad commit again neither checks it out nor asks again.
     let asked = calls.get();
@@ -184,7 +188,7 @@ fn a_file_over_the_blob_cap_is_refused_before_it_is_inflated() {
         std::fs::read_to_string(cache.join("current/app.toml")).unwrap(),
         "good"
     );
-    let restarted = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
+    let mut restarted = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
     assert_eq!(restarted.last_checkout().expect("in force").commit, good);
     assert_eq!(trees(&cache).len(), 1, "no half-written checkout is left");
 }
@@ -872,4 +876,159 @@ fn openpgp_signed_commits() {
     eprintln!("{e}");
     assert!(matches!(e, GitError::UnknownKey { .. }), "{e}");
     assert_eq!(read(&s, "v"), "a2", "the verified revision stays in force");
+}
+
+#[test]
+fn plaintext_transports_need_verification_or_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: a refusal must come before any connection.
+    let port = free_port();
+    for url in [
+        format!("git://127.0.0.1:{port}/r.git"),
+        format!("http://127.0.0.1:{port}/r.git"),
+    ] {
+        let mut c = config(url.clone(), None);
+        c.insecure = false;
+        let e = GitSource::open("p", c.clone(), dir.path())
+            .sync()
+            .unwrap_err();
+        eprintln!("{e}");
+        assert!(
+            matches!(e, GitError::Config { .. })
+                && e.to_string().contains("authenticate nothing")
+                && e.to_string().contains("insecure = true"),
+            "{url}: {e}"
+        );
+        // With verification, or insecure, the transport is used.
+        c.verify = Some(VerifyConfig {
+            allowed_signers: Some(dir.path().join("signers")),
+            openpgp_keys: Vec::new(),
+        });
+        let e = GitSource::open("p", c, dir.path()).sync().unwrap_err();
+        assert!(matches!(e, GitError::Remote { .. }), "{url}: {e}");
+        let e = GitSource::open("p", config(url.clone(), None), dir.path())
+            .sync()
+            .unwrap_err();
+        assert!(matches!(e, GitError::Remote { .. }), "{url}: {e}");
+    }
+}
+
+#[test]
+fn a_replayed_older_signed_commit_is_refused_as_a_rollback() {
+    if !require(&["git", "git-daemon", "ssh-keygen"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let (key, public) = f.ssh_key("deploy");
+    let signers = f.tmp.path().join("allowed_signers");
+    std::fs::write(&signers, format!("deploy@moor {public}\n")).unwrap();
+    let a = f.commit_signed(&key, &[("v", "a")], "signed a");
+    let b = f.commit_signed(&key, &[("v", "b")], "signed b");
+    let port = free_port();
+    let _daemon = Daemon::start(&f.root, port);
+    let verified = |allow_rollback: bool| {
+        let mut c = config(daemon_url(port), Some("main"));
+        c.insecure = false;
+        c.allow_rollback = allow_rollback;
+        c.verify = Some(VerifyConfig {
+            allowed_signers: Some(signers.clone()),
+            openpgp_keys: Vec::new(),
+        });
+        c
+    };
+    // A clone made before verification was on is shallow: deepened, so
+    // that ancestry can be told.
+    let cache = f.cache("r");
+    let mut plain = GitSource::open("r", config(daemon_url(port), Some("main")), &cache);
+    assert_eq!(plain.sync().expect("unverified").commit, b);
+    assert!(cache.join("repo.git/shallow").is_file());
+
+    // Someone on the path (or with the account) puts main back on a.
+    f.git(&["reset", "-q", "--hard", &a]);
+    f.push();
+    let mut src = GitSource::open("r", verified(false), &cache);
+    let e = src.sync().expect_err("a rollback");
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::Rollback { commit, in_force, .. } if *commit == a && *in_force == b),
+        "{e}"
+    );
+    assert!(e.is_verification());
+    assert!(e.to_string().contains("allow_rollback = true"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(cache.join("current/v")).unwrap(),
+        "b",
+        "the commit in force stays"
+    );
+    assert!(!cache.join("repo.git/shallow").exists(), "deepened");
+
+    // A signed commit on top of the newest is no rollback.
+    f.git(&["reset", "-q", "--hard", &b]);
+    let c = f.commit_signed(&key, &[("v", "c")], "signed c");
+    assert_eq!(src.sync().expect("newer").commit, c);
+    // Refused again after a restart (the commit in force is on disk)...
+    f.git(&["reset", "-q", "--hard", &a]);
+    f.push();
+    let mut restarted = GitSource::open("r", verified(false), &cache);
+    assert!(matches!(restarted.sync(), Err(GitError::Rollback { .. })));
+    // ...unless the operator allows it.
+    let mut allowed = GitSource::open("r", verified(true), &cache);
+    let s = allowed.sync().expect("allowed rollback");
+    assert_eq!((s.commit.as_str(), read(&s, "v")), (a.as_str(), "a".into()));
+    // A pinned commit is the operator's choice, not the remote's.
+    let mut c_pinned = verified(false);
+    c_pinned.reference = Some(b.clone());
+    let mut pinned = GitSource::open("r", c_pinned, &cache);
+    assert_eq!(pinned.sync().expect("pinned").commit, b);
+}
+
+#[test]
+fn a_tampered_checkout_is_not_trusted_at_start() {
+    if !require(&["git"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let good = f.commit(
+        &[("app.toml", "[containers.app]\n"), ("conf/site", "v1")],
+        "good",
+    );
+    let cache = f.cache("t");
+    let mut src = GitSource::open("t", config(f.file_url(), Some("main")), &cache);
+    src.sync().expect("sync");
+    let untouched = GitSource::open("t", config(f.file_url(), Some("main")), &cache)
+        .last_checkout()
+        .expect("in force");
+    assert_eq!(
+        (untouched.commit.as_str(), untouched.repaired),
+        (good.as_str(), None)
+    );
+
+    // While the agent is stopped, someone edits the checkout in force.
+    std::fs::write(cache.join("current/app.toml"), "[containers.evil]\n").unwrap();
+    std::fs::write(cache.join("current/conf/x.toml"), "[containers.more]\n").unwrap();
+    let mut restarted = GitSource::open("t", config(f.file_url(), Some("main")), &cache);
+    let s = restarted.last_checkout().expect("in force");
+    assert_eq!(s.commit, good);
+    assert_eq!(s.repaired.as_deref(), Some("./app.toml was changed"));
+    assert_eq!(read(&s, "app.toml"), "[containers.app]\n");
+    assert!(!s.dir.join("conf/x.toml").exists());
+    assert_eq!(trees(&cache).len(), 1, "{:?}", trees(&cache));
+    // Put back as it was, it is trusted again.
+    let again = GitSource::open("t", config(f.file_url(), Some("main")), &cache)
+        .last_checkout()
+        .expect("in force");
+    assert_eq!(again.repaired, None);
+
+    // `current` pointed elsewhere: nothing goes in force from disk.
+    let elsewhere = f.tmp.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("app.toml"), "[containers.evil]\n").unwrap();
+    let link = cache.join("current");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let mut moved = GitSource::open("t", config(f.file_url(), Some("main")), &cache);
+    assert_eq!(moved.last_checkout(), None);
+    // The next sync checks the commit out again.
+    let s = moved.sync().expect("sync");
+    assert_eq!(read(&s, "app.toml"), "[containers.app]\n");
 }
