@@ -5,6 +5,7 @@
 //! says loudly that it did not run.
 
 mod agent;
+mod build;
 mod cli;
 mod common;
 mod compose;

@@ -10,6 +10,7 @@
 // A public type in a private module would be reachable but unnameable.
 #![warn(unnameable_types)]
 
+pub mod build;
 pub mod container;
 pub mod host;
 pub mod image;

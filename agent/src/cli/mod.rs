@@ -5,6 +5,7 @@
 
 mod agent;
 mod apply;
+mod build;
 mod common;
 mod cp;
 mod dev;
@@ -31,6 +32,7 @@ use clap::{Parser, Subcommand};
 
 pub use agent::AgentArgs;
 pub use apply::ApplyArgs;
+pub use build::{BuildArgs, BuildNetwork};
 pub use common::{HostArgs, ProjectArgs};
 pub use cp::CpArgs;
 pub use dev::{DevCommand, DevRunArgs};
@@ -144,6 +146,8 @@ pub enum Command {
     Dev(DevCommand),
     /// Manage images: pull, import, rm, prune.
     Image(ImageArgs),
+    /// Build an image from a Dockerfile on moor's own engine.
+    Build(BuildArgs),
 }
 
 #[cfg(test)]

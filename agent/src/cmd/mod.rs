@@ -4,6 +4,7 @@
 
 mod agent;
 mod apply;
+mod build;
 mod common;
 mod cp;
 mod dev;
@@ -60,5 +61,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Volumes(args) => lists::volumes(&cli.state_dir, args),
         Command::Inspect(args) => inspect::run(&cli.state_dir, args),
         Command::Image(args) => image::run(&cli.state_dir, args),
+        Command::Build(args) => build::run(&cli.state_dir, args),
     }
 }

@@ -1,0 +1,43 @@
+//! `moor build`
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// Arguments of `moor build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The build context: a directory.
+    pub context: PathBuf,
+    /// A reference to name the image by (repeatable).
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    pub tags: Vec<String>,
+    /// The Dockerfile [default: CONTEXT/Dockerfile].
+    #[arg(short = 'f', long = "file", value_name = "DOCKERFILE")]
+    pub file: Option<PathBuf>,
+    /// A build argument, `KEY=VALUE` (`KEY` alone takes it from the
+    /// environment); repeatable.
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// The stage to build [default: the last].
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// Run every step; use no cached result.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The network of RUN steps.
+    #[arg(long, value_enum, default_value = "none")]
+    pub network: BuildNetwork,
+    /// Print only the image ID.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `--network` of `moor build`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildNetwork {
+    /// Only a loopback interface.
+    None,
+    /// The host's network.
+    Host,
+}

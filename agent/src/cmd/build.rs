@@ -1,0 +1,66 @@
+//! `moor build`: a Dockerfile built on moor's own engine
+//! (`moor_runtime::build`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use moor_runtime::build::{BuildOptions, RunNetwork, build};
+use moor_runtime::host::HostConfig;
+use moor_runtime::image::Images;
+
+use crate::cli::{BuildArgs, BuildNetwork};
+
+/// Runs `moor build`.
+pub fn run(state_dir: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    let host = HostConfig::new(state_dir);
+    if let Some(p) = host.problems.first() {
+        bail!("{p}");
+    }
+    let mut build_args = std::collections::BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_owned(), v.to_owned());
+            }
+            None => {
+                // Docker: `--build-arg K` takes K from the environment, or
+                // leaves it out.
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    let images = Images::open(state_dir)
+        .with_context(|| format!("open the image store in {}", state_dir.display()))?;
+    let mut engine = host.engine;
+    // RUN containers live apart from the host's: `moor ps` and the
+    // reconciler never see them.
+    engine.state_dir = engine.state_dir.join("build");
+    let opts = BuildOptions {
+        context: args.context.clone(),
+        dockerfile: args.file.clone(),
+        build_args,
+        target: args.target.clone(),
+        tags: args.tags.clone(),
+        no_cache: args.no_cache,
+        network: match args.network {
+            BuildNetwork::None => RunNetwork::None,
+            BuildNetwork::Host => RunNetwork::Host,
+        },
+        pull: host.pull,
+    };
+    let quiet = args.quiet;
+    let progress = move |line: &str| {
+        if !quiet {
+            println!("{line}");
+        }
+    };
+    let built = build(&images, engine, &opts, &progress)
+        .with_context(|| format!("build {}", args.context.display()))?;
+    if quiet {
+        println!("{}", built.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,195 @@
+//! `RUN`: a container of the engine over the state's snapshots, with the
+//! engine's security defaults (namespaces, capabilities, seccomp, masked
+//! paths); its output is printed as it comes, and its overlay upper
+//! directory becomes the step's layer.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{BufWriter, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use moor_spec::NetworkMode;
+
+use super::error::{BuildError, Progress};
+use super::layer::{self, LayerTar};
+use crate::container::Engine;
+use crate::container::logs::Follower;
+
+/// What one `RUN` runs.
+pub struct RunStep<'a> {
+    pub argv: &'a [String],
+    pub env: &'a [(String, String)],
+    pub user: &'a str,
+    pub workdir: &'a str,
+    pub network: NetworkMode,
+}
+
+/// The mount points the runtime creates in the root filesystem when they
+/// are missing: stubs, never part of a layer.
+const MOUNT_STUBS: &[&str] = &[
+    "proc",
+    "sys",
+    "dev",
+    "etc/hosts",
+    "etc/hostname",
+    "etc/resolv.conf",
+];
+
+/// The host's resolver configuration, given to `RUN` on the host network.
+const HOST_RESOLV: &str = "/etc/resolv.conf";
+
+/// Removes the container when dropped, whatever happened.
+struct Guard<'a> {
+    engine: &'a Engine,
+    name: String,
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.engine.remove(&self.name, true) {
+            tracing::warn!(container = %self.name, error = %e, "remove build container");
+        }
+    }
+}
+
+fn random_hex() -> String {
+    let mut buf = [0u8; 6];
+    if File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_err()
+    {
+        let n = std::process::id() as u64 ^ crate::container::state::now_ms();
+        buf.copy_from_slice(&n.to_le_bytes()[..6]);
+    }
+    hex::encode(buf)
+}
+
+/// The random part of a build container's name, as Docker shows an
+/// intermediate container.
+fn short_name(name: &str) -> &str {
+    name.rsplit('-').next().unwrap_or(name)
+}
+
+/// Removes the `RUN` containers of builds that are gone (killed, or
+/// interrupted with Ctrl-C before they could remove their container): a
+/// build container is named after the process that made it.
+pub fn remove_leftovers(engine: &Engine) {
+    let Ok(names) = engine.names() else {
+        return;
+    };
+    for name in names {
+        let Some(pid) = name
+            .strip_prefix("build-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill(2) with signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive && let Err(e) = engine.remove(&name, true) {
+            tracing::warn!(container = %name, error = %e, "remove a left-over build container");
+        }
+    }
+}
+
+fn in_lowers(lowers: &[PathBuf], rel: &str) -> bool {
+    lowers
+        .iter()
+        .any(|l| fs::symlink_metadata(l.join(rel)).is_ok())
+}
+
+/// Runs `step` over `lowers` (bottom first) and returns the layer tar it
+/// made (a file under `scratch`).
+pub fn run(
+    engine: &Engine,
+    scratch: &Path,
+    lowers: &[PathBuf],
+    step: RunStep<'_>,
+    out: &dyn Progress,
+) -> Result<PathBuf, BuildError> {
+    if lowers.is_empty() {
+        return Err(BuildError::Invalid(
+            "RUN needs a root filesystem: the stage has no layers (FROM scratch)".into(),
+        ));
+    }
+    let mut text = "[containers.build]\nimage = \"moor.invalid/build\"\n".to_string();
+    if step.network == NetworkMode::Host && Path::new(HOST_RESOLV).is_file() {
+        // The host's resolvers, read-only, as a container on the host
+        // network gets them: `apt-get update` needs names.
+        text.push_str(&format!(
+            "mounts = [\"{HOST_RESOLV}:/etc/resolv.conf:ro\"]\n"
+        ));
+    }
+    let state = moor_spec::load_texts(&[(PathBuf::from("build.toml"), text)])
+        .map_err(|d| BuildError::Invalid(format!("build container spec: {d}")))?;
+    let mut spec = state.containers["build"].spec.clone();
+    spec.command = Some(step.argv.to_vec());
+    spec.entrypoint = Some(Vec::new());
+    spec.env = step
+        .env
+        .iter()
+        .cloned()
+        .collect::<BTreeMap<String, String>>();
+    spec.user = (!step.user.is_empty()).then(|| step.user.to_owned());
+    spec.working_dir = Some(if step.workdir.is_empty() {
+        "/".into()
+    } else {
+        step.workdir.to_owned()
+    });
+    spec.network_mode = step.network;
+    spec.networks.clear();
+
+    let name = format!("build-{}-{}", std::process::id(), random_hex());
+    engine.create(&name, spec, None, lowers.to_vec())?;
+    let guard = Guard { engine, name };
+    let paths = engine.paths(&guard.name);
+    out.line(&format!(" ---> Running in {}", short_name(&guard.name)));
+    let mut follower = Follower::at_end(&paths.log());
+    engine.start(&guard.name)?;
+    let print = |follower: &mut Follower| {
+        if let Ok(lines) = follower.poll() {
+            for l in lines {
+                out.line(&l.text);
+            }
+        }
+    };
+    let exit = loop {
+        if let Some(exit) = engine.wait_exit(&guard.name, Duration::from_millis(200))? {
+            break exit;
+        }
+        print(&mut follower);
+    };
+    // The shim writes the last lines before it records the exit.
+    print(&mut follower);
+    if exit.exit_code != 0 {
+        return Err(BuildError::RunFailed {
+            command: step.argv.join(" "),
+            code: exit.exit_code,
+        });
+    }
+    let tar = scratch.join(format!("layer-{}.tar", guard.name));
+    let write = || -> std::io::Result<()> {
+        let file = File::create(&tar)?;
+        let mut t = LayerTar::new(BufWriter::new(file));
+        let skip = |rel: &str, m: &fs::Metadata| {
+            MOUNT_STUBS.contains(&rel) && (m.is_dir() || m.len() == 0) && !in_lowers(lowers, rel)
+        };
+        layer::from_upper(&paths.upper(), &mut t, &skip)?;
+        let mut w = t.finish()?;
+        std::io::Write::flush(&mut w)?;
+        w.get_ref().sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tar);
+        return Err(BuildError::io("write the layer", &tar)(e));
+    }
+    out.line(&format!(
+        "Removing intermediate container {}",
+        short_name(&guard.name)
+    ));
+    drop(guard);
+    Ok(tar)
+}
