@@ -15,6 +15,7 @@ mod crash;
 mod dns;
 mod fleet;
 mod git_agent;
+mod gitops;
 mod harness;
 mod hostile;
 mod image;

@@ -21,8 +21,10 @@ mod lists;
 mod logs;
 mod plan;
 mod ps;
+mod reconcile;
 mod stats;
 mod status;
+mod suspend;
 mod top;
 mod validate;
 
@@ -48,8 +50,10 @@ pub use lists::ListArgs;
 pub use logs::LogsArgs;
 pub use plan::PlanArgs;
 pub use ps::PsArgs;
+pub use reconcile::ReconcileArgs;
 pub use stats::StatsArgs;
 pub use status::StatusArgs;
+pub use suspend::SuspendArgs;
 pub use top::TopArgs;
 pub use validate::ValidateArgs;
 
@@ -102,6 +106,14 @@ pub enum Command {
     Agent(AgentArgs),
     /// Ask the running agent: sources, revisions, desired against observed state.
     Status(StatusArgs),
+    /// Ask the running agent to stop applying a source: neither its changes
+    /// nor drift correction, until `moor resume` (survives agent restarts).
+    Suspend(SuspendArgs),
+    /// Ask the running agent to apply a suspended source again.
+    Resume(SuspendArgs),
+    /// Ask the running agent to reconcile a source now (`--fetch`: fetch it
+    /// first) and wait for the pass; corrects drift `drift = "report"` left.
+    Reconcile(ReconcileArgs),
     /// List containers: running ones, or all with `--all`.
     Ps(PsArgs),
     /// Show a container's logs.

@@ -21,8 +21,10 @@ mod logs;
 mod plan;
 mod project;
 mod ps;
+mod reconcile;
 mod stats;
 mod status;
+mod suspend;
 mod top;
 mod validate;
 
@@ -42,6 +44,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Down(args) => down::run(&cli.state_dir, args),
         Command::Agent(args) => agent::run(&cli.state_dir, args),
         Command::Status(args) => status::run(args),
+        Command::Suspend(args) => suspend::run(&cli.state_dir, args, true),
+        Command::Resume(args) => suspend::run(&cli.state_dir, args, false),
+        Command::Reconcile(args) => reconcile::run(&cli.state_dir, args),
         Command::Ps(args) => ps::run(&cli.state_dir, args),
         Command::Logs(args) => logs::run(&cli.state_dir, args),
         Command::Exec(args) => exec::run(&cli.state_dir, args),
