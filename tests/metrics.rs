@@ -24,6 +24,10 @@ fn promtool_accepts_the_exposition() {
     m.drift(Kind::Network);
     m.queue(1, 1);
     m.source_sync("main", Some("abc"), true, 1.7e9);
+    m.source_suspended("main", true);
+    m.notification("success");
+    m.notification_dropped();
+    m.drift_left("main", &BTreeMap::from([(Kind::Container, 1)]));
     m.image_pull(10, Duration::from_secs(1), true);
     let desired = moor_spec::load(&[common::repo_root().join("examples/manifests")])
         .expect("example is valid");

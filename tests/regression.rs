@@ -59,3 +59,63 @@ command      = ["sh", "-c", "cat /etc/hostname && ls -ld /"]
         "the container's / is not 0755: {text}"
     );
 }
+
+/// `cap_add = ["ALL"]` (Docker's `--cap-add ALL`, an admin container an
+/// operator's policy allows) was created but never started when the host
+/// withholds a capability from moor itself: the runtime failed at exec with
+/// "operation not permitted". `ALL` is what moor holds, as in Docker.
+#[test]
+fn a_container_with_every_capability_runs() {
+    let Some(host) = Instance::with_busybox("allcaps", &[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("stack.toml"),
+        format!(
+            r#"
+[containers.admin]
+image        = "{BUSYBOX}"
+network_mode = "none"
+cap_add      = ["ALL"]
+command      = ["sh", "-c", "grep CapEff /proc/self/status"]
+"#
+        ),
+    )
+    .expect("write manifest");
+    let out = host.moor(&[
+        "apply",
+        "-p",
+        "allcaps",
+        "--timeout",
+        "60s",
+        dir.path().to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "apply failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::wait_for("the container to exit", Duration::from_secs(30), || {
+        host.container("admin")
+            .is_some_and(|j| j["state"] == "exited")
+    });
+    let admin = host.container("admin").expect("admin is listed");
+    assert_eq!(admin["exit_code"], 0, "{admin}");
+    let logs = host.moor(&["logs", "admin"]);
+    let text = String::from_utf8_lossy(&logs.stdout);
+    // Every capability moor itself may grant (this machine may withhold
+    // some from root, SYS_RESOURCE here).
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .expect("CapBnd")
+        .trim();
+    let want = format!("CapEff:\t{bounding}");
+    assert!(
+        text.contains(&want),
+        "the container does not hold every capability ({want}): {text}"
+    );
+}

@@ -20,6 +20,8 @@
 //! path = "hosts"              # sub-directory holding the manifests
 //! interval = "1m"             # poll interval
 //! profiles = ["metrics"]      # Compose profiles enabled (besides --profile)
+//! drift = "correct"           # or "report": out-of-band changes are reported, left so
+//! mode = "apply"              # or "plan": never change the host, show the plan
 //! webhook_secret_file = "/etc/moor/webhook-secret"
 //! # insecure = true         # git+http:// or git+git:// without signature verification
 //! # allow_rollback = true   # with verification: a head older than the commit in force
@@ -32,6 +34,12 @@
 //! capabilities = ["NET_ADMIN"]     # cap_add beyond Docker's default set
 //! host_network = false             # network_mode = "host"
 //! unconfined = false               # seccomp = "unconfined"
+//!
+//! [[notify]]                  # several allowed
+//! kind = "webhook"            # or slack, discord, ntfy
+//! url_file = "/etc/moor/notify.url"
+//! events = ["failed", "recovered"]
+//! secret_file = "/etc/moor/notify.key"   # X-Moor-Signature-256 (webhook)
 //! ```
 //!
 //! A git source is restricted by default: without `[source.policy]`, its
@@ -74,6 +82,54 @@ struct FileConfig {
     host: HostSection,
     #[serde(default, rename = "source")]
     sources: Vec<SourceSection>,
+    #[serde(default, rename = "notify")]
+    notify: Vec<NotifySection>,
+}
+
+/// One `[[notify]]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifySection {
+    kind: String,
+    url_file: PathBuf,
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    sources: Vec<String>,
+    secret_file: Option<PathBuf>,
+    repeat_interval: Option<String>,
+}
+
+/// Where a notification goes and how it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyKind {
+    /// JSON, optionally signed (`X-Moor-Signature-256`).
+    Webhook,
+    /// A Slack incoming webhook (`{"text": …}`).
+    Slack,
+    /// A Discord webhook (`{"content": …}`).
+    Discord,
+    /// An ntfy topic URL (plain text, a `Title` header).
+    Ntfy,
+}
+
+/// The events notifications are sent for.
+pub const NOTIFY_EVENTS: &[&str] = &["applied", "failed", "recovered"];
+
+/// One `[[notify]]` target, resolved.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// How the message is written.
+    pub kind: NotifyKind,
+    /// The file holding the URL (a secret: read at each send, never logged).
+    pub url_file: PathBuf,
+    /// The events sent (of [`NOTIFY_EVENTS`]).
+    pub events: Vec<String>,
+    /// The sources whose events are sent; empty for all.
+    pub sources: Vec<String>,
+    /// The HMAC key's file (webhook only).
+    pub secret_file: Option<PathBuf>,
+    /// A failure repeating is sent again, as a summary, at most this often.
+    pub repeat_interval: Duration,
 }
 
 /// A size: bytes, or a string with a unit (`"8m"`).
@@ -127,6 +183,10 @@ pub struct SourceSection {
     /// `--profile`).
     #[serde(default)]
     pub profiles: Vec<String>,
+    /// `correct` (default): put drift right; `report`: only report it.
+    pub drift: Option<String>,
+    /// `apply` (default), or `plan`: never change the host, show the plan.
+    pub mode: Option<String>,
     /// Credentials.
     #[serde(default)]
     pub auth: AuthSection,
@@ -206,6 +266,8 @@ pub struct AgentConfig {
     pub host: HostIdentity,
     /// The sources, with unique names.
     pub sources: Vec<SourceConfig>,
+    /// Where notifications go.
+    pub notify: Vec<NotifyConfig>,
 }
 
 /// One source, resolved.
@@ -224,6 +286,10 @@ pub struct SourceConfig {
     pub policy: Option<moor_spec::Policy>,
     /// Compose profiles enabled for this source (besides `--profile`).
     pub profiles: Vec<String>,
+    /// Correct drift, or only report it.
+    pub drift: moor_reconcile::DriftMode,
+    /// Apply, or only plan.
+    pub mode: moor_reconcile::SourceMode,
 }
 
 /// Directory or git.
@@ -368,7 +434,12 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
             "webhook_addr and metrics_addr are both {metrics_addr}: give the webhooks another address, or leave webhook_addr out"
         );
     }
+    let mut notify = Vec::new();
+    for (i, n) in file.notify.iter().enumerate() {
+        notify.push(notify_target(i + 1, n, &sources)?);
+    }
     Ok(AgentConfig {
+        notify,
         metrics_addr,
         webhook_addr,
         status_token_file: o.status_token_file.or(file.status_token_file),
@@ -377,6 +448,59 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         load,
         host,
         sources,
+    })
+}
+
+fn notify_target(
+    i: usize,
+    n: &NotifySection,
+    sources: &[SourceConfig],
+) -> anyhow::Result<NotifyConfig> {
+    let what = || format!("[[notify]] #{i}");
+    let kind = match n.kind.as_str() {
+        "webhook" => NotifyKind::Webhook,
+        "slack" => NotifyKind::Slack,
+        "discord" => NotifyKind::Discord,
+        "ntfy" => NotifyKind::Ntfy,
+        other => bail!(
+            "{}: kind = {other:?}: expected \"webhook\", \"slack\", \"discord\" or \"ntfy\"",
+            what()
+        ),
+    };
+    if n.secret_file.is_some() && kind != NotifyKind::Webhook {
+        bail!("{}: secret_file signs kind = \"webhook\" only", what());
+    }
+    let events = match &n.events {
+        None => NOTIFY_EVENTS.iter().map(|e| e.to_string()).collect(),
+        Some(list) => {
+            for e in list {
+                if !NOTIFY_EVENTS.contains(&e.as_str()) {
+                    bail!(
+                        "{}: event {e:?} is not one of {}",
+                        what(),
+                        NOTIFY_EVENTS.join(", ")
+                    );
+                }
+            }
+            list.clone()
+        }
+    };
+    for name in &n.sources {
+        if !sources.iter().any(|s| &s.name == name) {
+            bail!("{}: no source is named {name:?}", what());
+        }
+    }
+    let repeat_interval = match &n.repeat_interval {
+        Some(d) => parse_duration(d).with_context(|| format!("{}: repeat_interval", what()))?,
+        None => Duration::from_secs(3600),
+    };
+    Ok(NotifyConfig {
+        kind,
+        url_file: n.url_file.clone(),
+        events,
+        sources: n.sources.clone(),
+        secret_file: n.secret_file.clone(),
+        repeat_interval,
     })
 }
 
@@ -478,6 +602,22 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
     };
     moor_spec::check_name(&name)
         .map_err(|e| anyhow::anyhow!("{}: name {name:?}: {e}; give the source a `name`", what()))?;
+    let drift = match s.drift.as_deref() {
+        None | Some("correct") => moor_reconcile::DriftMode::Correct,
+        Some("report") => moor_reconcile::DriftMode::Report,
+        Some(other) => bail!(
+            "{}: drift = {other:?}: expected \"correct\" or \"report\"",
+            what()
+        ),
+    };
+    let mode = match s.mode.as_deref() {
+        None | Some("apply") => moor_reconcile::SourceMode::Apply,
+        Some("plan") => moor_reconcile::SourceMode::Plan,
+        Some(other) => bail!(
+            "{}: mode = {other:?}: expected \"apply\" or \"plan\"",
+            what()
+        ),
+    };
     let policy = match (&s.policy, &s.policy_file) {
         (Some(_), Some(_)) => bail!("{}: a [source.policy] and --policy both", what()),
         (Some(keys), None) => Some(
@@ -497,6 +637,8 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
         webhook_secret_file: s.webhook_secret_file,
         policy,
         profiles: s.profiles,
+        drift,
+        mode,
     })
 }
 
@@ -723,6 +865,81 @@ profiles = ["metrics"]
             .is_err()
         );
         assert!(resolve(Overrides::default()).is_err() || Path::new(DEFAULT_CONFIG).exists());
+    }
+
+    #[test]
+    fn drift_and_mode_are_per_source_and_checked() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let with = |extra: &str| {
+            let text = format!("[[source]]\nurl = \"{}\"\n{extra}\n", tmp.path().display());
+            resolve(Overrides {
+                config: Some(write(tmp.path(), &text)),
+                ..Overrides::default()
+            })
+        };
+        let c = with("").expect("defaults");
+        assert_eq!(c.sources[0].drift, moor_reconcile::DriftMode::Correct);
+        assert_eq!(c.sources[0].mode, moor_reconcile::SourceMode::Apply);
+        let c = with("drift = \"report\"\nmode = \"plan\"").expect("valid");
+        assert_eq!(c.sources[0].drift, moor_reconcile::DriftMode::Report);
+        assert_eq!(c.sources[0].mode, moor_reconcile::SourceMode::Plan);
+        for (extra, says) in [
+            (
+                "drift = \"ignore\"",
+                "drift = \"ignore\": expected \"correct\" or \"report\"",
+            ),
+            (
+                "mode = \"dry\"",
+                "mode = \"dry\": expected \"apply\" or \"plan\"",
+            ),
+        ] {
+            let e = format!("{:#}", with(extra).expect_err(extra));
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn notify_targets_are_checked() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let with = |extra: &str| {
+            let text = format!(
+                "[[source]]\nname = \"site\"\nurl = \"{}\"\n[[notify]]\nurl_file = \"/etc/moor/u\"\n{extra}\n",
+                tmp.path().display()
+            );
+            resolve(Overrides {
+                config: Some(write(tmp.path(), &text)),
+                ..Overrides::default()
+            })
+        };
+        let c = with("kind = \"ntfy\"").expect("valid");
+        assert_eq!(c.notify[0].kind, NotifyKind::Ntfy);
+        assert_eq!(c.notify[0].events, NOTIFY_EVENTS);
+        assert_eq!(c.notify[0].repeat_interval, Duration::from_secs(3600));
+        let c = with("kind = \"webhook\"\nsecret_file = \"/k\"\nsources = [\"site\"]\nrepeat_interval = \"10m\"")
+            .expect("valid");
+        assert_eq!(c.notify[0].repeat_interval, Duration::from_secs(600));
+        for (extra, says) in [
+            ("kind = \"email\"", "kind = \"email\""),
+            (
+                "kind = \"slack\"\nsecret_file = \"/k\"",
+                "secret_file signs kind = \"webhook\" only",
+            ),
+            (
+                "kind = \"slack\"\nevents = [\"exploded\"]",
+                "event \"exploded\" is not one of",
+            ),
+            (
+                "kind = \"slack\"\nsources = [\"nope\"]",
+                "no source is named \"nope\"",
+            ),
+            (
+                "kind = \"slack\"\nurl = \"https://hooks.example\"",
+                "unknown field",
+            ),
+        ] {
+            let e = format!("{:#}", with(extra).expect_err(extra));
+            assert!(e.contains(says), "{extra}: {e}");
+        }
     }
 
     #[test]

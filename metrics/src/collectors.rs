@@ -27,6 +27,10 @@ pub struct Metrics {
     actions: IntCounterVec,
     resources: IntGaugeVec,
     drift: IntCounterVec,
+    drift_left: IntGaugeVec,
+    source_suspended: IntGaugeVec,
+    notifications: IntCounterVec,
+    notifications_dropped: IntCounter,
     queue_depth: IntGauge,
     queue_retries: IntCounter,
     source_sync: IntCounterVec,
@@ -115,6 +119,13 @@ impl Metrics {
                 .expect("valid metric definition");
         r.register(Box::new(queue_retries.clone()))
             .expect("metric registered once");
+        let notifications_dropped = IntCounter::new(
+            "moor_notifications_dropped_total",
+            "Notifications dropped because their target's queue was full.",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(notifications_dropped.clone()))
+            .expect("metric registered once");
         let pull_bytes = IntCounter::new(
             "moor_image_pull_bytes_total",
             "Bytes downloaded by image pulls.",
@@ -196,6 +207,25 @@ impl Metrics {
                 "Resources found to differ from their manifest on the host.",
                 &["kind"],
             ),
+            drift_left: gauge_vec(
+                &r,
+                "moor_drift_resources",
+                "Resources found changed on the host and left so (drift = \"report\", or mode = \"plan\"), by source and kind.",
+                &["source", "kind"],
+            ),
+            source_suspended: gauge_vec(
+                &r,
+                "moor_source_suspended",
+                "1 while a source is suspended (moor suspend), 0 otherwise.",
+                &["source"],
+            ),
+            notifications: counter_vec(
+                &r,
+                "moor_notifications_total",
+                "Notifications, by result: success, failure (after retries) or suppressed (a repeat).",
+                &["result"],
+            ),
+            notifications_dropped,
             queue_depth,
             queue_retries,
             source_sync: counter_vec(
@@ -279,6 +309,24 @@ impl Metrics {
                 .with_label_values(&[source, rev])
                 .set(1);
         }
+    }
+
+    /// A source was suspended (`true`) or resumed.
+    pub fn source_suspended(&self, source: &str, suspended: bool) {
+        self.source_suspended
+            .with_label_values(&[source])
+            .set(i64::from(suspended));
+    }
+
+    /// A notification was sent (`success`), given up on (`failure`) or
+    /// held back as a repeat (`suppressed`).
+    pub fn notification(&self, result: &str) {
+        self.notifications.with_label_values(&[result]).inc();
+    }
+
+    /// A notification was dropped: its target's queue was full.
+    pub fn notification_dropped(&self) {
+        self.notifications_dropped.inc();
     }
 
     /// An image pull finished.
@@ -458,6 +506,14 @@ impl Recorder for Metrics {
 
     fn drift(&self, kind: Kind) {
         self.drift.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    fn drift_left(&self, project: &str, by_kind: &BTreeMap<Kind, i64>) {
+        for (kind, n) in by_kind {
+            self.drift_left
+                .with_label_values(&[project, kind.as_str()])
+                .set(*n);
+        }
     }
 
     fn pass_view(&self, view: &PassView<'_>) {

@@ -10,7 +10,7 @@
 //! runs to completion; shutdown is seen between passes, so in-flight actions
 //! finish and containers keep running.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use moor_spec::{DesiredState, Kind};
@@ -23,7 +23,8 @@ use crate::apply::{ApplyOptions, apply};
 use crate::backoff::Backoff;
 use crate::converge::InstancePhase;
 use crate::diff::{DiffOptions, diff, instance_name};
-use crate::plan::Verb;
+use crate::gate::{DriftMode, SourceMode, gate};
+use crate::plan::{Action, Verb};
 use crate::runtime::Runtime;
 
 /// Something that asks for a reconcile.
@@ -41,6 +42,15 @@ pub enum Trigger {
     HostChanged,
     /// Reconcile now.
     Now,
+    /// Reconcile now and correct drift that `drift = "report"` left alone
+    /// (an operator's `moor reconcile`).
+    Correct,
+    /// Stop acting on the host: neither source changes nor drift
+    /// correction until [`Trigger::Resume`]. The latest desired state is
+    /// kept and applied on resume.
+    Suspend,
+    /// Act again, applying the latest desired state.
+    Resume,
     /// Finish the pass under way, if any, and stop.
     Shutdown,
 }
@@ -54,6 +64,12 @@ pub struct ControllerOptions {
     pub resync: Duration,
     /// Let an empty desired state remove everything the project owns.
     pub allow_empty: bool,
+    /// Correct drift, or only report it.
+    pub drift: DriftMode,
+    /// Apply, or only plan.
+    pub mode: SourceMode,
+    /// Start suspended (a suspension that survived a restart).
+    pub suspended: bool,
 }
 
 impl ControllerOptions {
@@ -63,6 +79,9 @@ impl ControllerOptions {
             apply: ApplyOptions::new(project),
             resync: Duration::from_secs(30),
             allow_empty: false,
+            drift: DriftMode::Correct,
+            mode: SourceMode::Apply,
+            suspended: false,
         }
     }
 }
@@ -110,6 +129,14 @@ pub struct Status {
     pub ready: bool,
     /// Per resource, keyed `kind/name`.
     pub conditions: BTreeMap<String, Condition>,
+    /// Suspended: nothing is applied until resumed.
+    pub suspended: bool,
+    /// A revision that arrived while suspended, applied on resume.
+    pub pending_revision: Option<String>,
+    /// Drift found and left alone (`drift = "report"`, or `mode = "plan"`).
+    pub drift: Vec<Action>,
+    /// What a `mode = "plan"` source would do now.
+    pub planned: Vec<Action>,
 }
 
 /// Hooks for metrics; every method has a no-op default.
@@ -124,6 +151,9 @@ pub trait Recorder: Send + Sync {
     fn queue(&self, _depth: usize, _retries: u64) {}
     /// What a pass saw: desired and observed state, and drifted resources by kind.
     fn pass_view(&self, _view: &PassView<'_>) {}
+    /// Resources of `project` found drifted and left so, by kind (every
+    /// kind, zeros included).
+    fn drift_left(&self, _project: &str, _by_kind: &BTreeMap<Kind, i64>) {}
 }
 
 /// What one pass saw, for [`Recorder::pass_view`].
@@ -155,6 +185,11 @@ pub struct Controller<R> {
     pass_backoff: Backoff<()>,
     status: Status,
     retries: u64,
+    /// A desired state that arrived while suspended.
+    pending: Option<(Option<String>, DesiredState)>,
+    /// Resources a pass found matching their spec: an action on one of
+    /// them that no spec change asks for is drift (see `gate`).
+    in_place: BTreeSet<(Kind, String)>,
     /// Wall-clock time at `epoch`: restart backoff compares wall-clock exit
     /// times, and deriving "now" from tokio's clock keeps a paused test clock
     /// in charge of both.
@@ -164,14 +199,20 @@ pub struct Controller<R> {
 impl<R: Runtime> Controller<R> {
     /// A controller over `runtime`.
     pub fn new(runtime: R, opts: ControllerOptions) -> Self {
+        let suspended = opts.suspended;
         Self {
             runtime,
             opts,
             desired: None,
             backoff: Backoff::default(),
             pass_backoff: Backoff::default(),
-            status: Status::default(),
+            status: Status {
+                suspended,
+                ..Status::default()
+            },
             retries: 0,
+            pending: None,
+            in_place: BTreeSet::new(),
             wall_epoch: (SystemTime::now(), Instant::now()),
         }
     }
@@ -233,6 +274,17 @@ impl<R: Runtime> Controller<R> {
     fn handle(&mut self, t: Trigger) -> bool {
         match t {
             Trigger::Source { revision, result } => match result {
+                Ok(desired) if self.status.suspended => {
+                    tracing::info!(
+                        project = %self.opts.apply.project,
+                        revision = revision.as_deref().unwrap_or("-"),
+                        "suspended: the new desired state waits for resume"
+                    );
+                    self.status.pending_revision = revision.clone();
+                    self.status.source_error = None;
+                    self.pending = Some((revision, desired));
+                    false
+                }
                 Ok(desired) => {
                     tracing::info!(
                         project = %self.opts.apply.project,
@@ -257,13 +309,41 @@ impl<R: Runtime> Controller<R> {
                     false
                 }
             },
-            Trigger::HostChanged | Trigger::Now => self.desired.is_some(),
+            Trigger::HostChanged | Trigger::Now => !self.status.suspended && self.desired.is_some(),
+            Trigger::Correct => {
+                // Forget what was in place: nothing counts as drift in the next pass.
+                self.in_place.clear();
+                !self.status.suspended && self.desired.is_some()
+            }
+            Trigger::Suspend => {
+                if !self.status.suspended {
+                    tracing::info!(project = %self.opts.apply.project, "suspended");
+                }
+                self.status.suspended = true;
+                false
+            }
+            Trigger::Resume => {
+                if self.status.suspended {
+                    tracing::info!(project = %self.opts.apply.project, "resumed");
+                }
+                self.status.suspended = false;
+                if let Some((revision, desired)) = self.pending.take() {
+                    self.desired = Some(desired);
+                    self.status.revision = revision;
+                    self.backoff.reset();
+                }
+                self.status.pending_revision = None;
+                self.desired.is_some()
+            }
             Trigger::Shutdown => false,
         }
     }
 
     /// One reconcile pass; returns when the next one is due.
     async fn pass(&mut self, recorder: &dyn Recorder) -> Option<Instant> {
+        if self.status.suspended {
+            return None;
+        }
         let desired = self.desired.as_ref()?;
         let started = Instant::now();
         let resync = started + self.opts.resync;
@@ -354,6 +434,32 @@ impl<R: Runtime> Controller<R> {
             project: &self.opts.apply.project,
             drifted,
         });
+
+        // What this source may do: drift it only reports, plans it only shows.
+        let gated = gate(
+            std::mem::take(&mut plan.actions),
+            &self.in_place,
+            self.opts.drift,
+            self.opts.mode,
+        );
+        plan.actions = gated.apply;
+        let mut left: BTreeMap<Kind, i64> =
+            [Kind::Image, Kind::Network, Kind::Volume, Kind::Container]
+                .into_iter()
+                .map(|k| (k, 0))
+                .collect();
+        for a in &gated.drifted {
+            *left.entry(a.kind).or_default() += 1;
+            if !self
+                .status
+                .drift
+                .iter()
+                .any(|d| d.kind == a.kind && d.name == a.name)
+            {
+                tracing::warn!(kind = %a.kind, resource = %a.name, "drift left alone: {} ({})", a.verb, a.reason);
+            }
+        }
+        recorder.drift_left(&self.opts.apply.project, &left);
 
         if !plan.actions.is_empty() {
             tracing::info!(actions = plan.actions.len(), "applying");
@@ -454,10 +560,49 @@ impl<R: Runtime> Controller<R> {
                 }
             }
         }
+        for a in &gated.held {
+            let key = format!("{}/{}", a.kind, a.name);
+            conditions.insert(
+                key,
+                Condition {
+                    kind: a.kind,
+                    name: a.name.clone(),
+                    status: ConditionStatus::Progressing,
+                    reason: "Planned",
+                    message: format!("mode = \"plan\": would {} ({})", a.verb, a.reason),
+                },
+            );
+        }
+        for a in &gated.drifted {
+            conditions.insert(
+                format!("{}/{}", a.kind, a.name),
+                Condition {
+                    kind: a.kind,
+                    name: a.name.clone(),
+                    status: ConditionStatus::Failed,
+                    reason: "Drifted",
+                    message: format!(
+                        "changed on the host, left so (drift = \"report\"): would {} ({})",
+                        a.verb, a.reason
+                    ),
+                },
+            );
+        }
         recorder.queue(
             waiting.len() + outcomes.iter().filter(|o| o.result.is_err()).count(),
             self.retries,
         );
+        // What is in place now; drifted resources stay known (still drift
+        // next pass) until `Trigger::Correct`.
+        self.in_place
+            .retain(|(k, n)| conditions.contains_key(&format!("{k}/{n}")));
+        for c in conditions.values() {
+            if c.status == ConditionStatus::Ready {
+                self.in_place.insert((c.kind, c.name.clone()));
+            }
+        }
+        self.status.drift = gated.drifted;
+        self.status.planned = gated.held;
         self.status.conditions = conditions;
         Ok(plan.requeue_after)
     }

@@ -35,11 +35,16 @@ struct Harness {
 }
 
 fn start() -> Harness {
+    start_with(|_| {})
+}
+
+fn start_with(f: impl FnOnce(&mut ControllerOptions)) -> Harness {
     let rt = Arc::new(FakeRuntime::new());
     let (tx, rx) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(Status::default());
     let mut opts = ControllerOptions::new("demo");
     opts.apply.health_poll = Duration::from_millis(10);
+    f(&mut opts);
     let controller = Controller::new(rt.clone(), opts);
     let task = tokio::spawn(async move { controller.run(rx, status_tx, &NO_RECORDER).await });
     Harness {
@@ -237,4 +242,125 @@ async fn a_burst_of_triggers_is_one_pass() {
         "{} passes for a burst of 10",
         after - before
     );
+}
+
+const STACK_V2: &str = r#"
+[networks.front]
+[containers.web]
+image = "localhost:5000/busybox:1"
+networks = ["front"]
+restart = "always"
+env = { V = "2" }
+[containers.job]
+image = "localhost:5000/busybox:1"
+"#;
+
+impl Harness {
+    async fn source_rev(&self, rev: &str, toml: &str) {
+        self.send(Trigger::Source {
+            revision: Some(rev.into()),
+            result: Ok(load(toml)),
+        })
+        .await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn suspended_applies_neither_source_changes_nor_drift_until_resumed() {
+    let h = start();
+    h.source(STACK).await;
+    h.run_for(Duration::from_millis(100)).await;
+    h.send(Trigger::Suspend).await;
+    h.run_for(Duration::from_millis(100)).await;
+    assert!(h.status.borrow().suspended);
+    h.rt.clear_calls();
+    // Drift and a new revision: nothing happens, through resyncs and triggers.
+    h.rt.with_host(|o| o.containers.remove("job"));
+    h.source_rev("r2", STACK_V2).await;
+    h.send(Trigger::Now).await;
+    h.send(Trigger::Correct).await;
+    h.run_for(Duration::from_secs(95)).await;
+    assert!(h.rt.calls().is_empty(), "{:?}", h.rt.calls());
+    let s = h.status.borrow().clone();
+    assert_eq!(s.revision.as_deref(), Some("r1"), "r2 is not in force");
+    assert_eq!(s.pending_revision.as_deref(), Some("r2"));
+    // Resume: r2 applies and the drift is corrected.
+    h.send(Trigger::Resume).await;
+    h.run_for(Duration::from_millis(100)).await;
+    let s = h.status.borrow().clone();
+    assert!(!s.suspended);
+    assert_eq!(s.revision.as_deref(), Some("r2"));
+    assert_eq!(s.pending_revision, None);
+    assert_eq!(h.count("create_container job"), 1);
+    assert!(
+        h.rt.calls().iter().any(|c| c.contains("web")),
+        "web replaced for r2: {:?}",
+        h.rt.calls()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_controller_started_suspended_waits_for_resume() {
+    let h = start_with(|o| o.suspended = true);
+    h.source(STACK).await;
+    h.run_for(Duration::from_secs(40)).await;
+    assert!(h.rt.calls().is_empty(), "{:?}", h.rt.calls());
+    assert!(h.status.borrow().suspended);
+    h.send(Trigger::Resume).await;
+    h.run_for(Duration::from_millis(100)).await;
+    assert_eq!(h.count("create_container web"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn report_mode_reports_drift_and_still_applies_the_source() {
+    let h = start_with(|o| o.drift = DriftMode::Report);
+    h.source(STACK).await;
+    h.run_for(Duration::from_millis(100)).await;
+    assert_eq!(h.count("create_container job"), 1, "first deploy applies");
+    // job removed by hand, front's bridge deleted: reported, left so.
+    h.rt.with_host(|o| {
+        o.containers.remove("job");
+        o.networks.get_mut("front").expect("front").fault = Some("bridge missing".into());
+    });
+    h.send(Trigger::HostChanged).await;
+    h.run_for(Duration::from_secs(65)).await;
+    assert_eq!(h.count("create_container job"), 1, "{:?}", h.rt.calls());
+    assert_eq!(h.count("remove_network front"), 0, "{:?}", h.rt.calls());
+    let s = h.status.borrow().clone();
+    assert_eq!(s.conditions["container/job"].reason, "Drifted");
+    assert_eq!(s.conditions["network/front"].reason, "Drifted");
+    assert!(s.drift.iter().any(|a| a.name == "job"), "{:?}", s.drift);
+    // A source change still applies.
+    h.rt.clear_calls();
+    h.source_rev("r2", STACK_V2).await;
+    h.run_for(Duration::from_millis(100)).await;
+    assert!(
+        h.rt.calls().iter().any(|c| c.contains("web")),
+        "{:?}",
+        h.rt.calls()
+    );
+    assert_eq!(h.count("create_container job"), 0, "drift still left");
+    // An operator's `moor reconcile` corrects it.
+    h.send(Trigger::Correct).await;
+    h.run_for(Duration::from_millis(100)).await;
+    assert_eq!(h.count("create_container job"), 1);
+    assert_eq!(h.count("remove_network front"), 1);
+    assert!(h.status.borrow().drift.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn plan_mode_never_touches_the_host() {
+    let h = start_with(|o| o.mode = SourceMode::Plan);
+    h.source(STACK).await;
+    h.run_for(Duration::from_secs(40)).await;
+    assert!(
+        h.rt.calls()
+            .iter()
+            .all(|c| !c.starts_with("create") && !c.starts_with("pull")),
+        "{:?}",
+        h.rt.calls()
+    );
+    let s = h.status.borrow().clone();
+    assert!(s.planned.iter().any(|a| a.name == "web"), "{:?}", s.planned);
+    assert_eq!(s.conditions["container/web"].reason, "Planned");
 }

@@ -16,6 +16,7 @@ mod converge;
 mod diff;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+mod gate;
 mod observed;
 mod plan;
 mod reason;
@@ -32,6 +33,7 @@ pub use diff::{
     DiffError, DiffOptions, RESTART_BACKOFF_BASE, RESTART_BACKOFF_MAX, RESTART_BACKOFF_RESET,
     changed_fields, diff, instance_name, restart_delay,
 };
+pub use gate::{DriftMode, Gated, SourceMode, gate, is_drift};
 pub use observed::{
     ContainerState, Health, Hold, Observed, ObservedContainer, ObservedImage, ObservedNetwork,
     ObservedVolume,

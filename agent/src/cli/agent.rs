@@ -88,6 +88,12 @@ pub struct AgentArgs {
     /// Let a source with no resources remove everything the project owns.
     #[arg(long)]
     pub allow_empty: bool,
+    /// What to do with drift on the host: `correct` it, or only `report` it.
+    #[arg(long, value_name = "correct|report")]
+    pub drift: Option<String>,
+    /// `apply`, or `plan`: never change the host, show the pending plan in /status.
+    #[arg(long, value_name = "apply|plan")]
+    pub mode: Option<String>,
     // This host's name and labels for manifests' `target` (over the
     // configuration file's `[host]`), the size limit of a manifest file,
     // and --source's policy.

@@ -7,10 +7,12 @@ mod agent;
 mod apply;
 mod build;
 mod common;
+mod convert;
 mod cp;
 mod dev;
 mod down;
 mod exec;
+mod export;
 mod image;
 mod images;
 mod inspect;
@@ -19,8 +21,10 @@ mod lists;
 mod logs;
 mod plan;
 mod ps;
+mod reconcile;
 mod stats;
 mod status;
+mod suspend;
 mod top;
 mod validate;
 
@@ -32,10 +36,12 @@ pub use agent::AgentArgs;
 pub use apply::ApplyArgs;
 pub use build::{BuildArgs, BuildNetwork};
 pub use common::{HostArgs, ProjectArgs};
+pub use convert::{ConvertArgs, ConvertTo};
 pub use cp::CpArgs;
 pub use dev::{DevCommand, DevRunArgs};
 pub use down::DownArgs;
 pub use exec::ExecArgs;
+pub use export::{ExportArgs, ExportCommand, KubernetesArgs, ServiceTypeArg};
 pub use image::{ImageArgs, ImageCommand, LimitArgs};
 pub use images::ImagesArgs;
 pub use inspect::InspectArgs;
@@ -44,8 +50,10 @@ pub use lists::ListArgs;
 pub use logs::LogsArgs;
 pub use plan::PlanArgs;
 pub use ps::PsArgs;
+pub use reconcile::ReconcileArgs;
 pub use stats::StatsArgs;
 pub use status::StatusArgs;
+pub use suspend::SuspendArgs;
 pub use top::TopArgs;
 pub use validate::ValidateArgs;
 
@@ -88,12 +96,24 @@ pub enum Command {
     Plan(PlanArgs),
     /// Make the host match the manifests once, and wait until it does.
     Apply(ApplyArgs),
+    /// Print the manifests as one manifest in moor's TOML or YAML, or as a Compose file.
+    Convert(ConvertArgs),
+    /// Write the manifests as objects of another system (Kubernetes).
+    Export(ExportArgs),
     /// Remove what a project created (volumes only with --volumes).
     Down(DownArgs),
     /// Run the agent: watch a manifest directory and reconcile forever.
     Agent(AgentArgs),
     /// Ask the running agent: sources, revisions, desired against observed state.
     Status(StatusArgs),
+    /// Ask the running agent to stop applying a source: neither its changes
+    /// nor drift correction, until `moor resume` (survives agent restarts).
+    Suspend(SuspendArgs),
+    /// Ask the running agent to apply a suspended source again.
+    Resume(SuspendArgs),
+    /// Ask the running agent to reconcile a source now (`--fetch`: fetch it
+    /// first) and wait for the pass; corrects drift `drift = "report"` left.
+    Reconcile(ReconcileArgs),
     /// List containers: running ones, or all with `--all`.
     Ps(PsArgs),
     /// Show a container's logs.

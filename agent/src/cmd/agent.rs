@@ -30,6 +30,8 @@ fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
         allow_empty: args.allow_empty,
         webhook_secret_file: args.webhook_secret_file.clone(),
         profiles: Vec::new(),
+        drift: args.drift.clone(),
+        mode: args.mode.clone(),
         auth: AuthSection {
             token_file: args.token_file.clone(),
             username: args.username.clone(),

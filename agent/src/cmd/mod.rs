@@ -6,11 +6,13 @@ mod agent;
 mod apply;
 mod build;
 mod common;
+mod convert;
 mod cp;
 mod dev;
 mod dns;
 mod down;
 mod exec;
+mod export;
 mod image;
 mod inspect;
 mod lifecycle;
@@ -19,8 +21,10 @@ mod logs;
 mod plan;
 mod project;
 mod ps;
+mod reconcile;
 mod stats;
 mod status;
+mod suspend;
 mod top;
 mod validate;
 
@@ -35,9 +39,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::Plan(args) => plan::run(&cli.state_dir, args),
         Command::Apply(args) => apply::run(&cli.state_dir, args),
+        Command::Convert(args) => convert::run(args),
+        Command::Export(args) => export::run(args),
         Command::Down(args) => down::run(&cli.state_dir, args),
         Command::Agent(args) => agent::run(&cli.state_dir, args),
         Command::Status(args) => status::run(args),
+        Command::Suspend(args) => suspend::run(&cli.state_dir, args, true),
+        Command::Resume(args) => suspend::run(&cli.state_dir, args, false),
+        Command::Reconcile(args) => reconcile::run(&cli.state_dir, args),
         Command::Ps(args) => ps::run(&cli.state_dir, args),
         Command::Logs(args) => logs::run(&cli.state_dir, args),
         Command::Exec(args) => exec::run(&cli.state_dir, args),

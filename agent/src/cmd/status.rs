@@ -146,6 +146,20 @@ pub fn render(doc: &Value, now: f64) -> String {
         if let Some(subject) = s["subject"].as_str() {
             let _ = writeln!(out, "    {subject}");
         }
+        if s["suspended"] == true {
+            let pending = s["pending_revision"]
+                .as_str()
+                .map(|r| format!("; revision {} waits", r.get(..12).unwrap_or(r)))
+                .unwrap_or_default();
+            let _ = writeln!(out, "    suspended (moor resume to apply){pending}");
+        }
+        if s["mode"] == "plan" {
+            let n = s["plan"].as_array().map_or(0, Vec::len);
+            let _ = writeln!(out, "    plan only: {n} pending action(s), see --json");
+        }
+        if let Some(d) = s["drift"].as_array().filter(|d| !d.is_empty()) {
+            let _ = writeln!(out, "    drift left alone: {} resource(s)", d.len());
+        }
         for key in ["error", "manifest_error", "last_error"] {
             if let Some(e) = s[key].as_str() {
                 let mut lines = e.lines();

@@ -8,12 +8,16 @@
 //! - `sources`: the task behind each source, feeding its controller;
 //! - `exits`: container exits, turned into triggers;
 //! - `status`: what `/status` and `/readyz` say;
-//! - `http`: the endpoint and the git webhooks.
+//! - `http`: the endpoint and the git webhooks;
+//! - `control`: the control socket (`moor suspend`, `resume`, `reconcile`);
+//! - `notify`: notifications (`[[notify]]`).
 //!
 //! It takes a resolved `AgentConfig` and knows nothing of the command line.
 
+pub mod control;
 mod exits;
 mod http;
+mod notify;
 mod sources;
 mod status;
 
@@ -71,12 +75,21 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
     let mut controllers = Vec::new();
     let mut senders: Vec<mpsc::Sender<Trigger>> = Vec::new();
     let mut tasks = Vec::new();
+    let mut handles = std::collections::BTreeMap::new();
+    let notifier = notify::Notifier::start(&config.notify, &config.host.name, &metrics);
     for source in &config.sources {
         let (tx, rx) = mpsc::channel::<Trigger>(64);
         let (status_tx, status_rx) = watch::channel(Status::default());
         let mut opts = ControllerOptions::new(&source.name);
         opts.resync = config.resync;
         opts.allow_empty = source.allow_empty;
+        opts.drift = source.drift;
+        opts.mode = source.mode;
+        opts.suspended = control::is_suspended(state_dir, &source.name);
+        metrics.source_suspended(&source.name, opts.suspended);
+        if opts.suspended {
+            tracing::warn!(source = %source.name, "suspended (since before this start): `moor resume {}` to apply again", source.name);
+        }
         let controller = Controller::new(host.clone(), opts);
         let recorder = metrics.clone();
         controllers.push(tokio::spawn(async move {
@@ -93,6 +106,23 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
             &metrics,
             tx.clone(),
         )?);
+        if !notifier.is_empty() {
+            tasks.push(tokio::spawn(
+                notifier
+                    .clone()
+                    .watch(source.name.clone(), status_rx.clone()),
+            ));
+        }
+        handles.insert(
+            source.name.clone(),
+            control::Handle {
+                triggers: tx.clone(),
+                controller: status_rx.clone(),
+                wake: wake.clone(),
+                status: status.clone(),
+                polled: matches!(source.kind, crate::config::SourceKind::Git { .. }),
+            },
+        );
         senders.push(tx);
         running.push(Running {
             config: source.clone(),
@@ -120,6 +150,19 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
         host.clone(),
         senders.clone(),
         passes,
+    )));
+
+    // The control socket.
+    let listener = control::bind(state_dir)?;
+    let on_suspend: control::OnSuspend = {
+        let metrics = metrics.clone();
+        Arc::new(move |source: &str, on: bool| metrics.source_suspended(source, on))
+    };
+    tasks.push(tokio::spawn(control::serve(
+        listener,
+        state_dir.to_path_buf(),
+        handles,
+        on_suspend,
     )));
 
     // The HTTP endpoint.
@@ -163,5 +206,6 @@ async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Res
         t.abort();
     }
     http.stop().await;
+    let _ = std::fs::remove_file(state_dir.join(control::SOCKET));
     Ok(ExitCode::SUCCESS)
 }

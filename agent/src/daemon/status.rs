@@ -96,6 +96,22 @@ impl StatusSource for AgentStatus {
             source["last_error"] = c.last_error.clone().into();
             source["reconciles"] = c.reconciles.into();
             source["ready"] = c.ready.into();
+            source["suspended"] = c.suspended.into();
+            source["pending_revision"] = c.pending_revision.clone().into();
+            source["drift_mode"] = serde_json::to_value(s.config.drift).expect("plain data");
+            source["mode"] = serde_json::to_value(s.config.mode).expect("plain data");
+            source["drift"] = c
+                .drift
+                .iter()
+                .map(|a| serde_json::json!({"kind": a.kind, "name": a.name, "action": a.verb, "reason": a.reason}))
+                .collect();
+            if s.config.mode == moor_reconcile::SourceMode::Plan {
+                source["plan"] = c
+                    .planned
+                    .iter()
+                    .map(|a| serde_json::json!({"kind": a.kind, "name": a.name, "action": a.verb, "reason": a.reason}))
+                    .collect();
+            }
             sources.push(source);
             for cond in c.conditions.values() {
                 let mut r = serde_json::to_value(cond).expect("plain data");

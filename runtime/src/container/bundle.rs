@@ -149,8 +149,54 @@ pub fn environment(
 }
 
 /// The capability set: Docker's defaults, minus `cap_drop`, plus `cap_add`
-/// (`ALL` in either means every capability).
+/// (`ALL` in either means every capability), within what this process may
+/// grant: its own bounding set.
 pub fn capabilities(spec: &ContainerSpec) -> Result<Capabilities> {
+    capabilities_within(spec, own_bounding_set())
+}
+
+/// Kernel numbers of the capabilities moor knows, for the bounding set test.
+#[rustfmt::skip]
+const CAPABILITY_BITS: &[(&str, u32)] = &[
+    ("CHOWN", 0), ("DAC_OVERRIDE", 1), ("DAC_READ_SEARCH", 2), ("FOWNER", 3), ("FSETID", 4),
+    ("KILL", 5), ("SETGID", 6), ("SETUID", 7), ("SETPCAP", 8), ("LINUX_IMMUTABLE", 9),
+    ("NET_BIND_SERVICE", 10), ("NET_BROADCAST", 11), ("NET_ADMIN", 12), ("NET_RAW", 13),
+    ("IPC_LOCK", 14), ("IPC_OWNER", 15), ("SYS_MODULE", 16), ("SYS_RAWIO", 17),
+    ("SYS_CHROOT", 18), ("SYS_PTRACE", 19), ("SYS_PACCT", 20), ("SYS_ADMIN", 21),
+    ("SYS_BOOT", 22), ("SYS_NICE", 23), ("SYS_RESOURCE", 24), ("SYS_TIME", 25),
+    ("SYS_TTY_CONFIG", 26), ("MKNOD", 27), ("LEASE", 28), ("AUDIT_WRITE", 29),
+    ("AUDIT_CONTROL", 30), ("SETFCAP", 31), ("MAC_OVERRIDE", 32), ("MAC_ADMIN", 33),
+    ("SYSLOG", 34), ("WAKE_ALARM", 35), ("BLOCK_SUSPEND", 36), ("AUDIT_READ", 37),
+    ("PERFMON", 38), ("BPF", 39), ("CHECKPOINT_RESTORE", 40),
+];
+
+/// This process's bounding set (`CapBnd` in `/proc/self/status`): a
+/// container can never hold more. A host (or a sandbox moor itself runs in)
+/// may withhold some, as this one may withhold `SYS_RESOURCE`.
+fn own_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
+fn in_set(bounding: u64, name: &str) -> bool {
+    let bare = name.strip_prefix("CAP_").unwrap_or(name);
+    CAPABILITY_BITS
+        .iter()
+        .find(|(n, _)| *n == bare)
+        .is_none_or(|(_, bit)| bounding & (1u64 << bit) != 0)
+}
+
+/// [`capabilities`] against a given bounding set. `ALL` means every
+/// capability in it (as Docker grants what its daemon holds); one named in
+/// `cap_add` that is outside it is an error that says so, instead of the
+/// runtime's "operation not permitted" at exec.
+fn capabilities_within(spec: &ContainerSpec, bounding: u64) -> Result<Capabilities> {
     let parse = |name: &str| -> Result<Capability> {
         serde_json::from_value(serde_json::Value::String(name.to_string()))
             .map_err(|_| ContainerError::Invalid(format!("unknown capability {name}")))
@@ -158,6 +204,7 @@ pub fn capabilities(spec: &ContainerSpec) -> Result<Capabilities> {
     let all = || -> Result<Capabilities> {
         moor_spec::linux::CAPABILITIES
             .iter()
+            .filter(|c| in_set(bounding, c))
             .map(|c| parse(c))
             .collect()
     };
@@ -166,6 +213,7 @@ pub fn capabilities(spec: &ContainerSpec) -> Result<Capabilities> {
     } else {
         DEFAULT_CAPABILITIES
             .iter()
+            .filter(|c| in_set(bounding, c))
             .map(|c| parse(c))
             .collect::<Result<_>>()?
     };
@@ -175,8 +223,12 @@ pub fn capabilities(spec: &ContainerSpec) -> Result<Capabilities> {
     for c in &spec.cap_add {
         if c == "ALL" {
             caps.extend(all()?);
-        } else {
+        } else if in_set(bounding, c) {
             caps.insert(parse(c)?);
+        } else {
+            return Err(ContainerError::Invalid(format!(
+                "cap_add {c}: the host does not grant moor this capability (it is not in moor's bounding set), so no container can hold it"
+            )));
         }
     }
     Ok(caps)
@@ -699,8 +751,33 @@ mod tests {
         assert_eq!(capabilities(&s).unwrap().len(), 1);
         s.cap_add = v(&["ALL"]);
         assert_eq!(
-            capabilities(&s).unwrap().len(),
+            capabilities_within(&s, u64::MAX).unwrap().len(),
             moor_spec::linux::CAPABILITIES.len()
         );
+    }
+
+    #[test]
+    fn capabilities_stay_within_the_bounding_set() {
+        let mut s = spec();
+        let without_sys_resource = !(1u64 << 24);
+        s.cap_add = v(&["ALL"]);
+        let caps = capabilities_within(&s, without_sys_resource).unwrap();
+        assert_eq!(caps.len(), moor_spec::linux::CAPABILITIES.len() - 1);
+        assert!(!caps.contains(&Capability::SysResource));
+        assert!(caps.contains(&Capability::SysAdmin));
+        s.cap_add = v(&["CAP_SYS_RESOURCE"]);
+        let err = capabilities_within(&s, without_sys_resource).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CAP_SYS_RESOURCE: the host does not grant"),
+            "{err}"
+        );
+        // Without CHOWN in the set, the default set loses it quietly.
+        let caps = capabilities_within(&spec(), !1).unwrap();
+        assert_eq!(caps.len(), 13);
+        // Every name moor knows has a bit.
+        for c in moor_spec::linux::CAPABILITIES {
+            assert!(CAPABILITY_BITS.iter().any(|(n, _)| n == c), "{c}");
+        }
     }
 }
