@@ -319,9 +319,11 @@ impl Db {
         self.with(|c| {
             let tx = c.transaction()?;
             let exists: Option<String> = tx
-                .query_row("SELECT digest FROM images WHERE digest = ?1", [digest], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT digest FROM images WHERE digest = ?1",
+                    [digest],
+                    |r| r.get(0),
+                )
                 .optional()?;
             if exists.is_none() {
                 return Ok(false);

@@ -11,7 +11,10 @@ use moor_runtime::image::{Event, Images, Removed, import};
 
 use crate::cli::{ImageArgs, ImageCommand, ImagesArgs, LimitArgs};
 
-pub(super) fn open(state_dir: &std::path::Path, limits: Option<&LimitArgs>) -> anyhow::Result<Images> {
+pub(super) fn open(
+    state_dir: &std::path::Path,
+    limits: Option<&LimitArgs>,
+) -> anyhow::Result<Images> {
     let mut images = Images::open(state_dir)
         .with_context(|| format!("open image store in {}", state_dir.display()))?;
     if let Some(max) = limits.and_then(|l| l.max_layer_size) {

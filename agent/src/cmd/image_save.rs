@@ -17,7 +17,9 @@ pub fn run(state_dir: &std::path::Path, args: &ImageSaveArgs) -> anyhow::Result<
     let Some(path) = &args.output else {
         let stdout = std::io::stdout();
         if stdout.is_terminal() {
-            anyhow::bail!("refusing to write an archive to a terminal: use -o FILE or a redirection");
+            anyhow::bail!(
+                "refusing to write an archive to a terminal: use -o FILE or a redirection"
+            );
         }
         save::save(&images, &saved, std::io::BufWriter::new(stdout.lock())).context("save")?;
         return Ok(ExitCode::SUCCESS);

@@ -144,10 +144,7 @@ pub fn save(images: &Images, saved: &[Saved], out: impl Write) -> Result<(), Ima
             "manifest.json",
             serde_json::to_vec(&docker).map_err(|e| ImageError::Invalid(e.to_string()))?,
         ),
-        (
-            "oci-layout",
-            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-        ),
+        ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
     ];
     for (name, data) in files {
         let mut h = header(data.len() as u64, 0o644, tar::EntryType::Regular);

@@ -44,8 +44,9 @@ pub struct HistoryRow {
 
 /// The rows of an image's history, newest first: the config's `history`
 /// entries, each that made a layer (no `empty_layer`) paired with the next
-/// layer in order. Layers no entry accounts for (an image without history,
-/// such as an imported root filesystem) get rows of their own.
+/// layer in order. Layers no entry accounts for (those of a base without
+/// history, such as an imported root filesystem) get rows of their own at
+/// the bottom.
 pub fn history_rows(config: &serde_json::Value, layer_sizes: &[u64]) -> Vec<HistoryRow> {
     let diff_ids: Vec<String> = config
         .pointer("/rootfs/diff_ids")
@@ -62,15 +63,34 @@ pub fn history_rows(config: &serde_json::Value, layer_sizes: &[u64]) -> Vec<Hist
             .unwrap_or_default()
             .to_string()
     };
-    let mut rows = Vec::new();
-    let mut layer = 0;
-    let entries = config.get("history").and_then(|h| h.as_array());
-    for e in entries.into_iter().flatten() {
-        let empty = e
-            .get("empty_layer")
+    let entries: Vec<&serde_json::Value> = config
+        .get("history")
+        .and_then(|h| h.as_array())
+        .into_iter()
+        .flatten()
+        .collect();
+    let made_layer = |e: &serde_json::Value| {
+        !e.get("empty_layer")
             .and_then(|b| b.as_bool())
-            .unwrap_or(false);
-        let (size, id) = if empty || layer >= layer_sizes.len() {
+            .unwrap_or(false)
+    };
+    // Layers no entry accounts for are the bottom ones: a base image
+    // without history under steps that recorded theirs.
+    let unrecorded = layer_sizes
+        .len()
+        .saturating_sub(entries.iter().filter(|e| made_layer(e)).count());
+    let mut rows: Vec<HistoryRow> = (0..unrecorded)
+        .map(|i| HistoryRow {
+            created: None,
+            created_by: String::new(),
+            size: layer_sizes[i],
+            comment: String::new(),
+            layer: diff_ids.get(i).cloned(),
+        })
+        .collect();
+    let mut layer = unrecorded;
+    for e in entries {
+        let (size, id) = if !made_layer(e) || layer >= layer_sizes.len() {
             (0, None)
         } else {
             layer += 1;
@@ -82,15 +102,6 @@ pub fn history_rows(config: &serde_json::Value, layer_sizes: &[u64]) -> Vec<Hist
             size,
             comment: text(e, "comment"),
             layer: id,
-        });
-    }
-    for (i, size) in layer_sizes.iter().enumerate().skip(layer) {
-        rows.push(HistoryRow {
-            created: None,
-            created_by: String::new(),
-            size: *size,
-            comment: String::new(),
-            layer: diff_ids.get(i).cloned(),
         });
     }
     rows.reverse();
@@ -467,6 +478,21 @@ mod tests {
         let rows = history_rows(&config, &[42]);
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].size, rows[0].created_by.as_str()), (42, ""));
+    }
+
+    #[test]
+    fn history_of_a_build_on_a_base_without_history_puts_the_base_at_the_bottom() {
+        let config = serde_json::json!({
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:base", "sha256:run"]},
+            "history": [{"created_by": "RUN x"}, {"created_by": "CMD y", "empty_layer": true}]
+        });
+        let rows = history_rows(&config, &[1000, 5]);
+        let got: Vec<(&str, u64)> = rows
+            .iter()
+            .map(|r| (r.created_by.as_str(), r.size))
+            .collect();
+        assert_eq!(got, [("CMD y", 0), ("RUN x", 5), ("", 1000)]);
+        assert_eq!(rows[2].layer.as_deref(), Some("sha256:base"));
     }
 
     #[test]
