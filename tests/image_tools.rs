@@ -83,6 +83,14 @@ fn tag_adds_a_reference_and_refuses_digests_and_unknown_images() {
             "tag {src} {dst} succeeded: {}",
             text(&out)
         );
+        let why = if dst.contains('@') {
+            "a digest names content"
+        } else if src.contains("nothing") {
+            "no image named"
+        } else {
+            "image reference"
+        };
+        assert!(text(&out).contains(why), "tag {src} {dst}: {}", text(&out));
     }
     assert!(image_digest(&host, "localhost/imtt/x:1").is_none());
 
