@@ -19,6 +19,7 @@ mod gitops;
 mod harness;
 mod hostile;
 mod image;
+mod image_tools;
 mod layers;
 mod loopback;
 mod metrics;
