@@ -166,6 +166,29 @@ pub enum Command {
     Build(BuildArgs),
 }
 
+impl Command {
+    /// Commands that print a listing or a document and exit, whose reader
+    /// may stop early (`| head`, `| grep -q`).
+    pub fn prints_for_a_pipe(&self) -> bool {
+        matches!(
+            self,
+            Command::Validate(_)
+                | Command::Plan(_)
+                | Command::Convert(_)
+                | Command::Export(_)
+                | Command::Status(_)
+                | Command::Ps(_)
+                | Command::Logs(_)
+                | Command::Images(_)
+                | Command::Networks(_)
+                | Command::Volumes(_)
+                | Command::Inspect(_)
+                | Command::Top(_)
+                | Command::Stats(_)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
