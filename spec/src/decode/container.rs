@@ -43,6 +43,7 @@ const FIELDS: &[&str] = &[
     "extra_hosts",
     "replicas",
     "update_order",
+    "secrets",
     "target",
 ];
 
@@ -184,6 +185,7 @@ impl Decoder<'_> {
             extra_hosts: Vec::new(),
             replicas: 1,
             update_order: UpdateOrder::StopFirst,
+            secrets: Vec::new(),
         };
         let mut draft = ContainerDraft {
             d: Draft::new(Kind::Container, name, origin, spec.clone()),
@@ -315,6 +317,9 @@ impl Decoder<'_> {
                     }
                 }
             }
+        }
+        if let Some(n) = f.get("secrets") {
+            spec.secrets = self.container_secrets(n, &field.key("secrets"));
         }
         if let Some(n) = f.get("mounts") {
             self.mounts(n, &field.key("mounts"), &mut spec, &mut draft);
