@@ -29,6 +29,7 @@ mod policy;
 mod prometheus;
 mod real;
 mod regression;
+mod secrets;
 mod spec_props;
 mod stack;
 mod trust;

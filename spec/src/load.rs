@@ -44,9 +44,9 @@ pub struct LoadOptions {
     /// when one of them is here (or in `COMPOSE_PROFILES`).
     pub profiles: std::collections::BTreeSet<String>,
     /// The host's key for secrets' digests in spec hashes (the agent keeps
-    /// it in `<state>/secret.key`). Empty by default: digests are then
-    /// plain HMACs with an empty key, fine for checking a manifest but
-    /// not to be published.
+    /// it in `<state>/secret.key`). Empty by default: a secret's digest
+    /// is then a constant that says nothing of its value (and a rotation
+    /// does not change the hash), fine for checking or converting a manifest.
     pub secret_key: Vec<u8>,
 }
 

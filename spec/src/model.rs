@@ -346,28 +346,26 @@ pub struct ContainerSpec {
 /// A secret's value: held in memory only. It is never serialised (a spec
 /// read back from disk has none), and its `Debug` shows only its length.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SecretValue(std::sync::Arc<Vec<u8>>);
+pub struct SecretValue(Option<std::sync::Arc<Vec<u8>>>);
 
 impl SecretValue {
     /// Wraps `bytes`.
     pub fn new(bytes: Vec<u8>) -> Self {
-        SecretValue(std::sync::Arc::new(bytes))
+        SecretValue(Some(std::sync::Arc::new(bytes)))
     }
 
-    /// The value's bytes.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// True when no value is held (a spec read back from disk).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// The value's bytes; `None` in a spec read back from disk.
+    pub fn expose(&self) -> Option<&[u8]> {
+        self.0.as_deref().map(Vec::as_slice)
     }
 }
 
 impl std::fmt::Debug for SecretValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "<secret: {} bytes>", self.0.len())
+        match &self.0 {
+            Some(v) => write!(f, "<secret: {} bytes>", v.len()),
+            None => f.write_str("<secret: not loaded>"),
+        }
     }
 }
 

@@ -253,14 +253,14 @@ mod tests {
         let db = &app.secrets[0];
         assert_eq!(db.target, "/run/secrets/db_password");
         assert_eq!((db.uid, db.gid, db.mode), (None, None, 0o400));
-        assert_eq!(db.value.expose(), b"hunter2");
+        assert_eq!(db.value.expose(), Some(&b"hunter2"[..]));
         let tok = &app.secrets[1];
         assert_eq!(tok.target, "/run/secrets/tok");
         assert_eq!(
             (tok.uid, tok.gid, tok.mode),
             (Some(65534), Some(65534), 0o440)
         );
-        assert_eq!(tok.value.expose(), b"tok-from-env");
+        assert_eq!(tok.value.expose(), Some(&b"tok-from-env"[..]));
         assert!(db.digest.starts_with("hmac-sha256:"));
     }
 
@@ -276,7 +276,12 @@ mod tests {
         }
         // Read back (a record on disk), the spec has no value at all.
         let back: DesiredState = serde_json::from_str(&json).unwrap();
-        assert!(back.containers["app"].spec.secrets[0].value.is_empty());
+        assert!(
+            back.containers["app"].spec.secrets[0]
+                .value
+                .expose()
+                .is_none()
+        );
         assert_eq!(back.containers["app"].hash, state.containers["app"].hash);
     }
 
@@ -295,6 +300,14 @@ mod tests {
         assert_ne!(
             a.containers["app"].spec.secrets[0].digest,
             other_key.containers["app"].spec.secrets[0].digest
+        );
+        // Without a key the digest says nothing of the value.
+        let one = load_in(tree("one").path(), MANIFEST, b"").unwrap();
+        let two = load_in(tree("two").path(), MANIFEST, b"").unwrap();
+        assert_eq!(hash(&one, "app"), hash(&two, "app"));
+        assert_eq!(
+            one.containers["app"].spec.secrets[0].digest,
+            "hmac-sha256:unkeyed"
         );
     }
 
