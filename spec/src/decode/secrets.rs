@@ -227,8 +227,10 @@ mod tests {
     ) -> Result<DesiredState, Diagnostics> {
         let file = dir.join("app.toml");
         std::fs::write(&file, manifest).unwrap();
-        let mut options = LoadOptions::default();
-        options.secret_key = key.to_vec();
+        let mut options = LoadOptions {
+            secret_key: key.to_vec(),
+            ..LoadOptions::default()
+        };
         options.env.insert("DB_TOKEN".into(), "tok-from-env".into());
         crate::load_with(&[dir.to_path_buf()], None, &options)
     }
