@@ -318,11 +318,24 @@ impl Decoder<'_> {
                 }
             }
         }
-        if let Some(n) = f.get("secrets") {
-            spec.secrets = self.container_secrets(n, &field.key("secrets"));
-        }
         if let Some(n) = f.get("mounts") {
             self.mounts(n, &field.key("mounts"), &mut spec, &mut draft);
+        }
+        if let Some(n) = f.get("secrets") {
+            let sf = field.key("secrets");
+            spec.secrets = self.container_secrets(n, &sf);
+            // A secret never hides behind a mount, nor a mount behind it.
+            let clash = spec
+                .secrets
+                .iter()
+                .find(|s| spec.mounts.iter().any(|m| m.target == s.target));
+            if let Some(s) = clash {
+                let message = format!(
+                    "secret {} and a mount share the target {}",
+                    s.source, s.target
+                );
+                self.error(n.pos, &sf, message);
+            }
         }
         if let Some(n) = f.get("restart") {
             let rf = field.key("restart");
