@@ -34,6 +34,8 @@ fn manifest() -> String {
             "tok",
             "secrets = [{ source = \"token\", target = \"/etc/tok\", uid = 1000, gid = 1001, mode = \"0440\" }]",
         ),
+        // A user by name: owned by its uid and gid from the image's passwd.
+        sleeper("named", "user = \"nobody\"\nsecrets = [\"token\"]"),
         sleeper("plain", ""),
     ]
     .concat()
@@ -105,7 +107,9 @@ fn secrets_are_private_files_never_shown_and_rotate_their_users() {
     }
     host.moor_ok(&["apply", "-p", PROJECT, &dir]);
     wait_for("the three running", Duration::from_secs(60), || {
-        ["app", "tok", "plain"].iter().all(|n| host.running(n))
+        ["app", "tok", "named", "plain"]
+            .iter()
+            .all(|n| host.running(n))
     });
 
     // The non-root user reads its own 0400 file, and cannot change it.
@@ -138,6 +142,18 @@ fn secrets_are_private_files_never_shown_and_rotate_their_users() {
         exec(&host, "tok", &["cat", "/etc/tok"]),
         (true, TOKEN.to_string())
     );
+    assert_eq!(
+        exec(
+            &host,
+            "named",
+            &["stat", "-c", "%u:%g %a", "/run/secrets/token"]
+        ),
+        (true, "65534:65534 400".to_string())
+    );
+    assert_eq!(
+        exec(&host, "named", &["cat", "/run/secrets/token"]),
+        (true, TOKEN.to_string())
+    );
     // A container without secrets has none.
     let (has, _) = exec(&host, "plain", &["ls", "/run/secrets"]);
     assert!(!has, "plain has /run/secrets");
@@ -147,6 +163,7 @@ fn secrets_are_private_files_never_shown_and_rotate_their_users() {
     for args in [
         vec!["inspect", "app"],
         vec!["inspect", "tok"],
+        vec!["inspect", "named"],
         vec!["ps", "--all", "--json"],
         vec!["logs", "app"],
         vec!["status"],
@@ -162,10 +179,10 @@ fn secrets_are_private_files_never_shown_and_rotate_their_users() {
     }
     // The values live in tmpfs mounts under <state>/secrets, one per container.
     let mounts = mounted_under(&host.dir().join("secrets"));
-    assert_eq!(mounts.len(), 2, "{mounts:?}");
+    assert_eq!(mounts.len(), 3, "{mounts:?}");
 
     // Rotation: a new value replaces the user of that secret, and only it.
-    let pids: Vec<_> = ["app", "tok", "plain"]
+    let pids: Vec<_> = ["app", "tok", "named", "plain"]
         .iter()
         .map(|n| host.pid(n))
         .collect();
@@ -183,7 +200,8 @@ fn secrets_are_private_files_never_shown_and_rotate_their_users() {
     });
     assert_ne!(host.pid("app"), pids[0], "app was not replaced");
     assert_eq!(host.pid("tok"), pids[1], "tok was replaced");
-    assert_eq!(host.pid("plain"), pids[2], "plain was replaced");
+    assert_eq!(host.pid("named"), pids[2], "named was replaced");
+    assert_eq!(host.pid("plain"), pids[3], "plain was replaced");
     assert_eq!(
         exec(&host, "app", &["cat", "/run/secrets/db_password"]),
         (true, SECOND.to_string())
