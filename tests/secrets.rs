@@ -248,3 +248,80 @@ fn a_secret_outside_the_source_is_refused_and_nothing_runs() {
     assert!(!said.contains("not-yours"), "{said}");
     assert!(host.pid("x").is_none());
 }
+
+#[test]
+fn the_agent_keys_secrets_and_never_shows_them() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(mut host) = Instance::with_busybox("seca", &[]) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("seca");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("db_password"), FIRST).unwrap();
+    std::fs::write(
+        src.join("app.toml"),
+        format!(
+            "[secrets.db_password]\nfile = \"db_password\"\n[secrets.token]\nenv = \"SEC_AGENT_TOKEN\"\n\
+             [containers.app]\nimage = \"{IMAGE}\"\ncommand = [\"sleep\", \"3600\"]\ninit = true\n\
+             network_mode = \"none\"\nsecrets = [\"db_password\", \"token\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = work.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "resync = \"1s\"\n[[source]]\nname = \"seca\"\nurl = \"{}\"\n",
+            src.display()
+        ),
+    )
+    .unwrap();
+    host.start_agent_env(
+        &["--config", config.to_str().expect("utf-8")],
+        &[("SEC_AGENT_TOKEN", TOKEN)],
+    );
+    wait_for("app running", Duration::from_secs(60), || {
+        host.running("app")
+    });
+    assert_eq!(
+        exec(&host, "app", &["cat", "/run/secrets/token"]),
+        (true, TOKEN.to_string())
+    );
+    // The host's key: made by the agent, private.
+    let key = std::fs::metadata(host.dir().join("secret.key")).expect("secret.key");
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    assert_eq!(key.len(), 32);
+    // The plan from the command line hashes with the same key: no change.
+    let mut cli = host.command();
+    cli.env("SEC_AGENT_TOKEN", TOKEN);
+    let plan = cli
+        .args(["plan", "-p", "seca", src.to_str().expect("utf-8")])
+        .output()
+        .expect("plan");
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+
+    // Rotation through the source.
+    let pid = host.pid("app");
+    std::fs::write(src.join("db_password"), SECOND).unwrap();
+    wait_for("app replaced", Duration::from_secs(60), || {
+        host.running("app") && host.pid("app") != pid
+    });
+    assert_eq!(
+        exec(&host, "app", &["cat", "/run/secrets/db_password"]),
+        (true, SECOND.to_string())
+    );
+    let (_, status) = crate::common::http_get(host.port, "/status").unwrap_or_default();
+    let (_, metrics) = crate::common::http_get(host.port, "/metrics").unwrap_or_default();
+    assert!(status.contains("seca"), "{status}");
+    host.stop_agent();
+    let log = host.agent_log();
+    for v in [FIRST, SECOND, TOKEN] {
+        for (what, shown) in [("status", &status), ("metrics", &metrics), ("log", &log)] {
+            assert!(!shown.contains(v), "{what} shows a secret:\n{shown}");
+        }
+        let mut found = Vec::new();
+        files_containing(host.dir(), v, &mut found);
+        assert!(found.is_empty(), "{v} written to {found:?}");
+    }
+}
