@@ -10,6 +10,13 @@
 #
 #   sudo bench/stack.sh [RUNS] [SAVES]     (defaults 5 and 20)
 #
+# Environment: PEERS (default "docker podman"; "" runs moor alone, e.g.
+# for a quick before/after of a moor change), NOOPS (no-op applies per
+# round for every tool, default 5: the no-op is short, so it gets more
+# samples), MOOR_NET_POOL (default 10.87.0.0/16). The load average is
+# printed at the start and the end: a ratio counts only when every tool
+# saw the same load, which alternating round by round gives.
+#
 # moor: `moor apply` (returns once every container runs) and `moor down
 # --volumes`. Compose: `docker-compose up -d` and `docker-compose down -v`.
 # podman-compose: `up -d` and `down -v`; its 1.0.3 does not notice a changed
@@ -31,7 +38,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 SAVES=${2:-20}
+NOOPS=${NOOPS:-5}
+PEERS=${PEERS-docker podman}
+peer() { [[ " $PEERS " == *" $1 "* ]]; }
 N=20
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 for pkg in docker.io docker-compose podman podman-compose netavark aardvark-dns catatonit \
   busybox-static tini nftables python3; do
@@ -45,7 +56,8 @@ moor="$CARGO_TARGET_DIR/release/moor"
 docker=/usr/bin/docker
 work=$(mktemp -d /tmp/moor-bench-stack.XXXXXX)
 dockerd_pid="" agent_pid=""
-export MOOR_STATE_DIR="$work/moor" MOOR_NFT_TABLE=moor_bench_stack MOOR_NET_POOL=10.87.0.0/16
+export MOOR_STATE_DIR="$work/moor" MOOR_NFT_TABLE=moor_bench_stack
+export MOOR_NET_POOL=${MOOR_NET_POOL:-10.87.0.0/16}
 export MOOR_CGROUP_PARENT=moor-bench-stack-$$
 export DOCKER_HOST="unix://$work/docker.sock"
 compose=(docker-compose -p bench -f "$work/c/docker-compose.yml")
@@ -104,18 +116,23 @@ mkdir -p "$work/m" "$work/c"
   echo 'volumes: {data: {}}'
 } >"$work/c/docker-compose.yml"
 
-dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "$DOCKER_HOST" \
-  --pidfile "$work/docker.pid" --iptables=false --ip6tables=false --bridge=none \
-  --storage-driver=overlay2 >"$work/dockerd.log" 2>&1 &
-dockerd_pid=$!
-for _ in $(seq 300); do "$docker" info >/dev/null 2>&1 && break; sleep 0.2; done
-"$docker" import "$work/rootfs.tar" localhost/bench/busybox:1 >/dev/null
-dver=$("$docker" version -f '{{.Server.Version}}')
-cver=$(docker-compose version --short)
-podman_setup
-"$podman" import "$work/rootfs.tar" localhost/bench/busybox:1 >/dev/null
-pcompose=(podman-compose --podman-path "$podman" -p bench -f "$work/c/docker-compose.yml")
-pcver=$(podman-compose version 2>/dev/null | awk '/podman-compose(r)? version/ {print $NF; exit}')
+dver=- cver=- pver=- pcver=-
+if peer docker; then
+  dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "$DOCKER_HOST" \
+    --pidfile "$work/docker.pid" --iptables=false --ip6tables=false --bridge=none \
+    --storage-driver=overlay2 >"$work/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  for _ in $(seq 300); do "$docker" info >/dev/null 2>&1 && break; sleep 0.2; done
+  "$docker" import "$work/rootfs.tar" localhost/bench/busybox:1 >/dev/null
+  dver=$("$docker" version -f '{{.Server.Version}}')
+  cver=$(docker-compose version --short)
+fi
+if peer podman; then
+  podman_setup
+  "$podman" import "$work/rootfs.tar" localhost/bench/busybox:1 >/dev/null
+  pcompose=(podman-compose --podman-path "$podman" -p bench -f "$work/c/docker-compose.yml")
+  pcver=$(podman-compose version 2>/dev/null | awk '/podman-compose(r)? version/ {print $NF; exit}')
+fi
 
 now() { date +%s%N; }
 timed() {
@@ -142,31 +159,35 @@ for op in cold noop change down; do M[$op]=""; D[$op]=""; P[$op]=""; done
 for r in $(seq "$RUNS"); do
   M[cold]+=" $(timed "$moor" apply -p bench "$work/m")"
   check "moor cold up" $N "$(running_moor)"
-  M[noop]+=" $(timed "$moor" apply -p bench "$work/m")"
+  for _ in $(seq "$NOOPS"); do M[noop]+=" $(timed "$moor" apply -p bench "$work/m")"; done
   set_env "x$r"
   M[change]+=" $(timed "$moor" apply -p bench "$work/m")"
   check "moor change" $N "$(running_moor)"
   M[down]+=" $(timed "$moor" down -p bench --volumes)"
   check "moor down" 0 "$(running_moor)"
   set_env "01"
-  D[cold]+=" $(timed "${compose[@]}" up -d)"
-  check "compose cold up" $N "$(running_docker)"
-  D[noop]+=" $(timed "${compose[@]}" up -d)"
-  set_env "x$r"
-  D[change]+=" $(timed "${compose[@]}" up -d)"
-  check "compose change" $N "$(running_docker)"
-  D[down]+=" $(timed "${compose[@]}" down -v)"
-  check "compose down" 0 "$(running_docker)"
-  set_env "01"
-  P[cold]+=" $(timed "${pcompose[@]}" up -d)"
-  check "podman-compose cold up" $N "$(running_podman)"
-  P[noop]+=" $(timed "${pcompose[@]}" up -d)"
-  set_env "x$r"
-  P[change]+=" $(timed "${pcompose[@]}" up -d --force-recreate --no-deps c01)"
-  check "podman-compose change" $N "$(running_podman)"
-  P[down]+=" $(timed "${pcompose[@]}" down -v)"
-  check "podman-compose down" 0 "$(running_podman)"
-  set_env "01"
+  if peer docker; then
+    D[cold]+=" $(timed "${compose[@]}" up -d)"
+    check "compose cold up" $N "$(running_docker)"
+    for _ in $(seq "$NOOPS"); do D[noop]+=" $(timed "${compose[@]}" up -d)"; done
+    set_env "x$r"
+    D[change]+=" $(timed "${compose[@]}" up -d)"
+    check "compose change" $N "$(running_docker)"
+    D[down]+=" $(timed "${compose[@]}" down -v)"
+    check "compose down" 0 "$(running_docker)"
+    set_env "01"
+  fi
+  if peer podman; then
+    P[cold]+=" $(timed "${pcompose[@]}" up -d)"
+    check "podman-compose cold up" $N "$(running_podman)"
+    for _ in $(seq "$NOOPS"); do P[noop]+=" $(timed "${pcompose[@]}" up -d)"; done
+    set_env "x$r"
+    P[change]+=" $(timed "${pcompose[@]}" up -d --force-recreate --no-deps c01)"
+    check "podman-compose change" $N "$(running_podman)"
+    P[down]+=" $(timed "${pcompose[@]}" down -v)"
+    check "podman-compose down" 0 "$(running_podman)"
+    set_env "01"
+  fi
 done
 
 # Directory source: save -> replacement running.
@@ -212,6 +233,9 @@ for r in range(saves):
 EOF
 kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
 
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u '+%Y-%m-%d %H:%M UTC'), load average $load_start at the start, $load_end at the end; $NOOPS no-op applies per round"
+echo
 python3 - "$N" "$RUNS" "$dver" "$cver" "$work/latency.txt" "${M[cold]}" "${M[noop]}" "${M[change]}" "${M[down]}" \
   "${D[cold]}" "${D[noop]}" "${D[change]}" "${D[down]}" \
   "$pver" "$pcver" "${P[cold]}" "${P[noop]}" "${P[change]}" "${P[down]}" <<'EOF'
@@ -223,15 +247,21 @@ pver, pcver = sys.argv[14:16]
 p = [list(map(int, x.split())) for x in sys.argv[16:20]]
 def med(xs):
     xs = sorted(xs); k = len(xs)
+    if not k:
+        return None
     return xs[k // 2] if k % 2 else (xs[k // 2 - 1] + xs[k // 2]) / 2
 def ms(us):
+    if us is None:
+        return "-"
     return f"{us / 1000:.0f} ms" if us >= 10000 else f"{us / 1000:.1f} ms"
-labels = ["cold up (cached image)", "no-op up (nothing to change)", "change one container's env", "down (with the volume)"]
+def ratio(peer, mine):
+    return "-" if peer is None else f"{peer / mine:.1f}×"
+labels = ["cold up (cached image)", f"no-op up (nothing to change; {len(m[1])} runs)", "change one container's env", "down (with the volume)"]
 targets = ["≥ 5×", "≥ 50×", "≥ 5×", "≥ 5×"]
 print(f"| {n}-container stack, median of {runs} | moor | docker-compose {cver} (Engine {dver}) | ratio | podman-compose {pcver} (Podman {pver}) | ratio | target (vs Compose) |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for label, a, b, c, t in zip(labels, m, d, p, targets):
-    print(f"| {label} | {ms(med(a))} | {ms(med(b))} | {med(b) / med(a):.1f}× | {ms(med(c))} | {med(c) / med(a):.1f}× | {t} |")
+    print(f"| {label} | {ms(med(a))} | {ms(med(b))} | {ratio(med(b), med(a))} | {ms(med(c))} | {ratio(med(c), med(a))} | {t} |")
 print()
 print("All runs (ms): " + "; ".join(
     f"{l.split(' (')[0]}: moor {' '.join(f'{x / 1000:.0f}' for x in a)}, compose {' '.join(f'{x / 1000:.0f}' for x in b)}, podman-compose {' '.join(f'{x / 1000:.0f}' for x in c)}"

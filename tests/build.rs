@@ -458,13 +458,13 @@ fn run_has_no_network_unless_host_is_asked_for() {
 
 /// A Docker Engine of the test's own (data root, exec root, socket; no
 /// iptables, no bridge), stopped and its mounts removed when dropped.
-struct Dockerd {
+pub(crate) struct Dockerd {
     dir: tempfile::TempDir,
     child: std::process::Child,
 }
 
 impl Dockerd {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("moor-dockerd-")
             .tempdir()
@@ -492,7 +492,7 @@ impl Dockerd {
         dockerd
     }
 
-    fn docker(&self, args: &[&str]) -> Output {
+    pub(crate) fn docker(&self, args: &[&str]) -> Output {
         std::process::Command::new("docker")
             .args(args)
             .env(
@@ -505,7 +505,7 @@ impl Dockerd {
     }
 
     #[track_caller]
-    fn docker_ok(&self, args: &[&str]) {
+    pub(crate) fn docker_ok(&self, args: &[&str]) {
         let out = self.docker(args);
         assert!(out.status.success(), "docker {args:?}: {}", text(&out));
     }

@@ -119,3 +119,27 @@ command      = ["sh", "-c", "grep CapEff /proc/self/status"]
         "the container does not hold every capability ({want}): {text}"
     );
 }
+
+/// `moor ps | head` panicked with "failed printing to stdout: Broken pipe"
+/// once `head` had read enough. A listing ends quietly, as `ls` does.
+#[test]
+fn a_reader_that_stops_early_ends_a_listing_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/manifests");
+    let out = Command::new(moor_bin())
+        .args(["convert", "--to", "yaml", examples])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run moor convert");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+}

@@ -32,8 +32,22 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// Parses the command line, runs the command and returns its exit code.
+/// `moor ps | head`: a reader that stops early ends a listing command the
+/// way it ends `ls` (SIGPIPE, quietly), not with a panic from `println!`.
+/// Only for commands that print and exit: the agent and the resolver keep
+/// Rust's ignored SIGPIPE, so a peer hanging up is an error they handle.
+fn quiet_on_closed_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: set once at start, before any thread exists; SIG_DFL installs
+    // no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 pub fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if cli.command.prints_for_a_pipe() {
+        quiet_on_closed_pipe();
+    }
     match &cli.command {
         cli::Command::Agent(_) | cli::Command::Dns => logging::init(cli.log_format, "info"),
         _ => logging::init(cli.log_format, "warn"),

@@ -13,6 +13,10 @@ use crate::node::Pos;
 use crate::reference::ImageRef;
 use crate::target::{HostIdentity, Target, applies};
 
+/// From this many containers on, the two halves of the checks run on two
+/// threads.
+const SIDE_BY_SIDE: usize = 256;
+
 struct Checker<'e> {
     diags: Diagnostics,
     /// What the load left out because it targets other hosts.
@@ -145,11 +149,18 @@ pub(crate) fn finish(
         cycles(&mut c, &containers);
         (c.diags, first)
     };
-    let ((found, resolved), (found_between, first)) = std::thread::scope(|s| {
-        let other = s.spawn(between_containers);
-        let this = declarations();
-        (this, other.join().expect("a check panicked"))
-    });
+    // A thread costs more than the checks of a small load (and, on a busy
+    // machine, a scheduling delay): below SIDE_BY_SIDE containers both
+    // halves run here.
+    let ((found, resolved), (found_between, first)) = if here.containers.len() < SIDE_BY_SIDE {
+        (declarations(), between_containers())
+    } else {
+        std::thread::scope(|s| {
+            let other = s.spawn(between_containers);
+            let this = declarations();
+            (this, other.join().expect("a check panicked"))
+        })
+    };
     let mut c = Checker {
         diags,
         elsewhere: &elsewhere,

@@ -313,6 +313,31 @@ impl Db {
         Ok(out)
     }
 
+    /// Points reference `name` at the image `digest` (moving it from any
+    /// image it named before); false when no image has that digest.
+    pub fn put_ref(&self, name: &str, digest: &str) -> Result<bool, DbError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let exists: Option<String> = tx
+                .query_row(
+                    "SELECT digest FROM images WHERE digest = ?1",
+                    [digest],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_none() {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO image_refs VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET image = excluded.image",
+                params![name, digest],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
     /// Removes a reference; returns the image it named.
     pub fn remove_ref(&self, name: &str) -> Result<Option<String>, DbError> {
         self.with(|c| {

@@ -1,4 +1,5 @@
-//! `moor image pull|import|rm|prune`
+//! `moor image pull|import|rm|prune`; `tag`, `history`, `save` and
+//! `inspect` take their arguments from files of their own.
 
 use std::path::PathBuf;
 
@@ -47,6 +48,15 @@ pub enum ImageCommand {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Give an image another reference.
+    Tag(super::ImageTagArgs),
+    /// Show an image's layers and the steps that made them, newest first.
+    History(super::ImageHistoryArgs),
+    /// Write images to a tar that `docker load` and `moor image import` read
+    /// (a `docker save` archive that is also an OCI image layout).
+    Save(super::ImageSaveArgs),
+    /// Show images' configs and layers as JSON, like `docker image inspect`.
+    Inspect(super::ImageInspectArgs),
     /// Remove image references; an image goes with its last one.
     Rm {
         /// References, digests or digest prefixes.

@@ -14,6 +14,10 @@ mod down;
 mod exec;
 mod export;
 mod image;
+mod image_history;
+mod image_inspect;
+mod image_save;
+mod image_tag;
 mod images;
 mod inspect;
 mod lifecycle;
@@ -43,6 +47,10 @@ pub use down::DownArgs;
 pub use exec::ExecArgs;
 pub use export::{ExportArgs, ExportCommand, KubernetesArgs, ServiceTypeArg};
 pub use image::{ImageArgs, ImageCommand, LimitArgs};
+pub use image_history::ImageHistoryArgs;
+pub use image_inspect::ImageInspectArgs;
+pub use image_save::ImageSaveArgs;
+pub use image_tag::ImageTagArgs;
 pub use images::ImagesArgs;
 pub use inspect::InspectArgs;
 pub use lifecycle::{NamesArgs, StopArgs};
@@ -152,10 +160,33 @@ pub enum Command {
     /// Developer commands that drive the container engine directly.
     #[command(hide = true, subcommand)]
     Dev(DevCommand),
-    /// Manage images: pull, import, rm, prune.
+    /// Manage images: pull, import, tag, inspect, history, save, rm, prune.
     Image(ImageArgs),
     /// Build an image from a Dockerfile on moor's own engine.
     Build(BuildArgs),
+}
+
+impl Command {
+    /// Commands that print a listing or a document and exit, whose reader
+    /// may stop early (`| head`, `| grep -q`).
+    pub fn prints_for_a_pipe(&self) -> bool {
+        matches!(
+            self,
+            Command::Validate(_)
+                | Command::Plan(_)
+                | Command::Convert(_)
+                | Command::Export(_)
+                | Command::Status(_)
+                | Command::Ps(_)
+                | Command::Logs(_)
+                | Command::Images(_)
+                | Command::Networks(_)
+                | Command::Volumes(_)
+                | Command::Inspect(_)
+                | Command::Top(_)
+                | Command::Stats(_)
+        )
+    }
 }
 
 #[cfg(test)]

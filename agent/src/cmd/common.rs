@@ -18,10 +18,13 @@ pub fn open_host(state_dir: &Path) -> anyhow::Result<Host> {
     Ok(Host::open(HostConfig::new(state_dir))?)
 }
 
-/// A small multi-threaded async runtime for one command.
+/// The async runtime of one command: a current-thread one. The host's
+/// operations run on tokio's blocking pool, so actions still run side by
+/// side; what a command does between them is small, and a no-op `moor
+/// apply` then starts no thread at all (the host observes itself on this
+/// one: see `moor_runtime::host`).
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("start the async runtime")

@@ -11,7 +11,10 @@ use moor_runtime::image::{Event, Images, Removed, import};
 
 use crate::cli::{ImageArgs, ImageCommand, ImagesArgs, LimitArgs};
 
-fn open(state_dir: &std::path::Path, limits: Option<&LimitArgs>) -> anyhow::Result<Images> {
+pub(super) fn open(
+    state_dir: &std::path::Path,
+    limits: Option<&LimitArgs>,
+) -> anyhow::Result<Images> {
     let mut images = Images::open(state_dir)
         .with_context(|| format!("open image store in {}", state_dir.display()))?;
     if let Some(max) = limits.and_then(|l| l.max_layer_size) {
@@ -114,6 +117,12 @@ pub fn run(state_dir: &std::path::Path, args: &ImageArgs) -> anyhow::Result<Exit
                 return Ok(ExitCode::FAILURE);
             }
         }
+        ImageCommand::Tag(_)
+        | ImageCommand::History(_)
+        | ImageCommand::Save(_)
+        | ImageCommand::Inspect(_) => {
+            anyhow::bail!("internal: cmd::run dispatches this image verb to its own handler")
+        }
         ImageCommand::Prune => {
             let images = open(state_dir, None)?;
             let (dangling, report) = images.prune()?;
@@ -130,7 +139,7 @@ pub fn run(state_dir: &std::path::Path, args: &ImageArgs) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-fn human(bytes: u64) -> String {
+pub(super) fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut u = 0;

@@ -14,6 +14,10 @@ mod down;
 mod exec;
 mod export;
 mod image;
+mod image_history;
+mod image_inspect;
+mod image_save;
+mod image_tag;
 mod inspect;
 mod lifecycle;
 mod lists;
@@ -30,7 +34,7 @@ mod validate;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ImageCommand};
 use lifecycle::Verb;
 
 /// Runs the chosen subcommand and returns the process exit code.
@@ -64,7 +68,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Networks(args) => lists::networks(&cli.state_dir, args),
         Command::Volumes(args) => lists::volumes(&cli.state_dir, args),
         Command::Inspect(args) => inspect::run(&cli.state_dir, args),
-        Command::Image(args) => image::run(&cli.state_dir, args),
+        Command::Image(args) => match &args.command {
+            ImageCommand::Tag(a) => image_tag::run(&cli.state_dir, a),
+            ImageCommand::History(a) => image_history::run(&cli.state_dir, a),
+            ImageCommand::Save(a) => image_save::run(&cli.state_dir, a),
+            ImageCommand::Inspect(a) => image_inspect::run(&cli.state_dir, a),
+            _ => image::run(&cli.state_dir, args),
+        },
         Command::Build(args) => build::run(&cli.state_dir, args),
     }
 }

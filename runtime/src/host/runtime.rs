@@ -13,6 +13,15 @@ use crate::image::pull::pull;
 
 impl Runtime for Host {
     async fn observe(&self) -> Result<Observed, RuntimeError> {
+        // A current-thread runtime (`moor apply`, `moor down`) waits for
+        // the observation with nothing else to run: read the host on this
+        // thread rather than hand the work to a pool thread, a hand-off
+        // that costs a scheduling delay on a busy machine.
+        if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            return self.inner.observe();
+        }
         self.blocking(|inner| inner.observe()).await
     }
 

@@ -10,12 +10,13 @@ pub mod events;
 pub mod import;
 pub mod oci;
 pub mod pull;
+pub mod save;
 mod store;
 pub mod unpack;
 
 pub use auth::Credentials;
 pub use events::Event;
-pub use store::{Images, Removed};
+pub use store::{HistoryRow, Images, Removed, history_rows};
 
 /// Errors of the image store.
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,87 @@ pub enum Removed {
     Deleted(String),
 }
 
+/// One line of `moor image history`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HistoryRow {
+    /// When the step ran (RFC 3339), if recorded.
+    pub created: Option<String>,
+    /// The instruction that made it (empty when not recorded).
+    pub created_by: String,
+    /// Uncompressed bytes of the layer it made; 0 for a step that made none.
+    pub size: u64,
+    /// The step's comment.
+    pub comment: String,
+    /// The diff ID of the layer it made, if it made one.
+    pub layer: Option<String>,
+}
+
+/// The rows of an image's history, newest first: the config's `history`
+/// entries, each that made a layer (no `empty_layer`) paired with the next
+/// layer in order. Layers no entry accounts for (those of a base without
+/// history, such as an imported root filesystem) get rows of their own at
+/// the bottom.
+pub fn history_rows(config: &serde_json::Value, layer_sizes: &[u64]) -> Vec<HistoryRow> {
+    let diff_ids: Vec<String> = config
+        .pointer("/rootfs/diff_ids")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let text = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let entries: Vec<&serde_json::Value> = config
+        .get("history")
+        .and_then(|h| h.as_array())
+        .into_iter()
+        .flatten()
+        .collect();
+    let made_layer = |e: &serde_json::Value| {
+        !e.get("empty_layer")
+            .and_then(|b| b.as_bool())
+            .unwrap_or(false)
+    };
+    // Layers no entry accounts for are the bottom ones: a base image
+    // without history under steps that recorded theirs.
+    let unrecorded = layer_sizes
+        .len()
+        .saturating_sub(entries.iter().filter(|e| made_layer(e)).count());
+    let mut rows: Vec<HistoryRow> = (0..unrecorded)
+        .map(|i| HistoryRow {
+            created: None,
+            created_by: String::new(),
+            size: layer_sizes[i],
+            comment: String::new(),
+            layer: diff_ids.get(i).cloned(),
+        })
+        .collect();
+    let mut layer = unrecorded;
+    for e in entries {
+        let (size, id) = if !made_layer(e) || layer >= layer_sizes.len() {
+            (0, None)
+        } else {
+            layer += 1;
+            (layer_sizes[layer - 1], diff_ids.get(layer - 1).cloned())
+        };
+        rows.push(HistoryRow {
+            created: e.get("created").and_then(|c| c.as_str()).map(String::from),
+            created_by: text(e, "created_by"),
+            size,
+            comment: text(e, "comment"),
+            layer: id,
+        });
+    }
+    rows.reverse();
+    rows
+}
+
 impl Images {
     /// Opens the image store in the state directory `root`.
     pub fn open(root: &Path) -> Result<Self, ImageError> {
@@ -236,6 +317,97 @@ impl Images {
         Ok(self.store.db.image(manifest.as_str())?.unwrap_or(record))
     }
 
+    /// Points the reference `target` at the image `source` names, as
+    /// `docker tag` does (moving it off any image it named before). Returns
+    /// the image and the normalised reference.
+    pub fn tag(&self, source: &str, target: &str) -> Result<(ImageRecord, String), ImageError> {
+        let r = moor_spec::reference::parse(target).map_err(ImageError::Invalid)?;
+        if r.digest.is_some() {
+            return Err(ImageError::Invalid(format!(
+                "cannot tag with \"{target}\": a digest names content, not a tag"
+            )));
+        }
+        let name = r.to_string();
+        // Shared: a prune cannot remove the image between resolve and tag.
+        let _lock = self.store.lock_shared()?;
+        let image = self
+            .resolve(source)?
+            .ok_or_else(|| ImageError::NotFound(source.to_string()))?;
+        if !self.store.db.put_ref(&name, &image.digest)? {
+            return Err(ImageError::NotFound(source.to_string()));
+        }
+        let image = self.store.db.image(&image.digest)?.unwrap_or(image);
+        Ok((image, name))
+    }
+
+    /// The raw config of an image, as JSON.
+    pub fn config_json(&self, image: &ImageRecord) -> Result<serde_json::Value, ImageError> {
+        let digest: Digest = image.config.parse()?;
+        let raw = self.store.blobs.read(&digest)?;
+        serde_json::from_slice(&raw)
+            .map_err(|e| ImageError::Invalid(format!("config {digest}: {e}")))
+    }
+
+    /// Uncompressed bytes of each layer (its snapshot's size; the blob's
+    /// size when the snapshot is gone), base first.
+    pub fn layer_sizes(&self, image: &ImageRecord) -> Result<Vec<u64>, ImageError> {
+        image
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(self
+                    .store
+                    .db
+                    .snapshot(&l.chain_id)?
+                    .map_or(l.size, |s| s.size))
+            })
+            .collect()
+    }
+
+    /// The image's history, newest first, as `docker history` shows it.
+    pub fn history(&self, image: &ImageRecord) -> Result<Vec<HistoryRow>, ImageError> {
+        let config = self.config_json(image)?;
+        Ok(history_rows(&config, &self.layer_sizes(image)?))
+    }
+
+    /// What `moor image inspect` shows: the shape of `docker image inspect`
+    /// (`Id` is the config's digest, as in Docker), plus the manifest.
+    pub fn inspect(&self, image: &ImageRecord) -> Result<serde_json::Value, ImageError> {
+        let config = self.config_json(image)?;
+        let repo_digests: Vec<String> = image
+            .refs
+            .iter()
+            .filter_map(|r| moor_spec::reference::parse(r).ok())
+            .map(|r| format!("{}@{}", r.name(), image.digest))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let tags: Vec<&String> = image.refs.iter().filter(|r| !r.contains('@')).collect();
+        let field = |k: &str| config.get(k).cloned().unwrap_or(serde_json::Value::Null);
+        Ok(serde_json::json!({
+            "Id": image.config,
+            "RepoTags": tags,
+            "RepoDigests": repo_digests,
+            "Created": field("created"),
+            "Author": config.get("author").cloned().unwrap_or_else(|| "".into()),
+            "Architecture": field("architecture"),
+            "Variant": config.get("variant").cloned(),
+            "Os": field("os"),
+            "Config": field("config"),
+            "Size": self.layer_sizes(image)?.iter().sum::<u64>(),
+            "RootFS": {
+                "Type": "layers",
+                "Layers": image.layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>(),
+            },
+            "Manifest": {
+                "Digest": image.digest,
+                "MediaType": image.media_type,
+                "Platform": image.platform,
+                "Layers": image.layers,
+            },
+        }))
+    }
+
     /// Removes a reference; the image record goes with its last reference.
     pub fn remove(&self, name: &str) -> Result<Removed, ImageError> {
         let image = self
@@ -266,5 +438,71 @@ impl Images {
             self.store.db.remove_image(d)?;
         }
         Ok((dangling, self.store.gc()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_pairs_layers_with_entries_that_made_them_newest_first() {
+        let config = serde_json::json!({
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:a", "sha256:b"]},
+            "history": [
+                {"created": "2026-01-01T00:00:00Z", "created_by": "ADD rootfs /"},
+                {"created_by": "ENV A=1", "empty_layer": true},
+                {"created_by": "RUN make", "comment": "buildkit"},
+            ]
+        });
+        let rows = history_rows(&config, &[100, 7]);
+        let got: Vec<(&str, u64, Option<&str>)> = rows
+            .iter()
+            .map(|r| (r.created_by.as_str(), r.size, r.layer.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("RUN make", 7, Some("sha256:b")),
+                ("ENV A=1", 0, None),
+                ("ADD rootfs /", 100, Some("sha256:a")),
+            ]
+        );
+        assert_eq!(rows[0].comment, "buildkit");
+        assert_eq!(rows[2].created.as_deref(), Some("2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn history_without_entries_still_shows_every_layer() {
+        let config = serde_json::json!({"rootfs": {"type": "layers", "diff_ids": ["sha256:a"]}});
+        let rows = history_rows(&config, &[42]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].size, rows[0].created_by.as_str()), (42, ""));
+    }
+
+    #[test]
+    fn history_of_a_build_on_a_base_without_history_puts_the_base_at_the_bottom() {
+        let config = serde_json::json!({
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:base", "sha256:run"]},
+            "history": [{"created_by": "RUN x"}, {"created_by": "CMD y", "empty_layer": true}]
+        });
+        let rows = history_rows(&config, &[1000, 5]);
+        let got: Vec<(&str, u64)> = rows
+            .iter()
+            .map(|r| (r.created_by.as_str(), r.size))
+            .collect();
+        assert_eq!(got, [("CMD y", 0), ("RUN x", 5), ("", 1000)]);
+        assert_eq!(rows[2].layer.as_deref(), Some("sha256:base"));
+    }
+
+    #[test]
+    fn history_with_more_entries_than_layers_does_not_invent_sizes() {
+        // A hostile config claims layers it does not have.
+        let config = serde_json::json!({
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "history": [{"created_by": "RUN a"}, {"created_by": "RUN b"}]
+        });
+        let rows = history_rows(&config, &[]);
+        assert!(rows.iter().all(|r| r.size == 0 && r.layer.is_none()));
     }
 }

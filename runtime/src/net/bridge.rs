@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{LinkFlags, LinkMessage};
 use rtnetlink::{LinkBridge, LinkUnspec};
 
 use super::error::{NetError, Result};
@@ -112,6 +113,33 @@ pub(crate) fn allow_localnet(bridge: &str) -> Result<()> {
         &format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
         "1",
     )
+}
+
+/// True when the bridge `bridge` is as [`create`] leaves it, judged from a
+/// dump of the host's links and addresses: present, marked with `alias`, up,
+/// and with `gateway/prefix` on it. A bridge that is not is given to
+/// [`create`], which repairs what is missing.
+pub(crate) fn intact(
+    links: &[LinkMessage],
+    addrs: &[AddressMessage],
+    alias: &str,
+    bridge: &str,
+    gateway: Ipv4Addr,
+    prefix: u8,
+) -> bool {
+    let Some(link) = links.iter().find(|l| netlink::link_name(l) == Some(bridge)) else {
+        return false;
+    };
+    let index = link.header.index;
+    netlink::link_alias(link) == Some(alias)
+        && link.header.flags.contains(LinkFlags::Up)
+        && addrs.iter().any(|a| {
+            a.header.index == index
+                && a.header.prefix_len == prefix
+                && a.attributes.iter().any(|attr| {
+                    matches!(attr, AddressAttribute::Local(std::net::IpAddr::V4(ip)) if *ip == gateway)
+                })
+        })
 }
 
 /// Whether another moor instance still holds a bridge its alias marks.

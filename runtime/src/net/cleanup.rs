@@ -6,11 +6,18 @@
 //! - deletes the veth pair of every recorded lease that is not live
 //!   (container detached, its namespace gone, or half its pair missing);
 //! - deletes bridges and veths carrying this instance's alias but no record;
-//! - recreates (adopts) the bridge of every recorded network;
+//! - recreates (adopts) the bridge of every recorded network that is not
+//!   intact (missing, unmarked, down, or without its gateway address);
 //! - marks containers whose namespace or veth is gone as detached (their
-//!   addresses stay leased);
-//! - rewrites the nftables table whole from the state, which drops any
-//!   stale rule, and makes sure the DNS resolver runs.
+//!   addresses stay leased), and puts back on its bridge every live host
+//!   end that is not on it (its bridge was deleted and made again);
+//! - rewrites the nftables table whole from the state unless the kernel
+//!   provably holds it already (which drops any stale rule), and makes sure
+//!   the DNS resolver runs.
+//!
+//! Every `moor apply` runs it, so a host with nothing to repair costs two
+//! netlink dumps (links, addresses) and an nftables handle query on the
+//! calling thread, a few reads, and no writes: see `bench/stack.sh`.
 //!
 //! It never touches an interface that is not provably this instance's: not
 //! by name shape alone, since another moor (a second state directory) or a
@@ -22,7 +29,7 @@ use serde::Serialize;
 
 use super::error::Result;
 use super::networks::Networks;
-use super::{bridge, names, netlink};
+use super::{bridge, names, netlink, veth};
 
 /// What [`Networks::cleanup`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -33,6 +40,11 @@ pub struct CleanupReport {
     pub removed_veths: Vec<String>,
     /// Containers marked detached: their namespace or veth was gone.
     pub detached: Vec<String>,
+    /// Bridges of recorded networks made whole again: missing, unmarked,
+    /// down, or without their gateway address.
+    pub repaired_bridges: Vec<String>,
+    /// Host ends of live attachments put back on their bridges.
+    pub replugged: Vec<String>,
 }
 
 impl Networks {
@@ -43,7 +55,12 @@ impl Networks {
         let held = self.file().lock()?;
         let mut state = self.file().load(&held)?;
         let mut report = CleanupReport::default();
-        let links = netlink::run(None, |h| async move { netlink::all_links(&h).await })?;
+        let (links, addrs) = netlink::run(None, |h| async move {
+            Ok((
+                netlink::all_links(&h).await?,
+                netlink::all_addresses(&h).await?,
+            ))
+        })?;
         let present: BTreeSet<String> = links
             .iter()
             .filter_map(|l| netlink::link_name(l).map(String::from))
@@ -110,15 +127,37 @@ impl Networks {
         }
 
         for n in state.networks.values() {
-            bridge::create(
-                &self.bridge_alias(&n.name),
-                &n.bridge,
-                n.gateway,
-                n.subnet.prefix_len(),
-                self.mtu(),
-            )?;
+            let alias = self.bridge_alias(&n.name);
+            let prefix = n.subnet.prefix_len();
+            if !bridge::intact(&links, &addrs, &alias, &n.bridge, n.gateway, prefix) {
+                bridge::create(&alias, &n.bridge, n.gateway, prefix, self.mtu())?;
+                report.repaired_bridges.push(n.bridge.clone());
+            }
             if !n.internal {
                 netlink::sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+            }
+        }
+        // Live host ends not on their network's bridge (as dumped above: a
+        // bridge made again has none).
+        let index = |name: &str| {
+            links
+                .iter()
+                .find(|l| netlink::link_name(l) == Some(name))
+                .map(|l| l.header.index)
+        };
+        for c in state.containers.values().filter(|c| c.netns.is_some()) {
+            for l in &c.leases {
+                let Some(n) = state.networks.get(&l.network) else {
+                    continue;
+                };
+                let on_bridge = links
+                    .iter()
+                    .find(|link| netlink::link_name(link) == Some(l.host_veth.as_str()))
+                    .and_then(netlink::link_controller);
+                if on_bridge.is_none() || on_bridge != index(&n.bridge) {
+                    veth::replug(&l.host_veth, &n.bridge)?;
+                    report.replugged.push(l.host_veth.clone());
+                }
             }
         }
         self.load_rules(&state, true)?;
@@ -128,7 +167,9 @@ impl Networks {
         self.file().save(&held, &state)?;
         if state.networks.is_empty() {
             self.reload_dns();
-        } else {
+        } else if report != CleanupReport::default() || !self.dns_runs() {
+            // A running resolver follows the state by itself (it watches
+            // it, and reloads every 30 s); after a repair it is asked now.
             self.start_dns(None)?;
         }
         Ok(report)

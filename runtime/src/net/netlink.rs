@@ -4,7 +4,10 @@
 //! container's namespace runs on a short-lived thread of its own, with its own
 //! current-thread tokio runtime and its own netlink socket opened after the
 //! switch. The caller's threads, and any runtime the caller runs, never change
-//! namespace. The same path serves host work, so the public API is plain
+//! namespace. Host work runs on the calling thread when it is outside any
+//! tokio runtime (start-up, `Networks::cleanup`): handing it to another
+//! thread costs a scheduling delay per request on a busy machine, which is
+//! most of what a no-op `moor apply` would wait for. The public API is plain
 //! blocking functions that an async caller wraps in `spawn_blocking`.
 
 use std::fs::File;
@@ -14,7 +17,9 @@ use std::path::Path;
 use futures_util::TryStreamExt;
 use nix::sched::CloneFlags;
 use rtnetlink::Handle;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::AddressMessage;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
 
 use super::error::{NetError, Result};
 
@@ -22,13 +27,18 @@ use super::error::{NetError, Result};
 const ENODEV: i32 = 19;
 
 /// Runs `f` with a netlink handle in the namespace at `netns` (the host's
-/// when `None`), on a thread of its own.
+/// when `None`): on a thread of its own, or on this one for the host's
+/// namespace when no tokio runtime is current here (a runtime cannot be
+/// started inside another's context).
 pub(crate) fn run<T, F, Fut>(netns: Option<&Path>, f: F) -> Result<T>
 where
     T: Send,
     F: FnOnce(Handle) -> Fut + Send,
     Fut: Future<Output = Result<T>>,
 {
+    if netns.is_none() && tokio::runtime::Handle::try_current().is_err() {
+        return on_this_thread(f);
+    }
     let ns = netns
         .map(|p| File::open(p).map_err(|e| NetError::io("open network namespace", p, e)))
         .transpose()?;
@@ -39,19 +49,28 @@ where
                 nix::sched::setns(ns, CloneFlags::CLONE_NEWNET)
                     .map_err(|e| NetError::io("enter network namespace", path, e.into()))?;
             }
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()
-                .map_err(|e| NetError::io("start netlink runtime", "", e))?;
-            rt.block_on(async move {
-                let (conn, handle, _) = rtnetlink::new_connection()
-                    .map_err(|e| NetError::io("open netlink socket", "", e))?;
-                tokio::spawn(conn);
-                f(handle).await
-            })
+            on_this_thread(f)
         })
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Runs `f` with a netlink handle on a current-thread runtime of this thread.
+fn on_this_thread<T, F, Fut>(f: F) -> Result<T>
+where
+    F: FnOnce(Handle) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| NetError::io("start netlink runtime", "", e))?;
+    rt.block_on(async move {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| NetError::io("open netlink socket", "", e))?;
+        tokio::spawn(conn);
+        f(handle).await
     })
 }
 
@@ -65,21 +84,42 @@ pub(crate) async fn find_link(handle: &Handle, name: &str) -> Result<Option<Link
     }
 }
 
-/// Every link in the namespace.
+/// Every link in the namespace, without their statistics (most of what
+/// the kernel would otherwise send, and parse, per link).
 pub(crate) async fn all_links(handle: &Handle) -> Result<Vec<LinkMessage>> {
     handle
         .link()
         .get()
+        .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
         .execute()
         .try_collect()
         .await
         .map_err(NetError::netlink("list links"))
 }
 
+/// Every IPv4 address in the namespace.
+pub(crate) async fn all_addresses(handle: &Handle) -> Result<Vec<AddressMessage>> {
+    let mut request = handle.address().get();
+    request.message_mut().header.family = AddressFamily::Inet;
+    request
+        .execute()
+        .try_collect()
+        .await
+        .map_err(NetError::netlink("list addresses"))
+}
+
 /// A link's name.
 pub(crate) fn link_name(link: &LinkMessage) -> Option<&str> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+/// The index of the link's controller (the bridge it is a port of).
+pub(crate) fn link_controller(link: &LinkMessage) -> Option<u32> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Controller(i) => Some(*i),
         _ => None,
     })
 }

@@ -578,11 +578,7 @@ impl Networks {
         let Some(exe) = &self.cfg.resolver else {
             return Ok(());
         };
-        let settings = resolver::Settings {
-            port: self.cfg.dns_port,
-            upstreams: self.cfg.upstreams.clone(),
-            resolv_conf: self.cfg.resolv_conf.clone(),
-        };
+        let settings = self.dns_settings();
         let served = resolver::ensure(exe, &self.cfg.state_dir, &settings).map_err(|message| {
             NetError::Resolver {
                 state_dir: self.cfg.state_dir.clone(),
@@ -609,6 +605,21 @@ impl Networks {
                 })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// True when the state dir's resolver runs with this engine's settings:
+    /// what [`Networks::start_dns`] would find without asking it anything.
+    pub(super) fn dns_runs(&self) -> bool {
+        self.cfg.resolver.is_none()
+            || resolver::running_with(&self.cfg.state_dir, &self.dns_settings())
+    }
+
+    fn dns_settings(&self) -> resolver::Settings {
+        resolver::Settings {
+            port: self.cfg.dns_port,
+            upstreams: self.cfg.upstreams.clone(),
+            resolv_conf: self.cfg.resolv_conf.clone(),
         }
     }
 

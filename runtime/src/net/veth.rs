@@ -167,6 +167,39 @@ pub(crate) fn attach(netns: &Path, plug: &Plug<'_>) -> Result<()> {
     configured
 }
 
+/// Puts the host end `host` back on `bridge` (hairpin on, up): what a
+/// bridge that was deleted and made again lost.
+pub(crate) fn replug(host: &str, bridge: &str) -> Result<()> {
+    netlink::run(None, |h| async move {
+        let port = find_link(&h, host).await?.ok_or_else(|| gone(host))?;
+        let bridge_link = find_link(&h, bridge).await?.ok_or_else(|| gone(bridge))?;
+        let index = port.header.index;
+        h.link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .controller(bridge_link.header.index)
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(NetError::netlink(format!("put {host} on {bridge}")))?;
+        h.link()
+            .set_port(
+                LinkBridgePort::new(index)
+                    .append_info_data(InfoBridgePort::HairpinMode(true))
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(NetError::netlink(format!("set hairpin mode on {host}")))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(NetError::netlink(format!("set {host} up")))
+    })
+}
+
 /// Deletes the pair `host`/`peer`; a missing pair is fine.
 pub(crate) fn detach(host: &str, peer: &str) -> Result<()> {
     netlink::run(None, |h| async move {

@@ -47,6 +47,15 @@ pub(crate) fn ensure(exe: &Path, state_dir: &Path, settings: &Settings) -> Resul
     }
 }
 
+/// True when the resolver of `state_dir` runs and its settings file holds
+/// `settings`: then [`ensure`] would only ask it to reload, which it does by
+/// itself when the state or its settings change, and every 30 s.
+pub(crate) fn running_with(state_dir: &Path, settings: &Settings) -> bool {
+    let paths = Paths::new(state_dir);
+    let bytes = serde_json::to_vec_pretty(settings).expect("settings serialise");
+    std::fs::read(paths.settings()).is_ok_and(|b| b == bytes) && pid(state_dir).is_some()
+}
+
 /// Asks the running resolver of `state_dir`, if any, to reload (a network
 /// is gone: it unbinds that gateway, and stops when none is left).
 pub(crate) fn reload(state_dir: &Path) -> Option<Served> {

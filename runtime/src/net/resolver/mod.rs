@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use client::{ensure, reload};
+pub(crate) use client::{ensure, reload, running_with};
 pub use client::{pid, stop};
 pub use daemon::run;
 
