@@ -31,6 +31,7 @@ mod policy;
 mod prometheus;
 mod real;
 mod regression;
+mod secrets;
 mod spec_props;
 mod stack;
 mod trust;

@@ -24,6 +24,7 @@ mod cmd;
 mod config;
 mod daemon;
 mod logging;
+mod secret_key;
 mod source;
 
 use std::process::ExitCode;

@@ -899,6 +899,13 @@ fn workload(cx: &mut Ctx<'_>, name: &str, s: &ContainerSpec) {
             "Kubernetes runs no reaping init for a container; the image's entrypoint is PID 1",
         );
     }
+    for secret in &s.secrets {
+        cx.warn(
+            &res,
+            &format!("secrets[{}]", secret.source),
+            "not converted: create a Kubernetes Secret for it and mount it by hand (the value is not exported)",
+        );
+    }
     if s.stop_signal != "SIGTERM" && s.stop_signal != "15" {
         cx.warn(
             &res,

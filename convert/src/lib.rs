@@ -73,6 +73,17 @@ pub fn convert(state: &DesiredState, base: &Path, format: Format) -> (String, Ve
         Format::Yaml => moor::document(state, base, &mut notes).to_yaml(),
         Format::Compose => compose::document(state, base, &mut notes).to_yaml(),
     };
+    // The spec keeps a secret's value, never where it came from: writing
+    // the value into the output would put it in plaintext on disk.
+    for (name, c) in &state.containers {
+        for secret in &c.spec.secrets {
+            notes.push(Note::new(
+                &format!("containers.{name}"),
+                &format!("secrets[{}]", secret.source),
+                "not converted: declare the secret again in the output by hand",
+            ));
+        }
+    }
     notes.sort();
     notes.dedup();
     (text, notes)

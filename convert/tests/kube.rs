@@ -524,3 +524,28 @@ fn colliding_object_names_warn() {
         "{w:?}"
     );
 }
+
+#[test]
+fn secrets_warn_and_never_leak_into_the_export() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "hunter2-conv").unwrap();
+    std::fs::write(
+        dir.path().join("app.toml"),
+        "[secrets.pw]\nfile = \"pw\"\n[containers.a]\nimage = \"busybox\"\nsecrets = [\"pw\"]\n",
+    )
+    .unwrap();
+    let state = moor_spec::load(&[dir.path()]).unwrap();
+    let opts = Options {
+        project: "p".into(),
+        base: dir.path().to_path_buf(),
+        ..Options::default()
+    };
+    let e = export(&state, &opts).unwrap();
+    let w: Vec<String> = e.warnings.iter().map(|n| n.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("containers.a.secrets[pw]: not converted")),
+        "{w:?}"
+    );
+    assert!(!e.stream().contains("hunter2"));
+}

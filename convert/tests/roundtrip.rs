@@ -161,3 +161,26 @@ fn docker_compose_config_accepts_the_compose_output() {
         );
     }
 }
+
+#[test]
+fn secrets_are_notes_and_their_values_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "hunter2-rt").unwrap();
+    std::fs::write(
+        dir.path().join("app.toml"),
+        "[secrets.pw]\nfile = \"pw\"\n[containers.a]\nimage = \"busybox\"\nsecrets = [\"pw\"]\n",
+    )
+    .unwrap();
+    let state = moor_spec::load(&[dir.path()]).unwrap();
+    for format in [Format::Toml, Format::Yaml, Format::Compose] {
+        let (text, notes) = convert(&state, dir.path(), format);
+        assert!(!text.contains("hunter2"), "{text}");
+        let notes: Vec<String> = notes.iter().map(|n| n.to_string()).collect();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("containers.a.secrets[pw]: not converted")),
+            "{notes:?}"
+        );
+    }
+}

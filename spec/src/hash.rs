@@ -145,6 +145,10 @@ struct ContainerView<'a> {
     #[serde(skip_serializing_if = "Seccomp::is_default")]
     seccomp: Seccomp,
     extra_hosts: &'a [(String, IpAddr)],
+    // The secrets with their keyed digests (never their values); left out
+    // when empty, so that hashes from before the field existed stay the same.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    secrets: &'a [crate::model::SecretMount],
 }
 
 /// The mounts as the hash sees them: without a bind's `tree`. Where the
@@ -205,6 +209,7 @@ impl<'a> ContainerView<'a> {
             cap_drop: &spec.cap_drop,
             seccomp: spec.seccomp,
             extra_hosts: &spec.extra_hosts,
+            secrets: &spec.secrets,
         }
     }
 }
@@ -228,4 +233,20 @@ pub(crate) fn container_unsorted(spec: &ContainerSpec) -> SpecHash {
             ..ContainerView::of(spec)
         },
     )
+}
+
+/// `hmac-sha256:<hex>` of secret `name`'s `value` under the host's `key`:
+/// what a spec hash includes of a secret. Without the key, a digest of a
+/// short password could be reversed by trying every guess: with no key
+/// (empty), the digest says nothing of the value at all.
+pub fn secret_digest(key: &[u8], name: &str, value: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    if key.is_empty() {
+        return "hmac-sha256:unkeyed".to_string();
+    }
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(name.as_bytes());
+    mac.update(b"\0");
+    mac.update(value);
+    format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
 }

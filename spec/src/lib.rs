@@ -56,7 +56,7 @@ pub use loader::{LoadStats, Loader};
 pub use model::{
     ContainerSpec, DependCondition, DesiredState, HealthTest, Healthcheck, ImageSpec, Kind,
     NetworkAttachment, NetworkMode, NetworkSpec, Origin, PullPolicy, Resource, Resources,
-    RestartPolicy, Seccomp, UpdateOrder, VolumeSpec,
+    RestartPolicy, Seccomp, SecretMount, SecretValue, UpdateOrder, VolumeSpec,
 };
 pub use mounts::{Mount, MountSource};
 pub use names::name_from;

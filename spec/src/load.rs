@@ -43,6 +43,11 @@ pub struct LoadOptions {
     /// The Compose profiles enabled: a service with `profiles` runs only
     /// when one of them is here (or in `COMPOSE_PROFILES`).
     pub profiles: std::collections::BTreeSet<String>,
+    /// The host's key for secrets' digests in spec hashes (the agent keeps
+    /// it in `<state>/secret.key`). Empty by default: a secret's digest
+    /// is then a constant that says nothing of its value (and a rotation
+    /// does not change the hash), fine for checking or converting a manifest.
+    pub secret_key: Vec<u8>,
 }
 
 impl Default for LoadOptions {
@@ -54,6 +59,7 @@ impl Default for LoadOptions {
             skip: Vec::new(),
             env: Default::default(),
             profiles: Default::default(),
+            secret_key: Vec::new(),
         }
     }
 }

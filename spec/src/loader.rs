@@ -275,6 +275,8 @@ fn decode_one(
             let mut decoder = Decoder::new(file, dir, tree);
             decoder.policy = options.policy.as_ref();
             decoder.writes = options.writes;
+            decoder.env = Some(&options.env);
+            decoder.secret_key = &options.secret_key;
             if crate::compose::is_compose_file(file) {
                 decoder.compose(&docs, options, &mut decoded.drafts);
             } else {

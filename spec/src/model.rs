@@ -338,6 +338,57 @@ pub struct ContainerSpec {
     pub replicas: u32,
     /// Stop-first or start-first replacement.
     pub update_order: UpdateOrder,
+    /// Secrets mounted at `/run/secrets/NAME` (or their target), sorted by target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretMount>,
+}
+
+/// A secret's value: held in memory only. It is never serialised (a spec
+/// read back from disk has none), and its `Debug` shows only its length.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretValue(Option<std::sync::Arc<Vec<u8>>>);
+
+impl SecretValue {
+    /// Wraps `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretValue(Some(std::sync::Arc::new(bytes)))
+    }
+
+    /// The value's bytes; `None` in a spec read back from disk.
+    pub fn expose(&self) -> Option<&[u8]> {
+        self.0.as_deref().map(Vec::as_slice)
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => write!(f, "<secret: {} bytes>", v.len()),
+            None => f.write_str("<secret: not loaded>"),
+        }
+    }
+}
+
+/// One `secrets` entry of a container: which secret, where and as whom.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SecretMount {
+    /// The absolute path of the file in the container (`/run/secrets/NAME`).
+    pub target: String,
+    /// The `[secrets]` entry.
+    pub source: String,
+    /// The file's owner; the container's user when absent.
+    pub uid: Option<u32>,
+    /// The file's group; the container's user's group when absent.
+    pub gid: Option<u32>,
+    /// The file's mode (0400 by default).
+    pub mode: u32,
+    /// `hmac-sha256:<hex>` of the value under the host's secret key (see
+    /// `LoadOptions::secret_key`): rotating the value changes the container's
+    /// hash without the value itself appearing anywhere.
+    pub digest: String,
+    /// The value; empty in a spec read back from disk.
+    #[serde(skip)]
+    pub value: SecretValue,
 }
 
 /// Everything a set of manifests declares, by kind and name.

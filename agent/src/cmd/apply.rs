@@ -18,7 +18,7 @@ use crate::source::written::Written;
 pub fn run(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let project = project_name(&args.project)?;
     let mut written = Written::open(state_dir, &project);
-    let desired = load(&args.project.paths, &args.host, &written)?;
+    let desired = load(&args.project.paths, &args.host, &written, Some(state_dir))?;
     // Where its containers write is not read as manifests next time.
     written
         .remember(&desired)

@@ -16,7 +16,7 @@ use crate::source::written::Written;
 pub fn run(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let project = project_name(&args.project)?;
     let written = Written::open(state_dir, &project);
-    let desired = match load(&args.project.paths, &args.host, &written) {
+    let desired = match load(&args.project.paths, &args.host, &written, Some(state_dir)) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -52,14 +52,23 @@ pub fn load_options(args: &HostArgs) -> anyhow::Result<moor_spec::LoadOptions> {
 
 /// Loads what targets this host from the manifests, printing diagnostics
 /// on failure. What the project's containers were seen writing
-/// (`written`) is not read.
-pub fn load(paths: &[PathBuf], args: &HostArgs, written: &Written) -> anyhow::Result<DesiredState> {
+/// (`written`) is not read. With the host's `state_dir`, secrets are
+/// hashed with its key (plan and apply must agree with the agent).
+pub fn load(
+    paths: &[PathBuf],
+    args: &HostArgs,
+    written: &Written,
+    state_dir: Option<&Path>,
+) -> anyhow::Result<DesiredState> {
     if paths.is_empty() {
         bail!("give a manifest directory");
     }
     let host = args.identity()?;
     let mut options = load_options(args)?;
     options.skip = written.dirs().to_vec();
+    if let Some(dir) = state_dir {
+        options.secret_key = crate::secret_key::load_or_create(dir)?;
+    }
     let state = moor_spec::load_with(paths, Some(&host), &options).map_err(|diags| {
         eprint!("{diags}");
         anyhow::anyhow!(

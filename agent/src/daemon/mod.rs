@@ -37,7 +37,7 @@ use status::{AgentStatus, Running};
 
 /// Checks what the configuration names, opens the host and runs the agent
 /// until SIGTERM or SIGINT.
-pub fn run(state_dir: &Path, config: AgentConfig) -> anyhow::Result<ExitCode> {
+pub fn run(state_dir: &Path, mut config: AgentConfig) -> anyhow::Result<ExitCode> {
     // Files named in the configuration are read at each use (so a new
     // token or password applies at once); a mistake is better found now.
     if let Some(file) = &config.status_token_file {
@@ -53,6 +53,8 @@ pub fn run(state_dir: &Path, config: AgentConfig) -> anyhow::Result<ExitCode> {
     if let Some(file) = &config.registry_auth {
         moor_runtime::image::auth::AuthFile::load(Some(file))?;
     }
+    // Secrets enter spec hashes as HMACs under the host's key.
+    config.load.secret_key = crate::secret_key::load_or_create(state_dir)?;
     let mut host_config = HostConfig::new(state_dir);
     host_config.pull.auth_file = config.registry_auth.clone();
     let host = Host::open(host_config)?;

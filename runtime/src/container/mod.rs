@@ -37,6 +37,7 @@ mod remove;
 mod rootfs;
 mod runc;
 mod seccomp;
+pub(crate) mod secrets;
 pub mod shim;
 mod start;
 pub mod state;

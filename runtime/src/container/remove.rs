@@ -44,6 +44,7 @@ impl Engine {
                 rootfs.display()
             )));
         }
+        super::secrets::remove(&self.config.state_dir, name)?;
         self.forget_record(name);
         fs::remove_dir_all(&paths.dir).map_err(ContainerError::io("remove", &paths.dir))
     }

@@ -170,10 +170,18 @@ impl Runtime for Host {
                         .map_err(container)?;
                 }
             }
-            inner
-                .engine
-                .create(&name, spec.clone(), config, lowers)
-                .map_err(container)?;
+            // Written into a tmpfs of the container's own; the values never
+            // reach the record (they are not serialised).
+            let secrets =
+                crate::container::secrets::prepare(&inner.state_dir, &name, &spec, &lowers)
+                    .map_err(container)?;
+            spec.mounts.extend(secrets);
+            spec.mounts.sort();
+            let created = inner.engine.create(&name, spec.clone(), config, lowers);
+            if created.is_err() {
+                let _ = crate::container::secrets::remove(&inner.state_dir, &name);
+            }
+            created.map_err(container)?;
             inner.start(&name, &spec)
         })
         .await

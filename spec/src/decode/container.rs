@@ -43,6 +43,7 @@ const FIELDS: &[&str] = &[
     "extra_hosts",
     "replicas",
     "update_order",
+    "secrets",
     "target",
 ];
 
@@ -184,6 +185,7 @@ impl Decoder<'_> {
             extra_hosts: Vec::new(),
             replicas: 1,
             update_order: UpdateOrder::StopFirst,
+            secrets: Vec::new(),
         };
         let mut draft = ContainerDraft {
             d: Draft::new(Kind::Container, name, origin, spec.clone()),
@@ -318,6 +320,22 @@ impl Decoder<'_> {
         }
         if let Some(n) = f.get("mounts") {
             self.mounts(n, &field.key("mounts"), &mut spec, &mut draft);
+        }
+        if let Some(n) = f.get("secrets") {
+            let sf = field.key("secrets");
+            spec.secrets = self.container_secrets(n, &sf);
+            // A secret never hides behind a mount, nor a mount behind it.
+            let clash = spec
+                .secrets
+                .iter()
+                .find(|s| spec.mounts.iter().any(|m| m.target == s.target));
+            if let Some(s) = clash {
+                let message = format!(
+                    "secret {} and a mount share the target {}",
+                    s.source, s.target
+                );
+                self.error(n.pos, &sf, message);
+            }
         }
         if let Some(n) = f.get("restart") {
             let rf = field.key("restart");

@@ -7,6 +7,7 @@
 mod container;
 mod outside;
 mod resources;
+mod secrets;
 mod target;
 
 use std::collections::HashMap;
@@ -217,6 +218,12 @@ pub(crate) struct Decoder<'a> {
     pub(crate) diags: Diagnostics,
     /// What decoding read outside the manifest file, and found.
     pub(crate) reads: Vec<Read>,
+    /// The agent's environment (`[secrets] env = "VAR"`).
+    pub(crate) env: Option<&'a std::collections::BTreeMap<String, String>>,
+    /// The host's key for secret digests (see [`crate::hash::secret_digest`]).
+    pub(crate) secret_key: &'a [u8],
+    /// The secrets this file declares.
+    pub(crate) secrets: std::collections::BTreeMap<String, secrets::Secret>,
 }
 
 impl<'a> Decoder<'a> {
@@ -229,6 +236,9 @@ impl<'a> Decoder<'a> {
             writes: crate::writes::Writes::default(),
             diags: Diagnostics::default(),
             reads: Vec::new(),
+            env: None,
+            secret_key: &[],
+            secrets: Default::default(),
         }
     }
 

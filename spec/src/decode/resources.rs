@@ -128,7 +128,14 @@ impl Drafts {
     }
 }
 
-const TOP_LEVEL: &[&str] = &["images", "networks", "volumes", "containers", "target"];
+const TOP_LEVEL: &[&str] = &[
+    "images",
+    "networks",
+    "volumes",
+    "containers",
+    "secrets",
+    "target",
+];
 const TOP_LEVEL_ALIASES: &[(&str, &str)] = &[("services", "containers"), ("service", "containers")];
 
 impl Decoder<'_> {
@@ -147,13 +154,17 @@ impl Decoder<'_> {
         };
         // The document's target covers every resource of the document, even
         // ones written above it.
+        // Secrets first: the containers written above them use them too.
+        if let Some((_, node)) = entries.iter().find(|(k, _)| k.name == "secrets") {
+            self.secrets_table(node);
+        }
         let doc_target = entries
             .iter()
             .find(|(k, _)| k.name == "target")
             .and_then(|(_, node)| self.target(node, &ROOT.key("target")));
         for (key, node) in entries {
             // Compose-style extension fields hold YAML anchors for reuse.
-            if key.name.starts_with("x-") || key.name == "target" {
+            if key.name.starts_with("x-") || key.name == "target" || key.name == "secrets" {
                 continue;
             }
             let kind = match key.name.as_str() {
