@@ -104,6 +104,29 @@ pub fn run(state_dir: &std::path::Path, args: &ImageArgs) -> anyhow::Result<Exit
             }
             println!("pushed {} {}", pushed.reference, pushed.digest);
         }
+        ImageCommand::Verify {
+            reference,
+            key,
+            insecure,
+            registry_auth,
+        } => {
+            let keys = key
+                .iter()
+                .map(|k| moor_runtime::image::verify::Key::read(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let opts = PullOptions {
+                insecure: insecure.clone(),
+                auth_file: registry_auth.clone(),
+                ..PullOptions::default()
+            };
+            match moor_runtime::image::verify::verify(reference, &keys, &opts) {
+                Ok(v) => println!("verified {reference} {} (signed by {})", v.digest, v.key),
+                Err(e) => {
+                    eprintln!("moor: not verified: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
         ImageCommand::Import {
             file,
             tag,

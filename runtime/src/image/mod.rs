@@ -14,6 +14,7 @@ pub mod push;
 pub mod save;
 mod store;
 pub mod unpack;
+pub mod verify;
 
 pub use auth::Credentials;
 pub use events::Event;

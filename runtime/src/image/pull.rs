@@ -425,7 +425,7 @@ impl Client {
     }
 
     /// GETs a registry path, authenticating once on `401`.
-    fn get(
+    pub(super) fn get(
         &self,
         path: &str,
         accept: Option<&str>,
@@ -632,7 +632,7 @@ impl Client {
 
     /// Fetches a manifest by tag or digest; checks it against `digest` when
     /// given (and against the registry's `Docker-Content-Digest` always).
-    fn manifest(
+    pub(super) fn manifest(
         &self,
         reference: &str,
         digest: Option<&str>,
