@@ -223,3 +223,111 @@ fn cosign_signatures_verify_only_for_their_key_and_digest() {
     let images = stdout(&moor_in(&state, &["images", "--json"]));
     assert_eq!(images.trim(), "[]", "{images}");
 }
+
+/// The agent with a `[[verify]]` rule: a signed image runs, pulled by the
+/// digest its signature names; a manifest change to an unsigned image of
+/// the same repository is refused, the running container stays, and the
+/// checks and pulls are counted in the metrics.
+#[test]
+fn the_agent_runs_only_signed_images_of_a_covered_repository() {
+    use std::time::Duration;
+
+    use crate::common::instance::Instance;
+    use crate::common::{http_get, wait_for};
+
+    let Some(mut host) = Instance::with_busybox("ver", &["docker-registry"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (ours, ours_pub) = key(tmp.path(), "ours", 7);
+    let signed = layers::standard_image();
+    registry.push("team/app", "1", &signed);
+    let signed_ref = format!("{}/team/app:1", registry.addr);
+    push_signature(
+        &registry,
+        "team/app",
+        &signed.manifest_digest,
+        &payload(&signed_ref, &signed.manifest_digest),
+        &ours,
+    );
+    let mut unsigned_layers = signed.layers.clone();
+    unsigned_layers.push(Layer::gzip(&tar_of(|b| file(b, "unsigned", b"x\n"))));
+    let unsigned = layers::image(unsigned_layers);
+    registry.push("team/app", "2", &unsigned);
+
+    let src = tmp.path().join("ver");
+    std::fs::create_dir(&src).unwrap();
+    let manifest = |image: &str| {
+        std::fs::write(
+            src.join("app.toml"),
+            format!(
+                "[containers.app]\nimage = \"{image}\"\ncommand = [\"sleep\", \"3600\"]\nnetwork_mode = \"none\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    manifest(&signed_ref);
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "resync = \"1s\"\n[[source]]\nname = \"ver\"\nurl = \"{}\"\n\
+             [[verify]]\nmatch = \"{}/team/*\"\nkey = \"{}\"\n",
+            src.display(),
+            registry.addr,
+            ours_pub.display()
+        ),
+    )
+    .unwrap();
+    host.start_agent(&["--config", config.to_str().unwrap()]);
+    wait_for("app running", Duration::from_secs(60), || {
+        host.running("app")
+    });
+    let images = host.moor_ok(&["images", "--json"]);
+    assert!(images.contains(&signed.manifest_digest), "{images}");
+    let pid = host.pid("app");
+
+    manifest(&format!("{}/team/app:2", registry.addr));
+    let count = |result: &str| -> u64 {
+        let prefix = format!("moor_image_verify_total{{result=\"{result}\"}} ");
+        http_get(host.port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    };
+    wait_for(
+        "the unsigned image refused",
+        Duration::from_secs(60),
+        || count("refused") >= 1,
+    );
+    // Some resyncs later the signed container still runs, untouched, and
+    // the unsigned image was never stored.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(host.running("app"));
+    assert_eq!(host.pid("app"), pid, "the running container was replaced");
+    let images = host.moor_ok(&["images", "--json"]);
+    assert!(!images.contains(&unsigned.manifest_digest), "{images}");
+    assert_eq!(
+        count("verified"),
+        1,
+        "one check, one pull of the signed image"
+    );
+    let (_, body) = http_get(host.port, "/metrics").unwrap();
+    let pulled: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("moor_image_pull_bytes_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(pulled > 300_000, "pull bytes counted: {pulled}");
+    host.stop_agent();
+    let log = host.agent_log();
+    assert!(
+        log.contains("is not signed"),
+        "the refusal is logged:\n{log}"
+    );
+}

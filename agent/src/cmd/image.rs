@@ -251,6 +251,16 @@ impl Observer for Progress {
             Event::Resolved { reference, digest } => {
                 self.show(None, format!("{reference}: resolved to {digest}"))
             }
+            Event::Verified {
+                reference,
+                digest: Some(digest),
+                result: Ok(key),
+            } => self.show(
+                None,
+                format!("{reference}: {digest} verified (signed by {key})"),
+            ),
+            // A refusal is the pull's error, printed once by main.
+            Event::Verified { .. } => {}
             Event::LayerStarted { digest, size } => {
                 self.show(Some(digest), format!("downloading {}", human(size)))
             }

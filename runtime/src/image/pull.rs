@@ -51,6 +51,11 @@ pub struct PullOptions {
     pub auth_file: Option<std::path::PathBuf>,
     /// The platform to pick from an index.
     pub platform: Platform,
+    /// Images that must be signed (`[[verify]]`): the first rule whose
+    /// pattern matches a reference decides its keys.
+    pub verify: Vec<super::verify::Rule>,
+    /// Also told of every pull's events (metrics).
+    pub events: Option<super::events::SharedObserver>,
 }
 
 impl Default for PullOptions {
@@ -60,6 +65,8 @@ impl Default for PullOptions {
             concurrency: 4,
             auth_file: None,
             platform: Platform::host(),
+            verify: Vec::new(),
+            events: None,
         }
     }
 }
@@ -134,6 +141,9 @@ pub enum PullError {
     /// The image store failed (including unpacking).
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A verification rule covers the image and its signature is not good.
+    #[error("{0}")]
+    Verify(Box<super::verify::VerifyError>),
 }
 
 impl From<moor_store::LockError> for PullError {
@@ -151,6 +161,13 @@ pub fn pull(
 ) -> Result<ImageRecord, PullError> {
     let started = Instant::now();
     let bytes = AtomicU64::new(0);
+    let both = |e: Event| {
+        if let Some(shared) = &opts.events {
+            shared.0.event(e.clone());
+        }
+        observer.event(e);
+    };
+    let observer: &dyn Observer = &both;
     let result = moor_spec::reference::parse(reference)
         .map_err(PullError::Reference)
         .and_then(|r| pull_ref(images, &r, opts, observer, &bytes));
@@ -175,12 +192,29 @@ fn pull_ref(
     bytes: &AtomicU64,
 ) -> Result<ImageRecord, PullError> {
     let client = Client::new(r, opts)?;
-    let wanted = r
-        .digest
+    // An image a rule covers is pulled by the digest its signature names,
+    // never by the tag again.
+    let verified = match opts.verify.iter().find(|rule| rule.matches(r)) {
+        None => None,
+        Some(rule) => {
+            let outcome = super::verify::verify_ref(r, &rule.keys, opts);
+            observer.event(Event::Verified {
+                reference: r.to_string(),
+                digest: outcome.as_ref().ok().map(|v| v.digest.clone()),
+                result: outcome
+                    .as_ref()
+                    .map(|v| v.key.clone())
+                    .map_err(|e| e.to_string()),
+            });
+            Some(outcome.map_err(|e| PullError::Verify(Box::new(e)))?.digest)
+        }
+    };
+    let pinned = verified.or_else(|| r.digest.clone());
+    let wanted = pinned
         .clone()
         .or_else(|| r.tag.clone())
         .unwrap_or_else(|| "latest".into());
-    let (body, announced_media) = client.manifest(&wanted, r.digest.as_deref())?;
+    let (body, announced_media) = client.manifest(&wanted, pinned.as_deref())?;
     let top = Digest::of(&body);
     observer.event(Event::Resolved {
         reference: r.to_string(),

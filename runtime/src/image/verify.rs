@@ -16,7 +16,7 @@
 //! What verifies is a digest: the caller pulls that digest, never the tag
 //! again, so a tag moved between the check and the pull changes nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
 use moor_spec::reference::ImageRef;
@@ -281,8 +281,8 @@ fn fetch(client: &Client, digest: &str) -> Result<Vec<u8>, String> {
 pub struct Rule {
     /// `registry/repository`, with `*` as [`Rule::matches`] reads it.
     pub pattern: String,
-    /// The key files.
-    pub keys: Vec<PathBuf>,
+    /// The keys, any one of which may have signed.
+    pub keys: Vec<Key>,
 }
 
 impl Rule {
