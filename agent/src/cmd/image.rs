@@ -119,7 +119,7 @@ pub fn run(state_dir: &std::path::Path, args: &ImageArgs) -> anyhow::Result<Exit
                 auth_file: registry_auth.clone(),
                 ..PullOptions::default()
             };
-            match moor_runtime::image::verify::verify(reference, &keys, &opts) {
+            match moor_runtime::image::pull::verify(reference, &keys, &opts) {
                 Ok(v) => println!("verified {reference} {} (signed by {})", v.digest, v.key),
                 Err(e) => {
                     eprintln!("moor: not verified: {e}");

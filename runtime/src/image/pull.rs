@@ -32,6 +32,7 @@ use moor_store::{BlobError, Digest, ImageRecord};
 use super::auth::{AuthFile, AuthFileError, Credentials};
 use super::events::{Event, Observer};
 use super::oci::{self, Descriptor, ImageConfig, Parsed, Platform, media};
+use super::verify::{Key, Verified, VerifyError};
 use super::{ImageError, Images};
 
 /// Largest manifest or index accepted.
@@ -197,7 +198,7 @@ fn pull_ref(
     let verified = match opts.verify.iter().find(|rule| rule.matches(r)) {
         None => None,
         Some(rule) => {
-            let outcome = super::verify::verify_ref(r, &rule.keys, opts);
+            let outcome = verify_ref(r, &rule.keys, opts);
             observer.event(Event::Verified {
                 reference: r.to_string(),
                 digest: outcome.as_ref().ok().map(|v| v.digest.clone()),
@@ -206,7 +207,7 @@ fn pull_ref(
                     .map(|v| v.key.clone())
                     .map_err(|e| e.to_string()),
             });
-            Some(outcome.map_err(|e| PullError::Verify(Box::new(e)))?.digest)
+            Some(outcome?.digest)
         }
     };
     let pinned = verified.or_else(|| r.digest.clone());
@@ -343,6 +344,52 @@ fn pull_ref(
         return Err(e);
     }
     Ok(images.commit(&manifest_digest, index.as_ref(), &[r.to_string()])?)
+}
+
+/// Resolves `reference` and checks its cosign signatures with `keys` (see
+/// [`super::verify`]): the digest it resolved to, when one of the keys
+/// signed exactly that.
+pub fn verify(reference: &str, keys: &[Key], opts: &PullOptions) -> Result<Verified, PullError> {
+    let r = moor_spec::reference::parse(reference).map_err(PullError::Reference)?;
+    verify_ref(&r, keys, opts)
+}
+
+fn verify_ref(r: &ImageRef, keys: &[Key], opts: &PullOptions) -> Result<Verified, PullError> {
+    let client = Client::new(r, opts)?;
+    let (body, _) = match &r.digest {
+        Some(d) => client.manifest(d, Some(d))?,
+        None => client.manifest(r.tag.as_deref().unwrap_or("latest"), None)?,
+    };
+    let digest = Digest::of(&body).to_string();
+    let tag = super::verify::signature_tag(&digest);
+    let sigs = match client.manifest(&tag, None) {
+        Ok((b, _)) => b,
+        Err(PullError::Status { status: 404, .. }) => {
+            return Err(PullError::Verify(Box::new(VerifyError::Unsigned {
+                reference: r.to_string(),
+                digest,
+                tag,
+            })));
+        }
+        Err(e) => return Err(e),
+    };
+    // A payload, in memory, checked against its digest.
+    let fetch = |blob: &str| -> Result<Vec<u8>, String> {
+        let path = format!("/v2/{}/blobs/{blob}", client.repository);
+        let mut resp = client.get(&path, None).map_err(|e| e.to_string())?;
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(super::verify::MAX_PAYLOAD)
+            .read_to_vec()
+            .map_err(|e| e.to_string())?;
+        if Digest::of(&body).to_string() != blob {
+            return Err("payload does not match its digest".into());
+        }
+        Ok(body)
+    };
+    super::verify::check_signatures(&r.to_string(), &digest, &sigs, keys, &fetch)
+        .map_err(|e| PullError::Verify(Box::new(e)))
 }
 
 #[allow(clippy::too_many_arguments)]

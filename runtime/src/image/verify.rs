@@ -15,18 +15,18 @@
 //!
 //! What verifies is a digest: the caller pulls that digest, never the tag
 //! again, so a tag moved between the check and the pull changes nothing.
+//! This module is the check itself, without a network; the registry side
+//! (resolving the tag, fetching the `.sig` manifest and its payloads) is
+//! [`super::pull::verify`].
 
 use std::path::Path;
 
 use base64::Engine as _;
 use moor_spec::reference::ImageRef;
-use moor_store::Digest;
 use p256::ecdsa::signature::Verifier as _;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey as _;
 use serde::Deserialize;
-
-use super::pull::{Client, PullError, PullOptions};
 
 /// The media type of a simple-signing payload.
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -35,7 +35,7 @@ pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// What `critical.type` says in a cosign signature.
 pub const SIGNATURE_TYPE: &str = "cosign container image signature";
 /// The largest payload read.
-const MAX_PAYLOAD: u64 = 64 << 10;
+pub const MAX_PAYLOAD: u64 = 64 << 10;
 /// Signatures looked at, at most.
 const MAX_SIGNATURES: usize = 32;
 
@@ -81,9 +81,6 @@ pub enum VerifyError {
         /// Why.
         reason: String,
     },
-    /// The registry could not be asked.
-    #[error(transparent)]
-    Registry(#[from] PullError),
     /// No signature is published for the digest.
     #[error("{reference} ({digest}) is not signed: no {tag} in the registry")]
     Unsigned {
@@ -186,35 +183,20 @@ pub fn check_payload(
     Ok(key.name.clone())
 }
 
-/// Resolves `reference` and checks its signatures with `keys`.
-pub fn verify(reference: &str, keys: &[Key], opts: &PullOptions) -> Result<Verified, VerifyError> {
-    let r = moor_spec::reference::parse(reference).map_err(PullError::Reference)?;
-    verify_ref(&r, keys, opts)
-}
-
-/// [`verify`] of a parsed reference.
-pub fn verify_ref(r: &ImageRef, keys: &[Key], opts: &PullOptions) -> Result<Verified, VerifyError> {
-    let client = Client::new(r, opts)?;
-    let (body, _) = match &r.digest {
-        Some(d) => client.manifest(d, Some(d))?,
-        None => client.manifest(r.tag.as_deref().unwrap_or("latest"), None)?,
-    };
-    let digest = Digest::of(&body).to_string();
-    let tag = signature_tag(&digest);
-    let sigs = match client.manifest(&tag, None) {
-        Ok((b, _)) => b,
-        Err(PullError::Status { status: 404, .. }) => {
-            return Err(VerifyError::Unsigned {
-                reference: r.to_string(),
-                digest,
-                tag,
-            });
-        }
-        Err(e) => return Err(e.into()),
-    };
+/// Checks the signature manifest `sigs` (the `.sig` tag's) for `digest`
+/// with `keys`, reading each payload with `fetch` (a blob digest → its
+/// bytes, checked against the digest by the caller).
+pub fn check_signatures(
+    reference: &str,
+    digest: &str,
+    sigs: &[u8],
+    keys: &[Key],
+    fetch: &dyn Fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<Verified, VerifyError> {
+    let tag = signature_tag(digest);
     let invalid = |reasons: Vec<String>| VerifyError::Invalid {
-        reference: r.to_string(),
-        digest: digest.clone(),
+        reference: reference.to_string(),
+        digest: digest.to_string(),
         keys: keys
             .iter()
             .map(|k| k.name.as_str())
@@ -226,7 +208,7 @@ pub fn verify_ref(r: &ImageRef, keys: &[Key], opts: &PullOptions) -> Result<Veri
             reasons.join("; ")
         },
     };
-    let manifest: SigManifest = serde_json::from_slice(&sigs)
+    let manifest: SigManifest = serde_json::from_slice(sigs)
         .map_err(|e| invalid(vec![format!("{tag} is not a manifest: {e}")]))?;
     let mut reasons = Vec::new();
     for layer in manifest.layers.iter().take(MAX_SIGNATURES) {
@@ -244,35 +226,24 @@ pub fn verify_ref(r: &ImageRef, keys: &[Key], opts: &PullOptions) -> Result<Veri
             ));
             continue;
         }
-        let payload = match fetch(&client, &layer.digest) {
+        let payload = match fetch(&layer.digest) {
             Ok(p) => p,
             Err(e) => {
                 reasons.push(format!("{}: {e}", layer.digest));
                 continue;
             }
         };
-        match check_payload(&payload, sig, &digest, keys) {
-            Ok(key) => return Ok(Verified { digest, key }),
+        match check_payload(&payload, sig, digest, keys) {
+            Ok(key) => {
+                return Ok(Verified {
+                    digest: digest.to_string(),
+                    key,
+                });
+            }
             Err(why) => reasons.push(format!("{}: {why}", layer.digest)),
         }
     }
     Err(invalid(reasons))
-}
-
-/// A small blob, in memory, checked against its digest.
-fn fetch(client: &Client, digest: &str) -> Result<Vec<u8>, String> {
-    let path = format!("/v2/{}/blobs/{digest}", client.repository);
-    let mut resp = client.get(&path, None).map_err(|e| e.to_string())?;
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_PAYLOAD)
-        .read_to_vec()
-        .map_err(|e| e.to_string())?;
-    if Digest::of(&body).to_string() != digest {
-        return Err("payload does not match its digest".into());
-    }
-    Ok(body)
 }
 
 /// A verification rule of the agent's configuration: images whose
