@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::AgentArgs;
-use crate::config::{self, AuthSection, Overrides, SourceSection, VerifySection};
+use crate::config::{
+    self, AuthSection, DecryptionSection, Overrides, SourceSection, VerifySection,
+};
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(state_dir: &Path, args: &AgentArgs) -> anyhow::Result<ExitCode> {
@@ -18,6 +20,11 @@ fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
     if args.source.is_none() && args.host.policy.is_some() {
         anyhow::bail!(
             "--policy is the policy of --source; give the configuration file's sources a [source.policy]"
+        );
+    }
+    if args.source.is_none() && args.host.age_key_file.is_some() {
+        anyhow::bail!(
+            "--age-key-file (MOOR_AGE_KEY_FILE) is the key of --source; give the configuration file's sources a [source.decryption] age_key_file"
         );
     }
     let source = args.source.as_ref().map(|url| SourceSection {
@@ -48,6 +55,9 @@ fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
         allow_rollback: args.allow_rollback,
         policy: None,
         policy_file: args.host.policy.clone(),
+        decryption: DecryptionSection {
+            age_key_file: args.host.age_key_file.clone(),
+        },
     });
     Ok(Overrides {
         config: args.config.clone(),
