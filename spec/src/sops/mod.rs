@@ -200,6 +200,12 @@ pub(crate) fn decrypt(mut docs: Vec<Node>, keys: Option<&AgeKeys>) -> Result<Pla
         .ok_or("no SOPS metadata")?;
     let (_, meta) = first.remove(at);
     let meta = Metadata::from_node(&meta)?;
+    // sops writes the metadata into every document, and reads the first's.
+    for doc in docs.iter_mut().skip(1) {
+        if let Value::Map(entries) = &mut doc.value {
+            entries.retain(|(k, _)| k.name != METADATA);
+        }
+    }
     let key = data_key(&meta, keys)?;
     decrypt_tree(&mut docs, &meta, &key)?;
     let binary = docs.len() == 1

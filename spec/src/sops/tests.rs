@@ -114,6 +114,16 @@ fn real_sops_rules_and_mac_only_encrypted_decrypt() {
 }
 
 #[test]
+fn real_sops_multi_document_yaml_decrypts_every_document() {
+    // sops writes the metadata into each document.
+    let text = fixture("multi.sops.yaml");
+    assert_eq!(text.matches("\nsops:").count(), 2, "{text}");
+    assert_eq!(tree(&decrypted_tree(&text)), plain_yaml("plain/multi.yaml"));
+    let docs = manifest(Format::Yaml, &text, Some(&keys())).expect("decrypts");
+    assert_eq!(docs.len(), 2);
+}
+
+#[test]
 fn real_sops_toml_is_a_binary_file_parsed_after_decryption() {
     let text = fixture("app.sops.toml");
     assert!(
