@@ -124,6 +124,35 @@ fn real_sops_multi_document_yaml_decrypts_every_document() {
 }
 
 #[test]
+fn real_sops_scalars_of_every_kind_hash_as_sops_hashes_them() {
+    // Plaintext ones (unencrypted_regex) and encrypted ones, all in the MAC.
+    let docs = decrypted_tree(&fixture("types.sops.yaml"));
+    let secret = |k: &str| get(&docs[0], &["secret", k]).clone();
+    assert_eq!(secret("int"), Value::Int(42));
+    assert_eq!(secret("hex"), Value::Int(31));
+    assert_eq!(secret("float"), Value::Float(1.5));
+    assert_eq!(secret("whole_float"), Value::Float(2.0));
+    assert_eq!(secret("exp"), Value::Float(1000.0));
+    assert_eq!(secret("bool"), Value::Bool(false));
+    assert_eq!(secret("date"), Value::Str("2026-12-05T00:00:00Z".into()));
+    assert_eq!(secret("text"), Value::Str("s3cr3t-types".into()));
+    let Value::Seq(list) = secret("list") else {
+        panic!("a list")
+    };
+    let list: Vec<Value> = list.into_iter().map(|n| n.value).collect();
+    assert_eq!(
+        list,
+        [
+            Value::Int(1),
+            Value::Str("two".into()),
+            Value::Float(3.25),
+            Value::Bool(false)
+        ]
+    );
+    assert_eq!(get(&docs[0], &["plain", "no"]), &Value::Str("no".into()));
+}
+
+#[test]
 fn real_sops_toml_is_a_binary_file_parsed_after_decryption() {
     let text = fixture("app.sops.toml");
     assert!(
