@@ -1,4 +1,4 @@
-//! SOPS-encrypted files end to end: `moor validate` and `plan` decrypt with
+//! SOPS-encrypted files end to end: `moor validate`, `plan` and `apply` decrypt with
 //! `--age-key-file` (or `MOOR_AGE_KEY_FILE`) and refuse without it; the
 //! agent applies an encrypted env file from a git source, and an
 //! undecryptable revision leaves the last good one running.
@@ -262,4 +262,59 @@ fn the_agent_applies_an_encrypted_env_file_and_keeps_the_last_good_revision() {
 
     host.stop_agent();
     assert_no_plaintext("the agent's log", &host.agent_log());
+}
+
+#[test]
+fn apply_mounts_an_encrypted_secret_file_and_plan_needs_the_key() {
+    const PROJECT: &str = "sopsapply";
+    let Some(host) = Instance::with_busybox(PROJECT, &[]) else {
+        return;
+    };
+    let src = tempfile::tempdir().expect("tempdir");
+    let dir = src.path().to_str().expect("utf-8").to_string();
+    copy("token.sops.txt", &src.path().join("token.sops.txt"));
+    copy("app.sops.env", &src.path().join("app.sops.env"));
+    std::fs::write(
+        src.path().join("app.toml"),
+        "[secrets.token]\nfile = \"./token.sops.txt\"\n\n\
+         [containers.api]\nimage = \"localhost/moor-example/busybox:1\"\ncommand = [\"sleep\", \"3600\"]\n\
+         init = true\nnetwork_mode = \"none\"\nenv_file = \"./app.sops.env\"\nsecrets = [\"token\"]\n",
+    )
+    .expect("write");
+
+    // Without the key: refused, each encrypted file named at the line that reads it.
+    let plan = host.moor(&["plan", "-p", PROJECT, &dir]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(!plan.status.success(), "{text}");
+    assert!(
+        text.contains("app.toml:2:8: error: secrets.token.file: secret file \"./token.sops.txt\": it is encrypted with SOPS, and no age key is configured"),
+        "{text}"
+    );
+    assert!(
+        text.contains("env_file \"./app.sops.env\": it is encrypted with SOPS"),
+        "{text}"
+    );
+
+    let key = fixture("age.key");
+    let key = key.to_str().expect("utf-8");
+    // Exit 2: changes to make.
+    let plan = host.moor(&["plan", "-p", PROJECT, "--age-key-file", key, &dir]);
+    let text = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert_eq!(plan.status.code(), Some(2), "{text}");
+    assert!(text.contains("+ container api"), "{text}");
+    assert_no_plaintext("plan", &text);
+    host.moor_ok(&["apply", "-p", PROJECT, "--age-key-file", key, &dir]);
+    wait_for("api running", Duration::from_secs(60), || {
+        host.running("api")
+    });
+    let out = host.moor_ok(&["exec", "api", "--", "cat", "/run/secrets/token"]);
+    assert_eq!(out, "s3cr3t-binary\n");
+    assert_eq!(
+        host.container_env("api", "DB_PASSWORD").as_deref(),
+        Some("s3cr3t-env")
+    );
 }
