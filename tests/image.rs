@@ -8,7 +8,8 @@ mod hostile;
 mod layers;
 mod lying;
 mod pull;
-mod registry;
+mod push;
+pub(crate) mod registry;
 
 use std::path::Path;
 use std::process::Output;

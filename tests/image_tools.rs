@@ -1,4 +1,4 @@
-//! `moor image tag|history|inspect|save`: Docker's image tools on moor's
+//! `moor image tag|history|inspect|save|push`: Docker's image tools on moor's
 //! store — a built image tagged, its history and config read back, saved
 //! and imported into a fresh state dir where it runs, and loaded and run by
 //! Docker Engine.
@@ -225,14 +225,45 @@ fn save_then_import_in_a_fresh_state_dir_runs_the_same_image() {
     run_and_check(&fresh, "localhost/imts/app:1");
 }
 
+/// A built image pushed to a real registry and pulled into a fresh state
+/// dir keeps its digest and runs; a second push sends nothing.
+#[test]
+fn push_then_pull_into_a_fresh_state_dir_runs_the_same_image() {
+    let Some(host) = Instance::with_busybox("imtp", &["docker-registry"]) else {
+        return;
+    };
+    let Some(registry) = crate::image::registry::Registry::start() else {
+        return;
+    };
+    let _ctx = built(&host, "localhost/imtp/app:1");
+    let digest = image_digest(&host, "localhost/imtp/app:1").expect("built");
+    let remote = format!("{}/imtp/app:1", registry.addr);
+    host.moor_ok(&["image", "tag", "localhost/imtp/app:1", &remote]);
+    let out = host.moor_ok(&["image", "push", &remote]);
+    assert!(out.contains(&format!("pushed {remote} {digest}")), "{out}");
+    assert!(!out.contains("already exists"), "{out}");
+    let again = host.moor_ok(&["image", "push", &remote]);
+    assert!(!again.contains("pushed ("), "sent twice: {again}");
+
+    let mut fresh = Instance::new();
+    fresh.owns("imtp");
+    let out = fresh.moor_ok(&["image", "pull", &remote]);
+    assert!(out.contains(&digest), "pull keeps the digest: {out}");
+    run_in(&fresh, "imtp", &remote);
+}
+
 fn run_and_check(host: &Instance, image: &str) {
+    run_in(host, "imts", image);
+}
+
+fn run_in(host: &Instance, project: &str, image: &str) {
     let dir = tempfile::tempdir().expect("manifest dir");
     fs::write(
         dir.path().join("stack.toml"),
         format!("[containers.app]\nimage = \"{image}\"\nnetwork_mode = \"none\"\n"),
     )
     .expect("manifest");
-    host.moor_ok(&["apply", "-p", "imts", dir.path().to_str().expect("utf-8")]);
+    host.moor_ok(&["apply", "-p", project, dir.path().to_str().expect("utf-8")]);
     let mut log = String::new();
     wait_for("the container's report", Duration::from_secs(60), || {
         log = text(&host.moor(&["logs", "app"]));

@@ -10,6 +10,7 @@ pub mod events;
 pub mod import;
 pub mod oci;
 pub mod pull;
+pub mod push;
 pub mod save;
 mod store;
 pub mod unpack;
