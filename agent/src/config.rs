@@ -29,6 +29,8 @@
 //! token_file = "/etc/moor/git-token"
 //! [source.verify]
 //! allowed_signers = "/etc/moor/allowed_signers"
+//! [source.decryption]         # SOPS-encrypted manifests, env files, secret files
+//! age_key_file = "/etc/moor/age.key"
 //! [source.policy]             # what its manifests may ask of the host
 //! host_paths = ["/srv/app-data"]   # absolute bind sources and env files under these
 //! capabilities = ["NET_ADMIN"]     # cap_add beyond Docker's default set
