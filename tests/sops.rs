@@ -291,11 +291,11 @@ fn apply_mounts_an_encrypted_secret_file_and_plan_needs_the_key() {
     );
     assert!(!plan.status.success(), "{text}");
     assert!(
-        text.contains("app.toml:2:8: error: secrets.token.file: secret file \"./token.sops.txt\": it is encrypted with SOPS, and no age key is configured"),
+        text.contains("app.toml:2:8: error: secrets.token.file: secret file \"./token.sops.txt\": cannot decrypt this SOPS file: no age key is configured"),
         "{text}"
     );
     assert!(
-        text.contains("env_file \"./app.sops.env\": it is encrypted with SOPS"),
+        text.contains("env_file \"./app.sops.env\": cannot decrypt this SOPS file: no age key"),
         "{text}"
     );
 

@@ -65,7 +65,9 @@ pub fn vars(
 ) -> Result<Vec<(String, String)>, String> {
     match crate::sops::env_file(text, keys) {
         None => parse(text, shown),
-        Some(Err(why)) => Err(format!("env_file \"{shown}\": {why}")),
+        Some(Err(why)) => Err(format!(
+            "env_file \"{shown}\": cannot decrypt this SOPS file: {why}"
+        )),
         Some(Ok(crate::sops::EnvPlain::Text(plain))) => parse(&plain, shown),
         Some(Ok(crate::sops::EnvPlain::Vars(vars))) => vars
             .into_iter()

@@ -497,7 +497,7 @@ fn data_key(meta: &Metadata, keys: Option<&AgeKeys>) -> Result<Vec<u8>, String> 
     match keys {
         Some(keys) => keys.unwrap(meta),
         None => Err(
-            "it is encrypted with SOPS, and no age key is configured (age_key_file in [source.decryption], --age-key-file or MOOR_AGE_KEY_FILE)"
+            "no age key is configured (age_key_file in [source.decryption], --age-key-file or MOOR_AGE_KEY_FILE)"
                 .into(),
         ),
     }
