@@ -105,8 +105,9 @@ impl AgeKeys {
             let Ok(mut stream) = decryptor.decrypt(ids) else {
                 continue;
             };
+            // A data key is 32 bytes: nothing longer is read.
             let mut key = Vec::new();
-            if stream.read_to_end(&mut key).is_ok() && key.len() == 32 {
+            if (&mut stream).take(33).read_to_end(&mut key).is_ok() && key.len() == 32 {
                 return Ok(key);
             }
         }

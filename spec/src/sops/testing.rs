@@ -76,6 +76,11 @@ impl Writer {
 
     /// The data key, wrapped for the recipient and armored.
     pub(crate) fn wrapped_key(&self) -> String {
+        self.wrap_bytes(&self.key)
+    }
+
+    /// `bytes` encrypted for the recipient and armored.
+    pub(crate) fn wrap_bytes(&self, bytes: &[u8]) -> String {
         match self.wrap {
             Wrap::Crate => {
                 let r: age::x25519::Recipient = self.recipient.parse().expect("an age recipient");
@@ -88,7 +93,7 @@ impl Writer {
                 )
                 .expect("armor");
                 let mut w = e.wrap_output(armor).expect("encrypts");
-                w.write_all(&self.key).expect("writes");
+                w.write_all(bytes).expect("writes");
                 w.finish().and_then(|a| a.finish()).expect("finishes");
                 String::from_utf8(out).expect("armored text")
             }
@@ -103,7 +108,7 @@ impl Writer {
                     .stdin
                     .take()
                     .expect("stdin")
-                    .write_all(&self.key)
+                    .write_all(bytes)
                     .expect("writes");
                 let out = child.wait_with_output().expect("age runs");
                 assert!(out.status.success(), "age failed");

@@ -381,6 +381,21 @@ fn hostile_metadata_is_refused_not_trusted() {
         e.contains("does not decrypt") || e.contains("unknown"),
         "{e}"
     );
+    // A "data key" of another length, wrapped for the right key.
+    let text = w.dotenv(&[("A", "s3cr3t")]);
+    for len in [16, 33, 4096] {
+        let bad = w.wrap_bytes(&vec![7; len]).replace('\n', "\\n");
+        let forged: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("sops_age__list_0__map_enc=") {
+                Some(_) => format!("sops_age__list_0__map_enc={bad}\n"),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        let e = decrypt_dotenv(&forged, Some(&k)).expect_err("refused");
+        assert!(e.contains("no age identity"), "{len}: {e}");
+    }
+    assert!(decrypt_dotenv(&text, Some(&k)).is_ok());
     assert!(AgeKeys::parse("not a key").is_err());
     assert!(AgeKeys::parse("# only a comment\n").is_err());
 }
