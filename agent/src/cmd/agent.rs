@@ -73,3 +73,32 @@ fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
         profiles: args.host.profiles.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn agent_args(args: &[&str]) -> AgentArgs {
+        let cli = Cli::try_parse_from(["moor", "agent"].iter().chain(args)).expect("valid");
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent")
+        };
+        a
+    }
+
+    #[test]
+    fn the_age_key_file_decrypts_the_command_lines_source() {
+        let o =
+            overrides(&agent_args(&["--source", "/srv/m", "--age-key-file", "/k"])).expect("valid");
+        let source = o.source.expect("a source");
+        assert_eq!(source.decryption.age_key_file, Some("/k".into()));
+        // Without --source it would decrypt nothing: said, not ignored.
+        let e = overrides(&agent_args(&["--age-key-file", "/k"]))
+            .expect_err("no source")
+            .to_string();
+        assert!(e.contains("[source.decryption]"), "{e}");
+    }
+}
