@@ -330,6 +330,49 @@ fn files_written_here_decrypt_and_agree_with_the_reader() {
 }
 
 #[test]
+fn env_and_secret_files_in_every_store_give_what_their_plaintext_gives() {
+    let k = keys();
+    let mut w = Writer::new(RECIPIENT, Wrap::Crate);
+    let want = vec![
+        ("A".to_string(), "1".to_string()),
+        ("B".to_string(), "s3cr3t two".to_string()),
+    ];
+    // An env file encrypted whole (binary), or as a YAML or JSON table.
+    for text in [
+        w.binary("A=1\nexport B=\"s3cr3t two\"\n"),
+        w.yaml("A: 1\nB: s3cr3t two\n"),
+        w.json("{\"A\": 1, \"B\": \"s3cr3t two\"}"),
+    ] {
+        assert_eq!(
+            crate::envfile::vars(&text, "x.env", Some(&k)),
+            Ok(want.clone()),
+            "{text}"
+        );
+    }
+    let nested = w.yaml("A:\n  deeper: s3cr3t\n");
+    let e = crate::envfile::vars(&nested, "x.env", Some(&k)).expect_err("not flat");
+    assert!(
+        e.contains("x.env") && e.contains("A:") && !e.contains("s3cr3t"),
+        "{e}"
+    );
+
+    // A secret file encrypted as YAML: the same tree, written again.
+    let plain = "user: app\npassword: s3cr3t\nports: [1, 2]\nnested:\n  - {a: true}\n";
+    let text = secret_file(&w.yaml(plain), Some(&k))
+        .expect("SOPS")
+        .expect("decrypts");
+    assert_eq!(
+        tree(&crate::parse::parse(Format::Yaml, &text).expect("YAML")),
+        tree(&crate::parse::parse(Format::Yaml, plain).expect("YAML"))
+    );
+    // A dotenv secret file: its lines, new lines escaped as sops writes them.
+    let text = secret_file(&w.dotenv(&[("A", "1"), ("B", "x\ny")]), Some(&k))
+        .expect("SOPS")
+        .expect("decrypts");
+    assert_eq!(text, "A=1\nB=x\\ny\n");
+}
+
+#[test]
 fn hostile_metadata_is_refused_not_trusted() {
     let k = keys();
     for (text, why) in [
