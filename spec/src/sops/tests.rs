@@ -511,3 +511,37 @@ fn the_loader_decrypts_manifests_env_files_and_secrets_and_refuses_with_the_file
     );
     assert!(!diags.contains("s3cr3t"), "{diags}");
 }
+
+#[test]
+fn compose_env_files_and_dot_env_decrypt_like_any_env_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let mut w = Writer::new(RECIPIENT, Wrap::Crate);
+    std::fs::write(
+        dir.join("compose.yaml"),
+        "services:\n  web:\n    image: busybox:${TAG}\n    env_file: ./web.sops.env\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join(".env"), w.dotenv(&[("TAG", "1.36")])).expect("write");
+    std::fs::write(
+        dir.join("web.sops.env"),
+        w.dotenv(&[("PASSWORD", "s3cr3t")]),
+    )
+    .expect("write");
+    let options = crate::LoadOptions {
+        age: Some(keys()),
+        ..Default::default()
+    };
+    let state = crate::load_with(&[dir], None, &options).expect("loads");
+    let web = &state.containers["web"].spec;
+    assert_eq!(web.image.to_string(), "docker.io/library/busybox:1.36");
+    assert_eq!(web.env["PASSWORD"], "s3cr3t");
+    let diags = crate::load_with(&[dir], None, &crate::LoadOptions::default())
+        .expect_err("no key")
+        .to_string();
+    assert!(
+        diags.contains("\".env\": cannot decrypt this SOPS file"),
+        "{diags}"
+    );
+    assert!(!diags.contains("s3cr3t"), "{diags}");
+}
