@@ -32,6 +32,7 @@ mod prometheus;
 mod real;
 mod regression;
 mod secrets;
+mod sops;
 mod spec_props;
 mod stack;
 mod trust;

@@ -29,6 +29,8 @@
 //! token_file = "/etc/moor/git-token"
 //! [source.verify]
 //! allowed_signers = "/etc/moor/allowed_signers"
+//! [source.decryption]         # SOPS-encrypted manifests, env files, secret files
+//! age_key_file = "/etc/moor/age.key"
 //! [source.policy]             # what its manifests may ask of the host
 //! host_paths = ["/srv/app-data"]   # absolute bind sources and env files under these
 //! capabilities = ["NET_ADMIN"]     # cap_add beyond Docker's default set
@@ -219,6 +221,18 @@ pub struct SourceSection {
     /// The same from a file (`--policy FILE`), read when the source is resolved.
     #[serde(skip)]
     pub policy_file: Option<PathBuf>,
+    /// How its SOPS-encrypted files are decrypted.
+    #[serde(default)]
+    pub decryption: DecryptionSection,
+}
+
+/// `[source.decryption]`: the keys SOPS-encrypted files are decrypted with.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptionSection {
+    /// An age key file (`age-keygen` writes one): its identities decrypt
+    /// SOPS files encrypted for their public keys.
+    pub age_key_file: Option<PathBuf>,
 }
 
 /// Credentials for a git remote, each from a file or an environment variable.
@@ -307,6 +321,8 @@ pub struct SourceConfig {
     pub drift: moor_reconcile::DriftMode,
     /// Apply, or only plan.
     pub mode: moor_reconcile::SourceMode,
+    /// The age identities its SOPS-encrypted files are decrypted with.
+    pub age: Option<moor_spec::AgeKeys>,
 }
 
 /// Directory or git.
@@ -665,7 +681,15 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
         (None, None) => matches!(kind, SourceKind::Git { .. })
             .then(|| moor_spec::Policy::restricted("[source.policy]")),
     };
+    let age = match &s.decryption.age_key_file {
+        Some(file) => Some(
+            read_age_keys(file)
+                .with_context(|| format!("{}: [source.decryption] age_key_file", what()))?,
+        ),
+        None => None,
+    };
     Ok(SourceConfig {
+        age,
         name,
         kind,
         allow_empty: s.allow_empty,
@@ -686,6 +710,14 @@ pub fn read_policy(path: &Path) -> anyhow::Result<moor_spec::Policy> {
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     moor_spec::Policy::new(keys, format!("the policy file {}", path.display()))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Reads an age key file (`age_key_file`, `--age-key-file`): its
+/// identities, for SOPS-encrypted files. An error never quotes the file.
+pub fn read_age_keys(path: &Path) -> anyhow::Result<moor_spec::AgeKeys> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the age key file {}", path.display()))?;
+    moor_spec::AgeKeys::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// A directory's base name, or a repository's name (`ops/fleet.git` → `fleet`).
@@ -1031,6 +1063,49 @@ profiles = ["metrics"]
             let e = format!("{:#}", with(extra).expect_err(extra));
             assert!(e.contains(says), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn sources_read_their_age_key_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().display().to_string();
+        let key = tmp.path().join("age.key");
+        let identity = "AGE-SECRET-KEY-1G0Q5K9TV4REQ3ZSQRMTMG8NSWQGYT0T7TZ33RAZEE0GZYVZN0APSU24RK7";
+        std::fs::write(&key, format!("# test key\n{identity}\n")).expect("write");
+        let with = |text: &str| {
+            resolve(Overrides {
+                config: Some(write(tmp.path(), text)),
+                ..Overrides::default()
+            })
+            .map_err(|e| format!("{e:#}"))
+        };
+        let c = with(&format!(
+            "[[source]]\nurl = \"{dir}\"\n[source.decryption]\nage_key_file = \"{}\"\n",
+            key.display()
+        ))
+        .expect("resolves");
+        assert_eq!(c.sources[0].age.as_ref().map(|k| k.len()), Some(1));
+        let c = with(&format!("[[source]]\nurl = \"{dir}\"\n")).expect("resolves");
+        assert!(c.sources[0].age.is_none());
+        // A missing file, a file that is not a key (never quoted), an unknown key.
+        let e = with(&format!(
+            "[[source]]\nurl = \"{dir}\"\n[source.decryption]\nage_key_file = \"{dir}/nope\"\n"
+        ))
+        .expect_err("missing");
+        assert!(e.contains("age_key_file") && e.contains("nope"), "{e}");
+        let bad = tmp.path().join("bad.key");
+        std::fs::write(&bad, "hunter2-not-a-key\n").expect("write");
+        let e = with(&format!(
+            "[[source]]\nurl = \"{dir}\"\n[source.decryption]\nage_key_file = \"{}\"\n",
+            bad.display()
+        ))
+        .expect_err("not a key");
+        assert!(e.contains("bad.key") && !e.contains("hunter2"), "{e}");
+        let e = with(&format!(
+            "[[source]]\nurl = \"{dir}\"\n[source.decryption]\nage_keyfile = \"x\"\n"
+        ))
+        .expect_err("unknown key");
+        assert!(e.contains("age_keyfile"), "{e}");
     }
 
     #[test]

@@ -34,18 +34,50 @@ pub fn parse(text: &str, shown: &str) -> Result<Vec<(String, String)>, String> {
                 i + 1
             ));
         };
-        let key = key.trim_end();
-        if let Some(why) = bad_name(key) {
-            return Err(format!("{shown} line {}: the variable name {why}", i + 1));
-        }
-        let value = value.trim_end_matches('\r');
-        let unquoted = ['"', '\'']
-            .iter()
-            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
-            .unwrap_or(value);
-        vars.push((key.to_string(), unquoted.to_string()));
+        vars.push(pair(key, value, shown, i + 1)?);
     }
     Ok(vars)
+}
+
+/// One variable of line `line`: the name checked, the value without its
+/// trailing `\r` and enclosing quotes.
+fn pair(key: &str, value: &str, shown: &str, line: usize) -> Result<(String, String), String> {
+    let key = key.trim_end();
+    if let Some(why) = bad_name(key) {
+        return Err(format!("{shown} line {line}: the variable name {why}"));
+    }
+    let value = value.trim_end_matches('\r');
+    let unquoted = ['"', '\'']
+        .iter()
+        .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+        .unwrap_or(value);
+    Ok((key.to_string(), unquoted.to_string()))
+}
+
+/// The variables of env-file `text`, decrypted first when it is a SOPS
+/// file (with `keys`; see [`crate::sops`]): a SOPS dotenv file's variables
+/// go through the same rules as a plain file's lines (an `export ` prefix,
+/// enclosing quotes), their values may hold new lines.
+pub fn vars(
+    text: &str,
+    shown: &str,
+    keys: Option<&crate::sops::AgeKeys>,
+) -> Result<Vec<(String, String)>, String> {
+    match crate::sops::env_file(text, keys) {
+        None => parse(text, shown),
+        Some(Err(why)) => Err(format!(
+            "env_file \"{shown}\": cannot decrypt this SOPS file: {why}"
+        )),
+        Some(Ok(crate::sops::EnvPlain::Text(plain))) => parse(&plain, shown),
+        Some(Ok(crate::sops::EnvPlain::Vars(vars))) => vars
+            .into_iter()
+            .map(|(line, key, value)| {
+                let key = key.trim_start();
+                let key = key.strip_prefix("export ").unwrap_or(key);
+                pair(key, &value, shown, line)
+            })
+            .collect(),
+    }
 }
 
 /// What is wrong with a variable name of an env file, without quoting it.
@@ -61,10 +93,11 @@ fn bad_name(key: &str) -> Option<&'static str> {
     }
 }
 
-/// Reads and parses the env file at `path` (its links already resolved),
-/// written `shown` in the manifest and found at `looked_for`.
-pub fn read(path: &Path, looked_for: &Path, shown: &str) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+/// Reads the env file at `path` (its links already resolved), written
+/// `shown` in the manifest and found at `looked_for`: its text, which
+/// [`vars`] parses.
+pub fn read(path: &Path, looked_for: &Path, shown: &str) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!(
                 "env_file \"{shown}\" does not exist (looked for {})",
@@ -77,8 +110,7 @@ pub fn read(path: &Path, looked_for: &Path, shown: &str) -> Result<Vec<(String, 
                 crate::diag::io_reason(&e)
             )
         }
-    })?;
-    parse(&text, shown)
+    })
 }
 
 #[cfg(test)]

@@ -48,6 +48,10 @@ pub struct LoadOptions {
     /// is then a constant that says nothing of its value (and a rotation
     /// does not change the hash), fine for checking or converting a manifest.
     pub secret_key: Vec<u8>,
+    /// The age identities SOPS-encrypted manifests, env files and secret
+    /// files are decrypted with (see [`crate::sops`]); `None`: such a file
+    /// is an error.
+    pub age: Option<crate::AgeKeys>,
 }
 
 impl Default for LoadOptions {
@@ -60,6 +64,7 @@ impl Default for LoadOptions {
             env: Default::default(),
             profiles: Default::default(),
             secret_key: Vec::new(),
+            age: None,
         }
     }
 }
@@ -71,6 +76,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("max_file_size", &self.max_file_size)
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("profiles", &self.profiles)
+            .field("age", &self.age)
             .finish()
     }
 }

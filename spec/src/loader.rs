@@ -13,7 +13,7 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::load::{LoadOptions, Source, read_capped, too_large, walk};
 use crate::model::DesiredState;
 use crate::node::Pos;
-use crate::parse::{Format, parse};
+use crate::parse::Format;
 use crate::target::HostIdentity;
 use crate::tree::Tree;
 use crate::writes::{Writes, rw_binds};
@@ -270,13 +270,14 @@ fn decode_one(
         };
     }
     let mut decoded = Decoded::default();
-    match parse(format, text) {
+    match crate::sops::manifest(format, text, options.age.as_ref()) {
         Ok(docs) => {
             let mut decoder = Decoder::new(file, dir, tree);
             decoder.policy = options.policy.as_ref();
             decoder.writes = options.writes;
             decoder.env = Some(&options.env);
             decoder.secret_key = &options.secret_key;
+            decoder.age = options.age.as_ref();
             if crate::compose::is_compose_file(file) {
                 decoder.compose(&docs, options, &mut decoded.drafts);
             } else {

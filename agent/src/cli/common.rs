@@ -37,6 +37,10 @@ pub struct HostArgs {
     /// for a directory; a git source (agent) is restricted.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Decrypt SOPS-encrypted files (manifests, env files, secret files)
+    /// with the age identities of this key file (as `age-keygen` writes it).
+    #[arg(long, value_name = "FILE", env = "MOOR_AGE_KEY_FILE")]
+    pub age_key_file: Option<PathBuf>,
     /// Enable a Compose profile: its services run (repeatable; also `COMPOSE_PROFILES`).
     #[arg(long = "profile", value_name = "NAME")]
     pub profiles: Vec<String>,

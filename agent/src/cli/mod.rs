@@ -257,6 +257,20 @@ mod tests {
             let mut args = verb.to_vec();
             args.extend(["--host-name", "db-1", "--host-label", "role=db"]);
             assert!(parse(&args).is_ok(), "{args:?}");
+            // --age-key-file: the keys of SOPS-encrypted files.
+            let mut args = verb.to_vec();
+            args.extend(["--age-key-file", "/etc/moor/age.key"]);
+            let host = match parse(&args).expect("valid").command {
+                Command::Validate(a) => a.host,
+                Command::Plan(a) => a.host,
+                Command::Apply(a) => a.host,
+                Command::Agent(a) => a.host,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(
+                host.age_key_file.as_deref(),
+                Some(std::path::Path::new("/etc/moor/age.key"))
+            );
         }
     }
 }

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::AgentArgs;
-use crate::config::{self, AuthSection, Overrides, SourceSection, VerifySection};
+use crate::config::{
+    self, AuthSection, DecryptionSection, Overrides, SourceSection, VerifySection,
+};
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(state_dir: &Path, args: &AgentArgs) -> anyhow::Result<ExitCode> {
@@ -18,6 +20,11 @@ fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
     if args.source.is_none() && args.host.policy.is_some() {
         anyhow::bail!(
             "--policy is the policy of --source; give the configuration file's sources a [source.policy]"
+        );
+    }
+    if args.source.is_none() && args.host.age_key_file.is_some() {
+        anyhow::bail!(
+            "--age-key-file (MOOR_AGE_KEY_FILE) is the key of --source; give the configuration file's sources a [source.decryption] age_key_file"
         );
     }
     let source = args.source.as_ref().map(|url| SourceSection {
@@ -48,6 +55,9 @@ fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
         allow_rollback: args.allow_rollback,
         policy: None,
         policy_file: args.host.policy.clone(),
+        decryption: DecryptionSection {
+            age_key_file: args.host.age_key_file.clone(),
+        },
     });
     Ok(Overrides {
         config: args.config.clone(),
@@ -62,4 +72,33 @@ fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
         host_labels: args.host.host_labels.clone(),
         profiles: args.host.profiles.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn agent_args(args: &[&str]) -> AgentArgs {
+        let cli = Cli::try_parse_from(["moor", "agent"].iter().chain(args)).expect("valid");
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent")
+        };
+        a
+    }
+
+    #[test]
+    fn the_age_key_file_decrypts_the_command_lines_source() {
+        let o =
+            overrides(&agent_args(&["--source", "/srv/m", "--age-key-file", "/k"])).expect("valid");
+        let source = o.source.expect("a source");
+        assert_eq!(source.decryption.age_key_file, Some("/k".into()));
+        // Without --source it would decrypt nothing: said, not ignored.
+        let e = overrides(&agent_args(&["--age-key-file", "/k"]))
+            .expect_err("no source")
+            .to_string();
+        assert!(e.contains("[source.decryption]"), "{e}");
+    }
 }

@@ -52,12 +52,15 @@ pub enum HostKey<'a> {
     Make(&'a Path),
 }
 
-/// How the arguments ask manifests to be loaded: the size limit, and the
-/// policy file (`--policy`) read.
+/// How the arguments ask manifests to be loaded: the size limit, the
+/// policy file (`--policy`) and the age key file (`--age-key-file`) read.
 pub fn load_options(args: &HostArgs) -> anyhow::Result<moor_spec::LoadOptions> {
     let mut options = args.load_options();
     if let Some(file) = &args.policy {
         options.policy = Some(crate::config::read_policy(file)?);
+    }
+    if let Some(file) = &args.age_key_file {
+        options.age = Some(crate::config::read_age_keys(file)?);
     }
     Ok(options)
 }

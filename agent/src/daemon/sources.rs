@@ -45,6 +45,7 @@ pub fn start_source(
     // written by a container, a directory's written parts are skipped.
     let mut loader = loader.with_profiles(&source.profiles);
     loader.options.policy = source.policy.clone();
+    loader.options.age = source.age.clone();
     loader.options.writes = match &source.kind {
         SourceKind::Git { .. } => Writes::Refuse,
         SourceKind::Dir { .. } => Writes::Skip,

@@ -222,6 +222,9 @@ pub(crate) struct Decoder<'a> {
     pub(crate) env: Option<&'a std::collections::BTreeMap<String, String>>,
     /// The host's key for secret digests (see [`crate::hash::secret_digest`]).
     pub(crate) secret_key: &'a [u8],
+    /// The age identities SOPS-encrypted env and secret files are
+    /// decrypted with (see [`crate::sops`]).
+    pub(crate) age: Option<&'a crate::sops::AgeKeys>,
     /// The secrets this file declares.
     pub(crate) secrets: std::collections::BTreeMap<String, secrets::Secret>,
 }
@@ -238,6 +241,7 @@ impl<'a> Decoder<'a> {
             reads: Vec::new(),
             env: None,
             secret_key: &[],
+            age: None,
             secrets: Default::default(),
         }
     }

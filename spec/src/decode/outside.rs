@@ -29,7 +29,9 @@ pub(crate) enum Read {
         real: PathBuf,
         looked_for: PathBuf,
         shown: String,
-        found: Result<Vec<(String, String)>, String>,
+        /// The file's text (decrypted again on every decode: the keys are
+        /// the loader's, the same for every load).
+        found: Result<String, String>,
     },
     /// Whether nothing exists at a path (links not followed).
     Missing { path: PathBuf, found: bool },
@@ -137,13 +139,17 @@ impl Decoder<'_> {
         shown: &str,
     ) -> Result<Vec<(String, String)>, String> {
         let found = crate::envfile::read(&real, &looked_for, shown);
+        let vars = found
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|text| crate::envfile::vars(text, shown, self.age));
         self.reads.push(Read::EnvFile {
             real,
             looked_for,
             shown: shown.to_string(),
-            found: found.clone(),
+            found,
         });
-        found
+        vars
     }
 
     /// Whether nothing exists at `path` (links not followed).

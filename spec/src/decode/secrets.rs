@@ -55,6 +55,14 @@ impl Decoder<'_> {
                         self.in_tree(Path::new(&path))
                             .map_err(|e| format!("secret file \"{path}\": {e}"))
                             .and_then(|(_, real)| self.text_file(&real))
+                            .and_then(|text| match crate::sops::secret_file(&text, self.age) {
+                                None => Ok(text),
+                                Some(plain) => plain.map_err(|e| {
+                                    format!(
+                                        "secret file \"{path}\": cannot decrypt this SOPS file: {e}"
+                                    )
+                                }),
+                            })
                             .map(String::into_bytes)
                     };
                     self.check(n.pos, &ff, r)
