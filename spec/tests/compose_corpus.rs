@@ -110,9 +110,7 @@ fn ports(want: &Node) -> Vec<moor_spec::PortMapping> {
     ports
 }
 
-/// The mounts docker-compose's form asks for: volumes, tmpfs, and the files
-/// of secrets and configs (whose sources are compared as empty paths: the
-/// service names them by their secret or config).
+/// The mounts docker-compose's form asks for: volumes and tmpfs.
 fn mounts(want: &Node, dir: &Path) -> Mounts {
     let real = std::fs::canonicalize(dir).unwrap();
     let bind = |src: &str| MountSource::Bind {
@@ -158,41 +156,16 @@ fn mounts(want: &Node, dir: &Path) -> Mounts {
     for t in items(get(want, "tmpfs")) {
         out.push((s(t), MountSource::Tmpfs { size: None }, false));
     }
-    for (table, under) in [("secrets", "/run/secrets/"), ("configs", "/")] {
-        for e in items(get(want, table)) {
-            let source = get(e, "source").map_or_else(|| s(e), s);
-            let target = get(e, "target").map_or_else(|| format!("{under}{source}"), s);
-            out.push((target, file_mount(), true));
-        }
-    }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
 
-fn file_mount() -> MountSource {
-    MountSource::Bind {
-        source: PathBuf::new(),
-        content_digest: None,
-        tree: None,
-    }
-}
-
 /// moor's mounts, in the form of [`mounts`].
-fn got_mounts(want: &Node, got: &ContainerSpec) -> Mounts {
-    let files: Vec<String> = ["secrets", "configs"]
-        .iter()
-        .flat_map(|t| items(get(want, t)))
-        .filter_map(|e| get(e, "target").map(s))
-        .collect();
+fn got_mounts(got: &ContainerSpec) -> Mounts {
     got.mounts
         .iter()
         .map(|m| {
             let source = match &m.source {
-                MountSource::Bind { .. }
-                    if m.target.starts_with("/run/secrets/") || files.contains(&m.target) =>
-                {
-                    file_mount()
-                }
                 MountSource::Bind { source, .. } => MountSource::Bind {
                     source: source.clone(),
                     content_digest: None,
@@ -203,6 +176,31 @@ fn got_mounts(want: &Node, got: &ContainerSpec) -> Mounts {
             (m.target.clone(), source, m.read_only)
         })
         .collect()
+}
+
+/// A secret's or config's file: target, owner, group, mode.
+type Files = (String, Option<u32>, Option<u32>, u32);
+
+/// The files of secrets and configs docker-compose's form asks for, as
+/// Compose copies them into a container: root's, mode 0444 unless the
+/// entry says otherwise (docker-compose prints a mode in decimal).
+fn files(want: &Node) -> Vec<Files> {
+    let mut out = Vec::new();
+    for (table, under) in [("secrets", "/run/secrets/"), ("configs", "/")] {
+        for e in items(get(want, table)) {
+            let source = get(e, "source").map_or_else(|| s(e), s);
+            let target = match get(e, "target").map(s) {
+                Some(t) if t.starts_with('/') => t,
+                Some(t) => format!("{under}{t}"),
+                None => format!("{under}{source}"),
+            };
+            let id = |k: &str| Some(get(e, k).map_or(0, |n| s(n).parse().unwrap()));
+            let mode = get(e, "mode").map_or(0o444, |n| s(n).parse().unwrap());
+            out.push((target, id("uid"), id("gid"), mode));
+        }
+    }
+    out.sort();
+    out
 }
 
 type Attachments = BTreeMap<String, (Vec<String>, Option<String>)>;
@@ -266,7 +264,13 @@ fn compare(name: &str, want: &Node, got: &ContainerSpec, dir: &Path) {
         .collect();
     assert_eq!(got.env, env, "{}", at("environment"));
     assert_eq!(got.ports, ports(want), "{}", at("ports"));
-    assert_eq!(got_mounts(want, got), mounts(want, dir), "{}", at("mounts"));
+    assert_eq!(got_mounts(got), mounts(want, dir), "{}", at("mounts"));
+    let got_files: Vec<Files> = got
+        .secrets
+        .iter()
+        .map(|m| (m.target.clone(), m.uid, m.gid, m.mode))
+        .collect();
+    assert_eq!(got_files, files(want), "{}", at("secrets and configs"));
     let got_networks: Attachments = got
         .networks
         .iter()

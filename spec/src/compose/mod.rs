@@ -175,10 +175,11 @@ fn join(parent: &str, key: &str) -> String {
     crate::decode::join(parent, key)
 }
 
-/// A file's `secrets` or `configs` entry: the file it reads, as written.
+/// A file's `secrets` or `configs` entry: the name of the secret its value
+/// is declared as (see [`Decoder::declare_secret`]), unless it has none.
 #[derive(Debug, Clone)]
 struct FileEntry {
-    file: Option<Node>,
+    declared: Option<String>,
 }
 
 /// The services of a file another extends, shared by every service that
@@ -325,8 +326,8 @@ impl Decoder<'_> {
                 "services" => services = Some(v),
                 "networks" => networks = self.top_networks(v, &mut top),
                 "volumes" => volumes = self.top_volumes(v),
-                "secrets" => top.secrets = self.top_files(v, "secrets"),
-                "configs" => top.configs = self.top_files(v, "configs"),
+                "secrets" => top.secrets = self.top_files(v, "secrets", vars),
+                "configs" => top.configs = self.top_files(v, "configs", vars),
                 x if x.starts_with("x-") => {}
                 "include" => self.warn(k.pos, "include", "include is not supported by moor yet; ignored (put the files in the source instead)"),
                 other => {

@@ -436,30 +436,184 @@ fn errors_in_an_extended_service_of_another_file_point_at_the_extends() {
     );
 }
 
+const SECRETS: &str = "\
+services:
+  app:
+    image: busybox
+    user: \"1000\"
+    secrets:
+      - db_password
+      - source: token
+        target: api/token
+        uid: \"103\"
+        gid: 104
+        mode: 0440
+    configs:
+      - source: app
+        target: /etc/app.ini
+      - source: motd
+        mode: 0o640
+      - source: banner
+        target: etc/banner
+        mode: \"0400\"
+secrets:
+  db_password: {file: ./db_password.txt}
+  token: {environment: API_TOKEN}
+configs:
+  app: {file: conf/app.ini}
+  motd: {content: \"hello ${WHO}\"}
+  banner: {environment: BANNER}
+";
+
+/// target, source, uid, gid, mode, value
+type SecretFile<'a> = (
+    &'a str,
+    &'a str,
+    Option<u32>,
+    Option<u32>,
+    u32,
+    Option<&'a [u8]>,
+);
+
 #[test]
-fn secrets_and_configs_are_read_only_files() {
+fn secrets_and_configs_are_moors_secrets() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "db_password.txt", "pw");
+    write(tmp.path(), "db_password.txt", "pw-from-file");
     write(tmp.path(), "conf/app.ini", "x=1");
+    // The environment wins over `.env`, as for interpolation.
     write(
         tmp.path(),
-        "compose.yaml",
-        "services:\n  app:\n    image: busybox\n    secrets: [db_password]\n    configs:\n      - source: app\n        target: /etc/app.ini\nsecrets:\n  db_password: {file: ./db_password.txt}\nconfigs:\n  app: {file: conf/app.ini}\n",
+        ".env",
+        "API_TOKEN=from-dotenv\nWHO=dotenv\nBANNER=b4nner\n",
     );
-    let s = ok(load(tmp.path()));
-    let m: Vec<(String, bool)> = s.containers["app"]
-        .spec
-        .mounts
+    write(tmp.path(), "compose.yaml", SECRETS);
+    let mut options = LoadOptions::default();
+    options
+        .env
+        .insert("API_TOKEN".into(), "tok-from-env".into());
+    options.secret_key = b"host key".to_vec();
+    let s = ok(load_opts(tmp.path(), &options));
+    let app = &s.containers["app"].spec;
+    // Nothing is bind-mounted from the source: every value is in memory.
+    assert!(app.mounts.is_empty(), "{:?}", app.mounts);
+    let got: Vec<SecretFile<'_>> = app
+        .secrets
         .iter()
-        .map(|m| (m.target.clone(), m.read_only))
+        .map(|m| {
+            let v = m.value.expose();
+            (
+                m.target.as_str(),
+                m.source.as_str(),
+                m.uid,
+                m.gid,
+                m.mode,
+                v,
+            )
+        })
         .collect();
-    assert_eq!(
-        m,
-        [
-            ("/etc/app.ini".to_string(), true),
-            ("/run/secrets/db_password".to_string(), true)
-        ]
+    let want: Vec<SecretFile<'_>> = vec![
+        (
+            "/etc/app.ini",
+            "config:app",
+            Some(0),
+            Some(0),
+            0o444,
+            Some(b"x=1"),
+        ),
+        (
+            "/etc/banner",
+            "config:banner",
+            Some(0),
+            Some(0),
+            0o400,
+            Some(b"b4nner"),
+        ),
+        (
+            "/motd",
+            "config:motd",
+            Some(0),
+            Some(0),
+            0o640,
+            Some(b"hello dotenv"),
+        ),
+        (
+            "/run/secrets/api/token",
+            "token",
+            Some(103),
+            Some(104),
+            0o440,
+            Some(b"tok-from-env"),
+        ),
+        (
+            "/run/secrets/db_password",
+            "db_password",
+            Some(0),
+            Some(0),
+            0o444,
+            Some(b"pw-from-file"),
+        ),
+    ];
+    assert_eq!(got, want);
+    for m in &app.secrets {
+        assert!(m.digest.starts_with("hmac-sha256:"), "{}", m.digest);
+        assert_ne!(m.digest, "hmac-sha256:unkeyed");
+    }
+    // The values are in no serialised or printed form of the state.
+    let json = serde_json::to_string(&s).unwrap();
+    let debug = format!("{s:?}");
+    for shown in [&json, &debug] {
+        for value in [
+            "pw-from-file",
+            "tok-from-env",
+            "hello dotenv",
+            "b4nner",
+            "x=1",
+        ] {
+            assert!(!shown.contains(value), "{value} in {shown}");
+        }
+    }
+    // A new value changes the hash of the container that reads it.
+    write(tmp.path(), "db_password.txt", "rotated");
+    let rotated = ok(load_opts(tmp.path(), &options));
+    assert_ne!(rotated.containers["app"].hash, s.containers["app"].hash);
+}
+
+#[test]
+fn secret_and_config_errors_name_the_compose_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "outside", "not yours");
+    let src = tmp.path().join("src");
+    write(&src, "pw", "v");
+    std::os::unix::fs::symlink("../outside", src.join("link")).unwrap();
+    write(
+        &src,
+        "compose.yaml",
+        "services:\n  app:\n    image: busybox\n    secrets:\n      - unsett\n      - {source: pw, mode: \"0999\", uid: abc}\n    configs: [nothere]\n\
+         secrets:\n  pw: {file: ./pw}\n  abs: {file: /etc/shadow}\n  up: {file: ../outside}\n  link: {file: link}\n  \
+         unset: {environment: NOPE}\n  both: {file: pw, environment: X}\n  none: {}\n  ext: {external: true}\n  \
+         cont: {content: x}\n\
+         configs:\n  c: {file: pw, driver: x}\n",
     );
+    let e = err(load(&src));
+    for want in [
+        "compose.yaml:5:9: error: services.app.secrets[0]: secret \"unsett\" is not declared under the top-level secrets; did you mean \"unset\"?",
+        "compose.yaml:6:28: error: services.app.secrets[1].mode: expected a file mode",
+        "compose.yaml:6:41: error: services.app.secrets[1].uid: uid must be a number",
+        "compose.yaml:7:15: error: services.app.configs[0]: config \"nothere\" is not declared",
+        "compose.yaml:10:15: error: secrets.abs.file: secret file \"/etc/shadow\" must be a relative path inside the source",
+        "compose.yaml:11:14: error: secrets.up.file: secret file \"../outside\"",
+        "compose.yaml:12:16: error: secrets.link.file: secret file \"link\"",
+        "compose.yaml:13:24: error: secrets.unset.environment: the variable \"NOPE\" is not set",
+        "compose.yaml:14:33: error: secrets.both: give only one of file, environment",
+        "compose.yaml:15:9: error: secrets.none: needs one of file, environment",
+        "compose.yaml:16:9: warning: secrets.ext.external: moor has no store of secrets",
+        "compose.yaml:17:10: warning: secrets.cont.content: not supported by moor yet",
+        "compose.yaml:17:9: error: secrets.cont: needs one of file, environment",
+        "compose.yaml:19:17: warning: configs.c.driver: not supported by moor yet",
+    ] {
+        assert!(e.contains(want), "{want:?} not in:\n{e}");
+    }
+    assert!(!e.contains("not yours"), "{e}");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 mod container;
 mod outside;
 mod resources;
-mod secrets;
+pub(crate) mod secrets;
 mod target;
 
 use std::collections::HashMap;
