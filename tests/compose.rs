@@ -129,3 +129,55 @@ fn validate_shows_warnings_and_enables_profiles() {
     assert!(ok);
     assert!(stdout.contains("2 containers"), "{stdout}");
 }
+
+/// `--env-file` (repeatable, as `docker compose --env-file`): in place of
+/// the `.env` beside the Compose file, later files over earlier ones, the
+/// environment over all; relative to the current directory.
+#[test]
+fn env_files_replace_dot_env_and_the_environment_wins() {
+    let src = tempfile::tempdir().expect("source dir");
+    let dir = src.path().join("stack");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        "services:\n  app:\n    image: busybox\n    environment:\n      \
+         A: ${A:-none}\n      B: ${B:-none}\n      C: ${C:-none}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join(".env"), "A=dotenv\n").unwrap();
+    std::fs::write(src.path().join("one.env"), "B=one\nC=one\n").unwrap();
+    std::fs::write(src.path().join("two.env"), "C=two\n").unwrap();
+    let convert = |extra: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(crate::common::moor_bin())
+            .current_dir(src.path())
+            .args(["convert", "--to", "yaml", "stack", "--host-name", "h"])
+            .args(extra)
+            .env_remove("A")
+            .env_remove("B")
+            .env_remove("C")
+            .envs(env.iter().copied())
+            .output()
+            .expect("moor convert");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, stdout, stderr) = convert(&[], &[]);
+    assert!(ok, "{stderr}");
+    for want in ["A: \"dotenv\"", "B: \"none\"", "C: \"none\""] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    let (ok, stdout, stderr) = convert(
+        &["--env-file", "one.env", "--env-file", "two.env"],
+        &[("B", "process")],
+    );
+    assert!(ok, "{stderr}");
+    for want in ["A: \"none\"", "B: \"process\"", "C: \"two\""] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    let (ok, _, stderr) = convert(&["--env-file", "missing.env"], &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("compose.yaml:1:1: error") && stderr.contains("missing.env"),
+        "{stderr}"
+    );
+}

@@ -43,7 +43,7 @@ pub fn project_name(args: &ProjectArgs) -> anyhow::Result<String> {
 /// How the arguments ask manifests to be loaded: the size limit, and the
 /// policy file (`--policy`) read.
 pub fn load_options(args: &HostArgs) -> anyhow::Result<moor_spec::LoadOptions> {
-    let mut options = args.load_options();
+    let mut options = args.load_options()?;
     if let Some(file) = &args.policy {
         options.policy = Some(crate::config::read_policy(file)?);
     }

@@ -253,15 +253,39 @@ impl Decoder<'_> {
     }
 
     /// The variables a Compose file is interpolated with: the loader's
-    /// environment, over a `.env` file beside the Compose file.
+    /// environment, over the env files it names (later ones over earlier
+    /// ones, as `docker compose --env-file a --env-file b`) or else a `.env`
+    /// file beside the Compose file.
     fn variables(&mut self, options: &LoadOptions) -> BTreeMap<String, String> {
         let mut vars = BTreeMap::new();
-        if let Ok((lexical, real)) = self.in_tree(Path::new(".env"))
-            && !self.missing(&real)
-        {
-            match self.env_file(real, lexical, ".env") {
-                Ok(found) => vars.extend(found),
-                Err(e) => self.fail(Pos::new(1, 1), "", e),
+        match &options.env_files {
+            None => {
+                if let Ok((lexical, real)) = self.in_tree(Path::new(".env"))
+                    && !self.missing(&real)
+                {
+                    match self.env_file(real, lexical, ".env") {
+                        Ok(found) => vars.extend(found),
+                        Err(e) => self.fail(Pos::new(1, 1), "", e),
+                    }
+                }
+            }
+            Some(files) => {
+                for file in files {
+                    let shown = file.display().to_string();
+                    // The operator's own file, named outside the source.
+                    let found = if file.is_absolute() {
+                        Ok((file.clone(), file.clone()))
+                    } else {
+                        self.in_tree(file)
+                    };
+                    let read = found
+                        .map_err(|e| format!("env file \"{shown}\": {e}"))
+                        .and_then(|(lexical, real)| self.env_file(real, lexical, &shown));
+                    match read {
+                        Ok(found) => vars.extend(found),
+                        Err(e) => self.fail(Pos::new(1, 1), "", e),
+                    }
+                }
             }
         }
         vars.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -724,3 +724,75 @@ fn many_services_extending_a_large_service_are_refused_quickly() {
         started.elapsed()
     );
 }
+
+#[test]
+fn env_files_replace_dot_env_later_ones_win_and_the_environment_wins_over_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    write(
+        src,
+        "compose.yaml",
+        "services:\n  app:\n    image: busybox\n    environment:\n      A: ${A:-unset}\n      B: ${B:-unset}\n      C: ${C:-unset}\n      D: ${D:-unset}\n",
+    );
+    write(src, ".env", "A=dotenv\nD=dotenv\n");
+    write(src, "env/base.env", "A=base\nB=base\nC=base\n");
+    write(outside.path(), "prod.env", "B=prod\n");
+    let env_of = |files: Option<Vec<std::path::PathBuf>>| {
+        let mut options = LoadOptions {
+            env_files: files,
+            ..LoadOptions::default()
+        };
+        options.env.insert("C".into(), "process".into());
+        let s = ok(load_opts(src, &options));
+        let env = &s.containers["app"].spec.env;
+        ["A", "B", "C", "D"].map(|k| env[k].clone())
+    };
+    // Without env files: `.env`, under the environment.
+    assert_eq!(env_of(None), ["dotenv", "unset", "process", "dotenv"]);
+    // With them, `.env` is not read; later files win; the environment wins.
+    let prod = outside.path().join("prod.env");
+    assert_eq!(
+        env_of(Some(vec!["env/base.env".into(), prod.clone()])),
+        ["base", "prod", "process", "unset"]
+    );
+    assert_eq!(
+        env_of(Some(vec![prod, "env/base.env".into()])),
+        ["base", "base", "process", "unset"]
+    );
+}
+
+#[test]
+fn env_files_are_confined_and_must_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "outside.env", "A=not-yours\n");
+    let src = tmp.path().join("src");
+    write(
+        &src,
+        "compose.yaml",
+        "services:\n  app:\n    image: busybox:${A}\n",
+    );
+    std::os::unix::fs::symlink("../outside.env", src.join("link.env")).unwrap();
+    for (file, want) in [
+        ("missing.env", "env_file \"missing.env\" does not exist"),
+        (
+            "../outside.env",
+            "env file \"../outside.env\": `..` leads outside",
+        ),
+        (
+            "link.env",
+            "env file \"link.env\": \"link.env\" is a symbolic link",
+        ),
+    ] {
+        let options = LoadOptions {
+            env_files: Some(vec![file.into()]),
+            ..LoadOptions::default()
+        };
+        let e = err(load_opts(&src, &options));
+        assert!(
+            e.contains("compose.yaml:1:1: error: ") && e.contains(want),
+            "{file}: {e}"
+        );
+        assert!(!e.contains("not-yours"), "{e}");
+    }
+}
