@@ -145,7 +145,7 @@ impl Decoder<'_> {
     }
 
     /// Warns about every key of table `node` not among `known`.
-    fn only(&mut self, node: &Node, field: &str, known: &[&str]) {
+    pub(super) fn only(&mut self, node: &Node, field: &str, known: &[&str]) {
         for (k, _) in entries(node) {
             if !known.contains(&k.name.as_str()) && !k.name.starts_with("x-") {
                 self.unsupported(k.pos, &join(field, &k.name), "");

@@ -796,3 +796,244 @@ fn env_files_are_confined_and_must_exist() {
         assert!(!e.contains("not-yours"), "{e}");
     }
 }
+
+#[test]
+fn an_override_file_merges_as_docker_compose_merges_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    write(src, "site/index.html", "hi");
+    write(src, "dev/index.html", "dev");
+    write(
+        src,
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx:1.25\n    command: [nginx, -g, daemon off;]\n    ports: [\"8080:80\"]\n    \
+         expose: [\"80\"]\n    environment: {A: \"1\", B: \"2\"}\n    volumes: [\"./site:/usr/share/nginx/html:ro\"]\n    \
+         healthcheck: {test: [CMD, \"true\"], interval: 5s}\n  db:\n    image: postgres:16\nnetworks:\n  back: {internal: true}\n",
+    );
+    write(
+        src,
+        "compose.override.yaml",
+        "services:\n  web:\n    image: nginx:1.27\n    command: [nginx-debug, -g, daemon off;]\n    ports: [\"8080:80\", \"9090:90\"]\n    \
+         environment: [B=3, C=4]\n    volumes: [\"./dev:/usr/share/nginx/html:ro\"]\n    healthcheck: {retries: 9}\n  \
+         cache:\n    image: redis:7\nnetworks:\n  back: {labels: {tier: back}}\n",
+    );
+    // Read as a manifest on its own it would be refused: it is not.
+    let s = ok(load(src));
+    assert_eq!(
+        s.containers.keys().collect::<Vec<_>>(),
+        ["cache", "db", "web"]
+    );
+    let web = &s.containers["web"].spec;
+    assert_eq!(web.image.to_string(), "docker.io/library/nginx:1.27");
+    assert_eq!(
+        web.command.as_deref(),
+        Some(&["nginx-debug".to_string(), "-g".into(), "daemon off;".into()][..])
+    );
+    let ports: Vec<String> = web
+        .ports
+        .iter()
+        .map(|p| format!("{}", p.container_port))
+        .collect();
+    assert_eq!(ports, ["80", "90"], "appended, each once");
+    let env: Vec<(&str, &str)> = web
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env, [("A", "1"), ("B", "3"), ("C", "4")]);
+    assert_eq!(
+        web.mounts.len(),
+        1,
+        "a mount of the same target is replaced"
+    );
+    assert!(
+        matches!(&web.mounts[0].source, MountSource::Bind { source, .. } if source.ends_with("dev"))
+    );
+    let h = web.healthcheck.as_ref().unwrap();
+    assert_eq!((h.interval, h.retries), (Duration::from_secs(5), 9));
+    let back = &s.networks["back"].spec;
+    assert!(back.internal);
+    assert_eq!(back.labels["tier"], "back");
+    // An override's own values are reported at its own lines.
+    write(
+        src,
+        "compose.override.yaml",
+        "services:\n  web:\n    ports: [\"80:abc\"]\n    restart: sometimes\n",
+    );
+    let e = err(load(src));
+    assert!(
+        e.contains("compose.override.yaml:3:13: error: containers.web.ports[1]"),
+        "{e}"
+    );
+    assert!(
+        e.contains("compose.override.yaml:4:14: error: containers.web.restart"),
+        "{e}"
+    );
+    write(
+        src,
+        "compose.override.yaml",
+        "services:\n  web:\n    image: ${NOPE:?set NOPE}\n",
+    );
+    let e = err(load(src));
+    assert!(
+        e.contains("compose.override.yaml:3:12: error: services.web.image: required variable NOPE"),
+        "{e}"
+    );
+    write(src, "compose.override.yaml", "services:\n  web: [\n");
+    let e = err(load(src));
+    assert!(e.contains("compose.override.yaml:"), "{e}");
+}
+
+#[test]
+fn an_override_file_goes_with_the_compose_file_docker_compose_picks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    write(
+        src,
+        "docker-compose.yml",
+        "services:\n  web:\n    image: nginx:1.25\n",
+    );
+    write(
+        src,
+        "docker-compose.override.yml",
+        "services:\n  web:\n    image: nginx:1.27\n",
+    );
+    let s = ok(load(src));
+    assert_eq!(
+        s.containers["web"].spec.image.to_string(),
+        "docker.io/library/nginx:1.27"
+    );
+    // An override file with no Compose file beside it is a warning, not read.
+    let lone = tempfile::tempdir().unwrap();
+    write(
+        lone.path(),
+        "compose.override.yaml",
+        "services:\n  web:\n    image: nginx\n",
+    );
+    write(
+        lone.path(),
+        "app.toml",
+        "[containers.app]\nimage = \"busybox\"\n",
+    );
+    let s = ok(load(lone.path()));
+    assert_eq!(s.containers.keys().collect::<Vec<_>>(), ["app"]);
+    let w = s.warnings.to_string();
+    assert!(
+        w.contains("compose.override.yaml:1:1: warning: an override file is merged"),
+        "{w}"
+    );
+}
+
+#[test]
+fn include_adds_the_models_of_other_files_with_their_own_paths_and_env() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    write(
+        src,
+        "compose.yaml",
+        "include:\n  - db/compose.yaml\n  - path: [cache/base.yaml, cache/extra.yaml]\n    env_file: cache/cache.env\n\
+         services:\n  web:\n    image: nginx:1.25\n    depends_on: [db, cache]\n",
+    );
+    write(
+        src,
+        "db/compose.yaml",
+        "include: [../monitor/compose.yaml]\nservices:\n  db:\n    image: postgres:${PG:-15}\n    env_file: db.env\n    \
+         volumes: [\"./init:/docker-entrypoint-initdb.d:ro\", \"data:/var/lib/postgresql/data\"]\n    secrets: [pw]\n\
+         volumes:\n  data: {}\nsecrets:\n  pw: {file: ./pw.txt}\n",
+    );
+    write(src, "db/.env", "PG=16\n");
+    write(src, "db/db.env", "POSTGRES_DB=app\n");
+    write(src, "db/init/schema.sql", "create table t ();\n");
+    // YAML data of an included file is not a manifest either.
+    write(src, "db/init/conf.yml", "not: [a, manifest\n");
+    write(src, "db/pw.txt", "pw");
+    write(
+        src,
+        "monitor/compose.yaml",
+        "services:\n  exporter:\n    image: prom/postgres-exporter\n",
+    );
+    write(
+        src,
+        "cache/base.yaml",
+        "services:\n  cache:\n    image: redis:${REDIS}\n",
+    );
+    write(
+        src,
+        "cache/extra.yaml",
+        "services:\n  cache:\n    command: [redis-server, --save, \"\"]\n",
+    );
+    write(src, "cache/cache.env", "REDIS=7\n");
+    let s = ok(load(src));
+    assert_eq!(
+        s.containers.keys().collect::<Vec<_>>(),
+        ["cache", "db", "exporter", "web"]
+    );
+    let db = &s.containers["db"].spec;
+    assert_eq!(
+        db.image.to_string(),
+        "docker.io/library/postgres:16",
+        "its own .env"
+    );
+    assert_eq!(db.env["POSTGRES_DB"], "app");
+    assert!(
+        matches!(&db.mounts[0].source, MountSource::Bind { source, .. } if source.ends_with("db/init"))
+    );
+    assert_eq!(db.secrets[0].value.expose(), Some(&b"pw"[..]));
+    let cache = &s.containers["cache"].spec;
+    assert_eq!(cache.image.to_string(), "docker.io/library/redis:7");
+    assert_eq!(cache.command.as_ref().unwrap()[0], "redis-server");
+    assert!(s.volumes.contains_key("data"));
+    // Errors are reported in the included file, at its line.
+    write(
+        src,
+        "monitor/compose.yaml",
+        "services:\n  exporter:\n    image: prom/postgres-exporter\n    ports: [\"x:1\"]\n",
+    );
+    let e = err(load(src));
+    assert!(
+        e.contains("monitor/compose.yaml:4:13: error: containers.exporter.ports[0]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn include_errors_loops_clashes_and_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "outside.yaml",
+        "services:\n  x:\n    image: busybox\n",
+    );
+    let src = tmp.path().join("src");
+    write(
+        &src,
+        "compose.yaml",
+        "include: [a/compose.yaml, ../outside.yaml, /etc/compose.yaml, missing.yaml, clash.yaml]\nservices:\n  web:\n    image: busybox\n",
+    );
+    write(
+        &src,
+        "a/compose.yaml",
+        "include: [../b/compose.yaml]\nservices:\n  a:\n    image: busybox\n",
+    );
+    write(
+        &src,
+        "b/compose.yaml",
+        "include: [../a/compose.yaml]\nservices:\n  b:\n    image: busybox\n",
+    );
+    write(&src, "clash.yaml", "services:\n  web:\n    image: nginx\n");
+    let e = err(load(&src));
+    for want in [
+        "b/compose.yaml:1:11: error: include[0]: include \"../a/compose.yaml\" leads back to a file that includes it",
+        "compose.yaml:1:27: error: include[1]: \"../outside.yaml\": `..` leads outside",
+        "compose.yaml:1:44: error: include[2]: \"/etc/compose.yaml\" must be a relative path",
+        "compose.yaml:1:63: error: include[3]: \"missing.yaml\"",
+        "clash.yaml:2:3: error: services.web: service \"web\" is also defined by the file that includes this one",
+    ] {
+        assert!(e.contains(want), "{want:?} not in:\n{e}");
+    }
+    assert!(!e.contains("src/compose.yaml:1:1"), "{e}");
+    assert!(
+        !e.contains(".env"),
+        "a missing default .env is not an error: {e}"
+    );
+}
