@@ -780,7 +780,31 @@ fn merge_value(name: &str, base: Node, local: Node) -> Node {
         Value::Str(_) if LIST_OR_STRING.contains(&name) => Node::new(n.pos, Value::Seq(vec![n])),
         _ => n,
     };
+    // A list of networks or dependencies is a table of them when merged.
+    let table = |n: Node| match (&n.value, name) {
+        (Value::Seq(items), "networks" | "depends_on") => {
+            let entries = items
+                .iter()
+                .filter_map(|i| {
+                    let value = match name {
+                        "networks" => Node::new(i.pos, Value::Null),
+                        _ => map(
+                            i.pos,
+                            vec![(key("condition", i.pos), text(i.pos, "service_started"))],
+                        ),
+                    };
+                    Some((key(&i.scalar_text()?, i.pos), value))
+                })
+                .collect();
+            map(n.pos, entries)
+        }
+        _ => n,
+    };
     let (base, local) = (listed(base), listed(local));
+    let (base, local) = match (&base.value, &local.value) {
+        (Value::Seq(_), Value::Seq(_)) => (base, local),
+        _ => (table(base), table(local)),
+    };
     match (&base.value, &local.value) {
         (Value::Seq(b), Value::Seq(l)) if APPENDED.contains(&name) => {
             let mut items = b.clone();
@@ -857,6 +881,8 @@ fn merge_maps(base: Node, local: Node, deep: bool) -> Node {
             {
                 merge_maps(bv.clone(), v, true)
             }
+            // `back:` with nothing under it keeps what the base says of it.
+            Some((_, bv)) if deep && v.value == Value::Null => bv.clone(),
             _ => v,
         };
         out.push((k, merged));
