@@ -293,6 +293,9 @@ fn decode_one(
                     decoder.document(doc, &mut decoded.drafts);
                 }
             }
+            if !decoder.others.is_empty() {
+                decoded.drafts.others = Some((file.to_path_buf(), decoder.others));
+            }
             decoded.diags = decoder.diags;
             decoded.reads = decoder.reads;
             decoded.drafts.hash();

@@ -493,6 +493,19 @@ impl Decoder<'_> {
         }
         if wants_default && !top.declares_default {
             networks.push((key("default", root.pos), map(root.pos, Vec::new())));
+            // The services that name no network are on that `default` too,
+            // as in Compose (not on moor's own default network).
+            for (name, c) in &mut containers {
+                let bridged = get(c, "network_mode")
+                    .is_none_or(|m| m.scalar_text().as_deref() == Some("bridge"));
+                if get(c, "networks").is_none()
+                    && bridged
+                    && let Value::Map(e) = &mut c.value
+                {
+                    let list = Node::new(name.pos, Value::Seq(vec![text(name.pos, "default")]));
+                    e.push((key("networks", name.pos), list));
+                }
+            }
         }
         let out = vec![
             (key("containers", root.pos), map(root.pos, containers)),

@@ -869,6 +869,14 @@ fn an_override_file_merges_as_docker_compose_merges_it() {
         e.contains("compose.override.yaml:4:14: error: containers.web.restart"),
         "{e}"
     );
+    // So are those the checks across resources find.
+    write(
+        src,
+        "compose.override.yaml",
+        "services:\n  web:\n    ports: [\"8080:81\"]\n",
+    );
+    let e = err(load(src));
+    assert!(e.contains("compose.override.yaml:3:13: error: containers.web.ports[1]: host port 0.0.0.0:8080/tcp is already published"), "{e}");
     write(
         src,
         "compose.override.yaml",
@@ -1036,4 +1044,31 @@ fn include_errors_loops_clashes_and_escapes() {
         !e.contains(".env"),
         "a missing default .env is not an error: {e}"
     );
+}
+
+#[test]
+fn a_service_without_networks_joins_the_default_another_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  a:\n    image: busybox\n    networks: [default, back]\n  b:\n    image: busybox\n  \
+         h:\n    image: busybox\n    network_mode: host\nnetworks:\n  back: {}\n",
+    );
+    let s = ok(load(tmp.path()));
+    let nets = |c: &str| -> Vec<String> {
+        s.containers[c]
+            .spec
+            .networks
+            .iter()
+            .map(|n| n.network.clone())
+            .collect()
+    };
+    assert_eq!(nets("a"), ["default", "back"]);
+    assert_eq!(
+        nets("b"),
+        ["default"],
+        "on the network a shares, as in Compose"
+    );
+    assert!(nets("h").is_empty());
 }
