@@ -181,3 +181,54 @@ fn env_files_replace_dot_env_and_the_environment_wins() {
         "{stderr}"
     );
 }
+
+/// A directory with an override file and an `include`: `moor validate`
+/// reads one project (the override and the included files, and the YAML
+/// files they use, are not manifests of their own), and reports a value of
+/// the override file at its own line.
+#[test]
+fn override_and_included_files_are_one_project() {
+    let src = tempfile::tempdir().expect("source dir");
+    let dir = src.path();
+    let write = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "compose.yaml",
+        "include: [monitoring/compose.yaml]\nservices:\n  web:\n    image: nginx:1.25\n",
+    );
+    write(
+        "compose.override.yaml",
+        "services:\n  web:\n    ports: [\"8080:80\"]\n  debug:\n    image: busybox\n",
+    );
+    write(
+        "monitoring/compose.yaml",
+        "services:\n  prometheus:\n    image: prom/prometheus\n    volumes: [\"./prometheus.yml:/etc/prometheus/prometheus.yml:ro\"]\n",
+    );
+    write("monitoring/prometheus.yml", "scrape_configs: [\n");
+    let validate = || {
+        let out = std::process::Command::new(crate::common::moor_bin())
+            .arg("validate")
+            .arg(dir)
+            .args(["--host-name", "h"])
+            .output()
+            .expect("moor validate");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, stdout, stderr) = validate();
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("3 containers"), "{stdout}");
+    write(
+        "compose.override.yaml",
+        "services:\n  web:\n    ports: [\"8080:http\"]\n",
+    );
+    let (ok, _, stderr) = validate();
+    assert!(!ok);
+    assert!(
+        stderr.contains("compose.override.yaml:3:13: error: containers.web.ports[0]"),
+        "{stderr}"
+    );
+}

@@ -1072,3 +1072,62 @@ fn a_service_without_networks_joins_the_default_another_names() {
     );
     assert!(nets("h").is_empty());
 }
+
+#[test]
+fn includes_that_fan_out_are_bounded() {
+    // Each file includes the next one twice: 2^20 reads if nothing stopped
+    // it. At most 64 other files are read, and the load says so, quickly.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    write(
+        src,
+        "compose.yaml",
+        "include: [f0.yaml, f0.yaml]\nservices:\n  web:\n    image: busybox\n",
+    );
+    for i in 0..20 {
+        let next = format!("f{}.yaml", i + 1);
+        write(
+            src,
+            &format!("f{i}.yaml"),
+            &format!("include: [{next}, {next}]\n"),
+        );
+    }
+    write(src, "f20.yaml", "services: {}\n");
+    let started = std::time::Instant::now();
+    let e = err(load(src));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(e.contains("more than 8 deep"), "{e}");
+    // A file that includes itself.
+    write(
+        src,
+        "compose.yaml",
+        "include: [compose.yaml]\nservices:\n  web:\n    image: busybox\n",
+    );
+    let e = err(load(src));
+    assert!(
+        e.contains("compose.yaml:1:11: error: include[0]: include \"compose.yaml\" leads back"),
+        "{e}"
+    );
+    // Many files side by side.
+    let many: Vec<String> = (0..70).map(|i| format!("m{i}.yaml")).collect();
+    for m in &many {
+        write(src, m, "services: {}\n");
+    }
+    write(
+        src,
+        "compose.yaml",
+        &format!(
+            "include: [{}]\nservices:\n  web:\n    image: busybox\n",
+            many.join(", ")
+        ),
+    );
+    let e = err(load(src));
+    assert!(
+        e.contains("a Compose file brings in at most 64 other files"),
+        "{e}"
+    );
+}
