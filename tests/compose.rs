@@ -232,3 +232,50 @@ fn override_and_included_files_are_one_project() {
         "{stderr}"
     );
 }
+
+/// A source's `env_files` replace the `.env` beside its Compose file in
+/// the agent: a relative one inside the source, an absolute one of the
+/// operator's, the agent's environment over both.
+#[test]
+fn the_agent_interpolates_a_source_with_its_env_files() {
+    let Some(mut host) = Instance::with_busybox("cenv", &[]) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("cenv");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(
+        src.join("compose.yaml"),
+        "services:\n  app:\n    image: localhost/moor-example/busybox:1\n    command: [sleep, \"3600\"]\n    \
+         init: true\n    network_mode: none\n    environment:\n      \
+         A: ${A:-none}\n      B: ${B:-none}\n      C: ${C:-none}\n",
+    )
+    .unwrap();
+    std::fs::write(src.join(".env"), "A=dotenv\nB=dotenv\nC=dotenv\n").unwrap();
+    std::fs::write(src.join("prod.env"), "B=prod\nC=prod\n").unwrap();
+    let ops = work.path().join("ops.env");
+    std::fs::write(&ops, "C=ops\n").unwrap();
+    let config = work.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "resync = \"1s\"\n[[source]]\nname = \"cenv\"\nurl = \"{}\"\nenv_files = [\"prod.env\", \"{}\"]\n",
+            src.display(),
+            ops.display()
+        ),
+    )
+    .unwrap();
+    host.start_agent_env(&["--config", config.to_str().expect("utf-8")], &[]);
+    wait_for("app running", Duration::from_secs(60), || {
+        host.running("app")
+    });
+    let out = host.moor(&["exec", "app", "sh", "-c", "echo $A $B $C"]);
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        said,
+        "none prod ops",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    host.stop_agent();
+}
