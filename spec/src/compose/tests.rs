@@ -1131,3 +1131,41 @@ fn includes_that_fan_out_are_bounded() {
         "{e}"
     );
 }
+
+#[test]
+fn a_kept_load_notices_override_and_included_files_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    write(
+        src,
+        "compose.yaml",
+        "include: [db/compose.yaml]\nservices:\n  web:\n    image: nginx:1.25\n",
+    );
+    write(
+        src,
+        "db/compose.yaml",
+        "services:\n  db:\n    image: postgres:15\n",
+    );
+    let mut loader = crate::Loader::new(LoadOptions::default());
+    let image = |s: &DesiredState, c: &str| s.containers[c].spec.image.to_string();
+    let s = ok(loader.load(&[src], None));
+    assert_eq!(image(&s, "web"), "docker.io/library/nginx:1.25");
+    // An override file appears; an included file changes.
+    write(
+        src,
+        "compose.override.yaml",
+        "services:\n  web:\n    image: nginx:1.27\n",
+    );
+    write(
+        src,
+        "db/compose.yaml",
+        "services:\n  db:\n    image: postgres:16\n",
+    );
+    let s = ok(loader.load(&[src], None));
+    assert_eq!(image(&s, "web"), "docker.io/library/nginx:1.27");
+    assert_eq!(image(&s, "db"), "docker.io/library/postgres:16");
+    // It goes again.
+    std::fs::remove_file(src.join("compose.override.yaml")).unwrap();
+    let s = ok(loader.load(&[src], None));
+    assert_eq!(image(&s, "web"), "docker.io/library/nginx:1.25");
+}
