@@ -270,8 +270,21 @@ impl Decoder<'_> {
         if *winner != name {
             return None;
         }
-        let found = OVERRIDE_NAMES.iter().find(|n| self.exists(n))?;
-        self.read_other(Path::new(found), Pos::new(1, 1), "", lookup)
+        for name in OVERRIDE_NAMES {
+            match self.in_tree(Path::new(name)) {
+                Ok((_, real)) if self.missing(&real) => {}
+                Ok(_) => return self.read_other(Path::new(name), Pos::new(1, 1), "", lookup),
+                // There, but not to be read (a link out of the tree).
+                Err(e) => {
+                    let lexical = crate::bind::resolve(self.dir, Path::new(name));
+                    self.others.push(lexical);
+                    let at = Pos::new(self.others.len() as u32 * OTHER_LINES + 1, 1);
+                    self.fail(at, "", e);
+                    return None;
+                }
+            }
+        }
+        None
     }
 
     /// The Compose file `rel` (relative to this one, inside the source's

@@ -1169,3 +1169,27 @@ fn a_kept_load_notices_override_and_included_files_change() {
     let s = ok(loader.load(&[src], None));
     assert_eq!(image(&s, "web"), "docker.io/library/nginx:1.25");
 }
+
+#[test]
+fn an_override_file_linked_out_of_the_tree_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "outside.yaml",
+        "services:\n  web:\n    image: not-yours\n",
+    );
+    let src = tmp.path().join("src");
+    write(
+        &src,
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx\n",
+    );
+    std::os::unix::fs::symlink("../outside.yaml", src.join("compose.override.yaml")).unwrap();
+    // Whether the source is read as a directory or the Compose file alone.
+    for path in [src.clone(), src.join("compose.yaml")] {
+        let e = err(load(&path));
+        assert!(e.contains("compose.override.yaml:1:1: error:"), "{e}");
+        assert!(e.contains("leads outside the source's tree"), "{e}");
+        assert!(!e.contains("not-yours"), "{e}");
+    }
+}
