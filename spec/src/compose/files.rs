@@ -191,6 +191,63 @@ fn rebase(root: &mut Node, project: &Path) {
     }
 }
 
+/// Gives the `environment` names an included model's services write
+/// without a value the value of its own variables (`vars`), as Compose
+/// resolves them in the included model; a name without one is left out.
+fn bare_environment(root: &mut Node, vars: &BTreeMap<String, String>) {
+    let Some((_, services)) = (match &mut root.value {
+        Value::Map(top) => top.iter_mut().find(|(k, _)| k.name == "services"),
+        _ => None,
+    }) else {
+        return;
+    };
+    let Value::Map(services) = &mut services.value else {
+        return;
+    };
+    for (_, svc) in services.iter_mut() {
+        let Value::Map(fields) = &mut svc.value else {
+            continue;
+        };
+        let Some((_, env)) = fields.iter_mut().find(|(k, _)| k.name == "environment") else {
+            continue;
+        };
+        match &mut env.value {
+            Value::Map(entries) => {
+                entries.retain_mut(|(k, v)| {
+                    if v.value != Value::Null {
+                        return true;
+                    }
+                    match vars.get(&k.name) {
+                        Some(val) => {
+                            v.value = Value::Str(val.clone());
+                            true
+                        }
+                        None => false,
+                    }
+                });
+            }
+            Value::Seq(items) => {
+                items.retain_mut(|i| {
+                    let Value::Str(s) = &mut i.value else {
+                        return true;
+                    };
+                    if s.contains('=') {
+                        return true;
+                    }
+                    match vars.get(s.as_str()) {
+                        Some(val) => {
+                            *s = format!("{s}={val}");
+                            true
+                        }
+                        None => false,
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
 /// `over` merged over `base`, two whole Compose models, as `docker compose`
 /// merges the files given with `-f`: services by Compose's merge rules
 /// (see [`merge_service`]), the other tables entry by entry, key by key,
@@ -404,6 +461,7 @@ impl Decoder<'_> {
                     continue;
                 };
                 rebase(&mut node, &project);
+                bare_environment(&mut node, &vars);
                 chain.push(whole);
                 self.include(&mut node, &project, options, chain);
                 chain.pop();

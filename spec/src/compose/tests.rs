@@ -970,7 +970,12 @@ fn include_adds_the_models_of_other_files_with_their_own_paths_and_env() {
         "cache/extra.yaml",
         "services:\n  cache:\n    command: [redis-server, --save, \"\"]\n",
     );
-    write(src, "cache/cache.env", "REDIS=7\n");
+    write(src, "cache/cache.env", "REDIS=7\nMAXMEM=64mb\n");
+    write(
+        src,
+        "cache/extra.yaml",
+        "services:\n  cache:\n    command: [redis-server, --save, \"\"]\n    environment: [MAXMEM, UNSET_HERE]\n",
+    );
     let s = ok(load(src));
     assert_eq!(
         s.containers.keys().collect::<Vec<_>>(),
@@ -990,6 +995,13 @@ fn include_adds_the_models_of_other_files_with_their_own_paths_and_env() {
     let cache = &s.containers["cache"].spec;
     assert_eq!(cache.image.to_string(), "docker.io/library/redis:7");
     assert_eq!(cache.command.as_ref().unwrap()[0], "redis-server");
+    // A name without a value takes the included model's own variable.
+    let env: Vec<(&str, &str)> = cache
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env, [("MAXMEM", "64mb")]);
     assert!(s.volumes.contains_key("data"));
     // Errors are reported in the included file, at its line.
     write(
