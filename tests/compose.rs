@@ -129,3 +129,153 @@ fn validate_shows_warnings_and_enables_profiles() {
     assert!(ok);
     assert!(stdout.contains("2 containers"), "{stdout}");
 }
+
+/// `--env-file` (repeatable, as `docker compose --env-file`): in place of
+/// the `.env` beside the Compose file, later files over earlier ones, the
+/// environment over all; relative to the current directory.
+#[test]
+fn env_files_replace_dot_env_and_the_environment_wins() {
+    let src = tempfile::tempdir().expect("source dir");
+    let dir = src.path().join("stack");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        "services:\n  app:\n    image: busybox\n    environment:\n      \
+         A: ${A:-none}\n      B: ${B:-none}\n      C: ${C:-none}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join(".env"), "A=dotenv\n").unwrap();
+    std::fs::write(src.path().join("one.env"), "B=one\nC=one\n").unwrap();
+    std::fs::write(src.path().join("two.env"), "C=two\n").unwrap();
+    let convert = |extra: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(crate::common::moor_bin())
+            .current_dir(src.path())
+            .args(["convert", "--to", "yaml", "stack", "--host-name", "h"])
+            .args(extra)
+            .env_remove("A")
+            .env_remove("B")
+            .env_remove("C")
+            .envs(env.iter().copied())
+            .output()
+            .expect("moor convert");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, stdout, stderr) = convert(&[], &[]);
+    assert!(ok, "{stderr}");
+    for want in ["A: \"dotenv\"", "B: \"none\"", "C: \"none\""] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    let (ok, stdout, stderr) = convert(
+        &["--env-file", "one.env", "--env-file", "two.env"],
+        &[("B", "process")],
+    );
+    assert!(ok, "{stderr}");
+    for want in ["A: \"none\"", "B: \"process\"", "C: \"two\""] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    let (ok, _, stderr) = convert(&["--env-file", "missing.env"], &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("compose.yaml:1:1: error") && stderr.contains("missing.env"),
+        "{stderr}"
+    );
+}
+
+/// A directory with an override file and an `include`: `moor validate`
+/// reads one project (the override and the included files, and the YAML
+/// files they use, are not manifests of their own), and reports a value of
+/// the override file at its own line.
+#[test]
+fn override_and_included_files_are_one_project() {
+    let src = tempfile::tempdir().expect("source dir");
+    let dir = src.path();
+    let write = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "compose.yaml",
+        "include: [monitoring/compose.yaml]\nservices:\n  web:\n    image: nginx:1.25\n",
+    );
+    write(
+        "compose.override.yaml",
+        "services:\n  web:\n    ports: [\"8080:80\"]\n  debug:\n    image: busybox\n",
+    );
+    write(
+        "monitoring/compose.yaml",
+        "services:\n  prometheus:\n    image: prom/prometheus\n    volumes: [\"./prometheus.yml:/etc/prometheus/prometheus.yml:ro\"]\n",
+    );
+    write("monitoring/prometheus.yml", "scrape_configs: [\n");
+    let validate = || {
+        let out = std::process::Command::new(crate::common::moor_bin())
+            .arg("validate")
+            .arg(dir)
+            .args(["--host-name", "h"])
+            .output()
+            .expect("moor validate");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, stdout, stderr) = validate();
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("3 containers"), "{stdout}");
+    write(
+        "compose.override.yaml",
+        "services:\n  web:\n    ports: [\"8080:http\"]\n",
+    );
+    let (ok, _, stderr) = validate();
+    assert!(!ok);
+    assert!(
+        stderr.contains("compose.override.yaml:3:13: error: containers.web.ports[0]"),
+        "{stderr}"
+    );
+}
+
+/// A source's `env_files` replace the `.env` beside its Compose file in
+/// the agent: a relative one inside the source, an absolute one of the
+/// operator's, the agent's environment over both.
+#[test]
+fn the_agent_interpolates_a_source_with_its_env_files() {
+    let Some(mut host) = Instance::with_busybox("cenv", &[]) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("cenv");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(
+        src.join("compose.yaml"),
+        "services:\n  app:\n    image: localhost/moor-example/busybox:1\n    command: [sleep, \"3600\"]\n    \
+         init: true\n    network_mode: none\n    environment:\n      \
+         A: ${A:-none}\n      B: ${B:-none}\n      C: ${C:-none}\n",
+    )
+    .unwrap();
+    std::fs::write(src.join(".env"), "A=dotenv\nB=dotenv\nC=dotenv\n").unwrap();
+    std::fs::write(src.join("prod.env"), "B=prod\nC=prod\n").unwrap();
+    let ops = work.path().join("ops.env");
+    std::fs::write(&ops, "C=ops\n").unwrap();
+    let config = work.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "resync = \"1s\"\n[[source]]\nname = \"cenv\"\nurl = \"{}\"\nenv_files = [\"prod.env\", \"{}\"]\n",
+            src.display(),
+            ops.display()
+        ),
+    )
+    .unwrap();
+    host.start_agent_env(&["--config", config.to_str().expect("utf-8")], &[]);
+    wait_for("app running", Duration::from_secs(60), || {
+        host.running("app")
+    });
+    let out = host.moor(&["exec", "app", "sh", "-c", "echo $A $B $C"]);
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(
+        said,
+        "none prod ops",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    host.stop_agent();
+}

@@ -330,3 +330,70 @@ fn the_agent_keys_secrets_and_never_shows_them() {
         assert!(found.is_empty(), "{v} written to {found:?}");
     }
 }
+
+/// A Compose file's `secrets` and `configs` are moor's secrets: a non-root
+/// user reads each at `/run/secrets/NAME` or its target, root's and 0444
+/// unless the entry says otherwise (as Compose copies them), and no value
+/// is shown by `plan` or `inspect`, nor bound from the source's tree.
+#[test]
+fn compose_secrets_and_configs_are_tmpfs_files_a_non_root_user_reads() {
+    let Some(mut host) = Instance::with_busybox("secc", &[]) else {
+        return;
+    };
+    const CONTENT: &str = "motd-Vb29Lx";
+    host.env.push(("SEC_COMPOSE_TOKEN".into(), TOKEN.into()));
+    let src = tempfile::tempdir().expect("tempdir");
+    let dir = src.path().to_str().expect("utf-8").to_string();
+    std::fs::write(src.path().join("db_password.txt"), FIRST).unwrap();
+    std::fs::write(src.path().join(".env"), format!("MOTD={CONTENT}\n")).unwrap();
+    std::fs::write(
+        src.path().join("compose.yaml"),
+        format!(
+            "services:\n  app:\n    image: {IMAGE}\n    command: [sleep, \"3600\"]\n    init: true\n    \
+             network_mode: none\n    user: \"65534:65534\"\n    secrets:\n      - db_password\n      \
+             - source: token\n        target: /etc/app/token\n        uid: \"65534\"\n        mode: 0400\n    \
+             configs:\n      - source: motd\n        target: /etc/motd\n\
+             secrets:\n  db_password:\n    file: ./db_password.txt\n  token:\n    environment: SEC_COMPOSE_TOKEN\n\
+             configs:\n  motd:\n    content: \"${{MOTD}}\"\n"
+        ),
+    )
+    .unwrap();
+
+    let plan = text(&host.moor(&["plan", "-p", "secc", &dir]));
+    host.moor_ok(&["apply", "-p", "secc", &dir]);
+    wait_for("app running", Duration::from_secs(60), || {
+        host.running("app")
+    });
+    for (path, value, owner) in [
+        ("/run/secrets/db_password", FIRST, "0:0 444"),
+        ("/etc/app/token", TOKEN, "65534:0 400"),
+        ("/etc/motd", CONTENT, "0:0 444"),
+    ] {
+        assert_eq!(
+            exec(&host, "app", &["cat", path]),
+            (true, value.to_string()),
+            "{path}"
+        );
+        assert_eq!(
+            exec(&host, "app", &["stat", "-c", "%u:%g %a", path]),
+            (true, owner.to_string()),
+            "{path}"
+        );
+        let (wrote, _) = exec(&host, "app", &["sh", "-c", &format!("echo x > {path}")]);
+        assert!(!wrote, "{path} was writable");
+    }
+    // The source's files are not what the container sees: nothing is bound from it.
+    let mounts = exec(&host, "app", &["cat", "/proc/self/mountinfo"]).1;
+    assert!(!mounts.contains(&dir), "{mounts}");
+    let mut shown = plan;
+    shown.push_str(&text(&host.moor(&["inspect", "app"])));
+    shown.push_str(&text(&host.moor(&["plan", "-p", "secc", &dir])));
+    for v in [FIRST, TOKEN, CONTENT] {
+        assert!(!shown.contains(v), "a value is shown:\n{shown}");
+        let mut found = Vec::new();
+        files_containing(host.dir(), v, &mut found);
+        assert!(found.is_empty(), "{v} written to {found:?}");
+    }
+    host.moor_ok(&["down", "-p", "secc", &dir]);
+    assert!(mounted_under(&host.dir().join("secrets")).is_empty());
+}

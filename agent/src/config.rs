@@ -200,6 +200,11 @@ pub struct SourceSection {
     /// `--profile`).
     #[serde(default)]
     pub profiles: Vec<String>,
+    /// Env files this source's Compose files are interpolated with, in
+    /// place of the `.env` beside them (and of `--env-file`): relative to
+    /// the Compose file, inside the source; or absolute, the operator's.
+    #[serde(default)]
+    pub env_files: Vec<PathBuf>,
     /// `correct` (default): put drift right; `report`: only report it.
     pub drift: Option<String>,
     /// `apply` (default), or `plan`: never change the host, show the plan.
@@ -317,6 +322,9 @@ pub struct SourceConfig {
     pub policy: Option<moor_spec::Policy>,
     /// Compose profiles enabled for this source (besides `--profile`).
     pub profiles: Vec<String>,
+    /// Env files for this source's Compose files (`None`: the agent's
+    /// `--env-file`, or else each Compose file's `.env`).
+    pub env_files: Option<Vec<PathBuf>>,
     /// Correct drift, or only report it.
     pub drift: moor_reconcile::DriftMode,
     /// Apply, or only plan.
@@ -400,6 +408,8 @@ pub struct Overrides {
     pub host_labels: Vec<(String, String)>,
     /// `--profile`: the Compose profiles enabled.
     pub profiles: Vec<String>,
+    /// `--env-file`, made absolute.
+    pub env_files: Option<Vec<PathBuf>>,
 }
 
 /// Reads the file (the given one, which must exist, or the default one if it
@@ -427,6 +437,7 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
     // Compose files are interpolated with the agent's own environment.
     load.env = std::env::vars().collect();
     load.profiles = o.profiles.iter().cloned().collect();
+    load.env_files = o.env_files.clone();
     // The command line's labels over the file's.
     let mut host_labels = file.host.labels;
     host_labels.extend(moor_spec::target::label_map(o.host_labels)?);
@@ -696,6 +707,7 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
         webhook_secret_file: s.webhook_secret_file,
         policy,
         profiles: s.profiles,
+        env_files: (!s.env_files.is_empty()).then_some(s.env_files),
         drift,
         mode,
     })
@@ -797,6 +809,7 @@ allowed_signers = "/etc/moor/allowed_signers"
 [[source]]
 url = "{}"
 profiles = ["metrics"]
+env_files = ["prod.env", "/etc/moor/app.env"]
 "#,
                 manifests.display()
             ),
@@ -811,6 +824,15 @@ profiles = ["metrics"]
         assert_eq!(c.load.max_file_size, 8 << 20);
         assert!(c.sources[0].profiles.is_empty());
         assert_eq!(c.sources[1].profiles, ["metrics"]);
+        assert_eq!(c.sources[0].env_files, None, "each Compose file's .env");
+        assert_eq!(
+            c.sources[1].env_files,
+            Some(vec![
+                PathBuf::from("prod.env"),
+                PathBuf::from("/etc/moor/app.env")
+            ])
+        );
+        assert_eq!(c.load.env_files, None);
         assert_eq!(c.webhook_addr, Some("0.0.0.0:9465".parse().unwrap()));
         assert_eq!(
             c.status_token_file.as_deref(),

@@ -3,8 +3,8 @@
 //! Every field is written from the normalised model, so loading the output
 //! gives the same resources with the same spec hashes. Two things have no
 //! spelling once normalised: `env_file` (its values are written into `env`)
-//! and the files a Compose service reads as secrets and configs (written as
-//! the read-only bind mounts they are).
+//! and secrets, a Compose file's secrets and configs among them (a note
+//! each: their values are never written out).
 
 use std::path::Path;
 use std::time::Duration;

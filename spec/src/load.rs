@@ -43,6 +43,12 @@ pub struct LoadOptions {
     /// The Compose profiles enabled: a service with `profiles` runs only
     /// when one of them is here (or in `COMPOSE_PROFILES`).
     pub profiles: std::collections::BTreeSet<String>,
+    /// The env files Compose files are interpolated with, in place of the
+    /// `.env` beside each (`--env-file`, a source's `env_files`), later
+    /// ones over earlier ones, all under [`LoadOptions::env`]. A relative
+    /// path is the Compose file's directory's, inside the source's tree; an
+    /// absolute one, the operator's, is read as it is. `None`: `.env`.
+    pub env_files: Option<Vec<PathBuf>>,
     /// The host's key for secrets' digests in spec hashes (the agent keeps
     /// it in `<state>/secret.key`). Empty by default: a secret's digest
     /// is then a constant that says nothing of its value (and a rotation
@@ -63,6 +69,7 @@ impl Default for LoadOptions {
             skip: Vec::new(),
             env: Default::default(),
             profiles: Default::default(),
+            env_files: None,
             secret_key: Vec::new(),
             age: None,
         }
@@ -77,6 +84,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("profiles", &self.profiles)
             .field("age", &self.age)
+            .field("env_files", &self.env_files)
             .finish()
     }
 }

@@ -246,6 +246,15 @@ fn decode_one(
     options: &LoadOptions,
     kept: Option<&Cached>,
 ) -> Outcome {
+    if crate::compose::is_override_file(file) {
+        // Beside a Compose file it is merged into it (and not listed).
+        return Outcome::alone(Diagnostic::warning(
+            file,
+            Pos::new(1, 1),
+            "",
+            "an override file is merged into the Compose file beside it (compose.yaml, docker-compose.yml…), and there is none; not read",
+        ));
+    }
     let Some(format) = Format::from_path(file) else {
         return Outcome::alone(Diagnostic::error(
             file,
@@ -284,6 +293,9 @@ fn decode_one(
                 for doc in &docs {
                     decoder.document(doc, &mut decoded.drafts);
                 }
+            }
+            if !decoder.others.is_empty() {
+                decoded.drafts.others = Some((file.to_path_buf(), decoder.others));
             }
             decoded.diags = decoder.diags;
             decoded.reads = decoder.reads;

@@ -1,8 +1,9 @@
 //! Checks across resources and files, then the final, hashed [`DesiredState`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
-use crate::decode::{ContainerDraft, Declared, Draft, Drafts, Elsewhere};
+use crate::decode::{ContainerDraft, Declared, Draft, Drafts, Elsewhere, OTHER_LINES};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::model::{
     ContainerSpec, DependCondition, DesiredState, ImageSpec, Kind, NetworkMode, NetworkSpec,
@@ -21,6 +22,9 @@ struct Checker<'e> {
     diags: Diagnostics,
     /// What the load left out because it targets other hosts.
     elsewhere: &'e Elsewhere<'e>,
+    /// The other files of Compose files (override, included), by each of
+    /// those files and the Compose file itself (see [`Checker::error`]).
+    others: &'e HashMap<&'e Path, &'e [PathBuf]>,
 }
 
 impl Checker<'_> {
@@ -31,8 +35,18 @@ impl Checker<'_> {
         field: &str,
         message: impl Into<String>,
     ) {
+        // A value of a Compose file's override or included file is at a
+        // shifted line (see `Decoder::locate`).
+        let k = (pos.line / OTHER_LINES) as usize;
+        let other = k
+            .checked_sub(1)
+            .and_then(|k| self.others.get(origin_file)?.get(k));
+        let (file, pos) = match other {
+            Some(f) => (f.as_path(), Pos::new(pos.line % OTHER_LINES, pos.column)),
+            None => (origin_file, pos),
+        };
         self.diags
-            .push(Diagnostic::error(origin_file, pos, field, message));
+            .push(Diagnostic::error(file, pos, field, message));
     }
 }
 
@@ -79,6 +93,13 @@ pub(crate) fn finish(
             .extend(f.containers.iter().filter(|c| keep(&c.d.target)));
     }
     let elsewhere = Elsewhere(elsewhere);
+    let mut others: HashMap<&Path, &[PathBuf]> = HashMap::new();
+    for (main, list) in files.iter().filter_map(|f| f.others.as_ref()) {
+        others.insert(main, list);
+        for o in list {
+            others.insert(o, list);
+        }
+    }
     let mut state = DesiredState::default();
     for d in &here.images {
         add(&mut state.images, d, crate::hash::image);
@@ -97,6 +118,7 @@ pub(crate) fn finish(
     let checker = || Checker {
         diags: Diagnostics::default(),
         elsewhere: &elsewhere,
+        others: &others,
     };
     let declarations = || {
         let mut c = checker();
@@ -164,6 +186,7 @@ pub(crate) fn finish(
     let mut c = Checker {
         diags,
         elsewhere: &elsewhere,
+        others: &others,
     };
     c.diags.extend(found);
     c.diags.extend(found_between);

@@ -44,12 +44,17 @@ pub struct HostArgs {
     /// Enable a Compose profile: its services run (repeatable; also `COMPOSE_PROFILES`).
     #[arg(long = "profile", value_name = "NAME")]
     pub profiles: Vec<String>,
+    /// Interpolate Compose files with this env file instead of the `.env`
+    /// beside them (repeatable: later files win; moor's environment wins
+    /// over all). Relative to the current directory.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
 }
 
 impl HostArgs {
     /// The load options these arguments ask for, but the policy (a file
     /// the handler reads).
-    pub fn load_options(&self) -> moor_spec::LoadOptions {
+    pub fn load_options(&self) -> anyhow::Result<moor_spec::LoadOptions> {
         let mut o = moor_spec::LoadOptions::default();
         if let Some(max) = self.max_manifest_size {
             o.max_file_size = max;
@@ -57,7 +62,25 @@ impl HostArgs {
         // Compose files are interpolated with moor's own environment.
         o.env = std::env::vars().collect();
         o.profiles = self.profiles.iter().cloned().collect();
-        o
+        o.env_files = self.env_files()?;
+        Ok(o)
+    }
+
+    /// `--env-file`s, made absolute against the current directory (as
+    /// `docker compose --env-file` reads them); `None` when there are none.
+    pub fn env_files(&self) -> anyhow::Result<Option<Vec<PathBuf>>> {
+        if self.env_files.is_empty() {
+            return Ok(None);
+        }
+        let files = self
+            .env_files
+            .iter()
+            .map(|f| {
+                std::path::absolute(f)
+                    .map_err(|e| anyhow::anyhow!("--env-file {}: {e}", f.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Some(files))
     }
 
     /// The identity to load manifests for (see `moor_spec::HostIdentity::resolve`).

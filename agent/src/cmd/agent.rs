@@ -37,6 +37,7 @@ fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
         allow_empty: args.allow_empty,
         webhook_secret_file: args.webhook_secret_file.clone(),
         profiles: Vec::new(),
+        env_files: Vec::new(),
         drift: args.drift.clone(),
         mode: args.mode.clone(),
         auth: AuthSection {
@@ -71,6 +72,7 @@ fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
         host_name: args.host.host_name.clone(),
         host_labels: args.host.host_labels.clone(),
         profiles: args.host.profiles.clone(),
+        env_files: args.host.env_files()?,
     })
 }
 

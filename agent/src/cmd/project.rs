@@ -55,7 +55,7 @@ pub enum HostKey<'a> {
 /// How the arguments ask manifests to be loaded: the size limit, the
 /// policy file (`--policy`) and the age key file (`--age-key-file`) read.
 pub fn load_options(args: &HostArgs) -> anyhow::Result<moor_spec::LoadOptions> {
-    let mut options = args.load_options();
+    let mut options = args.load_options()?;
     if let Some(file) = &args.policy {
         options.policy = Some(crate::config::read_policy(file)?);
     }

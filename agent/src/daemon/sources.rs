@@ -41,9 +41,12 @@ pub fn start_source(
     metrics: &Arc<Metrics>,
     controller: mpsc::Sender<Trigger>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    // The source's own policy and profiles; a git checkout is never
+    // The source's own policy, profiles and env files; a git checkout is never
     // written by a container, a directory's written parts are skipped.
     let mut loader = loader.with_profiles(&source.profiles);
+    if let Some(files) = &source.env_files {
+        loader.options.env_files = Some(files.clone());
+    }
     loader.options.policy = source.policy.clone();
     loader.options.age = source.age.clone();
     loader.options.writes = match &source.kind {

@@ -113,7 +113,16 @@ pub fn hashes(state: &DesiredState, images: bool) -> BTreeMap<String, String> {
         out.insert(format!("volumes.{n}"), r.hash.to_string());
     }
     for (n, r) in &state.containers {
-        out.insert(format!("containers.{n}"), r.hash.to_string());
+        // Secrets (a Compose file's secrets and configs among them) are
+        // never converted (each is a note): the rest must be the same.
+        let hash = if r.spec.secrets.is_empty() {
+            r.hash.clone()
+        } else {
+            let mut spec = r.spec.clone();
+            spec.secrets.clear();
+            moor_spec::hash::container(&spec)
+        };
+        out.insert(format!("containers.{n}"), hash.to_string());
     }
     out
 }

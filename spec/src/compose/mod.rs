@@ -16,12 +16,14 @@
 //! key, never silently dropped; what cannot run (a service with no image)
 //! is an error.
 
+mod files;
 mod interpolate;
 mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+pub use files::{OVERRIDE_NAMES, is_override_file};
 pub use interpolate::interpolate;
 
 use crate::decode::{Decoder, Drafts, did_you_mean};
@@ -59,34 +61,117 @@ pub fn is_compose_file(path: &Path) -> bool {
         .is_some_and(|n| FILE_NAMES.contains(&n))
 }
 
+/// How many Compose files [`skip_used`] reads, included ones among them.
+const MAX_SCANNED: usize = 1000;
+
 /// Leaves out of `files` what Compose files among them use as data rather
 /// than manifests: the files their services extend, their env files,
 /// bind sources (a `prometheus.yml`, a `./conf` directory) and the files of
-/// secrets and configs, wherever these are inside the source. Compose files
-/// themselves are never left out.
+/// secrets and configs, wherever these are inside the source; their
+/// override files; and the files they include (with what those use in
+/// turn). A Compose file is left out only when another includes it (and
+/// it does not include that one back: a loop is reported when it is read).
 pub(crate) fn skip_used<T>(files: &mut Vec<(PathBuf, T)>, max_file_size: u64) {
+    let roots: Vec<PathBuf> = files
+        .iter()
+        .filter(|(f, _)| is_compose_file(f))
+        .map(|(f, _)| crate::tree::normalize(f))
+        .collect();
     let mut used = Vec::new();
-    for (file, _) in files.iter().filter(|(f, _)| is_compose_file(f)) {
-        let Ok(text) = crate::load::read_capped(file, max_file_size) else {
+    let mut todo = roots.clone();
+    for root in &roots {
+        let dir = root.parent().unwrap_or(Path::new(""));
+        for name in OVERRIDE_NAMES {
+            let o = dir.join(name);
+            if files.iter().any(|(f, _)| crate::tree::normalize(f) == o) {
+                used.push(o.clone());
+                todo.push(o);
+            }
+        }
+    }
+    // What each Compose file read includes.
+    let mut includes: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    while let Some(file) = todo.pop() {
+        if includes.contains_key(&file) || includes.len() >= MAX_SCANNED {
             continue;
-        };
-        let Ok(docs) = crate::parse::parse(crate::parse::Format::Yaml, &text) else {
-            continue;
-        };
-        let dir = file.parent().unwrap_or(Path::new(""));
-        for doc in &docs {
+        }
+        let mut inc = Vec::new();
+        let text = crate::load::read_capped(&file, max_file_size).ok();
+        let docs = text.and_then(|t| crate::parse::parse(crate::parse::Format::Yaml, &t).ok());
+        let dir = file.parent().unwrap_or(Path::new("")).to_path_buf();
+        for doc in docs.iter().flatten() {
             for rel in used_paths(doc) {
                 used.push(crate::tree::normalize(&dir.join(rel)));
             }
+            for (rel, is_file) in include_paths(doc) {
+                let p = crate::tree::normalize(&dir.join(rel));
+                used.push(p.clone());
+                if is_file {
+                    inc.push(p.clone());
+                    todo.push(p);
+                }
+            }
         }
+        includes.insert(file, inc);
     }
     if used.is_empty() {
         return;
     }
+    let reach = |from: &PathBuf| -> Vec<PathBuf> {
+        let mut seen: Vec<PathBuf> = Vec::new();
+        let mut stack = includes.get(from).cloned().unwrap_or_default();
+        while let Some(f) = stack.pop() {
+            if !seen.contains(&f) {
+                stack.extend(includes.get(&f).cloned().unwrap_or_default());
+                seen.push(f);
+            }
+        }
+        seen
+    };
+    let reaches: BTreeMap<&PathBuf, Vec<PathBuf>> = roots.iter().map(|r| (r, reach(r))).collect();
     files.retain(|(f, _)| {
         let f = crate::tree::normalize(f);
-        is_compose_file(&f) || !used.iter().any(|u| f.starts_with(u))
+        if is_compose_file(&f) {
+            let mine = &reaches[&f];
+            !roots
+                .iter()
+                .any(|r| *r != f && reaches[r].contains(&f) && !mine.contains(r))
+        } else {
+            !used.iter().any(|u| f.starts_with(u))
+        }
     });
+}
+
+/// The relative paths of a Compose document's `include` entries, each
+/// with whether it is a Compose file (rather than an env file).
+fn include_paths(root: &Node) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let Some(Value::Seq(items)) = get(root, "include").map(|n| &n.value) else {
+        return out;
+    };
+    let mut add = |n: Option<&Node>, is_file: bool| {
+        let texts = match n.map(|n| &n.value) {
+            Some(Value::Seq(l)) => l.iter().filter_map(Node::scalar_text).collect(),
+            Some(_) => n.and_then(Node::scalar_text).into_iter().collect(),
+            None => Vec::new(),
+        };
+        for t in texts
+            .into_iter()
+            .filter(|t| !t.starts_with('/') && !t.contains('$'))
+        {
+            out.push((t, is_file));
+        }
+    };
+    for item in items {
+        match &item.value {
+            Value::Map(_) => {
+                add(get(item, "path"), true);
+                add(get(item, "env_file"), false);
+            }
+            _ => add(Some(item), true),
+        }
+    }
+    out
 }
 
 /// The relative paths a Compose document reads as data (see [`skip_used`]).
@@ -138,7 +223,7 @@ fn used_paths(root: &Node) -> Vec<String> {
 
 /// Top-level keys of the Compose Specification moor reads.
 const TOP_LEVEL: &[&str] = &[
-    "version", "name", "services", "networks", "volumes", "secrets", "configs",
+    "version", "name", "services", "networks", "volumes", "secrets", "configs", "include",
 ];
 
 fn key(name: &str, pos: Pos) -> Key {
@@ -175,10 +260,11 @@ fn join(parent: &str, key: &str) -> String {
     crate::decode::join(parent, key)
 }
 
-/// A file's `secrets` or `configs` entry: the file it reads, as written.
+/// A file's `secrets` or `configs` entry: the name of the secret its value
+/// is declared as (see [`Decoder::declare_secret`]), unless it has none.
 #[derive(Debug, Clone)]
 struct FileEntry {
-    file: Option<Node>,
+    declared: Option<String>,
 }
 
 /// The services of a file another extends, shared by every service that
@@ -209,13 +295,15 @@ struct Top {
 
 impl Decoder<'_> {
     pub(crate) fn warn(&mut self, pos: Pos, field: &str, message: impl Into<String>) {
-        self.diags
-            .push(Diagnostic::warning(self.file, pos, field, message));
+        let (file, pos) = self.locate(pos);
+        let d = Diagnostic::warning(file, pos, field, message);
+        self.diags.push(d);
     }
 
     pub(crate) fn fail(&mut self, pos: Pos, field: &str, message: impl Into<String>) {
-        self.diags
-            .push(Diagnostic::error(self.file, pos, field, message));
+        let (file, pos) = self.locate(pos);
+        let d = Diagnostic::error(file, pos, field, message);
+        self.diags.push(d);
     }
 
     /// Decodes the documents of a Compose file into `out`.
@@ -238,6 +326,14 @@ impl Decoder<'_> {
         let lookup = |name: &str| vars.get(name).cloned();
         let mut root = root.clone();
         self.interpolate_tree(&mut root, "", &lookup, true);
+        // The files it includes, then the override file beside it (with
+        // its own includes), merged over it as `docker compose` does.
+        let mut chain = vec![crate::tree::normalize(self.file)];
+        self.include(&mut root, Path::new(""), options, &mut chain);
+        if let Some(mut over) = self.override_file(&lookup) {
+            self.include(&mut over, Path::new(""), options, &mut chain);
+            root = files::merge_files(root, over);
+        }
         let mut profiles = options.profiles.clone();
         if let Some(p) = vars.get("COMPOSE_PROFILES") {
             profiles.extend(
@@ -252,15 +348,39 @@ impl Decoder<'_> {
     }
 
     /// The variables a Compose file is interpolated with: the loader's
-    /// environment, over a `.env` file beside the Compose file.
+    /// environment, over the env files it names (later ones over earlier
+    /// ones, as `docker compose --env-file a --env-file b`) or else a `.env`
+    /// file beside the Compose file.
     fn variables(&mut self, options: &LoadOptions) -> BTreeMap<String, String> {
         let mut vars = BTreeMap::new();
-        if let Ok((lexical, real)) = self.in_tree(Path::new(".env"))
-            && !self.missing(&real)
-        {
-            match self.env_file(real, lexical, ".env") {
-                Ok(found) => vars.extend(found),
-                Err(e) => self.fail(Pos::new(1, 1), "", e),
+        match &options.env_files {
+            None => {
+                if let Ok((lexical, real)) = self.in_tree(Path::new(".env"))
+                    && !self.missing(&real)
+                {
+                    match self.env_file(real, lexical, ".env") {
+                        Ok(found) => vars.extend(found),
+                        Err(e) => self.fail(Pos::new(1, 1), "", e),
+                    }
+                }
+            }
+            Some(files) => {
+                for file in files {
+                    let shown = file.display().to_string();
+                    // The operator's own file, named outside the source.
+                    let found = if file.is_absolute() {
+                        Ok((file.clone(), file.clone()))
+                    } else {
+                        self.in_tree(file)
+                    };
+                    let read = found
+                        .map_err(|e| format!("env file \"{shown}\": {e}"))
+                        .and_then(|(lexical, real)| self.env_file(real, lexical, &shown));
+                    match read {
+                        Ok(found) => vars.extend(found),
+                        Err(e) => self.fail(Pos::new(1, 1), "", e),
+                    }
+                }
             }
         }
         vars.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -319,20 +439,27 @@ impl Decoder<'_> {
                 "version" => {}
                 "name" => {
                     if !matches!(v.value, Value::Str(_)) {
-                        self.fail(v.pos, "name", format!("expected a string, found {}", v.value.kind()));
+                        self.fail(
+                            v.pos,
+                            "name",
+                            format!("expected a string, found {}", v.value.kind()),
+                        );
                     }
                 }
                 "services" => services = Some(v),
                 "networks" => networks = self.top_networks(v, &mut top),
                 "volumes" => volumes = self.top_volumes(v),
-                "secrets" => top.secrets = self.top_files(v, "secrets"),
-                "configs" => top.configs = self.top_files(v, "configs"),
+                "secrets" => top.secrets = self.top_files(v, "secrets", vars),
+                "configs" => top.configs = self.top_files(v, "configs", vars),
                 x if x.starts_with("x-") => {}
-                "include" => self.warn(k.pos, "include", "include is not supported by moor yet; ignored (put the files in the source instead)"),
                 other => {
                     let hint = did_you_mean(other, TOP_LEVEL.iter().copied())
                         .map_or_else(String::new, |h| format!("; did you mean \"{h}\"?"));
-                    self.warn(k.pos, other, format!("unknown top-level key; ignored{hint}"));
+                    self.warn(
+                        k.pos,
+                        other,
+                        format!("unknown top-level key; ignored{hint}"),
+                    );
                 }
             }
         }
@@ -366,6 +493,19 @@ impl Decoder<'_> {
         }
         if wants_default && !top.declares_default {
             networks.push((key("default", root.pos), map(root.pos, Vec::new())));
+            // The services that name no network are on that `default` too,
+            // as in Compose (not on moor's own default network).
+            for (name, c) in &mut containers {
+                let bridged = get(c, "network_mode")
+                    .is_none_or(|m| m.scalar_text().as_deref() == Some("bridge"));
+                if get(c, "networks").is_none()
+                    && bridged
+                    && let Value::Map(e) = &mut c.value
+                {
+                    let list = Node::new(name.pos, Value::Seq(vec![text(name.pos, "default")]));
+                    e.push((key("networks", name.pos), list));
+                }
+            }
         }
         let out = vec![
             (key("containers", root.pos), map(root.pos, containers)),
@@ -576,8 +716,9 @@ fn relocate(node: &mut Node, pos: Pos) {
     }
 }
 
-/// Keys whose lists add up when a service extends another (Compose's
-/// merge rules); other lists are replaced.
+/// Keys whose lists add up, each item once, when a service extends
+/// another or an override file names it again (Compose's merge rules);
+/// other lists are replaced.
 const APPENDED: &[&str] = &[
     "ports",
     "expose",
@@ -585,15 +726,22 @@ const APPENDED: &[&str] = &[
     "cap_drop",
     "dns",
     "dns_search",
+    "dns_opt",
     "tmpfs",
     "env_file",
     "security_opt",
     "devices",
-    "secrets",
-    "configs",
     "external_links",
     "links",
+    "profiles",
 ];
+
+/// Keys written as a string or a list: a string is a list of one.
+const LIST_OR_STRING: &[&str] = &["dns", "dns_search", "tmpfs", "env_file"];
+
+/// Keys whose lists merge by `source`: an entry for the same secret or
+/// config replaces the extended one.
+const BY_SOURCE: &[&str] = &["secrets", "configs"];
 
 /// Keys whose `KEY=VALUE` lists are maps when merged.
 const MAPS: &[&str] = &["environment", "labels", "sysctls"];
@@ -641,9 +789,56 @@ fn merge_service(base: Node, local: Node) -> Node {
 
 /// One key both services give.
 fn merge_value(name: &str, base: Node, local: Node) -> Node {
+    let listed = |n: Node| match n.value {
+        Value::Str(_) if LIST_OR_STRING.contains(&name) => Node::new(n.pos, Value::Seq(vec![n])),
+        _ => n,
+    };
+    // A list of networks or dependencies is a table of them when merged.
+    let table = |n: Node| match (&n.value, name) {
+        (Value::Seq(items), "networks" | "depends_on") => {
+            let entries = items
+                .iter()
+                .filter_map(|i| {
+                    let value = match name {
+                        "networks" => Node::new(i.pos, Value::Null),
+                        _ => map(
+                            i.pos,
+                            vec![(key("condition", i.pos), text(i.pos, "service_started"))],
+                        ),
+                    };
+                    Some((key(&i.scalar_text()?, i.pos), value))
+                })
+                .collect();
+            map(n.pos, entries)
+        }
+        _ => n,
+    };
+    let (base, local) = (listed(base), listed(local));
+    let (base, local) = match (&base.value, &local.value) {
+        (Value::Seq(_), Value::Seq(_)) => (base, local),
+        _ => (table(base), table(local)),
+    };
     match (&base.value, &local.value) {
         (Value::Seq(b), Value::Seq(l)) if APPENDED.contains(&name) => {
             let mut items = b.clone();
+            for i in l {
+                if !items.iter().any(|have| same(have, i)) {
+                    items.push(i.clone());
+                }
+            }
+            Node::new(local.pos, Value::Seq(items))
+        }
+        (Value::Seq(b), Value::Seq(l)) if BY_SOURCE.contains(&name) => {
+            let source = |n: &Node| match &n.value {
+                Value::Map(_) => get(n, "source").and_then(Node::scalar_text),
+                _ => n.scalar_text(),
+            };
+            let replaced: Vec<Option<String>> = l.iter().map(source).collect();
+            let mut items: Vec<Node> = b
+                .iter()
+                .filter(|i| !replaced.contains(&source(i)))
+                .cloned()
+                .collect();
             items.extend(l.iter().cloned());
             Node::new(local.pos, Value::Seq(items))
         }
@@ -661,6 +856,23 @@ fn merge_value(name: &str, base: Node, local: Node) -> Node {
         _ if MAPS.contains(&name) => merge_maps(as_map(base), as_map(local), false),
         (Value::Map(_), Value::Map(_)) if DEEP.contains(&name) => merge_maps(base, local, true),
         _ => local,
+    }
+}
+
+/// Whether two values are the same, wherever they are written.
+fn same(a: &Node, b: &Node) -> bool {
+    match (&a.value, &b.value) {
+        (Value::Seq(x), Value::Seq(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same(p, q))
+        }
+        (Value::Map(x), Value::Map(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((kp, p), (kq, q))| kp.name == kq.name && same(p, q))
+        }
+        (Value::Null, Value::Null) => true,
+        _ => a.scalar_text().is_some() && a.scalar_text() == b.scalar_text(),
     }
 }
 
@@ -682,6 +894,8 @@ fn merge_maps(base: Node, local: Node, deep: bool) -> Node {
             {
                 merge_maps(bv.clone(), v, true)
             }
+            // `back:` with nothing under it keeps what the base says of it.
+            Some((_, bv)) if deep && v.value == Value::Null => bv.clone(),
             _ => v,
         };
         out.push((k, merged));

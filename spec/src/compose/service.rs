@@ -2,6 +2,9 @@
 //! configs, rewritten into moor's spelling (see the module above).
 
 use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::decode::secrets::MAX_SECRET_SIZE;
 
 use super::{FileEntry, Top, entries, get, join, key, map, text};
 
@@ -142,7 +145,7 @@ impl Decoder<'_> {
     }
 
     /// Warns about every key of table `node` not among `known`.
-    fn only(&mut self, node: &Node, field: &str, known: &[&str]) {
+    pub(super) fn only(&mut self, node: &Node, field: &str, known: &[&str]) {
         for (k, _) in entries(node) {
             if !known.contains(&k.name.as_str()) && !k.name.starts_with("x-") {
                 self.unsupported(k.pos, &join(field, &k.name), "");
@@ -173,6 +176,7 @@ impl Decoder<'_> {
         };
         let mut out: Vec<(Key, Node)> = Vec::new();
         let mut mounts: Vec<Node> = Vec::new();
+        let mut files: Vec<Node> = Vec::new();
         let mut resources: Vec<(Key, Node)> = Vec::new();
         let mut joins_default = false;
         for (k, v) in list {
@@ -200,10 +204,8 @@ impl Decoder<'_> {
                 }
                 "volumes" => self.volumes(v, &f, &mut mounts),
                 "tmpfs" => self.tmpfs(v, &f, &mut mounts),
-                "secrets" => {
-                    self.file_mounts(v, &f, &top.secrets, "secret", "/run/secrets/", &mut mounts)
-                }
-                "configs" => self.file_mounts(v, &f, &top.configs, "config", "/", &mut mounts),
+                "secrets" => self.file_mounts(v, &f, &top.secrets, "secret", &mut files),
+                "configs" => self.file_mounts(v, &f, &top.configs, "config", &mut files),
                 "networks" => {
                     let (n, default) = self.service_networks(v, &f);
                     joins_default |= default;
@@ -261,6 +263,10 @@ impl Decoder<'_> {
         if !mounts.is_empty() {
             let pos = mounts[0].pos;
             out.push((key("mounts", pos), Node::new(pos, Value::Seq(mounts))));
+        }
+        if !files.is_empty() {
+            let pos = files[0].pos;
+            out.push((key("secrets", pos), Node::new(pos, Value::Seq(files))));
         }
         if !resources.is_empty() {
             let pos = resources[0].0.pos;
@@ -589,18 +595,24 @@ impl Decoder<'_> {
         }
     }
 
-    /// `secrets` or `configs` of a service: each a read-only bind mount of
-    /// the file the top level names, at `/run/secrets/NAME` or `/NAME`
-    /// unless `target` says where.
+    /// `secrets` or `configs` of a service: each one of moor's secrets
+    /// (a file of the container's own tmpfs, bound read-only), at
+    /// `/run/secrets/NAME` or `/NAME` unless `target` says where, owned by
+    /// root with mode 0444 unless `uid`, `gid` and `mode` say otherwise,
+    /// as Compose copies them into a container.
     fn file_mounts(
         &mut self,
         v: &Node,
         field: &str,
         declared: &BTreeMap<String, FileEntry>,
         what: &str,
-        under: &str,
-        mounts: &mut Vec<Node>,
+        out: &mut Vec<Node>,
     ) {
+        let under = if what == "secret" {
+            "/run/secrets/"
+        } else {
+            "/"
+        };
         let Value::Seq(items) = &v.value else {
             self.fail(
                 v.pos,
@@ -614,15 +626,6 @@ impl Decoder<'_> {
             let (source, target) = match &item.value {
                 Value::Map(_) => {
                     self.only(item, &f, &["source", "target", "uid", "gid", "mode"]);
-                    for k in ["uid", "gid", "mode"] {
-                        if let Some(pos) = key_pos(item, k) {
-                            self.unsupported(
-                                pos,
-                                &join(&f, k),
-                                " (the file keeps its owner and mode)",
-                            );
-                        }
-                    }
                     (
                         get(item, "source").and_then(Node::scalar_text),
                         get(item, "target").and_then(Node::scalar_text),
@@ -635,34 +638,62 @@ impl Decoder<'_> {
                 continue;
             };
             let Some(entry) = declared.get(&source) else {
+                let hint = did_you_mean(&source, declared.keys().map(String::as_str))
+                    .map_or_else(String::new, |h| format!("; did you mean \"{h}\"?"));
                 self.fail(
                     item.pos,
                     &f,
-                    format!("{what} \"{source}\" is not declared under the top-level {what}s"),
+                    format!(
+                        "{what} \"{source}\" is not declared under the top-level {what}s{hint}"
+                    ),
                 );
                 continue;
             };
-            let Some(file) = &entry.file else { continue };
+            // An entry without a value was reported where it is declared.
+            let Some(name) = &entry.declared else {
+                continue;
+            };
             let target = match target {
                 Some(t) if t.starts_with('/') => t,
                 Some(t) => format!("{under}{t}"),
                 None => format!("{under}{source}"),
             };
-            let target = if what == "secret" && !target.starts_with('/') {
-                format!("/run/secrets/{target}")
-            } else {
-                target
-            };
-            mounts.push(map(
-                item.pos,
+            let mut ids = [0u32, 0u32];
+            let mut good = true;
+            for (slot, k) in ids.iter_mut().zip(["uid", "gid"]) {
+                let Some(n) = get(item, k) else { continue };
+                match n.scalar_text().and_then(|s| s.parse::<u32>().ok()) {
+                    Some(id) if id < u32::MAX => *slot = id,
+                    _ => {
+                        let m = format!("{k} must be a number from 0 to {}", u32::MAX - 1);
+                        self.fail(n.pos, &join(&f, k), m);
+                        good = false;
+                    }
+                }
+            }
+            let mut mode = 0o444;
+            if let Some(n) = get(item, "mode") {
+                match file_mode(n) {
+                    Ok(m) => mode = m,
+                    Err(e) => {
+                        self.fail(n.pos, &join(&f, "mode"), e);
+                        good = false;
+                    }
+                }
+            }
+            if !good {
+                continue;
+            }
+            let p = item.pos;
+            let int = |v: u32| Node::new(p, Value::Int(i64::from(v)));
+            out.push(map(
+                p,
                 vec![
-                    (key("type", item.pos), text(item.pos, "bind")),
-                    (key("source", file.pos), file.clone()),
-                    (key("target", item.pos), text(item.pos, target)),
-                    (
-                        key("read_only", item.pos),
-                        Node::new(item.pos, Value::Bool(true)),
-                    ),
+                    (key("source", p), text(p, name.clone())),
+                    (key("target", p), text(p, target)),
+                    (key("uid", p), int(ids[0])),
+                    (key("gid", p), int(ids[1])),
+                    (key("mode", p), int(mode)),
                 ],
             ));
         }
@@ -980,27 +1011,146 @@ impl Decoder<'_> {
         out
     }
 
-    /// Top-level `secrets` or `configs`: the files they read.
-    pub(super) fn top_files(&mut self, v: &Node, table: &str) -> BTreeMap<String, FileEntry> {
+    /// Top-level `secrets` or `configs`: each value is read now (a
+    /// `file` inside the source's tree, a variable of the `environment`
+    /// Compose files are interpolated with, or a config's `content`) and
+    /// declared as one of moor's secrets, which services then name.
+    pub(super) fn top_files(
+        &mut self,
+        v: &Node,
+        table: &str,
+        vars: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, FileEntry> {
+        let what = if table == "secrets" {
+            "secret"
+        } else {
+            "config"
+        };
+        let kinds: &[&str] = if table == "secrets" {
+            &["file", "environment"]
+        } else {
+            &["file", "environment", "content"]
+        };
         let mut out = BTreeMap::new();
+        if v.value == Value::Null {
+            return out;
+        }
+        if !matches!(v.value, Value::Map(_)) {
+            let m = format!("expected a table of {table}, found {}", v.value.kind());
+            self.fail(v.pos, table, m);
+            return out;
+        }
         for (k, n) in entries(v) {
             let f = join(table, &k.name);
-            let mut file = None;
+            out.insert(k.name.clone(), FileEntry { declared: None });
+            if !matches!(n.value, Value::Map(_)) {
+                let m = format!(
+                    "expected a table with one of {}, found {}",
+                    kinds.join(", "),
+                    n.value.kind()
+                );
+                self.fail(n.pos, &f, m);
+                continue;
+            }
+            let mut given = Vec::new();
+            let mut external = false;
             for (ek, ev) in entries(n) {
+                let ef = join(&f, &ek.name);
                 match ek.name.as_str() {
-                    "file" => file = Some(ev.clone()),
-                    _ => self.unsupported(ek.pos, &join(&f, &ek.name), " (only file is)"),
+                    x if kinds.contains(&x) => given.push((ek.name.as_str(), ev, ef)),
+                    "external" if ev.value == Value::Bool(false) => {}
+                    "external" => {
+                        external = true;
+                        self.warn(ek.pos, &ef, format!("moor has no store of {what}s to take an external one from; ignored, and the services that use it do not get it"));
+                    }
+                    x if x.starts_with("x-") => {}
+                    _ => self.unsupported(ek.pos, &ef, ""),
                 }
             }
-            if file.is_none() && !entries(n).is_empty() {
-                // Already warned: the entry is declared, and mounts nothing.
-            } else if file.is_none() {
-                self.fail(n.pos, &f, "needs a file");
+            let (kind, node, vf) = match given.as_slice() {
+                [one] => one.clone(),
+                [] if external => continue,
+                [] => {
+                    let m = format!("needs one of {}", kinds.join(", "));
+                    self.fail(n.pos, &f, m);
+                    continue;
+                }
+                [_, (_, second, _), ..] => {
+                    let m = format!("give only one of {}", kinds.join(", "));
+                    self.fail(second.pos, &f, m);
+                    continue;
+                }
+            };
+            let value = match kind {
+                "file" => node.scalar_text().ok_or_else(|| "expected a path".to_string()).and_then(|path| {
+                    if Path::new(&path).is_absolute() {
+                        return Err(format!("{what} file \"{path}\" must be a relative path inside the source"));
+                    }
+                    self.in_tree(Path::new(&path))
+                        .map_err(|e| format!("{what} file \"{path}\": {e}"))
+                        .and_then(|(_, real)| self.text_file(&real))
+                        .map(String::into_bytes)
+                }),
+                "environment" => match node.scalar_text() {
+                    Some(var) => vars.get(&var).map(|v| v.clone().into_bytes()).ok_or_else(|| {
+                        format!("the variable \"{var}\" is not set (in moor's environment or the env file)")
+                    }),
+                    None => Err("expected the name of a variable".to_string()),
+                },
+                _ => node
+                    .scalar_text()
+                    .map(String::into_bytes)
+                    .ok_or_else(|| format!("expected the text of the config, found {}", node.value.kind())),
+            };
+            let value = match value {
+                Ok(v) if v.len() > MAX_SECRET_SIZE => {
+                    Err(format!("the value is larger than {MAX_SECRET_SIZE} bytes"))
+                }
+                other => other,
+            };
+            match value {
+                Ok(value) => {
+                    // Secrets and configs are two namespaces in Compose.
+                    let name = if table == "secrets" {
+                        k.name.clone()
+                    } else {
+                        format!("config:{}", k.name)
+                    };
+                    self.declare_secret(&name, value);
+                    out.insert(
+                        k.name.clone(),
+                        FileEntry {
+                            declared: Some(name),
+                        },
+                    );
+                }
+                Err(e) => self.fail(node.pos, &vf, e),
             }
-            out.insert(k.name.clone(), FileEntry { file });
         }
         out
     }
+}
+
+/// A file mode as Compose reads it: `0440` and `0o440` are octal (YAML 1.1,
+/// as docker-compose reads it, and 1.2), as is a string; any other number
+/// is taken as it is (`288` is `0o440`).
+fn file_mode(n: &Node) -> Result<u32, String> {
+    let octal = |s: &str| u32::from_str_radix(s, 8).ok();
+    let mode = match &n.value {
+        Value::Int(i) => match n.raw.as_deref() {
+            Some(r) if r.starts_with("0o") => octal(&r[2..]),
+            Some(r)
+                if r.len() > 1 && r.starts_with('0') && r.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                octal(&r[1..])
+            }
+            _ => u32::try_from(*i).ok(),
+        },
+        Value::Str(s) => octal(s.strip_prefix("0o").unwrap_or(s)),
+        _ => None,
+    };
+    mode.filter(|m| *m <= 0o777)
+        .ok_or_else(|| "expected a file mode from 0 to 0o777, like 0440".to_string())
 }
 
 /// Sets `resources.KEY`; `deploy`'s limits win over `mem_limit`, `cpus`

@@ -436,30 +436,184 @@ fn errors_in_an_extended_service_of_another_file_point_at_the_extends() {
     );
 }
 
+const SECRETS: &str = "\
+services:
+  app:
+    image: busybox
+    user: \"1000\"
+    secrets:
+      - db_password
+      - source: token
+        target: api/token
+        uid: \"103\"
+        gid: 104
+        mode: 0440
+    configs:
+      - source: app
+        target: /etc/app.ini
+      - source: motd
+        mode: 0o640
+      - source: banner
+        target: etc/banner
+        mode: \"0400\"
+secrets:
+  db_password: {file: ./db_password.txt}
+  token: {environment: API_TOKEN}
+configs:
+  app: {file: conf/app.ini}
+  motd: {content: \"hello ${WHO}\"}
+  banner: {environment: BANNER}
+";
+
+/// target, source, uid, gid, mode, value
+type SecretFile<'a> = (
+    &'a str,
+    &'a str,
+    Option<u32>,
+    Option<u32>,
+    u32,
+    Option<&'a [u8]>,
+);
+
 #[test]
-fn secrets_and_configs_are_read_only_files() {
+fn secrets_and_configs_are_moors_secrets() {
     let tmp = tempfile::tempdir().unwrap();
-    write(tmp.path(), "db_password.txt", "pw");
+    write(tmp.path(), "db_password.txt", "pw-from-file");
     write(tmp.path(), "conf/app.ini", "x=1");
+    // The environment wins over `.env`, as for interpolation.
     write(
         tmp.path(),
-        "compose.yaml",
-        "services:\n  app:\n    image: busybox\n    secrets: [db_password]\n    configs:\n      - source: app\n        target: /etc/app.ini\nsecrets:\n  db_password: {file: ./db_password.txt}\nconfigs:\n  app: {file: conf/app.ini}\n",
+        ".env",
+        "API_TOKEN=from-dotenv\nWHO=dotenv\nBANNER=b4nner\n",
     );
-    let s = ok(load(tmp.path()));
-    let m: Vec<(String, bool)> = s.containers["app"]
-        .spec
-        .mounts
+    write(tmp.path(), "compose.yaml", SECRETS);
+    let mut options = LoadOptions::default();
+    options
+        .env
+        .insert("API_TOKEN".into(), "tok-from-env".into());
+    options.secret_key = b"host key".to_vec();
+    let s = ok(load_opts(tmp.path(), &options));
+    let app = &s.containers["app"].spec;
+    // Nothing is bind-mounted from the source: every value is in memory.
+    assert!(app.mounts.is_empty(), "{:?}", app.mounts);
+    let got: Vec<SecretFile<'_>> = app
+        .secrets
         .iter()
-        .map(|m| (m.target.clone(), m.read_only))
+        .map(|m| {
+            let v = m.value.expose();
+            (
+                m.target.as_str(),
+                m.source.as_str(),
+                m.uid,
+                m.gid,
+                m.mode,
+                v,
+            )
+        })
         .collect();
-    assert_eq!(
-        m,
-        [
-            ("/etc/app.ini".to_string(), true),
-            ("/run/secrets/db_password".to_string(), true)
-        ]
+    let want: Vec<SecretFile<'_>> = vec![
+        (
+            "/etc/app.ini",
+            "config:app",
+            Some(0),
+            Some(0),
+            0o444,
+            Some(b"x=1"),
+        ),
+        (
+            "/etc/banner",
+            "config:banner",
+            Some(0),
+            Some(0),
+            0o400,
+            Some(b"b4nner"),
+        ),
+        (
+            "/motd",
+            "config:motd",
+            Some(0),
+            Some(0),
+            0o640,
+            Some(b"hello dotenv"),
+        ),
+        (
+            "/run/secrets/api/token",
+            "token",
+            Some(103),
+            Some(104),
+            0o440,
+            Some(b"tok-from-env"),
+        ),
+        (
+            "/run/secrets/db_password",
+            "db_password",
+            Some(0),
+            Some(0),
+            0o444,
+            Some(b"pw-from-file"),
+        ),
+    ];
+    assert_eq!(got, want);
+    for m in &app.secrets {
+        assert!(m.digest.starts_with("hmac-sha256:"), "{}", m.digest);
+        assert_ne!(m.digest, "hmac-sha256:unkeyed");
+    }
+    // The values are in no serialised or printed form of the state.
+    let json = serde_json::to_string(&s).unwrap();
+    let debug = format!("{s:?}");
+    for shown in [&json, &debug] {
+        for value in [
+            "pw-from-file",
+            "tok-from-env",
+            "hello dotenv",
+            "b4nner",
+            "x=1",
+        ] {
+            assert!(!shown.contains(value), "{value} in {shown}");
+        }
+    }
+    // A new value changes the hash of the container that reads it.
+    write(tmp.path(), "db_password.txt", "rotated");
+    let rotated = ok(load_opts(tmp.path(), &options));
+    assert_ne!(rotated.containers["app"].hash, s.containers["app"].hash);
+}
+
+#[test]
+fn secret_and_config_errors_name_the_compose_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "outside", "not yours");
+    let src = tmp.path().join("src");
+    write(&src, "pw", "v");
+    std::os::unix::fs::symlink("../outside", src.join("link")).unwrap();
+    write(
+        &src,
+        "compose.yaml",
+        "services:\n  app:\n    image: busybox\n    secrets:\n      - unsett\n      - {source: pw, mode: \"0999\", uid: abc}\n    configs: [nothere]\n\
+         secrets:\n  pw: {file: ./pw}\n  abs: {file: /etc/shadow}\n  up: {file: ../outside}\n  link: {file: link}\n  \
+         unset: {environment: NOPE}\n  both: {file: pw, environment: X}\n  none: {}\n  ext: {external: true}\n  \
+         cont: {content: x}\n\
+         configs:\n  c: {file: pw, driver: x}\n",
     );
+    let e = err(load(&src));
+    for want in [
+        "compose.yaml:5:9: error: services.app.secrets[0]: secret \"unsett\" is not declared under the top-level secrets; did you mean \"unset\"?",
+        "compose.yaml:6:28: error: services.app.secrets[1].mode: expected a file mode",
+        "compose.yaml:6:41: error: services.app.secrets[1].uid: uid must be a number",
+        "compose.yaml:7:15: error: services.app.configs[0]: config \"nothere\" is not declared",
+        "compose.yaml:10:15: error: secrets.abs.file: secret file \"/etc/shadow\" must be a relative path inside the source",
+        "compose.yaml:11:14: error: secrets.up.file: secret file \"../outside\"",
+        "compose.yaml:12:16: error: secrets.link.file: secret file \"link\"",
+        "compose.yaml:13:24: error: secrets.unset.environment: the variable \"NOPE\" is not set",
+        "compose.yaml:14:33: error: secrets.both: give only one of file, environment",
+        "compose.yaml:15:9: error: secrets.none: needs one of file, environment",
+        "compose.yaml:16:9: warning: secrets.ext.external: moor has no store of secrets",
+        "compose.yaml:17:10: warning: secrets.cont.content: not supported by moor yet",
+        "compose.yaml:17:9: error: secrets.cont: needs one of file, environment",
+        "compose.yaml:19:17: warning: configs.c.driver: not supported by moor yet",
+    ] {
+        assert!(e.contains(want), "{want:?} not in:\n{e}");
+    }
+    assert!(!e.contains("not yours"), "{e}");
 }
 
 #[test]
@@ -569,4 +723,485 @@ fn many_services_extending_a_large_service_are_refused_quickly() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn env_files_replace_dot_env_later_ones_win_and_the_environment_wins_over_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    write(
+        src,
+        "compose.yaml",
+        "services:\n  app:\n    image: busybox\n    environment:\n      A: ${A:-unset}\n      B: ${B:-unset}\n      C: ${C:-unset}\n      D: ${D:-unset}\n",
+    );
+    write(src, ".env", "A=dotenv\nD=dotenv\n");
+    write(src, "env/base.env", "A=base\nB=base\nC=base\n");
+    write(outside.path(), "prod.env", "B=prod\n");
+    let env_of = |files: Option<Vec<std::path::PathBuf>>| {
+        let mut options = LoadOptions {
+            env_files: files,
+            ..LoadOptions::default()
+        };
+        options.env.insert("C".into(), "process".into());
+        let s = ok(load_opts(src, &options));
+        let env = &s.containers["app"].spec.env;
+        ["A", "B", "C", "D"].map(|k| env[k].clone())
+    };
+    // Without env files: `.env`, under the environment.
+    assert_eq!(env_of(None), ["dotenv", "unset", "process", "dotenv"]);
+    // With them, `.env` is not read; later files win; the environment wins.
+    let prod = outside.path().join("prod.env");
+    assert_eq!(
+        env_of(Some(vec!["env/base.env".into(), prod.clone()])),
+        ["base", "prod", "process", "unset"]
+    );
+    assert_eq!(
+        env_of(Some(vec![prod, "env/base.env".into()])),
+        ["base", "base", "process", "unset"]
+    );
+}
+
+#[test]
+fn env_files_are_confined_and_must_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "outside.env", "A=not-yours\n");
+    let src = tmp.path().join("src");
+    write(
+        &src,
+        "compose.yaml",
+        "services:\n  app:\n    image: busybox:${A}\n",
+    );
+    std::os::unix::fs::symlink("../outside.env", src.join("link.env")).unwrap();
+    for (file, want) in [
+        ("missing.env", "env_file \"missing.env\" does not exist"),
+        (
+            "../outside.env",
+            "env file \"../outside.env\": `..` leads outside",
+        ),
+        (
+            "link.env",
+            "env file \"link.env\": \"link.env\" is a symbolic link",
+        ),
+    ] {
+        let options = LoadOptions {
+            env_files: Some(vec![file.into()]),
+            ..LoadOptions::default()
+        };
+        let e = err(load_opts(&src, &options));
+        assert!(
+            e.contains("compose.yaml:1:1: error: ") && e.contains(want),
+            "{file}: {e}"
+        );
+        assert!(!e.contains("not-yours"), "{e}");
+    }
+}
+
+#[test]
+fn an_override_file_merges_as_docker_compose_merges_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    write(src, "site/index.html", "hi");
+    write(src, "dev/index.html", "dev");
+    write(
+        src,
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx:1.25\n    command: [nginx, -g, daemon off;]\n    ports: [\"8080:80\"]\n    \
+         expose: [\"80\"]\n    environment: {A: \"1\", B: \"2\"}\n    volumes: [\"./site:/usr/share/nginx/html:ro\"]\n    \
+         healthcheck: {test: [CMD, \"true\"], interval: 5s}\n  db:\n    image: postgres:16\nnetworks:\n  back: {internal: true}\n",
+    );
+    write(
+        src,
+        "compose.override.yaml",
+        "services:\n  web:\n    image: nginx:1.27\n    command: [nginx-debug, -g, daemon off;]\n    ports: [\"8080:80\", \"9090:90\"]\n    \
+         environment: [B=3, C=4]\n    volumes: [\"./dev:/usr/share/nginx/html:ro\"]\n    healthcheck: {retries: 9}\n  \
+         cache:\n    image: redis:7\nnetworks:\n  back: {labels: {tier: back}}\n",
+    );
+    // Read as a manifest on its own it would be refused: it is not.
+    let s = ok(load(src));
+    assert_eq!(
+        s.containers.keys().collect::<Vec<_>>(),
+        ["cache", "db", "web"]
+    );
+    let web = &s.containers["web"].spec;
+    assert_eq!(web.image.to_string(), "docker.io/library/nginx:1.27");
+    assert_eq!(
+        web.command.as_deref(),
+        Some(&["nginx-debug".to_string(), "-g".into(), "daemon off;".into()][..])
+    );
+    let ports: Vec<String> = web
+        .ports
+        .iter()
+        .map(|p| format!("{}", p.container_port))
+        .collect();
+    assert_eq!(ports, ["80", "90"], "appended, each once");
+    let env: Vec<(&str, &str)> = web
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env, [("A", "1"), ("B", "3"), ("C", "4")]);
+    assert_eq!(
+        web.mounts.len(),
+        1,
+        "a mount of the same target is replaced"
+    );
+    assert!(
+        matches!(&web.mounts[0].source, MountSource::Bind { source, .. } if source.ends_with("dev"))
+    );
+    let h = web.healthcheck.as_ref().unwrap();
+    assert_eq!((h.interval, h.retries), (Duration::from_secs(5), 9));
+    let back = &s.networks["back"].spec;
+    assert!(back.internal);
+    assert_eq!(back.labels["tier"], "back");
+    // An override's own values are reported at its own lines.
+    write(
+        src,
+        "compose.override.yaml",
+        "services:\n  web:\n    ports: [\"80:abc\"]\n    restart: sometimes\n",
+    );
+    let e = err(load(src));
+    assert!(
+        e.contains("compose.override.yaml:3:13: error: containers.web.ports[1]"),
+        "{e}"
+    );
+    assert!(
+        e.contains("compose.override.yaml:4:14: error: containers.web.restart"),
+        "{e}"
+    );
+    // So are those the checks across resources find.
+    write(
+        src,
+        "compose.override.yaml",
+        "services:\n  web:\n    ports: [\"8080:81\"]\n",
+    );
+    let e = err(load(src));
+    assert!(e.contains("compose.override.yaml:3:13: error: containers.web.ports[1]: host port 0.0.0.0:8080/tcp is already published"), "{e}");
+    write(
+        src,
+        "compose.override.yaml",
+        "services:\n  web:\n    image: ${NOPE:?set NOPE}\n",
+    );
+    let e = err(load(src));
+    assert!(
+        e.contains("compose.override.yaml:3:12: error: services.web.image: required variable NOPE"),
+        "{e}"
+    );
+    write(src, "compose.override.yaml", "services:\n  web: [\n");
+    let e = err(load(src));
+    assert!(e.contains("compose.override.yaml:"), "{e}");
+}
+
+#[test]
+fn an_override_file_goes_with_the_compose_file_docker_compose_picks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    write(
+        src,
+        "docker-compose.yml",
+        "services:\n  web:\n    image: nginx:1.25\n",
+    );
+    write(
+        src,
+        "docker-compose.override.yml",
+        "services:\n  web:\n    image: nginx:1.27\n",
+    );
+    let s = ok(load(src));
+    assert_eq!(
+        s.containers["web"].spec.image.to_string(),
+        "docker.io/library/nginx:1.27"
+    );
+    // An override file with no Compose file beside it is a warning, not read.
+    let lone = tempfile::tempdir().unwrap();
+    write(
+        lone.path(),
+        "compose.override.yaml",
+        "services:\n  web:\n    image: nginx\n",
+    );
+    write(
+        lone.path(),
+        "app.toml",
+        "[containers.app]\nimage = \"busybox\"\n",
+    );
+    let s = ok(load(lone.path()));
+    assert_eq!(s.containers.keys().collect::<Vec<_>>(), ["app"]);
+    let w = s.warnings.to_string();
+    assert!(
+        w.contains("compose.override.yaml:1:1: warning: an override file is merged"),
+        "{w}"
+    );
+}
+
+#[test]
+fn include_adds_the_models_of_other_files_with_their_own_paths_and_env() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    write(
+        src,
+        "compose.yaml",
+        "include:\n  - db/compose.yaml\n  - path: [cache/base.yaml, cache/extra.yaml]\n    env_file: cache/cache.env\n\
+         services:\n  web:\n    image: nginx:1.25\n    depends_on: [db, cache]\n",
+    );
+    write(
+        src,
+        "db/compose.yaml",
+        "include: [../monitor/compose.yaml]\nservices:\n  db:\n    image: postgres:${PG:-15}\n    env_file: db.env\n    \
+         volumes: [\"./init:/docker-entrypoint-initdb.d:ro\", \"data:/var/lib/postgresql/data\"]\n    secrets: [pw]\n\
+         volumes:\n  data: {}\nsecrets:\n  pw: {file: ./pw.txt}\n",
+    );
+    write(src, "db/.env", "PG=16\n");
+    write(src, "db/db.env", "POSTGRES_DB=app\n");
+    write(src, "db/init/schema.sql", "create table t ();\n");
+    // YAML data of an included file is not a manifest either.
+    write(src, "db/init/conf.yml", "not: [a, manifest\n");
+    write(src, "db/pw.txt", "pw");
+    write(
+        src,
+        "monitor/compose.yaml",
+        "services:\n  exporter:\n    image: prom/postgres-exporter\n",
+    );
+    write(
+        src,
+        "cache/base.yaml",
+        "services:\n  cache:\n    image: redis:${REDIS}\n",
+    );
+    write(
+        src,
+        "cache/extra.yaml",
+        "services:\n  cache:\n    command: [redis-server, --save, \"\"]\n",
+    );
+    write(src, "cache/cache.env", "REDIS=7\nMAXMEM=64mb\n");
+    write(
+        src,
+        "cache/extra.yaml",
+        "services:\n  cache:\n    command: [redis-server, --save, \"\"]\n    environment: [MAXMEM, UNSET_HERE]\n",
+    );
+    let s = ok(load(src));
+    assert_eq!(
+        s.containers.keys().collect::<Vec<_>>(),
+        ["cache", "db", "exporter", "web"]
+    );
+    let db = &s.containers["db"].spec;
+    assert_eq!(
+        db.image.to_string(),
+        "docker.io/library/postgres:16",
+        "its own .env"
+    );
+    assert_eq!(db.env["POSTGRES_DB"], "app");
+    assert!(
+        matches!(&db.mounts[0].source, MountSource::Bind { source, .. } if source.ends_with("db/init"))
+    );
+    assert_eq!(db.secrets[0].value.expose(), Some(&b"pw"[..]));
+    let cache = &s.containers["cache"].spec;
+    assert_eq!(cache.image.to_string(), "docker.io/library/redis:7");
+    assert_eq!(cache.command.as_ref().unwrap()[0], "redis-server");
+    // A name without a value takes the included model's own variable.
+    let env: Vec<(&str, &str)> = cache
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env, [("MAXMEM", "64mb")]);
+    assert!(s.volumes.contains_key("data"));
+    // Errors are reported in the included file, at its line.
+    write(
+        src,
+        "monitor/compose.yaml",
+        "services:\n  exporter:\n    image: prom/postgres-exporter\n    ports: [\"x:1\"]\n",
+    );
+    let e = err(load(src));
+    assert!(
+        e.contains("monitor/compose.yaml:4:13: error: containers.exporter.ports[0]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn include_errors_loops_clashes_and_escapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "outside.yaml",
+        "services:\n  x:\n    image: busybox\n",
+    );
+    let src = tmp.path().join("src");
+    write(
+        &src,
+        "compose.yaml",
+        "include: [a/compose.yaml, ../outside.yaml, /etc/compose.yaml, missing.yaml, clash.yaml]\nservices:\n  web:\n    image: busybox\n",
+    );
+    write(
+        &src,
+        "a/compose.yaml",
+        "include: [../b/compose.yaml]\nservices:\n  a:\n    image: busybox\n",
+    );
+    write(
+        &src,
+        "b/compose.yaml",
+        "include: [../a/compose.yaml]\nservices:\n  b:\n    image: busybox\n",
+    );
+    write(&src, "clash.yaml", "services:\n  web:\n    image: nginx\n");
+    let e = err(load(&src));
+    for want in [
+        "b/compose.yaml:1:11: error: include[0]: include \"../a/compose.yaml\" leads back to a file that includes it",
+        "compose.yaml:1:27: error: include[1]: \"../outside.yaml\": `..` leads outside",
+        "compose.yaml:1:44: error: include[2]: \"/etc/compose.yaml\" must be a relative path",
+        "compose.yaml:1:63: error: include[3]: \"missing.yaml\"",
+        "clash.yaml:2:3: error: services.web: service \"web\" is also defined by the file that includes this one",
+    ] {
+        assert!(e.contains(want), "{want:?} not in:\n{e}");
+    }
+    assert!(!e.contains("src/compose.yaml:1:1"), "{e}");
+    assert!(
+        !e.contains(".env"),
+        "a missing default .env is not an error: {e}"
+    );
+}
+
+#[test]
+fn a_service_without_networks_joins_the_default_another_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "compose.yaml",
+        "services:\n  a:\n    image: busybox\n    networks: [default, back]\n  b:\n    image: busybox\n  \
+         h:\n    image: busybox\n    network_mode: host\nnetworks:\n  back: {}\n",
+    );
+    let s = ok(load(tmp.path()));
+    let nets = |c: &str| -> Vec<String> {
+        s.containers[c]
+            .spec
+            .networks
+            .iter()
+            .map(|n| n.network.clone())
+            .collect()
+    };
+    assert_eq!(nets("a"), ["default", "back"]);
+    assert_eq!(
+        nets("b"),
+        ["default"],
+        "on the network a shares, as in Compose"
+    );
+    assert!(nets("h").is_empty());
+}
+
+#[test]
+fn includes_that_fan_out_are_bounded() {
+    // Each file includes the next one twice: 2^20 reads if nothing stopped
+    // it. At most 64 other files are read, and the load says so, quickly.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    write(
+        src,
+        "compose.yaml",
+        "include: [f0.yaml, f0.yaml]\nservices:\n  web:\n    image: busybox\n",
+    );
+    for i in 0..20 {
+        let next = format!("f{}.yaml", i + 1);
+        write(
+            src,
+            &format!("f{i}.yaml"),
+            &format!("include: [{next}, {next}]\n"),
+        );
+    }
+    write(src, "f20.yaml", "services: {}\n");
+    let started = std::time::Instant::now();
+    let e = err(load(src));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(e.contains("more than 8 deep"), "{e}");
+    // A file that includes itself.
+    write(
+        src,
+        "compose.yaml",
+        "include: [compose.yaml]\nservices:\n  web:\n    image: busybox\n",
+    );
+    let e = err(load(src));
+    assert!(
+        e.contains("compose.yaml:1:11: error: include[0]: include \"compose.yaml\" leads back"),
+        "{e}"
+    );
+    // Many files side by side.
+    let many: Vec<String> = (0..70).map(|i| format!("m{i}.yaml")).collect();
+    for m in &many {
+        write(src, m, "services: {}\n");
+    }
+    write(
+        src,
+        "compose.yaml",
+        &format!(
+            "include: [{}]\nservices:\n  web:\n    image: busybox\n",
+            many.join(", ")
+        ),
+    );
+    let e = err(load(src));
+    assert!(
+        e.contains("a Compose file brings in at most 64 other files"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_kept_load_notices_override_and_included_files_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path();
+    write(
+        src,
+        "compose.yaml",
+        "include: [db/compose.yaml]\nservices:\n  web:\n    image: nginx:1.25\n",
+    );
+    write(
+        src,
+        "db/compose.yaml",
+        "services:\n  db:\n    image: postgres:15\n",
+    );
+    let mut loader = crate::Loader::new(LoadOptions::default());
+    let image = |s: &DesiredState, c: &str| s.containers[c].spec.image.to_string();
+    let s = ok(loader.load(&[src], None));
+    assert_eq!(image(&s, "web"), "docker.io/library/nginx:1.25");
+    // An override file appears; an included file changes.
+    write(
+        src,
+        "compose.override.yaml",
+        "services:\n  web:\n    image: nginx:1.27\n",
+    );
+    write(
+        src,
+        "db/compose.yaml",
+        "services:\n  db:\n    image: postgres:16\n",
+    );
+    let s = ok(loader.load(&[src], None));
+    assert_eq!(image(&s, "web"), "docker.io/library/nginx:1.27");
+    assert_eq!(image(&s, "db"), "docker.io/library/postgres:16");
+    // It goes again.
+    std::fs::remove_file(src.join("compose.override.yaml")).unwrap();
+    let s = ok(loader.load(&[src], None));
+    assert_eq!(image(&s, "web"), "docker.io/library/nginx:1.25");
+}
+
+#[test]
+fn an_override_file_linked_out_of_the_tree_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "outside.yaml",
+        "services:\n  web:\n    image: not-yours\n",
+    );
+    let src = tmp.path().join("src");
+    write(
+        &src,
+        "compose.yaml",
+        "services:\n  web:\n    image: nginx\n",
+    );
+    std::os::unix::fs::symlink("../outside.yaml", src.join("compose.override.yaml")).unwrap();
+    // Whether the source is read as a directory or the Compose file alone.
+    for path in [src.clone(), src.join("compose.yaml")] {
+        let e = err(load(&path));
+        assert!(e.contains("compose.override.yaml:1:1: error:"), "{e}");
+        assert!(e.contains("leads outside the source's tree"), "{e}");
+        assert!(!e.contains("not-yours"), "{e}");
+    }
 }

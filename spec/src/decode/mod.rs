@@ -7,11 +7,11 @@
 mod container;
 mod outside;
 mod resources;
-mod secrets;
+pub(crate) mod secrets;
 mod target;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::diag::{Diagnostic, Diagnostics};
@@ -227,7 +227,14 @@ pub(crate) struct Decoder<'a> {
     pub(crate) age: Option<&'a crate::sops::AgeKeys>,
     /// The secrets this file declares.
     pub(crate) secrets: std::collections::BTreeMap<String, secrets::Secret>,
+    /// Other files whose values a Compose file's tree holds (its override
+    /// file, the files it includes): the values of `others[k]` are at
+    /// lines shifted by `(k + 1) * OTHER_LINES` (see [`Decoder::locate`]).
+    pub(crate) others: Vec<PathBuf>,
 }
+
+/// How far the lines of each of [`Decoder::others`] are shifted.
+pub(crate) const OTHER_LINES: u32 = 1 << 23;
 
 impl<'a> Decoder<'a> {
     pub(crate) fn new(file: &'a Path, dir: &'a Path, tree: &'a Tree) -> Self {
@@ -243,16 +250,24 @@ impl<'a> Decoder<'a> {
             secret_key: &[],
             age: None,
             secrets: Default::default(),
+            others: Vec::new(),
+        }
+    }
+
+    /// The file and position `pos` is in: this file's, or one of
+    /// [`Decoder::others`] for a shifted line.
+    pub(crate) fn locate(&self, pos: Pos) -> (&Path, Pos) {
+        let k = (pos.line / OTHER_LINES) as usize;
+        match k.checked_sub(1).and_then(|k| self.others.get(k)) {
+            Some(file) => (file, Pos::new(pos.line % OTHER_LINES, pos.column)),
+            None => (self.file, pos),
         }
     }
 
     pub(crate) fn error(&mut self, pos: Pos, field: &Field<'_>, message: impl Into<String>) {
-        self.diags.push(Diagnostic::error(
-            self.file,
-            pos,
-            field.to_string(),
-            message,
-        ));
+        let (file, pos) = self.locate(pos);
+        let d = Diagnostic::error(file, pos, field.to_string(), message);
+        self.diags.push(d);
     }
 
     fn type_error(&mut self, node: &Node, field: &Field<'_>, expected: &str) {
@@ -287,7 +302,10 @@ impl<'a> Decoder<'a> {
                 self.error(
                     k.pos,
                     &field.key(&k.name),
-                    format!("defined twice in one table (first at line {})", first.line),
+                    format!(
+                        "defined twice in one table (first at line {})",
+                        self.locate(first).1.line
+                    ),
                 );
                 continue;
             }

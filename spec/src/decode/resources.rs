@@ -1,6 +1,7 @@
 //! The top level of a document, and the three simple kinds: images, networks, volumes.
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
@@ -106,6 +107,9 @@ pub(crate) struct Drafts {
     pub(crate) networks: Vec<Draft<NetworkSpec>>,
     pub(crate) volumes: Vec<Draft<VolumeSpec>>,
     pub(crate) containers: Vec<ContainerDraft>,
+    /// A Compose file's other files (see `Decoder::others`), and the file
+    /// itself: positions in its drafts past `OTHER_LINES` are in them.
+    pub(crate) others: Option<(PathBuf, Vec<PathBuf>)>,
 }
 
 impl Drafts {
@@ -200,9 +204,10 @@ impl Decoder<'_> {
             for (name_key, spec) in resources {
                 let field = table.key(&name_key.name);
                 self.check(name_key.pos, &field, check_name(&name_key.name));
+                let (file, pos) = self.locate(name_key.pos);
                 let origin = Origin {
-                    file: self.file.to_path_buf(),
-                    pos: name_key.pos,
+                    file: file.to_path_buf(),
+                    pos,
                 };
                 // A resource's own target replaces its document's.
                 let own_target = match &spec.value {

@@ -24,6 +24,17 @@ pub(crate) struct Secret {
 }
 
 impl Decoder<'_> {
+    /// Declares the secret `name` with `value` (Compose's `secrets` and
+    /// `configs`, whose values the Compose lowering reads).
+    pub(crate) fn declare_secret(&mut self, name: &str, value: Vec<u8>) {
+        let digest = crate::hash::secret_digest(self.secret_key, name, &value);
+        let secret = Secret {
+            value: SecretValue::new(value),
+            digest,
+        };
+        self.secrets.insert(name.to_string(), secret);
+    }
+
     /// The top-level `secrets` table of a document.
     pub(crate) fn secrets_table(&mut self, node: &Node) {
         let table = ROOT.key("secrets");
