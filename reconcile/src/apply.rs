@@ -462,6 +462,21 @@ impl<R: Runtime> Ctx<'_, R> {
                     .insert(a.name.clone(), digest);
                 Ok(())
             }
+            (Kind::Image, Verb::Build) => {
+                let image = self
+                    .desired
+                    .images
+                    .values()
+                    .find(|i| i.spec.build.is_some() && i.spec.reference.to_string() == a.name)
+                    .ok_or_else(|| missing(a))?;
+                let build = image.spec.build.as_ref().ok_or_else(|| missing(a))?;
+                let digest = self.rt.build(&image.spec.reference, build).await?;
+                self.digests
+                    .lock()
+                    .expect("digest map poisoned")
+                    .insert(a.name.clone(), digest);
+                Ok(())
+            }
             (Kind::Network, Verb::Create | Verb::Replace) => {
                 let net = self
                     .desired

@@ -21,6 +21,7 @@ pub mod cache;
 pub mod config;
 mod copy;
 mod error;
+pub mod inputs;
 pub mod layer;
 mod run;
 mod state;
