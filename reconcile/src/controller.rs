@@ -106,7 +106,7 @@ pub struct Condition {
     pub name: String,
     /// Ready, progressing or failed.
     pub status: ConditionStatus,
-    /// A short word: `UpToDate`, `Applied`, `ActionFailed`, `Blocked`, `BackingOff`.
+    /// A short word: `UpToDate`, `Applied`, `ActionFailed`, `BuildFailed`, `Blocked`, `BackingOff`.
     pub reason: &'static str,
     /// For people.
     pub message: String,
