@@ -180,8 +180,9 @@ fn the_agent_reports_a_failed_build_and_keeps_the_container() {
         dir.to_str().expect("utf-8"),
         "-p",
         project,
+        // No periodic pass helps: an edit of the context must trigger one.
         "--resync",
-        "2s",
+        "10m",
     ]);
     log_shows(&host, "app", "page one");
     let pid = host.pid("app").expect("app runs");

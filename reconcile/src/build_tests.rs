@@ -294,3 +294,76 @@ fn changes_name_files_dockerfile_args_target_and_bases() {
     );
     assert!(before.changes_since(&before).is_empty());
 }
+
+/// What the controller told its recorder about builds.
+#[derive(Default)]
+struct Builds(std::sync::Mutex<Vec<bool>>);
+
+impl Recorder for Builds {
+    fn build(&self, ok: bool, _duration: Duration) {
+        self.0.lock().unwrap().push(ok);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_controller_replaces_at_once_and_reports_a_failed_build() {
+    use std::sync::Arc;
+    use tokio::sync::{mpsc, watch};
+
+    let rt = Arc::new(FakeRuntime::new());
+    rt.set_build_inputs(Path::new(CONTEXT), inputs(&[("main.py", "1")], "1"));
+    let (tx, rx) = mpsc::channel(16);
+    let (status_tx, status) = watch::channel(Status::default());
+    let recorder: &'static Builds = Box::leak(Box::default());
+    let controller = Controller::new(rt.clone(), ControllerOptions::new(PROJECT));
+    let task = tokio::spawn(async move { controller.run(rx, status_tx, recorder).await });
+    let source = |rev: &str| Trigger::Source {
+        revision: Some(rev.into()),
+        result: Ok(desired()),
+    };
+    let count = |call: &str| rt.calls().iter().filter(|c| *c == call).count();
+
+    tx.send(source("r1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(count(&format!("build {REF}")), 1);
+    assert_eq!(count("create_container web"), 1);
+    assert_eq!(*recorder.0.lock().unwrap(), [true]);
+
+    // The context changed (a new revision of the source): built, and the
+    // container replaced in the pass that follows at once, long before
+    // the periodic one.
+    rt.set_build_inputs(Path::new(CONTEXT), inputs(&[("main.py", "2")], "1"));
+    tx.send(source("r2")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(count(&format!("build {REF}")), 2);
+    assert_eq!(count("create_container web"), 2, "{:?}", rt.calls());
+    let web = rt.with_host(|h| h.containers["web"].hash.clone());
+
+    // A failed build: reported, and the container stays.
+    rt.set_build_inputs(Path::new(CONTEXT), inputs(&[("main.py", "3")], "1"));
+    rt.fail_next(
+        &format!("build {REF}"),
+        "the command '/bin/sh -c exit 7' returned a non-zero code: 7",
+    );
+    tx.send(source("r3")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*recorder.0.lock().unwrap(), [true, true, false]);
+    let s = status.borrow().clone();
+    let c = &s.conditions[&format!("image/{REF}")];
+    assert_eq!(c.status, ConditionStatus::Failed);
+    assert_eq!(c.reason, "BuildFailed");
+    assert!(
+        c.message.contains("returned a non-zero code: 7"),
+        "{}",
+        c.message
+    );
+    assert_eq!(rt.with_host(|h| h.containers["web"].hash.clone()), web);
+    assert_eq!(count("create_container web"), 2);
+
+    // Retried after its backoff: built, and the container follows.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(*recorder.0.lock().unwrap(), [true, true, false, true]);
+    assert_eq!(count("create_container web"), 3);
+    tx.send(Trigger::Shutdown).await.unwrap();
+    task.await.unwrap();
+}

@@ -39,9 +39,7 @@ pub fn dockerfile_path(spec: &BuildSpec) -> (PathBuf, String) {
 /// `.dockerignore` keeps (type, mode and content; never times or owners,
 /// so a fresh checkout of the same commit builds nothing).
 pub fn inputs(images: &Images, spec: &BuildSpec) -> Result<BuildInputs, BuildError> {
-    let (path, file) = dockerfile_path(spec);
-    let text =
-        std::fs::read_to_string(&path).map_err(BuildError::io("read the Dockerfile", &path))?;
+    let (file, text, context) = read_source(spec)?;
     let df = dockerfile::parse(&file, &text)?;
     let graph = plan::graph(Request {
         file: &file,
@@ -55,6 +53,24 @@ pub fn inputs(images: &Images, spec: &BuildSpec) -> Result<BuildInputs, BuildErr
         let key = moor_spec::reference::parse(r).map_or_else(|_| r.clone(), |r| r.to_string());
         bases.insert(key, id);
     }
+    Ok(with_digest(BuildInputs {
+        digest: String::new(),
+        dockerfile: sha256(text.as_bytes()),
+        args: spec.args.clone(),
+        target: spec.target.clone(),
+        bases,
+        context,
+    }))
+}
+
+/// What of the inputs is read from the source: the Dockerfile (the name
+/// errors call it by, and its text) and the context's files (a digest of
+/// each, by path).
+#[allow(clippy::type_complexity)]
+fn read_source(spec: &BuildSpec) -> Result<(String, String, BTreeMap<String, String>), BuildError> {
+    let (path, file) = dockerfile_path(spec);
+    let text =
+        std::fs::read_to_string(&path).map_err(BuildError::io("read the Dockerfile", &path))?;
     let ignore_path = spec.context.join(".dockerignore");
     let ignore_text = match std::fs::read_to_string(&ignore_path) {
         Ok(t) => t,
@@ -74,14 +90,18 @@ pub fn inputs(images: &Images, spec: &BuildSpec) -> Result<BuildInputs, BuildErr
             (p.to_string(), sha256(what.as_bytes()))
         })
         .collect();
-    Ok(with_digest(BuildInputs {
-        digest: String::new(),
-        dockerfile: sha256(text.as_bytes()),
-        args: spec.args.clone(),
-        target: spec.target.clone(),
-        bases,
-        context,
-    }))
+    Ok((file, text, context))
+}
+
+/// A digest of what `spec` reads from the source (the Dockerfile and the
+/// context after `.dockerignore`): a directory source folds it into its
+/// revision, so that editing a file of a build context is a new desired
+/// state, applied at once, as editing a bind source is.
+pub fn source_digest(spec: &BuildSpec) -> Result<String, BuildError> {
+    let (_, text, context) = read_source(spec)?;
+    let canonical =
+        serde_json::to_vec(&(sha256(text.as_bytes()), context)).expect("plain data serialises");
+    Ok(sha256(&canonical))
 }
 
 /// `inputs` with its digest computed over the rest.
@@ -159,6 +179,7 @@ mod tests {
         std::fs::write(ctx.path().join("main.py"), "1").unwrap();
         std::fs::write(ctx.path().join(".dockerignore"), "*.log\n").unwrap();
         let first = inputs(&images, &spec(ctx.path())).unwrap();
+        let source = source_digest(&spec(ctx.path())).unwrap();
         assert!(first.context.contains_key("main.py"));
         assert!(first.bases.is_empty(), "scratch is no image");
         // Times are not content; an ignored file is not read.
@@ -169,9 +190,11 @@ mod tests {
         f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
         std::fs::write(ctx.path().join("debug.log"), "noise").unwrap();
         assert_eq!(inputs(&images, &spec(ctx.path())).unwrap(), first);
+        assert_eq!(source_digest(&spec(ctx.path())).unwrap(), source);
         // Content, arguments and the Dockerfile are.
         std::fs::write(ctx.path().join("main.py"), "2").unwrap();
         let edited = inputs(&images, &spec(ctx.path())).unwrap();
+        assert_ne!(source_digest(&spec(ctx.path())).unwrap(), source);
         assert_ne!(edited.digest, first.digest);
         assert_eq!(
             edited.changes_since(&first),
