@@ -158,6 +158,10 @@ fn apply_builds_once_and_again_only_when_the_context_changes() {
     assert!(!failed.status.success(), "{}", text(&failed));
     let failed = text(&failed);
     assert!(failed.contains("returned a non-zero code: 7"), "{failed}");
+    assert!(
+        failed.contains("about to fail"),
+        "the step's output: {failed}"
+    );
     assert!(!failed.contains("replace container"), "{failed}");
     assert_eq!(host.pid("app"), Some(pid), "the container keeps running");
     assert!(host.running("app"));

@@ -69,8 +69,28 @@ impl Runtime for Host {
                 network: crate::build::RunNetwork::None,
                 pull: inner.pull.clone(),
             };
-            let progress = |line: &str| tracing::info!(image = %r, "build: {line}");
-            let built = crate::build::build(&images, engine, &opts, &progress).map_err(fail)?;
+            // The steps' output goes to the log as it comes; the last of
+            // it is logged again as a warning when the build fails, so
+            // that `moor apply` (which logs only warnings) shows it too.
+            const TAIL: usize = 40;
+            let tail = std::sync::Mutex::new(std::collections::VecDeque::with_capacity(TAIL));
+            let progress = |line: &str| {
+                tracing::info!(image = %r, "build: {line}");
+                let mut t = tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if t.len() == TAIL {
+                    t.pop_front();
+                }
+                t.push_back(line.to_string());
+            };
+            let built = match crate::build::build(&images, engine, &opts, &progress) {
+                Ok(b) => b,
+                Err(e) => {
+                    let t = tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let lines: Vec<&str> = t.iter().map(String::as_str).collect();
+                    tracing::warn!(image = %r, "build failed: {e}; its last output:\n{}", lines.join("\n"));
+                    return Err(fail(e));
+                }
+            };
             // Base images the build pulled have their IDs now; what it read
             // is what was read before, unless the context changed meanwhile
             // (then the next pass builds again).
