@@ -337,6 +337,15 @@ impl Graph {
                 }
             };
             match (a.kind, a.verb) {
+                (Kind::Image, Verb::Build) => {
+                    // After the builds and pulls of the base images it needs
+                    // (a cycle of Dockerfiles is reported as one).
+                    if let Some(Ok(inputs)) = observed.builds.get(&a.name) {
+                        for base in inputs.bases.keys() {
+                            add(find(Kind::Image, base));
+                        }
+                    }
+                }
                 (Kind::Container, Verb::Remove) => {
                     // Remove dependents before what they depend on.
                     if let Some(o) = observed.containers.get(&a.name) {

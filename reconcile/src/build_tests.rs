@@ -367,3 +367,47 @@ async fn the_controller_replaces_at_once_and_reports_a_failed_build() {
     tx.send(Trigger::Shutdown).await.unwrap();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn an_image_built_on_another_is_built_after_it() {
+    let rt = FakeRuntime::new();
+    let mut desired = desired();
+    // `base` is built too, and app's Dockerfile starts FROM it.
+    let mut base = desired.images["app"].clone();
+    base.name = "base".into();
+    base.spec.reference = moor_spec::reference::parse("localhost/base:dev").unwrap();
+    base.spec.build.as_mut().unwrap().context = PathBuf::from("/m/base");
+    desired.images.insert("base".into(), base);
+    rt.set_build_inputs(Path::new("/m/base"), inputs(&[("base.txt", "1")], "1"));
+    let mut app = inputs(&[("main.py", "1")], "1");
+    app.bases = BTreeMap::from([("localhost/base:dev".to_string(), None)]);
+    rt.set_build_inputs(Path::new(CONTEXT), app);
+    // Sorted by name, app's build would come first.
+    let out = apply_once(&rt, &desired).await;
+    assert!(out.iter().all(|o| o.result.is_ok()), "{out:?}");
+    let builds: Vec<String> = rt
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("build "))
+        .collect();
+    assert_eq!(
+        builds,
+        ["build localhost/base:dev", format!("build {REF}").as_str()]
+    );
+
+    // A failed base build skips the build on it.
+    rt.set_build_inputs(Path::new("/m/base"), inputs(&[("base.txt", "2")], "1"));
+    let mut app = inputs(&[("main.py", "2")], "1");
+    app.bases = BTreeMap::from([("localhost/base:dev".to_string(), Some("sha256:x".into()))]);
+    rt.set_build_inputs(Path::new(CONTEXT), app);
+    rt.fail_next("build localhost/base:dev", "exit 1");
+    let out = apply_once(&rt, &desired).await;
+    let app = out
+        .iter()
+        .find(|o| o.action.name == REF)
+        .expect("app's build");
+    assert_eq!(
+        app.result,
+        Err("skipped: build of image localhost/base:dev failed".to_string())
+    );
+}
