@@ -3,7 +3,8 @@
 //! nothing, a changed file of the context rebuilds and replaces the
 //! container, an ignored one does not; a failing `RUN` leaves the running
 //! container on its image and is reported (apply's exit, and the agent's
-//! log, `/status` condition and metrics).
+//! log, `/status` condition and metrics); a context out of the source is
+//! refused, and a link in one is copied as a link.
 
 use std::fs;
 use std::path::Path;
@@ -245,4 +246,72 @@ fn the_agent_reports_a_failed_build_and_keeps_the_container() {
     fs::write(dir.join("app/page.txt"), "page three\n").expect("write page");
     log_shows(&host, "app", "page three");
     assert_ne!(host.pid("app"), Some(pid));
+}
+
+#[test]
+fn a_context_out_of_the_source_is_refused_and_links_in_it_stay_links() {
+    let project = "bldh";
+    let Some(mut host) = Instance::with_busybox(project, &[]) else {
+        return;
+    };
+    host.owns(project);
+    let src = source(project);
+    let dir = src.path();
+    let stack = dir.join("stack.toml");
+    let manifest = fs::read_to_string(&stack).expect("read manifest");
+
+    // A context that climbs out of the source, or a link that leads out:
+    // refused at its field, and nothing happens on the host.
+    let outside = tempfile::tempdir().expect("outside dir");
+    fs::write(outside.path().join("Dockerfile"), dockerfile("")).expect("write");
+    std::os::unix::fs::symlink(outside.path(), dir.join("linked")).expect("symlink");
+    for context in ["../..", "./linked"] {
+        fs::write(
+            &stack,
+            manifest.replace("\"./app\"", &format!("\"{context}\"")),
+        )
+        .expect("write manifest");
+        let out = apply(&host, project, dir);
+        assert_eq!(out.status.code(), Some(1), "{context}: {}", text(&out));
+        let err = text(&out);
+        assert!(
+            err.contains("stack.toml:3:21: error: images.app.build.context: build context"),
+            "{context}: {err}"
+        );
+        assert!(
+            err.contains("outside the source's tree"),
+            "{context}: {err}"
+        );
+        assert!(host.containers().is_empty(), "{context}");
+        assert!(
+            !host
+                .moor_ok(&["images"])
+                .contains(&format!("localhost/{project}/"))
+        );
+    }
+
+    // (A link out of the source anywhere in it is refused by the loader
+    // as well.) A link in the context to a file of the source outside the
+    // context is copied as the link: what it points at never reaches the
+    // image.
+    fs::remove_file(dir.join("linked")).expect("remove link");
+    fs::write(&stack, &manifest).expect("write manifest");
+    std::os::unix::fs::symlink("../stack.toml", dir.join("app/leak")).expect("symlink");
+    fs::write(
+        dir.join("app/Dockerfile"),
+        format!(
+            "FROM {BUSYBOX}\nCOPY . /ctx/\n\
+             CMD [\"sh\", \"-c\", \"echo link=$(readlink /ctx/leak); cat /ctx/leak; echo ready; exec sleep 3600\"]\n"
+        ),
+    )
+    .expect("write Dockerfile");
+    let out = apply(&host, project, dir);
+    assert!(out.status.success(), "{}", text(&out));
+    log_shows(&host, "app", "ready");
+    let log = text(&host.moor(&["logs", "app"]));
+    assert!(log.contains("link=../stack.toml"), "{log}");
+    assert!(
+        !log.contains("[images.app]"),
+        "a file outside the context leaked: {log}"
+    );
 }
