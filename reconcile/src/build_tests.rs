@@ -411,3 +411,34 @@ async fn an_image_built_on_another_is_built_after_it() {
         Err("skipped: build of image localhost/base:dev failed".to_string())
     );
 }
+
+#[tokio::test]
+async fn a_build_on_a_blocked_base_is_blocked_and_leaves_the_container_alone() {
+    let rt = FakeRuntime::new();
+    let mut desired = desired();
+    let base = "localhost/base:1";
+    let mut entry = desired.images["app"].clone();
+    entry.name = "base".into();
+    entry.spec.reference = moor_spec::reference::parse(base).unwrap();
+    entry.spec.build = None;
+    entry.spec.pull = moor_spec::PullPolicy::Never;
+    desired.images.insert("base".into(), entry);
+    let mut app = inputs(&[("main.py", "1")], "1");
+    app.bases = BTreeMap::from([(base.to_string(), None)]);
+    rt.set_build_inputs(Path::new(CONTEXT), app);
+    let p = plan(&rt, &desired).await;
+    assert!(p.actions.is_empty(), "{p}");
+    let blocked: Vec<String> = p
+        .blocked
+        .iter()
+        .map(|b| format!("{} {}: {}", b.kind, b.name, b.reason))
+        .collect();
+    assert_eq!(
+        blocked,
+        [
+            format!("image {REF}: image {base} is blocked"),
+            format!("image {base}: not in the image store and pull = \"never\""),
+            format!("container web: image {REF} is blocked"),
+        ]
+    );
+}

@@ -197,6 +197,36 @@ pub fn diff(
         }
     }
 
+    // A build on a base image that is blocked (`pull = "never"` and not
+    // in the store) is blocked too, rather than fail trying to pull it.
+    let on_blocked: Vec<(String, String)> = plan
+        .actions
+        .iter()
+        .filter(|a| a.kind == Kind::Image && a.verb == Verb::Build)
+        .filter_map(|a| {
+            let Some(Ok(want)) = observed.builds.get(&a.name) else {
+                return None;
+            };
+            want.bases
+                .keys()
+                .find(|b| blocked_deps.contains(&(Kind::Image, (*b).clone())))
+                .map(|b| (a.name.clone(), b.clone()))
+        })
+        .collect();
+    for (name, base) in on_blocked {
+        plan.actions
+            .retain(|a| !(a.kind == Kind::Image && a.verb == Verb::Build && a.name == name));
+        plan.block(
+            Kind::Image,
+            &name,
+            Reason::DependencyBlocked {
+                kind: Kind::Image,
+                name: base,
+            },
+        );
+        blocked_deps.insert((Kind::Image, name));
+    }
+
     // Networks.
     for (name, net) in &desired.networks {
         match observed.networks.get(name) {
