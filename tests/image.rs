@@ -8,7 +8,9 @@ mod hostile;
 mod layers;
 mod lying;
 mod pull;
-mod registry;
+mod push;
+pub(crate) mod registry;
+mod verify;
 
 use std::path::Path;
 use std::process::Output;

@@ -1,4 +1,4 @@
-//! `moor image tag|history|inspect|save`: Docker's image tools on moor's
+//! `moor image tag|history|inspect|save|push`: Docker's image tools on moor's
 //! store — a built image tagged, its history and config read back, saved
 //! and imported into a fresh state dir where it runs, and loaded and run by
 //! Docker Engine.
@@ -225,14 +225,45 @@ fn save_then_import_in_a_fresh_state_dir_runs_the_same_image() {
     run_and_check(&fresh, "localhost/imts/app:1");
 }
 
+/// A built image pushed to a real registry and pulled into a fresh state
+/// dir keeps its digest and runs; a second push sends nothing.
+#[test]
+fn push_then_pull_into_a_fresh_state_dir_runs_the_same_image() {
+    let Some(host) = Instance::with_busybox("imtp", &["docker-registry"]) else {
+        return;
+    };
+    let Some(registry) = crate::image::registry::Registry::start() else {
+        return;
+    };
+    let _ctx = built(&host, "localhost/imtp/app:1");
+    let digest = image_digest(&host, "localhost/imtp/app:1").expect("built");
+    let remote = format!("{}/imtp/app:1", registry.addr);
+    host.moor_ok(&["image", "tag", "localhost/imtp/app:1", &remote]);
+    let out = host.moor_ok(&["image", "push", &remote]);
+    assert!(out.contains(&format!("pushed {remote} {digest}")), "{out}");
+    assert!(!out.contains("already exists"), "{out}");
+    let again = host.moor_ok(&["image", "push", &remote]);
+    assert!(!again.contains("pushed ("), "sent twice: {again}");
+
+    let mut fresh = Instance::new();
+    fresh.owns("imtp");
+    let out = fresh.moor_ok(&["image", "pull", &remote]);
+    assert!(out.contains(&digest), "pull keeps the digest: {out}");
+    run_in(&fresh, "imtp", &remote);
+}
+
 fn run_and_check(host: &Instance, image: &str) {
+    run_in(host, "imts", image);
+}
+
+fn run_in(host: &Instance, project: &str, image: &str) {
     let dir = tempfile::tempdir().expect("manifest dir");
     fs::write(
         dir.path().join("stack.toml"),
         format!("[containers.app]\nimage = \"{image}\"\nnetwork_mode = \"none\"\n"),
     )
     .expect("manifest");
-    host.moor_ok(&["apply", "-p", "imts", dir.path().to_str().expect("utf-8")]);
+    host.moor_ok(&["apply", "-p", project, dir.path().to_str().expect("utf-8")]);
     let mut log = String::new();
     wait_for("the container's report", Duration::from_secs(60), || {
         log = text(&host.moor(&["logs", "app"]));
@@ -288,4 +319,135 @@ fn docker_loads_and_runs_what_moor_saves() {
         "localhost/imtd/app:1",
     ]);
     assert_eq!(text(&out).trim(), id);
+}
+
+/// `moor diff` lists what a container changed, as `docker diff`, leaving
+/// out the files moor mounts; `moor commit` makes an image of it that keeps
+/// ownership (a non-root user writes what root handed it), deletions and
+/// the `--change`s, and leaves the container running, not paused.
+#[test]
+fn diff_and_commit_read_a_containers_changes() {
+    let Some(mut host) = Instance::with_busybox("imtc", &[]) else {
+        return;
+    };
+    host.owns("imtc-snap");
+    let dir = tempfile::tempdir().expect("manifest dir");
+    fs::write(
+        dir.path().join("stack.toml"),
+        format!(
+            "[containers.app]\nimage = \"{BUSYBOX}\"\nnetwork_mode = \"none\"\n\
+             command = [\"sh\", \"-c\", \"echo new > /added && echo extra:x:1:1::/:/bin/sh >> /etc/passwd \
+             && rm /etc/group && mkdir -p /data/sub && echo d > /data/sub/f \
+             && chown 65534:65534 /data/sub/f && echo ready && exec sleep 3600\"]\n\
+             [containers.worker]\nimage = \"{BUSYBOX}\"\nnetwork_mode = \"none\"\nuser = \"nobody\"\n\
+             command = [\"sh\", \"-c\", \"echo mine > /tmp/note && echo ready && exec sleep 3600\"]\n"
+        ),
+    )
+    .expect("manifest");
+    host.moor_ok(&["apply", "-p", "imtc", dir.path().to_str().expect("utf-8")]);
+    for c in ["app", "worker"] {
+        wait_for(&format!("{c} ready"), Duration::from_secs(60), || {
+            text(&host.moor(&["logs", c])).contains("ready")
+        });
+    }
+
+    let diff = host.moor_ok(&["diff", "app"]);
+    let lines: Vec<&str> = diff.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "A /added",
+            "A /data",
+            "A /data/sub",
+            "A /data/sub/f",
+            "C /etc",
+            "D /etc/group",
+            "C /etc/passwd",
+        ],
+        "{diff}"
+    );
+    let diff = host.moor_ok(&["diff", "worker"]);
+    assert_eq!(
+        diff.lines().collect::<Vec<_>>(),
+        ["C /tmp", "A /tmp/note"],
+        "{diff}"
+    );
+
+    // A change that is not a config instruction is refused; nothing is made.
+    let before = json(&host.moor_ok(&["images", "--json"]))
+        .as_array()
+        .map(Vec::len);
+    let out = host.moor(&["commit", "-c", "RUN true", "app", "localhost/imtc/bad:1"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(
+        json(&host.moor_ok(&["images", "--json"]))
+            .as_array()
+            .map(Vec::len),
+        before
+    );
+
+    let id = host.moor_ok(&[
+        "commit",
+        "-c",
+        "ENV STAGE=committed",
+        "-c",
+        "USER nobody",
+        "-c",
+        r#"CMD ["sh", "-c", "cat /added; echo stage=$STAGE; echo more >> /data/sub/f && cat /data/sub/f; test -e /etc/group || echo group-gone; echo done; exec sleep 3600"]"#,
+        "-m",
+        "a snapshot",
+        "-a",
+        "moor tests",
+        "app",
+        "localhost/imtc/snap:1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    let ps = json(&host.moor_ok(&["ps", "--json"]));
+    let app = ps
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|c| c["name"] == "app")
+        .cloned()
+        .expect("app listed");
+    assert_eq!(app["state"], "running", "left as it was: {app}");
+
+    let inspect = json(&host.moor_ok(&["image", "inspect", "localhost/imtc/snap:1"]));
+    let snap = &inspect[0];
+    assert_eq!(snap["Id"].as_str(), Some(id.trim()));
+    assert_eq!(snap["Author"], "moor tests");
+    let env = snap["Config"]["Env"].as_array().expect("Env");
+    assert!(env.iter().any(|e| e == "STAGE=committed"), "{env:?}");
+    assert_eq!(snap["Config"]["User"], "nobody");
+    assert!(
+        !snap["Config"]["Labels"]
+            .as_object()
+            .is_some_and(|l| l.keys().any(|k| k.starts_with("moor."))),
+        "moor's own labels stay out: {snap}"
+    );
+
+    let run = tempfile::tempdir().expect("manifest dir");
+    fs::write(
+        run.path().join("stack.toml"),
+        "[containers.snap]\nimage = \"localhost/imtc/snap:1\"\nnetwork_mode = \"none\"\n",
+    )
+    .expect("manifest");
+    host.moor_ok(&[
+        "apply",
+        "-p",
+        "imtc-snap",
+        run.path().to_str().expect("utf-8"),
+    ]);
+    let mut log = String::new();
+    wait_for(
+        "the committed image's report",
+        Duration::from_secs(60),
+        || {
+            log = text(&host.moor(&["logs", "snap"]));
+            log.contains("done")
+        },
+    );
+    for want in ["new", "stage=committed", "d\nmore", "group-gone"] {
+        assert!(log.contains(want), "{want:?} missing from:\n{log}");
+    }
 }

@@ -589,9 +589,13 @@ fn agent_layers_point_one_way() {
 #[test]
 fn agent_layers_are_in_order() {
     let allowed: &[(&str, &[&str])] = &[
-        ("cmd", &["cli", "daemon", "config", "source", "logging"]),
+        (
+            "cmd",
+            &["cli", "daemon", "config", "source", "logging", "secret_key"],
+        ),
         ("cli", &["logging"]),
-        ("daemon", &["config", "source"]),
+        ("daemon", &["config", "source", "secret_key"]),
+        ("secret_key", &[]),
         ("config", &["source"]),
         ("source", &[]),
         ("logging", &[]),

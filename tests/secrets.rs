@@ -304,12 +304,17 @@ fn the_agent_keys_secrets_and_never_shows_them() {
     // Rotation through the source.
     let pid = host.pid("app");
     std::fs::write(src.join("db_password"), SECOND).unwrap();
-    wait_for("app replaced", Duration::from_secs(60), || {
-        host.running("app") && host.pid("app") != pid
-    });
-    assert_eq!(
-        exec(&host, "app", &["cat", "/run/secrets/db_password"]),
-        (true, SECOND.to_string())
+    // The file is rewritten in place, so the agent may see it empty on the
+    // way (and replace the container twice): wait for the last value.
+    wait_for(
+        "app replaced with the new secret",
+        Duration::from_secs(60),
+        || {
+            host.running("app")
+                && host.pid("app") != pid
+                && exec(&host, "app", &["cat", "/run/secrets/db_password"])
+                    == (true, SECOND.to_string())
+        },
     );
     let (_, status) = crate::common::http_get(host.port, "/status").unwrap_or_default();
     let (_, metrics) = crate::common::http_get(host.port, "/metrics").unwrap_or_default();

@@ -40,6 +40,10 @@
 //! url_file = "/etc/moor/notify.url"
 //! events = ["failed", "recovered"]
 //! secret_file = "/etc/moor/notify.key"   # X-Moor-Signature-256 (webhook)
+//!
+//! [[verify]]                  # images that must carry a cosign signature
+//! match = "registry.example.com/team/*"
+//! key = "/etc/moor/cosign.pub"          # ECDSA P-256 public key (PEM)
 //! ```
 //!
 //! A git source is restricted by default: without `[source.policy]`, its
@@ -84,6 +88,17 @@ struct FileConfig {
     sources: Vec<SourceSection>,
     #[serde(default, rename = "notify")]
     notify: Vec<NotifySection>,
+    #[serde(default, rename = "verify")]
+    verify: Vec<ImageVerifySection>,
+}
+
+/// One `[[verify]]` table: images that must be signed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageVerifySection {
+    #[serde(rename = "match")]
+    pattern: String,
+    key: PathBuf,
 }
 
 /// One `[[notify]]` table.
@@ -268,6 +283,8 @@ pub struct AgentConfig {
     pub sources: Vec<SourceConfig>,
     /// Where notifications go.
     pub notify: Vec<NotifyConfig>,
+    /// Images that must be signed, and by which keys (read at start).
+    pub verify: Vec<moor_runtime::image::verify::Rule>,
 }
 
 /// One source, resolved.
@@ -438,7 +455,25 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
     for (i, n) in file.notify.iter().enumerate() {
         notify.push(notify_target(i + 1, n, &sources)?);
     }
+    let mut verify = Vec::new();
+    for (i, v) in file.verify.iter().enumerate() {
+        let what = format!("[[verify]] #{}", i + 1);
+        let pattern = v.pattern.trim().to_string();
+        if pattern.is_empty() || pattern.contains(char::is_whitespace) {
+            bail!(
+                "{what}: match = \"{}\" is not a registry/repository pattern",
+                v.pattern
+            );
+        }
+        let key = moor_runtime::image::verify::Key::read(&v.key)
+            .with_context(|| format!("{what} (match = \"{pattern}\")"))?;
+        verify.push(moor_runtime::image::verify::Rule {
+            pattern,
+            keys: vec![key],
+        });
+    }
     Ok(AgentConfig {
+        verify,
         notify,
         metrics_addr,
         webhook_addr,
@@ -896,6 +931,62 @@ profiles = ["metrics"]
             let e = format!("{:#}", with(extra).expect_err(extra));
             assert!(e.contains(says), "{e}");
         }
+    }
+
+    #[test]
+    fn verify_rules_read_their_keys_at_start() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let key = tmp.path().join("cosign.pub");
+        let with = |extra: &str| {
+            let text = format!(
+                "[[source]]\nname = \"site\"\nurl = \"{}\"\n{extra}\n",
+                tmp.path().display()
+            );
+            resolve(Overrides {
+                config: Some(write(tmp.path(), &text)),
+                ..Overrides::default()
+            })
+        };
+        let rule = format!(
+            "[[verify]]\nmatch = \"r.example/team/*\"\nkey = \"{}\"",
+            key.display()
+        );
+        // A missing key file, and one that is not a P-256 public key, stop
+        // the agent from starting, naming the rule.
+        let e = format!("{:#}", with(&rule).expect_err("no key file"));
+        assert!(
+            e.contains("[[verify]] #1") && e.contains("cosign.pub"),
+            "{e}"
+        );
+        std::fs::write(
+            &key,
+            "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", with(&rule).expect_err("not a key"));
+        assert!(e.contains("not an ECDSA P-256 public key"), "{e}");
+        // A real one (the public half of a fixed test key).
+        std::fs::write(
+            &key,
+            "-----BEGIN PUBLIC KEY-----\n\
+             MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEaxfR8uEsQkf4vOblY6RA8ncDfYEt\n\
+             6zOg9KE5RdiYwpZP40Li/hp/m47n60p8D54WK84zV2sxXs7LtkBoN79R9Q==\n\
+             -----END PUBLIC KEY-----\n",
+        )
+        .unwrap();
+        let c = with(&rule).expect("valid");
+        assert_eq!(c.verify.len(), 1);
+        assert_eq!(c.verify[0].pattern, "r.example/team/*");
+        let e = format!(
+            "{:#}",
+            with("[[verify]]\nmatch = \"a b\"\nkey = \"/k\"").expect_err("bad")
+        );
+        assert!(e.contains("not a registry/repository pattern"), "{e}");
+        let e = format!(
+            "{:#}",
+            with("[[verify]]\nmatch = \"a\"\nkeys = \"/k\"").expect_err("bad")
+        );
+        assert!(e.contains("keys"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!          │
 //!          ├──▶ daemon ─▶ config ─▶ source      the agent: its set-up, its
 //!          │                                    sources, controllers, HTTP
-//!          └──▶ logging
+//!          ├──▶ logging
+//!          └──▶ secret_key                      the host's key for secrets
+//!                                               (the daemon uses it too)
 //! ```
 //!
 //! Rules shared with the library crates live there: names, durations,

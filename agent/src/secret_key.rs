@@ -13,27 +13,44 @@ use anyhow::Context as _;
 /// The key's length in bytes.
 const LEN: usize = 32;
 
-/// The key of the host whose state is in `state_dir`, made when missing.
-pub fn load_or_create(state_dir: &Path) -> anyhow::Result<Vec<u8>> {
+/// The key of the host whose state is in `state_dir`, if it has one.
+pub fn load(state_dir: &Path) -> anyhow::Result<Option<Vec<u8>>> {
     let path = state_dir.join("secret.key");
     match std::fs::read(&path) {
-        Ok(key) if key.len() == LEN => return Ok(key),
+        Ok(key) if key.len() == LEN => Ok(Some(key)),
         Ok(key) => anyhow::bail!(
             "{} holds {} bytes, not {LEN}: remove it to make a new key",
             path.display(),
             key.len()
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("creating {}", state_dir.display()))?;
+}
+
+/// The key of a host that has none yet, for a plan that must not change
+/// the host: random and kept nowhere. No container can have been made with
+/// secrets hashed under a key that does not exist, so whatever it hashes
+/// differs from every recorded hash, as the key `apply` makes will.
+pub fn ephemeral() -> anyhow::Result<Vec<u8>> {
     let mut key = vec![0u8; LEN];
     std::io::Read::read_exact(
         &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
         &mut key,
     )
     .context("reading random bytes for the secret key")?;
+    Ok(key)
+}
+
+/// The key of the host whose state is in `state_dir`, made when missing.
+pub fn load_or_create(state_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Some(key) = load(state_dir)? {
+        return Ok(key);
+    }
+    let path = state_dir.join("secret.key");
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let key = ephemeral()?;
     // Written under a temporary name and renamed: never half a key, and a
     // second process racing this one keeps the first key made.
     let tmp = state_dir.join(format!(".secret.key.{}", std::process::id()));
@@ -75,5 +92,14 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(tmp.path().join("secret.key"), b"short").unwrap();
         assert!(super::load_or_create(tmp.path()).is_err());
+        assert!(super::load(tmp.path()).is_err());
+    }
+
+    #[test]
+    fn loading_makes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        assert_eq!(super::load(&state).unwrap(), None);
+        assert!(!state.exists());
     }
 }

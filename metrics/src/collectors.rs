@@ -40,6 +40,7 @@ pub struct Metrics {
     pull_duration: HistogramVec,
     builds: IntCounterVec,
     build_duration: Histogram,
+    image_verify: IntCounterVec,
     container_state: IntGaugeVec,
     container_restarts: IntCounterVec,
     container_health: IntGaugeVec,
@@ -160,6 +161,16 @@ impl Metrics {
         .expect("valid metric definition");
         r.register(Box::new(build_duration.clone()))
             .expect("metric registered once");
+        let image_verify = IntCounterVec::new(
+            Opts::new(
+                "moor_image_verify_total",
+                "Signature checks of images a [[verify]] rule covers, by result (verified, refused).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(image_verify.clone()))
+            .expect("metric registered once");
         let source_last_sync = GaugeVec::new(
             Opts::new(
                 "moor_source_last_sync_timestamp_seconds",
@@ -264,6 +275,7 @@ impl Metrics {
                 &["result"],
             ),
             build_duration,
+            image_verify,
             container_state: gauge_vec(
                 &r,
                 "moor_container_state",
@@ -357,6 +369,12 @@ impl Metrics {
         self.pull_duration
             .with_label_values(&[result])
             .observe(duration.as_secs_f64());
+    }
+
+    /// A signature check of an image a verification rule covers.
+    pub fn image_verify(&self, verified: bool) {
+        let result = if verified { "verified" } else { "refused" };
+        self.image_verify.with_label_values(&[result]).inc();
     }
 
     /// Updates the resource and container gauges from a pass's view of the host.

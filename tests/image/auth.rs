@@ -15,8 +15,8 @@ use super::layers::{self, Layer, OCI_MANIFEST, TestImage, digest, file, tar_of};
 use super::registry::Registry;
 use super::stderr;
 
-const USER: &str = "alice";
-const PASSWORD: &str = "s3cr3t-of-registry-a";
+pub(super) const USER: &str = "alice";
+pub(super) const PASSWORD: &str = "s3cr3t-of-registry-a";
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -168,13 +168,13 @@ fn image_route(image: &TestImage, path: &str) -> Option<Reply> {
     None
 }
 
-fn basic() -> String {
+pub(super) fn basic() -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     format!("Basic {b64}")
 }
 
 /// An auth file with credentials for `registry` only.
-fn auth_file(dir: &Path, registry: &str) -> std::path::PathBuf {
+pub(super) fn auth_file(dir: &Path, registry: &str) -> std::path::PathBuf {
     let path = dir.join("auth.json");
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
     std::fs::write(
@@ -397,7 +397,8 @@ fn a_broken_credentials_file_is_named_not_quoted() {
 
 /// `alice`'s entry for Debian's docker-registry (`htpasswd -B`, cost 4):
 /// its password is [`PASSWORD`].
-const HTPASSWD: &str = "alice:$2b$04$q2mhtP6N4OJx1izFjeDTpekQoN/H8LnpyLuiPld9/B0Xovf9POmPy\n";
+pub(super) const HTPASSWD: &str =
+    "alice:$2b$04$q2mhtP6N4OJx1izFjeDTpekQoN/H8LnpyLuiPld9/B0Xovf9POmPy\n";
 
 /// Against a real registry with basic auth: the file's entry for it pulls,
 /// an entry for the same host on another port does not, nor does no file.

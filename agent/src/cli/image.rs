@@ -1,4 +1,4 @@
-//! `moor image pull|import|rm|prune`; `tag`, `history`, `save` and
+//! `moor image pull|push|verify|import|rm|prune`; `tag`, `history`, `save` and
 //! `inspect` take their arguments from files of their own.
 
 use std::path::PathBuf;
@@ -31,6 +31,37 @@ pub enum ImageCommand {
         concurrency: usize,
         #[command(flatten)]
         limits: LimitArgs,
+    },
+    /// Push an image to the registry its reference names, as `docker push`:
+    /// blobs the registry has are not sent again, blobs of the image's other
+    /// repositories on that registry are mounted from there.
+    Push {
+        /// The reference: `[registry/]repository[:tag]`, a name the image has.
+        reference: String,
+        /// A registry (`host:port`) that may be reached over plain HTTP.
+        #[arg(long = "insecure-registry", value_name = "HOST")]
+        insecure: Vec<String>,
+        /// Registry credentials, in the `auths` format of Docker's config.json
+        /// [default: /etc/moor/auth.json, when it exists].
+        #[arg(long, value_name = "FILE")]
+        registry_auth: Option<PathBuf>,
+    },
+    /// Check an image's cosign signature with a public key: exit 0 when the
+    /// digest the reference names is signed by one of the keys, 1 when not.
+    Verify {
+        /// The reference: `[registry/]repository[:tag][@digest]`.
+        reference: String,
+        /// An ECDSA P-256 public key in PEM, as `cosign generate-key-pair`
+        /// writes `cosign.pub` (repeatable: any one of them may have signed).
+        #[arg(long, value_name = "FILE", required = true)]
+        key: Vec<PathBuf>,
+        /// A registry (`host:port`) that may be reached over plain HTTP.
+        #[arg(long = "insecure-registry", value_name = "HOST")]
+        insecure: Vec<String>,
+        /// Registry credentials, in the `auths` format of Docker's config.json
+        /// [default: /etc/moor/auth.json, when it exists].
+        #[arg(long, value_name = "FILE")]
+        registry_auth: Option<PathBuf>,
     },
     /// Import a `docker save` tarball, an OCI archive or a root filesystem tar.
     Import {

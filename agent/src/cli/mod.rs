@@ -6,6 +6,7 @@
 mod agent;
 mod apply;
 mod build;
+mod commit;
 mod common;
 mod convert;
 mod cp;
@@ -39,6 +40,7 @@ use clap::{Parser, Subcommand};
 pub use agent::AgentArgs;
 pub use apply::ApplyArgs;
 pub use build::{BuildArgs, BuildNetwork};
+pub use commit::{CommitArgs, DiffArgs};
 pub use common::{HostArgs, ProjectArgs};
 pub use convert::{ConvertArgs, ConvertTo};
 pub use cp::CpArgs;
@@ -164,6 +166,12 @@ pub enum Command {
     Image(ImageArgs),
     /// Build an image from a Dockerfile on moor's own engine.
     Build(BuildArgs),
+    /// Make an image of a container's changes (its image's layers and one
+    /// more), as `docker commit`.
+    Commit(CommitArgs),
+    /// List what a container changed in its root filesystem: `A` added,
+    /// `C` changed, `D` deleted, as `docker diff`.
+    Diff(DiffArgs),
 }
 
 impl Command {
@@ -185,6 +193,7 @@ impl Command {
                 | Command::Inspect(_)
                 | Command::Top(_)
                 | Command::Stats(_)
+                | Command::Diff(_)
         )
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use moor_reconcile::{ConvergeOptions, Convergence, converge};
 
 use super::common::{open_host, runtime};
-use super::project::{load, project_name};
+use super::project::{HostKey, load, project_name};
 use crate::cli::ApplyArgs;
 use crate::source::written::Written;
 
@@ -18,7 +18,12 @@ use crate::source::written::Written;
 pub fn run(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let project = project_name(&args.project)?;
     let mut written = Written::open(state_dir, &project);
-    let desired = load(&args.project.paths, &args.host, &written, Some(state_dir))?;
+    let desired = load(
+        &args.project.paths,
+        &args.host,
+        &written,
+        HostKey::Make(state_dir),
+    )?;
     // Where its containers write is not read as manifests next time.
     written
         .remember(&desired)

@@ -32,7 +32,12 @@ fn holds_compose(path: &Path) -> bool {
 pub fn run(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
     // Offline, like validate: no state dir, so nothing seen written is skipped.
     let written = crate::source::written::Written::default();
-    let state = super::project::load(std::slice::from_ref(&args.path), &args.host, &written, None)?;
+    let state = super::project::load(
+        std::slice::from_ref(&args.path),
+        &args.host,
+        &written,
+        super::project::HostKey::None,
+    )?;
     let to = args.to.unwrap_or(if holds_compose(&args.path) {
         ConvertTo::Toml
     } else {

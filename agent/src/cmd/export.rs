@@ -17,7 +17,12 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<ExitCode> {
 fn kubernetes(args: &KubernetesArgs) -> anyhow::Result<ExitCode> {
     // Offline, like validate: no state dir, so nothing seen written is skipped.
     let written = crate::source::written::Written::default();
-    let state = super::project::load(std::slice::from_ref(&args.path), &args.host, &written, None)?;
+    let state = super::project::load(
+        std::slice::from_ref(&args.path),
+        &args.host,
+        &written,
+        super::project::HostKey::None,
+    )?;
     let project = super::project::project_name(&ProjectArgs {
         paths: vec![args.path.clone()],
         project: args.project.clone(),

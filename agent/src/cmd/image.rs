@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use moor_runtime::image::events::Observer;
 use moor_runtime::image::pull::{PullOptions, pull};
+use moor_runtime::image::push::BlobPush;
 use moor_runtime::image::{Event, Images, Removed, import};
 
 use crate::cli::{ImageArgs, ImageCommand, ImagesArgs, LimitArgs};
@@ -79,6 +80,52 @@ pub fn run(state_dir: &std::path::Path, args: &ImageArgs) -> anyhow::Result<Exit
             let image = pull(&images, reference, &opts, &progress)
                 .with_context(|| format!("pull {reference}"))?;
             println!("pulled {reference} {}", image.digest);
+        }
+        ImageCommand::Push {
+            reference,
+            insecure,
+            registry_auth,
+        } => {
+            let images = open(state_dir, None)?;
+            let opts = PullOptions {
+                insecure: insecure.clone(),
+                auth_file: registry_auth.clone(),
+                ..PullOptions::default()
+            };
+            let pushed = moor_runtime::image::push::push(&images, reference, &opts)
+                .with_context(|| format!("push {reference}"))?;
+            for (digest, outcome) in &pushed.blobs {
+                let short = &digest[..19.min(digest.len())];
+                match outcome {
+                    BlobPush::Present => println!("{short}: already exists"),
+                    BlobPush::Mounted { from } => println!("{short}: mounted from {from}"),
+                    BlobPush::Uploaded { bytes } => println!("{short}: pushed ({bytes} bytes)"),
+                }
+            }
+            println!("pushed {} {}", pushed.reference, pushed.digest);
+        }
+        ImageCommand::Verify {
+            reference,
+            key,
+            insecure,
+            registry_auth,
+        } => {
+            let keys = key
+                .iter()
+                .map(|k| moor_runtime::image::verify::Key::read(k))
+                .collect::<Result<Vec<_>, _>>()?;
+            let opts = PullOptions {
+                insecure: insecure.clone(),
+                auth_file: registry_auth.clone(),
+                ..PullOptions::default()
+            };
+            match moor_runtime::image::verify::verify(reference, &keys, &opts) {
+                Ok(v) => println!("verified {reference} {} (signed by {})", v.digest, v.key),
+                Err(e) => {
+                    eprintln!("moor: not verified: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         ImageCommand::Import {
             file,
@@ -204,6 +251,16 @@ impl Observer for Progress {
             Event::Resolved { reference, digest } => {
                 self.show(None, format!("{reference}: resolved to {digest}"))
             }
+            Event::Verified {
+                reference,
+                digest: Some(digest),
+                result: Ok(key),
+            } => self.show(
+                None,
+                format!("{reference}: {digest} verified (signed by {key})"),
+            ),
+            // A refusal is the pull's error, printed once by main.
+            Event::Verified { .. } => {}
             Event::LayerStarted { digest, size } => {
                 self.show(Some(digest), format!("downloading {}", human(size)))
             }

@@ -5,6 +5,7 @@
 mod agent;
 mod apply;
 mod build;
+mod commit;
 mod common;
 mod convert;
 mod cp;
@@ -55,6 +56,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs::run(&cli.state_dir, args),
         Command::Exec(args) => exec::run(&cli.state_dir, args),
         Command::Top(args) => top::run(&cli.state_dir, args),
+        Command::Commit(args) => commit::run(&cli.state_dir, args),
+        Command::Diff(args) => commit::diff(&cli.state_dir, args),
         Command::Stats(args) => stats::run(&cli.state_dir, args),
         Command::Cp(args) => cp::run(&cli.state_dir, args),
         Command::Stop(a) => lifecycle::run(&cli.state_dir, Verb::Stop, &a.names, a.timeout),

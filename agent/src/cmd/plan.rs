@@ -8,7 +8,7 @@ use moor_reconcile::{DiffOptions, diff};
 use moor_runtime::host::{HostConfig, HostView};
 
 use super::common::runtime;
-use super::project::{load, project_name};
+use super::project::{HostKey, load, project_name};
 use crate::cli::PlanArgs;
 use crate::source::written::Written;
 
@@ -16,7 +16,12 @@ use crate::source::written::Written;
 pub fn run(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let project = project_name(&args.project)?;
     let written = Written::open(state_dir, &project);
-    let desired = match load(&args.project.paths, &args.host, &written, Some(state_dir)) {
+    let desired = match load(
+        &args.project.paths,
+        &args.host,
+        &written,
+        HostKey::Read(state_dir),
+    ) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -40,6 +40,18 @@ pub fn project_name(args: &ProjectArgs) -> anyhow::Result<String> {
     Ok(name)
 }
 
+/// Which key secrets are hashed with.
+#[derive(Debug, Clone, Copy)]
+pub enum HostKey<'a> {
+    /// None (conversions, which show no hashes).
+    None,
+    /// The key of the host with this state dir, never made (a plan changes
+    /// nothing: without a key, one that is kept nowhere).
+    Read(&'a Path),
+    /// The key of the host with this state dir, made when missing.
+    Make(&'a Path),
+}
+
 /// How the arguments ask manifests to be loaded: the size limit, and the
 /// policy file (`--policy`) read.
 pub fn load_options(args: &HostArgs) -> anyhow::Result<moor_spec::LoadOptions> {
@@ -52,13 +64,13 @@ pub fn load_options(args: &HostArgs) -> anyhow::Result<moor_spec::LoadOptions> {
 
 /// Loads what targets this host from the manifests, printing diagnostics
 /// on failure. What the project's containers were seen writing
-/// (`written`) is not read. With the host's `state_dir`, secrets are
-/// hashed with its key (plan and apply must agree with the agent).
+/// (`written`) is not read. With the host's state dir, secrets are hashed
+/// with its key (plan and apply must agree with the agent).
 pub fn load(
     paths: &[PathBuf],
     args: &HostArgs,
     written: &Written,
-    state_dir: Option<&Path>,
+    key: HostKey<'_>,
 ) -> anyhow::Result<DesiredState> {
     if paths.is_empty() {
         bail!("give a manifest directory");
@@ -66,8 +78,15 @@ pub fn load(
     let host = args.identity()?;
     let mut options = load_options(args)?;
     options.skip = written.dirs().to_vec();
-    if let Some(dir) = state_dir {
-        options.secret_key = crate::secret_key::load_or_create(dir)?;
+    match key {
+        HostKey::None => {}
+        HostKey::Read(dir) => {
+            options.secret_key = match crate::secret_key::load(dir)? {
+                Some(k) => k,
+                None => crate::secret_key::ephemeral()?,
+            }
+        }
+        HostKey::Make(dir) => options.secret_key = crate::secret_key::load_or_create(dir)?,
     }
     let state = moor_spec::load_with(paths, Some(&host), &options).map_err(|diags| {
         eprint!("{diags}");

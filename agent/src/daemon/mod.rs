@@ -33,6 +33,8 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::config::AgentConfig;
 use crate::source::{Loader, SharedStatus};
+use moor_runtime::image::Event;
+use moor_runtime::image::events::SharedObserver;
 use status::{AgentStatus, Running};
 
 /// Checks what the configuration names, opens the host and runs the agent
@@ -55,22 +57,39 @@ pub fn run(state_dir: &Path, mut config: AgentConfig) -> anyhow::Result<ExitCode
     }
     // Secrets enter spec hashes as HMACs under the host's key.
     config.load.secret_key = crate::secret_key::load_or_create(state_dir)?;
+    let metrics = Arc::new(Metrics::new(
+        env!("CARGO_PKG_VERSION"),
+        option_env!("MOOR_COMMIT").unwrap_or("unknown"),
+    ));
     let mut host_config = HostConfig::new(state_dir);
     host_config.pull.auth_file = config.registry_auth.clone();
+    host_config.pull.verify = config.verify.clone();
+    let recorder = metrics.clone();
+    host_config.pull.events = Some(SharedObserver(Arc::new(move |e: Event| match e {
+        Event::Finished {
+            bytes,
+            duration,
+            result,
+            ..
+        } => recorder.image_pull(bytes, duration, result.is_ok()),
+        Event::Verified { result, .. } => recorder.image_verify(result.is_ok()),
+        _ => {}
+    })));
     let host = Host::open(host_config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    rt.block_on(serve(host, config, state_dir))
+    rt.block_on(serve(host, config, state_dir, metrics))
 }
 
-async fn serve(host: Host, config: AgentConfig, state_dir: &Path) -> anyhow::Result<ExitCode> {
-    let metrics = Arc::new(Metrics::new(
-        env!("CARGO_PKG_VERSION"),
-        option_env!("MOOR_COMMIT").unwrap_or("unknown"),
-    ));
+async fn serve(
+    host: Host,
+    config: AgentConfig,
+    state_dir: &Path,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<ExitCode> {
     let loader = Loader::new(config.host.clone(), config.load.clone());
 
     let mut running = Vec::new();

@@ -191,7 +191,9 @@ fn xattr_get(path: &Path, name: &str) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn is_opaque(path: &Path) -> bool {
+/// Whether an upper directory's `path` is opaque (it replaced the lower
+/// directory rather than merging with it).
+pub(crate) fn is_opaque(path: &Path) -> bool {
     xattr_get(path, "trusted.overlay.opaque").is_ok_and(|v| v == b"y")
 }
 

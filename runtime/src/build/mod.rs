@@ -18,6 +18,7 @@
 //! committed as an OCI image under the `-t` references.
 
 pub mod cache;
+pub mod commit;
 pub mod config;
 mod copy;
 mod error;

@@ -40,6 +40,15 @@ pub enum Event {
         /// Time taken.
         duration: Duration,
     },
+    /// A signature check required by a verification rule was made.
+    Verified {
+        /// The reference.
+        reference: String,
+        /// The digest it resolved to and that was verified, on success.
+        digest: Option<String>,
+        /// `ok` (the key that signed it) or why not.
+        result: Result<String, String>,
+    },
     /// The pull or import finished.
     Finished {
         /// The reference.
@@ -59,6 +68,16 @@ pub enum Event {
 pub trait Observer: Sync {
     /// One event.
     fn event(&self, event: Event);
+}
+
+/// An observer shared by every pull of a host (the agent's metrics).
+#[derive(Clone)]
+pub struct SharedObserver(pub std::sync::Arc<dyn Observer + Send>);
+
+impl std::fmt::Debug for SharedObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedObserver")
+    }
 }
 
 impl<F: Fn(Event) + Sync> Observer for F {

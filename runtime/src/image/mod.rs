@@ -10,9 +10,11 @@ pub mod events;
 pub mod import;
 pub mod oci;
 pub mod pull;
+pub mod push;
 pub mod save;
 mod store;
 pub mod unpack;
+pub mod verify;
 
 pub use auth::Credentials;
 pub use events::Event;

@@ -51,6 +51,11 @@ pub struct PullOptions {
     pub auth_file: Option<std::path::PathBuf>,
     /// The platform to pick from an index.
     pub platform: Platform,
+    /// Images that must be signed (`[[verify]]`): the first rule whose
+    /// pattern matches a reference decides its keys.
+    pub verify: Vec<super::verify::Rule>,
+    /// Also told of every pull's events (metrics).
+    pub events: Option<super::events::SharedObserver>,
 }
 
 impl Default for PullOptions {
@@ -60,6 +65,8 @@ impl Default for PullOptions {
             concurrency: 4,
             auth_file: None,
             platform: Platform::host(),
+            verify: Vec::new(),
+            events: None,
         }
     }
 }
@@ -134,6 +141,9 @@ pub enum PullError {
     /// The image store failed (including unpacking).
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A verification rule covers the image and its signature is not good.
+    #[error("{0}")]
+    Verify(Box<super::verify::VerifyError>),
 }
 
 impl From<moor_store::LockError> for PullError {
@@ -151,6 +161,13 @@ pub fn pull(
 ) -> Result<ImageRecord, PullError> {
     let started = Instant::now();
     let bytes = AtomicU64::new(0);
+    let both = |e: Event| {
+        if let Some(shared) = &opts.events {
+            shared.0.event(e.clone());
+        }
+        observer.event(e);
+    };
+    let observer: &dyn Observer = &both;
     let result = moor_spec::reference::parse(reference)
         .map_err(PullError::Reference)
         .and_then(|r| pull_ref(images, &r, opts, observer, &bytes));
@@ -175,12 +192,29 @@ fn pull_ref(
     bytes: &AtomicU64,
 ) -> Result<ImageRecord, PullError> {
     let client = Client::new(r, opts)?;
-    let wanted = r
-        .digest
+    // An image a rule covers is pulled by the digest its signature names,
+    // never by the tag again.
+    let verified = match opts.verify.iter().find(|rule| rule.matches(r)) {
+        None => None,
+        Some(rule) => {
+            let outcome = super::verify::verify_ref(r, &rule.keys, opts);
+            observer.event(Event::Verified {
+                reference: r.to_string(),
+                digest: outcome.as_ref().ok().map(|v| v.digest.clone()),
+                result: outcome
+                    .as_ref()
+                    .map(|v| v.key.clone())
+                    .map_err(|e| e.to_string()),
+            });
+            Some(outcome.map_err(|e| PullError::Verify(Box::new(e)))?.digest)
+        }
+    };
+    let pinned = verified.or_else(|| r.digest.clone());
+    let wanted = pinned
         .clone()
         .or_else(|| r.tag.clone())
         .unwrap_or_else(|| "latest".into());
-    let (body, announced_media) = client.manifest(&wanted, r.digest.as_deref())?;
+    let (body, announced_media) = client.manifest(&wanted, pinned.as_deref())?;
     let top = Digest::of(&body);
     observer.event(Event::Resolved {
         reference: r.to_string(),
@@ -354,14 +388,24 @@ fn layer_job(
     Ok(())
 }
 
+/// What a request sends.
+pub(super) enum Payload<'a> {
+    /// Nothing.
+    Empty,
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// A file, opened afresh for each attempt.
+    File(&'a dyn Fn() -> std::io::Result<std::fs::File>),
+}
+
 /// A registry connection for one repository.
-struct Client {
+pub(super) struct Client {
     agent: ureq::Agent,
     /// `http(s)://host[:port]` of the registry.
-    base: String,
+    pub(super) base: String,
     /// The registry as references name it (`docker.io`, `localhost:5000`).
     registry: String,
-    repository: String,
+    pub(super) repository: String,
     /// Its credentials, sent to it alone.
     credentials: Option<Credentials>,
     /// Hosts that may be reached over plain HTTP.
@@ -373,7 +417,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(r: &ImageRef, opts: &PullOptions) -> Result<Self, PullError> {
+    pub(super) fn new(r: &ImageRef, opts: &PullOptions) -> Result<Self, PullError> {
         let plain = r.registry_is_loopback() || opts.insecure.contains(&r.registry);
         let host = if r.registry == "docker.io" {
             "registry-1.docker.io"
@@ -415,31 +459,96 @@ impl Client {
     }
 
     /// GETs a registry path, authenticating once on `401`.
-    fn get(
+    pub(super) fn get(
         &self,
         path: &str,
         accept: Option<&str>,
     ) -> Result<ureq::http::Response<ureq::Body>, PullError> {
         let url = format!("{}{path}", self.base);
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
+        let resp = self.request("GET", &url, &headers, &Payload::Empty)?;
+        self.success(url, resp)
+    }
+
+    /// Turns a status outside 2xx into an error (its body's start as the
+    /// detail).
+    pub(super) fn success(
+        &self,
+        url: String,
+        mut resp: ureq::http::Response<ureq::Body>,
+    ) -> Result<ureq::http::Response<ureq::Body>, PullError> {
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp);
+        }
+        let detail = resp
+            .body_mut()
+            .with_config()
+            .limit(512)
+            .read_to_string()
+            .ok()
+            .map(|b| format!(": {}", b.trim()))
+            .filter(|b| b.len() > 2)
+            .unwrap_or_default();
+        if status == 401 {
+            return Err(PullError::Auth {
+                registry: self.registry.clone(),
+                reason: format!("credentials refused{detail}{}", self.withheld()),
+            });
+        }
+        Err(PullError::Status {
+            url,
+            status,
+            detail,
+        })
+    }
+
+    /// Sends a request to `url` (on the registry, or where it pointed),
+    /// answering one `401` with the challenge's credentials and sending
+    /// again; returns whatever status came back.
+    pub(super) fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        payload: &Payload<'_>,
+    ) -> Result<ureq::http::Response<ureq::Body>, PullError> {
+        let http = |source| PullError::Http {
+            url: url.to_string(),
+            source,
+        };
         for attempt in 0..2 {
-            let mut req = self.agent.get(&url);
-            if let Some(a) = accept {
-                req = req.header("Accept", a);
+            let mut req = ureq::http::Request::builder().method(method).uri(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
             }
+            // Credentials for the registry go to the registry alone (an
+            // upload location may point elsewhere).
+            let ours = url
+                .strip_prefix(self.base.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
             if let Some(auth) = self
                 .authorization
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone()
+                .filter(|_| ours)
             {
                 req = req.header("Authorization", auth);
             }
-            let mut resp = req.call().map_err(|source| PullError::Http {
-                url: url.clone(),
-                source,
-            })?;
-            let status = resp.status().as_u16();
-            if status == 401 && attempt == 0 {
+            let resp = match payload {
+                Payload::Empty => self.agent.run(req.body(()).map_err(|e| http(e.into()))?),
+                Payload::Bytes(b) => self.agent.run(req.body(*b).map_err(|e| http(e.into()))?),
+                Payload::File(open) => {
+                    let file = open().map_err(|source| PullError::Read {
+                        url: url.to_string(),
+                        source,
+                    })?;
+                    self.agent.run(req.body(file).map_err(|e| http(e.into()))?)
+                }
+            }
+            .map_err(http)?;
+            if resp.status().as_u16() == 401 && attempt == 0 {
                 let challenge = resp
                     .headers()
                     .get("www-authenticate")
@@ -449,28 +558,6 @@ impl Client {
                 let auth = self.authenticate(&challenge)?;
                 *self.authorization.lock().unwrap_or_else(|p| p.into_inner()) = Some(auth);
                 continue;
-            }
-            if !(200..300).contains(&status) {
-                let detail = resp
-                    .body_mut()
-                    .with_config()
-                    .limit(512)
-                    .read_to_string()
-                    .ok()
-                    .map(|b| format!(": {}", b.trim()))
-                    .filter(|b| b.len() > 2)
-                    .unwrap_or_default();
-                if status == 401 {
-                    return Err(PullError::Auth {
-                        registry: self.registry.clone(),
-                        reason: format!("credentials refused{detail}{}", self.withheld()),
-                    });
-                }
-                return Err(PullError::Status {
-                    url,
-                    status,
-                    detail,
-                });
             }
             return Ok(resp);
         }
@@ -579,7 +666,7 @@ impl Client {
 
     /// Fetches a manifest by tag or digest; checks it against `digest` when
     /// given (and against the registry's `Docker-Content-Digest` always).
-    fn manifest(
+    pub(super) fn manifest(
         &self,
         reference: &str,
         digest: Option<&str>,
