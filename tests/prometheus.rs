@@ -278,6 +278,7 @@ fn prometheus_scrapes_the_agent_running_the_example() {
     let resources = status["resources"].as_array().expect("resources").clone();
     for (kind, name) in [
         ("image", "localhost/moor-example/busybox:1"),
+        ("image", "localhost/moor-example/web:dev"),
         ("network", "front"),
         ("volume", "site"),
         ("container", "web"),
@@ -292,7 +293,7 @@ fn prometheus_scrapes_the_agent_running_the_example() {
             "{kind} {name} has no state: {r}"
         );
     }
-    assert_eq!(resources.len(), 5, "{status:#}");
+    assert_eq!(resources.len(), 6, "{status:#}");
 
     // Prometheus sees the agent and both containers.
     wait_for(

@@ -38,6 +38,8 @@ pub struct Metrics {
     source_revision: IntGaugeVec,
     pull_bytes: IntCounter,
     pull_duration: HistogramVec,
+    builds: IntCounterVec,
+    build_duration: Histogram,
     image_verify: IntCounterVec,
     container_state: IntGaugeVec,
     container_restarts: IntCounterVec,
@@ -147,6 +149,18 @@ impl Metrics {
         .expect("valid metric definition");
         r.register(Box::new(pull_duration.clone()))
             .expect("metric registered once");
+        let build_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "moor_build_duration_seconds",
+                "Time taken by builds of images the manifests build.",
+            )
+            .buckets(vec![
+                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+            ]),
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(build_duration.clone()))
+            .expect("metric registered once");
         let image_verify = IntCounterVec::new(
             Opts::new(
                 "moor_image_verify_total",
@@ -254,6 +268,13 @@ impl Metrics {
             ),
             pull_bytes,
             pull_duration,
+            builds: counter_vec(
+                &r,
+                "moor_build_total",
+                "Builds of images the manifests build, by result: success or failure.",
+                &["result"],
+            ),
+            build_duration,
             image_verify,
             container_state: gauge_vec(
                 &r,
@@ -520,6 +541,12 @@ impl Recorder for Metrics {
                 .with_label_values(&[kind.as_str()])
                 .inc();
         }
+    }
+
+    fn build(&self, ok: bool, duration: Duration) {
+        let result = if ok { "success" } else { "failure" };
+        self.builds.with_label_values(&[result]).inc();
+        self.build_duration.observe(duration.as_secs_f64());
     }
 
     fn drift(&self, kind: Kind) {

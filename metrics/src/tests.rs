@@ -43,6 +43,9 @@ fn recorder_and_host_view_fill_the_metrics() {
     m.source_sync("main", Some("0123abcd"), true, 1_700_000_000.0);
     m.source_sync("main", Some("4567ef01"), true, 1_700_000_100.0);
     m.image_pull(1024, Duration::from_secs(2), true);
+    m.build(true, Duration::from_secs(4));
+    m.build(false, Duration::from_millis(300));
+    m.action(Kind::Image, Verb::Build, false);
     let desired = moor_spec::load_texts(&[(
         "/m/a.toml".into(),
         "[containers.web]\nimage = \"busybox\"\nreplicas = 2\n".to_string(),
@@ -92,6 +95,11 @@ fn recorder_and_host_view_fill_the_metrics() {
         "moor_source_revision_info{revision=\"4567ef01\",source=\"main\"} 1",
         "moor_source_last_sync_timestamp_seconds{source=\"main\"} 1700000100",
         "moor_image_pull_bytes_total 1024",
+        "moor_build_total{result=\"success\"} 1",
+        "moor_build_total{result=\"failure\"} 1",
+        "moor_build_duration_seconds_count 2",
+        "moor_build_duration_seconds_bucket{le=\"0.5\"} 1",
+        "moor_actions_total{action=\"build\",kind=\"image\",result=\"failure\"} 1",
         "moor_resources{kind=\"container\",state=\"desired\"} 2",
         "moor_resources{kind=\"container\",state=\"observed\"} 1",
         "moor_container_state{container=\"web\",state=\"exited\"} 1",

@@ -25,6 +25,7 @@ fn matching_host(desired: &DesiredState) -> Observed {
             ObservedImage {
                 digest: digest.clone(),
                 remote_digest: None,
+                built_from: None,
             },
         );
     }

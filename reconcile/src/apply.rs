@@ -337,6 +337,15 @@ impl Graph {
                 }
             };
             match (a.kind, a.verb) {
+                (Kind::Image, Verb::Build) => {
+                    // After the builds and pulls of the base images it needs
+                    // (a cycle of Dockerfiles is reported as one).
+                    if let Some(Ok(inputs)) = observed.builds.get(&a.name) {
+                        for base in inputs.bases.keys() {
+                            add(find(Kind::Image, base));
+                        }
+                    }
+                }
                 (Kind::Container, Verb::Remove) => {
                     // Remove dependents before what they depend on.
                     if let Some(o) = observed.containers.get(&a.name) {
@@ -456,6 +465,21 @@ impl<R: Runtime> Ctx<'_, R> {
                 let reference =
                     moor_spec::reference::parse(&a.name).map_err(ApplyError::Reference)?;
                 let digest = self.rt.pull(&reference).await?;
+                self.digests
+                    .lock()
+                    .expect("digest map poisoned")
+                    .insert(a.name.clone(), digest);
+                Ok(())
+            }
+            (Kind::Image, Verb::Build) => {
+                let image = self
+                    .desired
+                    .images
+                    .values()
+                    .find(|i| i.spec.build.is_some() && i.spec.reference.to_string() == a.name)
+                    .ok_or_else(|| missing(a))?;
+                let build = image.spec.build.as_ref().ok_or_else(|| missing(a))?;
+                let digest = self.rt.build(&image.spec.reference, build).await?;
                 self.digests
                     .lock()
                     .expect("digest map poisoned")

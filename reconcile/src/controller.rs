@@ -106,7 +106,7 @@ pub struct Condition {
     pub name: String,
     /// Ready, progressing or failed.
     pub status: ConditionStatus,
-    /// A short word: `UpToDate`, `Applied`, `ActionFailed`, `Blocked`, `BackingOff`.
+    /// A short word: `UpToDate`, `Applied`, `ActionFailed`, `BuildFailed`, `Blocked`, `BackingOff`.
     pub reason: &'static str,
     /// For people.
     pub message: String,
@@ -145,6 +145,8 @@ pub trait Recorder: Send + Sync {
     fn reconcile(&self, _ok: bool, _duration: Duration) {}
     /// An action finished.
     fn action(&self, _kind: Kind, _verb: Verb, _ok: bool) {}
+    /// An image build finished (an action of verb [`Verb::Build`]).
+    fn build(&self, _ok: bool, _duration: Duration) {}
     /// A resource that was ready drifted from its spec on the host.
     fn drift(&self, _kind: Kind) {}
     /// Resources waiting for a retry, and retries so far.
@@ -393,9 +395,7 @@ impl<R: Runtime> Controller<R> {
         desired: DesiredState,
         recorder: &dyn Recorder,
     ) -> Result<Option<Duration>, String> {
-        let observed = self
-            .runtime
-            .observe()
+        let observed = crate::runtime::observe(&self.runtime, &desired)
             .await
             .map_err(|e| format!("observing the host: {e}"))?;
         let opts = DiffOptions {
@@ -470,6 +470,9 @@ impl<R: Runtime> Controller<R> {
         for o in &outcomes {
             let key = (o.action.kind, o.action.name.clone());
             recorder.action(o.action.kind, o.action.verb, o.result.is_ok());
+            if o.action.verb == Verb::Build {
+                recorder.build(o.result.is_ok(), o.elapsed);
+            }
             let cond_key = format!("{}/{}", o.action.kind, o.action.name);
             match &o.result {
                 Ok(()) => {
@@ -491,7 +494,11 @@ impl<R: Runtime> Controller<R> {
                             kind: o.action.kind,
                             name: o.action.name.clone(),
                             status: ConditionStatus::Failed,
-                            reason: "ActionFailed",
+                            reason: if o.action.verb == Verb::Build {
+                                "BuildFailed"
+                            } else {
+                                "ActionFailed"
+                            },
                             message: format!(
                                 "{} failed: {e}; retrying in {:.1}s",
                                 o.action.verb,
@@ -604,7 +611,16 @@ impl<R: Runtime> Controller<R> {
         self.status.drift = gated.drifted;
         self.status.planned = gated.held;
         self.status.conditions = conditions;
-        Ok(plan.requeue_after)
+        // A built image's containers follow its new ID in the next pass
+        // (this one diffed them against the old): run it now.
+        let built = outcomes
+            .iter()
+            .any(|o| o.action.verb == Verb::Build && o.result.is_ok());
+        Ok(if built {
+            Some(Duration::ZERO)
+        } else {
+            plan.requeue_after
+        })
     }
 }
 

@@ -168,7 +168,7 @@ pub async fn converge<R: Runtime>(
     // tokio's clock keeps a paused test clock in charge of both.
     let wall_epoch = SystemTime::now();
     loop {
-        let observed = rt.observe().await?;
+        let observed = crate::runtime::observe(rt, desired).await?;
         let diff_opts = DiffOptions {
             project: &opts.apply.project,
             allow_empty: opts.allow_empty,

@@ -101,10 +101,67 @@ pub fn diff(
     let mut blocked_deps: BTreeSet<(Kind, String)> = BTreeSet::new();
     let mut replaced_networks: BTreeSet<String> = BTreeSet::new();
 
+    // Images built from a Dockerfile: built when missing, or when what
+    // they are built from changed since (never pulled).
+    let mut built: BTreeSet<String> = BTreeSet::new();
+    for i in desired.images.values().filter(|i| i.spec.build.is_some()) {
+        let reference = i.spec.reference.to_string();
+        if !built.insert(reference.clone()) {
+            continue;
+        }
+        let have = observed.images.get(&reference);
+        match observed.builds.get(&reference) {
+            Some(Err(message)) => {
+                plan.block(
+                    Kind::Image,
+                    &reference,
+                    Reason::BuildUnreadable {
+                        message: message.clone(),
+                    },
+                );
+                blocked_deps.insert((Kind::Image, reference));
+            }
+            _ if have.is_none() => {
+                plan.push(
+                    Kind::Image,
+                    &reference,
+                    Verb::Build,
+                    Reason::NotInImageStore,
+                );
+            }
+            // The inputs were not read (`observe` was not asked): the image
+            // is there, which is all that can be known.
+            None => {}
+            Some(Ok(want)) => match have.and_then(|h| h.built_from.as_ref()) {
+                None => plan.push(
+                    Kind::Image,
+                    &reference,
+                    Verb::Build,
+                    Reason::BuildChanged {
+                        changes: vec![
+                            "the image in the store was not built from the manifests".into(),
+                        ],
+                    },
+                ),
+                Some(from) if from.digest != want.digest => plan.push(
+                    Kind::Image,
+                    &reference,
+                    Verb::Build,
+                    Reason::BuildChanged {
+                        changes: want.changes_since(from),
+                    },
+                ),
+                Some(_) => {}
+            },
+        }
+    }
+
     // Images: every declared image and every image a container runs.
     let mut images: BTreeMap<String, PullPolicy> = BTreeMap::new();
     for i in desired.images.values() {
-        images.insert(i.spec.reference.to_string(), i.spec.pull);
+        if !built.contains(&i.spec.reference.to_string()) {
+            images.insert(i.spec.reference.to_string(), i.spec.pull);
+        }
     }
     for c in desired.containers.values() {
         let policy = c
@@ -113,7 +170,9 @@ pub fn diff(
             .as_ref()
             .and_then(|e| desired.images.get(e))
             .map_or(PullPolicy::IfNotPresent, |i| i.spec.pull);
-        images.entry(c.spec.image.to_string()).or_insert(policy);
+        if !built.contains(&c.spec.image.to_string()) {
+            images.entry(c.spec.image.to_string()).or_insert(policy);
+        }
     }
     for (reference, policy) in &images {
         match (observed.images.get(reference), policy) {
@@ -136,6 +195,36 @@ pub fn diff(
             }
             (Some(_), _) => {}
         }
+    }
+
+    // A build on a base image that is blocked (`pull = "never"` and not
+    // in the store) is blocked too, rather than fail trying to pull it.
+    let on_blocked: Vec<(String, String)> = plan
+        .actions
+        .iter()
+        .filter(|a| a.kind == Kind::Image && a.verb == Verb::Build)
+        .filter_map(|a| {
+            let Some(Ok(want)) = observed.builds.get(&a.name) else {
+                return None;
+            };
+            want.bases
+                .keys()
+                .find(|b| blocked_deps.contains(&(Kind::Image, (*b).clone())))
+                .map(|b| (a.name.clone(), b.clone()))
+        })
+        .collect();
+    for (name, base) in on_blocked {
+        plan.actions
+            .retain(|a| !(a.kind == Kind::Image && a.verb == Verb::Build && a.name == name));
+        plan.block(
+            Kind::Image,
+            &name,
+            Reason::DependencyBlocked {
+                kind: Kind::Image,
+                name: base,
+            },
+        );
+        blocked_deps.insert((Kind::Image, name));
     }
 
     // Networks.

@@ -5,12 +5,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use moor_spec::{ImageRef, MountSource, NetworkSpec, Resource, VolumeSpec};
+use moor_spec::{BuildSpec, ImageRef, MountSource, NetworkSpec, Resource, VolumeSpec};
 use sha2::{Digest, Sha256};
 
 use crate::observed::{
-    ContainerState, Health, Observed, ObservedContainer, ObservedImage, ObservedNetwork,
-    ObservedVolume,
+    BuildInputs, ContainerState, Health, Observed, ObservedContainer, ObservedImage,
+    ObservedNetwork, ObservedVolume,
 };
 use crate::runtime::{Instance, Runtime, RuntimeError};
 
@@ -28,6 +28,8 @@ struct State {
     health: HashMap<String, VecDeque<Health>>,
     states: HashMap<String, VecDeque<(ContainerState, SystemTime)>>,
     registry: HashMap<String, String>,
+    /// What each build context (by path) holds now.
+    contexts: HashMap<std::path::PathBuf, BuildInputs>,
 }
 
 /// The digest the fake registry serves for `reference` unless told otherwise.
@@ -65,6 +67,7 @@ impl FakeRuntime {
         let verb = call.split(' ').next().unwrap_or_default();
         let error = match verb {
             "pull" => RuntimeError::Image(error),
+            "build" | "build_inputs" => RuntimeError::Build(error),
             _ if verb.ends_with("_network") => RuntimeError::Network(error),
             _ if verb.ends_with("_volume") => RuntimeError::Volume(error),
             _ if verb.ends_with("_container") || verb == "health" || verb == "state" => {
@@ -102,6 +105,13 @@ impl FakeRuntime {
         self.lock()
             .registry
             .insert(reference.to_string(), digest.to_string());
+    }
+
+    /// Makes the build context at `context` hold what `inputs` says (what
+    /// [`Runtime::build_inputs`] reports for it). A build's image digest
+    /// follows from the inputs' digest, the build being reproducible.
+    pub fn set_build_inputs(&self, context: &std::path::Path, inputs: BuildInputs) {
+        self.lock().contexts.insert(context.to_path_buf(), inputs);
     }
 
     /// Changes the host directly, as a person or a crash would.
@@ -148,6 +158,38 @@ impl Runtime for FakeRuntime {
             ObservedImage {
                 digest: digest.clone(),
                 remote_digest: None,
+                built_from: None,
+            },
+        );
+        Ok(digest)
+    }
+
+    async fn build_inputs(&self, build: &BuildSpec) -> Result<BuildInputs, RuntimeError> {
+        let context = build.context.display().to_string();
+        self.record(format!("build_inputs {context}"))?;
+        self.lock()
+            .contexts
+            .get(&build.context)
+            .cloned()
+            .ok_or_else(|| RuntimeError::Build(format!("no context at {context}").into()))
+    }
+
+    async fn build(&self, reference: &ImageRef, build: &BuildSpec) -> Result<String, RuntimeError> {
+        let r = reference.to_string();
+        self.record(format!("build {r}"))?;
+        let mut s = self.lock();
+        let inputs = s
+            .contexts
+            .get(&build.context)
+            .cloned()
+            .ok_or_else(|| RuntimeError::Build(format!("no context for {r}").into()))?;
+        let digest = default_digest(&inputs.digest);
+        s.host.images.insert(
+            r,
+            ObservedImage {
+                digest: digest.clone(),
+                remote_digest: None,
+                built_from: Some(inputs),
             },
         );
         Ok(digest)

@@ -35,13 +35,15 @@ pub use diff::{
 };
 pub use gate::{DriftMode, Gated, SourceMode, gate, is_drift};
 pub use observed::{
-    ContainerState, Health, Hold, Observed, ObservedContainer, ObservedImage, ObservedNetwork,
-    ObservedVolume,
+    BuildInputs, ContainerState, Health, Hold, Observed, ObservedContainer, ObservedImage,
+    ObservedNetwork, ObservedVolume,
 };
 pub use plan::{Action, Blocked, Plan, Verb};
 pub use reason::{JobState, Reason, StopFirstCause};
-pub use runtime::{BoxError, Instance, Runtime, RuntimeError};
+pub use runtime::{BoxError, Instance, Runtime, RuntimeError, observe};
 
+#[cfg(test)]
+mod build_tests;
 #[cfg(test)]
 mod tests;
 

@@ -29,6 +29,11 @@ pub struct Observed {
     /// its container and every other one here; the diff removes them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub superseded: BTreeMap<String, ObservedContainer>,
+    /// What each image the manifests build would be built from now, by
+    /// normalised reference (see [`crate::observe`]), or why that cannot
+    /// be read (a Dockerfile that does not parse).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub builds: BTreeMap<String, Result<BuildInputs, String>>,
 }
 
 impl Observed {
@@ -60,6 +65,101 @@ pub struct ObservedImage {
     /// The digest the registry's tag points at now, when the runtime checked
     /// (pull policy `always`); `None` when it did not.
     pub remote_digest: Option<String>,
+    /// What the image was built from, when moor built it from manifests
+    /// and its tag still points at what that build made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_from: Option<BuildInputs>,
+}
+
+/// What an image is built from: the inputs whose change, and only whose
+/// change, rebuilds it. Plain data, computed by the runtime (it reads the
+/// context and the image store); the diff compares two of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildInputs {
+    /// `sha256:<hex>` over everything below: equal digests, equal inputs.
+    pub digest: String,
+    /// `sha256:<hex>` of the Dockerfile's text.
+    pub dockerfile: String,
+    /// The build arguments.
+    #[serde(default)]
+    pub args: BTreeMap<String, String>,
+    /// The target stage, when not the last.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Each base image the target needs (`FROM`, `COPY --from`), by
+    /// normalised reference: its image ID (config digest), `None` when it
+    /// is not in the image store (the build pulls it).
+    #[serde(default)]
+    pub bases: BTreeMap<String, Option<String>>,
+    /// The context after `.dockerignore`: each path (relative, `/`
+    /// separated) and a digest of its type, mode and content.
+    #[serde(default)]
+    pub context: BTreeMap<String, String>,
+}
+
+impl BuildInputs {
+    /// What differs from `before` to `self`, for people (`build context
+    /// changed: app.py`), in a fixed order; empty when nothing does.
+    pub fn changes_since(&self, before: &BuildInputs) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut files: Vec<&str> = self
+            .context
+            .iter()
+            .filter(|(p, d)| before.context.get(*p) != Some(*d))
+            .map(|(p, _)| p.as_str())
+            .chain(
+                before
+                    .context
+                    .keys()
+                    .filter(|p| !self.context.contains_key(*p))
+                    .map(String::as_str),
+            )
+            .collect();
+        files.sort_unstable();
+        if !files.is_empty() {
+            const SHOWN: usize = 5;
+            let more = files.len().saturating_sub(SHOWN);
+            let mut text = files[..files.len().min(SHOWN)].join(", ");
+            if more > 0 {
+                text.push_str(&format!(" and {more} more"));
+            }
+            out.push(format!("build context changed: {text}"));
+        }
+        if self.dockerfile != before.dockerfile {
+            out.push("Dockerfile changed".to_string());
+        }
+        let mut args: Vec<&str> = self
+            .args
+            .iter()
+            .filter(|(k, v)| before.args.get(*k) != Some(*v))
+            .map(|(k, _)| k.as_str())
+            .chain(
+                before
+                    .args
+                    .keys()
+                    .filter(|k| !self.args.contains_key(*k))
+                    .map(String::as_str),
+            )
+            .collect();
+        args.sort_unstable();
+        if !args.is_empty() {
+            out.push(format!("build args changed: {}", args.join(", ")));
+        }
+        if self.target != before.target {
+            out.push("target stage changed".to_string());
+        }
+        for (r, d) in &self.bases {
+            match (d, before.bases.get(r)) {
+                (None, _) => out.push(format!("base image {r} is not in the image store")),
+                (Some(d), Some(Some(b))) if d == b => {}
+                (Some(_), _) => out.push(format!("base image {r} changed")),
+            }
+        }
+        if out.is_empty() && self.digest != before.digest {
+            out.push("build inputs changed".to_string());
+        }
+        out
+    }
 }
 
 /// A network on the host.

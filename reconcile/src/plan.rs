@@ -14,6 +14,8 @@ use crate::reason::Reason;
 pub enum Verb {
     /// Fetch an image.
     Pull,
+    /// Build an image from its Dockerfile.
+    Build,
     /// Create (and, for a container, start) something that is missing.
     Create,
     /// Remove and create again, because its spec changed or it is broken.
@@ -31,6 +33,7 @@ impl Verb {
     pub fn as_str(self) -> &'static str {
         match self {
             Verb::Pull => "pull",
+            Verb::Build => "build",
             Verb::Create => "create",
             Verb::Replace => "replace",
             Verb::Start => "start",
@@ -42,6 +45,7 @@ impl Verb {
     fn symbol(self) -> &'static str {
         match self {
             Verb::Pull => "↓",
+            Verb::Build => "*",
             Verb::Create => "+",
             Verb::Replace => "-/+",
             Verb::Start => "▶",
@@ -184,9 +188,13 @@ impl fmt::Display for Plan {
             writeln!(f, "  ! {} {} (blocked: {})", b.kind, b.name, b.reason)?;
         }
         let n = |v| self.count(v);
+        let built = match n(Verb::Build) {
+            0 => String::new(),
+            b => format!("{b} to build, "),
+        };
         writeln!(
             f,
-            "\nPlan: {} to pull, {} to create, {} to replace, {} to start, {} to stop, {} to remove.",
+            "\nPlan: {built}{} to pull, {} to create, {} to replace, {} to start, {} to stop, {} to remove.",
             n(Verb::Pull),
             n(Verb::Create),
             n(Verb::Replace),

@@ -17,6 +17,18 @@ pub enum Reason {
     NotInImageStore,
     /// The image is not in the image store and may not be pulled.
     PullNever,
+    /// What a built image is built from changed since it was built (or it
+    /// was not built from these manifests).
+    BuildChanged {
+        /// What changed, for people (`build context changed: app.py`).
+        changes: Vec<String>,
+    },
+    /// What an image is built from cannot be read (the Dockerfile does
+    /// not parse, the context cannot be walked).
+    BuildUnreadable {
+        /// Why.
+        message: String,
+    },
     /// A `pull = "always"` image's tag points at another digest now.
     TagMoved {
         /// The digest the registry's tag points at.
@@ -165,7 +177,7 @@ impl Reason {
     /// than because the host drifted from it).
     pub fn is_spec_change(&self) -> bool {
         match self {
-            Reason::SpecChanged { .. } => true,
+            Reason::SpecChanged { .. } | Reason::BuildChanged { .. } => true,
             Reason::StopFirst { reason, .. } => reason.is_spec_change(),
             _ => false,
         }
@@ -184,6 +196,11 @@ impl fmt::Display for Reason {
             Reason::NotOnHost => f.write_str("not on the host"),
             Reason::NotInImageStore => f.write_str("not in the image store"),
             Reason::PullNever => f.write_str("not in the image store and pull = \"never\""),
+            Reason::BuildChanged { changes } if changes.is_empty() => {
+                f.write_str("build inputs changed")
+            }
+            Reason::BuildChanged { changes } => f.write_str(&changes.join("; ")),
+            Reason::BuildUnreadable { message } => write!(f, "cannot build: {message}"),
             Reason::TagMoved { digest } => write!(f, "tag moved to {}", short(digest)),
             Reason::SpecChanged { fields } if fields.is_empty() => f.write_str("spec changed"),
             Reason::SpecChanged { fields } => write!(f, "spec changed: {}", fields.join(", ")),

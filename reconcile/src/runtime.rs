@@ -7,9 +7,11 @@
 use std::future::Future;
 use std::time::Duration;
 
-use moor_spec::{ContainerSpec, ImageRef, NetworkSpec, Resource, SpecHash, VolumeSpec};
+use moor_spec::{
+    BuildSpec, ContainerSpec, DesiredState, ImageRef, NetworkSpec, Resource, SpecHash, VolumeSpec,
+};
 
-use crate::observed::{ContainerState, Health, Observed};
+use crate::observed::{BuildInputs, ContainerState, Health, Observed};
 
 /// The error a runtime reports inside a [`RuntimeError`]: the engine's
 /// own error (this crate cannot name the engine's types), or a message.
@@ -29,6 +31,10 @@ pub enum RuntimeError {
     /// Pulling, finding or holding an image failed.
     #[error(transparent)]
     Image(BoxError),
+    /// Building an image failed (a `RUN` that exited non-zero, a
+    /// Dockerfile that does not parse, a context that cannot be read).
+    #[error(transparent)]
+    Build(BoxError),
     /// Creating, starting, stopping, inspecting or removing a container
     /// failed.
     #[error(transparent)]
@@ -82,6 +88,23 @@ pub trait Runtime: Send + Sync {
     fn pull(
         &self,
         reference: &ImageRef,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// What `build` would build from now: reads the context (after
+    /// `.dockerignore`), the Dockerfile and the base images in the store.
+    /// Changes nothing.
+    fn build_inputs(
+        &self,
+        build: &BuildSpec,
+    ) -> impl Future<Output = Result<BuildInputs, RuntimeError>> + Send;
+    /// Builds `build` and tags the result `reference` (pulling base images
+    /// it lacks), recording the inputs it was built from (reported as
+    /// [`crate::ObservedImage::built_from`]); returns the new manifest
+    /// digest. A failed build tags nothing: the reference keeps the image
+    /// it named.
+    fn build(
+        &self,
+        reference: &ImageRef,
+        build: &BuildSpec,
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
     /// Creates a network owned by `project` (replacing a broken one of the same name).
     fn create_network(
@@ -144,6 +167,19 @@ impl<T: Runtime> Runtime for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send {
         (**self).pull(reference)
     }
+    fn build_inputs(
+        &self,
+        build: &BuildSpec,
+    ) -> impl Future<Output = Result<BuildInputs, RuntimeError>> + Send {
+        (**self).build_inputs(build)
+    }
+    fn build(
+        &self,
+        reference: &ImageRef,
+        build: &BuildSpec,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send {
+        (**self).build(reference, build)
+    }
     fn create_network(
         &self,
         project: &str,
@@ -199,6 +235,37 @@ impl<T: Runtime> Runtime for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<ContainerState, RuntimeError>> + Send {
         (**self).state(name)
     }
+}
+
+/// Observes the host for `desired`: [`Runtime::observe`], then the
+/// inputs of every image `desired` builds ([`Observed::builds`]), so that
+/// the diff decides from data whether to build.
+pub async fn observe<R: Runtime>(rt: &R, desired: &DesiredState) -> Result<Observed, RuntimeError> {
+    let mut observed = rt.observe().await?;
+    for image in desired.images.values() {
+        if let Some(build) = &image.spec.build {
+            let inputs = rt.build_inputs(build).await.map_err(|e| error_chain(&e));
+            observed
+                .builds
+                .insert(image.spec.reference.to_string(), inputs);
+        }
+    }
+    Ok(observed)
+}
+
+/// An error and its causes, `: `-joined.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -55,8 +55,8 @@ pub use load::{
 };
 pub use loader::{LoadStats, Loader};
 pub use model::{
-    ContainerSpec, DependCondition, DesiredState, HealthTest, Healthcheck, ImageSpec, Kind,
-    NetworkAttachment, NetworkMode, NetworkSpec, Origin, PullPolicy, Resource, Resources,
+    BuildSpec, ContainerSpec, DependCondition, DesiredState, HealthTest, Healthcheck, ImageSpec,
+    Kind, NetworkAttachment, NetworkMode, NetworkSpec, Origin, PullPolicy, Resource, Resources,
     RestartPolicy, Seccomp, SecretMount, SecretValue, UpdateOrder, VolumeSpec,
 };
 pub use mounts::{Mount, MountSource};

@@ -113,8 +113,29 @@ pub enum PullPolicy {
 pub struct ImageSpec {
     /// The normalised reference.
     pub reference: ImageRef,
-    /// When to pull it.
+    /// When to pull it (a built image is never pulled).
     pub pull: PullPolicy,
+    /// Build it from a Dockerfile rather than pull it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildSpec>,
+}
+
+/// `build = { context, dockerfile, args, target }`: how an image is built
+/// from a Dockerfile next to the manifests (as `moor build` would).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildSpec {
+    /// The context directory: absolute, resolved against the manifest's
+    /// directory, inside the source's tree.
+    pub context: PathBuf,
+    /// The Dockerfile, relative to the context (`Dockerfile` by default);
+    /// `..` and links may lead out of the context but not out of the tree.
+    pub dockerfile: PathBuf,
+    /// `--build-arg`s.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
+    /// The stage to build (`--target`); the last when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// `[networks.NAME]`: a bridge network.

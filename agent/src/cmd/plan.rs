@@ -30,7 +30,7 @@ pub fn run(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
     };
     // Read-only, beside a running agent: no lock, nothing repaired.
     let host = HostView::open(HostConfig::new(state_dir))?;
-    let observed = runtime()?.block_on(host.observe())?;
+    let observed = runtime()?.block_on(host.observe(&desired))?;
     let opts = DiffOptions {
         project: &project,
         allow_empty: args.allow_empty,

@@ -20,7 +20,8 @@ use sha2::{Digest, Sha256};
 
 /// A revision for a desired state: sha256 over every resource's kind, name and
 /// spec hash (which already covers env files and bind sources kept next to the
-/// manifests). Equal states have equal revisions, whatever their spelling.
+/// manifests), and what each image's build reads (its Dockerfile and context).
+/// Equal states have equal revisions, whatever their spelling.
 pub fn revision(state: &DesiredState) -> String {
     let mut h = Sha256::new();
     let mut feed = |kind: &str, name: &str, hash: &str| {
@@ -31,6 +32,14 @@ pub fn revision(state: &DesiredState) -> String {
     };
     for (n, r) in &state.images {
         feed("image", n, r.hash.as_str());
+        // What a build reads from the source is no part of the spec (the
+        // image, not its spec, changes): an edit there is a new revision
+        // all the same, applied at once.
+        if let Some(build) = &r.spec.build {
+            let read = moor_runtime::build::inputs::source_digest(build)
+                .unwrap_or_else(|e| format!("unreadable: {e}"));
+            feed("build", n, &read);
+        }
     }
     for (n, r) in &state.networks {
         feed("network", n, r.hash.as_str());
@@ -339,5 +348,31 @@ mod tests {
         loader.load(&b).expect("valid");
         assert!(loader.last_load(&a).is_none(), "a is forgotten");
         assert_eq!(loader.last_load(&b).map(|s| s.reused), Some(1));
+    }
+
+    #[test]
+    fn an_edit_to_a_build_context_is_a_new_revision() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path();
+        std::fs::create_dir_all(dir.join("app")).expect("mkdir");
+        write(dir, "app/Dockerfile", "FROM busybox\nCOPY . /app\n");
+        write(dir, "app/main.py", "print(1)\n");
+        write(dir, "app/.dockerignore", "*.log\n");
+        write(
+            dir,
+            "stack.toml",
+            "[images.app]\nref = \"localhost/app:1\"\nbuild = \"./app\"\n",
+        );
+        let loader = Loader::default();
+        let first = revision(&loader.load(dir).expect("valid"));
+        // A file the build leaves out: the same revision.
+        write(dir, "app/debug.log", "noise\n");
+        assert_eq!(revision(&loader.load(dir).expect("valid")), first);
+        // A file it reads, or the Dockerfile: a new one.
+        write(dir, "app/main.py", "print(2)\n");
+        let second = revision(&loader.load(dir).expect("valid"));
+        assert_ne!(second, first);
+        write(dir, "app/Dockerfile", "FROM busybox\nCOPY . /srv\n");
+        assert_ne!(revision(&loader.load(dir).expect("valid")), second);
     }
 }

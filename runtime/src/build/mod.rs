@@ -22,6 +22,7 @@ pub mod commit;
 pub mod config;
 mod copy;
 mod error;
+pub mod inputs;
 pub mod layer;
 mod run;
 mod state;

@@ -73,6 +73,10 @@ pub(super) fn image(e: impl Into<BoxError>) -> RuntimeError {
 }
 
 /// A container operation failed.
+pub(super) fn build(e: impl Into<BoxError>) -> RuntimeError {
+    RuntimeError::Build(e.into())
+}
+
 pub(super) fn container(e: impl Into<BoxError>) -> RuntimeError {
     RuntimeError::Container(e.into())
 }

@@ -20,6 +20,15 @@ use super::{DEFAULT_NETWORK, Inner, instances, labels};
 use crate::container::{Status, volumes};
 
 impl Inner {
+    /// What `spec` would be built from now ([`crate::build::inputs`]).
+    pub(super) fn build_inputs(
+        &self,
+        spec: &moor_spec::BuildSpec,
+    ) -> Result<moor_reconcile::BuildInputs, RuntimeError> {
+        let images = self.images.lock().expect("image store poisoned");
+        crate::build::inputs::inputs(&images, spec).map_err(super::error::build)
+    }
+
     pub(super) fn observe(self: &Arc<Self>) -> Result<Observed, RuntimeError> {
         let mut o = Observed::default();
         let images = self.images.lock().expect("image store poisoned");
@@ -30,6 +39,11 @@ impl Inner {
                     ObservedImage {
                         digest: img.digest.clone(),
                         remote_digest: None,
+                        built_from: crate::build::inputs::recorded(
+                            images.store.root(),
+                            r,
+                            &img.digest,
+                        ),
                     },
                 );
             }

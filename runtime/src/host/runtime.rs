@@ -2,12 +2,15 @@
 
 use std::time::Duration;
 
-use moor_reconcile::{ContainerState, Health, Instance, Observed, Runtime, RuntimeError};
-use moor_spec::{ImageRef, NetworkSpec, Resource, VolumeSpec};
+use moor_reconcile::{
+    BuildInputs, ContainerState, Health, Instance, Observed, Runtime, RuntimeError,
+};
+use moor_spec::{BuildSpec, ImageRef, NetworkSpec, Resource, VolumeSpec};
 
-use super::error::{ErrorContext, container, image, network, volume};
+use super::error::{ErrorContext, build, container, image, network, volume};
 use super::owners::Owner;
 use super::{Host, instances, labels};
+use crate::build::inputs;
 use crate::container::{Status, volumes};
 use crate::image::pull::pull;
 
@@ -33,6 +36,72 @@ impl Runtime for Host {
                 .map_err(ErrorContext::new(format!("pulling {r}")))
                 .map_err(image)?;
             Ok(record.digest)
+        })
+        .await
+    }
+
+    async fn build_inputs(&self, spec: &BuildSpec) -> Result<BuildInputs, RuntimeError> {
+        let spec = spec.clone();
+        self.blocking(move |inner| inner.build_inputs(&spec)).await
+    }
+
+    async fn build(&self, reference: &ImageRef, spec: &BuildSpec) -> Result<String, RuntimeError> {
+        let (r, spec) = (reference.to_string(), spec.clone());
+        self.blocking(move |inner| {
+            // A store handle of its own, as `moor build` has: a long build
+            // does not hold up the observations of the host meanwhile.
+            let images = crate::image::Images::open(&inner.state_dir)
+                .map_err(ErrorContext::new(format!("building {r}")))
+                .map_err(build)?;
+            let fail =
+                |e: crate::build::BuildError| build(ErrorContext::new(format!("building {r}"))(e));
+            let before = inputs::inputs(&images, &spec).map_err(fail)?;
+            let mut engine = inner.engine.config().clone();
+            // RUN containers live apart from the host's, as `moor build`'s.
+            engine.state_dir = engine.state_dir.join("build");
+            let opts = crate::build::BuildOptions {
+                context: spec.context.clone(),
+                dockerfile: Some(inputs::dockerfile_path(&spec).0),
+                build_args: spec.args.clone(),
+                target: spec.target.clone(),
+                tags: vec![r.clone()],
+                no_cache: false,
+                network: crate::build::RunNetwork::None,
+                pull: inner.pull.clone(),
+            };
+            // The steps' output goes to the log as it comes; the last of
+            // it is logged again as a warning when the build fails, so
+            // that `moor apply` (which logs only warnings) shows it too.
+            const TAIL: usize = 40;
+            let tail = std::sync::Mutex::new(std::collections::VecDeque::with_capacity(TAIL));
+            let progress = |line: &str| {
+                tracing::info!(image = %r, "build: {line}");
+                let mut t = tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if t.len() == TAIL {
+                    t.pop_front();
+                }
+                t.push_back(line.to_string());
+            };
+            let built = match crate::build::build(&images, engine, &opts, &progress) {
+                Ok(b) => b,
+                Err(e) => {
+                    let t = tail.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let lines: Vec<&str> = t.iter().map(String::as_str).collect();
+                    tracing::warn!(image = %r, "build failed: {e}; its last output:\n{}", lines.join("\n"));
+                    return Err(fail(e));
+                }
+            };
+            // Base images the build pulled have their IDs now; what it read
+            // is what was read before, unless the context changed meanwhile
+            // (then the next pass builds again).
+            let after = inputs::inputs(&images, &spec).map_err(fail)?;
+            let used = if after.context == before.context && after.dockerfile == before.dockerfile {
+                after
+            } else {
+                before
+            };
+            inputs::record(images.store.root(), &r, &built.image.digest, &used).map_err(fail)?;
+            Ok(built.image.digest)
         })
         .await
     }

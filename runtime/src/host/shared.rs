@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use moor_reconcile::{Observed, Runtime, RuntimeError};
+use moor_reconcile::{Observed, RuntimeError};
 
 use super::error::{container, network};
 use super::open::Access;
@@ -36,9 +36,13 @@ impl HostView {
         Host::open_as(config, Access::ReadOnly).map(Self)
     }
 
-    /// What is on the host, as the reconciler sees it.
-    pub async fn observe(&self) -> Result<Observed, RuntimeError> {
-        self.0.observe().await
+    /// What is on the host, as the reconciler sees it, with the inputs of
+    /// the images `desired` builds (see [`moor_reconcile::observe`]).
+    pub async fn observe(
+        &self,
+        desired: &moor_spec::DesiredState,
+    ) -> Result<Observed, RuntimeError> {
+        moor_reconcile::observe(&self.0, desired).await
     }
 }
 

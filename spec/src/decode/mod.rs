@@ -4,6 +4,7 @@
 //! reported and skipped, and decoding goes on with the next, so one run shows
 //! the user everything that needs fixing.
 
+mod build;
 mod container;
 mod outside;
 mod resources;

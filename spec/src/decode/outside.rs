@@ -35,6 +35,8 @@ pub(crate) enum Read {
     },
     /// Whether nothing exists at a path (links not followed).
     Missing { path: PathBuf, found: bool },
+    /// What is at a path (links followed).
+    FileKind { path: PathBuf, found: FileKind },
     /// [`crate::bind::content_digest`] of a bind source.
     Digest {
         path: PathBuf,
@@ -73,6 +75,28 @@ fn missing(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
+/// What a path names, its links followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    /// Nothing (or nothing that can be looked at).
+    Missing,
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// Something else.
+    Other,
+}
+
+fn file_kind(path: &Path) -> FileKind {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => FileKind::Dir,
+        Ok(m) if m.is_file() => FileKind::File,
+        Ok(_) => FileKind::Other,
+        Err(_) => FileKind::Missing,
+    }
+}
+
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
@@ -94,6 +118,7 @@ impl Read {
                 found,
             } => crate::envfile::read(real, looked_for, shown) == *found,
             Read::Missing { path, found } => missing(path) == *found,
+            Read::FileKind { path, found } => file_kind(path) == *found,
             Read::Digest { path, found } => crate::bind::content_digest(path) == *found,
             Read::Absolute { path, found } => absolute(path) == *found,
             Read::Real { path, found } => crate::writes::real(path) == *found,
@@ -156,6 +181,16 @@ impl Decoder<'_> {
     pub(crate) fn missing(&mut self, path: &Path) -> bool {
         let found = missing(path);
         self.reads.push(Read::Missing {
+            path: path.to_path_buf(),
+            found,
+        });
+        found
+    }
+
+    /// What is at `path` (links followed).
+    pub(crate) fn file_kind(&mut self, path: &Path) -> FileKind {
+        let found = file_kind(path);
+        self.reads.push(Read::FileKind {
             path: path.to_path_buf(),
             found,
         });

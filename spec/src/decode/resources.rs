@@ -263,9 +263,23 @@ impl Decoder<'_> {
         let f = self.fields(
             node,
             field,
-            &["ref", "pull", "target"],
+            &["ref", "pull", "build", "target"],
             &[("image", "ref"), ("reference", "ref")],
         )?;
+        // `Some(None)`: not built; `None`: a problem was reported.
+        let build = match f.get("build") {
+            Some(n) => self.build(n, &field.key("build")).map(Some),
+            None => Some(None),
+        };
+        let mut ok = true;
+        if let (Some(_), Some(n)) = (f.get("build"), f.get("pull")) {
+            self.error(
+                n.pos,
+                &field.key("pull"),
+                "a built image is never pulled: remove \"pull\" (or \"build\")",
+            );
+            ok = false;
+        }
         let reference = match f.get("ref") {
             Some(n) => {
                 let rf = field.key("ref");
@@ -297,10 +311,12 @@ impl Decoder<'_> {
             }
             None => Some(PullPolicy::default()),
         };
-        Some(ImageSpec {
+        let spec = ImageSpec {
             reference: reference?,
             pull: pull?,
-        })
+            build: build?,
+        };
+        ok.then_some(spec)
     }
 
     fn network(&mut self, node: &Node, field: &Field<'_>) -> Option<(NetworkSpec, Pos)> {
