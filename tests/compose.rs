@@ -279,3 +279,40 @@ fn the_agent_interpolates_a_source_with_its_env_files() {
     );
     host.stop_agent();
 }
+
+/// A service with `build:` and no `image` is built by moor, named as
+/// Compose names it (`PROJECT-SERVICE`), with its build args, and runs as
+/// the user its Dockerfile sets; a second apply builds nothing.
+#[test]
+fn a_service_with_build_is_built_and_runs() {
+    let Some(host) = Instance::with_busybox("cbuild", &[]) else {
+        return;
+    };
+    let src = tempfile::tempdir().expect("source dir");
+    let dir = src.path().join("cbuild");
+    std::fs::create_dir_all(dir.join("app")).unwrap();
+    std::fs::write(
+        dir.join("app/Dockerfile"),
+        "FROM localhost/moor-example/busybox:1\nARG GREETING=unset\n\
+         RUN echo \"$GREETING\" > /greeting\nUSER nobody\n\
+         CMD [\"sh\", \"-c\", \"echo greeting=$(cat /greeting) uid=$(id -u); exec sleep 3600\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("compose.yaml"),
+        "services:\n  app:\n    build:\n      context: ./app\n      args:\n        GREETING: built-by-moor\n    network_mode: none\n",
+    )
+    .unwrap();
+    let path = dir.to_str().expect("utf-8");
+    host.moor_ok(&["apply", "-p", "cbuild", path]);
+    let mut log = String::new();
+    wait_for("app's greeting", Duration::from_secs(60), || {
+        log = crate::common::text(&host.moor(&["logs", "app"]));
+        log.contains("greeting=")
+    });
+    assert!(log.contains("greeting=built-by-moor uid=65534"), "{log}");
+    let images = host.moor_ok(&["images"]);
+    assert!(images.contains("cbuild-app"), "{images}");
+    let plan = host.moor_ok(&["plan", "-p", "cbuild", path]);
+    assert!(!plan.contains("build"), "nothing to build again: {plan}");
+}

@@ -284,6 +284,9 @@ struct Extends {
 /// What services refer to at the top level.
 #[derive(Debug, Default)]
 struct Top {
+    /// The project's name (`name:`, else the Compose file's directory), for
+    /// the names of images a service builds without naming them.
+    project: String,
     secrets: BTreeMap<String, FileEntry>,
     configs: BTreeMap<String, FileEntry>,
     /// Whether the file declares the `default` network itself.
@@ -427,8 +430,23 @@ impl Decoder<'_> {
     ) -> Node {
         let lookup = |name: &str| vars.get(name).cloned();
         let lookup: &dyn Fn(&str) -> Option<String> = &lookup;
+        let project = match get(root, "name").map(|n| &n.value) {
+            Some(Value::Str(n)) => n.clone(),
+            _ => self
+                .dir
+                .file_name()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
         let mut top = Top {
             vars: vars.clone(),
+            // As Compose normalises a project name: lower case, letters,
+            // digits, `-` and `_`.
+            project: project
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect(),
             ..Top::default()
         };
         let mut services = None;
@@ -464,6 +482,7 @@ impl Decoder<'_> {
             }
         }
         let mut containers = Vec::new();
+        let mut images = Vec::new();
         let mut wants_default = false;
         let mut ext = Extends::default();
         if let Some(services) = services {
@@ -485,9 +504,10 @@ impl Decoder<'_> {
                 if !self.active(&svc, &field, profiles) {
                     continue;
                 }
-                if let Some((lowered, default)) = self.service(name, &svc, &field, &top) {
+                if let Some((lowered, default, image)) = self.service(name, &svc, &field, &top) {
                     wants_default |= default;
                     containers.push((name.clone(), lowered));
+                    images.extend(image.map(|i| (name.clone(), i)));
                 }
             }
         }
@@ -508,6 +528,7 @@ impl Decoder<'_> {
             }
         }
         let out = vec![
+            (key("images", root.pos), map(root.pos, images)),
             (key("containers", root.pos), map(root.pos, containers)),
             (key("networks", root.pos), map(root.pos, networks)),
             (key("volumes", root.pos), map(root.pos, volumes)),

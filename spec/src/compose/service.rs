@@ -161,7 +161,7 @@ impl Decoder<'_> {
         svc: &Node,
         field: &str,
         top: &Top,
-    ) -> Option<(Node, bool)> {
+    ) -> Option<(Node, bool, Option<Node>)> {
         let list = match &svc.value {
             Value::Map(e) => e.as_slice(),
             Value::Null => &[],
@@ -239,25 +239,33 @@ impl Decoder<'_> {
             }
         }
         let image = get(svc, "image");
-        let build = list.iter().find(|(k, _)| k.name == "build").map(|(k, _)| k);
+        let build = list.iter().find(|(k, _)| k.name == "build");
+        let mut built = None;
         match (image, build) {
             (None, None) => {
-                self.fail(
-                    name.pos,
-                    field,
-                    "a service needs an image (or a build, which moor does not do)",
-                );
+                self.fail(name.pos, field, "a service needs an image or a build");
                 return None;
             }
-            (None, Some(b)) => {
-                self.fail(b.pos, &join(field, "build"), "moor does not build images: give the service the image the build makes (image = \"...\")");
-                return None;
+            (_, Some((bk, bv))) => {
+                // Built as Compose builds it: named by `image`, else
+                // `PROJECT-SERVICE`.
+                let reference = match image.and_then(Node::scalar_text) {
+                    Some(r) => r,
+                    None => {
+                        let r = format!("{}-{}", top.project, name.name);
+                        out.push((key("image", bk.pos), text(bk.pos, r.clone())));
+                        r
+                    }
+                };
+                let spec = self.compose_build(bv, &join(field, "build"))?;
+                built = Some(map(
+                    bk.pos,
+                    vec![
+                        (key("ref", bk.pos), text(bk.pos, reference)),
+                        (key("build", bk.pos), spec),
+                    ],
+                ));
             }
-            (Some(_), Some(b)) => self.warn(
-                b.pos,
-                &join(field, "build"),
-                "moor does not build images; ignored, the image is pulled",
-            ),
             _ => {}
         }
         if !mounts.is_empty() {
@@ -283,7 +291,7 @@ impl Decoder<'_> {
             ));
             joins_default = true;
         }
-        Some((map(svc.pos, out), joins_default))
+        Some((map(svc.pos, out), joins_default, built))
     }
 
     /// `environment`: a table or `KEY=VALUE` list; a name without a value
@@ -700,6 +708,87 @@ impl Decoder<'_> {
     }
 
     /// `networks` of a service; whether it names `default`.
+    /// A service's `build` (`build: ./dir`, or `context`, `dockerfile`,
+    /// `args`, `target`) in moor's spelling of an image's `build`.
+    fn compose_build(&mut self, v: &Node, field: &str) -> Option<Node> {
+        match &v.value {
+            Value::Str(_) => return Some(v.clone()),
+            Value::Map(_) => {}
+            other => {
+                self.fail(
+                    v.pos,
+                    field,
+                    format!("expected a context path or a table, found {}", other.kind()),
+                );
+                return None;
+            }
+        }
+        let mut out = Vec::new();
+        for (k, val) in entries(v) {
+            let f = join(field, &k.name);
+            match k.name.as_str() {
+                "context" | "dockerfile" | "target" => out.push((k.clone(), val.clone())),
+                "args" => {
+                    let mut args = Vec::new();
+                    match &val.value {
+                        Value::Map(e) => {
+                            for (ak, av) in e {
+                                match av.scalar_text() {
+                                    Some(t) => args.push((ak.clone(), text(av.pos, t))),
+                                    None => self.warn(
+                                        ak.pos,
+                                        &join(&f, &ak.name),
+                                        "a build arg without a value is left out",
+                                    ),
+                                }
+                            }
+                        }
+                        Value::Seq(items) => {
+                            for item in items {
+                                match item.scalar_text().as_deref().map(|t| t.split_once('=')) {
+                                    Some(Some((ak, av))) => {
+                                        args.push((key(ak, item.pos), text(item.pos, av)))
+                                    }
+                                    _ => self.warn(
+                                        item.pos,
+                                        &f,
+                                        "a build arg without a value is left out",
+                                    ),
+                                }
+                            }
+                        }
+                        other => {
+                            self.fail(
+                                val.pos,
+                                &f,
+                                format!(
+                                    "expected a table or a list of KEY=VALUE, found {}",
+                                    other.kind()
+                                ),
+                            );
+                            return None;
+                        }
+                    }
+                    out.push((k.clone(), map(val.pos, args)));
+                }
+                "dockerfile_inline" => {
+                    self.fail(
+                        k.pos,
+                        &f,
+                        "an inline Dockerfile is not supported: write it to a file in the context",
+                    );
+                    return None;
+                }
+                n if n.starts_with("x-") => {}
+                _ => self.unsupported(k.pos, &f, ""),
+            }
+        }
+        if !out.iter().any(|(k, _)| k.name == "context") {
+            out.push((key("context", v.pos), text(v.pos, ".")));
+        }
+        Some(map(v.pos, out))
+    }
+
     fn service_networks(&mut self, v: &Node, field: &str) -> (Node, bool) {
         match &v.value {
             Value::Seq(items) => {

@@ -187,7 +187,7 @@ fn unsupported_keys_are_warnings_at_their_place_and_the_load_goes_on() {
     write(
         tmp.path(),
         "docker-compose.yml",
-        "services:\n  web:\n    image: busybox\n    build: .\n    privileged: true\n    ulimits:\n      nofile: 1024\n    imagee: x\n    x-mine: 1\n    volumes: [\"data:/d:nocopy\", \"/anon\"]\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      start_interval: 1s\nvolumes:\n  data:\n    driver: nfs\n",
+        "services:\n  web:\n    image: busybox\n    cgroup: host\n    privileged: true\n    ulimits:\n      nofile: 1024\n    imagee: x\n    x-mine: 1\n    volumes: [\"data:/d:nocopy\", \"/anon\"]\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      start_interval: 1s\nvolumes:\n  data:\n    driver: nfs\n",
     );
     let s = ok(load(tmp.path()));
     let shown: Vec<String> = s
@@ -199,7 +199,7 @@ fn unsupported_keys_are_warnings_at_their_place_and_the_load_goes_on() {
         })
         .collect();
     let expect = [
-        "4:5: services.web.build: moor does not build images; ignored",
+        "4:5: services.web.cgroup: not supported by moor yet; ignored",
         "5:5: services.web.privileged: not supported by moor yet; ignored",
         "6:5: services.web.ulimits: not supported",
         "8:5: services.web.imagee: unknown key; ignored; did you mean \"image\"?",
@@ -215,7 +215,7 @@ fn unsupported_keys_are_warnings_at_their_place_and_the_load_goes_on() {
     assert_eq!(s.containers["web"].spec.mounts.len(), 1);
     let line = s.warnings.iter().next().unwrap().to_string();
     assert!(
-        line.contains("docker-compose.yml:4:5: warning: services.web.build"),
+        line.contains("docker-compose.yml:4:5: warning: services.web.cgroup"),
         "{line}"
     );
 }
@@ -233,8 +233,9 @@ fn a_service_with_neither_image_nor_build_is_refused() {
         e.contains("compose.yml:2:3: error: services.a: a service needs an image"),
         "{e}"
     );
+    // A build whose context is not there is an error at the build.
     assert!(
-        e.contains("compose.yml:5:5: error: services.b.build: moor does not build images"),
+        e.contains("compose.yml:5:12: error: images.b.build: build context \"./b\" does not exist"),
         "{e}"
     );
 }
@@ -1204,4 +1205,66 @@ fn an_override_file_linked_out_of_the_tree_is_refused() {
         assert!(e.contains("leads outside the source's tree"), "{e}");
         assert!(!e.contains("not-yours"), "{e}");
     }
+}
+
+#[test]
+fn a_service_build_is_an_image_moor_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("Shop");
+    write(&root, "api/Dockerfile", "FROM scratch\n");
+    write(&root, "web/docker/Dockerfile.prod", "FROM scratch\n");
+    write(
+        &root,
+        "compose.yaml",
+        "services:\n  api:\n    build: ./api\n  web:\n    image: shop/web:2\n    build:\n      context: ./web\n      dockerfile: docker/Dockerfile.prod\n      args:\n        - VERSION=2\n        - FROM_ENV\n      target: runtime\n      cache_from: [shop/web:1]\n",
+    );
+    let r = crate::load_with(&[&root], None, &LoadOptions::default());
+    let state = ok(r);
+    let api = &state.containers["api"].spec;
+    // Named as Compose names it: PROJECT-SERVICE, the project being the
+    // directory's name in lower case.
+    assert_eq!(api.image.repository, "library/shop-api", "{:?}", api.image);
+    let built = state
+        .images
+        .values()
+        .find(|i| i.spec.reference == api.image)
+        .and_then(|i| i.spec.build.clone())
+        .expect("api's image is built");
+    assert_eq!(built.context, root.join("api"));
+    let web = state
+        .images
+        .values()
+        .find(|i| i.spec.reference.repository == "shop/web")
+        .and_then(|i| i.spec.build.clone())
+        .expect("web's image is built");
+    assert_eq!(web.dockerfile, Path::new("docker/Dockerfile.prod"));
+    assert_eq!(web.args.get("VERSION").map(String::as_str), Some("2"));
+    assert_eq!(web.target.as_deref(), Some("runtime"));
+    // What moor does not do is a warning at its line, not a silent drop.
+    let warnings = crate::load_with(&[&root], None, &LoadOptions::default())
+        .map(|s| s.warnings.to_string())
+        .unwrap_or_default();
+    assert!(warnings.contains("build.cache_from"), "{warnings}");
+    assert!(
+        warnings.contains("FROM_ENV") || warnings.contains("without a value"),
+        "{warnings}"
+    );
+
+    write(
+        &root,
+        "compose.yaml",
+        "services:\n  api:\n    build:\n      dockerfile_inline: FROM scratch\n",
+    );
+    let e = err(load(&root));
+    assert!(e.contains("inline Dockerfile"), "{e}");
+    write(
+        &root,
+        "compose.yaml",
+        "services:\n  api:\n    build: ../../etc\n",
+    );
+    let e = err(load(&root));
+    assert!(
+        e.contains("services.api.build") || e.contains("images.api.build"),
+        "{e}"
+    );
 }
