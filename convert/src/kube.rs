@@ -191,6 +191,8 @@ struct Ctx<'a> {
     volume_users: BTreeMap<String, BTreeSet<String>>,
     /// ConfigMaps and Secrets made from bind sources, by source.
     files: BTreeMap<PathBuf, FileObject>,
+    /// Secrets made (without their values) for `[secrets]` entries.
+    secrets: BTreeSet<String>,
 }
 
 #[derive(Clone)]
@@ -298,6 +300,7 @@ pub fn export(state: &DesiredState, opts: &Options) -> Result<Export, ExportErro
         names: BTreeMap::new(),
         volume_users: BTreeMap::new(),
         files: BTreeMap::new(),
+        secrets: BTreeSet::new(),
     };
     for (name, r) in &state.containers {
         cx.names.insert(name.clone(), dns_name(name, 50));
@@ -827,6 +830,56 @@ fn workload(cx: &mut Ctx<'_>, name: &str, s: &ContainerSpec) {
         }
         vol_mounts.push(vm);
     }
+    // moor's secrets: a Secret each, named after it and written without its
+    // value (never exported), mounted where moor mounts it with its mode.
+    for (i, sm) in s.secrets.iter().enumerate() {
+        let field = format!("secrets[{}]", sm.source);
+        let name = dns_name(&format!("secret-{}", sm.source), 63);
+        if cx.secrets.insert(name.clone()) {
+            let labels = cx.labels(None);
+            cx.add("Secret", &name, vec![("type", Doc::s("Opaque"))], labels);
+        }
+        cx.warn(
+            &res,
+            &field,
+            format!(
+                "the Secret {name} is written without its value: fill it before the pod can start \
+                 (kubectl create secret generic {name} --from-file={}=FILE)",
+                sm.source
+            ),
+        );
+        let vname = format!("secret-{i}");
+        let file = sm
+            .target
+            .rsplit('/')
+            .next()
+            .filter(|f| !f.is_empty())
+            .unwrap_or(sm.source.as_str())
+            .to_string();
+        let mut item = Doc::map();
+        item.set("key", Doc::s(&sm.source));
+        item.set("path", Doc::s(&file));
+        item.set("mode", Doc::Int(i64::from(sm.mode)));
+        let mut vol = Doc::map();
+        vol.set("name", Doc::s(&vname));
+        let sec = vol.entry("secret");
+        sec.set("secretName", Doc::s(&name));
+        sec.set("items", Doc::List(vec![item]));
+        pod_volumes.push(vol);
+        let mut vm = Doc::map();
+        vm.set("name", Doc::s(&vname));
+        vm.set("mountPath", Doc::s(&sm.target));
+        vm.set("readOnly", Doc::Bool(true));
+        vm.set("subPath", Doc::s(&file));
+        vol_mounts.push(vm);
+        if sm.uid.is_some() || sm.gid.is_some() {
+            cx.warn(
+                &res,
+                &format!("{field}.uid"),
+                "a Secret volume's files belong to the pod's fsGroup, not a uid of their own",
+            );
+        }
+    }
     if !vol_mounts.is_empty() {
         c.set("volumeMounts", Doc::List(vol_mounts));
     }
@@ -897,13 +950,6 @@ fn workload(cx: &mut Ctx<'_>, name: &str, s: &ContainerSpec) {
             &res,
             "init",
             "Kubernetes runs no reaping init for a container; the image's entrypoint is PID 1",
-        );
-    }
-    for secret in &s.secrets {
-        cx.warn(
-            &res,
-            &format!("secrets[{}]", secret.source),
-            "not converted: create a Kubernetes Secret for it and mount it by hand (the value is not exported)",
         );
     }
     if s.stop_signal != "SIGTERM" && s.stop_signal != "15" {

@@ -526,12 +526,13 @@ fn colliding_object_names_warn() {
 }
 
 #[test]
-fn secrets_warn_and_never_leak_into_the_export() {
+fn secrets_become_empty_secrets_and_never_leak_into_the_export() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), "hunter2-conv").unwrap();
     std::fs::write(
         dir.path().join("app.toml"),
-        "[secrets.pw]\nfile = \"pw\"\n[containers.a]\nimage = \"busybox\"\nsecrets = [\"pw\"]\n",
+        "[secrets.pw]\nfile = \"pw\"\n[containers.a]\nimage = \"busybox\"\nsecrets = [\"pw\", { source = \"pw\", target = \"/etc/app/pw\", mode = 0o440 }]\n\
+         [containers.b]\nimage = \"busybox\"\nsecrets = [\"pw\"]\n",
     )
     .unwrap();
     let state = moor_spec::load(&[dir.path()]).unwrap();
@@ -543,9 +544,40 @@ fn secrets_warn_and_never_leak_into_the_export() {
     let e = export(&state, &opts).unwrap();
     let w: Vec<String> = e.warnings.iter().map(|n| n.to_string()).collect();
     assert!(
-        w.iter()
-            .any(|w| w.starts_with("containers.a.secrets[pw]: not converted")),
+        w.iter().any(|w| w.starts_with(
+            "containers.a.secrets[pw]: the Secret secret-pw is written without its value"
+        )),
         "{w:?}"
     );
     assert!(!e.stream().contains("hunter2"));
+    // One Secret, shared, with no data; each pod mounts it where moor does.
+    let secrets: Vec<_> = e
+        .objects
+        .iter()
+        .filter(|o| o.file.starts_with("secret-"))
+        .collect();
+    assert_eq!(
+        secrets.len(),
+        1,
+        "{:?}",
+        e.objects.iter().map(|o| &o.file).collect::<Vec<_>>()
+    );
+    let y = secrets[0].doc.to_yaml();
+    assert!(y.contains("name: \"secret-pw\"") && !y.contains("\ndata:"), "{y}");
+    let a = e
+        .objects
+        .iter()
+        .find(|o| o.file.starts_with("deployment-a"))
+        .expect("a's Deployment")
+        .doc
+        .to_yaml();
+    for want in [
+        "mountPath: \"/run/secrets/pw\"",
+        "mountPath: \"/etc/app/pw\"",
+        "secretName: \"secret-pw\"",
+        "mode: 288",
+        "mode: 256",
+    ] {
+        assert!(a.contains(want), "{want} missing from:\n{a}");
+    }
 }
