@@ -563,7 +563,10 @@ fn secrets_become_empty_secrets_and_never_leak_into_the_export() {
         e.objects.iter().map(|o| &o.file).collect::<Vec<_>>()
     );
     let y = secrets[0].doc.to_yaml();
-    assert!(y.contains("name: \"secret-pw\"") && !y.contains("\ndata:"), "{y}");
+    assert!(
+        y.contains("name: \"secret-pw\"") && !y.contains("\ndata:"),
+        "{y}"
+    );
     let a = e
         .objects
         .iter()
