@@ -5,7 +5,8 @@
 //! file and moor reads it back to the same spec hashes. Every string is
 //! written with `$` doubled, as Compose would otherwise interpolate it.
 //!
-//! What Compose cannot say is a [`Note`]: `[images]` entries (a service
+//! What Compose cannot say is a [`Note`]: `[images]` entries that are
+//! pulled (a built image is the `build` of the services that run it; a service
 //! names its reference; the pull policy is lost), a volume's `prune`, and
 //! `http`/`tcp` health checks (written as `CMD-SHELL` probes with `wget`
 //! and `nc`, which the image must have).
@@ -33,7 +34,11 @@ fn escape(d: &mut Doc) {
 /// be read from.
 pub fn document(state: &DesiredState, base: &Path, notes: &mut Vec<Note>) -> Doc {
     let mut doc = Doc::map();
-    for name in state.images.keys() {
+    for (name, r) in &state.images {
+        if r.spec.build.is_some() {
+            // Written as the `build` of the services that run it.
+            continue;
+        }
         notes.push(Note::new(
             &format!("images.{name}"),
             "",
@@ -45,6 +50,34 @@ pub fn document(state: &DesiredState, base: &Path, notes: &mut Vec<Note>) -> Doc
         let s = &r.spec;
         let mut c = Doc::map();
         c.set("image", Doc::s(s.image.to_string()));
+        // An image the manifests build: the service builds it, as Compose
+        // does when a service has both `image` and `build`.
+        if let Some(b) = state
+            .images
+            .values()
+            .find(|i| i.spec.reference == s.image)
+            .and_then(|i| i.spec.build.as_ref())
+        {
+            let context = host_path(&b.context, base);
+            if Path::new(&context).is_absolute() {
+                notes.push(Note::new(
+                    &format!("containers.{name}"),
+                    "build.context",
+                    "the build context is outside the output's directory: written as an absolute path, which Compose reads and moor does not (write the output beside the context to read it back)",
+                ));
+            }
+            let d = c.entry("build");
+            d.set("context", Doc::s(context));
+            if b.dockerfile != Path::new("Dockerfile") {
+                d.set("dockerfile", Doc::s(b.dockerfile.display().to_string()));
+            }
+            if !b.args.is_empty() {
+                d.set("args", Doc::str_map(&b.args));
+            }
+            if let Some(t) = &b.target {
+                d.set("target", Doc::s(t));
+            }
+        }
         if let Some(e) = &s.entrypoint {
             c.set("entrypoint", Doc::strs(e));
         }
