@@ -323,9 +323,11 @@ networks = ["nmother"]
         Duration::from_secs(30),
         || http_get(port).is_none(),
     );
-    let rules = common::host::nft_table(&env.host.slot().nft_table()).unwrap_or_default();
-    assert!(
-        !rules.contains(&format!("dport {port}")),
-        "the DNAT rule is gone: {rules}"
-    );
+    // The rules follow within the same pass (after the container is gone,
+    // so under load a moment later).
+    wait_for("the DNAT rule to go", Duration::from_secs(30), || {
+        !common::host::nft_table(&env.host.slot().nft_table())
+            .unwrap_or_default()
+            .contains(&format!("dport {port}"))
+    });
 }

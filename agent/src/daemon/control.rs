@@ -290,6 +290,18 @@ async fn suspend(
     if h.triggers.send(t).await.is_err() {
         return Reply::err("the source's controller has stopped");
     }
+    // Answered once the controller has taken it in, so that `/status`
+    // says what the client was told. A controller in the middle of a long
+    // pass takes it in after that pass; the record above already holds.
+    let mut seen = h.controller.clone();
+    let taken = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        seen.wait_for(|s| s.suspended == on),
+    )
+    .await;
+    if !matches!(taken, Ok(Ok(_))) {
+        tracing::warn!(source = %source, "the controller has not taken the request in yet; it will after its current pass");
+    }
     on_suspend(source, on);
     tracing::info!(source = %source, "{}", if on { "suspended by request" } else { "resumed by request" });
     Reply::ok(if on {

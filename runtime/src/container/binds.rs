@@ -251,11 +251,11 @@ mod tests {
     fn opens_beneath_the_tree_following_links_inside_only() {
         let tmp = tempfile::tempdir().unwrap();
         let tree = tmp.path().join("repo");
-        fs::create_dir_all(tree.join("shared/v1")).unwrap();
+        fs::create_dir_all(tree.join("common/v1")).unwrap();
         fs::create_dir_all(tree.join("app")).unwrap();
-        fs::write(tree.join("shared/v1/site.conf"), "x").unwrap();
+        fs::write(tree.join("common/v1/site.conf"), "x").unwrap();
         fs::write(tmp.path().join("secret"), "s").unwrap();
-        symlink("../shared/v1", tree.join("app/conf")).unwrap();
+        symlink("../common/v1", tree.join("app/conf")).unwrap();
         symlink("/etc", tree.join("app/etc")).unwrap();
         symlink("../../secret", tree.join("app/up")).unwrap();
         symlink("/proc/self/root/etc", tree.join("app/proc")).unwrap();
@@ -263,9 +263,9 @@ mod tests {
         let real = fs::canonicalize(&tree).unwrap();
         assert_eq!(
             path_of(&open("app/conf/site.conf").unwrap()),
-            real.join("shared/v1/site.conf")
+            real.join("common/v1/site.conf")
         );
-        assert_eq!(path_of(&open("app/conf").unwrap()), real.join("shared/v1"));
+        assert_eq!(path_of(&open("app/conf").unwrap()), real.join("common/v1"));
         assert_eq!(path_of(&open("").unwrap()), real);
         for escape in ["app/etc", "app/etc/passwd", "app/up", "app/proc"] {
             assert!(
