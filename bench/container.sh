@@ -36,7 +36,8 @@
 # - podman run: `podman run --rm --network none IMAGE /bin/true`, image
 #   imported from the same tar.
 #
-# Needs root, docker.io, podman, catatonit, runc, busybox-static, python3.
+# Needs root, docker.io, podman, netavark, aardvark-dns, catatonit, runc,
+# busybox-static, python3.
 # Prints Markdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
