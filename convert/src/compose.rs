@@ -58,25 +58,14 @@ pub fn document(state: &DesiredState, base: &Path, notes: &mut Vec<Note>) -> Doc
             .find(|i| i.spec.reference == s.image)
             .and_then(|i| i.spec.build.as_ref())
         {
-            let context = host_path(&b.context, base);
-            if Path::new(&context).is_absolute() {
+            if Path::new(&host_path(&b.context, base)).is_absolute() {
                 notes.push(Note::new(
                     &format!("containers.{name}"),
                     "build.context",
                     "the build context is outside the output's directory: written as an absolute path, which Compose reads and moor does not (write the output beside the context to read it back)",
                 ));
             }
-            let d = c.entry("build");
-            d.set("context", Doc::s(context));
-            if b.dockerfile != Path::new("Dockerfile") {
-                d.set("dockerfile", Doc::s(b.dockerfile.display().to_string()));
-            }
-            if !b.args.is_empty() {
-                d.set("args", Doc::str_map(&b.args));
-            }
-            if let Some(t) = &b.target {
-                d.set("target", Doc::s(t));
-            }
+            c.set("build", crate::build_doc(b, base));
         }
         if let Some(e) = &s.entrypoint {
             c.set("entrypoint", Doc::strs(e));

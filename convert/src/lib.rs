@@ -92,6 +92,24 @@ pub fn convert(state: &DesiredState, base: &Path, format: Format) -> (String, Ve
 /// A host path as a manifest in `base` writes it: `./rel` when it is
 /// under `base` (so that moor hashes its content, as it did when it was
 /// loaded), else absolute.
+/// An image's build (`context` as [`host_path`] writes it, and the
+/// `dockerfile`, `args` and `target` that differ from the defaults), spelt
+/// alike by moor's formats and Compose.
+pub(crate) fn build_doc(b: &moor_spec::BuildSpec, base: &Path) -> Doc {
+    let mut d = Doc::map();
+    d.set("context", Doc::s(host_path(&b.context, base)));
+    if b.dockerfile != Path::new("Dockerfile") {
+        d.set("dockerfile", Doc::s(b.dockerfile.display().to_string()));
+    }
+    if !b.args.is_empty() {
+        d.set("args", Doc::str_map(&b.args));
+    }
+    if let Some(t) = &b.target {
+        d.set("target", Doc::s(t));
+    }
+    d
+}
+
 pub(crate) fn host_path(source: &Path, base: &Path) -> String {
     let base = moor_spec::tree::normalize(base);
     match source.strip_prefix(&base) {

@@ -71,17 +71,7 @@ pub fn document(state: &DesiredState, base: &Path, notes: &mut Vec<Note>) -> Doc
         e.set("ref", Doc::s(r.spec.reference.to_string()));
         if let Some(b) = &r.spec.build {
             // A built image is never pulled: `pull` beside `build` is refused.
-            let d = e.entry("build");
-            d.set("context", Doc::s(host_path(&b.context, base)));
-            if b.dockerfile != Path::new("Dockerfile") {
-                d.set("dockerfile", Doc::s(b.dockerfile.display().to_string()));
-            }
-            if !b.args.is_empty() {
-                d.set("args", Doc::str_map(&b.args));
-            }
-            if let Some(t) = &b.target {
-                d.set("target", Doc::s(t));
-            }
+            e.set("build", crate::build_doc(b, base));
             continue;
         }
         let pull = match r.spec.pull {

@@ -16,7 +16,6 @@ use std::io::BufWriter;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
-use moor_store::Digest;
 use serde_json::{Value, json};
 
 use super::error::BuildError;
@@ -26,7 +25,7 @@ use super::{Built, config, now};
 use crate::container::Engine;
 use crate::container::state::ContainerRecord;
 use crate::image::change::{self, ImportConfig};
-use crate::image::oci::{Descriptor, Manifest, chain_ids, media};
+use crate::image::oci::chain_ids;
 use crate::image::{ImageError, Images};
 
 /// Paths moor mounts over in every container (relative to the root).
@@ -412,37 +411,8 @@ pub fn commit(
     }
     let diff_ids: Vec<String> = state.layers.iter().map(|l| l.diff_id.clone()).collect();
     config::finish(&mut cfg, &diff_ids, &created);
-    let raw = serde_json::to_vec(&cfg).map_err(|e| BuildError::Invalid(e.to_string()))?;
-    let config_digest = images
-        .store
-        .blobs
-        .put(&raw, None)
-        .map_err(ImageError::from)?;
-    let descriptor = |media_type: &str, digest: &str, size: u64| Descriptor {
-        media_type: media_type.into(),
-        digest: digest.into(),
-        size,
-        platform: None,
-        annotations: BTreeMap::new(),
-    };
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.into()),
-        config: descriptor(media::OCI_CONFIG, config_digest.as_str(), raw.len() as u64),
-        layers: state
-            .layers
-            .iter()
-            .map(|l| descriptor(&l.media_type, &l.blob, l.size))
-            .collect(),
-    };
-    let manifest_raw =
-        serde_json::to_vec(&manifest).map_err(|e| BuildError::Invalid(e.to_string()))?;
-    let manifest_digest: Digest = images
-        .store
-        .blobs
-        .put(&manifest_raw, None)
-        .map_err(ImageError::from)?;
-    let image = images.commit(&manifest_digest, None, &tags)?;
+    state.config = cfg;
+    let (config_digest, image) = state.store(images, &tags)?;
     Ok(Built {
         id: config_digest.to_string(),
         image,

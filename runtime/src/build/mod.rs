@@ -43,7 +43,6 @@ use moor_spec::NetworkMode;
 use moor_store::ImageRecord;
 
 use crate::container::EngineConfig;
-use crate::image::oci::{Descriptor, Manifest, media};
 use crate::image::pull::{PullOptions, pull};
 use crate::image::{ImageError, Images};
 
@@ -313,37 +312,7 @@ pub fn build(
         .unwrap_or_else(now);
     let diff_ids: Vec<String> = last.layers.iter().map(|l| l.diff_id.clone()).collect();
     config::finish(&mut last.config, &diff_ids, &created);
-    let raw = serde_json::to_vec(&last.config).map_err(|e| BuildError::Invalid(e.to_string()))?;
-    let config_digest = images
-        .store
-        .blobs
-        .put(&raw, None)
-        .map_err(ImageError::from)?;
-    let descriptor = |media_type: &str, digest: &str, size: u64| Descriptor {
-        media_type: media_type.into(),
-        digest: digest.into(),
-        size,
-        platform: None,
-        annotations: BTreeMap::new(),
-    };
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.into()),
-        config: descriptor(media::OCI_CONFIG, config_digest.as_str(), raw.len() as u64),
-        layers: last
-            .layers
-            .iter()
-            .map(|l| descriptor(&l.media_type, &l.blob, l.size))
-            .collect(),
-    };
-    let manifest_raw =
-        serde_json::to_vec(&manifest).map_err(|e| BuildError::Invalid(e.to_string()))?;
-    let manifest_digest = images
-        .store
-        .blobs
-        .put(&manifest_raw, None)
-        .map_err(ImageError::from)?;
-    let image = images.commit(&manifest_digest, None, &tags)?;
+    let (config_digest, image) = last.store(images, &tags)?;
     out.line(&format!(
         "Successfully built {}",
         short(config_digest.as_str())

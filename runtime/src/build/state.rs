@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::BuildError;
-use crate::image::oci::{self, media};
+use std::collections::BTreeMap;
+
+use crate::image::oci::{self, Descriptor, Manifest, media};
 use crate::image::{ImageError, Images};
 
 /// One layer of a [`State`].
@@ -81,6 +83,48 @@ impl State {
                 .parse::<Digest>()
                 .is_ok_and(|d| images.store.blobs.contains(&d))
         })
+    }
+
+    /// Writes the config and an OCI manifest of the layers to the store and
+    /// records the image under `tags`: the config's digest (the image ID)
+    /// and the image.
+    pub(super) fn store(
+        &self,
+        images: &Images,
+        tags: &[String],
+    ) -> Result<(Digest, ImageRecord), BuildError> {
+        let invalid = |e: serde_json::Error| BuildError::Invalid(e.to_string());
+        let raw = serde_json::to_vec(&self.config).map_err(invalid)?;
+        let config = images
+            .store
+            .blobs
+            .put(&raw, None)
+            .map_err(ImageError::from)?;
+        let descriptor = |media_type: &str, digest: &str, size: u64| Descriptor {
+            media_type: media_type.into(),
+            digest: digest.into(),
+            size,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.into()),
+            config: descriptor(media::OCI_CONFIG, config.as_str(), raw.len() as u64),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| descriptor(&l.media_type, &l.blob, l.size))
+                .collect(),
+        };
+        let manifest_raw = serde_json::to_vec(&manifest).map_err(invalid)?;
+        let manifest_digest = images
+            .store
+            .blobs
+            .put(&manifest_raw, None)
+            .map_err(ImageError::from)?;
+        let image = images.commit(&manifest_digest, None, tags)?;
+        Ok((config, image))
     }
 
     /// Adds the uncompressed layer tar at `tar` (removed afterwards).
