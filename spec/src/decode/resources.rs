@@ -204,11 +204,7 @@ impl Decoder<'_> {
             for (name_key, spec) in resources {
                 let field = table.key(&name_key.name);
                 self.check(name_key.pos, &field, check_name(&name_key.name));
-                let (file, pos) = self.locate(name_key.pos);
-                let origin = Origin {
-                    file: file.to_path_buf(),
-                    pos,
-                };
+                let origin = self.origin(name_key.pos);
                 // A resource's own target replaces its document's.
                 let own_target = match &spec.value {
                     Value::Map(fields) => fields
