@@ -198,6 +198,165 @@ mod tests {
         }
     }
 
+    /// A registry on loopback answering each request with `answer(method,
+    /// path)`: status, headers, body. Serves until the test ends.
+    fn registry(
+        answer: impl Fn(&str, &str) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + 'static,
+    ) -> ImageRef {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut words = line.split_whitespace();
+                let (method, path) = (
+                    words.next().unwrap_or("").to_string(),
+                    words.next().unwrap_or("").to_string(),
+                );
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                }
+                let (status, headers, body) = answer(&method, &path);
+                let mut head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    body.len()
+                );
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let _ = stream.write_all(head.as_bytes());
+                if method != "HEAD" {
+                    let _ = stream.write_all(&body);
+                }
+            }
+        });
+        moor_spec::reference::parse(&format!("127.0.0.1:{port}/app:1")).unwrap()
+    }
+
+    fn tags_page(tags: &[&str]) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "name": "app", "tags": tags })).unwrap()
+    }
+
+    #[test]
+    fn a_tag_list_is_read_page_after_page() {
+        let r = registry(|_, path| match path {
+            "/v2/app/tags/list?n=1000" => (
+                200,
+                vec![(
+                    "Link".into(),
+                    "</v2/app/tags/list?last=b&n=1000>; rel=\"next\"".into(),
+                )],
+                tags_page(&["a", "b"]),
+            ),
+            "/v2/app/tags/list?last=b&n=1000" => (200, vec![], tags_page(&["c"])),
+            _ => (404, vec![], Vec::new()),
+        });
+        let tags = list_tags(&r, &PullOptions::default()).unwrap();
+        assert_eq!(tags, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_hostile_tag_list_is_refused() {
+        // A Link back to where it was: refused rather than followed forever.
+        let r = registry(|_, _| {
+            (
+                200,
+                vec![(
+                    "Link".into(),
+                    "</v2/app/tags/list?n=1000>; rel=\"next\"".into(),
+                )],
+                tags_page(&["a"]),
+            )
+        });
+        let e = list_tags(&r, &PullOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("in a circle"), "{e}");
+        // Pages that never end.
+        let r = registry(|_, path| {
+            let n: u64 = path
+                .rsplit('=')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            (
+                200,
+                vec![(
+                    "Link".into(),
+                    format!("</v2/app/tags/list?last={}>; rel=\"next\"", n + 1),
+                )],
+                tags_page(&["a"]),
+            )
+        });
+        let e = list_tags(&r, &PullOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("past 100 pages"), "{e}");
+        // A Link to another host.
+        let r = registry(|_, _| {
+            (
+                200,
+                vec![(
+                    "Link".into(),
+                    "<http://198.51.100.1/v2/app/tags/list>; rel=\"next\"".into(),
+                )],
+                tags_page(&["a"]),
+            )
+        });
+        let e = list_tags(&r, &PullOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("is not on the registry"), "{e}");
+        // Not JSON, or too large.
+        let r = registry(|_, _| (200, vec![], b"<html>".to_vec()));
+        let e = list_tags(&r, &PullOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("not a tag list"), "{e}");
+        let r = registry(|_, _| (200, vec![], vec![b' '; (MAX_PAGE_BYTES + 1) as usize]));
+        assert!(list_tags(&r, &PullOptions::default()).is_err());
+    }
+
+    #[test]
+    fn a_head_gives_the_digest_and_a_missing_or_odd_header_is_checked_by_hashing() {
+        let body = br#"{"schemaVersion":2}"#.to_vec();
+        let real = Digest::of(&body).to_string();
+        let good = real.clone();
+        let r = registry(move |method, _| {
+            assert_eq!(method, "HEAD", "a digest in the header needs no GET");
+            (
+                200,
+                vec![("Docker-Content-Digest".into(), good.clone())],
+                Vec::new(),
+            )
+        });
+        assert_eq!(head_digest(&r, &PullOptions::default()).unwrap(), real);
+        // No header (or not a sha256 one): the manifest is fetched and hashed.
+        for header in [None, Some("sha256:../../etc"), Some("md5:abc")] {
+            let b = body.clone();
+            let r = registry(move |_, _| {
+                let h = header
+                    .map(|h| vec![("Docker-Content-Digest".to_string(), h.to_string())])
+                    .unwrap_or_default();
+                (200, h, b.clone())
+            });
+            match (header, head_digest(&r, &PullOptions::default())) {
+                // A GET whose header names another sha256 digest is a lie, refused.
+                (Some("sha256:../../etc"), Err(e)) => {
+                    assert!(e.to_string().contains("hashes to"), "{e}")
+                }
+                (Some("sha256:../../etc"), Ok(d)) => panic!("a lying header gave {d}"),
+                (_, r) => assert_eq!(r.unwrap(), real, "{header:?}"),
+            }
+        }
+        // An error status is an error.
+        let r = registry(|_, _| (500, vec![], Vec::new()));
+        let e = head_digest(&r, &PullOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("500"), "{e}");
+    }
+
     #[test]
     fn only_sha256_digests_are_taken_from_a_header() {
         assert!(is_sha256(&format!("sha256:{}", "a".repeat(64))));
