@@ -52,10 +52,15 @@ impl Host {
     /// Every reference in the image store and its digest as a registry
     /// names it (the index's, else the manifest's); empty when the store
     /// cannot be read.
+    /// Never waits for a pull under way (which holds the host's handle on
+    /// the store): it then reads through a handle of its own.
     pub fn image_digests(&self) -> std::collections::BTreeMap<String, String> {
-        let images = self.inner.images.lock().expect("image store poisoned");
+        let list = match self.inner.images.try_lock() {
+            Ok(images) => images.list(),
+            Err(_) => crate::image::Images::open(&self.inner.state_dir).and_then(|i| i.list()),
+        };
         let mut out = std::collections::BTreeMap::new();
-        for i in images.list().unwrap_or_default() {
+        for i in list.unwrap_or_default() {
             let digest = i.index.clone().unwrap_or_else(|| i.digest.clone());
             for r in i.refs {
                 out.insert(r, digest.clone());
