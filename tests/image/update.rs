@@ -8,6 +8,7 @@ use super::layers::{self, Layer, TestImage, digest, file, tar_of};
 use super::registry::Registry;
 use crate::common::instance::Instance;
 use crate::common::{http_get, wait_for};
+use crate::gitops::{Answer, Receiver};
 
 /// Long enough for a check, a pull and a replacement on a loaded machine,
 /// well within a few intervals (the interval is 10 s, the shortest allowed).
@@ -233,7 +234,8 @@ fn semver_runs_the_highest_tag_in_range_and_follows_a_new_one() {
     );
 }
 
-/// `notify` reports a re-pushed tag and changes nothing.
+/// `notify` reports a re-pushed tag — in `/status`, the log and one
+/// `update_available` notification — and changes nothing.
 #[test]
 fn notify_reports_and_replaces_nothing() {
     let Some(mut host) = Instance::with_busybox("imnt", &["docker-registry"]) else {
@@ -252,7 +254,25 @@ fn notify_reports_and_replaces_nothing() {
         &reference,
         "{ interval = \"10s\", policy = \"notify\" }",
     );
-    host.start_agent(&["--source", dir.to_str().expect("utf-8"), "--resync", "1h"]);
+    let receiver = Receiver::start(Answer::Ok);
+    let url_file = work.path().join("notify.url");
+    std::fs::write(
+        &url_file,
+        format!("http://127.0.0.1:{}/hook\n", receiver.port),
+    )
+    .expect("url file");
+    let config = work.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "resync = \"1h\"\n[[source]]\nname = \"imnt\"\nurl = \"{}\"\n\n\
+             [[notify]]\nkind = \"webhook\"\nurl_file = \"{}\"\nevents = [\"update_available\"]\n",
+            dir.display(),
+            url_file.display()
+        ),
+    )
+    .expect("config");
+    host.start_agent(&["--config", config.to_str().expect("utf-8")]);
     wait_for("web runs image one", WITHIN, || {
         version(&host).as_deref() == Some("one")
     });
@@ -269,8 +289,20 @@ fn notify_reports_and_replaces_nothing() {
         "{}",
         host.agent_log()
     );
-    // A few more checks change nothing.
-    std::thread::sleep(Duration::from_secs(12));
+    wait_for("the notification", WITHIN, || !receiver.events().is_empty());
+    // A few more checks change nothing, and say it once.
+    std::thread::sleep(Duration::from_secs(22));
+    let events = receiver.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["event"], "update_available");
+    assert_eq!(events[0]["source"], "imnt");
+    assert_eq!(events[0]["resource"], format!("image/{reference}"));
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&two.manifest_digest)),
+        "{events:#?}"
+    );
     assert_eq!(host.pid("web"), Some(pid));
     assert_eq!(version(&host).as_deref(), Some("one"));
     assert_eq!(image_of(&host), reference);
