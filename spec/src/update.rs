@@ -86,10 +86,15 @@ pub fn check_interval(d: Duration) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// A tag read as a version: `1.4.2`, or `v1.4.2` as Flux accepts it.
-/// Anything else (`latest`, `1.4`, `1.4.2-alpine` is a pre-release and is
-/// kept) is `None`.
+/// A tag read as a version: `1.4.2`, or `v1.4.2` as Flux accepts it;
+/// `1.4.2-alpine` reads as a pre-release. Anything else (`latest`, `1.4`,
+/// build metadata, more than 128 characters) is `None`.
 pub fn tag_version(tag: &str) -> Option<semver::Version> {
+    // A tag is at most 128 characters; a registry listing a longer one is
+    // not to be believed.
+    if tag.len() > 128 {
+        return None;
+    }
     let t = tag.strip_prefix('v').unwrap_or(tag);
     // Build metadata cannot be written in a tag (`+` is not allowed there),
     // but a registry could still list one: it orders nothing, refuse it.
@@ -230,6 +235,9 @@ mod tests {
         assert_eq!(pick_tag(tags, "^1.4"), Ok(Some("1.4.1")));
         assert_eq!(tag_version("v1.2.3"), Some(semver::Version::new(1, 2, 3)));
         assert_eq!(tag_version("latest"), None);
+        let long = format!("1.9.9-{}", "b".repeat(200));
+        assert_eq!(pick_tag([long.as_str()], ">=1.9.9-a"), Ok(None));
+        assert_eq!(pick_tag(["1.9.9-b"], ">=1.9.9-a"), Ok(Some("1.9.9-b")));
     }
 
     #[test]
