@@ -314,6 +314,34 @@ mod tests {
     }
 
     #[test]
+    fn the_yaml_spelling_means_the_same() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("m.yaml"),
+            "images:\n  a:\n    ref: localhost:5000/app:1.4.0\n    update: {interval: 2m, policy: \"semver:~1.4\"}\n",
+        )
+        .unwrap();
+        let state = crate::load::load(&[tmp.path()]).unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(
+            state.images["a"].spec.update,
+            Some(UpdateSpec {
+                interval: Duration::from_secs(120),
+                policy: UpdatePolicy::Semver("~1.4".into()),
+            })
+        );
+        std::fs::write(
+            tmp.path().join("m.yaml"),
+            "images:\n  a:\n    ref: localhost:5000/app:1\n    update:\n      interval: 1s\n",
+        )
+        .unwrap();
+        let err = crate::load::load(&[tmp.path()]).unwrap_err().to_string();
+        assert!(
+            err.contains("m.yaml:5:17: error: images.a.update.interval: 1s is shorter"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn hostile_and_contradictory_updates_are_refused_with_their_place() {
         let cases = [
             (
