@@ -130,7 +130,7 @@ pub enum NotifyKind {
 }
 
 /// The events notifications are sent for.
-pub const NOTIFY_EVENTS: &[&str] = &["applied", "failed", "recovered"];
+pub const NOTIFY_EVENTS: &[&str] = &["applied", "failed", "recovered", "update_available"];
 
 /// One `[[notify]]` target, resolved.
 #[derive(Debug, Clone)]

@@ -611,11 +611,11 @@ impl<R: Runtime> Controller<R> {
         self.status.drift = gated.drifted;
         self.status.planned = gated.held;
         self.status.conditions = conditions;
-        // A built image's containers follow its new ID in the next pass
-        // (this one diffed them against the old): run it now.
+        // A built or pulled image's containers follow its new ID in the
+        // next pass (this one diffed them against the old): run it now.
         let built = outcomes
             .iter()
-            .any(|o| o.action.verb == Verb::Build && o.result.is_ok());
+            .any(|o| matches!(o.action.verb, Verb::Build | Verb::Pull) && o.result.is_ok());
         Ok(if built {
             Some(Duration::ZERO)
         } else {

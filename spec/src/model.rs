@@ -121,6 +121,10 @@ pub struct ImageSpec {
     /// Build it from a Dockerfile rather than pull it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildSpec>,
+    /// Keep it current from its registry (`update = { interval, policy }`);
+    /// never with `build`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<crate::update::UpdateSpec>,
 }
 
 /// `build = { context, dockerfile, args, target }`: how an image is built

@@ -10,7 +10,9 @@
 //! - `status`: what `/status` and `/readyz` say;
 //! - `http`: the endpoint and the git webhooks;
 //! - `control`: the control socket (`moor suspend`, `resume`, `reconcile`);
-//! - `notify`: notifications (`[[notify]]`).
+//! - `notify`: notifications (`[[notify]]`);
+//! - `updates`: image updates (`[images.X] update`), between each source
+//!   and its controller.
 //!
 //! It takes a resolved `AgentConfig` and knows nothing of the command line.
 
@@ -20,6 +22,7 @@ mod http;
 mod notify;
 mod sources;
 mod status;
+mod updates;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -118,15 +121,21 @@ async fn serve(
         }));
         let status: SharedStatus = Arc::new(Mutex::new(sources::initial_status(source)));
         let wake = Arc::new(Notify::new());
+        // The source's desired states pass through its image updates.
+        let (source_tx, source_rx) = mpsc::channel::<Trigger>(64);
         tasks.push(sources::start_source(
-            source,
-            state_dir,
-            &loader,
-            &status,
-            &wake,
-            &metrics,
-            tx.clone(),
+            source, state_dir, &loader, &status, &wake, &metrics, source_tx,
         )?);
+        let images: updates::Shared = Arc::default();
+        let updater = updates::Updater {
+            source: source.name.clone(),
+            host: host.clone(),
+            state_dir: state_dir.to_path_buf(),
+            metrics: metrics.clone(),
+            notifier: notifier.clone(),
+            view: images.clone(),
+        };
+        tasks.push(tokio::spawn(updater.run(source_rx, tx.clone())));
         if !notifier.is_empty() {
             tasks.push(tokio::spawn(
                 notifier
@@ -150,6 +159,7 @@ async fn serve(
             status,
             controller: status_rx,
             wake,
+            images,
         });
     }
 

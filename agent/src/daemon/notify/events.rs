@@ -21,6 +21,9 @@ pub enum EventKind {
     Failed,
     /// A resource that had failed is as its manifest says again.
     Recovered,
+    /// A registry has a newer image than the one in force (`[images.X]
+    /// update` with `policy = "notify"`); nothing was changed.
+    UpdateAvailable,
 }
 
 impl EventKind {
@@ -30,6 +33,7 @@ impl EventKind {
             EventKind::Applied => "applied",
             EventKind::Failed => "failed",
             EventKind::Recovered => "recovered",
+            EventKind::UpdateAvailable => "update_available",
         }
     }
 }
@@ -181,7 +185,8 @@ impl Suppressor {
     pub fn admit(&mut self, mut ev: Event, now: Instant) -> Admit {
         let key = (ev.source.clone(), ev.resource.clone());
         match ev.event {
-            EventKind::Applied => Admit::Send(ev),
+            // Each new digest is announced once by its sender.
+            EventKind::Applied | EventKind::UpdateAvailable => Admit::Send(ev),
             EventKind::Recovered => {
                 if let Some((_, repeats)) = self.failing.remove(&key)
                     && repeats > 0
