@@ -715,9 +715,10 @@ fn pinned(desired: &DesiredState, digest: &str) -> DesiredState {
     let r: moor_spec::reference::ImageRef = format!("localhost:5000/busybox:1@{digest}")
         .parse()
         .expect("reference");
-    out.images.get_mut("busybox").expect("entry").spec.reference = r.clone();
+    std::sync::Arc::make_mut(&mut out.images.get_mut("busybox").expect("entry").spec).reference =
+        r.clone();
     for c in out.containers.values_mut() {
-        c.spec.image = r.clone();
+        std::sync::Arc::make_mut(&mut c.spec).image = r.clone();
     }
     out
 }

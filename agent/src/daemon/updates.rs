@@ -143,7 +143,7 @@ impl Updater {
                         .images
                         .values()
                         .filter(|i| due.get(&key(&i.spec)).is_some_and(|(at, _)| *at <= now))
-                        .map(|i| i.spec.clone())
+                        .map(|i| (*i.spec).clone())
                         .collect();
                     for spec in &wanted {
                         if let Some(u) = &spec.update {

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use moor_spec::reference::ImageRef;
@@ -126,10 +127,13 @@ impl Pins {
                 tracing::warn!(image = %name, tag = %pin.tag, digest = %pin.digest, "ignoring an image update record that does not make a reference");
                 continue;
             };
-            let written = std::mem::replace(&mut image.spec.reference, pinned.clone());
+            let written = std::mem::replace(
+                &mut Arc::make_mut(&mut image.spec).reference,
+                pinned.clone(),
+            );
             for c in out.containers.values_mut() {
                 if c.spec.image_entry.as_deref() == Some(name.as_str()) || c.spec.image == written {
-                    c.spec.image = pinned.clone();
+                    Arc::make_mut(&mut c.spec).image = pinned.clone();
                 }
             }
         }
