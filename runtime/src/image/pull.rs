@@ -55,6 +55,10 @@ pub struct PullOptions {
     /// Images that must be signed (`[[verify]]`): the first rule whose
     /// pattern matches a reference decides its keys.
     pub verify: Vec<super::verify::Rule>,
+    /// Keys each of which must have signed the image, whatever `verify`
+    /// says (an `[images]` entry's `verify`): requirements added to the
+    /// rules', never in their place.
+    pub require: Vec<Key>,
     /// Also told of every pull's events (metrics).
     pub events: Option<super::events::SharedObserver>,
 }
@@ -67,6 +71,7 @@ impl Default for PullOptions {
             auth_file: None,
             platform: Platform::host(),
             verify: Vec::new(),
+            require: Vec::new(),
             events: None,
         }
     }
@@ -193,23 +198,35 @@ fn pull_ref(
     bytes: &AtomicU64,
 ) -> Result<ImageRecord, PullError> {
     let client = Client::new(r, opts)?;
-    // An image a rule covers is pulled by the digest its signature names,
-    // never by the tag again.
-    let verified = match opts.verify.iter().find(|rule| rule.matches(r)) {
-        None => None,
-        Some(rule) => {
-            let outcome = verify_ref(r, &rule.keys, opts);
-            observer.event(Event::Verified {
-                reference: r.to_string(),
-                digest: outcome.as_ref().ok().map(|v| v.digest.clone()),
-                result: outcome
-                    .as_ref()
-                    .map(|v| v.key.clone())
-                    .map_err(|e| e.to_string()),
-            });
-            Some(outcome?.digest)
-        }
-    };
+    // An image a rule covers, or that must be signed by a key of its
+    // own, is pulled by the digest its signatures name, never by the tag
+    // again. Every requirement must pass, each checked against the digest
+    // the first resolved: a tag moved in between is refused, not mixed.
+    let mut requirements: Vec<&[Key]> = Vec::new();
+    if let Some(rule) = opts.verify.iter().find(|rule| rule.matches(r)) {
+        requirements.push(&rule.keys);
+    }
+    requirements.extend(opts.require.iter().map(std::slice::from_ref));
+    let mut verified: Option<String> = None;
+    for keys in requirements {
+        let target = match &verified {
+            None => r.clone(),
+            Some(d) => ImageRef {
+                digest: Some(d.clone()),
+                ..r.clone()
+            },
+        };
+        let outcome = verify_ref(&target, keys, opts);
+        observer.event(Event::Verified {
+            reference: r.to_string(),
+            digest: outcome.as_ref().ok().map(|v| v.digest.clone()),
+            result: outcome
+                .as_ref()
+                .map(|v| v.key.clone())
+                .map_err(|e| e.to_string()),
+        });
+        verified = Some(outcome?.digest);
+    }
     let pinned = verified.or_else(|| r.digest.clone());
     let wanted = pinned
         .clone()

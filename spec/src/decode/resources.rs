@@ -263,7 +263,7 @@ impl Decoder<'_> {
         let f = self.fields(
             node,
             field,
-            &["ref", "pull", "build", "target"],
+            &["ref", "pull", "build", "verify", "target"],
             &[("image", "ref"), ("reference", "ref")],
         )?;
         // `Some(None)`: not built; `None`: a problem was reported.
@@ -271,7 +271,20 @@ impl Decoder<'_> {
             Some(n) => self.build(n, &field.key("build")).map(Some),
             None => Some(None),
         };
+        // `Some(None)`: not verified; `None`: a problem was reported.
+        let verify = match f.get("verify") {
+            Some(n) => self.image_verify(n, &field.key("verify")).map(Some),
+            None => Some(None),
+        };
         let mut ok = true;
+        if let (Some(_), Some(n)) = (f.get("build"), f.get("verify")) {
+            self.error(
+                n.pos,
+                &field.key("verify"),
+                "a built image is never pulled, so there is no signature to verify: remove \"verify\" (or \"build\")",
+            );
+            ok = false;
+        }
         if let (Some(_), Some(n)) = (f.get("build"), f.get("pull")) {
             self.error(
                 n.pos,
@@ -315,6 +328,7 @@ impl Decoder<'_> {
             reference: reference?,
             pull: pull?,
             build: build?,
+            verify: verify?,
         };
         ok.then_some(spec)
     }
