@@ -331,3 +331,586 @@ fn the_agent_runs_only_signed_images_of_a_covered_repository() {
         "the refusal is logged:\n{log}"
     );
 }
+
+const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+const SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+const IN_TOTO: &str = "application/vnd.in-toto+json";
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// DSSE's pre-authentication encoding, written here from the DSSE
+/// specification (not taken from moor).
+fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The in-toto statement `cosign sign` (v3) signs for an image.
+fn statement(reference: &str, digest: &str, predicate: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": reference, "digest": {"sha256": &digest[7..]}}],
+        "predicateType": predicate,
+        "predicate": {},
+    }))
+    .unwrap()
+}
+
+/// A Sigstore bundle (v0.3) with a DSSE envelope of `statement` signed by
+/// `sk`, as `cosign sign --key` (v3) writes it; also what was signed and
+/// the DER signature, for OpenSSL.
+fn dsse_bundle(sk: &SigningKey, statement: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let signed = pae(IN_TOTO, statement);
+    let sig: Signature = sk.sign(&signed);
+    let der = sig.to_der().as_bytes().to_vec();
+    let bundle = serde_json::to_vec(&serde_json::json!({
+        "mediaType": BUNDLE,
+        "verificationMaterial": {"publicKey": {"hint": ""}, "tlogEntries": []},
+        "dsseEnvelope": {
+            "payload": b64(statement),
+            "payloadType": IN_TOTO,
+            "signatures": [{"sig": b64(&der), "keyid": ""}],
+        },
+    }))
+    .unwrap();
+    (bundle, signed, der)
+}
+
+/// A bundle with a message signature over the image manifest `manifest`
+/// (its SHA-256 the message digest); also the DER signature.
+fn message_bundle(sk: &SigningKey, manifest: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    use sha2::Digest as _;
+    let sig: Signature = sk.sign(manifest);
+    let der = sig.to_der().as_bytes().to_vec();
+    let bundle = serde_json::to_vec(&serde_json::json!({
+        "mediaType": BUNDLE,
+        "verificationMaterial": {"publicKey": {"hint": ""}},
+        "messageSignature": {
+            "messageDigest": {"algorithm": "SHA2_256", "digest": b64(&sha2::Sha256::digest(manifest))},
+            "signature": b64(&der),
+        },
+    }))
+    .unwrap();
+    (bundle, der)
+}
+
+/// Pushes `bundle` as an artifact whose subject is `subject` (manifest
+/// digest and size), and lists it, with `listed` (what was listed
+/// before), in the referrers tag schema's index of `listed_under`, as
+/// cosign does on a registry without the referrers API.
+fn push_bundle(
+    registry: &Registry,
+    repo: &str,
+    subject: (&str, usize),
+    listed_under: &str,
+    bundle: &[u8],
+    listed: &mut Vec<serde_json::Value>,
+) {
+    let empty = b"{}";
+    registry.push_blob(repo, empty);
+    registry.push_blob(repo, bundle);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": BUNDLE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest(empty), "size": 2},
+        "layers": [{"mediaType": BUNDLE, "digest": digest(bundle), "size": bundle.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.0, "size": subject.1},
+        "annotations": {
+            "dev.sigstore.bundle.content": "dsse-envelope",
+            "dev.sigstore.bundle.predicateType": SIGN_PREDICATE,
+        },
+    }))
+    .unwrap();
+    let manifest_digest = digest(&manifest);
+    registry.push_manifest(repo, &manifest_digest, OCI_MANIFEST, &manifest);
+    listed.push(serde_json::json!({
+        "mediaType": OCI_MANIFEST,
+        "digest": manifest_digest,
+        "size": manifest.len(),
+        "artifactType": BUNDLE,
+    }));
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": listed,
+    }))
+    .unwrap();
+    registry.push_manifest(
+        repo,
+        &listed_under.replacen(':', "-", 1),
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    );
+}
+
+/// Sigstore bundles among an image's referrers (Debian's registry lacks
+/// the referrers API, so they are found through the `sha256-<hex>` index
+/// of the referrers tag schema): a cosign v3 signature (DSSE) and a
+/// message signature verify with their key; another key, a bundle of
+/// another image, a tampered bundle and an attestation that is not a
+/// signature are refused. OpenSSL checks every signature too.
+#[test]
+fn sigstore_bundles_among_referrers_verify_offline_with_the_key() {
+    if !crate::common::require(&["openssl"], false) {
+        return;
+    }
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let (ours, ours_pub) = key(tmp.path(), "ours", 7);
+    let (theirs, theirs_pub) = key(tmp.path(), "theirs", 9);
+    let push = |repo: &str, content: &[u8]| {
+        let img = image(content);
+        registry.push(repo, "1", &img);
+        (format!("{}/{repo}:1", registry.addr), img)
+    };
+
+    // A DSSE signature, as `cosign sign --key` (v3) makes it.
+    let (reference, signed) = push("team/dsse", b"dsse\n");
+    let subject = (signed.manifest_digest.as_str(), signed.manifest.len());
+    let (bundle, pae_bytes, der) = dsse_bundle(
+        &ours,
+        &statement(&reference, &signed.manifest_digest, SIGN_PREDICATE),
+    );
+    assert!(openssl_verifies(tmp.path(), &ours_pub, &pae_bytes, &der));
+    assert!(!openssl_verifies(tmp.path(), &theirs_pub, &pae_bytes, &der));
+    let mut listed = Vec::new();
+    push_bundle(
+        &registry,
+        "team/dsse",
+        subject,
+        subject.0,
+        &bundle,
+        &mut listed,
+    );
+    let out = verify(&state, &reference, &[&ours_pub]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("verified {reference} {}", signed.manifest_digest)),
+        "{}",
+        stdout(&out)
+    );
+    let out = verify(&state, &reference, &[&theirs_pub]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("signed by none of the keys"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A message signature over the manifest.
+    let (reference, signed) = push("team/message", b"message\n");
+    let subject = (signed.manifest_digest.as_str(), signed.manifest.len());
+    let (bundle, der) = message_bundle(&theirs, &signed.manifest);
+    assert!(openssl_verifies(
+        tmp.path(),
+        &theirs_pub,
+        &signed.manifest,
+        &der
+    ));
+    push_bundle(
+        &registry,
+        "team/message",
+        subject,
+        subject.0,
+        &bundle,
+        &mut Vec::new(),
+    );
+    assert!(
+        verify(&state, &reference, &[&ours_pub, &theirs_pub])
+            .status
+            .success()
+    );
+    assert_eq!(
+        verify(&state, &reference, &[&ours_pub]).status.code(),
+        Some(1)
+    );
+
+    // Bundles that must not pass, each the only referrer of its image.
+    let (reference, victim) = push("team/victim", b"victim\n");
+    let vsubject = (victim.manifest_digest.as_str(), victim.manifest.len());
+    let (_, other) = push("team/victim-other", b"other\n");
+    let refused = |bundle: &[u8], subject: (&str, usize), expect: &str| {
+        push_bundle(
+            &registry,
+            "team/victim",
+            subject,
+            vsubject.0,
+            bundle,
+            &mut Vec::new(),
+        );
+        let out = verify(&state, &reference, &[&ours_pub]);
+        assert_eq!(out.status.code(), Some(1), "{expect}: {}", stdout(&out));
+        assert!(stderr(&out).contains(expect), "{expect}: {}", stderr(&out));
+    };
+    // A good signature of another image, listed as this one's referrer.
+    let (for_other, pae_bytes, der) = dsse_bundle(
+        &ours,
+        &statement(&reference, &other.manifest_digest, SIGN_PREDICATE),
+    );
+    assert!(openssl_verifies(tmp.path(), &ours_pub, &pae_bytes, &der));
+    refused(
+        &for_other,
+        vsubject,
+        &format!("signature is for {}", other.manifest_digest),
+    );
+    // The same artifact still naming the other image as its subject.
+    refused(
+        &for_other,
+        (other.manifest_digest.as_str(), other.manifest.len()),
+        &format!("the referrer's subject is {}", other.manifest_digest),
+    );
+    // Tampered: the statement rewritten to name this image after signing.
+    let (good, _, _) = dsse_bundle(
+        &ours,
+        &statement(&reference, &other.manifest_digest, SIGN_PREDICATE),
+    );
+    let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let forged = statement(&reference, &victim.manifest_digest, SIGN_PREDICATE);
+    v["dsseEnvelope"]["payload"] = b64(&forged).into();
+    assert!(!openssl_verifies(
+        tmp.path(),
+        &ours_pub,
+        &pae(IN_TOTO, &forged),
+        &der
+    ));
+    refused(
+        &serde_json::to_vec(&v).unwrap(),
+        vsubject,
+        "signed by none of the keys",
+    );
+    // A message digest rewritten to this image's.
+    let (other_message, _) = message_bundle(&ours, &other.manifest);
+    let mut v: serde_json::Value = serde_json::from_slice(&other_message).unwrap();
+    {
+        use sha2::Digest as _;
+        v["messageSignature"]["messageDigest"]["digest"] =
+            b64(&sha2::Sha256::digest(&victim.manifest)).into();
+    }
+    refused(
+        &serde_json::to_vec(&v).unwrap(),
+        vsubject,
+        "signed by none of the keys",
+    );
+    // An SBOM attestation of this very image by our key: not a signature.
+    let (sbom, pae_bytes, der) = dsse_bundle(
+        &ours,
+        &statement(
+            &reference,
+            &victim.manifest_digest,
+            "https://cyclonedx.org/bom",
+        ),
+    );
+    assert!(openssl_verifies(tmp.path(), &ours_pub, &pae_bytes, &der));
+    refused(&sbom, vsubject, "is an attestation");
+
+    // No signature anywhere: unsigned.
+    let (reference, _) = push("team/bare", b"bare\n");
+    let out = verify(&state, &reference, &[&ours_pub]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is not signed"), "{}", stderr(&out));
+}
+
+/// The referrers API, where a registry has it (the fake registry answers
+/// `GET /v2/<name>/referrers/<digest>`): a bundle listed there verifies,
+/// and the tag schema's index is then not asked for.
+#[test]
+fn the_referrers_api_is_asked_first() {
+    use super::fake::{FakeRegistry, Reply};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let (ours, ours_pub) = key(tmp.path(), "ours", 7);
+    let (_, theirs_pub) = key(tmp.path(), "theirs", 9);
+    let fake = FakeRegistry::start(0);
+    let img = image(b"api\n");
+    fake.serve_image("team/api", "1", &img);
+    let reference = format!("{}/team/api:1", fake.host());
+    let (bundle, _, _) = dsse_bundle(
+        &ours,
+        &statement(&reference, &img.manifest_digest, SIGN_PREDICATE),
+    );
+    fake.serve_blob("team/api", &bundle);
+    let empty = b"{}";
+    let artifact = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": BUNDLE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest(empty), "size": 2},
+        "layers": [{"mediaType": BUNDLE, "digest": digest(&bundle), "size": bundle.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": img.manifest_digest, "size": img.manifest.len()},
+    }))
+    .unwrap();
+    let artifact_digest = digest(&artifact);
+    fake.route(
+        &format!("/v2/team/api/manifests/{artifact_digest}"),
+        Reply::Body {
+            content_type: OCI_MANIFEST.into(),
+            body: artifact.clone(),
+        },
+    );
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": digest(b"sbom"), "size": 4, "artifactType": "application/spdx+json"},
+            {"mediaType": OCI_MANIFEST, "digest": artifact_digest, "size": artifact.len(), "artifactType": BUNDLE},
+        ],
+    }))
+    .unwrap();
+    fake.route(
+        &format!("/v2/team/api/referrers/{}", img.manifest_digest),
+        Reply::Body {
+            content_type: "application/vnd.oci.image.index.v1+json".into(),
+            body: index,
+        },
+    );
+    let out = verify(&state, &reference, &[&ours_pub]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = verify(&state, &reference, &[&theirs_pub]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("signed by none of the keys"),
+        "{}",
+        stderr(&out)
+    );
+    let tag_schema = img.manifest_digest.replacen(':', "-", 1);
+    let requests = fake.requests();
+    assert!(
+        requests.iter().any(|r| r.contains("/referrers/")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.ends_with(&format!("/manifests/{tag_schema}"))),
+        "{requests:?}"
+    );
+    // The SBOM listed beside it was never fetched.
+    assert!(
+        !requests.iter().any(|r| r.contains(&digest(b"sbom"))),
+        "{requests:?}"
+    );
+}
+
+/// `moor apply` of a manifest whose `[images]` entry says `verify = { key
+/// }` (a key file of the project, beside the manifest): a signed image is
+/// pulled by the digest its signature names and runs; a change to an
+/// unsigned image, to one signed by another key, or to a key outside the
+/// project's tree is refused, and the running container stays as it is.
+#[test]
+fn moor_apply_runs_an_image_with_verify_only_when_signed_by_the_key() {
+    use crate::common::instance::Instance;
+
+    let Some(host) = Instance::with_busybox("vap", &["docker-registry"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("vap");
+    std::fs::create_dir_all(project.join("keys")).unwrap();
+    let (ours, ours_pub) = key(&project.join("keys"), "ours", 7);
+    let (theirs, _) = key(tmp.path(), "theirs", 9);
+    let signed = layers::standard_image();
+    registry.push("team/app", "1", &signed);
+    let signed_ref = format!("{}/team/app:1", registry.addr);
+    let (bundle, _, _) = dsse_bundle(
+        &ours,
+        &statement(&signed_ref, &signed.manifest_digest, SIGN_PREDICATE),
+    );
+    push_bundle(
+        &registry,
+        "team/app",
+        (&signed.manifest_digest, signed.manifest.len()),
+        &signed.manifest_digest,
+        &bundle,
+        &mut Vec::new(),
+    );
+    let variant = |tag: &str, extra: &[u8]| {
+        let mut l = signed.layers.clone();
+        l.push(Layer::gzip(&tar_of(|b| file(b, "variant", extra))));
+        let img = layers::image(l);
+        registry.push("team/app", tag, &img);
+        img
+    };
+    let unsigned = variant("2", b"unsigned\n");
+    let foreign = variant("3", b"foreign\n");
+    let foreign_ref = format!("{}/team/app:3", registry.addr);
+    push_signature(
+        &registry,
+        "team/app",
+        &foreign.manifest_digest,
+        &payload(&foreign_ref, &foreign.manifest_digest),
+        &theirs,
+    );
+
+    let manifest = |tag: &str, key: &str| {
+        std::fs::write(
+            project.join("app.toml"),
+            format!(
+                "[images.app]\nref = \"{}/team/app:{tag}\"\nverify = {{ key = \"{key}\" }}\n\n\
+                 [containers.app]\nimage = \"app\"\ncommand = [\"sleep\", \"3600\"]\nnetwork_mode = \"none\"\n",
+                registry.addr
+            ),
+        )
+        .unwrap();
+    };
+    let apply = |host: &Instance| {
+        host.moor(&[
+            "apply",
+            "-p",
+            "vap",
+            "--timeout",
+            "30s",
+            project.to_str().unwrap(),
+        ])
+    };
+    manifest("1", "keys/ours.pub");
+    let out = apply(&host);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(host.running("app"));
+    let images = host.moor_ok(&["images", "--json"]);
+    assert!(images.contains(&signed.manifest_digest), "{images}");
+    let pid = host.pid("app");
+
+    let refused = |host: &Instance, tag: &str, key: &str, expect: &str| {
+        manifest(tag, key);
+        let out = apply(host);
+        assert!(!out.status.success(), "{tag}: applied");
+        assert!(stderr(&out).contains(expect), "{tag}: {}", stderr(&out));
+        assert!(host.running("app"), "{tag}");
+        assert_eq!(host.pid("app"), pid, "{tag}: the container was replaced");
+    };
+    refused(&host, "2", "keys/ours.pub", "is not signed");
+    refused(&host, "3", "keys/ours.pub", "signed by none of the keys");
+    // The key named in the refusal is the manifest's.
+    refused(&host, "3", "keys/ours.pub", ours_pub.to_str().unwrap());
+    // A key path leading out of the project: the manifest is invalid,
+    // nothing is pulled.
+    std::fs::copy(&ours_pub, tmp.path().join("outside.pub")).unwrap();
+    refused(
+        &host,
+        "2",
+        "../outside.pub",
+        "app.toml:3:18: error: images.app.verify.key",
+    );
+    let images = host.moor_ok(&["images", "--json"]);
+    assert!(!images.contains(&unsigned.manifest_digest), "{images}");
+    assert!(!images.contains(&foreign.manifest_digest), "{images}");
+}
+
+/// The agent with a `[[verify]]` rule (key A) and a manifest whose image
+/// says `verify = { key = B }`: both must pass. An image signed by both
+/// (A by the `.sig` tag, B by a bundle) runs; one signed by A alone is
+/// refused though the rule is satisfied, and the container stays.
+#[test]
+fn the_agent_requires_both_its_rule_and_the_manifests_verify() {
+    use std::time::Duration;
+
+    use crate::common::instance::Instance;
+    use crate::common::wait_for;
+
+    let Some(mut host) = Instance::with_busybox("vboth", &["docker-registry"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("vboth");
+    std::fs::create_dir(&src).unwrap();
+    let (a, a_pub) = key(tmp.path(), "a", 7);
+    let (b, _) = key(&src, "b", 11);
+    let both = layers::standard_image();
+    registry.push("team/app", "1", &both);
+    let both_ref = format!("{}/team/app:1", registry.addr);
+    push_signature(
+        &registry,
+        "team/app",
+        &both.manifest_digest,
+        &payload(&both_ref, &both.manifest_digest),
+        &a,
+    );
+    let (bundle, _, _) = dsse_bundle(
+        &b,
+        &statement(&both_ref, &both.manifest_digest, SIGN_PREDICATE),
+    );
+    push_bundle(
+        &registry,
+        "team/app",
+        (&both.manifest_digest, both.manifest.len()),
+        &both.manifest_digest,
+        &bundle,
+        &mut Vec::new(),
+    );
+    let mut l = both.layers.clone();
+    l.push(Layer::gzip(&tar_of(|t| file(t, "only-a", b"a\n"))));
+    let only_a = layers::image(l);
+    registry.push("team/app", "2", &only_a);
+    let only_a_ref = format!("{}/team/app:2", registry.addr);
+    push_signature(
+        &registry,
+        "team/app",
+        &only_a.manifest_digest,
+        &payload(&only_a_ref, &only_a.manifest_digest),
+        &a,
+    );
+
+    let manifest = |tag: &str| {
+        std::fs::write(
+            src.join("app.toml"),
+            format!(
+                "[images.app]\nref = \"{}/team/app:{tag}\"\nverify = {{ key = \"b.pub\" }}\n\n\
+                 [containers.app]\nimage = \"app\"\ncommand = [\"sleep\", \"3600\"]\nnetwork_mode = \"none\"\n",
+                registry.addr
+            ),
+        )
+        .unwrap();
+    };
+    manifest("1");
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "resync = \"1s\"\n[[source]]\nname = \"vboth\"\nurl = \"{}\"\n\
+             [[verify]]\nmatch = \"{}/team/*\"\nkey = \"{}\"\n",
+            src.display(),
+            registry.addr,
+            a_pub.display()
+        ),
+    )
+    .unwrap();
+    host.start_agent(&["--config", config.to_str().unwrap()]);
+    wait_for("app running", Duration::from_secs(60), || {
+        host.running("app")
+    });
+    let pid = host.pid("app");
+    manifest("2");
+    wait_for(
+        "the image signed by one key of two refused",
+        Duration::from_secs(60),
+        || host.agent_log().contains("signed by none of the keys"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(host.running("app"));
+    assert_eq!(host.pid("app"), pid, "the running container was replaced");
+    let images = host.moor_ok(&["images", "--json"]);
+    assert!(images.contains(&both.manifest_digest), "{images}");
+    assert!(!images.contains(&only_a.manifest_digest), "{images}");
+    host.stop_agent();
+    let log = host.agent_log();
+    assert!(log.contains("b.pub"), "the manifest's key is named:\n{log}");
+}
