@@ -3,7 +3,10 @@
 //! them (a simple-signing payload, signed with an ECDSA P-256 key, pushed
 //! as the `sha256-<hex>.sig` tag), checked with the public key. Debian's
 //! cosign-capable tools are built without sigstore, so the signatures are
-//! made here, and every verdict is cross-checked with OpenSSL's verifier.
+//! made here, and every verdict on a signature is cross-checked with
+//! OpenSSL's verifier and the Sigstore project's own (the `sigstore`
+//! crate's cosign key verification), which must agree. Sigstore bundles
+//! (cosign v3) are made here too, as referrers of the image.
 
 use std::path::Path;
 use std::process::Command;
@@ -102,6 +105,27 @@ fn openssl_verifies(dir: &Path, public: &Path, data: &[u8], der: &[u8]) -> bool 
         .success()
 }
 
+/// The Sigstore project's verdict (the `sigstore` crate's cosign key
+/// verification) on a DER signature of `data` by the key in `public`.
+fn sigstore_verifies(public: &Path, data: &[u8], der: &[u8]) -> bool {
+    use sigstore::crypto::{CosignVerificationKey, Signature as SigstoreSignature, SigningScheme};
+    let pem = std::fs::read(public).unwrap();
+    let key = CosignVerificationKey::from_pem(&pem, &SigningScheme::ECDSA_P256_SHA256_ASN1)
+        .expect("the sigstore crate reads the key");
+    key.verify_signature(SigstoreSignature::Raw(der), data)
+        .is_ok()
+}
+
+/// OpenSSL's and the `sigstore` crate's verdict on a DER signature of
+/// `data` by the key in `public`, which must agree.
+#[track_caller]
+fn verdict(dir: &Path, public: &Path, data: &[u8], der: &[u8]) -> bool {
+    let openssl = openssl_verifies(dir, public, data, der);
+    let sigstore = sigstore_verifies(public, data, der);
+    assert_eq!(openssl, sigstore, "OpenSSL and the sigstore crate disagree");
+    openssl
+}
+
 fn verify(state: &Path, reference: &str, keys: &[&Path]) -> std::process::Output {
     let mut args = vec!["image".to_string(), "verify".to_string()];
     for k in keys {
@@ -138,7 +162,7 @@ fn cosign_signatures_verify_only_for_their_key_and_digest() {
         &good,
         &ours,
     );
-    assert!(openssl_verifies(tmp.path(), &ours_pub, &good, &der));
+    assert!(verdict(tmp.path(), &ours_pub, &good, &der));
     let out = verify(&state, &reference, &[&theirs_pub, &ours_pub]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -151,7 +175,7 @@ fn cosign_signatures_verify_only_for_their_key_and_digest() {
     assert!(verify(&state, &by_digest, &[&ours_pub]).status.success());
 
     // Another key: refused, and OpenSSL agrees.
-    assert!(!openssl_verifies(tmp.path(), &theirs_pub, &good, &der));
+    assert!(!verdict(tmp.path(), &theirs_pub, &good, &der));
     let out = verify(&state, &reference, &[&theirs_pub]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
@@ -182,12 +206,13 @@ fn cosign_signatures_verify_only_for_their_key_and_digest() {
         &good,
         &ours,
     );
-    assert!(openssl_verifies(tmp.path(), &ours_pub, &good, &der));
-    let out = verify(
-        &state,
-        &format!("{}/team/other:1", registry.addr),
-        &[&ours_pub],
-    );
+    assert!(verdict(tmp.path(), &ours_pub, &good, &der));
+    // What would vouch for this image, the payload naming its digest, is
+    // not what was signed: OpenSSL and the sigstore crate say so too.
+    let other_ref = format!("{}/team/other:1", registry.addr);
+    let wanted = payload(&other_ref, &other.manifest_digest);
+    assert!(!verdict(tmp.path(), &ours_pub, &wanted, &der));
+    let out = verify(&state, &other_ref, &[&ours_pub]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains(&format!("signature is for {}", signed.manifest_digest)),
@@ -204,13 +229,15 @@ fn cosign_signatures_verify_only_for_their_key_and_digest() {
 
     // A signature by a key that is not ours, over our digest.
     let forged = payload(&reference, &moved.manifest_digest);
-    push_signature(
+    let der = push_signature(
         &registry,
         "team/signed",
         &moved.manifest_digest,
         &forged,
         &theirs,
     );
+    assert!(!verdict(tmp.path(), &ours_pub, &forged, &der));
+    assert!(verdict(tmp.path(), &theirs_pub, &forged, &der));
     let out = verify(&state, &reference, &[&ours_pub]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -483,8 +510,8 @@ fn sigstore_bundles_among_referrers_verify_offline_with_the_key() {
         &ours,
         &statement(&reference, &signed.manifest_digest, SIGN_PREDICATE),
     );
-    assert!(openssl_verifies(tmp.path(), &ours_pub, &pae_bytes, &der));
-    assert!(!openssl_verifies(tmp.path(), &theirs_pub, &pae_bytes, &der));
+    assert!(verdict(tmp.path(), &ours_pub, &pae_bytes, &der));
+    assert!(!verdict(tmp.path(), &theirs_pub, &pae_bytes, &der));
     let mut listed = Vec::new();
     push_bundle(
         &registry,
@@ -513,12 +540,8 @@ fn sigstore_bundles_among_referrers_verify_offline_with_the_key() {
     let (reference, signed) = push("team/message", b"message\n");
     let subject = (signed.manifest_digest.as_str(), signed.manifest.len());
     let (bundle, der) = message_bundle(&theirs, &signed.manifest);
-    assert!(openssl_verifies(
-        tmp.path(),
-        &theirs_pub,
-        &signed.manifest,
-        &der
-    ));
+    assert!(verdict(tmp.path(), &theirs_pub, &signed.manifest, &der));
+    assert!(!verdict(tmp.path(), &ours_pub, &signed.manifest, &der));
     push_bundle(
         &registry,
         "team/message",
@@ -559,7 +582,7 @@ fn sigstore_bundles_among_referrers_verify_offline_with_the_key() {
         &ours,
         &statement(&reference, &other.manifest_digest, SIGN_PREDICATE),
     );
-    assert!(openssl_verifies(tmp.path(), &ours_pub, &pae_bytes, &der));
+    assert!(verdict(tmp.path(), &ours_pub, &pae_bytes, &der));
     refused(
         &for_other,
         vsubject,
@@ -579,7 +602,7 @@ fn sigstore_bundles_among_referrers_verify_offline_with_the_key() {
     let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
     let forged = statement(&reference, &victim.manifest_digest, SIGN_PREDICATE);
     v["dsseEnvelope"]["payload"] = b64(&forged).into();
-    assert!(!openssl_verifies(
+    assert!(!verdict(
         tmp.path(),
         &ours_pub,
         &pae(IN_TOTO, &forged),
@@ -591,7 +614,8 @@ fn sigstore_bundles_among_referrers_verify_offline_with_the_key() {
         "signed by none of the keys",
     );
     // A message digest rewritten to this image's.
-    let (other_message, _) = message_bundle(&ours, &other.manifest);
+    let (other_message, der) = message_bundle(&ours, &other.manifest);
+    assert!(!verdict(tmp.path(), &ours_pub, &victim.manifest, &der));
     let mut v: serde_json::Value = serde_json::from_slice(&other_message).unwrap();
     {
         use sha2::Digest as _;
@@ -612,7 +636,7 @@ fn sigstore_bundles_among_referrers_verify_offline_with_the_key() {
             "https://cyclonedx.org/bom",
         ),
     );
-    assert!(openssl_verifies(tmp.path(), &ours_pub, &pae_bytes, &der));
+    assert!(verdict(tmp.path(), &ours_pub, &pae_bytes, &der));
     refused(&sbom, vsubject, "is an attestation");
 
     // No signature anywhere: unsigned.
