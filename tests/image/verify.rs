@@ -792,36 +792,38 @@ fn moor_apply_runs_an_image_with_verify_only_when_signed_by_the_key() {
         )
         .unwrap();
     };
-    let apply = |host: &Instance| {
-        host.moor(&[
-            "apply",
-            "-p",
-            "vap",
-            "--timeout",
-            "30s",
-            project.to_str().unwrap(),
-        ])
+    let apply = |host: &Instance, extra: &[&str]| {
+        let mut args = vec!["apply", "-p", "vap", "--timeout", "30s"];
+        args.extend_from_slice(extra);
+        args.push(project.to_str().unwrap());
+        host.moor(&args)
     };
     manifest("1", "keys/ours.pub");
-    let out = apply(&host);
+    let out = apply(&host, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(host.running("app"));
     let images = host.moor_ok(&["images", "--json"]);
     assert!(images.contains(&signed.manifest_digest), "{images}");
     let pid = host.pid("app");
 
-    let refused = |host: &Instance, tag: &str, key: &str, expect: &str| {
+    let refused = |host: &Instance, tag: &str, key: &str, extra: &[&str], expect: &str| {
         manifest(tag, key);
-        let out = apply(host);
+        let out = apply(host, extra);
         assert!(!out.status.success(), "{tag}: applied");
         assert!(stderr(&out).contains(expect), "{tag}: {}", stderr(&out));
         assert!(host.running("app"), "{tag}");
         assert_eq!(host.pid("app"), pid, "{tag}: the container was replaced");
     };
-    refused(&host, "2", "keys/ours.pub", "is not signed");
-    refused(&host, "3", "keys/ours.pub", "signed by none of the keys");
+    refused(&host, "2", "keys/ours.pub", &[], "is not signed");
+    refused(
+        &host,
+        "3",
+        "keys/ours.pub",
+        &[],
+        "signed by none of the keys",
+    );
     // The key named in the refusal is the manifest's.
-    refused(&host, "3", "keys/ours.pub", ours_pub.to_str().unwrap());
+    refused(&host, "3", "keys/ours.pub", &[], ours_pub.to_str().unwrap());
     // A key path leading out of the project: the manifest is invalid,
     // nothing is pulled.
     std::fs::copy(&ours_pub, tmp.path().join("outside.pub")).unwrap();
@@ -829,11 +831,78 @@ fn moor_apply_runs_an_image_with_verify_only_when_signed_by_the_key() {
         &host,
         "2",
         "../outside.pub",
+        &[],
         "app.toml:3:18: error: images.app.verify.key",
     );
     let images = host.moor_ok(&["images", "--json"]);
     assert!(!images.contains(&unsigned.manifest_digest), "{images}");
     assert!(!images.contains(&foreign.manifest_digest), "{images}");
+
+    // `--verify-config` adds the agent's `[[verify]]` rules: one asking for
+    // their key too. An image signed by ours alone (which the manifest's
+    // verify accepts) is refused; one signed by both runs.
+    let theirs_pub = tmp.path().join("theirs.pub");
+    let rules = tmp.path().join("agent.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "resync = \"1m\"\n[[verify]]\nmatch = \"{}/team/*\"\nkey = \"{}\"\n",
+            registry.addr,
+            theirs_pub.display()
+        ),
+    )
+    .unwrap();
+    let rules_arg = ["--verify-config", rules.to_str().unwrap()];
+    let sign_bundle = |img: &TestImage, tag: &str| {
+        let r = format!("{}/team/app:{tag}", registry.addr);
+        let (bundle, _, _) =
+            dsse_bundle(&ours, &statement(&r, &img.manifest_digest, SIGN_PREDICATE));
+        push_bundle(
+            &registry,
+            "team/app",
+            (&img.manifest_digest, img.manifest.len()),
+            &img.manifest_digest,
+            &bundle,
+            &mut Vec::new(),
+        );
+    };
+    let ours_only = variant("4", b"ours only\n");
+    sign_bundle(&ours_only, "4");
+    refused(
+        &host,
+        "4",
+        "keys/ours.pub",
+        &rules_arg,
+        &format!("has no valid signature by {}", theirs_pub.display()),
+    );
+    // A file with no rule in it checks nothing: an error.
+    let empty = tmp.path().join("empty.toml");
+    std::fs::write(&empty, "[[verfy]]\nmatch = \"x\"\n").unwrap();
+    refused(
+        &host,
+        "4",
+        "keys/ours.pub",
+        &["--verify-config", empty.to_str().unwrap()],
+        "no [[verify]] tables",
+    );
+    let both = variant("5", b"both\n");
+    sign_bundle(&both, "5");
+    let both_ref = format!("{}/team/app:5", registry.addr);
+    push_signature(
+        &registry,
+        "team/app",
+        &both.manifest_digest,
+        &payload(&both_ref, &both.manifest_digest),
+        &theirs,
+    );
+    manifest("5", "keys/ours.pub");
+    let out = apply(&host, &rules_arg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(host.running("app"));
+    assert_ne!(host.pid("app"), pid, "the container runs the new image");
+    let images = host.moor_ok(&["images", "--json"]);
+    assert!(images.contains(&both.manifest_digest), "{images}");
+    assert!(!images.contains(&ours_only.manifest_digest), "{images}");
 }
 
 /// The agent with a `[[verify]]` rule (key A) and a manifest whose image

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use moor_reconcile::{ConvergeOptions, Convergence, converge};
 
-use super::common::{open_host, runtime};
+use moor_runtime::host::{Host, HostConfig};
+
+use super::common::runtime;
 use super::project::{HostKey, load, project_name};
 use crate::cli::ApplyArgs;
 use crate::source::written::Written;
@@ -17,6 +19,10 @@ use crate::source::written::Written;
 /// Applies the manifests and waits until the host has settled.
 pub fn run(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let project = project_name(&args.project)?;
+    let mut config = HostConfig::new(state_dir);
+    if let Some(file) = &args.verify_config {
+        config.pull.verify = crate::config::read_verify_rules(file)?;
+    }
     let mut written = Written::open(state_dir, &project);
     let desired = load(
         &args.project.paths,
@@ -28,7 +34,7 @@ pub fn run(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     written
         .remember(&desired)
         .context("recording the directories the containers write")?;
-    let host = open_host(state_dir)?;
+    let host = Host::open(config)?;
     let mut opts = ConvergeOptions::new(&project, args.timeout);
     opts.allow_empty = args.allow_empty;
     let report = |o: &moor_reconcile::Outcome| match &o.result {
