@@ -173,6 +173,37 @@ fn cosign_signatures_verify_only_for_their_key_and_digest() {
     // By digest too.
     let by_digest = format!("{}/team/signed@{}", registry.addr, signed.manifest_digest);
     assert!(verify(&state, &by_digest, &[&ours_pub]).status.success());
+    // With the keys of the agent's `[[verify]]` rule that covers it.
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[verify]]\nmatch = \"{0}/other/*\"\nkey = \"{1}\"\n[[verify]]\nmatch = \"{0}/team/*\"\nkey = \"{2}\"\n",
+            registry.addr,
+            theirs_pub.display(),
+            ours_pub.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = moor_in(&state, &["image", "verify", "--config", config, &reference]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = moor_in(
+        &state,
+        &[
+            "image",
+            "verify",
+            "--config",
+            config,
+            "elsewhere.example.com/x:1",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no [[verify]] rule of"),
+        "{}",
+        stderr(&out)
+    );
 
     // Another key: refused, and OpenSSL agrees.
     assert!(!verdict(tmp.path(), &theirs_pub, &good, &der));
