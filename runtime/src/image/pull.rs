@@ -399,6 +399,13 @@ fn verify_ref(r: &ImageRef, keys: &[Key], opts: &PullOptions) -> Result<Verified
     // Sigstore bundles among the image's referrers.
     for referrer in referrers(&client, &digest)? {
         found = true;
+        if !v::is_digest(&referrer) {
+            reasons.push(format!(
+                "referrer \"{}\" is not a sha256 digest",
+                referrer.escape_debug()
+            ));
+            continue;
+        }
         let outcome = client
             .manifest(&referrer, Some(&referrer))
             .map_err(|e| super::import::error_chain(&e))

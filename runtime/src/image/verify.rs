@@ -218,6 +218,13 @@ pub fn check_signatures(
         if layer.media_type != SIMPLE_SIGNING {
             continue;
         }
+        if !is_digest(&layer.digest) {
+            reasons.push(format!(
+                "payload digest \"{}\" is not a sha256 digest",
+                layer.digest.escape_debug()
+            ));
+            continue;
+        }
         let Some(sig) = layer.annotations.get(SIGNATURE_ANNOTATION) else {
             reasons.push(format!("{}: no signature annotation", layer.digest));
             continue;
@@ -269,6 +276,17 @@ pub const SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 pub const IN_TOTO: &str = "application/vnd.in-toto+json";
 /// Referrers looked at, at most.
 pub const MAX_REFERRERS: usize = 32;
+
+/// Whether `digest` is written as a registry must be asked for it
+/// (`sha256:` and 64 lower-case hex digits): a digest a registry's answer
+/// names goes into the path of the next request.
+pub fn is_digest(digest: &str) -> bool {
+    digest.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
 
 /// Whether `media_type` is one of [`BUNDLE_TYPES`].
 pub fn is_bundle(media_type: &str) -> bool {
@@ -402,6 +420,12 @@ pub fn bundle_layer(manifest: &[u8], digest: &str) -> Result<String, String> {
         .iter()
         .find(|l| is_bundle(&l.media_type))
         .ok_or("the artifact holds no bundle layer")?;
+    if !is_digest(&layer.digest) {
+        return Err(format!(
+            "bundle layer digest \"{}\" is not a sha256 digest",
+            layer.digest.escape_debug()
+        ));
+    }
     if layer.size > MAX_BUNDLE {
         return Err(format!(
             "{}: bundle larger than {MAX_BUNDLE} bytes",
@@ -815,18 +839,57 @@ mod tests {
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "artifactType": BUNDLE_TYPES[0],
                 "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": "sha256:44", "size": 2},
-                "layers": [{"mediaType": BUNDLE_TYPES[0], "digest": "sha256:bb", "size": size}],
+                "layers": [{"mediaType": BUNDLE_TYPES[0], "digest": E, "size": size}],
                 "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": 1},
             }))
             .unwrap()
         };
-        assert_eq!(bundle_layer(&manifest(D, 100), D).unwrap(), "sha256:bb");
+        assert_eq!(bundle_layer(&manifest(D, 100), D).unwrap(), E);
         let e = bundle_layer(&manifest(E, 100), D).unwrap_err();
         assert!(e.contains("subject is"), "{e}");
         let e = bundle_layer(&manifest(D, MAX_BUNDLE + 1), D).unwrap_err();
         assert!(e.contains("larger than"), "{e}");
         let e = bundle_layer(br#"{"layers":[]}"#, D).unwrap_err();
         assert!(e.contains("not a Sigstore bundle"), "{e}");
+    }
+
+    #[test]
+    fn digests_a_registry_names_are_checked_before_they_are_asked_for() {
+        assert!(is_digest(D));
+        for bad in [
+            "sha256:../../../v2/_catalog",
+            "sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "sha512:aaaa",
+            &D[..70],
+            &format!("{D}?x=1"),
+            "",
+        ] {
+            assert!(!is_digest(bad), "{bad}");
+        }
+        // A bundle artifact whose layer names a path, not a digest.
+        let m = serde_json::to_vec(&serde_json::json!({
+            "artifactType": BUNDLE_TYPES[0],
+            "layers": [{"mediaType": BUNDLE_TYPES[0], "digest": "sha256:../../x", "size": 1}],
+            "subject": {"digest": D},
+        }))
+        .unwrap();
+        let e = bundle_layer(&m, D).unwrap_err();
+        assert!(e.contains("not a sha256 digest"), "{e}");
+        // A `.sig` manifest whose payload digest is a path: never fetched.
+        let sigs = serde_json::to_vec(&serde_json::json!({
+            "layers": [{"mediaType": SIMPLE_SIGNING, "digest": "sha256:../../x", "size": 1,
+                        "annotations": {SIGNATURE_ANNOTATION: "AAAA"}}],
+        }))
+        .unwrap();
+        let (_, k) = key(1);
+        let fetched = std::cell::Cell::new(false);
+        let e = check_signatures("r", D, &sigs, &[k], &|_| {
+            fetched.set(true);
+            Err("fetched".into())
+        })
+        .unwrap_err();
+        assert!(!fetched.get());
+        assert!(e.to_string().contains("not a sha256 digest"), "{e}");
     }
 
     #[test]
