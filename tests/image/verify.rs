@@ -757,6 +757,66 @@ fn the_referrers_api_is_asked_first() {
         !requests.iter().any(|r| r.contains(&digest(b"sbom"))),
         "{requests:?}"
     );
+
+    // A registry that answers 405 to the referrers path has no API: the
+    // tag schema's index is read instead. One that answers 500 is broken:
+    // an error, not a fallback.
+    for (status, verifies) in [(405, true), (500, false)] {
+        let repo = format!("team/s{status}");
+        let img = image(format!("status {status}\n").as_bytes());
+        fake.serve_image(&repo, "1", &img);
+        let reference = format!("{}/{repo}:1", fake.host());
+        let (bundle, _, _) = dsse_bundle(
+            &ours,
+            &statement(&reference, &img.manifest_digest, SIGN_PREDICATE),
+        );
+        fake.serve_blob(&repo, &bundle);
+        let artifact = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": BUNDLE,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest(empty), "size": 2},
+            "layers": [{"mediaType": BUNDLE, "digest": digest(&bundle), "size": bundle.len()}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": img.manifest_digest, "size": img.manifest.len()},
+        }))
+        .unwrap();
+        fake.route(
+            &format!("/v2/{repo}/manifests/{}", digest(&artifact)),
+            Reply::Body {
+                content_type: OCI_MANIFEST.into(),
+                body: artifact.clone(),
+            },
+        );
+        fake.route(
+            &format!("/v2/{repo}/referrers/{}", img.manifest_digest),
+            Reply::Status(status),
+        );
+        fake.route(
+            &format!(
+                "/v2/{repo}/manifests/{}",
+                img.manifest_digest.replacen(':', "-", 1)
+            ),
+            Reply::Body {
+                content_type: "application/vnd.oci.image.index.v1+json".into(),
+                body: serde_json::to_vec(&serde_json::json!({
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest(&artifact),
+                                   "size": artifact.len(), "artifactType": BUNDLE}],
+                }))
+                .unwrap(),
+            },
+        );
+        let out = verify(&state, &reference, &[&ours_pub]);
+        assert_eq!(out.status.success(), verifies, "{status}: {}", stderr(&out));
+        if !verifies {
+            assert!(
+                stderr(&out).contains("registry answered 500"),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
 }
 
 /// `moor apply` of a manifest whose `[images]` entry says `verify = { key

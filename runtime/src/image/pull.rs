@@ -456,7 +456,8 @@ fn fetch_blob(client: &Client, blob: &str, limit: u64) -> Result<Vec<u8>, String
 
 /// The Sigstore bundles among the referrers of `digest` (digests of their
 /// manifests): from the referrers API, or, where the registry lacks it
-/// (it answers 404), from the referrers tag schema's `sha256-<hex>` index.
+/// (it answers 404, or 400, 405, 501), from the referrers tag schema's
+/// `sha256-<hex>` index.
 fn referrers(client: &Client, digest: &str) -> Result<Vec<String>, PullError> {
     use super::verify as v;
     let path = format!("/v2/{}/referrers/{digest}", client.repository);
@@ -475,13 +476,17 @@ fn referrers(client: &Client, digest: &str) -> Result<Vec<String>, PullError> {
                 url: format!("{}{path}", client.base),
                 source,
             })?,
-        Err(PullError::Status { status: 404, .. }) => {
-            match client.manifest(&v::referrers_tag(digest), None) {
-                Ok((index, _)) => index,
-                Err(PullError::Status { status: 404, .. }) => return Ok(Vec::new()),
-                Err(e) => return Err(e),
-            }
-        }
+        // 404 is what the OCI distribution specification has a registry
+        // without the API answer; one that routes the path nowhere may
+        // answer 400, 405 or 501 instead, which mean the same here.
+        Err(PullError::Status {
+            status: 400 | 404 | 405 | 501,
+            ..
+        }) => match client.manifest(&v::referrers_tag(digest), None) {
+            Ok((index, _)) => index,
+            Err(PullError::Status { status: 404, .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        },
         Err(e) => return Err(e),
     };
     v::bundle_referrers(&index).map_err(invalid)
