@@ -99,6 +99,9 @@ pub struct Db {
     conn: Mutex<Connection>,
 }
 
+/// The schema's version, kept in the database's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS images (
     digest     TEXT PRIMARY KEY,
@@ -136,6 +139,27 @@ CREATE TABLE IF NOT EXISTS snapshot_holders (
 );
 ";
 
+/// Keeps the write-ahead log and its index (`moor.db-wal`, `moor.db-shm`)
+/// when the last connection closes (checkpointed: the log is reused from
+/// its start by the next write) instead of deleting them:
+/// every `moor` command opens the database, and creating and deleting two
+/// files each time is most of what a command that changes nothing writes.
+fn keep_wal(conn: &Connection) {
+    let mut on: std::os::raw::c_int = 1;
+    // SAFETY: the handle is the open connection's own; the file control
+    // reads one int through the pointer, valid for the call.
+    // Failing is only a cost (the files are made again by the next
+    // command), so the result is not checked.
+    let _ = unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&raw mut on).cast(),
+        )
+    };
+}
+
 impl Db {
     /// Opens (creating mode 0600 as needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, DbError> {
@@ -157,11 +181,21 @@ impl Db {
         conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
+        keep_wal(&conn);
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if version < SCHEMA_VERSION {
+            // Written once: a command that only reads writes nothing.
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(err)?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -539,6 +573,55 @@ mod tests {
         db.remove_image("one").unwrap();
         assert_eq!(db.snapshot_refcount("base").unwrap(), 1);
         assert_eq!(db.unreferenced_snapshots().unwrap(), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn a_command_that_only_reads_creates_and_deletes_no_file() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let db = Db::open(&path).unwrap();
+        db.put_image(&image("one", &[]), &["r/one:1".into()]).unwrap();
+        drop(db);
+        // The log and its index outlive the connection, and the schema is
+        // recorded as written.
+        let inode = |suffix: &str| {
+            std::fs::metadata(dir.path().join(format!("db{suffix}")))
+                .unwrap_or_else(|e| panic!("db{suffix}: {e}"))
+                .ino()
+        };
+        let before = (inode(""), inode("-wal"), inode("-shm"));
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.resolve("r/one:1").unwrap().unwrap().digest, "one");
+        let version: i64 = db
+            .with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(db);
+        assert_eq!((inode(""), inode("-wal"), inode("-shm")), before);
+    }
+
+    #[test]
+    fn a_database_written_before_the_schema_version_opens() {
+        // Made as moor made it before user_version was set: the tables,
+        // version 0. Opening it sets the version and keeps the rows.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute(
+                "INSERT INTO images VALUES ('x', 'm', '{}', NULL, 'linux/amd64', 1, 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let version: i64 = db
+            .with(|c| c.pragma_query_value(None, "user_version", |r| r.get(0)))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(db.unreferenced_images().unwrap(), vec!["x".to_string()]);
     }
 
     #[test]
