@@ -9,13 +9,15 @@
 //! - `exits`: container exits, turned into triggers;
 //! - `status`: what `/status` and `/readyz` say;
 //! - `http`: the endpoint and the git webhooks;
-//! - `control`: the control socket (`moor suspend`, `resume`, `reconcile`);
+//! - `control`: the control socket (`moor suspend`, `resume`, `reconcile`, `rollback`);
+//! - `history`: each source's revision history on disk (`moor history`);
 //! - `notify`: notifications (`[[notify]]`).
 //!
 //! It takes a resolved `AgentConfig` and knows nothing of the command line.
 
 pub mod control;
 mod exits;
+pub mod history;
 mod http;
 mod notify;
 mod sources;
@@ -107,6 +109,19 @@ async fn serve(
         opts.drift = source.drift;
         opts.mode = source.mode;
         opts.suspended = control::is_suspended(state_dir, &source.name);
+        opts.rollback = source.rollback;
+        opts.limits = source.limits;
+        opts.history = match history::load(state_dir, &source.name) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(source = %source.name, "the revision history is unreadable and starts anew: {e:#}");
+                Vec::new()
+            }
+        };
+        if let Some(r) = opts.history.last() {
+            moor_reconcile::Recorder::revision_outcome(&*metrics, &source.name, r.outcome);
+        }
+        metrics.source_rollbacks(&source.name);
         metrics.source_suspended(&source.name, opts.suspended);
         if opts.suspended {
             tracing::warn!(source = %source.name, "suspended (since before this start): `moor resume {}` to apply again", source.name);
@@ -116,6 +131,11 @@ async fn serve(
         controllers.push(tokio::spawn(async move {
             controller.run(rx, status_tx, &*recorder).await;
         }));
+        tasks.push(tokio::spawn(history::keep(
+            state_dir.to_path_buf(),
+            source.name.clone(),
+            status_rx.clone(),
+        )));
         let status: SharedStatus = Arc::new(Mutex::new(sources::initial_status(source)));
         let wake = Arc::new(Notify::new());
         tasks.push(sources::start_source(
