@@ -181,11 +181,13 @@ fn instance(
     min_ready: Duration,
 ) -> Result<Option<String>, String> {
     let name = &i.name;
-    if i.health == Health::Unhealthy {
-        return Err(format!("container {name} failed its health check"));
-    }
+    // What is not in place yet is the container it replaces, whose health
+    // says nothing of this revision.
     if !i.in_place {
         return Ok(Some(format!("container {name} is not in place yet")));
+    }
+    if i.health == Health::Unhealthy {
+        return Err(format!("container {name} failed its health check"));
     }
     match i.phase {
         InstancePhase::Running if i.has_healthcheck => Ok(None),
@@ -326,6 +328,18 @@ mod tests {
                 "not ready within deploy_timeout (1m): container web is not in place yet".into()
             )
         );
+    }
+
+    #[test]
+    fn the_health_of_what_is_being_replaced_is_not_judged() {
+        let mut v = running("web", 10);
+        v.in_place = false;
+        v.has_healthcheck = true;
+        v.health = Health::Unhealthy;
+        assert!(matches!(
+            judge(&[v], &[], at(10), at(11), limits()),
+            Verdict::Pending(w) if w == "container web is not in place yet"
+        ));
     }
 
     #[test]
