@@ -14,6 +14,11 @@ use crate::common::{git, http_get, text, wait_for};
 /// Passes its health check when `healthy`, fails it at once otherwise.
 /// `user` runs it (and its check) as another user than root.
 fn manifest(greeting: &str, healthy: bool, user: Option<&str>) -> String {
+    manifest_with(greeting, healthy, user, "")
+}
+
+/// [`manifest`], with `extra` lines in the container's table.
+fn manifest_with(greeting: &str, healthy: bool, user: Option<&str>, extra: &str) -> String {
     let check = if healthy { "true" } else { "false" };
     let user = user
         .map(|u| format!("user = \"{u}\"\n"))
@@ -30,7 +35,7 @@ env          = {{ GREETING = "{greeting}" }}
 network_mode = "none"
 init         = true
 healthcheck  = {{ cmd = ["{check}"], interval = "1s", retries = 1 }}
-{user}"#
+{user}{extra}"#
     )
 }
 
@@ -61,8 +66,11 @@ impl Repo {
         }
     }
 
-    fn commit(&self, text: &str, subject: &str) -> String {
+    /// Commits the manifest `text` and `site/index.txt` holding `page`.
+    fn commit(&self, text: &str, page: &str, subject: &str) -> String {
         std::fs::write(self.work.join("stack.toml"), text).expect("write");
+        std::fs::create_dir_all(self.work.join("site")).expect("mkdir");
+        std::fs::write(self.work.join("site/index.txt"), page).expect("write");
         git(&self.work, &["add", "-A"]);
         git(
             &self.work,
@@ -163,9 +171,17 @@ fn a_git_commit_that_fails_its_health_check_is_rolled_back() {
         return;
     };
     let repo = Repo::new();
-    let good = repo.commit(&manifest("hello", true, None), "hello");
+    // The container bind-mounts a file of the commit.
+    let git_manifest = |greeting: &str, healthy: bool| {
+        manifest_with(greeting, healthy, None, "mounts = [\"./site:/srv:ro\"]\n")
+    };
+    let page = |host: &Instance| {
+        let out = host.moor(&["exec", "gweb", "--", "cat", "/srv/index.txt"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let good = repo.commit(&git_manifest("hello", true), "page one", "hello");
     let url = format!("git+file://{}", repo.bare.display());
-    host.start_agent(&[
+    let agent_args = [
         "--source",
         &url,
         "--interval",
@@ -174,19 +190,23 @@ fn a_git_commit_that_fails_its_health_check_is_rolled_back() {
         "5s",
         "--min-ready",
         "1s",
-    ]);
+    ];
+    host.start_agent(&agent_args);
     wait_greeting(&host, "hello");
     wait_outcome(&host, Some(&good), "healthy");
+    assert_eq!(page(&host), "page one");
     assert_eq!(rollbacks_metric(&host, "fleet"), Some(0.0));
 
     // A commit whose container fails its health check.
-    let bad = repo.commit(&manifest("broken", false, None), "break it");
+    let bad = repo.commit(&git_manifest("broken", false), "page two", "break it");
     wait_for("the bad commit applied", Duration::from_secs(60), || {
         greeting(&host).as_deref() == Some("broken") || source(&host)["rolled_back"].is_string()
     });
     let applied = Instant::now();
     expect_rollback(&host, applied, &bad, &good, "hello");
     assert_eq!(rollbacks_metric(&host, "fleet"), Some(1.0));
+    // The bind-mounted file is the good commit's again.
+    assert_eq!(page(&host), "page one");
 
     // Not retried while the source stays on it (a dozen polls).
     let until = Instant::now() + Duration::from_secs(6);
@@ -200,10 +220,30 @@ fn a_git_commit_that_fails_its_health_check_is_rolled_back() {
     }
     assert_eq!(source(&host)["applied_revision"], good.as_str());
 
+    // An agent restart keeps the rollback: the good commit in force with
+    // its files, the bad one still refused.
+    host.stop_agent();
+    host.start_agent(&agent_args);
+    wait_outcome(&host, Some(&good), "healthy");
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        assert_eq!(
+            greeting(&host).as_deref(),
+            Some("hello"),
+            "the bad commit was applied after a restart"
+        );
+        assert_eq!(page(&host), "page one");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let s = source(&host);
+    assert_eq!(s["refused_revision"], bad.as_str(), "{s}");
+    assert_eq!(host.status()["ready"], true);
+
     // The source moves: the new commit applies.
-    let next = repo.commit(&manifest("hola", true, None), "hola");
+    let next = repo.commit(&git_manifest("hola", true), "page three", "hola");
     wait_greeting(&host, "hola");
     wait_outcome(&host, Some(&next), "healthy");
+    assert_eq!(page(&host), "page three");
     let s = source(&host);
     assert!(s["rolled_back"].is_null(), "{s}");
     assert!(s["refused_revision"].is_null(), "{s}");
@@ -214,9 +254,11 @@ fn a_git_commit_that_fails_its_health_check_is_rolled_back() {
     let row = |rev: &str, outcome: &str| format!("{}  {outcome}", short(rev));
     assert!(lines[0].starts_with("REVISION"), "{out}");
     assert!(lines[1].starts_with(&row(&next, "healthy")), "{out}");
+    // Applied at the restart, applied as the rollback, rolled back, applied.
     assert!(lines[2].starts_with(&row(&good, "healthy")), "{out}");
-    assert!(lines[3].starts_with(&row(&bad, "rolled_back")), "{out}");
-    assert!(lines[4].starts_with(&row(&good, "healthy")), "{out}");
+    assert!(lines[3].starts_with(&row(&good, "healthy")), "{out}");
+    assert!(lines[4].starts_with(&row(&bad, "rolled_back")), "{out}");
+    assert!(lines[5].starts_with(&row(&good, "healthy")), "{out}");
     assert!(
         out.contains("container gweb: replace (spec changed"),
         "{out}"
@@ -248,8 +290,10 @@ fn a_git_commit_that_fails_its_health_check_is_rolled_back() {
         "{out}"
     );
     wait_greeting(&host, "hello");
+    assert_eq!(page(&host), "page one");
     assert_eq!(source(&host)["refused_revision"], next.as_str());
-    assert_eq!(rollbacks_metric(&host, "fleet"), Some(2.0));
+    // Counted since this agent started.
+    assert_eq!(rollbacks_metric(&host, "fleet"), Some(1.0));
 
     // Hostile and mistaken requests change nothing and say why.
     for (args, says) in [

@@ -36,6 +36,23 @@ const ROLLOUT_POLL: Duration = Duration::from_secs(1);
 /// back to (in memory: since the agent started).
 pub const KEPT_GOOD: usize = 5;
 
+/// What puts a source's own files of a revision back in force before a
+/// rollback to it applies (a git source checks the commit's tree out
+/// again): called with the revision rolled back from and the one rolled
+/// back to. Blocking, and brief.
+#[derive(Clone)]
+pub struct Restore(pub std::sync::Arc<RestoreFn>);
+
+/// The function behind [`Restore`]: `(from, to)`, or why the files could
+/// not be put back.
+pub type RestoreFn = dyn Fn(&str, &str) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for Restore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Restore(..)")
+    }
+}
+
 /// Where a manual rollback's answer goes.
 pub type RollbackReply = tokio::sync::oneshot::Sender<Result<String, String>>;
 
@@ -98,6 +115,8 @@ pub struct ControllerOptions {
     pub rollback: bool,
     /// The revisions applied before this start (the store's history), oldest first.
     pub history: Vec<RevisionRecord>,
+    /// Puts a source's files of a revision back before a rollback to it.
+    pub restore: Option<Restore>,
 }
 
 impl ControllerOptions {
@@ -113,6 +132,7 @@ impl ControllerOptions {
             limits: Limits::default(),
             rollback: true,
             history: Vec::new(),
+            restore: None,
         }
     }
 }
@@ -435,11 +455,19 @@ impl<R: Runtime> Controller<R> {
     /// judging it.
     fn take_in(&mut self, revision: Option<String>, desired: DesiredState) {
         let moved = revision != self.status.revision || self.desired.is_none();
+        // The source moved on from a refused revision only to one never
+        // applied before: going back to the revision rolled back to (an
+        // agent restart, a revert) keeps the refusal.
+        let known = self
+            .status
+            .history
+            .iter()
+            .any(|r| Some(&r.revision) == revision.as_ref());
         self.desired = Some(desired);
         self.status.revision = revision.clone();
         // A new desired state may well fix what failed: retry everything now.
         self.backoff.reset();
-        if revision != self.status.refused_revision {
+        if revision != self.status.refused_revision && !known {
             self.status.refused_revision = None;
         }
         if let (true, Some(rev), SourceMode::Apply) = (moved, revision, self.opts.mode) {
@@ -550,7 +578,23 @@ impl<R: Runtime> Controller<R> {
 
     /// Puts `target` in force in place of `from`, which is not applied
     /// again until the source moves.
-    fn roll_back_to(&mut self, from: &str, target: (String, DesiredState), message: String) {
+    fn roll_back_to(&mut self, from: &str, target: (String, DesiredState), mut message: String) {
+        if let Some(restore) = self.opts.restore.clone() {
+            let run = || (restore.0)(from, &target.0);
+            let restored = if tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            {
+                tokio::task::block_in_place(run)
+            } else {
+                run()
+            };
+            if let Err(e) = restored {
+                message.push_str(&format!(
+                    " (the source's files of {} could not be put back: {e})",
+                    short(&target.0)
+                ));
+            }
+        }
         tracing::warn!(project = %self.opts.apply.project, "{message}");
         let now = unix(self.wall_now());
         if let Some(r) = self.record_mut(from) {
@@ -1075,7 +1119,7 @@ struct Rollout {
 
 /// After a restart, the revision last rolled back is still not applied
 /// until the source moves.
-fn refused_after_restart(history: &[RevisionRecord]) -> Option<String> {
+pub fn refused_after_restart(history: &[RevisionRecord]) -> Option<String> {
     history
         .last()
         .filter(|r| r.outcome == Outcome::RolledBack)

@@ -159,6 +159,15 @@ async fn an_unhealthy_revision_is_rolled_back_and_not_retried_until_the_source_m
         h.rt.calls()
     );
 
+    // Back to the revision in force (a revert, an agent restart): the
+    // failed one stays refused.
+    h.source("r1", stack("one", false)).await;
+    run_for(Duration::from_secs(2)).await;
+    assert_eq!(h.status().refused_revision.as_deref(), Some("r2"));
+    h.source("r2", stack("two", true)).await;
+    run_for(Duration::from_secs(2)).await;
+    assert_eq!(h.greeting().as_deref(), Some("one"));
+
     // The source moves on: applied.
     h.source("r3", stack("three", false)).await;
     run_for(Duration::from_secs(3)).await;
@@ -309,4 +318,45 @@ fn after_a_restart_the_rolled_back_revision_is_still_refused() {
     ];
     let c = Controller::new(Arc::new(FakeRuntime::new()), opts);
     assert_eq!(c.status_for_tests().refused_revision.as_deref(), Some("r2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_source_puts_its_files_back_before_the_rollback_applies() {
+    let calls: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let rt = Arc::new(FakeRuntime::new());
+    let (tx, rx) = mpsc::channel(16);
+    let (status_tx, status) = watch::channel(Status::default());
+    let mut opts = ControllerOptions::new("demo");
+    opts.limits = Limits {
+        deploy_timeout: Duration::from_secs(5),
+        min_ready: Duration::from_secs(1),
+    };
+    let seen = calls.clone();
+    opts.restore = Some(Restore(Arc::new(move |from: &str, to: &str| {
+        seen.lock().unwrap().push((from.into(), to.into()));
+        Err("commit r1 is not in the local clone".into())
+    })));
+    let controller = Controller::new(rt.clone(), opts);
+    tokio::spawn(async move { controller.run(rx, status_tx, &NO_RECORDER).await });
+    let h = Harness { rt, tx, status };
+    h.source("r1", stack("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    h.source("r2", stack("two", true)).await;
+    run_for(Duration::from_millis(500)).await;
+    h.make_unhealthy();
+    run_for(Duration::from_secs(3)).await;
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [("r2".to_string(), "r1".to_string())]
+    );
+    // It could not: the rollback still happens, and says so.
+    let s = h.status();
+    assert_eq!(s.revision.as_deref(), Some("r1"));
+    let m = s.rolled_back.unwrap_or_default();
+    assert!(
+        m.ends_with(
+            "(the source's files of r1 could not be put back: commit r1 is not in the local clone)"
+        ),
+        "{m}"
+    );
 }

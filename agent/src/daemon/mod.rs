@@ -126,11 +126,6 @@ async fn serve(
         if opts.suspended {
             tracing::warn!(source = %source.name, "suspended (since before this start): `moor resume {}` to apply again", source.name);
         }
-        let controller = Controller::new(host.clone(), opts);
-        let recorder = metrics.clone();
-        controllers.push(tokio::spawn(async move {
-            controller.run(rx, status_tx, &*recorder).await;
-        }));
         tasks.push(tokio::spawn(history::keep(
             state_dir.to_path_buf(),
             source.name.clone(),
@@ -138,15 +133,25 @@ async fn serve(
         )));
         let status: SharedStatus = Arc::new(Mutex::new(sources::initial_status(source)));
         let wake = Arc::new(Notify::new());
-        tasks.push(sources::start_source(
+        let (task, restore) = sources::start_source(
             source,
             state_dir,
             &loader,
-            &status,
-            &wake,
-            &metrics,
-            tx.clone(),
-        )?);
+            sources::Links {
+                status: status.clone(),
+                wake: wake.clone(),
+                metrics: metrics.clone(),
+                controller: tx.clone(),
+            },
+            moor_reconcile::refused_after_restart(&opts.history),
+        )?;
+        tasks.push(task);
+        opts.restore = restore;
+        let controller = Controller::new(host.clone(), opts);
+        let recorder = metrics.clone();
+        controllers.push(tokio::spawn(async move {
+            controller.run(rx, status_tx, &*recorder).await;
+        }));
         if !notifier.is_empty() {
             tasks.push(tokio::spawn(
                 notifier
