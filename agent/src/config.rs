@@ -139,6 +139,7 @@ pub const NOTIFY_EVENTS: &[&str] = &[
     "recovered",
     "rolled_back",
     "crash_looping",
+    "drift_corrected",
 ];
 
 /// One `[[notify]]` target, resolved.

@@ -196,6 +196,12 @@ pub struct Status {
     pub rolled_back: Option<String>,
     /// A revision that failed and is not applied again until the source moves.
     pub refused_revision: Option<String>,
+    /// Drift the last pass that corrected any put right (`drift =
+    /// "correct"`): each action that succeeded on a resource changed on the
+    /// host behind moor's back.
+    pub corrected: Vec<Action>,
+    /// Passes that corrected drift so far: a new one means new `corrected`.
+    pub corrections: u64,
 }
 
 impl Status {
@@ -718,6 +724,12 @@ impl<R: Runtime> Controller<R> {
         });
 
         // What this source may do: drift it only reports, plans it only shows.
+        let drift_keys: BTreeSet<(Kind, String)> = plan
+            .actions
+            .iter()
+            .filter(|a| crate::gate::is_drift(a, &self.in_place))
+            .map(|a| (a.kind, a.name.clone()))
+            .collect();
         let gated = gate(
             std::mem::take(&mut plan.actions),
             &self.in_place,
@@ -889,6 +901,17 @@ impl<R: Runtime> Controller<R> {
             if c.status == ConditionStatus::Ready {
                 self.in_place.insert((c.kind, c.name.clone()));
             }
+        }
+        let corrected: Vec<Action> = outcomes
+            .iter()
+            .filter(|o| {
+                o.result.is_ok() && drift_keys.contains(&(o.action.kind, o.action.name.clone()))
+            })
+            .map(|o| o.action.clone())
+            .collect();
+        if !corrected.is_empty() {
+            self.status.corrected = corrected;
+            self.status.corrections += 1;
         }
         self.status.drift = gated.drifted;
         self.status.planned = gated.held;

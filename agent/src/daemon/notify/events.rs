@@ -28,6 +28,9 @@ pub enum EventKind {
     /// A container exits again and again: its restart waits out the
     /// crash-loop backoff.
     CrashLooping,
+    /// A resource changed on the host behind moor's back was put back
+    /// (`drift = "correct"`).
+    DriftCorrected,
 }
 
 impl EventKind {
@@ -39,6 +42,7 @@ impl EventKind {
             EventKind::Recovered => "recovered",
             EventKind::RolledBack => "rolled_back",
             EventKind::CrashLooping => "crash_looping",
+            EventKind::DriftCorrected => "drift_corrected",
         }
     }
 }
@@ -174,6 +178,15 @@ impl Tracker {
             self.changed = true;
         }
         let passed = cur.reconciles > prev.reconciles;
+        if cur.corrections != prev.corrections {
+            for a in &cur.corrected {
+                out.push(event(
+                    EventKind::DriftCorrected,
+                    Some(format!("{}/{}", a.kind, a.name)),
+                    format!("changed on the host; put back: {} ({})", a.verb, a.reason),
+                ));
+            }
+        }
         let clean = cur.last_error.is_none()
             && !cur.suspended
             && cur
@@ -251,7 +264,7 @@ impl Suppressor {
                 }
                 Admit::Send(ev)
             }
-            EventKind::RolledBack => Admit::Send(ev),
+            EventKind::RolledBack | EventKind::DriftCorrected => Admit::Send(ev),
             EventKind::Failed | EventKind::CrashLooping => match self.failing.get_mut(&key) {
                 None => {
                     self.failing.insert(key, (now, 0));
@@ -457,6 +470,39 @@ mod tests {
         let mut r3b = r3.clone();
         r3b.reconciles = 7;
         assert!(t.step("s", &r3, &r3b).is_empty());
+    }
+
+    #[test]
+    fn corrected_drift_is_an_event_per_resource_and_pass() {
+        use ConditionStatus::*;
+        use moor_reconcile::{Action, Reason, Verb};
+        let mut t = Tracker::default();
+        let ok = status("r1", 1, Ready, "Applied");
+        t.step("s", &Status::default(), &ok);
+        let mut fixed = status("r1", 2, Ready, "Applied");
+        let action = Action {
+            kind: Kind::Network,
+            name: "front".into(),
+            verb: Verb::Create,
+            reason: Reason::NotOnHost,
+            start_first: false,
+        };
+        fixed.corrected = vec![action];
+        fixed.corrections = 1;
+        let evs = t.step("s", &ok, &fixed);
+        assert_eq!(
+            kinds(&evs),
+            [(EventKind::DriftCorrected, Some("network/front"))]
+        );
+        assert!(
+            evs[0]
+                .message
+                .starts_with("changed on the host; put back: create"),
+            "{}",
+            evs[0].message
+        );
+        // The same status seen again (no new pass) says nothing.
+        assert!(t.step("s", &fixed, &fixed).is_empty());
     }
 
     fn failed(resource: &str) -> Event {
