@@ -330,9 +330,12 @@ fn a_directory_edit_that_fails_is_rolled_back_until_the_files_change_again() {
     let dir = work.path().join("site");
     std::fs::create_dir(&dir).expect("mkdir");
     let file = dir.join("stack.toml");
-    // Not root: the container and its health check run as nobody.
-    let nobody = Some("65534:65534");
-    std::fs::write(&file, manifest("hello", true, nobody)).expect("write");
+    // Not root: the container and its health check run as nobody. A job
+    // beside it, changed with it, exits 0 each time: no failure.
+    let dir_manifest = |greeting: &str, healthy: bool| {
+        manifest_with(greeting, healthy, Some("65534:65534"), &job(greeting))
+    };
+    std::fs::write(&file, dir_manifest("hello", true)).expect("write");
     host.start_agent(&[
         "--source",
         dir.to_str().expect("utf-8"),
@@ -348,7 +351,7 @@ fn a_directory_edit_that_fails_is_rolled_back_until_the_files_change_again() {
         .expect("revision")
         .to_string();
 
-    write(&file, &manifest("broken", false, nobody));
+    write(&file, &dir_manifest("broken", false));
     wait_for("the bad edit applied", Duration::from_secs(60), || {
         greeting(&host).as_deref() == Some("broken") || source(&host)["rolled_back"].is_string()
     });
@@ -364,10 +367,10 @@ fn a_directory_edit_that_fails_is_rolled_back_until_the_files_change_again() {
 
     // Written again unchanged (an editor's save), and a comment added: the
     // same desired state, the same revision: still refused.
-    write(&file, &manifest("broken", false, nobody));
+    write(&file, &dir_manifest("broken", false));
     write(
         &file,
-        &format!("# still broken\n{}", manifest("broken", false, nobody)),
+        &format!("# still broken\n{}", dir_manifest("broken", false)),
     );
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
@@ -380,10 +383,72 @@ fn a_directory_edit_that_fails_is_rolled_back_until_the_files_change_again() {
     }
 
     // A real change applies.
-    write(&file, &manifest("hola", true, nobody));
+    write(&file, &dir_manifest("hola", true));
     wait_greeting(&host, "hola");
     wait_outcome(&host, None, "healthy");
     assert!(source(&host)["rolled_back"].is_null());
+    host.stop_agent();
+}
+
+/// A one-shot job (restart = "no") that exits 0, changed with `greeting`.
+fn job(greeting: &str) -> String {
+    format!(
+        "\n[containers.seed]\nimage = \"busybox\"\ncommand = [\"true\"]\nenv = {{ GREETING = \"{greeting}\" }}\nnetwork_mode = \"none\"\n"
+    )
+}
+
+#[test]
+fn rollback_off_leaves_a_failed_edit_in_force_and_reports_it() {
+    let Some(mut host) = Instance::with_busybox("keep", &[]) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("keep");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let file = dir.join("stack.toml");
+    std::fs::write(&file, manifest("hello", true, None)).expect("write");
+    host.start_agent(&[
+        "--source",
+        dir.to_str().expect("utf-8"),
+        "--rollback",
+        "off",
+        "--deploy-timeout",
+        "5s",
+        "--min-ready",
+        "1s",
+    ]);
+    wait_greeting(&host, "hello");
+    wait_outcome(&host, None, "healthy");
+    write(&file, &manifest("broken", false, None));
+    wait_greeting(&host, "broken");
+    wait_outcome(&host, None, "failed");
+    let s = source(&host);
+    let m = s["outcome_message"].as_str().expect("why");
+    assert!(
+        m.contains(
+            "failed: container gweb failed its health check (rollback = \"off\": left in force)"
+        ),
+        "{m}"
+    );
+    assert!(s["rolled_back"].is_null(), "{s}");
+    let out = host.moor(&["status", "--addr", &format!("127.0.0.1:{}", host.port)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains(m), "{}", text(&out));
+    let (_, metrics) = http_get(host.port, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("moor_source_revision_outcome{outcome=\"failed\",source=\"keep\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("moor_rollbacks_total{source=\"keep\"} 0"),
+        "{metrics}"
+    );
+    // Still in force a while later: nothing rolled it back.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(greeting(&host).as_deref(), Some("broken"));
+    write(&file, &manifest("fixed", true, None));
+    wait_greeting(&host, "fixed");
+    wait_outcome(&host, None, "healthy");
     host.stop_agent();
 }
 
