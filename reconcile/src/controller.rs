@@ -951,7 +951,7 @@ impl<R: Runtime> Controller<R> {
         let now = self.wall_now();
         let rollout = self.rollout.as_mut()?;
         for a in applied {
-            if a.verb == Verb::Remove && a.kind != Kind::Container {
+            if !by_revision(a) || (a.verb == Verb::Remove && a.kind != Kind::Container) {
                 continue;
             }
             let line = format!("{} {}: {} ({})", a.kind, a.name, a.verb, a.reason);
@@ -1015,7 +1015,7 @@ impl<R: Runtime> Controller<R> {
         );
         // Healthy only once a pass finds nothing left to do: a built image's
         // containers, say, follow in the next pass.
-        if verdict == Verdict::Healthy && !applied.is_empty() {
+        if verdict == Verdict::Healthy && applied.iter().any(by_revision) {
             verdict = Verdict::Pending("changes under way".into());
         }
         let revision = rollout.revision.clone();
@@ -1123,6 +1123,20 @@ impl<R: Runtime> Controller<R> {
             }
         }
     }
+}
+
+/// Whether `a` is what a revision changes, not a restart a restart policy
+/// asks for or drift put right (an unrelated container crash-looping since
+/// before is not a new revision's failure).
+fn by_revision(a: &Action) -> bool {
+    !matches!(
+        a.reason,
+        crate::Reason::Exited { .. }
+            | crate::Reason::SupervisorLost
+            | crate::Reason::Fault { .. }
+            | crate::Reason::InterruptedCreate
+            | crate::Reason::Superseded { .. }
+    )
 }
 
 /// A revision being judged.

@@ -294,6 +294,39 @@ async fn by_hand_to_a_named_revision_and_hostile_names_refused() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_container_crash_looping_since_before_is_not_the_new_revisions_failure() {
+    let h = start(true);
+    h.source("r1", stack("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    // The job (unchanged by r2) is made to crash-loop: restart = "always".
+    let crashing = |greeting: &str| {
+        let mut d = stack(greeting, false);
+        d.containers.get_mut("job").expect("job").spec.restart = moor_spec::RestartPolicy::Always;
+        d
+    };
+    h.source("r1b", crashing("one")).await;
+    run_for(Duration::from_secs(3)).await;
+    let rt = h.rt.clone();
+    let crasher = tokio::spawn(async move {
+        loop {
+            rt.exit("job", 1, std::time::SystemTime::now());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    run_for(Duration::from_secs(8)).await;
+    // r2 changes only web's greeting: job's crash loop is not its doing.
+    let mut r2 = crashing("two");
+    r2.containers
+        .insert("job".into(), crashing("one").containers["job"].clone());
+    h.source("r2", r2).await;
+    run_for(Duration::from_secs(4)).await;
+    crasher.abort();
+    let s = h.status();
+    assert_eq!(s.revision.as_deref(), Some("r2"), "{:?}", s.history);
+    assert_eq!(s.outcome(), Some(Outcome::Healthy), "{:?}", s.history);
+}
+
 #[test]
 fn after_a_restart_the_rolled_back_revision_is_still_refused() {
     let rec = |rev: &str, outcome, message: Option<&str>| rollout::RevisionRecord {
