@@ -1006,18 +1006,18 @@ impl<R: Runtime> Controller<R> {
                 })
             })
             .collect();
-        let mut verdict = rollout::judge(
+        // Healthy only once a pass finds nothing of the revision left to
+        // do: a built image's containers, say, follow in the next pass.
+        let verdict = rollout::judge(
             &views,
-            &rollout.image_failures,
+            rollout::Progress {
+                image_failures: &rollout.image_failures,
+                settled: !applied.iter().any(by_revision),
+            },
             rollout.applied,
             now,
             self.opts.limits,
         );
-        // Healthy only once a pass finds nothing left to do: a built image's
-        // containers, say, follow in the next pass.
-        if verdict == Verdict::Healthy && applied.iter().any(by_revision) {
-            verdict = Verdict::Pending("changes under way".into());
-        }
         let revision = rollout.revision.clone();
         let changes = rollout.changes.clone();
         let may_roll_back = rollout.may_roll_back;

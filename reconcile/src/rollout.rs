@@ -139,20 +139,33 @@ pub enum Verdict {
     Failed(String),
 }
 
+/// What a pass saw of a revision, besides its instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress<'a> {
+    /// The pulls and builds of its images that failed (each a message
+    /// naming the image).
+    pub image_failures: &'a [String],
+    /// Whether the pass had nothing of the revision left to do (a built
+    /// image's containers, say, follow in the pass after the build).
+    pub settled: bool,
+}
+
 /// Judges a revision applied at `applied` from its changed instances as
-/// seen `now`, and `image_failures`: the pulls and builds of its images
-/// that failed (each a message naming the image).
+/// seen `now`, and what else the pass saw of it.
 pub fn judge(
     instances: &[InstanceView],
-    image_failures: &[String],
+    progress: Progress<'_>,
     applied: SystemTime,
     now: SystemTime,
     limits: Limits,
 ) -> Verdict {
-    if let Some(f) = image_failures.first() {
+    if let Some(f) = progress.image_failures.first() {
         return Verdict::Failed(f.clone());
     }
     let mut waiting = Vec::new();
+    if !progress.settled {
+        waiting.push("its changes are still being applied".to_string());
+    }
     for i in instances {
         match instance(i, now, limits.min_ready) {
             Ok(None) => {}
@@ -255,6 +268,29 @@ mod tests {
         T0 + Duration::from_secs(s)
     }
 
+    fn quiet() -> Progress<'static> {
+        Progress {
+            image_failures: &[],
+            settled: true,
+        }
+    }
+
+    #[test]
+    fn changes_still_applied_wait_and_time_out() {
+        let busy = Progress {
+            image_failures: &[],
+            settled: false,
+        };
+        assert!(matches!(
+            judge(&[], busy, at(0), at(10), limits()),
+            Verdict::Pending(w) if w == "its changes are still being applied"
+        ));
+        assert!(matches!(
+            judge(&[], busy, at(0), at(60), limits()),
+            Verdict::Failed(w) if w.contains("its changes are still being applied")
+        ));
+    }
+
     fn limits() -> Limits {
         Limits {
             deploy_timeout: Duration::from_secs(60),
@@ -277,17 +313,23 @@ mod tests {
 
     #[test]
     fn nothing_changed_is_healthy_at_once() {
-        assert_eq!(judge(&[], &[], at(0), at(0), limits()), Verdict::Healthy);
+        assert_eq!(
+            judge(&[], quiet(), at(0), at(0), limits()),
+            Verdict::Healthy
+        );
     }
 
     #[test]
     fn without_a_health_check_min_ready_decides() {
         let v = [running("web", 10)];
         assert!(matches!(
-            judge(&v, &[], at(10), at(12), limits()),
+            judge(&v, quiet(), at(10), at(12), limits()),
             Verdict::Pending(w) if w.contains("web has run 2s of the 5s min_ready")
         ));
-        assert_eq!(judge(&v, &[], at(10), at(15), limits()), Verdict::Healthy);
+        assert_eq!(
+            judge(&v, quiet(), at(10), at(15), limits()),
+            Verdict::Healthy
+        );
     }
 
     #[test]
@@ -297,19 +339,19 @@ mod tests {
         v.phase = InstancePhase::Starting;
         v.health = Health::Starting;
         assert!(matches!(
-            judge(std::slice::from_ref(&v), &[], at(10), at(50), limits()),
+            judge(std::slice::from_ref(&v), quiet(), at(10), at(50), limits()),
             Verdict::Pending(_)
         ));
         v.phase = InstancePhase::Running;
         v.health = Health::Healthy;
         // Healthy at once: min_ready is for containers without a check.
         assert_eq!(
-            judge(std::slice::from_ref(&v), &[], at(10), at(10), limits()),
+            judge(std::slice::from_ref(&v), quiet(), at(10), at(10), limits()),
             Verdict::Healthy
         );
         v.health = Health::Unhealthy;
         assert_eq!(
-            judge(&[v], &[], at(10), at(11), limits()),
+            judge(&[v], quiet(), at(10), at(11), limits()),
             Verdict::Failed("container web failed its health check".into())
         );
     }
@@ -319,11 +361,11 @@ mod tests {
         let mut v = running("web", 10);
         v.in_place = false;
         assert!(matches!(
-            judge(std::slice::from_ref(&v), &[], at(10), at(69), limits()),
+            judge(std::slice::from_ref(&v), quiet(), at(10), at(69), limits()),
             Verdict::Pending(_)
         ));
         assert_eq!(
-            judge(&[v], &[], at(10), at(70), limits()),
+            judge(&[v], quiet(), at(10), at(70), limits()),
             Verdict::Failed(
                 "not ready within deploy_timeout (1m): container web is not in place yet".into()
             )
@@ -337,7 +379,7 @@ mod tests {
         v.has_healthcheck = true;
         v.health = Health::Unhealthy;
         assert!(matches!(
-            judge(&[v], &[], at(10), at(11), limits()),
+            judge(&[v], quiet(), at(10), at(11), limits()),
             Verdict::Pending(w) if w == "container web is not in place yet"
         ));
     }
@@ -349,12 +391,12 @@ mod tests {
         v.exit_code = Some(1);
         v.restart_count = 1;
         assert!(matches!(
-            judge(std::slice::from_ref(&v), &[], at(10), at(20), limits()),
+            judge(std::slice::from_ref(&v), quiet(), at(10), at(20), limits()),
             Verdict::Pending(w) if w == "container web exited with code 1"
         ));
         v.restart_count = CRASH_LOOP_RESTARTS;
         assert_eq!(
-            judge(&[v], &[], at(10), at(20), limits()),
+            judge(&[v], quiet(), at(10), at(20), limits()),
             Verdict::Failed(
                 "container web is crash-looping (exited with code 1 after 3 restarts)".into()
             )
@@ -368,12 +410,18 @@ mod tests {
         job.exit_code = Some(0);
         // Exited at once, well under min_ready: done is done.
         assert_eq!(
-            judge(std::slice::from_ref(&job), &[], at(10), at(10), limits()),
+            judge(
+                std::slice::from_ref(&job),
+                quiet(),
+                at(10),
+                at(10),
+                limits()
+            ),
             Verdict::Healthy
         );
         job.exit_code = Some(2);
         assert_eq!(
-            judge(&[job], &[], at(10), at(10), limits()),
+            judge(&[job], quiet(), at(10), at(10), limits()),
             Verdict::Failed("container migrate (a job) exited with code 2".into())
         );
     }
@@ -384,7 +432,10 @@ mod tests {
         assert_eq!(
             judge(
                 &v,
-                &["image x: pull failed: 404".into()],
+                Progress {
+                    image_failures: &["image x: pull failed: 404".into()],
+                    settled: true,
+                },
                 at(0),
                 at(100),
                 limits()
@@ -400,7 +451,7 @@ mod tests {
         bad.has_healthcheck = true;
         let v = [running("web", 0), bad];
         assert!(
-            matches!(judge(&v, &[], at(0), at(30), limits()), Verdict::Failed(w) if w.contains("api"))
+            matches!(judge(&v, quiet(), at(0), at(30), limits()), Verdict::Failed(w) if w.contains("api"))
         );
     }
 
@@ -408,7 +459,7 @@ mod tests {
     fn a_clock_that_went_back_waits_rather_than_fails() {
         let v = [running("web", 100)];
         assert!(matches!(
-            judge(&v, &[], at(100), at(50), limits()),
+            judge(&v, quiet(), at(100), at(50), limits()),
             Verdict::Pending(_)
         ));
     }
