@@ -452,6 +452,64 @@ fn rollback_off_leaves_a_failed_edit_in_force_and_reports_it() {
     host.stop_agent();
 }
 
+#[test]
+fn a_crash_looping_edit_is_rolled_back_within_the_deploy_timeout() {
+    let Some(mut host) = Instance::with_busybox("loop", &[]) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("loop");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let file = dir.join("stack.toml");
+    // No health check: running for min_ready is what ready means.
+    let plain = |greeting: &str, command: &str| {
+        format!(
+            "[images.busybox]\nref = \"localhost/moor-example/busybox:1\"\npull = \"never\"\n\n\
+             [containers.gweb]\nimage = \"busybox\"\ncommand = {command}\nrestart = \"always\"\n\
+             env = {{ GREETING = \"{greeting}\" }}\nnetwork_mode = \"none\"\ninit = true\n"
+        )
+    };
+    std::fs::write(&file, plain("hello", r#"["sleep", "3600"]"#)).expect("write");
+    host.start_agent(&[
+        "--source",
+        dir.to_str().expect("utf-8"),
+        "--deploy-timeout",
+        "5s",
+        "--min-ready",
+        "2s",
+    ]);
+    wait_greeting(&host, "hello");
+    wait_outcome(&host, None, "healthy");
+    let good = source(&host)["applied_revision"]
+        .as_str()
+        .expect("revision")
+        .to_string();
+    // Exits 3 at once, every time it is restarted.
+    write(&file, &plain("loop", r#"["sh", "-c", "exit 3"]"#));
+    let edited = Instant::now();
+    wait_for("the rollback", Duration::from_secs(60), || {
+        source(&host)["rolled_back"].is_string()
+    });
+    // Its debounce and first start, then deploy_timeout, then 10 s.
+    assert!(
+        edited.elapsed() < Duration::from_secs(5 + 10),
+        "rolled back after {:?}",
+        edited.elapsed()
+    );
+    let s = source(&host);
+    let m = s["rolled_back"].as_str().expect("message");
+    assert!(
+        m.contains(&format!("to {}", short(&good)))
+            && (m.contains("container gweb exited with code 3")
+                || m.contains("container gweb is crash-looping")),
+        "{m}"
+    );
+    wait_greeting(&host, "hello");
+    wait_outcome(&host, Some(&good), "healthy");
+    assert!(host.running("gweb"));
+    host.stop_agent();
+}
+
 /// Writes `text` to `path` by renaming a new file over it, as editors do.
 fn write(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp~");
