@@ -237,7 +237,15 @@ fn a_git_commit_that_fails_its_health_check_is_rolled_back() {
     }
     let s = source(&host);
     assert_eq!(s["refused_revision"], bad.as_str(), "{s}");
+    assert!(
+        s["rolled_back"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!("rolled back from {}", short(&bad)))),
+        "the rollback is still said after a restart: {s}"
+    );
     assert_eq!(host.status()["ready"], true);
+    let out = host.moor(&["status", "--addr", &format!("127.0.0.1:{}", host.port)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
     // The source moves: the new commit applies.
     let next = repo.commit(&git_manifest("hola", true), "page three", "hola");

@@ -291,6 +291,14 @@ impl<R: Runtime> Controller<R> {
         let suspended = opts.suspended;
         let history = opts.history.clone();
         let refused_revision = refused_after_restart(&history);
+        // What the rollback said, until the source moves on.
+        let rolled_back = refused_revision.as_ref().and_then(|r| {
+            history
+                .iter()
+                .rev()
+                .find(|x| x.revision == *r)
+                .and_then(|x| x.message.clone())
+        });
         Self {
             runtime,
             opts,
@@ -303,6 +311,7 @@ impl<R: Runtime> Controller<R> {
             status: Status {
                 suspended,
                 refused_revision,
+                rolled_back,
                 history,
                 ..Status::default()
             },
@@ -386,7 +395,15 @@ impl<R: Runtime> Controller<R> {
                         revision = revision.as_deref().unwrap_or("-"),
                         "this revision failed and was rolled back: not applied again until the source moves"
                     );
-                    self.status.source_error = None;
+                    self.status.source_error = Some(format!(
+                        "revision {} was rolled back: not applied again until the source moves on{}",
+                        short(revision.as_deref().unwrap_or("-")),
+                        if self.desired.is_none() {
+                            " (nothing else is in force since this start: the containers stay as they are)"
+                        } else {
+                            ""
+                        }
+                    ));
                     false
                 }
                 Ok(desired) if self.status.suspended => {
@@ -475,9 +492,9 @@ impl<R: Runtime> Controller<R> {
         self.backoff.reset();
         if revision != self.status.refused_revision && !known {
             self.status.refused_revision = None;
+            self.status.rolled_back = None;
         }
         if let (true, Some(rev), SourceMode::Apply) = (moved, revision, self.opts.mode) {
-            self.status.rolled_back = None;
             self.start_rollout(rev, true, None);
         }
     }

@@ -144,10 +144,15 @@ async fn an_unhealthy_revision_is_rolled_back_and_not_retried_until_the_source_m
         s.history[1]
     );
 
-    // The failed revision again (a directory watcher's event): ignored.
+    // The failed revision again (a directory watcher's event): ignored, and
+    // said so.
     h.rt.clear_calls();
     h.source("r2", stack("two", true)).await;
     run_for(Duration::from_secs(3)).await;
+    assert_eq!(
+        h.status().source_error.as_deref(),
+        Some("revision r2 was rolled back: not applied again until the source moves on")
+    );
     assert_eq!(h.greeting().as_deref(), Some("one"));
     assert_eq!(h.status().revision.as_deref(), Some("r1"));
     assert!(
@@ -176,6 +181,7 @@ async fn an_unhealthy_revision_is_rolled_back_and_not_retried_until_the_source_m
     assert_eq!(s.outcome(), Some(Outcome::Healthy));
     assert_eq!(s.rolled_back, None);
     assert_eq!(s.refused_revision, None);
+    assert_eq!(s.source_error, None);
 }
 
 #[tokio::test(start_paused = true)]
@@ -351,6 +357,10 @@ fn after_a_restart_the_rolled_back_revision_is_still_refused() {
     ];
     let c = Controller::new(Arc::new(FakeRuntime::new()), opts);
     assert_eq!(c.status_for_tests().refused_revision.as_deref(), Some("r2"));
+    assert_eq!(
+        c.status_for_tests().rolled_back.as_deref(),
+        Some("rolled back from r2 to r1 because …")
+    );
 }
 
 #[tokio::test(start_paused = true)]
