@@ -300,7 +300,7 @@ struct Received {
 
 /// How a receiver answers.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Answer {
+pub(crate) enum Answer {
     Ok,
     Error500,
     /// Reads the request and never answers.
@@ -308,14 +308,14 @@ enum Answer {
 }
 
 /// A local HTTP receiver on 127.0.0.1 recording what it is sent.
-struct Receiver {
-    port: u16,
+pub(crate) struct Receiver {
+    pub(crate) port: u16,
     got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Receiver {
-    fn start(answer: Answer) -> Self {
+    pub(crate) fn start(answer: Answer) -> Self {
         use std::io::{BufRead, BufReader, Write};
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
@@ -380,7 +380,7 @@ impl Receiver {
         Self { port, got, stop }
     }
 
-    fn events(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn events(&self) -> Vec<serde_json::Value> {
         self.got
             .lock()
             .expect("lock")

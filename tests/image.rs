@@ -10,6 +10,7 @@ mod lying;
 mod pull;
 mod push;
 pub(crate) mod registry;
+mod update;
 mod verify;
 
 use std::path::Path;

@@ -25,6 +25,12 @@ fn promtool_accepts_the_exposition() {
     m.queue(1, 1);
     m.source_sync("main", Some("abc"), true, 1.7e9);
     m.source_suspended("main", true);
+    m.images([(
+        "app",
+        "localhost:5000/app:1",
+        "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    )]);
+    m.image_update_check("updated");
     m.notification("success");
     m.notification_dropped();
     m.drift_left("main", &BTreeMap::from([(Kind::Container, 1)]));

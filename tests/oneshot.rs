@@ -68,7 +68,8 @@ impl Bare {
         );
         let mut state = moor_spec::load_texts(&[(PathBuf::from("t.toml"), text)])
             .unwrap_or_else(|d| panic!("test manifest invalid:\n{d}"));
-        let spec = state.containers.remove(name).expect("container").spec;
+        let spec =
+            std::sync::Arc::unwrap_or_clone(state.containers.remove(name).expect("container").spec);
         self.engine
             .create(name, spec, None, vec![self.layer()])
             .expect("create");

@@ -140,6 +140,7 @@ pub const NOTIFY_EVENTS: &[&str] = &[
     "rolled_back",
     "crash_looping",
     "drift_corrected",
+    "update_available",
 ];
 
 /// One `[[notify]]` target, resolved.

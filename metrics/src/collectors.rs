@@ -43,6 +43,8 @@ pub struct Metrics {
     builds: IntCounterVec,
     build_duration: Histogram,
     image_verify: IntCounterVec,
+    image_info: IntGaugeVec,
+    image_update_checks: IntCounterVec,
     container_state: IntGaugeVec,
     container_restarts: IntCounterVec,
     container_health: IntGaugeVec,
@@ -240,6 +242,18 @@ impl Metrics {
                 "Resources found changed on the host and left so (drift = \"report\", or mode = \"plan\"), by source and kind.",
                 &["source", "kind"],
             ),
+            image_info: gauge_vec(
+                &r,
+                "moor_image_info",
+                "1 for each image the manifests use: its [images] entry (or reference), the reference in force and the digest it resolved to.",
+                &["image", "reference", "digest"],
+            ),
+            image_update_checks: counter_vec(
+                &r,
+                "moor_image_update_checks_total",
+                "Checks of a registry for image updates ([images] update), by result: unchanged, updated, available (notify), or failure.",
+                &["result"],
+            ),
             source_suspended: gauge_vec(
                 &r,
                 "moor_source_suspended",
@@ -361,6 +375,24 @@ impl Metrics {
     /// A source the agent runs: its rollback counter starts at 0.
     pub fn source_rollbacks(&self, source: &str) {
         self.rollbacks.with_label_values(&[source]);
+    }
+
+    /// The images in use now, as `(image, reference, digest)`: replaces
+    /// every series of `moor_image_info`, so an image no longer used or
+    /// resolved anew leaves no stale series behind.
+    pub fn images<'a>(&self, rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) {
+        self.image_info.reset();
+        for (image, reference, digest) in rows {
+            self.image_info
+                .with_label_values(&[image, reference, digest])
+                .set(1);
+        }
+    }
+
+    /// A check for an image update ended: `unchanged`, `updated`,
+    /// `available` or `failure`.
+    pub fn image_update_check(&self, result: &str) {
+        self.image_update_checks.with_label_values(&[result]).inc();
     }
 
     /// A source was suspended (`true`) or resumed.

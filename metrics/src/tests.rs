@@ -124,6 +124,27 @@ fn recorder_and_host_view_fill_the_metrics() {
     assert!(!m.encode().contains("container=\"web\""));
 }
 
+#[test]
+fn image_info_holds_the_images_in_use_and_nothing_stale() {
+    let m = Metrics::new("0.1.0", "abc");
+    let d1 = format!("sha256:{}", "1".repeat(64));
+    let d2 = format!("sha256:{}", "2".repeat(64));
+    m.images([("app", "localhost:5000/app:1.4.0", d1.as_str())]);
+    m.image_update_check("unchanged");
+    m.image_update_check("failure");
+    let text = m.encode();
+    let want = format!(
+        "moor_image_info{{digest=\"{d1}\",image=\"app\",reference=\"localhost:5000/app:1.4.0\"}} 1"
+    );
+    assert!(text.lines().any(|l| l == want), "missing {want} in\n{text}");
+    assert!(text.contains("moor_image_update_checks_total{result=\"failure\"} 1"));
+    // Resolved anew: the old digest's series goes.
+    m.images([("app", "localhost:5000/app:1.10.0", d2.as_str())]);
+    let text = m.encode();
+    assert!(!text.contains(&d1), "{text}");
+    assert!(text.contains(&d2));
+}
+
 struct Fake {
     ready: AtomicBool,
 }

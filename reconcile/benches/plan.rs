@@ -59,7 +59,7 @@ fn matching_host(desired: &DesiredState) -> Observed {
                 resource: c.name.clone(),
                 replica: 1,
                 hash: c.hash.with_image_digest(&digest),
-                spec: Some(c.spec.clone()),
+                spec: Some((*c.spec).clone()),
                 networks: c.spec.networks.iter().map(|n| n.network.clone()).collect(),
                 volumes: c
                     .spec

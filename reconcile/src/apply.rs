@@ -664,7 +664,7 @@ impl<R: Runtime> Ctx<'_, R> {
         let desired = self
             .instances
             .get(name)
-            .map(|(r, _)| &self.desired.containers[*r].spec);
+            .map(|(r, _)| &*self.desired.containers[*r].spec);
         match observed.or(desired) {
             Some(s) => (s.stop_signal.as_str(), s.stop_grace_period),
             None => (DEFAULT_STOP_SIGNAL, DEFAULT_STOP_GRACE),

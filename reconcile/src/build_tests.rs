@@ -25,7 +25,7 @@ fn desired() -> DesiredState {
     // Decoding a real `build` needs the context on disk (spec's tests do
     // that); here the spec is what decoding gives.
     let image = d.images.get_mut("app").unwrap();
-    image.spec.build = Some(BuildSpec {
+    std::sync::Arc::make_mut(&mut image.spec).build = Some(BuildSpec {
         context: PathBuf::from(CONTEXT),
         dockerfile: PathBuf::from("Dockerfile"),
         args: BTreeMap::from([("VERSION".to_string(), "1".to_string())]),
@@ -375,8 +375,13 @@ async fn an_image_built_on_another_is_built_after_it() {
     // `base` is built too, and app's Dockerfile starts FROM it.
     let mut base = desired.images["app"].clone();
     base.name = "base".into();
-    base.spec.reference = moor_spec::reference::parse("localhost/base:dev").unwrap();
-    base.spec.build.as_mut().unwrap().context = PathBuf::from("/m/base");
+    std::sync::Arc::make_mut(&mut base.spec).reference =
+        moor_spec::reference::parse("localhost/base:dev").unwrap();
+    std::sync::Arc::make_mut(&mut base.spec)
+        .build
+        .as_mut()
+        .unwrap()
+        .context = PathBuf::from("/m/base");
     desired.images.insert("base".into(), base);
     rt.set_build_inputs(Path::new("/m/base"), inputs(&[("base.txt", "1")], "1"));
     let mut app = inputs(&[("main.py", "1")], "1");
@@ -419,9 +424,10 @@ async fn a_build_on_a_blocked_base_is_blocked_and_leaves_the_container_alone() {
     let base = "localhost/base:1";
     let mut entry = desired.images["app"].clone();
     entry.name = "base".into();
-    entry.spec.reference = moor_spec::reference::parse(base).unwrap();
-    entry.spec.build = None;
-    entry.spec.pull = moor_spec::PullPolicy::Never;
+    std::sync::Arc::make_mut(&mut entry.spec).reference =
+        moor_spec::reference::parse(base).unwrap();
+    std::sync::Arc::make_mut(&mut entry.spec).build = None;
+    std::sync::Arc::make_mut(&mut entry.spec).pull = moor_spec::PullPolicy::Never;
     desired.images.insert("base".into(), entry);
     let mut app = inputs(&[("main.py", "1")], "1");
     app.bases = BTreeMap::from([(base.to_string(), None)]);

@@ -938,11 +938,11 @@ impl<R: Runtime> Controller<R> {
         } else {
             None
         };
-        // A built image's containers follow its new ID in the next pass
-        // (this one diffed them against the old): run it now.
+        // A built or pulled image's containers follow its new ID in the
+        // next pass (this one diffed them against the old): run it now.
         let built = outcomes
             .iter()
-            .any(|o| o.action.verb == Verb::Build && o.result.is_ok());
+            .any(|o| matches!(o.action.verb, Verb::Build | Verb::Pull) && o.result.is_ok());
         let requeue = if built {
             Some(Duration::ZERO)
         } else {
@@ -995,7 +995,7 @@ impl<R: Runtime> Controller<R> {
         let specs: BTreeMap<String, &moor_spec::ContainerSpec> = desired
             .containers
             .iter()
-            .flat_map(|(n, c)| (1..=c.spec.replicas).map(move |r| (instance_name(n, r), &c.spec)))
+            .flat_map(|(n, c)| (1..=c.spec.replicas).map(move |r| (instance_name(n, r), &*c.spec)))
             .collect();
         let views: Vec<InstanceView> = rollout
             .changed

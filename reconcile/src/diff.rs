@@ -504,6 +504,16 @@ fn replace_reason(
     // and the spec alone decides (the next pass compares digests).
     let Some(digest) = digest else {
         return match &o.spec {
+            // Only the tag or digest of the same repository changed (an
+            // image update's pin): whether the image really differs is
+            // known once it is pulled, in the next pass — a new index
+            // whose image for this platform is the same replaces nothing.
+            Some(old)
+                if old.image.name() == spec.image.name()
+                    && changed_fields(old, spec) == ["image"] =>
+            {
+                None
+            }
             Some(old) if moor_spec::hash::container(old) != *hash => Some(spec_changed(old, spec)),
             _ => None,
         };

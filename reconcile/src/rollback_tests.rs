@@ -308,7 +308,8 @@ async fn a_container_crash_looping_since_before_is_not_the_new_revisions_failure
     // The job (unchanged by r2) is made to crash-loop: restart = "always".
     let crashing = |greeting: &str| {
         let mut d = stack(greeting, false);
-        d.containers.get_mut("job").expect("job").spec.restart = moor_spec::RestartPolicy::Always;
+        let job = d.containers.get_mut("job").expect("job");
+        Arc::make_mut(&mut job.spec).restart = moor_spec::RestartPolicy::Always;
         d
     };
     h.source("r1b", crashing("one")).await;

@@ -708,6 +708,85 @@ async fn a_new_image_digest_replaces_its_containers() {
     );
 }
 
+/// `desired` with `busybox`'s reference pinned to `digest` (as the agent's
+/// image updates pin it): the entry and its containers, hashes kept.
+fn pinned(desired: &DesiredState, digest: &str) -> DesiredState {
+    let mut out = desired.clone();
+    let r: moor_spec::reference::ImageRef = format!("localhost:5000/busybox:1@{digest}")
+        .parse()
+        .expect("reference");
+    std::sync::Arc::make_mut(&mut out.images.get_mut("busybox").expect("entry").spec).reference =
+        r.clone();
+    for c in out.containers.values_mut() {
+        std::sync::Arc::make_mut(&mut c.spec).image = r.clone();
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_pinned_image_replaces_containers_only_when_its_digest_differs() {
+    let rt = FakeRuntime::new();
+    let written = load(BASE);
+    converge(&rt, &written).await;
+    let ids = |rt: &FakeRuntime| {
+        rt.with_host(|h| {
+            h.containers
+                .values()
+                .map(|c| c.hash.clone())
+                .collect::<Vec<_>>()
+        })
+    };
+    let before = ids(&rt);
+    // The first check pins what runs: a pull by digest, and nothing else.
+    let same = fake::default_digest("localhost:5000/busybox:1");
+    let first = pinned(&written, &format!("sha256:{}", "a".repeat(64)));
+    rt.set_registry_digest(&first.images["busybox"].spec.reference.to_string(), &same);
+    let p = plan(&rt, &first);
+    assert_eq!(p.count(Verb::Pull), 1, "{p}");
+    assert_eq!(p.actions.len(), 1, "{p}");
+    converge(&rt, &first).await;
+    assert_eq!(ids(&rt), before, "the same image replaces nothing");
+    // A new index whose image for this platform is the same: nothing either.
+    let other = pinned(&written, &format!("sha256:{}", "c".repeat(64)));
+    rt.set_registry_digest(&other.images["busybox"].spec.reference.to_string(), &same);
+    let p = plan(&rt, &other);
+    assert_eq!(p.count(Verb::Pull), 1, "{p}");
+    assert_eq!(p.actions.len(), 1, "{p}");
+    converge(&rt, &other).await;
+    assert_eq!(
+        ids(&rt),
+        before,
+        "another platform's change replaces nothing"
+    );
+    // A new image: pulled first, then (next pass) the containers replaced.
+    let new = pinned(&written, &format!("sha256:{}", "e".repeat(64)));
+    let new_ref = new.images["busybox"].spec.reference.to_string();
+    rt.set_registry_digest(&new_ref, &format!("sha256:{}", "f".repeat(64)));
+    let p = plan(&rt, &new);
+    assert_eq!(verbs(&p), [format!("pull image {new_ref}")]);
+    let observed = rt.with_host(|h| h.clone());
+    apply(&rt, &p, &new, &observed, &apply_opts()).await;
+    let p = plan(&rt, &new);
+    assert_eq!(p.count(Verb::Replace), 2, "{p}");
+    converge(&rt, &new).await;
+    let after = ids(&rt);
+    assert!(after.iter().all(|id| !before.contains(id)), "{after:?}");
+    // The pinned state is stable.
+    assert!(plan(&rt, &new).is_empty());
+    // Then a new index with the same image for this platform, over
+    // containers made from a pin: a pull, and the containers stay.
+    let again = pinned(&written, &format!("sha256:{}", "1".repeat(64)));
+    rt.set_registry_digest(
+        &again.images["busybox"].spec.reference.to_string(),
+        &format!("sha256:{}", "f".repeat(64)),
+    );
+    let p = plan(&rt, &again);
+    assert_eq!(p.count(Verb::Pull), 1, "{p}");
+    assert_eq!(p.actions.len(), 1, "{p}");
+    converge(&rt, &again).await;
+    assert_eq!(ids(&rt), after);
+}
+
 #[tokio::test]
 async fn pull_never_without_the_image_blocks_its_containers() {
     let rt = FakeRuntime::new();

@@ -193,7 +193,7 @@ async fn stop_first_stays_the_default() {
     let stop_first = |g: &str| {
         let mut d = manifest(g, "");
         if let Some(c) = d.containers.get_mut("web") {
-            c.spec.update_order = moor_spec::UpdateOrder::StopFirst;
+            std::sync::Arc::make_mut(&mut c.spec).update_order = moor_spec::UpdateOrder::StopFirst;
         }
         d
     };

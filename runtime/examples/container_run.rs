@@ -45,11 +45,13 @@ fn main() {
         );
         let mut desired = moor_spec::load_texts(&[(PathBuf::from("bench.toml"), text)])
             .unwrap_or_else(|d| panic!("manifest: {d}"));
-        let spec = desired
-            .containers
-            .remove(&name)
-            .expect("the container")
-            .spec;
+        let spec = std::sync::Arc::unwrap_or_clone(
+            desired
+                .containers
+                .remove(&name)
+                .expect("the container")
+                .spec,
+        );
 
         let t0 = Instant::now();
         engine

@@ -30,10 +30,11 @@ use crate::mounts::{Mount, MountSource};
 use crate::ports::PortMapping;
 use crate::reference::ImageRef;
 
-/// `sha256:<64 hex>` over a resource's canonical encoding.
+/// `sha256:<64 hex>` over a resource's canonical encoding. Shared, not
+/// copied, when a resource is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct SpecHash(String);
+pub struct SpecHash(std::sync::Arc<str>);
 
 impl SpecHash {
     /// The hash as text.
@@ -58,7 +59,7 @@ impl SpecHash {
         let mut s = String::with_capacity(7 + hex.len());
         s.push_str("sha256:");
         s.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
-        SpecHash(s)
+        SpecHash(s.into())
     }
 
     /// The first 12 hex digits, for tables.

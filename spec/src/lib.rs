@@ -43,6 +43,7 @@ pub mod sops;
 pub mod target;
 pub mod tree;
 pub mod units;
+pub mod update;
 mod validate;
 pub mod words;
 pub mod writes;

@@ -166,6 +166,14 @@ pub(crate) fn walk<P: AsRef<Path>>(
 
 /// A file's text, refused unread when it is larger than `max` bytes.
 pub(crate) fn read_capped(file: &Path, max: u64) -> Result<String, String> {
+    read_capped_with_meta(file, max).map(|(text, _)| text)
+}
+
+/// [`read_capped`], with what the open file's `fstat` said before reading.
+pub(crate) fn read_capped_with_meta(
+    file: &Path,
+    max: u64,
+) -> Result<(String, std::fs::Metadata), String> {
     let cannot = |e: std::io::Error| format!("cannot read file: {}", crate::diag::io_reason(&e));
     let f = std::fs::File::open(file).map_err(cannot)?;
     let meta = f.metadata().map_err(cannot)?;
@@ -181,8 +189,9 @@ pub(crate) fn read_capped(file: &Path, max: u64) -> Result<String, String> {
     if bytes.len() as u64 > max {
         return Err(too_large(bytes.len() as u64, max));
     }
-    String::from_utf8(bytes)
-        .map_err(|_| "cannot read file: stream did not contain valid UTF-8".into())
+    let text = String::from_utf8(bytes)
+        .map_err(|_| "cannot read file: stream did not contain valid UTF-8".to_string())?;
+    Ok((text, meta))
 }
 
 pub(crate) fn too_large(size: u64, max: u64) -> String {
@@ -448,7 +457,7 @@ mod tests {
         );
         assert_eq!(tree_of("/data"), (PathBuf::from("/srv/data"), None));
         let hash = crate::hash::container(spec);
-        let mut without = spec.clone();
+        let mut without = (**spec).clone();
         for m in &mut without.mounts {
             if let crate::MountSource::Bind { tree, .. } = &mut m.source {
                 *tree = None;

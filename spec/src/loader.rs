@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::decode::{Decoder, Drafts, Read, still_holds};
 use crate::diag::{Diagnostic, Diagnostics};
-use crate::load::{LoadOptions, Source, read_capped, too_large, walk};
+use crate::load::{LoadOptions, Source, read_capped_with_meta, too_large, walk};
 use crate::model::DesiredState;
 use crate::node::Pos;
 use crate::parse::Format;
@@ -56,6 +56,9 @@ pub struct LoadStats {
     pub files: usize,
     /// Files whose resources were kept from an earlier load, unparsed.
     pub reused: usize,
+    /// Files read from disk (the others were known unchanged by their
+    /// [`Stamp`]).
+    pub read: usize,
 }
 
 /// One file's decoded resources, as a [`Loader`] keeps them.
@@ -63,8 +66,61 @@ pub struct LoadStats {
 struct Cached {
     /// The file's text. Comparing it costs less than hashing it, and
     /// cannot collide.
-    text: String,
+    text: Arc<str>,
+    /// The file's inode as it was when the text was read, if it had
+    /// settled by then (see [`Stamp`]): while it is the same, the file is
+    /// not read again.
+    stamp: Option<Stamp>,
     decoded: Arc<Decoded>,
+}
+
+/// What `stat` says of a file that tells a change: the inode (a file
+/// replaced by a rename is another), its size, and when its content and
+/// its inode last changed.
+///
+/// File times come from a clock that may lag by a tick (a few
+/// milliseconds), so two writes within one tick can leave the same times:
+/// a stamp is only kept for a file whose times are well before the load
+/// that read it began ([`SETTLED`]). A later write is then a write after
+/// the read began, and leaves later times. (This is git's "racily clean"
+/// rule for its index.) The ctime cannot be set from user space, so
+/// `touch -d` cannot hide a change; setting the clock back by more than the
+/// margin could, and a host whose clock jumps back needs a fresh
+/// [`Loader`] (an agent restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// How long before a load began a file must have last changed for its
+/// [`Stamp`] to be kept.
+const SETTLED: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The stamp of a file read by a load that began at `began`, if the
+    /// file had settled by then.
+    fn settled(meta: &std::fs::Metadata, began: std::time::SystemTime) -> Option<Self> {
+        let before = began.checked_sub(SETTLED)?;
+        let since = before.duration_since(std::time::UNIX_EPOCH).ok()?;
+        let limit = (since.as_secs() as i64, i64::from(since.subsec_nanos()));
+        let stamp = Stamp::of(meta);
+        (stamp.mtime < limit && stamp.ctime < limit).then_some(stamp)
+    }
 }
 
 /// What decoding one file gave.
@@ -103,15 +159,26 @@ impl Loader {
         paths: &[P],
         host: Option<&HostIdentity>,
     ) -> Result<DesiredState, Diagnostics> {
+        let began = std::time::SystemTime::now();
         let (mut files, diags) = walk(paths, &self.options.skip);
         crate::compose::skip_used(&mut files, self.options.max_file_size);
         // Each file is read by the thread that decodes it.
         let (options, cache) = (&self.options, &self.cache);
         let outcomes = crate::par::map(&files, 1, 4, |(file, tree)| {
-            match read_capped(file, options.max_file_size) {
-                Ok(text) => {
-                    let outcome = decode_one(file, &text, tree, options, cache.get(file));
-                    (Some(text), outcome)
+            let kept = cache.get(file);
+            // A file whose stamp is the same is not read again: its text is.
+            if let Some(kept) = kept
+                && let Some(stamp) = kept.stamp
+                && std::fs::metadata(file).is_ok_and(|m| Stamp::of(&m) == stamp)
+            {
+                let outcome = decode_one(file, &kept.text, tree, options, Some(kept));
+                return (Some((kept.text.clone(), Some(stamp), false)), outcome);
+            }
+            match read_capped_with_meta(file, options.max_file_size) {
+                Ok((text, meta)) => {
+                    let outcome = decode_one(file, &text, tree, options, kept);
+                    let stamp = Stamp::settled(&meta, began);
+                    (Some((Arc::from(text), stamp, true)), outcome)
                 }
                 Err(message) => {
                     let diag = Diagnostic::error(file, Pos::new(1, 1), "", message);
@@ -120,14 +187,16 @@ impl Loader {
             }
         });
         let mut cache = HashMap::with_capacity(files.len());
-        let mut reused = 0;
+        let (mut reused, mut read_from_disk) = (0, 0);
         let mut decoded = Vec::with_capacity(files.len());
-        for ((file, _), (text, outcome)) in files.into_iter().zip(outcomes) {
+        for ((file, _), (read, outcome)) in files.into_iter().zip(outcomes) {
             reused += usize::from(outcome.reused);
+            read_from_disk += usize::from(read.as_ref().is_none_or(|(_, _, fresh)| *fresh));
             decoded.push((file.clone(), outcome.decoded.clone()));
-            if let Some(text) = text.filter(|_| outcome.keep) {
+            if let Some((text, stamp, _)) = read.filter(|_| outcome.keep) {
                 let entry = Cached {
                     text,
+                    stamp,
                     decoded: outcome.decoded,
                 };
                 cache.insert(file, entry);
@@ -137,6 +206,7 @@ impl Loader {
         self.last = LoadStats {
             files: decoded.len(),
             reused,
+            read: read_from_disk,
         };
         finish(&decoded, diags, host, self.options.writes)
     }
@@ -268,8 +338,9 @@ fn decode_one(
         return Outcome::alone(Diagnostic::error(file, Pos::new(1, 1), "", message));
     }
     let dir = file.parent().unwrap_or(Path::new("."));
+    // The same text, or the very text kept (its stamp held).
     if let Some(kept) = kept
-        && kept.text == text
+        && (std::ptr::eq(kept.text.as_ptr(), text.as_ptr()) || *kept.text == *text)
         && still_holds(&kept.decoded.reads, dir, tree, options.policy.as_ref())
     {
         return Outcome {
@@ -364,6 +435,74 @@ mod tests {
             "the same files, loaded again at once, are all reused"
         );
         (cached, reused)
+    }
+
+    /// The value of `MODE` in container `a` of a load.
+    fn mode(r: Result<DesiredState, Diagnostics>) -> String {
+        state(&r).containers["a"].spec.env["MODE"].clone()
+    }
+
+    /// Rewrites `file` with `text` (of the same length as before) and puts
+    /// its modification time back to what it was: only the ctime tells.
+    fn rewrite_keeping_mtime(file: &Path, text: &str) {
+        let mtime = std::fs::metadata(file).unwrap().modified().unwrap();
+        std::fs::write(file, text).unwrap();
+        let f = std::fs::File::options().write(true).open(file).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+
+    #[test]
+    fn a_settled_file_is_not_read_again_until_its_inode_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("a.toml");
+        let text = |mode: &str| {
+            format!("[containers.a]\nimage = \"busybox\"\nenv = {{ MODE = \"{mode}\" }}\n")
+        };
+        std::fs::write(&file, text("one")).unwrap();
+        // Older than the margin when the first load begins: settled.
+        std::thread::sleep(SETTLED + std::time::Duration::from_millis(50));
+        let mut loader = Loader::default();
+        assert_eq!(mode(loader.load(&[tmp.path()], None)), "one");
+        assert_eq!(loader.last_load().read, 1);
+        assert_eq!(mode(loader.load(&[tmp.path()], None)), "one");
+        assert_eq!(
+            loader.last_load(),
+            LoadStats {
+                files: 1,
+                reused: 1,
+                read: 0
+            },
+            "an unchanged settled file is neither read nor parsed"
+        );
+
+        // The same length and the same mtime: the ctime changed.
+        rewrite_keeping_mtime(&file, &text("two"));
+        assert_eq!(mode(loader.load(&[tmp.path()], None)), "two");
+        assert_eq!(loader.last_load().read, 1);
+
+        // Replaced by a rename (as git checks out): another inode.
+        let next = tmp.path().join("a.toml.new");
+        std::fs::write(&next, text("six")).unwrap();
+        std::fs::rename(&next, &file).unwrap();
+        assert_eq!(mode(loader.load(&[tmp.path()], None)), "six");
+    }
+
+    #[test]
+    fn a_file_written_just_before_a_load_is_read_again() {
+        // Written within the margin, then rewritten with the same length
+        // and times (as two writes within one clock tick can be): the
+        // first load kept no stamp, so the second reads the file again.
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("a.toml");
+        let text = |mode: &str| {
+            format!("[containers.a]\nimage = \"busybox\"\nenv = {{ MODE = \"{mode}\" }}\n")
+        };
+        std::fs::write(&file, text("one")).unwrap();
+        let mut loader = Loader::default();
+        assert_eq!(mode(loader.load(&[tmp.path()], None)), "one");
+        rewrite_keeping_mtime(&file, &text("two"));
+        assert_eq!(mode(loader.load(&[tmp.path()], None)), "two");
+        assert_eq!(loader.last_load().read, 1);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
@@ -66,8 +67,8 @@ impl std::fmt::Display for Kind {
 /// Where a resource was declared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
-    /// The manifest file.
-    pub file: PathBuf,
+    /// The manifest file (shared by the resources declared in it).
+    pub file: Arc<Path>,
     /// The position of the resource's name in it.
     pub pos: Pos,
 }
@@ -85,8 +86,10 @@ pub struct Resource<T> {
     pub name: String,
     /// Where it was declared.
     pub origin: Origin,
-    /// The normalised spec.
-    pub spec: T,
+    /// The normalised spec: shared, since a load that reuses a file's
+    /// decoding hands out the same spec again (change it with
+    /// [`Arc::make_mut`], which copies it only when it is shared).
+    pub spec: Arc<T>,
     /// The canonical hash of the fields that matter (see [`crate::hash`]).
     pub hash: SpecHash,
     /// The hosts it is for (its own `target`, else its document's); `None`
@@ -118,6 +121,10 @@ pub struct ImageSpec {
     /// Build it from a Dockerfile rather than pull it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<BuildSpec>,
+    /// Keep it current from its registry (`update = { interval, policy }`);
+    /// never with `build`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<crate::update::UpdateSpec>,
 }
 
 /// `build = { context, dockerfile, args, target }`: how an image is built

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::decode::{ContainerDraft, Declared, Draft, Drafts, Elsewhere, OTHER_LINES};
 use crate::diag::{Diagnostic, Diagnostics};
@@ -127,9 +128,10 @@ pub(crate) fn finish(
         // Every declaration is checked, duplicates too, so that one run
         // reports everything.
         let mut resolved = Vec::with_capacity(here.containers.len());
+        let (networks, volumes) = (Lookup::new(networks), Lookup::new(volumes));
         for d in &here.containers {
             resolved.push(resolve_image(&mut c, d, images));
-            references(&mut c, d, networks, volumes);
+            references(&mut c, d, &networks, &volumes);
         }
         (c.diags, resolved)
     };
@@ -144,7 +146,8 @@ pub(crate) fn finish(
             .enumerate()
             .map(|(i, d)| (d.d.name.as_str(), i))
             .collect();
-        by_name.sort_by(|a, b| a.0.cmp(b.0));
+        // (The index breaks ties: the same order as a stable sort.)
+        by_name.sort_unstable();
         let mut first: Vec<usize> = Vec::with_capacity(by_name.len());
         let mut repeated = Vec::new();
         for run in by_name.chunk_by(|a, b| a.0 == b.0) {
@@ -211,40 +214,53 @@ pub(crate) fn finish(
 }
 
 /// The containers of a load, one per name (its first declaration), by name.
+/// The resources of a kind by name, for the many lookups of the checks.
+struct Lookup<'a, T> {
+    map: &'a BTreeMap<String, Resource<T>>,
+    fast: FastMap<&'a str, &'a Resource<T>>,
+}
+
+impl<'a, T> Lookup<'a, T> {
+    fn new(map: &'a BTreeMap<String, Resource<T>>) -> Self {
+        let fast = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        Self { map, fast }
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Resource<T>> {
+        self.fast.get(name).copied()
+    }
+
+    fn contains_key(&self, name: &str) -> bool {
+        self.fast.contains_key(name)
+    }
+
+    /// The names, in order (for hints).
+    fn keys(&self) -> impl Iterator<Item = &'a String> + use<'a, T> {
+        self.map.keys()
+    }
+}
+
+/// A hash map for the names of a load: seeded per process, so that names
+/// chosen to collide cannot make the checks slow.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 struct Containers<'a> {
     /// Each container, with its name.
     all: Vec<(&'a str, &'a ContainerDraft)>,
-    /// The same names end to end, and where each ends: a lookup compares
-    /// bytes next to each other, not strings all over the drafts.
-    names: String,
-    ends: Vec<usize>,
+    /// Where each name is in `all`.
+    by_name: FastMap<&'a str, usize>,
 }
 
 impl<'a> Containers<'a> {
     /// The containers of `all`, sorted by name, each name once.
     fn new(all: Vec<(&'a str, &'a ContainerDraft)>) -> Self {
-        let mut names = String::with_capacity(all.iter().map(|(n, _)| n.len()).sum());
-        let mut ends = Vec::with_capacity(all.len());
-        for (n, _) in &all {
-            names.push_str(n);
-            ends.push(names.len());
-        }
-        Self { all, names, ends }
+        let by_name = all.iter().enumerate().map(|(i, (n, _))| (*n, i)).collect();
+        Self { all, by_name }
     }
 
     /// The index of the container named `name`.
     fn index(&self, name: &str) -> Option<usize> {
-        let (mut lo, mut hi) = (0, self.ends.len());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let start = if mid == 0 { 0 } else { self.ends[mid - 1] };
-            match self.names[start..self.ends[mid]].cmp(name) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(mid),
-            }
-        }
-        None
+        self.by_name.get(name).copied()
     }
 
     /// The container named `name`.
@@ -265,7 +281,7 @@ fn add<T: Clone>(
     let resource = Resource {
         name: d.name.clone(),
         origin: d.origin.clone(),
-        spec: d.spec.clone(),
+        spec: Arc::new(d.spec.clone()),
         hash: d.hash.clone().unwrap_or_else(|| hash(&d.spec)),
         target: d.target.clone(),
     };
@@ -273,16 +289,24 @@ fn add<T: Clone>(
 }
 
 /// The resource of a container that passed every check, in canonical order.
+///
+/// What the draft became last time is handed out again when the image
+/// resolved the same way (see `Built` in `crate::decode`).
 fn container(d: &ContainerDraft, image: &Image) -> Resource<ContainerSpec> {
-    let mut spec = d.d.spec.clone();
-    match image {
-        Image::Entry(name, reference) => {
-            spec.image = (*reference).clone();
-            spec.image_entry = Some(name.to_string());
-        }
-        Image::AsWritten { entry } => spec.image_entry = entry.map(str::to_string),
-        Image::Unchanged => {}
+    let (reference, entry) = match image {
+        Image::Entry(name, reference) => (*reference, Some(*name)),
+        Image::AsWritten { entry } => (&d.d.spec.image, *entry),
+        Image::Unchanged => (&d.d.spec.image, d.d.spec.image_entry.as_deref()),
+    };
+    let fits = |r: &Resource<ContainerSpec>| {
+        r.spec.image == *reference && r.spec.image_entry.as_deref() == entry
+    };
+    if let Some(kept) = d.built.get(fits) {
+        return kept;
     }
+    let mut spec = d.d.spec.clone();
+    spec.image = reference.clone();
+    spec.image_entry = entry.map(str::to_string);
     spec.ports.sort();
     spec.mounts.sort();
     // The hash from decoding holds unless the image turned out to be another.
@@ -290,30 +314,30 @@ fn container(d: &ContainerDraft, image: &Image) -> Resource<ContainerSpec> {
         Some(h) if spec.image == d.d.spec.image => h.clone(),
         _ => crate::hash::container(&spec),
     };
-    Resource {
+    let resource = Resource {
         name: d.d.name.clone(),
         origin: d.d.origin.clone(),
-        spec,
+        spec: Arc::new(spec),
         hash,
         target: d.d.target.clone(),
-    }
+    };
+    d.built.keep(&resource);
+    resource
 }
 
 fn duplicates(c: &mut Checker, declared: &[&Declared]) {
-    // Sorted by kind and name (stably: each name's declarations in load
-    // order), the repeats of a name follow its first declaration.
-    let mut sorted: Vec<(Kind, &str, usize)> = declared
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.kind, d.name.as_str(), i))
-        .collect();
-    sorted.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    // Each repeat of a name, with its first declaration, in load order.
+    let mut first: FastMap<(Kind, &str), usize> =
+        FastMap::with_capacity_and_hasher(declared.len(), Default::default());
     let mut repeats: Vec<(usize, usize)> = Vec::new();
-    for run in sorted.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
-        repeats.extend(run[1..].iter().map(|&(_, _, i)| (i, run[0].2)));
+    for (i, d) in declared.iter().enumerate() {
+        match first.entry((d.kind, d.name.as_str())) {
+            std::collections::hash_map::Entry::Occupied(f) => repeats.push((i, *f.get())),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(i);
+            }
+        }
     }
-    // Reported in load order, as they are found.
-    repeats.sort_unstable();
     for (i, first) in repeats {
         let Declared {
             kind, name, origin, ..
@@ -419,8 +443,8 @@ fn resolve_image<'a>(
 fn references(
     c: &mut Checker,
     d: &ContainerDraft,
-    networks: &BTreeMap<String, Resource<NetworkSpec>>,
-    volumes: &BTreeMap<String, Resource<VolumeSpec>>,
+    networks: &Lookup<NetworkSpec>,
+    volumes: &Lookup<VolumeSpec>,
 ) {
     let spec = &d.d.spec;
     let file = &d.d.origin.file;

@@ -12,6 +12,7 @@ use moor_reconcile::{ConvergeOptions, Convergence, converge};
 use super::common::{open_host, runtime};
 use super::project::{HostKey, load, project_name};
 use crate::cli::ApplyArgs;
+use crate::source::pins::Pins;
 use crate::source::written::Written;
 
 /// Applies the manifests and waits until the host has settled.
@@ -28,6 +29,9 @@ pub fn run(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     written
         .remember(&desired)
         .context("recording the directories the containers write")?;
+    // The images the agent's updates put in force (`[images.X] update`),
+    // not the older ones the manifests write.
+    let desired = Pins::load(state_dir, &project)?.apply(&desired);
     let host = open_host(state_dir)?;
     let mut opts = ConvergeOptions::new(&project, args.timeout);
     opts.allow_empty = args.allow_empty;

@@ -91,7 +91,7 @@ fn spec_for(name: &str, manifests: &[PathBuf]) -> anyhow::Result<ContainerSpec> 
     };
     let mut state = state.map_err(|diags| anyhow::anyhow!("invalid manifests:\n{diags}"))?;
     match state.containers.remove(name) {
-        Some(resource) => Ok(resource.spec),
+        Some(resource) => Ok(std::sync::Arc::unwrap_or_clone(resource.spec)),
         None => bail!("the manifests declare no container \"{name}\""),
     }
 }

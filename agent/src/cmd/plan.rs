@@ -10,6 +10,7 @@ use moor_runtime::host::{HostConfig, HostView};
 use super::common::runtime;
 use super::project::{HostKey, load, project_name};
 use crate::cli::PlanArgs;
+use crate::source::pins::Pins;
 use crate::source::written::Written;
 
 /// Prints the plan; exit 0 with no changes, 2 with changes, 1 on error.
@@ -28,6 +29,8 @@ pub fn run(state_dir: &Path, args: &PlanArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    // The images the agent's updates put in force, as the agent has them.
+    let desired = Pins::load(state_dir, &project)?.apply(&desired);
     // Read-only, beside a running agent: no lock, nothing repaired.
     let host = HostView::open(HostConfig::new(state_dir))?;
     let observed = runtime()?.block_on(host.observe(&desired))?;

@@ -192,6 +192,48 @@ pub fn render(doc: &Value, now: f64) -> String {
             }
         }
     }
+    let images: Vec<(&Value, &Value)> = doc["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| {
+            s["images"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |i| (&s["name"], i))
+        })
+        .collect();
+    if !images.is_empty() {
+        let _ = writeln!(out, "\nIMAGES");
+        let _ = writeln!(
+            out,
+            "{:<16} {:<16} {:<13} {:<24} REFERENCE",
+            "PROJECT", "NAME", "DIGEST", "UPDATE"
+        );
+        for (project, i) in images {
+            let u = &i["update"];
+            let update = match u["policy"].as_str() {
+                Some(p) => format!("{p}, {}", ago(&u["last_check"], now)),
+                None => "-".into(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<16} {:<16} {:<13} {:<24} {}",
+                text(project),
+                text(&i["name"]),
+                short(&i["digest"]),
+                update,
+                text(&i["reference"]),
+            );
+            if u["update_available"] == true {
+                let _ = writeln!(out, "    update available: {}", text(&u["latest"]));
+            }
+            if let Some(e) = u["error"].as_str() {
+                let _ = writeln!(out, "    error: {e}");
+            }
+        }
+    }
     let _ = writeln!(out, "\nRESOURCES");
     let _ = writeln!(
         out,
@@ -235,6 +277,12 @@ mod tests {
                 "reference": "main", "revision": "0123456789abcdef0123", "applied_revision": "0123456789abcdef0123",
                 "subject": "web: greet in French", "last_sync": 990.0, "last_reconcile": 995.0,
                 "error": "fetching https://git.example/ops/fleet.git: connection refused",
+                "images": [
+                    {"name": "app", "reference": "ghcr.io/acme/app:1.4.0", "digest": "sha256:89abcdef0123456789",
+                     "update": {"policy": "notify", "last_check": 998.0, "update_available": true,
+                                "latest": "1.4.0@sha256:ffff", "error": null}},
+                    {"name": "db", "reference": "docker.io/library/postgres:16", "digest": null},
+                ],
             }],
             "resources": [
                 {"project": "fleet", "kind": "Container", "name": "web", "status": "Ready",
@@ -252,6 +300,18 @@ mod tests {
         assert!(out.contains("    web: greet in French"), "{out}");
         assert!(
             out.contains("error: fetching https://git.example/ops/fleet.git: connection refused"),
+            "{out}"
+        );
+        assert!(
+            out.contains("fleet            app              89abcdef0123  notify, 2s ago           ghcr.io/acme/app:1.4.0"),
+            "{out}"
+        );
+        assert!(
+            out.contains("    update available: 1.4.0@sha256:ffff"),
+            "{out}"
+        );
+        assert!(
+            out.contains("fleet            db               -             -                        docker.io/library/postgres:16"),
             "{out}"
         );
         assert!(out.contains("running/healthy"), "{out}");

@@ -11,7 +11,9 @@
 //! - `http`: the endpoint and the git webhooks;
 //! - `control`: the control socket (`moor suspend`, `resume`, `reconcile`, `rollback`);
 //! - `history`: each source's revision history on disk (`moor history`);
-//! - `notify`: notifications (`[[notify]]`).
+//! - `notify`: notifications (`[[notify]]`);
+//! - `updates`: image updates (`[images.X] update`), between each source
+//!   and its controller.
 //!
 //! It takes a resolved `AgentConfig` and knows nothing of the command line.
 
@@ -22,6 +24,7 @@ mod http;
 mod notify;
 mod sources;
 mod status;
+mod updates;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -133,6 +136,8 @@ async fn serve(
         )));
         let status: SharedStatus = Arc::new(Mutex::new(sources::initial_status(source)));
         let wake = Arc::new(Notify::new());
+        // The source's desired states pass through its image updates.
+        let (source_tx, source_rx) = mpsc::channel::<Trigger>(64);
         let (task, restore) = sources::start_source(
             source,
             state_dir,
@@ -141,11 +146,21 @@ async fn serve(
                 status: status.clone(),
                 wake: wake.clone(),
                 metrics: metrics.clone(),
-                controller: tx.clone(),
+                controller: source_tx,
             },
             moor_reconcile::refused_after_restart(&opts.history),
         )?;
         tasks.push(task);
+        let images: updates::Shared = Arc::default();
+        let updater = updates::Updater {
+            source: source.name.clone(),
+            host: host.clone(),
+            state_dir: state_dir.to_path_buf(),
+            metrics: metrics.clone(),
+            notifier: notifier.clone(),
+            view: images.clone(),
+        };
+        tasks.push(tokio::spawn(updater.run(source_rx, tx.clone())));
         opts.restore = restore;
         let controller = Controller::new(host.clone(), opts);
         let recorder = metrics.clone();
@@ -175,6 +190,7 @@ async fn serve(
             status,
             controller: status_rx,
             wake,
+            images,
         });
     }
 

@@ -24,6 +24,8 @@ pub struct Running {
     pub controller: watch::Receiver<Status>,
     /// Wakes a polled source at once (its webhook).
     pub wake: Arc<Notify>,
+    /// Its images, and their updates.
+    pub images: super::updates::Shared,
 }
 
 /// What `/status`, `/readyz` and the scrape hook read: the host and every
@@ -47,6 +49,19 @@ impl StatusSource for AgentStatus {
             };
             metrics.container_usage(&name, usage);
         }
+        let digests = self.host.image_digests();
+        let mut rows: Vec<(String, String, String)> = Vec::new();
+        for s in &self.sources {
+            for (name, v) in s.images.lock().expect("image view poisoned").iter() {
+                if let Some(d) = digests.get(&v.reference) {
+                    rows.push((name.clone(), v.reference.clone(), d.clone()));
+                }
+            }
+        }
+        metrics.images(
+            rows.iter()
+                .map(|(n, r, d)| (n.as_str(), r.as_str(), d.as_str())),
+        );
     }
 
     fn ready(&self) -> bool {
@@ -74,6 +89,7 @@ impl StatusSource for AgentStatus {
         }
         let observed: BTreeMap<String, serde_json::Value> =
             current.into_iter().map(|(n, (_, v))| (n, v)).collect();
+        let digests = self.host.image_digests();
         let mut sources = Vec::new();
         let mut resources = Vec::new();
         let mut last_reconcile: Option<f64> = None;
@@ -124,6 +140,18 @@ impl StatusSource for AgentStatus {
                     .map(|a| serde_json::json!({"kind": a.kind, "name": a.name, "action": a.verb, "reason": a.reason}))
                     .collect();
             }
+            source["images"] = s
+                .images
+                .lock()
+                .expect("image view poisoned")
+                .iter()
+                .map(|(name, v)| {
+                    let mut i = serde_json::to_value(v).expect("plain data");
+                    i["name"] = name.clone().into();
+                    i["digest"] = digests.get(&v.reference).cloned().into();
+                    i
+                })
+                .collect();
             sources.push(source);
             for cond in c.conditions.values() {
                 let mut r = serde_json::to_value(cond).expect("plain data");

@@ -4,6 +4,7 @@
 
 pub mod dir;
 pub mod git;
+pub mod pins;
 pub mod poll;
 pub mod webhook;
 pub mod written;

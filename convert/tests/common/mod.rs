@@ -118,7 +118,7 @@ pub fn hashes(state: &DesiredState, images: bool) -> BTreeMap<String, String> {
         let hash = if r.spec.secrets.is_empty() {
             r.hash.clone()
         } else {
-            let mut spec = r.spec.clone();
+            let mut spec = (*r.spec).clone();
             spec.secrets.clear();
             moor_spec::hash::container(&spec)
         };

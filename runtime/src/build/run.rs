@@ -125,7 +125,7 @@ pub fn run(
     }
     let state = moor_spec::load_texts(&[(PathBuf::from("build.toml"), text)])
         .map_err(|d| BuildError::Invalid(format!("build container spec: {d}")))?;
-    let mut spec = state.containers["build"].spec.clone();
+    let mut spec = (*state.containers["build"].spec).clone();
     spec.command = Some(step.argv.to_vec());
     spec.entrypoint = Some(Vec::new());
     spec.env = step

@@ -676,7 +676,7 @@ mod tests {
             "[containers.c]\nimage = \"busybox\"\n".to_string(),
         )])
         .unwrap();
-        state.containers["c"].spec.clone()
+        (*state.containers["c"].spec).clone()
     }
 
     fn image(

@@ -278,6 +278,8 @@ mod tests {
                 .remove("c1")
                 .unwrap()
                 .spec
+                .as_ref()
+                .clone()
         };
         let layer = dir.path().join("layer");
         fs::create_dir(&layer).unwrap();

@@ -123,7 +123,9 @@ mod tests {
             .containers
             .remove("c1")
             .unwrap()
-            .spec;
+            .spec
+            .as_ref()
+            .clone();
         assert!(
             engine.set_manual_stop("c1", true).is_err(),
             "no such container"

@@ -27,6 +27,7 @@ mod observe;
 mod open;
 pub mod owners;
 mod plug;
+mod registry;
 mod resolv;
 mod runtime;
 mod shared;

@@ -11,6 +11,7 @@ pub mod import;
 pub mod oci;
 pub mod pull;
 pub mod push;
+pub mod remote;
 pub mod save;
 mod store;
 pub mod unpack;

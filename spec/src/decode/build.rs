@@ -256,7 +256,7 @@ mod tests {
         // hash is what it was before `build` existed.
         let pulled = crate::model::ImageSpec {
             build: None,
-            ..state.images["app"].spec.clone()
+            ..(*state.images["app"].spec).clone()
         };
         assert_ne!(crate::hash::image(&pulled), state.images["app"].hash);
         assert_eq!(

@@ -9,7 +9,7 @@ use super::resources::Draft;
 use super::{Decoder, Field, check_name};
 use crate::model::{
     ContainerSpec, DependCondition, HealthTest, Healthcheck, Kind, NetworkAttachment, NetworkMode,
-    Origin, Resources, RestartPolicy, Seccomp, UpdateOrder,
+    Origin, Resource, Resources, RestartPolicy, Seccomp, UpdateOrder,
 };
 use crate::mounts::{Mount, MountSource};
 use crate::node::{Node, Pos, Value};
@@ -115,6 +115,40 @@ pub(crate) struct ContainerDraft {
     pub(crate) depends_locs: Vec<Entry>,
     /// Where each bind mount really leads.
     pub(crate) binds: Vec<crate::writes::BindSeen>,
+    /// The container this draft last became (see [`Built`]).
+    pub(crate) built: Built,
+}
+
+/// The resource a [`ContainerDraft`] last became, kept with the draft.
+///
+/// A [`crate::Loader`] keeps a file's drafts while the file is unchanged,
+/// so a later load that resolves the draft's image the same way hands out
+/// this resource again (its spec shared, not copied) instead of building
+/// it afresh.
+#[derive(Debug, Default)]
+pub(crate) struct Built(std::sync::Mutex<Option<Resource<ContainerSpec>>>);
+
+impl Built {
+    /// The resource kept, if `fits` it.
+    pub(crate) fn get(
+        &self,
+        fits: impl FnOnce(&Resource<ContainerSpec>) -> bool,
+    ) -> Option<Resource<ContainerSpec>> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        kept.as_ref().filter(|r| fits(r)).cloned()
+    }
+
+    /// Keeps `resource` in place of what was kept.
+    pub(crate) fn keep(&self, resource: &Resource<ContainerSpec>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(resource.clone());
+    }
+}
+
+impl Clone for Built {
+    /// A copy of a draft starts with nothing kept.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 impl ContainerDraft {
@@ -196,6 +230,7 @@ impl Decoder<'_> {
             network_locs: Vec::new(),
             depends_locs: Vec::new(),
             binds: Vec::new(),
+            built: Built::default(),
         };
 
         match f.get("image") {

@@ -232,6 +232,8 @@ pub(crate) struct Decoder<'a> {
     /// file, the files it includes): the values of `others[k]` are at
     /// lines shifted by `(k + 1) * OTHER_LINES` (see [`Decoder::locate`]).
     pub(crate) others: Vec<PathBuf>,
+    /// `file`, as the origin of every resource declared in it.
+    shared: std::sync::Arc<Path>,
 }
 
 /// How far the lines of each of [`Decoder::others`] are shifted.
@@ -252,7 +254,19 @@ impl<'a> Decoder<'a> {
             age: None,
             secrets: Default::default(),
             others: Vec::new(),
+            shared: file.into(),
         }
+    }
+
+    /// Where a resource whose name is at `pos` was declared.
+    pub(crate) fn origin(&self, pos: Pos) -> crate::model::Origin {
+        let (file, pos) = self.locate(pos);
+        let file = if std::ptr::eq(file, self.file) {
+            self.shared.clone()
+        } else {
+            file.into()
+        };
+        crate::model::Origin { file, pos }
     }
 
     /// The file and position `pos` is in: this file's, or one of

@@ -10,6 +10,7 @@ use crate::hash::SpecHash;
 use crate::model::{ImageSpec, Kind, NetworkSpec, Origin, PullPolicy, VolumeSpec};
 use crate::node::{Node, Pos, Value};
 use crate::target::Target;
+use crate::update::{UpdatePolicy, UpdateSpec};
 
 /// A decoded resource that has not been cross-checked yet.
 #[derive(Debug, Clone)]
@@ -204,11 +205,7 @@ impl Decoder<'_> {
             for (name_key, spec) in resources {
                 let field = table.key(&name_key.name);
                 self.check(name_key.pos, &field, check_name(&name_key.name));
-                let (file, pos) = self.locate(name_key.pos);
-                let origin = Origin {
-                    file: file.to_path_buf(),
-                    pos,
-                };
+                let origin = self.origin(name_key.pos);
                 // A resource's own target replaces its document's.
                 let own_target = match &spec.value {
                     Value::Map(fields) => fields
@@ -263,7 +260,7 @@ impl Decoder<'_> {
         let f = self.fields(
             node,
             field,
-            &["ref", "pull", "build", "target"],
+            &["ref", "pull", "build", "update", "target"],
             &[("image", "ref"), ("reference", "ref")],
         )?;
         // `Some(None)`: not built; `None`: a problem was reported.
@@ -311,12 +308,76 @@ impl Decoder<'_> {
             }
             None => Some(PullPolicy::default()),
         };
+        let update = match f.get("update") {
+            Some(n) => self.update(n, &field.key("update")).map(Some),
+            None => Some(None),
+        };
+        if let (Some(_), Some(n)) = (f.get("build"), f.get("update")) {
+            self.error(
+                n.pos,
+                &field.key("update"),
+                "a built image has no registry to update from: remove \"update\" (or \"build\")",
+            );
+            ok = false;
+        }
+        if let (Some(Some(_)), Some(PullPolicy::Never), Some(n)) = (&update, &pull, f.get("update"))
+        {
+            self.error(
+                n.pos,
+                &field.key("update"),
+                "pull = \"never\" forbids the pulls an update makes: remove one of them",
+            );
+            ok = false;
+        }
+        if let (Some(Some(_)), Some(r), Some(n)) = (&update, &reference, f.get("update"))
+            && r.digest.is_some()
+        {
+            self.error(
+                n.pos,
+                &field.key("update"),
+                format!(
+                    "\"{r}\" is pinned by digest and never moves: name a tag to follow (or remove \"update\")"
+                ),
+            );
+            ok = false;
+        }
         let spec = ImageSpec {
             reference: reference?,
             pull: pull?,
             build: build?,
+            update: update?,
         };
         ok.then_some(spec)
+    }
+
+    /// `update = { interval = "1h", policy = "digest" }`.
+    fn update(&mut self, node: &Node, field: &Field<'_>) -> Option<UpdateSpec> {
+        let f = self.fields(
+            node,
+            field,
+            &["interval", "policy"],
+            &[("every", "interval"), ("schedule", "interval")],
+        )?;
+        let interval = match f.get("interval") {
+            Some(n) => {
+                let inf = field.key("interval");
+                self.duration(n, &inf)
+                    .and_then(|d| self.check(n.pos, &inf, crate::update::check_interval(d)))
+            }
+            None => Some(crate::update::DEFAULT_INTERVAL),
+        };
+        let policy = match f.get("policy") {
+            Some(n) => {
+                let pf = field.key("policy");
+                self.string(n, &pf)
+                    .and_then(|s| self.check(n.pos, &pf, crate::update::parse_policy(&s)))
+            }
+            None => Some(UpdatePolicy::Digest),
+        };
+        Some(UpdateSpec {
+            interval: interval?,
+            policy: policy?,
+        })
     }
 
     fn network(&mut self, node: &Node, field: &Field<'_>) -> Option<(NetworkSpec, Pos)> {

@@ -31,6 +31,9 @@ pub enum EventKind {
     /// A resource changed on the host behind moor's back was put back
     /// (`drift = "correct"`).
     DriftCorrected,
+    /// A registry has a newer image than the one in force (`[images.X]
+    /// update` with `policy = "notify"`); nothing was changed.
+    UpdateAvailable,
 }
 
 impl EventKind {
@@ -43,6 +46,7 @@ impl EventKind {
             EventKind::RolledBack => "rolled_back",
             EventKind::CrashLooping => "crash_looping",
             EventKind::DriftCorrected => "drift_corrected",
+            EventKind::UpdateAvailable => "update_available",
         }
     }
 }
@@ -254,7 +258,8 @@ impl Suppressor {
     pub fn admit(&mut self, mut ev: Event, now: Instant) -> Admit {
         let key = (ev.source.clone(), ev.resource.clone());
         match ev.event {
-            EventKind::Applied => Admit::Send(ev),
+            // Each new digest is announced once by its sender.
+            EventKind::Applied | EventKind::UpdateAvailable => Admit::Send(ev),
             EventKind::Recovered => {
                 if let Some((_, repeats)) = self.failing.remove(&key)
                     && repeats > 0

@@ -94,6 +94,18 @@ impl Notifier {
         }
     }
 
+    /// Announces that `image` of `source` has an update (`message` says
+    /// which); never waits.
+    pub fn update_available(&self, source: &str, image: &str, message: String) {
+        self.notify(&Event {
+            event: events::EventKind::UpdateAvailable,
+            source: source.to_string(),
+            resource: Some(format!("image/{image}")),
+            revision: None,
+            message,
+        });
+    }
+
     /// Follows `source`'s controller until it stops.
     pub async fn watch(self, source: String, mut rx: watch::Receiver<Status>) {
         let mut tracker = Tracker::default();

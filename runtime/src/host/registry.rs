@@ -1,0 +1,71 @@
+//! What the registry and the image store say about an image an update
+//! follows (`[images.X] update`): asked by the agent between passes, never
+//! by the reconciler, and changing nothing on the host.
+
+use moor_spec::reference::ImageRef;
+
+use super::Host;
+use crate::image::import::error_chain;
+use crate::image::remote;
+
+impl Host {
+    /// The digest `reference`'s tag points at in its registry now (an
+    /// index's for a multi-platform image), from a `HEAD` request.
+    pub async fn remote_digest(&self, reference: &ImageRef) -> Result<String, String> {
+        let (r, inner) = (reference.clone(), self.inner.clone());
+        tokio::task::spawn_blocking(move || {
+            remote::head_digest(&r, &inner.pull).map_err(|e| error_chain(&e))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// The tags of `reference`'s repository.
+    pub async fn remote_tags(&self, reference: &ImageRef) -> Result<Vec<String>, String> {
+        let (r, inner) = (reference.clone(), self.inner.clone());
+        tokio::task::spawn_blocking(move || {
+            remote::list_tags(&r, &inner.pull).map_err(|e| error_chain(&e))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// The digest the image store holds for `reference`, as a registry
+    /// would name it: the index it was chosen from, else its manifest's;
+    /// `None` when the store has no such image.
+    pub async fn local_digest(&self, reference: &ImageRef) -> Option<String> {
+        let (r, inner) = (reference.to_string(), self.inner.clone());
+        tokio::task::spawn_blocking(move || {
+            let images = inner.images.lock().expect("image store poisoned");
+            images
+                .resolve(&r)
+                .ok()
+                .flatten()
+                .filter(|i| i.refs.contains(&r))
+                .map(|i| i.index.unwrap_or(i.digest))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Every reference in the image store and its digest as a registry
+    /// names it (the index's, else the manifest's); empty when the store
+    /// cannot be read.
+    /// Never waits for a pull under way (which holds the host's handle on
+    /// the store): it then reads through a handle of its own.
+    pub fn image_digests(&self) -> std::collections::BTreeMap<String, String> {
+        let list = match self.inner.images.try_lock() {
+            Ok(images) => images.list(),
+            Err(_) => crate::image::Images::open(&self.inner.state_dir).and_then(|i| i.list()),
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for i in list.unwrap_or_default() {
+            let digest = i.index.clone().unwrap_or_else(|| i.digest.clone());
+            for r in i.refs {
+                out.insert(r, digest.clone());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,357 @@
+//! Image updates (`[images.X] update`) end to end: an agent following a
+//! tag of a real registry on loopback (Debian's `docker-registry`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::layers::{self, Layer, TestImage, digest, file, tar_of};
+use super::registry::Registry;
+use crate::common::instance::Instance;
+use crate::common::{http_get, wait_for};
+use crate::gitops::{Answer, Receiver};
+
+/// Long enough for a check, a pull and a replacement on a loaded machine,
+/// well within a few intervals (the interval is 10 s, the shortest allowed).
+const WITHIN: Duration = Duration::from_secs(90);
+
+/// A busybox image whose `/version` says `version`.
+fn app(version: &str) -> TestImage {
+    let v = version.to_string();
+    static BASE: std::sync::OnceLock<Layer> = std::sync::OnceLock::new();
+    layers::image(vec![
+        BASE.get_or_init(layers::base_layer).clone(),
+        Layer::plain(&tar_of(|b| file(b, "version", v.as_bytes()))),
+    ])
+}
+
+/// An image for another platform (never pulled here).
+fn foreign(version: &str) -> TestImage {
+    let v = version.to_string();
+    layers::image_for(
+        vec![Layer::plain(&tar_of(|b| file(b, "version", v.as_bytes())))],
+        "riscv64",
+    )
+}
+
+/// Pushes `image`'s blobs and manifest by digest.
+fn push_by_digest(registry: &Registry, repo: &str, image: &TestImage) {
+    for l in &image.layers {
+        registry.push_blob(repo, &l.blob);
+    }
+    registry.push_blob(repo, &image.config);
+    registry.push_manifest(
+        repo,
+        &image.manifest_digest,
+        layers::OCI_MANIFEST,
+        &image.manifest,
+    );
+}
+
+/// Pushes an index of `ours` (this host's platform) and `theirs` under
+/// `tag`; returns the index's digest.
+fn push_index(
+    registry: &Registry,
+    repo: &str,
+    tag: &str,
+    ours: &TestImage,
+    theirs: &TestImage,
+) -> String {
+    push_by_digest(registry, repo, ours);
+    push_by_digest(registry, repo, theirs);
+    let index = layers::index(&[(ours, layers::host_arch()), (theirs, "riscv64")]);
+    registry.push_manifest(repo, tag, layers::OCI_INDEX, &index);
+    digest(&index)
+}
+
+/// `work/<project>/stack.toml` with an image `app` following `reference`
+/// under `update`, and a container `web` printing its `/version`.
+fn manifests(work: &Path, project: &str, reference: &str, update: &str) -> PathBuf {
+    let dir = work.join(project);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("stack.toml"),
+        format!(
+            "[images.app]\nref = \"{reference}\"\nupdate = {update}\n\n\
+             [containers.web]\nimage = \"app\"\nnetwork_mode = \"none\"\n\
+             command = [\"sh\", \"-c\", \"exec sleep 3600\"]\n"
+        ),
+    )
+    .expect("write");
+    dir
+}
+
+/// What `/version` says in the running `web`.
+fn version(host: &Instance) -> Option<String> {
+    let out = host.moor(&["exec", "web", "--", "cat", "/version"]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `/status`'s entry for image `app` of the one source.
+fn app_status(host: &Instance) -> serde_json::Value {
+    host.status()["sources"][0]["images"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == "app").cloned())
+        .unwrap_or_default()
+}
+
+fn image_of(host: &Instance) -> String {
+    host.container("web")
+        .and_then(|c| c["image"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// A re-pushed tag (a multi-platform index) replaces the container with
+/// the new image within an interval; a new index whose image for this
+/// platform is the same replaces nothing; `/status` and `moor_image_info`
+/// name the digest; and a plain `moor apply` afterwards keeps the new image.
+#[test]
+fn a_re_pushed_tag_replaces_the_container_and_apply_keeps_it() {
+    let Some(mut host) = Instance::with_busybox("imup", &["docker-registry"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let repo = "imup/app";
+    let reference = format!("{}/{repo}:1", registry.addr);
+    let (v1, v2) = (app("one"), app("two"));
+    let first = push_index(&registry, repo, "1", &v1, &foreign("a"));
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = manifests(work.path(), "imup", &reference, "{ interval = \"10s\" }");
+    host.start_agent(&["--source", dir.to_str().expect("utf-8"), "--resync", "1h"]);
+
+    wait_for("web runs image one", WITHIN, || {
+        version(&host).as_deref() == Some("one")
+    });
+    wait_for("the first check pins the index", WITHIN, || {
+        let s = app_status(&host);
+        s["reference"] == format!("{reference}@{first}") && s["digest"] == first.as_str()
+    });
+    let pid = host.pid("web").expect("running");
+
+    // Another platform's image changes: a new index, the same image here.
+    let second = push_index(&registry, repo, "1", &v1, &foreign("b"));
+    assert_ne!(first, second);
+    wait_for("the new index is pinned and pulled", WITHIN, || {
+        let s = app_status(&host);
+        s["reference"] == format!("{reference}@{second}") && s["digest"] == second.as_str()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        host.pid("web"),
+        Some(pid),
+        "the same image replaced nothing"
+    );
+
+    // This platform's image changes: replaced within an interval.
+    let third = push_index(&registry, repo, "1", &v2, &foreign("b"));
+    wait_for("web runs image two", WITHIN, || {
+        version(&host).as_deref() == Some("two")
+            && image_of(&host) == format!("{reference}@{third}")
+    });
+    assert_ne!(host.pid("web"), Some(pid));
+    let s = app_status(&host);
+    assert_eq!(s["digest"], third.as_str(), "{s:#}");
+    assert_eq!(s["written"], reference.as_str(), "{s:#}");
+    assert!(s["update"]["last_update"].is_number(), "{s:#}");
+    assert_eq!(s["update"]["error"], serde_json::Value::Null, "{s:#}");
+    let (_, metrics) = http_get(host.port, "/metrics").expect("metrics");
+    let info = format!(
+        "moor_image_info{{digest=\"{third}\",image=\"app\",reference=\"{reference}@{third}\"}} 1"
+    );
+    assert!(metrics.lines().any(|l| l == info), "{info} in\n{metrics}");
+    assert!(
+        metrics.contains("moor_image_update_checks_total{result=\"updated\"}"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(&first), "a stale series: {metrics}");
+
+    // A plain `moor apply` of the same manifests keeps the new image.
+    host.stop_agent();
+    let pid = host.pid("web").expect("running");
+    let project = ["-p", "imup", dir.to_str().expect("utf-8")];
+    let plan = host.moor(&[&["plan"][..], &project[..]].concat());
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "nothing to change: {}",
+        String::from_utf8_lossy(&plan.stdout)
+    );
+    host.moor_ok(&[&["apply"][..], &project[..]].concat());
+    assert_eq!(host.pid("web"), Some(pid));
+    assert_eq!(version(&host).as_deref(), Some("two"));
+}
+
+/// `semver:^1.4` runs the highest tag in range among 1.4.0, 1.4.2, 1.10.0,
+/// 2.0.0, latest and v1.5.0 (1.10.0), and follows a new one (1.11.0).
+#[test]
+fn semver_runs_the_highest_tag_in_range_and_follows_a_new_one() {
+    let Some(mut host) = Instance::with_busybox("imsv", &["docker-registry"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let repo = "imsv/app";
+    let mut images = std::collections::BTreeMap::new();
+    for tag in ["1.4.0", "1.4.2", "1.10.0", "2.0.0", "latest", "v1.5.0"] {
+        let image = app(tag);
+        registry.push(repo, tag, &image);
+        images.insert(tag, image);
+    }
+    let reference = format!("{}/{repo}:1.4.0", registry.addr);
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = manifests(
+        work.path(),
+        "imsv",
+        &reference,
+        "{ interval = \"10s\", policy = \"semver:^1.4\" }",
+    );
+    host.start_agent(&["--source", dir.to_str().expect("utf-8"), "--resync", "1h"]);
+    let picked = format!(
+        "{}/{repo}:1.10.0@{}",
+        registry.addr, images["1.10.0"].manifest_digest
+    );
+    wait_for("web runs 1.10.0", WITHIN, || {
+        version(&host).as_deref() == Some("1.10.0") && image_of(&host) == picked
+    });
+    let s = app_status(&host);
+    assert_eq!(s["update"]["policy"], "semver:^1.4", "{s:#}");
+    assert_eq!(s["written"], reference.as_str(), "{s:#}");
+
+    registry.push(repo, "1.11.0", &app("1.11.0"));
+    wait_for("web runs 1.11.0", WITHIN, || {
+        version(&host).as_deref() == Some("1.11.0")
+    });
+    let s = app_status(&host);
+    assert!(
+        s["update"]["latest"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("1.11.0@sha256:")),
+        "{s:#}"
+    );
+}
+
+/// `notify` reports a re-pushed tag — in `/status`, the log and one
+/// `update_available` notification — and changes nothing.
+#[test]
+fn notify_reports_and_replaces_nothing() {
+    let Some(mut host) = Instance::with_busybox("imnt", &["docker-registry"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let repo = "imnt/app";
+    registry.push(repo, "1", &app("one"));
+    let reference = format!("{}/{repo}:1", registry.addr);
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = manifests(
+        work.path(),
+        "imnt",
+        &reference,
+        "{ interval = \"10s\", policy = \"notify\" }",
+    );
+    let receiver = Receiver::start(Answer::Ok);
+    let url_file = work.path().join("notify.url");
+    std::fs::write(
+        &url_file,
+        format!("http://127.0.0.1:{}/hook\n", receiver.port),
+    )
+    .expect("url file");
+    let config = work.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "resync = \"1h\"\n[[source]]\nname = \"imnt\"\nurl = \"{}\"\n\n\
+             [[notify]]\nkind = \"webhook\"\nurl_file = \"{}\"\nevents = [\"update_available\"]\n",
+            dir.display(),
+            url_file.display()
+        ),
+    )
+    .expect("config");
+    host.start_agent(&["--config", config.to_str().expect("utf-8")]);
+    wait_for("web runs image one", WITHIN, || {
+        version(&host).as_deref() == Some("one")
+    });
+    let pid = host.pid("web").expect("running");
+    let two = app("two");
+    registry.push(repo, "1", &two);
+    wait_for("the update is reported", WITHIN, || {
+        let s = app_status(&host);
+        s["update"]["update_available"] == true
+            && s["update"]["latest"] == format!("1@{}", two.manifest_digest)
+    });
+    assert!(
+        host.agent_log().contains("image update available"),
+        "{}",
+        host.agent_log()
+    );
+    wait_for("the notification", WITHIN, || !receiver.events().is_empty());
+    // A few more checks change nothing, and say it once.
+    std::thread::sleep(Duration::from_secs(22));
+    let events = receiver.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["event"], "update_available");
+    assert_eq!(events[0]["source"], "imnt");
+    assert_eq!(events[0]["resource"], format!("image/{reference}"));
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&two.manifest_digest)),
+        "{events:#?}"
+    );
+    assert_eq!(host.pid("web"), Some(pid));
+    assert_eq!(version(&host).as_deref(), Some("one"));
+    assert_eq!(image_of(&host), reference);
+    assert_eq!(app_status(&host)["reference"], reference.as_str());
+}
+
+/// A registry that goes away is reported, retried, and leaves the
+/// container running as it was.
+#[test]
+fn a_registry_that_is_down_leaves_the_container_running() {
+    let Some(mut host) = Instance::with_busybox("imdn", &["docker-registry"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let repo = "imdn/app";
+    registry.push(repo, "1", &app("one"));
+    let reference = format!("{}/{repo}:1", registry.addr);
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = manifests(work.path(), "imdn", &reference, "{ interval = \"10s\" }");
+    host.start_agent(&["--source", dir.to_str().expect("utf-8"), "--resync", "1h"]);
+    wait_for("web runs image one", WITHIN, || {
+        version(&host).as_deref() == Some("one")
+    });
+    wait_for("the first check", WITHIN, || {
+        app_status(&host)["update"]["last_check"].is_number()
+    });
+    let pid = host.pid("web").expect("running");
+    drop(registry);
+    wait_for("two failed checks reported", WITHIN, || {
+        let s = app_status(&host);
+        s["update"]["failures"].as_u64().is_some_and(|n| n >= 2) && s["update"]["error"].is_string()
+    });
+    assert!(
+        host.agent_log().contains("image update check failed"),
+        "{}",
+        host.agent_log()
+    );
+    assert_eq!(host.pid("web"), Some(pid));
+    assert!(host.running("web"));
+    assert_eq!(version(&host).as_deref(), Some("one"));
+    let (_, metrics) = http_get(host.port, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("moor_image_update_checks_total{result=\"failure\"}"),
+        "{metrics}"
+    );
+    assert_eq!(
+        host.status()["sources"][0]["last_error"],
+        serde_json::Value::Null
+    );
+}
