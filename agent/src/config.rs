@@ -504,23 +504,7 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
     for (i, n) in file.notify.iter().enumerate() {
         notify.push(notify_target(i + 1, n, &sources)?);
     }
-    let mut verify = Vec::new();
-    for (i, v) in file.verify.iter().enumerate() {
-        let what = format!("[[verify]] #{}", i + 1);
-        let pattern = v.pattern.trim().to_string();
-        if pattern.is_empty() || pattern.contains(char::is_whitespace) {
-            bail!(
-                "{what}: match = \"{}\" is not a registry/repository pattern",
-                v.pattern
-            );
-        }
-        let key = moor_runtime::image::verify::Key::read(&v.key)
-            .with_context(|| format!("{what} (match = \"{pattern}\")"))?;
-        verify.push(moor_runtime::image::verify::Rule {
-            pattern,
-            keys: vec![key],
-        });
-    }
+    let verify = verify_rules(&file.verify)?;
     Ok(AgentConfig {
         verify,
         notify,
@@ -762,6 +746,49 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
         rollback,
         limits,
     })
+}
+
+/// The `[[verify]]` rules of the agent's configuration, their keys read.
+fn verify_rules(
+    sections: &[ImageVerifySection],
+) -> anyhow::Result<Vec<moor_runtime::image::verify::Rule>> {
+    let mut verify = Vec::new();
+    for (i, v) in sections.iter().enumerate() {
+        let what = format!("[[verify]] #{}", i + 1);
+        let pattern = v.pattern.trim().to_string();
+        if pattern.is_empty() || pattern.contains(char::is_whitespace) {
+            bail!(
+                "{what}: match = \"{}\" is not a registry/repository pattern",
+                v.pattern
+            );
+        }
+        let key = moor_runtime::image::verify::Key::read(&v.key)
+            .with_context(|| format!("{what} (match = \"{pattern}\")"))?;
+        verify.push(moor_runtime::image::verify::Rule {
+            pattern,
+            keys: vec![key],
+        });
+    }
+    Ok(verify)
+}
+
+/// The `[[verify]]` rules of the file at `path` (`moor apply
+/// --verify-config`): the agent's configuration, whose other keys are not
+/// looked at here, or a file of `[[verify]]` tables alone. A file with
+/// none is an error: a rule misspelt would otherwise check nothing.
+pub fn read_verify_rules(path: &Path) -> anyhow::Result<Vec<moor_runtime::image::verify::Rule>> {
+    #[derive(Deserialize)]
+    struct VerifyOnly {
+        #[serde(default, rename = "verify")]
+        verify: Vec<ImageVerifySection>,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let file: VerifyOnly =
+        toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    if file.verify.is_empty() {
+        bail!("{}: no [[verify]] tables", path.display());
+    }
+    verify_rules(&file.verify).with_context(|| path.display().to_string())
 }
 
 /// Reads a policy file (`--policy FILE`): the keys of `[source.policy]`

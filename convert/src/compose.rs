@@ -44,6 +44,13 @@ pub fn document(state: &DesiredState, base: &Path, notes: &mut Vec<Note>) -> Doc
             "",
             "Compose has no image entries: services name the reference, and the pull policy is not written",
         ));
+        if r.spec.verify.is_some() {
+            notes.push(Note::new(
+                &format!("images.{name}"),
+                "verify",
+                "Compose does not check image signatures: not written, so nothing checks the signature there",
+            ));
+        }
     }
     let mut services = Doc::map();
     for (name, r) in &state.containers {

@@ -332,6 +332,15 @@ pub fn export(state: &DesiredState, opts: &Options) -> Result<Export, ExportErro
             );
         }
     }
+    for (name, r) in &state.images {
+        if r.spec.verify.is_some() {
+            cx.warn(
+                &format!("images.{name}"),
+                "verify",
+                "Kubernetes checks image signatures with an admission policy (Sigstore's policy-controller, Kyverno), not in the workload: not exported, so nothing checks the signature there",
+            );
+        }
+    }
     volumes(&mut cx);
     for (name, r) in &state.containers {
         workload(&mut cx, name, &r.spec);

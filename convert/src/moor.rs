@@ -80,6 +80,11 @@ pub fn document(state: &DesiredState, base: &Path, notes: &mut Vec<Note>) -> Doc
             moor_spec::PullPolicy::Never => "never",
         };
         e.set("pull", Doc::s(pull));
+        if let Some(v) = &r.spec.verify {
+            let mut d = Doc::map();
+            d.set("key", Doc::s(crate::host_path(&v.key, base)));
+            e.set("verify", d);
+        }
     }
     for (name, r) in &state.networks {
         let e = doc.entry("networks").entry(name);

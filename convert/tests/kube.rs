@@ -584,3 +584,33 @@ fn secrets_become_empty_secrets_and_never_leak_into_the_export() {
         assert!(a.contains(want), "{want} missing from:\n{a}");
     }
 }
+
+#[test]
+fn a_verify_key_is_a_warning_not_dropped_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cosign.pub"),
+        "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE9QXc8dxDb/lNblZ2K9QIWfMry0Yr\n7ZkNhOv+U64T/CIFgNHUqCG/rpZu/zvEPMFD4qf/v5CyNfhqbwjWA/uVIA==\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("m.toml"),
+        "[images.app]\nref = \"registry.example.com/team/app:1\"\nverify = { key = \"cosign.pub\" }\n[containers.a]\nimage = \"app\"\n",
+    )
+    .unwrap();
+    let state = moor_spec::load(&[dir.path()]).unwrap();
+    let mut opts = Options {
+        project: "p".into(),
+        base: dir.path().to_path_buf(),
+        ..Options::default()
+    };
+    let e = export(&state, &opts).unwrap();
+    let w: Vec<String> = e.warnings.iter().map(|n| n.to_string()).collect();
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("images.app.verify: Kubernetes checks image signatures")),
+        "{w:?}"
+    );
+    opts.strict = true;
+    assert!(matches!(export(&state, &opts), Err(ExportError::Strict(_))));
+}

@@ -204,3 +204,45 @@ fn secrets_are_notes_and_their_values_never_written() {
         );
     }
 }
+
+/// `[images] verify`: kept by moor's formats (the key written relative to
+/// the output, read back to the same spec), a note where the format has
+/// no such check (Compose), never dropped silently.
+#[test]
+fn a_verify_key_is_kept_or_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(
+        dir.path().join("keys/cosign.pub"),
+        "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE9QXc8dxDb/lNblZ2K9QIWfMry0Yr\n7ZkNhOv+U64T/CIFgNHUqCG/rpZu/zvEPMFD4qf/v5CyNfhqbwjWA/uVIA==\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("app.toml"),
+        "[images.app]\nref = \"registry.example.com/team/app:1\"\nverify = { key = \"keys/cosign.pub\" }\n[containers.a]\nimage = \"app\"\n",
+    )
+    .unwrap();
+    let state = moor_spec::load(&[dir.path()]).unwrap();
+    let want = state.images["app"].hash.clone();
+    for (format, name) in [(Format::Toml, "out.toml"), (Format::Yaml, "out.yaml")] {
+        let (text, notes) = convert(&state, dir.path(), format);
+        assert!(text.contains("./keys/cosign.pub"), "{name}:\n{text}");
+        assert!(notes.is_empty(), "{name}: {notes:?}");
+        let got = moor_spec::load_texts(&[(dir.path().join(name), text.clone())]);
+        let got = got.unwrap_or_else(|d| panic!("{name}:\n{d}\n{text}"));
+        assert_eq!(got.images["app"].hash, want, "{name}:\n{text}");
+        assert_eq!(
+            got.images["app"].spec.verify,
+            state.images["app"].spec.verify
+        );
+    }
+    let (text, notes) = convert(&state, dir.path(), Format::Compose);
+    assert!(!text.contains("cosign.pub"), "{text}");
+    let notes: Vec<String> = notes.iter().map(|n| n.to_string()).collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("images.app.verify: Compose does not check image signatures")),
+        "{notes:?}"
+    );
+}

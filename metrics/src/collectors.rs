@@ -168,7 +168,7 @@ impl Metrics {
         let image_verify = IntCounterVec::new(
             Opts::new(
                 "moor_image_verify_total",
-                "Signature checks of images a [[verify]] rule covers, by result (verified, refused).",
+                "Signature checks of pulled images ([[verify]] rules, [images] verify keys), by result (verified, refused).",
             ),
             &["result"],
         )

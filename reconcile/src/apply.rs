@@ -464,7 +464,16 @@ impl<R: Runtime> Ctx<'_, R> {
             (Kind::Image, Verb::Pull) => {
                 let reference =
                     moor_spec::reference::parse(&a.name).map_err(ApplyError::Reference)?;
-                let digest = self.rt.pull(&reference).await?;
+                // Every `[images]` entry of this reference that asks for
+                // a signature adds its key: each must verify.
+                let verify: Vec<_> = self
+                    .desired
+                    .images
+                    .values()
+                    .filter(|i| i.spec.reference == reference)
+                    .filter_map(|i| i.spec.verify.clone())
+                    .collect();
+                let digest = self.rt.pull(&reference, &verify).await?;
                 self.digests
                     .lock()
                     .expect("digest map poisoned")

@@ -448,3 +448,46 @@ async fn a_build_on_a_blocked_base_is_blocked_and_leaves_the_container_alone() {
         ]
     );
 }
+
+/// A build `FROM` an image whose `[images]` entry says `verify`: the pull
+/// of the base is asked for the key, comes first, and when it is refused
+/// (no valid signature) the build on it is skipped, nothing built.
+#[tokio::test]
+async fn a_build_on_a_base_whose_signature_is_refused_is_skipped() {
+    let rt = FakeRuntime::new();
+    let mut desired = desired();
+    let base = "registry.example.com/team/base:1";
+    let mut entry = desired.images["app"].clone();
+    entry.name = "base".into();
+    std::sync::Arc::make_mut(&mut entry.spec).reference =
+        moor_spec::reference::parse(base).unwrap();
+    std::sync::Arc::make_mut(&mut entry.spec).build = None;
+    let key = PathBuf::from("/m/keys/cosign.pub");
+    std::sync::Arc::make_mut(&mut entry.spec).verify = Some(moor_spec::VerifySpec {
+        key: key.clone(),
+        pem: "-----BEGIN PUBLIC KEY-----\n…\n-----END PUBLIC KEY-----\n".into(),
+    });
+    desired.images.insert("base".into(), entry);
+    let mut app = inputs(&[("main.py", "1")], "1");
+    app.bases = BTreeMap::from([(base.to_string(), None)]);
+    rt.set_build_inputs(Path::new(CONTEXT), app);
+    rt.fail_next(
+        &format!("pull {base}"),
+        &format!("{base} is not signed: no signature by {}", key.display()),
+    );
+    let out = apply_once(&rt, &desired).await;
+    assert_eq!(rt.pull_keys(base), [key]);
+    let build = out
+        .iter()
+        .find(|o| o.action.name == REF)
+        .expect("app's build");
+    assert_eq!(
+        build.result,
+        Err(format!("skipped: pull of image {base} failed"))
+    );
+    assert!(
+        !rt.calls().iter().any(|c| c.starts_with("build ")),
+        "{:?}",
+        rt.calls()
+    );
+}

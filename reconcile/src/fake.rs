@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use moor_spec::{BuildSpec, ImageRef, MountSource, NetworkSpec, Resource, VolumeSpec};
+use moor_spec::{BuildSpec, ImageRef, MountSource, NetworkSpec, Resource, VerifySpec, VolumeSpec};
 use sha2::{Digest, Sha256};
 
 use crate::observed::{
@@ -30,6 +30,8 @@ struct State {
     registry: HashMap<String, String>,
     /// What each build context (by path) holds now.
     contexts: HashMap<std::path::PathBuf, BuildInputs>,
+    /// The verify keys each pull was asked to check, by reference.
+    pull_keys: HashMap<String, Vec<std::path::PathBuf>>,
 }
 
 /// The digest the fake registry serves for `reference` unless told otherwise.
@@ -100,6 +102,16 @@ impl FakeRuntime {
             .insert(name.to_string(), states.iter().map(|s| (*s, now)).collect());
     }
 
+    /// The keys (`[images] verify`) the last pull of `reference` was
+    /// asked to check signatures with.
+    pub fn pull_keys(&self, reference: &str) -> Vec<std::path::PathBuf> {
+        self.lock()
+            .pull_keys
+            .get(reference)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Makes the fake registry serve `digest` for `reference`.
     pub fn set_registry_digest(&self, reference: &str, digest: &str) {
         self.lock()
@@ -144,8 +156,14 @@ impl Runtime for FakeRuntime {
         Ok(self.lock().host.clone())
     }
 
-    async fn pull(&self, reference: &ImageRef) -> Result<String, RuntimeError> {
+    async fn pull(
+        &self,
+        reference: &ImageRef,
+        verify: &[VerifySpec],
+    ) -> Result<String, RuntimeError> {
         let r = reference.to_string();
+        let keys = verify.iter().map(|v| v.key.clone()).collect();
+        self.lock().pull_keys.insert(r.clone(), keys);
         self.record(format!("pull {r}"))?;
         let mut s = self.lock();
         let digest = s

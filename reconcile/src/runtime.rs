@@ -8,7 +8,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use moor_spec::{
-    BuildSpec, ContainerSpec, DesiredState, ImageRef, NetworkSpec, Resource, SpecHash, VolumeSpec,
+    BuildSpec, ContainerSpec, DesiredState, ImageRef, NetworkSpec, Resource, SpecHash, VerifySpec,
+    VolumeSpec,
 };
 
 use crate::observed::{BuildInputs, ContainerState, Health, Observed};
@@ -84,10 +85,15 @@ pub struct Instance<'a> {
 pub trait Runtime: Send + Sync {
     /// Reports what is really on the host (checked against the kernel).
     fn observe(&self) -> impl Future<Output = Result<Observed, RuntimeError>> + Send;
-    /// Pulls an image; returns its manifest digest.
+    /// Pulls an image; returns its manifest digest. Each of `verify` (the
+    /// `[images] verify` of the manifests naming this reference) is a
+    /// requirement of its own: the image must carry a valid signature by
+    /// every one of those keys, besides what the engine's own rules ask
+    /// for, or nothing is pulled.
     fn pull(
         &self,
         reference: &ImageRef,
+        verify: &[VerifySpec],
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
     /// What `build` would build from now: reads the context (after
     /// `.dockerignore`), the Dockerfile and the base images in the store.
@@ -164,8 +170,9 @@ impl<T: Runtime> Runtime for std::sync::Arc<T> {
     fn pull(
         &self,
         reference: &ImageRef,
+        verify: &[VerifySpec],
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send {
-        (**self).pull(reference)
+        (**self).pull(reference, verify)
     }
     fn build_inputs(
         &self,

@@ -847,3 +847,64 @@ containers:
         );
     }
 }
+
+/// `[images] verify`: the pull is asked to check the key of every entry
+/// naming the reference; a pull it refuses (no valid signature) changes
+/// nothing for the containers of the image, which keep running the image
+/// they run, and the next pass asks again.
+#[tokio::test]
+async fn a_refused_signed_pull_leaves_its_containers_alone() {
+    let rt = FakeRuntime::new();
+    let mut always = load(&BASE.replace(
+        "ref = \"localhost:5000/busybox:1\"",
+        "ref = \"localhost:5000/busybox:1\"\npull = \"always\"",
+    ));
+    let key = PathBuf::from("/m/keys/cosign.pub");
+    std::sync::Arc::make_mut(&mut always.images.get_mut("busybox").unwrap().spec).verify =
+        Some(moor_spec::VerifySpec {
+            key: key.clone(),
+            pem: "-----BEGIN PUBLIC KEY-----\n…\n-----END PUBLIC KEY-----\n".into(),
+        });
+    converge(&rt, &always).await;
+    assert_eq!(rt.pull_keys("localhost:5000/busybox:1"), [key]);
+    let before: Vec<String> = rt.with_host(|h| {
+        h.containers
+            .values()
+            .map(|c| format!("{} {} {:?}", c.id, c.hash, c.started_at))
+            .collect()
+    });
+
+    // The tag moves to an image the key did not sign: the pull is refused.
+    let new = format!("sha256:{}", "b".repeat(64));
+    rt.with_host(|h| {
+        h.images
+            .get_mut("localhost:5000/busybox:1")
+            .expect("image")
+            .remote_digest = Some(new.clone());
+    });
+    rt.set_registry_digest("localhost:5000/busybox:1", &new);
+    rt.clear_calls();
+    rt.fail_next(
+        "pull localhost:5000/busybox:1",
+        "localhost:5000/busybox:1 has no valid signature by /m/keys/cosign.pub",
+    );
+    let p = plan(&rt, &always);
+    assert_eq!(verbs(&p), ["pull image localhost:5000/busybox:1"]);
+    let observed = rt.with_host(|h| h.clone());
+    let outcomes = apply(&rt, &p, &always, &observed, &apply_opts()).await;
+    assert_eq!(
+        outcomes[0].result,
+        Err("localhost:5000/busybox:1 has no valid signature by /m/keys/cosign.pub".into())
+    );
+    assert_eq!(rt.calls(), ["pull localhost:5000/busybox:1"]);
+    let after: Vec<String> = rt.with_host(|h| {
+        h.containers
+            .values()
+            .map(|c| format!("{} {} {:?}", c.id, c.hash, c.started_at))
+            .collect()
+    });
+    assert_eq!(before, after, "a container was touched");
+    // The image is still the old one; the next pass tries the pull again.
+    let p = plan(&rt, &always);
+    assert_eq!(verbs(&p), ["pull image localhost:5000/busybox:1"]);
+}

@@ -58,7 +58,7 @@ pub use loader::{LoadStats, Loader};
 pub use model::{
     BuildSpec, ContainerSpec, DependCondition, DesiredState, HealthTest, Healthcheck, ImageSpec,
     Kind, NetworkAttachment, NetworkMode, NetworkSpec, Origin, PullPolicy, Resource, Resources,
-    RestartPolicy, Seccomp, SecretMount, SecretValue, UpdateOrder, VolumeSpec,
+    RestartPolicy, Seccomp, SecretMount, SecretValue, UpdateOrder, VerifySpec, VolumeSpec,
 };
 pub use mounts::{Mount, MountSource};
 pub use names::name_from;

@@ -125,6 +125,23 @@ pub struct ImageSpec {
     /// never with `build`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<crate::update::UpdateSpec>,
+    /// `verify = { key = "…" }`: a pull must find a signature of the
+    /// image by this key (as well as any the agent's `[[verify]]` rules
+    /// ask for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// `verify = { key = "…" }` of an `[images]` entry: the public key a pulled
+/// image's signature must be made with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifySpec {
+    /// Where the key was read (absolute; a relative path resolved against
+    /// the manifest's directory), for messages.
+    pub key: PathBuf,
+    /// The key itself, an ECDSA P-256 public key in PEM, read once when
+    /// the manifest was loaded (so the key checked is the key validated).
+    pub pem: String,
 }
 
 /// `build = { context, dockerfile, args, target }`: how an image is built

@@ -1,8 +1,8 @@
 //! What a source may ask of the host: the operator's [`Policy`].
 //!
 //! Manifests come from whoever can commit to their source. A few fields
-//! reach past the container into the host: an absolute bind source or
-//! `env_file` (mounted or read from the host), a capability beyond Docker's
+//! reach past the container into the host: an absolute bind source,
+//! `env_file` or `[images] verify` key (mounted or read from the host), a capability beyond Docker's
 //! default set (`SYS_ADMIN`, `SYS_MODULE`, `NET_ADMIN`… or `ALL`), the
 //! host's network namespace (`network_mode = "host"`) and no system call
 //! filter (`seccomp = "unconfined"`). Loaded under a policy

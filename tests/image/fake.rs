@@ -17,6 +17,8 @@ pub enum Reply {
     Body { content_type: String, body: Vec<u8> },
     /// Announce the whole body, send `after` bytes, then close.
     Cut { body: Vec<u8>, after: usize },
+    /// An empty answer with this status.
+    Status(u16),
 }
 
 /// A fake registry; stops on drop.
@@ -144,6 +146,10 @@ fn serve(conn: TcpStream, routes: &Mutex<HashMap<String, Reply>>, log: &Mutex<Ve
             conn.write_all(head.as_bytes())
                 .and_then(|()| conn.write_all(&body))
         }
+        Some(Reply::Status(code)) => conn.write_all(
+            format!("HTTP/1.1 {code} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        ),
         Some(Reply::Cut { body, after }) => {
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

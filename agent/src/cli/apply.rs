@@ -19,4 +19,9 @@ pub struct ApplyArgs {
     /// Allow a manifest set with no resources to remove everything the project owns.
     #[arg(long)]
     pub allow_empty: bool,
+    /// Check image signatures as the agent does: by the `[[verify]]` rules
+    /// of this file (the agent's configuration, or a file of `[[verify]]`
+    /// tables alone), besides the manifests' own `[images] verify`.
+    #[arg(long, value_name = "FILE")]
+    pub verify_config: Option<std::path::PathBuf>,
 }

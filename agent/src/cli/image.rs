@@ -53,8 +53,18 @@ pub enum ImageCommand {
         reference: String,
         /// An ECDSA P-256 public key in PEM, as `cosign generate-key-pair`
         /// writes `cosign.pub` (repeatable: any one of them may have signed).
-        #[arg(long, value_name = "FILE", required = true)]
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "config",
+            conflicts_with = "config"
+        )]
         key: Vec<PathBuf>,
+        /// Check as the agent would: with the keys of the first `[[verify]]`
+        /// rule of this file (the agent's configuration) that covers the
+        /// reference; none covering it is an error.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
         /// A registry (`host:port`) that may be reached over plain HTTP.
         #[arg(long = "insecure-registry", value_name = "HOST")]
         insecure: Vec<String>,

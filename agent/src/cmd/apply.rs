@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use moor_reconcile::{ConvergeOptions, Convergence, converge};
 
-use super::common::{open_host, runtime};
+use moor_runtime::host::{Host, HostConfig};
+
+use super::common::runtime;
 use super::project::{HostKey, load, project_name};
 use crate::cli::ApplyArgs;
 use crate::source::pins::Pins;
@@ -18,6 +20,10 @@ use crate::source::written::Written;
 /// Applies the manifests and waits until the host has settled.
 pub fn run(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let project = project_name(&args.project)?;
+    let mut config = HostConfig::new(state_dir);
+    if let Some(file) = &args.verify_config {
+        config.pull.verify = crate::config::read_verify_rules(file)?;
+    }
     let mut written = Written::open(state_dir, &project);
     let desired = load(
         &args.project.paths,
@@ -32,7 +38,7 @@ pub fn run(state_dir: &Path, args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     // The images the agent's updates put in force (`[images.X] update`),
     // not the older ones the manifests write.
     let desired = Pins::load(state_dir, &project)?.apply(&desired);
-    let host = open_host(state_dir)?;
+    let host = Host::open(config)?;
     let mut opts = ConvergeOptions::new(&project, args.timeout);
     opts.allow_empty = args.allow_empty;
     let report = |o: &moor_reconcile::Outcome| match &o.result {

@@ -107,13 +107,30 @@ pub fn run(state_dir: &std::path::Path, args: &ImageArgs) -> anyhow::Result<Exit
         ImageCommand::Verify {
             reference,
             key,
+            config,
             insecure,
             registry_auth,
         } => {
-            let keys = key
-                .iter()
-                .map(|k| moor_runtime::image::verify::Key::read(k))
-                .collect::<Result<Vec<_>, _>>()?;
+            let keys = match config {
+                None => key
+                    .iter()
+                    .map(|k| moor_runtime::image::verify::Key::read(k))
+                    .collect::<Result<Vec<_>, _>>()?,
+                Some(file) => {
+                    let r = moor_spec::reference::parse(reference).map_err(anyhow::Error::msg)?;
+                    crate::config::read_verify_rules(file)?
+                        .into_iter()
+                        .find(|rule| rule.matches(&r))
+                        .map(|rule| rule.keys)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "no [[verify]] rule of {} covers {}",
+                                file.display(),
+                                r.name()
+                            )
+                        })?
+                }
+            };
             let opts = PullOptions {
                 insecure: insecure.clone(),
                 auth_file: registry_auth.clone(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use moor_reconcile::{
     BuildInputs, ContainerState, Health, Instance, Observed, Runtime, RuntimeError,
 };
-use moor_spec::{BuildSpec, ImageRef, NetworkSpec, Resource, VolumeSpec};
+use moor_spec::{BuildSpec, ImageRef, NetworkSpec, Resource, VerifySpec, VolumeSpec};
 
 use super::error::{ErrorContext, build, container, image, network, volume};
 use super::owners::Owner;
@@ -28,11 +28,24 @@ impl Runtime for Host {
         self.blocking(|inner| inner.observe()).await
     }
 
-    async fn pull(&self, reference: &ImageRef) -> Result<String, RuntimeError> {
+    async fn pull(
+        &self,
+        reference: &ImageRef,
+        verify: &[VerifySpec],
+    ) -> Result<String, RuntimeError> {
         let r = reference.to_string();
+        let verify = verify.to_vec();
         self.blocking(move |inner| {
+            let mut opts = inner.pull.clone();
+            for v in &verify {
+                let key = crate::image::verify::Key::from_pem(&v.key.display().to_string(), &v.pem)
+                    .map_err(|e| crate::image::pull::PullError::Verify(Box::new(e)))
+                    .map_err(ErrorContext::new(format!("pulling {r}")))
+                    .map_err(image)?;
+                opts.require.push(key);
+            }
             let images = inner.images.lock().expect("image store poisoned");
-            let record = pull(&images, &r, &inner.pull, &|_| {})
+            let record = pull(&images, &r, &opts, &|_| {})
                 .map_err(ErrorContext::new(format!("pulling {r}")))
                 .map_err(image)?;
             Ok(record.digest)

@@ -55,6 +55,10 @@ pub struct PullOptions {
     /// Images that must be signed (`[[verify]]`): the first rule whose
     /// pattern matches a reference decides its keys.
     pub verify: Vec<super::verify::Rule>,
+    /// Keys each of which must have signed the image, whatever `verify`
+    /// says (an `[images]` entry's `verify`): requirements added to the
+    /// rules', never in their place.
+    pub require: Vec<Key>,
     /// Also told of every pull's events (metrics).
     pub events: Option<super::events::SharedObserver>,
 }
@@ -67,6 +71,7 @@ impl Default for PullOptions {
             auth_file: None,
             platform: Platform::host(),
             verify: Vec::new(),
+            require: Vec::new(),
             events: None,
         }
     }
@@ -193,23 +198,35 @@ fn pull_ref(
     bytes: &AtomicU64,
 ) -> Result<ImageRecord, PullError> {
     let client = Client::new(r, opts)?;
-    // An image a rule covers is pulled by the digest its signature names,
-    // never by the tag again.
-    let verified = match opts.verify.iter().find(|rule| rule.matches(r)) {
-        None => None,
-        Some(rule) => {
-            let outcome = verify_ref(r, &rule.keys, opts);
-            observer.event(Event::Verified {
-                reference: r.to_string(),
-                digest: outcome.as_ref().ok().map(|v| v.digest.clone()),
-                result: outcome
-                    .as_ref()
-                    .map(|v| v.key.clone())
-                    .map_err(|e| e.to_string()),
-            });
-            Some(outcome?.digest)
-        }
-    };
+    // An image a rule covers, or that must be signed by a key of its
+    // own, is pulled by the digest its signatures name, never by the tag
+    // again. Every requirement must pass, each checked against the digest
+    // the first resolved: a tag moved in between is refused, not mixed.
+    let mut requirements: Vec<&[Key]> = Vec::new();
+    if let Some(rule) = opts.verify.iter().find(|rule| rule.matches(r)) {
+        requirements.push(&rule.keys);
+    }
+    requirements.extend(opts.require.iter().map(std::slice::from_ref));
+    let mut verified: Option<String> = None;
+    for keys in requirements {
+        let target = match &verified {
+            None => r.clone(),
+            Some(d) => ImageRef {
+                digest: Some(d.clone()),
+                ..r.clone()
+            },
+        };
+        let outcome = verify_ref(&target, keys, opts);
+        observer.event(Event::Verified {
+            reference: r.to_string(),
+            digest: outcome.as_ref().ok().map(|v| v.digest.clone()),
+            result: outcome
+                .as_ref()
+                .map(|v| v.key.clone())
+                .map_err(|e| e.to_string()),
+        });
+        verified = Some(outcome?.digest);
+    }
     let pinned = verified.or_else(|| r.digest.clone());
     let wanted = pinned
         .clone()
@@ -355,41 +372,124 @@ pub fn verify(reference: &str, keys: &[Key], opts: &PullOptions) -> Result<Verif
 }
 
 fn verify_ref(r: &ImageRef, keys: &[Key], opts: &PullOptions) -> Result<Verified, PullError> {
+    use super::verify::{self as v};
     let client = Client::new(r, opts)?;
     let (body, _) = match &r.digest {
         Some(d) => client.manifest(d, Some(d))?,
         None => client.manifest(r.tag.as_deref().unwrap_or("latest"), None)?,
     };
     let digest = Digest::of(&body).to_string();
-    let tag = super::verify::signature_tag(&digest);
-    let sigs = match client.manifest(&tag, None) {
-        Ok((b, _)) => b,
-        Err(PullError::Status { status: 404, .. }) => {
-            return Err(PullError::Verify(Box::new(VerifyError::Unsigned {
-                reference: r.to_string(),
-                digest,
-                tag,
-            })));
+    let tag = v::signature_tag(&digest);
+    let mut reasons = Vec::new();
+    let mut found = false;
+    // cosign's simple signing: the `.sig` tag.
+    match client.manifest(&tag, None) {
+        Ok((sigs, _)) => {
+            found = true;
+            let fetch = |blob: &str| fetch_blob(&client, blob, v::MAX_PAYLOAD);
+            match v::check_signatures(&r.to_string(), &digest, &sigs, keys, &fetch) {
+                Ok(verified) => return Ok(verified),
+                Err(VerifyError::Invalid { reasons: why, .. }) => reasons.push(why),
+                Err(e) => return Err(PullError::Verify(Box::new(e))),
+            }
         }
+        Err(PullError::Status { status: 404, .. }) => {}
         Err(e) => return Err(e),
+    }
+    // Sigstore bundles among the image's referrers.
+    for referrer in referrers(&client, &digest)? {
+        found = true;
+        if !v::is_digest(&referrer) {
+            reasons.push(format!(
+                "referrer \"{}\" is not a sha256 digest",
+                referrer.escape_debug()
+            ));
+            continue;
+        }
+        let outcome = client
+            .manifest(&referrer, Some(&referrer))
+            .map_err(|e| super::import::error_chain(&e))
+            .and_then(|(m, _)| v::bundle_layer(&m, &digest))
+            .and_then(|layer| fetch_blob(&client, &layer, v::MAX_BUNDLE))
+            .and_then(|bundle| v::check_bundle(&bundle, &digest, keys));
+        match outcome {
+            Ok(key) => return Ok(Verified { digest, key }),
+            Err(why) => reasons.push(format!("bundle {referrer}: {why}")),
+        }
+    }
+    let error = if found {
+        VerifyError::Invalid {
+            reference: r.to_string(),
+            digest,
+            keys: keys
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            reasons: reasons.join("; "),
+        }
+    } else {
+        VerifyError::Unsigned {
+            reference: r.to_string(),
+            digest,
+            tag,
+        }
     };
-    // A payload, in memory, checked against its digest.
-    let fetch = |blob: &str| -> Result<Vec<u8>, String> {
-        let path = format!("/v2/{}/blobs/{blob}", client.repository);
-        let mut resp = client.get(&path, None).map_err(|e| e.to_string())?;
-        let body = resp
+    Err(PullError::Verify(Box::new(error)))
+}
+
+/// A blob of at most `limit` bytes, in memory, checked against its digest.
+fn fetch_blob(client: &Client, blob: &str, limit: u64) -> Result<Vec<u8>, String> {
+    let path = format!("/v2/{}/blobs/{blob}", client.repository);
+    let mut resp = client.get(&path, None).map_err(|e| e.to_string())?;
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .map_err(|e| e.to_string())?;
+    if Digest::of(&body).to_string() != blob {
+        return Err("the blob does not match its digest".into());
+    }
+    Ok(body)
+}
+
+/// The Sigstore bundles among the referrers of `digest` (digests of their
+/// manifests): from the referrers API, or, where the registry lacks it
+/// (it answers 404, or 400, 405, 501), from the referrers tag schema's
+/// `sha256-<hex>` index.
+fn referrers(client: &Client, digest: &str) -> Result<Vec<String>, PullError> {
+    use super::verify as v;
+    let path = format!("/v2/{}/referrers/{digest}", client.repository);
+    let invalid = |why: String| PullError::Status {
+        url: format!("{}{path}", client.base),
+        status: 200,
+        detail: format!(": {why}"),
+    };
+    let index = match client.get(&path, Some(oci::media::OCI_INDEX)) {
+        Ok(mut resp) => resp
             .body_mut()
             .with_config()
-            .limit(super::verify::MAX_PAYLOAD)
+            .limit(MAX_MANIFEST)
             .read_to_vec()
-            .map_err(|e| e.to_string())?;
-        if Digest::of(&body).to_string() != blob {
-            return Err("payload does not match its digest".into());
-        }
-        Ok(body)
+            .map_err(|source| PullError::Http {
+                url: format!("{}{path}", client.base),
+                source,
+            })?,
+        // 404 is what the OCI distribution specification has a registry
+        // without the API answer; one that routes the path nowhere may
+        // answer 400, 405 or 501 instead, which mean the same here.
+        Err(PullError::Status {
+            status: 400 | 404 | 405 | 501,
+            ..
+        }) => match client.manifest(&v::referrers_tag(digest), None) {
+            Ok((index, _)) => index,
+            Err(PullError::Status { status: 404, .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        },
+        Err(e) => return Err(e),
     };
-    super::verify::check_signatures(&r.to_string(), &digest, &sigs, keys, &fetch)
-        .map_err(|e| PullError::Verify(Box::new(e)))
+    v::bundle_referrers(&index).map_err(invalid)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -256,6 +256,8 @@ mod tests {
         // hash is what it was before `build` existed.
         let pulled = crate::model::ImageSpec {
             build: None,
+            update: None,
+            verify: None,
             ..(*state.images["app"].spec).clone()
         };
         assert_ne!(crate::hash::image(&pulled), state.images["app"].hash);

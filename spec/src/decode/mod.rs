@@ -10,6 +10,7 @@ mod outside;
 mod resources;
 pub(crate) mod secrets;
 mod target;
+mod verify;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -260,7 +260,7 @@ impl Decoder<'_> {
         let f = self.fields(
             node,
             field,
-            &["ref", "pull", "build", "update", "target"],
+            &["ref", "pull", "build", "update", "verify", "target"],
             &[("image", "ref"), ("reference", "ref")],
         )?;
         // `Some(None)`: not built; `None`: a problem was reported.
@@ -268,7 +268,20 @@ impl Decoder<'_> {
             Some(n) => self.build(n, &field.key("build")).map(Some),
             None => Some(None),
         };
+        // `Some(None)`: not verified; `None`: a problem was reported.
+        let verify = match f.get("verify") {
+            Some(n) => self.image_verify(n, &field.key("verify")).map(Some),
+            None => Some(None),
+        };
         let mut ok = true;
+        if let (Some(_), Some(n)) = (f.get("build"), f.get("verify")) {
+            self.error(
+                n.pos,
+                &field.key("verify"),
+                "a built image is never pulled, so there is no signature to verify: remove \"verify\" (or \"build\")",
+            );
+            ok = false;
+        }
         if let (Some(_), Some(n)) = (f.get("build"), f.get("pull")) {
             self.error(
                 n.pos,
@@ -346,6 +359,7 @@ impl Decoder<'_> {
             pull: pull?,
             build: build?,
             update: update?,
+            verify: verify?,
         };
         ok.then_some(spec)
     }
