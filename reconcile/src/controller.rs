@@ -541,6 +541,11 @@ impl<R: Runtime> Controller<R> {
         if self.status.suspended {
             return Err("the source is suspended: `moor resume` it first".into());
         }
+        if self.opts.mode == SourceMode::Plan {
+            return Err(
+                "the source only plans (mode = \"plan\"): nothing was applied to roll back".into(),
+            );
+        }
         let current = self.status.revision.clone();
         let kept: Vec<&str> = self.good.iter().rev().map(|(r, _)| r.as_str()).collect();
         let target = match to {

@@ -334,6 +334,36 @@ async fn a_container_crash_looping_since_before_is_not_the_new_revisions_failure
     assert_eq!(s.outcome(), Some(Outcome::Healthy), "{:?}", s.history);
 }
 
+#[tokio::test(start_paused = true)]
+async fn by_hand_is_refused_while_suspended_or_plan_only() {
+    let h = start(true);
+    h.source("aaaa1111", stack("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    h.source("bbbb2222", stack("two", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    h.tx.send(Trigger::Suspend).await.expect("alive");
+    let e = h.rollback(Some("aaaa")).await.expect_err("suspended");
+    assert!(e.contains("suspended"), "{e}");
+    assert_eq!(h.greeting().as_deref(), Some("two"));
+
+    let rt = Arc::new(FakeRuntime::new());
+    let (tx, rx) = mpsc::channel(16);
+    let (status_tx, status) = watch::channel(Status::default());
+    let mut opts = ControllerOptions::new("demo");
+    opts.mode = SourceMode::Plan;
+    let controller = Controller::new(rt.clone(), opts);
+    tokio::spawn(async move { controller.run(rx, status_tx, &NO_RECORDER).await });
+    let plan = Harness { rt, tx, status };
+    plan.source("aaaa1111", stack("one", false)).await;
+    run_for(Duration::from_secs(1)).await;
+    let e = plan.rollback(None).await.expect_err("plan only");
+    assert!(e.contains("mode = \"plan\""), "{e}");
+    assert!(
+        plan.status().history.is_empty(),
+        "a plan-only source applies no revision"
+    );
+}
+
 #[test]
 fn after_a_restart_the_rolled_back_revision_is_still_refused() {
     let rec = |rev: &str, outcome, message: Option<&str>| rollout::RevisionRecord {
