@@ -32,6 +32,7 @@ mod policy;
 mod prometheus;
 mod real;
 mod regression;
+mod rollback;
 mod secrets;
 mod sops;
 mod spec_props;

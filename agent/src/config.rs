@@ -22,6 +22,9 @@
 //! profiles = ["metrics"]      # Compose profiles enabled (besides --profile)
 //! drift = "correct"           # or "report": out-of-band changes are reported, left so
 //! mode = "apply"              # or "plan": never change the host, show the plan
+//! rollback = "auto"           # or "off": a failed revision stays in force
+//! deploy_timeout = "3m"       # a revision's changed containers must be ready by then
+//! min_ready = "10s"           # how long one without a health check must run
 //! webhook_secret_file = "/etc/moor/webhook-secret"
 //! # insecure = true         # git+http:// or git+git:// without signature verification
 //! # allow_rollback = true   # with verification: a head older than the commit in force
@@ -130,7 +133,15 @@ pub enum NotifyKind {
 }
 
 /// The events notifications are sent for.
-pub const NOTIFY_EVENTS: &[&str] = &["applied", "failed", "recovered", "update_available"];
+pub const NOTIFY_EVENTS: &[&str] = &[
+    "applied",
+    "failed",
+    "recovered",
+    "rolled_back",
+    "crash_looping",
+    "drift_corrected",
+    "update_available",
+];
 
 /// One `[[notify]]` target, resolved.
 #[derive(Debug, Clone)]
@@ -209,6 +220,13 @@ pub struct SourceSection {
     pub drift: Option<String>,
     /// `apply` (default), or `plan`: never change the host, show the plan.
     pub mode: Option<String>,
+    /// `auto` (default): roll a failed revision back to the last healthy
+    /// one; `off`: leave it in force and report it.
+    pub rollback: Option<String>,
+    /// How long a revision's changed containers have to become ready (3m).
+    pub deploy_timeout: Option<String>,
+    /// How long a container without a health check must run to be ready (10s).
+    pub min_ready: Option<String>,
     /// Credentials.
     #[serde(default)]
     pub auth: AuthSection,
@@ -329,6 +347,10 @@ pub struct SourceConfig {
     pub drift: moor_reconcile::DriftMode,
     /// Apply, or only plan.
     pub mode: moor_reconcile::SourceMode,
+    /// Roll a failed revision back (`rollback = "auto"`).
+    pub rollback: bool,
+    /// When a revision has failed.
+    pub limits: moor_reconcile::rollout::Limits,
     /// The age identities its SOPS-encrypted files are decrypted with.
     pub age: Option<moor_spec::AgeKeys>,
 }
@@ -664,6 +686,33 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
             what()
         ),
     };
+    let rollback = match s.rollback.as_deref() {
+        None | Some("auto") => true,
+        Some("off") => false,
+        Some(other) => bail!(
+            "{}: rollback = {other:?}: expected \"auto\" or \"off\"",
+            what()
+        ),
+    };
+    let mut limits = moor_reconcile::rollout::Limits::default();
+    if let Some(d) = &s.deploy_timeout {
+        limits.deploy_timeout =
+            parse_duration(d).with_context(|| format!("{}: deploy_timeout", what()))?;
+        if limits.deploy_timeout < Duration::from_secs(1) {
+            bail!("{}: deploy_timeout = {d:?}: at least 1s", what());
+        }
+    }
+    if let Some(d) = &s.min_ready {
+        limits.min_ready = parse_duration(d).with_context(|| format!("{}: min_ready", what()))?;
+    }
+    if limits.min_ready >= limits.deploy_timeout {
+        bail!(
+            "{}: min_ready ({}) must be shorter than deploy_timeout ({}): no revision could become ready",
+            what(),
+            moor_reconcile::rollout::human(limits.min_ready),
+            moor_reconcile::rollout::human(limits.deploy_timeout)
+        );
+    }
     let policy = match (&s.policy, &s.policy_file) {
         (Some(_), Some(_)) => bail!("{}: a [source.policy] and --policy both", what()),
         (Some(keys), None) => Some(
@@ -694,6 +743,8 @@ fn source(s: SourceSection) -> anyhow::Result<SourceConfig> {
         env_files: (!s.env_files.is_empty()).then_some(s.env_files),
         drift,
         mode,
+        rollback,
+        limits,
     })
 }
 
@@ -1011,6 +1062,47 @@ env_files = ["prod.env", "/etc/moor/app.env"]
         ] {
             let e = format!("{:#}", with(extra).expect_err(extra));
             assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn rollback_settings_are_per_source_and_checked() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let with = |extra: &str| {
+            let text = format!("[[source]]\nurl = \"{}\"\n{extra}\n", tmp.path().display());
+            resolve(Overrides {
+                config: Some(write(tmp.path(), &text)),
+                ..Overrides::default()
+            })
+        };
+        let c = with("").expect("defaults");
+        assert!(c.sources[0].rollback);
+        assert_eq!(c.sources[0].limits.deploy_timeout, Duration::from_secs(180));
+        assert_eq!(c.sources[0].limits.min_ready, Duration::from_secs(10));
+        let c =
+            with("rollback = \"off\"\ndeploy_timeout = \"5s\"\nmin_ready = \"1s\"").expect("valid");
+        assert!(!c.sources[0].rollback);
+        assert_eq!(c.sources[0].limits.deploy_timeout, Duration::from_secs(5));
+        assert_eq!(c.sources[0].limits.min_ready, Duration::from_secs(1));
+        for (extra, says) in [
+            (
+                "rollback = \"yes\"",
+                "rollback = \"yes\": expected \"auto\" or \"off\"",
+            ),
+            ("rollback = 1", "invalid type"),
+            ("deploy_timeout = \"soon\"", "deploy_timeout"),
+            ("deploy_timeout = \"0s\"", "at least 1s"),
+            (
+                "deploy_timeout = \"5s\"\nmin_ready = \"10s\"",
+                "min_ready (10s) must be shorter than deploy_timeout (5s)",
+            ),
+            (
+                "deploy_timeout = \"99999999999999999999h\"",
+                "deploy_timeout",
+            ),
+        ] {
+            let e = format!("{:#}", with(extra).expect_err(extra));
+            assert!(e.contains(says), "{extra}: {e}");
         }
     }
 

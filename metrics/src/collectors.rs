@@ -29,6 +29,8 @@ pub struct Metrics {
     drift: IntCounterVec,
     drift_left: IntGaugeVec,
     source_suspended: IntGaugeVec,
+    rollbacks: IntCounterVec,
+    revision_outcome: IntGaugeVec,
     notifications: IntCounterVec,
     notifications_dropped: IntCounter,
     queue_depth: IntGauge,
@@ -258,6 +260,18 @@ impl Metrics {
                 "1 while a source is suspended (moor suspend), 0 otherwise.",
                 &["source"],
             ),
+            rollbacks: counter_vec(
+                &r,
+                "moor_rollbacks_total",
+                "Rollbacks of a source to an earlier healthy revision (automatic or moor rollback).",
+                &["source"],
+            ),
+            revision_outcome: gauge_vec(
+                &r,
+                "moor_source_revision_outcome",
+                "1 for the outcome of the revision in force (pending, healthy, failed, rolled_back), 0 for the others.",
+                &["source", "outcome"],
+            ),
             notifications: counter_vec(
                 &r,
                 "moor_notifications_total",
@@ -356,6 +370,11 @@ impl Metrics {
                 .with_label_values(&[source, rev])
                 .set(1);
         }
+    }
+
+    /// A source the agent runs: its rollback counter starts at 0.
+    pub fn source_rollbacks(&self, source: &str) {
+        self.rollbacks.with_label_values(&[source]);
     }
 
     /// The images in use now, as `(image, reference, digest)`: replaces
@@ -583,6 +602,24 @@ impl Recorder for Metrics {
 
     fn drift(&self, kind: Kind) {
         self.drift.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    fn rollback(&self, project: &str) {
+        self.rollbacks.with_label_values(&[project]).inc();
+    }
+
+    fn revision_outcome(&self, project: &str, outcome: moor_reconcile::rollout::Outcome) {
+        use moor_reconcile::rollout::Outcome;
+        for o in [
+            Outcome::Pending,
+            Outcome::Healthy,
+            Outcome::Failed,
+            Outcome::RolledBack,
+        ] {
+            self.revision_outcome
+                .with_label_values(&[project, o.as_str()])
+                .set(i64::from(o == outcome));
+        }
     }
 
     fn drift_left(&self, project: &str, by_kind: &BTreeMap<Kind, i64>) {

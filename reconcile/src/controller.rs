@@ -10,7 +10,7 @@
 //! runs to completion; shutdown is seen between passes, so in-flight actions
 //! finish and containers keep running.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, SystemTime};
 
 use moor_spec::{DesiredState, Kind};
@@ -25,7 +25,36 @@ use crate::converge::InstancePhase;
 use crate::diff::{DiffOptions, diff, instance_name};
 use crate::gate::{DriftMode, SourceMode, gate};
 use crate::plan::{Action, Verb};
+use crate::rollout::{self, InstanceView, Limits, Outcome, RevisionRecord, Verdict};
 use crate::runtime::Runtime;
+
+/// How often a pass runs while a revision's outcome is undecided (health
+/// checks and `min_ready` change nothing a trigger would announce).
+const ROLLOUT_POLL: Duration = Duration::from_secs(1);
+
+/// How many healthy revisions' desired states the controller keeps to roll
+/// back to (in memory: since the agent started).
+pub const KEPT_GOOD: usize = 5;
+
+/// What puts a source's own files of a revision back in force before a
+/// rollback to it applies (a git source checks the commit's tree out
+/// again): called with the revision rolled back from and the one rolled
+/// back to. Blocking, and brief.
+#[derive(Clone)]
+pub struct Restore(pub std::sync::Arc<RestoreFn>);
+
+/// The function behind [`Restore`]: `(from, to)`, or why the files could
+/// not be put back.
+pub type RestoreFn = dyn Fn(&str, &str) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for Restore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Restore(..)")
+    }
+}
+
+/// Where a manual rollback's answer goes.
+pub type RollbackReply = tokio::sync::oneshot::Sender<Result<String, String>>;
 
 /// Something that asks for a reconcile.
 #[derive(Debug)]
@@ -51,6 +80,16 @@ pub enum Trigger {
     Suspend,
     /// Act again, applying the latest desired state.
     Resume,
+    /// Roll back by hand (`moor rollback`): to `to` (a revision or a
+    /// prefix of one, of the healthy revisions kept), or to the newest
+    /// healthy revision before the one in force. The revision in force is
+    /// not applied again until the source moves.
+    Rollback {
+        /// The revision to go back to.
+        to: Option<String>,
+        /// Where the answer goes.
+        reply: RollbackReply,
+    },
     /// Finish the pass under way, if any, and stop.
     Shutdown,
 }
@@ -70,6 +109,14 @@ pub struct ControllerOptions {
     pub mode: SourceMode,
     /// Start suspended (a suspension that survived a restart).
     pub suspended: bool,
+    /// When a revision has failed (`deploy_timeout`, `min_ready`).
+    pub limits: Limits,
+    /// Roll a failed revision back to the last healthy one (`rollback = "auto"`).
+    pub rollback: bool,
+    /// The revisions applied before this start (the store's history), oldest first.
+    pub history: Vec<RevisionRecord>,
+    /// Puts a source's files of a revision back before a rollback to it.
+    pub restore: Option<Restore>,
 }
 
 impl ControllerOptions {
@@ -82,6 +129,10 @@ impl ControllerOptions {
             drift: DriftMode::Correct,
             mode: SourceMode::Apply,
             suspended: false,
+            limits: Limits::default(),
+            rollback: true,
+            history: Vec::new(),
+            restore: None,
         }
     }
 }
@@ -137,6 +188,32 @@ pub struct Status {
     pub drift: Vec<Action>,
     /// What a `mode = "plan"` source would do now.
     pub planned: Vec<Action>,
+    /// The revisions applied, oldest first, each with its outcome (at most
+    /// [`rollout::HISTORY_LIMIT`]).
+    pub history: Vec<RevisionRecord>,
+    /// The last rollback, for people: `rolled back from X to Y because …`;
+    /// cleared when the source moves on.
+    pub rolled_back: Option<String>,
+    /// A revision that failed and is not applied again until the source moves.
+    pub refused_revision: Option<String>,
+    /// Drift the last pass that corrected any put right (`drift =
+    /// "correct"`): each action that succeeded on a resource changed on the
+    /// host behind moor's back.
+    pub corrected: Vec<Action>,
+    /// Passes that corrected drift so far: a new one means new `corrected`.
+    pub corrections: u64,
+}
+
+impl Status {
+    /// The outcome of the revision in force, when it has one.
+    pub fn outcome(&self) -> Option<Outcome> {
+        let rev = self.revision.as_deref()?;
+        self.history
+            .iter()
+            .rev()
+            .find(|r| r.revision == rev)
+            .map(|r| r.outcome)
+    }
 }
 
 /// Hooks for metrics; every method has a no-op default.
@@ -156,6 +233,10 @@ pub trait Recorder: Send + Sync {
     /// Resources of `project` found drifted and left so, by kind (every
     /// kind, zeros included).
     fn drift_left(&self, _project: &str, _by_kind: &BTreeMap<Kind, i64>) {}
+    /// A revision of `project` was rolled back.
+    fn rollback(&self, _project: &str) {}
+    /// The outcome of `project`'s revision in force changed.
+    fn revision_outcome(&self, _project: &str, _outcome: Outcome) {}
 }
 
 /// What one pass saw, for [`Recorder::pass_view`].
@@ -192,6 +273,12 @@ pub struct Controller<R> {
     /// Resources a pass found matching their spec: an action on one of
     /// them that no spec change asks for is drift (see `gate`).
     in_place: BTreeSet<(Kind, String)>,
+    /// The revision being judged, if its outcome is undecided.
+    rollout: Option<Rollout>,
+    /// Healthy revisions' desired states, newest last.
+    good: VecDeque<(String, DesiredState)>,
+    /// Rollbacks done since the last pass (for the recorder).
+    rollbacks: u32,
     /// Wall-clock time at `epoch`: restart backoff compares wall-clock exit
     /// times, and deriving "now" from tokio's clock keeps a paused test clock
     /// in charge of both.
@@ -202,14 +289,30 @@ impl<R: Runtime> Controller<R> {
     /// A controller over `runtime`.
     pub fn new(runtime: R, opts: ControllerOptions) -> Self {
         let suspended = opts.suspended;
+        let history = opts.history.clone();
+        let refused_revision = refused_after_restart(&history);
+        // What the rollback said, until the source moves on.
+        let rolled_back = refused_revision.as_ref().and_then(|r| {
+            history
+                .iter()
+                .rev()
+                .find(|x| x.revision == *r)
+                .and_then(|x| x.message.clone())
+        });
         Self {
             runtime,
             opts,
             desired: None,
             backoff: Backoff::default(),
             pass_backoff: Backoff::default(),
+            rollout: None,
+            good: VecDeque::new(),
+            rollbacks: 0,
             status: Status {
                 suspended,
+                refused_revision,
+                rolled_back,
+                history,
                 ..Status::default()
             },
             retries: 0,
@@ -217,6 +320,12 @@ impl<R: Runtime> Controller<R> {
             in_place: BTreeSet::new(),
             wall_epoch: (SystemTime::now(), Instant::now()),
         }
+    }
+
+    /// The status as it stands (tests).
+    #[cfg(test)]
+    pub(crate) fn status_for_tests(&self) -> &Status {
+        &self.status
     }
 
     /// The runtime, for callers that share it.
@@ -276,6 +385,27 @@ impl<R: Runtime> Controller<R> {
     fn handle(&mut self, t: Trigger) -> bool {
         match t {
             Trigger::Source { revision, result } => match result {
+                Ok(_)
+                    if revision.is_some()
+                        && revision == self.status.refused_revision
+                        && !self.status.suspended =>
+                {
+                    tracing::info!(
+                        project = %self.opts.apply.project,
+                        revision = revision.as_deref().unwrap_or("-"),
+                        "this revision failed and was rolled back: not applied again until the source moves"
+                    );
+                    self.status.source_error = Some(format!(
+                        "revision {} was rolled back: not applied again until the source moves on{}",
+                        short(revision.as_deref().unwrap_or("-")),
+                        if self.desired.is_none() {
+                            " (nothing else is in force since this start: the containers stay as they are)"
+                        } else {
+                            ""
+                        }
+                    ));
+                    false
+                }
                 Ok(desired) if self.status.suspended => {
                     tracing::info!(
                         project = %self.opts.apply.project,
@@ -294,11 +424,8 @@ impl<R: Runtime> Controller<R> {
                         resources = desired.len(),
                         "new desired state"
                     );
-                    self.desired = Some(desired);
-                    self.status.revision = revision;
+                    self.take_in(revision, desired);
                     self.status.source_error = None;
-                    // A new desired state may well fix what failed: retry everything now.
-                    self.backoff.reset();
                     true
                 }
                 Err(message) => {
@@ -329,16 +456,193 @@ impl<R: Runtime> Controller<R> {
                     tracing::info!(project = %self.opts.apply.project, "resumed");
                 }
                 self.status.suspended = false;
-                if let Some((revision, desired)) = self.pending.take() {
-                    self.desired = Some(desired);
-                    self.status.revision = revision;
-                    self.backoff.reset();
+                if let Some((revision, desired)) = self.pending.take()
+                    && (revision.is_none() || revision != self.status.refused_revision)
+                {
+                    self.take_in(revision, desired);
                 }
                 self.status.pending_revision = None;
                 self.desired.is_some()
             }
+            Trigger::Rollback { to, reply } => {
+                let result = self.rollback_by_hand(to.as_deref());
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                ok
+            }
             Trigger::Shutdown => false,
         }
+    }
+
+    /// Puts a new desired state from the source in force and starts
+    /// judging it.
+    fn take_in(&mut self, revision: Option<String>, desired: DesiredState) {
+        let moved = revision != self.status.revision || self.desired.is_none();
+        // The source moved on from a refused revision only to one never
+        // applied before: going back to the revision rolled back to (an
+        // agent restart, a revert) keeps the refusal.
+        let known = self
+            .status
+            .history
+            .iter()
+            .any(|r| Some(&r.revision) == revision.as_ref());
+        self.desired = Some(desired);
+        self.status.revision = revision.clone();
+        // A new desired state may well fix what failed: retry everything now.
+        self.backoff.reset();
+        if revision != self.status.refused_revision && !known {
+            self.status.refused_revision = None;
+            self.status.rolled_back = None;
+        }
+        if let (true, Some(rev), SourceMode::Apply) = (moved, revision, self.opts.mode) {
+            self.start_rollout(rev, true, None);
+        }
+    }
+
+    /// Starts judging `revision`, just put in force; `may_roll_back` is
+    /// false for a revision that is itself a rollback.
+    fn start_rollout(&mut self, revision: String, may_roll_back: bool, note: Option<String>) {
+        let now = self.wall_now();
+        self.rollout = Some(Rollout {
+            revision: revision.clone(),
+            applied: now,
+            changes: Vec::new(),
+            changed: BTreeSet::new(),
+            image_failures: Vec::new(),
+            may_roll_back,
+        });
+        rollout::push_history(
+            &mut self.status.history,
+            RevisionRecord {
+                revision,
+                outcome: Outcome::Pending,
+                applied_at: unix(now),
+                decided_at: None,
+                message: note,
+                changes: Vec::new(),
+                images: BTreeMap::new(),
+                specs: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// The newest record of `revision`.
+    fn record_mut(&mut self, revision: &str) -> Option<&mut RevisionRecord> {
+        self.status
+            .history
+            .iter_mut()
+            .rev()
+            .find(|r| r.revision == revision)
+    }
+
+    /// Rolls back from the revision in force to `to` (or the newest
+    /// healthy revision before it): `moor rollback`.
+    fn rollback_by_hand(&mut self, to: Option<&str>) -> Result<String, String> {
+        if self.status.suspended {
+            return Err("the source is suspended: `moor resume` it first".into());
+        }
+        if self.opts.mode == SourceMode::Plan {
+            return Err(
+                "the source only plans (mode = \"plan\"): nothing was applied to roll back".into(),
+            );
+        }
+        let current = self.status.revision.clone();
+        let kept: Vec<&str> = self.good.iter().rev().map(|(r, _)| r.as_str()).collect();
+        let target = match to {
+            Some(t) => {
+                let t = t.trim();
+                if t.len() < 4 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == ':') {
+                    return Err(format!(
+                        "{t:?} is not a revision (give at least 4 characters of one, as `moor history` shows it)"
+                    ));
+                }
+                let found: Vec<&(String, DesiredState)> = self
+                    .good
+                    .iter()
+                    .filter(|(r, _)| r.starts_with(t) || short(r).starts_with(t))
+                    .collect();
+                match found.as_slice() {
+                    [one] => (*one).clone(),
+                    [] => {
+                        return Err(format!(
+                            "revision {t} is not one of the healthy revisions kept to roll back to ({}); the agent keeps the last {KEPT_GOOD} healthy revisions applied since it started",
+                            if kept.is_empty() {
+                                "none".to_string()
+                            } else {
+                                kept.iter().map(|r| short(r)).collect::<Vec<_>>().join(", ")
+                            }
+                        ));
+                    }
+                    _ => return Err(format!("revision {t} is ambiguous: give more of it")),
+                }
+            }
+            None => match self
+                .good
+                .iter()
+                .rev()
+                .find(|(r, _)| Some(r) != current.as_ref())
+            {
+                Some(g) => g.clone(),
+                None => {
+                    return Err(
+                        "no earlier healthy revision to roll back to (the agent keeps those applied since it started)"
+                            .into(),
+                    );
+                }
+            },
+        };
+        if Some(&target.0) == current.as_ref() {
+            return Err(format!("revision {} is already in force", short(&target.0)));
+        }
+        let from = current.clone().unwrap_or_else(|| "-".into());
+        let message = format!(
+            "rolled back from {} to {} by hand (moor rollback)",
+            short(&from),
+            short(&target.0)
+        );
+        self.roll_back_to(&from, target, message.clone());
+        Ok(message)
+    }
+
+    /// Puts `target` in force in place of `from`, which is not applied
+    /// again until the source moves.
+    fn roll_back_to(&mut self, from: &str, target: (String, DesiredState), mut message: String) {
+        if let Some(restore) = self.opts.restore.clone() {
+            let run = || (restore.0)(from, &target.0);
+            let restored = if tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            {
+                tokio::task::block_in_place(run)
+            } else {
+                run()
+            };
+            if let Err(e) = restored {
+                message.push_str(&format!(
+                    " (the source's files of {} could not be put back: {e})",
+                    short(&target.0)
+                ));
+            }
+        }
+        tracing::warn!(project = %self.opts.apply.project, "{message}");
+        let now = unix(self.wall_now());
+        if let Some(r) = self.record_mut(from) {
+            r.outcome = Outcome::RolledBack;
+            r.message = Some(message.clone());
+            r.decided_at.get_or_insert(now);
+        }
+        self.status.refused_revision = Some(from.to_string());
+        self.status.rolled_back = Some(message);
+        self.status.revision = Some(target.0.clone());
+        self.desired = Some(target.1);
+        self.pending = None;
+        self.status.pending_revision = None;
+        self.backoff.reset();
+        self.start_rollout(
+            target.0,
+            false,
+            Some(format!("a rollback from {}", short(from))),
+        );
+        self.rollbacks += 1;
     }
 
     /// One reconcile pass; returns when the next one is due.
@@ -359,6 +663,12 @@ impl<R: Runtime> Controller<R> {
             .pass_inner(desired.clone(), recorder)
             .instrument(span.clone())
             .await;
+        for _ in 0..std::mem::take(&mut self.rollbacks) {
+            recorder.rollback(&self.opts.apply.project);
+        }
+        if let Some(o) = self.status.outcome() {
+            recorder.revision_outcome(&self.opts.apply.project, o);
+        }
         let ok = result.is_ok();
         let elapsed = started.elapsed();
         recorder.reconcile(ok, elapsed);
@@ -436,6 +746,12 @@ impl<R: Runtime> Controller<R> {
         });
 
         // What this source may do: drift it only reports, plans it only shows.
+        let drift_keys: BTreeSet<(Kind, String)> = plan
+            .actions
+            .iter()
+            .filter(|a| crate::gate::is_drift(a, &self.in_place))
+            .map(|a| (a.kind, a.name.clone()))
+            .collect();
         let gated = gate(
             std::mem::take(&mut plan.actions),
             &self.in_place,
@@ -608,20 +924,288 @@ impl<R: Runtime> Controller<R> {
                 self.in_place.insert((c.kind, c.name.clone()));
             }
         }
+        let corrected: Vec<Action> = outcomes
+            .iter()
+            .filter(|o| {
+                o.result.is_ok() && drift_keys.contains(&(o.action.kind, o.action.name.clone()))
+            })
+            .map(|o| o.action.clone())
+            .collect();
+        if !corrected.is_empty() {
+            self.status.corrected = corrected;
+            self.status.corrections += 1;
+        }
         self.status.drift = gated.drifted;
         self.status.planned = gated.held;
         self.status.conditions = conditions;
+        let rollout_due = if self.opts.mode == SourceMode::Apply {
+            self.judge_rollout(&desired, &observed, &plan.actions, &outcomes)
+        } else {
+            None
+        };
         // A built or pulled image's containers follow its new ID in the
         // next pass (this one diffed them against the old): run it now.
         let built = outcomes
             .iter()
             .any(|o| matches!(o.action.verb, Verb::Build | Verb::Pull) && o.result.is_ok());
-        Ok(if built {
+        let requeue = if built {
             Some(Duration::ZERO)
         } else {
             plan.requeue_after
+        };
+        Ok(match (requeue, rollout_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         })
     }
+
+    /// Feeds the revision being judged with what this pass saw and did, and
+    /// acts on the verdict: a healthy revision is kept to roll back to; a
+    /// failed one is rolled back (`rollback = "auto"`) or reported. Returns
+    /// when the next pass is due while the outcome is undecided.
+    fn judge_rollout(
+        &mut self,
+        desired: &DesiredState,
+        observed: &crate::Observed,
+        applied: &[Action],
+        outcomes: &[crate::Outcome],
+    ) -> Option<Duration> {
+        let now = self.wall_now();
+        let rollout = self.rollout.as_mut()?;
+        for a in applied {
+            if !by_revision(a) || (a.verb == Verb::Remove && a.kind != Kind::Container) {
+                continue;
+            }
+            let line = format!("{} {}: {} ({})", a.kind, a.name, a.verb, a.reason);
+            if rollout.changes.len() < 50 && !rollout.changes.contains(&line) {
+                rollout.changes.push(line);
+            }
+            if a.kind == Kind::Container
+                && matches!(a.verb, Verb::Create | Verb::Replace | Verb::Start)
+            {
+                rollout.changed.insert(a.name.clone());
+            }
+        }
+        for o in outcomes {
+            if let (Kind::Image, Err(e)) = (o.action.kind, &o.result)
+                && matches!(o.action.verb, Verb::Pull | Verb::Build)
+            {
+                rollout.image_failures.push(format!(
+                    "image {}: {} failed: {e}",
+                    o.action.name, o.action.verb
+                ));
+            }
+        }
+        // Instances of a resource no longer desired are nobody's to judge.
+        let specs: BTreeMap<String, &moor_spec::ContainerSpec> = desired
+            .containers
+            .iter()
+            .flat_map(|(n, c)| (1..=c.spec.replicas).map(move |r| (instance_name(n, r), &*c.spec)))
+            .collect();
+        let views: Vec<InstanceView> = rollout
+            .changed
+            .iter()
+            .filter_map(|name| {
+                let spec = specs.get(name)?;
+                let o = observed.containers.get(name);
+                let pending_here = applied.iter().any(|a| {
+                    a.kind == Kind::Container
+                        && a.name == *name
+                        && matches!(a.verb, Verb::Create | Verb::Replace)
+                });
+                Some(InstanceView {
+                    name: name.clone(),
+                    in_place: o.is_some() && !pending_here,
+                    phase: InstancePhase::of(spec, o),
+                    has_healthcheck: spec.healthcheck.is_some(),
+                    health: o.map(|o| o.health).unwrap_or_default(),
+                    exit_code: o.and_then(|o| match o.state {
+                        crate::ContainerState::Exited { code, .. } => Some(code),
+                        _ => None,
+                    }),
+                    restart_count: o.map_or(0, |o| o.restart_count),
+                    started_at: o.and_then(|o| o.started_at),
+                })
+            })
+            .collect();
+        // Healthy only once a pass finds nothing of the revision left to
+        // do: a built image's containers, say, follow in the next pass.
+        let verdict = rollout::judge(
+            &views,
+            rollout::Progress {
+                image_failures: &rollout.image_failures,
+                settled: !applied.iter().any(by_revision),
+            },
+            rollout.applied,
+            now,
+            self.opts.limits,
+        );
+        let revision = rollout.revision.clone();
+        let changes = rollout.changes.clone();
+        let may_roll_back = rollout.may_roll_back;
+        let images: BTreeMap<String, String> = desired
+            .images
+            .values()
+            .map(|i| i.spec.reference.to_string())
+            .chain(
+                desired
+                    .containers
+                    .values()
+                    .map(|c| c.spec.image.to_string()),
+            )
+            .filter_map(|r| observed.images.get(&r).map(|i| (r, i.digest.clone())))
+            .collect();
+        let specs: BTreeMap<String, String> = desired
+            .containers
+            .iter()
+            .map(|(n, c)| (format!("container/{n}"), c.hash.to_string()))
+            .chain(
+                desired
+                    .networks
+                    .iter()
+                    .map(|(n, r)| (format!("network/{n}"), r.hash.to_string())),
+            )
+            .chain(
+                desired
+                    .volumes
+                    .iter()
+                    .map(|(n, r)| (format!("volume/{n}"), r.hash.to_string())),
+            )
+            .chain(
+                desired
+                    .images
+                    .iter()
+                    .map(|(n, r)| (format!("image/{n}"), r.hash.to_string())),
+            )
+            .collect();
+        let stamp = unix(now);
+        if let Some(r) = self.record_mut(&revision) {
+            r.changes = changes;
+            r.images = images;
+            r.specs = specs;
+        }
+        match verdict {
+            Verdict::Pending(why) => {
+                tracing::debug!(revision = %revision, "waiting for the revision to become ready: {why}");
+                Some(ROLLOUT_POLL)
+            }
+            Verdict::Healthy => {
+                tracing::info!(revision = %revision, "revision healthy");
+                self.rollout = None;
+                if let Some(r) = self.record_mut(&revision) {
+                    r.outcome = Outcome::Healthy;
+                    r.decided_at = Some(stamp);
+                }
+                self.good.retain(|(r, _)| *r != revision);
+                self.good.push_back((revision, desired.clone()));
+                while self.good.len() > KEPT_GOOD {
+                    self.good.pop_front();
+                }
+                None
+            }
+            Verdict::Failed(why) => {
+                self.rollout = None;
+                let target = self
+                    .good
+                    .iter()
+                    .rev()
+                    .find(|(r, _)| *r != revision)
+                    .cloned();
+                match target {
+                    Some(target) if may_roll_back && self.opts.rollback => {
+                        let message = format!(
+                            "rolled back from {} to {} because {why}",
+                            short(&revision),
+                            short(&target.0)
+                        );
+                        self.roll_back_to(&revision, target, message);
+                        Some(Duration::ZERO)
+                    }
+                    target => {
+                        let left = if !may_roll_back {
+                            "it is itself a rollback; left in force"
+                        } else if !self.opts.rollback {
+                            "rollback = \"off\": left in force"
+                        } else if target.is_none() {
+                            "no earlier healthy revision to roll back to; left in force"
+                        } else {
+                            "left in force"
+                        };
+                        let message =
+                            format!("revision {} failed: {why} ({left})", short(&revision));
+                        tracing::warn!(project = %self.opts.apply.project, "{message}");
+                        if let Some(r) = self.record_mut(&revision) {
+                            r.outcome = Outcome::Failed;
+                            r.message = Some(message);
+                            r.decided_at = Some(stamp);
+                        }
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether `a` is what a revision changes, not a restart a restart policy
+/// asks for or drift put right (an unrelated container crash-looping since
+/// before is not a new revision's failure).
+fn by_revision(a: &Action) -> bool {
+    !matches!(
+        a.reason,
+        crate::Reason::Exited { .. }
+            | crate::Reason::SupervisorLost
+            | crate::Reason::Fault { .. }
+            | crate::Reason::InterruptedCreate
+            | crate::Reason::Superseded { .. }
+    )
+}
+
+/// A revision being judged.
+#[derive(Debug)]
+struct Rollout {
+    revision: String,
+    applied: SystemTime,
+    /// What its passes did, for its history.
+    changes: Vec<String>,
+    /// The container instances it created, replaced or started.
+    changed: BTreeSet<String>,
+    /// Its images that could not be pulled or built.
+    image_failures: Vec<String>,
+    /// False for a revision that is itself a rollback.
+    may_roll_back: bool,
+}
+
+/// After a restart, the revision last rolled back is still not applied
+/// until the source moves.
+pub fn refused_after_restart(history: &[RevisionRecord]) -> Option<String> {
+    history
+        .last()
+        .filter(|r| r.outcome == Outcome::RolledBack)
+        .map(|r| r.revision.clone())
+        .or_else(|| {
+            // A rollback's own record comes after the one it rolled back.
+            let n = history.len();
+            (n >= 2
+                && history[n - 2].outcome == Outcome::RolledBack
+                && history[n - 1]
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("a rollback from")))
+            .then(|| history[n - 2].revision.clone())
+        })
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The first 12 characters of a revision (after `sha256:`, for a directory's).
+pub fn short(revision: &str) -> &str {
+    let r = revision.strip_prefix("sha256:").unwrap_or(revision);
+    r.get(..12).unwrap_or(r)
 }
 
 fn ready_conditions(desired: &DesiredState) -> BTreeMap<String, Condition> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use moor_spec::DesiredState;
+use moor_spec::{DesiredState, Kind};
 use tokio::sync::{mpsc, watch};
 
 use crate::fake::FakeRuntime;
@@ -224,6 +224,17 @@ async fn resync_finds_drift_without_a_trigger() {
     h.run_for(Duration::from_secs(31)).await;
     assert_eq!(h.count("remove_network front"), 1);
     assert_eq!(h.count("create_network front"), 2);
+    // Said, for the `drift_corrected` notification.
+    let s = h.status.borrow().clone();
+    assert!(
+        s.corrected
+            .iter()
+            .any(|a| a.kind == Kind::Network && a.name == "front"),
+        "{:?}",
+        s.corrected
+    );
+    h.run_for(Duration::from_secs(31)).await;
+    assert_eq!(h.status.borrow().corrections, s.corrections, "nothing new");
 }
 
 #[tokio::test(start_paused = true)]

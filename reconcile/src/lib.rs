@@ -20,13 +20,14 @@ mod gate;
 mod observed;
 mod plan;
 mod reason;
+pub mod rollout;
 mod runtime;
 
 pub use apply::{ApplyOptions, Outcome, apply};
 pub use backoff::{BACKOFF_BASE, BACKOFF_MAX, Backoff};
 pub use controller::{
-    Condition, ConditionStatus, Controller, ControllerOptions, NoRecorder, PassView, Recorder,
-    Status, Trigger,
+    Condition, ConditionStatus, Controller, ControllerOptions, KEPT_GOOD, NoRecorder, PassView,
+    Recorder, Restore, RollbackReply, Status, Trigger, refused_after_restart, short,
 };
 pub use converge::{ConvergeError, ConvergeOptions, Convergence, InstancePhase, converge, settled};
 pub use diff::{
@@ -55,3 +56,6 @@ mod update_order_tests;
 
 #[cfg(test)]
 mod job_tests;
+
+#[cfg(test)]
+mod rollback_tests;

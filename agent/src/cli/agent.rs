@@ -94,6 +94,18 @@ pub struct AgentArgs {
     /// `apply`, or `plan`: never change the host, show the pending plan in /status.
     #[arg(long, value_name = "apply|plan")]
     pub mode: Option<String>,
+    /// A revision that fails (see --deploy-timeout): `auto` rolls it back
+    /// to the last healthy one, `off` leaves it in force [default: auto].
+    #[arg(long, value_name = "auto|off")]
+    pub rollback: Option<String>,
+    /// How long a revision's changed containers have to become ready
+    /// [default: 3m].
+    #[arg(long, value_name = "DURATION")]
+    pub deploy_timeout: Option<String>,
+    /// How long a container without a health check must run to be ready
+    /// [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub min_ready: Option<String>,
     // This host's name and labels for manifests' `target` (over the
     // configuration file's `[host]`), the size limit of a manifest file,
     // and --source's policy.

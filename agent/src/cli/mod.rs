@@ -14,6 +14,7 @@ mod dev;
 mod down;
 mod exec;
 mod export;
+mod history;
 mod image;
 mod image_history;
 mod image_inspect;
@@ -27,6 +28,7 @@ mod logs;
 mod plan;
 mod ps;
 mod reconcile;
+mod rollback;
 mod stats;
 mod status;
 mod suspend;
@@ -48,6 +50,7 @@ pub use dev::{DevCommand, DevRunArgs};
 pub use down::DownArgs;
 pub use exec::ExecArgs;
 pub use export::{ExportArgs, ExportCommand, KubernetesArgs, ServiceTypeArg};
+pub use history::HistoryArgs;
 pub use image::{ImageArgs, ImageCommand, LimitArgs};
 pub use image_history::ImageHistoryArgs;
 pub use image_inspect::ImageInspectArgs;
@@ -61,6 +64,7 @@ pub use logs::LogsArgs;
 pub use plan::PlanArgs;
 pub use ps::PsArgs;
 pub use reconcile::ReconcileArgs;
+pub use rollback::RollbackArgs;
 pub use stats::StatsArgs;
 pub use status::StatusArgs;
 pub use suspend::SuspendArgs;
@@ -124,6 +128,12 @@ pub enum Command {
     /// Ask the running agent to reconcile a source now (`--fetch`: fetch it
     /// first) and wait for the pass; corrects drift `drift = "report"` left.
     Reconcile(ReconcileArgs),
+    /// Ask the running agent to put an earlier healthy revision of a source
+    /// back in force (the one in force is not applied again until the
+    /// source moves).
+    Rollback(RollbackArgs),
+    /// List a source's revisions with their outcome, time and what changed.
+    History(HistoryArgs),
     /// List containers: running ones, or all with `--all`.
     Ps(PsArgs),
     /// Show a container's logs.

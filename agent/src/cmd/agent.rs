@@ -40,6 +40,9 @@ fn overrides(args: &AgentArgs) -> anyhow::Result<Overrides> {
         env_files: Vec::new(),
         drift: args.drift.clone(),
         mode: args.mode.clone(),
+        rollback: args.rollback.clone(),
+        deploy_timeout: args.deploy_timeout.clone(),
+        min_ready: args.min_ready.clone(),
         auth: AuthSection {
             token_file: args.token_file.clone(),
             username: args.username.clone(),

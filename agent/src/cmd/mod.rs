@@ -14,6 +14,7 @@ mod dns;
 mod down;
 mod exec;
 mod export;
+mod history;
 mod image;
 mod image_history;
 mod image_inspect;
@@ -27,6 +28,7 @@ mod plan;
 mod project;
 mod ps;
 mod reconcile;
+mod rollback;
 mod stats;
 mod status;
 mod suspend;
@@ -52,6 +54,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Suspend(args) => suspend::run(&cli.state_dir, args, true),
         Command::Resume(args) => suspend::run(&cli.state_dir, args, false),
         Command::Reconcile(args) => reconcile::run(&cli.state_dir, args),
+        Command::Rollback(args) => rollback::run(&cli.state_dir, args),
+        Command::History(args) => history::run(&cli.state_dir, args),
         Command::Ps(args) => ps::run(&cli.state_dir, args),
         Command::Logs(args) => logs::run(&cli.state_dir, args),
         Command::Exec(args) => exec::run(&cli.state_dir, args),

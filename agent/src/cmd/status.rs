@@ -52,8 +52,13 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     }
     let healthy = doc["ready"].as_bool() == Some(true)
         && doc["sources"].as_array().is_some_and(|s| {
-            s.iter()
-                .all(|s| s["error"].is_null() && s["last_error"].is_null())
+            // A failed or rolled-back revision is never a success.
+            s.iter().all(|s| {
+                s["error"].is_null()
+                    && s["last_error"].is_null()
+                    && s["rolled_back"].is_null()
+                    && s["outcome"] != "failed"
+            })
         });
     Ok(if healthy {
         ExitCode::SUCCESS
@@ -152,6 +157,22 @@ pub fn render(doc: &Value, now: f64) -> String {
                 .map(|r| format!("; revision {} waits", r.get(..12).unwrap_or(r)))
                 .unwrap_or_default();
             let _ = writeln!(out, "    suspended (moor resume to apply){pending}");
+        }
+        if let Some(m) = s["rolled_back"].as_str() {
+            let _ = writeln!(out, "    {m}");
+        } else if s["outcome"] == "failed" {
+            let _ = writeln!(
+                out,
+                "    {}",
+                s["outcome_message"]
+                    .as_str()
+                    .unwrap_or("the revision in force failed")
+            );
+        } else if s["outcome"] == "pending" {
+            let _ = writeln!(
+                out,
+                "    revision applied; waiting for its containers to become ready"
+            );
         }
         if s["mode"] == "plan" {
             let n = s["plan"].as_array().map_or(0, Vec::len);
@@ -295,5 +316,33 @@ mod tests {
         );
         assert!(out.contains("running/healthy"), "{out}");
         assert!(out.contains("create failed: boom"), "{out}");
+    }
+
+    #[test]
+    fn says_what_was_rolled_back_and_why() {
+        let doc = serde_json::json!({
+            "host": {"name": "edge-1"},
+            "ready": true,
+            "sources": [{
+                "name": "fleet", "kind": "git", "location": "x", "revision": "bbbb", "applied_revision": "aaaa",
+                "outcome": "pending",
+                "rolled_back": "rolled back from bbbb to aaaa because container web failed its health check",
+            }, {
+                "name": "other", "kind": "directory", "location": "/srv", "outcome": "failed",
+                "outcome_message": "revision cccc failed: container api is crash-looping (rollback = \"off\": left in force)",
+            }],
+            "resources": [],
+        });
+        let out = render(&doc, 1000.0);
+        assert!(
+            out.contains(
+                "    rolled back from bbbb to aaaa because container web failed its health check"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("    revision cccc failed: container api is crash-looping"),
+            "{out}"
+        );
     }
 }

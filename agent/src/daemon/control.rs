@@ -1,5 +1,6 @@
 //! The agent's control socket, `<state dir>/control.sock`: `moor suspend`,
-//! `moor resume` and `moor reconcile` talk to the running agent through it.
+//! `moor resume`, `moor reconcile` and `moor rollback` talk to the running
+//! agent through it.
 //! Start at [`serve`] (the agent's side) or [`call`] (the client's).
 //!
 //! One request per connection: a JSON line (`{"op":"suspend","source":"web"}`)
@@ -62,6 +63,15 @@ pub enum Request {
         /// Fetch the source first.
         #[serde(default)]
         fetch: bool,
+    },
+    /// Roll back to an earlier healthy revision.
+    Rollback {
+        /// The source.
+        source: String,
+        /// The revision (or a prefix of it); the last healthy one before
+        /// the revision in force when absent.
+        #[serde(default)]
+        to: Option<String>,
     },
 }
 
@@ -248,7 +258,7 @@ async fn handle(
 ) -> Reply {
     let name = match &req {
         Request::Suspend { source } | Request::Resume { source } => source,
-        Request::Reconcile { source, .. } => source,
+        Request::Reconcile { source, .. } | Request::Rollback { source, .. } => source,
     };
     let Some(h) = sources.get(name) else {
         let known: Vec<&str> = sources.keys().map(String::as_str).collect();
@@ -261,6 +271,31 @@ async fn handle(
         Request::Suspend { source } => suspend(&source, true, state_dir, h, on_suspend).await,
         Request::Resume { source } => suspend(&source, false, state_dir, h, on_suspend).await,
         Request::Reconcile { source, fetch } => reconcile(&source, fetch, h).await,
+        Request::Rollback { source, to } => rollback(&source, to, h).await,
+    }
+}
+
+/// Rolls back by hand and waits until the controller has taken it in.
+async fn rollback(source: &str, to: Option<String>, h: &Handle) -> Reply {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if h.triggers
+        .send(Trigger::Rollback { to, reply })
+        .await
+        .is_err()
+    {
+        return Reply::err("the source's controller has stopped");
+    }
+    match tokio::time::timeout(PASS_TIMEOUT, answer).await {
+        Ok(Ok(Ok(message))) => {
+            tracing::warn!(source = %source, "{message}");
+            Reply::ok(format!("{source}: {message}"))
+        }
+        Ok(Ok(Err(why))) => Reply::err(format!("{source}: {why}")),
+        Ok(Err(_)) => Reply::err("the source's controller has stopped"),
+        Err(_) => Reply::err(format!(
+            "{source}: the controller did not answer within {} s",
+            PASS_TIMEOUT.as_secs()
+        )),
     }
 }
 
@@ -411,6 +446,8 @@ mod tests {
             r#"{"op":"rm","source":"web"}"#,
             r#"{"op":"suspend"}"#,
             r#"{"op":"suspend","source":"web","extra":1}"#,
+            r#"{"op":"rollback","source":"web","to":5}"#,
+            r#"{"op":"rollback","to":"abc"}"#,
             "suspend web",
         ] {
             assert!(serde_json::from_str::<Request>(bad).is_err(), "{bad}");

@@ -9,7 +9,8 @@
 //! - `exits`: container exits, turned into triggers;
 //! - `status`: what `/status` and `/readyz` say;
 //! - `http`: the endpoint and the git webhooks;
-//! - `control`: the control socket (`moor suspend`, `resume`, `reconcile`);
+//! - `control`: the control socket (`moor suspend`, `resume`, `reconcile`, `rollback`);
+//! - `history`: each source's revision history on disk (`moor history`);
 //! - `notify`: notifications (`[[notify]]`);
 //! - `updates`: image updates (`[images.X] update`), between each source
 //!   and its controller.
@@ -18,6 +19,7 @@
 
 pub mod control;
 mod exits;
+pub mod history;
 mod http;
 mod notify;
 mod sources;
@@ -110,22 +112,45 @@ async fn serve(
         opts.drift = source.drift;
         opts.mode = source.mode;
         opts.suspended = control::is_suspended(state_dir, &source.name);
+        opts.rollback = source.rollback;
+        opts.limits = source.limits;
+        opts.history = match history::load(state_dir, &source.name) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(source = %source.name, "the revision history is unreadable and starts anew: {e:#}");
+                Vec::new()
+            }
+        };
+        if let Some(r) = opts.history.last() {
+            moor_reconcile::Recorder::revision_outcome(&*metrics, &source.name, r.outcome);
+        }
+        metrics.source_rollbacks(&source.name);
         metrics.source_suspended(&source.name, opts.suspended);
         if opts.suspended {
             tracing::warn!(source = %source.name, "suspended (since before this start): `moor resume {}` to apply again", source.name);
         }
-        let controller = Controller::new(host.clone(), opts);
-        let recorder = metrics.clone();
-        controllers.push(tokio::spawn(async move {
-            controller.run(rx, status_tx, &*recorder).await;
-        }));
+        tasks.push(tokio::spawn(history::keep(
+            state_dir.to_path_buf(),
+            source.name.clone(),
+            status_rx.clone(),
+        )));
         let status: SharedStatus = Arc::new(Mutex::new(sources::initial_status(source)));
         let wake = Arc::new(Notify::new());
         // The source's desired states pass through its image updates.
         let (source_tx, source_rx) = mpsc::channel::<Trigger>(64);
-        tasks.push(sources::start_source(
-            source, state_dir, &loader, &status, &wake, &metrics, source_tx,
-        )?);
+        let (task, restore) = sources::start_source(
+            source,
+            state_dir,
+            &loader,
+            sources::Links {
+                status: status.clone(),
+                wake: wake.clone(),
+                metrics: metrics.clone(),
+                controller: source_tx,
+            },
+            moor_reconcile::refused_after_restart(&opts.history),
+        )?;
+        tasks.push(task);
         let images: updates::Shared = Arc::default();
         let updater = updates::Updater {
             source: source.name.clone(),
@@ -136,6 +161,12 @@ async fn serve(
             view: images.clone(),
         };
         tasks.push(tokio::spawn(updater.run(source_rx, tx.clone())));
+        opts.restore = restore;
+        let controller = Controller::new(host.clone(), opts);
+        let recorder = metrics.clone();
+        controllers.push(tokio::spawn(async move {
+            controller.run(rx, status_tx, &*recorder).await;
+        }));
         if !notifier.is_empty() {
             tasks.push(tokio::spawn(
                 notifier

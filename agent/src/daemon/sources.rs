@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use moor_metrics::Metrics;
-use moor_reconcile::Trigger;
+use moor_reconcile::{Restore, Trigger};
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::{SourceConfig, SourceKind};
@@ -31,16 +31,37 @@ pub fn initial_status(source: &SourceConfig) -> SourceStatus {
     )
 }
 
-/// Starts the task that feeds `source`'s controller.
+/// What a source's task reports to and is woken by.
+#[derive(Debug)]
+pub struct Links {
+    /// The source's status.
+    pub status: SharedStatus,
+    /// Wakes a polled source at once (its webhook, `moor reconcile --fetch`).
+    pub wake: Arc<Notify>,
+    /// The agent's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The source's controller.
+    pub controller: mpsc::Sender<Trigger>,
+}
+
+/// Starts the task that feeds `source`'s controller. `held` is a revision
+/// rolled back before this start: a git source keeps the checkout in force
+/// while its remote stays on it. Returns the task, and for a git source
+/// what puts a commit's tree back in force for a rollback.
 pub fn start_source(
     source: &SourceConfig,
     state_dir: &Path,
     loader: &Loader,
-    status: &SharedStatus,
-    wake: &Arc<Notify>,
-    metrics: &Arc<Metrics>,
-    controller: mpsc::Sender<Trigger>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    links: Links,
+    held: Option<String>,
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, Option<Restore>)> {
+    let Links {
+        status,
+        wake,
+        metrics,
+        controller,
+    } = links;
+    let (status, wake, metrics) = (&status, &wake, &metrics);
     // The source's own policy, profiles and env files; a git checkout is never
     // written by a container, a directory's written parts are skipped.
     let mut loader = loader.with_profiles(&source.profiles);
@@ -65,31 +86,34 @@ pub fn start_source(
                 Written::open(state_dir, &source.name),
                 tx,
             ));
-            Ok(tokio::spawn(async move {
-                while let Some(t) = rx.recv().await {
-                    if let Trigger::Source { revision, result } = &t {
-                        metrics.source_sync(
-                            &name,
-                            revision.as_deref(),
-                            result.is_ok(),
-                            source::unix_now(),
-                        );
-                        let mut st = status.lock().expect("status poisoned");
-                        match (revision, result) {
-                            (Some(rev), Ok(_)) => {
-                                tracing::info!(source = %name, revision = %rev, "directory loaded");
-                                st.synced(rev, None);
+            Ok((
+                tokio::spawn(async move {
+                    while let Some(t) = rx.recv().await {
+                        if let Trigger::Source { revision, result } = &t {
+                            metrics.source_sync(
+                                &name,
+                                revision.as_deref(),
+                                result.is_ok(),
+                                source::unix_now(),
+                            );
+                            let mut st = status.lock().expect("status poisoned");
+                            match (revision, result) {
+                                (Some(rev), Ok(_)) => {
+                                    tracing::info!(source = %name, revision = %rev, "directory loaded");
+                                    st.synced(rev, None);
+                                }
+                                (_, Err(e)) => st.failed(e),
+                                (None, Ok(_)) => {}
                             }
-                            (_, Err(e)) => st.failed(e),
-                            (None, Ok(_)) => {}
+                        }
+                        if controller.send(t).await.is_err() {
+                            break;
                         }
                     }
-                    if controller.send(t).await.is_err() {
-                        break;
-                    }
-                }
-                watcher.abort();
-            }))
+                    watcher.abort();
+                }),
+                None,
+            ))
         }
         SourceKind::Git {
             url,
@@ -128,6 +152,7 @@ pub fn start_source(
             };
             let cache = state_dir.join("sources").join(&source.name);
             let mut repo = GitSource::open(&source.name, git, &cache);
+            repo.hold(held.as_deref());
             // What a previous run checked out goes in force at once, so a
             // restart while the remote is down keeps the host as it was —
             // once compared with its commit (and written anew if it
@@ -150,8 +175,22 @@ pub fn start_source(
             // load: after a bad commit, the state in force keeps seeing its
             // own files (bind sources next to the manifests included).
             let checker = loader.clone();
+            let repo = Arc::new(std::sync::Mutex::new(repo));
+            let restore = {
+                let repo = repo.clone();
+                Restore(Arc::new(move |from: &str, to: &str| {
+                    let mut repo = repo
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    repo.hold(Some(from));
+                    repo.restore(to)
+                }))
+            };
             let fetch = move || {
                 let mut accept = |dir: &Path| checker.load(dir).map(drop);
+                let mut repo = repo
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let s = repo.sync_checked(&mut accept).map_err(|e| {
                     if e.is_verification() {
                         tracing::error!(source = %repo.name(), "commit refused: {e}");
@@ -171,19 +210,22 @@ pub fn start_source(
                     dir: s.dir,
                 })
             };
-            Ok(tokio::spawn(source::poll::run(
-                source.name.clone(),
-                initial,
-                fetch,
-                *interval,
-                wake.clone(),
-                loader.clone(),
-                Sinks {
-                    status: status.clone(),
-                    metrics: metrics.clone(),
-                    triggers: controller,
-                },
-            )))
+            Ok((
+                tokio::spawn(source::poll::run(
+                    source.name.clone(),
+                    initial,
+                    fetch,
+                    *interval,
+                    wake.clone(),
+                    loader.clone(),
+                    Sinks {
+                        status: status.clone(),
+                        metrics: metrics.clone(),
+                        triggers: controller,
+                    },
+                )),
+                Some(restore),
+            ))
         }
     }
 }

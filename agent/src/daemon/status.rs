@@ -114,6 +114,18 @@ impl StatusSource for AgentStatus {
             source["ready"] = c.ready.into();
             source["suspended"] = c.suspended.into();
             source["pending_revision"] = c.pending_revision.clone().into();
+            source["outcome"] = c.outcome().map(|o| o.as_str()).into();
+            source["outcome_message"] = c
+                .revision
+                .as_deref()
+                .and_then(|rev| c.history.iter().rev().find(|r| r.revision == rev))
+                .and_then(|r| r.message.clone())
+                .into();
+            source["rolled_back"] = c.rolled_back.clone().into();
+            source["refused_revision"] = c.refused_revision.clone().into();
+            source["rollback"] = if s.config.rollback { "auto" } else { "off" }.into();
+            source["deploy_timeout"] = s.config.limits.deploy_timeout.as_secs_f64().into();
+            source["min_ready"] = s.config.limits.min_ready.as_secs_f64().into();
             source["drift_mode"] = serde_json::to_value(s.config.drift).expect("plain data");
             source["mode"] = serde_json::to_value(s.config.mode).expect("plain data");
             source["drift"] = c

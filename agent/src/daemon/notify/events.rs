@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
+use moor_reconcile::rollout::Outcome;
 use moor_reconcile::{ConditionStatus, Status};
 use serde::Serialize;
 use sha2::Sha256;
@@ -21,6 +22,15 @@ pub enum EventKind {
     Failed,
     /// A resource that had failed is as its manifest says again.
     Recovered,
+    /// A revision failed and an earlier healthy one was put back in force
+    /// (or a person rolled back with `moor rollback`).
+    RolledBack,
+    /// A container exits again and again: its restart waits out the
+    /// crash-loop backoff.
+    CrashLooping,
+    /// A resource changed on the host behind moor's back was put back
+    /// (`drift = "correct"`).
+    DriftCorrected,
     /// A registry has a newer image than the one in force (`[images.X]
     /// update` with `policy = "notify"`); nothing was changed.
     UpdateAvailable,
@@ -33,6 +43,9 @@ impl EventKind {
             EventKind::Applied => "applied",
             EventKind::Failed => "failed",
             EventKind::Recovered => "recovered",
+            EventKind::RolledBack => "rolled_back",
+            EventKind::CrashLooping => "crash_looping",
+            EventKind::DriftCorrected => "drift_corrected",
             EventKind::UpdateAvailable => "update_available",
         }
     }
@@ -57,6 +70,13 @@ pub struct Event {
 /// not failures.
 fn failing(status: ConditionStatus, reason: &str) -> bool {
     status == ConditionStatus::Failed && reason != "Drifted"
+}
+
+/// A container waiting out its crash-loop backoff before a restart.
+fn crash_looping(c: &moor_reconcile::Condition) -> bool {
+    c.kind == moor_spec::Kind::Container
+        && c.status == ConditionStatus::Progressing
+        && c.reason == "BackingOff"
 }
 
 /// Follows one source's controller status and says what changed.
@@ -103,7 +123,21 @@ impl Tracker {
                 ));
             }
         }
+        let was_looping = |key: &str| prev.conditions.get(key).is_some_and(crash_looping);
         for (key, c) in &cur.conditions {
+            if crash_looping(c) && !was_looping(key) {
+                out.push(event(
+                    EventKind::CrashLooping,
+                    Some(key.clone()),
+                    c.message.clone(),
+                ));
+            } else if c.status == ConditionStatus::Ready && was_looping(key) {
+                out.push(event(
+                    EventKind::Recovered,
+                    Some(key.clone()),
+                    "runs again".into(),
+                ));
+            }
             if failing(c.status, c.reason) && !was_failing(key) {
                 out.push(event(
                     EventKind::Failed,
@@ -118,18 +152,57 @@ impl Tracker {
                 ));
             }
         }
+        if let Some(m) = &cur.rolled_back
+            && prev.rolled_back.as_ref() != Some(m)
+        {
+            out.push(event(EventKind::RolledBack, None, m.clone()));
+        }
+        // A revision that failed and was left in force (rollback = "off",
+        // or nothing to roll back to).
+        let failed_record = |st: &Status| {
+            st.revision.as_deref().and_then(|rev| {
+                st.history
+                    .iter()
+                    .rev()
+                    .find(|r| r.revision == rev)
+                    .filter(|r| r.outcome == Outcome::Failed)
+                    .map(|r| (r.applied_at, r.message.clone()))
+            })
+        };
+        if let Some((at, m)) = failed_record(cur)
+            && failed_record(prev).map(|(a, _)| a) != Some(at)
+        {
+            out.push(event(
+                EventKind::Failed,
+                None,
+                m.unwrap_or_else(|| "the revision failed".into()),
+            ));
+        }
         if cur.revision != prev.revision {
             self.changed = true;
         }
         let passed = cur.reconciles > prev.reconciles;
+        if cur.corrections != prev.corrections {
+            for a in &cur.corrected {
+                out.push(event(
+                    EventKind::DriftCorrected,
+                    Some(format!("{}/{}", a.kind, a.name)),
+                    format!("changed on the host; put back: {} ({})", a.verb, a.reason),
+                ));
+            }
+        }
         let clean = cur.last_error.is_none()
             && !cur.suspended
             && cur
                 .conditions
                 .values()
                 .all(|c| c.status == ConditionStatus::Ready);
+        // Applied means healthy: a revision still being judged, or one that
+        // failed, is not reported as a success.
+        let healthy = matches!(cur.outcome(), None | Some(Outcome::Healthy));
         if passed
             && clean
+            && healthy
             && cur.revision.is_some()
             && (cur.revision != self.applied || self.changed)
         {
@@ -196,7 +269,8 @@ impl Suppressor {
                 }
                 Admit::Send(ev)
             }
-            EventKind::Failed => match self.failing.get_mut(&key) {
+            EventKind::RolledBack | EventKind::DriftCorrected => Admit::Send(ev),
+            EventKind::Failed | EventKind::CrashLooping => match self.failing.get_mut(&key) {
                 None => {
                     self.failing.insert(key, (now, 0));
                     Admit::Send(ev)
@@ -335,6 +409,105 @@ mod tests {
                 (EventKind::Applied, None)
             ]
         );
+    }
+
+    #[test]
+    fn rollbacks_crash_loops_and_failed_revisions_are_events_and_never_applied() {
+        use ConditionStatus::*;
+        use moor_reconcile::rollout::RevisionRecord;
+        let rec = |rev: &str, outcome, at, message: Option<&str>| RevisionRecord {
+            revision: rev.into(),
+            outcome,
+            applied_at: at,
+            decided_at: None,
+            message: message.map(str::to_string),
+            changes: Vec::new(),
+            images: Default::default(),
+            specs: Default::default(),
+        };
+        let mut t = Tracker::default();
+        let s0 = Status::default();
+        let mut ok1 = status("r1", 1, Ready, "Applied");
+        ok1.history = vec![rec("r1", Outcome::Healthy, 1, None)];
+        assert_eq!(kinds(&t.step("s", &s0, &ok1)), [(EventKind::Applied, None)]);
+        // r2 applied, still being judged: not "applied".
+        let mut r2 = status("r2", 2, Ready, "Applied");
+        r2.history = vec![ok1.history[0].clone(), rec("r2", Outcome::Pending, 2, None)];
+        assert!(t.step("s", &ok1, &r2).is_empty());
+        // Its container exits and waits out its backoff: crash looping.
+        let mut looping = status("r2", 3, Progressing, "BackingOff");
+        looping.history = r2.history.clone();
+        assert_eq!(
+            kinds(&t.step("s", &r2, &looping)),
+            [(EventKind::CrashLooping, Some("container/web"))]
+        );
+        // Rolled back to r1: one event saying so, then r1 applied (healthy).
+        let mut back = status("r1", 4, Ready, "Applied");
+        back.rolled_back =
+            Some("rolled back from r2 to r1 because container web is crash-looping".into());
+        back.history = vec![
+            ok1.history[0].clone(),
+            rec("r2", Outcome::RolledBack, 2, None),
+            rec("r1", Outcome::Healthy, 4, Some("a rollback from r2")),
+        ];
+        let evs = t.step("s", &looping, &back);
+        assert_eq!(
+            kinds(&evs),
+            [
+                (EventKind::Recovered, Some("container/web")),
+                (EventKind::RolledBack, None),
+                (EventKind::Applied, None)
+            ]
+        );
+        assert!(evs[1].message.starts_with("rolled back from r2 to r1"));
+        let mut again = back.clone();
+        again.reconciles = 5;
+        assert!(
+            t.step("s", &back, &again).is_empty(),
+            "a rollback is news once"
+        );
+        // rollback = "off": the revision failed and stays; said once.
+        let mut r3 = status("r3", 6, Ready, "UpToDate");
+        r3.history = vec![rec("r3", Outcome::Failed, 6, Some("revision r3 failed: x"))];
+        let evs = t.step("s", &again, &r3);
+        assert_eq!(kinds(&evs), [(EventKind::Failed, None)]);
+        assert_eq!(evs[0].message, "revision r3 failed: x");
+        let mut r3b = r3.clone();
+        r3b.reconciles = 7;
+        assert!(t.step("s", &r3, &r3b).is_empty());
+    }
+
+    #[test]
+    fn corrected_drift_is_an_event_per_resource_and_pass() {
+        use ConditionStatus::*;
+        use moor_reconcile::{Action, Reason, Verb};
+        let mut t = Tracker::default();
+        let ok = status("r1", 1, Ready, "Applied");
+        t.step("s", &Status::default(), &ok);
+        let mut fixed = status("r1", 2, Ready, "Applied");
+        let action = Action {
+            kind: Kind::Network,
+            name: "front".into(),
+            verb: Verb::Create,
+            reason: Reason::NotOnHost,
+            start_first: false,
+        };
+        fixed.corrected = vec![action];
+        fixed.corrections = 1;
+        let evs = t.step("s", &ok, &fixed);
+        assert_eq!(
+            kinds(&evs),
+            [(EventKind::DriftCorrected, Some("network/front"))]
+        );
+        assert!(
+            evs[0]
+                .message
+                .starts_with("changed on the host; put back: create"),
+            "{}",
+            evs[0].message
+        );
+        // The same status seen again (no new pass) says nothing.
+        assert!(t.step("s", &fixed, &fixed).is_empty());
     }
 
     fn failed(resource: &str) -> Event {

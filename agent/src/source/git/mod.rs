@@ -353,6 +353,9 @@ pub struct GitSource {
     current: Option<(Oid, PathBuf)>,
     /// The last commit the caller refused: (commit, its directory, why).
     refused: Option<(Oid, PathBuf, String)>,
+    /// A head that was rolled back: while the remote stays on it, the
+    /// checkout in force stays (see [`GitSource::hold`]).
+    held: Option<Oid>,
 }
 
 /// Decides whether a checked-out tree (the directory manifests load from)
@@ -407,6 +410,38 @@ impl GitSource {
             cache: cache_dir.to_path_buf(),
             current: None,
             refused: None,
+            held: None,
+        }
+    }
+
+    /// Keeps the checkout in force while the remote's head is `commit` (a
+    /// revision rolled back): a sync then reports that head with the
+    /// directory in force, and checks out only a head that moved on.
+    /// `None`, or an id that is not one, holds nothing.
+    pub fn hold(&mut self, commit: Option<&str>) {
+        self.held = commit.and_then(|c| Oid::from_str(c).ok());
+    }
+
+    /// Puts `commit`'s tree back in force (a rollback to it): written anew
+    /// from the local clone and swapped in as `current`, so that the files
+    /// its manifests name (bind sources, env files) are its own again.
+    /// Blocking.
+    pub fn restore(&mut self, commit: &str) -> Result<(), String> {
+        let oid = Oid::from_str(commit).map_err(|_| format!("{commit:?} is not a commit id"))?;
+        if self.in_force() == Some(oid) && self.dir_for_current().is_dir() {
+            return Ok(());
+        }
+        let url = self.url.clone()?;
+        let repo = Repository::open_bare(self.repo_dir())
+            .map_err(|e| format!("opening the local clone: {}", e.message()))?;
+        let c = repo
+            .find_commit(oid)
+            .map_err(|e| format!("commit {oid} is not in the local clone: {}", e.message()))?;
+        match self.check_out(&repo, &url, &c, &mut |_| Ok(())) {
+            Ok(None) => Ok(()),
+            Ok(Some((_, why))) => Err(why),
+            Err(Failure::Final(e)) => Err(e.to_string()),
+            Err(Failure::Damaged(why)) => Err(why),
         }
     }
 
@@ -687,6 +722,21 @@ impl GitSource {
         let signer = self.verify(&repo, url, oid)?;
         self.refuse_rollback(&repo, url, oid)?;
         let subject = summary(&commit);
+        if self.held.is_some_and(|h| h != oid) {
+            // The remote moved on from the head rolled back.
+            self.held = None;
+        }
+        if self.held == Some(oid) && self.dir_for_current().is_dir() {
+            return Ok(Synced {
+                commit: oid.to_string(),
+                subject,
+                dir: self.dir_for_current(),
+                refused: None,
+                signer,
+                recloned: None,
+                repaired: None,
+            });
+        }
 
         let unchanged = self
             .current

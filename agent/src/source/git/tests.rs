@@ -1032,3 +1032,68 @@ fn a_tampered_checkout_is_not_trusted_at_start() {
     let s = moved.sync().expect("sync");
     assert_eq!(read(&s, "app.toml"), "[containers.app]\n");
 }
+
+#[test]
+fn a_rolled_back_head_is_held_and_the_good_tree_restored() {
+    if !require(&["git"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let good = f.commit(&[("app.toml", "good"), ("site/index.txt", "v1")], "good");
+    let cache = f.cache("s");
+    let mut src = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
+    src.sync().expect("first sync");
+    let bad = f.commit(&[("app.toml", "bad"), ("site/index.txt", "v2")], "bad");
+    let s = src.sync().expect("sync bad");
+    assert_eq!(
+        (s.commit.as_str(), read(&s, "site/index.txt").as_str()),
+        (bad.as_str(), "v2")
+    );
+
+    // Rolled back: the good tree is in force again, at the same path.
+    src.hold(Some(&bad));
+    src.restore(&good).expect("restored");
+    assert_eq!(
+        std::fs::read_to_string(cache.join("current/site/index.txt")).unwrap(),
+        "v1"
+    );
+    // Polls on the held head keep it so.
+    for _ in 0..2 {
+        let s = src.sync().expect("sync held");
+        assert_eq!(s.commit, bad, "the remote's head is reported");
+        assert_eq!(s.dir, cache.join("current"));
+        assert_eq!(read(&s, "app.toml"), "good", "the good tree stays in force");
+    }
+    // Restoring what is in force does nothing; hostile ids are refused.
+    src.restore(&good).expect("already in force");
+    for bad_id in [
+        "",
+        "../../etc",
+        "zz",
+        "0000000000000000000000000000000000000000",
+    ] {
+        assert!(src.restore(bad_id).is_err(), "{bad_id:?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(cache.join("current/app.toml")).unwrap(),
+        "good"
+    );
+
+    // The remote moves on: its new head is checked out, the hold is over.
+    let next = f.commit(&[("app.toml", "next"), ("site/index.txt", "v3")], "next");
+    let s = src.sync().expect("sync next");
+    assert_eq!(
+        (s.commit.as_str(), read(&s, "app.toml").as_str()),
+        (next.as_str(), "next")
+    );
+    // A hold held across a restart (the agent passes it from its history).
+    let mut again = GitSource::open("s", config(f.file_url(), Some("main")), &cache);
+    again.hold(Some(&next));
+    again.last_checkout().expect("last checkout");
+    again.restore(&good).expect("restored after a restart");
+    let s = again.sync().expect("sync held");
+    assert_eq!(
+        (s.commit.as_str(), read(&s, "app.toml").as_str()),
+        (next.as_str(), "good")
+    );
+}

@@ -1,0 +1,497 @@
+//! Whether a revision became healthy: the pure judgement behind rollback.
+//! Start at [`judge`].
+//!
+//! A revision is judged on the container instances it changed (those a pass
+//! of the revision created, replaced or started). It is **healthy** once
+//! every one of them is in place and either passes its health check, or,
+//! without one, has been running for `min_ready`, or is a job (a restart
+//! policy that leaves it exited) that exited 0. It has **failed** as soon as
+//! one fails its health check, crash-loops, is a job that exited non-zero,
+//! or its image cannot be pulled or built; and when `deploy_timeout` has
+//! passed since it was applied without every changed instance being ready.
+//! The controller feeds this with what each pass observed, and acts on the
+//! verdict (rolls back, or reports); nothing here touches the host or the
+//! clock.
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::converge::InstancePhase;
+use crate::observed::Health;
+
+/// Restarts by moor after which an instance that exits again is
+/// crash-looping.
+pub const CRASH_LOOP_RESTARTS: u32 = 3;
+
+/// How a revision is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long the changed containers have to become ready.
+    pub deploy_timeout: Duration,
+    /// How long a container without a health check must run, without
+    /// exiting, to count as ready.
+    pub min_ready: Duration,
+}
+
+impl Default for Limits {
+    /// A 3-minute deploy timeout and a 10-second `min_ready`.
+    fn default() -> Self {
+        Self {
+            deploy_timeout: Duration::from_secs(180),
+            min_ready: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One changed container instance, as a pass saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceView {
+    /// Its instance name (`web`, `web-2`).
+    pub name: String,
+    /// Whether the host runs what the revision asks for (no create,
+    /// replace or start of it is still due).
+    pub in_place: bool,
+    /// Its phase against its spec.
+    pub phase: InstancePhase,
+    /// Whether its spec has a health check.
+    pub has_healthcheck: bool,
+    /// Its health.
+    pub health: Health,
+    /// Its last exit code, when it has exited.
+    pub exit_code: Option<i32>,
+    /// Restarts by moor since it was created.
+    pub restart_count: u32,
+    /// When its process last started.
+    pub started_at: Option<SystemTime>,
+}
+
+/// A revision's outcome, as recorded in its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Applied; its containers have not all become ready yet.
+    Pending,
+    /// Every container it changed became ready.
+    Healthy,
+    /// It failed and stays in force (`rollback = "off"`, or nothing to roll back to).
+    Failed,
+    /// It failed (or a person asked) and an earlier revision was applied instead.
+    RolledBack,
+}
+
+impl Outcome {
+    /// The outcome as a word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pending => "pending",
+            Outcome::Healthy => "healthy",
+            Outcome::Failed => "failed",
+            Outcome::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// How many revisions a source's history keeps (the newest).
+pub const HISTORY_LIMIT: usize = 20;
+
+/// One applied revision and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionRecord {
+    /// The source's revision (a git commit, a directory's content hash).
+    pub revision: String,
+    /// What became of it.
+    pub outcome: Outcome,
+    /// When it was applied, in seconds since the Unix epoch.
+    pub applied_at: u64,
+    /// When its outcome was decided, in seconds since the Unix epoch.
+    #[serde(default)]
+    pub decided_at: Option<u64>,
+    /// Why it failed or was rolled back, or what it rolled back from.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// What its passes changed on the host (`container web: replace (…)`).
+    #[serde(default)]
+    pub changes: Vec<String>,
+    /// The image digest each image reference resolved to, when decided.
+    #[serde(default)]
+    pub images: std::collections::BTreeMap<String, String>,
+    /// Each resource's spec hash (`container/web` → `sha256:…`).
+    #[serde(default)]
+    pub specs: std::collections::BTreeMap<String, String>,
+}
+
+/// Appends `record` to `history`, keeping the newest [`HISTORY_LIMIT`].
+pub fn push_history(history: &mut Vec<RevisionRecord>, record: RevisionRecord) {
+    history.push(record);
+    let extra = history.len().saturating_sub(HISTORY_LIMIT);
+    history.drain(..extra);
+}
+
+/// What [`judge`] says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not decided yet: what it waits for.
+    Pending(String),
+    /// Every changed instance is ready.
+    Healthy,
+    /// It failed: why, for people.
+    Failed(String),
+}
+
+/// What a pass saw of a revision, besides its instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress<'a> {
+    /// The pulls and builds of its images that failed (each a message
+    /// naming the image).
+    pub image_failures: &'a [String],
+    /// Whether the pass had nothing of the revision left to do (a built
+    /// image's containers, say, follow in the pass after the build).
+    pub settled: bool,
+}
+
+/// Judges a revision applied at `applied` from its changed instances as
+/// seen `now`, and what else the pass saw of it.
+pub fn judge(
+    instances: &[InstanceView],
+    progress: Progress<'_>,
+    applied: SystemTime,
+    now: SystemTime,
+    limits: Limits,
+) -> Verdict {
+    if let Some(f) = progress.image_failures.first() {
+        return Verdict::Failed(f.clone());
+    }
+    let mut waiting = Vec::new();
+    if !progress.settled {
+        waiting.push("its changes are still being applied".to_string());
+    }
+    for i in instances {
+        match instance(i, now, limits.min_ready) {
+            Ok(None) => {}
+            Ok(Some(why)) => waiting.push(why),
+            Err(why) => return Verdict::Failed(why),
+        }
+    }
+    if waiting.is_empty() {
+        return Verdict::Healthy;
+    }
+    let elapsed = now.duration_since(applied).unwrap_or_default();
+    if elapsed >= limits.deploy_timeout {
+        return Verdict::Failed(format!(
+            "not ready within deploy_timeout ({}): {}",
+            human(limits.deploy_timeout),
+            waiting.join("; ")
+        ));
+    }
+    Verdict::Pending(waiting.join("; "))
+}
+
+/// `Ok(None)`: ready; `Ok(Some(why))`: not yet; `Err(why)`: failed.
+fn instance(
+    i: &InstanceView,
+    now: SystemTime,
+    min_ready: Duration,
+) -> Result<Option<String>, String> {
+    let name = &i.name;
+    // What is not in place yet is the container it replaces, whose health
+    // says nothing of this revision.
+    if !i.in_place {
+        return Ok(Some(format!("container {name} is not in place yet")));
+    }
+    if i.health == Health::Unhealthy {
+        return Err(format!("container {name} failed its health check"));
+    }
+    match i.phase {
+        InstancePhase::Running if i.has_healthcheck => Ok(None),
+        InstancePhase::Running => {
+            let up = i
+                .started_at
+                .map(|t| now.duration_since(t).unwrap_or_default())
+                .unwrap_or_default();
+            if up >= min_ready {
+                Ok(None)
+            } else {
+                Ok(Some(format!(
+                    "container {name} has run {} of the {} min_ready",
+                    human(up),
+                    human(min_ready)
+                )))
+            }
+        }
+        InstancePhase::Starting => Ok(Some(format!(
+            "container {name} has not passed its health check yet"
+        ))),
+        InstancePhase::Done => match i.exit_code {
+            Some(0) | None => Ok(None),
+            Some(code) => Err(format!("container {name} (a job) exited with code {code}")),
+        },
+        InstancePhase::Restarting => {
+            let code = i
+                .exit_code
+                .map_or_else(String::new, |c| format!(" with code {c}"));
+            if i.restart_count >= CRASH_LOOP_RESTARTS {
+                Err(format!(
+                    "container {name} is crash-looping (exited{code} after {} restarts)",
+                    i.restart_count
+                ))
+            } else {
+                Ok(Some(format!("container {name} exited{code}")))
+            }
+        }
+        InstancePhase::Absent | InstancePhase::Down => {
+            Ok(Some(format!("container {name} is not running")))
+        }
+    }
+}
+
+/// A duration for people: `5s`, `3m`, `1m30s`, `250ms`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
+
+    fn at(s: u64) -> SystemTime {
+        T0 + Duration::from_secs(s)
+    }
+
+    fn quiet() -> Progress<'static> {
+        Progress {
+            image_failures: &[],
+            settled: true,
+        }
+    }
+
+    #[test]
+    fn changes_still_applied_wait_and_time_out() {
+        let busy = Progress {
+            image_failures: &[],
+            settled: false,
+        };
+        assert!(matches!(
+            judge(&[], busy, at(0), at(10), limits()),
+            Verdict::Pending(w) if w == "its changes are still being applied"
+        ));
+        assert!(matches!(
+            judge(&[], busy, at(0), at(60), limits()),
+            Verdict::Failed(w) if w.contains("its changes are still being applied")
+        ));
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            deploy_timeout: Duration::from_secs(60),
+            min_ready: Duration::from_secs(5),
+        }
+    }
+
+    fn running(name: &str, since: u64) -> InstanceView {
+        InstanceView {
+            name: name.into(),
+            in_place: true,
+            phase: InstancePhase::Running,
+            has_healthcheck: false,
+            health: Health::None,
+            exit_code: None,
+            restart_count: 0,
+            started_at: Some(at(since)),
+        }
+    }
+
+    #[test]
+    fn nothing_changed_is_healthy_at_once() {
+        assert_eq!(
+            judge(&[], quiet(), at(0), at(0), limits()),
+            Verdict::Healthy
+        );
+    }
+
+    #[test]
+    fn without_a_health_check_min_ready_decides() {
+        let v = [running("web", 10)];
+        assert!(matches!(
+            judge(&v, quiet(), at(10), at(12), limits()),
+            Verdict::Pending(w) if w.contains("web has run 2s of the 5s min_ready")
+        ));
+        assert_eq!(
+            judge(&v, quiet(), at(10), at(15), limits()),
+            Verdict::Healthy
+        );
+    }
+
+    #[test]
+    fn a_health_check_decides_when_there_is_one() {
+        let mut v = running("web", 10);
+        v.has_healthcheck = true;
+        v.phase = InstancePhase::Starting;
+        v.health = Health::Starting;
+        assert!(matches!(
+            judge(std::slice::from_ref(&v), quiet(), at(10), at(50), limits()),
+            Verdict::Pending(_)
+        ));
+        v.phase = InstancePhase::Running;
+        v.health = Health::Healthy;
+        // Healthy at once: min_ready is for containers without a check.
+        assert_eq!(
+            judge(std::slice::from_ref(&v), quiet(), at(10), at(10), limits()),
+            Verdict::Healthy
+        );
+        v.health = Health::Unhealthy;
+        assert_eq!(
+            judge(&[v], quiet(), at(10), at(11), limits()),
+            Verdict::Failed("container web failed its health check".into())
+        );
+    }
+
+    #[test]
+    fn the_deploy_timeout_fails_what_is_still_waiting() {
+        let mut v = running("web", 10);
+        v.in_place = false;
+        assert!(matches!(
+            judge(std::slice::from_ref(&v), quiet(), at(10), at(69), limits()),
+            Verdict::Pending(_)
+        ));
+        assert_eq!(
+            judge(&[v], quiet(), at(10), at(70), limits()),
+            Verdict::Failed(
+                "not ready within deploy_timeout (1m): container web is not in place yet".into()
+            )
+        );
+    }
+
+    #[test]
+    fn the_health_of_what_is_being_replaced_is_not_judged() {
+        let mut v = running("web", 10);
+        v.in_place = false;
+        v.has_healthcheck = true;
+        v.health = Health::Unhealthy;
+        assert!(matches!(
+            judge(&[v], quiet(), at(10), at(11), limits()),
+            Verdict::Pending(w) if w == "container web is not in place yet"
+        ));
+    }
+
+    #[test]
+    fn a_crash_loop_fails_before_the_timeout() {
+        let mut v = running("web", 10);
+        v.phase = InstancePhase::Restarting;
+        v.exit_code = Some(1);
+        v.restart_count = 1;
+        assert!(matches!(
+            judge(std::slice::from_ref(&v), quiet(), at(10), at(20), limits()),
+            Verdict::Pending(w) if w == "container web exited with code 1"
+        ));
+        v.restart_count = CRASH_LOOP_RESTARTS;
+        assert_eq!(
+            judge(&[v], quiet(), at(10), at(20), limits()),
+            Verdict::Failed(
+                "container web is crash-looping (exited with code 1 after 3 restarts)".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_job_that_exits_zero_is_no_failure_and_one_that_exits_non_zero_is() {
+        let mut job = running("migrate", 10);
+        job.phase = InstancePhase::Done;
+        job.exit_code = Some(0);
+        // Exited at once, well under min_ready: done is done.
+        assert_eq!(
+            judge(
+                std::slice::from_ref(&job),
+                quiet(),
+                at(10),
+                at(10),
+                limits()
+            ),
+            Verdict::Healthy
+        );
+        job.exit_code = Some(2);
+        assert_eq!(
+            judge(&[job], quiet(), at(10), at(10), limits()),
+            Verdict::Failed("container migrate (a job) exited with code 2".into())
+        );
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_pulled_fails_at_once() {
+        let v = [running("web", 0)];
+        assert_eq!(
+            judge(
+                &v,
+                Progress {
+                    image_failures: &["image x: pull failed: 404".into()],
+                    settled: true,
+                },
+                at(0),
+                at(100),
+                limits()
+            ),
+            Verdict::Failed("image x: pull failed: 404".into())
+        );
+    }
+
+    #[test]
+    fn one_failure_among_ready_instances_fails_the_revision() {
+        let mut bad = running("api", 0);
+        bad.health = Health::Unhealthy;
+        bad.has_healthcheck = true;
+        let v = [running("web", 0), bad];
+        assert!(
+            matches!(judge(&v, quiet(), at(0), at(30), limits()), Verdict::Failed(w) if w.contains("api"))
+        );
+    }
+
+    #[test]
+    fn a_clock_that_went_back_waits_rather_than_fails() {
+        let v = [running("web", 100)];
+        assert!(matches!(
+            judge(&v, quiet(), at(100), at(50), limits()),
+            Verdict::Pending(_)
+        ));
+    }
+
+    #[test]
+    fn history_keeps_the_newest() {
+        let mut h = Vec::new();
+        for i in 0..(HISTORY_LIMIT + 5) {
+            push_history(
+                &mut h,
+                RevisionRecord {
+                    revision: format!("r{i}"),
+                    outcome: Outcome::Healthy,
+                    applied_at: i as u64,
+                    decided_at: None,
+                    message: None,
+                    changes: Vec::new(),
+                    images: Default::default(),
+                    specs: Default::default(),
+                },
+            );
+        }
+        assert_eq!(h.len(), HISTORY_LIMIT);
+        assert_eq!(h[0].revision, "r5");
+        assert_eq!(h.last().map(|r| r.revision.as_str()), Some("r24"));
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human(Duration::from_secs(180)), "3m");
+        assert_eq!(human(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human(Duration::from_secs(5)), "5s");
+        assert_eq!(human(Duration::from_millis(250)), "250ms");
+    }
+}
