@@ -18,9 +18,8 @@ where
     R: Send,
     F: Fn(&T) -> R + Sync,
 {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len().div_ceil(per_thread.max(1)));
+    let wanted = items.len().div_ceil(per_thread.max(1));
+    let threads = if wanted <= 1 { 1 } else { cores().min(wanted) };
     if threads <= 1 {
         return items.iter().map(f).collect();
     }
@@ -53,6 +52,13 @@ where
         out.extend(results);
     }
     out
+}
+
+/// The cores this process may use, asked once: the answer reads the
+/// cgroup's CPU quota (several files), and every load asks.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 #[cfg(test)]
