@@ -16,10 +16,14 @@
 //! Why not `moor`: it is the root daemon that talks to git remotes,
 //! registries and HTTP clients, with libgit2, libssh2 and zlib linked in;
 //! its code must be randomised (ASLR), and it is one process, not one per
-//! container.
+//! container. Its relative relocations (some 70,000) are packed instead
+//! (`-z pack-relative-relocs`, DT_RELR: glibc 2.36 and binutils 2.38 or
+//! later): a table of a few kilobytes instead of 1.2 MB that the loader
+//! reads at every start of every command.
 fn main() {
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
         println!("cargo:rustc-link-arg-bin=moor-shim=-no-pie");
+        println!("cargo:rustc-link-arg-bin=moor=-Wl,-z,pack-relative-relocs");
     }
     println!("cargo:rerun-if-changed=build.rs");
 }
