@@ -164,14 +164,19 @@ impl Hierarchies {
 
     /// True when cgroup `path` is frozen (or freezing).
     pub fn frozen(&self, path: &str) -> bool {
-        match self.freezer(path) {
-            Some(Freezer::V1(dir)) => fs::read_to_string(dir.join("freezer.state"))
-                .is_ok_and(|s| matches!(s.trim(), "FROZEN" | "FREEZING")),
-            Some(Freezer::V2(dir)) => {
-                fs::read_to_string(dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+        // Read rather than looked up first (as [`Self::freezer`] does): a
+        // missing file answers too, and every pass asks for every container.
+        let rel = path.trim_start_matches('/');
+        if let Some(dir) = self.v1_controller("freezer").map(|m| m.join(rel)) {
+            match fs::read_to_string(dir.join("freezer.state")) {
+                Ok(s) => return matches!(s.trim(), "FROZEN" | "FREEZING"),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return false,
+                Err(_) => {}
             }
-            None => false,
         }
+        self.v2.as_ref().is_some_and(|v2| {
+            fs::read_to_string(v2.join(rel).join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+        })
     }
 
     /// Freezes (or thaws) every process in cgroup `path` and waits up to
