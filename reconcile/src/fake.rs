@@ -166,10 +166,12 @@ impl Runtime for FakeRuntime {
         self.lock().pull_keys.insert(r.clone(), keys);
         self.record(format!("pull {r}"))?;
         let mut s = self.lock();
-        let digest = s
-            .registry
-            .get(&r)
-            .cloned()
+        // A reference that names a digest gets that digest, as from a
+        // registry.
+        let digest = reference
+            .digest
+            .clone()
+            .or_else(|| s.registry.get(&r).cloned())
             .unwrap_or_else(|| default_digest(&r));
         s.host.images.insert(
             r,
