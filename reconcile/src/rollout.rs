@@ -185,20 +185,25 @@ pub fn pin_image(
 /// `desired` with each image pinned to the digest `digests` (reference →
 /// digest, a [`RevisionRecord`]'s `images`) records for it: what a
 /// rollback re-applies, so that it runs the images the revision ran, not
-/// what their tags name now. Built images, references that name a digest
-/// already, and records that do not make a reference are left as written.
+/// what their tags name now. Built images, `pull = "never"` images,
+/// references that name a digest already, and records that do not make a
+/// reference are left as written.
 pub fn pin_to(desired: &DesiredState, digests: &BTreeMap<String, String>) -> DesiredState {
     let mut out = desired.clone();
+    // Built images are built again; `pull = "never"` ones are the
+    // operator's to put in the store, under the name the manifests give.
+    let unpinned =
+        |i: &moor_spec::ImageSpec| i.build.is_some() || i.pull == moor_spec::PullPolicy::Never;
     let built: BTreeSet<ImageRef> = desired
         .images
         .values()
-        .filter(|i| i.spec.build.is_some())
+        .filter(|i| unpinned(&i.spec))
         .map(|i| i.spec.reference.clone())
         .collect();
     let entries: Vec<(String, ImageRef)> = desired
         .images
         .iter()
-        .filter(|(_, i)| i.spec.build.is_none())
+        .filter(|(_, i)| !unpinned(&i.spec))
         .map(|(n, i)| (n.clone(), i.spec.reference.clone()))
         .collect();
     for (name, written) in entries {
@@ -639,7 +644,10 @@ mod tests {
              [containers.direct]\nimage = \"localhost:5000/app:1\"\n\
              [containers.other]\nimage = \"localhost:5000/other\"\n\
              [containers.mine]\nimage = \"built\"\n\
-             [containers.fixed]\nimage = \"localhost:5000/fixed:3@{}\"\n",
+             [containers.fixed]\nimage = \"localhost:5000/fixed:3@{}\"\n\
+             [images.local]\nref = \"localhost/local:1\"\npull = \"never\"\n\
+             [containers.byhand]\nimage = \"local\"\n\
+             [containers.byname]\nimage = \"localhost/local:1\"\n",
             d('f')
         ));
         // Decoding a real `build` needs the context on disk: the spec is
@@ -659,6 +667,7 @@ mod tests {
             ("localhost:5000/app:1", d('a')),
             ("localhost:5000/other:latest", d('b')),
             ("localhost/built:1", d('c')),
+            ("localhost/local:1", d('d')),
             (&*format!("localhost:5000/fixed:3@{}", d('f')), d('e')),
         ]
         .into_iter()
@@ -682,6 +691,18 @@ mod tests {
         assert_eq!(
             pinned.containers["fixed"].spec.image.to_string(),
             format!("localhost:5000/fixed:3@{}", d('f'))
+        );
+        // Nor is an image the operator puts in the store (`pull = "never"`).
+        for n in ["byhand", "byname"] {
+            assert_eq!(
+                pinned.containers[n].spec.image.to_string(),
+                "localhost/local:1",
+                "{n}"
+            );
+        }
+        assert_eq!(
+            pinned.images["local"].spec.reference.to_string(),
+            "localhost/local:1"
         );
         // The spec hashes stay: nothing is replaced for the pin alone.
         for (n, c) in &state.containers {
