@@ -34,7 +34,7 @@ const ROLLOUT_POLL: Duration = Duration::from_secs(1);
 
 /// How many healthy revisions' desired states the controller keeps to roll
 /// back to (in memory: since the agent started).
-pub const KEPT_GOOD: usize = 5;
+pub use crate::rollout::KEPT_GOOD;
 
 /// What puts a source's own files of a revision back in force before a
 /// rollback to it applies (a git source checks the commit's tree out
@@ -275,7 +275,8 @@ pub struct Controller<R> {
     in_place: BTreeSet<(Kind, String)>,
     /// The revision being judged, if its outcome is undecided.
     rollout: Option<Rollout>,
-    /// Healthy revisions' desired states, newest last.
+    /// Healthy revisions' desired states, each image pinned to the digest
+    /// it ran (`repo:tag@digest`), newest last.
     good: VecDeque<(String, DesiredState)>,
     /// Rollbacks done since the last pass (for the recorder).
     rollbacks: u32,
@@ -1079,6 +1080,9 @@ impl<R: Runtime> Controller<R> {
             )
             .collect();
         let stamp = unix(now);
+        // What a rollback to this revision re-applies: its images pinned
+        // to the digests it ran.
+        let pinned = matches!(verdict, Verdict::Healthy).then(|| rollout::pin_to(desired, &images));
         if let Some(r) = self.record_mut(&revision) {
             r.changes = changes;
             r.images = images;
@@ -1097,7 +1101,8 @@ impl<R: Runtime> Controller<R> {
                     r.decided_at = Some(stamp);
                 }
                 self.good.retain(|(r, _)| *r != revision);
-                self.good.push_back((revision, desired.clone()));
+                self.good
+                    .push_back((revision, pinned.unwrap_or_else(|| desired.clone())));
                 while self.good.len() > KEPT_GOOD {
                     self.good.pop_front();
                 }

@@ -166,10 +166,13 @@ impl Runtime for FakeRuntime {
         self.lock().pull_keys.insert(r.clone(), keys);
         self.record(format!("pull {r}"))?;
         let mut s = self.lock();
+        // What the registry was told to serve; else a reference that names
+        // a digest gets that digest, as from a registry.
         let digest = s
             .registry
             .get(&r)
             .cloned()
+            .or_else(|| reference.digest.clone())
             .unwrap_or_else(|| default_digest(&r));
         s.host.images.insert(
             r,

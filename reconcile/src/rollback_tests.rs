@@ -434,3 +434,62 @@ async fn the_source_puts_its_files_back_before_the_rollback_applies() {
         "{m}"
     );
 }
+
+/// A rollback runs the image digests the good revision ran, not what its
+/// tag names by then: the tag moved, and the image it named left the host.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_runs_the_digests_the_good_revision_ran() {
+    let h = start(true);
+    let d1 = format!("sha256:{}", "1".repeat(64));
+    let d2 = format!("sha256:{}", "2".repeat(64));
+    h.rt.set_registry_digest("localhost:5000/busybox:1", &d1);
+    h.source("r1", stack("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    assert_eq!(h.outcomes(), [("r1".to_string(), Outcome::Healthy)]);
+    assert_eq!(
+        h.status().history[0].images["localhost:5000/busybox:1"],
+        d1,
+        "the digest it ran is recorded"
+    );
+
+    // The tag is re-pushed, and the image it named leaves the host (a
+    // prune); the next revision runs another image and fails.
+    h.rt.set_registry_digest("localhost:5000/busybox:1", &d2);
+    let bad = moor_spec::load_texts(&[(
+        PathBuf::from("/m/stack.toml"),
+        "[containers.web]\nimage = \"localhost:5000/busybox:2\"\nrestart = \"always\"\n\
+         healthcheck = { cmd = [\"true\"], interval = \"1s\" }\n"
+            .to_string(),
+    )])
+    .expect("valid manifest");
+    h.source("r2", bad).await;
+    run_for(Duration::from_millis(500)).await;
+    h.rt.with_host(|host| {
+        host.images.remove("localhost:5000/busybox:1");
+    });
+    h.rt.clear_calls();
+    h.make_unhealthy();
+    run_for(Duration::from_secs(3)).await;
+    let s = h.status();
+    assert_eq!(s.revision.as_deref(), Some("r1"), "{:?}", s.history);
+    let pinned = format!("localhost:5000/busybox:1@{d1}");
+    let calls = h.rt.calls();
+    assert!(calls.contains(&format!("pull {pinned}")), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c == "pull localhost:5000/busybox:1"),
+        "the tag is not resolved again: {calls:?}"
+    );
+    let running = h.rt.with_host(|host| {
+        ["web", "job"].map(|n| {
+            host.containers
+                .get(n)
+                .and_then(|c| c.spec.as_ref())
+                .map(|s| s.image.to_string())
+        })
+    });
+    assert_eq!(running, [Some(pinned.clone()), Some(pinned.clone())]);
+    assert_eq!(h.greeting().as_deref(), Some("one"));
+    // The rollback's own record names the digest it ran.
+    let last = s.history.last().expect("a record");
+    assert_eq!(last.images.get(&pinned), Some(&d1), "{last:?}");
+}

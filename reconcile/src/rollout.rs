@@ -13,8 +13,12 @@
 //! verdict (rolls back, or reports); nothing here touches the host or the
 //! clock.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use moor_spec::DesiredState;
+use moor_spec::reference::ImageRef;
 use serde::{Deserialize, Serialize};
 
 use crate::converge::InstancePhase;
@@ -126,6 +130,133 @@ pub fn push_history(history: &mut Vec<RevisionRecord>, record: RevisionRecord) {
     history.push(record);
     let extra = history.len().saturating_sub(HISTORY_LIMIT);
     history.drain(..extra);
+}
+
+/// The newest healthy revisions a source's controller keeps to roll back
+/// to (in memory, since the agent started); their images are kept from
+/// `moor image prune` (see [`kept_digests`]).
+pub const KEPT_GOOD: usize = 5;
+
+/// The most images one record names that [`kept_digests`] reads: far
+/// above what a stack declares; a record edited to name more keeps no
+/// more than this.
+pub const MAX_KEPT_IMAGES_PER_RECORD: usize = 512;
+
+/// `written` pinned to `digest`: `registry/repository:TAG@DIGEST`, checked
+/// as any reference is (`TAG` is `latest` when `written` names none).
+/// None when `written` names a digest already or `digest` is not one
+/// (a hand-edited record).
+pub fn pinned_reference(written: &ImageRef, digest: &str) -> Option<ImageRef> {
+    if written.digest.is_some() {
+        return None;
+    }
+    let tag = written.tag.as_deref().unwrap_or("latest");
+    let r = moor_spec::reference::parse(&format!("{}:{tag}@{digest}", written.name())).ok()?;
+    (r.name() == written.name()
+        && r.tag.as_deref() == Some(tag)
+        && r.digest.as_deref() == Some(digest))
+    .then_some(r)
+}
+
+/// Puts `pinned` in force for the image `written` in `desired`: in the
+/// `[images]` entry `entry` (when given) and in every container that runs
+/// the image (through that entry, or by naming `written`). Spec hashes
+/// stay those of the written manifests: a container is replaced when the
+/// image's digest changes, not because a reference names the same image
+/// anew. The one way a reference is pinned, for image updates and for
+/// rollbacks alike.
+pub fn pin_image(
+    desired: &mut DesiredState,
+    entry: Option<&str>,
+    written: &ImageRef,
+    pinned: &ImageRef,
+) {
+    if let Some(image) = entry.and_then(|e| desired.images.get_mut(e)) {
+        Arc::make_mut(&mut image.spec).reference = pinned.clone();
+    }
+    for c in desired.containers.values_mut() {
+        let through_entry = entry.is_some() && c.spec.image_entry.as_deref() == entry;
+        if through_entry || c.spec.image == *written {
+            Arc::make_mut(&mut c.spec).image = pinned.clone();
+        }
+    }
+}
+
+/// `desired` with each image pinned to the digest `digests` (reference →
+/// digest, a [`RevisionRecord`]'s `images`) records for it: what a
+/// rollback re-applies, so that it runs the images the revision ran, not
+/// what their tags name now. Built images, `pull = "never"` images,
+/// references that name a digest already, and records that do not make a
+/// reference are left as written.
+pub fn pin_to(desired: &DesiredState, digests: &BTreeMap<String, String>) -> DesiredState {
+    let mut out = desired.clone();
+    // Built images are built again; `pull = "never"` ones are the
+    // operator's to put in the store, under the name the manifests give.
+    let unpinned =
+        |i: &moor_spec::ImageSpec| i.build.is_some() || i.pull == moor_spec::PullPolicy::Never;
+    let built: BTreeSet<ImageRef> = desired
+        .images
+        .values()
+        .filter(|i| unpinned(&i.spec))
+        .map(|i| i.spec.reference.clone())
+        .collect();
+    let entries: Vec<(String, ImageRef)> = desired
+        .images
+        .iter()
+        .filter(|(_, i)| !unpinned(&i.spec))
+        .map(|(n, i)| (n.clone(), i.spec.reference.clone()))
+        .collect();
+    for (name, written) in entries {
+        if let Some(pinned) = digests
+            .get(&written.to_string())
+            .and_then(|d| pinned_reference(&written, d))
+        {
+            pin_image(&mut out, Some(&name), &written, &pinned);
+        }
+    }
+    let direct: BTreeSet<ImageRef> = out
+        .containers
+        .values()
+        .filter(|c| c.spec.image_entry.is_none())
+        .map(|c| c.spec.image.clone())
+        .filter(|r| !built.contains(r))
+        .collect();
+    for written in direct {
+        if let Some(pinned) = digests
+            .get(&written.to_string())
+            .and_then(|d| pinned_reference(&written, d))
+        {
+            pin_image(&mut out, None, &written, &pinned);
+        }
+    }
+    out
+}
+
+/// The image digests the newest [`KEPT_GOOD`] healthy revisions of
+/// `history` ran: what `moor image prune` keeps so that a rollback finds
+/// them. Only well-formed digests count, at most
+/// [`MAX_KEPT_IMAGES_PER_RECORD`] of each record.
+pub fn kept_digests(history: &[RevisionRecord]) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    history
+        .iter()
+        .rev()
+        .filter(|r| r.outcome == Outcome::Healthy)
+        .filter(|r| seen.insert(r.revision.clone()))
+        .take(KEPT_GOOD)
+        .flat_map(|r| r.images.values().take(MAX_KEPT_IMAGES_PER_RECORD))
+        .filter(|d| is_digest(d))
+        .cloned()
+        .collect()
+}
+
+/// `sha256:` and 64 lowercase hexadecimal digits.
+fn is_digest(d: &str) -> bool {
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 /// What [`judge`] says.
@@ -493,5 +624,172 @@ mod tests {
         assert_eq!(human(Duration::from_secs(90)), "1m30s");
         assert_eq!(human(Duration::from_secs(5)), "5s");
         assert_eq!(human(Duration::from_millis(250)), "250ms");
+    }
+
+    fn desired(toml: &str) -> DesiredState {
+        moor_spec::load_texts(&[(std::path::PathBuf::from("/m/stack.toml"), toml.to_string())])
+            .expect("valid manifest")
+    }
+
+    fn d(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    #[test]
+    fn a_good_revision_is_pinned_to_the_digests_it_ran() {
+        let state = desired(&format!(
+            "[images.app]\nref = \"localhost:5000/app:1\"\n\
+             [images.built]\nref = \"localhost/built:1\"\n\
+             [containers.web]\nimage = \"app\"\n\
+             [containers.direct]\nimage = \"localhost:5000/app:1\"\n\
+             [containers.other]\nimage = \"localhost:5000/other\"\n\
+             [containers.mine]\nimage = \"built\"\n\
+             [containers.fixed]\nimage = \"localhost:5000/fixed:3@{}\"\n\
+             [images.local]\nref = \"localhost/local:1\"\npull = \"never\"\n\
+             [containers.byhand]\nimage = \"local\"\n\
+             [containers.byname]\nimage = \"localhost/local:1\"\n",
+            d('f')
+        ));
+        // Decoding a real `build` needs the context on disk: the spec is
+        // what decoding gives.
+        let state = {
+            let mut s = state;
+            let built = s.images.get_mut("built").expect("built");
+            Arc::make_mut(&mut built.spec).build = Some(moor_spec::BuildSpec {
+                context: "/m/app".into(),
+                dockerfile: "Dockerfile".into(),
+                args: BTreeMap::new(),
+                target: None,
+            });
+            s
+        };
+        let digests: BTreeMap<String, String> = [
+            ("localhost:5000/app:1", d('a')),
+            ("localhost:5000/other:latest", d('b')),
+            ("localhost/built:1", d('c')),
+            ("localhost/local:1", d('d')),
+            (&*format!("localhost:5000/fixed:3@{}", d('f')), d('e')),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let pinned = pin_to(&state, &digests);
+        let app = format!("localhost:5000/app:1@{}", d('a'));
+        assert_eq!(pinned.images["app"].spec.reference.to_string(), app);
+        assert_eq!(pinned.containers["web"].spec.image.to_string(), app);
+        assert_eq!(pinned.containers["direct"].spec.image.to_string(), app);
+        assert_eq!(
+            pinned.containers["other"].spec.image.to_string(),
+            format!("localhost:5000/other:latest@{}", d('b'))
+        );
+        // A built image is built, not pulled by digest; a digest written
+        // stays the one written.
+        assert_eq!(
+            pinned.containers["mine"].spec.image.to_string(),
+            "localhost/built:1"
+        );
+        assert_eq!(
+            pinned.containers["fixed"].spec.image.to_string(),
+            format!("localhost:5000/fixed:3@{}", d('f'))
+        );
+        // Nor is an image the operator puts in the store (`pull = "never"`).
+        for n in ["byhand", "byname"] {
+            assert_eq!(
+                pinned.containers[n].spec.image.to_string(),
+                "localhost/local:1",
+                "{n}"
+            );
+        }
+        assert_eq!(
+            pinned.images["local"].spec.reference.to_string(),
+            "localhost/local:1"
+        );
+        // The spec hashes stay: nothing is replaced for the pin alone.
+        for (n, c) in &state.containers {
+            assert_eq!(pinned.containers[n].hash, c.hash, "{n}");
+        }
+        // The state pinned is a copy.
+        assert_eq!(
+            state.containers["web"].spec.image.to_string(),
+            "localhost:5000/app:1"
+        );
+    }
+
+    #[test]
+    fn a_hand_edited_record_pins_nothing() {
+        let state = desired("[containers.web]\nimage = \"localhost:5000/app:1\"\n");
+        for bad in [
+            "sha256:zz".to_string(),
+            "md5:abc".into(),
+            "".into(),
+            format!("{}/../x", d('a')),
+            format!("{}@{}", d('a'), d('b')),
+            format!("{}\nlocalhost:5000/evil:1", d('a')),
+        ] {
+            let digests = BTreeMap::from([("localhost:5000/app:1".to_string(), bad.clone())]);
+            assert_eq!(
+                pin_to(&state, &digests).containers["web"]
+                    .spec
+                    .image
+                    .to_string(),
+                "localhost:5000/app:1",
+                "{bad:?}"
+            );
+        }
+    }
+
+    fn healthy(rev: &str, images: &[(&str, String)]) -> RevisionRecord {
+        RevisionRecord {
+            revision: rev.into(),
+            outcome: Outcome::Healthy,
+            applied_at: 1,
+            decided_at: Some(2),
+            message: None,
+            changes: Vec::new(),
+            images: images
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            specs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn kept_digests_are_those_of_the_newest_healthy_revisions() {
+        let mut history: Vec<RevisionRecord> = ('0'..='9')
+            .map(|c| healthy(&format!("r{c}"), &[("a", d(c))]))
+            .collect();
+        history[9].outcome = Outcome::RolledBack;
+        history[8].outcome = Outcome::Failed;
+        history[7].outcome = Outcome::Pending;
+        let kept = kept_digests(&history);
+        let want: BTreeSet<String> = ['2', '3', '4', '5', '6'].map(d).into_iter().collect();
+        assert_eq!(kept, want);
+        // A revision recorded twice (rolled back to) counts once.
+        history.push(healthy("r6", &[("a", d('6'))]));
+        assert_eq!(kept_digests(&history), want);
+    }
+
+    #[test]
+    fn a_hand_edited_history_keeps_nothing_unbounded() {
+        // Garbage instead of digests keeps nothing.
+        let junk = healthy(
+            "r1",
+            &[
+                ("a", "sha256:../../etc".into()),
+                ("b", format!("sha256:{}", "A".repeat(64))),
+                ("c", format!("sha512:{}", "a".repeat(128))),
+                ("d", format!("{} ", d('a'))),
+            ],
+        );
+        assert!(kept_digests(&[junk]).is_empty());
+        // A record naming thousands of images keeps a bounded number.
+        let many: Vec<(String, String)> = (0..5000u32)
+            .map(|i| (format!("img{i}"), format!("sha256:{i:064x}")))
+            .collect();
+        let mut r = healthy("r1", &[]);
+        r.images = many.into_iter().collect();
+        let history = vec![r; HISTORY_LIMIT];
+        assert_eq!(kept_digests(&history).len(), MAX_KEPT_IMAGES_PER_RECORD);
     }
 }

@@ -355,3 +355,108 @@ fn a_registry_that_is_down_leaves_the_container_running() {
         serde_json::Value::Null
     );
 }
+
+/// A rollback runs the image the good revision ran, by its digest, not
+/// what the tag names by then: `app:1` (image one) runs healthy; the tag
+/// is re-pushed (image two) and pulled again by hand, the old image is
+/// left with no name; a bad edit fails; `moor image prune` runs meanwhile
+/// and keeps the old image (a recorded healthy revision ran it), and the
+/// registry no longer has it: the rollback runs image one from the store.
+#[test]
+fn a_rollback_runs_the_digest_the_good_revision_ran_even_after_prune() {
+    let Some(mut host) = Instance::with_busybox("rbim", &["docker-registry"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let repo = "rbim/app";
+    let reference = format!("{}/{repo}:1", registry.addr);
+    let (v1, v2) = (app("one"), app("two"));
+    registry.push(repo, "1", &v1);
+    let d1 = v1.manifest_digest.clone();
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("rbim");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // `ready` false: a check that fails, its failures not counted for an
+    // hour, so the edit fails only at the deploy timeout (time for the
+    // prune in between).
+    let write = |greeting: &str, ready: bool| {
+        let check = if ready {
+            "healthcheck = { cmd = [\"true\"], interval = \"1s\", retries = 1 }\n"
+        } else {
+            "healthcheck = { cmd = [\"false\"], interval = \"1s\", retries = 1, start_period = \"1h\" }\n"
+        };
+        let text = format!(
+            "[images.app]\nref = \"{reference}\"\n\n\
+             [containers.web]\nimage = \"app\"\nnetwork_mode = \"none\"\n\
+             command = [\"sh\", \"-c\", \"exec sleep 3600\"]\n\
+             env = {{ GREETING = \"{greeting}\" }}\n{check}"
+        );
+        let tmp = dir.join(".stack.toml.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, dir.join("stack.toml")).expect("rename");
+    };
+    write("hello", true);
+    host.start_agent(&[
+        "--source",
+        dir.to_str().expect("utf-8"),
+        "--resync",
+        "1h",
+        "--deploy-timeout",
+        "30s",
+        "--min-ready",
+        "1s",
+    ]);
+    wait_for("web runs image one, healthy", WITHIN, || {
+        version(&host).as_deref() == Some("one")
+            && host.status()["sources"][0]["outcome"] == "healthy"
+    });
+    let good = host.status()["sources"][0]["applied_revision"].clone();
+
+    // The tag moves, and is pulled again by hand: `app:1` names image two
+    // on this host, image one no name at all.
+    registry.push(repo, "1", &v2);
+    host.moor_ok(&["image", "pull", &reference]);
+    write("broken", false);
+    wait_for("the bad edit runs image two", WITHIN, || {
+        version(&host).as_deref() == Some("two")
+            && host.container_env("web", "GREETING").as_deref() == Some("broken")
+    });
+    assert_eq!(host.status()["sources"][0]["outcome"], "pending");
+    let pruned = host.moor_ok(&["image", "prune"]);
+    host.moor_ok(&["image", "inspect", &d1]);
+    // Gone from the registry: only the store has it now.
+    let deleted = ureq::delete(&format!(
+        "http://{}/v2/{repo}/manifests/{d1}",
+        registry.addr
+    ))
+    .call()
+    .expect("delete the manifest");
+    assert_eq!(deleted.status(), 202);
+
+    wait_for("the rollback", WITHIN, || {
+        host.status()["sources"][0]["rolled_back"].is_string()
+    });
+    let pinned = format!("{reference}@{d1}");
+    wait_for("web runs image one again, by its digest", WITHIN, || {
+        version(&host).as_deref() == Some("one") && image_of(&host) == pinned
+    });
+    let s = host.status()["sources"][0].clone();
+    assert_eq!(s["applied_revision"], good, "{s:#}");
+    assert!(
+        s["rolled_back"]
+            .as_str()
+            .is_some_and(|m| m.contains("not ready within deploy_timeout")),
+        "{s:#}"
+    );
+    assert_eq!(
+        host.container_env("web", "GREETING").as_deref(),
+        Some("hello")
+    );
+    wait_for("the rollback healthy", WITHIN, || {
+        host.status()["sources"][0]["outcome"] == "healthy"
+    });
+    assert!(pruned.contains("removed"), "{pruned}");
+    host.stop_agent();
+}

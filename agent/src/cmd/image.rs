@@ -188,8 +188,13 @@ pub fn run(state_dir: &std::path::Path, args: &ImageArgs) -> anyhow::Result<Exit
             anyhow::bail!("internal: cmd::run dispatches this image verb to its own handler")
         }
         ImageCommand::Prune => {
+            // The images a recorded healthy revision ran stay: a rollback
+            // returns to them.
+            let keep = crate::daemon::history::kept_digests(state_dir).context(
+                "prune keeps the images of the revisions a rollback may return to, and cannot read which they are (nothing was removed)",
+            )?;
             let images = open(state_dir, None)?;
-            let (dangling, report) = images.prune()?;
+            let (dangling, report) = images.prune(&keep)?;
             println!(
                 "removed {} images, {} blobs ({}), {} snapshots, {} stale temporaries",
                 dangling.len(),

@@ -46,6 +46,59 @@ pub fn load(state_dir: &Path, source: &str) -> anyhow::Result<Vec<RevisionRecord
     Ok(records)
 }
 
+/// The most history files [`kept_digests`] reads: far above the sources
+/// an agent runs.
+pub const MAX_FILES: usize = 1024;
+
+/// The image digests the recorded healthy revisions of every source's
+/// history ran (the newest [`moor_reconcile::rollout::KEPT_GOOD`] of
+/// each): what `moor image prune` keeps so that a rollback finds them.
+/// A history that cannot be read is an error naming it, never a reason
+/// to keep less.
+pub fn kept_digests(state_dir: &Path) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let dir = state_dir.join("history");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut sources = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(source) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".json"))
+            .filter(|s| !s.is_empty() && !s.starts_with('.'))
+        else {
+            continue;
+        };
+        let file = entry.path();
+        let kind = entry
+            .file_type()
+            .with_context(|| format!("reading {}", file.display()))?;
+        if !kind.is_file() {
+            anyhow::bail!(
+                "{} is not a regular file: moor writes none such (remove it)",
+                file.display()
+            );
+        }
+        if sources.len() == MAX_FILES {
+            anyhow::bail!(
+                "{} holds more than {MAX_FILES} histories: moor writes one per source",
+                dir.display()
+            );
+        }
+        sources.push(source.to_string());
+    }
+    let mut kept = std::collections::BTreeSet::new();
+    for source in sources {
+        let records = load(state_dir, &source)?;
+        kept.extend(moor_reconcile::rollout::kept_digests(&records));
+    }
+    Ok(kept)
+}
+
 /// Writes `source`'s history atomically (a temporary file, synced, renamed).
 pub fn save(state_dir: &Path, source: &str, records: &[RevisionRecord]) -> anyhow::Result<()> {
     let file = path(state_dir, source);
@@ -143,5 +196,73 @@ mod tests {
         let loaded = load(tmp.path(), "web").expect("loaded");
         assert_eq!(loaded.len(), HISTORY_LIMIT);
         assert_eq!(loaded[0].revision, "r3");
+    }
+
+    fn healthy(rev: &str, digest: char) -> RevisionRecord {
+        let mut r = record(rev);
+        r.images = [(
+            format!("localhost:5000/app:{rev}"),
+            format!("sha256:{}", digest.to_string().repeat(64)),
+        )]
+        .into();
+        r
+    }
+
+    #[test]
+    fn prune_keeps_the_images_of_every_sources_healthy_revisions() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert!(kept_digests(tmp.path()).expect("no history yet").is_empty());
+        let mut failed = healthy("c", 'c');
+        failed.outcome = Outcome::RolledBack;
+        save(tmp.path(), "web", &[healthy("a", 'a'), failed]).expect("saved");
+        save(tmp.path(), "db", &[healthy("b", 'b')]).expect("saved");
+        // A temporary file left by a crash is not a history.
+        std::fs::write(tmp.path().join("history/.web.json.tmp"), "{").expect("write");
+        let kept = kept_digests(tmp.path()).expect("read");
+        let want: std::collections::BTreeSet<String> = ['a', 'b']
+            .map(|c| format!("sha256:{}", c.to_string().repeat(64)))
+            .into();
+        assert_eq!(kept, want);
+    }
+
+    #[test]
+    fn a_history_prune_cannot_read_stops_it_with_its_name() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        save(tmp.path(), "web", &[healthy("a", 'a')]).expect("saved");
+        let dir = tmp.path().join("history");
+        // Edited into garbage: prune would not know what to keep.
+        std::fs::write(dir.join("db.json"), "[{\"revision\": ").expect("write");
+        let e = format!("{:#}", kept_digests(tmp.path()).expect_err("garbage"));
+        assert!(e.contains("db.json is not a revision history"), "{e}");
+        std::fs::remove_file(dir.join("db.json")).expect("rm");
+        // Huge: refused, not read into memory.
+        let f = std::fs::File::create(dir.join("big.json")).expect("create");
+        f.set_len(MAX_FILE + 1).expect("sparse");
+        let e = format!("{:#}", kept_digests(tmp.path()).expect_err("huge"));
+        assert!(e.contains("big.json is larger than"), "{e}");
+        std::fs::remove_file(dir.join("big.json")).expect("rm");
+        // A FIFO would block a reader forever; a symlink could point
+        // anywhere: neither is read.
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.join("fifo.json"))
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let e = format!("{:#}", kept_digests(tmp.path()).expect_err("fifo"));
+        assert!(e.contains("fifo.json is not a regular file"), "{e}");
+        std::fs::remove_file(dir.join("fifo.json")).expect("rm");
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero.json")).expect("symlink");
+        let e = format!("{:#}", kept_digests(tmp.path()).expect_err("symlink"));
+        assert!(e.contains("zero.json is not a regular file"), "{e}");
+        std::fs::remove_file(dir.join("zero.json")).expect("rm");
+        // Thousands of files: refused rather than read without end.
+        for i in 0..MAX_FILES {
+            std::fs::write(dir.join(format!("s{i}.json")), "[]").expect("write");
+        }
+        let e = format!("{:#}", kept_digests(tmp.path()).expect_err("many"));
+        assert!(
+            e.contains(&format!("more than {MAX_FILES} histories")),
+            "{e}"
+        );
     }
 }

@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use moor_spec::reference::ImageRef;
@@ -119,7 +118,8 @@ impl Pins {
     /// reference (a hand-edited record) is ignored.
     pub fn apply(&self, desired: &DesiredState) -> DesiredState {
         let mut out = desired.clone();
-        for (name, image) in out.images.iter_mut() {
+        let mut pinned_images = Vec::new();
+        for (name, image) in &desired.images {
             let Some(pin) = self.get(&image.spec) else {
                 continue;
             };
@@ -127,15 +127,10 @@ impl Pins {
                 tracing::warn!(image = %name, tag = %pin.tag, digest = %pin.digest, "ignoring an image update record that does not make a reference");
                 continue;
             };
-            let written = std::mem::replace(
-                &mut Arc::make_mut(&mut image.spec).reference,
-                pinned.clone(),
-            );
-            for c in out.containers.values_mut() {
-                if c.spec.image_entry.as_deref() == Some(name.as_str()) || c.spec.image == written {
-                    Arc::make_mut(&mut c.spec).image = pinned.clone();
-                }
-            }
+            pinned_images.push((name.clone(), image.spec.reference.clone(), pinned));
+        }
+        for (name, written, pinned) in pinned_images {
+            moor_reconcile::rollout::pin_image(&mut out, Some(&name), &written, &pinned);
         }
         out
     }

@@ -190,6 +190,25 @@ pub fn pull(
     result
 }
 
+/// The image in the store whose manifest is `digest`, or whose index is
+/// and whose platform is `platform`.
+fn local(
+    images: &Images,
+    digest: &str,
+    platform: &oci::Platform,
+) -> Result<Option<ImageRecord>, PullError> {
+    let db = &images.store().db;
+    if let Some(i) = db.image(digest).map_err(ImageError::from)? {
+        return Ok(Some(i));
+    }
+    let wanted = platform.to_string();
+    Ok(db
+        .images()
+        .map_err(ImageError::from)?
+        .into_iter()
+        .find(|i| i.index.as_deref() == Some(digest) && i.platform == wanted))
+}
+
 fn pull_ref(
     images: &Images,
     r: &ImageRef,
@@ -226,6 +245,28 @@ fn pull_ref(
                 .map_err(|e| e.to_string()),
         });
         verified = Some(outcome?.digest);
+    }
+    // A reference that names a digest the store holds (an image a
+    // rollback returns to, kept from prune) needs no registry: the content
+    // is the digest's. Not when signatures are required: those are checked
+    // against the registry each time.
+    if verified.is_none()
+        && let Some(d) = &r.digest
+        && let Some(image) = local(images, d, &opts.platform)?
+    {
+        observer.event(Event::Resolved {
+            reference: r.to_string(),
+            digest: d.clone(),
+        });
+        let _lock = images.store().lock_shared()?;
+        let db = &images.store().db;
+        if db
+            .put_ref(&r.to_string(), &image.digest)
+            .map_err(ImageError::from)?
+            && let Some(i) = db.image(&image.digest).map_err(ImageError::from)?
+        {
+            return Ok(i);
+        }
     }
     let pinned = verified.or_else(|| r.digest.clone());
     let wanted = pinned

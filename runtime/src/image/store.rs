@@ -430,10 +430,23 @@ impl Images {
         Ok(Removed::Deleted(image.digest))
     }
 
-    /// Removes images no reference names, then every blob and snapshot that
-    /// no image holds.
-    pub fn prune(&self) -> Result<(Vec<String>, GcReport), ImageError> {
-        let dangling = self.store.db.unreferenced_images()?;
+    /// Removes images no reference names, but those whose manifest or
+    /// index digest is in `keep` (the images a rollback may return to),
+    /// then every blob and snapshot that no image holds.
+    pub fn prune(
+        &self,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> Result<(Vec<String>, GcReport), ImageError> {
+        let kept: std::collections::HashSet<String> = self
+            .list()?
+            .into_iter()
+            .filter(|i| {
+                keep.contains(&i.digest) || i.index.as_ref().is_some_and(|x| keep.contains(x))
+            })
+            .map(|i| i.digest)
+            .collect();
+        let mut dangling = self.store.db.unreferenced_images()?;
+        dangling.retain(|d| !kept.contains(d));
         for d in &dangling {
             self.store.db.remove_image(d)?;
         }
