@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::instance::Instance;
-use crate::common::{self, KillOnDrop, git, http_post, wait_for};
+use crate::common::{self, KillOnDrop, commit_and_push, fleet_repo, git, http_post, wait_for};
 
 const SECRET: &str = "hook-s3cret-do-not-log";
 
@@ -20,18 +20,7 @@ struct Repo {
 
 impl Repo {
     fn new() -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let bare = tmp.path().join("fleet.git");
-        let work = tmp.path().join("work");
-        git(
-            tmp.path(),
-            &["init", "-q", "--bare", "-b", "main", "fleet.git"],
-        );
-        git(tmp.path(), &["init", "-q", "-b", "main", "work"]);
-        git(
-            &work,
-            &["remote", "add", "origin", bare.to_str().expect("utf-8")],
-        );
+        let (tmp, bare, work) = fleet_repo();
         Self {
             _tmp: tmp,
             bare,
@@ -46,13 +35,7 @@ impl Repo {
     /// Writes the manifest, commits (with `extra` args, e.g. signing) and pushes; returns the commit id.
     fn commit(&self, greeting: &str, subject: &str, extra: &[&str]) -> String {
         std::fs::write(self.work.join("stack.toml"), manifest(greeting)).expect("write");
-        git(&self.work, &["add", "-A"]);
-        let mut args = vec![];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&["commit", "-q", "--allow-empty", "-m", subject]);
-        git(&self.work, &args);
-        git(&self.work, &["push", "-q", "-f", "origin", "HEAD:main"]);
-        git(&self.work, &["rev-parse", "HEAD"])
+        commit_and_push(&self.work, subject, extra)
     }
 }
 

@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::instance::Instance;
-use crate::common::{self, git, wait_for};
+use crate::common::{self, fleet_repo, git, wait_for};
 
 /// An instance that owns `project`, with busybox, when git is there.
 fn instance(project: &str) -> Option<Instance> {
@@ -69,17 +69,7 @@ struct Repo {
 
 impl Repo {
     fn new() -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let (bare, work) = (tmp.path().join("fleet.git"), tmp.path().join("work"));
-        git(
-            tmp.path(),
-            &["init", "-q", "--bare", "-b", "main", "fleet.git"],
-        );
-        git(tmp.path(), &["init", "-q", "-b", "main", "work"]);
-        git(
-            &work,
-            &["remote", "add", "origin", bare.to_str().expect("utf-8")],
-        );
+        let (tmp, bare, work) = fleet_repo();
         Self {
             _tmp: tmp,
             bare,

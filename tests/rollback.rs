@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::instance::Instance;
-use crate::common::{git, http_get, text, wait_for};
+use crate::common::{commit_and_push, fleet_repo, http_get, text, wait_for};
 
 /// Passes its health check when `healthy`, fails it at once otherwise.
 /// `user` runs it (and its check) as another user than root.
@@ -47,18 +47,7 @@ struct Repo {
 
 impl Repo {
     fn new() -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let bare = tmp.path().join("fleet.git");
-        let work = tmp.path().join("work");
-        git(
-            tmp.path(),
-            &["init", "-q", "--bare", "-b", "main", "fleet.git"],
-        );
-        git(tmp.path(), &["init", "-q", "-b", "main", "work"]);
-        git(
-            &work,
-            &["remote", "add", "origin", bare.to_str().expect("utf-8")],
-        );
+        let (tmp, bare, work) = fleet_repo();
         Self {
             _tmp: tmp,
             bare,
@@ -71,13 +60,7 @@ impl Repo {
         std::fs::write(self.work.join("stack.toml"), text).expect("write");
         std::fs::create_dir_all(self.work.join("site")).expect("mkdir");
         std::fs::write(self.work.join("site/index.txt"), page).expect("write");
-        git(&self.work, &["add", "-A"]);
-        git(
-            &self.work,
-            &["commit", "-q", "--allow-empty", "-m", subject],
-        );
-        git(&self.work, &["push", "-q", "-f", "origin", "HEAD:main"]);
-        git(&self.work, &["rev-parse", "HEAD"])
+        commit_and_push(&self.work, subject, &[])
     }
 }
 

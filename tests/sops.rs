@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::instance::Instance;
-use crate::common::{git, moor_command, repo_root, wait_for};
+use crate::common::{commit_and_push, fleet_repo, moor_command, repo_root, wait_for};
 
 /// What the fixtures decrypt to: never to be shown by moor.
 const PLAINTEXTS: [&str; 3] = ["s3cr3t-env", "r0tated-env", "s3cr3t-yaml"];
@@ -137,17 +137,7 @@ struct Repo {
 
 impl Repo {
     fn new() -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let (bare, work) = (tmp.path().join("fleet.git"), tmp.path().join("work"));
-        git(
-            tmp.path(),
-            &["init", "-q", "--bare", "-b", "main", "fleet.git"],
-        );
-        git(tmp.path(), &["init", "-q", "-b", "main", "work"]);
-        git(
-            &work,
-            &["remote", "add", "origin", bare.to_str().expect("utf-8")],
-        );
+        let (tmp, bare, work) = fleet_repo();
         Self {
             _tmp: tmp,
             bare,
@@ -163,13 +153,7 @@ impl Repo {
              env_file     = \"./app.sops.env\"\nnetwork_mode = \"none\"\ninit         = true\n";
         std::fs::write(self.work.join("stack.toml"), manifest).expect("write");
         std::fs::write(self.work.join("app.sops.env"), env).expect("write");
-        git(&self.work, &["add", "-A"]);
-        git(
-            &self.work,
-            &["commit", "-q", "--allow-empty", "-m", subject],
-        );
-        git(&self.work, &["push", "-q", "-f", "origin", "HEAD:main"]);
-        git(&self.work, &["rev-parse", "HEAD"])
+        commit_and_push(&self.work, subject, &[])
     }
 }
 

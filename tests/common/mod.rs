@@ -253,6 +253,36 @@ pub fn edit(path: &Path, from: &str, to: &str) {
         .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
+/// A new temporary directory holding a bare repository `fleet.git` and a
+/// work tree `work` that pushes to it (as `origin`), both on `main`:
+/// (the directory, the bare repository, the work tree).
+pub fn fleet_repo() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (bare, work) = (tmp.path().join("fleet.git"), tmp.path().join("work"));
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", "-b", "main", "fleet.git"],
+    );
+    git(tmp.path(), &["init", "-q", "-b", "main", "work"]);
+    git(
+        &work,
+        &["remote", "add", "origin", bare.to_str().expect("utf-8")],
+    );
+    (tmp, bare, work)
+}
+
+/// Commits everything in `work` (git options `before` the subcommand, e.g.
+/// signing) and force-pushes it to origin's `main`; returns the commit id.
+#[track_caller]
+pub fn commit_and_push(work: &Path, subject: &str, before: &[&str]) -> String {
+    git(work, &["add", "-A"]);
+    let mut args = before.to_vec();
+    args.extend_from_slice(&["commit", "-q", "--allow-empty", "-m", subject]);
+    git(work, &args);
+    git(work, &["push", "-q", "-f", "origin", "HEAD:main"]);
+    git(work, &["rev-parse", "HEAD"])
+}
+
 /// Runs `git ARGS…` in `dir` with no user or system configuration (a test
 /// identity, no signing unless ARGS ask); asserts that it succeeded and
 /// returns its stdout, trimmed.
