@@ -185,6 +185,22 @@ impl Runtime for FakeRuntime {
         Ok(digest)
     }
 
+    async fn tag_moved(&self, reference: &ImageRef) -> Result<Option<String>, RuntimeError> {
+        let r = reference.to_string();
+        self.record(format!("head {r}"))?;
+        let s = self.lock();
+        let remote = s
+            .registry
+            .get(&r)
+            .cloned()
+            .unwrap_or_else(|| default_digest(&r));
+        Ok(s.host
+            .images
+            .get(&r)
+            .filter(|local| local.digest != remote)
+            .map(|_| remote))
+    }
+
     async fn build_inputs(&self, build: &BuildSpec) -> Result<BuildInputs, RuntimeError> {
         let context = build.context.display().to_string();
         self.record(format!("build_inputs {context}"))?;

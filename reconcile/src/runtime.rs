@@ -95,6 +95,15 @@ pub trait Runtime: Send + Sync {
         reference: &ImageRef,
         verify: &[VerifySpec],
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Where `reference`'s tag points in its registry now, when that is
+    /// not the image the store's tag names (`pull = "always"`): the new
+    /// digest when the tag moved, `None` when it did not. Asks the
+    /// registry (a `HEAD`: no pull counted), pulls nothing, changes
+    /// nothing.
+    fn tag_moved(
+        &self,
+        reference: &ImageRef,
+    ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
     /// What `build` would build from now: reads the context (after
     /// `.dockerignore`), the Dockerfile and the base images in the store.
     /// Changes nothing.
@@ -174,6 +183,12 @@ impl<T: Runtime> Runtime for std::sync::Arc<T> {
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send {
         (**self).pull(reference, verify)
     }
+    fn tag_moved(
+        &self,
+        reference: &ImageRef,
+    ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send {
+        (**self).tag_moved(reference)
+    }
     fn build_inputs(
         &self,
         build: &BuildSpec,
@@ -246,9 +261,34 @@ impl<T: Runtime> Runtime for std::sync::Arc<T> {
 
 /// Observes the host for `desired`: [`Runtime::observe`], then the
 /// inputs of every image `desired` builds ([`Observed::builds`]), so that
-/// the diff decides from data whether to build.
+/// the diff decides from data whether to build, and where the tag of
+/// every `pull = "always"` image in the store points now
+/// ([`crate::ObservedImage::remote_digest`]), so that it decides whether
+/// to pull. A registry that cannot be asked leaves the image as it is
+/// (the containers keep running on it), with a warning.
 pub async fn observe<R: Runtime>(rt: &R, desired: &DesiredState) -> Result<Observed, RuntimeError> {
     let mut observed = rt.observe().await?;
+    for image in desired.images.values() {
+        if image.spec.pull != moor_spec::PullPolicy::Always || image.spec.build.is_some() {
+            continue;
+        }
+        let reference = image.spec.reference.to_string();
+        if !observed.images.contains_key(&reference) {
+            continue;
+        }
+        match rt.tag_moved(&image.spec.reference).await {
+            Ok(moved) => {
+                if let Some(seen) = observed.images.get_mut(&reference) {
+                    seen.remote_digest = moved;
+                }
+            }
+            Err(e) => tracing::warn!(
+                image = %reference,
+                "pull = \"always\": cannot ask the registry where the tag points, keeping the image in the store: {}",
+                error_chain(&e)
+            ),
+        }
+    }
     for image in desired.images.values() {
         if let Some(build) = &image.spec.build {
             let inputs = rt.build_inputs(build).await.map_err(|e| error_chain(&e));

@@ -708,6 +708,68 @@ async fn a_new_image_digest_replaces_its_containers() {
     );
 }
 
+/// `pull = "always"` asks the registry on each observation (not only
+/// when a test sets what it answered): a moved tag is pulled and its
+/// containers replaced; an unmoved one is left; a registry that cannot
+/// be asked changes nothing.
+#[tokio::test]
+async fn pull_always_asks_the_registry_where_the_tag_points() {
+    let rt = FakeRuntime::new();
+    let always = load(&BASE.replace(
+        "ref = \"localhost:5000/busybox:1\"",
+        "ref = \"localhost:5000/busybox:1\"\npull = \"always\"",
+    ));
+    converge(&rt, &always).await;
+    let observe = || async {
+        crate::runtime::observe(&rt, &always)
+            .await
+            .expect("observe")
+    };
+
+    // The tag has not moved: asked, and nothing to do.
+    rt.clear_calls();
+    let seen = observe().await;
+    assert_eq!(rt.calls(), ["head localhost:5000/busybox:1"]);
+    assert_eq!(seen.images["localhost:5000/busybox:1"].remote_digest, None);
+    assert!(
+        diff(&always, &seen, &opts(SystemTime::now()))
+            .expect("diff")
+            .is_empty()
+    );
+
+    // The registry cannot be asked: the image and its containers stay.
+    rt.fail_next("head localhost:5000/busybox:1", "connection refused");
+    let new = format!("sha256:{}", "c".repeat(64));
+    rt.set_registry_digest("localhost:5000/busybox:1", &new);
+    let seen = observe().await;
+    assert_eq!(seen.images["localhost:5000/busybox:1"].remote_digest, None);
+    assert!(
+        diff(&always, &seen, &opts(SystemTime::now()))
+            .expect("diff")
+            .is_empty()
+    );
+
+    // It can again, and the tag has moved: pull, then replace.
+    let seen = observe().await;
+    assert_eq!(
+        seen.images["localhost:5000/busybox:1"].remote_digest,
+        Some(new.clone())
+    );
+    let p = diff(&always, &seen, &opts(SystemTime::now())).expect("diff");
+    assert_eq!(verbs(&p), ["pull image localhost:5000/busybox:1"]);
+    apply(&rt, &p, &always, &seen, &apply_opts()).await;
+    let seen = observe().await;
+    assert_eq!(seen.images["localhost:5000/busybox:1"].remote_digest, None);
+    let p = diff(&always, &seen, &opts(SystemTime::now())).expect("diff");
+    assert_eq!(p.count(Verb::Replace), 2, "{p}");
+
+    // `if-not-present` (the default) never asks.
+    let lazy = load(BASE);
+    rt.clear_calls();
+    crate::runtime::observe(&rt, &lazy).await.expect("observe");
+    assert!(rt.calls().is_empty(), "{:?}", rt.calls());
+}
+
 /// `desired` with `busybox`'s reference pinned to `digest` (as the agent's
 /// image updates pin it): the entry and its containers, hashes kept.
 fn pinned(desired: &DesiredState, digest: &str) -> DesiredState {

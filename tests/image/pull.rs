@@ -218,3 +218,81 @@ fn xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
     buf.truncate(n);
     Some(buf)
 }
+
+/// `pull = "always"` follows its tag on every `moor apply`, as
+/// `docker compose up` with `pull_policy: always` does: a re-pushed tag is
+/// pulled and its container replaced; an unmoved one replaces nothing; a
+/// registry that cannot be reached leaves the container on the image it
+/// runs (the apply succeeds, with a warning).
+#[test]
+fn pull_always_follows_a_re_pushed_tag_on_each_apply() {
+    let Some(host) =
+        crate::common::instance::Instance::with_busybox("pullal", &["docker-registry"])
+    else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let app = |version: &str| {
+        let v = version.to_string();
+        layers::image(vec![
+            layers::base_layer(),
+            Layer::plain(&tar_of(|b| file(b, "version", v.as_bytes()))),
+        ])
+    };
+    let reference = format!("{}/pullal/app:1", registry.addr);
+    registry.push("pullal/app", "1", &app("one"));
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("pullal");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("stack.toml"),
+        format!(
+            "[images.app]\nref = \"{reference}\"\npull = \"always\"\n\n\
+             [containers.web]\nimage = \"app\"\nnetwork_mode = \"none\"\n\
+             command = [\"sh\", \"-c\", \"exec sleep 3600\"]\n"
+        ),
+    )
+    .expect("write");
+    let dir = dir.to_str().expect("utf-8");
+    let version = || {
+        host.moor_ok(&["exec", "web", "--", "cat", "/version"])
+            .trim()
+            .to_string()
+    };
+
+    host.moor_ok(&["apply", "-p", "pullal", dir]);
+    assert_eq!(version(), "one");
+    let pid = host.pid("web").expect("running");
+
+    // Nothing moved: nothing to do.
+    let plan = host.moor(&["plan", "-p", "pullal", dir]);
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    host.moor_ok(&["apply", "-p", "pullal", dir]);
+    assert_eq!(host.pid("web"), Some(pid), "an unmoved tag replaced web");
+
+    // The tag is pushed again: the plan says so, apply pulls and replaces.
+    let two = app("two");
+    registry.push("pullal/app", "1", &two);
+    let plan = host.moor(&["plan", "-p", "pullal", dir]);
+    let said = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert_eq!(plan.status.code(), Some(2), "{said}{}", stderr(&plan));
+    assert!(said.contains("tag moved to"), "{said}");
+    host.moor_ok(&["apply", "-p", "pullal", dir]);
+    assert_eq!(version(), "two");
+    assert_ne!(host.pid("web"), Some(pid));
+    let pid = host.pid("web").expect("running");
+
+    // The registry is gone: the apply keeps web on what it runs.
+    drop(registry);
+    let out = host.moor(&["apply", "-p", "pullal", dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pull = \"always\""),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(host.pid("web"), Some(pid));
+    assert_eq!(version(), "two");
+}

@@ -83,6 +83,9 @@ struct Inner {
     usage: Mutex<usage::Reader>,
     /// The cgroup hierarchies (for the freezer), found once.
     hierarchies: std::sync::OnceLock<crate::container::cgroups::Hierarchies>,
+    /// Where each `pull = "always"` tag pointed in its registry, and when
+    /// that was asked ([`Inner::tag_moved`]).
+    heads: Mutex<std::collections::HashMap<String, (std::time::Instant, String)>>,
     /// The state-dir lock, when this process holds it (`Access::Exclusive`).
     _lock: Option<File>,
 }

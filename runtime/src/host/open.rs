@@ -99,6 +99,7 @@ impl Host {
                 pull: config.pull,
                 usage: Mutex::default(),
                 hierarchies: std::sync::OnceLock::new(),
+                heads: Mutex::default(),
                 _lock: lock,
             }),
         })

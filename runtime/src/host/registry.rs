@@ -1,12 +1,67 @@
 //! What the registry and the image store say about an image an update
-//! follows (`[images.X] update`): asked by the agent between passes, never
-//! by the reconciler, and changing nothing on the host.
+//! follows (`[images.X] update`, asked by the agent between passes) or one
+//! pulled with `pull = "always"` (asked by the reconciler's observation
+//! through [`Inner::tag_moved`]); changing nothing on the host.
 
+use std::time::{Duration, Instant};
+
+use moor_reconcile::RuntimeError;
 use moor_spec::reference::ImageRef;
 
-use super::Host;
+use super::error::{ErrorContext, image};
+use super::{Host, Inner};
 use crate::image::import::error_chain;
 use crate::image::remote;
+
+/// How long the registry's answer for a `pull = "always"` tag is taken as
+/// still true: the agent observes the host on every event (a container
+/// exiting, a health check) and at least every resync, and a crash loop
+/// must not become a request to the registry every second.
+pub(super) const TAG_CHECK_EVERY: Duration = Duration::from_secs(30);
+
+impl Inner {
+    /// The digest `reference`'s tag points at in its registry, when it is
+    /// not the one of the image the store's tag names; `None` when they
+    /// are the same. The registry is asked at most once per
+    /// [`TAG_CHECK_EVERY`] per reference; the store is read every time,
+    /// so an image pulled meanwhile is seen at once.
+    pub(super) fn tag_moved(&self, reference: &ImageRef) -> Result<Option<String>, RuntimeError> {
+        let r = reference.to_string();
+        let now = Instant::now();
+        let cached = {
+            let heads = self.heads.lock().expect("tag cache poisoned");
+            heads
+                .get(&r)
+                .filter(|(at, _)| now.duration_since(*at) < TAG_CHECK_EVERY)
+                .map(|(_, d)| d.clone())
+        };
+        let remote = match cached {
+            Some(d) => d,
+            None => {
+                let d = remote::head_digest(reference, &self.pull)
+                    .map_err(ErrorContext::new(format!("asking the registry for {r}")))
+                    .map_err(image)?;
+                let mut heads = self.heads.lock().expect("tag cache poisoned");
+                heads.retain(|_, (at, _)| now.duration_since(*at) < TAG_CHECK_EVERY);
+                heads.insert(r.clone(), (now, d.clone()));
+                d
+            }
+        };
+        let images = self.images.lock().expect("image store poisoned");
+        let local = images
+            .resolve(&r)
+            .map_err(ErrorContext::new(format!(
+                "reading the image store for {r}"
+            )))
+            .map_err(image)?
+            .filter(|i| i.refs.contains(&r))
+            .map(|i| i.index.unwrap_or(i.digest));
+        Ok(match local {
+            Some(local) if local != remote => Some(remote),
+            _ => None,
+        })
+    }
+}
 
 impl Host {
     /// The digest `reference`'s tag points at in its registry now (an

@@ -53,6 +53,11 @@ impl Runtime for Host {
         .await
     }
 
+    async fn tag_moved(&self, reference: &ImageRef) -> Result<Option<String>, RuntimeError> {
+        let r = reference.clone();
+        self.blocking(move |inner| inner.tag_moved(&r)).await
+    }
+
     async fn build_inputs(&self, spec: &BuildSpec) -> Result<BuildInputs, RuntimeError> {
         let spec = spec.clone();
         self.blocking(move |inner| inner.build_inputs(&spec)).await
