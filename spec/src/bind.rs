@@ -113,13 +113,28 @@ fn hash_entry(
         })?;
         h.update(b"f");
         h.update(meta.len().to_le_bytes());
-        let mut f = fs::File::open(path).map_err(|e| {
+        let cannot = |e: std::io::Error| {
             format!(
                 "cannot read \"{}\": {}",
                 path.display(),
                 crate::diag::io_reason(&e)
             )
-        })?;
+        };
+        // Opened without following a link and without waiting, and read
+        // no further than the size looked at: a file swapped for a FIFO
+        // or a link, or one that keeps growing, cannot hold the load.
+        let f = crate::load::open_nonblocking_nofollow(path).map_err(cannot)?;
+        let opened = f.metadata().map_err(cannot)?;
+        {
+            use std::os::unix::fs::MetadataExt;
+            if !opened.is_file() || opened.ino() != meta.ino() || opened.dev() != meta.dev() {
+                return Err(format!(
+                    "cannot read \"{}\": it changed while it was read",
+                    path.display()
+                ));
+            }
+        }
+        let mut f = f.take(meta.len());
         let mut buf = [0u8; 64 * 1024];
         loop {
             let n = f.read(&mut buf).map_err(|e| {

@@ -95,22 +95,42 @@ fn bad_name(key: &str) -> Option<&'static str> {
 
 /// Reads the env file at `path` (its links already resolved), written
 /// `shown` in the manifest and found at `looked_for`: its text, which
-/// [`vars`] parses.
+/// [`vars`] parses. Only a regular file of at most a manifest's default
+/// size is read: a FIFO or a device in a source's tree is refused without
+/// waiting on it (it could hold a load forever, or never end).
 pub fn read(path: &Path, looked_for: &Path, shown: &str) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| {
+    use std::io::Read as _;
+    let cannot = |why: String| {
+        format!(
+            "cannot read env_file \"{shown}\" ({}): {why}",
+            looked_for.display()
+        )
+    };
+    let io = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!(
                 "env_file \"{shown}\" does not exist (looked for {})",
                 looked_for.display()
             )
         } else {
-            format!(
-                "cannot read env_file \"{shown}\" ({}): {}",
-                looked_for.display(),
-                crate::diag::io_reason(&e)
-            )
+            cannot(crate::diag::io_reason(&e))
         }
-    })
+    };
+    let f = crate::load::open_nonblocking(path).map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(cannot("not a regular file".into()));
+    }
+    let max = crate::load::DEFAULT_MAX_FILE_SIZE;
+    let mut bytes = Vec::with_capacity(meta.len().min(max) as usize);
+    f.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > max {
+        return Err(cannot(format!(
+            "larger than {}",
+            crate::units::format_size(max)
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| cannot("stream did not contain valid UTF-8".into()))
 }
 
 #[cfg(test)]

@@ -175,7 +175,7 @@ pub(crate) fn read_capped_with_meta(
     max: u64,
 ) -> Result<(String, std::fs::Metadata), String> {
     let cannot = |e: std::io::Error| format!("cannot read file: {}", crate::diag::io_reason(&e));
-    let f = std::fs::File::open(file).map_err(cannot)?;
+    let f = open_nonblocking(file).map_err(cannot)?;
     let meta = f.metadata().map_err(cannot)?;
     if !meta.is_file() {
         return Err("not a regular file".into());
@@ -192,6 +192,33 @@ pub(crate) fn read_capped_with_meta(
     let text = String::from_utf8(bytes)
         .map_err(|_| "cannot read file: stream did not contain valid UTF-8".to_string())?;
     Ok((text, meta))
+}
+
+/// Opens `file` for reading without waiting: a FIFO (a named pipe a
+/// directory source may hold) with no writer would block `open` until one
+/// came, and a terminal would become the reader's controlling one. Callers
+/// refuse anything but a regular file from the open file's `fstat`, on
+/// which `O_NONBLOCK` changes nothing.
+pub(crate) fn open_nonblocking(file: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+        .open(file)
+}
+
+/// [`open_nonblocking`], refusing a link at `file` itself.
+pub(crate) fn open_nonblocking_nofollow(file: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(
+            (nix::fcntl::OFlag::O_NONBLOCK
+                | nix::fcntl::OFlag::O_NOCTTY
+                | nix::fcntl::OFlag::O_NOFOLLOW)
+                .bits(),
+        )
+        .open(file)
 }
 
 pub(crate) fn too_large(size: u64, max: u64) -> String {
@@ -351,6 +378,64 @@ mod tests {
         assert_eq!(state.containers.len(), 1);
         let twice = load(&[dir.path(), &dir.path().join("self")]).unwrap_or_else(|d| panic!("{d}"));
         assert_eq!(twice.containers.len(), 1);
+    }
+
+    /// A FIFO with no writer blocks whoever opens it. One in a source's
+    /// tree — as an env file, a secret's file, a file in a bound
+    /// directory, or named like a manifest — must make a diagnostic (or be
+    /// skipped), not hold the load (and the agent) forever.
+    #[test]
+    fn fifos_in_the_tree_never_hold_a_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        std::fs::create_dir_all(root.join("conf")).unwrap();
+        std::fs::write(root.join("conf/site.conf"), "ok").unwrap();
+        let mkfifo = |at: &str| {
+            nix::unistd::mkfifo(
+                &root.join(at),
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+            )
+            .unwrap()
+        };
+        for fifo in ["app.env", "password", "conf/pipe"] {
+            mkfifo(fifo);
+        }
+        let write = |body: &str| std::fs::write(root.join("app.toml"), body).unwrap();
+        let load_within = |what: &str| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let dir = root.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(load(&[&dir]).map(|_| ()).map_err(|d| d.to_string()));
+            });
+            rx.recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("{what}: the load waited on a FIFO"))
+        };
+
+        write("[containers.app]\nimage = \"busybox\"\nenv_file = \"app.env\"\n");
+        let err = load_within("env_file").expect_err("a FIFO env file");
+        assert!(
+            err.contains("env_file") && err.contains("not a regular file"),
+            "{err}"
+        );
+
+        write(
+            "[secrets.password]\nfile = \"./password\"\n\n\
+             [containers.app]\nimage = \"busybox\"\nsecrets = [\"password\"]\n",
+        );
+        let err = load_within("secret").expect_err("a FIFO secret");
+        assert!(err.contains("secrets.password"), "{err}");
+
+        write("[containers.app]\nimage = \"busybox\"\nmounts = [\"./conf:/etc/site:ro\"]\n");
+        // A FIFO inside a bound directory is hashed by its kind and mode,
+        // never opened.
+        load_within("bind").unwrap_or_else(|e| panic!("{e}"));
+
+        mkfifo("trap.toml");
+        let err = load_within("manifest").expect_err("a FIFO manifest");
+        assert!(
+            err.contains("trap.toml") && err.contains("not a regular file"),
+            "{err}"
+        );
     }
 
     fn bind_digest(state: &DesiredState, target: &str) -> String {
