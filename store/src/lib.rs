@@ -98,7 +98,18 @@ impl Store {
     /// ingest files and temporary snapshot directories left by a crash.
     /// Takes the exclusive lock itself.
     pub fn gc(&self) -> Result<GcReport, GcError> {
-        let _lock = self.lock_exclusive()?;
+        let lock = self.lock_exclusive()?;
+        self.gc_held(&lock)
+    }
+
+    /// [`Store::gc`] under an exclusive lock the caller holds (from
+    /// [`Store::lock_exclusive`]): for one that removes records first
+    /// (an image prune), so that no writer holding the lock shared (a
+    /// pull, a tag) runs between its removals and the collection.
+    pub fn gc_held(&self, lock: &GcLock) -> Result<GcReport, GcError> {
+        if !lock.is_exclusive() {
+            return Err(GcError::NotExclusive);
+        }
         let mut report = GcReport::default();
         // Snapshots first: their records go before their directories, so a
         // crash in between leaves an unrecorded directory, which the next
@@ -156,6 +167,9 @@ pub enum GcError {
     /// A snapshot could not be removed.
     #[error(transparent)]
     Snapshots(#[from] SnapshotError),
+    /// [`Store::gc_held`] was given a shared lock.
+    #[error("garbage collection needs the store's lock held exclusively")]
+    NotExclusive,
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use rustix::fs::{FlockOperation, flock};
 #[derive(Debug)]
 pub struct GcLock {
     _file: File,
+    exclusive: bool,
 }
 
 /// The lock could not be taken.
@@ -48,6 +49,14 @@ impl GcLock {
             .open(path)
             .map_err(err)?;
         flock(&file, op).map_err(|e| err(e.into()))?;
-        Ok(Self { _file: file })
+        Ok(Self {
+            _file: file,
+            exclusive: op == FlockOperation::LockExclusive,
+        })
+    }
+
+    /// Whether this guard holds the lock exclusively.
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive
     }
 }

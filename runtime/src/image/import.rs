@@ -487,6 +487,44 @@ mod tests {
         c.iter().map(|s| s.to_string()).collect()
     }
 
+    /// A prune removes untagged images only while no writer (a pull, a
+    /// tag: they hold the store's lock shared) is under way: it waits for
+    /// the lock before its first removal, not only before collecting blobs.
+    #[test]
+    fn prune_waits_for_writers_before_removing_an_untagged_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::open(&dir.path().join("state")).unwrap();
+        let tarball = dir.path().join("rootfs.tar");
+        std::fs::write(&tarball, tar_of(&[("hello", b"hi\n")])).unwrap();
+        // Untagged but recorded, as between a pull's commit and its tag.
+        let imported = import_with_changes(&images, &tarball, None, &[], &|_| {}).unwrap();
+        let digest = imported.images[0].digest.clone();
+        assert!(imported.images[0].refs.is_empty());
+        let writer = images.store.lock_shared().unwrap();
+        let state = dir.path().join("state");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pruner = std::thread::spawn(move || {
+            let images = Images::open(&state).unwrap();
+            let out = images.prune(&Default::default()).map(|(gone, _)| gone);
+            tx.send(()).unwrap();
+            out
+        });
+        // Nothing goes while the writer holds the lock.
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(500))
+                .is_err(),
+            "prune finished while a writer held the lock"
+        );
+        assert!(images.store.db.image(&digest).unwrap().is_some());
+        drop(writer);
+        let gone = pruner.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(gone, std::slice::from_ref(&digest));
+        assert!(images.store.db.image(&digest).unwrap().is_none());
+        // A shared guard is refused by the collection itself.
+        let shared = images.store.lock_shared().unwrap();
+        assert!(images.store.gc_held(&shared).is_err());
+    }
+
     #[test]
     fn changes_go_into_the_config_of_a_root_filesystem() {
         let dir = tempfile::tempdir().unwrap();

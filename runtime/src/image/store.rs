@@ -437,6 +437,10 @@ impl Images {
         &self,
         keep: &std::collections::BTreeSet<String>,
     ) -> Result<(Vec<String>, GcReport), ImageError> {
+        // Exclusive from the first removal to the end of the collection:
+        // a pull or a tag (which hold it shared) either finishes before,
+        // or starts after and finds the image gone.
+        let lock = self.store.lock_exclusive()?;
         let kept: std::collections::HashSet<String> = self
             .list()?
             .into_iter()
@@ -450,7 +454,7 @@ impl Images {
         for d in &dangling {
             self.store.db.remove_image(d)?;
         }
-        Ok((dangling, self.store.gc()?))
+        Ok((dangling, self.store.gc_held(&lock)?))
     }
 }
 
