@@ -3,6 +3,8 @@
 //! `cargo run --release -p moor-spec --example profile_load`
 //!
 //! `profile_load once` loads the corpus from disk once and exits;
+//! `profile_load corpus DIR` writes it to DIR and `profile_load cold DIR
+//! N` loads it from there N times, each from scratch;
 //! `profile_load loads N` makes N loads through one `Loader`, each after
 //! an edit of one file. Under `valgrind --tool=callgrind`, the difference
 //! between `loads 3` and `loads 1`, halved, is the cost of a warm load.
@@ -26,9 +28,28 @@ fn median(mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `profile_load corpus DIR` writes the corpus into DIR; `profile_load
+    // cold DIR N` loads it N times from scratch (each a new `Loader`), so
+    // that a profile or a timing of cold loads leaves the writing out.
+    match (args.first().map(String::as_str), args.get(1)) {
+        (Some("corpus"), Some(dir)) => {
+            std::fs::create_dir_all(dir).expect("corpus dir");
+            corpus::write_corpus(std::path::Path::new(dir));
+            return;
+        }
+        (Some("cold"), Some(dir)) => {
+            let n: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1);
+            for _ in 0..n {
+                let state = moor_spec::load(&[dir]).expect("valid corpus");
+                assert_eq!(state.len(), corpus::FILES * corpus::PER_FILE);
+            }
+            return;
+        }
+        _ => {}
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     corpus::write_corpus(dir.path());
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let file = dir.path().join("m050.toml");
     let original = std::fs::read_to_string(&file).expect("read");
     let edited = original.replacen("MODE = \"bench\"", "MODE = \"edited\"", 1);
