@@ -11,6 +11,8 @@
 //! finish and containers keep running.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use moor_spec::{DesiredState, Kind};
@@ -50,6 +52,34 @@ pub type RestoreFn = dyn Fn(&str, &str) -> Result<(), String> + Send + Sync;
 impl std::fmt::Debug for Restore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Restore(..)")
+    }
+}
+
+/// Where a source's files of a healthy revision are kept for a rollback to
+/// it (a directory source: a git source has its commits). Blocking, and
+/// brief (bounded copies).
+pub trait Snapshots: Send + Sync + std::fmt::Debug {
+    /// Copies `sources` (`(tree, source)` pairs, see
+    /// [`rollout::snapshot_sources`]) of `revision`; returns each tree's
+    /// copy (old root → snapshot root), or why there is none.
+    fn take(
+        &self,
+        revision: &str,
+        sources: &BTreeSet<(PathBuf, PathBuf)>,
+    ) -> Result<BTreeMap<PathBuf, PathBuf>, String>;
+    /// Deletes the snapshots of every revision but those in `keep`.
+    fn keep(&self, keep: &[&str]);
+}
+
+/// Runs `f`, which blocks briefly, without stalling the other tasks of a
+/// multi-threaded runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    if tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }
 
@@ -117,6 +147,9 @@ pub struct ControllerOptions {
     pub history: Vec<RevisionRecord>,
     /// Puts a source's files of a revision back before a rollback to it.
     pub restore: Option<Restore>,
+    /// Keeps a copy of the files a healthy revision's containers read
+    /// from the source's tree, for a rollback to it.
+    pub snapshots: Option<Arc<dyn Snapshots>>,
 }
 
 impl ControllerOptions {
@@ -133,6 +166,7 @@ impl ControllerOptions {
             rollback: true,
             history: Vec::new(),
             restore: None,
+            snapshots: None,
         }
     }
 }
@@ -278,6 +312,8 @@ pub struct Controller<R> {
     /// Healthy revisions' desired states, each image pinned to the digest
     /// it ran (`repo:tag@digest`), newest last.
     good: VecDeque<(String, DesiredState)>,
+    /// Healthy revisions kept in `good` whose files have no snapshot, and why.
+    unsnapshotted: BTreeMap<String, String>,
     /// Rollbacks done since the last pass (for the recorder).
     rollbacks: u32,
     /// Wall-clock time at `epoch`: restart backoff compares wall-clock exit
@@ -308,6 +344,7 @@ impl<R: Runtime> Controller<R> {
             pass_backoff: Backoff::default(),
             rollout: None,
             good: VecDeque::new(),
+            unsnapshotted: BTreeMap::new(),
             rollbacks: 0,
             status: Status {
                 suspended,
@@ -608,21 +645,18 @@ impl<R: Runtime> Controller<R> {
     /// Puts `target` in force in place of `from`, which is not applied
     /// again until the source moves.
     fn roll_back_to(&mut self, from: &str, target: (String, DesiredState), mut message: String) {
-        if let Some(restore) = self.opts.restore.clone() {
-            let run = || (restore.0)(from, &target.0);
-            let restored = if tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-            {
-                tokio::task::block_in_place(run)
-            } else {
-                run()
-            };
-            if let Err(e) = restored {
-                message.push_str(&format!(
-                    " (the source's files of {} could not be put back: {e})",
-                    short(&target.0)
-                ));
-            }
+        if let Some(restore) = self.opts.restore.clone()
+            && let Err(e) = blocking(|| (restore.0)(from, &target.0))
+        {
+            message.push_str(&format!(
+                " (the source's files of {} could not be put back: {e})",
+                short(&target.0)
+            ));
+        }
+        if let Some(why) = self.unsnapshotted.get(&target.0) {
+            message.push_str(&format!(
+                " (its manifests only: its files have no snapshot, {why})"
+            ));
         }
         tracing::warn!(project = %self.opts.apply.project, "{message}");
         let now = unix(self.wall_now());
@@ -1082,7 +1116,17 @@ impl<R: Runtime> Controller<R> {
         let stamp = unix(now);
         // What a rollback to this revision re-applies: its images pinned
         // to the digests it ran.
-        let pinned = matches!(verdict, Verdict::Healthy).then(|| rollout::pin_to(desired, &images));
+        // A rollback that became healthy again is kept as it was (its
+        // files already read from their snapshot).
+        let pinned = matches!(verdict, Verdict::Healthy).then(|| {
+            let again = (!may_roll_back)
+                .then(|| self.good.iter().find(|(r, _)| *r == revision))
+                .flatten();
+            match again {
+                Some((_, kept)) => kept.clone(),
+                None => self.snapshot(&revision, rollout::pin_to(desired, &images)),
+            }
+        });
         if let Some(r) = self.record_mut(&revision) {
             r.changes = changes;
             r.images = images;
@@ -1096,15 +1140,28 @@ impl<R: Runtime> Controller<R> {
             Verdict::Healthy => {
                 tracing::info!(revision = %revision, "revision healthy");
                 self.rollout = None;
+                let unsnapshotted = self.unsnapshotted.get(&revision).cloned();
                 if let Some(r) = self.record_mut(&revision) {
                     r.outcome = Outcome::Healthy;
                     r.decided_at = Some(stamp);
+                    if let (None, Some(why)) = (&r.message, unsnapshotted) {
+                        r.message = Some(format!(
+                            "its files have no snapshot ({why}): a rollback to it puts back its manifests only"
+                        ));
+                    }
                 }
                 self.good.retain(|(r, _)| *r != revision);
                 self.good
                     .push_back((revision, pinned.unwrap_or_else(|| desired.clone())));
                 while self.good.len() > KEPT_GOOD {
                     self.good.pop_front();
+                }
+                let good = &self.good;
+                self.unsnapshotted
+                    .retain(|r, _| good.iter().any(|(g, _)| g == r));
+                if let Some(s) = self.opts.snapshots.clone() {
+                    let keep: Vec<&str> = self.good.iter().map(|(r, _)| r.as_str()).collect();
+                    blocking(|| s.keep(&keep));
                 }
                 None
             }
@@ -1147,6 +1204,35 @@ impl<R: Runtime> Controller<R> {
                         None
                     }
                 }
+            }
+        }
+    }
+}
+
+impl<R> Controller<R> {
+    /// `state` (healthy `revision`'s, to keep for a rollback) with its
+    /// bind sources read from a snapshot of them, when the source keeps
+    /// snapshots; as it is, and `revision` noted as without one, when the
+    /// copy failed.
+    fn snapshot(&mut self, revision: &str, state: DesiredState) -> DesiredState {
+        self.unsnapshotted.remove(revision);
+        let Some(snapshots) = self.opts.snapshots.clone() else {
+            return state;
+        };
+        let sources = rollout::snapshot_sources(&state);
+        if sources.is_empty() {
+            return state;
+        }
+        match blocking(|| snapshots.take(revision, &sources)) {
+            Ok(trees) => rollout::rebase_binds(&state, &trees),
+            Err(why) => {
+                tracing::warn!(
+                    project = %self.opts.apply.project,
+                    revision = %revision,
+                    "the files of this healthy revision have no snapshot ({why}): a rollback to it puts back its manifests only"
+                );
+                self.unsnapshotted.insert(revision.to_string(), why);
+                state
             }
         }
     }

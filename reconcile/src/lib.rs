@@ -27,7 +27,7 @@ pub use apply::{ApplyOptions, Outcome, apply};
 pub use backoff::{BACKOFF_BASE, BACKOFF_MAX, Backoff};
 pub use controller::{
     Condition, ConditionStatus, Controller, ControllerOptions, KEPT_GOOD, NoRecorder, PassView,
-    Recorder, Restore, RollbackReply, Status, Trigger, refused_after_restart, short,
+    Recorder, Restore, RollbackReply, Snapshots, Status, Trigger, refused_after_restart, short,
 };
 pub use converge::{ConvergeError, ConvergeOptions, Convergence, InstancePhase, converge, settled};
 pub use diff::{

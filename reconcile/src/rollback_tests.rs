@@ -34,6 +34,10 @@ struct Harness {
 }
 
 fn start(rollback: bool) -> Harness {
+    start_with(rollback, None)
+}
+
+fn start_with(rollback: bool, snapshots: Option<Arc<dyn Snapshots>>) -> Harness {
     let rt = Arc::new(FakeRuntime::new());
     let (tx, rx) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(Status::default());
@@ -44,6 +48,7 @@ fn start(rollback: bool) -> Harness {
         deploy_timeout: Duration::from_secs(5),
         min_ready: Duration::from_secs(1),
     };
+    opts.snapshots = snapshots;
     let controller = Controller::new(rt.clone(), opts);
     tokio::spawn(async move { controller.run(rx, status_tx, &NO_RECORDER).await });
     Harness { rt, tx, status }
@@ -492,4 +497,145 @@ async fn a_rollback_runs_the_digests_the_good_revision_ran() {
     // The rollback's own record names the digest it ran.
     let last = s.history.last().expect("a record");
     assert_eq!(last.images.get(&pinned), Some(&d1), "{last:?}");
+}
+
+/// `stack` whose web container reads `/m/site` from the source's tree `/m`.
+fn with_site(greeting: &str, healthcheck: bool) -> DesiredState {
+    let mut state = stack(greeting, healthcheck);
+    let web = state.containers.get_mut("web").expect("web");
+    Arc::make_mut(&mut web.spec).mounts.push(moor_spec::Mount {
+        target: "/srv".into(),
+        source: moor_spec::MountSource::Bind {
+            source: "/m/site".into(),
+            content_digest: Some(format!("sha256:{}", "a".repeat(64))),
+            tree: Some("/m".into()),
+        },
+        read_only: true,
+    });
+    state
+}
+
+/// A snapshot taken: the revision and its `(tree, source)` pairs.
+type Taken = (String, Vec<(PathBuf, PathBuf)>);
+
+/// Snapshots that copy nothing: each revision's tree is `/snap/<revision>`.
+#[derive(Debug, Default)]
+struct FakeSnapshots {
+    fail: bool,
+    taken: std::sync::Mutex<Vec<Taken>>,
+    kept: std::sync::Mutex<Vec<String>>,
+}
+
+impl Snapshots for FakeSnapshots {
+    fn take(
+        &self,
+        revision: &str,
+        sources: &std::collections::BTreeSet<(PathBuf, PathBuf)>,
+    ) -> Result<std::collections::BTreeMap<PathBuf, PathBuf>, String> {
+        self.taken
+            .lock()
+            .expect("lock")
+            .push((revision.into(), sources.iter().cloned().collect()));
+        if self.fail {
+            return Err("larger than the 64 MiB snapshot limit".into());
+        }
+        Ok(sources
+            .iter()
+            .map(|(tree, _)| (tree.clone(), PathBuf::from(format!("/snap/{revision}"))))
+            .collect())
+    }
+
+    fn keep(&self, keep: &[&str]) {
+        *self.kept.lock().expect("lock") = keep.iter().map(|r| r.to_string()).collect();
+    }
+}
+
+impl Harness {
+    fn site(&self) -> Option<PathBuf> {
+        self.rt.with_host(|h| {
+            h.containers
+                .get("web")
+                .and_then(|c| c.spec.as_ref())
+                .and_then(|s| {
+                    s.mounts.iter().find_map(|m| match &m.source {
+                        moor_spec::MountSource::Bind { source, .. } => Some(source.clone()),
+                        _ => None,
+                    })
+                })
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_reads_the_files_of_the_good_revision_from_its_snapshot() {
+    let snaps = Arc::new(FakeSnapshots::default());
+    let h = start_with(true, Some(snaps.clone()));
+    h.source("r1", with_site("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    assert_eq!(h.outcomes(), [("r1".to_string(), Outcome::Healthy)]);
+    assert_eq!(
+        *snaps.taken.lock().expect("lock"),
+        [(
+            "r1".to_string(),
+            vec![(PathBuf::from("/m"), PathBuf::from("/m/site"))]
+        )]
+    );
+    assert_eq!(*snaps.kept.lock().expect("lock"), ["r1"]);
+    // The revision in force reads the tree itself.
+    assert_eq!(h.site(), Some(PathBuf::from("/m/site")));
+
+    h.source("r2", with_site("two", true)).await;
+    run_for(Duration::from_millis(500)).await;
+    h.make_unhealthy();
+    run_for(Duration::from_secs(3)).await;
+    let s = h.status();
+    assert_eq!(s.revision.as_deref(), Some("r1"), "{:?}", s.history);
+    assert_eq!(h.greeting().as_deref(), Some("one"));
+    assert_eq!(h.site(), Some(PathBuf::from("/snap/r1/site")));
+    let msg = s.rolled_back.expect("rolled back");
+    assert!(!msg.contains("manifests only"), "{msg}");
+    // The rollback, healthy again, is kept as it was: no snapshot of the
+    // snapshot.
+    assert_eq!(snaps.taken.lock().expect("lock").len(), 1);
+
+    // Only the newest healthy revisions keep theirs.
+    for i in 3..10 {
+        h.source(&format!("r{i}"), with_site(&format!("g{i}"), false))
+            .await;
+        run_for(Duration::from_secs(3)).await;
+    }
+    let kept = snaps.kept.lock().expect("lock").clone();
+    assert_eq!(kept, ["r5", "r6", "r7", "r8", "r9"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_snapshot_a_rollback_puts_back_the_manifests_and_says_so() {
+    let snaps = Arc::new(FakeSnapshots {
+        fail: true,
+        ..FakeSnapshots::default()
+    });
+    let h = start_with(true, Some(snaps.clone()));
+    h.source("r1", with_site("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    let s = h.status();
+    let note = s.history[0].message.clone().expect("a note");
+    assert!(
+        note.contains("no snapshot") && note.contains("64 MiB") && note.contains("manifests only"),
+        "{note}"
+    );
+    h.source("r2", with_site("two", true)).await;
+    run_for(Duration::from_millis(500)).await;
+    h.make_unhealthy();
+    run_for(Duration::from_secs(3)).await;
+    let s = h.status();
+    assert_eq!(s.revision.as_deref(), Some("r1"));
+    assert_eq!(h.greeting().as_deref(), Some("one"));
+    assert_eq!(h.site(), Some(PathBuf::from("/m/site")));
+    let msg = s.rolled_back.expect("rolled back");
+    assert!(
+        msg.contains(
+            "its manifests only: its files have no snapshot, larger than the 64 MiB snapshot limit"
+        ),
+        "{msg}"
+    );
 }
