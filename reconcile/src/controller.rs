@@ -59,13 +59,13 @@ impl std::fmt::Debug for Restore {
 /// it (a directory source: a git source has its commits). Blocking, and
 /// brief (bounded copies).
 pub trait Snapshots: Send + Sync + std::fmt::Debug {
-    /// Copies `sources` (`(tree, source)` pairs, see
-    /// [`rollout::snapshot_sources`]) of `revision`; returns each tree's
-    /// copy (old root → snapshot root), or why there is none.
+    /// Copies `sources` (see [`rollout::snapshot_sources`]) of
+    /// `revision`; returns each tree's copy (old root → snapshot root), or
+    /// why there is none.
     fn take(
         &self,
         revision: &str,
-        sources: &BTreeSet<(PathBuf, PathBuf)>,
+        sources: &BTreeSet<rollout::SnapshotSource>,
     ) -> Result<BTreeMap<PathBuf, PathBuf>, String>;
     /// Deletes the snapshots of every revision but those in `keep`.
     fn keep(&self, keep: &[&str]);

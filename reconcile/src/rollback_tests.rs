@@ -530,18 +530,21 @@ impl Snapshots for FakeSnapshots {
     fn take(
         &self,
         revision: &str,
-        sources: &std::collections::BTreeSet<(PathBuf, PathBuf)>,
+        sources: &std::collections::BTreeSet<crate::rollout::SnapshotSource>,
     ) -> Result<std::collections::BTreeMap<PathBuf, PathBuf>, String> {
-        self.taken
-            .lock()
-            .expect("lock")
-            .push((revision.into(), sources.iter().cloned().collect()));
+        self.taken.lock().expect("lock").push((
+            revision.into(),
+            sources
+                .iter()
+                .map(|s| (s.tree.clone(), s.source.clone()))
+                .collect(),
+        ));
         if self.fail {
             return Err("larger than the 64 MiB snapshot limit".into());
         }
         Ok(sources
             .iter()
-            .map(|(tree, _)| (tree.clone(), PathBuf::from(format!("/snap/{revision}"))))
+            .map(|s| (s.tree.clone(), PathBuf::from(format!("/snap/{revision}"))))
             .collect())
     }
 

@@ -233,11 +233,23 @@ pub fn pin_to(desired: &DesiredState, digests: &BTreeMap<String, String>) -> Des
     out
 }
 
-/// The bind sources a snapshot of `desired` copies, as `(tree, source)`:
-/// the read-only ones that live in the source's tree (the files the
-/// revision's containers read from there; a read-write one is the
-/// container's own data, which a rollback leaves as it is).
-pub fn snapshot_sources(desired: &DesiredState) -> BTreeSet<(PathBuf, PathBuf)> {
+/// A bind source a snapshot copies.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SnapshotSource {
+    /// The root of the source's tree.
+    pub tree: PathBuf,
+    /// The bind source, beneath `tree`.
+    pub source: PathBuf,
+    /// Its content digest when the manifests were loaded: the copy must
+    /// have it (see `moor_spec::bind::content_digest`).
+    pub digest: Option<String>,
+}
+
+/// The bind sources a snapshot of `desired` copies: the read-only ones
+/// that live in the source's tree (the files the revision's containers
+/// read from there; a read-write one is the container's own data, which a
+/// rollback leaves as it is).
+pub fn snapshot_sources(desired: &DesiredState) -> BTreeSet<SnapshotSource> {
     desired
         .containers
         .values()
@@ -247,8 +259,12 @@ pub fn snapshot_sources(desired: &DesiredState) -> BTreeSet<(PathBuf, PathBuf)> 
             MountSource::Bind {
                 source,
                 tree: Some(tree),
-                ..
-            } if source.starts_with(tree) => Some((tree.clone(), source.clone())),
+                content_digest,
+            } if source.starts_with(tree) => Some(SnapshotSource {
+                tree: tree.clone(),
+                source: source.clone(),
+                digest: content_digest.clone(),
+            }),
             _ => None,
         })
         .collect()
@@ -838,11 +854,22 @@ mod tests {
         let sources = snapshot_sources(&state);
         let names: Vec<PathBuf> = sources
             .iter()
-            .map(|(tree, s)| s.strip_prefix(tree).expect("beneath").to_path_buf())
+            .map(|s| {
+                s.source
+                    .strip_prefix(&s.tree)
+                    .expect("beneath")
+                    .to_path_buf()
+            })
             .collect();
         // Read-write data and host paths are not the revision's files.
         assert_eq!(names, [PathBuf::from("app.conf"), PathBuf::from("site")]);
-        let tree = sources.iter().next().expect("one").0.clone();
+        for s in &sources {
+            assert_eq!(
+                s.digest,
+                Some(moor_spec::bind::content_digest(&s.source).expect("digest"))
+            );
+        }
+        let tree = sources.iter().next().expect("one").tree.clone();
         let snap = PathBuf::from("/state/snapshots/s/r1/0");
         let moved = rebase_binds(&state, &BTreeMap::from([(tree.clone(), snap.clone())]));
         let binds = |s: &DesiredState, c: &str| -> Vec<(String, Option<PathBuf>)> {

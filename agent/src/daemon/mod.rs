@@ -12,6 +12,8 @@
 //! - `control`: the control socket (`moor suspend`, `resume`, `reconcile`, `rollback`);
 //! - `history`: each source's revision history on disk (`moor history`);
 //! - `notify`: notifications (`[[notify]]`);
+//! - `snapshots`: a directory source's files of its healthy revisions,
+//!   for a rollback;
 //! - `updates`: image updates (`[images.X] update`), between each source
 //!   and its controller.
 //!
@@ -22,6 +24,7 @@ mod exits;
 pub mod history;
 mod http;
 mod notify;
+mod snapshots;
 mod sources;
 mod status;
 mod updates;
@@ -162,6 +165,12 @@ async fn serve(
         };
         tasks.push(tokio::spawn(updater.run(source_rx, tx.clone())));
         opts.restore = restore;
+        if let crate::config::SourceKind::Dir { .. } = source.kind {
+            opts.snapshots = Some(Arc::new(snapshots::DirSnapshots::new(
+                state_dir,
+                &source.name,
+            )));
+        }
         let controller = Controller::new(host.clone(), opts);
         let recorder = metrics.clone();
         controllers.push(tokio::spawn(async move {
