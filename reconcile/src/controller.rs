@@ -589,7 +589,11 @@ impl<R: Runtime> Controller<R> {
         let target = match to {
             Some(t) => {
                 let t = t.trim();
-                if t.len() < 4 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == ':') {
+                if t.len() < 4
+                    || !t
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '+')
+                {
                     return Err(format!(
                         "{t:?} is not a revision (give at least 4 characters of one, as `moor history` shows it)"
                     ));
@@ -1293,10 +1297,32 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// The first 12 characters of a revision (after `sha256:`, for a directory's).
-pub fn short(revision: &str) -> &str {
-    let r = revision.strip_prefix("sha256:").unwrap_or(revision);
-    r.get(..12).unwrap_or(r)
+/// What marks a revision whose images an image update pinned:
+/// `<source revision>+img:<hash of the pins>`.
+pub const IMAGES_MARK: &str = "+img:";
+
+/// The source's own revision of `revision` (without the mark of the image
+/// updates in force, see [`IMAGES_MARK`]).
+pub fn source_revision(revision: &str) -> &str {
+    revision
+        .split_once(IMAGES_MARK)
+        .map_or(revision, |(base, _)| base)
+}
+
+/// The first 12 characters of a revision (after `sha256:`, for a
+/// directory's), with the mark of its image updates
+/// (`4b1d2a0e9f3c+img:1a2b3c4d`).
+pub fn short(revision: &str) -> std::borrow::Cow<'_, str> {
+    let (base, images) = match revision.split_once(IMAGES_MARK) {
+        Some((base, images)) => (base, Some(images)),
+        None => (revision, None),
+    };
+    let r = base.strip_prefix("sha256:").unwrap_or(base);
+    let r = r.get(..12).unwrap_or(r);
+    match images {
+        None => std::borrow::Cow::Borrowed(r),
+        Some(i) => std::borrow::Cow::Owned(format!("{r}{IMAGES_MARK}{}", i.get(..8).unwrap_or(i))),
+    }
 }
 
 fn ready_conditions(desired: &DesiredState) -> BTreeMap<String, Condition> {

@@ -162,6 +162,7 @@ async fn serve(
             metrics: metrics.clone(),
             notifier: notifier.clone(),
             view: images.clone(),
+            status: status_rx.clone(),
         };
         tasks.push(tokio::spawn(updater.run(source_rx, tx.clone())));
         opts.restore = restore;

@@ -49,11 +49,23 @@ impl DirSnapshots {
 }
 
 /// The directory name of `revision`: its hexadecimal digits (a directory
-/// revision is `sha256:<hex>`); None for anything else.
-fn dir_name(revision: &str) -> Option<&str> {
-    let hex = revision.strip_prefix("sha256:").unwrap_or(revision);
-    (!hex.is_empty() && hex.len() <= 128 && hex.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .then_some(hex)
+/// revision is `sha256:<hex>`), and `-img-<hex>` for the image updates in
+/// force (`+img:<hex>`); None for anything else.
+fn dir_name(revision: &str) -> Option<String> {
+    let r = revision.strip_prefix("sha256:").unwrap_or(revision);
+    let (base, images) = match r.split_once(moor_reconcile::IMAGES_MARK) {
+        Some((base, images)) => (base, Some(images)),
+        None => (r, None),
+    };
+    let plain =
+        |p: &str| !p.is_empty() && p.len() <= 128 && p.bytes().all(|b| b.is_ascii_alphanumeric());
+    if !plain(base) || images.is_some_and(|i| !plain(i)) {
+        return None;
+    }
+    Some(match images {
+        Some(i) => format!("{base}-img-{i}"),
+        None => base.to_string(),
+    })
 }
 
 fn mkdir(path: &Path) -> Result<(), String> {
@@ -139,7 +151,7 @@ impl Snapshots for DirSnapshots {
                 return Err(e);
             }
         };
-        let done = self.root.join(name);
+        let done = self.root.join(&name);
         remove(&done)?;
         std::fs::rename(&new, &done).map_err(|e| {
             let _ = remove(&new);
@@ -153,7 +165,7 @@ impl Snapshots for DirSnapshots {
     }
 
     fn keep(&self, keep: &[&str]) {
-        let keep: BTreeSet<&str> = keep.iter().filter_map(|r| dir_name(r)).collect();
+        let keep: BTreeSet<String> = keep.iter().filter_map(|r| dir_name(r)).collect();
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return;
         };
@@ -212,6 +224,10 @@ mod tests {
         );
         // Taken again (the same revision healthy again): replaced whole.
         let sources_b = BTreeSet::from([source(&tree, "site")]);
+        // An image update's revision has its own.
+        let with_images = format!("{}+img:0123abcd", rev('a'));
+        let trees = snaps.take(&with_images, &sources_b).expect("taken");
+        assert!(trees[&tree].ends_with(format!("{}-img-0123abcd/0", "a".repeat(64))));
         snaps.take(&rev('b'), &sources_b).expect("taken");
         snaps.take(&rev('a'), &sources_b).expect("taken again");
         snaps.keep(&[&rev('b')]);
@@ -266,7 +282,16 @@ mod tests {
             .expect_err("too big");
         assert!(e.contains("kept up to 1 MiB"), "{e}");
         // A revision that would name a path.
-        for bad in ["../../etc", "sha256:../x", "", "a/b", ".new-x"] {
+        for bad in [
+            "../../etc",
+            "sha256:../x",
+            "",
+            "a/b",
+            ".new-x",
+            "abc+img:../x",
+            "abc+img:",
+            "+img:abc",
+        ] {
             let e = snaps
                 .take(bad, &BTreeSet::from([source(&tree, "big")]))
                 .expect_err(bad);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use moor_metrics::Metrics;
-use moor_reconcile::{Restore, Trigger};
+use moor_reconcile::{Restore, Trigger, source_revision};
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::{SourceConfig, SourceKind};
@@ -152,7 +152,7 @@ pub fn start_source(
             };
             let cache = state_dir.join("sources").join(&source.name);
             let mut repo = GitSource::open(&source.name, git, &cache);
-            repo.hold(held.as_deref());
+            repo.hold(held.as_deref().map(source_revision));
             // What a previous run checked out goes in force at once, so a
             // restart while the remote is down keeps the host as it was —
             // once compared with its commit (and written anew if it
@@ -179,6 +179,12 @@ pub fn start_source(
             let restore = {
                 let repo = repo.clone();
                 Restore(Arc::new(move |from: &str, to: &str| {
+                    // The commits: an image update's revision is its commit's.
+                    let (from, to) = (source_revision(from), source_revision(to));
+                    if from == to {
+                        // An image update rolled back: the same tree.
+                        return Ok(());
+                    }
                     let mut repo = repo
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
