@@ -312,6 +312,62 @@ fn a_git_commit_that_fails_its_health_check_is_rolled_back() {
     host.stop_agent();
 }
 
+/// `moor rollback --to` a commit applied before the agent's start: the
+/// agent keeps the desired states of those applied since in memory, and
+/// checks an earlier healthy commit of its history out again and loads it.
+#[test]
+fn by_hand_to_a_commit_from_before_a_restart() {
+    let Some(mut host) = Instance::with_busybox("fleet", &["git"]) else {
+        return;
+    };
+    let repo = Repo::new();
+    let git_manifest =
+        |greeting: &str| manifest_with(greeting, true, None, "mounts = [\"./site:/srv:ro\"]\n");
+    let page = |host: &Instance| {
+        let out = host.moor(&["exec", "gweb", "--", "cat", "/srv/index.txt"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = repo.commit(&git_manifest("hello"), "page one", "hello");
+    let url = format!("git+file://{}", repo.bare.display());
+    let agent_args = [
+        "--source",
+        &url,
+        "--interval",
+        "1s",
+        "--deploy-timeout",
+        "5s",
+        "--min-ready",
+        "1s",
+    ];
+    host.start_agent(&agent_args);
+    wait_outcome(&host, Some(&first), "healthy");
+    let second = repo.commit(&git_manifest("hola"), "page two", "hola");
+    wait_outcome(&host, Some(&second), "healthy");
+    assert_eq!(page(&host), "page two");
+
+    host.stop_agent();
+    host.start_agent(&agent_args);
+    wait_outcome(&host, Some(&second), "healthy");
+    let out = host.moor_ok(&["rollback", "fleet", "--to", short(&first)]);
+    assert!(
+        out.contains(&format!(
+            "rolled back from {} to {} by hand",
+            short(&second),
+            short(&first)
+        )),
+        "{out}"
+    );
+    wait_greeting(&host, "hello");
+    wait_outcome(&host, Some(&first), "healthy");
+    assert_eq!(page(&host), "page one");
+    assert_eq!(source(&host)["refused_revision"], second.as_str());
+    // The remote stays on the commit rolled back from: not applied again.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(greeting(&host).as_deref(), Some("hello"));
+    assert_eq!(page(&host), "page one");
+    host.stop_agent();
+}
+
 #[test]
 fn a_directory_edit_that_fails_is_rolled_back_until_the_files_change_again() {
     let Some(mut host) = Instance::with_busybox("site", &[]) else {

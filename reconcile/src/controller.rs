@@ -55,6 +55,22 @@ impl std::fmt::Debug for Restore {
     }
 }
 
+/// Loads the desired state of a revision applied before this start (a git
+/// source checks its commit out again and loads it), for `moor rollback
+/// --to`: called with the revision in force and the one asked for; puts
+/// the source's files of the one in force back when it fails. Blocking.
+#[derive(Clone)]
+pub struct LoadRevision(pub Arc<LoadRevisionFn>);
+
+/// The function behind [`LoadRevision`]: `(from, to)`.
+pub type LoadRevisionFn = dyn Fn(&str, &str) -> Result<DesiredState, String> + Send + Sync;
+
+impl std::fmt::Debug for LoadRevision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadRevision(..)")
+    }
+}
+
 /// Where a source's files of a healthy revision are kept for a rollback to
 /// it (a directory source: a git source has its commits). Blocking, and
 /// brief (bounded copies).
@@ -150,6 +166,8 @@ pub struct ControllerOptions {
     /// Keeps a copy of the files a healthy revision's containers read
     /// from the source's tree, for a rollback to it.
     pub snapshots: Option<Arc<dyn Snapshots>>,
+    /// Loads a revision applied before this start, for `moor rollback --to`.
+    pub load_revision: Option<LoadRevision>,
 }
 
 impl ControllerOptions {
@@ -167,6 +185,7 @@ impl ControllerOptions {
             history: Vec::new(),
             restore: None,
             snapshots: None,
+            load_revision: None,
         }
     }
 }
@@ -573,6 +592,21 @@ impl<R: Runtime> Controller<R> {
             .find(|r| r.revision == revision)
     }
 
+    /// The newest healthy record of a revision `t` names (a prefix of it),
+    /// applied before this start: one a rollback by hand may load again.
+    /// None when `t` names none, or more than one revision.
+    fn earlier(&self, t: &str) -> Option<&RevisionRecord> {
+        let mut found = self
+            .status
+            .history
+            .iter()
+            .rev()
+            .filter(|r| r.outcome == Outcome::Healthy)
+            .filter(|r| r.revision.starts_with(t) || short(&r.revision).starts_with(t));
+        let first = found.next()?;
+        found.all(|r| r.revision == first.revision).then_some(first)
+    }
+
     /// Rolls back from the revision in force to `to` (or the newest
     /// healthy revision before it): `moor rollback`.
     fn rollback_by_hand(&mut self, to: Option<&str>) -> Result<String, String> {
@@ -605,6 +639,38 @@ impl<R: Runtime> Controller<R> {
                     .collect();
                 match found.as_slice() {
                     [one] => (*one).clone(),
+                    [] if self.earlier(t).is_some() => {
+                        let record = self.earlier(t).expect("checked").clone();
+                        let from = current.as_deref().unwrap_or("-");
+                        if Some(&record.revision) == current.as_ref() {
+                            return Err(format!(
+                                "revision {} is already in force",
+                                short(&record.revision)
+                            ));
+                        }
+                        let Some(load) = self.opts.load_revision.clone() else {
+                            return Err(format!(
+                                "revision {} was applied before the agent started, and this source keeps only the revisions applied since (a directory has no history of its own): kept are {}",
+                                short(&record.revision),
+                                if kept.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    kept.iter().map(|r| short(r)).collect::<Vec<_>>().join(", ")
+                                }
+                            ));
+                        };
+                        let desired =
+                            blocking(|| (load.0)(from, &record.revision)).map_err(|e| {
+                                format!(
+                                    "revision {} could not be loaded again: {e}",
+                                    short(&record.revision)
+                                )
+                            })?;
+                        (
+                            record.revision.clone(),
+                            rollout::pin_to(&desired, &record.images),
+                        )
+                    }
                     [] => {
                         return Err(format!(
                             "revision {t} is not one of the healthy revisions kept to roll back to ({}); the agent keeps the last {KEPT_GOOD} healthy revisions applied since it started",

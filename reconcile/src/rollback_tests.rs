@@ -38,6 +38,10 @@ fn start(rollback: bool) -> Harness {
 }
 
 fn start_with(rollback: bool, snapshots: Option<Arc<dyn Snapshots>>) -> Harness {
+    start_opts(rollback, |o| o.snapshots = snapshots)
+}
+
+fn start_opts(rollback: bool, set: impl FnOnce(&mut ControllerOptions)) -> Harness {
     let rt = Arc::new(FakeRuntime::new());
     let (tx, rx) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(Status::default());
@@ -48,7 +52,7 @@ fn start_with(rollback: bool, snapshots: Option<Arc<dyn Snapshots>>) -> Harness 
         deploy_timeout: Duration::from_secs(5),
         min_ready: Duration::from_secs(1),
     };
-    opts.snapshots = snapshots;
+    set(&mut opts);
     let controller = Controller::new(rt.clone(), opts);
     tokio::spawn(async move { controller.run(rx, status_tx, &NO_RECORDER).await });
     Harness { rt, tx, status }
@@ -641,4 +645,69 @@ async fn without_a_snapshot_a_rollback_puts_back_the_manifests_and_says_so() {
         ),
         "{msg}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_hand_to_a_revision_from_before_the_start_loads_it_again() {
+    let before = crate::rollout::RevisionRecord {
+        revision: "r0aaaa".into(),
+        outcome: Outcome::Healthy,
+        applied_at: 1,
+        decided_at: Some(2),
+        message: None,
+        changes: Vec::new(),
+        images: Default::default(),
+        specs: Default::default(),
+    };
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let h = start_opts(true, |o| {
+        o.history = vec![before.clone()];
+        o.load_revision = Some(LoadRevision(Arc::new(move |from: &str, to: &str| {
+            seen.lock()
+                .expect("lock")
+                .push((from.to_string(), to.to_string()));
+            Ok(stack("zero", false))
+        })));
+    });
+    h.source("r1", stack("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    let msg = h.rollback(Some("r0aa")).await.expect("rolled back");
+    assert_eq!(msg, "rolled back from r1 to r0aaaa by hand (moor rollback)");
+    run_for(Duration::from_secs(3)).await;
+    assert_eq!(h.greeting().as_deref(), Some("zero"));
+    assert_eq!(
+        *asked.lock().expect("lock"),
+        [("r1".to_string(), "r0aaaa".to_string())]
+    );
+    let s = h.status();
+    assert_eq!(s.revision.as_deref(), Some("r0aaaa"));
+    assert_eq!(s.refused_revision.as_deref(), Some("r1"));
+
+    // A source that cannot load it (a directory) says why.
+    let h = start_opts(true, |o| o.history = vec![before.clone()]);
+    h.source("r1", stack("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    let e = h.rollback(Some("r0aa")).await.expect_err("cannot");
+    assert!(
+        e.contains("was applied before the agent started") && e.contains("kept are r1"),
+        "{e}"
+    );
+    // A failed load changes nothing.
+    let h = start_opts(true, |o| {
+        o.history = vec![before];
+        o.load_revision = Some(LoadRevision(Arc::new(|_: &str, _: &str| {
+            Err("commit r0aaaa is not in the local clone".into())
+        })));
+    });
+    h.source("r1", stack("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    let e = h.rollback(Some("r0aa")).await.expect_err("cannot");
+    assert!(
+        e.contains("could not be loaded again: commit r0aaaa"),
+        "{e}"
+    );
+    run_for(Duration::from_secs(1)).await;
+    assert_eq!(h.greeting().as_deref(), Some("one"));
+    assert_eq!(h.status().refused_revision, None);
 }

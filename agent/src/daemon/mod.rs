@@ -141,7 +141,7 @@ async fn serve(
         let wake = Arc::new(Notify::new());
         // The source's desired states pass through its image updates.
         let (source_tx, source_rx) = mpsc::channel::<Trigger>(64);
-        let (task, restore) = sources::start_source(
+        let (task, rollbacks) = sources::start_source(
             source,
             state_dir,
             &loader,
@@ -165,7 +165,10 @@ async fn serve(
             status: status_rx.clone(),
         };
         tasks.push(tokio::spawn(updater.run(source_rx, tx.clone())));
-        opts.restore = restore;
+        if let Some(r) = rollbacks {
+            opts.restore = Some(r.restore);
+            opts.load_revision = Some(r.load);
+        }
         if let crate::config::SourceKind::Dir { .. } = source.kind {
             opts.snapshots = Some(Arc::new(snapshots::DirSnapshots::new(
                 state_dir,
