@@ -273,9 +273,11 @@ pub fn snapshot_sources(desired: &DesiredState) -> BTreeSet<SnapshotSource> {
 /// `desired` with each read-only bind source that lives in a tree `trees`
 /// maps (old root → snapshot root) moved to the same place beneath the
 /// snapshot: what a rollback of a directory source re-applies, so that its
-/// containers read the files as they were. Spec hashes stay those of the
-/// written manifests (the content digests are those of the copies), as
-/// [`pin_image`] keeps them.
+/// containers read the files as they were. A container moved so has a spec
+/// hash of its own (derived from the written one and the snapshot): the
+/// rollback puts it in place reading the copies, and the source's next
+/// revision puts it back reading the tree — no container keeps reading a
+/// snapshot once its revision is out of force (and its copy may go).
 pub fn rebase_binds(desired: &DesiredState, trees: &BTreeMap<PathBuf, PathBuf>) -> DesiredState {
     let mut out = desired.clone();
     for c in out.containers.values_mut() {
@@ -291,6 +293,7 @@ pub fn rebase_binds(desired: &DesiredState, trees: &BTreeMap<PathBuf, PathBuf>) 
             continue;
         }
         let spec = Arc::make_mut(&mut c.spec);
+        let mut roots = BTreeSet::new();
         for m in &mut spec.mounts {
             if !moved(m) {
                 continue;
@@ -305,8 +308,13 @@ pub fn rebase_binds(desired: &DesiredState, trees: &BTreeMap<PathBuf, PathBuf>) 
             {
                 *source = root.join(rel);
                 *tree = root.clone();
+                roots.insert(root.display().to_string());
             }
         }
+        let roots: Vec<String> = roots.into_iter().collect();
+        c.hash = c
+            .hash
+            .with_image_digest(&format!("snapshot:{}", roots.join("\0")));
     }
     out
 }
@@ -901,11 +909,18 @@ mod tests {
                 Some(snap.clone())
             )]
         );
-        // Spec hashes stay: a container is replaced for what its revision
-        // changed, not for reading its files from the snapshot.
-        for (n, c) in &state.containers {
-            assert_eq!(moved.containers[n].hash, c.hash, "{n}");
+        // A container reading the snapshot is another container: put in
+        // place by the rollback, and back by the next revision.
+        for n in ["web", "api"] {
+            assert_ne!(moved.containers[n].hash, state.containers[n].hash, "{n}");
         }
+        assert_eq!(
+            moved.containers["plain"].hash,
+            state.containers["plain"].hash
+        );
+        // The same snapshot, the same hash.
+        let again = rebase_binds(&state, &BTreeMap::from([(tree.clone(), snap.clone())]));
+        assert_eq!(again.containers["web"].hash, moved.containers["web"].hash);
         // A tree not mapped is left as it is.
         let other = rebase_binds(
             &state,
