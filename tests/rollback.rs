@@ -312,6 +312,62 @@ fn a_git_commit_that_fails_its_health_check_is_rolled_back() {
     host.stop_agent();
 }
 
+/// `moor rollback --to` a commit applied before the agent's start: the
+/// agent keeps the desired states of those applied since in memory, and
+/// checks an earlier healthy commit of its history out again and loads it.
+#[test]
+fn by_hand_to_a_commit_from_before_a_restart() {
+    let Some(mut host) = Instance::with_busybox("fleet", &["git"]) else {
+        return;
+    };
+    let repo = Repo::new();
+    let git_manifest =
+        |greeting: &str| manifest_with(greeting, true, None, "mounts = [\"./site:/srv:ro\"]\n");
+    let page = |host: &Instance| {
+        let out = host.moor(&["exec", "gweb", "--", "cat", "/srv/index.txt"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = repo.commit(&git_manifest("hello"), "page one", "hello");
+    let url = format!("git+file://{}", repo.bare.display());
+    let agent_args = [
+        "--source",
+        &url,
+        "--interval",
+        "1s",
+        "--deploy-timeout",
+        "5s",
+        "--min-ready",
+        "1s",
+    ];
+    host.start_agent(&agent_args);
+    wait_outcome(&host, Some(&first), "healthy");
+    let second = repo.commit(&git_manifest("hola"), "page two", "hola");
+    wait_outcome(&host, Some(&second), "healthy");
+    assert_eq!(page(&host), "page two");
+
+    host.stop_agent();
+    host.start_agent(&agent_args);
+    wait_outcome(&host, Some(&second), "healthy");
+    let out = host.moor_ok(&["rollback", "fleet", "--to", short(&first)]);
+    assert!(
+        out.contains(&format!(
+            "rolled back from {} to {} by hand",
+            short(&second),
+            short(&first)
+        )),
+        "{out}"
+    );
+    wait_greeting(&host, "hello");
+    wait_outcome(&host, Some(&first), "healthy");
+    assert_eq!(page(&host), "page one");
+    assert_eq!(source(&host)["refused_revision"], second.as_str());
+    // The remote stays on the commit rolled back from: not applied again.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(greeting(&host).as_deref(), Some("hello"));
+    assert_eq!(page(&host), "page one");
+    host.stop_agent();
+}
+
 #[test]
 fn a_directory_edit_that_fails_is_rolled_back_until_the_files_change_again() {
     let Some(mut host) = Instance::with_busybox("site", &[]) else {
@@ -322,9 +378,25 @@ fn a_directory_edit_that_fails_is_rolled_back_until_the_files_change_again() {
     std::fs::create_dir(&dir).expect("mkdir");
     let file = dir.join("stack.toml");
     // Not root: the container and its health check run as nobody. A job
-    // beside it, changed with it, exits 0 each time: no failure.
+    // beside it, changed with it, exits 0 each time: no failure. The
+    // container serves a file of the directory (bind-mounted read-only).
     let dir_manifest = |greeting: &str, healthy: bool| {
-        manifest_with(greeting, healthy, Some("65534:65534"), &job(greeting))
+        manifest_with(
+            greeting,
+            healthy,
+            Some("65534:65534"),
+            &format!("mounts = [\"./site:/srv:ro\"]\n{}", job(greeting)),
+        )
+    };
+    let site = dir.join("site");
+    std::fs::create_dir(&site).expect("mkdir");
+    std::fs::write(site.join("index.txt"), "page one").expect("write");
+    // A link inside the served directory to a host secret: a snapshot
+    // copies the link, never what it points at.
+    std::os::unix::fs::symlink("/etc/shadow", site.join("shadow")).expect("symlink");
+    let page = |host: &Instance| {
+        let out = host.moor(&["exec", "gweb", "--", "cat", "/srv/index.txt"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     std::fs::write(&file, dir_manifest("hello", true)).expect("write");
     host.start_agent(&[
@@ -341,7 +413,26 @@ fn a_directory_edit_that_fails_is_rolled_back_until_the_files_change_again() {
         .as_str()
         .expect("revision")
         .to_string();
+    assert_eq!(page(&host), "page one");
+    // The healthy revision's files are kept: copied, links as links.
+    let snapshot = host
+        .dir()
+        .join("snapshots/site")
+        .join(good.strip_prefix("sha256:").expect("a directory revision"));
+    wait_for("the snapshot", Duration::from_secs(30), || {
+        snapshot.join("0/site/index.txt").exists()
+    });
+    assert_eq!(
+        std::fs::read_to_string(snapshot.join("0/site/index.txt")).expect("read"),
+        "page one"
+    );
+    assert_eq!(
+        std::fs::read_link(snapshot.join("0/site/shadow")).expect("a link"),
+        Path::new("/etc/shadow")
+    );
 
+    // The served file edited in place and the manifest broken, together.
+    std::fs::write(site.join("index.txt"), "page two").expect("edit in place");
     write(&file, &dir_manifest("broken", false));
     wait_for("the bad edit applied", Duration::from_secs(60), || {
         greeting(&host).as_deref() == Some("broken") || source(&host)["rolled_back"].is_string()
@@ -355,6 +446,13 @@ fn a_directory_edit_that_fails_is_rolled_back_until_the_files_change_again() {
     expect_rollback(&host, applied, &bad, &good, "hello");
     let uid = host.moor_ok(&["exec", "gweb", "--", "id", "-u"]);
     assert_eq!(uid.trim(), "65534");
+    // The good revision's file, from its snapshot, though the directory
+    // holds the new one.
+    assert_eq!(page(&host), "page one");
+    assert_eq!(
+        std::fs::read_to_string(site.join("index.txt")).expect("read"),
+        "page two"
+    );
 
     // Written again unchanged (an editor's save), and a comment added: the
     // same desired state, the same revision: still refused.
@@ -373,11 +471,12 @@ fn a_directory_edit_that_fails_is_rolled_back_until_the_files_change_again() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
-    // A real change applies.
+    // A real change applies, with the directory's files as they are now.
     write(&file, &dir_manifest("hola", true));
     wait_greeting(&host, "hola");
     wait_outcome(&host, None, "healthy");
     assert!(source(&host)["rolled_back"].is_null());
+    assert_eq!(page(&host), "page two");
     host.stop_agent();
 }
 

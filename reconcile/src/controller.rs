@@ -11,6 +11,8 @@
 //! finish and containers keep running.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use moor_spec::{DesiredState, Kind};
@@ -50,6 +52,50 @@ pub type RestoreFn = dyn Fn(&str, &str) -> Result<(), String> + Send + Sync;
 impl std::fmt::Debug for Restore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Restore(..)")
+    }
+}
+
+/// Loads the desired state of a revision applied before this start (a git
+/// source checks its commit out again and loads it), for `moor rollback
+/// --to`: called with the revision in force and the one asked for; puts
+/// the source's files of the one in force back when it fails. Blocking.
+#[derive(Clone)]
+pub struct LoadRevision(pub Arc<LoadRevisionFn>);
+
+/// The function behind [`LoadRevision`]: `(from, to)`.
+pub type LoadRevisionFn = dyn Fn(&str, &str) -> Result<DesiredState, String> + Send + Sync;
+
+impl std::fmt::Debug for LoadRevision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadRevision(..)")
+    }
+}
+
+/// Where a source's files of a healthy revision are kept for a rollback to
+/// it (a directory source: a git source has its commits). Blocking, and
+/// brief (bounded copies).
+pub trait Snapshots: Send + Sync + std::fmt::Debug {
+    /// Copies `sources` (see [`rollout::snapshot_sources`]) of
+    /// `revision`; returns each tree's copy (old root → snapshot root), or
+    /// why there is none.
+    fn take(
+        &self,
+        revision: &str,
+        sources: &BTreeSet<rollout::SnapshotSource>,
+    ) -> Result<BTreeMap<PathBuf, PathBuf>, String>;
+    /// Deletes the snapshots of every revision but those in `keep`.
+    fn keep(&self, keep: &[&str]);
+}
+
+/// Runs `f`, which blocks briefly, without stalling the other tasks of a
+/// multi-threaded runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    if tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }
 
@@ -117,6 +163,11 @@ pub struct ControllerOptions {
     pub history: Vec<RevisionRecord>,
     /// Puts a source's files of a revision back before a rollback to it.
     pub restore: Option<Restore>,
+    /// Keeps a copy of the files a healthy revision's containers read
+    /// from the source's tree, for a rollback to it.
+    pub snapshots: Option<Arc<dyn Snapshots>>,
+    /// Loads a revision applied before this start, for `moor rollback --to`.
+    pub load_revision: Option<LoadRevision>,
 }
 
 impl ControllerOptions {
@@ -133,6 +184,8 @@ impl ControllerOptions {
             rollback: true,
             history: Vec::new(),
             restore: None,
+            snapshots: None,
+            load_revision: None,
         }
     }
 }
@@ -278,6 +331,8 @@ pub struct Controller<R> {
     /// Healthy revisions' desired states, each image pinned to the digest
     /// it ran (`repo:tag@digest`), newest last.
     good: VecDeque<(String, DesiredState)>,
+    /// Healthy revisions kept in `good` whose files have no snapshot, and why.
+    unsnapshotted: BTreeMap<String, String>,
     /// Rollbacks done since the last pass (for the recorder).
     rollbacks: u32,
     /// Wall-clock time at `epoch`: restart backoff compares wall-clock exit
@@ -308,6 +363,7 @@ impl<R: Runtime> Controller<R> {
             pass_backoff: Backoff::default(),
             rollout: None,
             good: VecDeque::new(),
+            unsnapshotted: BTreeMap::new(),
             rollbacks: 0,
             status: Status {
                 suspended,
@@ -536,6 +592,21 @@ impl<R: Runtime> Controller<R> {
             .find(|r| r.revision == revision)
     }
 
+    /// The newest healthy record of a revision `t` names (a prefix of it),
+    /// applied before this start: one a rollback by hand may load again.
+    /// None when `t` names none, or more than one revision.
+    fn earlier(&self, t: &str) -> Option<&RevisionRecord> {
+        let mut found = self
+            .status
+            .history
+            .iter()
+            .rev()
+            .filter(|r| r.outcome == Outcome::Healthy)
+            .filter(|r| r.revision.starts_with(t) || short(&r.revision).starts_with(t));
+        let first = found.next()?;
+        found.all(|r| r.revision == first.revision).then_some(first)
+    }
+
     /// Rolls back from the revision in force to `to` (or the newest
     /// healthy revision before it): `moor rollback`.
     fn rollback_by_hand(&mut self, to: Option<&str>) -> Result<String, String> {
@@ -552,7 +623,11 @@ impl<R: Runtime> Controller<R> {
         let target = match to {
             Some(t) => {
                 let t = t.trim();
-                if t.len() < 4 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == ':') {
+                if t.len() < 4
+                    || !t
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == ':' || c == '+')
+                {
                     return Err(format!(
                         "{t:?} is not a revision (give at least 4 characters of one, as `moor history` shows it)"
                     ));
@@ -564,6 +639,38 @@ impl<R: Runtime> Controller<R> {
                     .collect();
                 match found.as_slice() {
                     [one] => (*one).clone(),
+                    [] if self.earlier(t).is_some() => {
+                        let record = self.earlier(t).expect("checked").clone();
+                        let from = current.as_deref().unwrap_or("-");
+                        if Some(&record.revision) == current.as_ref() {
+                            return Err(format!(
+                                "revision {} is already in force",
+                                short(&record.revision)
+                            ));
+                        }
+                        let Some(load) = self.opts.load_revision.clone() else {
+                            return Err(format!(
+                                "revision {} was applied before the agent started, and this source keeps only the revisions applied since (a directory has no history of its own): kept are {}",
+                                short(&record.revision),
+                                if kept.is_empty() {
+                                    "none".to_string()
+                                } else {
+                                    kept.iter().map(|r| short(r)).collect::<Vec<_>>().join(", ")
+                                }
+                            ));
+                        };
+                        let desired =
+                            blocking(|| (load.0)(from, &record.revision)).map_err(|e| {
+                                format!(
+                                    "revision {} could not be loaded again: {e}",
+                                    short(&record.revision)
+                                )
+                            })?;
+                        (
+                            record.revision.clone(),
+                            rollout::pin_to(&desired, &record.images),
+                        )
+                    }
                     [] => {
                         return Err(format!(
                             "revision {t} is not one of the healthy revisions kept to roll back to ({}); the agent keeps the last {KEPT_GOOD} healthy revisions applied since it started",
@@ -608,21 +715,18 @@ impl<R: Runtime> Controller<R> {
     /// Puts `target` in force in place of `from`, which is not applied
     /// again until the source moves.
     fn roll_back_to(&mut self, from: &str, target: (String, DesiredState), mut message: String) {
-        if let Some(restore) = self.opts.restore.clone() {
-            let run = || (restore.0)(from, &target.0);
-            let restored = if tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-            {
-                tokio::task::block_in_place(run)
-            } else {
-                run()
-            };
-            if let Err(e) = restored {
-                message.push_str(&format!(
-                    " (the source's files of {} could not be put back: {e})",
-                    short(&target.0)
-                ));
-            }
+        if let Some(restore) = self.opts.restore.clone()
+            && let Err(e) = blocking(|| (restore.0)(from, &target.0))
+        {
+            message.push_str(&format!(
+                " (the source's files of {} could not be put back: {e})",
+                short(&target.0)
+            ));
+        }
+        if let Some(why) = self.unsnapshotted.get(&target.0) {
+            message.push_str(&format!(
+                " (its manifests only: its files have no snapshot, {why})"
+            ));
         }
         tracing::warn!(project = %self.opts.apply.project, "{message}");
         let now = unix(self.wall_now());
@@ -1082,7 +1186,17 @@ impl<R: Runtime> Controller<R> {
         let stamp = unix(now);
         // What a rollback to this revision re-applies: its images pinned
         // to the digests it ran.
-        let pinned = matches!(verdict, Verdict::Healthy).then(|| rollout::pin_to(desired, &images));
+        // A rollback that became healthy again is kept as it was (its
+        // files already read from their snapshot).
+        let pinned = matches!(verdict, Verdict::Healthy).then(|| {
+            let again = (!may_roll_back)
+                .then(|| self.good.iter().find(|(r, _)| *r == revision))
+                .flatten();
+            match again {
+                Some((_, kept)) => kept.clone(),
+                None => self.snapshot(&revision, rollout::pin_to(desired, &images)),
+            }
+        });
         if let Some(r) = self.record_mut(&revision) {
             r.changes = changes;
             r.images = images;
@@ -1096,15 +1210,28 @@ impl<R: Runtime> Controller<R> {
             Verdict::Healthy => {
                 tracing::info!(revision = %revision, "revision healthy");
                 self.rollout = None;
+                let unsnapshotted = self.unsnapshotted.get(&revision).cloned();
                 if let Some(r) = self.record_mut(&revision) {
                     r.outcome = Outcome::Healthy;
                     r.decided_at = Some(stamp);
+                    if let (None, Some(why)) = (&r.message, unsnapshotted) {
+                        r.message = Some(format!(
+                            "its files have no snapshot ({why}): a rollback to it puts back its manifests only"
+                        ));
+                    }
                 }
                 self.good.retain(|(r, _)| *r != revision);
                 self.good
                     .push_back((revision, pinned.unwrap_or_else(|| desired.clone())));
                 while self.good.len() > KEPT_GOOD {
                     self.good.pop_front();
+                }
+                let good = &self.good;
+                self.unsnapshotted
+                    .retain(|r, _| good.iter().any(|(g, _)| g == r));
+                if let Some(s) = self.opts.snapshots.clone() {
+                    let keep: Vec<&str> = self.good.iter().map(|(r, _)| r.as_str()).collect();
+                    blocking(|| s.keep(&keep));
                 }
                 None
             }
@@ -1147,6 +1274,35 @@ impl<R: Runtime> Controller<R> {
                         None
                     }
                 }
+            }
+        }
+    }
+}
+
+impl<R> Controller<R> {
+    /// `state` (healthy `revision`'s, to keep for a rollback) with its
+    /// bind sources read from a snapshot of them, when the source keeps
+    /// snapshots; as it is, and `revision` noted as without one, when the
+    /// copy failed.
+    fn snapshot(&mut self, revision: &str, state: DesiredState) -> DesiredState {
+        self.unsnapshotted.remove(revision);
+        let Some(snapshots) = self.opts.snapshots.clone() else {
+            return state;
+        };
+        let sources = rollout::snapshot_sources(&state);
+        if sources.is_empty() {
+            return state;
+        }
+        match blocking(|| snapshots.take(revision, &sources)) {
+            Ok(trees) => rollout::rebase_binds(&state, &trees),
+            Err(why) => {
+                tracing::warn!(
+                    project = %self.opts.apply.project,
+                    revision = %revision,
+                    "the files of this healthy revision have no snapshot ({why}): a rollback to it puts back its manifests only"
+                );
+                self.unsnapshotted.insert(revision.to_string(), why);
+                state
             }
         }
     }
@@ -1207,10 +1363,32 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// The first 12 characters of a revision (after `sha256:`, for a directory's).
-pub fn short(revision: &str) -> &str {
-    let r = revision.strip_prefix("sha256:").unwrap_or(revision);
-    r.get(..12).unwrap_or(r)
+/// What marks a revision whose images an image update pinned:
+/// `<source revision>+img:<hash of the pins>`.
+pub const IMAGES_MARK: &str = "+img:";
+
+/// The source's own revision of `revision` (without the mark of the image
+/// updates in force, see [`IMAGES_MARK`]).
+pub fn source_revision(revision: &str) -> &str {
+    revision
+        .split_once(IMAGES_MARK)
+        .map_or(revision, |(base, _)| base)
+}
+
+/// The first 12 characters of a revision (after `sha256:`, for a
+/// directory's), with the mark of its image updates
+/// (`4b1d2a0e9f3c+img:1a2b3c4d`).
+pub fn short(revision: &str) -> std::borrow::Cow<'_, str> {
+    let (base, images) = match revision.split_once(IMAGES_MARK) {
+        Some((base, images)) => (base, Some(images)),
+        None => (revision, None),
+    };
+    let r = base.strip_prefix("sha256:").unwrap_or(base);
+    let r = r.get(..12).unwrap_or(r);
+    match images {
+        None => std::borrow::Cow::Borrowed(r),
+        Some(i) => std::borrow::Cow::Owned(format!("{r}{IMAGES_MARK}{}", i.get(..8).unwrap_or(i))),
+    }
 }
 
 fn ready_conditions(desired: &DesiredState) -> BTreeMap<String, Condition> {

@@ -26,8 +26,9 @@ mod runtime;
 pub use apply::{ApplyOptions, Outcome, apply};
 pub use backoff::{BACKOFF_BASE, BACKOFF_MAX, Backoff};
 pub use controller::{
-    Condition, ConditionStatus, Controller, ControllerOptions, KEPT_GOOD, NoRecorder, PassView,
-    Recorder, Restore, RollbackReply, Status, Trigger, refused_after_restart, short,
+    Condition, ConditionStatus, Controller, ControllerOptions, IMAGES_MARK, KEPT_GOOD,
+    LoadRevision, NoRecorder, PassView, Recorder, Restore, RollbackReply, Snapshots, Status,
+    Trigger, refused_after_restart, short, source_revision,
 };
 pub use converge::{ConvergeError, ConvergeOptions, Convergence, InstancePhase, converge, settled};
 pub use diff::{

@@ -34,6 +34,14 @@ struct Harness {
 }
 
 fn start(rollback: bool) -> Harness {
+    start_with(rollback, None)
+}
+
+fn start_with(rollback: bool, snapshots: Option<Arc<dyn Snapshots>>) -> Harness {
+    start_opts(rollback, |o| o.snapshots = snapshots)
+}
+
+fn start_opts(rollback: bool, set: impl FnOnce(&mut ControllerOptions)) -> Harness {
     let rt = Arc::new(FakeRuntime::new());
     let (tx, rx) = mpsc::channel(16);
     let (status_tx, status) = watch::channel(Status::default());
@@ -44,6 +52,7 @@ fn start(rollback: bool) -> Harness {
         deploy_timeout: Duration::from_secs(5),
         min_ready: Duration::from_secs(1),
     };
+    set(&mut opts);
     let controller = Controller::new(rt.clone(), opts);
     tokio::spawn(async move { controller.run(rx, status_tx, &NO_RECORDER).await });
     Harness { rt, tx, status }
@@ -492,4 +501,213 @@ async fn a_rollback_runs_the_digests_the_good_revision_ran() {
     // The rollback's own record names the digest it ran.
     let last = s.history.last().expect("a record");
     assert_eq!(last.images.get(&pinned), Some(&d1), "{last:?}");
+}
+
+/// `stack` whose web container reads `/m/site` from the source's tree `/m`.
+fn with_site(greeting: &str, healthcheck: bool) -> DesiredState {
+    let mut state = stack(greeting, healthcheck);
+    let web = state.containers.get_mut("web").expect("web");
+    Arc::make_mut(&mut web.spec).mounts.push(moor_spec::Mount {
+        target: "/srv".into(),
+        source: moor_spec::MountSource::Bind {
+            source: "/m/site".into(),
+            content_digest: Some(format!("sha256:{}", "a".repeat(64))),
+            tree: Some("/m".into()),
+        },
+        read_only: true,
+    });
+    state
+}
+
+/// A snapshot taken: the revision and its `(tree, source)` pairs.
+type Taken = (String, Vec<(PathBuf, PathBuf)>);
+
+/// Snapshots that copy nothing: each revision's tree is `/snap/<revision>`.
+#[derive(Debug, Default)]
+struct FakeSnapshots {
+    fail: bool,
+    taken: std::sync::Mutex<Vec<Taken>>,
+    kept: std::sync::Mutex<Vec<String>>,
+}
+
+impl Snapshots for FakeSnapshots {
+    fn take(
+        &self,
+        revision: &str,
+        sources: &std::collections::BTreeSet<crate::rollout::SnapshotSource>,
+    ) -> Result<std::collections::BTreeMap<PathBuf, PathBuf>, String> {
+        self.taken.lock().expect("lock").push((
+            revision.into(),
+            sources
+                .iter()
+                .map(|s| (s.tree.clone(), s.source.clone()))
+                .collect(),
+        ));
+        if self.fail {
+            return Err("larger than the 64 MiB snapshot limit".into());
+        }
+        Ok(sources
+            .iter()
+            .map(|s| (s.tree.clone(), PathBuf::from(format!("/snap/{revision}"))))
+            .collect())
+    }
+
+    fn keep(&self, keep: &[&str]) {
+        *self.kept.lock().expect("lock") = keep.iter().map(|r| r.to_string()).collect();
+    }
+}
+
+impl Harness {
+    fn site(&self) -> Option<PathBuf> {
+        self.rt.with_host(|h| {
+            h.containers
+                .get("web")
+                .and_then(|c| c.spec.as_ref())
+                .and_then(|s| {
+                    s.mounts.iter().find_map(|m| match &m.source {
+                        moor_spec::MountSource::Bind { source, .. } => Some(source.clone()),
+                        _ => None,
+                    })
+                })
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_reads_the_files_of_the_good_revision_from_its_snapshot() {
+    let snaps = Arc::new(FakeSnapshots::default());
+    let h = start_with(true, Some(snaps.clone()));
+    h.source("r1", with_site("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    assert_eq!(h.outcomes(), [("r1".to_string(), Outcome::Healthy)]);
+    assert_eq!(
+        *snaps.taken.lock().expect("lock"),
+        [(
+            "r1".to_string(),
+            vec![(PathBuf::from("/m"), PathBuf::from("/m/site"))]
+        )]
+    );
+    assert_eq!(*snaps.kept.lock().expect("lock"), ["r1"]);
+    // The revision in force reads the tree itself.
+    assert_eq!(h.site(), Some(PathBuf::from("/m/site")));
+
+    h.source("r2", with_site("two", true)).await;
+    run_for(Duration::from_millis(500)).await;
+    h.make_unhealthy();
+    run_for(Duration::from_secs(3)).await;
+    let s = h.status();
+    assert_eq!(s.revision.as_deref(), Some("r1"), "{:?}", s.history);
+    assert_eq!(h.greeting().as_deref(), Some("one"));
+    assert_eq!(h.site(), Some(PathBuf::from("/snap/r1/site")));
+    let msg = s.rolled_back.expect("rolled back");
+    assert!(!msg.contains("manifests only"), "{msg}");
+    // The rollback, healthy again, is kept as it was: no snapshot of the
+    // snapshot.
+    assert_eq!(snaps.taken.lock().expect("lock").len(), 1);
+
+    // Only the newest healthy revisions keep theirs.
+    for i in 3..10 {
+        h.source(&format!("r{i}"), with_site(&format!("g{i}"), false))
+            .await;
+        run_for(Duration::from_secs(3)).await;
+    }
+    let kept = snaps.kept.lock().expect("lock").clone();
+    assert_eq!(kept, ["r5", "r6", "r7", "r8", "r9"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_snapshot_a_rollback_puts_back_the_manifests_and_says_so() {
+    let snaps = Arc::new(FakeSnapshots {
+        fail: true,
+        ..FakeSnapshots::default()
+    });
+    let h = start_with(true, Some(snaps.clone()));
+    h.source("r1", with_site("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    let s = h.status();
+    let note = s.history[0].message.clone().expect("a note");
+    assert!(
+        note.contains("no snapshot") && note.contains("64 MiB") && note.contains("manifests only"),
+        "{note}"
+    );
+    h.source("r2", with_site("two", true)).await;
+    run_for(Duration::from_millis(500)).await;
+    h.make_unhealthy();
+    run_for(Duration::from_secs(3)).await;
+    let s = h.status();
+    assert_eq!(s.revision.as_deref(), Some("r1"));
+    assert_eq!(h.greeting().as_deref(), Some("one"));
+    assert_eq!(h.site(), Some(PathBuf::from("/m/site")));
+    let msg = s.rolled_back.expect("rolled back");
+    assert!(
+        msg.contains(
+            "its manifests only: its files have no snapshot, larger than the 64 MiB snapshot limit"
+        ),
+        "{msg}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_hand_to_a_revision_from_before_the_start_loads_it_again() {
+    let before = crate::rollout::RevisionRecord {
+        revision: "r0aaaa".into(),
+        outcome: Outcome::Healthy,
+        applied_at: 1,
+        decided_at: Some(2),
+        message: None,
+        changes: Vec::new(),
+        images: Default::default(),
+        specs: Default::default(),
+    };
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let h = start_opts(true, |o| {
+        o.history = vec![before.clone()];
+        o.load_revision = Some(LoadRevision(Arc::new(move |from: &str, to: &str| {
+            seen.lock()
+                .expect("lock")
+                .push((from.to_string(), to.to_string()));
+            Ok(stack("zero", false))
+        })));
+    });
+    h.source("r1", stack("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    let msg = h.rollback(Some("r0aa")).await.expect("rolled back");
+    assert_eq!(msg, "rolled back from r1 to r0aaaa by hand (moor rollback)");
+    run_for(Duration::from_secs(3)).await;
+    assert_eq!(h.greeting().as_deref(), Some("zero"));
+    assert_eq!(
+        *asked.lock().expect("lock"),
+        [("r1".to_string(), "r0aaaa".to_string())]
+    );
+    let s = h.status();
+    assert_eq!(s.revision.as_deref(), Some("r0aaaa"));
+    assert_eq!(s.refused_revision.as_deref(), Some("r1"));
+
+    // A source that cannot load it (a directory) says why.
+    let h = start_opts(true, |o| o.history = vec![before.clone()]);
+    h.source("r1", stack("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    let e = h.rollback(Some("r0aa")).await.expect_err("cannot");
+    assert!(
+        e.contains("was applied before the agent started") && e.contains("kept are r1"),
+        "{e}"
+    );
+    // A failed load changes nothing.
+    let h = start_opts(true, |o| {
+        o.history = vec![before];
+        o.load_revision = Some(LoadRevision(Arc::new(|_: &str, _: &str| {
+            Err("commit r0aaaa is not in the local clone".into())
+        })));
+    });
+    h.source("r1", stack("one", false)).await;
+    run_for(Duration::from_secs(3)).await;
+    let e = h.rollback(Some("r0aa")).await.expect_err("cannot");
+    assert!(
+        e.contains("could not be loaded again: commit r0aaaa"),
+        "{e}"
+    );
+    run_for(Duration::from_secs(1)).await;
+    assert_eq!(h.greeting().as_deref(), Some("one"));
+    assert_eq!(h.status().refused_revision, None);
 }

@@ -14,11 +14,12 @@
 //! clock.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use moor_spec::DesiredState;
 use moor_spec::reference::ImageRef;
+use moor_spec::{DesiredState, MountSource};
 use serde::{Deserialize, Serialize};
 
 use crate::converge::InstancePhase;
@@ -228,6 +229,92 @@ pub fn pin_to(desired: &DesiredState, digests: &BTreeMap<String, String>) -> Des
         {
             pin_image(&mut out, None, &written, &pinned);
         }
+    }
+    out
+}
+
+/// A bind source a snapshot copies.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SnapshotSource {
+    /// The root of the source's tree.
+    pub tree: PathBuf,
+    /// The bind source, beneath `tree`.
+    pub source: PathBuf,
+    /// Its content digest when the manifests were loaded: the copy must
+    /// have it (see `moor_spec::bind::content_digest`).
+    pub digest: Option<String>,
+}
+
+/// The bind sources a snapshot of `desired` copies: the read-only ones
+/// that live in the source's tree (the files the revision's containers
+/// read from there; a read-write one is the container's own data, which a
+/// rollback leaves as it is).
+pub fn snapshot_sources(desired: &DesiredState) -> BTreeSet<SnapshotSource> {
+    desired
+        .containers
+        .values()
+        .flat_map(|c| c.spec.mounts.iter())
+        .filter(|m| m.read_only)
+        .filter_map(|m| match &m.source {
+            MountSource::Bind {
+                source,
+                tree: Some(tree),
+                content_digest,
+            } if source.starts_with(tree) => Some(SnapshotSource {
+                tree: tree.clone(),
+                source: source.clone(),
+                digest: content_digest.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `desired` with each read-only bind source that lives in a tree `trees`
+/// maps (old root → snapshot root) moved to the same place beneath the
+/// snapshot: what a rollback of a directory source re-applies, so that its
+/// containers read the files as they were. A container moved so has a spec
+/// hash of its own (derived from the written one and the snapshot): the
+/// rollback puts it in place reading the copies, and the source's next
+/// revision puts it back reading the tree — no container keeps reading a
+/// snapshot once its revision is out of force (and its copy may go).
+pub fn rebase_binds(desired: &DesiredState, trees: &BTreeMap<PathBuf, PathBuf>) -> DesiredState {
+    let mut out = desired.clone();
+    for c in out.containers.values_mut() {
+        let moved = |m: &moor_spec::Mount| match &m.source {
+            MountSource::Bind {
+                source,
+                tree: Some(tree),
+                ..
+            } if m.read_only => trees.contains_key(tree) && source.starts_with(tree),
+            _ => false,
+        };
+        if !c.spec.mounts.iter().any(moved) {
+            continue;
+        }
+        let spec = Arc::make_mut(&mut c.spec);
+        let mut roots = BTreeSet::new();
+        for m in &mut spec.mounts {
+            if !moved(m) {
+                continue;
+            }
+            if let MountSource::Bind {
+                source,
+                tree: Some(tree),
+                ..
+            } = &mut m.source
+                && let Some(root) = trees.get(tree)
+                && let Ok(rel) = source.strip_prefix(&*tree)
+            {
+                *source = root.join(rel);
+                *tree = root.clone();
+                roots.insert(root.display().to_string());
+            }
+        }
+        let roots: Vec<String> = roots.into_iter().collect();
+        c.hash = c
+            .hash
+            .with_image_digest(&format!("snapshot:{}", roots.join("\0")));
     }
     out
 }
@@ -752,6 +839,94 @@ mod tests {
                 .collect(),
             specs: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn snapshots_cover_read_only_binds_in_the_tree_and_rollbacks_read_them() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path().join("src");
+        std::fs::create_dir_all(root.join("site")).expect("mkdir");
+        std::fs::create_dir_all(root.join("data")).expect("mkdir");
+        std::fs::write(root.join("site/index.html"), "v1").expect("write");
+        std::fs::write(root.join("app.conf"), "x").expect("write");
+        std::fs::write(
+            root.join("stack.toml"),
+            "[containers.web]\nimage = \"localhost:5000/app:1\"\n\
+             mounts = [\"./site:/srv:ro\", \"./data:/data\", \"/etc/hostname:/h:ro\"]\n\
+             [containers.api]\nimage = \"localhost:5000/app:1\"\n\
+             mounts = [\"./app.conf:/etc/app.conf:ro\"]\n\
+             [containers.plain]\nimage = \"localhost:5000/app:1\"\n",
+        )
+        .expect("write");
+        let state = moor_spec::load(&[root.join("stack.toml")]).expect("valid manifest");
+        let sources = snapshot_sources(&state);
+        let names: Vec<PathBuf> = sources
+            .iter()
+            .map(|s| {
+                s.source
+                    .strip_prefix(&s.tree)
+                    .expect("beneath")
+                    .to_path_buf()
+            })
+            .collect();
+        // Read-write data and host paths are not the revision's files.
+        assert_eq!(names, [PathBuf::from("app.conf"), PathBuf::from("site")]);
+        for s in &sources {
+            assert_eq!(
+                s.digest,
+                Some(moor_spec::bind::content_digest(&s.source).expect("digest"))
+            );
+        }
+        let tree = sources.iter().next().expect("one").tree.clone();
+        let snap = PathBuf::from("/state/snapshots/s/r1/0");
+        let moved = rebase_binds(&state, &BTreeMap::from([(tree.clone(), snap.clone())]));
+        let binds = |s: &DesiredState, c: &str| -> Vec<(String, Option<PathBuf>)> {
+            s.containers[c]
+                .spec
+                .mounts
+                .iter()
+                .filter_map(|m| match &m.source {
+                    MountSource::Bind { source, tree, .. } => {
+                        Some((source.display().to_string(), tree.clone()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let web = binds(&moved, "web");
+        assert!(web.contains(&("/state/snapshots/s/r1/0/site".into(), Some(snap.clone()))));
+        // The container's data stays where it is, and so does a host path.
+        assert!(
+            web.iter()
+                .any(|(s, t)| s.ends_with("/src/data") && t.as_ref() == Some(&tree)),
+            "{web:?}"
+        );
+        assert!(web.iter().any(|(s, _)| s == "/etc/hostname"), "{web:?}");
+        assert_eq!(
+            binds(&moved, "api"),
+            [(
+                "/state/snapshots/s/r1/0/app.conf".into(),
+                Some(snap.clone())
+            )]
+        );
+        // A container reading the snapshot is another container: put in
+        // place by the rollback, and back by the next revision.
+        for n in ["web", "api"] {
+            assert_ne!(moved.containers[n].hash, state.containers[n].hash, "{n}");
+        }
+        assert_eq!(
+            moved.containers["plain"].hash,
+            state.containers["plain"].hash
+        );
+        // The same snapshot, the same hash.
+        let again = rebase_binds(&state, &BTreeMap::from([(tree.clone(), snap.clone())]));
+        assert_eq!(again.containers["web"].hash, moved.containers["web"].hash);
+        // A tree not mapped is left as it is.
+        let other = rebase_binds(
+            &state,
+            &BTreeMap::from([(PathBuf::from("/elsewhere"), snap)]),
+        );
+        assert_eq!(binds(&other, "web"), binds(&state, "web"));
     }
 
     #[test]

@@ -184,6 +184,140 @@ fn a_re_pushed_tag_replaces_the_container_and_apply_keeps_it() {
     assert_eq!(version(&host).as_deref(), Some("two"));
 }
 
+/// An update is a revision of its own: a re-pushed tag whose new image
+/// fails its health check is rolled back to the digest before it, which
+/// stays pinned; the bad digest is not pulled again while the registry
+/// offers it, `moor history` shows both revisions, and the next digest the
+/// registry offers is applied.
+#[test]
+fn an_update_that_fails_its_health_check_is_rolled_back_and_not_retried() {
+    let Some(mut host) = Instance::with_busybox("imrb", &["docker-registry"]) else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let repo = "imrb/app";
+    let reference = format!("{}/{repo}:1", registry.addr);
+    let one = app("one");
+    registry.push(repo, "1", &one);
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path().join("imrb");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("stack.toml"),
+        format!(
+            "[images.app]\nref = \"{reference}\"\nupdate = {{ interval = \"10s\" }}\n\n\
+             [containers.web]\nimage = \"app\"\nnetwork_mode = \"none\"\n\
+             command = [\"sh\", \"-c\", \"exec sleep 3600\"]\n\
+             healthcheck = {{ cmd = [\"sh\", \"-c\", \"! grep -q broken /version\"], interval = \"1s\", retries = 1 }}\n"
+        ),
+    )
+    .expect("write");
+    host.start_agent(&[
+        "--source",
+        dir.to_str().expect("utf-8"),
+        "--resync",
+        "1h",
+        "--deploy-timeout",
+        "30s",
+        "--min-ready",
+        "1s",
+    ]);
+    let source = |host: &Instance| host.status()["sources"][0].clone();
+    let pinned_one = format!("{reference}@{}", one.manifest_digest);
+    wait_for("web runs image one, pinned and healthy", WITHIN, || {
+        let s = source(&host);
+        version(&host).as_deref() == Some("one")
+            && app_status(&host)["reference"] == pinned_one.as_str()
+            && s["outcome"] == "healthy"
+            && s["applied_revision"]
+                .as_str()
+                .is_some_and(|r| r.contains("+img:"))
+    });
+    let good = source(&host)["applied_revision"]
+        .as_str()
+        .expect("revision")
+        .to_string();
+
+    // The tag re-pushed with an image that fails the health check.
+    let broken = app("broken");
+    registry.push(repo, "1", &broken);
+    wait_for("the update rolled back", WITHIN, || {
+        source(&host)["rolled_back"].is_string()
+    });
+    let s = source(&host);
+    let bad = s["refused_revision"].as_str().expect("refused").to_string();
+    assert!(bad.contains("+img:") && bad != good, "{s:#}");
+    let msg = s["rolled_back"].as_str().expect("message");
+    assert!(
+        msg.contains("because container web failed its health check"),
+        "{msg}"
+    );
+    assert_eq!(s["applied_revision"], good.as_str(), "{s:#}");
+    wait_for("web runs image one again", WITHIN, || {
+        version(&host).as_deref() == Some("one") && image_of(&host) == pinned_one
+    });
+
+    // Not retried while the registry offers it (two more checks), and the
+    // pin is the old digest again.
+    std::thread::sleep(Duration::from_secs(22));
+    assert_eq!(version(&host).as_deref(), Some("one"));
+    assert_eq!(image_of(&host), pinned_one);
+    assert_eq!(app_status(&host)["reference"], pinned_one.as_str());
+    let pins =
+        std::fs::read_to_string(host.dir().join("sources/imrb/image-updates.json")).expect("pins");
+    let pins: serde_json::Value = serde_json::from_str(&pins).expect("json");
+    assert_eq!(
+        pins["images"][&reference]["digest"],
+        one.manifest_digest.as_str(),
+        "{pins:#}"
+    );
+    assert_eq!(
+        pins["refused"][&reference],
+        broken.manifest_digest.as_str(),
+        "{pins:#}"
+    );
+    assert!(
+        host.agent_log().contains("image update rolled back"),
+        "{}",
+        host.agent_log()
+    );
+
+    // `moor history` shows the update as a revision, rolled back.
+    let out = host.moor_ok(&["history", "imrb"]);
+    let short = |r: &str| {
+        let (base, images) = r.split_once("+img:").expect("an update's revision");
+        let base = base.strip_prefix("sha256:").unwrap_or(base);
+        format!("{}+img:{}", &base[..12], &images[..8])
+    };
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&short(&bad)) && l.contains("rolled_back")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&short(&good)) && l.contains("healthy")),
+        "{out}"
+    );
+    assert!(out.contains("container web: replace"), "{out}");
+
+    // The registry offers another digest: applied.
+    let three = app("three");
+    registry.push(repo, "1", &three);
+    wait_for("web runs image three, healthy", WITHIN, || {
+        let s = source(&host);
+        version(&host).as_deref() == Some("three")
+            && s["outcome"] == "healthy"
+            && s["rolled_back"].is_null()
+    });
+    assert_eq!(
+        image_of(&host),
+        format!("{reference}@{}", three.manifest_digest)
+    );
+}
+
 /// `semver:^1.4` runs the highest tag in range among 1.4.0, 1.4.2, 1.10.0,
 /// 2.0.0, latest and v1.5.0 (1.10.0), and follows a new one (1.11.0).
 #[test]

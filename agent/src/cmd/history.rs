@@ -36,15 +36,23 @@ pub fn run(state_dir: &Path, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
 /// why it failed or was rolled back, indented.
 pub fn render(records: &[RevisionRecord]) -> String {
     let mut out = String::new();
+    // An image update's revision is longer (`4b1d2a0e9f3c+img:1a2b3c4d`).
+    let w = records
+        .iter()
+        .map(|r| moor_reconcile::short(&r.revision).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(12)
+        + 1;
     let _ = writeln!(
         out,
-        "{:<13} {:<12} {:<21} {:<21} CHANGES",
+        "{:<w$} {:<12} {:<21} {:<21} CHANGES",
         "REVISION", "OUTCOME", "APPLIED", "DECIDED"
     );
     for r in records.iter().rev() {
         let _ = writeln!(
             out,
-            "{:<13} {:<12} {:<21} {:<21} {}",
+            "{:<w$} {:<12} {:<21} {:<21} {}",
             moor_reconcile::short(&r.revision),
             r.outcome.as_str(),
             time(Some(r.applied_at)),

@@ -93,6 +93,10 @@ fn ago(t: &Value, now: f64) -> String {
 
 fn short(rev: &Value) -> String {
     let r = text(rev);
+    if r.contains(moor_reconcile::IMAGES_MARK) {
+        // An image update's revision: the commit's, and the pins'.
+        return moor_reconcile::short(&r).into_owned();
+    }
     let r = r.strip_prefix("sha256:").unwrap_or(&r);
     r.chars().take(12).collect()
 }
@@ -266,6 +270,16 @@ pub fn render(doc: &Value, now: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_updates_revision_shows_its_pins() {
+        let rev = serde_json::json!(format!("sha256:{}+img:0123456789abcdef", "a".repeat(64)));
+        assert_eq!(short(&rev), "aaaaaaaaaaaa+img:01234567");
+        assert_eq!(
+            short(&serde_json::json!("4b1d2a0e9f3c7788")),
+            "4b1d2a0e9f3c"
+        );
+    }
 
     #[test]
     fn renders_sources_and_resources() {

@@ -12,6 +12,8 @@
 //! - `control`: the control socket (`moor suspend`, `resume`, `reconcile`, `rollback`);
 //! - `history`: each source's revision history on disk (`moor history`);
 //! - `notify`: notifications (`[[notify]]`);
+//! - `snapshots`: a directory source's files of its healthy revisions,
+//!   for a rollback;
 //! - `updates`: image updates (`[images.X] update`), between each source
 //!   and its controller.
 //!
@@ -22,6 +24,7 @@ mod exits;
 pub mod history;
 mod http;
 mod notify;
+mod snapshots;
 mod sources;
 mod status;
 mod updates;
@@ -138,7 +141,7 @@ async fn serve(
         let wake = Arc::new(Notify::new());
         // The source's desired states pass through its image updates.
         let (source_tx, source_rx) = mpsc::channel::<Trigger>(64);
-        let (task, restore) = sources::start_source(
+        let (task, rollbacks) = sources::start_source(
             source,
             state_dir,
             &loader,
@@ -159,9 +162,19 @@ async fn serve(
             metrics: metrics.clone(),
             notifier: notifier.clone(),
             view: images.clone(),
+            status: status_rx.clone(),
         };
         tasks.push(tokio::spawn(updater.run(source_rx, tx.clone())));
-        opts.restore = restore;
+        if let Some(r) = rollbacks {
+            opts.restore = Some(r.restore);
+            opts.load_revision = Some(r.load);
+        }
+        if let crate::config::SourceKind::Dir { .. } = source.kind {
+            opts.snapshots = Some(Arc::new(snapshots::DirSnapshots::new(
+                state_dir,
+                &source.name,
+            )));
+        }
         let controller = Controller::new(host.clone(), opts);
         let recorder = metrics.clone();
         controllers.push(tokio::spawn(async move {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use moor_metrics::Metrics;
-use moor_reconcile::{Restore, Trigger};
+use moor_reconcile::{LoadRevision, Restore, Trigger, source_revision};
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::{SourceConfig, SourceKind};
@@ -44,17 +44,25 @@ pub struct Links {
     pub controller: mpsc::Sender<Trigger>,
 }
 
+/// What a git source gives its controller for rollbacks.
+pub struct Rollbacks {
+    /// Puts a commit's tree back in force.
+    pub restore: Restore,
+    /// Loads a commit applied before this start (`moor rollback --to`).
+    pub load: LoadRevision,
+}
+
 /// Starts the task that feeds `source`'s controller. `held` is a revision
 /// rolled back before this start: a git source keeps the checkout in force
 /// while its remote stays on it. Returns the task, and for a git source
-/// what puts a commit's tree back in force for a rollback.
+/// what puts a commit's tree back in force for a rollback and loads it.
 pub fn start_source(
     source: &SourceConfig,
     state_dir: &Path,
     loader: &Loader,
     links: Links,
     held: Option<String>,
-) -> anyhow::Result<(tokio::task::JoinHandle<()>, Option<Restore>)> {
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, Option<Rollbacks>)> {
     let Links {
         status,
         wake,
@@ -152,7 +160,7 @@ pub fn start_source(
             };
             let cache = state_dir.join("sources").join(&source.name);
             let mut repo = GitSource::open(&source.name, git, &cache);
-            repo.hold(held.as_deref());
+            repo.hold(held.as_deref().map(source_revision));
             // What a previous run checked out goes in force at once, so a
             // restart while the remote is down keeps the host as it was —
             // once compared with its commit (and written anew if it
@@ -179,11 +187,35 @@ pub fn start_source(
             let restore = {
                 let repo = repo.clone();
                 Restore(Arc::new(move |from: &str, to: &str| {
+                    // The commits: an image update's revision is its commit's.
+                    let (from, to) = (source_revision(from), source_revision(to));
+                    if from == to {
+                        // An image update rolled back: the same tree.
+                        return Ok(());
+                    }
                     let mut repo = repo
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     repo.hold(Some(from));
                     repo.restore(to)
+                }))
+            };
+            let load = {
+                let (repo, loader) = (repo.clone(), loader.clone());
+                LoadRevision(Arc::new(move |from: &str, to: &str| {
+                    let (from, to) = (source_revision(from), source_revision(to));
+                    let mut repo = repo
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    repo.restore(to)?;
+                    let loaded = loader.load(&repo.dir_in_force());
+                    if loaded.is_err() {
+                        // The tree of the revision in force goes back.
+                        if let Err(e) = repo.restore(from) {
+                            tracing::error!(source = %repo.name(), commit = %from, "the tree in force could not be put back: {e}");
+                        }
+                    }
+                    loaded
                 }))
             };
             let fetch = move || {
@@ -224,7 +256,7 @@ pub fn start_source(
                         triggers: controller,
                     },
                 )),
-                Some(restore),
+                Some(Rollbacks { restore, load }),
             ))
         }
     }

@@ -21,13 +21,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use moor_metrics::Metrics;
-use moor_reconcile::Trigger;
+use moor_reconcile::rollout::Outcome;
+use moor_reconcile::{Status, Trigger};
 use moor_runtime::host::Host;
 use moor_spec::reference::ImageRef;
 use moor_spec::update::{Decision, UpdatePolicy, UpdateSpec, decide, pick_tag};
 use moor_spec::{DesiredState, ImageSpec};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::notify::Notifier;
@@ -70,6 +71,14 @@ pub struct UpdateView {
     pub last_update: Option<f64>,
 }
 
+/// An image update put in force and not judged yet.
+struct Judged {
+    /// The revision it made (`<source revision>+img:<hash>`).
+    revision: String,
+    /// The pins before it.
+    previous: Pins,
+}
+
 /// What the task needs of the agent.
 pub struct Updater {
     /// The source (project).
@@ -84,6 +93,9 @@ pub struct Updater {
     pub notifier: Notifier,
     /// What `/status` shows.
     pub view: Shared,
+    /// The source's controller's status: whether an update's revision
+    /// was rolled back.
+    pub status: watch::Receiver<Status>,
 }
 
 /// One image's check: what it asked and what the registry answered.
@@ -104,7 +116,8 @@ fn key(spec: &ImageSpec) -> String {
 
 impl Updater {
     /// Runs until the source's triggers end.
-    pub async fn run(self, mut rx: mpsc::Receiver<Trigger>, tx: mpsc::Sender<Trigger>) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Trigger>, tx: mpsc::Sender<Trigger>) {
+        let mut judged: Option<Judged> = None;
         let mut pins = Pins::load(&self.state_dir, &self.source).unwrap_or_else(|e| {
             tracing::warn!(source = %self.source, "image updates start afresh: {e:#}");
             Pins::default()
@@ -124,10 +137,16 @@ impl Updater {
                             if pins.retain_used(&desired) {
                                 self.save(&pins);
                             }
+                            if last.as_ref().map(|(r, _)| r) != Some(&revision) {
+                                // The source moved: an update under way is
+                                // judged with it.
+                                judged = None;
+                            }
                             let pinned = pins.apply(&desired);
                             self.show(&desired, &pinned);
-                            last = Some((revision.clone(), desired));
-                            Trigger::Source { revision, result: Ok(pinned) }
+                            let with_pins = pins.revision(revision.as_deref(), &desired);
+                            last = Some((revision, desired));
+                            Trigger::Source { revision: with_pins, result: Ok(pinned) }
                         }
                         other => other,
                     };
@@ -166,6 +185,7 @@ impl Updater {
                     checking = None;
                     let Ok(results) = done else { continue };
                     let Some((revision, desired)) = &last else { continue };
+                    let previous = pins.clone();
                     let mut changed = false;
                     for c in results {
                         changed |= self.take(c, &mut pins, &mut announced);
@@ -174,10 +194,52 @@ impl Updater {
                     self.show(desired, &pinned);
                     if changed {
                         self.save(&pins);
-                        let t = Trigger::Source { revision: revision.clone(), result: Ok(pinned) };
+                        // A revision of its own, judged as any other.
+                        let with_pins = pins.revision(revision.as_deref(), desired);
+                        if let Some(r) = &with_pins
+                            && r.as_str() != revision.as_deref().unwrap_or_default()
+                        {
+                            judged = Some(Judged {
+                                revision: r.clone(),
+                                // The pins before the first of updates in a row.
+                                previous: judged.take().map_or(previous, |j| j.previous),
+                            });
+                        }
+                        let t = Trigger::Source { revision: with_pins, result: Ok(pinned) };
                         if tx.send(t).await.is_err() {
                             break;
                         }
+                    }
+                }
+                changed = self.status.changed(), if judged.is_some() => {
+                    if changed.is_err() {
+                        // The controller is gone.
+                        judged = None;
+                        continue;
+                    }
+                    let verdict = {
+                        let s = self.status.borrow_and_update();
+                        let j = judged.as_ref().expect("checked above");
+                        verdict_on(&s, &j.revision)
+                    };
+                    match verdict {
+                        None => {}
+                        Some(false) => {
+                            let j = judged.take().expect("checked above");
+                            let reverted = pins.revert_to(&j.previous);
+                            self.save(&pins);
+                            tracing::warn!(
+                                source = %self.source,
+                                images = %reverted.join(", "),
+                                revision = %j.revision,
+                                "image update rolled back: the previous digest is in force again, and the new one is not pinned again until the registry offers another"
+                            );
+                            if let Some((_, desired)) = &last {
+                                let pinned = pins.apply(desired);
+                                self.show(desired, &pinned);
+                            }
+                        }
+                        Some(true) => judged = None,
                     }
                 }
             }
@@ -261,6 +323,15 @@ impl Updater {
                 }
                 false
             }
+            Decision::Adopt | Decision::Update if pins.is_refused(&c.spec, &digest) => {
+                v.update_available = false;
+                self.metrics.image_update_check("unchanged");
+                if announced.get(&c.key) != Some(&remote) {
+                    announced.insert(c.key.clone(), remote.clone());
+                    tracing::info!(source = %self.source, image = %c.key, digest = %remote, "image update: this digest was rolled back; not pinned again until the registry offers another");
+                }
+                false
+            }
             Decision::Adopt | Decision::Update => {
                 let now = crate::source::unix_now();
                 if decision == Decision::Update {
@@ -334,6 +405,26 @@ impl Updater {
     }
 }
 
+/// What became of `revision` (an image update's), as `status` says:
+/// `Some(false)` when it was rolled back, `Some(true)` when it was decided
+/// otherwise (healthy, or failed and left in force), `None` while it is
+/// pending.
+fn verdict_on(status: &Status, revision: &str) -> Option<bool> {
+    if status.refused_revision.as_deref() == Some(revision) {
+        return Some(false);
+    }
+    let record = status
+        .history
+        .iter()
+        .rev()
+        .find(|r| r.revision == revision)?;
+    match record.outcome {
+        Outcome::Pending => None,
+        Outcome::RolledBack => Some(false),
+        Outcome::Healthy | Outcome::Failed => Some(true),
+    }
+}
+
 /// Images with an update due at once (new ones), the others as they were;
 /// images no longer asking are dropped.
 fn schedule(due: &mut BTreeMap<String, (Instant, UpdateSpec)>, desired: &DesiredState) {
@@ -388,5 +479,45 @@ async fn check(host: &Host, spec: ImageSpec) -> Checked {
         spec,
         local,
         found,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moor_reconcile::rollout::RevisionRecord;
+
+    fn record(revision: &str, outcome: Outcome) -> RevisionRecord {
+        RevisionRecord {
+            revision: revision.into(),
+            outcome,
+            applied_at: 1,
+            decided_at: None,
+            message: None,
+            changes: Vec::new(),
+            images: BTreeMap::new(),
+            specs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn an_update_is_judged_by_what_the_controller_made_of_its_revision() {
+        let mut s = Status {
+            history: vec![
+                record("c+img:aa", Outcome::Healthy),
+                record("c+img:bb", Outcome::Pending),
+            ],
+            ..Status::default()
+        };
+        assert_eq!(verdict_on(&s, "c+img:bb"), None);
+        // Not applied yet.
+        assert_eq!(verdict_on(&s, "c+img:cc"), None);
+        s.history[1].outcome = Outcome::RolledBack;
+        s.refused_revision = Some("c+img:bb".into());
+        assert_eq!(verdict_on(&s, "c+img:bb"), Some(false));
+        s.history[1].outcome = Outcome::Failed;
+        s.refused_revision = None;
+        assert_eq!(verdict_on(&s, "c+img:bb"), Some(true));
+        assert_eq!(verdict_on(&s, "c+img:aa"), Some(true));
     }
 }

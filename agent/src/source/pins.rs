@@ -39,6 +39,11 @@ pub struct Pin {
 pub struct Pins {
     #[serde(default)]
     images: BTreeMap<String, Pin>,
+    /// Digests an update put in force whose revision failed and was
+    /// rolled back, by written reference: not pinned again until the
+    /// registry offers another.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    refused: BTreeMap<String, String>,
 }
 
 /// Where `project`'s pins are kept.
@@ -91,9 +96,85 @@ impl Pins {
             })
     }
 
-    /// Records `pin` for `spec`'s written reference.
+    /// Records `pin` for `spec`'s written reference (the registry offers
+    /// something else than a digest refused: the refusal ends).
     pub fn set(&mut self, spec: &ImageSpec, pin: Pin) {
-        self.images.insert(spec.reference.to_string(), pin);
+        let key = spec.reference.to_string();
+        self.refused.remove(&key);
+        self.images.insert(key, pin);
+    }
+
+    /// Whether `digest` was put in force for `spec` and rolled back.
+    pub fn is_refused(&self, spec: &ImageSpec, digest: &str) -> bool {
+        self.refused
+            .get(&spec.reference.to_string())
+            .is_some_and(|d| d == digest)
+    }
+
+    /// Goes back to `previous` (the pins before an update whose revision
+    /// failed and was rolled back): each digest pinned here and not there
+    /// is refused until the registry offers another. Returns the
+    /// references whose pins went back.
+    pub fn revert_to(&mut self, previous: &Pins) -> Vec<String> {
+        let mut reverted = Vec::new();
+        let mut refused = previous.refused.clone();
+        for (key, pin) in &self.images {
+            if previous.images.get(key).map(|p| &p.digest) != Some(&pin.digest) {
+                refused.insert(key.clone(), pin.digest.clone());
+                reverted.push(key.clone());
+            }
+        }
+        // Refusals of earlier rollbacks stay.
+        for (key, digest) in &self.refused {
+            refused.entry(key.clone()).or_insert_with(|| digest.clone());
+        }
+        self.images = previous.images.clone();
+        self.refused = refused;
+        reverted
+    }
+
+    /// The pins in force for `desired`: written reference → `tag@digest`,
+    /// as [`Pins::apply`] puts them in.
+    pub fn in_force(&self, desired: &DesiredState) -> BTreeMap<String, String> {
+        desired
+            .images
+            .values()
+            .filter_map(|i| {
+                let pin = self.get(&i.spec)?;
+                pinned_ref(&i.spec.reference, pin)?;
+                Some((
+                    i.spec.reference.to_string(),
+                    format!("{}@{}", pin.tag, pin.digest),
+                ))
+            })
+            .collect()
+    }
+
+    /// The revision of `desired` with these pins in force: the source's
+    /// `revision` as it is when none is, else
+    /// `<revision>+img:<16 hex digits of the pins' hash>` — so that an
+    /// image update is a revision of its own, judged and rolled back like
+    /// any other.
+    pub fn revision(&self, revision: Option<&str>, desired: &DesiredState) -> Option<String> {
+        let revision = revision?;
+        let pins = self.in_force(desired);
+        if pins.is_empty() {
+            return Some(revision.to_string());
+        }
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (k, v) in &pins {
+            h.update(k.as_bytes());
+            h.update([0]);
+            h.update(v.as_bytes());
+            h.update([0]);
+        }
+        let hash = hex::encode(h.finalize());
+        Some(format!(
+            "{revision}{}{}",
+            moor_reconcile::IMAGES_MARK,
+            &hash[..16]
+        ))
     }
 
     /// Forgets the pins no image of `desired` can use any more; returns
@@ -107,7 +188,9 @@ impl Pins {
             .map(|i| i.spec.reference.to_string())
             .collect();
         self.images.retain(|k, _| used.contains(k));
-        self.images.len() != before
+        let refused = self.refused.len();
+        self.refused.retain(|k, _| used.contains(k));
+        self.images.len() != before || self.refused.len() != refused
     }
 
     /// `desired` with each pinned image's reference in force in place of
@@ -271,6 +354,48 @@ mod tests {
         std::fs::write(&file, "{not json").unwrap();
         let err = Pins::load(tmp.path(), "site").unwrap_err();
         assert!(format!("{err:#}").contains("is not a record of image updates"));
+    }
+
+    #[test]
+    fn an_update_rolled_back_goes_back_and_its_digest_is_refused() {
+        let desired = state("digest");
+        let spec = &desired.images["app"].spec;
+        let mut pins = Pins::default();
+        // No pin: the source's revision as it is.
+        assert_eq!(
+            pins.revision(Some("c0ffee"), &desired).as_deref(),
+            Some("c0ffee")
+        );
+        pins.set(spec, pin("digest", "1.4.0", &d('a')));
+        let good = pins.revision(Some("c0ffee"), &desired).expect("revision");
+        assert!(
+            good.starts_with("c0ffee+img:") && good.len() == "c0ffee+img:".len() + 16,
+            "{good}"
+        );
+        let previous = pins.clone();
+        pins.set(spec, pin("digest", "1.4.0", &d('b')));
+        let bad = pins.revision(Some("c0ffee"), &desired).expect("revision");
+        assert_ne!(bad, good);
+        assert_eq!(pins.revert_to(&previous), ["localhost:5000/app:1.4.0"]);
+        // The revision rolled back to, and the bad digest refused.
+        assert_eq!(pins.revision(Some("c0ffee"), &desired), Some(good));
+        assert!(pins.is_refused(spec, &d('b')));
+        assert!(!pins.is_refused(spec, &d('a')));
+        // It survives a restart.
+        let tmp = tempfile::tempdir().unwrap();
+        pins.save(tmp.path(), "site").unwrap();
+        let mut pins = Pins::load(tmp.path(), "site").unwrap();
+        assert!(pins.is_refused(spec, &d('b')));
+        // Another digest offered: pinned, and the refusal ends.
+        pins.set(spec, pin("digest", "1.4.0", &d('c')));
+        assert!(!pins.is_refused(spec, &d('b')));
+        // A tampered pin is not in force, so not in the revision either.
+        let mut tampered = Pins::default();
+        tampered.set(spec, pin("digest", "1.4.0", "sha256:zz"));
+        assert_eq!(
+            tampered.revision(Some("c0ffee"), &desired).as_deref(),
+            Some("c0ffee")
+        );
     }
 
     #[test]

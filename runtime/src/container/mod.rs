@@ -39,6 +39,7 @@ mod runc;
 mod seccomp;
 pub(crate) mod secrets;
 pub mod shim;
+pub mod snapshot;
 mod start;
 pub mod state;
 mod stop;

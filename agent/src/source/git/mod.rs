@@ -445,6 +445,12 @@ impl GitSource {
         }
     }
 
+    /// The directory of the tree in force (`current`, with the source's
+    /// sub-path), as a rollback's load reads it.
+    pub fn dir_in_force(&self) -> PathBuf {
+        self.dir_for_current()
+    }
+
     /// The source's name.
     pub fn name(&self) -> &str {
         &self.name
