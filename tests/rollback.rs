@@ -606,3 +606,124 @@ fn write(path: &Path, text: &str) {
     std::fs::write(&tmp, text).expect("write");
     std::fs::rename(&tmp, path).expect("rename");
 }
+
+/// An image the operator imports (`pull = "never"`): a revision that runs
+/// a new import under the same tag, and fails, is rolled back to the image
+/// the good revision ran, found by its digest, though its tag now names
+/// the new one.
+#[test]
+fn an_imported_image_is_rolled_back_to_the_digest_that_ran() {
+    let Some(mut host) = Instance::with_busybox("rbimg", &[]) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let import = |host: &Instance, version: &str| {
+        let root = work.path().join(format!("rootfs-{version}"));
+        std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+        let busybox = crate::common::which("busybox").expect("busybox-static installed");
+        std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+        for applet in ["sh", "sleep", "cat", "grep"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("link");
+        }
+        std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").expect("passwd");
+        std::fs::write(root.join("etc/group"), "root:x:0:\n").expect("group");
+        std::fs::write(root.join("version"), version).expect("version");
+        let tar = work.path().join(format!("{version}.tar"));
+        let status = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .expect("tar");
+        assert!(status.success());
+        host.moor_ok(&[
+            "image",
+            "import",
+            tar.to_str().expect("utf-8"),
+            "--tag",
+            "localhost/rbimg/app:1",
+        ]);
+    };
+    let dir = work.path().join("rbimg");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let file = dir.join("stack.toml");
+    // Healthy only on the image whose /version says "one".
+    let manifest = |greeting: &str| {
+        format!(
+            "[images.app]\nref = \"localhost/rbimg/app:1\"\npull = \"never\"\n\n\
+             [containers.gweb]\nimage = \"app\"\ncommand = [\"sleep\", \"3600\"]\n\
+             env = {{ GREETING = \"{greeting}\" }}\nnetwork_mode = \"none\"\nstop_grace_period = \"1s\"\n\
+             healthcheck = {{ cmd = [\"grep\", \"-q\", \"one\", \"/version\"], interval = \"1s\", retries = 1 }}\n"
+        )
+    };
+    let version = |host: &Instance| {
+        let out = host.moor(&["exec", "gweb", "--", "cat", "/version"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    import(&host, "one");
+    std::fs::write(&file, manifest("hello")).expect("write");
+    host.start_agent(&[
+        "--source",
+        dir.to_str().expect("utf-8"),
+        "--deploy-timeout",
+        "5s",
+        "--min-ready",
+        "2s",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while greeting(&host).as_deref() != Some("hello") {
+        assert!(Instant::now() < deadline, "{}", host.agent_log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_outcome(&host, None, "healthy");
+    let good = source(&host)["applied_revision"]
+        .as_str()
+        .expect("revision")
+        .to_string();
+    assert_eq!(version(&host), "one");
+
+    // The tag now names another image, which the next revision runs.
+    import(&host, "two");
+    write(&file, &manifest("bye"));
+    wait_for("the rollback", Duration::from_secs(60), || {
+        source(&host)["rolled_back"].is_string()
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while greeting(&host).as_deref() != Some("hello") {
+        assert!(
+            Instant::now() < deadline,
+            "{:#}\n{}",
+            host.status(),
+            host.agent_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_outcome(&host, Some(&good), "healthy");
+    assert_eq!(version(&host), "one", "{}", host.agent_log());
+    let image = host
+        .container("gweb")
+        .and_then(|c| c["image"].as_str().map(String::from))
+        .unwrap_or_default();
+    assert!(
+        image.starts_with("localhost/rbimg/app:1@sha256:"),
+        "pinned: {image}"
+    );
+    // The tag is left as the operator set it.
+    let images = host.moor_ok(&["images", "--json"]);
+    let images: serde_json::Value = serde_json::from_str(&images).expect("json");
+    let tagged = images
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|i| {
+            i["refs"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r == "localhost/rbimg/app:1"))
+        })
+        .expect("the tag");
+    assert!(!image.ends_with(tagged["digest"].as_str().expect("digest")));
+    host.stop_agent();
+}

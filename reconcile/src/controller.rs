@@ -1044,7 +1044,7 @@ impl<R: Runtime> Controller<R> {
         self.status.planned = gated.held;
         self.status.conditions = conditions;
         let rollout_due = if self.opts.mode == SourceMode::Apply {
-            self.judge_rollout(&desired, &observed, &plan.actions, &outcomes)
+            self.judge_rollout(&desired, &observed, &plan, &outcomes)
         } else {
             None
         };
@@ -1072,9 +1072,15 @@ impl<R: Runtime> Controller<R> {
         &mut self,
         desired: &DesiredState,
         observed: &crate::Observed,
-        applied: &[Action],
+        plan: &crate::Plan,
         outcomes: &[crate::Outcome],
     ) -> Option<Duration> {
+        let applied = &plan.actions;
+        let blocked: Vec<String> = plan
+            .blocked
+            .iter()
+            .map(|b| format!("{} {} is blocked: {}", b.kind, b.name, b.reason))
+            .collect();
         let now = self.wall_now();
         let rollout = self.rollout.as_mut()?;
         for a in applied {
@@ -1140,6 +1146,7 @@ impl<R: Runtime> Controller<R> {
             rollout::Progress {
                 image_failures: &rollout.image_failures,
                 settled: !applied.iter().any(by_revision),
+                blocked: &blocked,
             },
             rollout.applied,
             now,

@@ -186,15 +186,15 @@ pub fn pin_image(
 /// `desired` with each image pinned to the digest `digests` (reference →
 /// digest, a [`RevisionRecord`]'s `images`) records for it: what a
 /// rollback re-applies, so that it runs the images the revision ran, not
-/// what their tags name now. Built images, `pull = "never"` images,
-/// references that name a digest already, and records that do not make a
-/// reference are left as written.
+/// what their tags name now. An image the operator puts in the store
+/// (`pull = "never"`: imported, loaded) is pinned too: the store finds
+/// `name:tag@digest` by its digest, and keeps the images of the revisions
+/// a rollback may return to. Built images, references that name a digest
+/// already, and records that do not make a reference are left as written.
 pub fn pin_to(desired: &DesiredState, digests: &BTreeMap<String, String>) -> DesiredState {
     let mut out = desired.clone();
-    // Built images are built again; `pull = "never"` ones are the
-    // operator's to put in the store, under the name the manifests give.
-    let unpinned =
-        |i: &moor_spec::ImageSpec| i.build.is_some() || i.pull == moor_spec::PullPolicy::Never;
+    // Built images are built again.
+    let unpinned = |i: &moor_spec::ImageSpec| i.build.is_some();
     let built: BTreeSet<ImageRef> = desired
         .images
         .values()
@@ -366,6 +366,10 @@ pub struct Progress<'a> {
     /// Whether the pass had nothing of the revision left to do (a built
     /// image's containers, say, follow in the pass after the build).
     pub settled: bool,
+    /// What of the revision cannot be applied as things stand (an image
+    /// with `pull = "never"` not in the store, and what depends on it),
+    /// each for people: never healthy while any is.
+    pub blocked: &'a [String],
 }
 
 /// Judges a revision applied at `applied` from its changed instances as
@@ -384,6 +388,7 @@ pub fn judge(
     if !progress.settled {
         waiting.push("its changes are still being applied".to_string());
     }
+    waiting.extend(progress.blocked.iter().cloned());
     for i in instances {
         match instance(i, now, limits.min_ready) {
             Ok(None) => {}
@@ -490,6 +495,7 @@ mod tests {
         Progress {
             image_failures: &[],
             settled: true,
+            blocked: &[],
         }
     }
 
@@ -498,6 +504,7 @@ mod tests {
         let busy = Progress {
             image_failures: &[],
             settled: false,
+            blocked: &[],
         };
         assert!(matches!(
             judge(&[], busy, at(0), at(10), limits()),
@@ -644,6 +651,33 @@ mod tests {
         );
     }
 
+    /// A revision with something blocked (its image not in the store with
+    /// `pull = "never"`) is not healthy, though nothing it changed is
+    /// waiting (the blocked container was never replaced), and fails when
+    /// the deploy timeout passes.
+    #[test]
+    fn what_is_blocked_is_never_healthy() {
+        let blocked =
+            ["image app:1 is blocked: not in the image store and pull = \"never\"".into()];
+        let stuck = Progress {
+            image_failures: &[],
+            settled: true,
+            blocked: &blocked,
+        };
+        assert!(matches!(
+            judge(&[], stuck, at(0), at(10), limits()),
+            Verdict::Pending(w) if w.contains("is blocked")
+        ));
+        assert!(matches!(
+            judge(&[], stuck, at(0), at(600), limits()),
+            Verdict::Failed(w) if w.contains("deploy_timeout") && w.contains("is blocked")
+        ));
+        assert_eq!(
+            judge(&[], quiet(), at(0), at(10), limits()),
+            Verdict::Healthy
+        );
+    }
+
     #[test]
     fn an_image_that_cannot_be_pulled_fails_at_once() {
         let v = [running("web", 0)];
@@ -653,6 +687,7 @@ mod tests {
                 Progress {
                     image_failures: &["image x: pull failed: 404".into()],
                     settled: true,
+                    blocked: &[],
                 },
                 at(0),
                 at(100),
@@ -779,18 +814,13 @@ mod tests {
             pinned.containers["fixed"].spec.image.to_string(),
             format!("localhost:5000/fixed:3@{}", d('f'))
         );
-        // Nor is an image the operator puts in the store (`pull = "never"`).
+        // An image the operator puts in the store (`pull = "never"`) is
+        // pinned as well: the store finds it by its digest.
+        let local = format!("localhost/local:1@{}", d('d'));
         for n in ["byhand", "byname"] {
-            assert_eq!(
-                pinned.containers[n].spec.image.to_string(),
-                "localhost/local:1",
-                "{n}"
-            );
+            assert_eq!(pinned.containers[n].spec.image.to_string(), local, "{n}");
         }
-        assert_eq!(
-            pinned.images["local"].spec.reference.to_string(),
-            "localhost/local:1"
-        );
+        assert_eq!(pinned.images["local"].spec.reference.to_string(), local);
         // The spec hashes stay: nothing is replaced for the pin alone.
         for (n, c) in &state.containers {
             assert_eq!(pinned.containers[n].hash, c.hash, "{n}");

@@ -268,6 +268,25 @@ impl<T: Runtime> Runtime for std::sync::Arc<T> {
 /// (the containers keep running on it), with a warning.
 pub async fn observe<R: Runtime>(rt: &R, desired: &DesiredState) -> Result<Observed, RuntimeError> {
     let mut observed = rt.observe().await?;
+    // A reference pinned to a digest (`name:tag@digest`) names the image
+    // with that digest, which the runtime reports under the digest itself
+    // when no pull recorded the whole reference.
+    let pinned = desired
+        .images
+        .values()
+        .map(|i| &i.spec.reference)
+        .chain(desired.containers.values().map(|c| &c.spec.image));
+    for r in pinned {
+        let Some(d) = r.digest.as_deref() else {
+            continue;
+        };
+        let name = r.to_string();
+        if !observed.images.contains_key(&name)
+            && let Some(image) = observed.images.get(d).cloned()
+        {
+            observed.images.insert(name, image);
+        }
+    }
     for image in desired.images.values() {
         if image.spec.pull != moor_spec::PullPolicy::Always || image.spec.build.is_some() {
             continue;

@@ -47,6 +47,19 @@ impl Inner {
                     },
                 );
             }
+            // Every image under its digests too (the manifest's, and the
+            // index's it was chosen from), tagged or not: a reference
+            // pinned to a digest (`name:tag@digest`, a rollback's or an
+            // image update's) names it, though no pull recorded that name
+            // (an image imported here, or one whose tag moved since);
+            // the reconciler's observation matches such references to these.
+            for d in std::iter::once(&img.digest).chain(img.index.as_ref()) {
+                o.images.entry(d.clone()).or_insert_with(|| ObservedImage {
+                    digest: img.digest.clone(),
+                    remote_digest: None,
+                    built_from: None,
+                });
+            }
         }
         drop(images);
 

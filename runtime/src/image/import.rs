@@ -487,6 +487,33 @@ mod tests {
         c.iter().map(|s| s.to_string()).collect()
     }
 
+    /// A tag pinned to a digest (`name:tag@digest`, as a rollback pins an
+    /// image) finds the image by its digest, though it was imported (no
+    /// pull recorded that name) and its tag now names another image; a
+    /// digest the store does not hold finds nothing.
+    #[test]
+    fn a_pinned_reference_finds_an_imported_image_by_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::open(&dir.path().join("state")).unwrap();
+        let import = |content: &[u8]| {
+            let tarball = dir.path().join("rootfs.tar");
+            std::fs::write(&tarball, tar_of(&[("version", content)])).unwrap();
+            import_with_changes(&images, &tarball, Some("localhost/app:1"), &[], &|_| {})
+                .unwrap()
+                .images[0]
+                .digest
+                .clone()
+        };
+        let (one, two) = (import(b"one"), import(b"two"));
+        assert_ne!(one, two);
+        let found = |name: &str| images.resolve(name).unwrap().map(|i| i.digest);
+        assert_eq!(found("localhost/app:1"), Some(two.clone()));
+        assert_eq!(found(&format!("localhost/app:1@{one}")), Some(one.clone()));
+        assert_eq!(found(&format!("localhost/app:1@{two}")), Some(two));
+        let absent = format!("sha256:{}", "e".repeat(64));
+        assert_eq!(found(&format!("localhost/app:1@{absent}")), None);
+    }
+
     /// A prune removes untagged images only while no writer (a pull, a
     /// tag: they hold the store's lock shared) is under way: it waits for
     /// the lock before its first removal, not only before collecting blobs.

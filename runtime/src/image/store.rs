@@ -133,10 +133,27 @@ impl Images {
         if let Some(i) = self.store.db.resolve(name)? {
             return Ok(Some(i));
         }
-        if let Ok(r) = moor_spec::reference::parse(name)
+        let parsed = moor_spec::reference::parse(name).ok();
+        if let Some(r) = &parsed
             && let Some(i) = self.store.db.resolve(&r.to_string())?
         {
             return Ok(Some(i));
+        }
+        // `name:tag@digest` (a reference a rollback or an image update
+        // pins) names content: the image with that manifest digest, or
+        // chosen from that index, whatever names it carries now, as for an
+        // image imported or built here, which no registry named so.
+        if let Some(d) = parsed.as_ref().and_then(|r| r.digest.as_deref()) {
+            if let Some(i) = self.store.db.image(d)? {
+                return Ok(Some(i));
+            }
+            if let Some(i) = self
+                .list()?
+                .into_iter()
+                .find(|i| i.index.as_deref() == Some(d))
+            {
+                return Ok(Some(i));
+            }
         }
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
         if hex.len() >= 6 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
