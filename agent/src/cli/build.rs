@@ -28,6 +28,11 @@ pub struct BuildArgs {
     /// The network of RUN steps.
     #[arg(long, value_enum, default_value = "none")]
     pub network: BuildNetwork,
+    /// A reproducible build: every time in the image is `SOURCE_DATE_EPOCH`
+    /// (`0` when unset) or older; the same context gives the same image ID
+    /// on any host. `SOURCE_DATE_EPOCH` set alone does the same.
+    #[arg(long)]
+    pub reproducible: bool,
     /// Print only the image ID.
     #[arg(short, long)]
     pub quiet: bool,

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use moor_runtime::build::{BuildOptions, RunNetwork, build};
+use moor_runtime::build::{BuildOptions, RunNetwork, build, source_date_epoch};
 use moor_runtime::host::HostConfig;
 use moor_runtime::image::Images;
 
@@ -50,6 +50,11 @@ pub fn run(state_dir: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
             BuildNetwork::Host => RunNetwork::Host,
         },
         pull: host.pull,
+        source_date_epoch: source_date_epoch(
+            std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(),
+            args.reproducible,
+        )
+        .map_err(anyhow::Error::msg)?,
     };
     let quiet = args.quiet;
     let progress = move |line: &str| {

@@ -39,6 +39,8 @@ pub struct CopyInput<'a> {
     pub lowers: &'a [PathBuf],
     /// Where the layer tar (and a `--from` mount) is made.
     pub scratch: &'a Path,
+    /// `SOURCE_DATE_EPOCH`: the layer's times are clamped to it.
+    pub epoch: Option<u64>,
 }
 
 fn invalid(at: &str, msg: impl std::fmt::Display) -> BuildError {
@@ -706,7 +708,7 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
     ));
     let file = File::create(&tar_path).map_err(BuildError::io("create", &tar_path))?;
     let mut w = Writer {
-        tar: LayerTar::new(BufWriter::new(file)),
+        tar: LayerTar::new(BufWriter::new(file)).clamped(input.epoch),
         owner,
         chmod: op.chmod,
         at,
@@ -848,6 +850,7 @@ pub fn workdir(
     lowers: &[PathBuf],
     dir: &str,
     scratch: &Path,
+    epoch: Option<u64>,
 ) -> Result<Option<PathBuf>, BuildError> {
     let rel = resolve(lowers, dir)?;
     if rel.is_empty() || lookup(lowers, &rel).is_some() {
@@ -860,7 +863,7 @@ pub fn workdir(
     ));
     let write = || -> Result<(), BuildError> {
         let file = File::create(&tar_path).map_err(BuildError::io("create", &tar_path))?;
-        let mut tar = LayerTar::new(BufWriter::new(file));
+        let mut tar = LayerTar::new(BufWriter::new(file)).clamped(epoch);
         parents(&mut tar, lowers, &rel, None)?;
         let meta = Meta {
             mode: 0o755,

@@ -75,6 +75,9 @@ pub struct BuildOptions {
     pub network: RunNetwork,
     /// Pull settings for base images not in the store.
     pub pull: PullOptions,
+    /// `SOURCE_DATE_EPOCH` (see [`source_date_epoch`]): a reproducible
+    /// build, every time in it clamped to this one.
+    pub source_date_epoch: Option<u64>,
 }
 
 /// A finished build.
@@ -97,6 +100,49 @@ fn short(digest: &str) -> &str {
 
 fn now() -> String {
     crate::container::logs::rfc3339(SystemTime::now())
+}
+
+/// The latest `SOURCE_DATE_EPOCH` taken: 9999-12-31T23:59:59Z.
+const MAX_EPOCH: u64 = 253_402_300_799;
+
+/// The `SOURCE_DATE_EPOCH` of a build from the variable's value `env` and
+/// `--reproducible`: the variable when set (an empty value is unset, as
+/// the reproducible-builds.org specification says), else `0` with
+/// `--reproducible`, else none (times are the build's, as Docker's).
+pub fn source_date_epoch(env: Option<&str>, reproducible: bool) -> Result<Option<u64>, String> {
+    match env.map(str::trim) {
+        Some(v) if !v.is_empty() => match v.parse::<u64>() {
+            Ok(e) if e <= MAX_EPOCH => Ok(Some(e)),
+            Ok(_) => Err(format!("SOURCE_DATE_EPOCH={v}: later than the year 9999")),
+            Err(_) => Err(format!(
+                "SOURCE_DATE_EPOCH={v}: not a whole number of seconds since 1970-01-01"
+            )),
+        },
+        _ => Ok(reproducible.then_some(0)),
+    }
+}
+
+/// The time a step or image is created: `epoch` when set, else now.
+pub(crate) fn created_at(epoch: Option<u64>) -> String {
+    match epoch {
+        Some(e) => crate::container::logs::rfc3339(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(e),
+        ),
+        None => now(),
+    }
+}
+
+/// A step's cache key: the plan's, and the epoch of a reproducible build
+/// (whose layers' times differ from those of the same step built without).
+fn cache_key(key: &str, epoch: Option<u64>) -> String {
+    match epoch {
+        None => key.to_owned(),
+        Some(e) => {
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(format!("{key}\nSOURCE_DATE_EPOCH={e}"));
+            format!("sha256:{}", hex::encode(digest))
+        }
+    }
 }
 
 /// Builds the image `opts` describe with the engine `engine` (whose state
@@ -145,6 +191,7 @@ pub fn build(
         target: opts.target.as_deref(),
     };
     let graph = plan::graph(req)?;
+    let epoch = opts.source_date_epoch;
     // Blobs and snapshots made from here on are not collected under us.
     let _lock = images.store.lock_shared().map_err(ImageError::from)?;
     let mut bases: HashMap<String, State> = HashMap::new();
@@ -208,6 +255,7 @@ pub fn build(
                     step.line
                 )));
             };
+            let key = &cache_key(key, epoch);
             if !opts.no_cache
                 && let Some(hit) = cache.get(key)
                 && hit.complete(images)
@@ -218,7 +266,7 @@ pub fn build(
                 out.line(&format!(" ---> {}", short(key)));
                 continue;
             }
-            let created = now();
+            let created = created_at(epoch);
             let (created_by, layer) = match &step.op {
                 Op::Run {
                     argv,
@@ -243,6 +291,7 @@ pub fn build(
                             user,
                             workdir,
                             network,
+                            epoch,
                         },
                         out,
                     )?;
@@ -272,6 +321,7 @@ pub fn build(
                             from: from_lowers.as_deref(),
                             lowers: &lowers,
                             scratch: &engine_state,
+                            epoch,
                         },
                         &format!("{file_name}:{}", step.line),
                     )?;
@@ -280,7 +330,7 @@ pub fn build(
                 }
                 Op::Workdir(dir) => {
                     let lowers = state.lowers(images)?;
-                    let added = copy::workdir(&lowers, dir, &engine_state)?;
+                    let added = copy::workdir(&lowers, dir, &engine_state, epoch)?;
                     if let Some(tar) = &added {
                         state.add_layer(images, tar)?;
                     }
@@ -309,7 +359,7 @@ pub fn build(
         .and_then(|h| h.last())
         .and_then(|e| e["created"].as_str())
         .map(str::to_owned)
-        .unwrap_or_else(now);
+        .unwrap_or_else(|| created_at(epoch));
     let diff_ids: Vec<String> = last.layers.iter().map(|l| l.diff_id.clone()).collect();
     config::finish(&mut last.config, &diff_ids, &created);
     let (config_digest, image) = last.store(images, &tags)?;
@@ -326,4 +376,66 @@ pub fn build(
         ran,
         cached,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_date_epoch_is_the_variable_then_zero_with_reproducible() {
+        assert_eq!(source_date_epoch(None, false), Ok(None));
+        assert_eq!(source_date_epoch(None, true), Ok(Some(0)));
+        assert_eq!(source_date_epoch(Some(""), false), Ok(None));
+        assert_eq!(source_date_epoch(Some(" "), true), Ok(Some(0)));
+        assert_eq!(
+            source_date_epoch(Some("1700000000"), false),
+            Ok(Some(1_700_000_000))
+        );
+        assert_eq!(source_date_epoch(Some("5"), true), Ok(Some(5)));
+        assert_eq!(
+            source_date_epoch(Some("253402300799"), false),
+            Ok(Some(MAX_EPOCH))
+        );
+    }
+
+    #[test]
+    fn hostile_source_date_epochs_are_refused_by_name() {
+        for bad in [
+            "-1",
+            "1e9",
+            "0x10",
+            "1.5",
+            "12abc",
+            "99999999999999999999999",
+        ] {
+            let e = source_date_epoch(Some(bad), true).unwrap_err();
+            assert!(e.contains("SOURCE_DATE_EPOCH"), "{bad}: {e}");
+        }
+        let e = source_date_epoch(Some("253402300800"), false).unwrap_err();
+        assert!(e.contains("9999"), "{e}");
+    }
+
+    #[test]
+    fn created_is_the_epoch_or_now() {
+        assert_eq!(created_at(Some(0)), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            created_at(Some(1_700_000_000)),
+            "2023-11-14T22:13:20.000000000Z"
+        );
+        let now = created_at(None);
+        assert!(now.as_str() > "2024", "{now}");
+    }
+
+    #[test]
+    fn reproducible_steps_have_cache_keys_of_their_own() {
+        let key = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(cache_key(&key, None), key);
+        let zero = cache_key(&key, Some(0));
+        let one = cache_key(&key, Some(1));
+        assert_ne!(zero, key);
+        assert_ne!(zero, one);
+        assert_eq!(zero, cache_key(&key, Some(0)));
+        assert!(zero.starts_with("sha256:") && zero.len() == 71, "{zero}");
+    }
 }

@@ -23,6 +23,8 @@ pub struct RunStep<'a> {
     pub user: &'a str,
     pub workdir: &'a str,
     pub network: NetworkMode,
+    /// `SOURCE_DATE_EPOCH`: the layer's times are clamped to it.
+    pub epoch: Option<u64>,
 }
 
 /// The mount points the runtime creates in the root filesystem when they
@@ -173,7 +175,7 @@ pub fn run(
     let tar = scratch.join(format!("layer-{}.tar", guard.name));
     let write = || -> std::io::Result<()> {
         let file = File::create(&tar)?;
-        let mut t = LayerTar::new(BufWriter::new(file));
+        let mut t = LayerTar::new(BufWriter::new(file)).clamped(step.epoch);
         let skip = |rel: &str, m: &fs::Metadata| {
             MOUNT_STUBS.contains(&rel) && (m.is_dir() || m.len() == 0) && !in_lowers(lowers, rel)
         };
