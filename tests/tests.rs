@@ -7,6 +7,7 @@
 mod agent;
 mod build;
 mod build_manifests;
+mod build_progress;
 mod build_repro;
 mod cli;
 mod common;

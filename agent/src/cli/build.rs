@@ -33,9 +33,28 @@ pub struct BuildArgs {
     /// on any host. `SOURCE_DATE_EPOCH` set alone does the same.
     #[arg(long)]
     pub reproducible: bool,
-    /// Print only the image ID.
+    /// How to show the steps (on stderr): `tty` redraws each step with its
+    /// time and the last lines of its output, `plain` prints a line per
+    /// event (`#N …`), `quiet` nothing; `auto` is `tty` when stderr is a
+    /// terminal, else `plain`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: BuildProgress,
+    /// Print only the image ID (`--progress quiet`).
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `--progress` of `moor build`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildProgress {
+    /// `tty` on a terminal, else `plain`.
+    Auto,
+    /// A line per event.
+    Plain,
+    /// Redrawn in place.
+    Tty,
+    /// Nothing.
+    Quiet,
 }
 
 /// `--network` of `moor build`.

@@ -41,7 +41,7 @@ use clap::{Parser, Subcommand};
 
 pub use agent::AgentArgs;
 pub use apply::ApplyArgs;
-pub use build::{BuildArgs, BuildNetwork};
+pub use build::{BuildArgs, BuildNetwork, BuildProgress};
 pub use commit::{CommitArgs, DiffArgs};
 pub use common::{HostArgs, ProjectArgs};
 pub use convert::{ConvertArgs, ConvertTo};

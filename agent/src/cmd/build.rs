@@ -9,7 +9,12 @@ use moor_runtime::build::{BuildOptions, RunNetwork, build, source_date_epoch};
 use moor_runtime::host::HostConfig;
 use moor_runtime::image::Images;
 
-use crate::cli::{BuildArgs, BuildNetwork};
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::build_progress::{Plain, Quiet, Tty};
+use crate::cli::{BuildArgs, BuildNetwork, BuildProgress};
 
 /// Runs `moor build`.
 pub fn run(state_dir: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
@@ -56,15 +61,38 @@ pub fn run(state_dir: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
         )
         .map_err(anyhow::Error::msg)?,
     };
-    let quiet = args.quiet;
-    let progress = move |line: &str| {
-        if !quiet {
-            println!("{line}");
-        }
+    let mode = match (args.quiet, args.progress) {
+        (true, _) | (_, BuildProgress::Quiet) => BuildProgress::Quiet,
+        (false, BuildProgress::Auto) if std::io::stderr().is_terminal() => BuildProgress::Tty,
+        (false, BuildProgress::Auto) => BuildProgress::Plain,
+        (false, m) => m,
     };
-    let built = build(&images, engine, &opts, &progress)
-        .with_context(|| format!("build {}", args.context.display()))?;
-    if quiet {
+    let built = match mode {
+        BuildProgress::Tty => {
+            let tty = Tty::default();
+            let done = AtomicBool::new(false);
+            let built = std::thread::scope(|scope| {
+                // The running steps' times move without output.
+                scope.spawn(|| {
+                    while !done.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(250));
+                        if !done.load(Ordering::Relaxed) {
+                            tty.tick();
+                        }
+                    }
+                });
+                let built = build(&images, engine, &opts, &tty);
+                done.store(true, Ordering::Relaxed);
+                built
+            });
+            tty.finish();
+            built
+        }
+        BuildProgress::Quiet => build(&images, engine, &opts, &Quiet),
+        _ => build(&images, engine, &opts, &Plain),
+    }
+    .with_context(|| format!("build {}", args.context.display()))?;
+    if mode == BuildProgress::Quiet {
         println!("{}", built.id);
     }
     Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@
 mod agent;
 mod apply;
 mod build;
+mod build_progress;
 mod commit;
 mod common;
 mod convert;

@@ -6,7 +6,7 @@
 //! stage step by step on a [`State`] (layers and config JSON):
 //!
 //! - a step whose cache key is in the [`cache`] (and whose layers are still
-//!   in the store) is reused: `---> Using cache`;
+//!   in the store) is reused (`CACHED`);
 //! - `RUN` ([`run`]) runs in a container of the engine over an overlay of
 //!   the state's snapshots; the upper directory becomes the layer
 //!   ([`layer::from_upper`]);
@@ -27,12 +27,12 @@ pub mod layer;
 mod run;
 mod state;
 
-pub use error::{BuildError, Progress};
+pub use error::{BuildError, Progress, StepEnd};
 pub use state::{Layer, State};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use moor_build::context::Context;
 use moor_build::dockerfile;
@@ -93,11 +93,6 @@ pub struct Built {
     pub cached: usize,
 }
 
-fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &hex[..hex.len().min(12)]
-}
-
 fn now() -> String {
     crate::container::logs::rfc3339(SystemTime::now())
 }
@@ -143,6 +138,191 @@ fn cache_key(key: &str, epoch: Option<u64>) -> String {
             format!("sha256:{}", hex::encode(digest))
         }
     }
+}
+
+/// What every stage of one build shares.
+struct StageCx<'a> {
+    images: &'a Images,
+    opts: &'a BuildOptions,
+    engine: &'a crate::container::Engine,
+    engine_state: &'a std::path::Path,
+    cache: &'a cache::Cache,
+    context: &'a Context,
+    context_dir: &'a std::path::Path,
+    file_name: &'a str,
+    df: &'a dockerfile::Dockerfile,
+    bases: &'a HashMap<String, State>,
+    epoch: Option<u64>,
+    /// Whether titles name the stage (a build of several stages).
+    named_stages: bool,
+    out: &'a dyn Progress,
+}
+
+/// A stage built.
+struct StageDone {
+    state: State,
+    ran: usize,
+    cached: usize,
+}
+
+/// Builds `stage`, whose `FROM` is step `first` (its steps follow), on the
+/// stages in `results` it depends on.
+fn build_stage(
+    cx: &StageCx<'_>,
+    stage: &plan::PlannedStage,
+    first: usize,
+    results: &HashMap<usize, State>,
+) -> Result<StageDone, BuildError> {
+    let out = cx.out;
+    let images = cx.images;
+    let file_name = cx.file_name;
+    let epoch = cx.epoch;
+    let count = 1 + stage.steps.len();
+    let title = |k: usize, text: &str| {
+        if cx.named_stages {
+            let label = stage
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("stage-{}", stage.index));
+            format!("[{label} {k}/{count}] {text}")
+        } else {
+            format!("[{k}/{count}] {text}")
+        }
+    };
+    let started = Instant::now();
+    out.start(first, &title(1, &cx.df.stages[stage.index].from.text));
+    let mut state = match &stage.base {
+        Base::Scratch => State {
+            layers: Vec::new(),
+            config: config::scratch(),
+        },
+        Base::Image(r) => cx.bases[r].clone(),
+        Base::Stage(i) => results
+            .get(i)
+            .cloned()
+            .ok_or_else(|| BuildError::Invalid(format!("stage {i} was not built first")))?,
+    };
+    state.config = config::from_base(state.config);
+    out.end(first, &StepEnd::Done, started.elapsed());
+    let (mut ran, mut cached) = (0, 0);
+    for (k, planned) in stage.steps.iter().enumerate() {
+        let id = first + 1 + k;
+        let step = &planned.step;
+        let started = Instant::now();
+        out.start(id, &title(k + 2, &step.text));
+        let result = (|| -> Result<bool, BuildError> {
+            let Some(key) = &planned.key else {
+                return Err(BuildError::Invalid(format!(
+                    "{file_name}:{}: ADD of a URL is not supported yet",
+                    step.line
+                )));
+            };
+            let key = &cache_key(key, epoch);
+            if !cx.opts.no_cache
+                && let Some(hit) = cx.cache.get(key)
+                && hit.complete(images)
+            {
+                state = hit;
+                return Ok(true);
+            }
+            let created = created_at(epoch);
+            let (created_by, layer) = match &step.op {
+                Op::Run {
+                    argv,
+                    network,
+                    env,
+                    user,
+                    workdir,
+                    ..
+                } => {
+                    let network = match (network.as_str(), cx.opts.network) {
+                        ("host", _) | ("default", RunNetwork::Host) => NetworkMode::Host,
+                        _ => NetworkMode::None,
+                    };
+                    let lowers = state.lowers(images)?;
+                    let tar = run::run(
+                        cx.engine,
+                        cx.engine_state,
+                        &lowers,
+                        run::RunStep {
+                            argv,
+                            env,
+                            user,
+                            workdir,
+                            network,
+                            epoch,
+                        },
+                        &|line: &str| out.output(id, line),
+                    )?;
+                    state.add_layer(images, &tar)?;
+                    (argv.join(" "), true)
+                }
+                Op::Copy(c) => {
+                    let lowers = state.lowers(images)?;
+                    let from = match &c.from {
+                        None => None,
+                        Some(Base::Scratch) => Some(State {
+                            layers: Vec::new(),
+                            config: config::scratch(),
+                        }),
+                        Some(Base::Image(r)) => Some(cx.bases[r].clone()),
+                        Some(Base::Stage(i)) => Some(results.get(i).cloned().ok_or_else(|| {
+                            BuildError::Invalid(format!("stage {i} was not built first"))
+                        })?),
+                    };
+                    let from_lowers = match &from {
+                        Some(s) => Some(s.lowers(images)?),
+                        None => None,
+                    };
+                    let tar = copy::copy(
+                        copy::CopyInput {
+                            op: c,
+                            context_dir: cx.context_dir,
+                            context: cx.context,
+                            from: from_lowers.as_deref(),
+                            lowers: &lowers,
+                            scratch: cx.engine_state,
+                            epoch,
+                        },
+                        &format!("{file_name}:{}", step.line),
+                    )?;
+                    state.add_layer(images, &tar)?;
+                    (format!("/bin/sh -c #(nop) {}", step.text), true)
+                }
+                Op::Workdir(dir) => {
+                    let lowers = state.lowers(images)?;
+                    let added = copy::workdir(&lowers, dir, cx.engine_state, epoch)?;
+                    if let Some(tar) = &added {
+                        state.add_layer(images, tar)?;
+                    }
+                    config::set_workdir(&mut state.config, dir);
+                    (format!("/bin/sh -c #(nop) {}", step.text), added.is_some())
+                }
+                Op::Config(change) => {
+                    config::apply(&mut state.config, change)?;
+                    (format!("/bin/sh -c #(nop) {}", step.text), false)
+                }
+            };
+            config::history(&mut state.config, &created, &created_by, !layer);
+            cx.cache.put(key, &state)?;
+            Ok(false)
+        })();
+        match result {
+            Ok(true) => {
+                cached += 1;
+                out.end(id, &StepEnd::Cached, started.elapsed());
+            }
+            Ok(false) => {
+                ran += 1;
+                out.end(id, &StepEnd::Done, started.elapsed());
+            }
+            Err(e) => {
+                out.end(id, &StepEnd::Failed(e.to_string()), started.elapsed());
+                return Err(e);
+            }
+        }
+    }
+    Ok(StageDone { state, ran, cached })
 }
 
 /// Builds the image `opts` describe with the engine `engine` (whose state
@@ -223,131 +403,35 @@ pub fn build(
     let engine = crate::container::Engine::new(engine)?;
     run::remove_leftovers(&engine);
     let cache = cache::Cache::new(images.store.root());
-    let total: usize = plan.stages.iter().map(|s| 1 + s.steps.len()).sum();
-    let mut n = 0;
+    // Step IDs, fixed before anything runs: a stage's `FROM`, then its steps.
+    let mut first_ids = Vec::with_capacity(plan.stages.len());
+    let mut next_id = 1;
+    for stage in &plan.stages {
+        first_ids.push(next_id);
+        next_id += 1 + stage.steps.len();
+    }
+    let cx = StageCx {
+        images,
+        opts,
+        engine: &engine,
+        engine_state: &engine_state,
+        cache: &cache,
+        context: &context,
+        context_dir,
+        file_name: &file_name,
+        df: &df,
+        bases: &bases,
+        epoch,
+        named_stages: plan.stages.len() > 1,
+        out,
+    };
     let (mut ran, mut cached) = (0, 0);
     let mut results: HashMap<usize, State> = HashMap::new();
-    for stage in &plan.stages {
-        n += 1;
-        out.line(&format!(
-            "Step {n}/{total} : {}",
-            df.stages[stage.index].from.text
-        ));
-        let mut state = match &stage.base {
-            Base::Scratch => State {
-                layers: Vec::new(),
-                config: config::scratch(),
-            },
-            Base::Image(r) => bases[r].clone(),
-            Base::Stage(i) => results[i].clone(),
-        };
-        state.config = config::from_base(state.config);
-        if let Some(k) = &stage.base_key {
-            out.line(&format!(" ---> {}", short(k)));
-        }
-        for planned in &stage.steps {
-            n += 1;
-            let step = &planned.step;
-            out.line(&format!("Step {n}/{total} : {}", step.text));
-            let Some(key) = &planned.key else {
-                return Err(BuildError::Invalid(format!(
-                    "{file_name}:{}: ADD of a URL is not supported yet",
-                    step.line
-                )));
-            };
-            let key = &cache_key(key, epoch);
-            if !opts.no_cache
-                && let Some(hit) = cache.get(key)
-                && hit.complete(images)
-            {
-                state = hit;
-                cached += 1;
-                out.line(" ---> Using cache");
-                out.line(&format!(" ---> {}", short(key)));
-                continue;
-            }
-            let created = created_at(epoch);
-            let (created_by, layer) = match &step.op {
-                Op::Run {
-                    argv,
-                    network,
-                    env,
-                    user,
-                    workdir,
-                    ..
-                } => {
-                    let network = match (network.as_str(), opts.network) {
-                        ("host", _) | ("default", RunNetwork::Host) => NetworkMode::Host,
-                        _ => NetworkMode::None,
-                    };
-                    let lowers = state.lowers(images)?;
-                    let tar = run::run(
-                        &engine,
-                        &engine_state,
-                        &lowers,
-                        run::RunStep {
-                            argv,
-                            env,
-                            user,
-                            workdir,
-                            network,
-                            epoch,
-                        },
-                        out,
-                    )?;
-                    state.add_layer(images, &tar)?;
-                    (argv.join(" "), true)
-                }
-                Op::Copy(c) => {
-                    let lowers = state.lowers(images)?;
-                    let from = match &c.from {
-                        None => None,
-                        Some(Base::Scratch) => Some(State {
-                            layers: Vec::new(),
-                            config: config::scratch(),
-                        }),
-                        Some(Base::Image(r)) => Some(bases[r].clone()),
-                        Some(Base::Stage(i)) => Some(results[i].clone()),
-                    };
-                    let from_lowers = match &from {
-                        Some(s) => Some(s.lowers(images)?),
-                        None => None,
-                    };
-                    let tar = copy::copy(
-                        copy::CopyInput {
-                            op: c,
-                            context_dir,
-                            context: &context,
-                            from: from_lowers.as_deref(),
-                            lowers: &lowers,
-                            scratch: &engine_state,
-                            epoch,
-                        },
-                        &format!("{file_name}:{}", step.line),
-                    )?;
-                    state.add_layer(images, &tar)?;
-                    (format!("/bin/sh -c #(nop) {}", step.text), true)
-                }
-                Op::Workdir(dir) => {
-                    let lowers = state.lowers(images)?;
-                    let added = copy::workdir(&lowers, dir, &engine_state, epoch)?;
-                    if let Some(tar) = &added {
-                        state.add_layer(images, tar)?;
-                    }
-                    config::set_workdir(&mut state.config, dir);
-                    (format!("/bin/sh -c #(nop) {}", step.text), added.is_some())
-                }
-                Op::Config(change) => {
-                    config::apply(&mut state.config, change)?;
-                    (format!("/bin/sh -c #(nop) {}", step.text), false)
-                }
-            };
-            config::history(&mut state.config, &created, &created_by, !layer);
-            cache.put(key, &state)?;
-            ran += 1;
-            out.line(&format!(" ---> {}", short(key)));
-        }
-        results.insert(stage.index, state);
+    for (stage, first) in plan.stages.iter().zip(&first_ids) {
+        let done = build_stage(&cx, stage, *first, &results)?;
+        ran += done.ran;
+        cached += done.cached;
+        results.insert(stage.index, done.state);
     }
 
     let mut last = results
@@ -362,14 +446,20 @@ pub fn build(
         .unwrap_or_else(|| created_at(epoch));
     let diff_ids: Vec<String> = last.layers.iter().map(|l| l.diff_id.clone()).collect();
     config::finish(&mut last.config, &diff_ids, &created);
-    let (config_digest, image) = last.store(images, &tags)?;
-    out.line(&format!(
-        "Successfully built {}",
-        short(config_digest.as_str())
-    ));
-    for t in &opts.tags {
-        out.line(&format!("Successfully tagged {t}"));
+    let export = Instant::now();
+    out.start(next_id, "exporting to image");
+    let (config_digest, image) = match last.store(images, &tags) {
+        Ok(stored) => stored,
+        Err(e) => {
+            out.end(next_id, &StepEnd::Failed(e.to_string()), export.elapsed());
+            return Err(e);
+        }
+    };
+    out.output(next_id, &format!("writing image {config_digest} done"));
+    for t in &tags {
+        out.output(next_id, &format!("naming to {t} done"));
     }
+    out.end(next_id, &StepEnd::Done, export.elapsed());
     Ok(Built {
         id: config_digest.to_string(),
         image,

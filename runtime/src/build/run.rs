@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use moor_spec::NetworkMode;
 
-use super::error::{BuildError, Progress};
+use super::error::BuildError;
 use super::layer::{self, LayerTar};
 use crate::container::Engine;
 use crate::container::logs::Follower;
@@ -67,12 +67,6 @@ fn random_hex() -> String {
     hex::encode(buf)
 }
 
-/// The random part of a build container's name, as Docker shows an
-/// intermediate container.
-fn short_name(name: &str) -> &str {
-    name.rsplit('-').next().unwrap_or(name)
-}
-
 /// Removes the `RUN` containers of builds that are gone (killed, or
 /// interrupted with Ctrl-C before they could remove their container): a
 /// build container is named after the process that made it.
@@ -110,7 +104,7 @@ pub fn run(
     scratch: &Path,
     lowers: &[PathBuf],
     step: RunStep<'_>,
-    out: &dyn Progress,
+    out: &dyn Fn(&str),
 ) -> Result<PathBuf, BuildError> {
     if lowers.is_empty() {
         return Err(BuildError::Invalid(
@@ -148,13 +142,12 @@ pub fn run(
     engine.create(&name, spec, None, lowers.to_vec())?;
     let guard = Guard { engine, name };
     let paths = engine.paths(&guard.name);
-    out.line(&format!(" ---> Running in {}", short_name(&guard.name)));
     let mut follower = Follower::at_end(&paths.log());
     engine.start(&guard.name)?;
     let print = |follower: &mut Follower| {
         if let Ok(lines) = follower.poll() {
             for l in lines {
-                out.line(&l.text);
+                out(&l.text);
             }
         }
     };
@@ -188,10 +181,6 @@ pub fn run(
         let _ = fs::remove_file(&tar);
         return Err(BuildError::io("write the layer", &tar)(e));
     }
-    out.line(&format!(
-        "Removing intermediate container {}",
-        short_name(&guard.name)
-    ));
     drop(guard);
     Ok(tar)
 }
