@@ -180,7 +180,7 @@ fn a_terminal_shows_steps_live_and_a_failure_whole() {
         return;
     };
     let ctx = context(&format!(
-        "FROM {BUSYBOX}\nRUN for i in $(seq 1 12); do echo tick-$i; done; sleep 1; printf '\\033]0;pwned\\007\\033[2J\\033[31mred\\n'\nCOPY a.txt /a.txt\n"
+        "FROM {BUSYBOX}\nRUN printf '\\033]0;pwned\\007\\033[2J\\033[31mred\\n'; for i in $(seq 1 4); do echo tick-$i; done; sleep 1\nCOPY a.txt /a.txt\n"
     ));
     let (out, code) = build_on_a_terminal(&host, ctx.path(), &["-t", "localhost/bprot/app:1"]);
     assert_eq!(code, Some(0), "{out}");
@@ -196,9 +196,9 @@ fn a_terminal_shows_steps_live_and_a_failure_whole() {
             "{evil:?} reached the terminal: {out:?}"
         );
     }
-    assert!(out.contains("]0;pwned"), "{out:?}");
+    assert!(out.contains("\u{fffd}]0;pwned\u{fffd}"), "{out:?}");
     // The live tail showed the RUN's output as it came.
-    assert!(out.contains("  > tick-12"), "{out:?}");
+    assert!(out.contains("  > tick-4"), "{out:?}");
     // The final list: every step with its time, after the last redraw.
     let last = out
         .rfind("FINISHED")
@@ -206,7 +206,7 @@ fn a_terminal_shows_steps_live_and_a_failure_whole() {
     let list = &out[last..];
     for step in [
         format!("#1 [1/3] FROM {BUSYBOX}"),
-        "#2 [2/3] RUN for i in".into(),
+        "#2 [2/3] RUN printf".into(),
         "#3 [3/3] COPY a.txt /a.txt".into(),
         "#4 exporting to image".into(),
     ] {
