@@ -6,6 +6,7 @@
 
 mod agent;
 mod build;
+mod build_concurrent;
 mod build_manifests;
 mod build_progress;
 mod build_repro;

@@ -43,6 +43,19 @@ pub struct CopyInput<'a> {
     pub epoch: Option<u64>,
 }
 
+/// A name for a scratch file or directory no other step of this process
+/// (stages build concurrently) or of another build uses.
+fn scratch_name(prefix: &str, ext: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}-{}{ext}",
+        std::process::id(),
+        crate::container::state::now_ms(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 fn invalid(at: &str, msg: impl std::fmt::Display) -> BuildError {
     BuildError::Invalid(format!("{at}: {msg}"))
 }
@@ -336,11 +349,7 @@ mod tempfile_dir {
 
 impl FromView {
     fn new(lowers: &[PathBuf], scratch: &Path) -> Result<Self, BuildError> {
-        let name = format!(
-            "from-{}-{}",
-            std::process::id(),
-            crate::container::state::now_ms()
-        );
+        let name = scratch_name("from", "");
         match lowers {
             [] => {
                 let d = tempfile_dir::Dir::new(scratch, &name)
@@ -701,11 +710,7 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
             .any(|s| matches!(s, CopySource::Path(p) if wildcard(p)));
     let into_dir = op.dest.ends_with('/') || many || dest_exists_dir;
 
-    let tar_path = input.scratch.join(format!(
-        "copy-{}-{}.tar",
-        std::process::id(),
-        crate::container::state::now_ms()
-    ));
+    let tar_path = input.scratch.join(scratch_name("copy", ".tar"));
     let file = File::create(&tar_path).map_err(BuildError::io("create", &tar_path))?;
     let mut w = Writer {
         tar: LayerTar::new(BufWriter::new(file)).clamped(input.epoch),
@@ -856,11 +861,7 @@ pub fn workdir(
     if rel.is_empty() || lookup(lowers, &rel).is_some() {
         return Ok(None);
     }
-    let tar_path = scratch.join(format!(
-        "workdir-{}-{}.tar",
-        std::process::id(),
-        crate::container::state::now_ms()
-    ));
+    let tar_path = scratch.join(scratch_name("workdir", ".tar"));
     let write = || -> Result<(), BuildError> {
         let file = File::create(&tar_path).map_err(BuildError::io("create", &tar_path))?;
         let mut tar = LayerTar::new(BufWriter::new(file)).clamped(epoch);

@@ -325,6 +325,80 @@ fn build_stage(
     Ok(StageDone { state, ran, cached })
 }
 
+/// Builds `stages` (dependencies first; `first_ids[i]` is the step ID of
+/// `stages[i]`'s `FROM`), each as soon as the stages it depends on are
+/// built, up to `limit` at once: the results by Dockerfile index, the steps
+/// run and the steps taken from the cache. After a stage fails no other
+/// starts; those running finish, and the first error is returned.
+fn build_stages(
+    cx: &StageCx<'_>,
+    stages: &[plan::PlannedStage],
+    first_ids: &[usize],
+    limit: usize,
+) -> Result<(HashMap<usize, State>, usize, usize), BuildError> {
+    let limit = limit.max(1);
+    let mut results: HashMap<usize, State> = HashMap::new();
+    let (mut ran, mut cached) = (0, 0);
+    let mut started = vec![false; stages.len()];
+    let mut running = 0;
+    let mut failed: Option<BuildError> = None;
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<StageDone, BuildError>)>();
+    std::thread::scope(|scope| {
+        loop {
+            if failed.is_none() {
+                for (i, stage) in stages.iter().enumerate() {
+                    if running >= limit {
+                        break;
+                    }
+                    if started[i] || !stage.depends_on.iter().all(|d| results.contains_key(d)) {
+                        continue;
+                    }
+                    started[i] = true;
+                    running += 1;
+                    let needed: HashMap<usize, State> = stage
+                        .depends_on
+                        .iter()
+                        .filter_map(|d| results.get(d).map(|s| (*d, s.clone())))
+                        .collect();
+                    let tx = tx.clone();
+                    let first = first_ids[i];
+                    scope.spawn(move || {
+                        let done = build_stage(cx, stage, first, &needed);
+                        let _ = tx.send((i, done));
+                    });
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((i, done)) = rx.recv() else {
+                break;
+            };
+            running -= 1;
+            match done {
+                Ok(done) => {
+                    ran += done.ran;
+                    cached += done.cached;
+                    results.insert(stages[i].index, done.state);
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if let Some(i) = started.iter().position(|s| !s) {
+        return Err(BuildError::Invalid(format!(
+            "stage {} waits on a stage that is not built",
+            stages[i].index
+        )));
+    }
+    Ok((results, ran, cached))
+}
+
 /// Builds the image `opts` describe with the engine `engine` (whose state
 /// dir holds the `RUN` containers: a directory of its own, so that they
 /// never mix with the host's) into `images`.
@@ -425,14 +499,10 @@ pub fn build(
         named_stages: plan.stages.len() > 1,
         out,
     };
-    let (mut ran, mut cached) = (0, 0);
-    let mut results: HashMap<usize, State> = HashMap::new();
-    for (stage, first) in plan.stages.iter().zip(&first_ids) {
-        let done = build_stage(&cx, stage, *first, &results)?;
-        ran += done.ran;
-        cached += done.cached;
-        results.insert(stage.index, done.state);
-    }
+    // As many as cores, and two at least: a RUN often waits on the disk or
+    // the network rather than a core.
+    let limit = std::thread::available_parallelism().map_or(2, |n| usize::from(n).max(2));
+    let (mut results, ran, cached) = build_stages(&cx, &plan.stages, &first_ids, limit)?;
 
     let mut last = results
         .remove(&plan.target)
