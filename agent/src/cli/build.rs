@@ -65,3 +65,61 @@ pub enum BuildNetwork {
     /// The host's network.
     Host,
 }
+
+/// Arguments of `moor builder`.
+#[derive(Debug, Args)]
+pub struct BuilderArgs {
+    #[command(subcommand)]
+    pub command: BuilderCommand,
+}
+
+/// `moor builder` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BuilderCommand {
+    /// Remove build cache entries and the layers only they hold (never a
+    /// layer an image or a container uses), as `docker builder prune`.
+    Prune(BuilderPruneArgs),
+}
+
+/// Arguments of `moor builder prune`.
+#[derive(Debug, Args)]
+pub struct BuilderPruneArgs {
+    /// Every entry, not only those no image contains.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Keep the most recently used entries up to this many bytes of layers
+    /// that only the cache holds (bytes, or with k/m/g).
+    #[arg(long, value_name = "SIZE", value_parser = moor_spec::units::parse_size)]
+    pub keep_storage: Option<u64>,
+    /// `until=DURATION`: only entries unused for at least DURATION (`24h`,
+    /// `90m`).
+    #[arg(long, value_name = "until=DURATION", value_parser = parse_until)]
+    pub filter: Vec<std::time::Duration>,
+}
+
+/// `until=DURATION` of `--filter`, the only filter there is.
+fn parse_until(s: &str) -> Result<std::time::Duration, String> {
+    match s.split_once('=') {
+        Some(("until", d)) => moor_spec::units::parse_duration(d),
+        Some((k, _)) => Err(format!(
+            "unknown filter {k:?}: the filter is until=DURATION"
+        )),
+        None => Err(format!("{s:?}: the filter is until=DURATION")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn until_is_the_only_filter() {
+        assert_eq!(
+            parse_until("until=24h"),
+            Ok(std::time::Duration::from_secs(24 * 3600))
+        );
+        for bad in ["until", "label=x", "until=soon", "UNTIL=1h", "=1h"] {
+            assert!(parse_until(bad).is_err(), "{bad}");
+        }
+    }
+}

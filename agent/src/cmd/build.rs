@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use moor_runtime::build::cache::{PruneOptions, prune, usage};
 use moor_runtime::build::{BuildOptions, RunNetwork, build, source_date_epoch};
 use moor_runtime::host::HostConfig;
 use moor_runtime::image::Images;
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::build_progress::{Plain, Quiet, Tty};
-use crate::cli::{BuildArgs, BuildNetwork, BuildProgress};
+use crate::cli::{BuildArgs, BuildNetwork, BuildProgress, BuilderArgs, BuilderCommand};
 
 /// Runs `moor build`.
 pub fn run(state_dir: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
@@ -94,6 +95,36 @@ pub fn run(state_dir: &Path, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("build {}", args.context.display()))?;
     if mode == BuildProgress::Quiet {
         println!("{}", built.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `moor builder`.
+pub fn builder(state_dir: &Path, args: &BuilderArgs) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        BuilderCommand::Prune(a) => {
+            let images = Images::open(state_dir)
+                .with_context(|| format!("open the image store in {}", state_dir.display()))?;
+            let opts = PruneOptions {
+                all: a.all,
+                // Several `until`s: an entry must be unused for the longest.
+                until: a.filter.iter().max().copied(),
+                keep_storage: a.keep_storage,
+            };
+            let report = prune(&images, &opts).context("prune the build cache")?;
+            println!(
+                "removed {} build cache entries, {} blobs ({}), {} snapshots",
+                report.entries,
+                report.gc.blobs,
+                super::image::human(report.gc.bytes),
+                report.gc.snapshots
+            );
+            let (entries, bytes) = usage(&images).context("measure the build cache")?;
+            println!(
+                "the build cache keeps {entries} entries, {} of layers no image holds",
+                super::image::human(bytes)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -84,5 +84,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             _ => image::run(&cli.state_dir, args),
         },
         Command::Build(args) => build::run(&cli.state_dir, args),
+        Command::Builder(args) => build::builder(&cli.state_dir, args),
     }
 }

@@ -222,6 +222,7 @@ fn build_stage(
                 && let Some(hit) = cx.cache.get(key)
                 && hit.complete(images)
             {
+                cx.cache.touch(key);
                 state = hit;
                 return Ok(true);
             }
