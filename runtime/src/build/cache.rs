@@ -199,6 +199,26 @@ pub fn prune(images: &Images, opts: &PruneOptions) -> Result<PruneReport, BuildE
     // `moor image prune`: a build (which holds it shared) either finishes
     // before or starts after.
     let lock = images.store.lock_exclusive().map_err(ImageError::from)?;
+    let entries = remove_entries(images, opts)?;
+    Ok(PruneReport {
+        entries,
+        gc: collect(images, &lock)?,
+    })
+}
+
+/// The store's collection under `lock` (exclusive), keeping the cache's
+/// layers.
+fn collect(images: &Images, lock: &moor_store::GcLock) -> Result<GcReport, BuildError> {
+    let cache = Cache::new(images.store.root());
+    images
+        .store
+        .gc_held_keeping(lock, &cache.blobs())
+        .map_err(|e| BuildError::Image(ImageError::from(e)))
+}
+
+/// The entries [`prune`] removes, removed: how many. Call with the store's
+/// lock held exclusively.
+fn remove_entries(images: &Images, opts: &PruneOptions) -> Result<usize, BuildError> {
     let cache = Cache::new(images.store.root());
     let now = SystemTime::now();
     let image_layers: Vec<Vec<String>> = images
@@ -260,27 +280,27 @@ pub fn prune(images: &Images, opts: &PruneOptions) -> Result<PruneReport, BuildE
             }
         }
     }
-    let gc = images
-        .store
-        .gc_held_keeping(&lock, &cache.blobs())
-        .map_err(|e| BuildError::Image(ImageError::from(e)))?;
-    Ok(PruneReport {
-        entries: removed,
-        gc,
-    })
+    Ok(removed)
 }
 
 /// Removes the entries unused for `max_age` (the agent's collection of the
-/// build cache), then what only they held.
+/// build cache), then, when it removed any, what only they held.
 pub fn prune_unused(images: &Images, max_age: Duration) -> Result<PruneReport, BuildError> {
-    prune(
+    let lock = images.store.lock_exclusive().map_err(ImageError::from)?;
+    let entries = remove_entries(
         images,
         &PruneOptions {
             all: true,
             until: Some(max_age),
             keep_storage: None,
         },
-    )
+    )?;
+    let gc = if entries > 0 {
+        collect(images, &lock)?
+    } else {
+        GcReport::default()
+    };
+    Ok(PruneReport { entries, gc })
 }
 
 /// Sizes of the blobs only the cache holds, by entry file: what `moor
@@ -534,5 +554,26 @@ mod tests {
         assert!(fs::symlink_metadata(cache.path(&key).unwrap()).is_err());
         assert!(!images.store.blobs.contains(&held), "collected");
         assert!(fs::metadata("/etc/passwd").is_ok());
+    }
+
+    #[test]
+    fn the_agents_collection_drops_old_entries_and_collects_only_then() {
+        let (_dir, images, _) = store();
+        let cache = Cache::new(images.store.root());
+        let stray = images.store.blobs.put(b"no one names this", None).unwrap();
+        let a = images.store.blobs.put(b"recent layer", None).unwrap();
+        let b = images.store.blobs.put(b"stale layer", None).unwrap();
+        let recent = entry(&cache, 1, &[&a], HOUR);
+        let r = prune_unused(&images, 24 * HOUR).unwrap();
+        assert_eq!((r.entries, r.gc.blobs), (0, 0));
+        assert!(
+            images.store.blobs.contains(&stray),
+            "no collection for nothing"
+        );
+        let stale = entry(&cache, 2, &[&b], 48 * HOUR);
+        let r = prune_unused(&images, 24 * HOUR).unwrap();
+        assert_eq!(r.entries, 1);
+        assert!(cache.get(&recent).is_some() && cache.get(&stale).is_none());
+        assert!(images.store.blobs.contains(&a) && !images.store.blobs.contains(&b));
     }
 }
