@@ -64,6 +64,13 @@ fn context(order: &[&str], mtime: u64) -> tempfile::TempDir {
     dir
 }
 
+/// Gives every file of `dir` to `id`:`id`.
+fn chown_all(dir: &Path, id: u32) {
+    for p in walk(dir) {
+        std::os::unix::fs::lchown(&p, Some(id), Some(id)).expect("chown");
+    }
+}
+
 fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod");
@@ -222,6 +229,8 @@ fn the_same_context_gives_the_same_image_on_two_hosts() {
         &["run.sh", "app/sub/b.txt", "app/a.txt", "Dockerfile"],
         1_900_000_000,
     );
+    // A checkout another user owns.
+    chown_all(ctx_b.path(), 1000);
     build_ok(
         &b,
         ctx_b.path(),
@@ -325,6 +334,7 @@ fn without_source_date_epoch_times_are_the_builds() {
         &["Dockerfile", "app/a.txt", "app/sub/b.txt", "run.sh"],
         1_000_000_000,
     );
+    chown_all(ctx.path(), 4321);
     let now = || {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -366,6 +376,15 @@ fn without_source_date_epoch_times_are_the_builds() {
         .find(|e| e.path().expect("path").display().to_string() == "app/a.txt")
         .expect("app/a.txt in the COPY layer");
     assert_eq!(a_txt.header().mtime().expect("mtime"), 1_000_000_000);
+    // Owned by root in the image, as Docker writes context files, whoever
+    // owns the checkout.
+    assert_eq!(
+        (
+            a_txt.header().uid().expect("uid"),
+            a_txt.header().gid().expect("gid")
+        ),
+        (0, 0)
+    );
 }
 
 #[test]

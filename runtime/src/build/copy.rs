@@ -414,6 +414,10 @@ impl<R: Read> Read for Hashing<R> {
 struct Writer<'a, W: Write> {
     tar: LayerTar<W>,
     owner: Option<(u64, u64)>,
+    /// Files copied from the build context: owned by root unless
+    /// `--chown` says otherwise, as Docker writes them (the owner of a
+    /// checkout is the host's, not the image's).
+    root_owned: bool,
     chmod: Option<u32>,
     at: &'a str,
 }
@@ -424,6 +428,9 @@ impl<W: Write> Writer<'_, W> {
         if let Some((u, g)) = self.owner {
             meta.uid = u;
             meta.gid = g;
+        } else if self.root_owned {
+            meta.uid = 0;
+            meta.gid = 0;
         }
         if let Some(c) = self.chmod
             && !symlink
@@ -715,6 +722,7 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
     let mut w = Writer {
         tar: LayerTar::new(BufWriter::new(file)).clamped(input.epoch),
         owner,
+        root_owned: input.from.is_none(),
         chmod: op.chmod,
         at,
     };
