@@ -6,7 +6,11 @@
 
 mod agent;
 mod build;
+mod build_concurrent;
 mod build_manifests;
+mod build_progress;
+mod build_prune;
+mod build_repro;
 mod cli;
 mod common;
 mod compose;

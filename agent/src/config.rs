@@ -8,6 +8,7 @@
 //! webhook_addr = "0.0.0.0:9465"   # the git webhooks here, not on metrics_addr
 //! status_token_file = "/etc/moor/status.token"   # /status asks for this bearer token
 //! registry_auth = "/etc/moor/auth.json"   # registry credentials (Docker's config.json format)
+//! build_cache_max_age = "168h"  # build cache entries unused this long are dropped ("off": never)
 //!
 //! [host]                      # who this agent is, for manifests' `target`
 //! name = "edge-1"             # default: the machine's host name
@@ -77,6 +78,9 @@ use crate::source::git::redact_url;
 /// The default configuration file; read when it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/moor/agent.toml";
 
+/// `build_cache_max_age` when the file does not say: a week.
+pub const DEFAULT_BUILD_CACHE_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The file's shape.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +90,7 @@ struct FileConfig {
     status_token_file: Option<PathBuf>,
     registry_auth: Option<PathBuf>,
     resync: Option<String>,
+    build_cache_max_age: Option<String>,
     max_manifest_size: Option<Size>,
     #[serde(default)]
     host: HostSection,
@@ -312,6 +317,9 @@ pub struct AgentConfig {
     pub registry_auth: Option<PathBuf>,
     /// Time between full reconciles.
     pub resync: Duration,
+    /// Build cache entries unused this long are dropped (with the layers
+    /// only they held); `None`: never.
+    pub build_cache_max_age: Option<Duration>,
     /// How manifests are loaded (the largest manifest file).
     pub load: moor_spec::LoadOptions,
     /// Who this host is, for manifests' `target`: its name and labels.
@@ -450,6 +458,17 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         (None, Some(s)) => parse_duration(s).context("resync")?,
         (None, None) => Duration::from_secs(30),
     };
+    let build_cache_max_age = match file.build_cache_max_age.as_deref() {
+        None => Some(DEFAULT_BUILD_CACHE_MAX_AGE),
+        Some("off") => None,
+        Some(s) => {
+            let d = parse_duration(s).context("build_cache_max_age")?;
+            if d.is_zero() {
+                anyhow::bail!("build_cache_max_age = \"{s}\": more than 0, or \"off\"");
+            }
+            Some(d)
+        }
+    };
     let mut load = moor_spec::LoadOptions::default();
     match (o.max_manifest_size, &file.max_manifest_size) {
         (Some(n), _) => load.max_file_size = n,
@@ -513,6 +532,7 @@ pub fn resolve(o: Overrides) -> anyhow::Result<AgentConfig> {
         status_token_file: o.status_token_file.or(file.status_token_file),
         registry_auth: o.registry_auth.or(file.registry_auth),
         resync,
+        build_cache_max_age,
         load,
         host,
         sources,
@@ -934,6 +954,35 @@ env_files = ["prod.env", "/etc/moor/app.env"]
             other => panic!("not git: {other:?}"),
         }
         assert_eq!(c.sources[1].name, "site");
+    }
+
+    #[test]
+    fn the_build_cache_max_age_is_a_week_a_duration_or_off() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let site = tmp.path().join("site");
+        std::fs::create_dir(&site).expect("mkdir");
+        let with = |line: &str| {
+            let path = write(
+                tmp.path(),
+                &format!("{line}\n[[source]]\nurl = \"{}\"\n", site.display()),
+            );
+            resolve(Overrides {
+                config: Some(path),
+                ..Overrides::default()
+            })
+        };
+        let c = with("").expect("valid");
+        assert_eq!(c.build_cache_max_age, Some(DEFAULT_BUILD_CACHE_MAX_AGE));
+        let c = with("build_cache_max_age = \"36h\"").expect("valid");
+        assert_eq!(c.build_cache_max_age, Some(Duration::from_secs(36 * 3600)));
+        let c = with("build_cache_max_age = \"off\"").expect("valid");
+        assert_eq!(c.build_cache_max_age, None);
+        for bad in ["0s", "soon", "-1h"] {
+            let e = with(&format!("build_cache_max_age = \"{bad}\""))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("build_cache_max_age"), "{bad}: {e}");
+        }
     }
 
     #[test]

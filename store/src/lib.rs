@@ -107,6 +107,17 @@ impl Store {
     /// (an image prune), so that no writer holding the lock shared (a
     /// pull, a tag) runs between its removals and the collection.
     pub fn gc_held(&self, lock: &GcLock) -> Result<GcReport, GcError> {
+        self.gc_held_keeping(lock, &std::collections::HashSet::new())
+    }
+
+    /// [`Store::gc_held`], keeping as well the blobs in `kept` (the build
+    /// cache's layers, read by the caller under the same lock, so that
+    /// they cannot change before the collection).
+    pub fn gc_held_keeping(
+        &self,
+        lock: &GcLock,
+        kept: &std::collections::HashSet<Digest>,
+    ) -> Result<GcReport, GcError> {
         if !lock.is_exclusive() {
             return Err(GcError::NotExclusive);
         }
@@ -129,7 +140,7 @@ impl Store {
         report.temporaries += self.snapshots.remove_temporaries()?;
         let referenced = self.db.referenced_blobs()?;
         for digest in self.blobs.list()? {
-            if !referenced.contains(&digest) {
+            if !referenced.contains(&digest) && !kept.contains(&digest) {
                 report.bytes += self.blobs.remove(&digest)?;
                 report.blobs += 1;
             }
@@ -235,5 +246,23 @@ mod tests {
         assert_eq!((report.blobs, report.snapshots), (3, 1));
         assert!(store.blobs.list().unwrap().is_empty());
         assert!(store.snapshots.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn gc_keeping_spares_the_blobs_it_is_told_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let cached = store.blobs.put(b"a cached layer", None).unwrap();
+        let orphan = store.blobs.put(b"an orphan", None).unwrap();
+        let lock = store.lock_exclusive().unwrap();
+        let report = store
+            .gc_held_keeping(&lock, &std::iter::once(cached.clone()).collect())
+            .unwrap();
+        drop(lock);
+        assert_eq!(report.blobs, 1);
+        assert!(store.blobs.contains(&cached));
+        assert!(!store.blobs.contains(&orphan));
+        store.gc().unwrap();
+        assert!(!store.blobs.contains(&cached));
     }
 }

@@ -28,9 +28,33 @@ pub struct BuildArgs {
     /// The network of RUN steps.
     #[arg(long, value_enum, default_value = "none")]
     pub network: BuildNetwork,
-    /// Print only the image ID.
+    /// A reproducible build: every time in the image is `SOURCE_DATE_EPOCH`
+    /// (`0` when unset) or older; the same context gives the same image ID
+    /// on any host. `SOURCE_DATE_EPOCH` set alone does the same.
+    #[arg(long)]
+    pub reproducible: bool,
+    /// How to show the steps (on stderr): `tty` redraws each step with its
+    /// time and the last lines of its output, `plain` prints a line per
+    /// event (`#N …`), `quiet` nothing; `auto` is `tty` when stderr is a
+    /// terminal, else `plain`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: BuildProgress,
+    /// Print only the image ID (`--progress quiet`).
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `--progress` of `moor build`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildProgress {
+    /// `tty` on a terminal, else `plain`.
+    Auto,
+    /// A line per event.
+    Plain,
+    /// Redrawn in place.
+    Tty,
+    /// Nothing.
+    Quiet,
 }
 
 /// `--network` of `moor build`.
@@ -40,4 +64,62 @@ pub enum BuildNetwork {
     None,
     /// The host's network.
     Host,
+}
+
+/// Arguments of `moor builder`.
+#[derive(Debug, Args)]
+pub struct BuilderArgs {
+    #[command(subcommand)]
+    pub command: BuilderCommand,
+}
+
+/// `moor builder` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BuilderCommand {
+    /// Remove build cache entries and the layers only they hold (never a
+    /// layer an image or a container uses), as `docker builder prune`.
+    Prune(BuilderPruneArgs),
+}
+
+/// Arguments of `moor builder prune`.
+#[derive(Debug, Args)]
+pub struct BuilderPruneArgs {
+    /// Every entry, not only those no image contains.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Keep the most recently used entries up to this many bytes of layers
+    /// that only the cache holds (bytes, or with k/m/g).
+    #[arg(long, value_name = "SIZE", value_parser = moor_spec::units::parse_size)]
+    pub keep_storage: Option<u64>,
+    /// `until=DURATION`: only entries unused for at least DURATION (`24h`,
+    /// `90m`).
+    #[arg(long, value_name = "until=DURATION", value_parser = parse_until)]
+    pub filter: Vec<std::time::Duration>,
+}
+
+/// `until=DURATION` of `--filter`, the only filter there is.
+fn parse_until(s: &str) -> Result<std::time::Duration, String> {
+    match s.split_once('=') {
+        Some(("until", d)) => moor_spec::units::parse_duration(d),
+        Some((k, _)) => Err(format!(
+            "unknown filter {k:?}: the filter is until=DURATION"
+        )),
+        None => Err(format!("{s:?}: the filter is until=DURATION")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn until_is_the_only_filter() {
+        assert_eq!(
+            parse_until("until=24h"),
+            Ok(std::time::Duration::from_secs(24 * 3600))
+        );
+        for bad in ["until", "label=x", "until=soon", "UNTIL=1h", "=1h"] {
+            assert!(parse_until(bad).is_err(), "{bad}");
+        }
+    }
 }

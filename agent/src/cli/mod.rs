@@ -41,7 +41,7 @@ use clap::{Parser, Subcommand};
 
 pub use agent::AgentArgs;
 pub use apply::ApplyArgs;
-pub use build::{BuildArgs, BuildNetwork};
+pub use build::{BuildArgs, BuildNetwork, BuildProgress, BuilderArgs, BuilderCommand};
 pub use commit::{CommitArgs, DiffArgs};
 pub use common::{HostArgs, ProjectArgs};
 pub use convert::{ConvertArgs, ConvertTo};
@@ -176,6 +176,8 @@ pub enum Command {
     Image(ImageArgs),
     /// Build an image from a Dockerfile on moor's own engine.
     Build(BuildArgs),
+    /// Manage the build cache: prune.
+    Builder(BuilderArgs),
     /// Make an image of a container's changes (its image's layers and one
     /// more), as `docker commit`.
     Commit(CommitArgs),

@@ -5,6 +5,7 @@
 mod agent;
 mod apply;
 mod build;
+mod build_progress;
 mod commit;
 mod common;
 mod convert;
@@ -83,5 +84,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             _ => image::run(&cli.state_dir, args),
         },
         Command::Build(args) => build::run(&cli.state_dir, args),
+        Command::Builder(args) => build::builder(&cli.state_dir, args),
     }
 }

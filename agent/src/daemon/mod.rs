@@ -227,6 +227,37 @@ async fn serve(
         passes,
     )));
 
+    // The build cache: entries unused for `build_cache_max_age` go, with the
+    // layers only they held; checked at start and every hour.
+    if let Some(max_age) = config.build_cache_max_age {
+        let dir = state_dir.to_path_buf();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let dir = dir.clone();
+                let pruned = tokio::task::spawn_blocking(move || {
+                    let images = moor_runtime::image::Images::open(&dir)?;
+                    moor_runtime::build::cache::prune_unused(&images, max_age)
+                        .map_err(anyhow::Error::from)
+                })
+                .await;
+                match pruned {
+                    Ok(Ok(r)) if r.entries > 0 || r.gc.blobs > 0 => tracing::info!(
+                        entries = r.entries,
+                        blobs = r.gc.blobs,
+                        bytes = r.gc.bytes,
+                        "pruned the build cache"
+                    ),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %format!("{e:#}"), "prune the build cache")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "prune the build cache"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            }
+        }));
+    }
+
     // The control socket.
     let listener = control::bind(state_dir)?;
     let on_suspend: control::OnSuspend = {

@@ -39,6 +39,21 @@ pub struct CopyInput<'a> {
     pub lowers: &'a [PathBuf],
     /// Where the layer tar (and a `--from` mount) is made.
     pub scratch: &'a Path,
+    /// `SOURCE_DATE_EPOCH`: the layer's times are clamped to it.
+    pub epoch: Option<u64>,
+}
+
+/// A name for a scratch file or directory no other step of this process
+/// (stages build concurrently) or of another build uses.
+fn scratch_name(prefix: &str, ext: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}-{}{ext}",
+        std::process::id(),
+        crate::container::state::now_ms(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn invalid(at: &str, msg: impl std::fmt::Display) -> BuildError {
@@ -334,11 +349,7 @@ mod tempfile_dir {
 
 impl FromView {
     fn new(lowers: &[PathBuf], scratch: &Path) -> Result<Self, BuildError> {
-        let name = format!(
-            "from-{}-{}",
-            std::process::id(),
-            crate::container::state::now_ms()
-        );
+        let name = scratch_name("from", "");
         match lowers {
             [] => {
                 let d = tempfile_dir::Dir::new(scratch, &name)
@@ -403,6 +414,10 @@ impl<R: Read> Read for Hashing<R> {
 struct Writer<'a, W: Write> {
     tar: LayerTar<W>,
     owner: Option<(u64, u64)>,
+    /// Files copied from the build context: owned by root unless
+    /// `--chown` says otherwise, as Docker writes them (the owner of a
+    /// checkout is the host's, not the image's).
+    root_owned: bool,
     chmod: Option<u32>,
     at: &'a str,
 }
@@ -413,6 +428,9 @@ impl<W: Write> Writer<'_, W> {
         if let Some((u, g)) = self.owner {
             meta.uid = u;
             meta.gid = g;
+        } else if self.root_owned {
+            meta.uid = 0;
+            meta.gid = 0;
         }
         if let Some(c) = self.chmod
             && !symlink
@@ -699,15 +717,12 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
             .any(|s| matches!(s, CopySource::Path(p) if wildcard(p)));
     let into_dir = op.dest.ends_with('/') || many || dest_exists_dir;
 
-    let tar_path = input.scratch.join(format!(
-        "copy-{}-{}.tar",
-        std::process::id(),
-        crate::container::state::now_ms()
-    ));
+    let tar_path = input.scratch.join(scratch_name("copy", ".tar"));
     let file = File::create(&tar_path).map_err(BuildError::io("create", &tar_path))?;
     let mut w = Writer {
-        tar: LayerTar::new(BufWriter::new(file)),
+        tar: LayerTar::new(BufWriter::new(file)).clamped(input.epoch),
         owner,
+        root_owned: input.from.is_none(),
         chmod: op.chmod,
         at,
     };
@@ -848,19 +863,16 @@ pub fn workdir(
     lowers: &[PathBuf],
     dir: &str,
     scratch: &Path,
+    epoch: Option<u64>,
 ) -> Result<Option<PathBuf>, BuildError> {
     let rel = resolve(lowers, dir)?;
     if rel.is_empty() || lookup(lowers, &rel).is_some() {
         return Ok(None);
     }
-    let tar_path = scratch.join(format!(
-        "workdir-{}-{}.tar",
-        std::process::id(),
-        crate::container::state::now_ms()
-    ));
+    let tar_path = scratch.join(scratch_name("workdir", ".tar"));
     let write = || -> Result<(), BuildError> {
         let file = File::create(&tar_path).map_err(BuildError::io("create", &tar_path))?;
-        let mut tar = LayerTar::new(BufWriter::new(file));
+        let mut tar = LayerTar::new(BufWriter::new(file)).clamped(epoch);
         parents(&mut tar, lowers, &rel, None)?;
         let meta = Meta {
             mode: 0o755,

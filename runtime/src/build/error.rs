@@ -71,13 +71,49 @@ impl BuildError {
     }
 }
 
-/// Where build progress goes, line by line (`-q` drops it).
-pub trait Progress {
-    /// One line of output.
-    fn line(&self, line: &str);
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepEnd {
+    /// It ran.
+    Done,
+    /// Its result came from the cache.
+    Cached,
+    /// It failed, for this reason.
+    Failed(String),
 }
 
-impl<F: Fn(&str)> Progress for F {
+/// Where a build's progress goes, step by step. Steps are numbered from 1
+/// in the build (a stage's `FROM` is a step); with independent stages
+/// built at once, the events of several steps interleave. The provided
+/// methods write BuildKit's plain format through [`Progress::line`]:
+/// `#N [stage k/n] INSTRUCTION`, `#N OUTPUT`, `#N DONE 0.4s`, `#N CACHED`,
+/// `#N ERROR: …`.
+pub trait Progress: Sync {
+    /// One line of output outside the steps (a warning), or of the plain
+    /// format.
+    fn line(&self, line: &str);
+
+    /// Step `id`, `title` (`[stage k/n] INSTRUCTION`), starts.
+    fn start(&self, id: usize, title: &str) {
+        self.line(&format!("#{id} {title}"));
+    }
+
+    /// A line the step printed.
+    fn output(&self, id: usize, line: &str) {
+        self.line(&format!("#{id} {line}"));
+    }
+
+    /// The step ended, `elapsed` after it started.
+    fn end(&self, id: usize, end: &StepEnd, elapsed: std::time::Duration) {
+        match end {
+            StepEnd::Done => self.line(&format!("#{id} DONE {:.1}s", elapsed.as_secs_f64())),
+            StepEnd::Cached => self.line(&format!("#{id} CACHED")),
+            StepEnd::Failed(why) => self.line(&format!("#{id} ERROR: {why}")),
+        }
+    }
+}
+
+impl<F: Fn(&str) + Sync> Progress for F {
     fn line(&self, line: &str) {
         self(line)
     }

@@ -10,6 +10,11 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+/// `mtime` clamped to `epoch` (`SOURCE_DATE_EPOCH`): never newer.
+pub fn clamp(mtime: u64, epoch: Option<u64>) -> u64 {
+    epoch.map_or(mtime, |e| mtime.min(e))
+}
+
 /// Metadata of one entry.
 #[derive(Debug, Clone, Copy)]
 pub struct Meta {
@@ -38,6 +43,8 @@ impl Meta {
 /// A layer tar being written.
 pub struct LayerTar<W: Write> {
     tar: tar::Builder<W>,
+    /// `SOURCE_DATE_EPOCH`: no entry is newer.
+    clamp: Option<u64>,
 }
 
 impl<W: Write> std::fmt::Debug for LayerTar<W> {
@@ -51,16 +58,32 @@ impl<W: Write> LayerTar<W> {
     pub fn new(out: W) -> Self {
         let mut tar = tar::Builder::new(out);
         tar.follow_symlinks(false);
-        Self { tar }
+        Self { tar, clamp: None }
     }
 
-    fn header(kind: tar::EntryType, meta: Meta, size: u64) -> tar::Header {
+    /// Every entry's modification time clamped to `epoch` (as BuildKit
+    /// does with `SOURCE_DATE_EPOCH`): an older time is kept, a newer one
+    /// becomes `epoch`. `None` keeps every time.
+    pub fn clamped(mut self, epoch: Option<u64>) -> Self {
+        self.clamp = epoch;
+        self
+    }
+
+    /// `mtime`, clamped.
+    pub fn mtime(&self, mtime: u64) -> u64 {
+        clamp(mtime, self.clamp)
+    }
+
+    /// A header of the host-independent fields only: a GNU header has no
+    /// atime or ctime unless set, no user or group names, and ours sets
+    /// neither (owners are the numeric IDs written).
+    fn header(&self, kind: tar::EntryType, meta: Meta, size: u64) -> tar::Header {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(meta.mode);
         h.set_uid(meta.uid);
         h.set_gid(meta.gid);
-        h.set_mtime(meta.mtime);
+        h.set_mtime(self.mtime(meta.mtime));
         h.set_size(size);
         h
     }
@@ -97,7 +120,7 @@ impl<W: Write> LayerTar<W> {
 
     /// A directory.
     pub fn dir(&mut self, path: &str, meta: Meta) -> io::Result<()> {
-        let mut h = Self::header(tar::EntryType::Directory, meta, 0);
+        let mut h = self.header(tar::EntryType::Directory, meta, 0);
         self.tar
             .append_data(&mut h, format!("{path}/"), io::empty())
     }
@@ -112,19 +135,19 @@ impl<W: Write> LayerTar<W> {
         xattrs: &[(String, Vec<u8>)],
     ) -> io::Result<()> {
         self.xattrs(xattrs)?;
-        let mut h = Self::header(tar::EntryType::Regular, meta, size);
+        let mut h = self.header(tar::EntryType::Regular, meta, size);
         self.tar.append_data(&mut h, path, data)
     }
 
     /// A symbolic link.
     pub fn symlink(&mut self, path: &str, meta: Meta, target: &Path) -> io::Result<()> {
-        let mut h = Self::header(tar::EntryType::Symlink, meta, 0);
+        let mut h = self.header(tar::EntryType::Symlink, meta, 0);
         self.tar.append_link(&mut h, path, target)
     }
 
     /// A hard link to `target` (a path in the layer).
     pub fn hardlink(&mut self, path: &str, meta: Meta, target: &str) -> io::Result<()> {
-        let mut h = Self::header(tar::EntryType::Link, meta, 0);
+        let mut h = self.header(tar::EntryType::Link, meta, 0);
         self.tar.append_link(&mut h, path, target)
     }
 
@@ -141,7 +164,7 @@ impl<W: Write> LayerTar<W> {
             gid: 0,
             mtime: 0,
         };
-        let mut h = Self::header(tar::EntryType::Regular, meta, 0);
+        let mut h = self.header(tar::EntryType::Regular, meta, 0);
         self.tar
             .append_data(&mut h, format!("{dir}.wh.{name}"), io::empty())
     }
@@ -159,7 +182,7 @@ impl<W: Write> LayerTar<W> {
             // Sockets have no place in a layer.
             return Ok(());
         };
-        let mut h = Self::header(kind, meta, 0);
+        let mut h = self.header(kind, meta, 0);
         let rdev = m.rdev();
         h.set_device_major(libc::major(rdev))?;
         h.set_device_minor(libc::minor(rdev))?;
@@ -318,5 +341,103 @@ mod tests {
             expected.push("Regular var/.wh..wh..opq");
         }
         assert_eq!(names, expected);
+    }
+
+    fn set_times(path: &Path, secs: u64) {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        File::open(path)
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_modified(t).set_accessed(t))
+            .unwrap();
+    }
+
+    fn mtimes(bytes: &[u8]) -> Vec<(String, u64)> {
+        let mut archive = tar::Archive::new(bytes);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (e.path().unwrap().display().to_string(), h.mtime().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn clamping_keeps_older_times_and_caps_newer_ones() {
+        assert_eq!(clamp(5, None), 5);
+        assert_eq!(clamp(5, Some(10)), 5);
+        assert_eq!(clamp(50, Some(10)), 10);
+        assert_eq!(clamp(u64::MAX, Some(0)), 0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let upper = dir.path();
+        fs::create_dir(upper.join("d")).unwrap();
+        fs::write(upper.join("d/old"), b"old").unwrap();
+        fs::write(upper.join("d/new"), b"new").unwrap();
+        std::os::unix::fs::symlink("old", upper.join("d/link")).unwrap();
+        set_times(&upper.join("d/old"), 1_000);
+        set_times(&upper.join("d/new"), 2_000_000_000);
+        set_times(&upper.join("d"), 2_000_000_000);
+        let write = |epoch| {
+            let mut tar = LayerTar::new(Vec::new()).clamped(epoch);
+            from_upper(upper, &mut tar, &|_, _| false).unwrap();
+            tar.finish().unwrap()
+        };
+        let link_time = fs::symlink_metadata(upper.join("d/link")).unwrap().mtime() as u64;
+        assert_eq!(
+            mtimes(&write(None)),
+            [
+                ("d/".to_string(), 2_000_000_000),
+                ("d/link".into(), link_time),
+                ("d/new".into(), 2_000_000_000),
+                ("d/old".into(), 1_000),
+            ]
+        );
+        assert_eq!(
+            mtimes(&write(Some(1_500))),
+            [
+                ("d/".to_string(), 1_500),
+                ("d/link".into(), 1_500),
+                ("d/new".into(), 1_500),
+                ("d/old".into(), 1_000),
+            ]
+        );
+    }
+
+    /// Two trees that differ only in what a host leaves behind (times newer
+    /// than the epoch, access times, the order files were made in) give
+    /// byte-identical layers.
+    #[test]
+    fn clamped_layers_of_equal_trees_are_identical() {
+        let make = |order: &[&str], time: u64| {
+            let dir = tempfile::tempdir().unwrap();
+            for name in order {
+                fs::write(dir.path().join(name), name.as_bytes()).unwrap();
+                fs::set_permissions(
+                    dir.path().join(name),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o644),
+                )
+                .unwrap();
+                set_times(&dir.path().join(name), time);
+            }
+            dir
+        };
+        let a = make(&["b", "a", "c"], 1_900_000_000);
+        let b = make(&["c", "b", "a"], 1_950_000_000);
+        let layer = |dir: &Path| {
+            let mut tar = LayerTar::new(Vec::new()).clamped(Some(0));
+            from_upper(dir, &mut tar, &|_, _| false).unwrap();
+            tar.finish().unwrap()
+        };
+        let (la, lb) = (layer(a.path()), layer(b.path()));
+        assert!(la == lb, "the layers differ");
+        let names: Vec<String> = mtimes(&la).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        // Unclamped, the times tell them apart.
+        let mut plain = LayerTar::new(Vec::new());
+        from_upper(a.path(), &mut plain, &|_, _| false).unwrap();
+        assert!(plain.finish().unwrap() != la);
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use moor_spec::NetworkMode;
 
-use super::error::{BuildError, Progress};
+use super::error::BuildError;
 use super::layer::{self, LayerTar};
 use crate::container::Engine;
 use crate::container::logs::Follower;
@@ -23,6 +23,8 @@ pub struct RunStep<'a> {
     pub user: &'a str,
     pub workdir: &'a str,
     pub network: NetworkMode,
+    /// `SOURCE_DATE_EPOCH`: the layer's times are clamped to it.
+    pub epoch: Option<u64>,
 }
 
 /// The mount points the runtime creates in the root filesystem when they
@@ -65,12 +67,6 @@ fn random_hex() -> String {
     hex::encode(buf)
 }
 
-/// The random part of a build container's name, as Docker shows an
-/// intermediate container.
-fn short_name(name: &str) -> &str {
-    name.rsplit('-').next().unwrap_or(name)
-}
-
 /// Removes the `RUN` containers of builds that are gone (killed, or
 /// interrupted with Ctrl-C before they could remove their container): a
 /// build container is named after the process that made it.
@@ -108,7 +104,7 @@ pub fn run(
     scratch: &Path,
     lowers: &[PathBuf],
     step: RunStep<'_>,
-    out: &dyn Progress,
+    out: &dyn Fn(&str),
 ) -> Result<PathBuf, BuildError> {
     if lowers.is_empty() {
         return Err(BuildError::Invalid(
@@ -146,13 +142,12 @@ pub fn run(
     engine.create(&name, spec, None, lowers.to_vec())?;
     let guard = Guard { engine, name };
     let paths = engine.paths(&guard.name);
-    out.line(&format!(" ---> Running in {}", short_name(&guard.name)));
     let mut follower = Follower::at_end(&paths.log());
     engine.start(&guard.name)?;
     let print = |follower: &mut Follower| {
         if let Ok(lines) = follower.poll() {
             for l in lines {
-                out.line(&l.text);
+                out(&l.text);
             }
         }
     };
@@ -173,7 +168,7 @@ pub fn run(
     let tar = scratch.join(format!("layer-{}.tar", guard.name));
     let write = || -> std::io::Result<()> {
         let file = File::create(&tar)?;
-        let mut t = LayerTar::new(BufWriter::new(file));
+        let mut t = LayerTar::new(BufWriter::new(file)).clamped(step.epoch);
         let skip = |rel: &str, m: &fs::Metadata| {
             MOUNT_STUBS.contains(&rel) && (m.is_dir() || m.len() == 0) && !in_lowers(lowers, rel)
         };
@@ -186,10 +181,6 @@ pub fn run(
         let _ = fs::remove_file(&tar);
         return Err(BuildError::io("write the layer", &tar)(e));
     }
-    out.line(&format!(
-        "Removing intermediate container {}",
-        short_name(&guard.name)
-    ));
     drop(guard);
     Ok(tar)
 }

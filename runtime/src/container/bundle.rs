@@ -495,6 +495,9 @@ pub fn build(input: &BundleInput<'_>) -> Result<Spec> {
                 .uid(identity.uid)
                 .gid(identity.gid)
                 .additional_gids(identity.additional_gids.clone())
+                // Docker's (runc's) default, whatever moor's umask is: a
+                // file a container makes has the same mode on every host.
+                .umask(0o022u32)
                 .build()?,
         )
         .capabilities(

@@ -86,6 +86,13 @@ impl Runtime for Host {
                 no_cache: false,
                 network: crate::build::RunNetwork::None,
                 pull: inner.pull.clone(),
+                // The agent's own `SOURCE_DATE_EPOCH` makes its builds
+                // reproducible, as `moor build`'s.
+                source_date_epoch: crate::build::source_date_epoch(
+                    std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(),
+                    false,
+                )
+                .map_err(|e| fail(crate::build::BuildError::Invalid(e)))?,
             };
             // The steps' output goes to the log as it comes; the last of
             // it is logged again as a warning when the build fails, so

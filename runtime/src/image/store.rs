@@ -449,7 +449,8 @@ impl Images {
 
     /// Removes images no reference names, but those whose manifest or
     /// index digest is in `keep` (the images a rollback may return to),
-    /// then every blob and snapshot that no image holds.
+    /// then every blob and snapshot that no image holds, but the build
+    /// cache's layers.
     pub fn prune(
         &self,
         keep: &std::collections::BTreeSet<String>,
@@ -471,7 +472,9 @@ impl Images {
         for d in &dangling {
             self.store.db.remove_image(d)?;
         }
-        Ok((dangling, self.store.gc_held(&lock)?))
+        // The build cache's layers stay: `moor builder prune` removes them.
+        let cache = crate::build::cache::Cache::new(self.store.root());
+        Ok((dangling, self.store.gc_held_keeping(&lock, &cache.blobs())?))
     }
 }
 
