@@ -101,6 +101,44 @@ fn in_lowers(lowers: &[PathBuf], rel: &str) -> bool {
         .any(|l| fs::symlink_metadata(l.join(rel)).is_ok())
 }
 
+/// Whether the upper directory `rel` is only there because the runtime
+/// made its mount stubs in it (overlayfs copied the lower directory up,
+/// unchanged): Docker makes them in a layer of their own under the
+/// container's, so `/etc` is not in a `RUN` layer that did not touch it.
+fn only_stubs(
+    upper: &Path,
+    lowers: &[PathBuf],
+    rel: &str,
+    m: &fs::Metadata,
+    stub: &dyn Fn(&str, &fs::Metadata) -> bool,
+) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = upper.join(rel);
+    if !m.is_dir() || layer::is_opaque(&path) {
+        return false;
+    }
+    // The lower directory it was copied up from: the topmost.
+    let Some(lower) = lowers
+        .iter()
+        .rev()
+        .find_map(|l| fs::symlink_metadata(l.join(rel)).ok())
+    else {
+        return false;
+    };
+    if !lower.is_dir() || (lower.mode(), lower.uid(), lower.gid()) != (m.mode(), m.uid(), m.gid()) {
+        return false;
+    }
+    let Ok(entries) = fs::read_dir(&path) else {
+        return false;
+    };
+    entries.into_iter().all(|e| {
+        e.ok().is_some_and(|e| {
+            let child = format!("{rel}/{}", e.file_name().to_string_lossy());
+            fs::symlink_metadata(e.path()).is_ok_and(|cm| stub(&child, &cm))
+        })
+    })
+}
+
 /// Runs `step` over `lowers` (bottom first) and returns the layer tar it
 /// made (a file under `scratch`).
 pub fn run(
@@ -174,10 +212,14 @@ pub fn run(
     let write = || -> std::io::Result<()> {
         let file = File::create(&tar)?;
         let mut t = LayerTar::new(BufWriter::new(file));
-        let skip = |rel: &str, m: &fs::Metadata| {
+        let upper = paths.upper();
+        let stub = |rel: &str, m: &fs::Metadata| {
             MOUNT_STUBS.contains(&rel) && (m.is_dir() || m.len() == 0) && !in_lowers(lowers, rel)
         };
-        layer::from_upper(&paths.upper(), &mut t, &skip)?;
+        let skip = |rel: &str, m: &fs::Metadata| {
+            stub(rel, m) || (rel == "etc" && only_stubs(&upper, lowers, rel, m, &stub))
+        };
+        layer::from_upper(&upper, &mut t, &skip)?;
         let mut w = t.finish()?;
         std::io::Write::flush(&mut w)?;
         w.get_ref().sync_all()
