@@ -262,6 +262,18 @@ CMD ["sh", "-c", "readlink /copied-link; ls /copied-link/ | wc -l; cat /tmp/{mar
         assert_eq!(out.status.code(), Some(1), "{source}: {}", text(&out));
         assert!(text(&out).contains(message), "{source}: {}", text(&out));
     }
+
+    // A heredoc named to climb out of the directory it is copied into.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX}\nCOPY <<../../tmp/{marker}-doc /etc/\npwn\n../../tmp/{marker}-doc\n"
+        ),
+    )
+    .expect("write Dockerfile");
+    let out = build(&host, ctx.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is not a file name"), "{}", text(&out));
 }
 
 /// The config of image `reference`, read from the store.
@@ -526,9 +538,12 @@ impl Drop for Dockerd {
     }
 }
 
-/// What a layer holds: (path, type, mode, uid, gid, link target, content
-/// digest) per entry, sorted.
-fn layer_entries(tar_bytes: &[u8]) -> Vec<(String, String, u32, u64, u64, String, String)> {
+/// One entry of a layer: (path, type, mode, uid, gid, link target, content
+/// digest).
+pub(crate) type Entry = (String, String, u32, u64, u64, String, String);
+
+/// What a layer holds, per entry, sorted.
+pub(crate) fn layer_entries(tar_bytes: &[u8]) -> Vec<Entry> {
     use sha2::Digest as _;
     use std::io::Read as _;
     let mut out = Vec::new();

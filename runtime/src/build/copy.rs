@@ -544,6 +544,11 @@ impl<W: Write> Writer<'_, W> {
             let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
             let target = join(&path)?;
             let h = e.header().clone();
+            // The archive's own root (`./`) is the destination, made
+            // before as Docker makes it: its metadata is not the archive's.
+            if target == dest && h.entry_type() == tar::EntryType::Directory {
+                continue;
+            }
             let mut meta = Meta {
                 mode: h.mode().unwrap_or(0o644) & 0o7777,
                 uid: h.uid().unwrap_or(0),
@@ -604,6 +609,12 @@ fn is_tar(f: &mut File) -> bool {
     ok && block.len() == 512 && &block[257..262] == b"ustar"
 }
 
+/// One path component: what a heredoc's delimiter must be to name a file
+/// in a directory (`<<../../etc/x` must not climb out of it).
+fn is_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
 fn wildcard(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
@@ -637,7 +648,7 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
                             format!("ADD of a URL ({u}) is not supported yet"),
                         ));
                     }
-                    CopySource::Inline(_) => {}
+                    CopySource::Inline { .. } => {}
                 }
             }
             (tree, roots, Some(input.context))
@@ -681,11 +692,11 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
             (tree, roots, None)
         }
     };
-    let inline: Vec<&String> = op
+    let inline: Vec<(&String, &String)> = op
         .sources
         .iter()
         .filter_map(|s| match s {
-            CopySource::Inline(c) => Some(c),
+            CopySource::Inline { name, content } => Some((name, content)),
             _ => None,
         })
         .collect();
@@ -714,6 +725,14 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
     let result = (|| -> Result<(), BuildError> {
         if !dest.is_empty() {
             parents(&mut w.tar, input.lowers, &dest, w.owner)?;
+            // A directory that gets new entries is in the layer, as it
+            // was (Docker's layer is the container's upper directory, where
+            // overlayfs copied it up).
+            if let Some((m, _)) = lookup(input.lowers, &dest).filter(|(m, _)| m.is_dir()) {
+                w.tar
+                    .dir(&dest, Meta::of(&m))
+                    .map_err(io_err(at, "write"))?;
+            }
         }
         let dir_meta = |w: &Writer<'_, _>| {
             let (uid, gid) = w.owner.unwrap_or((0, 0));
@@ -739,13 +758,16 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
                 .lstat(root)
                 .map_err(io_err(at, &format!("read {root}")))?;
             if m.is_dir() {
-                // A directory's content goes into the destination.
-                if dest_dir {
-                    w.tree_children_into(&tree, root, &dest, context)?;
-                } else {
-                    w.tree(&tree, root, &dest, context)?;
+                // A directory's content goes into the destination, not the
+                // directory itself: a new destination is made as for a
+                // file (`0755`, the --chown owner), as in Docker ("the
+                // directory itself isn't copied, only its contents").
+                if !dest_dir {
+                    let meta = dir_meta(&w);
+                    w.tar.dir(&dest, meta).map_err(io_err(at, "write"))?;
                     dest_dir = true;
                 }
+                w.tree_children_into(&tree, root, &dest, context)?;
                 continue;
             }
             let is_archive = op.add && m.is_file() && {
@@ -773,9 +795,26 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
             };
             w.tree(&tree, root, &target, context)?;
         }
-        for content in &inline {
-            if into_dir {
-                return Err(invalid(at, "a heredoc source needs a file destination"));
+        for (name, content) in &inline {
+            // Into a directory, a heredoc is a file named after its
+            // delimiter (`COPY <<a.txt <<b.txt /dir/`), as in Docker.
+            if into_dir && !dest_dir {
+                let meta = dir_meta(&w);
+                w.tar.dir(&dest, meta).map_err(io_err(at, "write"))?;
+                dest_dir = true;
+            }
+            if into_dir && !is_file_name(name) {
+                return Err(invalid(
+                    at,
+                    format!(
+                        "heredoc {name:?} is not a file name for the directory {}",
+                        op.dest
+                    ),
+                ));
+            }
+            let target = if into_dir { join(name) } else { dest.clone() };
+            if target.is_empty() {
+                return Err(invalid(at, "a heredoc needs a destination file name"));
             }
             let (uid, gid) = w.owner.unwrap_or((0, 0));
             let meta = Meta {
@@ -785,7 +824,7 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
                 mtime: 0,
             };
             w.tar
-                .file(&dest, meta, content.len() as u64, content.as_bytes(), &[])
+                .file(&target, meta, content.len() as u64, content.as_bytes(), &[])
                 .map_err(io_err(at, "write"))?;
         }
         let mut out = w.tar.finish().map_err(io_err(at, "write"))?;

@@ -189,7 +189,7 @@ pub fn build(
         let mut state = match &stage.base {
             Base::Scratch => State {
                 layers: Vec::new(),
-                config: config::scratch(),
+                config: config::scratch_stage(),
             },
             Base::Image(r) => bases[r].clone(),
             Base::Stage(i) => results[i].clone(),
