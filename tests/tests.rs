@@ -6,6 +6,7 @@
 
 mod agent;
 mod build;
+mod build_corpus;
 mod build_manifests;
 mod cli;
 mod common;
