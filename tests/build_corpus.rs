@@ -212,6 +212,8 @@ fn normalise(mut layer: Vec<Entry>) -> Vec<Entry> {
 /// What the comparison reads of one image.
 #[derive(Debug)]
 struct Image {
+    /// The config's digest: the image ID in both engines.
+    id: String,
     config: Value,
     /// Each layer's entries, bottom first.
     layers: Vec<Vec<Entry>>,
@@ -466,7 +468,8 @@ fn moor_images(host: &Instance, references: &[String]) -> HashMap<String, Image>
                 .iter()
                 .map(|l| normalise(layer_entries(&blob(l["blob"].as_str().expect("blob")))))
                 .collect();
-            out.insert(r.to_owned(), Image { config, layers });
+            let id = image["config"].as_str().expect("config").to_owned();
+            out.insert(r.to_owned(), Image { id, config, layers });
         }
     }
     out
@@ -513,9 +516,9 @@ fn docker_images(archive: &Path) -> HashMap<String, Image> {
     let mut layers_of: HashMap<String, Vec<Entry>> = HashMap::new();
     let mut out = HashMap::new();
     for image in manifest.as_array().expect("a list") {
-        let config: Value =
-            serde_json::from_slice(&members[image["Config"].as_str().expect("Config")])
-                .expect("config JSON");
+        let config_name = image["Config"].as_str().expect("Config");
+        let config: Value = serde_json::from_slice(&members[config_name]).expect("config JSON");
+        let id = format!("sha256:{}", config_name.trim_end_matches(".json"));
         let layers: Vec<Vec<Entry>> = image["Layers"]
             .as_array()
             .expect("Layers")
@@ -532,6 +535,7 @@ fn docker_images(archive: &Path) -> HashMap<String, Image> {
             out.insert(
                 tag.as_str().expect("a tag").to_owned(),
                 Image {
+                    id: id.clone(),
                     config: config.clone(),
                     layers: layers.clone(),
                 },
@@ -660,5 +664,52 @@ fn corpus_builds_as_docker_builds_it() {
     );
     if on_ci() {
         assert!(compared > 0, "nothing compared with Docker on CI");
+    }
+    if let Some(theirs) = &theirs {
+        runs_what_docker_saved(&host, &archive, theirs);
+    }
+}
+
+/// `moor image import` of `docker save`'s archive (every image Docker
+/// built) in a fresh state dir: the image IDs are Docker's, and the ONBUILD
+/// child runs with what its triggers made.
+fn runs_what_docker_saved(host: &Instance, archive: &Path, theirs: &HashMap<String, Image>) {
+    let mut fresh = Instance::beside(host);
+    fresh.owns("corpusd");
+    fresh.moor_ok(&["image", "import", archive.to_str().expect("utf-8")]);
+    let child = "localhost/corpus/30-onbuild-child:1";
+    let inspect: Value =
+        serde_json::from_str(&fresh.moor_ok(&["image", "inspect", child])).expect("inspect JSON");
+    assert_eq!(
+        inspect[0]["Id"].as_str(),
+        Some(theirs[child].id.as_str()),
+        "the imported image keeps Docker's ID"
+    );
+    let dir = tempfile::tempdir().expect("manifest dir");
+    fs::write(
+        dir.path().join("stack.toml"),
+        format!(
+            "[containers.child]\nimage = \"{child}\"\nnetwork_mode = \"none\"\n\
+             command = [\"sh\", \"-c\", \"cat /seen; echo child=$CHILD; echo done; exec sleep 3600\"]\n"
+        ),
+    )
+    .expect("write manifest");
+    fresh.moor_ok(&[
+        "apply",
+        "-p",
+        "corpusd",
+        dir.path().to_str().expect("utf-8"),
+    ]);
+    let mut log = String::new();
+    crate::common::wait_for(
+        "the container of Docker's image to print done",
+        std::time::Duration::from_secs(60),
+        || {
+            log = text(&fresh.moor(&["logs", "child"]));
+            log.contains("done")
+        },
+    );
+    for line in ["triggered", "child's file", "child=yes"] {
+        assert!(log.lines().any(|l| l == line), "{line}: {log}");
     }
 }
