@@ -263,6 +263,22 @@ CMD ["sh", "-c", "readlink /copied-link; ls /copied-link/ | wc -l; cat /tmp/{mar
         assert!(text(&out).contains(message), "{source}: {}", text(&out));
     }
 
+    // A VOLUME's mount point made for a RUN: inside the image, through
+    // `..` and through a symlink to `/` alike.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX}\nRUN ln -s / /to-root\nVOLUME {}/tmp/{marker}-vol /to-root/tmp/{marker}-link\nRUN true\n",
+            "/..".repeat(30)
+        ),
+    )
+    .expect("write Dockerfile");
+    build_ok(&host, ctx.path(), &[]);
+    for made in ["vol", "link"] {
+        let p = Path::new("/tmp").join(format!("{marker}-{made}"));
+        assert!(!p.exists(), "a VOLUME's mount point was made on the host");
+    }
+
     // A heredoc named to climb out of the directory it is copied into.
     fs::write(
         ctx.path().join("Dockerfile"),

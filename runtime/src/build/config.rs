@@ -32,6 +32,19 @@ pub fn scratch_stage() -> Value {
     v
 }
 
+/// The image's `VOLUME`s so far, as paths relative to the root.
+pub fn volumes(config: &Value) -> Vec<String> {
+    config["config"]["Volumes"]
+        .as_object()
+        .map(|v| {
+            v.keys()
+                .map(|k| k.trim_matches('/').to_owned())
+                .filter(|k| !k.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The run section (`config`), created when missing.
 fn run(config: &mut Value) -> &mut Map<String, Value> {
     if !config.get("config").is_some_and(Value::is_object) {

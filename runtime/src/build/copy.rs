@@ -99,7 +99,7 @@ fn lookup(lowers: &[PathBuf], rel: &str) -> Option<(fs::Metadata, PathBuf)> {
 
 /// `path` (absolute, in the image) with every symlink in its existing part
 /// resolved inside the image; returned without a leading `/`.
-fn resolve(lowers: &[PathBuf], path: &str) -> Result<String, BuildError> {
+pub(super) fn resolve(lowers: &[PathBuf], path: &str) -> Result<String, BuildError> {
     let mut done: Vec<String> = Vec::new();
     let mut todo: Vec<String> = path
         .split('/')

@@ -233,6 +233,7 @@ pub fn build(
                         _ => NetworkMode::None,
                     };
                     let lowers = state.lowers(images)?;
+                    let volumes = config::volumes(&state.config);
                     let tar = run::run(
                         &engine,
                         &engine_state,
@@ -243,6 +244,7 @@ pub fn build(
                             user,
                             workdir,
                             network,
+                            volumes: &volumes,
                         },
                         out,
                     )?;

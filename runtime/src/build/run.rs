@@ -23,6 +23,11 @@ pub struct RunStep<'a> {
     pub user: &'a str,
     pub workdir: &'a str,
     pub network: NetworkMode,
+    /// The image's `VOLUME`s so far (relative to the root): what the step
+    /// changes under them is not kept, as Docker documents ("If any build
+    /// steps change the data within the volume after it has been
+    /// declared, those changes will be discarded").
+    pub volumes: &'a [String],
 }
 
 /// The mount points the runtime creates in the root filesystem when they
@@ -184,6 +189,29 @@ pub fn run(
     engine.create(&name, spec, None, lowers.to_vec())?;
     let guard = Guard { engine, name };
     let paths = engine.paths(&guard.name);
+    // The volumes' paths as the image resolves them (its symlinks followed
+    // inside it, `..` stopping at its root): never outside the upper dir.
+    let volumes: Vec<String> = step
+        .volumes
+        .iter()
+        .filter_map(|v| super::copy::resolve(lowers, v).ok())
+        .filter(|v| !v.is_empty())
+        .collect();
+    // Docker mounts each volume on the step's container, making its mount
+    // point when the image lacks it: an empty 0755 directory in the layer.
+    for v in &volumes {
+        if !in_lowers(lowers, v) {
+            use std::os::unix::fs::DirBuilderExt as _;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(paths.upper().join(v))
+                .map_err(BuildError::io(
+                    "make a volume's mount point",
+                    &paths.upper(),
+                ))?;
+        }
+    }
     out.line(&format!(" ---> Running in {}", short_name(&guard.name)));
     let mut follower = Follower::at_end(&paths.log());
     engine.start(&guard.name)?;
@@ -216,8 +244,17 @@ pub fn run(
         let stub = |rel: &str, m: &fs::Metadata| {
             MOUNT_STUBS.contains(&rel) && (m.is_dir() || m.len() == 0) && !in_lowers(lowers, rel)
         };
+        let in_volume = |rel: &str| {
+            volumes.iter().any(|v| {
+                rel.strip_prefix(v.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+                    || (rel == v && in_lowers(lowers, rel))
+            })
+        };
         let skip = |rel: &str, m: &fs::Metadata| {
-            stub(rel, m) || (rel == "etc" && only_stubs(&upper, lowers, rel, m, &stub))
+            stub(rel, m)
+                || in_volume(rel)
+                || (rel == "etc" && only_stubs(&upper, lowers, rel, m, &stub))
         };
         layer::from_upper(&upper, &mut t, &skip)?;
         let mut w = t.finish()?;
