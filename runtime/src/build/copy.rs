@@ -405,6 +405,8 @@ struct Writer<'a, W: Write> {
     owner: Option<(u64, u64)>,
     chmod: Option<u32>,
     at: &'a str,
+    /// Where an xz archive is decoded before it is read.
+    scratch: &'a Path,
 }
 
 impl<W: Write> Writer<'_, W> {
@@ -508,15 +510,7 @@ impl<W: Write> Writer<'_, W> {
 
     /// Extracts the tar archive `f` (plain, gzip or zstd) under `dest`.
     fn extract(&mut self, f: File, dest: &str) -> Result<(), BuildError> {
-        let mut r = BufReader::new(f);
-        let head = std::io::BufRead::fill_buf(&mut r).map_err(io_err(self.at, "read"))?;
-        let reader: Box<dyn Read> = match Compression::sniff(head) {
-            Compression::None => Box::new(r),
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-            Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::with_buffer(r).map_err(io_err(self.at, "read"))?,
-            ),
-        };
+        let reader = archive_reader(f, self.scratch).map_err(io_err(self.at, "read"))?;
         let mut archive = tar::Archive::new(reader);
         let join = |p: &str| -> Result<String, BuildError> {
             let mut parts = Vec::new();
@@ -589,21 +583,112 @@ impl<W: Write> Writer<'_, W> {
     }
 }
 
+/// The compressions of an archive `ADD` unpacks: Docker's (identity,
+/// gzip, bzip2, xz) and zstd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArchiveKind {
+    Layer(Compression),
+    Bzip2,
+    Xz,
+}
+
+impl ArchiveKind {
+    fn sniff(head: &[u8]) -> Self {
+        if head.starts_with(b"BZh") {
+            Self::Bzip2
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Self::Xz
+        } else {
+            Self::Layer(Compression::sniff(head))
+        }
+    }
+}
+
+/// Keeps the first `cap` bytes written, then refuses more (to stop a
+/// decoder that only writes).
+struct Head<'a> {
+    buf: &'a mut Vec<u8>,
+    cap: usize,
+}
+
+impl Write for Head<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = self.cap - self.buf.len();
+        if room == 0 {
+            return Err(std::io::Error::other("enough"));
+        }
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The archive in `f`, decompressed. lzma-rs's xz decoder writes rather
+/// than reads: an xz archive is decoded to an unlinked file in `scratch`.
+fn archive_reader(f: File, scratch: &Path) -> std::io::Result<Box<dyn Read>> {
+    let mut r = BufReader::new(f);
+    let head = std::io::BufRead::fill_buf(&mut r)?;
+    Ok(match ArchiveKind::sniff(head) {
+        ArchiveKind::Layer(Compression::None) => Box::new(r),
+        ArchiveKind::Layer(Compression::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        ArchiveKind::Layer(Compression::Zstd) => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(r)?)
+        }
+        ArchiveKind::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
+        ArchiveKind::Xz => {
+            let path = scratch.join(format!(
+                "xz-{}-{}.tar",
+                std::process::id(),
+                crate::container::state::now_ms()
+            ));
+            let mut out = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            let _ = fs::remove_file(&path);
+            lzma_rs::xz_decompress(&mut r, &mut BufWriter::new(&mut out))
+                .map_err(|e| std::io::Error::other(format!("xz: {e}")))?;
+            std::io::Seek::rewind(&mut out)?;
+            Box::new(BufReader::new(out))
+        }
+    })
+}
+
 fn is_tar(f: &mut File) -> bool {
     let mut r = BufReader::new(&mut *f);
     let Ok(head) = std::io::BufRead::fill_buf(&mut r) else {
         return false;
     };
     let mut block = Vec::with_capacity(512);
-    let ok = match Compression::sniff(head) {
-        Compression::None => r.take(512).read_to_end(&mut block).is_ok(),
-        Compression::Gzip => flate2::bufread::MultiGzDecoder::new(r)
+    let ok = match ArchiveKind::sniff(head) {
+        ArchiveKind::Layer(Compression::None) => r.take(512).read_to_end(&mut block).is_ok(),
+        ArchiveKind::Layer(Compression::Gzip) => flate2::bufread::MultiGzDecoder::new(r)
             .take(512)
             .read_to_end(&mut block)
             .is_ok(),
-        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(r)
+        ArchiveKind::Layer(Compression::Zstd) => zstd::stream::read::Decoder::with_buffer(r)
             .map(|d| d.take(512).read_to_end(&mut block).is_ok())
             .unwrap_or(false),
+        ArchiveKind::Bzip2 => bzip2::bufread::MultiBzDecoder::new(r)
+            .take(512)
+            .read_to_end(&mut block)
+            .is_ok(),
+        ArchiveKind::Xz => {
+            // Stopped by `Head` once it has the first block.
+            let _ = lzma_rs::xz_decompress(
+                &mut r,
+                &mut Head {
+                    buf: &mut block,
+                    cap: 512,
+                },
+            );
+            true
+        }
     };
     let _ = std::io::Seek::rewind(f);
     ok && block.len() == 512 && &block[257..262] == b"ustar"
@@ -721,6 +806,7 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
         owner,
         chmod: op.chmod,
         at,
+        scratch: input.scratch,
     };
     let result = (|| -> Result<(), BuildError> {
         if !dest.is_empty() {
