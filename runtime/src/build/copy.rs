@@ -700,6 +700,52 @@ fn is_file_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
 }
 
+/// The paths of `tree` (a `--from` stage or image) that `pattern`
+/// matches, component by component (`*` never crosses `/`), sorted; `..`
+/// stops at the root. Intermediate symlinks are not followed.
+fn from_glob(tree: &Tree, pattern: &str) -> Vec<String> {
+    let mut comps: Vec<&str> = Vec::new();
+    for c in pattern.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                comps.pop();
+            }
+            c => comps.push(c),
+        }
+    }
+    let mut current = vec![String::new()];
+    for c in comps {
+        let mut next = Vec::new();
+        for dir in &current {
+            let join = |name: &str| {
+                if dir.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{dir}/{name}")
+                }
+            };
+            if moor_build::context::has_wildcards(c) {
+                let listed = tree.children(if dir.is_empty() { "." } else { dir });
+                for name in listed.into_iter().flatten() {
+                    if moor_build::context::glob_match(c, &name) {
+                        next.push(join(&name));
+                    }
+                }
+            } else {
+                let path = join(c);
+                if tree.lstat(&path).is_ok() {
+                    next.push(path);
+                }
+            }
+        }
+        current = next;
+    }
+    current.retain(|p| !p.is_empty());
+    current.sort();
+    current
+}
+
 fn wildcard(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
@@ -748,10 +794,16 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
             for s in &op.sources {
                 match s {
                     CopySource::Path(p) if wildcard(p) => {
-                        return Err(invalid(
-                            at,
-                            format!("wildcards in COPY --from sources ({p}) are not supported yet"),
-                        ));
+                        let found = from_glob(&tree, p);
+                        if found.is_empty() {
+                            return Err(invalid(
+                                at,
+                                format!(
+                                    "{p}: no source files were specified (nothing matches in the --from source)"
+                                ),
+                            ));
+                        }
+                        roots.extend(found);
                     }
                     CopySource::Path(p) => {
                         let rel = p.trim_start_matches('/').trim_end_matches('/');
