@@ -808,6 +808,20 @@ fn only_the_stages_the_target_needs_are_built() {
     let bad = build(&host, ctx.path(), &[]);
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     assert!(text(&bad).contains("Dockerfile:2:"), "{}", text(&bad));
+
+    // A --from glob that matches nothing names the source.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {BUSYBOX} AS a\nFROM {BUSYBOX}\nCOPY --from=a /nothing/*.so /x/\n"),
+    )
+    .expect("write Dockerfile");
+    let none = build(&host, ctx.path(), &[]);
+    assert_eq!(none.status.code(), Some(1), "{}", text(&none));
+    assert!(
+        text(&none).contains("/nothing/*.so: no source files were specified"),
+        "{}",
+        text(&none)
+    );
 }
 
 #[test]
