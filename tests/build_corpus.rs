@@ -703,7 +703,7 @@ fn runs_what_docker_saved(host: &Instance, archive: &Path, theirs: &HashMap<Stri
     let mut log = String::new();
     crate::common::wait_for(
         "the container of Docker's image to print done",
-        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(180),
         || {
             log = text(&fresh.moor(&["logs", "child"]));
             log.contains("done")
