@@ -278,6 +278,34 @@ CMD ["sh", "-c", "readlink /copied-link; ls /copied-link/ | wc -l; cat /tmp/{mar
         assert_eq!(out.status.code(), Some(1), "{source}: {}", text(&out));
         assert!(text(&out).contains(message), "{source}: {}", text(&out));
     }
+
+    // A VOLUME's mount point made for a RUN: inside the image, through
+    // `..` and through a symlink to `/` alike.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX}\nRUN ln -s / /to-root\nVOLUME {}/tmp/{marker}-vol /to-root/tmp/{marker}-link\nRUN true\n",
+            "/..".repeat(30)
+        ),
+    )
+    .expect("write Dockerfile");
+    build_ok(&host, ctx.path(), &[]);
+    for made in ["vol", "link"] {
+        let p = Path::new("/tmp").join(format!("{marker}-{made}"));
+        assert!(!p.exists(), "a VOLUME's mount point was made on the host");
+    }
+
+    // A heredoc named to climb out of the directory it is copied into.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX}\nCOPY <<../../tmp/{marker}-doc /etc/\npwn\n../../tmp/{marker}-doc\n"
+        ),
+    )
+    .expect("write Dockerfile");
+    let out = build(&host, ctx.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is not a file name"), "{}", text(&out));
 }
 
 /// The config of image `reference`, read from the store.
@@ -542,9 +570,12 @@ impl Drop for Dockerd {
     }
 }
 
-/// What a layer holds: (path, type, mode, uid, gid, link target, content
-/// digest) per entry, sorted.
-fn layer_entries(tar_bytes: &[u8]) -> Vec<(String, String, u32, u64, u64, String, String)> {
+/// One entry of a layer: (path, type, mode, uid, gid, link target, content
+/// digest).
+pub(crate) type Entry = (String, String, u32, u64, u64, String, String);
+
+/// What a layer holds, per entry, sorted.
+pub(crate) fn layer_entries(tar_bytes: &[u8]) -> Vec<Entry> {
     use sha2::Digest as _;
     use std::io::Read as _;
     let mut out = Vec::new();
@@ -793,6 +824,20 @@ fn only_the_stages_the_target_needs_are_built() {
     let bad = build(&host, ctx.path(), &[]);
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     assert!(text(&bad).contains("Dockerfile:2:"), "{}", text(&bad));
+
+    // A --from glob that matches nothing names the source.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {BUSYBOX} AS a\nFROM {BUSYBOX}\nCOPY --from=a /nothing/*.so /x/\n"),
+    )
+    .expect("write Dockerfile");
+    let none = build(&host, ctx.path(), &[]);
+    assert_eq!(none.status.code(), Some(1), "{}", text(&none));
+    assert!(
+        text(&none).contains("/nothing/*.so: no source files were specified"),
+        "{}",
+        text(&none)
+    );
 }
 
 #[test]

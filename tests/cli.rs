@@ -136,11 +136,12 @@ fn exec_runs_as_the_containers_user(executor: &str) {
         ok("exec env", &exec(&["web", "sh", "-c", "echo $GREETING"])),
         "hello"
     );
-    // -u by number, by name (groups from /etc/group, HOME from /etc/passwd), uid:gid.
+    // -u by number, by name (groups from /etc/group, HOME from /etc/passwd), uid:gid;
+    // the primary group is a supplementary one too, as in Docker.
     assert_eq!(ok("exec -u 0", &exec(&["-u", "0", "web", "id", "-u"])), "0");
     assert_eq!(
         ok("exec -u nobody", &exec(&["-u", "nobody", "web", "id"])),
-        "uid=65534(nobody) gid=65534(nogroup)"
+        "uid=65534(nobody) gid=65534(nogroup) groups=65534(nogroup)"
     );
     assert_eq!(
         ok(
@@ -154,7 +155,7 @@ fn exec_runs_as_the_containers_user(executor: &str) {
             "exec -u 1000:1000",
             &exec(&["-u", "1000:1000", "web", "id"])
         ),
-        "uid=1000(alice) gid=1000(alice)"
+        "uid=1000(alice) gid=1000(alice) groups=1000(alice)"
     );
     assert_eq!(
         ok(

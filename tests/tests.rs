@@ -7,6 +7,7 @@
 mod agent;
 mod build;
 mod build_concurrent;
+mod build_corpus;
 mod build_manifests;
 mod build_progress;
 mod build_prune;

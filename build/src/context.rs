@@ -303,7 +303,17 @@ fn hash_file(path: &Path) -> Result<String, ContextError> {
 }
 
 /// Docker's test for a glob source: `*`, `?` or `[` not escaped.
-fn has_wildcards(path: &str) -> bool {
+/// Whether one path component `name` matches `pattern` as Go's
+/// `filepath.Match` does (Docker's rule for `COPY` sources).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    glob(
+        &pattern.chars().collect::<Vec<_>>(),
+        &name.chars().collect::<Vec<_>>(),
+    )
+}
+
+/// Whether `path` has an unescaped `*`, `?` or `[`.
+pub fn has_wildcards(path: &str) -> bool {
     let mut chars = path.chars();
     while let Some(c) = chars.next() {
         match c {

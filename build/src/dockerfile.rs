@@ -11,6 +11,8 @@
 //!
 //! Start at [`parse`].
 
+use std::collections::HashMap;
+
 use parse_dockerfile as pd;
 
 use crate::words;
@@ -82,6 +84,8 @@ pub enum Source {
     Path(String),
     /// A heredoc (`COPY <<EOF /dst`): its body is the file.
     HereDoc {
+        /// The delimiter: the file's name in a directory destination.
+        name: String,
         /// The body, lines included, as written.
         body: String,
         /// Whether variables are substituted in it (the delimiter was not quoted).
@@ -240,6 +244,8 @@ fn truncate(text: &str, max: usize) -> String {
 
 /// Parses `text`, read from `file` (the name used in errors).
 pub fn parse(file: &str, text: &str) -> Result<Dockerfile, DockerfileError> {
+    let (blanked, later_heredocs) = later_heredocs(text);
+    let text = blanked.as_str();
     let parsed = pd::parse(text).map_err(|e| {
         let (line, column) = (e.line(), e.column());
         DockerfileError {
@@ -259,11 +265,21 @@ pub fn parse(file: &str, text: &str) -> Result<Dockerfile, DockerfileError> {
         .escape
         .as_ref()
         .map_or('\\', |d| d.value.value);
-    let cx = Cx { file, text, escape };
+    let cx = Cx {
+        file,
+        text,
+        escape,
+        later_heredocs,
+    };
     let mut meta_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
     for inst in &parsed.instructions {
-        let converted = cx.instruction(inst)?;
+        let mut converted = cx.instruction(inst)?;
+        if let Some(h) = cx.later_heredocs.get(&converted.line)
+            && matches!(converted.kind, Kind::Run { .. })
+        {
+            converted.text = h.line.clone();
+        }
         match (&converted.kind, stages.last_mut()) {
             (Kind::From { name, .. }, _) => {
                 if let Some(name) = name
@@ -292,6 +308,166 @@ struct Cx<'a> {
     file: &'a str,
     text: &'a str,
     escape: char,
+    /// The `RUN`s [`later_heredocs`] took, by line.
+    later_heredocs: HashMap<usize, LaterHeredocs>,
+}
+
+/// A heredoc's opening in a command line: `<<WORD`, `<<-WORD`, `<<'WORD'`
+/// or `<<"WORD"` (not `<<<`), as BuildKit finds them; its delimiter and
+/// whether leading tabs are stripped.
+fn heredoc_openings(line: &str) -> Vec<(String, bool)> {
+    let b = line.as_bytes();
+    let mut out = Vec::new();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == b'\'' || c == b'"' => quote = Some(c),
+            None if c == b'\\' => i += 1,
+            None if b[i..].starts_with(b"<<")
+                && (i == 0 || b[i - 1] != b'<')
+                && b.get(i + 2) != Some(&b'<') =>
+            {
+                let mut j = i + 2;
+                let strip = b.get(j) == Some(&b'-');
+                if strip {
+                    j += 1;
+                }
+                let q = b.get(j).copied().filter(|c| *c == b'\'' || *c == b'"');
+                if q.is_some() {
+                    j += 1;
+                }
+                let start = j;
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                    j += 1;
+                }
+                let word = &line[start..j];
+                let closed = q.is_none_or(|q| b.get(j) == Some(&q));
+                if !word.is_empty() && !word.as_bytes()[0].is_ascii_digit() && closed {
+                    out.push((word.to_owned(), strip));
+                    i = j + usize::from(q.is_some());
+                    continue;
+                }
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A `RUN` with heredocs the parser does not take.
+struct LaterHeredocs {
+    /// Its first line, as written.
+    line: String,
+    /// What the shell runs: the command, then the bodies and delimiter
+    /// lines.
+    script: String,
+}
+
+/// `RUN` lines whose heredocs parse-dockerfile does not take — one after
+/// the start of the command (`RUN python3 <<EOF`), or several — as BuildKit
+/// runs them: the shell gets the command line with the bodies and
+/// delimiter lines after it, and reads the heredocs itself. Returns the
+/// text the parser gets — such a `RUN`'s command `:`, its bodies and
+/// delimiter lines blank, so that line numbers stay — and each such `RUN`
+/// by line.
+fn later_heredocs(text: &str) -> (String, HashMap<usize, LaterHeredocs>) {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut scripts = HashMap::new();
+    let mut blank = vec![false; lines.len()];
+    // The RUN lines, and where their command starts.
+    let mut commands: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i].trim_end_matches(['\n', '\r']);
+        let trimmed = line.trim_start();
+        let Some((keyword, mut rest)) = trimmed.split_once(char::is_whitespace) else {
+            i += 1;
+            continue;
+        };
+        if !keyword.eq_ignore_ascii_case("RUN") {
+            i += 1;
+            continue;
+        }
+        rest = rest.trim_start();
+        while rest.starts_with("--") {
+            rest = rest
+                .split_once(char::is_whitespace)
+                .map_or("", |(_, r)| r.trim_start());
+        }
+        let continued = line.ends_with('\\') || line.ends_with('`');
+        let openings = heredoc_openings(rest);
+        let parser_takes = rest.starts_with("<<") && openings.len() == 1;
+        if continued || rest.starts_with('[') || openings.is_empty() || parser_takes {
+            i += 1;
+            continue;
+        }
+        // Each body ends at its delimiter line, in order.
+        let mut at = i + 1;
+        let mut found = true;
+        for (word, strip) in &openings {
+            loop {
+                let Some(l) = lines.get(at) else {
+                    found = false;
+                    break;
+                };
+                let l = l.trim_end_matches(['\n', '\r']);
+                let l = if *strip {
+                    l.trim_start_matches('\t')
+                } else {
+                    l
+                };
+                at += 1;
+                if l == word {
+                    break;
+                }
+            }
+            if !found {
+                break;
+            }
+        }
+        if !found {
+            i += 1;
+            continue;
+        }
+        let mut script = rest.to_owned();
+        for (j, l) in lines.iter().enumerate().take(at).skip(i + 1) {
+            script.push('\n');
+            script.push_str(l.trim_end_matches(['\n', '\r']));
+            blank[j] = true;
+        }
+        scripts.insert(
+            i + 1,
+            LaterHeredocs {
+                line: trimmed.to_owned(),
+                script,
+            },
+        );
+        commands.push((i, line.len() - rest.len()));
+        i = at;
+    }
+    if scripts.is_empty() {
+        return (text.to_owned(), scripts);
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, (l, blank)) in lines.iter().zip(blank).enumerate() {
+        let end = &l[l.trim_end_matches(['\n', '\r']).len()..];
+        if let Some((_, at)) = commands.iter().find(|(line, _)| *line == i) {
+            out.push_str(&l[..*at]);
+            out.push(':');
+            out.push_str(end);
+        } else if blank {
+            // A blank line, its line ending kept.
+            out.push_str(end);
+        } else {
+            out.push_str(l);
+        }
+    }
+    (out, scripts)
 }
 
 impl Cx<'_> {
@@ -413,7 +589,10 @@ impl Cx<'_> {
                         other => return Err(unknown_flag("RUN", other)),
                     }
                 }
-                let command = if r.here_docs.is_empty() {
+                let line = self.position(r.run.span.start).0;
+                let command = if let Some(h) = self.later_heredocs.get(&line) {
+                    Command::Shell(h.script.clone())
+                } else if r.here_docs.is_empty() {
                     self.command(&r.arguments)
                 } else {
                     self.run_heredoc(r)
@@ -426,7 +605,7 @@ impl Cx<'_> {
                 Kind::Shell(s.arguments.iter().map(|a| a.value.to_string()).collect())
             }
             pd::Instruction::Copy(c) => {
-                let mut args = CopyArgs::new(&c.src, &c.dest);
+                let mut args = CopyArgs::new(self.text, &c.src, &c.dest);
                 for flag in &c.options {
                     match &*flag.name.value {
                         "from" => args.from = Some(flag_value(flag)?),
@@ -445,7 +624,7 @@ impl Cx<'_> {
                 Kind::Copy(args)
             }
             pd::Instruction::Add(c) => {
-                let mut args = CopyArgs::new(&c.src, &c.dest);
+                let mut args = CopyArgs::new(self.text, &c.src, &c.dest);
                 for flag in &c.options {
                     match &*flag.name.value {
                         "chown" => args.chown = Some(flag_value(flag)?),
@@ -556,7 +735,7 @@ impl Cx<'_> {
 }
 
 impl CopyArgs {
-    fn new(src: &[pd::Source<'_>], dest: &pd::UnescapedString<'_>) -> CopyArgs {
+    fn new(text: &str, src: &[pd::Source<'_>], dest: &pd::UnescapedString<'_>) -> CopyArgs {
         CopyArgs {
             from: None,
             chown: None,
@@ -567,6 +746,13 @@ impl CopyArgs {
                 .iter()
                 .map(|s| match s {
                     pd::Source::HereDoc(h) => Source::HereDoc {
+                        // The body ends where its delimiter line starts.
+                        name: text
+                            .get(h.span.end..)
+                            .and_then(|t| t.lines().next())
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
                         body: h.value.to_string(),
                         expand: h.expand,
                     },
@@ -753,6 +939,49 @@ mod tests {
         assert_eq!(kinds(&d)[0], &Kind::Cmd(Command::Shell("[\"a\",".into())));
     }
 
+    /// BuildKit's heredocs anywhere in a `RUN` line, several at once: the
+    /// shell gets them as written; the lines after keep their numbers.
+    #[test]
+    fn heredocs_later_in_a_run_line() {
+        let run = |s: &str| Kind::Run {
+            command: Command::Shell(s.into()),
+            network: None,
+        };
+        let d = p(concat!(
+            "FROM a\n",
+            "RUN cat <<EOF > /x\nhello $A\nEOF\n",
+            "RUN --network=none <<A cat > /a && <<-'B' cat > /b\na\nA\n\tb\n\tB\n",
+            "RUN echo $((1<<2)) && cat <<<word\n",
+            "RUN echo after\n",
+        ));
+        let k = kinds(&d);
+        assert_eq!(k[0], &run("cat <<EOF > /x\nhello $A\nEOF"));
+        let Kind::Run { command, .. } = k[1] else {
+            panic!("{:?}", k[1])
+        };
+        assert_eq!(
+            command,
+            &Command::Shell("<<A cat > /a && <<-'B' cat > /b\na\nA\n\tb\n\tB".into())
+        );
+        // `<<2` and `<<<` are not heredocs.
+        assert_eq!(k[2], &run("echo $((1<<2)) && cat <<<word"));
+        assert_eq!(k[3], &run("echo after"));
+        assert_eq!(d.stages[0].instructions[3].line, 11);
+        assert_eq!(
+            d.stages[0].instructions[1].text,
+            "RUN --network=none <<A cat > /a && <<-'B' cat > /b"
+        );
+        // A body without its delimiter line is an error, as before.
+        assert!(err("FROM a\nRUN cat <<EOF\nno end\n").contains("Dockerfile:3"));
+        // A delimiter climbing out of a directory destination parses; the
+        // copy refuses it (runtime).
+        assert_eq!(heredoc_openings("x <<../../y"), vec![]);
+        assert_eq!(
+            heredoc_openings("a <<\"Q\" b <<-R 'c <<no' \\<<no"),
+            vec![("Q".to_owned(), false), ("R".to_owned(), true)]
+        );
+    }
+
     #[test]
     fn heredocs() {
         let d = p(
@@ -779,10 +1008,12 @@ mod tests {
             c.sources,
             vec![
                 Source::HereDoc {
+                    name: "X".into(),
                     body: "$B\n".into(),
                     expand: false
                 },
                 Source::HereDoc {
+                    name: "Y".into(),
                     body: "$C\n".into(),
                     expand: true
                 }

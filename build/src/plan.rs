@@ -499,9 +499,10 @@ fn step_digest(op: &Op, reads: Option<&str>, from_key: Option<&Option<String>>) 
                         e.str("url");
                         e.str(u);
                     }
-                    CopySource::Inline(body) => {
+                    CopySource::Inline { name, content } => {
                         e.str("inline");
-                        e.str(body);
+                        e.str(name);
+                        e.str(content);
                     }
                 }
             }
@@ -543,9 +544,9 @@ fn config_digest(e: &mut Enc, change: &ConfigChange) {
             e.str("CMD");
             e.list(v);
         }
-        ConfigChange::Entrypoint(v) => {
+        ConfigChange::Entrypoint { argv, .. } => {
             e.str("ENTRYPOINT");
-            e.list(v);
+            e.list(argv);
         }
         ConfigChange::Shell(v) => {
             e.str("SHELL");

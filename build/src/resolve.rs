@@ -140,7 +140,12 @@ pub enum CopySource {
     /// An `ADD` URL.
     Url(String),
     /// A heredoc's content, substituted if its delimiter was unquoted.
-    Inline(String),
+    Inline {
+        /// The heredoc's delimiter: the file's name in a directory.
+        name: String,
+        /// The file's content.
+        content: String,
+    },
 }
 
 /// A change to the image config.
@@ -154,8 +159,10 @@ pub enum ConfigChange {
     Label(Vec<(String, String)>),
     /// `CMD`, the shell form wrapped in `SHELL`.
     Cmd(Vec<String>),
-    /// `ENTRYPOINT`, the shell form wrapped in `SHELL`.
-    Entrypoint(Vec<String>),
+    /// `ENTRYPOINT`, the shell form wrapped in `SHELL`; it drops the
+    /// `CMD` inherited from the base, not one set earlier in the stage
+    /// (`keep_cmd`), as Docker does.
+    Entrypoint { argv: Vec<String>, keep_cmd: bool },
     /// `SHELL`.
     Shell(Vec<String>),
     /// `EXPOSE`, normalised to `port/proto`, ranges expanded.
@@ -341,6 +348,7 @@ pub fn stage(
         declared: Vec::new(),
         steps: Vec::new(),
         user: String::new(),
+        cmd_set: false,
     };
     // The base's triggers run first, as if written after FROM.
     for trigger in &input.base.onbuild {
@@ -379,6 +387,8 @@ struct State<'a> {
     declared: Vec<String>,
     steps: Vec<Step>,
     user: String,
+    /// Whether a `CMD` of this stage came before.
+    cmd_set: bool,
 }
 
 impl State<'_> {
@@ -508,11 +518,16 @@ impl State<'_> {
             }
             Kind::Cmd(c) => {
                 let argv = self.argv(c);
+                self.cmd_set = true;
                 self.push(inst, Op::Config(ConfigChange::Cmd(argv)));
             }
             Kind::Entrypoint(c) => {
                 let argv = self.argv(c);
-                self.push(inst, Op::Config(ConfigChange::Entrypoint(argv)));
+                let keep_cmd = self.cmd_set;
+                self.push(
+                    inst,
+                    Op::Config(ConfigChange::Entrypoint { argv, keep_cmd }),
+                );
             }
             Kind::Shell(argv) => {
                 if argv.is_empty() {
@@ -641,11 +656,14 @@ impl State<'_> {
         let mut sources = Vec::new();
         for s in &args.sources {
             sources.push(match s {
-                Source::HereDoc { body, expand } => CopySource::Inline(if *expand {
-                    self.expand_heredoc(inst, body)?
-                } else {
-                    body.clone()
-                }),
+                Source::HereDoc { name, body, expand } => CopySource::Inline {
+                    name: name.clone(),
+                    content: if *expand {
+                        self.expand_heredoc(inst, body)?
+                    } else {
+                        body.clone()
+                    },
+                },
                 Source::Path(p) => {
                     let p = self.expand(inst, p)?;
                     if add && (p.starts_with("http://") || p.starts_with("https://")) {
@@ -1070,6 +1088,27 @@ mod tests {
         assert_eq!(c.dest, "/tmp/");
     }
 
+    /// Docker: "If CMD is defined from the base image, setting ENTRYPOINT
+    /// will reset CMD to an empty value"; a CMD of the stage itself stays.
+    #[test]
+    fn entrypoint_resets_only_an_inherited_cmd() {
+        let keep = |text: &str| {
+            resolve(text, &[])
+                .into_iter()
+                .find_map(|op| match op {
+                    Op::Config(ConfigChange::Entrypoint { keep_cmd, .. }) => Some(keep_cmd),
+                    _ => None,
+                })
+                .expect("an ENTRYPOINT")
+        };
+        assert!(!keep("FROM a\nENTRYPOINT [\"e\"]\nCMD [\"c\"]\n"));
+        assert!(keep("FROM a\nCMD [\"c\"]\nENTRYPOINT [\"e\"]\n"));
+        // A CMD of an earlier stage is not this stage's.
+        assert!(!keep(
+            "FROM a AS one\nCMD [\"c\"]\nFROM one\nENTRYPOINT [\"e\"]\n"
+        ));
+    }
+
     #[test]
     fn substituted_where_docker_substitutes_and_not_elsewhere() {
         let text = concat!(
@@ -1125,7 +1164,11 @@ mod tests {
         );
         assert_eq!(
             ops[9],
-            Op::Config(ConfigChange::Entrypoint(vec!["echo".into(), "$V".into()]))
+            // The CMD before it is the stage's own: kept.
+            Op::Config(ConfigChange::Entrypoint {
+                argv: vec!["echo".into(), "$V".into()],
+                keep_cmd: true
+            })
         );
         assert_eq!(
             ops[10],
@@ -1215,8 +1258,14 @@ mod tests {
         assert_eq!(
             copies[4].sources,
             vec![
-                CopySource::Inline(" \"q\" $HOME \\n\n".into()),
-                CopySource::Inline("$HOME\n".into())
+                CopySource::Inline {
+                    name: "EOF".into(),
+                    content: " \"q\" $HOME \\n\n".into()
+                },
+                CopySource::Inline {
+                    name: "RAW".into(),
+                    content: "$HOME\n".into()
+                }
             ]
         );
     }

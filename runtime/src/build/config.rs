@@ -24,6 +24,27 @@ pub fn scratch() -> Value {
     v
 }
 
+/// The config a `FROM scratch` stage starts from: Docker's classic builder
+/// gives it the default `PATH` (and no other image), in the image too.
+pub fn scratch_stage() -> Value {
+    let mut v = scratch();
+    v["config"]["Env"] = json!([format!("PATH={}", moor_build::resolve::DEFAULT_PATH)]);
+    v
+}
+
+/// The image's `VOLUME`s so far, as paths relative to the root.
+pub fn volumes(config: &Value) -> Vec<String> {
+    config["config"]["Volumes"]
+        .as_object()
+        .map(|v| {
+            v.keys()
+                .map(|k| k.trim_matches('/').to_owned())
+                .filter(|k| !k.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The run section (`config`), created when missing.
 fn run(config: &mut Value) -> &mut Map<String, Value> {
     if !config.get("config").is_some_and(Value::is_object) {
@@ -130,11 +151,14 @@ pub fn apply(config: &mut Value, change: &ConfigChange) -> Result<(), BuildError
         ConfigChange::Cmd(argv) => {
             run(config).insert("Cmd".into(), json!(argv));
         }
-        ConfigChange::Entrypoint(argv) => {
+        ConfigChange::Entrypoint { argv, keep_cmd } => {
             let run = run(config);
             run.insert("Entrypoint".into(), json!(argv));
-            // A new ENTRYPOINT drops an inherited CMD, as in Docker.
-            run.insert("Cmd".into(), Value::Null);
+            // A new ENTRYPOINT drops an inherited CMD, as in Docker, not
+            // one the stage set before it.
+            if !keep_cmd {
+                run.insert("Cmd".into(), Value::Null);
+            }
         }
         ConfigChange::Shell(argv) => {
             run(config).insert("Shell".into(), json!(argv));
@@ -233,7 +257,14 @@ mod tests {
             json!({"80/tcp": {}, "53/udp": {}})
         );
         apply(&mut c, &ConfigChange::Cmd(vec!["a".into()])).unwrap();
-        apply(&mut c, &ConfigChange::Entrypoint(vec!["e".into()])).unwrap();
+        apply(
+            &mut c,
+            &ConfigChange::Entrypoint {
+                argv: vec!["e".into()],
+                keep_cmd: false,
+            },
+        )
+        .unwrap();
         assert_eq!(c["config"]["Cmd"], Value::Null);
         apply(
             &mut c,

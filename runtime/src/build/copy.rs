@@ -114,7 +114,7 @@ fn lookup(lowers: &[PathBuf], rel: &str) -> Option<(fs::Metadata, PathBuf)> {
 
 /// `path` (absolute, in the image) with every symlink in its existing part
 /// resolved inside the image; returned without a leading `/`.
-fn resolve(lowers: &[PathBuf], path: &str) -> Result<String, BuildError> {
+pub(super) fn resolve(lowers: &[PathBuf], path: &str) -> Result<String, BuildError> {
     let mut done: Vec<String> = Vec::new();
     let mut todo: Vec<String> = path
         .split('/')
@@ -420,6 +420,8 @@ struct Writer<'a, W: Write> {
     root_owned: bool,
     chmod: Option<u32>,
     at: &'a str,
+    /// Where an xz archive is decoded before it is read.
+    scratch: &'a Path,
 }
 
 impl<W: Write> Writer<'_, W> {
@@ -526,15 +528,7 @@ impl<W: Write> Writer<'_, W> {
 
     /// Extracts the tar archive `f` (plain, gzip or zstd) under `dest`.
     fn extract(&mut self, f: File, dest: &str) -> Result<(), BuildError> {
-        let mut r = BufReader::new(f);
-        let head = std::io::BufRead::fill_buf(&mut r).map_err(io_err(self.at, "read"))?;
-        let reader: Box<dyn Read> = match Compression::sniff(head) {
-            Compression::None => Box::new(r),
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-            Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::with_buffer(r).map_err(io_err(self.at, "read"))?,
-            ),
-        };
+        let reader = archive_reader(f, self.scratch).map_err(io_err(self.at, "read"))?;
         let mut archive = tar::Archive::new(reader);
         let join = |p: &str| -> Result<String, BuildError> {
             let mut parts = Vec::new();
@@ -562,6 +556,11 @@ impl<W: Write> Writer<'_, W> {
             let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
             let target = join(&path)?;
             let h = e.header().clone();
+            // The archive's own root (`./`) is the destination, made
+            // before as Docker makes it: its metadata is not the archive's.
+            if target == dest && h.entry_type() == tar::EntryType::Directory {
+                continue;
+            }
             let mut meta = Meta {
                 mode: h.mode().unwrap_or(0o644) & 0o7777,
                 uid: h.uid().unwrap_or(0),
@@ -602,24 +601,167 @@ impl<W: Write> Writer<'_, W> {
     }
 }
 
+/// The compressions of an archive `ADD` unpacks: Docker's (identity,
+/// gzip, bzip2, xz) and zstd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArchiveKind {
+    Layer(Compression),
+    Bzip2,
+    Xz,
+}
+
+impl ArchiveKind {
+    fn sniff(head: &[u8]) -> Self {
+        if head.starts_with(b"BZh") {
+            Self::Bzip2
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Self::Xz
+        } else {
+            Self::Layer(Compression::sniff(head))
+        }
+    }
+}
+
+/// Keeps the first `cap` bytes written, then refuses more (to stop a
+/// decoder that only writes).
+struct Head<'a> {
+    buf: &'a mut Vec<u8>,
+    cap: usize,
+}
+
+impl Write for Head<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = self.cap - self.buf.len();
+        if room == 0 {
+            return Err(std::io::Error::other("enough"));
+        }
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The archive in `f`, decompressed. lzma-rs's xz decoder writes rather
+/// than reads: an xz archive is decoded to an unlinked file in `scratch`.
+fn archive_reader(f: File, scratch: &Path) -> std::io::Result<Box<dyn Read>> {
+    let mut r = BufReader::new(f);
+    let head = std::io::BufRead::fill_buf(&mut r)?;
+    Ok(match ArchiveKind::sniff(head) {
+        ArchiveKind::Layer(Compression::None) => Box::new(r),
+        ArchiveKind::Layer(Compression::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        ArchiveKind::Layer(Compression::Zstd) => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(r)?)
+        }
+        ArchiveKind::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
+        ArchiveKind::Xz => {
+            let path = scratch.join(format!(
+                "xz-{}-{}.tar",
+                std::process::id(),
+                crate::container::state::now_ms()
+            ));
+            let mut out = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            let _ = fs::remove_file(&path);
+            lzma_rs::xz_decompress(&mut r, &mut BufWriter::new(&mut out))
+                .map_err(|e| std::io::Error::other(format!("xz: {e}")))?;
+            std::io::Seek::rewind(&mut out)?;
+            Box::new(BufReader::new(out))
+        }
+    })
+}
+
 fn is_tar(f: &mut File) -> bool {
     let mut r = BufReader::new(&mut *f);
     let Ok(head) = std::io::BufRead::fill_buf(&mut r) else {
         return false;
     };
     let mut block = Vec::with_capacity(512);
-    let ok = match Compression::sniff(head) {
-        Compression::None => r.take(512).read_to_end(&mut block).is_ok(),
-        Compression::Gzip => flate2::bufread::MultiGzDecoder::new(r)
+    let ok = match ArchiveKind::sniff(head) {
+        ArchiveKind::Layer(Compression::None) => r.take(512).read_to_end(&mut block).is_ok(),
+        ArchiveKind::Layer(Compression::Gzip) => flate2::bufread::MultiGzDecoder::new(r)
             .take(512)
             .read_to_end(&mut block)
             .is_ok(),
-        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(r)
+        ArchiveKind::Layer(Compression::Zstd) => zstd::stream::read::Decoder::with_buffer(r)
             .map(|d| d.take(512).read_to_end(&mut block).is_ok())
             .unwrap_or(false),
+        ArchiveKind::Bzip2 => bzip2::bufread::MultiBzDecoder::new(r)
+            .take(512)
+            .read_to_end(&mut block)
+            .is_ok(),
+        ArchiveKind::Xz => {
+            // Stopped by `Head` once it has the first block.
+            let _ = lzma_rs::xz_decompress(
+                &mut r,
+                &mut Head {
+                    buf: &mut block,
+                    cap: 512,
+                },
+            );
+            true
+        }
     };
     let _ = std::io::Seek::rewind(f);
     ok && block.len() == 512 && &block[257..262] == b"ustar"
+}
+
+/// One path component: what a heredoc's delimiter must be to name a file
+/// in a directory (`<<../../etc/x` must not climb out of it).
+fn is_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
+/// The paths of `tree` (a `--from` stage or image) that `pattern`
+/// matches, component by component (`*` never crosses `/`), sorted; `..`
+/// stops at the root. Intermediate symlinks are not followed.
+fn from_glob(tree: &Tree, pattern: &str) -> Vec<String> {
+    let mut comps: Vec<&str> = Vec::new();
+    for c in pattern.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                comps.pop();
+            }
+            c => comps.push(c),
+        }
+    }
+    let mut current = vec![String::new()];
+    for c in comps {
+        let mut next = Vec::new();
+        for dir in &current {
+            let join = |name: &str| {
+                if dir.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{dir}/{name}")
+                }
+            };
+            if moor_build::context::has_wildcards(c) {
+                let listed = tree.children(if dir.is_empty() { "." } else { dir });
+                for name in listed.into_iter().flatten() {
+                    if moor_build::context::glob_match(c, &name) {
+                        next.push(join(&name));
+                    }
+                }
+            } else {
+                let path = join(c);
+                if tree.lstat(&path).is_ok() {
+                    next.push(path);
+                }
+            }
+        }
+        current = next;
+    }
+    current.retain(|p| !p.is_empty());
+    current.sort();
+    current
 }
 
 fn wildcard(s: &str) -> bool {
@@ -655,7 +797,7 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
                             format!("ADD of a URL ({u}) is not supported yet"),
                         ));
                     }
-                    CopySource::Inline(_) => {}
+                    CopySource::Inline { .. } => {}
                 }
             }
             (tree, roots, Some(input.context))
@@ -670,10 +812,16 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
             for s in &op.sources {
                 match s {
                     CopySource::Path(p) if wildcard(p) => {
-                        return Err(invalid(
-                            at,
-                            format!("wildcards in COPY --from sources ({p}) are not supported yet"),
-                        ));
+                        let found = from_glob(&tree, p);
+                        if found.is_empty() {
+                            return Err(invalid(
+                                at,
+                                format!(
+                                    "{p}: no source files were specified (nothing matches in the --from source)"
+                                ),
+                            ));
+                        }
+                        roots.extend(found);
                     }
                     CopySource::Path(p) => {
                         let rel = p.trim_start_matches('/').trim_end_matches('/');
@@ -699,11 +847,11 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
             (tree, roots, None)
         }
     };
-    let inline: Vec<&String> = op
+    let inline: Vec<(&String, &String)> = op
         .sources
         .iter()
         .filter_map(|s| match s {
-            CopySource::Inline(c) => Some(c),
+            CopySource::Inline { name, content } => Some((name, content)),
             _ => None,
         })
         .collect();
@@ -725,10 +873,19 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
         root_owned: input.from.is_none(),
         chmod: op.chmod,
         at,
+        scratch: input.scratch,
     };
     let result = (|| -> Result<(), BuildError> {
         if !dest.is_empty() {
             parents(&mut w.tar, input.lowers, &dest, w.owner)?;
+            // A directory that gets new entries is in the layer, as it
+            // was (Docker's layer is the container's upper directory, where
+            // overlayfs copied it up).
+            if let Some((m, _)) = lookup(input.lowers, &dest).filter(|(m, _)| m.is_dir()) {
+                w.tar
+                    .dir(&dest, Meta::of(&m))
+                    .map_err(io_err(at, "write"))?;
+            }
         }
         let dir_meta = |w: &Writer<'_, _>| {
             let (uid, gid) = w.owner.unwrap_or((0, 0));
@@ -754,13 +911,16 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
                 .lstat(root)
                 .map_err(io_err(at, &format!("read {root}")))?;
             if m.is_dir() {
-                // A directory's content goes into the destination.
-                if dest_dir {
-                    w.tree_children_into(&tree, root, &dest, context)?;
-                } else {
-                    w.tree(&tree, root, &dest, context)?;
+                // A directory's content goes into the destination, not the
+                // directory itself: a new destination is made as for a
+                // file (`0755`, the --chown owner), as in Docker ("the
+                // directory itself isn't copied, only its contents").
+                if !dest_dir {
+                    let meta = dir_meta(&w);
+                    w.tar.dir(&dest, meta).map_err(io_err(at, "write"))?;
                     dest_dir = true;
                 }
+                w.tree_children_into(&tree, root, &dest, context)?;
                 continue;
             }
             let is_archive = op.add && m.is_file() && {
@@ -788,9 +948,26 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
             };
             w.tree(&tree, root, &target, context)?;
         }
-        for content in &inline {
-            if into_dir {
-                return Err(invalid(at, "a heredoc source needs a file destination"));
+        for (name, content) in &inline {
+            // Into a directory, a heredoc is a file named after its
+            // delimiter (`COPY <<a.txt <<b.txt /dir/`), as in Docker.
+            if into_dir && !dest_dir {
+                let meta = dir_meta(&w);
+                w.tar.dir(&dest, meta).map_err(io_err(at, "write"))?;
+                dest_dir = true;
+            }
+            if into_dir && !is_file_name(name) {
+                return Err(invalid(
+                    at,
+                    format!(
+                        "heredoc {name:?} is not a file name for the directory {}",
+                        op.dest
+                    ),
+                ));
+            }
+            let target = if into_dir { join(name) } else { dest.clone() };
+            if target.is_empty() {
+                return Err(invalid(at, "a heredoc needs a destination file name"));
             }
             let (uid, gid) = w.owner.unwrap_or((0, 0));
             let meta = Meta {
@@ -800,7 +977,7 @@ pub fn copy(input: CopyInput<'_>, at: &str) -> Result<PathBuf, BuildError> {
                 mtime: 0,
             };
             w.tar
-                .file(&dest, meta, content.len() as u64, content.as_bytes(), &[])
+                .file(&target, meta, content.len() as u64, content.as_bytes(), &[])
                 .map_err(io_err(at, "write"))?;
         }
         let mut out = w.tar.finish().map_err(io_err(at, "write"))?;

@@ -194,7 +194,7 @@ fn build_stage(
     let mut state = match &stage.base {
         Base::Scratch => State {
             layers: Vec::new(),
-            config: config::scratch(),
+            config: config::scratch_stage(),
         },
         Base::Image(r) => cx.bases[r].clone(),
         Base::Stage(i) => results
@@ -241,6 +241,7 @@ fn build_stage(
                         _ => NetworkMode::None,
                     };
                     let lowers = state.lowers(images)?;
+                    let volumes = config::volumes(&state.config);
                     let tar = run::run(
                         cx.engine,
                         cx.engine_state,
@@ -252,6 +253,7 @@ fn build_stage(
                             workdir,
                             network,
                             epoch,
+                            volumes: &volumes,
                         },
                         &|line: &str| out.output(id, line),
                     )?;

@@ -25,6 +25,11 @@ pub struct RunStep<'a> {
     pub network: NetworkMode,
     /// `SOURCE_DATE_EPOCH`: the layer's times are clamped to it.
     pub epoch: Option<u64>,
+    /// The image's `VOLUME`s so far (relative to the root): what the step
+    /// changes under them is not kept, as Docker documents ("If any build
+    /// steps change the data within the volume after it has been
+    /// declared, those changes will be discarded").
+    pub volumes: &'a [String],
 }
 
 /// The mount points the runtime creates in the root filesystem when they
@@ -97,6 +102,44 @@ fn in_lowers(lowers: &[PathBuf], rel: &str) -> bool {
         .any(|l| fs::symlink_metadata(l.join(rel)).is_ok())
 }
 
+/// Whether the upper directory `rel` is only there because the runtime
+/// made its mount stubs in it (overlayfs copied the lower directory up,
+/// unchanged): Docker makes them in a layer of their own under the
+/// container's, so `/etc` is not in a `RUN` layer that did not touch it.
+fn only_stubs(
+    upper: &Path,
+    lowers: &[PathBuf],
+    rel: &str,
+    m: &fs::Metadata,
+    stub: &dyn Fn(&str, &fs::Metadata) -> bool,
+) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = upper.join(rel);
+    if !m.is_dir() || layer::is_opaque(&path) {
+        return false;
+    }
+    // The lower directory it was copied up from: the topmost.
+    let Some(lower) = lowers
+        .iter()
+        .rev()
+        .find_map(|l| fs::symlink_metadata(l.join(rel)).ok())
+    else {
+        return false;
+    };
+    if !lower.is_dir() || (lower.mode(), lower.uid(), lower.gid()) != (m.mode(), m.uid(), m.gid()) {
+        return false;
+    }
+    let Ok(entries) = fs::read_dir(&path) else {
+        return false;
+    };
+    entries.into_iter().all(|e| {
+        e.ok().is_some_and(|e| {
+            let child = format!("{rel}/{}", e.file_name().to_string_lossy());
+            fs::symlink_metadata(e.path()).is_ok_and(|cm| stub(&child, &cm))
+        })
+    })
+}
+
 /// Runs `step` over `lowers` (bottom first) and returns the layer tar it
 /// made (a file under `scratch`).
 pub fn run(
@@ -142,6 +185,29 @@ pub fn run(
     engine.create(&name, spec, None, lowers.to_vec())?;
     let guard = Guard { engine, name };
     let paths = engine.paths(&guard.name);
+    // The volumes' paths as the image resolves them (its symlinks followed
+    // inside it, `..` stopping at its root): never outside the upper dir.
+    let volumes: Vec<String> = step
+        .volumes
+        .iter()
+        .filter_map(|v| super::copy::resolve(lowers, v).ok())
+        .filter(|v| !v.is_empty())
+        .collect();
+    // Docker mounts each volume on the step's container, making its mount
+    // point when the image lacks it: an empty 0755 directory in the layer.
+    for v in &volumes {
+        if !in_lowers(lowers, v) {
+            use std::os::unix::fs::DirBuilderExt as _;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(paths.upper().join(v))
+                .map_err(BuildError::io(
+                    "make a volume's mount point",
+                    &paths.upper(),
+                ))?;
+        }
+    }
     let mut follower = Follower::at_end(&paths.log());
     engine.start(&guard.name)?;
     let print = |follower: &mut Follower| {
@@ -169,10 +235,23 @@ pub fn run(
     let write = || -> std::io::Result<()> {
         let file = File::create(&tar)?;
         let mut t = LayerTar::new(BufWriter::new(file)).clamped(step.epoch);
-        let skip = |rel: &str, m: &fs::Metadata| {
+        let upper = paths.upper();
+        let stub = |rel: &str, m: &fs::Metadata| {
             MOUNT_STUBS.contains(&rel) && (m.is_dir() || m.len() == 0) && !in_lowers(lowers, rel)
         };
-        layer::from_upper(&paths.upper(), &mut t, &skip)?;
+        let in_volume = |rel: &str| {
+            volumes.iter().any(|v| {
+                rel.strip_prefix(v.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+                    || (rel == v && in_lowers(lowers, rel))
+            })
+        };
+        let skip = |rel: &str, m: &fs::Metadata| {
+            stub(rel, m)
+                || in_volume(rel)
+                || (rel == "etc" && only_stubs(&upper, lowers, rel, m, &stub))
+        };
+        layer::from_upper(&upper, &mut t, &skip)?;
         let mut w = t.finish()?;
         std::io::Write::flush(&mut w)?;
         w.get_ref().sync_all()

@@ -137,15 +137,18 @@ fn resolve_with(passwd: &[PasswdEntry], groups: &[GroupEntry], spec: &str) -> Re
                 .ok_or_else(|| err(format!("no group \"{g}\" in the container's /etc/group")))?,
         };
     }
+    // As Docker: the primary group is a supplementary one too (`id` says
+    // `groups=65534(nogroup)`), with the groups that list the user unless
+    // the group was given.
     let mut additional_gids: Vec<u32> = match (group, entry) {
         (None, Some(e)) => groups
             .iter()
             .filter(|g| g.members.contains(&e.name))
             .map(|g| g.gid)
-            .filter(|g| *g != gid)
             .collect(),
         _ => Vec::new(),
     };
+    additional_gids.push(gid);
     additional_gids.sort_unstable();
     additional_gids.dedup();
     Ok(Identity {
@@ -174,14 +177,16 @@ mod tests {
         let bob = r("bob").unwrap();
         assert_eq!(
             (bob.uid, bob.gid, bob.additional_gids.clone()),
-            (1000, 1000, vec![10, 29])
+            (1000, 1000, vec![10, 29, 1000])
         );
         assert_eq!(r("33").unwrap().gid, 33);
         let unknown = r("4242").unwrap();
         assert_eq!((unknown.uid, unknown.gid, unknown.home), (4242, 0, None));
         let explicit = r("bob:www").unwrap();
         assert_eq!((explicit.uid, explicit.gid), (1000, 33));
-        assert!(explicit.additional_gids.is_empty());
+        assert_eq!(explicit.additional_gids, [33]);
+        assert_eq!(r("").unwrap().additional_gids, [0]);
+        assert_eq!(r("4242:7").unwrap().additional_gids, [7]);
         assert_eq!(r("www:7").unwrap().gid, 7);
     }
 
