@@ -310,18 +310,9 @@ CMD ["sh", "-c", "readlink /copied-link; ls /copied-link/ | wc -l; cat /tmp/{mar
 
 /// The config of image `reference`, read from the store.
 fn image_config(host: &Instance, reference: &str) -> serde_json::Value {
-    let images: serde_json::Value =
-        serde_json::from_str(&host.moor_ok(&["images", "--json"])).expect("images JSON");
-    let image = images
-        .as_array()
-        .expect("a list")
-        .iter()
-        .find(|i| {
-            i["refs"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|r| r == reference))
-        })
-        .unwrap_or_else(|| panic!("{reference} not in {images}"));
+    let image = host
+        .image(reference)
+        .unwrap_or_else(|| panic!("{reference} not in the image store"));
     let hex = image["config"]
         .as_str()
         .and_then(|c| c.strip_prefix("sha256:"))
@@ -720,19 +711,7 @@ CMD ["echo hi"]
 
     // moor's side, from its store.
     let moor_config = image_config(&host, "localhost/bldd/app:1");
-    let images: serde_json::Value =
-        serde_json::from_str(&host.moor_ok(&["images", "--json"])).expect("images JSON");
-    let image = images
-        .as_array()
-        .expect("list")
-        .iter()
-        .find(|i| {
-            i["refs"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|r| r == "localhost/bldd/app:1"))
-        })
-        .expect("the built image")
-        .clone();
+    let image = host.image("localhost/bldd/app:1").expect("the built image");
     let moor_layers: Vec<_> = image["layers"]
         .as_array()
         .expect("layers")

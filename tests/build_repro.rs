@@ -147,18 +147,9 @@ fn build_ok(
 
 /// The stored image `reference`: (manifest digest, config digest).
 fn image(host: &Instance, reference: &str) -> (String, String) {
-    let images: serde_json::Value =
-        serde_json::from_str(&host.moor_ok(&["images", "--json"])).expect("images JSON");
-    let image = images
-        .as_array()
-        .expect("a list")
-        .iter()
-        .find(|i| {
-            i["refs"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|r| r == reference))
-        })
-        .unwrap_or_else(|| panic!("{reference} not in {images}"));
+    let image = host
+        .image(reference)
+        .unwrap_or_else(|| panic!("{reference} not in the image store"));
     (
         image["digest"].as_str().expect("digest").to_owned(),
         image["config"].as_str().expect("config").to_owned(),

@@ -220,6 +220,22 @@ impl Instance {
         serde_json::from_slice(&out.stdout).unwrap_or_default()
     }
 
+    /// The image of the store that reference `reference` names (an entry
+    /// of `moor images --json`), if any.
+    pub fn image(&self, reference: &str) -> Option<serde_json::Value> {
+        let images: serde_json::Value =
+            serde_json::from_str(&self.moor_ok(&["images", "--json"])).expect("images JSON");
+        images
+            .as_array()?
+            .iter()
+            .find(|i| {
+                i["refs"]
+                    .as_array()
+                    .is_some_and(|r| r.iter().any(|r| r == reference))
+            })
+            .cloned()
+    }
+
     /// One container from `moor ps --all --json`.
     pub fn container(&self, name: &str) -> Option<serde_json::Value> {
         self.containers().into_iter().find(|c| c["name"] == name)
