@@ -52,10 +52,14 @@ fn builder_prune_empties_the_cache_and_never_an_image() {
     fs::write(
         ctx.path().join("Dockerfile"),
         format!(
-            "FROM {BUSYBOX} AS tool\nRUN echo tool > /tool\nFROM {BUSYBOX}\nCOPY --from=tool /tool /tool\nRUN echo final-ran > /final\n"
+            "FROM {BUSYBOX} AS tool\nRUN echo tool > /tool && echo build-only > /scratch\nFROM {BUSYBOX}\nCOPY --from=tool /tool /tool\nRUN echo final-ran > /final\n"
         ),
     )
     .expect("write Dockerfile");
+    // The `tool` stage's RUN layer also holds `/scratch`, which the image
+    // never gets: no layer of the image is that layer (a RUN layer of
+    // `/tool` alone would be byte for byte the `COPY --from` layer, which
+    // the image holds, and its cache entry would rightly stay).
     let first = build(&host, ctx.path());
     assert_eq!(cached(&first), 0, "{first}");
     assert_eq!(cached(&build(&host, ctx.path())), 3);
@@ -97,7 +101,10 @@ fn builder_prune_empties_the_cache_and_never_an_image() {
     prune_ok(&host, &[]);
     let again = build(&host, ctx.path());
     assert_eq!(cached(&again), 2, "{again}");
-    assert!(again.contains("[tool 2/2] RUN echo tool"), "{again}");
+    assert!(
+        again.contains("[tool 2/2] RUN echo tool > /tool && echo build-only > /scratch"),
+        "{again}"
+    );
 
     // --all: every step runs again, and the image still works meanwhile.
     let out = prune_ok(&host, &["--all"]);
