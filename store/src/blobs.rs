@@ -297,13 +297,22 @@ impl Ingest {
             });
         }
         let file = self.file.take().expect("ingest file is open until commit");
+        let target = self.store.path(&actual);
+        // Content-addressed: a blob already in place (put there by a rename
+        // after its own sync, so whole) is this one. Writing it again would
+        // cost two syncs for nothing (a cached rebuild writes its config and
+        // manifest again).
+        if fs::symlink_metadata(&target).is_ok_and(|m| m.is_file() && m.len() == self.written) {
+            drop(file);
+            let _ = fs::remove_file(&self.path);
+            return Ok(actual);
+        }
         file.sync_all().map_err(|source| BlobError::Io {
             what: "fsync ingest file",
             path: self.path.clone(),
             source,
         })?;
         drop(file);
-        let target = self.store.path(&actual);
         fs::rename(&self.path, &target).map_err(|source| BlobError::Io {
             what: "rename ingest file to",
             path: target.clone(),
@@ -344,6 +353,23 @@ mod tests {
         assert_eq!(s.put(b"hello", Some(&d)).unwrap(), d);
         assert_eq!(s.read(&d).unwrap(), b"hello");
         assert_eq!(s.list().unwrap(), vec![d]);
+    }
+
+    /// A blob already in place is not written again (its inode stays,
+    /// and no ingest file is left); one whose file is not whole (another
+    /// size) is replaced.
+    #[test]
+    fn a_blob_in_place_is_kept_and_a_damaged_one_replaced() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, s) = store();
+        let d = s.put(b"hello", None).unwrap();
+        let inode = fs::metadata(s.path(&d)).unwrap().ino();
+        assert_eq!(s.put(b"hello", Some(&d)).unwrap(), d);
+        assert_eq!(fs::metadata(s.path(&d)).unwrap().ino(), inode);
+        assert_eq!(fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
+        fs::write(s.path(&d), b"hel").unwrap();
+        assert_eq!(s.put(b"hello", Some(&d)).unwrap(), d);
+        assert_eq!(s.read(&d).unwrap(), b"hello");
     }
 
     #[test]

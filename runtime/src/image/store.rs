@@ -277,6 +277,18 @@ impl Images {
         index: Option<&Digest>,
         refs: &[String],
     ) -> Result<ImageRecord, ImageError> {
+        // Recorded already, as asked (a cached rebuild, a pull of what is
+        // here): nothing to write, and no transaction to sync.
+        if let Some(existing) = self.store.db.image(manifest.as_str())?
+            && index.is_none_or(|i| existing.index.as_deref() == Some(i.as_str()))
+            && refs.iter().all(|r| existing.refs.contains(r))
+            && existing
+                .layers
+                .iter()
+                .all(|l| self.store.snapshots.exists(&l.chain_id))
+        {
+            return Ok(existing);
+        }
         let raw = self.store.blobs.read(manifest)?;
         let (m, media_type) = match oci::parse_manifest(&raw, None).map_err(ImageError::Invalid)? {
             Parsed::Manifest(m, media) => (m, media),
