@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark: `moor build` against Docker's classic builder (Debian's
 # docker.io, `DOCKER_BUILDKIT=0`, dockerd started here with its own data
-# root, exec root, pidfile and socket, no bridge, no iptables), in the same
-# run, round by round, so both see the same load:
+# root, exec root, pidfile and socket, no bridge, no iptables) and against
+# `buildah bud --layers` (Debian's buildah, its own root and run root,
+# `--isolation chroot`), in the same run, round by round, so all see the
+# same load:
 #
 # - cold: a 10-step, 2-stage Dockerfile over a Debian base (a root
 #   filesystem made offline by mmdebstrap: the redis image of tests/real,
@@ -14,11 +16,17 @@
 #
 # Each tool's cache is emptied before a cold build (moor: a fresh state dir
 # with the base imported; Docker: `docker builder prune -af` and the built
-# images removed). Needs root, docker.io, and the real-image cache
-# (`cargo test --test tests real::` fills it). Prints Markdown.
+# images removed; buildah: the built image and its intermediate layers
+# removed). Needs root, docker.io, and the real-image cache (`cargo test
+# --test tests real::` fills it); buildah when installed. PEERS (default
+# "docker buildah") chooses the peers. Each command is timed with bash's
+# own clock (EPOCHREALTIME): no process is started around it. Prints
+# Markdown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
+PEERS=${PEERS-docker buildah}
+peer() { [[ " $PEERS " == *" $1 "* ]] && command -v "$1" >/dev/null; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cache=${MOOR_TEST_CACHE:-/var/cache/moor-tests}
 base_tar=$(ls "$cache"/images/redis-*.tar 2>/dev/null | head -1)
@@ -33,6 +41,8 @@ cleanup() {
     kill "$dockerd_pid" 2>/dev/null && wait "$dockerd_pid" 2>/dev/null
   fi
   umount -R "$work/docker" 2>/dev/null
+  # buildah's overlay mounts, innermost first.
+  awk -v w="$work/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r umount -l 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -59,15 +69,24 @@ USER app
 COPY conf/app.conf /app/app.conf
 EOF
 
-dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
-  --pidfile "$work/docker.pid" --bridge=none --iptables=false --ip6tables=false \
-  --storage-driver=overlay2 >"$work/dockerd.log" 2>&1 &
-dockerd_pid=$!
-for _ in $(seq 300); do "${docker[@]}" info >/dev/null 2>&1 && break; sleep 0.2; done
-"${docker[@]}" import "$base_tar" localhost/bench/debian:1 >/dev/null
-dver=$("${docker[@]}" version -f '{{.Server.Version}}')
-
-ms() { python3 -c 'import time; print(time.perf_counter_ns() // 1000000)'; }
+dver=- bver=-
+if peer docker; then
+  dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
+    --pidfile "$work/docker.pid" --bridge=none --iptables=false --ip6tables=false \
+    --storage-driver=overlay2 >"$work/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  for _ in $(seq 300); do "${docker[@]}" info >/dev/null 2>&1 && break; sleep 0.2; done
+  "${docker[@]}" import "$base_tar" localhost/bench/debian:1 >/dev/null
+  dver=$("${docker[@]}" version -f '{{.Server.Version}}')
+fi
+buildah=(buildah --root "$work/buildah" --runroot "$work/buildah-run" --storage-driver overlay)
+if peer buildah; then
+  c=$("${buildah[@]}" from scratch)
+  "${buildah[@]}" add "$c" "$base_tar" / >/dev/null
+  "${buildah[@]}" commit -q "$c" localhost/bench/debian:1 >/dev/null
+  "${buildah[@]}" rm "$c" >/dev/null
+  bver=$(buildah --version | awk '{print $3}')
+fi
 moor_state() {
   rm -rf "$work/moor"
   "$moor" --state-dir "$work/moor" image import "$base_tar" --tag localhost/bench/debian:1 >/dev/null
@@ -79,30 +98,58 @@ docker_reset() {
   "${docker[@]}" image prune -f >/dev/null 2>&1 || true
 }
 docker_build() { DOCKER_BUILDKIT=0 "${docker[@]}" build -q -t localhost/bench/app:1 "$ctx" >/dev/null; }
-timed() { local t0; t0=$(ms); "$@"; echo $(( $(ms) - t0 )); }
+buildah_reset() {
+  "${buildah[@]}" rmi -f localhost/bench/app:1 >/dev/null 2>&1 || true
+  "${buildah[@]}" rmi --prune >/dev/null 2>&1 || true
+}
+buildah_build() {
+  "${buildah[@]}" bud --isolation chroot --layers -q -t localhost/bench/app:1 "$ctx" >/dev/null 2>&1
+}
+# Milliseconds, from bash's own clock.
+timed() {
+  local t0 t1
+  t0=${EPOCHREALTIME/./}
+  "$@"
+  t1=${EPOCHREALTIME/./}
+  echo $(((t1 - t0) / 1000))
+}
 
-declare -a mc md mk dc dd dk
+declare -a mc md mk dc dd dk bc bd bk
 for r in $(seq 1 "$RUNS"); do
   echo "listen 6379" > "$ctx/conf/app.conf"
-  moor_state; docker_reset
-  mc+=("$(timed moor_build)"); dc+=("$(timed docker_build)")
-  md+=("$(timed moor_build)"); dd+=("$(timed docker_build)")
+  moor_state
+  if peer docker; then docker_reset; fi
+  if peer buildah; then buildah_reset; fi
+  mc+=("$(timed moor_build)")
+  if peer docker; then dc+=("$(timed docker_build)"); fi
+  if peer buildah; then bc+=("$(timed buildah_build)"); fi
+  md+=("$(timed moor_build)")
+  if peer docker; then dd+=("$(timed docker_build)"); fi
+  if peer buildah; then bd+=("$(timed buildah_build)"); fi
   echo "listen $((6379 + r))" > "$ctx/conf/app.conf"
-  mk+=("$(timed moor_build)"); dk+=("$(timed docker_build)")
+  mk+=("$(timed moor_build)")
+  if peer docker; then dk+=("$(timed docker_build)"); fi
+  if peer buildah; then bk+=("$(timed buildah_build)"); fi
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-row() {
-  local what=$1 m d
-  m=$(median "${@:2:$RUNS}"); d=$(median "${@:$((RUNS + 2))}")
-  python3 -c "import sys; m,d=int(sys.argv[1]),int(sys.argv[2]); print(f'| {sys.argv[3]} | {m} ms | {d} ms | {d/max(m,1):.1f}× |')" "$m" "$d" "$what"
+median() {
+  [ $# -gt 0 ] || { echo -; return; }
+  printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
-echo "moor build vs Docker $dver classic builder (DOCKER_BUILDKIT=0), $RUNS rounds, $(date -u '+%F %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+ratio() { [ "$2" = - ] && echo - || python3 -c "import sys; print(f'{int(sys.argv[2])/max(int(sys.argv[1]),1):.1f}×')" "$1" "$2"; }
+unit() { [ "$1" = - ] && echo - || echo "$1 ms"; }
+row() { # what, moor runs name, docker runs name, buildah runs name
+  local -n m_=$2 d_=$3 b_=$4
+  local m d b
+  m=$(median "${m_[@]}"); d=$(median "${d_[@]}"); b=$(median "${b_[@]}")
+  echo "| $1 | $(unit "$m") | $(unit "$d") | $(ratio "$m" "$d") | $(unit "$b") | $(ratio "$m" "$b") |"
+}
+echo "moor build vs Docker $dver classic builder (DOCKER_BUILDKIT=0) and buildah $bver (bud --layers), $RUNS rounds, $(date -u '+%F %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 echo
-echo "| build of a 10-step, 2-stage Dockerfile over a Debian base, median | moor | Docker | Docker / moor |"
-echo "| --- | ---: | ---: | ---: |"
-row "cold (nothing cached)" "${mc[@]}" "${dc[@]}"
-row "cached (nothing changed)" "${md[@]}" "${dd[@]}"
-row "one file read by the last COPY changed" "${mk[@]}" "${dk[@]}"
+echo "| build of a 10-step, 2-stage Dockerfile over a Debian base, median | moor | Docker | Docker / moor | buildah | buildah / moor |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+row "cold (nothing cached)" mc dc bc
+row "cached (nothing changed)" md dd bd
+row "one file read by the last COPY changed" mk dk bk
 echo
-echo "All runs (ms): moor cold ${mc[*]}, cached ${md[*]}, one file ${mk[*]}; Docker cold ${dc[*]}, cached ${dd[*]}, one file ${dk[*]}"
+echo "All runs (ms): moor cold ${mc[*]}, cached ${md[*]}, one file ${mk[*]}; Docker cold ${dc[*]:-}, cached ${dd[*]:-}, one file ${dk[*]:-}; buildah cold ${bc[*]:-}, cached ${bd[*]:-}, one file ${bk[*]:-}"

@@ -53,7 +53,7 @@ impl StatusSource for AgentStatus {
         let mut rows: Vec<(String, String, String)> = Vec::new();
         for s in &self.sources {
             for (name, v) in s.images.lock().expect("image view poisoned").iter() {
-                if let Some(d) = digests.get(&v.reference) {
+                if let Some(d) = moor_runtime::host::digest_of(&digests, &v.reference) {
                     rows.push((name.clone(), v.reference.clone(), d.clone()));
                 }
             }
@@ -148,7 +148,9 @@ impl StatusSource for AgentStatus {
                 .map(|(name, v)| {
                     let mut i = serde_json::to_value(v).expect("plain data");
                     i["name"] = name.clone().into();
-                    i["digest"] = digests.get(&v.reference).cloned().into();
+                    i["digest"] = moor_runtime::host::digest_of(&digests, &v.reference)
+                        .cloned()
+                        .into();
                     i
                 })
                 .collect();

@@ -28,6 +28,7 @@ mod open;
 pub mod owners;
 mod plug;
 mod registry;
+pub use registry::digest_of;
 mod resolv;
 mod runtime;
 mod shared;

@@ -105,8 +105,9 @@ impl Host {
     }
 
     /// Every reference in the image store and its digest as a registry
-    /// names it (the index's, else the manifest's); empty when the store
-    /// cannot be read.
+    /// names it (the index's, else the manifest's), and every image under
+    /// its own digests too (manifest and index, tagged or not: see
+    /// [`digest_of`]); empty when the store cannot be read.
     /// Never waits for a pull under way (which holds the host's handle on
     /// the store): it then reads through a handle of its own.
     pub fn image_digests(&self) -> std::collections::BTreeMap<String, String> {
@@ -120,7 +121,23 @@ impl Host {
             for r in i.refs {
                 out.insert(r, digest.clone());
             }
+            for d in std::iter::once(i.digest).chain(i.index) {
+                out.entry(d).or_insert_with(|| digest.clone());
+            }
         }
         out
     }
+}
+
+/// The digest [`Host::image_digests`] gives `reference`: its own entry, or
+/// for a reference pinned to a digest (`name:tag@digest`, which no pull
+/// may have recorded: an image imported here, or one whose tag has moved)
+/// the entry of that digest.
+pub fn digest_of<'a>(
+    digests: &'a std::collections::BTreeMap<String, String>,
+    reference: &str,
+) -> Option<&'a String> {
+    digests
+        .get(reference)
+        .or_else(|| reference.rsplit_once('@').and_then(|(_, d)| digests.get(d)))
 }
