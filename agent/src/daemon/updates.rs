@@ -299,7 +299,18 @@ impl Updater {
             Some(p) => Some(format!("{}@{}", p.tag, p.digest)),
             None => c.local.as_ref().map(|d| format!("{written}@{d}")),
         };
-        let decision = decide(&update.policy, current.as_deref(), &remote);
+        // With nothing pinned yet, the image in the store being the one the
+        // registry offers is adopted as it is (pinned, nothing replaced),
+        // whether the check came before the first pull or after it: the
+        // first check adopts what runs.
+        let adopt = pins.get(&c.spec).is_none()
+            && update.policy != UpdatePolicy::Notify
+            && c.local.as_deref() == Some(digest.as_str());
+        let decision = if adopt {
+            Decision::Adopt
+        } else {
+            decide(&update.policy, current.as_deref(), &remote)
+        };
         match decision {
             Decision::Unchanged => {
                 v.update_available = false;
