@@ -366,6 +366,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ports_and_mounts_are_put_in_order_and_reported_where_written() {
+        // The spec is sorted when it is decoded; a repeated port is still
+        // reported at the entry written second, and each bind keeps its
+        // content digest.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf")).unwrap();
+        std::fs::write(dir.path().join("conf/a"), "a").unwrap();
+        let file = dir.path().join("a.toml");
+        let write = |ports: &str| {
+            let text = format!(
+                "[containers.a]\nimage = \"busybox\"\nports = [{ports}]\n\
+                 mounts = [\"tmpfs:/z\", \"./conf:/conf:ro\", \"v:/m\"]\n\
+                 [volumes.v]\n"
+            );
+            std::fs::write(&file, text).unwrap();
+        };
+        write("\"9000:81\", \"9000:80\"");
+        let e = load(&[dir.path()]).unwrap_err().to_string();
+        assert!(
+            e.contains("a.toml:3:21: error: containers.a.ports[1]: host port 0.0.0.0:9000/tcp is already published by another entry of this container"),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+        write("\"9001:81\", \"127.0.0.1:9002:80\", \"9000:80\"");
+        let state = load(&[dir.path()]).unwrap_or_else(|d| panic!("{d}"));
+        let spec = &state.containers["a"].spec;
+        assert!(
+            spec.ports.is_sorted() && spec.mounts.is_sorted(),
+            "{spec:?}"
+        );
+        let targets: Vec<&str> = spec.mounts.iter().map(|m| m.target.as_str()).collect();
+        assert_eq!(targets, ["/conf", "/m", "/z"]);
+        assert!(matches!(
+            &spec.mounts[0].source,
+            crate::mounts::MountSource::Bind {
+                content_digest: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(
+            state.containers["a"].hash,
+            crate::hash::container(spec),
+            "the hash is the sorted spec's"
+        );
+    }
+
+    #[test]
     fn a_symlink_loop_is_walked_once() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

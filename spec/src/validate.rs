@@ -281,7 +281,7 @@ fn add<T: Clone>(
     let resource = Resource {
         name: d.name.clone(),
         origin: d.origin.clone(),
-        spec: Arc::new(d.spec.clone()),
+        spec: d.spec.clone(),
         hash: d.hash.clone().unwrap_or_else(|| hash(&d.spec)),
         target: d.target.clone(),
     };
@@ -298,13 +298,28 @@ fn container(d: &ContainerDraft, image: &Image) -> Resource<ContainerSpec> {
         Image::AsWritten { entry } => (&d.d.spec.image, *entry),
         Image::Unchanged => (&d.d.spec.image, d.d.spec.image_entry.as_deref()),
     };
-    let fits = |r: &Resource<ContainerSpec>| {
-        r.spec.image == *reference && r.spec.image_entry.as_deref() == entry
+    let fits =
+        |spec: &ContainerSpec| spec.image == *reference && spec.image_entry.as_deref() == entry;
+    let resource = |spec, hash| Resource {
+        name: d.d.name.clone(),
+        origin: d.d.origin.clone(),
+        spec,
+        hash,
+        target: d.d.target.clone(),
     };
-    if let Some(kept) = d.built.get(fits) {
+    // As decoded (in canonical order since decoding): the draft's spec
+    // and hash are the resource's.
+    let canonical = d.d.spec.ports.is_sorted() && d.d.spec.mounts.is_sorted();
+    if canonical
+        && fits(&d.d.spec)
+        && let Some(hash) = &d.d.hash
+    {
+        return resource(d.d.spec.clone(), hash.clone());
+    }
+    if let Some(kept) = d.built.get(|r| fits(&r.spec)) {
         return kept;
     }
-    let mut spec = d.d.spec.clone();
+    let mut spec = ContainerSpec::clone(&d.d.spec);
     spec.image = reference.clone();
     spec.image_entry = entry.map(str::to_string);
     spec.ports.sort();
@@ -314,15 +329,9 @@ fn container(d: &ContainerDraft, image: &Image) -> Resource<ContainerSpec> {
         Some(h) if spec.image == d.d.spec.image => h.clone(),
         _ => crate::hash::container(&spec),
     };
-    let resource = Resource {
-        name: d.d.name.clone(),
-        origin: d.d.origin.clone(),
-        spec: Arc::new(spec),
-        hash,
-        target: d.d.target.clone(),
-    };
-    d.built.keep(&resource);
-    resource
+    let built = resource(Arc::new(spec), hash);
+    d.built.keep(&built);
+    built
 }
 
 fn duplicates(c: &mut Checker, declared: &[&Declared]) {
@@ -641,8 +650,9 @@ fn container_references(c: &mut Checker, d: &ContainerDraft, names: &[&str], all
 
 fn port_conflicts(c: &mut Checker, all: &Containers) {
     let drafts: Vec<&ContainerDraft> = all.all.iter().map(|(_, d)| *d).collect();
-    // (host port, protocol, container, entry), sorted: the publishers of
-    // one port come together, containers in name order, entries in order.
+    // (host port, protocol, container, where written, entry), sorted: the
+    // publishers of one port come together, containers in name order,
+    // entries in the order they were written (a draft's ports are sorted).
     // Ports of a container without a network namespace of its own are
     // reported as such; they publish nothing.
     let mut published = Vec::new();
@@ -652,7 +662,7 @@ fn port_conflicts(c: &mut Checker, all: &Containers) {
         }
         for (i, p) in d.d.spec.ports.iter().enumerate() {
             if let Some(hp) = p.host_port {
-                published.push((hp, p.protocol, n, i));
+                published.push((hp, p.protocol, n, d.port_locs[i].pos, i));
             }
         }
     }
@@ -663,12 +673,12 @@ fn port_conflicts(c: &mut Checker, all: &Containers) {
         .collect();
     groups.sort_by_key(|g| (g[0].2, g[0].3));
     for group in groups {
-        for (j, &(_, _, n, i)) in group.iter().enumerate() {
+        for (j, &(_, _, n, _, i)) in group.iter().enumerate() {
             let d = drafts[n];
             let p = &d.d.spec.ports[i];
             let earlier = group[..j]
                 .iter()
-                .map(|&(_, _, m, k)| (drafts[m], k))
+                .map(|&(_, _, m, _, k)| (drafts[m], k))
                 .find(|(e, k)| e.d.spec.ports[*k].conflicts_with(p));
             if let Some((e, k)) = earlier {
                 let entry = &d.port_locs[i];

@@ -138,7 +138,7 @@ pub(crate) fn unhash_overlapped(drafts: &Drafts, written: &[PathBuf]) -> Option<
             continue;
         }
         for m in mounts {
-            if let Some(m) = c.d.spec.mounts.get_mut(m)
+            if let Some(m) = std::sync::Arc::make_mut(&mut c.d.spec).mounts.get_mut(m)
                 && let MountSource::Bind { content_digest, .. } = &mut m.source
             {
                 *content_digest = None;

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::resources::Draft;
@@ -174,6 +175,39 @@ impl ContainerDraft {
 /// How an entry's path ends: `None` is the one string given for a list.
 fn index(i: Option<usize>) -> At {
     i.map_or(At::Whole, At::Index)
+}
+
+/// Puts `spec`'s ports and mounts in the canonical order (the order the
+/// spec hash and the engine use), with where each was written and which
+/// bind is which, so that the resource made of the draft shares its spec
+/// instead of sorting a copy.
+fn canonical_order(spec: &mut ContainerSpec, draft: &mut ContainerDraft) {
+    if !spec.ports.is_sorted() {
+        let mut ports: Vec<_> = std::mem::take(&mut spec.ports)
+            .into_iter()
+            .zip(std::mem::take(&mut draft.port_locs))
+            .collect();
+        // Stable: mappings of one string stay in the order they expand to.
+        ports.sort_by(|a, b| a.0.cmp(&b.0));
+        (spec.ports, draft.port_locs) = ports.into_iter().unzip();
+    }
+    if !spec.mounts.is_sorted() {
+        // Targets are unique (a repeat is refused), so the order is total.
+        let mut mounts: Vec<_> = std::mem::take(&mut spec.mounts)
+            .into_iter()
+            .zip(std::mem::take(&mut draft.mount_locs))
+            .enumerate()
+            .collect();
+        mounts.sort_by(|a, b| (a.1).0.cmp(&(b.1).0));
+        let mut moved_to = vec![0; mounts.len()];
+        for (new, (old, _)) in mounts.iter().enumerate() {
+            moved_to[*old] = new;
+        }
+        for b in &mut draft.binds {
+            b.mount = moved_to[b.mount];
+        }
+        (spec.mounts, draft.mount_locs) = mounts.into_iter().map(|(_, m)| m).unzip();
+    }
 }
 
 impl Decoder<'_> {
@@ -472,7 +506,8 @@ impl Decoder<'_> {
                 None => {}
             }
         }
-        draft.d.spec = spec;
+        canonical_order(&mut spec, &mut draft);
+        draft.d.spec = Arc::new(spec);
         Some(draft)
     }
 

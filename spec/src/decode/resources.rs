@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 
@@ -18,7 +19,9 @@ pub(crate) struct Draft<T> {
     pub(crate) kind: Kind,
     pub(crate) name: String,
     pub(crate) origin: Origin,
-    pub(crate) spec: T,
+    /// Shared with the resource the checks make of it (for a container,
+    /// when its image is as written): a load copies no spec.
+    pub(crate) spec: Arc<T>,
     /// The hosts it is for: its own `target`, else its document's; `None` is every host.
     pub(crate) target: Option<Target>,
     /// Positions of fields that later checks report on, by field name.
@@ -33,7 +36,7 @@ impl<T> Draft<T> {
             kind,
             name: name.to_string(),
             origin,
-            spec,
+            spec: Arc::new(spec),
             target: None,
             locs: Vec::new(),
             hash: None,
