@@ -7,6 +7,11 @@
 
 use std::fmt;
 
+/// The text of a key or a string scalar: inline up to 24 bytes, as almost
+/// every key and most values of a manifest are, so a parse does not
+/// allocate for each.
+pub type Text = compact_str::CompactString;
+
 /// A 1-based line and column (in characters) inside a manifest file.
 #[derive(
     Debug,
@@ -51,14 +56,14 @@ pub struct Node {
     /// A number exactly as it was written (`1.10`, `0123`, `1e3`): text
     /// fields such as environment values and labels keep it, so `1.10` does
     /// not become `1.1`.
-    pub raw: Option<String>,
+    pub raw: Option<Text>,
 }
 
 /// A key of a mapping and where it was written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Key {
     /// The key's text.
-    pub name: String,
+    pub name: Text,
     /// Where the key starts.
     pub pos: Pos,
 }
@@ -75,9 +80,9 @@ pub enum Value {
     /// A floating-point number.
     Float(f64),
     /// A string.
-    Str(String),
+    Str(Text),
     /// A TOML date or time, which no manifest field accepts.
-    DateTime(String),
+    DateTime(Text),
     /// A list.
     Seq(Vec<Node>),
     /// A mapping, in the order it was written.
@@ -111,7 +116,7 @@ impl Node {
     }
 
     /// The same node, remembering how a number was written.
-    pub fn with_raw(mut self, raw: impl Into<String>) -> Self {
+    pub fn with_raw(mut self, raw: impl Into<Text>) -> Self {
         self.raw = Some(raw.into());
         self
     }
@@ -119,8 +124,10 @@ impl Node {
     /// The text of a scalar (string, number or boolean), as a user wrote it.
     pub fn scalar_text(&self) -> Option<String> {
         match &self.value {
-            Value::Str(s) => Some(s.clone()),
-            Value::Int(_) | Value::Float(_) if self.raw.is_some() => self.raw.clone(),
+            Value::Str(s) => Some(s.to_string()),
+            Value::Int(_) | Value::Float(_) if self.raw.is_some() => {
+                self.raw.as_deref().map(String::from)
+            }
             Value::Int(i) => Some(i.to_string()),
             Value::Float(f) => Some(f.to_string()),
             Value::Bool(b) => Some(b.to_string()),
@@ -129,11 +136,11 @@ impl Node {
     }
 
     /// [`Node::scalar_text`], taking the text rather than copying it.
-    pub fn into_scalar_text(self) -> Option<String> {
+    pub fn into_scalar_text(self) -> Option<Text> {
         match self.value {
             Value::Str(s) => Some(s),
             Value::Int(_) | Value::Float(_) if self.raw.is_some() => self.raw,
-            _ => self.scalar_text(),
+            _ => self.scalar_text().map(Text::from),
         }
     }
 }

@@ -61,7 +61,7 @@ fn get<'n>(n: &'n Node, key: &str) -> Option<&'n Node> {
 
 fn entries(n: Option<&Node>) -> Vec<(String, &Node)> {
     match n.map(|n| &n.value) {
-        Some(Value::Map(e)) => e.iter().map(|(k, v)| (k.name.clone(), v)).collect(),
+        Some(Value::Map(e)) => e.iter().map(|(k, v)| (k.name.to_string(), v)).collect(),
         _ => Vec::new(),
     }
 }

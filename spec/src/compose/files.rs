@@ -109,11 +109,11 @@ fn rebase(root: &mut Node, project: &Path) {
                         if let Value::Str(s) = &mut fv.value
                             && relative(s)
                         {
-                            *s = under(project, s);
+                            *s = under(project, s).into();
                         }
                     }
                     ("services", "env_file") => match &mut fv.value {
-                        Value::Str(s) if relative(s) => *s = under(project, s),
+                        Value::Str(s) if relative(s) => *s = under(project, s).into(),
                         Value::Seq(list) => {
                             for e in list {
                                 let target = match &mut e.value {
@@ -128,7 +128,7 @@ fn rebase(root: &mut Node, project: &Path) {
                                 }) = target
                                     && relative(s)
                                 {
-                                    *s = under(project, s);
+                                    *s = under(project, s).into();
                                 }
                             }
                         }
@@ -145,7 +145,7 @@ fn rebase(root: &mut Node, project: &Path) {
                             )) = m.iter_mut().find(|(k, _)| k.name == "file")
                             && relative(s)
                         {
-                            *s = under(project, s);
+                            *s = under(project, s).into();
                         }
                     }
                     ("services", "volumes") => {
@@ -159,7 +159,7 @@ fn rebase(root: &mut Node, project: &Path) {
                                         && crate::mounts::is_host_path(source)
                                         && relative(source)
                                     {
-                                        *s = format!("{}:{rest}", under(project, source));
+                                        *s = format!("{}:{rest}", under(project, source)).into();
                                     }
                                 }
                                 Value::Map(m) => {
@@ -177,7 +177,7 @@ fn rebase(root: &mut Node, project: &Path) {
                                         && bind
                                         && relative(s)
                                     {
-                                        *s = under(project, s);
+                                        *s = under(project, s).into();
                                     }
                                 }
                                 _ => {}
@@ -217,9 +217,9 @@ fn bare_environment(root: &mut Node, vars: &BTreeMap<String, String>) {
                     if v.value != Value::Null {
                         return true;
                     }
-                    match vars.get(&k.name) {
+                    match vars.get(k.name.as_str()) {
                         Some(val) => {
-                            v.value = Value::Str(val.clone());
+                            v.value = Value::Str(val.clone().into());
                             true
                         }
                         None => false,
@@ -236,7 +236,7 @@ fn bare_environment(root: &mut Node, vars: &BTreeMap<String, String>) {
                     }
                     match vars.get(s.as_str()) {
                         Some(val) => {
-                            *s = format!("{s}={val}");
+                            *s = format!("{s}={val}").into();
                             true
                         }
                         None => false,
@@ -480,7 +480,7 @@ impl Decoder<'_> {
     fn include_entry(&mut self, item: &Node, f: &str) -> Option<Include> {
         let list = |n: &Node| -> Option<Vec<(String, Pos)>> {
             match &n.value {
-                Value::Str(s) => Some(vec![(s.clone(), n.pos)]),
+                Value::Str(s) => Some(vec![(s.to_string(), n.pos)]),
                 Value::Seq(items) => items
                     .iter()
                     .map(|i| i.scalar_text().map(|s| (s, i.pos)))
@@ -490,7 +490,7 @@ impl Decoder<'_> {
         };
         let entry = match &item.value {
             Value::Str(s) => Include {
-                paths: vec![(s.clone(), item.pos)],
+                paths: vec![(s.to_string(), item.pos)],
                 project: None,
                 env_files: None,
             },
@@ -587,7 +587,7 @@ impl Decoder<'_> {
                 Some(i) => i,
                 None => {
                     let k = Key {
-                        name: table.to_string(),
+                        name: table.to_string().into(),
                         pos: model.pos,
                     };
                     top.push((k, Node::new(model.pos, Value::Map(Vec::new()))));

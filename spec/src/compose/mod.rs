@@ -192,7 +192,7 @@ fn used_paths(root: &Node) -> Vec<String> {
             relative(get(ext, "file").and_then(Node::scalar_text));
         }
         match get(svc, "env_file").map(|n| &n.value) {
-            Some(Value::Str(s)) => relative(Some(s.clone())),
+            Some(Value::Str(s)) => relative(Some(s.to_string())),
             Some(Value::Seq(items)) => {
                 for i in items {
                     relative(
@@ -228,13 +228,13 @@ const TOP_LEVEL: &[&str] = &[
 
 fn key(name: &str, pos: Pos) -> Key {
     Key {
-        name: name.to_string(),
+        name: name.to_string().into(),
         pos,
     }
 }
 
 fn text(pos: Pos, s: impl Into<String>) -> Node {
-    Node::new(pos, Value::Str(s.into()))
+    Node::new(pos, Value::Str(s.into().into()))
 }
 
 fn map(pos: Pos, entries: Vec<(Key, Node)>) -> Node {
@@ -401,7 +401,7 @@ impl Decoder<'_> {
     ) {
         match &mut node.value {
             Value::Str(s) => match interpolate(s, lookup) {
-                Ok(v) => *s = v,
+                Ok(v) => *s = v.into(),
                 Err(e) => self.fail(node.pos, field, e),
             },
             Value::Seq(items) => {
@@ -436,7 +436,8 @@ impl Decoder<'_> {
                 .dir
                 .file_name()
                 .map(|d| d.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into(),
         };
         let mut top = Top {
             vars: vars.clone(),
@@ -574,7 +575,7 @@ impl Decoder<'_> {
             e.retain(|(k, _)| k.name != "extends");
         }
         let (base_name, file) = match &ext.value {
-            Value::Str(s) => (s.clone(), None),
+            Value::Str(s) => (s.to_string(), None),
             Value::Map(_) => {
                 for (k, _) in entries(ext) {
                     if k.name != "service" && k.name != "file" {

@@ -880,7 +880,7 @@ impl Decoder<'_> {
             )
         };
         let cmd = match &test.value {
-            Value::Str(s) => shell(test.pos, s.clone()),
+            Value::Str(s) => shell(test.pos, s.to_string()),
             Value::Seq(items) => {
                 let words: Vec<String> = items.iter().filter_map(Node::scalar_text).collect();
                 match words.first().map(String::as_str) {
@@ -1131,7 +1131,7 @@ impl Decoder<'_> {
         }
         for (k, n) in entries(v) {
             let f = join(table, &k.name);
-            out.insert(k.name.clone(), FileEntry { declared: None });
+            out.insert(k.name.to_string(), FileEntry { declared: None });
             if !matches!(n.value, Value::Map(_)) {
                 let m = format!(
                     "expected a table with one of {}, found {}",
@@ -1201,13 +1201,13 @@ impl Decoder<'_> {
                 Ok(value) => {
                     // Secrets and configs are two namespaces in Compose.
                     let name = if table == "secrets" {
-                        k.name.clone()
+                        k.name.to_string()
                     } else {
                         format!("config:{}", k.name)
                     };
                     self.declare_secret(&name, value);
                     out.insert(
-                        k.name.clone(),
+                        k.name.to_string(),
                         FileEntry {
                             declared: Some(name),
                         },

@@ -558,7 +558,7 @@ impl Decoder<'_> {
                         continue;
                     };
                     let mut a = NetworkAttachment {
-                        network: k.name.clone(),
+                        network: k.name.to_string(),
                         aliases: Vec::new(),
                         ipv4_address: None,
                     };
@@ -928,7 +928,7 @@ impl Decoder<'_> {
                     Some((host, port))
                         if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) =>
                     {
-                        Some(s.clone())
+                        Some(s.to_string())
                     }
                     None if s.parse::<u16>().is_ok_and(|p| p > 0) => Some(format!("localhost:{s}")),
                     _ => {
@@ -1052,7 +1052,7 @@ impl Decoder<'_> {
                             pos: k.pos,
                             at: At::Named,
                         };
-                        entries.push((k.name.clone(), entry, c));
+                        entries.push((k.name.to_string(), entry, c));
                     }
                 }
             }
@@ -1094,7 +1094,7 @@ impl Decoder<'_> {
                 .filter_map(|(k, v)| {
                     let f = field.key(&k.name);
                     self.string(v, &f)
-                        .map(|ip| (k.name.clone(), ip, v.pos, At::Named))
+                        .map(|ip| (k.name.to_string(), ip, v.pos, At::Named))
                 })
                 .collect(),
             _ => self

@@ -371,7 +371,7 @@ impl<'a> Decoder<'a> {
 
     pub(crate) fn string(&mut self, node: &Node, field: &Field<'_>) -> Option<String> {
         match &node.value {
-            Value::Str(s) => Some(s.clone()),
+            Value::Str(s) => Some(s.to_string()),
             _ => {
                 self.type_error(node, field, "a string");
                 None
@@ -496,7 +496,7 @@ impl<'a> Decoder<'a> {
         field: &Field<'_>,
     ) -> Vec<(String, Pos, Option<usize>)> {
         match &node.value {
-            Value::Str(s) => vec![(s.clone(), node.pos, None)],
+            Value::Str(s) => vec![(s.to_string(), node.pos, None)],
             Value::Seq(items) => items
                 .iter()
                 .enumerate()
@@ -552,7 +552,7 @@ impl<'a> Decoder<'a> {
                             return None;
                         }
                         self.scalar_string(v, &f)
-                            .map(|s| (k.name.clone(), s, k.pos))
+                            .map(|s| (k.name.to_string(), s, k.pos))
                     })
                     .collect()
             }

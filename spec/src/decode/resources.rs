@@ -220,7 +220,7 @@ impl Decoder<'_> {
                 let target = own_target.unwrap_or_else(|| doc_target.clone());
                 out.declared.push(Declared {
                     kind,
-                    name: name_key.name.clone(),
+                    name: name_key.name.to_string(),
                     origin: origin.clone(),
                     target: target.clone(),
                 });

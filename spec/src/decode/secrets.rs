@@ -109,7 +109,7 @@ impl Decoder<'_> {
             }
             let digest = crate::hash::secret_digest(self.secret_key, &key.name, &value);
             self.secrets.insert(
-                key.name.clone(),
+                key.name.to_string(),
                 Secret {
                     value: SecretValue::new(value),
                     digest,
@@ -128,7 +128,7 @@ impl Decoder<'_> {
         for (i, item) in items.iter().enumerate() {
             let sf = field.item(Some(i));
             let (source, mut m) = match &item.value {
-                Value::Str(s) => (s.clone(), SecretMount::default_for(s)),
+                Value::Str(s) => (s.to_string(), SecretMount::default_for(s)),
                 Value::Map(_) => {
                     let Some(f) =
                         self.fields(item, &sf, &["source", "target", "uid", "gid", "mode"], &[])

@@ -6,7 +6,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::{SyntaxError, tidy};
-use crate::node::{Key, LineIndex, Node, Pos, Value};
+use crate::node::{Key, LineIndex, Node, Pos, Text, Value};
 
 pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
     let lines = LineIndex::new(text);
@@ -110,7 +110,7 @@ fn table(lines: &LineIndex<'_>, t: &DeTable<'_>, at: Pos) -> Node {
         .map(|(k, v)| {
             let key_pos = lines.pos(k.span().start);
             let key = Key {
-                name: k.get_ref().to_string(),
+                name: Text::from(k.get_ref().as_ref()),
                 pos: key_pos,
             };
             (key, value(lines, v, key_pos))
@@ -127,15 +127,15 @@ fn value(lines: &LineIndex<'_>, v: &Spanned<DeValue<'_>>, key_pos: Pos) -> Node 
         lines.pos(span.start)
     };
     let value = match v.get_ref() {
-        DeValue::String(s) => Value::Str(s.to_string()),
+        DeValue::String(s) => Value::Str(Text::from(s.as_ref())),
         DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
             Ok(i) => Value::Int(i),
-            Err(_) => Value::Str(i.as_str().to_string()),
+            Err(_) => Value::Str(Text::from(i.as_str())),
         },
         // `as_str` is already without `_` and in Rust's float syntax.
         DeValue::Float(f) => Value::Float(f.as_str().parse().unwrap_or(f64::NAN)),
         DeValue::Boolean(b) => Value::Bool(*b),
-        DeValue::Datetime(d) => Value::DateTime(d.to_string()),
+        DeValue::Datetime(d) => Value::DateTime(d.to_string().into()),
         DeValue::Array(a) => Value::Seq(
             a.iter()
                 .map(|v| value(lines, v, lines.pos(v.span().start)))

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use saphyr_parser::{Event, Marker, Parser, ScalarStyle};
 
 use super::{SyntaxError, tidy};
-use crate::node::{Key, Node, Pos, Value};
+use crate::node::{Key, Node, Pos, Text, Value};
 
 /// Mappings and sequences nested deeper than this are refused, so a hostile
 /// file cannot exhaust the stack of code that walks the tree.
@@ -85,9 +85,9 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                 };
                 // The parser's text is an owned string: taken, not copied.
                 let node = match value {
-                    None => Node::new(at, Value::Str(text.into_owned())),
+                    None => Node::new(at, Value::Str(Text::from(text))),
                     Some(value @ (Value::Int(_) | Value::Float(_))) => {
-                        Node::new(at, value).with_raw(text.into_owned())
+                        Node::new(at, value).with_raw(Text::from(text))
                     }
                     Some(value) => Node::new(at, value),
                 };
@@ -171,7 +171,7 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                 None => {
                     let pos = node.pos;
                     let name = match node.value {
-                        Value::Null => Some(String::new()),
+                        Value::Null => Some(Text::default()),
                         _ => node.into_scalar_text(),
                     }
                     .ok_or_else(|| error(pos, "mapping keys must be plain values"))?;
@@ -345,7 +345,7 @@ fn resolve_plain_typed(s: &str) -> Option<Value> {
 /// [`resolve_plain_typed`], strings included.
 #[cfg(test)]
 fn resolve_plain(s: &str) -> Value {
-    resolve_plain_typed(s).unwrap_or_else(|| Value::Str(s.to_string()))
+    resolve_plain_typed(s).unwrap_or_else(|| Value::Str(Text::from(s)))
 }
 
 /// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`, the core schema's float form.

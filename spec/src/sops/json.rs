@@ -73,10 +73,10 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(node(Value::Float(v)))
     }
     fn visit_str<E>(self, v: &str) -> Result<Json, E> {
-        Ok(node(Value::Str(v.to_string())))
+        Ok(node(Value::Str(v.to_string().into())))
     }
     fn visit_string<E>(self, v: String) -> Result<Json, E> {
-        Ok(node(Value::Str(v)))
+        Ok(node(Value::Str(v.into())))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
         let mut items = Vec::new();
@@ -92,7 +92,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
                 return Err(serde::de::Error::custom("a key is repeated"));
             }
             let key = Key {
-                name: k,
+                name: k.into(),
                 pos: Pos::new(1, 1),
             };
             entries.push((key, v));
@@ -123,7 +123,11 @@ fn scalar_json(n: &Node) -> String {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
         Value::Int(i) => i.to_string(),
-        Value::Float(f) if f.is_finite() => n.raw.clone().unwrap_or_else(|| go_float(*f)),
+        Value::Float(f) if f.is_finite() => n
+            .raw
+            .clone()
+            .unwrap_or_else(|| go_float(*f).into())
+            .to_string(),
         Value::Float(f) => serde_json::to_string(&go_float(*f)).unwrap_or_default(),
         Value::Str(s) | Value::DateTime(s) => serde_json::to_string(s).unwrap_or_default(),
         Value::Seq(_) | Value::Map(_) => String::new(),

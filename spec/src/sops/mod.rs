@@ -218,7 +218,7 @@ pub(crate) fn decrypt(mut docs: Vec<Node>, keys: Option<&AgeKeys>) -> Result<Pla
         let Value::Str(data) = e.remove(0).1.value else {
             unreachable!("checked above")
         };
-        return Ok(Plain::Data(data));
+        return Ok(Plain::Data(data.to_string()));
     }
     Ok(Plain::Tree(docs))
 }
@@ -245,10 +245,10 @@ pub(crate) fn decrypt_dotenv(
             let pos = Pos::new(i as u32 + 1, 1);
             entries.push((
                 Key {
-                    name: k.to_string(),
+                    name: k.to_string().into(),
                     pos,
                 },
-                Node::new(pos, Value::Str(v)),
+                Node::new(pos, Value::Str(v.into())),
             ));
         }
     }
@@ -266,7 +266,7 @@ pub(crate) fn decrypt_dotenv(
     entries
         .into_iter()
         .map(|(k, v)| match v.value {
-            Value::Str(s) => Ok((k.pos.line as usize, k.name, s)),
+            Value::Str(s) => Ok((k.pos.line as usize, k.name.into_string(), s.into_string())),
             _ => Err(format!("{}: a dotenv value must be a string", k.name)),
         })
         .collect()
@@ -325,7 +325,7 @@ fn unflatten(flat: &[(String, String)]) -> Result<Node, String> {
                         Some(i) => i,
                         None => {
                             let key = Key {
-                                name: name.to_string(),
+                                name: name.to_string().into(),
                                 pos: Pos::new(1, 1),
                             };
                             entries.push((key, Node::new(Pos::new(1, 1), Value::Null)));
@@ -348,7 +348,7 @@ fn unflatten(flat: &[(String, String)]) -> Result<Node, String> {
                 }
             };
         }
-        at.value = Value::Str(value.clone());
+        at.value = Value::Str(value.clone().into());
     }
     Ok(root)
 }
@@ -360,7 +360,7 @@ fn str_field(map: &[(Key, Node)], name: &str) -> Result<Option<String>, String> 
         .map(|(_, v)| &v.value)
     {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Str(s) | Value::DateTime(s)) => Ok(Some(s.clone())),
+        Some(Value::Str(s) | Value::DateTime(s)) => Ok(Some(s.to_string())),
         Some(other) => Err(format!(
             "sops.{name} must be a string, found {}",
             other.kind()
@@ -615,7 +615,7 @@ impl Walk<'_> {
         match &mut node.value {
             Value::Map(entries) => {
                 for (k, v) in entries.iter_mut() {
-                    path.push(k.name.clone());
+                    path.push(k.name.to_string());
                     self.node(v, path)?;
                     path.pop();
                 }
@@ -661,7 +661,7 @@ impl Walk<'_> {
                 let (value, raw, mac) = match kind.as_str() {
                     "str" | "bytes" => {
                         let mac = text.as_bytes().to_vec();
-                        (Value::Str(text), None, mac)
+                        (Value::Str(text.into()), None, mac)
                     }
                     "int" => {
                         let i: i64 = text.parse().map_err(|_| bad())?;
@@ -677,14 +677,14 @@ impl Walk<'_> {
                     }
                     "time" => {
                         let mac = text.as_bytes().to_vec();
-                        (Value::Str(text), None, mac)
+                        (Value::Str(text.into()), None, mac)
                     }
                     other => {
                         return Err(format!("{}: unknown SOPS value type {other:?}", at()));
                     }
                 };
                 node.value = value;
-                node.raw = raw;
+                node.raw = raw.map(Into::into);
                 mac
             }
         } else {
@@ -796,7 +796,11 @@ pub(crate) fn env_file(text: &str, keys: Option<&AgeKeys>) -> Option<Result<EnvP
                             k.name
                         )
                     })?;
-                    vars.push((k.pos.line as usize, k.name, value));
+                    vars.push((
+                        k.pos.line as usize,
+                        k.name.into_string(),
+                        value.into_string(),
+                    ));
                 }
             }
             Ok(EnvPlain::Vars(vars))

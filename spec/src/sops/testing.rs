@@ -121,9 +121,9 @@ impl Writer {
     fn metadata(&mut self, mac: Sha512) -> Node {
         let computed = hex::encode_upper(mac.finalize());
         let mac = self.value(computed.as_bytes(), "str", LASTMODIFIED);
-        let s = |v: &str| Node::new(Pos::new(1, 1), Value::Str(v.to_string()));
+        let s = |v: &str| Node::new(Pos::new(1, 1), Value::Str(v.to_string().into()));
         let k = |n: &str| Key {
-            name: n.to_string(),
+            name: n.to_string().into(),
             pos: Pos::new(1, 1),
         };
         let age = Node::new(
@@ -149,7 +149,7 @@ impl Writer {
         match &mut node.value {
             Value::Map(entries) => {
                 for (k, v) in entries.iter_mut() {
-                    path.push(k.name.clone());
+                    path.push(k.name.to_string());
                     self.encrypt_node(v, path, mac);
                     path.pop();
                 }
@@ -162,7 +162,7 @@ impl Writer {
             Value::Null => {}
             _ => {
                 let (plain, kind) = match &node.value {
-                    Value::Str(s) | Value::DateTime(s) => (s.clone(), "str"),
+                    Value::Str(s) | Value::DateTime(s) => (s.to_string(), "str"),
                     Value::Int(i) => (i.to_string(), "int"),
                     Value::Float(f) => (json::go_float(*f), "float"),
                     Value::Bool(true) => ("True".to_string(), "bool"),
@@ -175,7 +175,7 @@ impl Writer {
                 }
                 if !plain.is_empty() {
                     let aad = format!("{}:", path.join(":"));
-                    node.value = Value::Str(self.value(plain.as_bytes(), kind, &aad));
+                    node.value = Value::Str(self.value(plain.as_bytes(), kind, &aad).into());
                     node.raw = None;
                 }
             }
@@ -222,7 +222,7 @@ impl Writer {
                     name: "data".into(),
                     pos: Pos::new(1, 1),
                 },
-                Node::new(Pos::new(1, 1), Value::Str(content.to_string())),
+                Node::new(Pos::new(1, 1), Value::Str(content.to_string().into())),
             )]),
         );
         json::to_json(&self.tree(vec![doc]).remove(0))

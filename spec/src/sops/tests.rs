@@ -73,7 +73,7 @@ fn real_sops_yaml_decrypts_with_its_types_and_positions() {
     assert_eq!(env("WORKERS"), Value::Int(4));
     assert_eq!(env("RATIO"), Value::Float(1.5));
     assert_eq!(env("DEBUG"), Value::Bool(true));
-    assert_eq!(env("EMPTY"), Value::Str(String::new()));
+    assert_eq!(env("EMPTY"), Value::Str(String::new().into()));
     assert_eq!(env("MULTI"), Value::Str("line one\nline two".into()));
     assert_eq!(
         get(
