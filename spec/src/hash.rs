@@ -56,10 +56,14 @@ impl SpecHash {
     fn of_sum(sum: &[u8]) -> SpecHash {
         let mut hex = [0u8; 64];
         hex::encode_to_slice(sum, &mut hex).expect("a sha256 sum is 32 bytes");
-        let mut s = String::with_capacity(7 + hex.len());
-        s.push_str("sha256:");
-        s.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
-        SpecHash(s.into())
+        let mut s = [0u8; 7 + 64];
+        s[..7].copy_from_slice(b"sha256:");
+        s[7..].copy_from_slice(&hex);
+        SpecHash(
+            std::str::from_utf8(&s)
+                .expect("hex digits are ASCII")
+                .into(),
+        )
     }
 
     /// The first 12 hex digits, for tables.

@@ -76,6 +76,10 @@ const MIN_MEMORY: u64 = 6 << 20;
 /// An upper bound on `replicas` that catches typos.
 const MAX_REPLICAS: i64 = 1000;
 
+/// Where the entries of one of a container's list fields were written:
+/// most list two or fewer, kept without an allocation.
+pub(crate) type Locs<T> = smallvec::SmallVec<[T; 2]>;
+
 /// Where one entry of a list or table field was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -106,14 +110,14 @@ pub(crate) struct ContainerDraft {
     /// `d.spec.image` is a placeholder, unless `[images]` names it).
     pub(crate) image_error: Option<String>,
     /// Where each entry of `spec.ports` was written.
-    pub(crate) port_locs: Vec<Entry>,
+    pub(crate) port_locs: Locs<Entry>,
     /// Where each entry of `spec.mounts` was written.
-    pub(crate) mount_locs: Vec<Entry>,
+    pub(crate) mount_locs: Locs<Entry>,
     /// Where each entry of `spec.networks` was written, and its
     /// `ipv4_address`, if given.
-    pub(crate) network_locs: Vec<(Entry, Option<Pos>)>,
+    pub(crate) network_locs: Locs<(Entry, Option<Pos>)>,
     /// Where each entry of `spec.depends_on` was written, in its order.
-    pub(crate) depends_locs: Vec<Entry>,
+    pub(crate) depends_locs: Locs<Entry>,
     /// Where each bind mount really leads.
     pub(crate) binds: Vec<crate::writes::BindSeen>,
     /// The container this draft last became (see [`Built`]).
@@ -177,6 +181,54 @@ fn index(i: Option<usize>) -> At {
     i.map_or(At::Whole, At::Index)
 }
 
+/// A container spec with nothing decoded yet: Docker's defaults, and a
+/// placeholder image.
+fn defaults() -> ContainerSpec {
+    let placeholder = ImageRef {
+        registry: String::new(),
+        repository: String::new(),
+        tag: None,
+        digest: None,
+    };
+    ContainerSpec {
+        image: placeholder,
+        image_entry: None,
+        entrypoint: None,
+        command: None,
+        env: BTreeMap::new(),
+        working_dir: None,
+        user: None,
+        hostname: None,
+        labels: BTreeMap::new(),
+        network_mode: NetworkMode::Bridge,
+        networks: Vec::new(),
+        ports: Vec::new(),
+        mounts: Vec::new(),
+        restart: RestartPolicy::No,
+        init: false,
+        resources: Resources::default(),
+        healthcheck: None,
+        depends_on: BTreeMap::new(),
+        stop_signal: "SIGTERM".to_string(),
+        stop_grace_period: DEFAULT_STOP_GRACE,
+        read_only: false,
+        cap_add: Vec::new(),
+        cap_drop: Vec::new(),
+        seccomp: Seccomp::Default,
+        extra_hosts: Vec::new(),
+        replicas: 1,
+        update_order: UpdateOrder::StopFirst,
+        secrets: Vec::new(),
+    }
+}
+
+/// What a draft holds until its spec is decoded: one [`defaults`] shared
+/// by every draft, so that starting one allocates nothing.
+fn unfinished() -> Arc<ContainerSpec> {
+    static SPEC: std::sync::OnceLock<Arc<ContainerSpec>> = std::sync::OnceLock::new();
+    SPEC.get_or_init(|| Arc::new(defaults())).clone()
+}
+
 /// Puts `spec`'s ports and mounts in the canonical order (the order the
 /// spec hash and the engine use), with where each was written and which
 /// bind is which, so that the resource made of the draft shares its spec
@@ -219,50 +271,15 @@ impl Decoder<'_> {
         origin: Origin,
     ) -> Option<ContainerDraft> {
         let f = self.fields(node, field, FIELDS, COMPOSE_ALIASES)?;
-        let placeholder = ImageRef {
-            registry: String::new(),
-            repository: String::new(),
-            tag: None,
-            digest: None,
-        };
-        let mut spec = ContainerSpec {
-            image: placeholder,
-            image_entry: None,
-            entrypoint: None,
-            command: None,
-            env: BTreeMap::new(),
-            working_dir: None,
-            user: None,
-            hostname: None,
-            labels: BTreeMap::new(),
-            network_mode: NetworkMode::Bridge,
-            networks: Vec::new(),
-            ports: Vec::new(),
-            mounts: Vec::new(),
-            restart: RestartPolicy::No,
-            init: false,
-            resources: Resources::default(),
-            healthcheck: None,
-            depends_on: BTreeMap::new(),
-            stop_signal: "SIGTERM".to_string(),
-            stop_grace_period: DEFAULT_STOP_GRACE,
-            read_only: false,
-            cap_add: Vec::new(),
-            cap_drop: Vec::new(),
-            seccomp: Seccomp::Default,
-            extra_hosts: Vec::new(),
-            replicas: 1,
-            update_order: UpdateOrder::StopFirst,
-            secrets: Vec::new(),
-        };
+        let mut spec = defaults();
         let mut draft = ContainerDraft {
-            d: Draft::new(Kind::Container, name, origin, spec.clone()),
+            d: Draft::shared(Kind::Container, name, origin, unfinished()),
             image_raw: None,
             image_error: None,
-            port_locs: Vec::new(),
-            mount_locs: Vec::new(),
-            network_locs: Vec::new(),
-            depends_locs: Vec::new(),
+            port_locs: Locs::new(),
+            mount_locs: Locs::new(),
+            network_locs: Locs::new(),
+            depends_locs: Locs::new(),
             binds: Vec::new(),
             built: Built::default(),
         };
@@ -408,8 +425,8 @@ impl Decoder<'_> {
         }
         if let Some(n) = f.get("restart") {
             let rf = field.key("restart");
-            if let Some(s) = self.string(n, &rf)
-                && let Some(p) = self.check(n.pos, &rf, parse_restart(&s))
+            if let Some(s) = self.str(n, &rf)
+                && let Some(p) = self.check(n.pos, &rf, parse_restart(s))
             {
                 spec.restart = p;
             }
@@ -475,7 +492,7 @@ impl Decoder<'_> {
         }
         if let Some(n) = f.get("seccomp") {
             let sf = field.key("seccomp");
-            match self.string(n, &sf).as_deref() {
+            match self.str(n, &sf) {
                 Some("default") => spec.seccomp = Seccomp::Default,
                 Some("unconfined") => {
                     let allowed = self
@@ -495,7 +512,7 @@ impl Decoder<'_> {
         }
         if let Some(n) = f.get("update_order") {
             let of = field.key("update_order");
-            match self.string(n, &of).as_deref() {
+            match self.str(n, &of) {
                 Some("stop-first") => spec.update_order = UpdateOrder::StopFirst,
                 Some("start-first") => spec.update_order = UpdateOrder::StartFirst,
                 Some(other) => self.error(
@@ -1030,7 +1047,7 @@ impl Decoder<'_> {
                     };
                     let condition = match cond_node {
                         None => Some(DependCondition::Started),
-                        Some(c) => match self.string(c, &df).as_deref() {
+                        Some(c) => match self.str(c, &df) {
                             Some("started" | "service_started") => Some(DependCondition::Started),
                             Some("healthy" | "service_healthy") => Some(DependCondition::Healthy),
                             Some("completed" | "service_completed_successfully") => {
@@ -1064,25 +1081,35 @@ impl Decoder<'_> {
                 self.error(node.pos, field, m);
             }
         }
-        // Where each entry kept was written, in the order of `depends_on`.
-        let mut kept: Vec<(&str, Entry)> = Vec::with_capacity(entries.len());
-        for (name, entry, condition) in &entries {
+        // In the order of `depends_on` (by name; a stable sort keeps the
+        // entries of one name in the order they were written, so a repeat
+        // is reported at the later), with where each kept was written.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut last: Option<&str> = None;
+        let mut kept: Locs<bool> = Locs::with_capacity(entries.len());
+        for (name, entry, _) in &entries {
             let f = match entry.at {
                 At::Named => field.key(name),
                 At::Index(i) => field.item(Some(i)),
                 At::Whole => *field,
             };
-            if self.check(entry.pos, &f, check_name(name)).is_none() {
-                continue;
-            }
-            if spec.depends_on.insert(name.clone(), *condition).is_some() {
+            let keep = if self.check(entry.pos, &f, check_name(name)).is_none() {
+                false
+            } else if last == Some(name.as_str()) {
                 self.error(entry.pos, &f, format!("\"{name}\" is listed twice"));
-                continue;
-            }
-            kept.push((name, *entry));
+                false
+            } else {
+                last = Some(name);
+                true
+            };
+            kept.push(keep);
         }
-        kept.sort_unstable_by_key(|(name, _)| *name);
-        draft.depends_locs = kept.into_iter().map(|(_, e)| e).collect();
+        for ((name, entry, condition), keep) in entries.into_iter().zip(kept) {
+            if keep {
+                draft.depends_locs.push(entry);
+                spec.depends_on.insert(name, condition);
+            }
+        }
     }
 
     fn extra_hosts(&mut self, node: &Node, field: &Field<'_>) -> Vec<(String, IpAddr)> {

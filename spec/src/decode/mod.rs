@@ -190,8 +190,12 @@ impl std::fmt::Display for Field<'_> {
 /// The fields of one table, checked for unknown and repeated keys.
 pub(crate) struct Fields<'n> {
     pub(crate) pos: Pos,
-    entries: Vec<(&'n Key, &'n Node)>,
+    entries: Entries<'n>,
 }
+
+/// The entries of a table, in order: on the stack up to the size of the
+/// largest tables most manifests write (a container's fields).
+pub(crate) type Entries<'n> = smallvec::SmallVec<[(&'n Key, &'n Node); 16]>;
 
 impl<'n> Fields<'n> {
     pub(crate) fn get(&self, name: &str) -> Option<&'n Node> {
@@ -292,16 +296,12 @@ impl<'a> Decoder<'a> {
     }
 
     /// The entries of a mapping, in order, with repeated keys reported.
-    pub(crate) fn entries<'n>(
-        &mut self,
-        node: &'n Node,
-        field: &Field<'_>,
-    ) -> Option<Vec<(&'n Key, &'n Node)>> {
+    pub(crate) fn entries<'n>(&mut self, node: &'n Node, field: &Field<'_>) -> Option<Entries<'n>> {
         let Value::Map(entries) = &node.value else {
             self.type_error(node, field, "a table");
             return None;
         };
-        let mut out: Vec<(&'n Key, &'n Node)> = Vec::with_capacity(entries.len());
+        let mut out = Entries::with_capacity(entries.len());
         let mut seen: HashMap<&str, Pos> = HashMap::new();
         for (i, (k, v)) in entries.iter().enumerate() {
             // The same key written last before this one, if any.
@@ -343,7 +343,7 @@ impl<'a> Decoder<'a> {
         if node.value == Value::Null {
             return Some(Fields {
                 pos: node.pos,
-                entries: Vec::new(),
+                entries: Entries::new(),
             });
         }
         let mut entries = self.entries(node, field)?;
@@ -370,8 +370,14 @@ impl<'a> Decoder<'a> {
     }
 
     pub(crate) fn string(&mut self, node: &Node, field: &Field<'_>) -> Option<String> {
+        self.str(node, field).map(String::from)
+    }
+
+    /// [`Decoder::string`], borrowed from the node (for a value that is
+    /// only looked at).
+    pub(crate) fn str<'n>(&mut self, node: &'n Node, field: &Field<'_>) -> Option<&'n str> {
         match &node.value {
-            Value::Str(s) => Some(s.to_string()),
+            Value::Str(s) => Some(s),
             _ => {
                 self.type_error(node, field, "a string");
                 None

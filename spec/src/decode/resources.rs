@@ -4,6 +4,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use ipnet::Ipv4Net;
 
 use super::{ContainerDraft, Decoder, Field, ROOT, check_name, join};
@@ -25,20 +27,25 @@ pub(crate) struct Draft<T> {
     /// The hosts it is for: its own `target`, else its document's; `None` is every host.
     pub(crate) target: Option<Target>,
     /// Positions of fields that later checks report on, by field name.
-    pub(crate) locs: Vec<(&'static str, Pos)>,
+    pub(crate) locs: SmallVec<[(&'static str, Pos); 4]>,
     /// The spec's hash, once computed (see [`Drafts::hash`]).
     pub(crate) hash: Option<SpecHash>,
 }
 
 impl<T> Draft<T> {
     pub(crate) fn new(kind: Kind, name: &str, origin: Origin, spec: T) -> Self {
+        Self::shared(kind, name, origin, Arc::new(spec))
+    }
+
+    /// A draft of a spec already shared.
+    pub(crate) fn shared(kind: Kind, name: &str, origin: Origin, spec: Arc<T>) -> Self {
         Self {
             kind,
             name: name.to_string(),
             origin,
-            spec: Arc::new(spec),
+            spec,
             target: None,
-            locs: Vec::new(),
+            locs: SmallVec::new(),
             hash: None,
         }
     }
@@ -307,7 +314,7 @@ impl Decoder<'_> {
         let pull = match f.get("pull") {
             Some(n) => {
                 let pf = field.key("pull");
-                match self.string(n, &pf).as_deref() {
+                match self.str(n, &pf) {
                     Some("always") => Some(PullPolicy::Always),
                     Some("if-not-present" | "missing") => Some(PullPolicy::IfNotPresent),
                     Some("never") => Some(PullPolicy::Never),

@@ -19,16 +19,19 @@ const MAX_DEPTH: usize = 64;
 /// Alias expansion is bounded so that a "billion laughs" file cannot exhaust memory.
 const MAX_ALIAS_NODES: usize = 100_000;
 
+/// A collection still open. Its items (entries) so far are at the end of
+/// the parse's one stack of items (entries), from `start` on, so that each
+/// is allocated once, at its size, when it closes.
 enum Frame {
     Seq {
         pos: Pos,
         anchor: usize,
-        items: Vec<Node>,
+        start: usize,
     },
     Map {
         pos: Pos,
         anchor: usize,
-        entries: Vec<(Key, Node)>,
+        start: usize,
         merges: Vec<Node>,
         key: Option<PendingKey>,
     },
@@ -61,6 +64,8 @@ fn count_nodes(n: &Node) -> usize {
 pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
+    let mut items: Vec<Node> = Vec::new();
+    let mut entries: Vec<(Key, Node)> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
     let mut expanded = 0usize;
 
@@ -111,7 +116,7 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                 stack.push(Frame::Seq {
                     pos: at,
                     anchor,
-                    items: Vec::new(),
+                    start: items.len(),
                 });
                 None
             }
@@ -122,15 +127,16 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                 stack.push(Frame::Map {
                     pos: at,
                     anchor,
-                    entries: Vec::new(),
+                    start: entries.len(),
                     merges: Vec::new(),
                     key: None,
                 });
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq { pos, anchor, items }) => {
-                    Some((Node::new(pos, Value::Seq(items)), anchor, false))
+                Some(Frame::Seq { pos, anchor, start }) => {
+                    let seq = items.drain(start..).collect();
+                    Some((Node::new(pos, Value::Seq(seq)), anchor, false))
                 }
                 _ => return Err(error(at, "unbalanced sequence end")),
             },
@@ -138,12 +144,13 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                 Some(Frame::Map {
                     pos,
                     anchor,
-                    mut entries,
+                    start,
                     merges,
                     ..
                 }) => {
-                    merge_into(&mut entries, merges)?;
-                    Some((Node::new(pos, Value::Map(entries)), anchor, false))
+                    let mut map = entries.drain(start..).collect();
+                    merge_into(&mut map, merges)?;
+                    Some((Node::new(pos, Value::Map(map)), anchor, false))
                 }
                 _ => return Err(error(at, "unbalanced mapping end")),
             },
@@ -161,13 +168,8 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
         }
         match stack.last_mut() {
             None => docs.push(node),
-            Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map {
-                entries,
-                merges,
-                key,
-                ..
-            }) => match key.take() {
+            Some(Frame::Seq { .. }) => items.push(node),
+            Some(Frame::Map { merges, key, .. }) => match key.take() {
                 None => {
                     let pos = node.pos;
                     let name = match node.value {
