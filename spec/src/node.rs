@@ -181,23 +181,18 @@ impl<'a> LineIndex<'a> {
 
     pub(crate) fn new(text: &'a str) -> Self {
         let bytes = text.as_bytes();
-        let mut starts = Vec::with_capacity(bytes.iter().filter(|&&b| b == b'\n').count() + 1);
+        let mut starts = Vec::with_capacity(bytes.len() / 32 + 1);
         starts.push(0);
-        starts.extend(
-            bytes
-                .iter()
-                .enumerate()
-                .filter(|&(_, &b)| b == b'\n')
-                .map(|(i, _)| i + 1),
-        );
+        starts.extend(memchr::memchr_iter(b'\n', bytes).map(|i| i + 1));
         let mut chars_before = Vec::with_capacity(bytes.len() / BLOCK + 2);
         let mut count = 0;
         chars_before.push(0);
         for block in bytes.chunks(BLOCK) {
-            count += block
-                .iter()
-                .map(|&b| usize::from(starts_char(b)))
-                .sum::<usize>();
+            count += if block.is_ascii() {
+                block.len()
+            } else {
+                block.iter().filter(|&&b| starts_char(b)).count()
+            };
             chars_before.push(count);
         }
         Self {
