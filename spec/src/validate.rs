@@ -298,8 +298,11 @@ fn container(d: &ContainerDraft, image: &Image) -> Resource<ContainerSpec> {
         Image::AsWritten { entry } => (&d.d.spec.image, *entry),
         Image::Unchanged => (&d.d.spec.image, d.d.spec.image_entry.as_deref()),
     };
-    let fits =
-        |spec: &ContainerSpec| spec.image == *reference && spec.image_entry.as_deref() == entry;
+    // (The reference is often the draft's own: no need to compare it.)
+    let fits = |spec: &ContainerSpec| {
+        (std::ptr::eq(&spec.image, reference) || spec.image == *reference)
+            && spec.image_entry.as_deref() == entry
+    };
     let resource = |spec, hash| Resource {
         name: d.d.name.clone(),
         origin: d.d.origin.clone(),
@@ -307,11 +310,10 @@ fn container(d: &ContainerDraft, image: &Image) -> Resource<ContainerSpec> {
         hash,
         target: d.d.target.clone(),
     };
-    // As decoded (in canonical order since decoding): the draft's spec
-    // and hash are the resource's.
-    let canonical = d.d.spec.ports.is_sorted() && d.d.spec.mounts.is_sorted();
-    if canonical
-        && fits(&d.d.spec)
+    // As decoded (in canonical order since decoding: see
+    // `canonical_order`): the draft's spec and hash are the resource's.
+    debug_assert!(d.d.spec.ports.is_sorted() && d.d.spec.mounts.is_sorted());
+    if fits(&d.d.spec)
         && let Some(hash) = &d.d.hash
     {
         return resource(d.d.spec.clone(), hash.clone());
@@ -657,7 +659,9 @@ fn port_conflicts(c: &mut Checker, all: &Containers) {
     // reported as such; they publish nothing.
     let mut published = Vec::new();
     for (n, d) in drafts.iter().enumerate() {
-        if d.d.spec.network_mode != NetworkMode::Bridge {
+        // (Where the ports were written is in the draft itself: a
+        // container without any is passed over without reading its spec.)
+        if d.port_locs.is_empty() || d.d.spec.network_mode != NetworkMode::Bridge {
             continue;
         }
         for (i, p) in d.d.spec.ports.iter().enumerate() {
