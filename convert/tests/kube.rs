@@ -130,7 +130,7 @@ fn str_map(n: Option<&Node>) -> BTreeMap<String, String> {
     match n.map(|n| &n.value) {
         Some(Value::Map(e)) => e
             .iter()
-            .map(|(k, v)| (k.name.clone(), v.scalar_text().unwrap()))
+            .map(|(k, v)| (k.name.to_string(), v.scalar_text().unwrap()))
             .collect(),
         _ => BTreeMap::new(),
     }

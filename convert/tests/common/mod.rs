@@ -83,7 +83,7 @@ fn get<'n>(n: &'n moor_spec::node::Node, key: &str) -> Option<&'n moor_spec::nod
 fn map(n: Option<&moor_spec::node::Node>) -> Vec<(String, &moor_spec::node::Node)> {
     match n.map(|n| &n.value) {
         Some(moor_spec::node::Value::Map(e)) => {
-            e.iter().map(|(k, v)| (k.name.clone(), v)).collect()
+            e.iter().map(|(k, v)| (k.name.to_string(), v)).collect()
         }
         _ => Vec::new(),
     }
