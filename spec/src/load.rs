@@ -366,6 +366,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_checks_side_by_side_report_what_they_report_alone() {
+        // The same mistakes among a few containers (the checks run on one
+        // thread) and among hundreds (on two, which hand the containers'
+        // order over): the same diagnostics, in the same order.
+        let load = |filler: usize| {
+            let mut text = String::from(
+                "[containers.a]\nimage = \"busybox\"\ndepends_on = [\"b\"]\nports = [\"80:80\"]\nnetworks = [\"nope\"]\n\
+                 [containers.b]\nimage = \"busybox\"\ndepends_on = { a = \"healthy\" }\nports = [\"80:80\"]\n",
+            );
+            for i in 0..filler {
+                text += &format!("[containers.c{i:03}]\nimage = \"busybox\"\n");
+            }
+            let other = "[containers.a]\nimage = \"alpine\"\n".to_string();
+            load_texts(&[
+                (PathBuf::from("one.toml"), text),
+                (PathBuf::from("two.toml"), other),
+            ])
+            .unwrap_err()
+            .to_string()
+        };
+        let alone = load(2);
+        let side_by_side = load(2 * crate::validate::SIDE_BY_SIDE);
+        for expected in [
+            "container \"a\" is defined twice",
+            "dependency cycle: a -> b -> a",
+            "is already published by container \"a\"",
+            "network \"nope\"",
+            "waits for \"a\" to be healthy, but \"a\" has no healthcheck",
+        ] {
+            assert!(alone.contains(expected), "{expected}: {alone}");
+        }
+        assert_eq!(side_by_side, alone);
+    }
+
+    #[test]
     fn ports_and_mounts_are_put_in_order_and_reported_where_written() {
         // The spec is sorted when it is decoded; a repeated port is still
         // reported at the entry written second, and each bind keeps its

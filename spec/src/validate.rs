@@ -17,7 +17,7 @@ use crate::target::{HostIdentity, Target, applies};
 
 /// From this many containers on, the two halves of the checks run on two
 /// threads.
-const SIDE_BY_SIDE: usize = 256;
+pub(crate) const SIDE_BY_SIDE: usize = 256;
 
 struct Checker<'e> {
     diags: Diagnostics,
@@ -135,11 +135,13 @@ pub(crate) fn finish(
         }
         (c.diags, resolved)
     };
-    let between_containers = || {
-        let mut c = checker();
-        // The first declaration of a name is the container; later ones are
-        // reported as duplicates, and checked all the same. A stable sort
-        // by name keeps declarations of one name in load order.
+    // The containers, each name once (its first declaration), by name; the
+    // indexes of those first declarations; and the later declarations of a
+    // name, in load order.
+    let order = || {
+        // A stable sort by name keeps declarations of one name in load
+        // order: the first is the container, later ones are reported as
+        // duplicates and checked all the same.
         let mut by_name: Vec<(&str, usize)> = here
             .containers
             .iter()
@@ -161,6 +163,10 @@ pub(crate) fn finish(
                 .map(|&i| (here.containers[i].d.name.as_str(), here.containers[i]))
                 .collect(),
         );
+        (containers, first, repeated)
+    };
+    let between_containers = |containers: &Containers, repeated: &[usize]| {
+        let mut c = checker();
         let names: Vec<&str> = containers.all.iter().map(|(n, _)| *n).collect();
         for d in containers
             .all
@@ -168,31 +174,58 @@ pub(crate) fn finish(
             .map(|(_, d)| *d)
             .chain(repeated.iter().map(|&i| here.containers[i]))
         {
-            container_references(&mut c, d, &names, &containers);
+            container_references(&mut c, d, &names, containers);
         }
-        port_conflicts(&mut c, &containers);
-        cycles(&mut c, &containers);
-        (c.diags, first)
+        port_conflicts(&mut c, containers);
+        c.diags
+    };
+    let dependency_cycles = |containers: &Containers| {
+        let mut c = checker();
+        cycles(&mut c, containers);
+        c.diags
     };
     // A thread costs more than the checks of a small load (and, on a busy
-    // machine, a scheduling delay): below SIDE_BY_SIDE containers both
-    // halves run here.
-    let ((found, resolved), (found_between, first)) = if here.containers.len() < SIDE_BY_SIDE {
-        (declarations(), between_containers())
-    } else {
-        std::thread::scope(|s| {
-            let other = s.spawn(between_containers);
-            let this = declarations();
-            (this, other.join().expect("a check panicked"))
-        })
-    };
+    // machine, a scheduling delay): below SIDE_BY_SIDE containers it all
+    // runs here. Otherwise the other thread orders the containers and hands
+    // them over, and each thread then takes about half of what is left:
+    // this one the declarations and the cycles, the other the references
+    // between containers and the ports.
+    let ((found, resolved), found_between, found_cycles, first) =
+        if here.containers.len() < SIDE_BY_SIDE {
+            let declared = declarations();
+            let (containers, first, repeated) = order();
+            let between = between_containers(&containers, &repeated);
+            (declared, between, dependency_cycles(&containers), first)
+        } else {
+            std::thread::scope(|s| {
+                let (send, ordered) = std::sync::mpsc::sync_channel(1);
+                let other = s.spawn(move || {
+                    let (containers, first, repeated) = order();
+                    let containers = Arc::new(containers);
+                    // (If this thread's receiver is gone, it panicked.)
+                    let _ = send.send(Arc::clone(&containers));
+                    (between_containers(&containers, &repeated), first)
+                });
+                let declared = declarations();
+                // Nothing received: the other thread panicked, which the
+                // join reports.
+                let found_cycles = ordered
+                    .recv()
+                    .map(|containers| dependency_cycles(&containers));
+                let (between, first) = other.join().expect("a check panicked");
+                let found_cycles = found_cycles.expect("the order of the containers was sent");
+                (declared, between, found_cycles, first)
+            })
+        };
     let mut c = Checker {
         diags,
         elsewhere: &elsewhere,
         others: &others,
     };
+    // In the order the checks have always run in.
     c.diags.extend(found);
     c.diags.extend(found_between);
+    c.diags.extend(found_cycles);
 
     c.diags.sort();
     if c.diags.has_errors() {
@@ -739,12 +772,13 @@ fn cycles(c: &mut Checker, all: &Containers) {
     }
     starts.push(targets.len());
     let mut marks = vec![Mark::New; drafts.len()];
+    // Iterative DFS: (node, index of next edge); empty between starts.
+    let mut stack: Vec<(usize, usize)> = Vec::new();
     for start in 0..drafts.len() {
         if marks[start] != Mark::New {
             continue;
         }
-        // Iterative DFS: (node, index of next edge).
-        let mut stack: Vec<(usize, usize)> = vec![(start, starts[start])];
+        stack.push((start, starts[start]));
         marks[start] = Mark::Active;
         while let Some(&mut (node, ref mut next)) = stack.last_mut() {
             if *next >= starts[node + 1] {
