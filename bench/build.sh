@@ -35,6 +35,7 @@ base_tar=$(ls "$cache"/images/redis-*.tar 2>/dev/null | head -1)
 work=$(mktemp -d /tmp/moor-bench-build.XXXXXX)
 dockerd_pid=""
 docker=(/usr/bin/docker -H "unix://$work/docker.sock")
+. bench/lib/docker.sh
 cleanup() {
   set +e
   if [ -n "$dockerd_pid" ]; then
@@ -71,11 +72,7 @@ EOF
 
 dver=- bver=-
 if peer docker; then
-  dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
-    --pidfile "$work/docker.pid" --bridge=none --iptables=false --ip6tables=false \
-    --storage-driver=overlay2 >"$work/dockerd.log" 2>&1 &
-  dockerd_pid=$!
-  for _ in $(seq 300); do "${docker[@]}" info >/dev/null 2>&1 && break; sleep 0.2; done
+  dockerd_start "unix://$work/docker.sock"
   "${docker[@]}" import "$base_tar" localhost/bench/debian:1 >/dev/null
   dver=$("${docker[@]}" version -f '{{.Server.Version}}')
 fi

@@ -51,6 +51,7 @@ state=$work/moor-state
 dockerd_pid=""
 docker=(/usr/bin/docker -H "unix://$work/docker.sock")
 . bench/lib/podman.sh
+. bench/lib/docker.sh
 cleanup() {
   set +e
   podman_cleanup
@@ -160,11 +161,7 @@ json.dump(c, open(f"{bundle}-ov/config.json", "w"), indent=1)
 EOF
 "$moor" --state-dir "$state" dev rm tmpl
 
-dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "unix://$work/docker.sock" \
-  --pidfile "$work/docker.pid" --bridge=none --iptables=false --ip6tables=false \
-  --storage-driver=overlay2 >"$work/dockerd.log" 2>&1 &
-dockerd_pid=$!
-for _ in $(seq 300); do "${docker[@]}" info >/dev/null 2>&1 && break; sleep 0.2; done
+dockerd_start "unix://$work/docker.sock"
 "${docker[@]}" import "$work/busybox.tar" localhost/bench/busybox:1 >/dev/null
 dver=$("${docker[@]}" version -f '{{.Server.Version}}')
 rver=$(runc --version | head -1)

@@ -62,6 +62,7 @@ export MOOR_CGROUP_PARENT=moor-bench-stack-$$
 export DOCKER_HOST="unix://$work/docker.sock"
 compose=(docker-compose -p bench -f "$work/c/docker-compose.yml")
 . bench/lib/podman.sh
+. bench/lib/docker.sh
 cleanup() {
   set +e
   podman_cleanup
@@ -118,11 +119,7 @@ mkdir -p "$work/m" "$work/c"
 
 dver=- cver=- pver=- pcver=-
 if peer docker; then
-  dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" -H "$DOCKER_HOST" \
-    --pidfile "$work/docker.pid" --iptables=false --ip6tables=false --bridge=none \
-    --storage-driver=overlay2 >"$work/dockerd.log" 2>&1 &
-  dockerd_pid=$!
-  for _ in $(seq 300); do "$docker" info >/dev/null 2>&1 && break; sleep 0.2; done
+  dockerd_start "$DOCKER_HOST"
   "$docker" import "$work/rootfs.tar" localhost/bench/busybox:1 >/dev/null
   dver=$("$docker" version -f '{{.Server.Version}}')
   cver=$(docker-compose version --short)
