@@ -1,6 +1,7 @@
 //! Lowering TOML and YAML text into the format-neutral [`Node`] tree.
 
 mod toml;
+mod toml_plain;
 mod yaml;
 
 use crate::node::{Node, Pos};

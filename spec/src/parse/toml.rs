@@ -10,6 +10,15 @@ use crate::node::{Key, LineIndex, Node, Pos, Text, Value};
 
 pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
     let lines = LineIndex::new(text);
+    match super::toml_plain::document(&lines) {
+        Some(root) => Ok(root),
+        None => parse_table(&lines),
+    }
+}
+
+/// Through `DeTable`: every document, and every error.
+pub(super) fn parse_table(lines: &LineIndex<'_>) -> Result<Node, SyntaxError> {
+    let text = lines.text();
     let doc = DeTable::parse(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         SyntaxError {
@@ -17,7 +26,7 @@ pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
             message: explain(text, span, e.message()),
         }
     })?;
-    Ok(table(&lines, doc.get_ref(), Pos::new(1, 1)))
+    Ok(table(lines, doc.get_ref(), Pos::new(1, 1)))
 }
 
 /// The parser's message, made specific where it is vague: a repeated key is
