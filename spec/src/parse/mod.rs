@@ -3,6 +3,7 @@
 mod toml;
 mod toml_plain;
 mod yaml;
+mod yaml_plain;
 
 use crate::node::{Node, Pos};
 

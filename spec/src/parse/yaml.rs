@@ -62,6 +62,14 @@ fn count_nodes(n: &Node) -> usize {
 }
 
 pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
+    match super::yaml_plain::document(text) {
+        Some(docs) => Ok(docs),
+        None => parse_events(text),
+    }
+}
+
+/// Through `saphyr-parser`'s events: every document, and every error.
+pub(super) fn parse_events(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut items: Vec<Node> = Vec::new();
@@ -81,20 +89,12 @@ pub(super) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
         let done = match event {
             Event::Scalar(text, style, anchor, tag) => {
                 // A plain scalar is resolved by the core schema unless tagged `!!str`.
-                let value = if style == ScalarStyle::Plain
+                let node = if style == ScalarStyle::Plain
                     && tag.as_ref().is_none_or(|t| t.suffix != "str")
                 {
-                    resolve_plain_typed(&text)
+                    plain_scalar(text, at)
                 } else {
-                    None
-                };
-                // The parser's text is an owned string: taken, not copied.
-                let node = match value {
-                    None => Node::new(at, Value::Str(Text::from(text))),
-                    Some(value @ (Value::Int(_) | Value::Float(_))) => {
-                        Node::new(at, value).with_raw(Text::from(text))
-                    }
-                    Some(value) => Node::new(at, value),
+                    Node::new(at, Value::Str(Text::from(text)))
                 };
                 Some((node, anchor, style == ScalarStyle::Plain))
             }
@@ -303,6 +303,17 @@ fn merge_into(entries: &mut Vec<(Key, Node)>, merges: Vec<Node>) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// A plain scalar's node: its value by the core schema, and a number's text
+/// as written. (The general parser's text is an owned string: taken, not
+/// copied.)
+pub(super) fn plain_scalar<T: AsRef<str> + Into<Text>>(text: T, at: Pos) -> Node {
+    match resolve_plain_typed(text.as_ref()) {
+        None => Node::new(at, Value::Str(text.into())),
+        Some(value @ (Value::Int(_) | Value::Float(_))) => Node::new(at, value).with_raw(text),
+        Some(value) => Node::new(at, value),
+    }
 }
 
 /// Resolves a plain scalar by the YAML 1.2 core schema: its value when it
