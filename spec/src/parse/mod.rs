@@ -60,3 +60,41 @@ fn tidy(message: &str) -> String {
         None => "syntax error".to_string(),
     }
 }
+
+/// The benchmark's manifests, for the test below.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../benches/corpus.rs"]
+mod corpus;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The benchmark's manifests are the usual kind: if they stopped
+    /// taking the fast paths, its figures would no longer say what a
+    /// usual load costs.
+    #[test]
+    fn the_benchmark_corpus_takes_the_fast_paths() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        corpus::write_corpus(dir.path());
+        let mut seen = [0, 0];
+        for entry in std::fs::read_dir(dir.path()).expect("corpus") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("read");
+            match Format::from_path(&path) {
+                Some(Format::Toml) => {
+                    let lines = crate::node::LineIndex::new(&text);
+                    assert!(toml_plain::document(&lines).is_some(), "{path:?}");
+                    seen[0] += 1;
+                }
+                Some(Format::Yaml) => {
+                    assert!(yaml_plain::document(&text).is_some(), "{path:?}");
+                    seen[1] += 1;
+                }
+                None => {}
+            }
+        }
+        assert!(seen[0] > 0 && seen[1] > 0, "{seen:?}");
+    }
+}
