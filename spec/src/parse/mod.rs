@@ -71,6 +71,56 @@ mod corpus;
 mod tests {
     use super::*;
 
+    /// Whether a fast path's tree (`None`: it left the text to the general
+    /// parser) is the general parser's: `Ok(true)` when it is, `Ok(false)`
+    /// when the fast path did not read the text, and what differs
+    /// otherwise. Every value, key, position and number's text counts;
+    /// trees are compared as debug text, in which a NaN equals itself.
+    pub(super) fn agrees<T: std::fmt::Debug>(
+        text: &str,
+        fast: Option<T>,
+        general: Result<T, SyntaxError>,
+    ) -> Result<bool, String> {
+        match (fast, general) {
+            (None, _) => Ok(false),
+            (Some(fast), Ok(general)) => {
+                let (fast, general) = (format!("{fast:#?}"), format!("{general:#?}"));
+                if fast == general {
+                    Ok(true)
+                } else {
+                    Err(format!("{text}\n--- fast\n{fast}\n--- general\n{general}"))
+                }
+            }
+            (Some(fast), Err(e)) => Err(format!("{text}\nread as {fast:?}\nbut {e:?}")),
+        }
+    }
+
+    /// The text of every `*.EXT` manifest in `examples/manifests`, which
+    /// holds at least one.
+    pub(super) fn examples(ext: &str) -> Vec<String> {
+        let dir = format!("{}/../examples/manifests", env!("CARGO_MANIFEST_DIR"));
+        let texts: Vec<String> = std::fs::read_dir(&dir)
+            .expect(&dir)
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == ext))
+            .map(|p| std::fs::read_to_string(&p).expect("example"))
+            .collect();
+        assert!(!texts.is_empty(), "no *.{ext} in {dir}");
+        texts
+    }
+
+    /// `text` with `insert` put in before the character `at` picks.
+    pub(super) fn inserted(text: &str, at: proptest::sample::Index, insert: &str) -> String {
+        let chars: Vec<char> = text.chars().collect();
+        let at = at.index(chars.len() + 1);
+        chars[..at]
+            .iter()
+            .copied()
+            .chain(insert.chars())
+            .chain(chars[at..].iter().copied())
+            .collect()
+    }
+
     /// The benchmark's manifests are the usual kind: if they stopped
     /// taking the fast paths, its figures would no longer say what a
     /// usual load costs.

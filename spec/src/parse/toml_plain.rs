@@ -332,28 +332,15 @@ mod tests {
 
     use super::*;
 
-    /// What this builds, and what `DeTable` builds (or its error).
-    fn both(text: &str) -> (Option<Node>, Result<Node, crate::parse::SyntaxError>) {
-        let lines = LineIndex::new(text);
-        (document(&lines), super::super::toml::parse_table(&lines))
-    }
-
     /// When this builds a tree, `DeTable` accepts the text and builds the
-    /// same one: every value, key, position and number's text. (Compared
-    /// as debug text, in which a NaN equals itself.)
+    /// same one.
     fn agrees(text: &str) -> Result<bool, String> {
-        match both(text) {
-            (None, _) => Ok(false),
-            (Some(plain), Ok(table)) => {
-                let (plain, table) = (format!("{plain:#?}"), format!("{table:#?}"));
-                if plain == table {
-                    Ok(true)
-                } else {
-                    Err(format!("{text}\n--- plain\n{plain}\n--- DeTable\n{table}"))
-                }
-            }
-            (Some(plain), Err(e)) => Err(format!("{text}\naccepted as {plain:?}\nbut {e:?}")),
-        }
+        let lines = LineIndex::new(text);
+        crate::parse::tests::agrees(
+            text,
+            document(&lines),
+            super::super::toml::parse_table(&lines),
+        )
     }
 
     #[track_caller]
@@ -389,16 +376,9 @@ mod tests {
         );
         built("[a]\nx = 1\n[a.b]\ny = 2\n[a.c.d]\n[e]\n");
         built("big = 9223372036854775808\nsmall = -9223372036854775808\nhex = 0xdead_beef\n");
-        let examples = format!("{}/../examples/manifests", env!("CARGO_MANIFEST_DIR"));
-        let mut seen = 0;
-        for entry in std::fs::read_dir(&examples).expect(&examples) {
-            let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                built(&std::fs::read_to_string(&path).expect("example"));
-                seen += 1;
-            }
+        for text in crate::parse::tests::examples("toml") {
+            built(&text);
         }
-        assert!(seen > 0, "no example in {examples}");
     }
 
     #[test]
@@ -542,12 +522,11 @@ mod tests {
             insert in prop::sample::select(vec!["", "[", "]", "{", "}", "=", ",", ".", "\"", "\n", "#", " "]),
         ) {
             let text = lines.join("\n");
-            prop_assert!(agrees(&text).is_ok(), "{}", agrees(&text).unwrap_err());
-            // The same text with one character put in somewhere.
-            let chars: Vec<char> = text.chars().collect();
-            let at = cut.index(chars.len() + 1);
-            let mutated: String = chars[..at].iter().copied().chain(insert.chars()).chain(chars[at..].iter().copied()).collect();
-            prop_assert!(agrees(&mutated).is_ok(), "{}", agrees(&mutated).unwrap_err());
+            // The text, and the same text with one character put in somewhere.
+            for text in [text.clone(), crate::parse::tests::inserted(&text, cut, insert)] {
+                let result = agrees(&text);
+                prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+            }
         }
     }
 }
