@@ -19,6 +19,32 @@ use super::start::EngineProbe;
 use super::{DEFAULT_NETWORK, Inner, instances, labels};
 use crate::container::{Status, volumes};
 
+/// Every name the images answer to, and what `value` makes of the image
+/// for it (told the reference, or `None` for a digest): each reference,
+/// and each image under its own digests too — the manifest's and the
+/// index's it was chosen from, tagged or not — unless a reference or an
+/// earlier image has that name already. A reference pinned to a digest
+/// (`name:tag@digest`, a rollback's or an image update's) names an image
+/// though no pull recorded that name (an image imported here, or one
+/// whose tag moved since): its digest is how it is found.
+pub(super) fn by_name<V>(
+    images: &[moor_store::ImageRecord],
+    mut value: impl FnMut(&moor_store::ImageRecord, Option<&str>) -> V,
+) -> std::collections::BTreeMap<String, V> {
+    let mut out = std::collections::BTreeMap::new();
+    for img in images {
+        for r in &img.refs {
+            out.insert(r.clone(), value(img, Some(r)));
+        }
+        for d in std::iter::once(&img.digest).chain(img.index.as_ref()) {
+            if !out.contains_key(d) {
+                out.insert(d.clone(), value(img, None));
+            }
+        }
+    }
+    out
+}
+
 impl Inner {
     /// What `spec` would be built from now ([`crate::build::inputs`]).
     pub(super) fn build_inputs(
@@ -32,35 +58,13 @@ impl Inner {
     pub(super) fn observe(self: &Arc<Self>) -> Result<Observed, RuntimeError> {
         let mut o = Observed::default();
         let images = self.images.lock().expect("image store poisoned");
-        for img in images.list().map_err(image)? {
-            for r in &img.refs {
-                o.images.insert(
-                    r.clone(),
-                    ObservedImage {
-                        digest: img.digest.clone(),
-                        remote_digest: None,
-                        built_from: crate::build::inputs::recorded(
-                            images.store.root(),
-                            r,
-                            &img.digest,
-                        ),
-                    },
-                );
-            }
-            // Every image under its digests too (the manifest's, and the
-            // index's it was chosen from), tagged or not: a reference
-            // pinned to a digest (`name:tag@digest`, a rollback's or an
-            // image update's) names it, though no pull recorded that name
-            // (an image imported here, or one whose tag moved since);
-            // the reconciler's observation matches such references to these.
-            for d in std::iter::once(&img.digest).chain(img.index.as_ref()) {
-                o.images.entry(d.clone()).or_insert_with(|| ObservedImage {
-                    digest: img.digest.clone(),
-                    remote_digest: None,
-                    built_from: None,
-                });
-            }
-        }
+        let listed = images.list().map_err(image)?;
+        o.images = by_name(&listed, |img, reference| ObservedImage {
+            digest: img.digest.clone(),
+            remote_digest: None,
+            built_from: reference
+                .and_then(|r| crate::build::inputs::recorded(images.store.root(), r, &img.digest)),
+        });
         drop(images);
 
         let owners = Owners::load(&self.state_dir).map_err(host)?;
@@ -258,4 +262,52 @@ impl Inner {
 
 fn ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use moor_store::ImageRecord;
+
+    fn image(digest: &str, index: Option<&str>, refs: &[&str]) -> ImageRecord {
+        ImageRecord {
+            digest: digest.into(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            config: "sha256:c".into(),
+            index: index.map(String::from),
+            platform: "linux/amd64".into(),
+            size: 1,
+            created: 0,
+            layers: Vec::new(),
+            refs: refs.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn an_image_answers_to_its_references_and_its_digests() {
+        let images = [
+            image("sha256:a", Some("sha256:ia"), &["reg/app:1"]),
+            // Tagged nowhere: found by its digests only.
+            image("sha256:b", None, &[]),
+            // Its index is the first image's manifest: the first keeps it.
+            image("sha256:c", Some("sha256:a"), &["reg/app:2"]),
+        ];
+        let names = super::by_name(&images, |img, reference| {
+            format!("{} {}", img.digest, reference.unwrap_or("-"))
+        });
+        let got: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("reg/app:1", "sha256:a reg/app:1"),
+                ("reg/app:2", "sha256:c reg/app:2"),
+                ("sha256:a", "sha256:a -"),
+                ("sha256:b", "sha256:b -"),
+                ("sha256:c", "sha256:c -"),
+                ("sha256:ia", "sha256:a -"),
+            ]
+        );
+    }
 }

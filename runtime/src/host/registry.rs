@@ -104,10 +104,9 @@ impl Host {
         .flatten()
     }
 
-    /// Every reference in the image store and its digest as a registry
-    /// names it (the index's, else the manifest's), and every image under
-    /// its own digests too (manifest and index, tagged or not: see
-    /// [`digest_of`]); empty when the store cannot be read.
+    /// Every name in the image store ([`super::observe::by_name`]) and
+    /// the digest a registry names its image by (the index's, else the
+    /// manifest's); empty when the store cannot be read.
     /// Never waits for a pull under way (which holds the host's handle on
     /// the store): it then reads through a handle of its own.
     pub fn image_digests(&self) -> std::collections::BTreeMap<String, String> {
@@ -115,17 +114,9 @@ impl Host {
             Ok(images) => images.list(),
             Err(_) => crate::image::Images::open(&self.inner.state_dir).and_then(|i| i.list()),
         };
-        let mut out = std::collections::BTreeMap::new();
-        for i in list.unwrap_or_default() {
-            let digest = i.index.clone().unwrap_or_else(|| i.digest.clone());
-            for r in i.refs {
-                out.insert(r, digest.clone());
-            }
-            for d in std::iter::once(i.digest).chain(i.index) {
-                out.entry(d).or_insert_with(|| digest.clone());
-            }
-        }
-        out
+        super::observe::by_name(&list.unwrap_or_default(), |i, _| {
+            i.index.clone().unwrap_or_else(|| i.digest.clone())
+        })
     }
 }
 
