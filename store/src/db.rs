@@ -290,6 +290,43 @@ impl Db {
         }
     }
 
+    /// The newest image chosen from the index with digest `index`.
+    pub fn image_from_index(&self, index: &str) -> Result<Option<ImageRecord>, DbError> {
+        let digest: Option<String> = self.with(|c| {
+            c.query_row(
+                "SELECT digest FROM images WHERE idx = ?1 ORDER BY created DESC, digest LIMIT 1",
+                [index],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        match digest {
+            Some(d) => self.image(&d),
+            None => Ok(None),
+        }
+    }
+
+    /// The manifest digests that begin `sha256:` and then `hex`, at most
+    /// `limit` of them, newest first. `hex` is hexadecimal digits only.
+    pub fn digests_with_prefix(&self, hex: &str, limit: usize) -> Result<Vec<String>, DbError> {
+        assert!(
+            hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            "a digest prefix is hex digits"
+        );
+        self.with(|c| {
+            // `substr` rather than `LIKE`, which ignores case.
+            let mut st = c.prepare(
+                "SELECT digest FROM images WHERE substr(digest, 1, ?2) = ?1
+                 ORDER BY created DESC, digest LIMIT ?3",
+            )?;
+            let prefix = format!("sha256:{hex}");
+            st.query_map(params![prefix, prefix.len() as i64, limit as i64], |r| {
+                r.get(0)
+            })?
+            .collect()
+        })
+    }
+
     /// The image with manifest digest `digest`.
     pub fn image(&self, digest: &str) -> Result<Option<ImageRecord>, DbError> {
         self.with(|c| {
@@ -580,6 +617,37 @@ mod tests {
         db.remove_image("one").unwrap();
         assert_eq!(db.snapshot_refcount("base").unwrap(), 1);
         assert_eq!(db.unreferenced_snapshots().unwrap(), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn images_are_found_by_their_index_and_by_a_prefix_of_their_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("db")).unwrap();
+        let put = |digest: &str, index: Option<&str>, created: i64| {
+            let mut i = image(digest, &[]);
+            i.index = index.map(String::from);
+            i.created = created;
+            db.put_image(&i, &[]).unwrap();
+        };
+        put("sha256:abc123aa", Some("sha256:1dx"), 1);
+        put("sha256:abc123bb", Some("sha256:1dx"), 2);
+        put("sha256:fed456", None, 3);
+        // Two images chosen from one index: the newer.
+        let from = db.image_from_index("sha256:1dx").unwrap().unwrap();
+        assert_eq!(from.digest, "sha256:abc123bb");
+        assert!(db.image_from_index("sha256:none").unwrap().is_none());
+        assert_eq!(
+            db.digests_with_prefix("abc123", 5).unwrap(),
+            ["sha256:abc123bb", "sha256:abc123aa"]
+        );
+        assert_eq!(db.digests_with_prefix("abc123", 1).unwrap().len(), 1);
+        assert_eq!(
+            db.digests_with_prefix("fed4", 2).unwrap(),
+            ["sha256:fed456"]
+        );
+        // Case counts, as in the digests themselves.
+        assert!(db.digests_with_prefix("FED4", 2).unwrap().is_empty());
+        assert!(db.digests_with_prefix("abd", 2).unwrap().is_empty());
     }
 
     #[test]

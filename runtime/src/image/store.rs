@@ -147,23 +147,15 @@ impl Images {
             if let Some(i) = self.store.db.image(d)? {
                 return Ok(Some(i));
             }
-            if let Some(i) = self
-                .list()?
-                .into_iter()
-                .find(|i| i.index.as_deref() == Some(d))
-            {
+            if let Some(i) = self.store.db.image_from_index(d)? {
                 return Ok(Some(i));
             }
         }
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
         if hex.len() >= 6 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let found: Vec<_> = self
-                .list()?
-                .into_iter()
-                .filter(|i| i.digest["sha256:".len()..].starts_with(hex))
-                .collect();
-            if found.len() == 1 {
-                return Ok(found.into_iter().next());
+            // A prefix names an image only when it is the only one.
+            if let [digest] = self.store.db.digests_with_prefix(hex, 2)?.as_slice() {
+                return Ok(self.store.db.image(digest)?);
             }
         }
         Ok(None)
