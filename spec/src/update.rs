@@ -159,9 +159,107 @@ pub fn decide(policy: &UpdatePolicy, current: Option<&str>, remote: &str) -> Dec
     }
 }
 
+/// What one check of an image means, and the `tag@digest` in force it was
+/// judged against (`None`: none known). `pinned` is the pin in force
+/// (`tag@digest`), `local` the digest of the image in the store under the
+/// reference as written, `written` the tag as written, and the registry
+/// offers `tag@digest`. With nothing pinned, the image in the store being
+/// the very one the registry offers is adopted as it is (pinned, nothing
+/// replaced), whether the check came before the first pull or after it:
+/// the first check adopts what runs, even when the tag it was found under
+/// is not the one written (`1` written, `1.4.2` picked). `notify` adopts
+/// nothing.
+pub fn judge(
+    policy: &UpdatePolicy,
+    pinned: Option<&str>,
+    local: Option<&str>,
+    written: &str,
+    tag: &str,
+    digest: &str,
+) -> (Decision, Option<String>) {
+    let current = match pinned {
+        Some(p) => Some(p.to_string()),
+        None => local.map(|d| format!("{written}@{d}")),
+    };
+    let adopt = pinned.is_none() && *policy != UpdatePolicy::Notify && local == Some(digest);
+    let decision = if adopt {
+        Decision::Adopt
+    } else {
+        decide(policy, current.as_deref(), &format!("{tag}@{digest}"))
+    };
+    (decision, current)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_check_adopts_what_runs_and_later_ones_update() {
+        let semver = UpdatePolicy::Semver("^1".into());
+        let judged = |policy: &UpdatePolicy, pinned, local| {
+            judge(policy, pinned, local, "1", "1.4.2", "sha256:b").0
+        };
+        // Nothing pinned, and the store holds what the registry offers
+        // (under another tag than the one written): adopted.
+        assert_eq!(judged(&semver, None, Some("sha256:b")), Decision::Adopt);
+        assert_eq!(
+            judged(&UpdatePolicy::Digest, None, Some("sha256:b")),
+            Decision::Adopt
+        );
+        // Nothing pinned and nothing in the store yet: adopted too.
+        assert_eq!(judged(&semver, None, None), Decision::Adopt);
+        // Nothing pinned, but the store holds another image: updated.
+        assert_eq!(judged(&semver, None, Some("sha256:a")), Decision::Update);
+        // A pin: kept while the registry offers it, replaced after.
+        assert_eq!(
+            judged(&semver, Some("1.4.2@sha256:b"), Some("sha256:a")),
+            Decision::Unchanged
+        );
+        assert_eq!(
+            judged(&semver, Some("1.4.1@sha256:a"), Some("sha256:b")),
+            Decision::Update
+        );
+        // notify adopts nothing and replaces nothing.
+        let notify = UpdatePolicy::Notify;
+        assert_eq!(judged(&notify, None, None), Decision::Unchanged);
+        assert_eq!(
+            judged(&notify, Some("1.4.1@sha256:a"), None),
+            Decision::Notify
+        );
+        assert_eq!(
+            judge(
+                &notify,
+                None,
+                Some("sha256:b"),
+                "1.4.2",
+                "1.4.2",
+                "sha256:b"
+            )
+            .0,
+            Decision::Unchanged
+        );
+        // What the decision was judged against.
+        assert_eq!(
+            judge(&semver, None, Some("sha256:a"), "1", "1.4.2", "sha256:b")
+                .1
+                .as_deref(),
+            Some("1@sha256:a")
+        );
+        assert_eq!(
+            judge(
+                &semver,
+                Some("1.4.1@sha256:a"),
+                None,
+                "1",
+                "1.4.2",
+                "sha256:b"
+            )
+            .1
+            .as_deref(),
+            Some("1.4.1@sha256:a")
+        );
+    }
 
     #[test]
     fn policies_parse_and_bad_ones_say_why() {

@@ -25,7 +25,7 @@ use moor_reconcile::rollout::Outcome;
 use moor_reconcile::{Status, Trigger};
 use moor_runtime::host::Host;
 use moor_spec::reference::ImageRef;
-use moor_spec::update::{Decision, UpdatePolicy, UpdateSpec, decide, pick_tag};
+use moor_spec::update::{Decision, UpdatePolicy, UpdateSpec, judge, pick_tag};
 use moor_spec::{DesiredState, ImageSpec};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -295,22 +295,15 @@ impl Updater {
         let remote = format!("{tag}@{digest}");
         v.latest = Some(remote.clone());
         let written = written_tag(&c.spec).unwrap_or_default();
-        let current = match pins.get(&c.spec) {
-            Some(p) => Some(format!("{}@{}", p.tag, p.digest)),
-            None => c.local.as_ref().map(|d| format!("{written}@{d}")),
-        };
-        // With nothing pinned yet, the image in the store being the one the
-        // registry offers is adopted as it is (pinned, nothing replaced),
-        // whether the check came before the first pull or after it: the
-        // first check adopts what runs.
-        let adopt = pins.get(&c.spec).is_none()
-            && update.policy != UpdatePolicy::Notify
-            && c.local.as_deref() == Some(digest.as_str());
-        let decision = if adopt {
-            Decision::Adopt
-        } else {
-            decide(&update.policy, current.as_deref(), &remote)
-        };
+        let pinned = pins.get(&c.spec).map(|p| format!("{}@{}", p.tag, p.digest));
+        let (decision, current) = judge(
+            &update.policy,
+            pinned.as_deref(),
+            c.local.as_deref(),
+            &written,
+            &tag,
+            &digest,
+        );
         match decision {
             Decision::Unchanged => {
                 v.update_available = false;
