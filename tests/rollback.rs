@@ -97,6 +97,29 @@ fn wait_outcome(host: &Instance, revision: Option<&str>, outcome: &str) {
     }
 }
 
+/// Starts the agent on the directory `dir` (a deploy timeout of 5 s,
+/// `min_ready`, and `extra` arguments), waits until it serves `hello`
+/// and judged that revision healthy, and returns the revision.
+#[track_caller]
+fn start_on_dir(host: &mut Instance, dir: &Path, min_ready: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "--source",
+        dir.to_str().expect("utf-8"),
+        "--deploy-timeout",
+        "5s",
+        "--min-ready",
+        min_ready,
+    ];
+    args.extend_from_slice(extra);
+    host.start_agent(&args);
+    wait_greeting(host, "hello");
+    wait_outcome(host, None, "healthy");
+    source(host)["applied_revision"]
+        .as_str()
+        .expect("revision")
+        .to_string()
+}
+
 fn rollbacks_metric(host: &Instance, source: &str) -> Option<f64> {
     let (_, body) = http_get(host.port, "/metrics")?;
     let prefix = format!("moor_rollbacks_total{{source=\"{source}\"}} ");
@@ -399,20 +422,7 @@ fn a_directory_edit_that_fails_is_rolled_back_until_the_files_change_again() {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     std::fs::write(&file, dir_manifest("hello", true)).expect("write");
-    host.start_agent(&[
-        "--source",
-        dir.to_str().expect("utf-8"),
-        "--deploy-timeout",
-        "5s",
-        "--min-ready",
-        "1s",
-    ]);
-    wait_greeting(&host, "hello");
-    wait_outcome(&host, None, "healthy");
-    let good = source(&host)["applied_revision"]
-        .as_str()
-        .expect("revision")
-        .to_string();
+    let good = start_on_dir(&mut host, &dir, "1s", &[]);
     assert_eq!(page(&host), "page one");
     // The healthy revision's files are kept: copied, links as links.
     let snapshot = host
@@ -497,18 +507,7 @@ fn rollback_off_leaves_a_failed_edit_in_force_and_reports_it() {
     std::fs::create_dir(&dir).expect("mkdir");
     let file = dir.join("stack.toml");
     std::fs::write(&file, manifest("hello", true, None)).expect("write");
-    host.start_agent(&[
-        "--source",
-        dir.to_str().expect("utf-8"),
-        "--rollback",
-        "off",
-        "--deploy-timeout",
-        "5s",
-        "--min-ready",
-        "1s",
-    ]);
-    wait_greeting(&host, "hello");
-    wait_outcome(&host, None, "healthy");
+    start_on_dir(&mut host, &dir, "1s", &["--rollback", "off"]);
     write(&file, &manifest("broken", false, None));
     wait_greeting(&host, "broken");
     wait_outcome(&host, None, "failed");
@@ -560,20 +559,7 @@ fn a_crash_looping_edit_is_rolled_back_within_the_deploy_timeout() {
         )
     };
     std::fs::write(&file, plain("hello", r#"["sleep", "3600"]"#)).expect("write");
-    host.start_agent(&[
-        "--source",
-        dir.to_str().expect("utf-8"),
-        "--deploy-timeout",
-        "5s",
-        "--min-ready",
-        "2s",
-    ]);
-    wait_greeting(&host, "hello");
-    wait_outcome(&host, None, "healthy");
-    let good = source(&host)["applied_revision"]
-        .as_str()
-        .expect("revision")
-        .to_string();
+    let good = start_on_dir(&mut host, &dir, "2s", &[]);
     // Exits 3 at once, every time it is restarted.
     write(&file, &plain("loop", r#"["sh", "-c", "exit 3"]"#));
     let edited = Instant::now();
@@ -665,24 +651,7 @@ fn an_imported_image_is_rolled_back_to_the_digest_that_ran() {
     };
     import(&host, "one");
     std::fs::write(&file, manifest("hello")).expect("write");
-    host.start_agent(&[
-        "--source",
-        dir.to_str().expect("utf-8"),
-        "--deploy-timeout",
-        "5s",
-        "--min-ready",
-        "2s",
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while greeting(&host).as_deref() != Some("hello") {
-        assert!(Instant::now() < deadline, "{}", host.agent_log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    wait_outcome(&host, None, "healthy");
-    let good = source(&host)["applied_revision"]
-        .as_str()
-        .expect("revision")
-        .to_string();
+    let good = start_on_dir(&mut host, &dir, "2s", &[]);
     assert_eq!(version(&host), "one");
 
     // The tag now names another image, which the next revision runs.

@@ -63,6 +63,15 @@ fn push_index(
     digest(&index)
 }
 
+/// What every test here starts from: a host with busybox, a registry on
+/// loopback (`None`: skipped, which only happens off CI), and a
+/// directory for the manifests.
+fn setup(project: &str) -> Option<(Instance, Registry, tempfile::TempDir)> {
+    let host = Instance::with_busybox(project, &["docker-registry"])?;
+    let registry = Registry::start()?;
+    Some((host, registry, tempfile::tempdir().expect("tempdir")))
+}
+
 /// `work/<project>/stack.toml` with an image `app` following `reference`
 /// under `update`, and a container `web` printing its `/version`.
 fn manifests(work: &Path, project: &str, reference: &str, update: &str) -> PathBuf {
@@ -108,17 +117,13 @@ fn image_of(host: &Instance) -> String {
 /// name the digest; and a plain `moor apply` afterwards keeps the new image.
 #[test]
 fn a_re_pushed_tag_replaces_the_container_and_apply_keeps_it() {
-    let Some(mut host) = Instance::with_busybox("imup", &["docker-registry"]) else {
-        return;
-    };
-    let Some(registry) = Registry::start() else {
+    let Some((mut host, registry, work)) = setup("imup") else {
         return;
     };
     let repo = "imup/app";
     let reference = format!("{}/{repo}:1", registry.addr);
     let (v1, v2) = (app("one"), app("two"));
     let first = push_index(&registry, repo, "1", &v1, &foreign("a"));
-    let work = tempfile::tempdir().expect("tempdir");
     let dir = manifests(work.path(), "imup", &reference, "{ interval = \"10s\" }");
     host.start_agent(&["--source", dir.to_str().expect("utf-8"), "--resync", "1h"]);
 
@@ -203,17 +208,13 @@ fn a_re_pushed_tag_replaces_the_container_and_apply_keeps_it() {
 /// registry offers is applied.
 #[test]
 fn an_update_that_fails_its_health_check_is_rolled_back_and_not_retried() {
-    let Some(mut host) = Instance::with_busybox("imrb", &["docker-registry"]) else {
-        return;
-    };
-    let Some(registry) = Registry::start() else {
+    let Some((mut host, registry, work)) = setup("imrb") else {
         return;
     };
     let repo = "imrb/app";
     let reference = format!("{}/{repo}:1", registry.addr);
     let one = app("one");
     registry.push(repo, "1", &one);
-    let work = tempfile::tempdir().expect("tempdir");
     let dir = work.path().join("imrb");
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(
@@ -334,10 +335,7 @@ fn an_update_that_fails_its_health_check_is_rolled_back_and_not_retried() {
 /// 2.0.0, latest and v1.5.0 (1.10.0), and follows a new one (1.11.0).
 #[test]
 fn semver_runs_the_highest_tag_in_range_and_follows_a_new_one() {
-    let Some(mut host) = Instance::with_busybox("imsv", &["docker-registry"]) else {
-        return;
-    };
-    let Some(registry) = Registry::start() else {
+    let Some((mut host, registry, work)) = setup("imsv") else {
         return;
     };
     let repo = "imsv/app";
@@ -348,7 +346,6 @@ fn semver_runs_the_highest_tag_in_range_and_follows_a_new_one() {
         images.insert(tag, image);
     }
     let reference = format!("{}/{repo}:1.4.0", registry.addr);
-    let work = tempfile::tempdir().expect("tempdir");
     let dir = manifests(
         work.path(),
         "imsv",
@@ -384,16 +381,12 @@ fn semver_runs_the_highest_tag_in_range_and_follows_a_new_one() {
 /// `update_available` notification — and changes nothing.
 #[test]
 fn notify_reports_and_replaces_nothing() {
-    let Some(mut host) = Instance::with_busybox("imnt", &["docker-registry"]) else {
-        return;
-    };
-    let Some(registry) = Registry::start() else {
+    let Some((mut host, registry, work)) = setup("imnt") else {
         return;
     };
     let repo = "imnt/app";
     registry.push(repo, "1", &app("one"));
     let reference = format!("{}/{repo}:1", registry.addr);
-    let work = tempfile::tempdir().expect("tempdir");
     let dir = manifests(
         work.path(),
         "imnt",
@@ -459,16 +452,12 @@ fn notify_reports_and_replaces_nothing() {
 /// container running as it was.
 #[test]
 fn a_registry_that_is_down_leaves_the_container_running() {
-    let Some(mut host) = Instance::with_busybox("imdn", &["docker-registry"]) else {
-        return;
-    };
-    let Some(registry) = Registry::start() else {
+    let Some((mut host, registry, work)) = setup("imdn") else {
         return;
     };
     let repo = "imdn/app";
     registry.push(repo, "1", &app("one"));
     let reference = format!("{}/{repo}:1", registry.addr);
-    let work = tempfile::tempdir().expect("tempdir");
     let dir = manifests(work.path(), "imdn", &reference, "{ interval = \"10s\" }");
     host.start_agent(&["--source", dir.to_str().expect("utf-8"), "--resync", "1h"]);
     wait_for("web runs image one", WITHIN, || {
@@ -510,10 +499,7 @@ fn a_registry_that_is_down_leaves_the_container_running() {
 /// registry no longer has it: the rollback runs image one from the store.
 #[test]
 fn a_rollback_runs_the_digest_the_good_revision_ran_even_after_prune() {
-    let Some(mut host) = Instance::with_busybox("rbim", &["docker-registry"]) else {
-        return;
-    };
-    let Some(registry) = Registry::start() else {
+    let Some((mut host, registry, work)) = setup("rbim") else {
         return;
     };
     let repo = "rbim/app";
@@ -521,7 +507,6 @@ fn a_rollback_runs_the_digest_the_good_revision_ran_even_after_prune() {
     let (v1, v2) = (app("one"), app("two"));
     registry.push(repo, "1", &v1);
     let d1 = v1.manifest_digest.clone();
-    let work = tempfile::tempdir().expect("tempdir");
     let dir = work.path().join("rbim");
     std::fs::create_dir_all(&dir).expect("mkdir");
     // `ready` false: a check that fails, its failures not counted for an
