@@ -275,31 +275,25 @@ impl Db {
 
     /// The image a reference or an image digest names.
     pub fn resolve(&self, name: &str) -> Result<Option<ImageRecord>, DbError> {
-        let digest: Option<String> = self.with(|c| {
-            c.query_row(
-                "SELECT image FROM image_refs WHERE name = ?1
-                 UNION ALL SELECT digest FROM images WHERE digest = ?1 LIMIT 1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()
-        })?;
-        match digest {
-            Some(d) => self.image(&d),
-            None => Ok(None),
-        }
+        self.image_by(
+            "SELECT image FROM image_refs WHERE name = ?1
+             UNION ALL SELECT digest FROM images WHERE digest = ?1 LIMIT 1",
+            name,
+        )
     }
 
     /// The newest image chosen from the index with digest `index`.
     pub fn image_from_index(&self, index: &str) -> Result<Option<ImageRecord>, DbError> {
-        let digest: Option<String> = self.with(|c| {
-            c.query_row(
-                "SELECT digest FROM images WHERE idx = ?1 ORDER BY created DESC, digest LIMIT 1",
-                [index],
-                |r| r.get(0),
-            )
-            .optional()
-        })?;
+        self.image_by(
+            "SELECT digest FROM images WHERE idx = ?1 ORDER BY created DESC, digest LIMIT 1",
+            index,
+        )
+    }
+
+    /// The image whose digest `query` (one parameter, `key`) selects.
+    fn image_by(&self, query: &str, key: &str) -> Result<Option<ImageRecord>, DbError> {
+        let digest: Option<String> =
+            self.with(|c| c.query_row(query, [key], |r| r.get(0)).optional())?;
         match digest {
             Some(d) => self.image(&d),
             None => Ok(None),
@@ -307,12 +301,8 @@ impl Db {
     }
 
     /// The manifest digests that begin `sha256:` and then `hex`, at most
-    /// `limit` of them, newest first. `hex` is hexadecimal digits only.
+    /// `limit` of them, newest first.
     pub fn digests_with_prefix(&self, hex: &str, limit: usize) -> Result<Vec<String>, DbError> {
-        assert!(
-            hex.bytes().all(|b| b.is_ascii_hexdigit()),
-            "a digest prefix is hex digits"
-        );
         self.with(|c| {
             // `substr` rather than `LIKE`, which ignores case.
             let mut st = c.prepare(
