@@ -4,9 +4,9 @@ use std::net::Ipv4Addr;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{LinkFlags, LinkMessage};
 use rtnetlink::{LinkBridge, LinkUnspec};
 
+use super::dump::{Addr, Link};
 use super::error::{NetError, Result};
 use super::names;
 use super::netlink::{self, find_link};
@@ -120,26 +120,21 @@ pub(crate) fn allow_localnet(bridge: &str) -> Result<()> {
 /// and with `gateway/prefix` on it. A bridge that is not is given to
 /// [`create`], which repairs what is missing.
 pub(crate) fn intact(
-    links: &[LinkMessage],
-    addrs: &[AddressMessage],
+    links: &[Link],
+    addrs: &[Addr],
     alias: &str,
     bridge: &str,
     gateway: Ipv4Addr,
     prefix: u8,
 ) -> bool {
-    let Some(link) = links.iter().find(|l| netlink::link_name(l) == Some(bridge)) else {
+    let Some(link) = links.iter().find(|l| l.name == bridge) else {
         return false;
     };
-    let index = link.header.index;
-    netlink::link_alias(link) == Some(alias)
-        && link.header.flags.contains(LinkFlags::Up)
-        && addrs.iter().any(|a| {
-            a.header.index == index
-                && a.header.prefix_len == prefix
-                && a.attributes.iter().any(|attr| {
-                    matches!(attr, AddressAttribute::Local(std::net::IpAddr::V4(ip)) if *ip == gateway)
-                })
-        })
+    link.alias.as_deref() == Some(alias)
+        && link.up
+        && addrs
+            .iter()
+            .any(|a| a.index == link.index && a.prefix_len == prefix && a.local == Some(gateway))
 }
 
 /// Whether another moor instance still holds a bridge its alias marks.

@@ -16,8 +16,9 @@
 //!   the DNS resolver runs.
 //!
 //! Every `moor apply` runs it, so a host with nothing to repair costs two
-//! netlink dumps (links, addresses) and an nftables handle query on the
-//! calling thread, a few reads, and no writes: see `bench/stack.sh`.
+//! netlink dumps (links, addresses; read as `dump` says) and an nftables
+//! handle query on the calling thread, a few reads, and no writes: see
+//! `bench/stack.sh`.
 //!
 //! It never touches an interface that is not provably this instance's: not
 //! by name shape alone, since another moor (a second state directory) or a
@@ -29,7 +30,7 @@ use serde::Serialize;
 
 use super::error::Result;
 use super::networks::Networks;
-use super::{bridge, names, netlink, veth};
+use super::{bridge, dump, names, netlink, veth};
 
 /// What [`Networks::cleanup`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -55,16 +56,8 @@ impl Networks {
         let held = self.file().lock()?;
         let mut state = self.file().load(&held)?;
         let mut report = CleanupReport::default();
-        let (links, addrs) = netlink::run(None, |h| async move {
-            Ok((
-                netlink::all_links(&h).await?,
-                netlink::all_addresses(&h).await?,
-            ))
-        })?;
-        let present: BTreeSet<String> = links
-            .iter()
-            .filter_map(|l| netlink::link_name(l).map(String::from))
-            .collect();
+        let (links, addrs) = dump::links_and_addresses()?;
+        let present: BTreeSet<&str> = links.iter().map(|l| l.name.as_str()).collect();
         let delete = |name: &str, report: &mut Vec<String>| -> Result<()> {
             netlink::run(
                 None,
@@ -77,7 +70,9 @@ impl Networks {
         // Attachments: live ones are kept, all others lose their pairs.
         for (name, c) in state.containers.iter_mut() {
             let intact = c.netns.as_ref().is_some_and(|ns| ns.exists())
-                && c.leases.iter().all(|l| present.contains(&l.host_veth));
+                && c.leases
+                    .iter()
+                    .all(|l| present.contains(l.host_veth.as_str()));
             if c.netns.is_some() && !intact {
                 c.netns = None;
                 report.detached.push(name.clone());
@@ -90,7 +85,7 @@ impl Networks {
                     l.host_veth.clone(),
                     self.naming().veth_peer(name, &l.network),
                 ] {
-                    if present.contains(&end) {
+                    if present.contains(end.as_str()) {
                         delete(&end, &mut report.removed_veths)?;
                     }
                 }
@@ -107,8 +102,7 @@ impl Networks {
         let recorded_bridges: BTreeSet<&str> =
             state.networks.values().map(|n| n.bridge.as_str()).collect();
         for link in &links {
-            let (Some(name), Some(alias)) = (netlink::link_name(link), netlink::link_alias(link))
-            else {
+            let (name, Some(alias)) = (link.name.as_str(), link.alias.as_deref()) else {
                 continue;
             };
             match names::owned_by(alias, self.instance()) {
@@ -139,12 +133,7 @@ impl Networks {
         }
         // Live host ends not on their network's bridge (as dumped above: a
         // bridge made again has none).
-        let index = |name: &str| {
-            links
-                .iter()
-                .find(|l| netlink::link_name(l) == Some(name))
-                .map(|l| l.header.index)
-        };
+        let index = |name: &str| links.iter().find(|l| l.name == name).map(|l| l.index);
         for c in state.containers.values().filter(|c| c.netns.is_some()) {
             for l in &c.leases {
                 let Some(n) = state.networks.get(&l.network) else {
@@ -152,8 +141,8 @@ impl Networks {
                 };
                 let on_bridge = links
                     .iter()
-                    .find(|link| netlink::link_name(link) == Some(l.host_veth.as_str()))
-                    .and_then(netlink::link_controller);
+                    .find(|link| link.name == l.host_veth)
+                    .and_then(|link| link.controller);
                 if on_bridge.is_none() || on_bridge != index(&n.bridge) {
                     veth::replug(&l.host_veth, &n.bridge)?;
                     report.replugged.push(l.host_veth.clone());

@@ -15,6 +15,7 @@
 mod bridge;
 mod cleanup;
 pub(crate) mod dns;
+mod dump;
 mod error;
 mod ipam;
 pub mod names;

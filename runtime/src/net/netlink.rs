@@ -5,7 +5,7 @@
 //! current-thread tokio runtime and its own netlink socket opened after the
 //! switch. The caller's threads, and any runtime the caller runs, never change
 //! namespace. Host work runs on the calling thread when it is outside any
-//! tokio runtime (start-up, `Networks::cleanup`): handing it to another
+//! tokio runtime (start-up, `Networks::cleanup`'s repairs): handing it to another
 //! thread costs a scheduling delay per request on a busy machine, which is
 //! most of what a no-op `moor apply` would wait for. The public API is plain
 //! blocking functions that an async caller wraps in `spawn_blocking`.
@@ -17,9 +17,7 @@ use std::path::Path;
 use futures_util::TryStreamExt;
 use nix::sched::CloneFlags;
 use rtnetlink::Handle;
-use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::packet_route::address::AddressMessage;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 
 use super::error::{NetError, Result};
 
@@ -82,46 +80,6 @@ pub(crate) async fn find_link(handle: &Handle, name: &str) -> Result<Option<Link
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == ENODEV => Ok(None),
         Err(e) => Err(NetError::netlink(format!("look up link {name}"))(e)),
     }
-}
-
-/// Every link in the namespace, without their statistics (most of what
-/// the kernel would otherwise send, and parse, per link).
-pub(crate) async fn all_links(handle: &Handle) -> Result<Vec<LinkMessage>> {
-    handle
-        .link()
-        .get()
-        .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
-        .execute()
-        .try_collect()
-        .await
-        .map_err(NetError::netlink("list links"))
-}
-
-/// Every IPv4 address in the namespace.
-pub(crate) async fn all_addresses(handle: &Handle) -> Result<Vec<AddressMessage>> {
-    let mut request = handle.address().get();
-    request.message_mut().header.family = AddressFamily::Inet;
-    request
-        .execute()
-        .try_collect()
-        .await
-        .map_err(NetError::netlink("list addresses"))
-}
-
-/// A link's name.
-pub(crate) fn link_name(link: &LinkMessage) -> Option<&str> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.as_str()),
-        _ => None,
-    })
-}
-
-/// The index of the link's controller (the bridge it is a port of).
-pub(crate) fn link_controller(link: &LinkMessage) -> Option<u32> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Controller(i) => Some(*i),
-        _ => None,
-    })
 }
 
 /// A link's alias.
