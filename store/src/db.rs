@@ -98,6 +98,31 @@ pub struct SnapshotRecord {
 pub struct Db {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// This connection wrote the schema.
+    created: bool,
+}
+
+/// How long a closing writer waits for readers to let it empty the log.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(500);
+
+impl Drop for Db {
+    /// A connection that wrote copies the log into the database and empties
+    /// it as it closes. Otherwise the next command to open the database,
+    /// finding no other connection, rebuilds the log's index by reading
+    /// and checksumming every page of the log — up to the 1,000 pages
+    /// (4 MB) at which SQLite copies it on its own — before its first
+    /// read: 6 % of a no-op `moor apply` after one image import here. The
+    /// copy is the writer's to pay, once; readers close as before. Readers
+    /// that hold the log longer than [`CHECKPOINT_WAIT`] leave it for later.
+    fn drop(&mut self) {
+        let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
+        if conn.total_changes() == 0 && !self.created {
+            return;
+        }
+        let _ = conn.busy_timeout(CHECKPOINT_WAIT);
+        // Failing (busy, say) only leaves the log to the next writer.
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
 }
 
 /// The schema's version, kept in the database's `user_version`.
@@ -196,7 +221,8 @@ impl Db {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;
-        if version < SCHEMA_VERSION {
+        let created = version < SCHEMA_VERSION;
+        if created {
             // Written once: a command that only reads writes nothing.
             conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
@@ -206,6 +232,7 @@ impl Db {
         Ok(Self {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            created,
         })
     }
 
@@ -579,6 +606,27 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_empties_the_log_as_it_closes_and_a_reader_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let log = || std::fs::metadata(dir.path().join("db-wal")).map_or(0, |m| m.len());
+        let writer = Db::open(&path).unwrap();
+        writer.put_image(&image("x", &["a"]), &[]).unwrap();
+        assert!(log() > 0, "the write is in the log");
+        let reader = Db::open(&path).unwrap();
+        assert_eq!(reader.images().unwrap().len(), 1);
+        drop(reader);
+        assert!(log() > 0, "a reader leaves the log as it is");
+        drop(writer);
+        assert_eq!(log(), 0, "the writer emptied it");
+        // What was written is in the database itself.
+        let reader = Db::open(&path).unwrap();
+        assert_eq!(reader.images().unwrap().len(), 1);
+        drop(reader);
+        assert_eq!(log(), 0);
+    }
+
+    #[test]
     fn refcounts_follow_images() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("db")).unwrap();
@@ -668,23 +716,25 @@ mod tests {
     }
 
     #[test]
-    fn closing_copies_nothing_into_the_database_file() {
+    fn a_reader_closing_copies_nothing_into_the_database_file() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let db = Db::open(&path).unwrap();
-        db.put_image(&image("one", &[]), &["r/one:1".into()])
+        let writer = Db::open(&path).unwrap();
+        writer
+            .put_image(&image("one", &[]), &["r/one:1".into()])
             .unwrap();
         let file = || {
             let m = std::fs::metadata(&path).unwrap();
             (m.len(), m.mtime(), m.mtime_nsec())
         };
         let before = file();
-        drop(db);
-        assert_eq!(file(), before, "a close checkpointed the log");
-        // What is in the log is read all the same.
-        let db = Db::open(&path).unwrap();
-        assert_eq!(db.resolve("r/one:1").unwrap().unwrap().digest, "one");
+        let reader = Db::open(&path).unwrap();
+        assert_eq!(reader.resolve("r/one:1").unwrap().unwrap().digest, "one");
+        drop(reader);
+        assert_eq!(file(), before, "a reader's close checkpointed the log");
+        drop(writer);
+        assert_ne!(file(), before, "the writer's close copied the log");
     }
 
     #[test]
