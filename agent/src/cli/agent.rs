@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::HostArgs;
 
-/// `moor agent`
+// `moor agent`
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// What to watch: a manifest directory, or a git repository

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::{HostArgs, ProjectArgs};
 
-/// `moor apply`
+// `moor apply`
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     #[command(flatten)]

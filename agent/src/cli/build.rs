@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-/// Arguments of `moor build`.
+// Arguments of `moor build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// The build context: a directory.
@@ -66,14 +66,14 @@ pub enum BuildNetwork {
     Host,
 }
 
-/// Arguments of `moor builder`.
+// Arguments of `moor builder`.
 #[derive(Debug, Args)]
 pub struct BuilderArgs {
     #[command(subcommand)]
     pub command: BuilderCommand,
 }
 
-/// `moor builder` subcommands.
+// `moor builder` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum BuilderCommand {
     /// Remove build cache entries and the layers only they hold (never a
@@ -81,7 +81,7 @@ pub enum BuilderCommand {
     Prune(BuilderPruneArgs),
 }
 
-/// Arguments of `moor builder prune`.
+// Arguments of `moor builder prune`.
 #[derive(Debug, Args)]
 pub struct BuilderPruneArgs {
     /// Every entry, not only those no image contains.

@@ -2,7 +2,7 @@
 
 use clap::{ArgAction, Args};
 
-/// Arguments of `moor commit`.
+// Arguments of `moor commit`.
 #[derive(Debug, Args)]
 pub struct CommitArgs {
     /// The container.
@@ -29,7 +29,7 @@ pub struct CommitArgs {
     pub pause: bool,
 }
 
-/// Arguments of `moor diff`.
+// Arguments of `moor diff`.
 #[derive(Debug, Args)]
 pub struct DiffArgs {
     /// The container.

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-/// Which project, from where.
+// Which project, from where.
 #[derive(Debug, clap::Args)]
 pub struct ProjectArgs {
     /// The manifest directory (or files).
@@ -16,10 +16,10 @@ pub struct ProjectArgs {
     pub project: Option<String>,
 }
 
-/// How manifests are loaded: which host of a fleet to act as (manifests may
-/// `target` hosts by name and labels, and only what targets this host is
-/// validated, planned, applied or run by the agent), and the size limit of
-/// a manifest file.
+// How manifests are loaded: which host of a fleet to act as (manifests may
+// `target` hosts by name and labels, and only what targets this host is
+// validated, planned, applied or run by the agent), and the size limit of
+// a manifest file.
 #[derive(Debug, clap::Args, Default)]
 pub struct HostArgs {
     /// Refuse manifest files larger than this (bytes, or with k/m/g) [default: 4m].

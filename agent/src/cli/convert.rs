@@ -17,7 +17,7 @@ pub enum ConvertTo {
     Compose,
 }
 
-/// `moor convert`
+// `moor convert`
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
     /// The format to print [default: toml for a Compose file or a directory

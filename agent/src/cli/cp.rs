@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor cp`
+// `moor cp`
 #[derive(Debug, Args)]
 pub struct CpArgs {
     /// Keep the source's owners (and setuid bits).

@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::ProjectArgs;
 
-/// `moor down`
+// `moor down`
 #[derive(Debug, Args)]
 pub struct DownArgs {
     #[command(flatten)]

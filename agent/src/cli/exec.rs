@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor exec`
+// `moor exec`
 #[derive(Debug, Args)]
 pub struct ExecArgs {
     /// Keep stdin open (it always is; accepted for `docker exec -it` habits).

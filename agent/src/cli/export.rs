@@ -6,14 +6,14 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::HostArgs;
 
-/// `moor export`
+// `moor export`
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     #[command(subcommand)]
     pub command: ExportCommand,
 }
 
-/// What `moor export` writes.
+// What `moor export` writes.
 #[derive(Debug, Subcommand)]
 pub enum ExportCommand {
     /// Kubernetes objects, one YAML file per object.
@@ -34,7 +34,7 @@ pub enum ServiceTypeArg {
     LoadBalancer,
 }
 
-/// `moor export kubernetes`
+// `moor export kubernetes`
 #[derive(Debug, Args)]
 pub struct KubernetesArgs {
     /// Write one file per object into this directory (created if needed)

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor history`
+// `moor history`
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// The source (its name in the agent's configuration, which is its project).

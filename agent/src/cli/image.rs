@@ -5,14 +5,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-/// Arguments of `moor image`.
+// Arguments of `moor image`.
 #[derive(Debug, Args)]
 pub struct ImageArgs {
     #[command(subcommand)]
     pub command: ImageCommand,
 }
 
-/// `moor image` subcommands.
+// `moor image` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Pull an image from a registry (plain HTTP only for loopback and --insecure-registry).
@@ -108,7 +108,7 @@ pub enum ImageCommand {
     Prune,
 }
 
-/// Caps on unpacking.
+// Caps on unpacking.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
     /// Largest uncompressed size of one layer (bytes, or with k/m/g).

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// Arguments of `moor image history`.
+// Arguments of `moor image history`.
 #[derive(Debug, Args)]
 pub struct ImageHistoryArgs {
     /// The image: a reference, a digest or a unique digest prefix.

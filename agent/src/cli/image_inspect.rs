@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// Arguments of `moor image inspect`.
+// Arguments of `moor image inspect`.
 #[derive(Debug, Args)]
 pub struct ImageInspectArgs {
     /// The images: references, digests or unique digest prefixes.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-/// Arguments of `moor image save`.
+// Arguments of `moor image save`.
 #[derive(Debug, Args)]
 pub struct ImageSaveArgs {
     /// Write the archive here (atomically) instead of standard output.

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// Arguments of `moor image tag`.
+// Arguments of `moor image tag`.
 #[derive(Debug, Args)]
 pub struct ImageTagArgs {
     /// The image: a reference, a digest or a unique digest prefix.

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// Arguments of `moor images`.
+// Arguments of `moor images`.
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
     /// Print the images as JSON.

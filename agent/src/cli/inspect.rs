@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor inspect`
+// `moor inspect`
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// The container.

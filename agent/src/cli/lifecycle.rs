@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor stop` / `moor restart`
+// `moor stop` / `moor restart`
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// Seconds to wait after the stop signal before SIGKILL (default: the
@@ -19,7 +19,7 @@ pub struct StopArgs {
     pub names: Vec<String>,
 }
 
-/// `moor start` / `moor pause` / `moor unpause`
+// `moor start` / `moor pause` / `moor unpause`
 #[derive(Debug, Args)]
 pub struct NamesArgs {
     /// The containers.

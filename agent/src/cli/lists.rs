@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor networks` / `moor volumes`
+// `moor networks` / `moor volumes`
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Print JSON.

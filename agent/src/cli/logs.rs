@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor logs`
+// `moor logs`
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The container.

@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::{HostArgs, ProjectArgs};
 
-/// `moor plan`
+// `moor plan`
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor ps`
+// `moor ps`
 #[derive(Debug, Args)]
 pub struct PsArgs {
     /// Show every container, not only running ones.

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor reconcile`
+// `moor reconcile`
 #[derive(Debug, Args)]
 pub struct ReconcileArgs {
     /// The source (its name in the agent's configuration, which is its project).

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor rollback`
+// `moor rollback`
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
     /// The source (its name in the agent's configuration, which is its project).

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor stats`
+// `moor stats`
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Print one reading and exit.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-/// `moor status`
+// `moor status`
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The agent's HTTP address (its --metrics-addr).

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor suspend` / `moor resume`
+// `moor suspend` / `moor resume`
 #[derive(Debug, Args)]
 pub struct SuspendArgs {
     /// The source (its name in the agent's configuration, which is its project).

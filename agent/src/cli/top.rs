@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-/// `moor top`
+// `moor top`
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// The container.

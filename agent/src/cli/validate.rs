@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::HostArgs;
 
-/// `moor validate`
+// `moor validate`
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     /// Manifest files or directories (searched recursively).
