@@ -2,7 +2,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use ipnet::Ipv4Net;
 use moor_spec::{NetworkAttachment, NetworkSpec, PortMapping};
@@ -106,7 +106,9 @@ pub struct Networks {
     /// The canonical state dir, named in bridge aliases.
     state_dir: PathBuf,
     naming: names::Naming,
-    mtu: u32,
+    /// The bridges' MTU: `cfg.mtu`, else found when a bridge is first
+    /// made (a command that makes none does not look).
+    mtu: OnceLock<u32>,
     /// The ruleset this process last loaded into nftables: loading the
     /// same one again (a container without ports attached or detached) is
     /// skipped, which spares a run of `nft` per container.
@@ -125,14 +127,13 @@ impl Networks {
             let held = file.lock()?;
             file.load(&held)?;
         }
-        let mtu = cfg.mtu.unwrap_or_else(default_mtu);
         Ok(Networks {
             instance: names::instance(&cfg.state_dir),
             state_dir: names::canonical_state_dir(&cfg.state_dir),
             naming,
             cfg,
             file,
-            mtu,
+            mtu: OnceLock::new(),
             rules: Mutex::new(None),
         })
     }
@@ -248,7 +249,7 @@ impl Networks {
             &record.bridge,
             record.gateway,
             record.subnet.prefix_len(),
-            self.mtu,
+            self.mtu(),
         )?;
         if !record.internal {
             netlink::sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
@@ -413,7 +414,7 @@ impl Networks {
                 address: l.address,
                 prefix: net.subnet.prefix_len(),
                 default_via: (default_network == Some(i)).then_some(net.gateway),
-                mtu: self.mtu,
+                mtu: self.mtu(),
             };
             veth::attach(netns, &plug)?;
             out.push(Interface {
@@ -644,7 +645,9 @@ impl Networks {
     }
 
     pub(super) fn mtu(&self) -> u32 {
-        self.mtu
+        *self
+            .mtu
+            .get_or_init(|| self.cfg.mtu.unwrap_or_else(default_mtu))
     }
 }
 
