@@ -111,9 +111,10 @@ impl Drop for Db {
     /// finding no other connection, rebuilds the log's index by reading
     /// and checksumming every page of the log — up to the 1,000 pages
     /// (4 MB) at which SQLite copies it on its own — before its first
-    /// read: 6 % of a no-op `moor apply` after one image import here. The
-    /// copy is the writer's to pay, once; readers close as before. Readers
-    /// that hold the log longer than [`CHECKPOINT_WAIT`] leave it for later.
+    /// read: a no-op `moor apply` took 7.1 ms of CPU instead of 5.8 with a
+    /// 4 MB log here. The copy is the writer's to pay, once; readers close
+    /// as before. Readers that hold the log longer than [`CHECKPOINT_WAIT`]
+    /// leave it for later.
     fn drop(&mut self) {
         let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
         if conn.total_changes() == 0 && !self.created {
@@ -208,10 +209,9 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         keep_wal(&conn);
-        // A connection that closes leaves the log to be copied into the
-        // database by the writes that fill it (SQLite checkpoints a log
-        // that reaches 1,000 pages on its own), instead of copying and
-        // syncing at every close: most commands only read.
+        // A connection that closes does not copy the log into the database
+        // and sync it: most commands only read. One that wrote does, in
+        // `Drop for Db`.
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL")

@@ -7,9 +7,9 @@
 //! tokio runtime started for the purpose; on a no-op that decoding was a
 //! twentieth of the command's time. Here the dump runs on a blocking
 //! netlink socket of the calling thread, and the replies are walked with
-//! the same crates' views (`NetlinkBuffer`, the fixed headers, `NlasIterator`),
-//! reading only the attributes named below. Requests are built from their message types, as rtnetlink builds
-//! them.
+//! the same crates' views (`NetlinkBuffer`, the fixed headers,
+//! `NlasIterator`), reading only the attributes named below. Requests are
+//! built from their message types, as rtnetlink builds them.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -205,7 +205,8 @@ fn addr(payload: &[u8]) -> io::Result<Option<Addr>> {
 /// A string attribute: its bytes up to the first NUL.
 fn text(value: &[u8]) -> io::Result<String> {
     let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
-    String::from_utf8(value[..end].to_vec()).map_err(|_| invalid("a link name is not UTF-8"))
+    String::from_utf8(value[..end].to_vec())
+        .map_err(|_| invalid("a link's name or alias is not UTF-8"))
 }
 
 fn u32_ne(value: &[u8]) -> io::Result<u32> {

@@ -7,10 +7,10 @@
 //! pieces, each in its own file — [`names`] (interface names), `bridge`,
 //! `veth`, `ipam`, `dns` (what names resolve to), [`resolver`] (the
 //! process that serves them), `ports` (nftables), `cleanup` (what a
-//! crash left behind) and `dump` (the links and addresses it reads). Every operation persists its intent before touching
-//! the host and rolls back on failure, so a bad input leaves nothing
-//! half-created and a crash leaves nothing that [`Networks::cleanup`] cannot
-//! find.
+//! crash left behind) and `dump` (the links and addresses it reads).
+//! Every operation persists its intent before touching the host and rolls
+//! back on failure, so a bad input leaves nothing half-created and a crash
+//! leaves nothing that [`Networks::cleanup`] cannot find.
 
 mod bridge;
 mod cleanup;

@@ -5,9 +5,9 @@
 //! current-thread tokio runtime and its own netlink socket opened after the
 //! switch. The caller's threads, and any runtime the caller runs, never change
 //! namespace. Host work runs on the calling thread when it is outside any
-//! tokio runtime (start-up, `Networks::cleanup`'s repairs): handing it to another
-//! thread costs a scheduling delay per request on a busy machine, which is
-//! most of what a no-op `moor apply` would wait for. The public API is plain
+//! tokio runtime (start-up, `Networks::cleanup`'s repairs): handing it to
+//! another thread costs a scheduling delay per request on a busy machine,
+//! which is most of what a no-op `moor apply` would wait for. The public API is plain
 //! blocking functions that an async caller wraps in `spawn_blocking`.
 
 use std::fs::File;
