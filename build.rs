@@ -14,7 +14,7 @@
 //! container's record and the container's output, and writes logs.
 //!
 //! Why not `moor`: it is the root daemon that talks to git remotes,
-//! registries and HTTP clients, with libgit2, libssh2 and zlib linked in;
+//! registries and HTTP clients, with libgit2 and zlib linked in;
 //! its code must be randomised (ASLR), and it is one process, not one per
 //! container. Its relative relocations (some 70,000) are packed instead
 //! (`-z pack-relative-relocs`, DT_RELR: glibc 2.36 and binutils 2.38 or

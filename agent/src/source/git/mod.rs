@@ -1,5 +1,6 @@
 //! The git source engine: fetches a branch, tag or commit of a remote
-//! repository with libgit2 (https, http, ssh, git and file transports),
+//! repository with libgit2 (https, http, git and file transports; ssh
+//! through the system's OpenSSH client, see [`ssh`]),
 //! verifies the head commit's signature when asked, and checks the tree out
 //! into a directory the agent loads manifests from.
 //!
@@ -43,6 +44,7 @@
 
 mod checkout;
 mod known_hosts;
+mod ssh;
 mod url;
 mod verify;
 
@@ -51,15 +53,15 @@ mod testing;
 #[cfg(test)]
 mod tests;
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use git2::{
-    AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, ErrorCode,
-    FetchOptions, Oid, ProxyOptions, RemoteCallbacks, Repository,
+    AutotagOption, Cred, CredentialType, Direction, ErrorCode, FetchOptions, Oid, ProxyOptions,
+    RemoteCallbacks, Repository,
 };
 
 use self::checkout::CheckoutError;
@@ -323,14 +325,17 @@ impl GitError {
     }
 }
 
-/// Sets libgit2's socket timeouts for the whole process: `connect` for
-/// establishing a connection, `io` for each read or write. Only the first
-/// call has an effect (sources call it with 10 s / 30 s when the agent did
-/// not); libgit2 keeps them in globals, so they are set once, before any
-/// fetch.
+/// The process's network timeouts: (connect, io); see
+/// [`set_network_timeouts`].
+static NETWORK_TIMEOUTS: OnceLock<(Duration, Duration)> = OnceLock::new();
+
+/// Sets the network timeouts for the whole process: `connect` for
+/// establishing a connection, `io` for each read or write (libgit2's
+/// sockets, and ssh's connection and pipes). Only the first call has an
+/// effect (sources call it with 10 s / 30 s when the agent did not); libgit2
+/// keeps them in globals, so they are set once, before any fetch.
 pub fn set_network_timeouts(connect: Duration, io: Duration) {
-    static SET: OnceLock<()> = OnceLock::new();
-    SET.get_or_init(|| {
+    NETWORK_TIMEOUTS.get_or_init(|| {
         let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX).max(1);
         // SAFETY: these store an int in libgit2's globals, read when a socket
         // is opened. The OnceLock runs this once, and sources call it from
@@ -339,6 +344,7 @@ pub fn set_network_timeouts(connect: Duration, io: Duration) {
             let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect));
             let _ = git2::opts::set_server_timeout_in_milliseconds(ms(io));
         }
+        (connect, io)
     });
 }
 
@@ -388,7 +394,6 @@ struct CallState {
     deadline: Instant,
     timed_out: Cell<bool>,
     credential_tries: Cell<u32>,
-    host_key: RefCell<Option<(String, HostKeyError)>>,
     username: Option<String>,
     password: Option<String>,
     passphrase: Option<String>,
@@ -403,6 +408,7 @@ impl GitSource {
     /// a bad configuration is reported by the first [`sync`](Self::sync).
     pub fn open(name: &str, config: GitConfig, cache_dir: &Path) -> Self {
         set_network_timeouts(Duration::from_secs(10), Duration::from_secs(30));
+        ssh::register();
         GitSource {
             name: name.to_string(),
             url: RemoteUrl::parse(&config.url),
@@ -695,7 +701,6 @@ impl GitSource {
             deadline: Instant::now() + self.config.timeout,
             timed_out: Cell::new(false),
             credential_tries: Cell::new(0),
-            host_key: RefCell::new(None),
             username: auth.username.clone(),
             password: read(&auth.password)?,
             passphrase: read(&auth.ssh_passphrase)?,
@@ -822,15 +827,17 @@ impl GitSource {
             }
         }
 
+        // ssh: the settings the transport reads, until the end of the fetch
+        // (declared before the remotes, so dropped after them).
+        let _ssh = match url.scheme {
+            Scheme::Ssh => Some(self.ssh_session(url, state)?),
+            _ => None,
+        };
         let mut remote = repo
             .remote_anonymous(&self.config.url)
             .map_err(|e| self.remote_error(url, state, "bad remote", &e))?;
         let mut conn = remote
-            .connect_auth(
-                Direction::Fetch,
-                Some(self.callbacks(url, state)),
-                Some(proxy()),
-            )
+            .connect_auth(Direction::Fetch, Some(self.callbacks(state)), Some(proxy()))
             .map_err(|e| self.remote_error(url, state, "cannot list the remote's refs", &e))?;
         let wanted = self.resolve(url, &conn)?;
         match wanted {
@@ -840,7 +847,7 @@ impl GitSource {
                     return Ok(commit);
                 }
                 let refspec = format!("+{name}:{TARGET_REF}");
-                let mut fo = self.fetch_options(url, state, depth);
+                let mut fo = self.fetch_options(state, depth);
                 let fetched = conn
                     .remote()
                     .fetch(&[refspec.as_str()], Some(&mut fo), None);
@@ -861,7 +868,7 @@ impl GitSource {
                 // Ask for the commit itself (servers that allow it), shallow;
                 // else fetch every branch and tag, whole, and look for it.
                 let by_id = format!("+{oid}:{TARGET_REF}");
-                let mut fo = self.fetch_options(url, state, shallow.then_some(1));
+                let mut fo = self.fetch_options(state, shallow.then_some(1));
                 let direct = conn.remote().fetch(&[by_id.as_str()], Some(&mut fo), None);
                 drop(conn);
                 if direct.is_err() || repo.find_commit(oid).is_err() {
@@ -879,7 +886,7 @@ impl GitSource {
                         .remote_anonymous(&self.config.url)
                         .map_err(|e| self.remote_error(url, state, "bad remote", &e))?;
                     let depth = (shallow && repo.is_shallow()).then_some(i32::MAX);
-                    let mut fo = self.fetch_options(url, state, depth);
+                    let mut fo = self.fetch_options(state, depth);
                     let specs = [
                         "+refs/heads/*:refs/moor/heads/*",
                         "+refs/tags/*:refs/moor/tags/*",
@@ -902,6 +909,44 @@ impl GitSource {
                 Ok(oid)
             }
         }
+    }
+
+    /// Puts this fetch's ssh settings in force for the ssh transport.
+    fn ssh_session(&self, url: &RemoteUrl, state: &CallState) -> Result<ssh::Session, GitError> {
+        let auth = &self.config.auth;
+        let key = auth
+            .ssh_key
+            .clone()
+            .ok_or_else(|| self.config_error("an ssh remote needs an ssh key file".into()))?;
+        let (connect_timeout, io_timeout) = *NETWORK_TIMEOUTS
+            .get()
+            .unwrap_or(&(Duration::from_secs(10), Duration::from_secs(30)));
+        let mut known_hosts = String::new();
+        for text in &state.known_hosts {
+            known_hosts.push_str(text);
+            if !known_hosts.ends_with('\n') {
+                known_hosts.push('\n');
+            }
+        }
+        let settings = ssh::Settings {
+            url: self.config.url.clone(),
+            user: state
+                .username
+                .clone()
+                .or_else(|| url.user.clone())
+                .unwrap_or_else(|| "git".into()),
+            host: url.host.clone().unwrap_or_default(),
+            port: url.port,
+            path: url.path.clone(),
+            key,
+            passphrase: state.passphrase.clone(),
+            known_hosts,
+            connect_timeout,
+            io_timeout,
+            program: PathBuf::from("ssh"),
+        };
+        settings.check().map_err(|e| self.config_error(e))?;
+        ssh::Session::start(settings, &self.cache).map_err(|e| self.local_error(&self.cache, e))
     }
 
     /// Finds the configured ref among the remote's.
@@ -979,7 +1024,7 @@ impl GitSource {
             .map_err(|e| Failure::Damaged(format!("cannot update {TARGET_REF}: {}", e.message())))
     }
 
-    fn callbacks<'a>(&'a self, url: &'a RemoteUrl, state: &'a CallState) -> RemoteCallbacks<'a> {
+    fn callbacks<'a>(&'a self, state: &'a CallState) -> RemoteCallbacks<'a> {
         let mut cb = RemoteCallbacks::new();
         cb.credentials(move |_url, user_from_url, allowed| {
             if allowed.contains(CredentialType::USERNAME) {
@@ -992,12 +1037,6 @@ impl GitSource {
                 return Err(git2::Error::from_str(
                     "the remote refused the configured credentials",
                 ));
-            }
-            if allowed.contains(CredentialType::SSH_KEY)
-                && let Some(key) = &self.config.auth.ssh_key
-            {
-                let user = state.username.as_deref().or(user_from_url).unwrap_or("git");
-                return Cred::ssh_key(user, None, key, state.passphrase.as_deref());
             }
             if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
                 && let Some(password) = &state.password
@@ -1012,26 +1051,6 @@ impl GitSource {
             Err(git2::Error::from_str(
                 "the remote asks for credentials, and none of the kind it accepts are configured",
             ))
-        });
-        cb.certificate_check(move |cert, host| {
-            let Some(hostkey) = cert.as_hostkey() else {
-                // TLS: libgit2 and OpenSSL verify the certificate chain.
-                return Ok(CertificateCheckStatus::CertificatePassthrough);
-            };
-            let host = url.host.as_deref().unwrap_or(host);
-            let name = known_hosts::host_name(host, url.port);
-            let Some(key) = hostkey.hostkey() else {
-                return Err(git2::Error::from_str(
-                    "the ssh server's host key is not available",
-                ));
-            };
-            match known_hosts::check(&state.known_hosts, &name, key) {
-                Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
-                Err(e) => {
-                    *state.host_key.borrow_mut() = Some((name, e));
-                    Err(git2::Error::from_str("host key verification failed"))
-                }
-            }
         });
         cb.transfer_progress(move |_| {
             let ok = Instant::now() < state.deadline;
@@ -1050,14 +1069,9 @@ impl GitSource {
         cb
     }
 
-    fn fetch_options<'a>(
-        &'a self,
-        url: &'a RemoteUrl,
-        state: &'a CallState,
-        depth: Option<i32>,
-    ) -> FetchOptions<'a> {
+    fn fetch_options<'a>(&'a self, state: &'a CallState, depth: Option<i32>) -> FetchOptions<'a> {
         let mut fo = FetchOptions::new();
-        fo.remote_callbacks(self.callbacks(url, state))
+        fo.remote_callbacks(self.callbacks(state))
             .proxy_options(proxy())
             .download_tags(AutotagOption::None)
             .update_fetchhead(false);
@@ -1076,7 +1090,13 @@ impl GitSource {
         stage: &str,
         e: &git2::Error,
     ) -> GitError {
-        if let Some((host, problem)) = state.host_key.borrow().clone() {
+        let said = match ssh::failure() {
+            Some(ssh::Failure::HostKey(problem)) if url.scheme == Scheme::Ssh => Some(Err(problem)),
+            Some(ssh::Failure::Said(lines)) => Some(Ok(lines)),
+            _ => None,
+        };
+        if let Some(Err(problem)) = said {
+            let host = known_hosts::host_name(url.host.as_deref().unwrap_or_default(), url.port);
             let problem = match problem {
                 HostKeyError::Unknown => {
                     "is not in known_hosts (add it, e.g. with ssh-keyscan, after checking it)"
@@ -1104,7 +1124,11 @@ impl GitSource {
                 .flatten()
                 .map(String::as_str)
                 .collect();
-            format!("{stage}: {}", url.scrub(e.message(), &secrets))
+            let message = match said {
+                Some(Ok(lines)) => format!("{}; ssh said: {lines}", e.message()),
+                _ => e.message().to_string(),
+            };
+            format!("{stage}: {}", url.scrub(&message, &secrets))
         };
         GitError::Remote {
             name: self.name.clone(),

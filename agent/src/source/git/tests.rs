@@ -794,6 +794,162 @@ fn ssh_with_known_hosts() {
     assert!(matches!(e, GitError::Remote { .. }), "{e}");
 }
 
+/// The ssh work directories left in a source's cache.
+fn ssh_work_dirs(cache: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(cache)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".ssh-work-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn ssh_runs_openssh_with_the_sources_settings() {
+    if !require(&["git", "ssh", "ssh-keygen", "sshd"]) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let a = f.commit(&[("v", "a")], "a");
+    let (client_key, client_pub) = f.ssh_key("client");
+    // A key with a passphrase.
+    let locked_key = f.tmp.path().join("locked");
+    let out = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "correct horse",
+            "-C",
+            "locked",
+            "-f",
+        ])
+        .arg(&locked_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let locked_pub = std::fs::read_to_string(locked_key.with_extension("pub")).unwrap();
+    let sshd = super::testing::Sshd::start(
+        &f.tmp.path().join("sshd"),
+        &format!("{client_pub}\n{}", locked_pub.trim()),
+    );
+    let known_hosts = f.tmp.path().join("known_hosts");
+    std::fs::write(&known_hosts, format!("{}\n", sshd.known_hosts_line)).unwrap();
+    let passphrase = f.tmp.path().join("passphrase");
+    let source = |name: &str, url: String, key: &std::path::Path| {
+        let mut c = config(url, Some("main"));
+        c.auth.ssh_key = Some(key.to_path_buf());
+        c.auth.known_hosts = Some(known_hosts.clone());
+        GitSource::open(name, c, &f.cache(name))
+    };
+
+    // The passphrase reaches ssh (through askpass), and only ssh.
+    std::fs::write(&passphrase, "correct horse\n").unwrap();
+    let mut src = source("locked", sshd.url(&f.bare), &locked_key);
+    src.config.auth.ssh_passphrase = Some(Secret::File(passphrase.clone()));
+    let s = src.sync().expect("key with a passphrase");
+    assert_eq!(s.commit, a);
+    assert_eq!(ssh_work_dirs(&f.cache("locked")), Vec::<String>::new());
+    std::fs::write(&passphrase, "wrong horse\n").unwrap();
+    let mut src = source("wrong", sshd.url(&f.bare), &locked_key);
+    src.config.auth.ssh_passphrase = Some(Secret::File(passphrase.clone()));
+    let e = src.sync().unwrap_err();
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::Remote { .. }), "{e}");
+    assert!(!e.to_string().contains("wrong horse"), "{e}");
+    assert_eq!(ssh_work_dirs(&f.cache("wrong")), Vec::<String>::new());
+
+    // A key readable by others: ssh refuses to use such a file, moor hands
+    // it a private copy (libssh2 took it as it was).
+    let open_key = f.tmp.path().join("open_key");
+    std::fs::copy(&client_key, &open_key).unwrap();
+    std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A work directory a crashed run left behind goes too.
+    let cache = f.cache("open");
+    std::fs::create_dir_all(cache.join(".ssh-work-1-0")).unwrap();
+    std::fs::write(cache.join(".ssh-work-1-0/key"), "old").unwrap();
+    let s = source("open", sshd.url(&f.bare), &open_key)
+        .sync()
+        .expect("0644 key");
+    assert_eq!(s.commit, a);
+    assert_eq!(ssh_work_dirs(&cache), Vec::<String>::new());
+
+    // A path with a quote and a `!`, which the remote shell must get whole.
+    let odd = f.root.join("it's!.git");
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&f.bare)
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = source("quoted", sshd.url(&odd), &client_key)
+        .sync()
+        .expect("path with a quote");
+    assert_eq!((s.commit.as_str(), read(&s, "v")), (a.as_str(), "a".into()));
+
+    // A host key marked @revoked.
+    let host_key = sshd.known_hosts_line.split_once(' ').unwrap().1;
+    std::fs::write(
+        &known_hosts,
+        format!(
+            "{}\n@revoked [127.0.0.1]:{} {host_key}\n",
+            sshd.known_hosts_line, sshd.port
+        ),
+    )
+    .unwrap();
+    let e = source("revoked", sshd.url(&f.bare), &client_key)
+        .sync()
+        .unwrap_err();
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::HostKey { problem, host, .. }
+            if problem.contains("revoked") && *host == format!("[127.0.0.1]:{}", sshd.port)),
+        "{e}"
+    );
+    assert_eq!(ssh_work_dirs(&f.cache("revoked")), Vec::<String>::new());
+    std::fs::write(&known_hosts, format!("{}\n", sshd.known_hosts_line)).unwrap();
+
+    // A repository that is not there: the server's words come back.
+    let e = source("missing", sshd.url(&f.root.join("nope.git")), &client_key)
+        .sync()
+        .unwrap_err();
+    eprintln!("{e}");
+    assert!(
+        matches!(&e, GitError::Remote { message, .. } if message.contains("nope.git")),
+        "{e}"
+    );
+
+    // Hostile hosts and users never reach a command line.
+    let marker = f.tmp.path().join("pwned");
+    let hostile = format!("ssh://-oProxyCommand=touch{}/r.git", marker.display());
+    let e = source("hostile", hostile, &client_key).sync().unwrap_err();
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::Config { .. }), "{e}");
+    let mut src = source("hostile-user", sshd.url(&f.bare), &client_key);
+    src.config.auth.username = Some(format!("-oProxyCommand=touch {}", marker.display()));
+    let e = src.sync().unwrap_err();
+    eprintln!("{e}");
+    assert!(matches!(e, GitError::Config { .. }), "{e}");
+    assert!(!marker.exists(), "a hostile setting ran a command");
+    assert_eq!(
+        ssh_work_dirs(&f.cache("hostile-user")),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn openpgp_signed_commits() {
     if !require(&["git", "gpg", "gpgconf", "ssh-keygen"]) {

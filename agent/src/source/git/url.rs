@@ -21,8 +21,10 @@ pub(crate) struct RemoteUrl {
     /// Port given in the URL.
     pub port: Option<u16>,
     /// User name given in the URL.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub user: Option<String>,
+    /// The path as written: after the host (with its `/`) for a URL, after
+    /// the `:` for scp-like ssh.
+    pub path: String,
     /// Secrets written into the URL (a password, or a token given as user
     /// name over http(s)), to scrub from messages.
     pub secrets: Vec<String>,
@@ -74,6 +76,9 @@ impl RemoteUrl {
             }
         }
         let (host, port) = split_host_port(hostport)?;
+        if scheme == Scheme::Ssh && user.as_deref().is_some_and(|u| u.starts_with('-')) {
+            return Err("the URL's user name starts with `-`: refused".into());
+        }
         if scheme == Scheme::File {
             if host.is_some() && host.as_deref() != Some("localhost") {
                 return Err("a file:// URL names no host: write file:///path/to/repo".into());
@@ -116,6 +121,7 @@ impl RemoteUrl {
             host,
             port,
             user: if web { None } else { user },
+            path: path.to_string(),
             secrets,
             redacted,
         })
@@ -130,7 +136,7 @@ impl RemoteUrl {
                 "the URL has no transport: write https://, ssh://, git:// or file:///…".into(),
             );
         };
-        let (userhost, _path) = url.split_at(colon);
+        let (userhost, path) = url.split_at(colon);
         let (user, host) = match userhost.rfind('@') {
             Some(i) => (Some(userhost[..i].to_string()), &userhost[i + 1..]),
             None => (None, userhost),
@@ -138,14 +144,21 @@ impl RemoteUrl {
         if host.is_empty() {
             return Err("the URL has no host".into());
         }
+        if host.starts_with('-') {
+            return Err("the URL's host starts with `-`: refused".into());
+        }
         if user.as_deref().is_some_and(|u| u.contains(':')) {
             return Err("an scp-like ssh URL cannot carry a password".into());
+        }
+        if user.as_deref().is_some_and(|u| u.starts_with('-')) {
+            return Err("the URL's user name starts with `-`: refused".into());
         }
         Ok(RemoteUrl {
             scheme: Scheme::Ssh,
             host: Some(host.to_string()),
             port: None,
             user,
+            path: path[1..].to_string(),
             secrets: Vec::new(),
             redacted: url.to_string(),
         })
@@ -205,6 +218,9 @@ fn split_host_port(hostport: &str) -> Result<(Option<String>, Option<u16>), Stri
     if host.is_empty() {
         return Err("the URL has no host".into());
     }
+    if host.starts_with('-') {
+        return Err("the URL's host starts with `-`: refused".into());
+    }
     Ok((Some(host.to_string()), port))
 }
 
@@ -248,11 +264,36 @@ mod tests {
             (Scheme::Ssh, Some("::1"), Some(2222), Some("git"))
         );
         assert_eq!(u.redacted, "ssh://git@[::1]:2222/srv/r.git");
+        assert_eq!(u.path, "/srv/r.git");
         let u = RemoteUrl::parse("git@example.com:org/r.git").unwrap();
         assert_eq!(
             (u.scheme, u.host.as_deref(), u.port, u.user.as_deref()),
             (Scheme::Ssh, Some("example.com"), None, Some("git"))
         );
+        assert_eq!(u.path, "org/r.git");
+        let u = RemoteUrl::parse("example.com:/srv/it's.git").unwrap();
+        assert_eq!((u.user, u.path.as_str()), (None, "/srv/it's.git"));
+    }
+
+    #[test]
+    fn hosts_and_users_that_ssh_would_take_for_options_are_refused() {
+        for bad in [
+            "ssh://-oProxyCommand=touch%20x/r",
+            "ssh://git@-oProxyCommand=x/r",
+            "ssh://-oProxyCommand=x@example.com/r",
+            "-oProxyCommand=x:r",
+            "git@-oProxyCommand=x:r",
+            "-l@example.com:r",
+            "https://-example.com/r",
+            "ssh://-oProxyCommand=touch /tmp/x/r",
+            "ssh://host\tname/r",
+        ] {
+            let e = RemoteUrl::parse(bad).expect_err(bad);
+            assert!(
+                e.contains("refused") || e.contains("white space"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
