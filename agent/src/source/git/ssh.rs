@@ -469,6 +469,7 @@ fn spawn(shared: &Arc<Shared>) -> Result<Stream, String> {
     }
     Ok(Stream {
         child,
+        reaped: false,
         stdin,
         stdout,
         io_timeout: s.io_timeout,
@@ -487,9 +488,10 @@ fn scrub_env(cmd: &mut Command, names: impl Iterator<Item = OsString>) {
 }
 
 /// Kills ssh's process group (its own session: see [`spawn`]) and reaps it.
+/// Only for a child not reaped yet: its pid (a zombie's, at worst) is still
+/// its own.
 fn kill(child: &mut Child) {
     if let Ok(pid) = i32::try_from(child.id()) {
-        // The child is not reaped yet, so its pid is still its own.
         let _ = nix::sys::signal::killpg(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
@@ -503,6 +505,8 @@ fn kill(child: &mut Child) {
 /// most the io timeout; ssh is killed and reaped on drop.
 struct Stream {
     child: Child,
+    /// ssh was killed and reaped (its pid may belong to another process).
+    reaped: bool,
     stdin: ChildStdin,
     stdout: ChildStdout,
     io_timeout: Duration,
@@ -511,6 +515,13 @@ struct Stream {
 }
 
 impl Stream {
+    fn stop(&mut self) {
+        if !self.reaped {
+            kill(&mut self.child);
+            self.reaped = true;
+        }
+    }
+
     /// Waits until `fd` is ready for `events`, at most the io timeout; on
     /// timeout kills ssh and fails with `TimedOut`.
     fn wait(&mut self, events: PollFlags, what: &str) -> io::Result<()> {
@@ -518,7 +529,7 @@ impl Stream {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                kill(&mut self.child);
+                self.stop();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
@@ -579,7 +590,7 @@ impl Write for Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        kill(&mut self.child);
+        self.stop();
     }
 }
 
