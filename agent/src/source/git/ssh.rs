@@ -40,6 +40,11 @@ const WORK_PREFIX: &str = ".ssh-work-";
 const PASSPHRASE_VAR: &str = "MOOR_SSH_KEY_PASSPHRASE";
 /// How much of the end of ssh's stderr is read for a message.
 const STDERR_TAIL: u64 = 8192;
+/// The longest line of ssh's stderr a message holds, in characters.
+const MAX_LINE: usize = 300;
+/// The largest file ssh may write (its stderr): a server that floods it
+/// does not fill the cache's file system (ssh gets SIGXFSZ).
+const MAX_FILE_SIZE: u64 = 1 << 20;
 
 /// What one fetch over ssh uses.
 pub(crate) struct Settings {
@@ -320,25 +325,38 @@ pub(crate) fn failure() -> Option<Failure> {
 impl Shared {
     fn failure(&self) -> Option<Failure> {
         let path = self.stderr.lock().ok()?.1.clone()?;
-        let text = read_tail(&path)?;
-        if text.contains("Host key verification failed.") {
-            let problem = if text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
-                HostKeyError::Mismatch
-            } else if text.contains("REVOKED HOST KEY") {
-                HostKeyError::Revoked
-            } else {
-                HostKeyError::Unknown
-            };
-            return Some(Failure::HostKey(problem));
-        }
-        let lines: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        let last = &lines[lines.len().saturating_sub(3)..];
-        (!last.is_empty()).then(|| Failure::Said(last.join("; ")))
+        classify(&read_tail(&path)?)
     }
+}
+
+/// Why ssh failed, from what it wrote on stderr.
+fn classify(text: &str) -> Option<Failure> {
+    if text.contains("Host key verification failed.") {
+        let problem = if text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+            HostKeyError::Mismatch
+        } else if text.contains("REVOKED HOST KEY") {
+            HostKeyError::Revoked
+        } else {
+            HostKeyError::Unknown
+        };
+        return Some(Failure::HostKey(problem));
+    }
+    // The server's words, shown in logs: without control characters
+    // (terminal escapes), each line cut short.
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let l: String = l.chars().filter(|c| !c.is_control()).collect();
+            let l = l.trim();
+            match l.char_indices().nth(MAX_LINE) {
+                Some((i, _)) => format!("{}…", &l[..i]),
+                None => l.to_string(),
+            }
+        })
+        .filter(|l| !l.is_empty())
+        .collect();
+    let last = &lines[lines.len().saturating_sub(3)..];
+    (!last.is_empty()).then(|| Failure::Said(last.join("; ")))
 }
 
 impl Drop for Session {
@@ -440,10 +458,19 @@ fn spawn(shared: &Arc<Shared>) -> Result<Stream, String> {
             .env("SSH_ASKPASS_REQUIRE", "force")
             .env(PASSPHRASE_VAR, passphrase);
     }
-    // SAFETY: setsid is async-signal-safe. A session of its own: ssh has no
-    // terminal to prompt on, and its process group can be killed whole.
+    // SAFETY: setsid and setrlimit are system calls, async-signal-safe. A
+    // session of its own: ssh has no terminal to prompt on, and its process
+    // group can be killed whole. The file size limit bounds its stderr file.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()?;
+            nix::sys::resource::setrlimit(
+                nix::sys::resource::Resource::RLIMIT_FSIZE,
+                MAX_FILE_SIZE,
+                MAX_FILE_SIZE,
+            )?;
+            Ok(())
+        });
     }
     let mut child = cmd.spawn().map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
@@ -704,6 +731,35 @@ mod tests {
     }
 
     #[test]
+    fn what_ssh_said_is_classified() {
+        // OpenSSH 9's words, as LogLevel=ERROR keeps them.
+        let unknown = "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\r\nHost key verification failed.\r\n";
+        let changed = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\r\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\n@@@@\r\nIT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\r\nHost key verification failed.\r\n";
+        let revoked = "@@@\r\n@       WARNING: REVOKED HOST KEY DETECTED!               @\r\n@@@\r\nHost key verification failed.\r\n";
+        assert_eq!(
+            classify(unknown),
+            Some(Failure::HostKey(HostKeyError::Unknown))
+        );
+        assert_eq!(
+            classify(changed),
+            Some(Failure::HostKey(HostKeyError::Mismatch))
+        );
+        assert_eq!(
+            classify(revoked),
+            Some(Failure::HostKey(HostKeyError::Revoked))
+        );
+        assert_eq!(
+            classify("one\n\ntwo\r\nthree\ngit@host: Permission denied (publickey).\r\n"),
+            Some(Failure::Said(
+                "two; three; git@host: Permission denied (publickey).".into()
+            ))
+        );
+        assert_eq!(classify("\n \n"), None);
+        let long = classify(&"x".repeat(5000)).unwrap();
+        assert_eq!(long, Failure::Said(format!("{}…", "x".repeat(MAX_LINE))));
+    }
+
+    #[test]
     fn the_agents_ssh_agent_and_askpass_are_not_passed_on() {
         let mut cmd = Command::new("ssh");
         let names = [
@@ -797,6 +853,34 @@ mod tests {
         let session = Session::start(s, &cache).unwrap();
         let e = connect(tmp.path(), url).unwrap_err();
         assert!(e.message().contains("openssh-client"), "{e}");
+        drop(session);
+        assert_eq!(work_dirs(&cache), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_flood_on_stderr_is_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let program = script(
+            tmp.path(),
+            "fake-ssh",
+            "e=$(printf '\\033')\nyes \"flood ${e}[31m\" | head -c 3000000 >&2\nexit 1\n",
+        );
+        let cache = tmp.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        let s = settings(tmp.path(), &program);
+        let url = s.url.clone();
+        let session = Session::start(s, &cache).unwrap();
+        connect(tmp.path(), &url).unwrap_err();
+        let dirs = work_dirs(&cache);
+        let stderr = cache.join(&dirs[0]).join("stderr-1");
+        let size = std::fs::metadata(&stderr).unwrap().len();
+        assert!(size <= MAX_FILE_SIZE, "{size}");
+        // The end of what fits, without the terminal escapes.
+        let Some(Failure::Said(said)) = failure() else {
+            panic!("no failure read")
+        };
+        assert!(said.starts_with("flood [31m; flood [31m; "), "{said:?}");
+        assert!(!said.chars().any(char::is_control), "{said:?}");
         drop(session);
         assert_eq!(work_dirs(&cache), Vec::<String>::new());
     }
