@@ -14,6 +14,8 @@
 //! current -> trees/…    symbolic link to the checkout in force, swapped
 //!                       atomically after a successful sync whose tree the
 //!                       caller accepted (its manifests load)
+//! .ssh-work-<pid>-<n>/  while an ssh fetch runs: ssh's files (see
+//!                       [`ssh`]); removed when it ends, or by the next one
 //! ```
 //!
 //! [`Synced::dir`] is `<cache>/current/<path>`: a path that stays the same

@@ -78,13 +78,13 @@ impl Settings {
             if value.is_empty() {
                 return Err(format!("the {what} is empty"));
             }
-            if value.starts_with('-') {
-                return Err(format!("the {what} `{value}` starts with `-`: refused"));
-            }
             if bad(value) {
                 return Err(format!(
                     "the {what} contains white space or control characters"
                 ));
+            }
+            if value.starts_with('-') {
+                return Err(format!("the {what} `{value}` starts with `-`: refused"));
             }
         }
         let path = remote_path(&self.path);
