@@ -806,6 +806,28 @@ fn ssh_work_dirs(cache: &std::path::Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Live processes whose command line names `dir` (ssh names its key copy
+/// in the source's cache).
+fn processes_naming(dir: &std::path::Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(&needle)
+                .then(|| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        })
+        .collect()
+}
+
 #[test]
 fn ssh_runs_openssh_with_the_sources_settings() {
     if !require(&["git", "ssh", "ssh-keygen", "sshd"]) {
@@ -858,6 +880,7 @@ fn ssh_runs_openssh_with_the_sources_settings() {
     let s = src.sync().expect("key with a passphrase");
     assert_eq!(s.commit, a);
     assert_eq!(ssh_work_dirs(&f.cache("locked")), Vec::<String>::new());
+    assert_eq!(processes_naming(&f.cache("locked")), Vec::<String>::new());
     std::fs::write(&passphrase, "wrong horse\n").unwrap();
     let mut src = source("wrong", sshd.url(&f.bare), &locked_key);
     src.config.auth.ssh_passphrase = Some(Secret::File(passphrase.clone()));
@@ -866,6 +889,7 @@ fn ssh_runs_openssh_with_the_sources_settings() {
     assert!(matches!(e, GitError::Remote { .. }), "{e}");
     assert!(!e.to_string().contains("wrong horse"), "{e}");
     assert_eq!(ssh_work_dirs(&f.cache("wrong")), Vec::<String>::new());
+    assert_eq!(processes_naming(&f.cache("wrong")), Vec::<String>::new());
 
     // A key readable by others: ssh refuses to use such a file, moor hands
     // it a private copy (libssh2 took it as it was).
