@@ -947,8 +947,10 @@ impl GitSource {
             io_timeout,
             program: PathBuf::from("ssh"),
         };
-        settings.check().map_err(|e| self.config_error(e))?;
-        ssh::Session::start(settings, &self.cache).map_err(|e| self.local_error(&self.cache, e))
+        ssh::Session::start(settings, &self.cache).map_err(|e| match e {
+            ssh::StartError::Config(e) => self.config_error(e),
+            ssh::StartError::Local(e) => self.local_error(&self.cache, e),
+        })
     }
 
     /// Finds the configured ref among the remote's.

@@ -260,17 +260,19 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Makes the work directory in `cache` (removing any an earlier run
-    /// left behind) and puts `settings` in force on this thread.
-    pub fn start(settings: Settings, cache: &Path) -> Result<Session, String> {
-        settings.check()?;
-        if let Ok(entries) = std::fs::read_dir(cache) {
-            for e in entries.flatten() {
-                if e.file_name().as_bytes().starts_with(WORK_PREFIX.as_bytes()) {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
+    /// Makes the work directory in `cache` (removing any a process that is
+    /// gone left behind) and puts `settings` in force on this thread.
+    pub fn start(settings: Settings, cache: &Path) -> Result<Session, StartError> {
+        settings.check().map_err(StartError::Config)?;
+        remove_stale(cache);
+        let s = &settings;
+        let key_text = std::fs::read(&s.key).map_err(|e| {
+            StartError::Config(format!("cannot read ssh key {}: {e}", s.key.display()))
+        })?;
+        Self::with_key(settings, &key_text, cache).map_err(StartError::Local)
+    }
+
+    fn with_key(settings: Settings, key_text: &[u8], cache: &Path) -> Result<Session, String> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let dir = cache.join(format!(
             "{WORK_PREFIX}{}-{}",
@@ -292,10 +294,8 @@ impl Session {
         let dir = std::fs::canonicalize(&dir)
             .map_err(|e| format!("cannot resolve {}: {e}", dir.display()))?;
         let s = &shared.settings;
-        let key_text = std::fs::read(&s.key)
-            .map_err(|e| format!("cannot read ssh key {}: {e}", s.key.display()))?;
         let key = dir.join("key");
-        write_private(&key, &key_text, 0o600)?;
+        write_private(&key, key_text, 0o600)?;
         let known_hosts = dir.join("known_hosts");
         write_private(&known_hosts, s.known_hosts.as_bytes(), 0o600)?;
         if s.passphrase.is_some() {
@@ -312,6 +312,36 @@ impl Session {
             _shared: shared,
             previous,
         })
+    }
+}
+
+/// Why a [`Session`] could not start.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// The settings: a refused host, user or path, an unreadable key.
+    Config(String),
+    /// The work directory.
+    Local(String),
+}
+
+/// Removes the work directories of processes that are gone (a crash, a
+/// kill): named `<prefix><pid>-<n>`, by this process or one that no longer
+/// runs.
+fn remove_stale(cache: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(WORK_PREFIX)) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid
+            .is_some_and(|p| p != std::process::id() && Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 
@@ -812,11 +842,41 @@ mod tests {
                 "user" => s.user = value.into(),
                 _ => s.path = value.into(),
             }
-            let e = Session::start(s, &cache).err().expect("refused");
+            let e = match Session::start(s, &cache) {
+                Err(StartError::Config(e)) => e,
+                Err(e) => panic!("{value:?}: {e:?}"),
+                Ok(_) => panic!("{value:?} accepted"),
+            };
             assert!(e.contains(what), "{value:?}: {e}");
         }
         assert!(!marker.exists(), "ssh ran");
         assert_eq!(work_dirs(&cache), Vec::<String>::new());
+    }
+
+    #[test]
+    fn only_the_work_directories_of_gone_processes_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut gone = Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let names = [
+            format!("{WORK_PREFIX}{}-0", gone.id()),
+            format!("{WORK_PREFIX}{}-3", std::process::id()),
+            format!("{WORK_PREFIX}garbage"),
+            // pid 1 runs: another process's fetch under way.
+            format!("{WORK_PREFIX}1-0"),
+            "repo.git".to_string(),
+        ];
+        for n in &names {
+            std::fs::create_dir(tmp.path().join(n)).unwrap();
+        }
+        remove_stale(tmp.path());
+        let mut left: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [format!("{WORK_PREFIX}1-0"), "repo.git".to_string()]);
     }
 
     #[test]

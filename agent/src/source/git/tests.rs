@@ -898,8 +898,11 @@ fn ssh_runs_openssh_with_the_sources_settings() {
     std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
     // A work directory a crashed run left behind goes too.
     let cache = f.cache("open");
-    std::fs::create_dir_all(cache.join(".ssh-work-1-0")).unwrap();
-    std::fs::write(cache.join(".ssh-work-1-0/key"), "old").unwrap();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let stale = cache.join(format!(".ssh-work-{}-0", gone.id()));
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("key"), "old").unwrap();
     let s = source("open", sshd.url(&f.bare), &open_key)
         .sync()
         .expect("0644 key");
