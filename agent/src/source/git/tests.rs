@@ -927,6 +927,19 @@ fn ssh_runs_openssh_with_the_sources_settings() {
         .expect("path with a quote");
     assert_eq!((s.commit.as_str(), read(&s, "v")), (a.as_str(), "a".into()));
 
+    // A pinned commit that is not a head: the server refuses it by id, and
+    // a second ssh run in the same fetch takes every branch.
+    let b = f.commit(&[("v", "b")], "b");
+    let mut c = config(sshd.url(&f.bare), Some(&a));
+    c.auth.ssh_key = Some(client_key.clone());
+    c.auth.known_hosts = Some(known_hosts.clone());
+    let s = GitSource::open("pinned", c, &f.cache("pinned"))
+        .sync()
+        .expect("pinned commit");
+    assert_eq!((s.commit.as_str(), read(&s, "v")), (a.as_str(), "a".into()));
+    assert_ne!(a, b);
+    assert_eq!(ssh_work_dirs(&f.cache("pinned")), Vec::<String>::new());
+
     // A host key marked @revoked.
     let host_key = sshd.known_hosts_line.split_once(' ').unwrap().1;
     std::fs::write(
