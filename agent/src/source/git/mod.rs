@@ -43,6 +43,7 @@
 
 mod checkout;
 mod known_hosts;
+mod tls;
 mod url;
 mod verify;
 
@@ -324,10 +325,11 @@ impl GitError {
 }
 
 /// Sets libgit2's socket timeouts for the whole process: `connect` for
-/// establishing a connection, `io` for each read or write. Only the first
-/// call has an effect (sources call it with 10 s / 30 s when the agent did
-/// not); libgit2 keeps them in globals, so they are set once, before any
-/// fetch.
+/// establishing a connection, `io` for each read or write; and gives
+/// libgit2 its TLS stream for https ([`tls`], bound by the same timeouts).
+/// Only the first call has an effect (sources call it with 10 s / 30 s when
+/// the agent did not); libgit2 keeps them in globals, so they are set once,
+/// before any fetch.
 pub fn set_network_timeouts(connect: Duration, io: Duration) {
     static SET: OnceLock<()> = OnceLock::new();
     SET.get_or_init(|| {
@@ -338,6 +340,9 @@ pub fn set_network_timeouts(connect: Duration, io: Duration) {
         unsafe {
             let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect));
             let _ = git2::opts::set_server_timeout_in_milliseconds(ms(io));
+        }
+        if let Err(e) = tls::register(connect, io) {
+            tracing::error!("git over https is unavailable: {e}");
         }
     });
 }
@@ -1015,7 +1020,7 @@ impl GitSource {
         });
         cb.certificate_check(move |cert, host| {
             let Some(hostkey) = cert.as_hostkey() else {
-                // TLS: libgit2 and OpenSSL verify the certificate chain.
+                // TLS: the stream verified the chain (tls.rs).
                 return Ok(CertificateCheckStatus::CertificatePassthrough);
             };
             let host = url.host.as_deref().unwrap_or(host);
