@@ -47,6 +47,7 @@
 mod checkout;
 mod known_hosts;
 mod ssh;
+mod tls;
 mod url;
 mod verify;
 
@@ -333,7 +334,8 @@ static NETWORK_TIMEOUTS: OnceLock<(Duration, Duration)> = OnceLock::new();
 
 /// Sets the network timeouts for the whole process: `connect` for
 /// establishing a connection, `io` for each read or write (libgit2's
-/// sockets, and ssh's connection and pipes). Only the first call has an
+/// sockets, its TLS stream for https, [`tls`], and ssh's connection and
+/// pipes); and gives libgit2 that TLS stream. Only the first call has an
 /// effect (sources call it with 10 s / 30 s when the agent did not); libgit2
 /// keeps them in globals, so they are set once, before any fetch.
 pub fn set_network_timeouts(connect: Duration, io: Duration) {
@@ -345,6 +347,9 @@ pub fn set_network_timeouts(connect: Duration, io: Duration) {
         unsafe {
             let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect));
             let _ = git2::opts::set_server_timeout_in_milliseconds(ms(io));
+        }
+        if let Err(e) = tls::register(connect, io) {
+            tracing::error!("git over https is unavailable: {e}");
         }
         (connect, io)
     });

@@ -340,6 +340,7 @@ pub struct Server {
     thread: Option<JoinHandle<()>>,
     /// The `Authorization` user names seen (decoded), for assertions.
     pub users_seen: Arc<Mutex<Vec<String>>>,
+    https: bool,
 }
 
 impl Server {
@@ -348,11 +349,21 @@ impl Server {
     }
 
     pub fn start_on(mode: Mode, port: u16) -> Server {
+        Self::serve(mode, port, None)
+    }
+
+    /// The same server behind TLS with `tls`'s certificate (https).
+    pub fn start_https(mode: Mode, tls: Arc<rustls::ServerConfig>) -> Server {
+        Self::serve(mode, 0, Some(tls))
+    }
+
+    fn serve(mode: Mode, port: u16, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
         let listener = bind_retrying(port);
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let users_seen = Arc::new(Mutex::new(Vec::new()));
         let (stop2, users2) = (stop.clone(), users_seen.clone());
+        let https = tls.is_some();
         let thread = std::thread::spawn(move || {
             let mut held = Vec::new();
             for conn in listener.incoming() {
@@ -369,7 +380,19 @@ impl Server {
                         let _ = conn.write_all(bytes);
                     }
                     Mode::Git { root, auth } => {
-                        let _ = serve_cgi(conn, root, auth.as_ref(), &users2);
+                        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                        let users = &users2;
+                        let _ = match &tls {
+                            None => serve_cgi(&mut conn, root, auth.as_ref(), users),
+                            Some(tls) => rustls::ServerConnection::new(tls.clone())
+                                .map_err(std::io::Error::other)
+                                .and_then(|c| {
+                                    let mut s = rustls::StreamOwned::new(c, conn);
+                                    serve_cgi(&mut s, root, auth.as_ref(), users)?;
+                                    s.conn.send_close_notify();
+                                    s.flush()
+                                }),
+                        };
                     }
                 }
             }
@@ -379,11 +402,13 @@ impl Server {
             stop,
             thread: Some(thread),
             users_seen,
+            https,
         }
     }
 
     pub fn url(&self, repo: &str) -> String {
-        format!("http://127.0.0.1:{}/{repo}", self.port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{repo}", self.port)
     }
 }
 
@@ -400,53 +425,14 @@ impl Drop for Server {
 
 /// Serves one HTTP request by running `git http-backend` as a CGI program.
 fn serve_cgi(
-    conn: TcpStream,
+    conn: &mut (impl Read + Write),
     root: &Path,
     auth: Option<&(String, String)>,
     users_seen: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut out = conn;
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let (method, target) = (
-        parts.next().unwrap_or("").to_string(),
-        parts.next().unwrap_or("").to_string(),
-    );
-    let mut headers: Vec<(String, String)> = Vec::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 {
-            break;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
+    let (method, target, headers, body) = read_request(conn)?;
     let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-    let mut body = Vec::new();
-    if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
-        body.resize(len, 0);
-        reader.read_exact(&mut body)?;
-    } else if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
-        loop {
-            let mut size = String::new();
-            reader.read_line(&mut size)?;
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            let mut chunk = vec![0; n + 2];
-            reader.read_exact(&mut chunk)?;
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-    }
+    let out = conn;
 
     let mut remote_user = String::new();
     if let Some((user, pass)) = auth {
@@ -540,6 +526,170 @@ fn serve_cgi(
     )?;
     response.extend_from_slice(payload);
     out.write_all(&response)
+}
+
+/// A request's method, target, headers (names in lower case) and body.
+type Request = (String, String, Vec<(String, String)>, Vec<u8>);
+
+/// Reads one HTTP/1.1 request: its line, headers and body (by
+/// Content-Length, or chunked).
+fn read_request(conn: &mut impl Read) -> std::io::Result<Request> {
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (method, target) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let mut headers: Vec<(String, String)> = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 {
+            break;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        body.resize(len, 0);
+        reader.read_exact(&mut body)?;
+    } else if header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            let mut chunk = vec![0; n + 2];
+            reader.read_exact(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    Ok((method, target, headers, body))
+}
+
+/// A certificate authority made for one test, and the server certificates
+/// it signs (rcgen, ECDSA P-256).
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate, PEM: what a client is told to trust.
+    pub pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// A server configuration whose certificate, signed by this CA, is
+    /// valid for `names` (host names or IP addresses).
+    pub fn server(&self, names: &[&str]) -> Arc<rustls::ServerConfig> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        Arc::new(config)
+    }
+}
+
+/// An HTTP proxy on loopback that answers `CONNECT host:port` by tunnelling
+/// to it, as corporate proxies do for https; stopped on drop.
+pub struct ConnectProxy {
+    pub port: u16,
+    /// The `CONNECT` targets asked for.
+    pub targets: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ConnectProxy {
+    pub fn start() -> ConnectProxy {
+        let listener = bind_retrying(0);
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, targets2) = (stop.clone(), targets.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut client) = conn else { continue };
+                let Ok((method, target, _, _)) = read_request(&mut client) else {
+                    continue;
+                };
+                targets2.lock().unwrap().push(target.clone());
+                let upstream = match TcpStream::connect(target.as_str()) {
+                    Ok(u) if method == "CONNECT" => u,
+                    _ => {
+                        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
+                        continue;
+                    }
+                };
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                let (mut client, mut upstream) = (client, upstream);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                    let _ = u2.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut upstream, &mut client);
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        ConnectProxy {
+            port,
+            targets,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// OpenSSH's sshd on 127.0.0.1:port with its own host key, letting the

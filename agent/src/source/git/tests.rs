@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::testing::{Daemon, Fixture, Mode, Server, free_port, require};
+use super::testing::{ConnectProxy, Daemon, Fixture, Mode, Server, TestCa, free_port, require};
 use super::*;
 
 fn config(url: String, reference: Option<&str>) -> GitConfig {
@@ -513,6 +513,173 @@ fn http_backend_with_basic_auth() {
     eprintln!("{e}");
     assert!(matches!(e, GitError::RefNotFound { .. }), "{e}");
     assert!(!format!("{e} {e:?}").contains("pa55"), "{e:?}");
+}
+
+/// What the https worker is told: `URL|CACHE|COMMIT|EXPECT`, EXPECT being
+/// `ok`, `untrusted` or `timeout`.
+const HTTPS_WORKER_ENV: &str = "MOOR_TEST_HTTPS_WORKER";
+/// The password the https worker sends (the test server's).
+const HTTPS_PASSWORD_ENV: &str = "MOOR_TEST_HTTPS_PASSWORD";
+
+/// Runs [`https_worker`] in a child process of this test binary with `env`:
+/// the trust store is the process's (read once, from SSL_CERT_FILE as
+/// OpenSSL reads it), and a threaded test process cannot soundly change its
+/// own environment.
+fn run_https_worker(spec: &str, env: &[(&str, &str)]) {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "source::git::tests::https_worker",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(HTTPS_WORKER_ENV, spec)
+    .env(HTTPS_PASSWORD_ENV, "s3cret-pa55");
+    for v in [
+        "https_proxy",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "HTTP_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    ] {
+        cmd.env_remove(v);
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().expect("run the https worker");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    eprintln!("https worker {spec}:\n{stderr}");
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "https worker {spec}:\n{stdout}\n{stderr}"
+    );
+}
+
+/// Fetches as [`HTTPS_WORKER_ENV`] says, in a child process of
+/// `https_with_the_systems_trust_store`.
+#[test]
+#[ignore = "run as a child process by https_with_the_systems_trust_store"]
+fn https_worker() {
+    let spec = std::env::var(HTTPS_WORKER_ENV).expect("run only as a child of the https test");
+    let [url, cache, commit, expect]: [&str; 4] = spec
+        .split('|')
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("URL|CACHE|COMMIT|EXPECT");
+    let mut c = config(url.to_string(), Some("main"));
+    c.insecure = false;
+    c.auth.username = Some("alice".into());
+    c.auth.password = Some(Secret::Env(HTTPS_PASSWORD_ENV.into()));
+    let r = GitSource::open("tls", c, std::path::Path::new(cache)).sync();
+    let refused = |what: &str| {
+        let e = r.as_ref().expect_err(what);
+        eprintln!("{e}");
+        match e {
+            GitError::Remote { message, .. } => message.clone(),
+            e => panic!("{what}: {e}"),
+        }
+    };
+    match expect {
+        "ok" => assert_eq!(r.as_ref().expect("fetch over https").commit, commit),
+        "untrusted" => assert!(refused("untrusted").contains("is not trusted")),
+        "timeout" => assert!(refused("no answer").contains("timed out")),
+        other => panic!("unknown expectation {other}"),
+    }
+    assert!(
+        !format!("{r:?}").contains("s3cret"),
+        "no message holds the password"
+    );
+}
+
+#[test]
+fn https_with_the_systems_trust_store() {
+    if !require(&["git"]) {
+        return;
+    }
+    let f = Fixture::new();
+    let a = f.commit(&[("v", "a")], "a");
+    let (ca, stranger) = (TestCa::new("moor test CA"), TestCa::new("a stranger CA"));
+    let pem = |ca: &TestCa, name: &str| {
+        let p = f.tmp.path().join(name);
+        std::fs::write(&p, &ca.pem).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (ca_file, stranger_file) = (pem(&ca, "ca.pem"), pem(&stranger, "stranger.pem"));
+    let trust = |file: &str| ("SSL_CERT_FILE", file.to_string());
+    let git = |names: &[&str]| {
+        Server::start_https(
+            Mode::Git {
+                root: f.root.clone(),
+                auth: Some(("alice".into(), "s3cret-pa55".into())),
+            },
+            ca.server(names),
+        )
+    };
+    let spec = |server: &Server, name: &str, expect: &str| {
+        format!(
+            "{}|{}|{a}|{expect}",
+            server.url("remote.git"),
+            f.cache(name).display()
+        )
+    };
+    let run = |spec: String, env: &[(&str, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_https_worker(&spec, &env);
+    };
+
+    // The CA trusted through SSL_CERT_FILE, as OpenSSL honoured it: fetched,
+    // with basic auth over TLS.
+    let server = git(&["127.0.0.1", "localhost"]);
+    run(spec(&server, "ok", "ok"), &[trust(&ca_file)]);
+    assert!(
+        server
+            .users_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|u| u == "alice"),
+        "the credentials were sent"
+    );
+
+    // Through a proxy (HTTP CONNECT): TLS over libgit2's tunnel.
+    let proxy = ConnectProxy::start();
+    let proxy_url = format!("http://127.0.0.1:{}", proxy.port);
+    run(
+        spec(&server, "proxied", "ok"),
+        &[trust(&ca_file), ("https_proxy", proxy_url)],
+    );
+    let targets = proxy.targets.lock().unwrap().clone();
+    assert!(
+        !targets.is_empty()
+            && targets
+                .iter()
+                .all(|t| *t == format!("127.0.0.1:{}", server.port)),
+        "{targets:?}"
+    );
+
+    // A CA the system does not trust, and the trusted CA's certificate for
+    // another name: refused before any request, so no credentials are sent.
+    drop(server);
+    for (server, name, trusted) in [
+        (git(&["127.0.0.1"]), "stranger", &stranger_file),
+        (git(&["git.example.invalid"]), "name", &ca_file),
+    ] {
+        run(spec(&server, name, "untrusted"), &[trust(trusted)]);
+        assert!(server.users_seen.lock().unwrap().is_empty(), "{name}");
+    }
+
+    // A server that accepts and never answers the handshake: the fetch ends
+    // (the test's io timeout is 10 s) instead of hanging.
+    let silent = Server::start_https(Mode::Silent, ca.server(&["127.0.0.1"]));
+    run(spec(&silent, "silent", "timeout"), &[trust(&ca_file)]);
 }
 
 #[test]
