@@ -217,3 +217,30 @@ fn a_no_op_apply_still_repairs_drift() {
     apply(&host, dir.path());
     assert_eq!(pid(&host, "a"), Some(new));
 }
+
+/// The loader maps, relocates and binds every library `moor` links at the
+/// start of every command. OpenSSL (libssl and libcrypto, some 4,000 symbol
+/// bindings and 17,000 relocations: 0.9 ms of a 6 ms no-op) was linked for
+/// git fetches alone; git's https now runs on rustls and its ssh on the
+/// system's OpenSSH client, so no TLS or ssh library is linked, and this
+/// fails if one comes back through a dependency's default features.
+#[test]
+fn moor_links_no_tls_or_ssh_library() {
+    let out = Command::new("ldd")
+        .arg(moor_bin())
+        .output()
+        .expect("run ldd");
+    assert!(out.status.success(), "ldd: {}", text(&out));
+    let libs = String::from_utf8_lossy(&out.stdout);
+    let linked: Vec<&str> = libs
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(linked.iter().any(|l| l.starts_with("libc.so")), "{libs}");
+    for lib in ["libssl", "libcrypto", "libssh2", "libgnutls", "libnss3"] {
+        assert!(
+            !linked.iter().any(|l| l.starts_with(lib)),
+            "moor links {lib}:\n{libs}"
+        );
+    }
+}
