@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Brings up examples/manifests for real on this machine, offline:
 #   1. installs what the build and the example need from Debian if it is
-#      missing (pkg-config, libssl-dev and libseccomp-dev to build moor;
+#      missing (pkg-config and libseccomp-dev to build moor;
 #      busybox-static for the image, nftables for the published port, tini
 #      for `init = true`);
 #   2. builds moor (and moor-shim, the per-container supervisor it starts);
@@ -17,7 +17,7 @@ missing=()
 command -v busybox >/dev/null || [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v nft >/dev/null || missing+=(nftables)
 command -v tini-static >/dev/null || missing+=(tini)   # the init of containers with init = true
-for pkg in pkg-config libssl-dev libseccomp-dev; do  # to build moor (git2's OpenSSL, seccomp)
+for pkg in pkg-config libseccomp-dev; do  # to build moor (seccomp)
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
