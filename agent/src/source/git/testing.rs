@@ -406,6 +406,11 @@ impl Server {
         }
     }
 
+    /// Whether a request came with `user`'s basic credentials.
+    pub fn saw_user(&self, user: &str) -> bool {
+        self.users_seen.lock().unwrap().iter().any(|u| u == user)
+    }
+
     pub fn url(&self, repo: &str) -> String {
         let scheme = if self.https { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}/{repo}", self.port)

@@ -455,15 +455,7 @@ fn http_backend_with_basic_auth() {
         f.cache("h").join("repo.git/shallow").is_file(),
         "the fetch is shallow"
     );
-    assert!(
-        server
-            .users_seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|u| u == "alice"),
-        "the credentials were sent"
-    );
+    assert!(server.saw_user("alice"), "the credentials were sent");
 
     // No credentials, and wrong ones: refused, and the message holds no secret.
     let e = GitSource::open(
@@ -639,15 +631,7 @@ fn https_with_the_systems_trust_store() {
     // with basic auth over TLS.
     let server = git(&["127.0.0.1", "localhost"]);
     run(spec(&server, "ok", "ok"), &[trust(&ca_file)]);
-    assert!(
-        server
-            .users_seen
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|u| u == "alice"),
-        "the credentials were sent"
-    );
+    assert!(server.saw_user("alice"), "the credentials were sent");
 
     // Through a proxy (HTTP CONNECT): TLS over libgit2's tunnel.
     let proxy = ConnectProxy::start();
