@@ -332,6 +332,14 @@ impl GitError {
 /// [`set_network_timeouts`].
 static NETWORK_TIMEOUTS: OnceLock<(Duration, Duration)> = OnceLock::new();
 
+/// The network timeouts in force: (connect, io), the defaults sources set
+/// (10 s, 30 s) until [`set_network_timeouts`] has run.
+fn network_timeouts() -> (Duration, Duration) {
+    *NETWORK_TIMEOUTS
+        .get()
+        .unwrap_or(&(Duration::from_secs(10), Duration::from_secs(30)))
+}
+
 /// Sets the network timeouts for the whole process: `connect` for
 /// establishing a connection, `io` for each read or write (libgit2's
 /// sockets, its TLS stream for https, [`tls`], and ssh's connection and
@@ -348,7 +356,7 @@ pub fn set_network_timeouts(connect: Duration, io: Duration) {
             let _ = git2::opts::set_server_connect_timeout_in_milliseconds(ms(connect));
             let _ = git2::opts::set_server_timeout_in_milliseconds(ms(io));
         }
-        if let Err(e) = tls::register(connect, io) {
+        if let Err(e) = tls::register() {
             tracing::error!("git over https is unavailable: {e}");
         }
         (connect, io)
@@ -925,9 +933,7 @@ impl GitSource {
             .ssh_key
             .clone()
             .ok_or_else(|| self.config_error("an ssh remote needs an ssh key file".into()))?;
-        let (connect_timeout, io_timeout) = *NETWORK_TIMEOUTS
-            .get()
-            .unwrap_or(&(Duration::from_secs(10), Duration::from_secs(30)));
+        let (connect_timeout, io_timeout) = network_timeouts();
         let mut known_hosts = String::new();
         for text in &state.known_hosts {
             known_hosts.push_str(text);

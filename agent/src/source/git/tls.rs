@@ -18,7 +18,6 @@ use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use libgit2_sys as raw;
 use rustls::pki_types::ServerName;
@@ -61,13 +60,12 @@ unsafe extern "C" {
     fn git_stream_register(kind: c_int, registration: *mut Registration) -> c_int;
 }
 
-/// Makes this module libgit2's TLS stream, once per process; `connect` and
-/// `io` bound the TCP connection and each read or write (the timeouts the
-/// plain sockets get). Ok once registered.
-pub(super) fn register(connect: Duration, io: Duration) -> Result<(), String> {
+/// Makes this module libgit2's TLS stream, once per process; the TCP
+/// connection and each read or write are bound by the sources' network
+/// timeouts (those the plain sockets get). Ok once registered.
+pub(super) fn register() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
-        let _ = TIMEOUTS.set((connect, io));
         let mut registration = Registration {
             version: GIT_STREAM_VERSION,
             init: Some(init),
@@ -88,14 +86,6 @@ pub(super) fn register(connect: Duration, io: Duration) -> Result<(), String> {
         }
     })
     .clone()
-}
-
-static TIMEOUTS: OnceLock<(Duration, Duration)> = OnceLock::new();
-
-fn timeouts() -> (Duration, Duration) {
-    *TIMEOUTS
-        .get()
-        .unwrap_or(&(Duration::from_secs(10), Duration::from_secs(30)))
 }
 
 /// The trust store and protocol settings, read once per process.
@@ -277,7 +267,7 @@ impl Tls {
 /// the connect timeout each; reads and writes then wait at most the io
 /// timeout.
 fn tcp(host: &str, port: &str) -> Result<TcpStream, String> {
-    let (connect, io) = timeouts();
+    let (connect, io) = super::network_timeouts();
     let port: u16 = port
         .parse()
         .map_err(|_| format!("{host}: port `{port}` is not a number"))?;
